@@ -1,0 +1,184 @@
+//! The `verity` command line: `serve`, `migrate`, `user create`, `openapi`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    authz::Role,
+    config::Config,
+    server,
+    storage::{Db, PoolOptions, users},
+};
+
+/// Verity control plane.
+#[derive(Debug, Parser)]
+#[command(
+    name = "verity",
+    version,
+    about = "Verity: a Kubernetes-native, Label Studio compatible data-labeling control plane"
+)]
+pub struct Cli {
+    /// Configuration file (TOML); see config/controlplane.example.toml.
+    #[arg(long, global = true, env = "VERITY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL (overrides VERITY_DATABASE_URL and the file).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Data directory (overrides VERITY_DATA_DIR and the file).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (applies migrations first).
+    Serve {
+        /// Listen address (overrides VERITY_LISTEN).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    User {
+        /// User command.
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// `verity user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user in the default organization and print their API token.
+    Create {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// Password (optional; API tokens work without one).
+        #[arg(long)]
+        password: Option<String>,
+        /// Organization role.
+        #[arg(long, default_value = "annotator", value_parser = ["owner", "admin", "manager", "reviewer", "annotator"])]
+        role: String,
+        /// Exact legacy API token to use (generated when absent).
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+/// Runs the command and maps failures to an exit code with a message on stderr.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verity: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("verity: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(url) = &cli.database_url {
+        config.database_url = url.clone();
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let options = PoolOptions {
+        max_connections: config.db_max_connections,
+        ..Default::default()
+    };
+    let db = Db::connect(&config.effective_database_url(), &options).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve { listen } => {
+            let mut config = load_config(&cli)?;
+            if let Some(listen) = listen {
+                config.listen = *listen;
+            }
+            server::init_tracing(&config.log_format);
+            let db = open_db(&config).await?;
+            server::bootstrap(&db, &config).await?;
+            server::serve(db, config).await
+        }
+        Command::Migrate => {
+            let config = load_config(&cli)?;
+            open_db(&config).await?;
+            println!(
+                "migrations applied to {}",
+                crate::storage::redact(&config.effective_database_url())
+            );
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    email,
+                    password,
+                    role,
+                    token,
+                },
+        } => {
+            let config = load_config(&cli)?;
+            let db = open_db(&config).await?;
+            server::bootstrap(&db, &config).await?;
+            let org = users::default_organization(&db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no organization exists"))?;
+            let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+            let new = users::NewUser {
+                email: email.clone(),
+                password: password.clone(),
+                role,
+                token: token.clone(),
+                first_name: String::new(),
+                last_name: String::new(),
+                username: None,
+            };
+            let (_, token) = users::create_user_in_org(&db, org, &new)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Openapi => {
+            use std::io::Write as _;
+            // A closed pipe (`verity openapi | head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(crate::http::routes::openapi_json().as_bytes());
+            Ok(())
+        }
+    }
+}

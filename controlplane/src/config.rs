@@ -1,0 +1,247 @@
+//! Runtime configuration: defaults, then a TOML file, then `VERITY_*` environment variables,
+//! then command-line flags (each later source wins). `config/controlplane.example.toml`
+//! documents every key; the environment variable of a key is `VERITY_` + the key upper-cased.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    /// An environment variable has a bad value.
+    #[error("invalid value {value:?} for {name}: {message}")]
+    Env {
+        name: String,
+        value: String,
+        message: String,
+    },
+}
+
+/// The control plane's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// Directory for the embedded database and temporary files.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; empty = SQLite file `verity.db` in the data directory.
+    pub database_url: String,
+    /// Maximum database connections (PostgreSQL; SQLite readers).
+    pub db_max_connections: u32,
+    /// Email of the owner created on first start.
+    pub admin_email: String,
+    /// Password of that owner (generated and printed when empty).
+    pub admin_password: String,
+    /// Exact legacy API token for that owner (generated when empty).
+    pub admin_token: String,
+    /// Maximum size of a JSON request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Maximum size of an import upload, in bytes.
+    pub import_max_bytes: u64,
+    /// Time limit for a request (uploads and exports excepted), in seconds.
+    pub request_timeout_secs: u64,
+    /// Time limit for an import or export request, in seconds.
+    pub long_request_timeout_secs: u64,
+    /// Largest page size a list endpoint returns.
+    pub page_size_max: i64,
+    /// Default task reservation (lock) time in the label stream, in seconds.
+    pub task_lock_ttl_secs: i64,
+    /// Lifetime of personal access tokens, in days.
+    pub pat_ttl_days: i64,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./verity-data"),
+            database_url: String::new(),
+            db_max_connections: 10,
+            admin_email: "admin@verity.local".into(),
+            admin_password: String::new(),
+            admin_token: String::new(),
+            max_body_bytes: 16 * 1024 * 1024,
+            import_max_bytes: 1024 * 1024 * 1024,
+            request_timeout_secs: 60,
+            long_request_timeout_secs: 3600,
+            page_size_max: 100_000,
+            task_lock_ttl_secs: 86_400,
+            pat_ttl_days: 365,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `VERITY_*` variables read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &str, value: String) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                name: name.into(),
+                value,
+                message: e.to_string(),
+            })
+        }
+        macro_rules! env {
+            ($field:ident, $name:literal, parse) => {
+                if let Some(v) = get($name) {
+                    self.$field = parse($name, v)?;
+                }
+            };
+            ($field:ident, $name:literal, string) => {
+                if let Some(v) = get($name) {
+                    self.$field = v.into();
+                }
+            };
+        }
+        env!(listen, "VERITY_LISTEN", parse);
+        env!(data_dir, "VERITY_DATA_DIR", string);
+        env!(database_url, "VERITY_DATABASE_URL", string);
+        env!(db_max_connections, "VERITY_DB_MAX_CONNECTIONS", parse);
+        env!(admin_email, "VERITY_ADMIN_EMAIL", string);
+        env!(admin_password, "VERITY_ADMIN_PASSWORD", string);
+        env!(admin_token, "VERITY_ADMIN_TOKEN", string);
+        env!(max_body_bytes, "VERITY_MAX_BODY_BYTES", parse);
+        env!(import_max_bytes, "VERITY_IMPORT_MAX_BYTES", parse);
+        env!(request_timeout_secs, "VERITY_REQUEST_TIMEOUT_SECS", parse);
+        env!(
+            long_request_timeout_secs,
+            "VERITY_LONG_REQUEST_TIMEOUT_SECS",
+            parse
+        );
+        env!(page_size_max, "VERITY_PAGE_SIZE_MAX", parse);
+        env!(task_lock_ttl_secs, "VERITY_TASK_LOCK_TTL_SECS", parse);
+        env!(pat_ttl_days, "VERITY_PAT_TTL_DAYS", parse);
+        env!(log_format, "VERITY_LOG_FORMAT", string);
+        Ok(())
+    }
+
+    /// The database URL to use: the configured one, or the SQLite file in the data directory.
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("verity.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_defaults() {
+        let mut c = Config::default();
+        c.apply_env(|n| match n {
+            "VERITY_LISTEN" => Some("127.0.0.1:9999".into()),
+            "VERITY_DATA_DIR" => Some("/tmp/x".into()),
+            _ => None,
+        })
+        .expect("valid env");
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.effective_database_url(), "sqlite:///tmp/x/verity.db");
+    }
+
+    #[test]
+    fn bad_env_names_the_variable() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|n| (n == "VERITY_LISTEN").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("VERITY_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn example_file_parses_and_documents_every_key() {
+        let text = include_str!("../../config/controlplane.example.toml");
+        let parsed: Config = toml::from_str(text).expect("example config parses");
+        assert_eq!(parsed.listen.port(), 8080);
+        let defaults =
+            toml::to_string(&DefaultsProbe::from(&Config::default())).unwrap_or_default();
+        for line in defaults.lines() {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            assert!(
+                text.contains(&format!("{key} =")),
+                "config/controlplane.example.toml does not document {key}"
+            );
+        }
+    }
+
+    /// Serializes the key names of [`Config`] for the documentation test.
+    #[derive(serde::Serialize)]
+    struct DefaultsProbe {
+        listen: String,
+        data_dir: String,
+        database_url: String,
+        db_max_connections: u32,
+        admin_email: String,
+        admin_password: String,
+        admin_token: String,
+        max_body_bytes: usize,
+        import_max_bytes: u64,
+        request_timeout_secs: u64,
+        long_request_timeout_secs: u64,
+        page_size_max: i64,
+        task_lock_ttl_secs: i64,
+        pat_ttl_days: i64,
+        log_format: String,
+    }
+
+    impl From<&Config> for DefaultsProbe {
+        fn from(c: &Config) -> Self {
+            Self {
+                listen: c.listen.to_string(),
+                data_dir: c.data_dir.display().to_string(),
+                database_url: c.database_url.clone(),
+                db_max_connections: c.db_max_connections,
+                admin_email: c.admin_email.clone(),
+                admin_password: c.admin_password.clone(),
+                admin_token: c.admin_token.clone(),
+                max_body_bytes: c.max_body_bytes,
+                import_max_bytes: c.import_max_bytes,
+                request_timeout_secs: c.request_timeout_secs,
+                long_request_timeout_secs: c.long_request_timeout_secs,
+                page_size_max: c.page_size_max,
+                task_lock_ttl_secs: c.task_lock_ttl_secs,
+                pat_ttl_days: c.pat_ttl_days,
+                log_format: c.log_format.clone(),
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Pure rules of the annotation domain: labeling-config parsing, project settings, import
+//! formats, task completion. Nothing here does I/O; no sqlx, no axum.
+
+pub mod import;
+pub mod label_config;
+pub mod project;

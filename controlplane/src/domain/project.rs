@@ -1,0 +1,321 @@
+//! Project settings: their defaults, their wire names (Label Studio's), and their validation.
+//!
+//! Settings are stored as one JSON document per project so that new settings (review,
+//! distribution, quality) need no schema change; the typed struct is the validation.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// How the label stream picks the next task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+pub enum Sampling {
+    /// In task order.
+    #[default]
+    #[serde(rename = "Sequential sampling")]
+    Sequential,
+    /// Random order.
+    #[serde(rename = "Uniform sampling")]
+    Uniform,
+    /// By prediction score (falls back to random without predictions).
+    #[serde(rename = "Uncertainty sampling")]
+    Uncertainty,
+}
+
+/// What happens to skipped tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SkipQueue {
+    /// The skipper never sees the task again; others may.
+    #[default]
+    RequeueForOthers,
+    /// The task returns to the end of the skipper's queue.
+    RequeueForMe,
+    /// A skip counts as a completed annotation.
+    IgnoreSkipped,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> i64 {
+    1
+}
+fn default_hundred() -> i64 {
+    100
+}
+fn default_color() -> String {
+    "#FFFFFF".into()
+}
+
+/// Every core project setting of Label Studio, with its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct ProjectSettings {
+    /// Description.
+    pub description: String,
+    /// Labeling instructions (HTML).
+    pub expert_instruction: String,
+    /// Show instructions before labeling.
+    pub show_instruction: bool,
+    /// Show the skip button.
+    #[serde(default = "default_true")]
+    pub show_skip_button: bool,
+    /// Allow submitting an empty result.
+    #[serde(default = "default_true")]
+    pub enable_empty_annotation: bool,
+    /// Reveal hidden prediction regions interactively.
+    pub reveal_preannotations_interactively: bool,
+    /// Show annotation history.
+    pub show_annotation_history: bool,
+    /// Use predictions to pre-label tasks.
+    #[serde(default = "default_true")]
+    pub show_collab_predictions: bool,
+    /// Deprecated Label Studio flag, kept for compatibility.
+    pub evaluate_predictions_automatically: bool,
+    /// Model version used for pre-labeling.
+    pub model_version: String,
+    /// Project color.
+    #[serde(default = "default_color")]
+    pub color: String,
+    /// Annotations per task (overlap).
+    #[serde(default = "default_one")]
+    pub maximum_annotations: i64,
+    /// Percent of tasks that get `maximum_annotations`.
+    #[serde(default = "default_hundred")]
+    pub overlap_cohort_percentage: i64,
+    /// Prefer tasks with overlap > 1.
+    pub show_overlap_first: bool,
+    /// Start training after this many annotations.
+    pub min_annotations_to_start_training: i64,
+    /// Per-control weights for agreement.
+    pub control_weights: Map<String, Value>,
+    /// Label stream order.
+    pub sampling: Sampling,
+    /// Skip behaviour.
+    pub skip_queue: SkipQueue,
+    /// Onboarding: ground-truth tasks first.
+    pub show_ground_truth_first: bool,
+    /// Basic-auth login passed to ML backends.
+    pub task_data_login: Option<String>,
+    /// Basic-auth password passed to ML backends.
+    pub task_data_password: Option<String>,
+    /// Pinned time (ISO) or null.
+    pub pinned_at: Option<String>,
+    /// Task reservation TTL in seconds (null = the instance default).
+    pub custom_task_lock_ttl: Option<i64>,
+    /// Draft project.
+    pub is_draft: bool,
+    /// Published to annotators.
+    pub is_published: bool,
+}
+
+// Spelled out rather than derived: serde's container-level `default` calls this impl, so it
+// must not deserialize (that would recurse). The field defaults above must match it; the
+// `defaults_match_label_studio` test checks both paths.
+impl Default for ProjectSettings {
+    fn default() -> Self {
+        ProjectSettings {
+            description: String::new(),
+            expert_instruction: String::new(),
+            show_instruction: false,
+            show_skip_button: true,
+            enable_empty_annotation: true,
+            reveal_preannotations_interactively: false,
+            show_annotation_history: false,
+            show_collab_predictions: true,
+            evaluate_predictions_automatically: false,
+            model_version: String::new(),
+            color: default_color(),
+            maximum_annotations: 1,
+            overlap_cohort_percentage: 100,
+            show_overlap_first: false,
+            min_annotations_to_start_training: 0,
+            control_weights: Map::new(),
+            sampling: Sampling::Sequential,
+            skip_queue: SkipQueue::RequeueForOthers,
+            show_ground_truth_first: false,
+            task_data_login: None,
+            task_data_password: None,
+            pinned_at: None,
+            custom_task_lock_ttl: None,
+            is_draft: false,
+            is_published: false,
+        }
+    }
+}
+
+/// The names of every setting field (the keys of [`ProjectSettings`] on the wire).
+pub fn setting_keys() -> Vec<String> {
+    match serde_json::to_value(ProjectSettings::default()) {
+        Ok(Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A setting that failed validation: `(field, message)`.
+pub type SettingError = (String, String);
+
+/// Merges the setting fields found in `patch` into `current` and validates the result. Keys that
+/// are not settings are ignored (Label Studio ignores read-only and unknown fields).
+pub fn merge_settings(
+    current: &ProjectSettings,
+    patch: &Map<String, Value>,
+) -> Result<ProjectSettings, SettingError> {
+    let mut merged = match serde_json::to_value(current) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    for key in setting_keys() {
+        if let Some(value) = patch.get(&key) {
+            // Each field is checked on its own so the error names it.
+            let mut probe = Map::new();
+            probe.insert(key.clone(), value.clone());
+            if let Err(e) = serde_json::from_value::<ProjectSettings>(Value::Object(probe)) {
+                return Err((key.clone(), describe_serde_error(&e)));
+            }
+            merged.insert(key, value.clone());
+        }
+    }
+    let settings: ProjectSettings = serde_json::from_value(Value::Object(merged))
+        .map_err(|e| ("non_field_errors".to_string(), e.to_string()))?;
+    validate(&settings)?;
+    Ok(settings)
+}
+
+fn describe_serde_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    // serde's messages end with " at line 1 column N", which means nothing for a field.
+    match text.find(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// Range checks that the type system does not express.
+pub fn validate(s: &ProjectSettings) -> Result<(), SettingError> {
+    if !(1..=1000).contains(&s.maximum_annotations) {
+        return Err((
+            "maximum_annotations".into(),
+            "must be between 1 and 1000".into(),
+        ));
+    }
+    if !(0..=100).contains(&s.overlap_cohort_percentage) {
+        return Err((
+            "overlap_cohort_percentage".into(),
+            "must be between 0 and 100".into(),
+        ));
+    }
+    if s.min_annotations_to_start_training < 0 {
+        return Err((
+            "min_annotations_to_start_training".into(),
+            "must not be negative".into(),
+        ));
+    }
+    if let Some(ttl) = s.custom_task_lock_ttl {
+        if !(1..=86_400).contains(&ttl) {
+            return Err((
+                "custom_task_lock_ttl".into(),
+                "must be between 1 and 86400 seconds".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates a project title (Label Studio: empty, or 3 to 50 characters).
+pub fn validate_title(title: &str) -> Result<(), SettingError> {
+    let n = title.chars().count();
+    if n != 0 && !(3..=50).contains(&n) {
+        return Err(("title".into(), "must be between 3 and 50 characters".into()));
+    }
+    Ok(())
+}
+
+/// How many of `task_number` tasks must carry the full overlap for the cohort percentage.
+pub fn cohort_target(task_number: i64, percentage: i64) -> i64 {
+    // Label Studio rounds half up: int(N * pct / 100 + 0.5).
+    (task_number * percentage * 2 + 100) / 200
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_match_label_studio() {
+        let s = ProjectSettings::default();
+        let from_empty: ProjectSettings = serde_json::from_value(json!({})).expect("empty object");
+        assert_eq!(from_empty, s);
+        assert_eq!(s.maximum_annotations, 1);
+        assert_eq!(s.overlap_cohort_percentage, 100);
+        assert!(s.show_skip_button && s.enable_empty_annotation && s.show_collab_predictions);
+        assert_eq!(
+            serde_json::to_value(s.sampling).ok(),
+            Some(json!("Sequential sampling"))
+        );
+        assert_eq!(
+            serde_json::to_value(s.skip_queue).ok(),
+            Some(json!("REQUEUE_FOR_OTHERS"))
+        );
+    }
+
+    #[test]
+    fn merge_names_the_bad_field() {
+        let patch = json!({"maximum_annotations": "three"});
+        let err = merge_settings(
+            &ProjectSettings::default(),
+            patch.as_object().expect("object"),
+        )
+        .unwrap_err();
+        assert_eq!(err.0, "maximum_annotations");
+        let patch = json!({"sampling": "Whatever sampling"});
+        assert_eq!(
+            merge_settings(&ProjectSettings::default(), patch.as_object().expect("o"))
+                .unwrap_err()
+                .0,
+            "sampling"
+        );
+        let patch = json!({"maximum_annotations": 0});
+        assert_eq!(
+            merge_settings(&ProjectSettings::default(), patch.as_object().expect("o"))
+                .unwrap_err()
+                .0,
+            "maximum_annotations"
+        );
+    }
+
+    #[test]
+    fn merge_keeps_unpatched_and_ignores_unknown() {
+        let base = merge_settings(
+            &ProjectSettings::default(),
+            json!({"maximum_annotations": 3}).as_object().expect("o"),
+        )
+        .expect("ok");
+        let next = merge_settings(
+            &base,
+            json!({"skip_queue": "IGNORE_SKIPPED", "task_number": 99})
+                .as_object()
+                .expect("o"),
+        )
+        .expect("ok");
+        assert_eq!(next.maximum_annotations, 3);
+        assert_eq!(next.skip_queue, SkipQueue::IgnoreSkipped);
+    }
+
+    #[test]
+    fn cohort_rounds_half_up() {
+        assert_eq!(cohort_target(10, 50), 5);
+        assert_eq!(cohort_target(3, 50), 2);
+        assert_eq!(cohort_target(1, 100), 1);
+        assert_eq!(cohort_target(7, 0), 0);
+    }
+
+    #[test]
+    fn titles() {
+        assert!(validate_title("ab").is_err());
+        assert!(validate_title("").is_ok());
+        assert!(validate_title("abc").is_ok());
+        assert!(validate_title(&"x".repeat(51)).is_err());
+    }
+}

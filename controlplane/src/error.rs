@@ -1,0 +1,219 @@
+//! The one error type every handler returns, the table of stable error codes, and the one place
+//! where errors become HTTP responses.
+//!
+//! The body keeps Label Studio's envelope (`id`, `status_code`, `version`, `detail`,
+//! `validation_errors`) so existing clients parse it, and adds `code`, a stable machine-readable
+//! identifier from [`ErrorCode`]. Internal errors carry their cause only into the log, never
+//! into the response.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+/// Stable error codes. Clients may match on these strings; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON or not the expected shape.
+    InvalidJson,
+    /// A field has a wrong value; `validation_errors` names it.
+    ValidationError,
+    /// The labeling configuration is invalid.
+    InvalidLabelConfig,
+    /// An annotation or prediction result does not match the labeling configuration.
+    InvalidResult,
+    /// An imported file or task is invalid.
+    InvalidImport,
+    /// A query parameter is invalid.
+    InvalidQuery,
+    /// No credentials, or credentials that are not valid.
+    Unauthenticated,
+    /// Authenticated, but the role lacks the permission named in `detail`.
+    Forbidden,
+    /// The object does not exist (or belongs to another organization).
+    NotFound,
+    /// The page number is past the last page.
+    InvalidPage,
+    /// The label stream has no task left for the caller.
+    NoMoreTasks,
+    /// The object already exists or conflicts with the current state.
+    Conflict,
+    /// The request body is larger than the configured limit.
+    PayloadTooLarge,
+    /// The HTTP method is not allowed on this path.
+    MethodNotAllowed,
+    /// The request took longer than the configured timeout.
+    Timeout,
+    /// The server failed; the `id` identifies the log line.
+    Internal,
+    /// A dependency (the database) is not available.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidJson
+            | ErrorCode::ValidationError
+            | ErrorCode::InvalidLabelConfig
+            | ErrorCode::InvalidResult
+            | ErrorCode::InvalidImport
+            | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound | ErrorCode::InvalidPage | ErrorCode::NoMoreTasks => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// An error a handler returns.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {detail}")]
+pub struct ApiError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable message that says what to fix.
+    pub detail: String,
+    /// Per-field messages for validation errors.
+    pub validation_errors: Option<BTreeMap<String, Vec<String>>>,
+    /// Logged, never sent.
+    pub internal: Option<String>,
+}
+
+/// Result alias for handlers and repository functions.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            validation_errors: None,
+            internal: None,
+        }
+    }
+
+    /// 404 for a kind of object.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    /// 400 on one field, in Label Studio's `validation_errors` shape.
+    pub fn field(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut errors = BTreeMap::new();
+        errors.insert(field.to_string(), vec![message.clone()]);
+        Self {
+            code,
+            detail: format!("{field}: {message}"),
+            validation_errors: Some(errors),
+            internal: None,
+        }
+    }
+
+    /// 400 with a bare message.
+    pub fn bad_request(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self::new(code, detail)
+    }
+
+    /// 401.
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, detail)
+    }
+
+    /// 500 with a cause that is logged only.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self {
+            code: ErrorCode::Internal,
+            detail: "internal server error; the request id identifies the log entry".into(),
+            validation_errors: None,
+            internal: Some(cause.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut => Self {
+                code: ErrorCode::Unavailable,
+                detail: "the database is busy; retry shortly".into(),
+                validation_errors: None,
+                internal: Some(err.to_string()),
+            },
+            _ => Self::internal(err),
+        }
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(err: crate::storage::StorageError) -> Self {
+        Self::internal(err)
+    }
+}
+
+/// The JSON error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Request id (also in the `x-request-id` response header).
+    pub id: String,
+    /// The HTTP status code.
+    pub status_code: u16,
+    /// Server version.
+    pub version: &'static str,
+    /// Stable error code.
+    pub code: ErrorCode,
+    /// What went wrong and what to do.
+    pub detail: String,
+    /// Always null (Label Studio compatibility).
+    pub exc_info: Option<String>,
+    /// Per-field messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+tokio::task_local! {
+    /// The id of the request being served, for error bodies.
+    pub static REQUEST_ID: String;
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+        if status.is_server_error() {
+            tracing::error!(code = ?self.code, internal = ?self.internal, "request failed");
+        }
+        let body = ErrorBody {
+            id,
+            status_code: status.as_u16(),
+            version: crate::VERSION,
+            code: self.code,
+            detail: self.detail,
+            exc_info: None,
+            validation_errors: self.validation_errors,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", http::HeaderValue::from_static("Token"));
+        }
+        response
+    }
+}

@@ -1,0 +1,160 @@
+//! The HTTP layer: routes, extractors, middleware. Handlers parse requests into repository
+//! calls and render views; they never touch the database directly.
+//!
+//! [`app`] builds the whole service without I/O, so tests drive it in-process. Paths answer
+//! with and without a trailing slash (normalized before routing, never redirected), as Label
+//! Studio's API does.
+
+pub mod extract;
+pub mod metrics;
+pub mod pagination;
+pub mod routes;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tracing::Instrument;
+
+use crate::{
+    config::Config,
+    error::{ApiError, ErrorCode, REQUEST_ID},
+    storage::Db,
+};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database pools.
+    pub db: Db,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// JWT signing key.
+    pub jwt_key: Arc<Vec<u8>>,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.db.dialect())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The service: the router behind trailing-slash normalization.
+pub type Service = NormalizePath<Router>;
+
+/// Builds the router with every route and middleware; no I/O.
+pub fn app(state: AppState) -> Service {
+    let (router, _) = routes::router().split_for_parts();
+    let router = router
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state);
+    NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such endpoint; see /api/openapi.json for the API",
+    )
+}
+
+fn is_long_request(path: &str) -> bool {
+    path.contains("/import") || path.ends_with("/export") || path.contains("/download")
+}
+
+/// Request id, tracing span, timeout, metrics and error envelope for method-not-allowed.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let timeout = Duration::from_secs(if is_long_request(&path) {
+        state.config.long_request_timeout_secs
+    } else {
+        state.config.request_timeout_secs
+    });
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let started = std::time::Instant::now();
+    state.metrics.in_flight.inc();
+    let response = REQUEST_ID
+        .scope(id.clone(), async move {
+            match tokio::time::timeout(timeout, next.run(request)).await {
+                Ok(response) => remap(response),
+                Err(_) => ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("the request took longer than {}s", timeout.as_secs()),
+                )
+                .into_response(),
+            }
+        })
+        .instrument(span.clone())
+        .await;
+    state.metrics.in_flight.dec();
+    let status = response.status();
+    state
+        .metrics
+        .observe(method.as_str(), &route, status.as_u16(), started.elapsed());
+    span.in_scope(|| {
+        tracing::info!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, path = %path, "served");
+    });
+    let mut response = response;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// Gives axum's own plain-text rejections (405, 413 from the body limit) our JSON envelope.
+fn remap(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    match response.status() {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "this method is not allowed on this path",
+        )
+        .into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "the request body is larger than the server accepts (max_body_bytes)",
+        )
+        .into_response(),
+        _ => response,
+    }
+}
+
+/// An empty 204 response.
+pub fn no_content() -> Response {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .unwrap_or_default()
+}

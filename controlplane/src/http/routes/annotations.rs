@@ -1,0 +1,106 @@
+//! Annotations.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+};
+use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    authz::Actor,
+    error::ApiResult,
+    http::{
+        AppState,
+        extract::{JsonObject, Query, opt_bool},
+        no_content,
+    },
+    storage::annotations::{self, AnnotationInput, AnnotationView},
+};
+
+/// Query of an annotation create.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CreateAnnotationParams {
+    /// `1`/`true` marks the annotation as a skip.
+    pub was_cancelled: Option<String>,
+}
+
+/// The annotations of a task (skips excluded), oldest first.
+#[utoipa::path(get, path = "/api/tasks/{id}/annotations", tag = "annotations", params(("id" = i64, Path)), responses((status = 200, body = Vec<AnnotationView>), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list_annotations(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<AnnotationView>>> {
+    Ok(Json(
+        annotations::list_for_task(&state.db, &actor, id).await?,
+    ))
+}
+
+/// Creates an annotation (or a skip with `was_cancelled`). The result is validated against the
+/// project's labeling configuration; submitting ends the caller's reservation of the task.
+#[utoipa::path(post, path = "/api/tasks/{id}/annotations", tag = "annotations", params(("id" = i64, Path), CreateAnnotationParams), request_body = Object, responses((status = 201, body = AnnotationView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create_annotation(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    Query(params): Query<CreateAnnotationParams>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<AnnotationView>)> {
+    let mut input = AnnotationInput::from_body(&body)?;
+    if opt_bool("was_cancelled", &params.was_cancelled)? == Some(true) {
+        input.was_cancelled = Some(true);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(annotations::create(&state.db, &actor, id, input).await?),
+    ))
+}
+
+/// One annotation.
+#[utoipa::path(get, path = "/api/annotations/{id}", tag = "annotations", params(("id" = i64, Path)), responses((status = 200, body = AnnotationView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_annotation(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<AnnotationView>> {
+    Ok(Json(annotations::get(&state.db, &actor, id).await?))
+}
+
+/// Updates an annotation.
+#[utoipa::path(patch, path = "/api/annotations/{id}", tag = "annotations", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = AnnotationView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_annotation(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<AnnotationView>> {
+    let input = AnnotationInput::from_body(&body)?;
+    Ok(Json(
+        annotations::update(&state.db, &actor, id, input).await?,
+    ))
+}
+
+/// Deletes an annotation.
+#[utoipa::path(delete, path = "/api/annotations/{id}", tag = "annotations", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_annotation(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    annotations::delete(&state.db, &actor, id).await?;
+    Ok(no_content())
+}
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_annotations, create_annotation))
+        .routes(routes!(
+            get_annotation,
+            update_annotation,
+            delete_annotation
+        ))
+}

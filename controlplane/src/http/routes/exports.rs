@@ -1,0 +1,186 @@
+//! Export: streamed downloads in Label Studio's formats.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Path, RawQuery, State},
+    http::header,
+    response::Response,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_stream_compat::ReceiverStream;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    authz::{Actor, Permission},
+    error::{ApiError, ApiResult, ErrorCode},
+    http::{
+        AppState,
+        extract::{Query, opt_bool},
+    },
+    storage::{
+        export::{self, ExportFormat, Selection},
+        projects,
+    },
+};
+
+/// Query of an export.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ExportParams {
+    /// JSON, JSON_MIN, CSV or TSV.
+    #[serde(rename = "exportType")]
+    pub export_type_camel: Option<String>,
+    /// Same as `exportType`.
+    pub export_type: Option<String>,
+    /// Include tasks without annotations.
+    pub download_all_tasks: Option<String>,
+    /// Accepted and ignored (media stays where it is).
+    pub download_resources: Option<String>,
+    /// Only these task ids (`ids=1&ids=2`, `ids[]=1` or `ids=1,2`).
+    #[serde(skip)]
+    #[param(value_type = Option<Vec<i64>>)]
+    pub ids: (),
+}
+
+/// Task ids from `ids=1&ids=2`, `ids[]=1` or `ids=1,2` (read from the raw query because the
+/// key repeats).
+fn query_ids(query: Option<&str>) -> ApiResult<Vec<i64>> {
+    let mut ids = Vec::new();
+    for pair in query.unwrap_or_default().split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !matches!(key, "ids" | "ids[]" | "ids%5B%5D") {
+            continue;
+        }
+        for part in value
+            .split(|c| c == ',' || c == '+')
+            .flat_map(|v| v.split("%2C"))
+        {
+            if part.is_empty() {
+                continue;
+            }
+            ids.push(part.trim().parse::<i64>().map_err(|_| {
+                ApiError::field(
+                    ErrorCode::InvalidQuery,
+                    "ids",
+                    format!("{part:?} is not a task id"),
+                )
+            })?);
+        }
+    }
+    Ok(ids)
+}
+
+/// Downloads the project's tasks, streamed in constant memory.
+#[utoipa::path(get, path = "/api/projects/{id}/export", tag = "export", params(("id" = i64, Path), ExportParams), responses((status = 200, description = "the export file"), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn export_project(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    Query(params): Query<ExportParams>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    actor.require(Permission::ExportRun)?;
+    let project = projects::get_row(&state.db, &actor, id).await?;
+    let format = ExportFormat::parse(
+        params
+            .export_type_camel
+            .as_deref()
+            .or(params.export_type.as_deref())
+            .unwrap_or("JSON"),
+    )?;
+    let ids = query_ids(raw.as_deref())?;
+    let selection = Selection {
+        all_tasks: opt_bool("download_all_tasks", &params.download_all_tasks)?.unwrap_or(false),
+        ids: (!ids.is_empty()).then_some(ids),
+    };
+    let _ = opt_bool("download_resources", &params.download_resources)?;
+    let filename = format!(
+        "project-{}-at-{}.{}",
+        project.id,
+        crate::storage::format_micros(crate::storage::now_micros()).replace(':', "-"),
+        format.extension()
+    );
+    let rx = export::start(state.db.clone(), project, format, selection);
+    let body = Body::from_stream(ReceiverStream::new(rx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, format.content_type())
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        )
+        .header("filename", filename)
+        .body(body)
+        .map_err(ApiError::internal)
+}
+
+/// The export formats offered for a project.
+#[utoipa::path(get, path = "/api/projects/{id}/export/formats", tag = "export", params(("id" = i64, Path)), responses((status = 200, body = Vec<Object>)))]
+pub async fn export_formats(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<Value>>> {
+    projects::get_row(&state.db, &actor, id).await?;
+    let formats = [
+        (
+            "JSON",
+            "JSON",
+            "List of items in raw JSON format stored in one JSON file.",
+        ),
+        (
+            "JSON_MIN",
+            "JSON-MIN",
+            "List of items where only \"from_name\", \"to_name\" values are kept.",
+        ),
+        (
+            "CSV",
+            "CSV",
+            "Results are stored as comma-separated values with the column names as the first row.",
+        ),
+        (
+            "TSV",
+            "TSV",
+            "Results are stored as tab-separated values with the column names as the first row.",
+        ),
+    ];
+    Ok(Json(
+        formats
+            .iter()
+            .map(|(name, title, description)| serde_json::json!({"name": name, "title": title, "description": description, "link": "", "tags": [], "disabled": false}))
+            .collect(),
+    ))
+}
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(export_project))
+        .routes(routes!(export_formats))
+}
+
+/// A `Stream` over an mpsc receiver (avoids a dependency on tokio-stream).
+mod tokio_stream_compat {
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use tokio::sync::mpsc::Receiver;
+
+    pub(super) struct ReceiverStream<T>(Receiver<T>);
+
+    impl<T> ReceiverStream<T> {
+        pub(super) fn new(rx: Receiver<T>) -> Self {
+            Self(rx)
+        }
+    }
+
+    impl<T> futures::Stream for ReceiverStream<T> {
+        type Item = T;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}

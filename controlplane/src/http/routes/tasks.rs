@@ -1,0 +1,418 @@
+//! Tasks: the data-manager list, single tasks, bulk deletion and the label stream.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    authz::Actor,
+    error::{ApiError, ApiResult, ErrorCode},
+    http::{
+        AppState,
+        extract::{JsonObject, Query, opt_bool, opt_int},
+        no_content,
+        pagination::Page,
+    },
+    storage::tasks::{self, Fields, TaskView},
+};
+
+/// Query of the task list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct TaskListParams {
+    /// Project id (required).
+    pub project: Option<String>,
+    /// Data-manager view id (not supported yet; give `project`).
+    pub view: Option<String>,
+    /// 1-based page.
+    pub page: Option<String>,
+    /// Page size (default 100).
+    pub page_size: Option<String>,
+    /// `all` (with annotations and predictions) or `task_only`.
+    pub fields: Option<String>,
+    /// Comma-separated fields to return, e.g. `id`.
+    pub include: Option<String>,
+    /// Data-manager JSON: `{"filters", "ordering", "selectedItems"}`.
+    pub query: Option<String>,
+    /// Only tasks with annotations.
+    pub only_annotated: Option<String>,
+    /// Accepted and ignored (URLs are returned as stored).
+    pub resolve_uri: Option<String>,
+    /// Accepted and ignored.
+    pub review: Option<String>,
+}
+
+/// A page of the data-manager task list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskListView {
+    /// Tasks.
+    #[schema(value_type = Vec<Object>)]
+    pub tasks: Vec<Value>,
+    /// Tasks matching the query.
+    pub total: i64,
+    /// Annotations in the project.
+    pub total_annotations: i64,
+    /// Predictions in the project.
+    pub total_predictions: i64,
+}
+
+fn render(view: &TaskView, include: &Option<Vec<String>>) -> ApiResult<Value> {
+    let value = serde_json::to_value(view).map_err(ApiError::internal)?;
+    Ok(match (include, value) {
+        (Some(keys), Value::Object(mut obj)) => {
+            let mut out = Map::new();
+            for k in keys {
+                if let Some(v) = obj.remove(k) {
+                    out.insert(k.clone(), v);
+                }
+            }
+            Value::Object(out)
+        }
+        (_, v) => v,
+    })
+}
+
+/// Lists the tasks of a project (data manager).
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks", params(TaskListParams), responses((status = 200, body = TaskListView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<TaskListParams>,
+) -> ApiResult<Json<TaskListView>> {
+    let Some(project) = opt_int("project", &params.project)? else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "Neither project nor view id specified",
+        ));
+    };
+    let page = Page::new(
+        opt_int("page", &params.page)?,
+        opt_int("page_size", &params.page_size)?,
+        100,
+        state.config.page_size_max,
+    )?;
+    let fields = match params.fields.as_deref() {
+        None | Some("") | Some("all") => Fields::All,
+        Some("task_only") => Fields::TaskOnly,
+        Some(other) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidQuery,
+                "fields",
+                format!("{other:?} is not all or task_only"),
+            ));
+        }
+    };
+    let include: Option<Vec<String>> =
+        params
+            .include
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            });
+    let ids_only = include
+        .as_ref()
+        .is_some_and(|keys| keys.iter().all(|k| k == "id"));
+    let fields = if include.as_ref().is_some_and(|k| {
+        !k.iter()
+            .any(|k| k == "annotations" || k == "predictions" || k == "drafts" || k == "annotators")
+    }) {
+        Fields::TaskOnly
+    } else {
+        fields
+    };
+    let query_json: Value = match params.query.as_deref().filter(|q| !q.is_empty()) {
+        None => Value::Null,
+        Some(q) => serde_json::from_str(q).map_err(|e| {
+            ApiError::field(
+                ErrorCode::InvalidQuery,
+                "query",
+                format!("not valid JSON: {e}"),
+            )
+        })?,
+    };
+    let only_annotated = opt_bool("only_annotated", &params.only_annotated)?.unwrap_or(false);
+    let query = tasks::task_query(state.db.dialect(), &query_json, only_annotated)?;
+    let (_, result) = tasks::list(
+        &state.db,
+        &actor,
+        project,
+        &query,
+        page.offset(),
+        page.size,
+        fields,
+        ids_only,
+    )
+    .await?;
+    page.check(result.total)?;
+    let tasks = result
+        .tasks
+        .iter()
+        .map(|t| render(t, &include))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(TaskListView {
+        tasks,
+        total: result.total,
+        total_annotations: result.total_annotations,
+        total_predictions: result.total_predictions,
+    }))
+}
+
+fn object_field(
+    body: &Map<String, Value>,
+    key: &str,
+    required: bool,
+) -> ApiResult<Option<Map<String, Value>>> {
+    match body.get(key) {
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(ApiError::field(
+            ErrorCode::ValidationError,
+            key,
+            "this field is required",
+        )),
+        Some(_) => Err(ApiError::field(
+            ErrorCode::ValidationError,
+            key,
+            "must be a JSON object",
+        )),
+    }
+}
+
+/// Creates one task.
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = Object, responses((status = 201, body = TaskView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let project = match body.get("project") {
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
+        _ => {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "project",
+                "this field is required (a project id)",
+            ));
+        }
+    };
+    let data = object_field(&body, "data", true)?.unwrap_or_default();
+    let meta = object_field(&body, "meta", false)?.unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        Json(tasks::create_one(&state.db, &actor, project, data, meta).await?),
+    ))
+}
+
+/// One task with its annotations and predictions.
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = i64, Path)), responses((status = 200, body = TaskView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TaskView>> {
+    Ok(Json(tasks::get(&state.db, &actor, id).await?))
+}
+
+/// Changes a task's data or meta.
+#[utoipa::path(patch, path = "/api/tasks/{id}", tag = "tasks", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = TaskView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_task(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<TaskView>> {
+    let data = object_field(&body, "data", false)?;
+    let meta = object_field(&body, "meta", false)?;
+    Ok(Json(
+        tasks::update(&state.db, &actor, id, data, meta).await?,
+    ))
+}
+
+/// Deletes a task.
+#[utoipa::path(delete, path = "/api/tasks/{id}", tag = "tasks", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_task(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    let task = tasks::get_row(&state.db, &actor, id).await?;
+    tasks::delete_many(&state.db, &actor, task.project_id, Some(&[id])).await?;
+    Ok(no_content())
+}
+
+/// Query of the per-project task list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ProjectTasksParams {
+    /// 1-based page.
+    pub page: Option<String>,
+    /// Page size (default 50; -1 = all, capped at the server maximum).
+    pub page_size: Option<String>,
+}
+
+/// Lists a project's tasks as a plain list (Label Studio's older endpoint).
+#[utoipa::path(get, path = "/api/projects/{id}/tasks", tag = "tasks", params(("id" = i64, Path), ProjectTasksParams), responses((status = 200, body = Vec<TaskView>), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list_project_tasks(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    Query(params): Query<ProjectTasksParams>,
+) -> ApiResult<Json<Vec<TaskView>>> {
+    let size = match opt_int("page_size", &params.page_size)? {
+        Some(-1) => Some(state.config.page_size_max),
+        other => other,
+    };
+    let page = Page::new(
+        opt_int("page", &params.page)?,
+        size,
+        50,
+        state.config.page_size_max,
+    )?;
+    let query = tasks::task_query(state.db.dialect(), &Value::Null, false)?;
+    let (_, result) = tasks::list(
+        &state.db,
+        &actor,
+        id,
+        &query,
+        page.offset(),
+        page.size,
+        Fields::All,
+        false,
+    )
+    .await?;
+    if result.tasks.is_empty() && page.number > 1 {
+        return Err(ApiError::new(ErrorCode::InvalidPage, "Invalid page."));
+    }
+    Ok(Json(result.tasks))
+}
+
+/// Deletes every task of a project.
+#[utoipa::path(delete, path = "/api/projects/{id}/tasks", tag = "tasks", params(("id" = i64, Path)), responses((status = 204)))]
+pub async fn delete_project_tasks(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    tasks::delete_many(&state.db, &actor, id, None).await?;
+    Ok(no_content())
+}
+
+/// The next task of the label stream for the caller, reserved for them.
+#[utoipa::path(get, path = "/api/projects/{id}/next", tag = "tasks", params(("id" = i64, Path)), responses((status = 200, body = TaskView), (status = 404, description = "no task left", body = crate::error::ErrorBody)))]
+pub async fn next_task(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TaskView>> {
+    Ok(Json(
+        tasks::next(&state.db, &actor, id, state.config.task_lock_ttl_secs).await?,
+    ))
+}
+
+/// Query of a data-manager action.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ActionParams {
+    /// Action id (`delete_tasks`).
+    pub id: Option<String>,
+    /// Project id.
+    pub project: Option<String>,
+}
+
+/// Runs a data-manager action; `delete_tasks` deletes the selected tasks
+/// (`{"selectedItems": {"all": false, "included": [ids]}}` or `{"all": true, "excluded": [...]}`).
+#[utoipa::path(post, path = "/api/dm/actions", tag = "tasks", params(ActionParams), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn run_action(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<ActionParams>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let project = opt_int("project", &params.project)?.ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::InvalidQuery,
+            "project",
+            "this parameter is required",
+        )
+    })?;
+    match params.id.as_deref() {
+        Some("delete_tasks") => {
+            let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
+            if selected.is_null() {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    "selectedItems",
+                    "this field is required",
+                ));
+            }
+            let query = tasks::task_query(
+                state.db.dialect(),
+                &serde_json::json!({"selectedItems": selected}),
+                false,
+            )?;
+            let ids = collect_ids(&state, &actor, project, &query).await?;
+            let deleted = tasks::delete_many(&state.db, &actor, project, Some(&ids)).await?;
+            Ok(Json(
+                serde_json::json!({"processed_items": deleted, "reload": true, "detail": format!("Deleted {deleted} tasks")}),
+            ))
+        }
+        Some(other) => Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "id",
+            format!("unknown action {other:?}; supported: delete_tasks"),
+        )),
+        None => Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "id",
+            "this parameter is required",
+        )),
+    }
+}
+
+async fn collect_ids(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    query: &tasks::TaskQuery,
+) -> ApiResult<Vec<i64>> {
+    // Bounded by the selection; pages of ids only.
+    let mut ids = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (_, page) = tasks::list(
+            &state.db,
+            actor,
+            project,
+            query,
+            offset,
+            10_000,
+            Fields::TaskOnly,
+            true,
+        )
+        .await?;
+        let n = page.tasks.len() as i64;
+        ids.extend(page.tasks.iter().map(|t| t.id));
+        if n < 10_000 {
+            break;
+        }
+        offset += n;
+    }
+    Ok(ids)
+}
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tasks, create_task))
+        .routes(routes!(get_task, update_task, delete_task))
+        .routes(routes!(list_project_tasks, delete_project_tasks))
+        .routes(routes!(next_task))
+        .routes(routes!(run_action))
+}

@@ -1,0 +1,18 @@
+//! Verity's control plane: the Label-Studio-compatible annotation API (`verity serve`), its
+//! database migrations and administration commands.
+//!
+//! Layers: [`http`] (routes, extractors, error mapping) → [`storage`] (one set of repository
+//! code over PostgreSQL and SQLite, authorization at its boundary) → [`domain`] (pure rules).
+
+pub mod auth;
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod server;
+pub mod storage;
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,134 @@
+//! Process lifecycle of `verity serve`: tracing, first-start bootstrap, the listener and
+//! graceful shutdown (SIGINT/SIGTERM stop accepting, in-flight requests drain, pools close).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{
+    auth,
+    authz::Role,
+    config::Config,
+    error::ErrorCode,
+    http::{self, AppState, metrics::Metrics},
+    storage::{Db, users},
+};
+
+/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// On first start (no users), creates the organization and its owner and prints the login and
+/// API token once. Safe when several processes start at once: the loser sees the email taken.
+pub async fn bootstrap(db: &Db, config: &Config) -> anyhow::Result<()> {
+    if users::count_users(db)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail))?
+        > 0
+    {
+        return Ok(());
+    }
+    let org = match users::default_organization(db)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail))?
+    {
+        Some(id) => id,
+        None => users::create_organization(db, "Verity")
+            .await
+            .map_err(|e| anyhow::anyhow!(e.detail))?,
+    };
+    let generated_password = config.admin_password.is_empty();
+    let password = if generated_password {
+        auth::random_secret(20)
+    } else {
+        config.admin_password.clone()
+    };
+    let new = users::NewUser {
+        email: config.admin_email.clone(),
+        password: Some(password.clone()),
+        role: Role::Owner,
+        token: (!config.admin_token.is_empty()).then(|| config.admin_token.clone()),
+        first_name: String::new(),
+        last_name: String::new(),
+        username: None,
+    };
+    match users::create_user_in_org(db, org, &new).await {
+        Ok((user, token)) => {
+            println!("Verity: created the owner account of organization {org}");
+            println!("  login:     {}", user.email);
+            if generated_password {
+                println!(
+                    "  password:  {password}   (generated; set VERITY_ADMIN_PASSWORD to choose one)"
+                );
+            }
+            println!("  API token: {token}   (shown once; use `Authorization: Token <token>`)");
+            Ok(())
+        }
+        Err(e) if e.code == ErrorCode::Conflict => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating the owner failed: {}", e.detail)),
+    }
+}
+
+/// Serves the API until SIGINT or SIGTERM.
+pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
+    let jwt_key = users::signing_key(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail))?;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let listen = config.listen;
+    let state = AppState {
+        db: db.clone(),
+        config: Arc::new(config),
+        jwt_key: Arc::new(jwt_key),
+        metrics: Arc::new(metrics),
+    };
+    let service = http::app(state);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listen, backend = ?db.dialect(), "serving the Verity API");
+    println!("Verity API listening on http://{listen}");
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server error")?;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

@@ -1,0 +1,406 @@
+//! Streaming export of a project's tasks as JSON, JSON_MIN, CSV or TSV.
+//!
+//! Tasks are read in keyset pages of [`PAGE`] and written to a bounded channel that the HTTP
+//! body drains, so memory is bounded by one page whatever the project's size, and a slow client
+//! slows the reader instead of filling memory.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use super::{
+    Db,
+    projects::ProjectRow,
+    tasks::{self, TASK_COLUMNS, TaskRow},
+    with_read,
+};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+
+/// Tasks per page read from the database.
+const PAGE: i64 = 500;
+
+/// Export formats offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Label Studio's full task JSON.
+    Json,
+    /// One flat object per annotation.
+    JsonMin,
+    /// Comma-separated, one row per annotation.
+    Csv,
+    /// Tab-separated, one row per annotation.
+    Tsv,
+}
+
+impl ExportFormat {
+    /// Parses `exportType` (case-insensitive).
+    pub fn parse(s: &str) -> ApiResult<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "JSON" => Ok(Self::Json),
+            "JSON_MIN" => Ok(Self::JsonMin),
+            "CSV" => Ok(Self::Csv),
+            "TSV" => Ok(Self::Tsv),
+            other => Err(ApiError::field(
+                ErrorCode::InvalidQuery,
+                "exportType",
+                format!("{other} is not supported; use JSON, JSON_MIN, CSV or TSV"),
+            )),
+        }
+    }
+
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Json | Self::JsonMin => "json",
+            Self::Csv => "csv",
+            Self::Tsv => "tsv",
+        }
+    }
+
+    /// Content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json | Self::JsonMin => "application/json",
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Tsv => "text/tab-separated-values; charset=utf-8",
+        }
+    }
+}
+
+/// Which tasks to export.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Include tasks without annotations.
+    pub all_tasks: bool,
+    /// Only these task ids.
+    pub ids: Option<Vec<i64>>,
+}
+
+impl Selection {
+    fn condition(&self) -> String {
+        let mut c = String::new();
+        if !self.all_tasks {
+            c.push_str(" and (t.total_annotations + t.cancelled_annotations) > 0");
+        }
+        if let Some(ids) = &self.ids {
+            let list = if ids.is_empty() {
+                "0".into()
+            } else {
+                ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            };
+            c.push_str(&format!(" and t.id in ({list})"));
+        }
+        c
+    }
+}
+
+async fn page(db: &Db, project_id: i64, after: i64, condition: &str) -> ApiResult<Vec<TaskRow>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from task t where t.project_id = $1 and t.id > $2{condition} order by t.id limit $3"
+        ))
+        .bind(project_id)
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(conn)
+        .await?
+    }))
+}
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// Starts producing the export in the background and returns the receiving end of its chunks.
+pub fn start(
+    db: Db,
+    project: ProjectRow,
+    format: ExportFormat,
+    selection: Selection,
+) -> mpsc::Receiver<Chunk> {
+    // Four pages in flight at most: enough to keep the socket busy, small enough to bound memory.
+    let (tx, rx) = mpsc::channel::<Chunk>(4);
+    tokio::spawn(async move {
+        let result = produce(&db, &project, format, &selection, &tx).await;
+        if let Err(e) = result {
+            tracing::error!(project = project.id, error = ?e, "export failed");
+            let _ = tx
+                .send(Err(std::io::Error::other(
+                    "export failed; see the server log",
+                )))
+                .await;
+        }
+    });
+    rx
+}
+
+async fn send(tx: &mpsc::Sender<Chunk>, bytes: Vec<u8>) -> ApiResult<()> {
+    // A closed channel means the client went away: stop reading.
+    tx.send(Ok(Bytes::from(bytes)))
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Timeout, "client disconnected"))
+}
+
+async fn produce(
+    db: &Db,
+    project: &ProjectRow,
+    format: ExportFormat,
+    selection: &Selection,
+    tx: &mpsc::Sender<Chunk>,
+) -> ApiResult<()> {
+    let condition = selection.condition();
+    let controls: Vec<String> = project
+        .config()
+        .map(|c| c.controls().iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let columns = if matches!(format, ExportFormat::Csv | ExportFormat::Tsv) {
+        Some(csv_columns(db, project.id, &condition, &controls).await?)
+    } else {
+        None
+    };
+    let mut after = 0i64;
+    let mut first = true;
+    match format {
+        ExportFormat::Json | ExportFormat::JsonMin => send(tx, b"[".to_vec()).await?,
+        ExportFormat::Csv | ExportFormat::Tsv => {
+            let sep = if format == ExportFormat::Csv {
+                b','
+            } else {
+                b'\t'
+            };
+            let cols = columns.as_deref().unwrap_or_default();
+            send(tx, csv_line(cols.iter().map(String::as_str), sep)).await?;
+        }
+    }
+    loop {
+        let rows = page(db, project.id, after, &condition).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        let views = tasks::with_nested(db, &rows).await?;
+        let mut out = Vec::with_capacity(rows.len() * 256);
+        for view in views {
+            let mut task = serde_json::to_value(&view).map_err(ApiError::internal)?;
+            match format {
+                ExportFormat::Json => {
+                    if let Some(obj) = task.as_object_mut() {
+                        for key in ["annotators", "is_labeled", "overlap"] {
+                            obj.remove(key);
+                        }
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    serde_json::to_writer(&mut out, &task).map_err(ApiError::internal)?;
+                }
+                ExportFormat::JsonMin | ExportFormat::Csv | ExportFormat::Tsv => {
+                    for row in min_rows(&task) {
+                        if format == ExportFormat::JsonMin {
+                            if !first {
+                                out.push(b',');
+                            }
+                            first = false;
+                            serde_json::to_writer(&mut out, &row).map_err(ApiError::internal)?;
+                        } else {
+                            let sep = if format == ExportFormat::Csv {
+                                b','
+                            } else {
+                                b'\t'
+                            };
+                            let cols = columns.as_deref().unwrap_or_default();
+                            let cells: Vec<String> =
+                                cols.iter().map(|c| cell(row.get(c))).collect();
+                            out.extend(csv_line(cells.iter().map(String::as_str), sep));
+                        }
+                    }
+                }
+            }
+        }
+        send(tx, out).await?;
+        if (rows.len() as i64) < PAGE {
+            break;
+        }
+    }
+    if matches!(format, ExportFormat::Json | ExportFormat::JsonMin) {
+        send(tx, b"]".to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// The flat rows of one task: one per annotation (or one with the data alone).
+fn min_rows(task: &Value) -> Vec<Map<String, Value>> {
+    let mut base = Map::new();
+    base.insert("id".into(), task.get("id").cloned().unwrap_or(Value::Null));
+    if let Some(Value::Object(data)) = task.get("data") {
+        for (k, v) in data {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let annotations = task
+        .get("annotations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if annotations.is_empty() {
+        return vec![base];
+    }
+    annotations
+        .iter()
+        .map(|a| {
+            let mut row = base.clone();
+            if let Some(items) = a.get("result").and_then(Value::as_array) {
+                let mut grouped: Map<String, Value> = Map::new();
+                for item in items {
+                    let (Some(from), Some(kind)) = (
+                        item.get("from_name").and_then(Value::as_str),
+                        item.get("type").and_then(Value::as_str),
+                    ) else {
+                        continue;
+                    };
+                    let value = item.get("value").cloned().unwrap_or(Value::Null);
+                    let simple = value.get(kind).cloned();
+                    let entry = grouped
+                        .entry(from.to_string())
+                        .or_insert(Value::Array(Vec::new()));
+                    if let Value::Array(list) = entry {
+                        list.push(match simple {
+                            Some(v) if value.as_object().is_some_and(|o| o.len() == 1) => v,
+                            _ => value,
+                        });
+                    }
+                }
+                for (from, values) in grouped {
+                    // A single classification collapses to its label, as Label Studio's JSON_MIN does.
+                    let collapsed = match values {
+                        Value::Array(mut list) if list.len() == 1 => match list.remove(0) {
+                            Value::Array(mut inner) if inner.len() == 1 => inner.remove(0),
+                            other => other,
+                        },
+                        other => other,
+                    };
+                    row.insert(from, collapsed);
+                }
+            }
+            for (k, from) in [
+                ("annotator", "completed_by"),
+                ("annotation_id", "id"),
+                ("created_at", "created_at"),
+                ("updated_at", "updated_at"),
+                ("lead_time", "lead_time"),
+            ] {
+                row.insert(k.into(), a.get(from).cloned().unwrap_or(Value::Null));
+            }
+            row
+        })
+        .collect()
+}
+
+async fn csv_columns(
+    db: &Db,
+    project_id: i64,
+    condition: &str,
+    controls: &[String],
+) -> ApiResult<Vec<String>> {
+    // A first pass collects the data keys, bounded by the number of distinct keys, not tasks.
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    let mut after = 0;
+    loop {
+        let rows = page(db, project_id, after, condition).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        for r in &rows {
+            if let Ok(m) = serde_json::from_str::<Map<String, Value>>(&r.data) {
+                for k in m.keys() {
+                    if keys.len() < 1000 {
+                        keys.insert(k.clone());
+                    }
+                }
+            }
+        }
+        if (rows.len() as i64) < PAGE {
+            break;
+        }
+    }
+    let mut cols: Vec<String> = keys.into_iter().collect();
+    for c in controls {
+        if !cols.contains(c) {
+            cols.push(c.clone());
+        }
+    }
+    for fixed in [
+        "annotator",
+        "annotation_id",
+        "created_at",
+        "id",
+        "lead_time",
+        "updated_at",
+    ] {
+        if !cols.iter().any(|c| c == fixed) {
+            cols.push(fixed.to_string());
+        }
+    }
+    Ok(cols)
+}
+
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn csv_line<'a>(cells: impl Iterator<Item = &'a str>, sep: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, c) in cells.enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        let needs_quotes = c
+            .bytes()
+            .any(|b| b == sep || b == b'"' || b == b'\n' || b == b'\r');
+        if needs_quotes {
+            out.push(b'"');
+            out.extend(c.replace('"', "\"\"").bytes());
+            out.push(b'"');
+        } else {
+            out.extend(c.bytes());
+        }
+    }
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn csv_quotes_only_when_needed() {
+        assert_eq!(
+            csv_line(["a", "b,c", "d\"e"].into_iter(), b','),
+            b"a,\"b,c\",\"d\"\"e\"\n".to_vec()
+        );
+        assert_eq!(
+            csv_line(["a", "b,c"].into_iter(), b'\t'),
+            b"a\tb,c\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn json_min_collapses_single_choices() {
+        let task = json!({"id": 5, "data": {"text": "hi"}, "annotations": [
+            {"id": 9, "completed_by": 1, "created_at": "c", "updated_at": "u", "lead_time": 2.0,
+             "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}]}]});
+        let rows = min_rows(&task);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["sentiment"], json!("pos"));
+        assert_eq!(rows[0]["text"], json!("hi"));
+        assert_eq!(rows[0]["annotation_id"], json!(9));
+        assert_eq!(
+            min_rows(&json!({"id": 1, "data": {"a": 1}, "annotations": []})).len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! Projects: settings, labeling configuration and the counters kept incrementally by the task,
+//! annotation and prediction repositories.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Db, format_micros, now_micros, with_read, with_tx};
+use crate::{
+    authz::{Actor, Permission},
+    domain::{
+        label_config::LabelConfig,
+        project::{self, ProjectSettings, SkipQueue},
+    },
+    error::{ApiError, ApiResult, ErrorCode},
+};
+
+/// The default labeling configuration of a new project (Label Studio's).
+pub const DEFAULT_LABEL_CONFIG: &str = "<View></View>";
+
+/// A project row with its creator.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProjectRow {
+    /// Id.
+    pub id: i64,
+    /// Organization.
+    pub organization_id: i64,
+    /// Title.
+    pub title: String,
+    /// Settings JSON.
+    pub settings: String,
+    /// Labeling configuration XML.
+    pub label_config: String,
+    /// Creator id.
+    pub created_by: Option<i64>,
+    /// Creator email.
+    pub creator_email: Option<String>,
+    /// Creator first name.
+    pub creator_first_name: Option<String>,
+    /// Creator last name.
+    pub creator_last_name: Option<String>,
+    /// Created (micros).
+    pub created_at: i64,
+    /// Updated (micros).
+    pub updated_at: i64,
+    /// Tasks.
+    pub task_number: i64,
+    /// Labeled tasks.
+    pub finished_task_number: i64,
+    /// Non-skipped annotations.
+    pub total_annotations_number: i64,
+    /// Tasks with at least one useful annotation.
+    pub num_tasks_with_annotations: i64,
+    /// Non-skipped, non-ground-truth annotations with a result.
+    pub useful_annotation_number: i64,
+    /// Ground-truth annotations.
+    pub ground_truth_number: i64,
+    /// Skipped annotations.
+    pub skipped_annotations_number: i64,
+    /// Predictions.
+    pub total_predictions_number: i64,
+}
+
+/// Columns selected into [`ProjectRow`] (the query aliases the project table `p`).
+pub const PROJECT_COLUMNS: &str = "p.id, p.organization_id, p.title, p.settings, p.label_config, p.created_by, \
+     u.email as creator_email, u.first_name as creator_first_name, u.last_name as creator_last_name, \
+     p.created_at, p.updated_at, p.task_number, p.finished_task_number, p.total_annotations_number, \
+     p.num_tasks_with_annotations, p.useful_annotation_number, p.ground_truth_number, \
+     p.skipped_annotations_number, p.total_predictions_number";
+
+/// A nested user (Label Studio's `UserSimple`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UserSimple {
+    /// Id.
+    pub id: i64,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Email.
+    pub email: String,
+    /// Always null.
+    pub avatar: Option<String>,
+}
+
+/// The project JSON of Label Studio.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProjectView {
+    /// Id.
+    pub id: i64,
+    /// Title.
+    pub title: String,
+    /// Labeling configuration XML.
+    pub label_config: String,
+    /// Settings (flattened).
+    #[serde(flatten)]
+    pub settings: ProjectSettings,
+    /// Creator.
+    pub created_by: Option<UserSimple>,
+    /// ISO creation time.
+    pub created_at: String,
+    /// ISO update time.
+    pub updated_at: String,
+    /// Organization id.
+    pub organization: i64,
+    /// Workspace id (workspaces come with the tenancy issue).
+    pub workspace: Option<i64>,
+    /// Tasks.
+    pub task_number: i64,
+    /// Labeled tasks.
+    pub finished_task_number: i64,
+    /// Non-skipped annotations.
+    pub total_annotations_number: i64,
+    /// Tasks with at least one useful annotation.
+    pub num_tasks_with_annotations: i64,
+    /// Non-skipped, non-ground-truth annotations with a result.
+    pub useful_annotation_number: i64,
+    /// Ground-truth annotations.
+    pub ground_truth_number: i64,
+    /// Skipped annotations.
+    pub skipped_annotations_number: i64,
+    /// Predictions.
+    pub total_predictions_number: i64,
+    /// Tasks left to label.
+    pub queue_total: i64,
+    /// Derived from the labeling configuration.
+    #[schema(value_type = Object)]
+    pub parsed_label_config: Value,
+    /// Task data keys and their object types.
+    #[schema(value_type = Object)]
+    pub data_types: Map<String, Value>,
+    /// Whether the configuration has control tags.
+    pub config_has_control_tags: bool,
+    /// Bulk labeling is not offered yet.
+    pub config_suitable_for_bulk_annotation: bool,
+    /// Whether the project has tasks.
+    pub ready: bool,
+}
+
+impl ProjectRow {
+    /// Parsed settings (stored settings were validated on write).
+    pub fn settings(&self) -> ProjectSettings {
+        serde_json::from_str(&self.settings).unwrap_or_default()
+    }
+
+    /// The parsed labeling configuration (stored configurations were validated on write).
+    pub fn config(&self) -> Option<LabelConfig> {
+        LabelConfig::parse(&self.label_config).ok()
+    }
+
+    /// The API view.
+    pub fn view(&self) -> ProjectView {
+        let config = self.config();
+        ProjectView {
+            id: self.id,
+            title: self.title.clone(),
+            label_config: self.label_config.clone(),
+            settings: self.settings(),
+            created_by: self.created_by.map(|id| UserSimple {
+                id,
+                first_name: self.creator_first_name.clone().unwrap_or_default(),
+                last_name: self.creator_last_name.clone().unwrap_or_default(),
+                email: self.creator_email.clone().unwrap_or_default(),
+                avatar: None,
+            }),
+            created_at: format_micros(self.created_at),
+            updated_at: format_micros(self.updated_at),
+            organization: self.organization_id,
+            workspace: None,
+            task_number: self.task_number,
+            finished_task_number: self.finished_task_number,
+            total_annotations_number: self.total_annotations_number,
+            num_tasks_with_annotations: self.num_tasks_with_annotations,
+            useful_annotation_number: self.useful_annotation_number,
+            ground_truth_number: self.ground_truth_number,
+            skipped_annotations_number: self.skipped_annotations_number,
+            total_predictions_number: self.total_predictions_number,
+            queue_total: self.task_number - self.finished_task_number,
+            parsed_label_config: config
+                .as_ref()
+                .map_or(Value::Object(Map::new()), LabelConfig::parsed),
+            data_types: config
+                .as_ref()
+                .map(LabelConfig::data_types)
+                .unwrap_or_default(),
+            config_has_control_tags: config.as_ref().is_some_and(LabelConfig::has_controls),
+            config_suitable_for_bulk_annotation: false,
+            ready: self.task_number > 0,
+        }
+    }
+}
+
+/// Parses and validates a labeling configuration, as a 400 naming the tag and attribute.
+pub fn parse_label_config(xml: &str) -> ApiResult<LabelConfig> {
+    LabelConfig::parse(xml).map_err(|e| {
+        let location = match &e.attribute {
+            Some(attr) => format!("<{}> attribute {attr}", e.tag),
+            None => format!("<{}>", e.tag),
+        };
+        ApiError::field(
+            ErrorCode::InvalidLabelConfig,
+            "label_config",
+            format!("{location}: {}", e.message),
+        )
+    })
+}
+
+fn string_field(body: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::field(
+            ErrorCode::ValidationError,
+            key,
+            "must be a string",
+        )),
+    }
+}
+
+fn settings_error((field, message): project::SettingError) -> ApiError {
+    ApiError::field(ErrorCode::ValidationError, &field, message)
+}
+
+/// Creates a project from a Label Studio project body.
+pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiResult<ProjectView> {
+    actor.require(Permission::ProjectCreate)?;
+    let title = string_field(body, "title")?.unwrap_or_default();
+    project::validate_title(&title).map_err(settings_error)?;
+    let label_config =
+        string_field(body, "label_config")?.unwrap_or_else(|| DEFAULT_LABEL_CONFIG.to_string());
+    parse_label_config(&label_config)?;
+    let settings =
+        project::merge_settings(&ProjectSettings::default(), body).map_err(settings_error)?;
+    let settings_json = serde_json::to_string(&settings).map_err(ApiError::internal)?;
+    let now = now_micros();
+    let id: i64 = with_tx!(db, tx, {
+        let id: i64 = sqlx::query_scalar(
+            "insert into project (organization_id, title, settings, label_config, created_by, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $6) returning id",
+        )
+        .bind(actor.org_id)
+        .bind(&title)
+        .bind(&settings_json)
+        .bind(&label_config)
+        .bind(actor.user_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(id)
+    })?;
+    get(db, actor, id).await
+}
+
+/// Loads a project row of the actor's organization (404 otherwise).
+pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<ProjectRow> {
+    actor.require(Permission::ProjectView)?;
+    let row: Option<ProjectRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {PROJECT_COLUMNS} from project p left join app_user u on u.id = p.created_by \
+             where p.id = $1 and p.organization_id = $2"
+        ))
+        .bind(id)
+        .bind(actor.org_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    row.ok_or_else(|| ApiError::not_found("project"))
+}
+
+/// One project.
+pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<ProjectView> {
+    Ok(get_row(db, actor, id).await?.view())
+}
+
+/// Filters of the project list.
+#[derive(Debug, Default, Clone)]
+pub struct ProjectFilter {
+    /// Only these ids.
+    pub ids: Option<Vec<i64>>,
+    /// Title contains (case-insensitive).
+    pub title: Option<String>,
+}
+
+/// One page of the actor's projects, newest first, and the total count.
+pub async fn list(
+    db: &Db,
+    actor: &Actor,
+    filter: &ProjectFilter,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<(i64, Vec<ProjectView>)> {
+    actor.require(Permission::ProjectView)?;
+    let mut conditions = String::from("p.organization_id = $1");
+    if let Some(ids) = &filter.ids {
+        // ids are parsed integers, so inlining them cannot inject SQL.
+        let list = if ids.is_empty() {
+            "0".to_string()
+        } else {
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        };
+        conditions.push_str(&format!(" and p.id in ({list})"));
+    }
+    // $2 is always referenced so both engines see the same parameter list.
+    conditions.push_str(" and ($2 = '' or lower(p.title) like '%' || lower($2) || '%')");
+    let title = filter.title.clone().unwrap_or_default();
+    let (count, rows): (i64, Vec<ProjectRow>) = with_read!(db, conn, {
+        let count: i64 = sqlx::query_scalar(&format!(
+            "select count(*) from project p where {conditions}"
+        ))
+        .bind(actor.org_id)
+        .bind(&title)
+        .fetch_one(conn)
+        .await?;
+        let rows = sqlx::query_as(&format!(
+            "select {PROJECT_COLUMNS} from project p left join app_user u on u.id = p.created_by \
+             where {conditions} order by p.created_at desc, p.id desc limit $3 offset $4"
+        ))
+        .bind(actor.org_id)
+        .bind(&title)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(conn)
+        .await?;
+        (count, rows)
+    });
+    Ok((count, rows.iter().map(ProjectRow::view).collect()))
+}
+
+/// Applies a Label Studio PATCH body: title, labeling configuration and settings. Changing the
+/// overlap settings recomputes task overlap and completion in the same transaction.
+pub async fn update(
+    db: &Db,
+    actor: &Actor,
+    id: i64,
+    body: &Map<String, Value>,
+) -> ApiResult<ProjectView> {
+    actor.require(Permission::ProjectChange)?;
+    let current = get_row(db, actor, id).await?;
+    let title = match string_field(body, "title")? {
+        Some(t) => {
+            project::validate_title(&t).map_err(settings_error)?;
+            t
+        }
+        None => current.title.clone(),
+    };
+    let label_config = match string_field(body, "label_config")? {
+        Some(xml) => {
+            parse_label_config(&xml)?;
+            xml
+        }
+        None => current.label_config.clone(),
+    };
+    let old = current.settings();
+    let settings = project::merge_settings(&old, body).map_err(settings_error)?;
+    let settings_json = serde_json::to_string(&settings).map_err(ApiError::internal)?;
+    let overlap_changed = old.maximum_annotations != settings.maximum_annotations
+        || old.overlap_cohort_percentage != settings.overlap_cohort_percentage;
+    let completion_changed = overlap_changed || old.skip_queue != settings.skip_queue;
+    let now = now_micros();
+    with_tx!(db, tx, {
+        sqlx::query(
+            "update project set title = $1, label_config = $2, settings = $3, updated_at = $4 \
+             where id = $5 and organization_id = $6",
+        )
+        .bind(&title)
+        .bind(&label_config)
+        .bind(&settings_json)
+        .bind(now)
+        .bind(id)
+        .bind(actor.org_id)
+        .execute(&mut *tx)
+        .await?;
+        if overlap_changed {
+            // A settings change is the one place that touches every task of a project, as in
+            // Label Studio; it is a single statement, never a scan in application memory.
+            let max = settings.maximum_annotations;
+            let target =
+                project::cohort_target(current.task_number, settings.overlap_cohort_percentage);
+            if max == 1 || settings.overlap_cohort_percentage >= 100 {
+                sqlx::query("update task set overlap = $1 where project_id = $2")
+                    .bind(max)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("update task set overlap = 1 where project_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                // Tasks with the most annotations keep the full overlap first.
+                sqlx::query(
+                    "update task set overlap = $1 where id in (select id from task where project_id = $2 \
+                     order by total_annotations desc, id limit $3)",
+                )
+                .bind(max)
+                .bind(id)
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let overlapped = if max > 1 {
+                target.min(current.task_number)
+            } else {
+                0
+            };
+            sqlx::query("update project set overlapped_task_number = $1 where id = $2")
+                .bind(overlapped)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if completion_changed {
+            let completed = completed_expression(settings.skip_queue);
+            sqlx::query(&format!(
+                "update task set is_labeled = ({completed} >= overlap) where project_id = $1"
+            ))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "update project set finished_task_number = \
+                 (select count(*) from task where project_id = $1 and is_labeled) where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok::<_, ApiError>(())
+    })?;
+    get(db, actor, id).await
+}
+
+/// SQL expression over a task row: the annotations that count toward its completion.
+pub fn completed_expression(skip_queue: SkipQueue) -> &'static str {
+    match skip_queue {
+        SkipQueue::IgnoreSkipped => "(total_annotations + cancelled_annotations)",
+        _ => "total_annotations",
+    }
+}
+
+/// Deletes a project with its tasks, annotations and predictions.
+pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
+    actor.require(Permission::ProjectDelete)?;
+    get_row(db, actor, id).await?;
+    with_tx!(db, tx, {
+        sqlx::query("delete from project where id = $1 and organization_id = $2")
+            .bind(id)
+            .bind(actor.org_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok::<_, ApiError>(())
+    })
+}

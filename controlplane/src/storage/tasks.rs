@@ -1,0 +1,1295 @@
+//! Tasks: import (streamed, all or nothing), listing with filters, reads, changes, deletes and
+//! the label stream (`next`), with counters kept incrementally.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value, value::RawValue};
+use tokio::io::AsyncReadExt;
+
+use super::{
+    Db, Dialect,
+    annotations::{self, AnnotationRow, AnnotationView, Kind, raw},
+    format_micros, now_micros,
+    predictions::{self, PredictionRow, PredictionView},
+    projects::{self, ProjectRow},
+    with_read, with_tx,
+};
+use crate::{
+    authz::{Actor, Permission},
+    domain::{
+        import::{
+            CompletedBy, CsvSplitter, ImportError, ImportedTask, JsonSplitter, normalize_task,
+        },
+        label_config::LabelConfig,
+        project::{ProjectSettings, Sampling, SkipQueue, cohort_target},
+    },
+    error::{ApiError, ApiResult, ErrorCode},
+};
+
+/// Tasks inserted per statement during import: large enough to amortize round trips, small
+/// enough to stay far below both engines' bind-parameter limits (11 per task).
+const IMPORT_BATCH: usize = 500;
+
+/// A task row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TaskRow {
+    /// Id.
+    pub id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// Position in the project.
+    pub inner_id: i64,
+    /// Data JSON.
+    pub data: String,
+    /// Meta JSON.
+    pub meta: String,
+    /// Labeled.
+    pub is_labeled: bool,
+    /// Required distinct annotators.
+    pub overlap: i64,
+    /// Non-skipped annotations.
+    pub total_annotations: i64,
+    /// Skipped annotations.
+    pub cancelled_annotations: i64,
+    /// Predictions.
+    pub total_predictions: i64,
+    /// Created (micros).
+    pub created_at: i64,
+    /// Updated (micros).
+    pub updated_at: i64,
+    /// Last editor.
+    pub updated_by: Option<i64>,
+}
+
+/// Columns selected into [`TaskRow`] (task aliased `t`).
+pub const TASK_COLUMNS: &str = "t.id, t.project_id, t.inner_id, t.data, t.meta, t.is_labeled, t.overlap, \
+    t.total_annotations, t.cancelled_annotations, t.total_predictions, t.created_at, t.updated_at, t.updated_by";
+
+/// The task JSON of Label Studio.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskView {
+    /// Id.
+    pub id: i64,
+    /// Task data.
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
+    /// Task meta.
+    #[schema(value_type = Object)]
+    pub meta: Box<RawValue>,
+    /// ISO creation time.
+    pub created_at: String,
+    /// ISO update time.
+    pub updated_at: String,
+    /// Labeled.
+    pub is_labeled: bool,
+    /// Required distinct annotators.
+    pub overlap: i64,
+    /// Position in the project.
+    pub inner_id: i64,
+    /// Non-skipped annotations.
+    pub total_annotations: i64,
+    /// Skipped annotations.
+    pub cancelled_annotations: i64,
+    /// Predictions.
+    pub total_predictions: i64,
+    /// Always 0 (comments come later).
+    pub comment_count: i64,
+    /// Always 0.
+    pub unresolved_comment_count: i64,
+    /// Always null.
+    pub last_comment_updated_at: Option<String>,
+    /// Project id.
+    pub project: i64,
+    /// Last editor.
+    pub updated_by: Option<i64>,
+    /// Always null (uploads are not kept as files).
+    pub file_upload: Option<String>,
+    /// Always empty.
+    pub comment_authors: Vec<i64>,
+    /// Annotations (with `fields=all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Vec<AnnotationView>>,
+    /// Predictions (with `fields=all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<Vec<PredictionView>>,
+    /// Always empty (drafts come later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drafts: Option<Vec<Value>>,
+    /// Ids of the users who annotated the task (with `fields=all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotators: Option<Vec<i64>>,
+    /// Lock id (label stream only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unique_lock_id: Option<String>,
+    /// Queue name (label stream only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+impl TaskRow {
+    /// The view without nested objects.
+    pub fn view(&self) -> TaskView {
+        TaskView {
+            id: self.id,
+            data: raw(&self.data),
+            meta: raw(&self.meta),
+            created_at: format_micros(self.created_at),
+            updated_at: format_micros(self.updated_at),
+            is_labeled: self.is_labeled,
+            overlap: self.overlap,
+            inner_id: self.inner_id,
+            total_annotations: self.total_annotations,
+            cancelled_annotations: self.cancelled_annotations,
+            total_predictions: self.total_predictions,
+            comment_count: 0,
+            unresolved_comment_count: 0,
+            last_comment_updated_at: None,
+            project: self.project_id,
+            updated_by: self.updated_by,
+            file_upload: None,
+            comment_authors: Vec::new(),
+            annotations: None,
+            predictions: None,
+            drafts: None,
+            annotators: None,
+            unique_lock_id: None,
+            queue: None,
+        }
+    }
+}
+
+/// Loads a task of the actor's organization (404 otherwise).
+pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskRow> {
+    actor.require(Permission::ProjectView)?;
+    let row: Option<TaskRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from task t join project p on p.id = t.project_id \
+             where t.id = $1 and p.organization_id = $2"
+        ))
+        .bind(id)
+        .bind(actor.org_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    row.ok_or_else(|| ApiError::not_found("task"))
+}
+
+/// Attaches annotations (including skips, like Label Studio's task serializer) and predictions.
+pub async fn with_nested(db: &Db, rows: &[TaskRow]) -> ApiResult<Vec<TaskView>> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let anns = annotations::for_tasks(db, &ids, true).await?;
+    let preds = predictions::for_tasks(db, &ids).await?;
+    let mut by_task: HashMap<i64, Vec<AnnotationRow>> = HashMap::new();
+    for a in anns {
+        by_task.entry(a.task_id).or_default().push(a);
+    }
+    let mut preds_by_task: HashMap<i64, Vec<PredictionRow>> = HashMap::new();
+    for p in preds {
+        preds_by_task.entry(p.task_id).or_default().push(p);
+    }
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut v = r.view();
+            let anns = by_task.remove(&r.id).unwrap_or_default();
+            let mut annotators: Vec<i64> = anns.iter().filter_map(|a| a.completed_by).collect();
+            annotators.dedup();
+            v.annotators = Some(annotators);
+            v.annotations = Some(anns.iter().map(AnnotationRow::view).collect());
+            v.predictions = Some(
+                preds_by_task
+                    .remove(&r.id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(PredictionRow::view)
+                    .collect(),
+            );
+            v.drafts = Some(Vec::new());
+            v
+        })
+        .collect())
+}
+
+/// One task with its annotations and predictions.
+pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
+    let row = get_row(db, actor, id).await?;
+    Ok(with_nested(db, std::slice::from_ref(&row)).await?.remove(0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import
+
+/// The format of an uploaded file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportFormat {
+    /// A JSON list, one JSON object, or JSON lines.
+    Json,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Tab-separated values with a header row.
+    Tsv,
+}
+
+/// The community import response of Label Studio.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ImportSummary {
+    /// Tasks created.
+    pub task_count: i64,
+    /// Annotations created.
+    pub annotation_count: i64,
+    /// Predictions created.
+    pub prediction_count: i64,
+    /// Seconds spent.
+    pub duration: f64,
+    /// Always empty (uploads are not kept as files).
+    pub file_upload_ids: Vec<i64>,
+    /// Whether the upload was a task list.
+    pub could_be_tasks_list: bool,
+    /// Formats seen, e.g. `{".json": 1}`.
+    #[schema(value_type = Object)]
+    pub found_formats: Map<String, Value>,
+    /// Data keys of the imported tasks.
+    pub data_columns: Vec<String>,
+    /// New task ids (with `return_task_ids=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_ids: Option<Vec<i64>>,
+}
+
+/// An uploaded file spooled to disk.
+#[derive(Debug)]
+pub struct ImportSource {
+    /// Path of the spooled file.
+    pub path: std::path::PathBuf,
+    /// Its format.
+    pub format: ImportFormat,
+    /// Extension for `found_formats`.
+    pub extension: String,
+}
+
+struct PreparedTask {
+    data: String,
+    meta: String,
+    overlap: i64,
+    is_labeled: bool,
+    kind: Kind,
+    predictions: i64,
+    source: ImportedTask,
+}
+
+struct ImportState<'a> {
+    config: Option<LabelConfig>,
+    settings: ProjectSettings,
+    actor: &'a Actor,
+    data_columns: std::collections::BTreeSet<String>,
+    users_by_email: HashMap<String, i64>,
+    members: HashMap<i64, bool>,
+}
+
+/// Imports tasks from spooled files in one transaction: one bad task rejects the request with
+/// its index and reason and nothing is written. Memory holds at most one batch of tasks.
+pub async fn import(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    sources: &[ImportSource],
+    return_task_ids: bool,
+) -> ApiResult<ImportSummary> {
+    actor.require(Permission::TaskManage)?;
+    let project = projects::get_row(db, actor, project_id).await?;
+    let started = std::time::Instant::now();
+    let mut state = ImportState {
+        config: project.config(),
+        settings: project.settings(),
+        actor,
+        data_columns: Default::default(),
+        users_by_email: HashMap::new(),
+        members: HashMap::new(),
+    };
+    let mut summary = ImportSummary {
+        could_be_tasks_list: false,
+        ..Default::default()
+    };
+    for s in sources {
+        let n = summary
+            .found_formats
+            .get(&s.extension)
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        summary
+            .found_formats
+            .insert(s.extension.clone(), Value::from(n + 1));
+    }
+    let dialect = db.dialect();
+    let mut task_ids: Vec<i64> = Vec::new();
+    // Member and email lookups run on the read pool before each batch is written.
+    let read_db = db.clone();
+    with_tx!(db, tx, {
+        crate::storage::annotations::lock_project!(tx, dialect, project_id);
+        let (mut next_inner, mut task_number, mut overlapped): (i64, i64, i64) = sqlx::query_as(
+            "select next_inner_id, task_number, overlapped_task_number from project where id = $1",
+        )
+        .bind(project_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut index = 0usize;
+        let mut totals = Kind::default();
+        let (mut labeled, mut with_useful, mut predictions_total) = (0i64, 0i64, 0i64);
+        for source in sources {
+            let mut file = tokio::fs::File::open(&source.path)
+                .await
+                .map_err(ApiError::internal)?;
+            let mut json = JsonSplitter::new();
+            let mut csv = CsvSplitter::new(if source.format == ImportFormat::Tsv {
+                b'\t'
+            } else {
+                b','
+            });
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut pending: Vec<Value> = Vec::new();
+            let mut done = false;
+            while !done {
+                let n = file.read(&mut buf).await.map_err(ApiError::internal)?;
+                let mut raw_tasks = Vec::new();
+                match source.format {
+                    ImportFormat::Json => {
+                        if n == 0 {
+                            json.finish().map_err(|e| import_error(e, index))?;
+                            done = true;
+                        } else {
+                            json.feed(&buf[..n], &mut raw_tasks)
+                                .map_err(|e| import_error(e, index))?;
+                        }
+                        for bytes in raw_tasks {
+                            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                                ApiError::bad_request(
+                                    ErrorCode::InvalidImport,
+                                    format!("task {}: invalid JSON: {e}", index + pending.len()),
+                                )
+                            })?;
+                            pending.push(value);
+                        }
+                    }
+                    ImportFormat::Csv | ImportFormat::Tsv => {
+                        csv.feed(&buf[..n], &mut pending)
+                            .map_err(|e| import_error(e, index))?;
+                        done = n == 0;
+                    }
+                }
+                while pending.len() >= IMPORT_BATCH || (done && !pending.is_empty()) {
+                    let take = pending.len().min(IMPORT_BATCH);
+                    let batch: Vec<Value> = pending.drain(..take).collect();
+                    let mut prepared = Vec::with_capacity(batch.len());
+                    for value in batch {
+                        let task = normalize_task(index, value).map_err(|e| import_error(e, 0))?;
+                        prepared.push(
+                            prepare_task(
+                                &read_db,
+                                &mut state,
+                                index,
+                                task,
+                                &mut task_number,
+                                &mut overlapped,
+                            )
+                            .await?,
+                        );
+                        index += 1;
+                    }
+                    let inner_start = next_inner;
+                    next_inner += prepared.len() as i64;
+                    let ids = insert_tasks!(tx, project_id, inner_start, &prepared);
+                    insert_nested!(tx, project_id, &ids, &prepared, actor.user_id);
+                    for p in &prepared {
+                        totals.total += p.kind.total;
+                        totals.cancelled += p.kind.cancelled;
+                        totals.useful += p.kind.useful;
+                        totals.ground_truth += p.kind.ground_truth;
+                        labeled += i64::from(p.is_labeled);
+                        with_useful += i64::from(p.kind.useful > 0);
+                        predictions_total += p.predictions;
+                        summary.annotation_count += (p.source.annotations.len()) as i64;
+                        summary.prediction_count += p.predictions;
+                    }
+                    if return_task_ids {
+                        task_ids.extend(ids.iter().copied());
+                    }
+                    summary.task_count += prepared.len() as i64;
+                }
+            }
+            summary.could_be_tasks_list |= source.format == ImportFormat::Json;
+        }
+        if summary.task_count == 0 {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidImport,
+                "no tasks found in the upload",
+            ));
+        }
+        sqlx::query(
+            "update project set next_inner_id = $1, task_number = $2, overlapped_task_number = $3, \
+             finished_task_number = finished_task_number + $4, total_annotations_number = total_annotations_number + $5, \
+             skipped_annotations_number = skipped_annotations_number + $6, useful_annotation_number = useful_annotation_number + $7, \
+             ground_truth_number = ground_truth_number + $8, num_tasks_with_annotations = num_tasks_with_annotations + $9, \
+             total_predictions_number = total_predictions_number + $10, updated_at = $11 where id = $12",
+        )
+        .bind(next_inner)
+        .bind(task_number)
+        .bind(overlapped)
+        .bind(labeled)
+        .bind(totals.total)
+        .bind(totals.cancelled)
+        .bind(totals.useful)
+        .bind(totals.ground_truth)
+        .bind(with_useful)
+        .bind(predictions_total)
+        .bind(now_micros())
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(())
+    })?;
+    summary.duration = started.elapsed().as_secs_f64();
+    summary.data_columns = state.data_columns.into_iter().collect();
+    if return_task_ids {
+        summary.task_ids = Some(task_ids);
+    }
+    Ok(summary)
+}
+
+fn import_error(e: ImportError, offset: usize) -> ApiError {
+    ApiError::bad_request(
+        ErrorCode::InvalidImport,
+        format!("task {}: {}", e.index + offset, e.message),
+    )
+}
+
+async fn prepare_task(
+    db: &Db,
+    state: &mut ImportState<'_>,
+    index: usize,
+    task: ImportedTask,
+    task_number: &mut i64,
+    overlapped: &mut i64,
+) -> ApiResult<PreparedTask> {
+    let fail = |message: String| {
+        ApiError::bad_request(ErrorCode::InvalidImport, format!("task {index}: {message}"))
+    };
+    if let Some(config) = &state.config {
+        for key in config.data_keys() {
+            if !task.data.contains_key(&key) {
+                return Err(fail(format!(
+                    "data has no key \"{key}\", which the label config reads as ${key}; add it to every task or change the label config"
+                )));
+            }
+        }
+        for (i, a) in task.annotations.iter().enumerate() {
+            if !a.result.is_null() {
+                config
+                    .validate_result(&a.result)
+                    .map_err(|e| fail(format!("annotations[{i}]: {e}")))?;
+            }
+        }
+        for (i, p) in task.predictions.iter().enumerate() {
+            config
+                .validate_result(&p.result)
+                .map_err(|e| fail(format!("predictions[{i}]: {e}")))?;
+        }
+    }
+    for key in task.data.keys() {
+        if state.data_columns.len() < 1000 {
+            state.data_columns.insert(key.clone());
+        }
+    }
+    for (i, a) in task.annotations.iter().enumerate() {
+        match &a.completed_by {
+            CompletedBy::Importer => {}
+            CompletedBy::Id(id) => {
+                if !is_member(db, state, *id).await? {
+                    return Err(fail(format!(
+                        "annotations[{i}].completed_by: user {id} is not in your organization"
+                    )));
+                }
+            }
+            CompletedBy::Email(email) => {
+                if resolve_email(db, state, email).await?.is_none() {
+                    return Err(fail(format!(
+                        "annotations[{i}].completed_by: no user with email {email} in your organization"
+                    )));
+                }
+            }
+        }
+    }
+    // Overlap: the cohort percentage of all tasks gets the full overlap, the rest 1.
+    *task_number += 1;
+    let max = state.settings.maximum_annotations;
+    let overlap = if max <= 1 {
+        1
+    } else if *overlapped < cohort_target(*task_number, state.settings.overlap_cohort_percentage) {
+        *overlapped += 1;
+        max
+    } else {
+        1
+    };
+    let mut kind = Kind::default();
+    for a in &task.annotations {
+        let k = Kind::of(a.was_cancelled, a.ground_truth, !a.result.is_null());
+        kind.total += k.total;
+        kind.cancelled += k.cancelled;
+        kind.useful += k.useful;
+        kind.ground_truth += k.ground_truth;
+    }
+    let completed = match state.settings.skip_queue {
+        SkipQueue::IgnoreSkipped => kind.total + kind.cancelled,
+        _ => kind.total,
+    };
+    Ok(PreparedTask {
+        data: Value::Object(task.data.clone()).to_string(),
+        meta: Value::Object(task.meta.clone()).to_string(),
+        overlap,
+        is_labeled: completed >= overlap,
+        kind,
+        predictions: task.predictions.len() as i64,
+        source: task,
+    })
+}
+
+async fn is_member(db: &Db, state: &mut ImportState<'_>, user_id: i64) -> ApiResult<bool> {
+    if let Some(known) = state.members.get(&user_id) {
+        return Ok(*known);
+    }
+    let org = state.actor.org_id;
+    let found: Option<i64> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select user_id from org_member where organization_id = $1 and user_id = $2",
+        )
+        .bind(org)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    state.members.insert(user_id, found.is_some());
+    Ok(found.is_some())
+}
+
+async fn resolve_email(
+    db: &Db,
+    state: &mut ImportState<'_>,
+    email: &str,
+) -> ApiResult<Option<i64>> {
+    let key = email.to_lowercase();
+    if let Some(id) = state.users_by_email.get(&key) {
+        return Ok(Some(*id));
+    }
+    let org = state.actor.org_id;
+    let found: Option<i64> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select u.id from app_user u join org_member m on m.user_id = u.id \
+             where m.organization_id = $1 and lower(u.email) = $2",
+        )
+        .bind(org)
+        .bind(&key)
+        .fetch_optional(conn)
+        .await?
+    });
+    if let Some(id) = found {
+        state.users_by_email.insert(key, id);
+    }
+    Ok(found)
+}
+
+/// Inserts prepared tasks with one multi-row statement; evaluates to their ids in order.
+macro_rules! insert_tasks {
+    ($tx:expr, $project_id:expr, $inner_start:expr, $prepared:expr) => {{
+        let prepared: &[PreparedTask] = $prepared;
+        let now = now_micros();
+        let mut sql = String::from(
+            "insert into task (project_id, inner_id, data, meta, is_labeled, overlap, total_annotations, \
+             cancelled_annotations, useful_annotations, ground_truth_annotations, total_predictions, created_at, updated_at) values ",
+        );
+        const COLS: usize = 12;
+        for i in 0..prepared.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let b = i * COLS;
+            sql.push_str(&format!(
+                "(${},${},${},${},${},${},${},${},${},${},${},${},${})",
+                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11, b + 12, b + 12
+            ));
+        }
+        sql.push_str(" returning id, inner_id");
+        let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
+        for (i, p) in prepared.iter().enumerate() {
+            q = q
+                .bind($project_id)
+                .bind($inner_start + i as i64)
+                .bind(&p.data)
+                .bind(&p.meta)
+                .bind(p.is_labeled)
+                .bind(p.overlap)
+                .bind(p.kind.total)
+                .bind(p.kind.cancelled)
+                .bind(p.kind.useful)
+                .bind(p.kind.ground_truth)
+                .bind(p.predictions)
+                .bind(now);
+        }
+        let mut rows: Vec<(i64, i64)> = q.fetch_all(&mut *$tx).await?;
+        // RETURNING order is not guaranteed; inner ids are, so sort by them.
+        rows.sort_by_key(|r| r.1);
+        rows.into_iter().map(|r| r.0).collect::<Vec<i64>>()
+    }};
+}
+use insert_tasks;
+
+/// Inserts the annotations and predictions carried by prepared tasks.
+macro_rules! insert_nested {
+    ($tx:expr, $project_id:expr, $ids:expr, $prepared:expr, $importer:expr) => {{
+        let prepared: &[PreparedTask] = $prepared;
+        let ids: &[i64] = $ids;
+        let now = now_micros();
+        for (task_id, p) in ids.iter().zip(prepared) {
+            for a in &p.source.annotations {
+                let author: i64 = match &a.completed_by {
+                    CompletedBy::Importer => $importer,
+                    CompletedBy::Id(id) => *id,
+                    CompletedBy::Email(email) => {
+                        sqlx::query_scalar("select id from app_user where lower(email) = lower($1)")
+                            .bind(email)
+                            .fetch_one(&mut *$tx)
+                            .await?
+                    }
+                };
+                let result = if a.result.is_null() { None } else { Some(a.result.to_string()) };
+                sqlx::query(
+                    "insert into annotation (task_id, project_id, result, completed_by, updated_by, was_cancelled, \
+                     ground_truth, lead_time, last_action, unique_id, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $4, $5, $6, $7, 'imported', $8, $9, $9)",
+                )
+                .bind(task_id)
+                .bind($project_id)
+                .bind(result)
+                .bind(author)
+                .bind(a.was_cancelled)
+                .bind(a.ground_truth)
+                .bind(a.lead_time)
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?;
+            }
+            for pr in &p.source.predictions {
+                sqlx::query(
+                    "insert into prediction (task_id, project_id, result, score, model_version, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(task_id)
+                .bind($project_id)
+                .bind(pr.result.to_string())
+                .bind(pr.score)
+                .bind(&pr.model_version)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?;
+            }
+        }
+    }};
+}
+use insert_nested;
+
+// ---------------------------------------------------------------------------------------------
+// Listing
+
+/// How a task page is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fields {
+    /// Task columns only.
+    TaskOnly,
+    /// With annotations, predictions and drafts.
+    All,
+}
+
+/// Filters, ordering and selection from the data manager's `query` parameter.
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    /// SQL condition over `t` with `$N` placeholders starting at 2 (1 is the project).
+    pub condition: String,
+    /// String parameters, in placeholder order.
+    pub params: Vec<String>,
+    /// `order by` clause.
+    pub order: String,
+}
+
+/// Builds a [`TaskQuery`] from the data manager JSON (`filters`, `ordering`, `selectedItems`).
+pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiResult<TaskQuery> {
+    let mut q = TaskQuery {
+        condition: String::from("true"),
+        params: Vec::new(),
+        order: "t.id".into(),
+    };
+    let bad = |m: String| ApiError::field(ErrorCode::InvalidQuery, "query", m);
+    if only_annotated {
+        q.condition
+            .push_str(" and (t.total_annotations + t.cancelled_annotations) > 0");
+    }
+    if let Some(filters) = query.get("filters").filter(|f| !f.is_null()) {
+        let conjunction = match filters
+            .get("conjunction")
+            .and_then(Value::as_str)
+            .unwrap_or("and")
+        {
+            "and" => " and ",
+            "or" => " or ",
+            other => {
+                return Err(bad(format!(
+                    "conjunction must be \"and\" or \"or\", not {other:?}"
+                )));
+            }
+        };
+        let items = filters
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut parts = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            parts.push(
+                filter_sql(dialect, item, &mut q.params)
+                    .map_err(|m| bad(format!("filters.items[{i}]: {m}")))?,
+            );
+        }
+        if !parts.is_empty() {
+            q.condition
+                .push_str(&format!(" and ({})", parts.join(conjunction)));
+        }
+    }
+    if let Some(sel) = query.get("selectedItems").filter(|s| !s.is_null()) {
+        let all = sel.get("all").and_then(Value::as_bool).unwrap_or(false);
+        let key = if all { "excluded" } else { "included" };
+        let ids: Vec<i64> = sel
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        let list = if ids.is_empty() {
+            "0".into()
+        } else {
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        };
+        if all {
+            if !ids.is_empty() {
+                q.condition.push_str(&format!(" and t.id not in ({list})"));
+            }
+        } else {
+            q.condition.push_str(&format!(" and t.id in ({list})"));
+        }
+    }
+    if let Some(order) = query
+        .get("ordering")
+        .and_then(Value::as_array)
+        .and_then(|o| o.first())
+        .and_then(Value::as_str)
+    {
+        let (desc, name) = match order.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, order),
+        };
+        let column = column_sql(name.strip_prefix("tasks:").unwrap_or(name))
+            .ok_or_else(|| bad(format!("cannot order by {order:?}")))?;
+        q.order = format!("{column}{}, t.id", if desc { " desc" } else { "" });
+    }
+    Ok(q)
+}
+
+fn column_sql(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "id" => "t.id",
+        "inner_id" => "t.inner_id",
+        "total_annotations" => "t.total_annotations",
+        "cancelled_annotations" => "t.cancelled_annotations",
+        "total_predictions" => "t.total_predictions",
+        "created_at" => "t.created_at",
+        "updated_at" => "t.updated_at",
+        "is_labeled" => "t.is_labeled",
+        "overlap" => "t.overlap",
+        _ => return None,
+    })
+}
+
+fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Result<String, String> {
+    let name = item
+        .get("filter")
+        .and_then(Value::as_str)
+        .ok_or("\"filter\" is required")?;
+    let name = name.strip_prefix("filter:tasks:").unwrap_or(name);
+    let operator = item
+        .get("operator")
+        .and_then(Value::as_str)
+        .ok_or("\"operator\" is required")?;
+    let value = item.get("value").cloned().unwrap_or(Value::Null);
+    let (column, numeric) = if let Some(key) = name.strip_prefix("data.") {
+        params.push(key.to_string());
+        (
+            dialect.json_text("t.data", &format!("${}", params.len() + 1)),
+            false,
+        )
+    } else {
+        let col = column_sql(name).ok_or_else(|| format!("unknown filter column {name:?}"))?;
+        (col.to_string(), true)
+    };
+    let micros = |v: &Value| -> Option<i64> {
+        if name == "created_at" || name == "updated_at" {
+            v.as_str()
+                .and_then(|s| {
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+        } else {
+            None
+        }
+    };
+    let literal = |v: &Value, params: &mut Vec<String>| -> Result<String, String> {
+        if numeric {
+            if let Some(m) = micros(v) {
+                return Ok(m.to_string());
+            }
+            match v {
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(if *b { "1".into() } else { "0".into() }),
+                Value::String(s) => s
+                    .parse::<f64>()
+                    .map(|f| f.to_string())
+                    .map_err(|_| format!("{s:?} is not a number")),
+                _ => Err("value must be a number".into()),
+            }
+        } else {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            params.push(text);
+            Ok(format!("${}", params.len() + 1))
+        }
+    };
+    Ok(match operator {
+        "equal" => format!("{column} = {}", literal(&value, params)?),
+        "not_equal" => format!(
+            "({column} is null or {column} <> {})",
+            literal(&value, params)?
+        ),
+        "greater" => format!("{column} > {}", literal(&value, params)?),
+        "greater_or_equal" => format!("{column} >= {}", literal(&value, params)?),
+        "less" => format!("{column} < {}", literal(&value, params)?),
+        "less_or_equal" => format!("{column} <= {}", literal(&value, params)?),
+        "contains" | "not_contains" | "starts_with" | "ends_with" if !numeric => {
+            let text = value.as_str().unwrap_or_default().to_lowercase();
+            let pattern = match operator {
+                "starts_with" => format!("{text}%"),
+                "ends_with" => format!("%{text}"),
+                _ => format!("%{text}%"),
+            };
+            params.push(pattern);
+            let p = format!("${}", params.len() + 1);
+            if operator == "not_contains" {
+                format!("({column} is null or lower({column}) not like {p})")
+            } else {
+                format!("lower({column}) like {p}")
+            }
+        }
+        "in" | "not_in" => {
+            let min = value.get("min").ok_or("a range needs {\"min\", \"max\"}")?;
+            let max = value.get("max").ok_or("a range needs {\"min\", \"max\"}")?;
+            let (lo, hi) = (literal(min, params)?, literal(max, params)?);
+            if operator == "in" {
+                format!("({column} >= {lo} and {column} <= {hi})")
+            } else {
+                format!("({column} < {lo} or {column} > {hi})")
+            }
+        }
+        "empty" | "exists" | "not_exists" => {
+            let empty = match operator {
+                "empty" => value.as_bool().unwrap_or(true),
+                "not_exists" => true,
+                _ => false,
+            };
+            if empty {
+                format!("({column} is null)")
+            } else {
+                format!("({column} is not null)")
+            }
+        }
+        other => return Err(format!("unsupported operator {other:?} for {name}")),
+    })
+}
+
+/// One page of tasks: the rows and the project totals.
+pub struct TaskPage {
+    /// The tasks.
+    pub tasks: Vec<TaskView>,
+    /// Tasks matching the query.
+    pub total: i64,
+    /// Annotations of the project.
+    pub total_annotations: i64,
+    /// Predictions of the project.
+    pub total_predictions: i64,
+}
+
+/// Lists tasks of a project with a data-manager query, offset pagination and rendering choice.
+pub async fn list(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    query: &TaskQuery,
+    offset: i64,
+    limit: i64,
+    fields: Fields,
+    ids_only: bool,
+) -> ApiResult<(ProjectRow, TaskPage)> {
+    let project = projects::get_row(db, actor, project_id).await?;
+    let filtered = query.condition != "true";
+    let n = query.params.len();
+    let (total, rows, ids): (i64, Vec<TaskRow>, Vec<i64>) = with_read!(db, conn, {
+        let total = if filtered {
+            let sql = format!(
+                "select count(*) from task t where t.project_id = $1 and {}",
+                query.condition
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(project_id);
+            for p in &query.params {
+                q = q.bind(p);
+            }
+            q.fetch_one(conn).await?
+        } else {
+            project.task_number
+        };
+        let (limit_p, offset_p) = (n + 2, n + 3);
+        if ids_only {
+            let sql = format!(
+                "select t.id from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
+                query.condition, query.order
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(project_id);
+            for p in &query.params {
+                q = q.bind(p);
+            }
+            (
+                total,
+                Vec::new(),
+                q.bind(limit).bind(offset).fetch_all(conn).await?,
+            )
+        } else {
+            let sql = format!(
+                "select {TASK_COLUMNS} from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
+                query.condition, query.order
+            );
+            let mut q = sqlx::query_as::<_, TaskRow>(&sql).bind(project_id);
+            for p in &query.params {
+                q = q.bind(p);
+            }
+            (
+                total,
+                q.bind(limit).bind(offset).fetch_all(conn).await?,
+                Vec::new(),
+            )
+        }
+    });
+    let tasks = if ids_only {
+        ids.into_iter()
+            .map(|id| {
+                TaskRow {
+                    id,
+                    project_id,
+                    inner_id: 0,
+                    data: "{}".into(),
+                    meta: "{}".into(),
+                    is_labeled: false,
+                    overlap: 0,
+                    total_annotations: 0,
+                    cancelled_annotations: 0,
+                    total_predictions: 0,
+                    created_at: 0,
+                    updated_at: 0,
+                    updated_by: None,
+                }
+                .view()
+            })
+            .collect()
+    } else if fields == Fields::All {
+        with_nested(db, &rows).await?
+    } else {
+        rows.iter().map(TaskRow::view).collect()
+    };
+    let page = TaskPage {
+        tasks,
+        total,
+        total_annotations: project.total_annotations_number,
+        total_predictions: project.total_predictions_number,
+    };
+    Ok((project, page))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single-task changes
+
+/// Creates one task (`POST /api/tasks`).
+pub async fn create_one(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    data: Map<String, Value>,
+    meta: Map<String, Value>,
+) -> ApiResult<TaskView> {
+    actor.require(Permission::TaskManage)?;
+    let dir = tempfile::tempdir().map_err(ApiError::internal)?;
+    let path = dir.path().join("task.json");
+    let body = serde_json::json!([{"data": data, "meta": meta}]).to_string();
+    tokio::fs::write(&path, body)
+        .await
+        .map_err(ApiError::internal)?;
+    let summary = import(
+        db,
+        actor,
+        project_id,
+        &[ImportSource {
+            path,
+            format: ImportFormat::Json,
+            extension: ".json".into(),
+        }],
+        true,
+    )
+    .await?;
+    let id = summary
+        .task_ids
+        .and_then(|ids| ids.first().copied())
+        .ok_or_else(|| ApiError::internal("import returned no id"))?;
+    get(db, actor, id).await
+}
+
+/// Changes a task's data or meta (`PATCH /api/tasks/{id}`).
+pub async fn update(
+    db: &Db,
+    actor: &Actor,
+    id: i64,
+    data: Option<Map<String, Value>>,
+    meta: Option<Map<String, Value>>,
+) -> ApiResult<TaskView> {
+    actor.require(Permission::TaskManage)?;
+    let row = get_row(db, actor, id).await?;
+    let project = projects::get_row(db, actor, row.project_id).await?;
+    if let (Some(data), Some(config)) = (&data, project.config()) {
+        for key in config.data_keys() {
+            if !data.contains_key(&key) {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    "data",
+                    format!("data has no key \"{key}\", which the label config reads as ${key}"),
+                ));
+            }
+        }
+    }
+    let data_text = data
+        .map(|d| Value::Object(d).to_string())
+        .unwrap_or(row.data.clone());
+    let meta_text = meta
+        .map(|m| Value::Object(m).to_string())
+        .unwrap_or(row.meta.clone());
+    let now = now_micros();
+    with_tx!(db, tx, {
+        sqlx::query(
+            "update task set data = $1, meta = $2, updated_at = $3, updated_by = $4 where id = $5",
+        )
+        .bind(&data_text)
+        .bind(&meta_text)
+        .bind(now)
+        .bind(actor.user_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(())
+    })?;
+    get(db, actor, id).await
+}
+
+/// Deletes tasks of one project (all of them when `ids` is `None`), subtracting their counters.
+pub async fn delete_many(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    ids: Option<&[i64]>,
+) -> ApiResult<i64> {
+    actor.require(Permission::TaskManage)?;
+    projects::get_row(db, actor, project_id).await?;
+    let dialect = db.dialect();
+    let condition = match ids {
+        None => String::new(),
+        Some([]) => return Ok(0),
+        Some(ids) => format!(
+            " and id in ({})",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        ),
+    };
+    with_tx!(db, tx, {
+        crate::storage::annotations::lock_project!(tx, dialect, project_id);
+        let sums: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&format!(
+            "select count(*), coalesce(sum(case when is_labeled then 1 else 0 end), 0), coalesce(sum(total_annotations), 0), \
+             coalesce(sum(cancelled_annotations), 0), coalesce(sum(useful_annotations), 0), \
+             coalesce(sum(ground_truth_annotations), 0), coalesce(sum(case when useful_annotations > 0 then 1 else 0 end), 0), \
+             coalesce(sum(total_predictions), 0), coalesce(sum(case when overlap > 1 then 1 else 0 end), 0) \
+             from task where project_id = $1{condition}"
+        ))
+        .bind(project_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "delete from task where project_id = $1{condition}"
+        ))
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "update project set task_number = task_number - $1, finished_task_number = finished_task_number - $2, \
+             total_annotations_number = total_annotations_number - $3, skipped_annotations_number = skipped_annotations_number - $4, \
+             useful_annotation_number = useful_annotation_number - $5, ground_truth_number = ground_truth_number - $6, \
+             num_tasks_with_annotations = num_tasks_with_annotations - $7, total_predictions_number = total_predictions_number - $8, \
+             overlapped_task_number = overlapped_task_number - $9 where id = $10",
+        )
+        .bind(sums.0)
+        .bind(sums.1)
+        .bind(sums.2)
+        .bind(sums.3)
+        .bind(sums.4)
+        .bind(sums.5)
+        .bind(sums.6)
+        .bind(sums.7)
+        .bind(sums.8)
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(sums.0)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Label stream
+
+/// Picks the next task for the actor and reserves it. Inside one transaction that holds the
+/// project's row lock (PostgreSQL) or the single writer (SQLite), so two annotators can never
+/// both see capacity that only one of them can take: a task is handed to at most `overlap`
+/// annotators at once (unexpired reservations + counted annotations < overlap).
+pub async fn next(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    default_lock_ttl_secs: i64,
+) -> ApiResult<TaskView> {
+    actor.require(Permission::AnnotationCreate)?;
+    let project = projects::get_row(db, actor, project_id).await?;
+    let settings = project.settings();
+    let ttl = settings
+        .custom_task_lock_ttl
+        .unwrap_or(default_lock_ttl_secs);
+    let dialect = db.dialect();
+    let now = now_micros();
+    let user = actor.user_id;
+    let counted = match settings.skip_queue {
+        SkipQueue::RequeueForOthers => "(t.total_annotations - t.ground_truth_annotations)",
+        _ => "(t.total_annotations + t.cancelled_annotations - t.ground_truth_annotations)",
+    };
+    let order = match (settings.maximum_annotations > 1, settings.sampling) {
+        // Breadth first: finish tasks other annotators have started.
+        (true, _) => format!("{counted} desc, t.id"),
+        (false, Sampling::Uniform) => "random()".to_string(),
+        (false, _) => "t.id".to_string(),
+    };
+    let picked: Option<(i64, String, String)> = with_tx!(db, tx, {
+        crate::storage::annotations::lock_project!(tx, dialect, project_id);
+        sqlx::query("delete from task_lock where project_id = $1 and expire_at <= $2")
+            .bind(project_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        // 1. A task this user already holds and has not finished.
+        let held: Option<(i64, String)> = sqlx::query_as(
+            "select l.task_id, l.unique_id from task_lock l where l.project_id = $1 and l.user_id = $2 \
+             and not exists (select 1 from annotation a where a.task_id = l.task_id and a.completed_by = $2) \
+             order by l.task_id limit 1",
+        )
+        .bind(project_id)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((id, lock)) = held {
+            return Ok::<_, ApiError>(Some((id, lock, "Task lock".to_string())));
+        }
+        // 2. A task with capacity left that this user has not annotated.
+        let candidate: Option<i64> = sqlx::query_scalar(&format!(
+            "select t.id from task t where t.project_id = $1 and not t.is_labeled \
+             and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+             and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2) < t.overlap \
+             order by {order} limit 1"
+        ))
+        .bind(project_id)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (task_id, queue) = match candidate {
+            Some(id) => (
+                id,
+                if settings.maximum_annotations > 1 {
+                    "Breadth first queue"
+                } else {
+                    "Sequence queue"
+                },
+            ),
+            None if settings.skip_queue == SkipQueue::RequeueForMe => {
+                // 3. The user's own skipped tasks come back last.
+                let skipped: Option<i64> = sqlx::query_scalar(
+                    "select t.id from task t join annotation a on a.task_id = t.id and a.completed_by = $2 and a.was_cancelled \
+                     where t.project_id = $1 and not t.is_labeled order by a.updated_at, t.id limit 1",
+                )
+                .bind(project_id)
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match skipped {
+                    Some(id) => (id, "Skipped queue"),
+                    None => return Ok(None),
+                }
+            }
+            None => return Ok(None),
+        };
+        let lock_id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "insert into task_lock (task_id, user_id, project_id, expire_at, unique_id) values ($1, $2, $3, $4, $5) \
+             on conflict (task_id, user_id) do update set expire_at = excluded.expire_at, unique_id = excluded.unique_id",
+        )
+        .bind(task_id)
+        .bind(user)
+        .bind(project_id)
+        .bind(now + ttl * 1_000_000)
+        .bind(&lock_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Some((task_id, lock_id, queue.to_string())))
+    })?;
+    let Some((task_id, lock_id, queue)) = picked else {
+        return Err(ApiError::new(
+            ErrorCode::NoMoreTasks,
+            format!("There are no tasks for {}", actor.email),
+        ));
+    };
+    let row = get_row(db, actor, task_id).await?;
+    let mut view = with_nested(db, std::slice::from_ref(&row)).await?.remove(0);
+    // The label stream shows pre-labels, not other people's work.
+    view.annotations = Some(Vec::new());
+    if !settings.show_collab_predictions {
+        view.predictions = Some(Vec::new());
+    } else if !settings.model_version.is_empty() {
+        if let Some(preds) = view.predictions.as_mut() {
+            preds.retain(|p| p.model_version == settings.model_version);
+        }
+    }
+    view.unique_lock_id = Some(lock_id);
+    view.queue = Some(queue);
+    Ok(view)
+}

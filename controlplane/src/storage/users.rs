@@ -1,0 +1,632 @@
+//! Organizations, users, memberships and API tokens.
+
+use serde::Serialize;
+
+use super::{Db, now_micros, with_read, with_tx};
+use crate::{
+    auth,
+    authz::{Actor, Permission, Role},
+    error::{ApiError, ApiResult, ErrorCode},
+};
+
+/// A user row as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    /// Id.
+    pub id: i64,
+    /// Email (unique, case-insensitive).
+    pub email: String,
+    /// Username (defaults to the email).
+    pub username: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Whether the user may sign in.
+    pub is_active: bool,
+    /// Active organization.
+    pub active_organization_id: Option<i64>,
+    /// Created.
+    pub date_joined: i64,
+    /// Last request.
+    pub last_activity: i64,
+}
+
+/// The user JSON of Label Studio (`/api/users`, `whoami`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    /// Id.
+    pub id: i64,
+    /// Username.
+    pub username: String,
+    /// Email.
+    pub email: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Always null (no avatars yet).
+    pub avatar: Option<String>,
+    /// Initials shown in the UI.
+    pub initials: String,
+    /// Phone (empty).
+    pub phone: String,
+    /// Active organization id.
+    pub active_organization: Option<i64>,
+    /// Always false.
+    pub allow_newsletters: bool,
+    /// ISO time the user joined.
+    pub date_joined: String,
+    /// ISO time of the last request.
+    pub last_activity: String,
+    /// Whether the account is active.
+    pub is_active: bool,
+    /// The user's role in the active organization (LS code, e.g. `OW`).
+    pub role: Option<String>,
+}
+
+impl UserRow {
+    /// The API view of the user.
+    pub fn view(&self, role: Option<Role>) -> UserView {
+        let initials = {
+            let f = self.first_name.chars().next();
+            let l = self.last_name.chars().next();
+            match (f, l) {
+                (Some(f), Some(l)) => format!("{f}{l}"),
+                _ => self.email.chars().take(2).collect(),
+            }
+        };
+        UserView {
+            id: self.id,
+            username: self.username.clone(),
+            email: self.email.clone(),
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+            avatar: None,
+            initials,
+            phone: String::new(),
+            active_organization: self.active_organization_id,
+            allow_newsletters: false,
+            date_joined: super::format_micros(self.date_joined),
+            last_activity: super::format_micros(self.last_activity),
+            is_active: self.is_active,
+            role: role.map(|r| r.ls_code().to_string()),
+        }
+    }
+}
+
+const USER_COLUMNS: &str = "u.id, u.email, u.username, u.first_name, u.last_name, u.is_active, \
+     u.active_organization_id, u.date_joined, u.last_activity";
+
+/// What a new user gets.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Email.
+    pub email: String,
+    /// Optional password (hashed before storage).
+    pub password: Option<String>,
+    /// Role in the organization.
+    pub role: Role,
+    /// Optional exact legacy token (otherwise one is generated).
+    pub token: Option<String>,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Username (defaults to the email).
+    pub username: Option<String>,
+}
+
+/// Returns the instance's JWT signing key, creating it on first use.
+pub async fn signing_key(db: &Db) -> ApiResult<Vec<u8>> {
+    let existing: Option<String> = with_read!(db, conn, {
+        sqlx::query_scalar("select value from instance_setting where key = 'jwt_signing_key'")
+            .fetch_optional(conn)
+            .await?
+    });
+    if let Some(key) = existing {
+        return Ok(key.into_bytes());
+    }
+    let candidate = auth::random_secret(64);
+    let key: String = with_tx!(db, tx, {
+        sqlx::query(
+            "insert into instance_setting (key, value) values ('jwt_signing_key', $1) \
+             on conflict (key) do nothing",
+        )
+        .bind(&candidate)
+        .execute(&mut *tx)
+        .await?;
+        let key: String =
+            sqlx::query_scalar("select value from instance_setting where key = 'jwt_signing_key'")
+                .fetch_one(&mut *tx)
+                .await?;
+        Ok::<_, ApiError>(key)
+    })?;
+    Ok(key.into_bytes())
+}
+
+/// Number of users (bootstrap runs when it is zero).
+pub async fn count_users(db: &Db) -> ApiResult<i64> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_scalar::<_, i64>("select count(*) from app_user")
+            .fetch_one(conn)
+            .await?
+    }))
+}
+
+/// The first organization (the one a single-tenant instance serves).
+pub async fn default_organization(db: &Db) -> ApiResult<Option<i64>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_scalar::<_, i64>("select id from organization order by id limit 1")
+            .fetch_optional(conn)
+            .await?
+    }))
+}
+
+/// Creates an organization (instance administration; no actor).
+pub async fn create_organization(db: &Db, title: &str) -> ApiResult<i64> {
+    let now = now_micros();
+    with_tx!(db, tx, {
+        let id: i64 = sqlx::query_scalar(
+            "insert into organization (title, token, created_at, updated_at) values ($1, $2, $3, $3) returning id",
+        )
+        .bind(title)
+        .bind(auth::random_secret(40))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(id)
+    })
+}
+
+/// Creates a user in an organization with a legacy token; returns the user and the token.
+/// Instance administration (CLI, bootstrap) calls it without an actor; the API goes through
+/// [`create_user`].
+pub async fn create_user_in_org(
+    db: &Db,
+    org_id: i64,
+    new: &NewUser,
+) -> ApiResult<(UserRow, String)> {
+    let email = new.email.trim().to_string();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "email",
+            "enter a valid email address",
+        ));
+    }
+    let password_hash = match &new.password {
+        Some(p) if p.len() < 8 => {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "password",
+                "must be at least 8 characters",
+            ));
+        }
+        Some(p) => Some(auth::hash_password(p).map_err(ApiError::internal)?),
+        None => None,
+    };
+    let token = match &new.token {
+        Some(t) if t.len() < 20 || t.chars().any(char::is_whitespace) => {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "token",
+                "a token must be at least 20 characters without spaces",
+            ));
+        }
+        Some(t) => t.clone(),
+        None => auth::new_legacy_token(),
+    };
+    let now = now_micros();
+    let username = new.username.clone().unwrap_or_else(|| email.clone());
+    let result: ApiResult<UserRow> = with_tx!(db, tx, {
+        let taken: Option<i64> =
+            sqlx::query_scalar("select id from app_user where lower(email) = lower($1)")
+                .bind(&email)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if taken.is_some() {
+            return Err(ApiError::field(
+                ErrorCode::Conflict,
+                "email",
+                "a user with this email already exists",
+            ));
+        }
+        let token_taken: Option<i64> =
+            sqlx::query_scalar("select id from api_token where token_hash = $1")
+                .bind(auth::hash_token(&token))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if token_taken.is_some() {
+            return Err(ApiError::field(
+                ErrorCode::Conflict,
+                "token",
+                "this token is already in use",
+            ));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "insert into app_user (email, username, first_name, last_name, password_hash, is_active, \
+             active_organization_id, date_joined, last_activity) \
+             values ($1, $2, $3, $4, $5, true, $6, $7, $7) returning id",
+        )
+        .bind(&email)
+        .bind(&username)
+        .bind(&new.first_name)
+        .bind(&new.last_name)
+        .bind(&password_hash)
+        .bind(org_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("insert into org_member (organization_id, user_id, role, created_at) values ($1, $2, $3, $4)")
+            .bind(org_id)
+            .bind(id)
+            .bind(new.role.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into api_token (user_id, kind, token_hash, jti, preview, created_at) values ($1, 'legacy', $2, null, $3, $4)",
+        )
+        .bind(id)
+        .bind(auth::hash_token(&token))
+        .bind(auth::preview(&token))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query_as::<_, UserRow>(&format!(
+            "select {USER_COLUMNS} from app_user u where u.id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(row)
+    });
+    Ok((result?, token))
+}
+
+/// Creates a user in the actor's organization (needs `user.manage`; cannot grant a role above
+/// the actor's own).
+pub async fn create_user(db: &Db, actor: &Actor, new: &NewUser) -> ApiResult<(UserRow, String)> {
+    actor.require(Permission::UserManage)?;
+    if new.role > actor.role {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "you cannot grant the role {} because it is above your own",
+                new.role.as_str()
+            ),
+        ));
+    }
+    create_user_in_org(db, actor.org_id, new).await
+}
+
+#[derive(sqlx::FromRow)]
+struct ActorRow {
+    user_id: i64,
+    org_id: i64,
+    role: String,
+    email: String,
+}
+
+fn actor_from(row: ActorRow) -> Option<Actor> {
+    Some(Actor {
+        user_id: row.user_id,
+        org_id: row.org_id,
+        role: Role::parse(&row.role)?,
+        email: row.email,
+    })
+}
+
+/// The actor behind a legacy token, if the token and its user are active.
+pub async fn actor_for_legacy_token(db: &Db, token: &str) -> ApiResult<Option<Actor>> {
+    let row: Option<ActorRow> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select u.id as user_id, m.organization_id as org_id, m.role, u.email \
+             from api_token t join app_user u on u.id = t.user_id \
+             join org_member m on m.user_id = u.id and m.organization_id = u.active_organization_id \
+             where t.token_hash = $1 and t.kind = 'legacy' and t.revoked_at is null and u.is_active",
+        )
+        .bind(auth::hash_token(token))
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(row.and_then(actor_from))
+}
+
+/// The actor for a user id taken from a verified access token.
+pub async fn actor_for_user(db: &Db, user_id: i64) -> ApiResult<Option<Actor>> {
+    let row: Option<ActorRow> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select u.id as user_id, m.organization_id as org_id, m.role, u.email \
+             from app_user u join org_member m on m.user_id = u.id and m.organization_id = u.active_organization_id \
+             where u.id = $1 and u.is_active",
+        )
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(row.and_then(actor_from))
+}
+
+/// Whether a personal access token (by `jti`) exists and is not revoked.
+pub async fn pat_is_active(db: &Db, jti: &str, user_id: i64) -> ApiResult<bool> {
+    let found: Option<i64> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select id from api_token where jti = $1 and user_id = $2 and kind = 'pat' and revoked_at is null",
+        )
+        .bind(jti)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(found.is_some())
+}
+
+/// A personal access token as listed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PatView {
+    /// The token without its signature (`header.payload`), as Label Studio lists it.
+    pub token: String,
+    /// ISO creation time.
+    pub created_at: String,
+    /// ISO expiry time.
+    pub expires_at: Option<String>,
+}
+
+/// Issues a personal access token for the actor, valid `ttl_secs`.
+pub async fn create_pat(db: &Db, actor: &Actor, key: &[u8], ttl_secs: i64) -> ApiResult<String> {
+    let now = now_micros();
+    let claims = auth::Claims {
+        token_type: "refresh".into(),
+        iat: now / 1_000_000,
+        exp: now / 1_000_000 + ttl_secs,
+        jti: uuid::Uuid::new_v4().simple().to_string(),
+        user_id: actor.user_id,
+    };
+    let token = auth::sign_jwt(key, &claims);
+    let unsigned = token
+        .rsplit_once('.')
+        .map_or(token.as_str(), |(head, _)| head)
+        .to_string();
+    with_tx!(db, tx, {
+        sqlx::query(
+            "insert into api_token (user_id, kind, token_hash, jti, preview, created_at, expires_at) \
+             values ($1, 'pat', $2, $3, $4, $5, $6)",
+        )
+        .bind(actor.user_id)
+        .bind(auth::hash_token(&token))
+        .bind(&claims.jti)
+        .bind(&unsigned)
+        .bind(now)
+        .bind(claims.exp * 1_000_000)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(())
+    })?;
+    Ok(token)
+}
+
+#[derive(sqlx::FromRow)]
+struct PatRow {
+    preview: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+}
+
+/// Lists the actor's unrevoked, unexpired personal access tokens.
+pub async fn list_pats(db: &Db, actor: &Actor) -> ApiResult<Vec<PatView>> {
+    let now = now_micros();
+    let rows: Vec<PatRow> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select preview, created_at, expires_at from api_token where user_id = $1 and kind = 'pat' \
+             and revoked_at is null and (expires_at is null or expires_at > $2) order by id",
+        )
+        .bind(actor.user_id)
+        .bind(now)
+        .fetch_all(conn)
+        .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|r| PatView {
+            token: r.preview,
+            created_at: super::format_micros(r.created_at),
+            expires_at: r.expires_at.map(super::format_micros),
+        })
+        .collect())
+}
+
+/// Revokes the actor's personal access token with this `jti`; false if there was none to revoke.
+pub async fn revoke_pat(db: &Db, actor: &Actor, jti: &str) -> ApiResult<bool> {
+    let now = now_micros();
+    with_tx!(db, tx, {
+        let done = sqlx::query(
+            "update api_token set revoked_at = $1 where jti = $2 and user_id = $3 and kind = 'pat' and revoked_at is null",
+        )
+        .bind(now)
+        .bind(jti)
+        .bind(actor.user_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(done.rows_affected() > 0)
+    })
+}
+
+/// Replaces the actor's legacy token with a new one and returns it.
+pub async fn reset_legacy_token(db: &Db, actor: &Actor) -> ApiResult<String> {
+    let token = auth::new_legacy_token();
+    let now = now_micros();
+    with_tx!(db, tx, {
+        sqlx::query("delete from api_token where user_id = $1 and kind = 'legacy'")
+            .bind(actor.user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into api_token (user_id, kind, token_hash, preview, created_at) values ($1, 'legacy', $2, $3, $4)",
+        )
+        .bind(actor.user_id)
+        .bind(auth::hash_token(&token))
+        .bind(auth::preview(&token))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(())
+    })?;
+    Ok(token)
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    id: i64,
+    email: String,
+    username: String,
+    first_name: String,
+    last_name: String,
+    is_active: bool,
+    active_organization_id: Option<i64>,
+    date_joined: i64,
+    last_activity: i64,
+    role: String,
+}
+
+impl MemberRow {
+    fn split(self) -> (UserRow, Option<Role>) {
+        let role = Role::parse(&self.role);
+        (
+            UserRow {
+                id: self.id,
+                email: self.email,
+                username: self.username,
+                first_name: self.first_name,
+                last_name: self.last_name,
+                is_active: self.is_active,
+                active_organization_id: self.active_organization_id,
+                date_joined: self.date_joined,
+                last_activity: self.last_activity,
+            },
+            role,
+        )
+    }
+}
+
+/// Lists the members of the actor's organization.
+pub async fn list_users(db: &Db, actor: &Actor) -> ApiResult<Vec<UserView>> {
+    actor.require(Permission::UserView)?;
+    let rows: Vec<MemberRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {USER_COLUMNS}, m.role from app_user u join org_member m on m.user_id = u.id \
+             where m.organization_id = $1 order by u.id"
+        ))
+        .bind(actor.org_id)
+        .fetch_all(conn)
+        .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let (u, role) = r.split();
+            u.view(role)
+        })
+        .collect())
+}
+
+/// One member of the actor's organization (404 for anyone else).
+pub async fn get_user(db: &Db, actor: &Actor, user_id: i64) -> ApiResult<UserView> {
+    if user_id != actor.user_id {
+        actor.require(Permission::UserView)?;
+    }
+    let row: Option<MemberRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {USER_COLUMNS}, m.role from app_user u join org_member m on m.user_id = u.id \
+             where m.organization_id = $1 and u.id = $2"
+        ))
+        .bind(actor.org_id)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    let (user, role) = row.ok_or_else(|| ApiError::not_found("user"))?.split();
+    Ok(user.view(role))
+}
+
+/// Changes to a user's profile.
+#[derive(Debug, Default, Clone)]
+pub struct UserChanges {
+    /// New first name.
+    pub first_name: Option<String>,
+    /// New last name.
+    pub last_name: Option<String>,
+    /// New username.
+    pub username: Option<String>,
+    /// New active flag (administrators only).
+    pub is_active: Option<bool>,
+}
+
+/// Updates a user's profile: oneself, or anyone in the organization with `user.manage`.
+pub async fn update_user(
+    db: &Db,
+    actor: &Actor,
+    user_id: i64,
+    changes: &UserChanges,
+) -> ApiResult<UserView> {
+    if user_id != actor.user_id || changes.is_active.is_some() {
+        actor.require(Permission::UserManage)?;
+    }
+    // Existence and tenancy first: another organization's user is a 404.
+    get_user(db, actor, user_id).await?;
+    with_tx!(db, tx, {
+        sqlx::query(
+            "update app_user set first_name = coalesce($1, first_name), last_name = coalesce($2, last_name), \
+             username = coalesce($3, username), is_active = coalesce($4, is_active) where id = $5",
+        )
+        .bind(&changes.first_name)
+        .bind(&changes.last_name)
+        .bind(&changes.username)
+        .bind(changes.is_active)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(())
+    })?;
+    get_user(db, actor, user_id).await
+}
+
+/// Records that a user made a request (at most about once a minute per user).
+pub async fn touch_activity(db: &Db, user_id: i64) -> ApiResult<()> {
+    let now = now_micros();
+    with_tx!(db, tx, {
+        sqlx::query("update app_user set last_activity = $1 where id = $2 and last_activity < $3")
+            .bind(now)
+            .bind(user_id)
+            .bind(now - 60_000_000)
+            .execute(&mut *tx)
+            .await?;
+        Ok::<_, ApiError>(())
+    })
+}
+
+/// Organization summary for `/api/organizations`.
+#[derive(Debug, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct OrganizationRow {
+    /// Id.
+    pub id: i64,
+    /// Title.
+    pub title: String,
+    /// Created (micros).
+    #[serde(skip)]
+    pub created_at: i64,
+}
+
+/// The organizations the actor belongs to.
+pub async fn list_organizations(db: &Db, actor: &Actor) -> ApiResult<Vec<OrganizationRow>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_as(
+            "select o.id, o.title, o.created_at from organization o join org_member m on m.organization_id = o.id \
+             where m.user_id = $1 order by o.id",
+        )
+        .bind(actor.user_id)
+        .fetch_all(conn)
+        .await?
+    }))
+}
