@@ -132,7 +132,8 @@ pub fn verify_jwt(
         .decode(signature)
         .map_err(|_| JwtError::Malformed)?;
     let mut m = HmacSha256::new_from_slice(key).map_err(|_| JwtError::BadSignature)?;
-    m.update(token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1].as_bytes());
+    let signed_len = token.len() - token.rsplit('.').next().map_or(0, str::len) - 1;
+    m.update(&token.as_bytes()[..signed_len]);
     m.verify_slice(&signature)
         .map_err(|_| JwtError::BadSignature)?;
     let claims: Claims = URL_SAFE_NO_PAD

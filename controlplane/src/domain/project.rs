@@ -211,13 +211,13 @@ pub fn validate(s: &ProjectSettings) -> Result<(), SettingError> {
             "must not be negative".into(),
         ));
     }
-    if let Some(ttl) = s.custom_task_lock_ttl {
-        if !(1..=86_400).contains(&ttl) {
-            return Err((
-                "custom_task_lock_ttl".into(),
-                "must be between 1 and 86400 seconds".into(),
-            ));
-        }
+    if let Some(ttl) = s.custom_task_lock_ttl
+        && !(1..=86_400).contains(&ttl)
+    {
+        return Err((
+            "custom_task_lock_ttl".into(),
+            "must be between 1 and 86400 seconds".into(),
+        ));
     }
     Ok(())
 }

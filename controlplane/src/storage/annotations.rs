@@ -536,11 +536,11 @@ pub async fn update(
         }
         None => row.result.clone(),
     };
-    if let Some(author) = input.completed_by {
-        if Some(author) != row.completed_by {
-            actor.require(Permission::AnnotationManage)?;
-            check_member(db, actor, author).await?;
-        }
+    if let Some(author) = input.completed_by
+        && Some(author) != row.completed_by
+    {
+        actor.require(Permission::AnnotationManage)?;
+        check_member(db, actor, author).await?;
     }
     let completed_by = input.completed_by.or(row.completed_by);
     let skip_queue: SkipQueue = project.settings().skip_queue;

@@ -217,14 +217,14 @@ pub async fn create_many(
                 e
             }
         })?;
-        if let Some(pid) = project_id {
-            if task.project_id != pid {
-                return Err(ApiError::field(
-                    ErrorCode::ValidationError,
-                    &format!("{prefix}task"),
-                    format!("task {task_id} is not in project {pid}"),
-                ));
-            }
+        if let Some(pid) = project_id
+            && task.project_id != pid
+        {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                &format!("{prefix}task"),
+                format!("task {task_id} is not in project {pid}"),
+            ));
         }
         let project = match projects_seen.iter().find(|p| p.id == task.project_id) {
             Some(p) => p.clone(),

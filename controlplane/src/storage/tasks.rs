@@ -934,17 +934,33 @@ pub struct TaskPage {
     pub total_predictions: i64,
 }
 
+/// Which slice of a task list to render, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Rows to skip.
+    pub offset: i64,
+    /// Rows to return.
+    pub limit: i64,
+    /// Nested objects or not.
+    pub fields: Fields,
+    /// Only ids (the cheap `include=id` path).
+    pub ids_only: bool,
+}
+
 /// Lists tasks of a project with a data-manager query, offset pagination and rendering choice.
 pub async fn list(
     db: &Db,
     actor: &Actor,
     project_id: i64,
     query: &TaskQuery,
-    offset: i64,
-    limit: i64,
-    fields: Fields,
-    ids_only: bool,
+    window: Window,
 ) -> ApiResult<(ProjectRow, TaskPage)> {
+    let Window {
+        offset,
+        limit,
+        fields,
+        ids_only,
+    } = window;
     let project = projects::get_row(db, actor, project_id).await?;
     let filtered = query.condition != "true";
     let n = query.params.len();
@@ -1131,10 +1147,10 @@ pub async fn delete_many(
     with_tx!(db, tx, {
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
         let sums: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&format!(
-            "select count(*), coalesce(sum(case when is_labeled then 1 else 0 end), 0), coalesce(sum(total_annotations), 0), \
-             coalesce(sum(cancelled_annotations), 0), coalesce(sum(useful_annotations), 0), \
-             coalesce(sum(ground_truth_annotations), 0), coalesce(sum(case when useful_annotations > 0 then 1 else 0 end), 0), \
-             coalesce(sum(total_predictions), 0), coalesce(sum(case when overlap > 1 then 1 else 0 end), 0) \
+            "select count(*), cast(coalesce(sum(case when is_labeled then 1 else 0 end), 0) as bigint), cast(coalesce(sum(total_annotations), 0) as bigint), \
+             cast(coalesce(sum(cancelled_annotations), 0) as bigint), cast(coalesce(sum(useful_annotations), 0) as bigint), \
+             cast(coalesce(sum(ground_truth_annotations), 0) as bigint), cast(coalesce(sum(case when useful_annotations > 0 then 1 else 0 end), 0) as bigint), \
+             cast(coalesce(sum(total_predictions), 0) as bigint), cast(coalesce(sum(case when overlap > 1 then 1 else 0 end), 0) as bigint) \
              from task where project_id = $1{condition}"
         ))
         .bind(project_id)
@@ -1284,10 +1300,10 @@ pub async fn next(
     view.annotations = Some(Vec::new());
     if !settings.show_collab_predictions {
         view.predictions = Some(Vec::new());
-    } else if !settings.model_version.is_empty() {
-        if let Some(preds) = view.predictions.as_mut() {
-            preds.retain(|p| p.model_version == settings.model_version);
-        }
+    } else if !settings.model_version.is_empty()
+        && let Some(preds) = view.predictions.as_mut()
+    {
+        preds.retain(|p| p.model_version == settings.model_version);
     }
     view.unique_lock_id = Some(lock_id);
     view.queue = Some(queue);

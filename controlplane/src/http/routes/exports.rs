@@ -52,10 +52,7 @@ fn query_ids(query: Option<&str>) -> ApiResult<Vec<i64>> {
         if !matches!(key, "ids" | "ids[]" | "ids%5B%5D") {
             continue;
         }
-        for part in value
-            .split(|c| c == ',' || c == '+')
-            .flat_map(|v| v.split("%2C"))
-        {
+        for part in value.split([',', '+']).flat_map(|v| v.split("%2C")) {
             if part.is_empty() {
                 continue;
             }

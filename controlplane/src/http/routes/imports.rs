@@ -243,7 +243,7 @@ pub async fn import_predictions(
                 "each prediction must be an object",
             ));
         };
-        inputs.push(PredictionInput::from_body(obj, &format!("[{i}].")).map_err(|e| e)?);
+        inputs.push(PredictionInput::from_body(obj, &format!("[{i}]."))?);
     }
     let ids = predictions::create_many(&state.db, &actor, Some(id), inputs).await?;
     Ok((

@@ -19,7 +19,7 @@ use crate::{
         no_content,
         pagination::Page,
     },
-    storage::tasks::{self, Fields, TaskView},
+    storage::tasks::{self, Fields, TaskView, Window},
 };
 
 /// Query of the task list.
@@ -146,10 +146,12 @@ pub async fn list_tasks(
         &actor,
         project,
         &query,
-        page.offset(),
-        page.size,
-        fields,
-        ids_only,
+        Window {
+            offset: page.offset(),
+            limit: page.size,
+            fields,
+            ids_only,
+        },
     )
     .await?;
     page.check(result.total)?;
@@ -282,10 +284,12 @@ pub async fn list_project_tasks(
         &actor,
         id,
         &query,
-        page.offset(),
-        page.size,
-        Fields::All,
-        false,
+        Window {
+            offset: page.offset(),
+            limit: page.size,
+            fields: Fields::All,
+            ids_only: false,
+        },
     )
     .await?;
     if result.tasks.is_empty() && page.number > 1 {
@@ -391,10 +395,12 @@ async fn collect_ids(
             actor,
             project,
             query,
-            offset,
-            10_000,
-            Fields::TaskOnly,
-            true,
+            Window {
+                offset,
+                limit: 10_000,
+                fields: Fields::TaskOnly,
+                ids_only: true,
+            },
         )
         .await?;
         let n = page.tasks.len() as i64;

@@ -1,0 +1,688 @@
+//! Integration tests of the HTTP API on SQLite and PostgreSQL (one binary for the crate).
+
+mod common;
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::body::Body;
+use common::{Backend, TEXT_CONFIG, TestApp, choice};
+use http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use verity_controlplane::authz::Role;
+
+both_backends! {
+    async fn wire_conventions(app) {
+        // Both spellings of a path, no redirect.
+        for path in ["/api/version", "/api/version/"] {
+            let v = app.get(path, "").await.expect(StatusCode::OK);
+            assert_eq!(v["edition"], json!("Community"));
+            assert!(v["release"].is_string());
+        }
+        let a = app.get("/api/projects", &app.owner).await.expect(StatusCode::OK);
+        let b = app.get("/api/projects/", &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(a["count"], b["count"]);
+        // Unknown endpoint, wrong method: JSON envelopes with stable codes.
+        app.get("/api/nothing-here", &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let e = app.call("PUT", "/api/projects", &app.owner, Some(json!({}))).await.expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        assert_eq!(e["status_code"], json!(405));
+        // Request ids are echoed, or generated.
+        let req = Request::get("/api/version").header("x-request-id", "abc-123").body(Body::empty()).expect("req");
+        assert_eq!(app.send(req).await.headers.get("x-request-id").and_then(|v| v.to_str().ok()), Some("abc-123"));
+        assert!(app.get("/api/version", "").await.headers.contains_key("x-request-id"));
+        // Health, readiness, metrics by route template.
+        app.get("/livez", "").await.expect(StatusCode::OK);
+        app.get("/readyz", "").await.expect(StatusCode::OK);
+        app.get("/health/", "").await.expect(StatusCode::OK);
+        let metrics = app.get("/metrics", "").await;
+        assert!(metrics.text.contains("verity_http_requests_total{method=\"GET\",route=\"/api/version\",status=\"200\"}"), "{}", metrics.text);
+        assert!(metrics.text.contains("verity_db_pool_connections"), "{}", metrics.text);
+    }
+
+    async fn authentication(app) {
+        app.get("/api/projects", "").await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        app.get("/api/projects", "not-a-real-token-at-all-xxxxxxxx").await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        // X-Api-Key carries a legacy token.
+        let req = Request::get("/api/current-user/whoami").header("x-api-key", &app.owner).body(Body::empty()).expect("req");
+        assert_eq!(app.send(req).await.expect(StatusCode::OK)["email"], json!("owner@example.com"));
+        // Personal access token: refresh → access → Bearer.
+        let pat = app.post("/api/token", &app.owner, json!({})).await.expect(StatusCode::CREATED)["token"].as_str().expect("pat").to_string();
+        let bearer = |token: &str| Request::get("/api/current-user/whoami").header("authorization", format!("Bearer {token}")).body(Body::empty()).expect("req");
+        // A refresh token is not an access token.
+        app.send(bearer(&pat)).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        let access = app.post("/api/token/refresh", "", json!({"refresh": pat})).await.expect(StatusCode::OK)["access"].as_str().expect("access").to_string();
+        assert_eq!(app.send(bearer(&access)).await.expect(StatusCode::OK)["email"], json!("owner@example.com"));
+        let listed = app.get("/api/token", &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(listed.as_array().map(Vec::len), Some(1));
+        assert!(!pat.starts_with(listed[0]["token"].as_str().expect("preview").to_string().as_str()) || listed[0]["token"].as_str() != Some(&pat), "the listing must not reveal the signature");
+        // Revocation: refresh stops working; a second revocation is a 404.
+        app.post("/api/token/blacklist", &app.owner, json!({"refresh": pat})).await.expect(StatusCode::NO_CONTENT);
+        app.post("/api/token/refresh", "", json!({"refresh": pat})).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        app.post("/api/token/blacklist", &app.owner, json!({"refresh": pat})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        // A tampered token is refused.
+        let mut tampered = access.clone();
+        tampered.pop();
+        app.send(bearer(&tampered)).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        // Legacy token reset: the old one stops working.
+        let new = app.post("/api/current-user/reset-token", &app.owner, json!({})).await.expect(StatusCode::CREATED)["token"].as_str().expect("t").to_string();
+        app.get("/api/projects", &app.owner).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        app.get("/api/projects", &new).await.expect(StatusCode::OK);
+        // Tokens are stored hashed: nothing in the database equals the token.
+        let stored: Vec<String> = match &app.db {
+            verity_controlplane::storage::Db::Postgres(p) => sqlx::query_scalar("select token_hash from api_token").fetch_all(p).await.expect("q"),
+            verity_controlplane::storage::Db::Sqlite { read, .. } => sqlx::query_scalar("select token_hash from api_token").fetch_all(read).await.expect("q"),
+        };
+        assert!(!stored.iter().any(|h| h == &new || h == &pat));
+    }
+
+    async fn deactivated_users_lose_access(app) {
+        let annotator = app.user("ann@example.com", Role::Annotator).await;
+        let id = app.user_id(&annotator).await;
+        let peer = app.user("peer@example.com", Role::Annotator).await;
+        app.delete(&format!("/api/users/{id}"), &peer).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.delete(&format!("/api/users/{id}"), &annotator).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        app.delete(&format!("/api/users/{id}"), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        app.get("/api/current-user/whoami", &annotator).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        let users = app.get("/api/users", &app.owner).await.expect(StatusCode::OK);
+        let user = users.as_array().expect("list").iter().find(|u| u["id"] == json!(id)).cloned().expect("still listed");
+        assert_eq!(user["is_active"], json!(false));
+    }
+
+    async fn project_crud_and_validation(app) {
+        let created = app.post("/api/projects", &app.owner, json!({"title": "My project", "label_config": TEXT_CONFIG, "maximum_annotations": 2, "sampling": "Uniform sampling"})).await.expect(StatusCode::CREATED);
+        let id = created["id"].as_i64().expect("id");
+        assert_eq!(created["maximum_annotations"], json!(2));
+        assert_eq!(created["sampling"], json!("Uniform sampling"));
+        assert_eq!(created["skip_queue"], json!("REQUEUE_FOR_OTHERS"));
+        assert_eq!(created["show_skip_button"], json!(true));
+        assert_eq!(created["task_number"], json!(0));
+        assert_eq!(created["parsed_label_config"]["sentiment"]["type"], json!("Choices"));
+        assert_eq!(created["created_by"]["email"], json!("owner@example.com"));
+        // Invalid configurations: 400 naming the tag and attribute; nothing changes.
+        let cases = [
+            ("<View><Text name=\"t\" value=\"$t\"", "label_config"),
+            ("<View><Bogus name=\"x\"/></View>", "Bogus"),
+            ("<View><Text name=\"t\" value=\"$t\"/><Choices name=\"c\" toName=\"missing\"><Choice value=\"a\"/></Choices></View>", "toName"),
+            ("<View><Text name=\"t\" value=\"$t\"/><Choices name=\"t\" toName=\"t\"><Choice value=\"a\"/></Choices></View>", "t"),
+        ];
+        for (config, mention) in cases {
+            let e = app.patch(&format!("/api/projects/{id}"), &app.owner, json!({"label_config": config, "title": "Changed"})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_label_config");
+            assert!(e["detail"].as_str().expect("detail").contains(mention), "{e}");
+            assert!(e["validation_errors"]["label_config"].is_array());
+        }
+        // Wrong types name the field; nothing changes.
+        for (body, field) in [
+            (json!({"maximum_annotations": "three"}), "maximum_annotations"),
+            (json!({"sampling": "Random"}), "sampling"),
+            (json!({"title": 5}), "title"),
+            (json!({"title": "ab"}), "title"),
+            (json!({"overlap_cohort_percentage": 150}), "overlap_cohort_percentage"),
+            (json!({"show_skip_button": "yes"}), "show_skip_button"),
+        ] {
+            let e = app.patch(&format!("/api/projects/{id}"), &app.owner, body).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+            assert!(e["validation_errors"][field].is_array(), "{e}");
+        }
+        let after = app.project(id).await;
+        assert_eq!(after["title"], json!("My project"));
+        assert_eq!(after["label_config"], json!(TEXT_CONFIG));
+        assert_eq!(after["maximum_annotations"], json!(2));
+        // Malformed JSON and non-objects.
+        let raw = app.post_raw("/api/projects", &app.owner, "application/json", "{not json").await;
+        raw.expect_error(StatusCode::BAD_REQUEST, "invalid_json");
+        app.post("/api/projects", &app.owner, json!([1, 2])).await.expect_error(StatusCode::BAD_REQUEST, "invalid_json");
+        // Update and read back.
+        let updated = app.patch(&format!("/api/projects/{id}/"), &app.owner, json!({"title": "Renamed", "expert_instruction": "<b>Be careful</b>", "skip_queue": "IGNORE_SKIPPED"})).await.expect(StatusCode::OK);
+        assert_eq!(updated["title"], json!("Renamed"));
+        assert_eq!(app.project(id).await["expert_instruction"], json!("<b>Be careful</b>"));
+        // Validate endpoints.
+        app.post("/api/projects/validate", &app.owner, json!({"label_config": TEXT_CONFIG})).await.expect(StatusCode::OK);
+        app.post(&format!("/api/projects/{id}/validate"), &app.owner, json!({"label_config": "<View><X/></View>"})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_label_config");
+        // Delete: 204, then 404.
+        app.delete(&format!("/api/projects/{id}"), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        app.get(&format!("/api/projects/{id}"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.delete(&format!("/api/projects/{id}"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+
+    async fn project_pagination(app) {
+        for _ in 0..5 {
+            app.mk_project(&app.owner, json!({})).await;
+        }
+        let p1 = app.get("/api/projects?page=1&page_size=2", &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(p1["count"], json!(5));
+        assert_eq!(p1["results"].as_array().map(Vec::len), Some(2));
+        assert!(p1["next"].as_str().expect("next").contains("page=2"));
+        assert!(p1["previous"].is_null());
+        let p3 = app.get("/api/projects?page=3&page_size=2", &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(p3["results"].as_array().map(Vec::len), Some(1));
+        assert!(p3["next"].is_null());
+        app.get("/api/projects?page=4&page_size=2", &app.owner).await.expect_error(StatusCode::NOT_FOUND, "invalid_page");
+        app.get("/api/projects?page=0", &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get("/api/projects?page_size=abc", &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+    }
+
+    async fn import_formats(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let url = format!("/api/projects/{p}/import");
+        // One object, JSON lines, CSV, TSV, multipart.
+        let one = app.post(&url, &app.owner, json!({"text": "single"})).await.expect(StatusCode::CREATED);
+        assert_eq!(one["task_count"], json!(1));
+        let lines = app.post_raw(&url, &app.owner, "application/json", "{\"text\": \"l1\"}\n{\"text\": \"l2\"}\n").await.expect(StatusCode::CREATED);
+        assert_eq!(lines["task_count"], json!(2));
+        let csv = app.post_raw(&url, &app.owner, "text/csv", "text,extra\n\"a, quoted\",1\nb,2\n").await.expect(StatusCode::CREATED);
+        assert_eq!(csv["task_count"], json!(2));
+        let tsv = app.post_raw(&url, &app.owner, "text/tab-separated-values", "text\textra\nt1\tx\n").await.expect(StatusCode::CREATED);
+        assert_eq!(tsv["task_count"], json!(1));
+        let boundary = "XBOUNDARYX";
+        let multipart = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tasks.csv\"\r\nContent-Type: text/csv\r\n\r\ntext\nm1\nm2\nm3\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file2\"; filename=\"more.json\"\r\nContent-Type: application/json\r\n\r\n[{{\"text\": \"j1\"}}]\r\n--{boundary}--\r\n"
+        );
+        let mp = app.post_raw(&url, &app.owner, &format!("multipart/form-data; boundary={boundary}"), multipart).await.expect(StatusCode::CREATED);
+        assert_eq!(mp["task_count"], json!(4));
+        assert_eq!(mp["found_formats"], json!({".csv": 1, ".json": 1}));
+        let project = app.project(p).await;
+        assert_eq!(project["task_number"], json!(10));
+        // The CSV quoted cell survived.
+        let tasks = app.get(&format!("/api/tasks?project={p}&page_size=100&fields=task_only"), &app.owner).await.expect(StatusCode::OK);
+        assert!(tasks["tasks"].as_array().expect("tasks").iter().any(|t| t["data"]["text"] == json!("a, quoted")));
+        assert_eq!(tasks["total"], json!(10));
+        // Unsupported upload type.
+        let bad = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.exe\"\r\n\r\nMZ\r\n--{boundary}--\r\n");
+        app.post_raw(&url, &app.owner, &format!("multipart/form-data; boundary={boundary}"), bad).await.expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+        assert_eq!(app.project(p).await["task_number"], json!(10));
+    }
+
+    async fn import_is_all_or_nothing(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        app.mk_tasks(&app.owner, p, 3).await;
+        let url = format!("/api/projects/{p}/import");
+        let ann = |label: &str| json!({"result": choice(label)});
+        let cases: Vec<(Value, &str)> = vec![
+            (json!([{"text": "ok"}, {"text": "ok"}, {"other": "missing text"}]), "task 2"),
+            (json!([{"text": "ok"}, {"data": {"text": "x"}, "annotations": [ann("maybe")]}]), "task 1"),
+            (json!([{"data": {"text": "x"}, "annotations": [{"result": [{"from_name": "nope", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}]}]}]), "nope"),
+            (json!([{"data": {"text": "x"}, "predictions": [{"result": "bad"}]}]), "predictions[0].result"),
+            (json!([{"data": {"text": "x"}, "annotations": [{"result": [], "completed_by": 999999}]}]), "completed_by"),
+            (json!([{"text": "ok"}, 5]), "task 1"),
+            (json!([]), "no tasks"),
+        ];
+        for (body, mention) in cases {
+            let e = app.post(&url, &app.owner, body).await.expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+            assert!(e["detail"].as_str().expect("detail").contains(mention), "expected {mention:?} in {e}");
+        }
+        for (ct, body) in [("application/json", "[{\"text\": \"a\"}, {\"text\": "), ("application/json", "[{\"text\": \"a\"} {\"text\": \"b\"}]"), ("text/csv", "text,b\n1\n")] {
+            app.post_raw(&url, &app.owner, ct, body).await.expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+        }
+        let project = app.project(p).await;
+        assert_eq!(project["task_number"], json!(3), "a rejected import must write nothing");
+        assert_eq!(project["total_annotations_number"], json!(0));
+        let tasks = app.get(&format!("/api/tasks?project={p}&include=id"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(3));
+    }
+
+    async fn import_with_annotations_and_predictions(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let annotator = app.user("ann@example.com", Role::Annotator).await;
+        let ann_id = app.user_id(&annotator).await;
+        let body = json!([
+            {"data": {"text": "a"}, "meta": {"source": "x"}, "annotations": [
+                {"result": choice("pos"), "completed_by": ann_id, "lead_time": 2.5},
+                {"result": [], "was_cancelled": true},
+                {"result": choice("neg"), "ground_truth": true, "completed_by": {"email": "ann@example.com"}}
+            ], "predictions": [{"result": choice("pos"), "score": 0.9, "model_version": "v1"}]},
+            {"text": "b"}
+        ]);
+        let s = app.post(&format!("/api/projects/{p}/import?return_task_ids=true"), &app.owner, body).await.expect(StatusCode::CREATED);
+        assert_eq!((s["task_count"].clone(), s["annotation_count"].clone(), s["prediction_count"].clone()), (json!(2), json!(3), json!(1)));
+        let ids = s["task_ids"].as_array().expect("ids").clone();
+        let project = app.project(p).await;
+        assert_eq!(project["task_number"], json!(2));
+        assert_eq!(project["total_annotations_number"], json!(2));
+        assert_eq!(project["skipped_annotations_number"], json!(1));
+        assert_eq!(project["ground_truth_number"], json!(1));
+        assert_eq!(project["useful_annotation_number"], json!(1));
+        assert_eq!(project["num_tasks_with_annotations"], json!(1));
+        assert_eq!(project["total_predictions_number"], json!(1));
+        assert_eq!(project["finished_task_number"], json!(1));
+        let task = app.get(&format!("/api/tasks/{}", ids[0]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(task["meta"], json!({"source": "x"}));
+        assert_eq!(task["annotations"].as_array().map(Vec::len), Some(3));
+        assert_eq!(task["annotations"][0]["completed_by"], json!(ann_id));
+        assert_eq!(task["annotations"][0]["lead_time"], json!(2.5));
+        assert_eq!(task["predictions"][0]["model_version"], json!("v1"));
+        assert_eq!(task["is_labeled"], json!(true));
+    }
+
+    async fn task_listing(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 25).await;
+        // Data-manager shape, include=id, 404 past the end.
+        let page = app.get(&format!("/api/tasks?project={p}&page=2&page_size=10"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(page["total"], json!(25));
+        let tasks = page["tasks"].as_array().expect("tasks");
+        assert_eq!(tasks.len(), 10);
+        assert_eq!(tasks[0]["id"], json!(ids[10]));
+        assert!(tasks[0]["annotations"].is_array(), "fields=all is the default");
+        let only_ids = app.get(&format!("/api/tasks?project={p}&page=3&page_size=10&include=id"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(only_ids["tasks"], json!(ids[20..].iter().map(|i| json!({"id": i})).collect::<Vec<_>>()));
+        app.get(&format!("/api/tasks?project={p}&page=4&page_size=10"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "invalid_page");
+        app.get("/api/tasks", &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        // Filters and ordering.
+        let q = |v: Value| format!("/api/tasks?project={p}&include=id&query={}", urlencode(&v.to_string()));
+        let f = app.get(&q(json!({"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:data.text", "operator": "equal", "type": "String", "value": "task 3"}]}})), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(f["tasks"], json!([{"id": ids[3]}]));
+        assert_eq!(f["total"], json!(1));
+        let f = app.get(&q(json!({"filters": {"conjunction": "or", "items": [
+            {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": ids[1]},
+            {"filter": "filter:tasks:data.text", "operator": "contains", "type": "String", "value": "K 2"}]}})), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(f["total"], json!(1 + 6), "id {} or text containing 'k 2' (2, 20..=24)", ids[1]);
+        let f = app.get(&q(json!({"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:id", "operator": "in", "type": "Number", "value": {"min": ids[5], "max": ids[7]}}]}, "ordering": ["-tasks:id"]})), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(f["tasks"], json!([{"id": ids[7]}, {"id": ids[6]}, {"id": ids[5]}]));
+        let f = app.get(&q(json!({"selectedItems": {"all": false, "included": [ids[0], ids[2]]}})), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(f["total"], json!(2));
+        app.get(&q(json!({"filters": {"conjunction": "xor", "items": []}})), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get(&q(json!({"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:nope", "operator": "equal", "value": 1}]}})), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        // Per-project plain list.
+        let list = app.get(&format!("/api/projects/{p}/tasks?page=1&page_size=20"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(list.as_array().map(Vec::len), Some(20));
+        app.get(&format!("/api/projects/{p}/tasks?page=3&page_size=20"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "invalid_page");
+    }
+
+    async fn task_changes_and_bulk_delete(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 6).await;
+        let t = app.post("/api/tasks", &app.owner, json!({"project": p, "data": {"text": "created"}})).await.expect(StatusCode::CREATED);
+        assert_eq!(t["data"], json!({"text": "created"}));
+        app.post("/api/tasks", &app.owner, json!({"project": p, "data": {"other": 1}})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+        let patched = app.patch(&format!("/api/tasks/{}", ids[0]), &app.owner, json!({"data": {"text": "changed"}, "meta": {"m": 1}})).await.expect(StatusCode::OK);
+        assert_eq!(patched["data"], json!({"text": "changed"}));
+        app.patch(&format!("/api/tasks/{}", ids[0]), &app.owner, json!({"data": {"nope": 1}})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        app.patch(&format!("/api/tasks/{}", ids[0]), &app.owner, json!({"data": "string"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert_eq!(app.get(&format!("/api/tasks/{}", ids[0]), &app.owner).await.expect(StatusCode::OK)["data"], json!({"text": "changed"}));
+        // Annotate one task, then delete it: counters follow.
+        app.post(&format!("/api/tasks/{}/annotations", ids[1]), &app.owner, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        app.delete(&format!("/api/tasks/{}", ids[1]), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        app.get(&format!("/api/tasks/{}", ids[1]), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let project = app.project(p).await;
+        assert_eq!(project["task_number"], json!(6));
+        assert_eq!(project["total_annotations_number"], json!(0));
+        assert_eq!(project["finished_task_number"], json!(0));
+        // Bulk delete through the data-manager action.
+        let r = app.post(&format!("/api/dm/actions?id=delete_tasks&project={p}"), &app.owner, json!({"selectedItems": {"all": false, "included": [ids[2], ids[3]]}})).await.expect(StatusCode::OK);
+        assert_eq!(r["processed_items"], json!(2));
+        assert_eq!(app.project(p).await["task_number"], json!(4));
+        let r = app.post(&format!("/api/dm/actions?id=delete_tasks&project={p}"), &app.owner, json!({"selectedItems": {"all": true, "excluded": [ids[4]]}})).await.expect(StatusCode::OK);
+        assert_eq!(r["processed_items"], json!(3));
+        assert_eq!(app.project(p).await["task_number"], json!(1));
+        app.delete(&format!("/api/projects/{p}/tasks"), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        assert_eq!(app.project(p).await["task_number"], json!(0));
+    }
+
+    async fn annotations_and_counters(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 2).await;
+        let url = format!("/api/tasks/{}/annotations", ids[0]);
+        // Results that don't match the config name the item; nothing is written.
+        for (result, mention) in [
+            (json!([{"from_name": "other", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}]), "other"),
+            (json!([{"from_name": "sentiment", "to_name": "nope", "type": "choices", "value": {"choices": ["pos"]}}]), "nope"),
+            (json!([{"from_name": "sentiment", "to_name": "text", "type": "labels", "value": {"labels": ["pos"]}}]), "labels"),
+            (json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["maybe"]}}]), "maybe"),
+            (json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": "pos"}}]), "choices"),
+        ] {
+            let e = app.post(&url, &app.owner, json!({"result": result})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_result");
+            assert!(e["detail"].as_str().expect("d").contains(mention), "{mention}: {e}");
+        }
+        app.post(&url, &app.owner, json!({"result": "x"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        app.post(&url, &app.owner, json!({"result": choice("pos"), "lead_time": "slow"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert_eq!(app.project(p).await["total_annotations_number"], json!(0));
+        // Create, read back byte-for-byte, update, skip, delete.
+        let result = json!([{"id": "r1", "from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}, "origin": "manual", "extra": {"nested": [1, 2.5, null]}}]);
+        let a = app.post(&url, &app.owner, json!({"result": result, "lead_time": 4.2})).await.expect(StatusCode::CREATED);
+        assert_eq!(a["result"], result);
+        assert_eq!(a["lead_time"], json!(4.2));
+        let aid = a["id"].as_i64().expect("id");
+        let p1 = app.project(p).await;
+        assert_eq!((p1["total_annotations_number"].clone(), p1["finished_task_number"].clone(), p1["num_tasks_with_annotations"].clone()), (json!(1), json!(1), json!(1)));
+        let list = app.get(&url, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+        let up = app.patch(&format!("/api/annotations/{aid}"), &app.owner, json!({"result": choice("neg"), "ground_truth": true})).await.expect(StatusCode::OK);
+        assert_eq!(up["result"], choice("neg"));
+        assert_eq!(app.project(p).await["ground_truth_number"], json!(1));
+        assert_eq!(app.project(p).await["useful_annotation_number"], json!(0));
+        app.patch(&format!("/api/annotations/{aid}"), &app.owner, json!({"result": [{"from_name": "x"}]})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_result");
+        assert_eq!(app.get(&format!("/api/annotations/{aid}"), &app.owner).await.expect(StatusCode::OK)["result"], choice("neg"));
+        // A skip on the other task.
+        let skip = app.post(&format!("/api/tasks/{}/annotations?was_cancelled=1", ids[1]), &app.owner, json!({"result": []})).await.expect(StatusCode::CREATED);
+        assert_eq!(skip["was_cancelled"], json!(true));
+        let p2 = app.project(p).await;
+        assert_eq!(p2["skipped_annotations_number"], json!(1));
+        assert_eq!(p2["finished_task_number"], json!(1));
+        // Deleting restores the counters.
+        app.delete(&format!("/api/annotations/{aid}"), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        app.delete(&format!("/api/annotations/{}", skip["id"]), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        let p3 = app.project(p).await;
+        for key in ["total_annotations_number", "finished_task_number", "num_tasks_with_annotations", "skipped_annotations_number", "ground_truth_number", "useful_annotation_number"] {
+            assert_eq!(p3[key], json!(0), "{key}");
+        }
+        app.get(&format!("/api/annotations/{aid}"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.post("/api/tasks/999999/annotations", &app.owner, json!({"result": choice("pos")})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+
+    async fn empty_annotations_follow_the_project_setting(app) {
+        let p = app.mk_project(&app.owner, json!({"enable_empty_annotation": false})).await;
+        let ids = app.mk_tasks(&app.owner, p, 1).await;
+        app.post(&format!("/api/tasks/{}/annotations", ids[0]), &app.owner, json!({"result": []})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_result");
+        app.post(&format!("/api/tasks/{}/annotations", ids[0]), &app.owner, json!({"result": [], "was_cancelled": true})).await.expect(StatusCode::CREATED);
+    }
+
+    async fn roles_are_enforced(app) {
+        let annotator = app.user("ann@example.com", Role::Annotator).await;
+        let other = app.user("ann2@example.com", Role::Annotator).await;
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 2).await;
+        app.post("/api/projects", &annotator, json!({"title": "Mine"})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        let e = app.delete(&format!("/api/projects/{p}"), &annotator).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        assert!(e["detail"].as_str().expect("d").contains("project.delete"));
+        app.post(&format!("/api/projects/{p}/import"), &annotator, json!([{"text": "x"}])).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.get(&format!("/api/projects/{p}/export"), &annotator).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        // Annotators annotate, and change only their own work.
+        let a = app.post(&format!("/api/tasks/{}/annotations", ids[0]), &annotator, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        app.patch(&format!("/api/annotations/{}", a["id"]), &other, json!({"result": choice("neg")})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.delete(&format!("/api/annotations/{}", a["id"]), &other).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.patch(&format!("/api/annotations/{}", a["id"]), &annotator, json!({"result": choice("neg")})).await.expect(StatusCode::OK);
+        // Nor can they author in someone else's name.
+        let owner_id = app.user_id(&app.owner).await;
+        app.post(&format!("/api/tasks/{}/annotations", ids[1]), &annotator, json!({"result": choice("pos"), "completed_by": owner_id})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        // Nothing changed by the refused calls.
+        let project = app.project(p).await;
+        assert_eq!(project["task_number"], json!(2));
+        assert_eq!(project["total_annotations_number"], json!(1));
+        // A manager cannot create an owner.
+        let manager = app.user("m@example.com", Role::Manager).await;
+        app.post("/api/users", &manager, json!({"email": "x@example.com", "role": "owner"})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        let admin = app.user("ad@example.com", Role::Admin).await;
+        app.post("/api/users", &admin, json!({"email": "x@example.com", "role": "owner"})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        let created = app.post("/api/users", &admin, json!({"email": "x@example.com", "role": "reviewer"})).await.expect(StatusCode::CREATED);
+        assert_eq!(created["role"], json!("RE"));
+        app.post("/api/users", &admin, json!({"email": "X@example.com"})).await.expect_error(StatusCode::CONFLICT, "conflict");
+    }
+
+    async fn other_organizations_are_invisible(app) {
+        use verity_controlplane::storage::users;
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 1).await;
+        let a = app.post(&format!("/api/tasks/{}/annotations", ids[0]), &app.owner, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        let pr = app.post("/api/predictions", &app.owner, json!({"task": ids[0], "result": choice("neg")})).await.expect(StatusCode::CREATED);
+        let org2 = users::create_organization(&app.db, "Other").await.expect("org");
+        let stranger = users::create_user_in_org(&app.db, org2, &common::new_user("s@example.com", Role::Owner)).await.expect("user").1;
+        for path in [format!("/api/projects/{p}"), format!("/api/tasks/{}", ids[0]), format!("/api/annotations/{}", a["id"]), format!("/api/predictions/{}", pr["id"]), format!("/api/projects/{p}/export"), format!("/api/projects/{p}/next")] {
+            app.get(&path, &stranger).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        }
+        app.patch(&format!("/api/projects/{p}"), &stranger, json!({"title": "Hijacked"})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.delete(&format!("/api/annotations/{}", a["id"]), &stranger).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.post(&format!("/api/projects/{p}/import"), &stranger, json!([{"text": "x"}])).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.get(&format!("/api/tasks?project={p}"), &stranger).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(app.get("/api/projects", &stranger).await.expect(StatusCode::OK)["count"], json!(0));
+        assert_eq!(app.get(&format!("/api/predictions?project={p}"), &stranger).await.expect(StatusCode::OK), json!([]));
+        assert!(!app.get("/api/users", &stranger).await.text.contains("owner@example.com"));
+        let project = app.project(p).await;
+        assert_eq!(project["title"], json!("Sentiment"));
+        assert_eq!(project["task_number"], json!(1));
+    }
+
+    async fn predictions(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 3).await;
+        let pr = app.post("/api/predictions", &app.owner, json!({"task": ids[0], "result": choice("pos"), "score": 0.7, "model_version": "m1"})).await.expect(StatusCode::CREATED);
+        assert_eq!(pr["score"], json!(0.7));
+        app.post("/api/predictions", &app.owner, json!({"task": ids[0], "result": [{"from_name": "zzz"}]})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_result");
+        app.post("/api/predictions", &app.owner, json!({"result": choice("pos")})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        let bulk = app.post(&format!("/api/projects/{p}/import/predictions"), &app.owner, json!([
+            {"task": ids[1], "result": choice("neg"), "score": 0.1, "model_version": "m2"},
+            {"task": ids[2], "result": choice("pos")}
+        ])).await.expect(StatusCode::CREATED);
+        assert_eq!(bulk["created"], json!(2));
+        // All or nothing.
+        let e = app.post(&format!("/api/projects/{p}/import/predictions"), &app.owner, json!([
+            {"task": ids[1], "result": choice("neg")}, {"task": 999999, "result": choice("pos")}
+        ])).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert!(e["detail"].as_str().expect("d").contains("[1].task"), "{e}");
+        assert_eq!(app.project(p).await["total_predictions_number"], json!(3));
+        let list = app.get(&format!("/api/predictions?project={p}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(list.as_array().map(Vec::len), Some(3));
+        let by_task = app.get(&format!("/api/predictions?task={}", ids[1]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(by_task[0]["model_version"], json!("m2"));
+        let up = app.patch(&format!("/api/predictions/{}", pr["id"]), &app.owner, json!({"score": 0.95})).await.expect(StatusCode::OK);
+        assert_eq!(up["score"], json!(0.95));
+        assert_eq!(up["result"], choice("pos"));
+        app.delete(&format!("/api/predictions/{}", pr["id"]), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        assert_eq!(app.project(p).await["total_predictions_number"], json!(2));
+        assert_eq!(app.get(&format!("/api/tasks/{}", ids[0]), &app.owner).await.expect(StatusCode::OK)["total_predictions"], json!(0));
+    }
+
+    async fn label_stream_basics(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 3).await;
+        let a = app.user("a@example.com", Role::Annotator).await;
+        let b = app.user("b@example.com", Role::Annotator).await;
+        let n1 = app.get(&format!("/api/projects/{p}/next"), &a).await.expect(StatusCode::OK);
+        assert_eq!(n1["id"], json!(ids[0]));
+        assert!(n1["unique_lock_id"].is_string());
+        // Asking again returns the reserved task.
+        assert_eq!(app.get(&format!("/api/projects/{p}/next/"), &a).await.expect(StatusCode::OK)["id"], json!(ids[0]));
+        // Another annotator gets a different task while the reservation holds.
+        assert_eq!(app.get(&format!("/api/projects/{p}/next"), &b).await.expect(StatusCode::OK)["id"], json!(ids[1]));
+        app.post(&format!("/api/tasks/{}/annotations", ids[0]), &a, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        assert_eq!(app.get(&format!("/api/projects/{p}/next"), &a).await.expect(StatusCode::OK)["id"], json!(ids[2]));
+        // Skipping (REQUEUE_FOR_OTHERS): the skipper never gets it back.
+        app.post(&format!("/api/tasks/{}/annotations", ids[2]), &a, json!({"result": [], "was_cancelled": true})).await.expect(StatusCode::CREATED);
+        app.post(&format!("/api/tasks/{}/annotations", ids[1]), &b, json!({"result": choice("neg")})).await.expect(StatusCode::CREATED);
+        let e = app.get(&format!("/api/projects/{p}/next"), &a).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+        assert!(e["detail"].as_str().expect("d").contains("a@example.com"));
+        assert_eq!(app.get(&format!("/api/projects/{p}/next"), &b).await.expect(StatusCode::OK)["id"], json!(ids[2]));
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// 50 annotators work a project concurrently: no task is ever held by more annotators than its
+/// overlap at once, every submitted annotation is stored, and the counters match the rows.
+async fn concurrent_annotators(backend: Backend, overlap: i64) {
+    let app = Arc::new(TestApp::new(backend).await);
+    let p = app
+        .mk_project(&app.owner, json!({"maximum_annotations": overlap}))
+        .await;
+    let n_tasks = 40usize;
+    app.mk_tasks(&app.owner, p, n_tasks).await;
+    let mut tokens = Vec::new();
+    for i in 0..50 {
+        tokens.push(
+            app.user(&format!("ann{i}@example.com"), Role::Annotator)
+                .await,
+        );
+    }
+    // task id -> annotators currently holding it (between `next` and the submit's response).
+    let holding: Arc<Mutex<HashMap<i64, usize>>> = Arc::default();
+    let max_seen: Arc<Mutex<usize>> = Arc::default();
+    let submitted: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let mut handles = Vec::new();
+    for token in tokens {
+        let (app, holding, max_seen, submitted) = (
+            app.clone(),
+            holding.clone(),
+            max_seen.clone(),
+            submitted.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            for _ in 0..(n_tasks + 5) {
+                let reply = app.get(&format!("/api/projects/{p}/next"), &token).await;
+                if reply.status == StatusCode::NOT_FOUND {
+                    assert_eq!(reply.body["code"], json!("no_more_tasks"), "{}", reply.text);
+                    break;
+                }
+                let task = reply.expect(StatusCode::OK)["id"].as_i64().expect("id");
+                {
+                    let mut h = holding.lock().await;
+                    let n = h.entry(task).or_default();
+                    *n += 1;
+                    let mut m = max_seen.lock().await;
+                    *m = (*m).max(*n);
+                }
+                let a = app
+                    .post(
+                        &format!("/api/tasks/{task}/annotations"),
+                        &token,
+                        json!({"result": choice("pos")}),
+                    )
+                    .await
+                    .expect(StatusCode::CREATED);
+                submitted.lock().await.push(a["id"].as_i64().expect("id"));
+                // Still counted as holding until the response arrived: the stricter check.
+                *holding.lock().await.get_mut(&task).expect("held") -= 1;
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("annotator task");
+    }
+    let max_seen = *max_seen.lock().await;
+    assert!(
+        max_seen <= overlap as usize,
+        "a task was handed to {max_seen} annotators at once with overlap {overlap}"
+    );
+    let submitted = submitted.lock().await.clone();
+    assert_eq!(
+        submitted.len(),
+        n_tasks * overlap as usize,
+        "each task gets exactly `overlap` annotations"
+    );
+    let tasks = app
+        .get(
+            &format!("/api/tasks?project={p}&page_size=1000"),
+            &app.owner,
+        )
+        .await
+        .expect(StatusCode::OK);
+    let mut stored = 0;
+    for t in tasks["tasks"].as_array().expect("tasks") {
+        let anns = t["annotations"].as_array().expect("annotations");
+        assert_eq!(
+            anns.len() as i64,
+            overlap,
+            "task {} has {} annotations",
+            t["id"],
+            anns.len()
+        );
+        assert_eq!(t["total_annotations"], json!(overlap));
+        assert_eq!(t["is_labeled"], json!(true));
+        let mut authors: Vec<i64> = anns
+            .iter()
+            .map(|a| a["completed_by"].as_i64().expect("author"))
+            .collect();
+        authors.sort_unstable();
+        authors.dedup();
+        assert_eq!(
+            authors.len() as i64,
+            overlap,
+            "distinct annotators per task"
+        );
+        stored += anns.len();
+    }
+    assert_eq!(stored, submitted.len(), "no annotation lost");
+    let project = app.project(p).await;
+    assert_eq!(project["total_annotations_number"], json!(submitted.len()));
+    assert_eq!(project["finished_task_number"], json!(n_tasks));
+    assert_eq!(project["num_tasks_with_annotations"], json!(n_tasks));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_annotators_overlap_1_sqlite() {
+    concurrent_annotators(Backend::Sqlite, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_annotators_overlap_3_sqlite() {
+    concurrent_annotators(Backend::Sqlite, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_annotators_overlap_1_postgres() {
+    concurrent_annotators(Backend::Postgres, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_annotators_overlap_3_postgres() {
+    concurrent_annotators(Backend::Postgres, 3).await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_and_change_nothing() {
+    let app = TestApp::with_config(Backend::Sqlite, |c| {
+        c.max_body_bytes = 1024;
+        c.import_max_bytes = 2048;
+    })
+    .await;
+    let big = "x".repeat(4096);
+    app.post(
+        "/api/projects",
+        &app.owner,
+        json!({"title": "Big", "description": big}),
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let tasks: Vec<Value> = (0..200)
+        .map(|i| json!({"text": format!("task number {i}")}))
+        .collect();
+    app.post(
+        &format!("/api/projects/{p}/import"),
+        &app.owner,
+        Value::Array(tasks),
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(
+        app.get("/api/projects", &app.owner)
+            .await
+            .expect(StatusCode::OK)["count"],
+        json!(1)
+    );
+    assert_eq!(app.project(p).await["task_number"], json!(0));
+}
+
+#[tokio::test]
+async fn openapi_document_is_committed() {
+    let current = verity_controlplane::http::routes::openapi_json();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    if std::env::var_os("VERITY_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &current).expect("write docs/openapi.json");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == current,
+        "docs/openapi.json is out of date; regenerate with VERITY_UPDATE_OPENAPI=1 cargo test -p verity-controlplane --test api openapi"
+    );
+    let doc: Value = serde_json::from_str(&current).expect("valid JSON");
+    for path in [
+        "/api/projects",
+        "/api/projects/{id}/import",
+        "/api/tasks",
+        "/api/projects/{id}/next",
+        "/api/projects/{id}/export",
+        "/api/token/refresh",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! Test fixtures: an in-process app on a fresh SQLite file or a fresh PostgreSQL database,
+//! request helpers and `mk_*` builders.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use verity_controlplane::{
+    authz::Role,
+    config::Config,
+    http::{AppState, Service, app, metrics::Metrics},
+    storage::{Db, PoolOptions, users},
+};
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An app on its own database, with an owner.
+pub struct TestApp {
+    pub service: Service,
+    pub db: Db,
+    pub owner: String,
+    pub org: i64,
+    pub config: Arc<Config>,
+    _dir: tempfile::TempDir,
+}
+
+/// A response: status, headers and parsed JSON (Null when the body is not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    #[track_caller]
+    pub fn expect(self, status: StatusCode) -> Value {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self.body
+    }
+
+    #[track_caller]
+    pub fn expect_error(self, status: StatusCode, code: &str) -> Value {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.body["code"],
+            json!(code),
+            "unexpected code; body: {}",
+            self.text
+        );
+        assert!(
+            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "error without detail: {}",
+            self.text
+        );
+        self.body
+    }
+}
+
+async fn fresh_postgres() -> String {
+    let base = std::env::var("VERITY_TEST_DATABASE_URL").expect(
+        "VERITY_TEST_DATABASE_URL must point at a PostgreSQL server (e2e/test-all starts one); \
+         the suite runs every test on both backends",
+    );
+    let name = format!("verity_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("URL with a database path");
+    format!("{prefix}/{name}")
+}
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_config(backend, |_| {}).await
+    }
+
+    pub async fn with_config(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("verity.db").display()),
+            Backend::Postgres => fresh_postgres().await,
+        };
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            database_url: url.clone(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let db = Db::connect(
+            &url,
+            &PoolOptions {
+                max_connections: 8,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("connect");
+        db.migrate().await.expect("migrate");
+        let org = users::create_organization(&db, "Test org")
+            .await
+            .expect("org");
+        let owner =
+            users::create_user_in_org(&db, org, &new_user("owner@example.com", Role::Owner))
+                .await
+                .expect("owner")
+                .1;
+        let jwt_key = users::signing_key(&db).await.expect("key");
+        let config = Arc::new(config);
+        let state = AppState {
+            db: db.clone(),
+            config: config.clone(),
+            jwt_key: Arc::new(jwt_key),
+            metrics: Arc::new(Metrics::new().expect("metrics")),
+        };
+        Self {
+            service: app(state),
+            db,
+            owner,
+            org,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// A new user with `role` in this app's organization; returns the token.
+    pub async fn user(&self, email: &str, role: Role) -> String {
+        users::create_user_in_org(&self.db, self.org, &new_user(email, role))
+            .await
+            .expect("user")
+            .1
+    }
+
+    /// A user id by token (through whoami).
+    pub async fn user_id(&self, token: &str) -> i64 {
+        self.get("/api/current-user/whoami", token)
+            .await
+            .expect(StatusCode::OK)["id"]
+            .as_i64()
+            .expect("id")
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self
+            .service
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if !token.is_empty() {
+            builder = builder.header("authorization", format!("Token {token}"));
+        }
+        let request = match body {
+            Some(b) => builder
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => builder.body(Body::empty()),
+        }
+        .expect("request");
+        self.send(request).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("PATCH", path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call("DELETE", path, token, None).await
+    }
+
+    /// Posts raw bytes with a content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: impl Into<Body>,
+    ) -> Reply {
+        let request = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("authorization", format!("Token {token}"))
+            .header("content-type", content_type)
+            .body(body.into())
+            .expect("request");
+        self.send(request).await
+    }
+
+    /// Creates a project with the text-classification config; returns its id.
+    pub async fn mk_project(&self, token: &str, extra: Value) -> i64 {
+        let mut body = json!({"title": "Sentiment", "label_config": TEXT_CONFIG});
+        if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        self.post("/api/projects", token, body)
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("id")
+    }
+
+    /// Imports `n` flat tasks; returns their ids.
+    pub async fn mk_tasks(&self, token: &str, project: i64, n: usize) -> Vec<i64> {
+        let tasks: Vec<Value> = (0..n)
+            .map(|i| json!({"text": format!("task {i}")}))
+            .collect();
+        let reply = self
+            .post(
+                &format!("/api/projects/{project}/import?return_task_ids=true"),
+                token,
+                Value::Array(tasks),
+            )
+            .await;
+        reply.expect(StatusCode::CREATED)["task_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_i64().expect("id"))
+            .collect()
+    }
+
+    pub async fn project(&self, id: i64) -> Value {
+        self.get(&format!("/api/projects/{id}"), &self.owner)
+            .await
+            .expect(StatusCode::OK)
+    }
+}
+
+pub fn new_user(email: &str, role: Role) -> users::NewUser {
+    users::NewUser {
+        email: email.into(),
+        password: None,
+        role,
+        token: None,
+        first_name: String::new(),
+        last_name: String::new(),
+        username: None,
+    }
+}
+
+pub const TEXT_CONFIG: &str = r#"<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="pos"/><Choice value="neg"/></Choices></View>"#;
+
+pub fn choice(label: &str) -> Value {
+    json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}])
+}
+
+/// Runs an async test body on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($app: $crate::common::TestApp) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    run($crate::common::TestApp::new($crate::common::Backend::Sqlite).await).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    run($crate::common::TestApp::new($crate::common::Backend::Postgres).await).await
+                }
+            }
+        )*
+    };
+}
