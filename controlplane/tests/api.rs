@@ -686,3 +686,18 @@ async fn openapi_document_is_committed() {
         );
     }
 }
+
+#[test]
+fn permission_table_is_documented() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/api.md");
+    let (begin, end) = ("<!-- permission-table:begin -->\n", "<!-- permission-table:end -->");
+    let start = doc.find(begin).expect("begin marker") + begin.len();
+    let stop = doc.find(end).expect("end marker");
+    let table = verity_controlplane::authz::permission_table_markdown();
+    if std::env::var_os("VERITY_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, format!("{}{}{}", &doc[..start], table, &doc[stop..])).expect("write");
+        return;
+    }
+    assert!(doc[start..stop] == table, "docs/api.md's permission table is out of date; regenerate with VERITY_UPDATE_DOCS=1 cargo test -p verity-controlplane --test api permission_table");
+}
