@@ -281,13 +281,31 @@ impl CsvSplitter {
                 }
                 let mut obj = Map::new();
                 for (name, value) in header.iter().zip(fields) {
-                    obj.insert(name.clone(), Value::String(value));
+                    obj.insert(name.clone(), cell_value(value));
                 }
                 out.push(Value::Object(obj));
             }
         }
         Ok(())
     }
+}
+
+/// A CSV cell as JSON: integers and finite decimals become numbers (as Label Studio's pandas-based
+/// reader makes them), everything else stays a string.
+fn cell_value(text: String) -> Value {
+    let trimmed = text.trim();
+    let numeric_shape = !trimmed.is_empty()
+        && trimmed.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+        && trimmed.bytes().any(|b| b.is_ascii_digit());
+    if numeric_shape {
+        if let Ok(i) = trimmed.parse::<i64>() {
+            return Value::from(i);
+        }
+        if let Some(n) = trimmed.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64) {
+            return Value::Number(n);
+        }
+    }
+    Value::String(text)
 }
 
 /// Who completed an imported annotation.
@@ -599,13 +617,24 @@ mod tests {
         let mut out = Vec::new();
         t.feed(b"a\tb\n1\t2", &mut out).expect("feed");
         t.feed(&[], &mut out).expect("end");
-        assert_eq!(out, vec![json!({"a": "1", "b": "2"})]);
+        assert_eq!(out, vec![json!({"a": 1, "b": 2})]);
 
         let mut bad = CsvSplitter::new(b',');
         let mut out = Vec::new();
         let err = bad.feed(b"a,b\n1,2\n3\n", &mut out).unwrap_err();
         assert_eq!(err.index, 1);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn csv_numbers_become_numbers() {
+        assert_eq!(cell_value("42".into()), json!(42));
+        assert_eq!(cell_value("-1.5".into()), json!(-1.5));
+        assert_eq!(cell_value("1e3".into()), json!(1000.0));
+        assert_eq!(cell_value("12 apples".into()), json!("12 apples"));
+        assert_eq!(cell_value("e".into()), json!("e"));
+        assert_eq!(cell_value("".into()), json!(""));
+        assert_eq!(cell_value("NaN".into()), json!("NaN"));
     }
 
     #[test]
