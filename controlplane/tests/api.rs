@@ -481,6 +481,74 @@ both_backends! {
         assert!(e["detail"].as_str().expect("d").contains("a@example.com"));
         assert_eq!(app.get(&format!("/api/projects/{p}/next"), &b).await.expect(StatusCode::OK)["id"], json!(ids[2]));
     }
+
+    async fn exports(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 4).await;
+        app.post(&format!("/api/tasks/{}/annotations", ids[0]), &app.owner, json!({"result": choice("pos"), "lead_time": 3.0})).await.expect(StatusCode::CREATED);
+        app.post(&format!("/api/tasks/{}/annotations", ids[1]), &app.owner, json!({"result": [], "was_cancelled": true})).await.expect(StatusCode::CREATED);
+        app.post("/api/predictions", &app.owner, json!({"task": ids[0], "result": choice("neg"), "model_version": "m"})).await.expect(StatusCode::CREATED);
+        // Default: tasks with annotations (skips included), Label Studio's task schema.
+        let r = app.get(&format!("/api/projects/{p}/export?exportType=JSON"), &app.owner).await;
+        assert!(r.headers.get("content-disposition").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("attachment")));
+        let tasks = r.expect(StatusCode::OK);
+        let tasks = tasks.as_array().expect("list");
+        assert_eq!(tasks.iter().map(|t| t["id"].clone()).collect::<Vec<_>>(), vec![json!(ids[0]), json!(ids[1])]);
+        assert_eq!(tasks[0]["data"], json!({"text": "task 0"}));
+        assert_eq!(tasks[0]["annotations"][0]["result"], choice("pos"));
+        assert_eq!(tasks[0]["predictions"][0]["model_version"], json!("m"));
+        assert!(tasks[0].get("overlap").is_none() && tasks[0].get("is_labeled").is_none());
+        let all = app.get(&format!("/api/projects/{p}/export?export_type=json&download_all_tasks=true"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(all.as_array().map(Vec::len), Some(4));
+        let some = app.get(&format!("/api/projects/{p}/export?download_all_tasks=true&ids[]={}&ids[]={}", ids[2], ids[3]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(some.as_array().map(|a| a.iter().map(|t| t["id"].clone()).collect::<Vec<_>>()), Some(vec![json!(ids[2]), json!(ids[3])]));
+        let min = app.get(&format!("/api/projects/{p}/export?exportType=JSON_MIN"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(min[0]["sentiment"], json!("pos"));
+        assert_eq!(min[0]["text"], json!("task 0"));
+        assert_eq!(min[0]["lead_time"], json!(3.0));
+        let csv = app.get(&format!("/api/projects/{p}/export?exportType=CSV"), &app.owner).await;
+        assert_eq!(csv.status, StatusCode::OK);
+        let mut lines = csv.text.lines();
+        let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+        assert!(header.contains(&"text") && header.contains(&"sentiment") && header.contains(&"annotator"), "{header:?}");
+        let first: Vec<&str> = lines.next().expect("row").split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).expect("column");
+        assert_eq!(first[col("sentiment")], "pos");
+        assert_eq!(first[col("text")], "task 0");
+        let tsv = app.get(&format!("/api/projects/{p}/export?exportType=TSV"), &app.owner).await;
+        assert!(tsv.text.lines().next().expect("header").contains('\t'));
+        app.get(&format!("/api/projects/{p}/export?exportType=COCO"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get(&format!("/api/projects/{p}/export?ids=abc"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        let formats = app.get(&format!("/api/projects/{p}/export/formats"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(formats.as_array().map(Vec::len), Some(4));
+
+        // Snapshots: create → poll → download; convert; a snapshot does not change with the data.
+        let snap = app.post(&format!("/api/projects/{p}/exports"), &app.owner, json!({"title": "snap", "task_filter_options": {"only_with_annotations": true}})).await.expect(StatusCode::CREATED);
+        let sid = snap["id"].as_i64().expect("id");
+        let mut status = snap["status"].clone();
+        for _ in 0..200 {
+            if status == json!("completed") || status == json!("failed") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            status = app.get(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect(StatusCode::OK)["status"].clone();
+        }
+        assert_eq!(status, json!("completed"));
+        app.post(&format!("/api/tasks/{}/annotations", ids[3]), &app.owner, json!({"result": choice("neg")})).await.expect(StatusCode::CREATED);
+        let downloaded = app.get(&format!("/api/projects/{p}/exports/{sid}/download"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(downloaded.as_array().map(Vec::len), Some(2), "the snapshot keeps its content");
+        app.get(&format!("/api/projects/{p}/exports/{sid}/download?exportType=CSV"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let converted = app.post(&format!("/api/projects/{p}/exports/{sid}/convert"), &app.owner, json!({"export_type": "CSV"})).await.expect(StatusCode::OK);
+        assert_eq!(converted["export_type"], json!("CSV"));
+        let csv = app.get(&format!("/api/projects/{p}/exports/{sid}/download?exportType=CSV"), &app.owner).await;
+        assert_eq!(csv.status, StatusCode::OK);
+        assert_eq!(csv.text.lines().count(), 3, "header + one row per annotation: {}", csv.text);
+        app.post(&format!("/api/projects/{p}/exports/{sid}/convert"), &app.owner, json!({"export_type": "XML"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        let listed = app.get(&format!("/api/projects/{p}/exports"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(listed[0]["converted_formats"][0]["export_type"], json!("CSV"));
+        app.delete(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        app.get(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
 }
 
 fn urlencode(s: &str) -> String {
@@ -691,13 +759,20 @@ async fn openapi_document_is_committed() {
 fn permission_table_is_documented() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
     let doc = std::fs::read_to_string(&path).expect("docs/api.md");
-    let (begin, end) = ("<!-- permission-table:begin -->\n", "<!-- permission-table:end -->");
+    let (begin, end) = (
+        "<!-- permission-table:begin -->\n",
+        "<!-- permission-table:end -->",
+    );
     let start = doc.find(begin).expect("begin marker") + begin.len();
     let stop = doc.find(end).expect("end marker");
     let table = verity_controlplane::authz::permission_table_markdown();
     if std::env::var_os("VERITY_UPDATE_DOCS").is_some() {
-        std::fs::write(&path, format!("{}{}{}", &doc[..start], table, &doc[stop..])).expect("write");
+        std::fs::write(&path, format!("{}{}{}", &doc[..start], table, &doc[stop..]))
+            .expect("write");
         return;
     }
-    assert!(doc[start..stop] == table, "docs/api.md's permission table is out of date; regenerate with VERITY_UPDATE_DOCS=1 cargo test -p verity-controlplane --test api permission_table");
+    assert!(
+        doc[start..stop] == table,
+        "docs/api.md's permission table is out of date; regenerate with VERITY_UPDATE_DOCS=1 cargo test -p verity-controlplane --test api permission_table"
+    );
 }

@@ -295,13 +295,20 @@ impl CsvSplitter {
 fn cell_value(text: String) -> Value {
     let trimmed = text.trim();
     let numeric_shape = !trimmed.is_empty()
-        && trimmed.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+        && trimmed
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
         && trimmed.bytes().any(|b| b.is_ascii_digit());
     if numeric_shape {
         if let Ok(i) = trimmed.parse::<i64>() {
             return Value::from(i);
         }
-        if let Some(n) = trimmed.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64) {
+        if let Some(n) = trimmed
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .and_then(serde_json::Number::from_f64)
+        {
             return Value::Number(n);
         }
     }

@@ -228,7 +228,7 @@ async fn produce(
 }
 
 /// The flat rows of one task: one per annotation (or one with the data alone).
-fn min_rows(task: &Value) -> Vec<Map<String, Value>> {
+pub(crate) fn min_rows(task: &Value) -> Vec<Map<String, Value>> {
     let mut base = Map::new();
     base.insert("id".into(), task.get("id").cloned().unwrap_or(Value::Null));
     if let Some(Value::Object(data)) = task.get("data") {
@@ -342,7 +342,7 @@ async fn csv_columns(
     Ok(cols)
 }
 
-fn cell(value: Option<&Value>) -> String {
+pub(crate) fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -350,7 +350,7 @@ fn cell(value: Option<&Value>) -> String {
     }
 }
 
-fn csv_line<'a>(cells: impl Iterator<Item = &'a str>, sep: u8) -> Vec<u8> {
+pub(crate) fn csv_line<'a>(cells: impl Iterator<Item = &'a str>, sep: u8) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, c) in cells.enumerate() {
         if i > 0 {

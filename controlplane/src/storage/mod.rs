@@ -18,6 +18,7 @@ pub mod annotations;
 pub mod export;
 pub mod predictions;
 pub mod projects;
+pub mod snapshots;
 pub mod tasks;
 pub mod users;
 

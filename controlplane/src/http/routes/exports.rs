@@ -4,7 +4,7 @@ use axum::{
     Json,
     body::Body,
     extract::{Path, RawQuery, State},
-    http::header,
+    http::{StatusCode, header},
     response::Response,
 };
 use serde::Deserialize;
@@ -15,6 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     authz::{Actor, Permission},
     error::{ApiError, ApiResult, ErrorCode},
+    http::extract::JsonObject,
     http::{
         AppState,
         extract::{Query, opt_bool},
@@ -22,6 +23,7 @@ use crate::{
     storage::{
         export::{self, ExportFormat, Selection},
         projects,
+        snapshots::{self, SnapshotView},
     },
 };
 
@@ -149,11 +151,149 @@ pub async fn export_formats(
     ))
 }
 
+/// Lists the project's export snapshots.
+#[utoipa::path(get, path = "/api/projects/{id}/exports", tag = "export", params(("id" = i64, Path)), responses((status = 200, body = Vec<SnapshotView>)))]
+pub async fn list_snapshots(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<SnapshotView>>> {
+    Ok(Json(snapshots::list(&state.db, &actor, id).await?))
+}
+
+/// Creates an export snapshot; it is written in the background (poll its `status`).
+#[utoipa::path(post, path = "/api/projects/{id}/exports", tag = "export", params(("id" = i64, Path)), request_body = Object, responses((status = 201, body = SnapshotView)))]
+pub async fn create_snapshot(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<SnapshotView>)> {
+    // Clients send `{}`, options, or nothing at all.
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(ApiError::bad_request(
+                    ErrorCode::InvalidJson,
+                    "the body must be a JSON object",
+                ));
+            }
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(snapshots::create(&state.db, &actor, &state.config.data_dir, id, &body).await?),
+    ))
+}
+
+/// One export snapshot.
+#[utoipa::path(get, path = "/api/projects/{id}/exports/{export_pk}", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), responses((status = 200, body = SnapshotView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_snapshot(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, export_pk)): Path<(i64, i64)>,
+) -> ApiResult<Json<SnapshotView>> {
+    Ok(Json(
+        snapshots::get(&state.db, &actor, id, export_pk).await?,
+    ))
+}
+
+/// Deletes an export snapshot and its files.
+#[utoipa::path(delete, path = "/api/projects/{id}/exports/{export_pk}", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), responses((status = 204)))]
+pub async fn delete_snapshot(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, export_pk)): Path<(i64, i64)>,
+) -> ApiResult<Response> {
+    snapshots::delete(&state.db, &actor, &state.config.data_dir, id, export_pk).await?;
+    Ok(crate::http::no_content())
+}
+
+/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV).
+#[utoipa::path(post, path = "/api/projects/{id}/exports/{export_pk}/convert", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn convert_snapshot(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, export_pk)): Path<(i64, i64)>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let format = match body.get("export_type") {
+        Some(Value::String(s)) => ExportFormat::parse(s)
+            .map_err(|e| ApiError::field(ErrorCode::ValidationError, "export_type", e.detail))?,
+        _ => {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "export_type",
+                "this field is required",
+            ));
+        }
+    };
+    Ok(Json(
+        snapshots::convert(
+            &state.db,
+            &actor,
+            &state.config.data_dir,
+            id,
+            export_pk,
+            format,
+        )
+        .await?,
+    ))
+}
+
+/// Query of a snapshot download.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DownloadParams {
+    /// JSON (default) or a converted format.
+    #[serde(rename = "exportType")]
+    pub export_type: Option<String>,
+}
+
+/// Downloads a snapshot file.
+#[utoipa::path(get, path = "/api/projects/{id}/exports/{export_pk}/download", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path), DownloadParams), responses((status = 200, description = "the file"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn download_snapshot(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, export_pk)): Path<(i64, i64)>,
+    Query(params): Query<DownloadParams>,
+) -> ApiResult<Response> {
+    let format = ExportFormat::parse(params.export_type.as_deref().unwrap_or("JSON"))?;
+    let path = snapshots::download_path(
+        &state.db,
+        &actor,
+        &state.config.data_dir,
+        id,
+        export_pk,
+        format,
+    )
+    .await?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(ApiError::internal)?;
+    let filename = format!("project-{id}-export-{export_pk}.{}", format.extension());
+    Response::builder()
+        .header(header::CONTENT_TYPE, format.content_type())
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        )
+        .header("filename", filename)
+        .body(Body::from_stream(tokio_util::io::ReaderStream::new(file)))
+        .map_err(ApiError::internal)
+}
+
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(export_project))
         .routes(routes!(export_formats))
+        .routes(routes!(list_snapshots, create_snapshot))
+        .routes(routes!(get_snapshot, delete_snapshot))
+        .routes(routes!(convert_snapshot))
+        .routes(routes!(download_snapshot))
 }
 
 /// A `Stream` over an mpsc receiver (avoids a dependency on tokio-stream).
