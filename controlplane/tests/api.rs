@@ -549,6 +549,26 @@ both_backends! {
         app.delete(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect(StatusCode::NO_CONTENT);
         app.get(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
     }
+
+    async fn import_large_batches_of_nested_objects(app) {
+        // 600 tasks x 6 annotations and 6 predictions: several insert batches and chunks.
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let tasks: Vec<Value> = (0..600)
+            .map(|i| json!({"data": {"text": format!("t{i}")},
+                "annotations": (0..6).map(|_| json!({"result": choice("pos")})).collect::<Vec<_>>(),
+                "predictions": (0..6).map(|_| json!({"result": choice("neg"), "score": 0.5})).collect::<Vec<_>>()}))
+            .collect();
+        let s = app.post(&format!("/api/projects/{p}/import"), &app.owner, Value::Array(tasks)).await.expect(StatusCode::CREATED);
+        assert_eq!((s["task_count"].clone(), s["annotation_count"].clone(), s["prediction_count"].clone()), (json!(600), json!(3600), json!(3600)));
+        let project = app.project(p).await;
+        assert_eq!(project["total_annotations_number"], json!(3600));
+        assert_eq!(project["total_predictions_number"], json!(3600));
+        let page = app.get(&format!("/api/tasks?project={p}&page=6&page_size=100"), &app.owner).await.expect(StatusCode::OK);
+        for t in page["tasks"].as_array().expect("tasks") {
+            assert_eq!(t["annotations"].as_array().map(Vec::len), Some(6));
+            assert_eq!(t["predictions"].as_array().map(Vec::len), Some(6));
+        }
+    }
 }
 
 fn urlencode(s: &str) -> String {

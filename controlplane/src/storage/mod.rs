@@ -72,6 +72,17 @@ impl Dialect {
         }
     }
 
+    /// The placeholder for the `n`-th (1-based) parameter of a generated statement. SQLite
+    /// resolves each named parameter (`$N`) by a linear scan of the statement's parameter names,
+    /// which makes statements with thousands of parameters quadratic; anonymous `?` parameters
+    /// bind by position. Only valid where parameters appear in order, each once.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => "?".to_string(),
+        }
+    }
+
     /// A suffix that locks the selected rows for the rest of the transaction, where the engine
     /// has row locks (SQLite serializes writers instead).
     pub fn for_update(self) -> &'static str {

@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// Tasks inserted per statement during import: large enough to amortize round trips, small
-/// enough to stay far below both engines' bind-parameter limits (11 per task).
+/// enough to stay far below both engines' bind-parameter limits (13 per task).
 const IMPORT_BATCH: usize = 500;
 
 /// A task row.
@@ -268,6 +268,8 @@ pub struct ImportSource {
 }
 
 struct PreparedTask {
+    /// Author of each inline annotation, resolved while preparing (`None` = the importer).
+    authors: Vec<Option<i64>>,
     data: String,
     meta: String,
     overlap: i64,
@@ -397,8 +399,8 @@ pub async fn import(
                     }
                     let inner_start = next_inner;
                     next_inner += prepared.len() as i64;
-                    let ids = insert_tasks!(tx, project_id, inner_start, &prepared);
-                    insert_nested!(tx, project_id, &ids, &prepared, actor.user_id);
+                    let ids = insert_tasks!(tx, dialect, project_id, inner_start, &prepared);
+                    insert_nested!(tx, dialect, project_id, &ids, &prepared, actor.user_id);
                     for p in &prepared {
                         totals.total += p.kind.total;
                         totals.cancelled += p.kind.cancelled;
@@ -499,24 +501,23 @@ async fn prepare_task(
             state.data_columns.insert(key.clone());
         }
     }
+    let mut authors = Vec::with_capacity(task.annotations.len());
     for (i, a) in task.annotations.iter().enumerate() {
-        match &a.completed_by {
-            CompletedBy::Importer => {}
+        authors.push(match &a.completed_by {
+            CompletedBy::Importer => None,
             CompletedBy::Id(id) => {
                 if !is_member(db, state, *id).await? {
-                    return Err(fail(format!(
-                        "annotations[{i}].completed_by: user {id} is not in your organization"
-                    )));
+                    return Err(fail(format!("annotations[{i}].completed_by: user {id} is not in your organization")));
                 }
+                Some(*id)
             }
-            CompletedBy::Email(email) => {
-                if resolve_email(db, state, email).await?.is_none() {
-                    return Err(fail(format!(
-                        "annotations[{i}].completed_by: no user with email {email} in your organization"
-                    )));
+            CompletedBy::Email(email) => match resolve_email(db, state, email).await? {
+                Some(id) => Some(id),
+                None => {
+                    return Err(fail(format!("annotations[{i}].completed_by: no user with email {email} in your organization")));
                 }
-            }
-        }
+            },
+        });
     }
     // Overlap: the cohort percentage of all tasks gets the full overlap, the rest 1.
     *task_number += 1;
@@ -542,6 +543,7 @@ async fn prepare_task(
         _ => kind.total,
     };
     Ok(PreparedTask {
+        authors,
         data: Value::Object(task.data.clone()).to_string(),
         meta: Value::Object(task.meta.clone()).to_string(),
         overlap,
@@ -598,23 +600,27 @@ async fn resolve_email(
 
 /// Inserts prepared tasks with one multi-row statement; evaluates to their ids in order.
 macro_rules! insert_tasks {
-    ($tx:expr, $project_id:expr, $inner_start:expr, $prepared:expr) => {{
+    ($tx:expr, $dialect:expr, $project_id:expr, $inner_start:expr, $prepared:expr) => {{
         let prepared: &[PreparedTask] = $prepared;
+        let dialect: Dialect = $dialect;
         let now = now_micros();
         let mut sql = String::from(
             "insert into task (project_id, inner_id, data, meta, is_labeled, overlap, total_annotations, \
              cancelled_annotations, useful_annotations, ground_truth_annotations, total_predictions, created_at, updated_at) values ",
         );
-        const COLS: usize = 12;
+        const COLS: usize = 13;
         for i in 0..prepared.len() {
             if i > 0 {
                 sql.push(',');
             }
-            let b = i * COLS;
-            sql.push_str(&format!(
-                "(${},${},${},${},${},${},${},${},${},${},${},${},${})",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11, b + 12, b + 12
-            ));
+            sql.push('(');
+            for c in 1..=COLS {
+                if c > 1 {
+                    sql.push(',');
+                }
+                sql.push_str(&dialect.placeholder(i * COLS + c));
+            }
+            sql.push(')');
         }
         sql.push_str(" returning id, inner_id");
         let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
@@ -631,6 +637,7 @@ macro_rules! insert_tasks {
                 .bind(p.kind.useful)
                 .bind(p.kind.ground_truth)
                 .bind(p.predictions)
+                .bind(now)
                 .bind(now);
         }
         let mut rows: Vec<(i64, i64)> = q.fetch_all(&mut *$tx).await?;
@@ -641,56 +648,93 @@ macro_rules! insert_tasks {
 }
 use insert_tasks;
 
-/// Inserts the annotations and predictions carried by prepared tasks.
+/// Inserts the annotations and predictions carried by prepared tasks, one multi-row statement
+/// per kind and batch.
 macro_rules! insert_nested {
-    ($tx:expr, $project_id:expr, $ids:expr, $prepared:expr, $importer:expr) => {{
+    ($tx:expr, $dialect:expr, $project_id:expr, $ids:expr, $prepared:expr, $importer:expr) => {{
         let prepared: &[PreparedTask] = $prepared;
         let ids: &[i64] = $ids;
+        let dialect: Dialect = $dialect;
         let now = now_micros();
-        for (task_id, p) in ids.iter().zip(prepared) {
-            for a in &p.source.annotations {
-                let author: i64 = match &a.completed_by {
-                    CompletedBy::Importer => $importer,
-                    CompletedBy::Id(id) => *id,
-                    CompletedBy::Email(email) => {
-                        sqlx::query_scalar("select id from app_user where lower(email) = lower($1)")
-                            .bind(email)
-                            .fetch_one(&mut *$tx)
-                            .await?
+        let values = |rows: usize, cols: usize| -> String {
+            let mut out = String::new();
+            for r in 0..rows {
+                if r > 0 {
+                    out.push(',');
+                }
+                out.push('(');
+                for c in 1..=cols {
+                    if c > 1 {
+                        out.push(',');
                     }
-                };
-                let result = if a.result.is_null() { None } else { Some(a.result.to_string()) };
-                sqlx::query(
-                    "insert into annotation (task_id, project_id, result, completed_by, updated_by, was_cancelled, \
-                     ground_truth, lead_time, last_action, unique_id, created_at, updated_at) \
-                     values ($1, $2, $3, $4, $4, $5, $6, $7, 'imported', $8, $9, $9)",
-                )
-                .bind(task_id)
-                .bind($project_id)
-                .bind(result)
-                .bind(author)
-                .bind(a.was_cancelled)
-                .bind(a.ground_truth)
-                .bind(a.lead_time)
-                .bind(uuid::Uuid::new_v4().to_string())
-                .bind(now)
-                .execute(&mut *$tx)
-                .await?;
+                    out.push_str(&dialect.placeholder(r * cols + c));
+                }
+                out.push(')');
             }
-            for pr in &p.source.predictions {
-                sqlx::query(
-                    "insert into prediction (task_id, project_id, result, score, model_version, created_at, updated_at) \
-                     values ($1, $2, $3, $4, $5, $6, $6)",
-                )
-                .bind(task_id)
-                .bind($project_id)
-                .bind(pr.result.to_string())
-                .bind(pr.score)
-                .bind(&pr.model_version)
-                .bind(now)
-                .execute(&mut *$tx)
-                .await?;
+            out
+        };
+        // At most 2,000 rows per statement: 24,000 parameters, under both engines' limits however
+        // many annotations a task carries.
+        let annotations: Vec<(i64, &crate::domain::import::ImportedAnnotation, i64)> = ids
+            .iter()
+            .zip(prepared)
+            .flat_map(|(task_id, p)| {
+                p.source.annotations.iter().zip(&p.authors).map(move |(a, author)| (*task_id, a, author.unwrap_or($importer)))
+            })
+            .collect();
+        for chunk in annotations.chunks(2000) {
+            let annotation_rows = chunk.len();
+            let sql = format!(
+                "insert into annotation (task_id, project_id, result, completed_by, updated_by, was_cancelled, \
+                 ground_truth, lead_time, last_action, unique_id, created_at, updated_at) values {}",
+                values(annotation_rows, 12)
+            );
+            let mut q = sqlx::query(&sql);
+            for &(task_id, a, author) in chunk {
+                {
+                    let result = if a.result.is_null() { None } else { Some(a.result.to_string()) };
+                    q = q
+                        .bind(task_id)
+                        .bind($project_id)
+                        .bind(result)
+                        .bind(author)
+                        .bind(author)
+                        .bind(a.was_cancelled)
+                        .bind(a.ground_truth)
+                        .bind(a.lead_time)
+                        .bind("imported")
+                        .bind(uuid::Uuid::new_v4().to_string())
+                        .bind(now)
+                        .bind(now);
+                }
             }
+            q.execute(&mut *$tx).await?;
+        }
+        let predictions: Vec<(i64, &crate::domain::import::ImportedPrediction)> = ids
+            .iter()
+            .zip(prepared)
+            .flat_map(|(task_id, p)| p.source.predictions.iter().map(move |pr| (*task_id, pr)))
+            .collect();
+        for chunk in predictions.chunks(3000) {
+            let prediction_rows = chunk.len();
+            let sql = format!(
+                "insert into prediction (task_id, project_id, result, score, model_version, created_at, updated_at) values {}",
+                values(prediction_rows, 7)
+            );
+            let mut q = sqlx::query(&sql);
+            for &(task_id, pr) in chunk {
+                {
+                    q = q
+                        .bind(task_id)
+                        .bind($project_id)
+                        .bind(pr.result.to_string())
+                        .bind(pr.score)
+                        .bind(pr.model_version.clone())
+                        .bind(now)
+                        .bind(now);
+                }
+            }
+            q.execute(&mut *$tx).await?;
         }
     }};
 }
