@@ -31,6 +31,9 @@ use crate::{
 /// enough to stay far below both engines' bind-parameter limits (13 per task).
 const IMPORT_BATCH: usize = 500;
 
+/// Imports at least this large refresh PostgreSQL's planner statistics afterwards.
+const ANALYZE_AFTER_TASKS: i64 = 5_000;
+
 /// A task row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TaskRow {
@@ -449,6 +452,17 @@ pub async fn import(
         .await?;
         Ok::<_, ApiError>(())
     })?;
+    // A bulk load leaves PostgreSQL's planner statistics stale until autovacuum catches up,
+    // and stale statistics turn the per-page lookups into sequential scans. Refreshing them
+    // samples a bounded number of rows, so it costs the same for any table size.
+    if summary.task_count >= ANALYZE_AFTER_TASKS
+        && let Db::Postgres(pool) = db
+        && let Err(e) = sqlx::query("analyze task, annotation, prediction")
+            .execute(pool)
+            .await
+    {
+        tracing::warn!(error = %e, "refreshing planner statistics after an import failed");
+    }
     summary.duration = started.elapsed().as_secs_f64();
     summary.data_columns = state.data_columns.into_iter().collect();
     if return_task_ids {
