@@ -90,6 +90,15 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     let jwt_key = users::signing_key(&db)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
+    let interrupted = crate::storage::snapshots::fail_interrupted(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail))?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "marked export snapshots interrupted by the previous shutdown as failed"
+        );
+    }
     let metrics = Metrics::new().context("registering metrics")?;
     let listen = config.listen;
     let state = AppState {

@@ -569,6 +569,21 @@ both_backends! {
             assert_eq!(t["predictions"].as_array().map(Vec::len), Some(6));
         }
     }
+
+    async fn snapshots_interrupted_by_a_restart_are_failed(app) {
+        use verity_controlplane::storage::{snapshots, Db};
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let sql = "insert into export_snapshot (project_id, title, status, params, created_at) values ($1, 'x', 'in_progress', '{}', 0) returning id";
+        let id: i64 = match &app.db {
+            Db::Postgres(pool) => sqlx::query_scalar(sql).bind(p).fetch_one(pool).await.expect("insert"),
+            Db::Sqlite { write, .. } => sqlx::query_scalar(sql).bind(p).fetch_one(write).await.expect("insert"),
+        };
+        assert_eq!(snapshots::fail_interrupted(&app.db).await.expect("recover"), 1);
+        let snap = app.get(&format!("/api/projects/{p}/exports/{id}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(snap["status"], json!("failed"));
+        assert!(snap["error"].as_str().is_some_and(|e| e.contains("restart")));
+        app.get(&format!("/api/projects/{p}/exports/{id}/download"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
 }
 
 fn urlencode(s: &str) -> String {
