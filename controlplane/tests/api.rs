@@ -811,3 +811,44 @@ fn permission_table_is_documented() {
         "docs/api.md's permission table is out of date; regenerate with VERITY_UPDATE_DOCS=1 cargo test -p verity-controlplane --test api permission_table"
     );
 }
+
+/// Production databases are reached over TLS: with `sslmode=verify-full` and the server's CA the
+/// connection is encrypted (rustls), and a wrong CA is refused.
+#[tokio::test]
+async fn postgres_connections_can_require_tls() {
+    use verity_controlplane::storage::{Db, PoolOptions};
+    let base = std::env::var("VERITY_TEST_DATABASE_URL")
+        .expect("VERITY_TEST_DATABASE_URL (e2e/test-all starts PostgreSQL)");
+    let ca = std::env::var("VERITY_TEST_PG_CA")
+        .expect("VERITY_TEST_PG_CA: the test server's certificate (e2e/lib/postgres.sh)");
+    let url = format!("{base}?sslmode=verify-full&sslrootcert={ca}");
+    let db = Db::connect(&url, &PoolOptions::default())
+        .await
+        .expect("TLS connection");
+    let Db::Postgres(pool) = &db else {
+        panic!("expected PostgreSQL")
+    };
+    let ssl: bool = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .expect("query");
+    assert!(ssl, "the connection is not encrypted");
+    let wrong = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(wrong.path(), include_str!("fixtures/unrelated-ca.pem")).expect("write");
+    let bad = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        wrong.path().display()
+    );
+    assert!(
+        Db::connect(
+            &bad,
+            &PoolOptions {
+                acquire_timeout: std::time::Duration::from_secs(5),
+                ..Default::default()
+            }
+        )
+        .await
+        .is_err(),
+        "a certificate from another CA must be refused"
+    );
+}
