@@ -584,6 +584,27 @@ both_backends! {
         assert!(snap["error"].as_str().is_some_and(|e| e.contains("restart")));
         app.get(&format!("/api/projects/{p}/exports/{id}/download"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
     }
+
+    async fn skips_complete_tasks_only_under_ignore_skipped(app) {
+        let p = app.mk_project(&app.owner, json!({"skip_queue": "IGNORE_SKIPPED"})).await;
+        let ids = app.mk_tasks(&app.owner, p, 2).await;
+        let skip = app.post(&format!("/api/tasks/{}/annotations", ids[0]), &app.owner, json!({"result": [], "was_cancelled": true})).await.expect(StatusCode::CREATED);
+        assert_eq!(app.get(&format!("/api/tasks/{}", ids[0]), &app.owner).await.expect(StatusCode::OK)["is_labeled"], json!(true));
+        assert_eq!(app.project(p).await["finished_task_number"], json!(1));
+        // Switching to the default policy recomputes completion: a skip no longer completes.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"skip_queue": "REQUEUE_FOR_OTHERS"})).await.expect(StatusCode::OK);
+        assert_eq!(app.project(p).await["finished_task_number"], json!(0));
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"skip_queue": "IGNORE_SKIPPED"})).await.expect(StatusCode::OK);
+        assert_eq!(app.project(p).await["finished_task_number"], json!(1));
+        // Turning the skip into a real annotation keeps the task complete; deleting it reopens it.
+        app.patch(&format!("/api/annotations/{}", skip["id"]), &app.owner, json!({"was_cancelled": false, "result": choice("pos")})).await.expect(StatusCode::OK);
+        let project = app.project(p).await;
+        assert_eq!((project["finished_task_number"].clone(), project["skipped_annotations_number"].clone(), project["total_annotations_number"].clone()), (json!(1), json!(0), json!(1)));
+        app.delete(&format!("/api/annotations/{}", skip["id"]), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        let project = app.project(p).await;
+        assert_eq!((project["finished_task_number"].clone(), project["total_annotations_number"].clone(), project["num_tasks_with_annotations"].clone()), (json!(0), json!(0), json!(0)));
+        assert_eq!(app.get(&format!("/api/tasks/{}", ids[0]), &app.owner).await.expect(StatusCode::OK)["is_labeled"], json!(false));
+    }
 }
 
 fn urlencode(s: &str) -> String {

@@ -198,16 +198,19 @@ impl Kind {
 macro_rules! apply_annotation_delta {
     ($tx:expr, $task_id:expr, $project_id:expr, $delta:expr, $skip_queue:expr) => {{
         let delta: $crate::storage::annotations::Kind = $delta;
-        let before: (bool, i64) = sqlx::query_as("select is_labeled, useful_annotations from task where id = $1")
-            .bind($task_id)
-            .fetch_one(&mut *$tx)
-            .await?;
-        let completed = $crate::storage::projects::completed_expression($skip_queue);
-        let after: (bool, i64) = sqlx::query_as(&format!(
+        // One statement: right-hand sides see the old row, so completion is computed from the old
+        // counts plus the delta, and the old state is the returned new counts minus the delta.
+        let ignore_skipped = $skip_queue == $crate::domain::project::SkipQueue::IgnoreSkipped;
+        let completed_new = if ignore_skipped {
+            "(total_annotations + $1 + cancelled_annotations + $2)"
+        } else {
+            "(total_annotations + $1)"
+        };
+        let (total, cancelled, useful, overlap): (i64, i64, i64, i64) = sqlx::query_as(&format!(
             "update task set total_annotations = total_annotations + $1, \
              cancelled_annotations = cancelled_annotations + $2, useful_annotations = useful_annotations + $3, \
-             ground_truth_annotations = ground_truth_annotations + $4, updated_at = $5 where id = $6 \
-             returning is_labeled, useful_annotations"
+             ground_truth_annotations = ground_truth_annotations + $4, is_labeled = ({completed_new} >= overlap), \
+             updated_at = $5 where id = $6 returning total_annotations, cancelled_annotations, useful_annotations, overlap"
         ))
         .bind(delta.total)
         .bind(delta.cancelled)
@@ -217,15 +220,11 @@ macro_rules! apply_annotation_delta {
         .bind($task_id)
         .fetch_one(&mut *$tx)
         .await?;
-        let labeled: bool = sqlx::query_scalar(&format!(
-            "update task set is_labeled = ({completed} >= overlap) where id = $1 returning is_labeled"
-        ))
-        .bind($task_id)
-        .fetch_one(&mut *$tx)
-        .await?;
-        let _ = after.0;
-        let finished_delta = i64::from(labeled) - i64::from(before.0);
-        let with_annotations_delta = i64::from(after.1 > 0) - i64::from(before.1 > 0);
+        let completed = |total: i64, cancelled: i64| if ignore_skipped { total + cancelled } else { total };
+        let labeled_now = completed(total, cancelled) >= overlap;
+        let labeled_before = completed(total - delta.total, cancelled - delta.cancelled) >= overlap;
+        let finished_delta = i64::from(labeled_now) - i64::from(labeled_before);
+        let with_annotations_delta = i64::from(useful > 0) - i64::from(useful - delta.useful > 0);
         sqlx::query(
             "update project set total_annotations_number = total_annotations_number + $1, \
              skipped_annotations_number = skipped_annotations_number + $2, \

@@ -1353,9 +1353,17 @@ pub async fn next(
         ));
     };
     let row = get_row(db, actor, task_id).await?;
-    let mut view = with_nested(db, std::slice::from_ref(&row)).await?.remove(0);
-    // The label stream shows pre-labels, not other people's work.
+    let mut view = row.view();
+    // The label stream shows pre-labels, not other people's work: predictions only.
+    view.predictions = Some(
+        predictions::for_tasks(db, &[task_id])
+            .await?
+            .iter()
+            .map(PredictionRow::view)
+            .collect(),
+    );
     view.annotations = Some(Vec::new());
+    view.drafts = Some(Vec::new());
     if !settings.show_collab_predictions {
         view.predictions = Some(Vec::new());
     } else if !settings.model_version.is_empty()
