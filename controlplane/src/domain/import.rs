@@ -49,7 +49,6 @@ pub struct JsonSplitter {
     escape: bool,
     current: Vec<u8>,
     index: usize,
-    emitted: usize,
     just_opened: bool,
 }
 
@@ -69,7 +68,6 @@ impl JsonSplitter {
             escape: false,
             current: Vec::new(),
             index: 0,
-            emitted: 0,
             just_opened: false,
         }
     }
@@ -96,7 +94,6 @@ impl JsonSplitter {
                         self.depth -= 1;
                         if self.depth == 0 {
                             out.push(std::mem::take(&mut self.current));
-                            self.emitted += 1;
                             self.index += 1;
                             if self.mode == Mode::ArrayExpectElement {
                                 self.mode = Mode::ArrayExpectSeparator;
@@ -181,11 +178,6 @@ impl JsonSplitter {
             )),
             _ => Ok(()),
         }
-    }
-
-    /// Number of task objects emitted so far.
-    pub fn emitted(&self) -> usize {
-        self.emitted
     }
 }
 

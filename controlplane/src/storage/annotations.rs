@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value, value::RawValue};
 
-use super::{Db, Dialect, format_micros, now_micros, with_read, with_tx};
+use super::{Db, format_micros, now_micros, with_read, with_tx};
 use crate::{
     authz::{Actor, Permission},
     domain::project::SkipQueue,
@@ -150,10 +150,6 @@ impl AnnotationRow {
             result_count,
             bulk_created: false,
         }
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::of(self.was_cancelled, self.ground_truth, self.result.is_some())
     }
 }
 
@@ -600,7 +596,6 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
         }
         Ok::<_, ApiError>(())
     })?;
-    let _ = row.kind();
     Ok(())
 }
 
@@ -633,6 +628,3 @@ pub async fn for_tasks(
         .await?
     }))
 }
-
-/// Placeholder use of `Dialect` to keep the import when macros are expanded elsewhere.
-pub const _DIALECT: Option<Dialect> = None;

@@ -83,6 +83,25 @@ impl Dialect {
         }
     }
 
+    /// `(…),(…)` for a multi-row `VALUES` of `rows` rows of `cols` parameters, numbered in order.
+    pub fn values_list(self, rows: usize, cols: usize) -> String {
+        let mut out = String::new();
+        for r in 0..rows {
+            if r > 0 {
+                out.push(',');
+            }
+            out.push('(');
+            for c in 1..=cols {
+                if c > 1 {
+                    out.push(',');
+                }
+                out.push_str(&self.placeholder(r * cols + c));
+            }
+            out.push(')');
+        }
+        out
+    }
+
     /// A suffix that locks the selected rows for the rest of the transaction, where the engine
     /// has row locks (SQLite serializes writers instead).
     pub fn for_update(self) -> &'static str {

@@ -622,20 +622,7 @@ macro_rules! insert_tasks {
             "insert into task (project_id, inner_id, data, meta, is_labeled, overlap, total_annotations, \
              cancelled_annotations, useful_annotations, ground_truth_annotations, total_predictions, created_at, updated_at) values ",
         );
-        const COLS: usize = 13;
-        for i in 0..prepared.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for c in 1..=COLS {
-                if c > 1 {
-                    sql.push(',');
-                }
-                sql.push_str(&dialect.placeholder(i * COLS + c));
-            }
-            sql.push(')');
-        }
+        sql.push_str(&dialect.values_list(prepared.len(), 13));
         sql.push_str(" returning id, inner_id");
         let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
         for (i, p) in prepared.iter().enumerate() {
@@ -670,23 +657,6 @@ macro_rules! insert_nested {
         let ids: &[i64] = $ids;
         let dialect: Dialect = $dialect;
         let now = now_micros();
-        let values = |rows: usize, cols: usize| -> String {
-            let mut out = String::new();
-            for r in 0..rows {
-                if r > 0 {
-                    out.push(',');
-                }
-                out.push('(');
-                for c in 1..=cols {
-                    if c > 1 {
-                        out.push(',');
-                    }
-                    out.push_str(&dialect.placeholder(r * cols + c));
-                }
-                out.push(')');
-            }
-            out
-        };
         // At most 2,000 rows per statement: 24,000 parameters, under both engines' limits however
         // many annotations a task carries.
         let annotations: Vec<(i64, &crate::domain::import::ImportedAnnotation, i64)> = ids
@@ -701,7 +671,7 @@ macro_rules! insert_nested {
             let sql = format!(
                 "insert into annotation (task_id, project_id, result, completed_by, updated_by, was_cancelled, \
                  ground_truth, lead_time, last_action, unique_id, created_at, updated_at) values {}",
-                values(annotation_rows, 12)
+                dialect.values_list(annotation_rows, 12)
             );
             let mut q = sqlx::query(&sql);
             for &(task_id, a, author) in chunk {
@@ -733,7 +703,7 @@ macro_rules! insert_nested {
             let prediction_rows = chunk.len();
             let sql = format!(
                 "insert into prediction (task_id, project_id, result, score, model_version, created_at, updated_at) values {}",
-                values(prediction_rows, 7)
+                dialect.values_list(prediction_rows, 7)
             );
             let mut q = sqlx::query(&sql);
             for &(task_id, pr) in chunk {

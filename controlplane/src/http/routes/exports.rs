@@ -70,6 +70,20 @@ fn query_ids(query: Option<&str>) -> ApiResult<Vec<i64>> {
     Ok(ids)
 }
 
+/// A file download: content type of the format, `Content-Disposition` and Label Studio's extra
+/// `filename` header.
+fn attachment(format: ExportFormat, filename: String, body: Body) -> ApiResult<Response> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, format.content_type())
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        )
+        .header("filename", filename)
+        .body(body)
+        .map_err(ApiError::internal)
+}
+
 /// Downloads the project's tasks, streamed in constant memory.
 #[utoipa::path(get, path = "/api/projects/{id}/export", tag = "export", params(("id" = i64, Path), ExportParams), responses((status = 200, description = "the export file"), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn export_project(
@@ -101,16 +115,7 @@ pub async fn export_project(
         format.extension()
     );
     let rx = export::start(state.db.clone(), project, format, selection);
-    let body = Body::from_stream(ReceiverStream::new(rx));
-    Response::builder()
-        .header(header::CONTENT_TYPE, format.content_type())
-        .header(
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{filename}\""),
-        )
-        .header("filename", filename)
-        .body(body)
-        .map_err(ApiError::internal)
+    attachment(format, filename, Body::from_stream(ReceiverStream::new(rx)))
 }
 
 /// The export formats offered for a project.
@@ -274,15 +279,11 @@ pub async fn download_snapshot(
         .await
         .map_err(ApiError::internal)?;
     let filename = format!("project-{id}-export-{export_pk}.{}", format.extension());
-    Response::builder()
-        .header(header::CONTENT_TYPE, format.content_type())
-        .header(
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{filename}\""),
-        )
-        .header("filename", filename)
-        .body(Body::from_stream(tokio_util::io::ReaderStream::new(file)))
-        .map_err(ApiError::internal)
+    attachment(
+        format,
+        filename,
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
 }
 
 /// Routes of this module.
