@@ -5,6 +5,8 @@
 // kube's `KubeSchema` derive copies each struct, `pub` fields and all, into a private function
 // body to build its schema; those copies trip `unreachable_pub`, which cannot be silenced on them.
 #![allow(unreachable_pub)]
+// Several `printcolumn(...)` share `type_ = "string"`; clippy reads them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
