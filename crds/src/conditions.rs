@@ -166,7 +166,7 @@ fn condition(
 }
 
 /// Finds a condition by type.
-pub fn find<'a>(conditions: &'a [Condition], type_: ConditionType) -> Option<&'a Condition> {
+pub fn find(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
