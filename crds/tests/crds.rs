@@ -2,6 +2,9 @@
 //! rewrite it), the samples must parse as the types, and the schema must carry the rules and
 //! merge keys the API relies on.
 
+// Helpers outside `#[test]` functions panic too: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use verity_crds::{LabelingProject, Organization, Workspace};
