@@ -1,0 +1,85 @@
+//! `verity-operator`: reconciles Verity's custom resources into tenant-isolated stacks.
+//!
+//! Layout: `org/` (the Organization controller: pure builders, certificates, status),
+//! `resources` (apply/compare/prune, the only writer of children), `sync` (Workspace and
+//! LabelingProject into the control plane, via `admin`), `lease` (leader election), `http`
+//! (`/metrics`, `/livez`, `/readyz`), `run` (wiring). Nothing here logs secret material.
+
+pub mod admin;
+pub mod error;
+pub mod http;
+pub mod lease;
+pub mod metrics;
+pub mod org;
+pub mod resources;
+pub mod run;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+/// Shared state of every controller.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Metrics.
+    pub metrics: metrics::Metrics,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Per-object retry backoff.
+    pub backoff: Backoff,
+    /// HTTP client for control planes.
+    pub http: reqwest::Client,
+    /// Overrides the in-cluster control-plane URL of every Organization (tests, development).
+    pub control_plane_url: Option<String>,
+    /// How often LabelingProject progress is refreshed from the control plane.
+    pub progress_interval: Duration,
+}
+
+/// Exponential per-object backoff for failed reconciles: 2 s doubling to 5 min, reset on success.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// Records a failure of `key` and returns how long to wait before the next attempt.
+    pub fn next(&self, key: &str) -> Duration {
+        let mut map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 2u64.saturating_mul(1u64 << (*n - 1).min(8)).min(300);
+        Duration::from_secs(secs)
+    }
+
+    /// Forgets the failures of `key`.
+    pub fn reset(&self, key: &str) {
+        let mut map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let b = Backoff::default();
+        let seq: Vec<u64> = (0..10).map(|_| b.next("a").as_secs()).collect();
+        assert_eq!(seq, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(b.next("b").as_secs(), 2, "keys are independent");
+        b.reset("a");
+        assert_eq!(b.next("a").as_secs(), 2);
+    }
+}

@@ -1,0 +1,256 @@
+//! The Organization controller: dereference (namespace ownership, existing secret material) →
+//! build (pure) → apply and prune → status. Children are watched metadata-only by label, so a
+//! deleted or edited child triggers a reconcile that restores it.
+
+pub mod build;
+pub mod certs;
+pub mod status;
+
+#[cfg(test)]
+mod build_tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+use verity_crds::conditions::{self, Verdict};
+use verity_crds::{Organization, OrganizationStatus};
+
+use crate::Context;
+use crate::error::Error;
+use crate::resources;
+
+/// The controller name in metrics and events.
+pub const CONTROLLER: &str = "organization";
+
+/// Reconciles one Organization; on failure records `Ready=False` with the error's category.
+pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&org, &ctx).await;
+    let category = result.as_ref().err().map(Error::category);
+    ctx.metrics
+        .reconciled(CONTROLLER, started.elapsed().as_secs_f64(), category);
+    match result {
+        Ok(action) => {
+            ctx.backoff.reset(&org.name_any());
+            Ok(action)
+        }
+        Err(e) => {
+            let verdict = Verdict::progressing(e.category(), format!("{e}; retrying with backoff"));
+            if let Err(status_err) = write_status(&org, &ctx, &verdict, None).await {
+                warn!(organization = %org.name_any(), error = %status_err, "could not record the failure in status");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Error> {
+    let name = org.name_any();
+    let ns = org.spec.namespace.as_str();
+    let client = &ctx.client;
+
+    // Dereference: the namespace must be ours (or not exist yet).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let existing_ns = namespaces
+        .get_opt(ns)
+        .await
+        .map_err(|e| Error::kube_on("get", "Namespace", ns, e))?;
+    if let Some(n) = &existing_ns {
+        let owner = n.labels().get(build::ORG_LABEL);
+        if owner.is_some_and(|o| o != &name) {
+            let v = Verdict::stalled(
+                status::reason::NAMESPACE_CONFLICT,
+                format!(
+                    "namespace {ns} belongs to Organization {}; choose another spec.namespace",
+                    owner.map(String::as_str).unwrap_or_default()
+                ),
+            );
+            write_status(org, ctx, &v, None).await?;
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+        if n.metadata.deletion_timestamp.is_some() {
+            let v = Verdict::progressing(
+                status::reason::NAMESPACE_TERMINATING,
+                format!("namespace {ns} is being deleted; it will be re-created when it is gone"),
+            );
+            write_status(org, ctx, &v, None).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    }
+
+    // Existing secret material (reused until due for renewal).
+    let mut existing = BTreeMap::new();
+    let mut db_secret_present = false;
+    if existing_ns.is_some() {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let listed = secrets
+            .list(&ListParams::default().labels(&build::selector(&name)))
+            .await
+            .map_err(|e| Error::kube_on("list", "Secret", ns, e))?;
+        for s in listed.items {
+            let data = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect();
+            let not_after = s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(certs::NOT_AFTER_ANNOTATION))
+                .cloned();
+            existing.insert(
+                s.metadata.name.unwrap_or_default(),
+                certs::ExistingSecret { data, not_after },
+            );
+        }
+        let db = &org.spec.database.secret_ref;
+        db_secret_present = secrets
+            .get_metadata_opt(&db.name)
+            .await
+            .map_err(|e| Error::kube_on("get", "Secret", &db.name, e))?
+            .is_some();
+    }
+    let policy = certs::Policy {
+        validity_days: i64::from(org.spec.redis.certificate_validity_days),
+        renew_before_days: i64::from(org.spec.redis.renew_before_days),
+    };
+    let (material, issued) = certs::material(
+        &name,
+        ns,
+        &existing,
+        policy,
+        time::OffsetDateTime::now_utc(),
+    )?;
+    if issued && !existing.is_empty() {
+        info!(organization = %name, "issued new Redis certificates; Redis, app and workers roll");
+        publish(
+            ctx,
+            org,
+            EventType::Normal,
+            "CertificatesIssued",
+            "issued new Redis server and client certificates",
+        )
+        .await;
+    }
+
+    let desired = build::build(org, &material);
+    let outcome =
+        resources::reconcile_set(client, &ctx.metrics, ns, &build::selector(&name), &desired)
+            .await?;
+    if !outcome.applied.is_empty() || !outcome.pruned.is_empty() {
+        info!(organization = %name, applied = ?outcome.applied, pruned = ?outcome.pruned, "reconciled children");
+    }
+    if !outcome.pruned.is_empty() {
+        publish(
+            ctx,
+            org,
+            EventType::Normal,
+            "Pruned",
+            &format!(
+                "deleted objects no longer desired: {}",
+                outcome.pruned.join(", ")
+            ),
+        )
+        .await;
+    }
+
+    let db = &org.spec.database.secret_ref;
+    let missing = (!db_secret_present).then_some((db.name.as_str(), db.key.as_str()));
+    let (verdict, ready_workers) = status::evaluate(&outcome.live, missing);
+    let extra = Extra {
+        ready_workers,
+        not_after: material.not_after.clone(),
+    };
+    write_status(org, ctx, &verdict, Some(extra)).await?;
+
+    Ok(if verdict.ready {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(if verdict.stalled { 30 } else { 15 }))
+    })
+}
+
+struct Extra {
+    ready_workers: i32,
+    not_after: String,
+}
+
+/// Writes status if (and only if) it differs from what is there, and publishes an Event when
+/// the `Ready` condition changes.
+async fn write_status(
+    org: &Organization,
+    ctx: &Context,
+    verdict: &Verdict,
+    extra: Option<Extra>,
+) -> Result<(), Error> {
+    let previous = org.status.clone().unwrap_or_default();
+    let mut next = previous.clone();
+    next.observed_generation = org.metadata.generation;
+    next.conditions = conditions::merge(
+        &previous.conditions,
+        verdict,
+        org.metadata.generation,
+        Timestamp::now(),
+    );
+    next.namespace = Some(org.spec.namespace.clone());
+    next.control_plane_url = Some(build::control_plane_url(&org.spec.namespace));
+    if let Some(x) = extra {
+        next.ready_workers = Some(x.ready_workers);
+        next.certificates_not_after = Some(x.not_after);
+    }
+    if next == previous {
+        return Ok(());
+    }
+    let name = org.name_any();
+    let api: Api<Organization> = Api::all(ctx.client.clone());
+    let body = json!({
+        "apiVersion": format!("{}/{}", verity_crds::GROUP, verity_crds::VERSION),
+        "kind": "Organization",
+        "status": OrganizationStatus { ..next.clone() },
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(build::MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| Error::kube_on("patch-status", "Organization", &name, e))?;
+    ctx.metrics.api_call("Organization", "patch-status");
+    let was = conditions::find(&previous.conditions, conditions::ConditionType::Ready);
+    let changed = was.is_none_or(|c| {
+        c.reason != verdict.reason || c.status != if verdict.ready { "True" } else { "False" }
+    });
+    if changed {
+        let type_ = if verdict.ready || !verdict.stalled {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        publish(ctx, org, type_, &verdict.reason, &verdict.message).await;
+    }
+    Ok(())
+}
+
+async fn publish(ctx: &Context, org: &Organization, type_: EventType, reason: &str, note: &str) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &org.object_ref(&())).await {
+        warn!(organization = %org.name_any(), error = %e, "could not publish event");
+    }
+}

@@ -1,0 +1,269 @@
+//! Wiring: configuration, telemetry, leader election, the three controllers and the HTTP
+//! endpoints, all stopped by one shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+use verity_crds::{LabelingProject, Organization, Workspace};
+
+use crate::error::Error;
+use crate::http::{self, Health};
+use crate::lease::{self, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::org::build::ORG_LABEL;
+use crate::{Backoff, Context, org, sync};
+
+/// Operator settings (parsed by `main` from flags and environment variables).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address of `/metrics`, `/livez`, `/readyz`.
+    pub http_addr: SocketAddr,
+    /// Whether to run only while holding the Lease.
+    pub leader_elect: bool,
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Identity in the Lease.
+    pub identity: String,
+    /// Overrides every Organization's control-plane URL (tests and development only).
+    pub control_plane_url: Option<String>,
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
+    /// Refresh interval of LabelingProject progress.
+    pub progress_interval: Duration,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn error_policy<K: Resource + ResourceExt>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let delay = ctx.backoff.next(&key);
+    warn!(object = %key, error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn org_of<K: Resource>(obj: K) -> Option<ObjectRef<Organization>> {
+    obj.meta()
+        .labels
+        .as_ref()?
+        .get(ORG_LABEL)
+        .map(|n| ObjectRef::new(n))
+}
+
+/// Runs until a shutdown signal (or, with leader election, until the lease is lost).
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Metrics::new()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(http::serve(cfg.http_addr, health, async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    }));
+
+    // Fail early with a hint when the CRDs are missing.
+    if let Err(e) = Api::<Organization>::all(client.clone())
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        anyhow::bail!(
+            "cannot list organizations.verity.dev ({e}); are the CRDs installed (kubectl apply --server-side -f config/crd/) and is the operator allowed to read them?"
+        );
+    }
+
+    let lost_lease: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if cfg
+        .leader_elect
+    {
+        let lc = LeaseConfig {
+            namespace: cfg.lease_namespace.clone(),
+            name: cfg.lease_name.clone(),
+            identity: cfg.identity.clone(),
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        };
+        info!(lease = %lc.name, namespace = %lc.namespace, "waiting for the lease");
+        ready.store(true, Ordering::Relaxed); // a standby is healthy
+        tokio::select! {
+            lost = lease::acquire(client.clone(), lc) => Box::pin(lost),
+            _ = shutdown_signal() => { let _ = stop_tx.send(true); server.await??; return Ok(()); }
+        }
+    } else {
+        Box::pin(std::future::pending())
+    };
+
+    let reporter = Reporter {
+        controller: "verity-operator".into(),
+        instance: Some(cfg.identity.clone()),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        backoff: Backoff::default(),
+        http: crate::admin::AdminClient::http(),
+        control_plane_url: cfg.control_plane_url.clone(),
+        progress_interval: cfg.progress_interval,
+    });
+
+    // Children are watched metadata-only and mapped back to their Organization by label: that
+    // works for every child, including those without an owner reference (Retain policy).
+    let managed = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={},{ORG_LABEL}",
+        org::build::MANAGER
+    ));
+    let ccfg = controller::Config::default()
+        .concurrency(cfg.concurrency)
+        .debounce(Duration::from_millis(500));
+    let mut stop_org = stop_rx.clone();
+    let orgs = Controller::new(
+        Api::<Organization>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .watches(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<Service>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<k8s_openapi::api::networking::v1::NetworkPolicy>>::all(
+            client.clone(),
+        ),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<k8s_openapi::api::policy::v1::PodDisruptionBudget>>::all(
+            client.clone(),
+        ),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<k8s_openapi::api::core::v1::ResourceQuota>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<k8s_openapi::api::core::v1::LimitRange>>::all(client.clone()),
+        managed.clone(),
+        org_of,
+    )
+    .watches(
+        Api::<PartialObjectMeta<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>>::all(
+            client.clone(),
+        ),
+        managed,
+        org_of,
+    )
+    .with_config(ccfg.clone())
+    .graceful_shutdown_on(async move {
+        let _ = stop_org.wait_for(|s| *s).await;
+    })
+    .run(org::reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    let mut stop_ws = stop_rx.clone();
+    let workspaces = Controller::new(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(ccfg.clone())
+    .graceful_shutdown_on(async move {
+        let _ = stop_ws.wait_for(|s| *s).await;
+    })
+    .run(sync::reconcile_workspace, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    let mut stop_lp = stop_rx.clone();
+    let projects = Controller::new(
+        Api::<LabelingProject>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(ccfg)
+    .graceful_shutdown_on(async move {
+        let _ = stop_lp.wait_for(|s| *s).await;
+    })
+    .run(sync::reconcile_project, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    ready.store(true, Ordering::Relaxed);
+    info!("controllers running");
+
+    let controllers = async { tokio::join!(orgs, workspaces, projects) };
+    tokio::pin!(controllers);
+    let lost = tokio::select! {
+        _ = &mut controllers => false,
+        _ = shutdown_signal() => false,
+        _ = lost_lease => true,
+    };
+    // One signal fans out to every controller and the HTTP server; reconciles in flight finish.
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
+    server.await??;
+    if lost {
+        anyhow::bail!("lost the leader lease; exiting so that a fresh replica takes over");
+    }
+    info!("stopped");
+    Ok(())
+}
