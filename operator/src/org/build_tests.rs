@@ -1,1 +1,283 @@
+//! Builder tests: a committed snapshot of every object for a fixed Organization (set
+//! `VERITY_UPDATE_SNAPSHOTS=1` to rewrite it after an intended change), plus the invariants
+//! that must hold for any spec.
 
+use serde_json::{Value, json};
+use verity_crds::Organization;
+
+use super::build::{self, Material};
+use crate::resources::{Desired, Kind};
+
+fn org(extra: Value) -> Organization {
+    let mut v = json!({
+        "apiVersion": "verity.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": "acme", "uid": "00000000-0000-0000-0000-000000000001", "generation": 1},
+        "spec": {
+            "namespace": "tenant-acme", "ownerEmail": "owner@acme.test",
+            "database": {"secretRef": {"name": "acme-db"}, "endpoint": {"cidr": "10.20.0.0/16", "ports": [5432]}},
+        },
+    });
+    if let (Some(spec), Some(extra)) = (v["spec"].as_object_mut(), extra.as_object()) {
+        for (k, x) in extra {
+            spec.insert(k.clone(), x.clone());
+        }
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn material() -> Material {
+    Material {
+        session_key: "session".into(),
+        admin_token: "token".into(),
+        ca_cert: "CA-CERT".into(),
+        ca_key: "CA-KEY".into(),
+        ca_not_after: "2036-01-01T00:00:00Z".into(),
+        server_cert: "SERVER-CERT".into(),
+        server_key: "SERVER-KEY".into(),
+        client_cert: "CLIENT-CERT".into(),
+        client_key: "CLIENT-KEY".into(),
+        not_after: "2026-04-01T00:00:00Z".into(),
+    }
+}
+
+fn find<'a>(objs: &'a [Desired], kind: Kind, name: &str) -> &'a Value {
+    &objs
+        .iter()
+        .find(|d| d.kind == kind && d.name() == name)
+        .unwrap_or_else(|| panic!("no {kind:?}/{name}"))
+        .body
+}
+
+#[test]
+fn snapshot_of_the_default_stack() {
+    let objs = build::build(&org(json!({})), &material());
+    let yaml: String = objs
+        .iter()
+        .map(|d| format!("---\n{}", serde_yaml::to_string(&d.body).unwrap()))
+        .collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots/organization-default.yaml");
+    if std::env::var("VERITY_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &yaml).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == yaml,
+        "builder output differs from {}; review and run with VERITY_UPDATE_SNAPSHOTS=1",
+        path.display()
+    );
+}
+
+#[test]
+fn every_object_is_labelled_and_owned() {
+    let objs = build::build(&org(json!({"deletionPolicy": "Delete"})), &material());
+    assert!(objs.len() > 25, "{}", objs.len());
+    for d in &objs {
+        let m = &d.body["metadata"];
+        assert_eq!(
+            m["labels"]["app.kubernetes.io/managed-by"],
+            "verity-operator",
+            "{}",
+            d.name()
+        );
+        assert_eq!(
+            m["labels"]["verity.dev/organization"],
+            "acme",
+            "{}",
+            d.name()
+        );
+        assert_eq!(
+            m["ownerReferences"][0]["uid"],
+            "00000000-0000-0000-0000-000000000001",
+            "{}",
+            d.name()
+        );
+        assert_eq!(m["ownerReferences"][0]["controller"], true);
+        if d.kind != Kind::Namespace {
+            assert_eq!(m["namespace"], "tenant-acme", "{}", d.name());
+        }
+    }
+}
+
+#[test]
+fn retain_keeps_namespace_and_secrets_free_of_owner_references() {
+    let objs = build::build(&org(json!({})), &material());
+    let ns = find(&objs, Kind::Namespace, "tenant-acme");
+    assert!(ns["metadata"].get("ownerReferences").is_none());
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    for s in objs.iter().filter(|d| d.kind == Kind::Secret) {
+        assert!(
+            s.body["metadata"].get("ownerReferences").is_none(),
+            "{}",
+            s.name()
+        );
+    }
+    assert!(
+        find(&objs, Kind::Deployment, "app")["metadata"]["ownerReferences"].is_array(),
+        "workloads are still collected"
+    );
+}
+
+#[test]
+fn worker_pools_follow_the_reference_defaults_and_the_spec() {
+    let objs = build::build(
+        &org(json!({"workers": {"low": {"replicas": 7}}})),
+        &material(),
+    );
+    for (q, n) in [("critical", 1), ("high", 1), ("default", 4), ("low", 7)] {
+        let d = find(&objs, Kind::Deployment, &format!("worker-{q}"));
+        assert_eq!(d["spec"]["replicas"], n, "{q}");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["args"],
+            json!(["work", "--queues", q])
+        );
+        assert_eq!(d["spec"]["selector"]["matchLabels"]["verity.dev/queue"], q);
+    }
+}
+
+#[test]
+fn pods_are_hardened_and_do_not_mount_api_tokens() {
+    let objs = build::build(&org(json!({})), &material());
+    let mut pods = 0;
+    for d in objs
+        .iter()
+        .filter(|d| matches!(d.kind, Kind::Deployment | Kind::StatefulSet))
+    {
+        let pod = &d.body["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], false, "{}", d.name());
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{}", d.name());
+        let containers = pod["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(pod["initContainers"].as_array().into_iter().flatten());
+        for c in containers {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", d.name());
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{}", d.name());
+            assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{}", d.name());
+            assert!(c["resources"]["limits"].is_object(), "{}", d.name());
+        }
+        pods += 1;
+    }
+    assert_eq!(pods, 7, "app, four worker pools, storage proxy, redis");
+    let app = find(&objs, Kind::Deployment, "app");
+    let c = &app["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(
+        app["spec"]["template"]["spec"]["initContainers"][0]["args"],
+        json!(["migrate"])
+    );
+}
+
+#[test]
+fn hpa_takes_over_app_replicas() {
+    let without = build::build(&org(json!({})), &material());
+    assert!(
+        !without
+            .iter()
+            .any(|d| d.kind == Kind::HorizontalPodAutoscaler)
+    );
+    assert_eq!(
+        find(&without, Kind::Deployment, "app")["spec"]["replicas"],
+        2
+    );
+    let with = build::build(
+        &org(json!({"app": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}})),
+        &material(),
+    );
+    let hpa = find(&with, Kind::HorizontalPodAutoscaler, "app");
+    assert_eq!(hpa["spec"]["maxReplicas"], 6);
+    assert!(
+        find(&with, Kind::Deployment, "app")["spec"]
+            .get("replicas")
+            .is_none()
+    );
+}
+
+#[test]
+fn network_policies_deny_by_default_and_allow_what_is_configured() {
+    let objs = build::build(&org(json!({})), &material());
+    let names: Vec<&str> = objs
+        .iter()
+        .filter(|d| d.kind == Kind::NetworkPolicy)
+        .map(Desired::name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "default-deny",
+            "allow-same-namespace",
+            "allow-dns",
+            "allow-database"
+        ]
+    );
+    let db = find(&objs, Kind::NetworkPolicy, "allow-database");
+    assert_eq!(
+        db["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+        "10.20.0.0/16"
+    );
+
+    let objs = build::build(
+        &org(
+            json!({"network": {"ingressFromNamespaces": ["ingress"], "storageEndpoints": [{"cidr": "192.0.2.0/24", "ports": [443]}]}}),
+        ),
+        &material(),
+    );
+    let ing = find(&objs, Kind::NetworkPolicy, "allow-ingress");
+    assert_eq!(
+        ing["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ingress"
+    );
+    let st = find(&objs, Kind::NetworkPolicy, "allow-storage");
+    assert_eq!(st["spec"]["egress"][0]["ports"][0]["port"], 443);
+}
+
+#[test]
+fn redis_is_tls_only_and_rolls_on_new_certificates() {
+    let conf = build::redis_conf();
+    assert!(conf.contains("port 0\n") && conf.contains("tls-auth-clients yes"));
+    let a = build::build(&org(json!({})), &material());
+    let mut m = material();
+    m.server_cert = "RENEWED".into();
+    m.client_cert = "RENEWED-CLIENT".into();
+    let b = build::build(&org(json!({})), &m);
+    let ann = |objs: &[Desired], kind, name, key: &str| {
+        find(objs, kind, name)["spec"]["template"]["metadata"]["annotations"][key].clone()
+    };
+    assert_ne!(
+        ann(
+            &a,
+            Kind::StatefulSet,
+            "redis",
+            "verity.dev/redis-server-cert"
+        ),
+        ann(
+            &b,
+            Kind::StatefulSet,
+            "redis",
+            "verity.dev/redis-server-cert"
+        )
+    );
+    assert_ne!(
+        ann(
+            &a,
+            Kind::Deployment,
+            "worker-default",
+            "verity.dev/redis-client-cert"
+        ),
+        ann(
+            &b,
+            Kind::Deployment,
+            "worker-default",
+            "verity.dev/redis-client-cert"
+        )
+    );
+    // Same inputs, same objects: the precondition of "no change, no write".
+    assert_eq!(a, build::build(&org(json!({})), &material()));
+}
