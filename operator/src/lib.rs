@@ -38,6 +38,42 @@ pub struct Context {
     pub control_plane_url: Option<String>,
     /// How often LabelingProject progress is refreshed from the control plane.
     pub progress_interval: Duration,
+    /// Last known Ready state of every reconciled resource, for the objects gauge.
+    pub readiness: Readiness,
+}
+
+/// Last known Ready state per resource (`kind`, `namespace/name`), exported as a gauge.
+#[derive(Default)]
+pub struct Readiness {
+    states: Mutex<HashMap<(&'static str, String), bool>>,
+}
+
+impl Readiness {
+    /// Records the Ready state of one resource (`None`: it is gone) and updates the gauge.
+    pub fn set(
+        &self,
+        metrics: &metrics::Metrics,
+        kind: &'static str,
+        key: &str,
+        ready: Option<bool>,
+    ) {
+        let mut map = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match ready {
+            Some(r) => map.insert((kind, key.to_owned()), r),
+            None => map.remove(&(kind, key.to_owned())),
+        };
+        let (t, f) = map
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .fold(
+                (0, 0),
+                |(t, f), (_, r)| if *r { (t + 1, f) } else { (t, f + 1) },
+            );
+        metrics.set_objects(kind, t, f);
+    }
 }
 
 /// Exponential per-object backoff for failed reconciles: 2 s doubling to 5 min, reset on success.

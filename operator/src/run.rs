@@ -137,6 +137,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         http: crate::admin::AdminClient::http(),
         control_plane_url: cfg.control_plane_url.clone(),
         progress_interval: cfg.progress_interval,
+        readiness: crate::Readiness::default(),
     });
 
     // Children are watched metadata-only and mapped back to their Organization by label: that

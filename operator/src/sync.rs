@@ -325,6 +325,10 @@ async fn workspace_status(
     synced: Option<String>,
 ) -> Result<(), Error> {
     let prev = ws.status.clone().unwrap_or_default();
+    let key = format!("{}/{}", ws.namespace().unwrap_or_default(), ws.name_any());
+    let gone = ws.metadata.deletion_timestamp.is_some();
+    ctx.readiness
+        .set(&ctx.metrics, "Workspace", &key, (!gone).then_some(v.ready));
     let next = WorkspaceStatus {
         observed_generation: ws.metadata.generation,
         conditions: conditions::merge(
@@ -520,6 +524,14 @@ async fn project_status(
     view: Option<crate::admin::ProjectView>,
 ) -> Result<(), Error> {
     let prev = lp.status.clone().unwrap_or_default();
+    let key = format!("{}/{}", lp.namespace().unwrap_or_default(), lp.name_any());
+    let gone = lp.metadata.deletion_timestamp.is_some();
+    ctx.readiness.set(
+        &ctx.metrics,
+        "LabelingProject",
+        &key,
+        (!gone).then_some(v.ready),
+    );
     let mut next = LabelingProjectStatus {
         observed_generation: lp.metadata.generation,
         conditions: conditions::merge(

@@ -203,6 +203,12 @@ async fn write_status(
         org.metadata.generation,
         Timestamp::now(),
     );
+    ctx.readiness.set(
+        &ctx.metrics,
+        "Organization",
+        &org.name_any(),
+        Some(verdict.ready),
+    );
     next.namespace = Some(org.spec.namespace.clone());
     next.control_plane_url = Some(build::control_plane_url(&org.spec.namespace));
     if let Some(x) = extra {
