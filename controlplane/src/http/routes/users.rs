@@ -17,7 +17,7 @@ use crate::{
     http::{AppState, extract::JsonObject, no_content},
     storage::{
         now_micros,
-        users::{self, NewUser, OrganizationRow, PatView, UserChanges, UserView},
+        users::{self, NewUser, PatView, UserChanges, UserView},
     },
 };
 
@@ -335,30 +335,6 @@ pub async fn delete_user(
     Ok(no_content())
 }
 
-/// The caller's organizations.
-#[utoipa::path(get, path = "/api/organizations", tag = "organizations", responses((status = 200, body = Vec<OrganizationRow>)))]
-pub async fn list_organizations(
-    State(state): State<AppState>,
-    actor: Actor,
-) -> ApiResult<Json<Vec<OrganizationRow>>> {
-    Ok(Json(users::list_organizations(&state.db, &actor).await?))
-}
-
-/// One of the caller's organizations.
-#[utoipa::path(get, path = "/api/organizations/{id}", tag = "organizations", params(("id" = i64, Path)), responses((status = 200, body = OrganizationRow)))]
-pub async fn get_organization(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<OrganizationRow>> {
-    users::list_organizations(&state.db, &actor)
-        .await?
-        .into_iter()
-        .find(|o| o.id == id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("organization"))
-}
-
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -372,6 +348,4 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_token))
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, update_user, delete_user))
-        .routes(routes!(list_organizations))
-        .routes(routes!(get_organization))
 }
