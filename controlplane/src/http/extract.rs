@@ -181,7 +181,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Actor, String)
             ApiError::unauthenticated(format!("{e}{hint}"))
         })?;
         (
-            users::actor_for_user(&state.db, claims.user_id).await?,
+            users::actor_for_access(&state.db, &claims).await?,
             format!("access:{}", claims.user_id),
         )
     } else {

@@ -651,6 +651,19 @@ pub async fn purge(db: &Db, now: i64) -> ApiResult<u64> {
     Ok(removed)
 }
 
+/// The entries a request wrote (by request id), across organizations: for operators tracing a
+/// request id from a log line, and for the test suite's check that every change is audited.
+pub async fn entries_for_request(db: &Db, request_id: &str) -> ApiResult<Vec<EntryRow>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {ENTRY_COLUMNS} from audit_log where request_id = $1 order by id"
+        ))
+        .bind(request_id)
+        .fetch_all(conn)
+        .await?
+    }))
+}
+
 /// Fails with a clear message when a filter value is malformed.
 pub fn bad_filter(field: &str, message: &str) -> ApiError {
     ApiError::field(ErrorCode::ValidationError, field, message.to_string())

@@ -450,6 +450,29 @@ pub async fn actor_for_legacy_token(db: &Db, token: &str) -> ApiResult<Option<Ac
     Ok(row.and_then(actor_from))
 }
 
+/// The actor behind a verified access token: its user must be active and, when it was
+/// exchanged for a personal access token, that token must be neither revoked nor expired.
+pub async fn actor_for_access(db: &Db, claims: &auth::Claims) -> ApiResult<Option<Actor>> {
+    let Some(pat) = &claims.pat else {
+        return actor_for_user(db, claims.user_id).await;
+    };
+    let row: Option<ActorRow> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select u.id as user_id, m.organization_id as org_id, m.role, u.email \
+             from app_user u join org_member m on m.user_id = u.id and m.organization_id = u.active_organization_id \
+             join api_token t on t.user_id = u.id and t.jti = $2 and t.kind = 'pat' and t.revoked_at is null \
+             and (t.expires_at is null or t.expires_at > $3) \
+             where u.id = $1 and u.is_active and m.deactivated_at is null",
+        )
+        .bind(claims.user_id)
+        .bind(pat)
+        .bind(now_micros())
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(row.and_then(actor_from))
+}
+
 /// The actor for a user id taken from a verified access token.
 pub async fn actor_for_user(db: &Db, user_id: i64) -> ApiResult<Option<Actor>> {
     let row: Option<ActorRow> = with_read!(db, conn, {
@@ -494,6 +517,7 @@ pub struct PatView {
 pub async fn create_pat(db: &Db, actor: &Actor, key: &[u8], ttl_secs: i64) -> ApiResult<String> {
     let now = now_micros();
     let claims = auth::Claims {
+        pat: None,
         token_type: "refresh".into(),
         iat: now / 1_000_000,
         exp: now / 1_000_000 + ttl_secs,

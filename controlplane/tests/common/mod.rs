@@ -13,7 +13,7 @@ use verity_controlplane::{
     authz::{Actor, Role},
     config::Config,
     http::{AppState, Service, app, metrics::Metrics},
-    storage::{Db, PoolOptions, users},
+    storage::{Db, PoolOptions, audit, users},
 };
 
 /// Which database a test runs on.
@@ -198,6 +198,31 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
+        let mutating = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+        let path = request.uri().path().to_string();
+        let reply = self.send_unchecked(request).await;
+        if mutating && reply.status.is_success() && !AUDIT_EXEMPT.iter().any(|p| path_matches(p, &path)) {
+            // Every change made through the API leaves an audit entry written by the request.
+            let id = reply
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .expect("request id")
+                .to_string();
+            let entries = audit::entries_for_request(&self.db, &id)
+                .await
+                .expect("audit query");
+            assert!(
+                !entries.is_empty(),
+                "{path} answered {} but wrote no audit entry",
+                reply.status
+            );
+        }
+        reply
+    }
+
+    /// Sends a request without the audit check (for tests that look at the audit log itself).
+    pub async fn send_unchecked(&self, request: Request<Body>) -> Reply {
         let response = self
             .service
             .clone()
@@ -327,6 +352,15 @@ pub const TEXT_CONFIG: &str = r#"<View><Text name="text" value="$text"/><Choices
 
 pub fn choice(label: &str) -> Value {
     json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}])
+}
+
+/// Mutating endpoints that change nothing (validation only), exempt from the audit check.
+const AUDIT_EXEMPT: &[&str] = &["/api/projects/validate", "/api/projects/*/validate"];
+
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let (a, b): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x == "*" || x == y)
 }
 
 /// Runs an async test body on SQLite and on PostgreSQL.

@@ -14,8 +14,13 @@ use crate::{
     auth,
     authz::{Actor, Role},
     error::{ApiError, ApiResult, ErrorCode},
-    http::{AppState, extract::JsonObject, no_content},
+    http::{
+        AppState,
+        extract::{JsonObject, request_meta},
+        no_content,
+    },
     storage::{
+        audit,
         now_micros,
         users::{self, NewUser, PatView, UserChanges, UserView},
     },
@@ -168,15 +173,14 @@ pub struct AccessView {
 #[utoipa::path(post, path = "/api/token/refresh", tag = "tokens", security(()), request_body = Object, responses((status = 200, body = AccessView), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn refresh_token(
     State(state): State<AppState>,
+    parts: axum::http::request::Parts,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<AccessView>> {
     let claims = verify_refresh(&state, &refresh_field(&body)?).await?;
-    if users::actor_for_user(&state.db, claims.user_id)
-        .await?
-        .is_none()
-    {
+    let Some(mut actor) = users::actor_for_user(&state.db, claims.user_id).await? else {
         return Err(ApiError::unauthenticated("the user is deactivated"));
-    }
+    };
+    actor.meta = request_meta(&parts, state.config.trust_forwarded_for);
     let now = now_micros() / 1_000_000;
     let access = auth::Claims {
         token_type: "access".into(),
@@ -184,7 +188,20 @@ pub async fn refresh_token(
         exp: now + auth::ACCESS_TOKEN_TTL_SECS,
         jti: uuid::Uuid::new_v4().simple().to_string(),
         user_id: claims.user_id,
+        pat: Some(claims.jti.clone()),
     };
+    // Exchanging a personal access token is a sign-in.
+    audit::record(
+        &state.db,
+        audit::Prepared::new(
+            &actor,
+            "auth.refresh",
+            "token",
+            &claims.jti,
+            serde_json::json!({"access_expires_in": auth::ACCESS_TOKEN_TTL_SECS}),
+        ),
+    )
+    .await?;
     Ok(Json(AccessView {
         access: auth::sign_jwt(&state.jwt_key, &access),
     }))
