@@ -1,6 +1,8 @@
 //! Integration tests of the HTTP API on SQLite and PostgreSQL (one binary for the crate).
 
 mod common;
+#[path = "suites/matrix.rs"]
+mod matrix;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -903,5 +905,51 @@ async fn postgres_connections_can_require_tls() {
         .await
         .is_err(),
         "a certificate from another CA must be refused"
+    );
+}
+
+async fn matrix_app(backend: Backend) -> TestApp {
+    TestApp::with_config(backend, |c| {
+        c.instance_admin_token = "matrix-instance-admin-token-0123456789".into();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn authorization_matrix_sqlite() {
+    matrix::run(&matrix_app(Backend::Sqlite).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn authorization_matrix_postgres() {
+    matrix::run(&matrix_app(Backend::Postgres).await).await;
+}
+
+/// Every route the server serves has an entry in the permission table, and every entry names
+/// a route that exists: a new endpoint without a declared permission fails here.
+#[test]
+fn every_route_declares_its_permission() {
+    let doc: Value =
+        serde_json::from_str(&verity_controlplane::http::routes::openapi_json()).expect("json");
+    let mut served = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for method in ops.as_object().expect("ops").keys() {
+            served.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let declared: std::collections::BTreeSet<(String, String)> =
+        verity_controlplane::authz::ENDPOINTS
+            .iter()
+            .map(|e| (e.method.to_string(), e.path.to_string()))
+            .collect();
+    let undeclared: Vec<_> = served.difference(&declared).collect();
+    let stale: Vec<_> = declared.difference(&served).collect();
+    assert!(
+        undeclared.is_empty(),
+        "routes without an entry in authz::ENDPOINTS: {undeclared:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "authz::ENDPOINTS entries without a route: {stale:?}"
     );
 }

@@ -612,8 +612,9 @@ pub async fn list_invitations(db: &Db, actor: &Actor) -> ApiResult<Vec<Invitatio
 
 /// Revokes a pending invitation.
 pub async fn revoke_invitation(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
-    actor.require(Permission::InviteManage)?;
+    // Another organization's invitation is not found, whatever the caller's role.
     let current = invitation(db, actor, id).await?;
+    actor.require(Permission::InviteManage)?;
     if current.status != "pending" {
         return Err(ApiError::new(
             ErrorCode::InvalidInvitation,

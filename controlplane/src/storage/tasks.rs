@@ -1220,7 +1220,22 @@ pub async fn delete_many(
     let dialect = db.dialect();
     let condition = match ids {
         None => String::new(),
-        Some([]) => return Ok(0),
+        Some([]) => {
+            // Nothing selected: nothing changes, but the request is still on the record.
+            return with_tx!(db, tx, {
+                audit!(
+                    tx,
+                    Prepared::new(
+                        actor,
+                        "task.delete",
+                        "project",
+                        project_id,
+                        serde_json::json!({"deleted": 0, "ids": []}),
+                    )
+                );
+                Ok::<_, ApiError>(0)
+            });
+        }
         Some(ids) => format!(
             " and id in ({})",
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")

@@ -749,11 +749,11 @@ pub async fn update_user(
     user_id: i64,
     changes: &UserChanges,
 ) -> ApiResult<UserView> {
+    // Existence and tenancy first: another organization's user is a 404.
+    get_user(db, actor, user_id).await?;
     if user_id != actor.user_id || changes.is_active.is_some() {
         actor.require(Permission::OrgManage)?;
     }
-    // Existence and tenancy first: another organization's user is a 404.
-    get_user(db, actor, user_id).await?;
     if let Some(active) = changes.is_active {
         super::orgs::set_member(db, actor, user_id, None, Some(active)).await?;
     }

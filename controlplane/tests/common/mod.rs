@@ -201,7 +201,10 @@ impl TestApp {
         let mutating = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
         let path = request.uri().path().to_string();
         let reply = self.send_unchecked(request).await;
-        if mutating && reply.status.is_success() && !AUDIT_EXEMPT.iter().any(|p| path_matches(p, &path)) {
+        if mutating
+            && reply.status.is_success()
+            && !AUDIT_EXEMPT.iter().any(|p| path_matches(p, &path))
+        {
             // Every change made through the API leaves an audit entry written by the request.
             let id = reply
                 .headers

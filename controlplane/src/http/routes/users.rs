@@ -20,8 +20,7 @@ use crate::{
         no_content,
     },
     storage::{
-        audit,
-        now_micros,
+        audit, now_micros,
         users::{self, NewUser, PatView, UserChanges, UserView},
     },
 };
@@ -333,6 +332,7 @@ pub async fn delete_user(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
+    users::get_user(&state.db, &actor, id).await?;
     if id == actor.user_id {
         return Err(ApiError::bad_request(
             ErrorCode::ValidationError,
