@@ -467,7 +467,7 @@ fn classify(status: StatusCode, body: &Value) -> Outcome {
 }
 
 /// Runs the whole matrix; returns every mismatch.
-pub async fn run(app: &TestApp) {
+pub(crate) async fn run(app: &TestApp) {
     let mut mismatches = Vec::new();
     let mut n = 0usize;
     let mut shared: Option<Fixture> = None;
