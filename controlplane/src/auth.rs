@@ -59,6 +59,10 @@ pub struct Claims {
     pub jti: String,
     /// The user the token belongs to.
     pub user_id: i64,
+    /// For access tokens: the `jti` of the personal access token they were exchanged for, so
+    /// revoking that token ends its access tokens at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pat: Option<String>,
 }
 
 /// Why a JWT was not accepted.
@@ -180,6 +184,7 @@ mod tests {
 
     fn claims(token_type: &str, exp: i64) -> Claims {
         Claims {
+            pat: None,
             token_type: token_type.into(),
             exp,
             iat: 0,

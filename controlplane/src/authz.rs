@@ -1,29 +1,41 @@
 //! Who may do what. Every repository function that reads or changes tenant data takes an
-//! [`Actor`] and calls [`Actor::require`] (and scopes its SQL to `actor.org_id`) before it
-//! touches a connection, so a handler cannot forget the check.
+//! [`Actor`] and checks a [`Permission`] against the target resource before it touches a
+//! connection (the project, workspace or organization the call is about), so a handler cannot
+//! forget the check; handlers have no other way to the database (a test in `tests/` keeps
+//! `sqlx` out of `src/http`).
 //!
-//! The role → permission table below is the single source of truth; the API documentation of
-//! roles is generated from it. Objects of another organization are reported as not found, so
-//! their existence is never revealed; a missing permission inside one's own organization is a
-//! 403 that names the permission.
+//! Three scopes:
+//! - **organization** permissions are checked against the caller's organization role;
+//! - **workspace** permissions against the caller's role in the workspace: Owners and Admins
+//!   manage every workspace, a Manager manages the workspaces they are a member of;
+//! - **project** permissions against the caller's role in the project ([`project_role`]):
+//!   Owners and Admins act in every project, a Manager in projects of workspaces they belong to
+//!   (or created), Reviewers and Annotators only where they are members of the project or its
+//!   workspace. A project membership may carry its own role (annotator or reviewer), which
+//!   applies independently of the organization role.
+//!
+//! The [`ENDPOINTS`] table declares every route's permission; the API documentation is
+//! generated from it and the authorization matrix test walks it. Objects of another
+//! organization are reported as not found, so their existence is never revealed; a missing
+//! permission inside one's own organization is a 403 that names the permission.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
 
 /// An organization role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Annotates tasks of the projects they can see.
     Annotator,
     /// Annotates and reviews.
     Reviewer,
-    /// Creates and manages projects.
+    /// Creates projects and manages the workspaces they belong to.
     Manager,
     /// Organization-wide user management and settings.
     Admin,
-    /// Everything.
+    /// Everything, including billing-level settings (audit retention).
     Owner,
 }
 
@@ -61,7 +73,7 @@ impl Role {
 
     /// Parses a stored or user-supplied role name (case-insensitive; accepts LS codes).
     pub fn parse(s: &str) -> Option<Role> {
-        match s.to_ascii_lowercase().as_str() {
+        match s.trim().to_ascii_lowercase().as_str() {
             "annotator" | "an" => Some(Role::Annotator),
             "reviewer" | "re" => Some(Role::Reviewer),
             "manager" | "ma" => Some(Role::Manager),
@@ -70,136 +82,552 @@ impl Role {
             _ => None,
         }
     }
+
+    /// Whether this role may be held as a project-level role.
+    pub fn is_project_role(self) -> bool {
+        matches!(self, Role::Annotator | Role::Reviewer)
+    }
 }
 
-/// An action that needs a permission.
+/// What a permission is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    /// See projects, tasks, predictions and annotations.
-    ProjectView,
-    /// Create projects.
-    ProjectCreate,
-    /// Change project settings and the labeling configuration.
-    ProjectChange,
-    /// Delete projects.
-    ProjectDelete,
-    /// Import, change and delete tasks.
-    TaskManage,
-    /// Create annotations and change or delete one's own.
-    AnnotationCreate,
-    /// Change or delete other people's annotations.
-    AnnotationManage,
-    /// Create, change and delete predictions.
-    PredictionManage,
-    /// Export project data.
-    ExportRun,
-    /// See the members of the organization.
-    UserView,
-    /// Create users and change other users.
-    UserManage,
+pub enum Scope {
+    /// The caller's organization role.
+    Organization,
+    /// The caller's role in one workspace.
+    Workspace,
+    /// The caller's role in one project.
+    Project,
 }
 
-impl Permission {
-    /// Every permission, for docs and tests.
-    pub const ALL: [Permission; 11] = [
-        Permission::ProjectView,
-        Permission::ProjectCreate,
-        Permission::ProjectChange,
-        Permission::ProjectDelete,
-        Permission::TaskManage,
-        Permission::AnnotationCreate,
-        Permission::AnnotationManage,
-        Permission::PredictionManage,
-        Permission::ExportRun,
-        Permission::UserView,
-        Permission::UserManage,
-    ];
-
-    /// Stable name used in 403 messages and docs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Permission::ProjectView => "project.view",
-            Permission::ProjectCreate => "project.create",
-            Permission::ProjectChange => "project.change",
-            Permission::ProjectDelete => "project.delete",
-            Permission::TaskManage => "task.manage",
-            Permission::AnnotationCreate => "annotation.create",
-            Permission::AnnotationManage => "annotation.manage",
-            Permission::PredictionManage => "prediction.manage",
-            Permission::ExportRun => "export.run",
-            Permission::UserView => "user.view",
-            Permission::UserManage => "user.manage",
+macro_rules! permissions {
+    ($($variant:ident => $name:literal, $scope:ident, $role:ident, $doc:literal;)*) => {
+        /// An action that needs a permission.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Permission {
+            $(#[doc = $doc] $variant,)*
         }
-    }
 
-    /// The least privileged organization role that holds this permission. Roles are ordered,
-    /// so a role holds every permission of the roles below it.
-    pub fn minimum_role(self) -> Role {
-        match self {
-            Permission::ProjectView | Permission::AnnotationCreate | Permission::UserView => {
-                Role::Annotator
+        impl Permission {
+            /// Every permission, for docs and tests.
+            pub const ALL: &'static [Permission] = &[$(Permission::$variant,)*];
+
+            /// Stable name used in 403 messages and docs.
+            pub fn name(self) -> &'static str {
+                match self { $(Permission::$variant => $name,)* }
             }
-            Permission::AnnotationManage => Role::Reviewer,
-            Permission::ProjectCreate
-            | Permission::ProjectChange
-            | Permission::ProjectDelete
-            | Permission::TaskManage
-            | Permission::PredictionManage
-            | Permission::ExportRun => Role::Manager,
-            Permission::UserManage => Role::Admin,
+
+            /// What the permission is checked against.
+            pub fn scope(self) -> Scope {
+                match self { $(Permission::$variant => Scope::$scope,)* }
+            }
+
+            /// The least privileged role (in the permission's scope) that holds it. Roles are
+            /// ordered, so a role holds every permission of the roles below it.
+            pub fn minimum_role(self) -> Role {
+                match self { $(Permission::$variant => Role::$role,)* }
+            }
+
+            /// One line for the docs.
+            pub fn description(self) -> &'static str {
+                match self { $(Permission::$variant => $doc,)* }
+            }
+        }
+    };
+}
+
+permissions! {
+    OrgView => "organization.view", Organization, Annotator, "See the organization and its members.";
+    OrgManage => "organization.manage", Organization, Admin, "Change organization settings, roles and memberships; deactivate and reactivate members.";
+    OrgBilling => "organization.billing", Organization, Owner, "Billing-level settings: audit-log retention.";
+    InviteManage => "invitation.manage", Organization, Admin, "Create, list and revoke invitation links.";
+    AuditView => "audit.view", Organization, Admin, "Query and export the audit log.";
+    WorkspaceCreate => "workspace.create", Organization, Manager, "Create workspaces.";
+    ProjectCreate => "project.create", Organization, Manager, "Create projects.";
+    WorkspaceView => "workspace.view", Workspace, Annotator, "See a workspace and its members.";
+    WorkspaceManage => "workspace.manage", Workspace, Manager, "Change a workspace, its members and its projects.";
+    ProjectView => "project.view", Project, Annotator, "See a project, its tasks, predictions and annotations.";
+    ProjectChange => "project.change", Project, Manager, "Change project settings and the labeling configuration.";
+    ProjectDelete => "project.delete", Project, Manager, "Delete a project.";
+    MemberManage => "project.members", Project, Manager, "Add and remove project members, set project roles, pause annotators.";
+    TaskManage => "task.manage", Project, Manager, "Import, change and delete tasks.";
+    AnnotationCreate => "annotation.create", Project, Annotator, "Take tasks from the label stream, create annotations and change or delete one's own.";
+    AnnotationManage => "annotation.manage", Project, Reviewer, "Change or delete other people's annotations.";
+    PredictionManage => "prediction.manage", Project, Manager, "Create, change and delete predictions.";
+    ExportRun => "export.run", Project, Manager, "Export project data.";
+}
+
+/// How a caller reaches a project: the facts [`project_role`] decides on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectMembership {
+    /// The caller created the project.
+    pub creator: bool,
+    /// The caller is a member of the project's workspace.
+    pub workspace_member: bool,
+    /// The caller is a member of the project.
+    pub project_member: bool,
+    /// The project role of that membership, when one was set.
+    pub project_role: Option<Role>,
+}
+
+/// The caller's role in a project, or `None` when the project is out of their reach.
+pub fn project_role(org_role: Role, m: ProjectMembership) -> Option<Role> {
+    let from_membership = || {
+        if m.project_member {
+            Some(m.project_role.unwrap_or(org_role.min(Role::Reviewer)))
+        } else {
+            None
+        }
+    };
+    match org_role {
+        Role::Owner | Role::Admin => Some(org_role),
+        Role::Manager if m.workspace_member || m.creator => Some(Role::Manager),
+        Role::Manager => from_membership(),
+        Role::Annotator | Role::Reviewer => {
+            from_membership().or(m.workspace_member.then_some(org_role))
         }
     }
+}
+
+/// The caller's role in a workspace, or `None` when it is out of their reach.
+pub fn workspace_role(org_role: Role, member: bool) -> Option<Role> {
+    match org_role {
+        Role::Owner | Role::Admin => Some(org_role),
+        _ if member => Some(org_role),
+        _ => None,
+    }
+}
+
+/// Checks a change of someone's organization role: `current` is their role now (`None` for a
+/// new member), `new` the role asked for (`None` to deactivate them), `owners_after` the number
+/// of active owners the organization would have afterwards. Refuses, with the reason, what
+/// would escalate privilege: granting or touching Owner without being one, granting a role
+/// above one's own, and leaving the organization without an active owner.
+pub fn check_grant(
+    actor_role: Role,
+    current: Option<Role>,
+    new: Option<Role>,
+    owners_after: i64,
+) -> Result<(), String> {
+    if actor_role < Role::Admin {
+        return Err(format!(
+            "your role ({}) cannot change organization roles; the permission {} is needed",
+            actor_role.as_str(),
+            Permission::OrgManage.name()
+        ));
+    }
+    if current == Some(Role::Owner) && actor_role != Role::Owner {
+        return Err("only an owner can change or deactivate another owner".into());
+    }
+    if let Some(new) = new {
+        if new == Role::Owner && actor_role != Role::Owner {
+            return Err("only an owner can grant the owner role".into());
+        }
+        if new > actor_role {
+            return Err(format!(
+                "you cannot grant the role {} because it is above your own ({})",
+                new.as_str(),
+                actor_role.as_str()
+            ));
+        }
+    }
+    if owners_after < 1 {
+        return Err(
+            "this would leave the organization without an active owner; make someone else owner first"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Where a request came from, recorded in the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// The request id (`x-request-id`).
+    pub request_id: String,
+    /// The client address.
+    pub client_ip: String,
+    /// The `User-Agent` header.
+    pub user_agent: String,
 }
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Actor {
-    /// User id.
+    /// User id (0 for the instance itself: CLI and admin API).
     pub user_id: i64,
     /// The organization the request acts in (the user's active organization).
     pub org_id: i64,
     /// The user's role in that organization.
     pub role: Role,
-    /// The user's email (for messages).
+    /// The user's email (for messages and the audit log).
     pub email: String,
+    /// Where the request came from.
+    pub meta: RequestMeta,
 }
 
 impl Actor {
-    /// Whether the actor holds `permission`.
+    /// The instance acting inside one organization as its owner: `verity` CLI commands and the
+    /// instance admin API. Audited as `instance`.
+    pub fn instance(org_id: i64, meta: RequestMeta) -> Self {
+        Self {
+            user_id: 0,
+            org_id,
+            role: Role::Owner,
+            email: "instance".into(),
+            meta,
+        }
+    }
+
+    /// Whether the actor's organization role holds `permission` (organization scope).
     pub fn can(&self, permission: Permission) -> bool {
         self.role >= permission.minimum_role()
     }
 
-    /// Fails with 403 naming the permission when the actor lacks it.
+    /// Fails with 403 naming the permission when the actor's organization role lacks it.
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
         if self.can(permission) {
             Ok(())
         } else {
-            Err(ApiError::new(
+            Err(forbidden(self.role, permission, "your role"))
+        }
+    }
+
+    /// Fails with 403 naming the permission unless `role` (the actor's role in a project or
+    /// workspace, `None` when they are not a member) holds it.
+    pub fn require_in(&self, role: Option<Role>, permission: Permission) -> Result<(), ApiError> {
+        match role {
+            Some(r) if r >= permission.minimum_role() => Ok(()),
+            Some(r) => Err(forbidden(r, permission, "your role here")),
+            None => Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!(
-                    "your role ({}) lacks the permission {}; ask an administrator of your organization",
-                    self.role.as_str(),
+                    "you are not a member here and lack the permission {}; ask a manager to add you",
                     permission.name()
                 ),
-            ))
+            )),
         }
     }
 }
 
-/// A Markdown table of roles and permissions, generated for the docs.
+fn forbidden(role: Role, permission: Permission, whose: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "{whose} ({}) lacks the permission {}; ask an administrator of your organization",
+            role.as_str(),
+            permission.name()
+        ),
+    )
+}
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without credentials.
+    Public,
+    /// Any signed-in member, acting on themselves.
+    SignedIn,
+    /// This permission, in the scope the permission declares.
+    Needs(Permission),
+    /// The instance administrator token (`instance_admin_token`).
+    InstanceAdmin,
+}
+
+/// One route and the permission it requires.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path as in the OpenAPI document.
+    pub path: &'static str,
+    /// Required access.
+    pub access: Access,
+}
+
+const fn ep(method: &'static str, path: &'static str, access: Access) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        access,
+    }
+}
+
+use Access::{InstanceAdmin, Needs, Public, SignedIn};
+use Permission as P;
+
+/// Every endpoint of the API and what it requires. A route without an entry fails the tests.
+pub const ENDPOINTS: &[Endpoint] = &[
+    // Service and documentation.
+    ep("GET", "/health", Public),
+    ep("GET", "/livez", Public),
+    ep("GET", "/readyz", Public),
+    ep("GET", "/metrics", Public),
+    ep("GET", "/api/version", Public),
+    ep("GET", "/api/openapi.json", Public),
+    // The caller's own account and tokens.
+    ep("GET", "/api/current-user/whoami", SignedIn),
+    ep("GET", "/api/current-user", SignedIn),
+    ep("PATCH", "/api/current-user", SignedIn),
+    ep("GET", "/api/current-user/token", SignedIn),
+    ep("POST", "/api/current-user/reset-token", SignedIn),
+    ep("GET", "/api/token", SignedIn),
+    ep("POST", "/api/token", SignedIn),
+    ep("POST", "/api/token/refresh", Public),
+    ep("POST", "/api/token/blacklist", SignedIn),
+    ep("POST", "/api/token/rotate", SignedIn),
+    ep("POST", "/api/invitations/accept", Public),
+    // Organization, members and invitations.
+    ep("GET", "/api/organizations", SignedIn),
+    ep("GET", "/api/organizations/{id}", Needs(P::OrgView)),
+    ep("PATCH", "/api/organizations/{id}", Needs(P::OrgManage)),
+    ep(
+        "GET",
+        "/api/organizations/{id}/memberships",
+        Needs(P::OrgView),
+    ),
+    ep(
+        "PATCH",
+        "/api/organizations/{id}/memberships",
+        Needs(P::OrgManage),
+    ),
+    ep(
+        "POST",
+        "/api/organizations/{id}/memberships/bulk",
+        Needs(P::OrgManage),
+    ),
+    ep(
+        "GET",
+        "/api/organizations/{id}/memberships/{user_pk}",
+        Needs(P::OrgView),
+    ),
+    ep(
+        "DELETE",
+        "/api/organizations/{id}/memberships/{user_pk}",
+        Needs(P::OrgManage),
+    ),
+    ep("GET", "/api/users", Needs(P::OrgView)),
+    ep("POST", "/api/users", Needs(P::OrgManage)),
+    ep("GET", "/api/users/{id}", Needs(P::OrgView)),
+    ep("PATCH", "/api/users/{id}", Needs(P::OrgManage)),
+    ep("DELETE", "/api/users/{id}", Needs(P::OrgManage)),
+    ep("GET", "/api/invitations", Needs(P::InviteManage)),
+    ep("POST", "/api/invitations", Needs(P::InviteManage)),
+    ep("DELETE", "/api/invitations/{id}", Needs(P::InviteManage)),
+    ep("GET", "/api/audit-log", Needs(P::AuditView)),
+    ep("GET", "/api/audit-log/export", Needs(P::AuditView)),
+    // Workspaces.
+    ep("GET", "/api/workspaces", SignedIn),
+    ep("POST", "/api/workspaces", Needs(P::WorkspaceCreate)),
+    ep("GET", "/api/workspaces/{id}", Needs(P::WorkspaceView)),
+    ep("PATCH", "/api/workspaces/{id}", Needs(P::WorkspaceManage)),
+    ep("DELETE", "/api/workspaces/{id}", Needs(P::WorkspaceManage)),
+    ep(
+        "GET",
+        "/api/workspaces/{id}/memberships",
+        Needs(P::WorkspaceView),
+    ),
+    ep(
+        "POST",
+        "/api/workspaces/{id}/memberships",
+        Needs(P::WorkspaceManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/workspaces/{id}/memberships",
+        Needs(P::WorkspaceManage),
+    ),
+    ep(
+        "POST",
+        "/api/workspaces/{id}/memberships/bulk",
+        Needs(P::WorkspaceManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/workspaces/{id}/memberships/bulk",
+        Needs(P::WorkspaceManage),
+    ),
+    ep(
+        "GET",
+        "/api/workspaces/{id}/projects",
+        Needs(P::WorkspaceView),
+    ),
+    ep(
+        "POST",
+        "/api/workspaces/{id}/projects",
+        Needs(P::WorkspaceManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/workspaces/{id}/projects",
+        Needs(P::WorkspaceManage),
+    ),
+    // Projects.
+    ep("GET", "/api/projects", SignedIn),
+    ep("POST", "/api/projects", Needs(P::ProjectCreate)),
+    ep("POST", "/api/projects/validate", SignedIn),
+    ep("POST", "/api/projects/roles", Needs(P::MemberManage)),
+    ep("GET", "/api/projects/{id}", Needs(P::ProjectView)),
+    ep("PATCH", "/api/projects/{id}", Needs(P::ProjectChange)),
+    ep("DELETE", "/api/projects/{id}", Needs(P::ProjectDelete)),
+    ep("POST", "/api/projects/{id}/validate", Needs(P::ProjectView)),
+    ep("GET", "/api/projects/{id}/members", Needs(P::ProjectView)),
+    ep("POST", "/api/projects/{id}/members", Needs(P::MemberManage)),
+    ep(
+        "DELETE",
+        "/api/projects/{id}/members",
+        Needs(P::MemberManage),
+    ),
+    ep(
+        "POST",
+        "/api/projects/{id}/members/bulk",
+        Needs(P::MemberManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/projects/{id}/members/bulk",
+        Needs(P::MemberManage),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/members/{user_pk}/pauses",
+        Needs(P::MemberManage),
+    ),
+    ep(
+        "POST",
+        "/api/projects/{id}/members/{user_pk}/pauses",
+        Needs(P::MemberManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/projects/{id}/members/{user_pk}/pauses/{pause_pk}",
+        Needs(P::MemberManage),
+    ),
+    ep("GET", "/api/projects/{id}/next", Needs(P::AnnotationCreate)),
+    ep("GET", "/api/projects/{id}/tasks", Needs(P::ProjectView)),
+    ep("DELETE", "/api/projects/{id}/tasks", Needs(P::TaskManage)),
+    ep("POST", "/api/projects/{id}/import", Needs(P::TaskManage)),
+    ep(
+        "POST",
+        "/api/projects/{id}/import/predictions",
+        Needs(P::PredictionManage),
+    ),
+    ep("GET", "/api/projects/{id}/export", Needs(P::ExportRun)),
+    ep(
+        "GET",
+        "/api/projects/{id}/export/formats",
+        Needs(P::ProjectView),
+    ),
+    ep("GET", "/api/projects/{id}/exports", Needs(P::ExportRun)),
+    ep("POST", "/api/projects/{id}/exports", Needs(P::ExportRun)),
+    ep(
+        "GET",
+        "/api/projects/{id}/exports/{export_pk}",
+        Needs(P::ExportRun),
+    ),
+    ep(
+        "DELETE",
+        "/api/projects/{id}/exports/{export_pk}",
+        Needs(P::ExportRun),
+    ),
+    ep(
+        "POST",
+        "/api/projects/{id}/exports/{export_pk}/convert",
+        Needs(P::ExportRun),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/exports/{export_pk}/download",
+        Needs(P::ExportRun),
+    ),
+    ep("POST", "/api/dm/actions", Needs(P::TaskManage)),
+    // Tasks, annotations, predictions.
+    ep("GET", "/api/tasks", Needs(P::ProjectView)),
+    ep("POST", "/api/tasks", Needs(P::TaskManage)),
+    ep("GET", "/api/tasks/{id}", Needs(P::ProjectView)),
+    ep("PATCH", "/api/tasks/{id}", Needs(P::TaskManage)),
+    ep("DELETE", "/api/tasks/{id}", Needs(P::TaskManage)),
+    ep("GET", "/api/tasks/{id}/annotations", Needs(P::ProjectView)),
+    ep(
+        "POST",
+        "/api/tasks/{id}/annotations",
+        Needs(P::AnnotationCreate),
+    ),
+    ep("GET", "/api/annotations/{id}", Needs(P::ProjectView)),
+    ep("PATCH", "/api/annotations/{id}", Needs(P::AnnotationManage)),
+    ep(
+        "DELETE",
+        "/api/annotations/{id}",
+        Needs(P::AnnotationManage),
+    ),
+    ep("GET", "/api/predictions", Needs(P::ProjectView)),
+    ep("POST", "/api/predictions", Needs(P::PredictionManage)),
+    ep("GET", "/api/predictions/{id}", Needs(P::ProjectView)),
+    ep("PATCH", "/api/predictions/{id}", Needs(P::PredictionManage)),
+    ep(
+        "DELETE",
+        "/api/predictions/{id}",
+        Needs(P::PredictionManage),
+    ),
+    // The instance admin API (operator and instance administrators).
+    ep("PUT", "/api/admin/organizations/{slug}", InstanceAdmin),
+    ep("GET", "/api/admin/organizations/{slug}", InstanceAdmin),
+    ep(
+        "PUT",
+        "/api/admin/organizations/{slug}/workspaces/{key}",
+        InstanceAdmin,
+    ),
+    ep(
+        "DELETE",
+        "/api/admin/organizations/{slug}/workspaces/{key}",
+        InstanceAdmin,
+    ),
+    ep(
+        "PUT",
+        "/api/admin/organizations/{slug}/projects/{key}",
+        InstanceAdmin,
+    ),
+    ep(
+        "GET",
+        "/api/admin/organizations/{slug}/projects/{key}",
+        InstanceAdmin,
+    ),
+    ep(
+        "DELETE",
+        "/api/admin/organizations/{slug}/projects/{key}",
+        InstanceAdmin,
+    ),
+];
+
+/// Looks up the entry of a route.
+pub fn endpoint(method: &str, path: &str) -> Option<&'static Endpoint> {
+    ENDPOINTS
+        .iter()
+        .find(|e| e.method.eq_ignore_ascii_case(method) && e.path == path)
+}
+
+/// The Markdown documentation of roles, permissions and endpoints, generated for `docs/api.md`.
 pub fn permission_table_markdown() -> String {
-    let mut out = String::from("| permission |");
+    let mut out = String::from("| permission | scope | meaning |");
     for role in Role::ALL {
         out.push_str(&format!(" {} |", role.as_str()));
     }
-    out.push_str("\n|---|");
+    out.push_str("\n|---|---|---|");
     for _ in Role::ALL {
         out.push_str("---|");
     }
     out.push('\n');
-    for permission in Permission::ALL {
-        out.push_str(&format!("| `{}` |", permission.name()));
+    for &permission in Permission::ALL {
+        let scope = match permission.scope() {
+            Scope::Organization => "organization",
+            Scope::Workspace => "workspace",
+            Scope::Project => "project",
+        };
+        out.push_str(&format!(
+            "| `{}` | {scope} | {} |",
+            permission.name(),
+            permission.description()
+        ));
         for role in Role::ALL {
             out.push_str(if role >= permission.minimum_role() {
                 " yes |"
@@ -208,6 +636,16 @@ pub fn permission_table_markdown() -> String {
             });
         }
         out.push('\n');
+    }
+    out.push_str("\n| method | path | requires |\n|---|---|---|\n");
+    for e in ENDPOINTS {
+        let access = match e.access {
+            Public => "nothing (public)".to_string(),
+            SignedIn => "any signed-in member".to_string(),
+            Needs(p) => format!("`{}`", p.name()),
+            InstanceAdmin => "the instance admin token".to_string(),
+        };
+        out.push_str(&format!("| {} | `{}` | {access} |\n", e.method, e.path));
     }
     out
 }
@@ -222,25 +660,31 @@ mod tests {
             org_id: 1,
             role,
             email: "a@example.com".into(),
+            meta: RequestMeta::default(),
         }
     }
 
     #[test]
     fn roles_are_ordered_and_inherit() {
-        assert!(actor(Role::Owner).can(Permission::UserManage));
-        assert!(!actor(Role::Manager).can(Permission::UserManage));
-        assert!(actor(Role::Annotator).can(Permission::AnnotationCreate));
-        assert!(!actor(Role::Annotator).can(Permission::AnnotationManage));
+        assert!(actor(Role::Owner).can(Permission::OrgManage));
+        assert!(!actor(Role::Manager).can(Permission::OrgManage));
+        assert!(actor(Role::Manager).can(Permission::ProjectCreate));
         assert!(!actor(Role::Reviewer).can(Permission::ProjectCreate));
+        assert!(!actor(Role::Admin).can(Permission::OrgBilling));
+        assert!(actor(Role::Owner).can(Permission::OrgBilling));
     }
 
     #[test]
     fn forbidden_names_the_permission() {
         let err = actor(Role::Annotator)
-            .require(Permission::ProjectDelete)
+            .require(Permission::OrgManage)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::Forbidden);
-        assert!(err.detail.contains("project.delete"), "{}", err.detail);
+        assert!(err.detail.contains("organization.manage"), "{}", err.detail);
+        let err = actor(Role::Annotator)
+            .require_in(None, Permission::ProjectView)
+            .unwrap_err();
+        assert!(err.detail.contains("project.view"), "{}", err.detail);
     }
 
     #[test]
@@ -248,5 +692,99 @@ mod tests {
         assert_eq!(Role::parse("OW"), Some(Role::Owner));
         assert_eq!(Role::parse("Administrator"), Some(Role::Admin));
         assert_eq!(Role::parse("nobody"), None);
+    }
+
+    #[test]
+    fn project_roles_follow_memberships() {
+        let none = ProjectMembership::default();
+        let member = |role| ProjectMembership {
+            project_member: true,
+            project_role: role,
+            ..none
+        };
+        let in_workspace = ProjectMembership {
+            workspace_member: true,
+            ..none
+        };
+        let creator = ProjectMembership {
+            creator: true,
+            ..none
+        };
+        // Owners and admins reach everything.
+        assert_eq!(project_role(Role::Owner, none), Some(Role::Owner));
+        assert_eq!(project_role(Role::Admin, none), Some(Role::Admin));
+        // Managers manage what is in their workspaces or what they created.
+        assert_eq!(project_role(Role::Manager, none), None);
+        assert_eq!(
+            project_role(Role::Manager, in_workspace),
+            Some(Role::Manager)
+        );
+        assert_eq!(project_role(Role::Manager, creator), Some(Role::Manager));
+        // A manager added to someone else's project works there as a reviewer unless told.
+        assert_eq!(
+            project_role(Role::Manager, member(None)),
+            Some(Role::Reviewer)
+        );
+        assert_eq!(
+            project_role(Role::Manager, member(Some(Role::Annotator))),
+            Some(Role::Annotator)
+        );
+        // Annotators and reviewers need a membership; the project role wins, both ways.
+        assert_eq!(project_role(Role::Annotator, none), None);
+        assert_eq!(project_role(Role::Annotator, creator), None);
+        assert_eq!(
+            project_role(Role::Annotator, member(None)),
+            Some(Role::Annotator)
+        );
+        assert_eq!(
+            project_role(Role::Annotator, member(Some(Role::Reviewer))),
+            Some(Role::Reviewer)
+        );
+        assert_eq!(
+            project_role(Role::Reviewer, member(Some(Role::Annotator))),
+            Some(Role::Annotator)
+        );
+        assert_eq!(
+            project_role(Role::Reviewer, in_workspace),
+            Some(Role::Reviewer)
+        );
+    }
+
+    #[test]
+    fn escalations_are_refused() {
+        use Role::*;
+        assert!(check_grant(Owner, Some(Annotator), Some(Owner), 2).is_ok());
+        assert!(check_grant(Admin, Some(Annotator), Some(Manager), 1).is_ok());
+        assert!(check_grant(Admin, Some(Annotator), Some(Admin), 1).is_ok());
+        let err = check_grant(Admin, Some(Annotator), Some(Owner), 1).unwrap_err();
+        assert!(err.contains("only an owner"), "{err}");
+        assert!(check_grant(Admin, Some(Owner), Some(Annotator), 1).is_err());
+        assert!(check_grant(Admin, Some(Owner), None, 1).is_err());
+        assert!(check_grant(Manager, Some(Annotator), Some(Reviewer), 1).is_err());
+        let err = check_grant(Owner, Some(Owner), Some(Admin), 0).unwrap_err();
+        assert!(err.contains("without an active owner"), "{err}");
+        assert!(check_grant(Owner, Some(Owner), None, 0).is_err());
+        assert!(check_grant(Owner, None, Some(Annotator), 1).is_ok());
+    }
+
+    #[test]
+    fn workspace_roles() {
+        assert_eq!(workspace_role(Role::Admin, false), Some(Role::Admin));
+        assert_eq!(workspace_role(Role::Manager, false), None);
+        assert_eq!(workspace_role(Role::Manager, true), Some(Role::Manager));
+        assert_eq!(workspace_role(Role::Annotator, true), Some(Role::Annotator));
+    }
+
+    #[test]
+    fn every_endpoint_is_declared_once() {
+        let mut seen = std::collections::HashSet::new();
+        for e in ENDPOINTS {
+            assert!(
+                seen.insert((e.method, e.path)),
+                "{} {} twice",
+                e.method,
+                e.path
+            );
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! The `verity` command line: `serve`, `migrate`, `user create`, `openapi`.
+//! The `verity` command line: `serve`, `migrate`, `org create`, `user create`, `audit verify`,
+//! `audit purge`, `openapi`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -50,8 +51,54 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage organizations (instance administration).
+    Org {
+        /// Organization command.
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Check and maintain the audit log.
+    Audit {
+        /// Audit command.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
+}
+
+/// `verity org …`.
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization with its owner and print the owner's API token.
+    Create {
+        /// Organization name.
+        #[arg(long)]
+        name: String,
+        /// The owner's email.
+        #[arg(long)]
+        owner_email: String,
+        /// Exact API token for the owner (generated when absent).
+        #[arg(long)]
+        owner_token: Option<String>,
+        /// Slug the admin API addresses it by (derived from the name when absent).
+        #[arg(long)]
+        slug: Option<String>,
+    },
+}
+
+/// `verity audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk every organization's hash chain and report the first broken link (exit code 1 if
+    /// any chain is broken).
+    Verify {
+        /// Only this organization (id).
+        #[arg(long)]
+        org: Option<i64>,
+    },
+    /// Remove entries older than each organization's audit_retention_days.
+    Purge,
 }
 
 /// `verity user …`.
@@ -168,10 +215,91 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 last_name: String::new(),
                 username: None,
             };
-            let (_, token) = users::create_user_in_org(&db, org, &new)
+            let by = crate::authz::Actor::instance(org, crate::authz::RequestMeta::default());
+            let (_, token) = users::create_user_in_org(&db, &by, org, &new)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Org {
+            command:
+                OrgCommand::Create {
+                    name,
+                    owner_email,
+                    owner_token,
+                    slug,
+                },
+        } => {
+            let config = load_config(&cli)?;
+            let db = open_db(&config).await?;
+            let slug = slug.clone().unwrap_or_else(|| slugify(name));
+            let meta = crate::authz::RequestMeta {
+                user_agent: "verity org create".into(),
+                ..Default::default()
+            };
+            let spec = crate::storage::admin::OrganizationSpec {
+                title: name.clone(),
+                owner_email: owner_email.clone(),
+                owner_token: owner_token.clone(),
+                managed_by: None,
+            };
+            let (org, created) = crate::storage::admin::put_organization(&db, &meta, &slug, &spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            if !created {
+                anyhow::bail!(
+                    "an organization with the slug {slug:?} already exists (id {}); choose another --slug",
+                    org.id
+                );
+            }
+            eprintln!(
+                "created organization {} (id {}, slug {}) with owner {owner_email}",
+                org.title, org.id, org.slug
+            );
+            println!("{}", org.owner_token.unwrap_or_default());
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { org },
+        } => {
+            let config = load_config(&cli)?;
+            let db = open_db(&config).await?;
+            let reports = crate::storage::audit::verify(&db, *org)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            let mut broken = 0;
+            for r in &reports {
+                let name = if r.chain_id == 0 {
+                    "instance events".to_string()
+                } else {
+                    format!("organization {}", r.chain_id)
+                };
+                match &r.broken {
+                    None => println!("ok      {name}: {} entries verified", r.entries),
+                    Some(b) => {
+                        broken += 1;
+                        println!(
+                            "BROKEN  {name}: first broken link at entry {} (row id {}): {}",
+                            b.seq, b.id, b.reason
+                        );
+                    }
+                }
+            }
+            if broken > 0 {
+                anyhow::bail!("{broken} audit chain(s) failed verification");
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Purge,
+        } => {
+            let config = load_config(&cli)?;
+            let db = open_db(&config).await?;
+            let removed = crate::storage::audit::purge(&db, crate::storage::now_micros())
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            println!("removed {removed} audit entries past retention");
             Ok(())
         }
         Command::Openapi => {
@@ -180,5 +308,31 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let _ = std::io::stdout().write_all(crate::http::routes::openapi_json().as_bytes());
             Ok(())
         }
+    }
+}
+
+/// A slug from an organization name: lowercase letters and digits, other runs become `-`.
+fn slugify(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let trimmed: String = out.trim_end_matches('-').chars().take(63).collect();
+    trimmed.trim_end_matches('-').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slugify;
+
+    #[test]
+    fn slugs_are_dns_labels() {
+        assert_eq!(slugify("Acme Labs, Inc."), "acme-labs-inc");
+        assert_eq!(slugify("  Ünïcode  Team "), "n-code-team");
+        assert_eq!(slugify(&"x".repeat(80)).len(), 63);
     }
 }

@@ -61,6 +61,12 @@ pub struct Config {
     pub pat_ttl_days: i64,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// Bearer token of the instance admin API (`/api/admin/*`); empty disables that API.
+    pub instance_admin_token: String,
+    /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// How often the audit-log retention purge runs inside `serve`, in seconds (0 = never).
+    pub audit_purge_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -81,6 +87,9 @@ impl Default for Config {
             task_lock_ttl_secs: 86_400,
             pat_ttl_days: 365,
             log_format: "text".into(),
+            instance_admin_token: String::new(),
+            trust_forwarded_for: false,
+            audit_purge_interval_secs: 3600,
         }
     }
 }
@@ -148,6 +157,13 @@ impl Config {
         env!(task_lock_ttl_secs, "VERITY_TASK_LOCK_TTL_SECS", parse);
         env!(pat_ttl_days, "VERITY_PAT_TTL_DAYS", parse);
         env!(log_format, "VERITY_LOG_FORMAT", string);
+        env!(instance_admin_token, "VERITY_INSTANCE_ADMIN_TOKEN", string);
+        env!(trust_forwarded_for, "VERITY_TRUST_FORWARDED_FOR", parse);
+        env!(
+            audit_purge_interval_secs,
+            "VERITY_AUDIT_PURGE_INTERVAL_SECS",
+            parse
+        );
         Ok(())
     }
 

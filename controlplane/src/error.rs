@@ -43,6 +43,14 @@ pub enum ErrorCode {
     NoMoreTasks,
     /// The object already exists or conflicts with the current state.
     Conflict,
+    /// The field is declared in a custom resource and owned by Git; change it there.
+    ManagedByGit,
+    /// The caller is paused in this project; `detail` says why.
+    Paused,
+    /// The change would escalate privilege or remove the last owner.
+    PrivilegeEscalation,
+    /// An invitation link is unknown, used, expired or revoked.
+    InvalidInvitation,
     /// The request body is larger than the configured limit.
     PayloadTooLarge,
     /// The HTTP method is not allowed on this path.
@@ -66,11 +74,14 @@ impl ErrorCode {
             | ErrorCode::InvalidImport
             | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::Paused | ErrorCode::PrivilegeEscalation => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::InvalidInvitation => StatusCode::GONE,
             ErrorCode::NotFound | ErrorCode::InvalidPage | ErrorCode::NoMoreTasks => {
                 StatusCode::NOT_FOUND
             }
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::ManagedByGit => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,

@@ -49,7 +49,7 @@ pub async fn bootstrap(db: &Db, config: &Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e.detail))?
     {
         Some(id) => id,
-        None => users::create_organization(db, "Verity")
+        None => users::create_organization(db, "Verity", None, None, &Default::default())
             .await
             .map_err(|e| anyhow::anyhow!(e.detail))?,
     };
@@ -68,7 +68,8 @@ pub async fn bootstrap(db: &Db, config: &Config) -> anyhow::Result<()> {
         last_name: String::new(),
         username: None,
     };
-    match users::create_user_in_org(db, org, &new).await {
+    let by = crate::authz::Actor::instance(org, Default::default());
+    match users::create_user_in_org(db, &by, org, &new).await {
         Ok((user, token)) => {
             println!("Verity: created the owner account of organization {org}");
             println!("  login:     {}", user.email);
@@ -101,12 +102,13 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new().context("registering metrics")?;
     let listen = config.listen;
-    let state = AppState {
-        db: db.clone(),
-        config: Arc::new(config),
-        jwt_key: Arc::new(jwt_key),
-        metrics: Arc::new(metrics),
-    };
+    let purge = (config.audit_purge_interval_secs > 0).then(|| {
+        tokio::spawn(purge_audit_log(
+            db.clone(),
+            std::time::Duration::from_secs(config.audit_purge_interval_secs),
+        ))
+    });
+    let state = AppState::new(db.clone(), Arc::new(config), jwt_key, metrics);
     let service = http::app(state);
     let listener = TcpListener::bind(listen)
         .await
@@ -115,11 +117,16 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     println!("Verity API listening on http://{listen}");
     axum::serve(
         listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            std::net::SocketAddr,
+        >(service),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("server error")?;
+    if let Some(task) = purge {
+        task.abort();
+    }
     db.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -145,4 +152,22 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// Removes audit entries past each organization's retention, every `every`. Several replicas
+/// may run it at once: the purge deletes in short transactions and anchors each chain, so a
+/// second purger finds nothing left to do.
+async fn purge_audit_log(db: Db, every: std::time::Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match crate::storage::audit::purge(&db, crate::storage::now_micros()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "purged audit entries past retention"),
+            Err(e) => {
+                tracing::warn!(error = %e.detail, "purging the audit log failed; retrying later")
+            }
+        }
+    }
 }

@@ -1,8 +1,14 @@
 //! Extractors: the authenticated [`Actor`], JSON bodies and query strings whose rejections use
 //! the API's error envelope.
 
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Mutex,
+};
+
 use axum::{
-    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, rejection::JsonRejection},
     http::request::Parts,
 };
 use serde::de::DeserializeOwned;
@@ -11,74 +17,232 @@ use serde_json::{Map, Value};
 use super::AppState;
 use crate::{
     auth,
-    authz::Actor,
-    error::{ApiError, ErrorCode},
-    storage::{now_micros, users},
+    authz::{Actor, RequestMeta},
+    error::{ApiError, ErrorCode, REQUEST_ID},
+    storage::{audit, now_micros, users},
 };
+
+/// What authentication remembers between requests: which (token, address) pairs were already
+/// seen (so only a token's first use from a new address is audited) and when a failed attempt
+/// from an address was last audited (so a flood of bad tokens cannot flood the log). Both are
+/// bounded; forgetting only means an extra audit entry.
+#[derive(Debug, Default)]
+pub struct AuthMemory {
+    sources: Mutex<HashSet<(String, String)>>,
+    failures: Mutex<HashMap<String, i64>>,
+}
+
+const MEMORY_LIMIT: usize = 100_000;
+
+impl AuthMemory {
+    fn first_sight(&self, key: &str, ip: &str) -> bool {
+        let mut seen = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MEMORY_LIMIT {
+            seen.clear();
+        }
+        seen.insert((key.to_string(), ip.to_string()))
+    }
+
+    fn should_audit_failure(&self, ip: &str, now: i64) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= MEMORY_LIMIT {
+            failures.clear();
+        }
+        match failures.get(ip) {
+            Some(last) if now - last < 10_000_000 => false,
+            _ => {
+                failures.insert(ip.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+/// Where the request came from: request id, client address, user agent.
+pub fn request_meta(parts: &Parts, trust_forwarded_for: bool) -> RequestMeta {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let forwarded = trust_forwarded_for
+        .then(|| header("x-forwarded-for"))
+        .flatten()
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    RequestMeta {
+        request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
+        client_ip: forwarded.or(peer).unwrap_or_default(),
+        user_agent: header("user-agent")
+            .unwrap_or_default()
+            .chars()
+            .take(512)
+            .collect(),
+    }
+}
 
 impl FromRequestParts<AppState> for Actor {
     type Rejection = ApiError;
 
     /// Accepts `Authorization: Token <legacy>`, `Authorization: Bearer <access JWT>` (or a
-    /// legacy token), and `X-Api-Key: <legacy or access JWT>`.
+    /// legacy token), and `X-Api-Key: <legacy or access JWT>`. Failures are audited (at most
+    /// one entry per address every 10 s), and so is a token's first use from a new address.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        };
-        let credential = match (header("authorization"), header("x-api-key")) {
-            (Some(auth), _) => {
-                let (scheme, value) = auth.split_once(' ').unwrap_or((auth, ""));
-                match scheme.to_ascii_lowercase().as_str() {
-                    "token" | "bearer" => value.trim().to_string(),
-                    _ => {
-                        return Err(ApiError::unauthenticated(
-                            "unsupported Authorization scheme; use \"Token <key>\" or \"Bearer <access token>\"",
-                        ));
+        let meta = request_meta(parts, state.config.trust_forwarded_for);
+        match authenticate(parts, state).await {
+            Ok((mut actor, source_key)) => {
+                actor.meta = meta;
+                if state
+                    .auth_memory
+                    .first_sight(&source_key, &actor.meta.client_ip)
+                {
+                    users::note_token_source(&state.db, &actor, &source_key).await?;
+                }
+                Ok(actor)
+            }
+            Err(err) => {
+                if err.code == ErrorCode::Unauthenticated
+                    && state
+                        .auth_memory
+                        .should_audit_failure(&meta.client_ip, now_micros())
+                {
+                    let entry = audit::anonymous(
+                        &meta,
+                        "auth.failed",
+                        serde_json::json!({"reason": err.detail}),
+                    );
+                    if let Err(e) = audit::record(&state.db, entry).await {
+                        tracing::warn!(error = %e.detail, "auditing a failed sign-in failed");
                     }
                 }
+                Err(err)
             }
-            (None, Some(key)) => key.to_string(),
-            (None, None) => {
-                return Err(ApiError::unauthenticated(
-                    "Authentication credentials were not provided. Send \"Authorization: Token <your API token>\".",
-                ));
+        }
+    }
+}
+
+/// Resolves the credential of a request to an actor and a key naming the credential (for the
+/// new-source audit): a legacy token's hash prefix, or the user behind an access token.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Actor, String), ApiError> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let credential = match (header("authorization"), header("x-api-key")) {
+        (Some(auth), _) => {
+            let (scheme, value) = auth.split_once(' ').unwrap_or((auth, ""));
+            match scheme.to_ascii_lowercase().as_str() {
+                "token" | "bearer" => value.trim().to_string(),
+                _ => {
+                    return Err(ApiError::unauthenticated(
+                        "unsupported Authorization scheme; use \"Token <key>\" or \"Bearer <access token>\"",
+                    ));
+                }
             }
-        };
-        if credential.is_empty() {
+        }
+        (None, Some(key)) => key.to_string(),
+        (None, None) => {
             return Err(ApiError::unauthenticated(
-                "the Authorization header has no token",
+                "Authentication credentials were not provided. Send \"Authorization: Token <your API token>\".",
             ));
         }
-        let actor = if auth::looks_like_jwt(&credential) {
-            let claims = auth::verify_jwt(
-                &state.jwt_key,
-                &credential,
-                "access",
-                now_micros() / 1_000_000,
-            )
-            .map_err(|e| {
-                let hint = if matches!(e, auth::JwtError::WrongType { .. }) {
-                    "; a personal access token must first be exchanged at POST /api/token/refresh"
-                } else {
-                    ""
-                };
-                ApiError::unauthenticated(format!("{e}{hint}"))
-            })?;
-            users::actor_for_user(&state.db, claims.user_id).await?
-        } else {
-            users::actor_for_legacy_token(&state.db, &credential).await?
-        };
-        let actor = actor.ok_or_else(|| {
-            ApiError::unauthenticated("Invalid token, or the user is deactivated.")
+    };
+    if credential.is_empty() {
+        return Err(ApiError::unauthenticated(
+            "the Authorization header has no token",
+        ));
+    }
+    let (actor, key) = if auth::looks_like_jwt(&credential) {
+        let claims = auth::verify_jwt(
+            &state.jwt_key,
+            &credential,
+            "access",
+            now_micros() / 1_000_000,
+        )
+        .map_err(|e| {
+            let hint = if matches!(e, auth::JwtError::WrongType { .. }) {
+                "; a personal access token must first be exchanged at POST /api/token/refresh"
+            } else {
+                ""
+            };
+            ApiError::unauthenticated(format!("{e}{hint}"))
         })?;
-        Ok(actor)
+        (
+            users::actor_for_access(&state.db, &claims).await?,
+            format!("access:{}", claims.user_id),
+        )
+    } else {
+        let hash = auth::hash_token(&credential);
+        (
+            users::actor_for_legacy_token(&state.db, &credential).await?,
+            format!("legacy:{}", &hash[..16]),
+        )
+    };
+    let actor = actor
+        .ok_or_else(|| ApiError::unauthenticated("Invalid token, or the user is deactivated."))?;
+    Ok((actor, key))
+}
+
+/// The caller of the instance admin API: authenticated with `Authorization: Bearer
+/// <instance_admin_token>`. Without a configured token the API does not exist (404).
+#[derive(Debug, Clone)]
+pub struct InstanceAdmin(pub RequestMeta);
+
+impl FromRequestParts<AppState> for InstanceAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let expected = &state.config.instance_admin_token;
+        if expected.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "no such endpoint; the instance admin API is off (set instance_admin_token)",
+            ));
+        }
+        let meta = request_meta(parts, state.config.trust_forwarded_for);
+        let given = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        // Comparing digests keeps the comparison's timing independent of the secret.
+        if auth::hash_token(given) == auth::hash_token(expected) {
+            return Ok(Self(meta));
+        }
+        if state
+            .auth_memory
+            .should_audit_failure(&meta.client_ip, now_micros())
+        {
+            let entry = audit::anonymous(
+                &meta,
+                "auth.admin_failed",
+                serde_json::json!({"reason": "wrong or missing instance admin token"}),
+            );
+            if let Err(e) = audit::record(&state.db, entry).await {
+                tracing::warn!(error = %e.detail, "auditing a failed admin sign-in failed");
+            }
+        }
+        Err(ApiError::unauthenticated(
+            "the instance admin API needs \"Authorization: Bearer <instance_admin_token>\"",
+        ))
     }
 }
 

@@ -41,6 +41,21 @@ pub struct AppState {
     pub jwt_key: Arc<Vec<u8>>,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// What authentication remembers between requests (audit de-duplication).
+    pub auth_memory: Arc<extract::AuthMemory>,
+}
+
+impl AppState {
+    /// State for a service over `db`.
+    pub fn new(db: Db, config: Arc<Config>, jwt_key: Vec<u8>, metrics: metrics::Metrics) -> Self {
+        Self {
+            db,
+            config,
+            jwt_key: Arc::new(jwt_key),
+            metrics: Arc::new(metrics),
+            auth_memory: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {

@@ -4,12 +4,16 @@
 use serde::Serialize;
 use serde_json::{Map, Value, value::RawValue};
 
-use super::{Db, format_micros, now_micros, with_read, with_tx};
+use super::{
+    Db, access,
+    audit::{Prepared, audit},
+    format_micros, now_micros, with_read, with_tx,
+};
 use crate::{
     authz::{Actor, Permission},
     domain::project::SkipQueue,
     error::{ApiError, ApiResult, ErrorCode},
-    storage::{projects, tasks},
+    storage::tasks,
 };
 
 /// An annotation row.
@@ -260,6 +264,23 @@ pub struct AnnotationInput {
 }
 
 impl AnnotationInput {
+    /// The names of the fields given (for the audit log).
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (name, given) in [
+            ("result", self.result.is_some()),
+            ("was_cancelled", self.was_cancelled.is_some()),
+            ("ground_truth", self.ground_truth.is_some()),
+            ("lead_time", self.lead_time.is_some()),
+            ("completed_by", self.completed_by.is_some()),
+        ] {
+            if given {
+                out.push(name);
+            }
+        }
+        out
+    }
+
     /// Reads a Label Studio annotation body, with a 400 naming the first bad field.
     pub fn from_body(body: &Map<String, Value>) -> ApiResult<Self> {
         let bool_field = |key: &str| -> ApiResult<Option<bool>> {
@@ -320,7 +341,7 @@ impl AnnotationInput {
 }
 
 fn validate_result(
-    project: &projects::ProjectRow,
+    project: &super::projects::ProjectRow,
     result: &Value,
     was_cancelled: bool,
 ) -> ApiResult<()> {
@@ -369,15 +390,15 @@ pub async fn create(
     task_id: i64,
     input: AnnotationInput,
 ) -> ApiResult<AnnotationView> {
-    actor.require(Permission::AnnotationCreate)?;
-    let task = tasks::get_row(db, actor, task_id).await?;
-    let project = projects::get_row(db, actor, task.project_id).await?;
+    let (task, access) =
+        tasks::get_with_project(db, actor, task_id, Permission::AnnotationCreate).await?;
+    let project = access.row;
     let was_cancelled = input.was_cancelled.unwrap_or(false);
     let result = input.result.clone().unwrap_or(Value::Array(Vec::new()));
     validate_result(&project, &result, was_cancelled)?;
     let author = input.completed_by.unwrap_or(actor.user_id);
     if author != actor.user_id {
-        actor.require(Permission::AnnotationManage)?;
+        actor.require_in(Some(access.role), Permission::AnnotationManage)?;
         check_member(db, actor, author).await?;
     }
     let ground_truth = input.ground_truth.unwrap_or(false);
@@ -422,6 +443,20 @@ pub async fn create(
             .bind(author)
             .execute(&mut *tx)
             .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                if was_cancelled {
+                    "annotation.skip"
+                } else {
+                    "annotation.create"
+                },
+                "annotation",
+                id,
+                serde_json::json!({"task": task.id, "project": project.id, "completed_by": author, "ground_truth": ground_truth}),
+            )
+        );
         Ok::<_, ApiError>(id)
     })?;
     get(db, actor, id).await
@@ -467,9 +502,15 @@ macro_rules! unset_ground_truth {
 
 pub use crate::{apply_annotation_delta, lock_project, unset_ground_truth};
 
-/// Loads an annotation of the actor's organization.
+/// Loads an annotation of the actor's organization whose project the actor can see.
 pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationRow> {
-    actor.require(Permission::ProjectView)?;
+    let row = load_row(db, actor, id).await?;
+    access::project(db, actor, row.project_id, Permission::ProjectView).await?;
+    Ok(row)
+}
+
+/// Loads an annotation of the actor's organization; the caller checks its project.
+async fn load_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationRow> {
     let row: Option<AnnotationRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {ANNOTATION_COLUMNS} from annotation a join project p on p.id = a.project_id \
@@ -490,7 +531,7 @@ pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationView> {
 
 /// The non-skipped annotations of a task, oldest first.
 pub async fn list_for_task(db: &Db, actor: &Actor, task_id: i64) -> ApiResult<Vec<AnnotationView>> {
-    let task = tasks::get_row(db, actor, task_id).await?;
+    let task = tasks::get_row(db, actor, task_id, Permission::ProjectView).await?;
     let rows: Vec<AnnotationRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {ANNOTATION_COLUMNS} from annotation a left join app_user u on u.id = a.completed_by \
@@ -503,12 +544,21 @@ pub async fn list_for_task(db: &Db, actor: &Actor, task_id: i64) -> ApiResult<Ve
     Ok(rows.iter().map(AnnotationRow::view).collect())
 }
 
-fn require_owner_or_manager(actor: &Actor, row: &AnnotationRow) -> ApiResult<()> {
-    if row.completed_by == Some(actor.user_id) {
-        actor.require(Permission::AnnotationCreate)
+/// Loads an annotation with its project for a change: one's own needs `annotation.create` in
+/// the project (and not being paused), anyone else's `annotation.manage`.
+async fn load_for_change(
+    db: &Db,
+    actor: &Actor,
+    id: i64,
+) -> ApiResult<(AnnotationRow, access::ProjectAccess)> {
+    let row = load_row(db, actor, id).await?;
+    let permission = if row.completed_by == Some(actor.user_id) {
+        Permission::AnnotationCreate
     } else {
-        actor.require(Permission::AnnotationManage)
-    }
+        Permission::AnnotationManage
+    };
+    let project = access::project(db, actor, row.project_id, permission).await?;
+    Ok((row, project))
 }
 
 /// Updates an annotation (one's own, or any with `annotation.manage`).
@@ -518,9 +568,8 @@ pub async fn update(
     id: i64,
     input: AnnotationInput,
 ) -> ApiResult<AnnotationView> {
-    let row = get_row(db, actor, id).await?;
-    require_owner_or_manager(actor, &row)?;
-    let project = projects::get_row(db, actor, row.project_id).await?;
+    let (row, access) = load_for_change(db, actor, id).await?;
+    let project = access.row;
     let was_cancelled = input.was_cancelled.unwrap_or(row.was_cancelled);
     let ground_truth = input.ground_truth.unwrap_or(row.ground_truth);
     let result_text = match &input.result {
@@ -534,7 +583,7 @@ pub async fn update(
     if let Some(author) = input.completed_by
         && Some(author) != row.completed_by
     {
-        actor.require(Permission::AnnotationManage)?;
+        actor.require_in(Some(access.role), Permission::AnnotationManage)?;
         check_member(db, actor, author).await?;
     }
     let completed_by = input.completed_by.or(row.completed_by);
@@ -570,6 +619,16 @@ pub async fn update(
         let delta = Kind::of(was_cancelled, ground_truth, result_text.is_some())
             .minus(Kind::of(current.0, current.1, current.2));
         apply_annotation_delta!(tx, row.task_id, project.id, delta, skip_queue);
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "annotation.update",
+                "annotation",
+                id,
+                serde_json::json!({"task": row.task_id, "project": project.id, "fields": input.fields()}),
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
     get(db, actor, id).await
@@ -577,9 +636,8 @@ pub async fn update(
 
 /// Deletes an annotation (one's own, or any with `annotation.manage`).
 pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
-    let row = get_row(db, actor, id).await?;
-    require_owner_or_manager(actor, &row)?;
-    let project = projects::get_row(db, actor, row.project_id).await?;
+    let (row, access) = load_for_change(db, actor, id).await?;
+    let project = access.row;
     let skip_queue = project.settings().skip_queue;
     let dialect = db.dialect();
     with_tx!(db, tx, {
@@ -594,6 +652,16 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
             let delta = Kind::default().minus(Kind::of(cancelled, gt, has_result));
             apply_annotation_delta!(tx, row.task_id, project.id, delta, skip_queue);
         }
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "annotation.delete",
+                "annotation",
+                id,
+                serde_json::json!({"task": row.task_id, "project": project.id, "completed_by": row.completed_by}),
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
     Ok(())

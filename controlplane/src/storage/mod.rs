@@ -14,13 +14,19 @@
 //! Authorization is not decided here; callers pass an [`crate::authz::Actor`] that the
 //! repository functions check before they touch a connection.
 
+pub mod access;
+pub mod admin;
 pub mod annotations;
+pub mod audit;
 pub mod export;
+pub mod members;
+pub mod orgs;
 pub mod predictions;
 pub mod projects;
 pub mod snapshots;
 pub mod tasks;
 pub mod users;
+pub mod workspaces;
 
 use std::{str::FromStr, time::Duration};
 

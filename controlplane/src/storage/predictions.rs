@@ -3,7 +3,12 @@
 use serde::Serialize;
 use serde_json::{Map, Value, value::RawValue};
 
-use super::{Db, annotations::raw, format_micros, now_micros, with_read, with_tx};
+use super::{
+    Db, access,
+    annotations::raw,
+    audit::{Prepared, audit},
+    format_micros, now_micros, with_read, with_tx,
+};
 use crate::{
     authz::{Actor, Permission},
     error::{ApiError, ApiResult, ErrorCode},
@@ -183,9 +188,11 @@ pub async fn create_many(
     project_id: Option<i64>,
     inputs: Vec<PredictionInput>,
 ) -> ApiResult<Vec<i64>> {
-    actor.require(Permission::PredictionManage)?;
-    let mut prepared = Vec::with_capacity(inputs.len());
     let mut projects_seen: Vec<projects::ProjectRow> = Vec::new();
+    if let Some(pid) = project_id {
+        projects_seen.push(projects::get_row(db, actor, pid, Permission::PredictionManage).await?);
+    }
+    let mut prepared = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
         let prefix = if project_id.is_some() {
             format!("[{i}].")
@@ -206,17 +213,19 @@ pub async fn create_many(
                 "this field is required",
             )
         })?;
-        let task = tasks::get_row(db, actor, task_id).await.map_err(|e| {
-            if e.code == ErrorCode::NotFound {
-                ApiError::field(
-                    ErrorCode::ValidationError,
-                    &format!("{prefix}task"),
-                    format!("task {task_id} does not exist"),
-                )
-            } else {
-                e
-            }
-        })?;
+        let task = tasks::get_row(db, actor, task_id, Permission::PredictionManage)
+            .await
+            .map_err(|e| {
+                if e.code == ErrorCode::NotFound {
+                    ApiError::field(
+                        ErrorCode::ValidationError,
+                        &format!("{prefix}task"),
+                        format!("task {task_id} does not exist"),
+                    )
+                } else {
+                    e
+                }
+            })?;
         if let Some(pid) = project_id
             && task.project_id != pid
         {
@@ -229,7 +238,8 @@ pub async fn create_many(
         let project = match projects_seen.iter().find(|p| p.id == task.project_id) {
             Some(p) => p.clone(),
             None => {
-                let p = projects::get_row(db, actor, task.project_id).await?;
+                let p = projects::get_row(db, actor, task.project_id, Permission::PredictionManage)
+                    .await?;
                 projects_seen.push(p.clone());
                 p
             }
@@ -273,13 +283,33 @@ pub async fn create_many(
                 .await?;
             ids.push(id);
         }
+        for project in &projects_seen {
+            let count = prepared.iter().filter(|p| p.1 == project.id).count();
+            if count > 0 {
+                audit!(
+                    tx,
+                    Prepared::new(
+                        actor,
+                        "prediction.create",
+                        "project",
+                        project.id,
+                        serde_json::json!({"predictions": count}),
+                    )
+                );
+            }
+        }
         Ok::<_, ApiError>(ids)
     })
 }
 
-/// Loads a prediction of the actor's organization.
-pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<PredictionRow> {
-    actor.require(Permission::ProjectView)?;
+/// Loads a prediction of the actor's organization on whose project the actor holds
+/// `permission`.
+pub async fn get_row(
+    db: &Db,
+    actor: &Actor,
+    id: i64,
+    permission: Permission,
+) -> ApiResult<(PredictionRow, access::ProjectAccess)> {
     let row: Option<PredictionRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {PREDICTION_COLUMNS} from prediction pr join project p on p.id = pr.project_id \
@@ -290,7 +320,9 @@ pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<PredictionRow
         .fetch_optional(conn)
         .await?
     });
-    row.ok_or_else(|| ApiError::not_found("prediction"))
+    let row = row.ok_or_else(|| ApiError::not_found("prediction"))?;
+    let project = access::project(db, actor, row.project_id, permission).await?;
+    Ok((row, project))
 }
 
 /// Predictions filtered by task or project (the actor's organization only).
@@ -300,12 +332,18 @@ pub async fn list(
     task: Option<i64>,
     project: Option<i64>,
 ) -> ApiResult<Vec<PredictionView>> {
-    actor.require(Permission::ProjectView)?;
+    if let Some(task) = task {
+        tasks::get_row(db, actor, task, Permission::ProjectView).await?;
+    }
+    if let Some(project) = project {
+        access::project(db, actor, project, Permission::ProjectView).await?;
+    }
+    let visible = access::visible_projects(actor);
     let rows: Vec<PredictionRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {PREDICTION_COLUMNS} from prediction pr join project p on p.id = pr.project_id \
              where p.organization_id = $1 and ($2 = 0 or pr.task_id = $2) and ($3 = 0 or pr.project_id = $3) \
-             order by pr.id"
+             and {visible} order by pr.id"
         ))
         .bind(actor.org_id)
         .bind(task.unwrap_or(0))
@@ -323,9 +361,8 @@ pub async fn update(
     id: i64,
     input: PredictionInput,
 ) -> ApiResult<PredictionView> {
-    actor.require(Permission::PredictionManage)?;
-    let row = get_row(db, actor, id).await?;
-    let project = projects::get_row(db, actor, row.project_id).await?;
+    let (row, access) = get_row(db, actor, id, Permission::PredictionManage).await?;
+    let project = access.row;
     let result = match &input.result {
         Some(r) => {
             validate(&project, r, "result")?;
@@ -345,15 +382,27 @@ pub async fn update(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "prediction.update",
+                "prediction",
+                id,
+                serde_json::json!({"task": row.task_id, "project": row.project_id})
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
-    Ok(get_row(db, actor, id).await?.view())
+    Ok(get_row(db, actor, id, Permission::ProjectView)
+        .await?
+        .0
+        .view())
 }
 
 /// Deletes a prediction.
 pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
-    actor.require(Permission::PredictionManage)?;
-    let row = get_row(db, actor, id).await?;
+    let (row, _) = get_row(db, actor, id, Permission::PredictionManage).await?;
     with_tx!(db, tx, {
         let gone = sqlx::query("delete from prediction where id = $1")
             .bind(id)
@@ -369,6 +418,16 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
                 .execute(&mut *tx)
                 .await?;
         }
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "prediction.delete",
+                "prediction",
+                id,
+                serde_json::json!({"task": row.task_id, "project": row.project_id})
+            )
+        );
         Ok::<_, ApiError>(())
     })
 }

@@ -4,7 +4,11 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Db, format_micros, now_micros, with_read, with_tx};
+use super::{
+    Db, access,
+    audit::{Prepared, audit},
+    format_micros, now_micros, with_read, with_tx,
+};
 use crate::{
     authz::{Actor, Permission},
     domain::{
@@ -58,6 +62,14 @@ pub struct ProjectRow {
     pub skipped_annotations_number: i64,
     /// Predictions.
     pub total_predictions_number: i64,
+    /// Workspace.
+    pub workspace_id: Option<i64>,
+    /// Archived projects are hidden from lists and take no work.
+    pub is_archived: bool,
+    /// The custom resource that owns the declared fields (`LabelingProject/ns/name`).
+    pub managed_by: Option<String>,
+    /// JSON list of the fields owned by that resource.
+    pub managed_fields: String,
 }
 
 /// Columns selected into [`ProjectRow`] (the query aliases the project table `p`).
@@ -65,7 +77,8 @@ pub const PROJECT_COLUMNS: &str = "p.id, p.organization_id, p.title, p.settings,
      u.email as creator_email, u.first_name as creator_first_name, u.last_name as creator_last_name, \
      p.created_at, p.updated_at, p.task_number, p.finished_task_number, p.total_annotations_number, \
      p.num_tasks_with_annotations, p.useful_annotation_number, p.ground_truth_number, \
-     p.skipped_annotations_number, p.total_predictions_number";
+     p.skipped_annotations_number, p.total_predictions_number, p.workspace_id, p.is_archived, \
+     p.managed_by, p.managed_fields";
 
 /// A nested user (Label Studio's `UserSimple`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -102,8 +115,14 @@ pub struct ProjectView {
     pub updated_at: String,
     /// Organization id.
     pub organization: i64,
-    /// Workspace id (workspaces come with the tenancy issue).
+    /// Workspace id.
     pub workspace: Option<i64>,
+    /// Whether the project is archived.
+    pub is_archived: bool,
+    /// The custom resource that owns some fields (`LabelingProject/<namespace>/<name>`).
+    pub managed_by: Option<String>,
+    /// The fields owned by that resource; the API refuses to change them.
+    pub managed_fields: Vec<String>,
     /// Tasks.
     pub task_number: i64,
     /// Labeled tasks.
@@ -142,6 +161,11 @@ impl ProjectRow {
         serde_json::from_str(&self.settings).unwrap_or_default()
     }
 
+    /// The fields owned by a custom resource.
+    pub fn managed_fields(&self) -> Vec<String> {
+        serde_json::from_str(&self.managed_fields).unwrap_or_default()
+    }
+
     /// The parsed labeling configuration (stored configurations were validated on write).
     pub fn config(&self) -> Option<LabelConfig> {
         LabelConfig::parse(&self.label_config).ok()
@@ -165,7 +189,10 @@ impl ProjectRow {
             created_at: format_micros(self.created_at),
             updated_at: format_micros(self.updated_at),
             organization: self.organization_id,
-            workspace: None,
+            workspace: self.workspace_id,
+            is_archived: self.is_archived,
+            managed_by: self.managed_by.clone(),
+            managed_fields: self.managed_fields(),
             task_number: self.task_number,
             finished_task_number: self.finished_task_number,
             total_annotations_number: self.total_annotations_number,
@@ -231,44 +258,82 @@ pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiRes
     let settings =
         project::merge_settings(&ProjectSettings::default(), body).map_err(settings_error)?;
     let settings_json = serde_json::to_string(&settings).map_err(ApiError::internal)?;
+    let workspace_id = workspace_field(db, actor, body).await?;
     let now = now_micros();
     let id: i64 = with_tx!(db, tx, {
         let id: i64 = sqlx::query_scalar(
-            "insert into project (organization_id, title, settings, label_config, created_by, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $6) returning id",
+            "insert into project (organization_id, title, settings, label_config, created_by, created_at, updated_at, workspace_id) \
+             values ($1, $2, $3, $4, $5, $6, $6, $7) returning id",
         )
         .bind(actor.org_id)
         .bind(&title)
         .bind(&settings_json)
         .bind(&label_config)
-        .bind(actor.user_id)
+        .bind((actor.user_id != 0).then_some(actor.user_id))
         .bind(now)
+        .bind(workspace_id)
         .fetch_one(&mut *tx)
         .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "project.create",
+                "project",
+                id,
+                serde_json::json!({"title": title, "workspace": workspace_id}),
+            )
+        );
         Ok::<_, ApiError>(id)
     })?;
-    get(db, actor, id).await
+    Ok(load(db, actor.org_id, id).await?.view())
 }
 
-/// Loads a project row of the actor's organization (404 otherwise).
-pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<ProjectRow> {
-    actor.require(Permission::ProjectView)?;
-    let row: Option<ProjectRow> = with_read!(db, conn, {
-        sqlx::query_as(&format!(
-            "select {PROJECT_COLUMNS} from project p left join app_user u on u.id = p.created_by \
-             where p.id = $1 and p.organization_id = $2"
-        ))
-        .bind(id)
-        .bind(actor.org_id)
-        .fetch_optional(conn)
-        .await?
-    });
-    row.ok_or_else(|| ApiError::not_found("project"))
+/// The `workspace` of a create or update body, checked: the caller must manage it.
+async fn workspace_field(
+    db: &Db,
+    actor: &Actor,
+    body: &Map<String, Value>,
+) -> ApiResult<Option<i64>> {
+    match body.get("workspace") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let id = v.as_i64().ok_or_else(|| {
+                ApiError::field(
+                    ErrorCode::ValidationError,
+                    "workspace",
+                    "must be a workspace id",
+                )
+            })?;
+            let ws = access::workspace(db, actor, id, Permission::WorkspaceManage).await?;
+            if ws.row.is_archived {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    "workspace",
+                    "this workspace is archived; unarchive it or choose another",
+                ));
+            }
+            Ok(Some(id))
+        }
+    }
+}
+
+/// Loads a project of the actor's organization on which the actor holds `permission` (404
+/// for other organizations, 403 naming the permission otherwise).
+pub async fn get_row(
+    db: &Db,
+    actor: &Actor,
+    id: i64,
+    permission: Permission,
+) -> ApiResult<ProjectRow> {
+    Ok(access::project(db, actor, id, permission).await?.row)
 }
 
 /// One project.
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<ProjectView> {
-    Ok(get_row(db, actor, id).await?.view())
+    Ok(get_row(db, actor, id, Permission::ProjectView)
+        .await?
+        .view())
 }
 
 /// Filters of the project list.
@@ -278,6 +343,10 @@ pub struct ProjectFilter {
     pub ids: Option<Vec<i64>>,
     /// Title contains (case-insensitive).
     pub title: Option<String>,
+    /// Only projects of these workspaces.
+    pub workspaces: Option<Vec<i64>>,
+    /// Archived projects too (`Some(true)`: only archived).
+    pub archived: Option<bool>,
 }
 
 /// One page of the actor's projects, newest first, and the total count.
@@ -288,8 +357,22 @@ pub async fn list(
     offset: i64,
     limit: i64,
 ) -> ApiResult<(i64, Vec<ProjectView>)> {
-    actor.require(Permission::ProjectView)?;
-    let mut conditions = String::from("p.organization_id = $1");
+    let mut conditions = format!(
+        "p.organization_id = $1 and {}",
+        access::visible_projects(actor)
+    );
+    match filter.archived {
+        Some(true) => conditions.push_str(" and p.is_archived"),
+        Some(false) | None => conditions.push_str(" and not p.is_archived"),
+    }
+    if let Some(ws) = &filter.workspaces {
+        let list = if ws.is_empty() {
+            "0".to_string()
+        } else {
+            ws.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        };
+        conditions.push_str(&format!(" and p.workspace_id in ({list})"));
+    }
     if let Some(ids) = &filter.ids {
         // ids are parsed integers, so inlining them cannot inject SQL.
         let list = if ids.is_empty() {
@@ -333,8 +416,25 @@ pub async fn update(
     id: i64,
     body: &Map<String, Value>,
 ) -> ApiResult<ProjectView> {
-    actor.require(Permission::ProjectChange)?;
-    let current = get_row(db, actor, id).await?;
+    let current = get_row(db, actor, id, Permission::ProjectChange).await?;
+    refuse_managed_changes(&current, body)?;
+    apply_update(db, actor, current, body).await
+}
+
+/// Applies a validated change to a loaded project (the caller checked the permission): the API
+/// after refusing Git-owned fields, the admin API for the operator that owns them.
+pub(crate) async fn apply_update(
+    db: &Db,
+    actor: &Actor,
+    current: ProjectRow,
+    body: &Map<String, Value>,
+) -> ApiResult<ProjectView> {
+    let id = current.id;
+    let workspace_id = if body.contains_key("workspace") {
+        workspace_field(db, actor, body).await?
+    } else {
+        current.workspace_id
+    };
     let title = match string_field(body, "title")? {
         Some(t) => {
             project::validate_title(&t).map_err(settings_error)?;
@@ -358,7 +458,7 @@ pub async fn update(
     let now = now_micros();
     with_tx!(db, tx, {
         sqlx::query(
-            "update project set title = $1, label_config = $2, settings = $3, updated_at = $4 \
+            "update project set title = $1, label_config = $2, settings = $3, updated_at = $4, workspace_id = $7 \
              where id = $5 and organization_id = $6",
         )
         .bind(&title)
@@ -367,8 +467,19 @@ pub async fn update(
         .bind(now)
         .bind(id)
         .bind(actor.org_id)
+        .bind(workspace_id)
         .execute(&mut *tx)
         .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "project.update",
+                "project",
+                id,
+                serde_json::json!({"fields": body.keys().collect::<Vec<_>>()}),
+            )
+        );
         if overlap_changed {
             // A settings change is the one place that touches every task of a project, as in
             // Label Studio; it is a single statement, never a scan in application memory.
@@ -426,7 +537,23 @@ pub async fn update(
         }
         Ok::<_, ApiError>(())
     })?;
-    get(db, actor, id).await
+    Ok(load(db, actor.org_id, id).await?.view())
+}
+
+/// Loads a project by id within an organization, without an authorization check: for callers
+/// that checked already (or the instance admin API).
+pub(crate) async fn load(db: &Db, org_id: i64, id: i64) -> ApiResult<ProjectRow> {
+    let row: Option<ProjectRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {PROJECT_COLUMNS} from project p left join app_user u on u.id = p.created_by \
+             where p.id = $1 and p.organization_id = $2"
+        ))
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    row.ok_or_else(|| ApiError::not_found("project"))
 }
 
 /// SQL expression over a task row: the annotations that count toward its completion.
@@ -439,14 +566,64 @@ pub fn completed_expression(skip_queue: SkipQueue) -> &'static str {
 
 /// Deletes a project with its tasks, annotations and predictions.
 pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
-    actor.require(Permission::ProjectDelete)?;
-    get_row(db, actor, id).await?;
+    let current = get_row(db, actor, id, Permission::ProjectDelete).await?;
+    if let Some(owner) = &current.managed_by {
+        return Err(ApiError::new(
+            ErrorCode::ManagedByGit,
+            format!(
+                "this project is declared by the custom resource {owner}; delete it there (the operator archives it)"
+            ),
+        ));
+    }
     with_tx!(db, tx, {
         sqlx::query("delete from project where id = $1 and organization_id = $2")
             .bind(id)
             .bind(actor.org_id)
             .execute(&mut *tx)
             .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "project.delete",
+                "project",
+                id,
+                serde_json::json!({"title": current.title, "tasks": current.task_number}),
+            )
+        );
         Ok::<_, ApiError>(())
     })
+}
+
+/// Refuses a change to a field that a custom resource declares (owned by Git). Sending the
+/// current value back is not a change, so clients that PATCH whole objects keep working.
+pub fn refuse_managed_changes(current: &ProjectRow, body: &Map<String, Value>) -> ApiResult<()> {
+    let Some(owner) = &current.managed_by else {
+        return Ok(());
+    };
+    let managed = current.managed_fields();
+    if managed.is_empty() {
+        return Ok(());
+    }
+    let view = serde_json::to_value(current.view()).map_err(ApiError::internal)?;
+    let changed: Vec<&str> = managed
+        .iter()
+        .filter(|field| match body.get(field.as_str()) {
+            None => false,
+            Some(value) => view.get(field.as_str()) != Some(value),
+        })
+        .map(String::as_str)
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::ManagedByGit,
+        format!(
+            "{} {} declared by the custom resource {owner} and owned by Git; change {} in the resource, not through the API",
+            changed.join(", "),
+            if changed.len() == 1 { "is" } else { "are" },
+            if changed.len() == 1 { "it" } else { "them" },
+        ),
+    ))
 }

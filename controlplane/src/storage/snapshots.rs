@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     Db,
+    audit::{Prepared, audit},
     export::{self, ExportFormat, Selection},
     format_micros, now_micros,
     projects::{self, UserSimple},
@@ -119,7 +120,7 @@ fn format_name(format: ExportFormat) -> &'static str {
 }
 
 async fn row(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<SnapshotRow> {
-    projects::get_row(db, actor, project_id).await?;
+    projects::get_row(db, actor, project_id, Permission::ExportRun).await?;
     let found: Option<SnapshotRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {COLUMNS} from export_snapshot e left join app_user u on u.id = e.created_by \
@@ -141,8 +142,7 @@ pub async fn create(
     project_id: i64,
     body: &Map<String, Value>,
 ) -> ApiResult<SnapshotView> {
-    actor.require(Permission::ExportRun)?;
-    let project = projects::get_row(db, actor, project_id).await?;
+    let project = projects::get_row(db, actor, project_id, Permission::ExportRun).await?;
     let title = match body.get("title") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) if s.chars().count() <= 2048 => s.clone(),
@@ -184,6 +184,16 @@ pub async fn create(
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "export.create",
+                "project",
+                project_id,
+                json!({"export": id, "title": title})
+            )
+        );
         Ok::<_, ApiError>(id)
     })?;
     let (db2, data_dir) = (db.clone(), data_dir.to_path_buf());
@@ -265,8 +275,7 @@ pub async fn fail_interrupted(db: &Db) -> ApiResult<u64> {
 
 /// The project's snapshots, newest first.
 pub async fn list(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<Vec<SnapshotView>> {
-    actor.require(Permission::ExportRun)?;
-    projects::get_row(db, actor, project_id).await?;
+    projects::get_row(db, actor, project_id, Permission::ExportRun).await?;
     let rows: Vec<SnapshotRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {COLUMNS} from export_snapshot e left join app_user u on u.id = e.created_by \
@@ -281,7 +290,6 @@ pub async fn list(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<Vec<Snap
 
 /// One snapshot.
 pub async fn get(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<SnapshotView> {
-    actor.require(Permission::ExportRun)?;
     Ok(row(db, actor, project_id, id).await?.view())
 }
 
@@ -293,13 +301,22 @@ pub async fn delete(
     project_id: i64,
     id: i64,
 ) -> ApiResult<()> {
-    actor.require(Permission::ExportRun)?;
     row(db, actor, project_id, id).await?;
     with_tx!(db, tx, {
         sqlx::query("delete from export_snapshot where id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "export.delete",
+                "project",
+                project_id,
+                json!({"export": id})
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
     for format in [
@@ -322,7 +339,6 @@ pub async fn convert(
     id: i64,
     format: ExportFormat,
 ) -> ApiResult<Value> {
-    actor.require(Permission::ExportRun)?;
     let snapshot = row(db, actor, project_id, id).await?;
     if snapshot.status != "completed" {
         return Err(ApiError::bad_request(
@@ -351,6 +367,16 @@ pub async fn convert(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "export.convert",
+                "project",
+                project_id,
+                json!({"export": id, "format": name})
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
     Ok(json!({"export_type": name, "converted_format": converted.len()}))
@@ -463,7 +489,6 @@ pub async fn download_path(
     id: i64,
     format: ExportFormat,
 ) -> ApiResult<PathBuf> {
-    actor.require(Permission::ExportRun)?;
     let snapshot = row(db, actor, project_id, id).await?;
     if snapshot.status != "completed" {
         return Err(ApiError::new(

@@ -8,8 +8,9 @@ use serde_json::{Map, Value, value::RawValue};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    Db, Dialect,
+    Db, Dialect, access,
     annotations::{self, AnnotationRow, AnnotationView, Kind, raw},
+    audit::{Prepared, audit},
     format_micros, now_micros,
     predictions::{self, PredictionRow, PredictionView},
     projects::{self, ProjectRow},
@@ -162,9 +163,14 @@ impl TaskRow {
     }
 }
 
-/// Loads a task of the actor's organization (404 otherwise).
-pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskRow> {
-    actor.require(Permission::ProjectView)?;
+/// Loads a task of the actor's organization and its project, on which the actor must hold
+/// `permission` (404 for other organizations, 403 naming the permission otherwise).
+pub async fn get_with_project(
+    db: &Db,
+    actor: &Actor,
+    id: i64,
+    permission: Permission,
+) -> ApiResult<(TaskRow, access::ProjectAccess)> {
     let row: Option<TaskRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {TASK_COLUMNS} from task t join project p on p.id = t.project_id \
@@ -172,6 +178,32 @@ pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskRow> {
         ))
         .bind(id)
         .bind(actor.org_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    let row = row.ok_or_else(|| ApiError::not_found("task"))?;
+    let project = access::project(db, actor, row.project_id, permission).await?;
+    Ok((row, project))
+}
+
+/// Loads a task on which the actor holds `permission` (see [`get_with_project`]).
+pub async fn get_row(
+    db: &Db,
+    actor: &Actor,
+    id: i64,
+    permission: Permission,
+) -> ApiResult<TaskRow> {
+    Ok(get_with_project(db, actor, id, permission).await?.0)
+}
+
+/// Loads a task by id without an authorization check: only for callers that already checked
+/// the task's project.
+async fn load_row(db: &Db, id: i64) -> ApiResult<TaskRow> {
+    let row: Option<TaskRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from task t where t.id = $1"
+        ))
+        .bind(id)
         .fetch_optional(conn)
         .await?
     });
@@ -216,7 +248,7 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow]) -> ApiResult<Vec<TaskView>> 
 
 /// One task with its annotations and predictions.
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
-    let row = get_row(db, actor, id).await?;
+    let row = get_row(db, actor, id, Permission::ProjectView).await?;
     Ok(with_nested(db, std::slice::from_ref(&row)).await?.remove(0))
 }
 
@@ -300,8 +332,7 @@ pub async fn import(
     sources: &[ImportSource],
     return_task_ids: bool,
 ) -> ApiResult<ImportSummary> {
-    actor.require(Permission::TaskManage)?;
-    let project = projects::get_row(db, actor, project_id).await?;
+    let project = projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
     let started = std::time::Instant::now();
     let mut state = ImportState {
         config: project.config(),
@@ -450,6 +481,20 @@ pub async fn import(
         .bind(project_id)
         .execute(&mut *tx)
         .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "task.import",
+                "project",
+                project_id,
+                serde_json::json!({
+                    "tasks": summary.task_count,
+                    "annotations": summary.annotation_count,
+                    "predictions": summary.prediction_count,
+                }),
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
     // A bulk load leaves PostgreSQL's planner statistics stale until autovacuum catches up,
@@ -599,7 +644,8 @@ async fn resolve_email(
     let found: Option<i64> = with_read!(db, conn, {
         sqlx::query_scalar(
             "select u.id from app_user u join org_member m on m.user_id = u.id \
-             where m.organization_id = $1 and lower(u.email) = $2",
+             where m.organization_id = $1 and lower(u.email) = $2 \
+             order by (u.home_organization_id = $1) desc, u.id limit 1",
         )
         .bind(org)
         .bind(&key)
@@ -989,7 +1035,7 @@ pub async fn list(
         fields,
         ids_only,
     } = window;
-    let project = projects::get_row(db, actor, project_id).await?;
+    let project = projects::get_row(db, actor, project_id, Permission::ProjectView).await?;
     let filtered = query.condition != "true";
     let n = query.params.len();
     let (total, rows, ids): (i64, Vec<TaskRow>, Vec<i64>) = with_read!(db, conn, {
@@ -1083,7 +1129,7 @@ pub async fn create_one(
     data: Map<String, Value>,
     meta: Map<String, Value>,
 ) -> ApiResult<TaskView> {
-    actor.require(Permission::TaskManage)?;
+    // The import checks task.manage on the project before it reads anything.
     let dir = tempfile::tempdir().map_err(ApiError::internal)?;
     let path = dir.path().join("task.json");
     let body = serde_json::json!([{"data": data, "meta": meta}]).to_string();
@@ -1117,9 +1163,8 @@ pub async fn update(
     data: Option<Map<String, Value>>,
     meta: Option<Map<String, Value>>,
 ) -> ApiResult<TaskView> {
-    actor.require(Permission::TaskManage)?;
-    let row = get_row(db, actor, id).await?;
-    let project = projects::get_row(db, actor, row.project_id).await?;
+    let (row, project) = get_with_project(db, actor, id, Permission::TaskManage).await?;
+    let project = project.row;
     if let (Some(data), Some(config)) = (&data, project.config()) {
         for key in config.data_keys() {
             if !data.contains_key(&key) {
@@ -1149,6 +1194,16 @@ pub async fn update(
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "task.update",
+                "task",
+                id,
+                serde_json::json!({"project": row.project_id})
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
     get(db, actor, id).await
@@ -1161,12 +1216,26 @@ pub async fn delete_many(
     project_id: i64,
     ids: Option<&[i64]>,
 ) -> ApiResult<i64> {
-    actor.require(Permission::TaskManage)?;
-    projects::get_row(db, actor, project_id).await?;
+    projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
     let dialect = db.dialect();
     let condition = match ids {
         None => String::new(),
-        Some([]) => return Ok(0),
+        Some([]) => {
+            // Nothing selected: nothing changes, but the request is still on the record.
+            return with_tx!(db, tx, {
+                audit!(
+                    tx,
+                    Prepared::new(
+                        actor,
+                        "task.delete",
+                        "project",
+                        project_id,
+                        serde_json::json!({"deleted": 0, "ids": []}),
+                    )
+                );
+                Ok::<_, ApiError>(0)
+            });
+        }
         Some(ids) => format!(
             " and id in ({})",
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
@@ -1209,6 +1278,16 @@ pub async fn delete_many(
         .bind(project_id)
         .execute(&mut *tx)
         .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "task.delete",
+                "project",
+                project_id,
+                serde_json::json!({"deleted": sums.0, "ids": ids}),
+            )
+        );
         Ok::<_, ApiError>(sums.0)
     })
 }
@@ -1226,8 +1305,7 @@ pub async fn next(
     project_id: i64,
     default_lock_ttl_secs: i64,
 ) -> ApiResult<TaskView> {
-    actor.require(Permission::AnnotationCreate)?;
-    let project = projects::get_row(db, actor, project_id).await?;
+    let project = projects::get_row(db, actor, project_id, Permission::AnnotationCreate).await?;
     let settings = project.settings();
     let ttl = settings
         .custom_task_lock_ttl
@@ -1322,7 +1400,7 @@ pub async fn next(
             format!("There are no tasks for {}", actor.email),
         ));
     };
-    let row = get_row(db, actor, task_id).await?;
+    let row = load_row(db, task_id).await?;
     let mut view = row.view();
     // The label stream shows pre-labels, not other people's work: predictions only.
     view.predictions = Some(

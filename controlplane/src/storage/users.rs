@@ -2,10 +2,14 @@
 
 use serde::Serialize;
 
-use super::{Db, now_micros, with_read, with_tx};
+use super::{
+    Db,
+    audit::{self, Outcome, Prepared, audit},
+    now_micros, with_read, with_tx,
+};
 use crate::{
     auth,
-    authz::{Actor, Permission, Role},
+    authz::{self, Actor, Permission, RequestMeta, Role},
     error::{ApiError, ApiResult, ErrorCode},
 };
 
@@ -163,20 +167,93 @@ pub async fn default_organization(db: &Db) -> ApiResult<Option<i64>> {
     }))
 }
 
-/// Creates an organization (instance administration; no actor).
-pub async fn create_organization(db: &Db, title: &str) -> ApiResult<i64> {
+/// Creates an organization (instance administration: CLI, bootstrap, admin API) with its
+/// audit chain. `slug` is the lowercase DNS label the admin API addresses it by.
+pub async fn create_organization(
+    db: &Db,
+    title: &str,
+    slug: Option<&str>,
+    managed_by: Option<&str>,
+    meta: &RequestMeta,
+) -> ApiResult<i64> {
+    let title = title.trim();
+    if title.is_empty() || title.chars().count() > 1000 {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "title",
+            "an organization needs a title of 1 to 1000 characters",
+        ));
+    }
+    if let Some(slug) = slug {
+        validate_slug(slug)?;
+    }
     let now = now_micros();
     with_tx!(db, tx, {
+        if let Some(slug) = slug {
+            let taken: Option<i64> =
+                sqlx::query_scalar("select id from organization where slug = $1")
+                    .bind(slug)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if taken.is_some() {
+                return Err(ApiError::field(
+                    ErrorCode::Conflict,
+                    "slug",
+                    format!("an organization with the slug {slug:?} already exists"),
+                ));
+            }
+        }
         let id: i64 = sqlx::query_scalar(
-            "insert into organization (title, token, created_at, updated_at) values ($1, $2, $3, $3) returning id",
+            "insert into organization (title, token, created_at, updated_at, slug, managed_by) \
+             values ($1, $2, $3, $3, $4, $5) returning id",
         )
         .bind(title)
         .bind(auth::random_secret(40))
         .bind(now)
+        .bind(slug)
+        .bind(managed_by)
         .fetch_one(&mut *tx)
         .await?;
+        sqlx::query("insert into audit_head (chain_id, seq, hash) values ($1, 0, $2)")
+            .bind(id)
+            .bind(audit::GENESIS)
+            .execute(&mut *tx)
+            .await?;
+        let actor = Actor::instance(id, meta.clone());
+        audit!(
+            tx,
+            Prepared::new(
+                &actor,
+                "organization.create",
+                "organization",
+                id,
+                serde_json::json!({"title": title, "slug": slug, "managed_by": managed_by}),
+            )
+        );
         Ok::<_, ApiError>(id)
     })
+}
+
+/// A slug is a lowercase DNS label (what Kubernetes allows as a resource name segment).
+pub fn validate_slug(slug: &str) -> ApiResult<()> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 63
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "slug",
+            format!(
+                "{slug:?} is not a valid slug: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+            ),
+        ))
+    }
 }
 
 /// Creates a user in an organization with a legacy token; returns the user and the token.
@@ -184,6 +261,7 @@ pub async fn create_organization(db: &Db, title: &str) -> ApiResult<i64> {
 /// [`create_user`].
 pub async fn create_user_in_org(
     db: &Db,
+    by: &Actor,
     org_id: i64,
     new: &NewUser,
 ) -> ApiResult<(UserRow, String)> {
@@ -220,11 +298,14 @@ pub async fn create_user_in_org(
     let now = now_micros();
     let username = new.username.clone().unwrap_or_else(|| email.clone());
     let result: ApiResult<UserRow> = with_tx!(db, tx, {
-        let taken: Option<i64> =
-            sqlx::query_scalar("select id from app_user where lower(email) = lower($1)")
-                .bind(&email)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // Emails are unique per organization: another tenant's users stay invisible.
+        let taken: Option<i64> = sqlx::query_scalar(
+            "select id from app_user where home_organization_id = $2 and lower(email) = lower($1)",
+        )
+        .bind(&email)
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         if taken.is_some() {
             return Err(ApiError::field(
                 ErrorCode::Conflict,
@@ -246,8 +327,8 @@ pub async fn create_user_in_org(
         }
         let id: i64 = sqlx::query_scalar(
             "insert into app_user (email, username, first_name, last_name, password_hash, is_active, \
-             active_organization_id, date_joined, last_activity) \
-             values ($1, $2, $3, $4, $5, true, $6, $7, $7) returning id",
+             active_organization_id, date_joined, last_activity, home_organization_id) \
+             values ($1, $2, $3, $4, $5, true, $6, $7, $7, $6) returning id",
         )
         .bind(&email)
         .bind(&username)
@@ -280,6 +361,16 @@ pub async fn create_user_in_org(
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
+        let mut entry = Prepared::new(
+            by,
+            "user.create",
+            "user",
+            id,
+            serde_json::json!({"email": email, "role": new.role.as_str()}),
+        );
+        entry.chain_id = org_id;
+        entry.organization_id = Some(org_id);
+        audit!(tx, entry);
         Ok(row)
     });
     Ok((result?, token))
@@ -288,17 +379,40 @@ pub async fn create_user_in_org(
 /// Creates a user in the actor's organization (needs `user.manage`; cannot grant a role above
 /// the actor's own).
 pub async fn create_user(db: &Db, actor: &Actor, new: &NewUser) -> ApiResult<(UserRow, String)> {
-    actor.require(Permission::UserManage)?;
-    if new.role > actor.role {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "you cannot grant the role {} because it is above your own",
-                new.role.as_str()
-            ),
-        ));
+    actor.require(Permission::OrgManage)?;
+    if let Err(why) = authz::check_grant(actor.role, None, Some(new.role), 1) {
+        return Err(refuse_escalation(
+            db,
+            actor,
+            "user.create",
+            0,
+            &why,
+            serde_json::json!({"email": new.email, "role": new.role.as_str()}),
+        )
+        .await);
     }
-    create_user_in_org(db, actor.org_id, new).await
+    create_user_in_org(db, actor, actor.org_id, new).await
+}
+
+/// Audits a refused privilege change (in its own transaction: the change itself never
+/// happened) and returns the error for the caller.
+pub async fn refuse_escalation(
+    db: &Db,
+    actor: &Actor,
+    action: &str,
+    target: i64,
+    why: &str,
+    summary: serde_json::Value,
+) -> ApiError {
+    let mut summary = summary;
+    if let serde_json::Value::Object(map) = &mut summary {
+        map.insert("refused".into(), serde_json::Value::String(why.to_string()));
+    }
+    let entry = Prepared::new(actor, action, "user", target, summary).outcome(Outcome::Denied);
+    if let Err(e) = audit::record(db, entry).await {
+        return e;
+    }
+    ApiError::new(ErrorCode::PrivilegeEscalation, why.to_string())
 }
 
 #[derive(sqlx::FromRow)]
@@ -315,6 +429,7 @@ fn actor_from(row: ActorRow) -> Option<Actor> {
         org_id: row.org_id,
         role: Role::parse(&row.role)?,
         email: row.email,
+        meta: RequestMeta::default(),
     })
 }
 
@@ -325,9 +440,33 @@ pub async fn actor_for_legacy_token(db: &Db, token: &str) -> ApiResult<Option<Ac
             "select u.id as user_id, m.organization_id as org_id, m.role, u.email \
              from api_token t join app_user u on u.id = t.user_id \
              join org_member m on m.user_id = u.id and m.organization_id = u.active_organization_id \
-             where t.token_hash = $1 and t.kind = 'legacy' and t.revoked_at is null and u.is_active",
+             where t.token_hash = $1 and t.kind = 'legacy' and t.revoked_at is null and u.is_active \
+             and m.deactivated_at is null",
         )
         .bind(auth::hash_token(token))
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(row.and_then(actor_from))
+}
+
+/// The actor behind a verified access token: its user must be active and, when it was
+/// exchanged for a personal access token, that token must be neither revoked nor expired.
+pub async fn actor_for_access(db: &Db, claims: &auth::Claims) -> ApiResult<Option<Actor>> {
+    let Some(pat) = &claims.pat else {
+        return actor_for_user(db, claims.user_id).await;
+    };
+    let row: Option<ActorRow> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select u.id as user_id, m.organization_id as org_id, m.role, u.email \
+             from app_user u join org_member m on m.user_id = u.id and m.organization_id = u.active_organization_id \
+             join api_token t on t.user_id = u.id and t.jti = $2 and t.kind = 'pat' and t.revoked_at is null \
+             and (t.expires_at is null or t.expires_at > $3) \
+             where u.id = $1 and u.is_active and m.deactivated_at is null",
+        )
+        .bind(claims.user_id)
+        .bind(pat)
+        .bind(now_micros())
         .fetch_optional(conn)
         .await?
     });
@@ -340,7 +479,7 @@ pub async fn actor_for_user(db: &Db, user_id: i64) -> ApiResult<Option<Actor>> {
         sqlx::query_as(
             "select u.id as user_id, m.organization_id as org_id, m.role, u.email \
              from app_user u join org_member m on m.user_id = u.id and m.organization_id = u.active_organization_id \
-             where u.id = $1 and u.is_active",
+             where u.id = $1 and u.is_active and m.deactivated_at is null",
         )
         .bind(user_id)
         .fetch_optional(conn)
@@ -378,6 +517,7 @@ pub struct PatView {
 pub async fn create_pat(db: &Db, actor: &Actor, key: &[u8], ttl_secs: i64) -> ApiResult<String> {
     let now = now_micros();
     let claims = auth::Claims {
+        pat: None,
         token_type: "refresh".into(),
         iat: now / 1_000_000,
         exp: now / 1_000_000 + ttl_secs,
@@ -402,6 +542,16 @@ pub async fn create_pat(db: &Db, actor: &Actor, key: &[u8], ttl_secs: i64) -> Ap
         .bind(claims.exp * 1_000_000)
         .execute(&mut *tx)
         .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "token.create",
+                "token",
+                &claims.jti,
+                serde_json::json!({"kind": "pat", "expires_at": super::format_micros(claims.exp * 1_000_000)})
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
     Ok(token)
@@ -449,6 +599,18 @@ pub async fn revoke_pat(db: &Db, actor: &Actor, jti: &str) -> ApiResult<bool> {
         .bind(actor.user_id)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() > 0 {
+            audit!(
+                tx,
+                Prepared::new(
+                    actor,
+                    "token.revoke",
+                    "token",
+                    jti,
+                    serde_json::json!({"kind": "pat"})
+                )
+            );
+        }
         Ok::<_, ApiError>(done.rows_affected() > 0)
     })
 }
@@ -471,13 +633,23 @@ pub async fn reset_legacy_token(db: &Db, actor: &Actor) -> ApiResult<String> {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "token.reset",
+                "user",
+                actor.user_id,
+                serde_json::json!({"kind": "legacy"})
+            )
+        );
         Ok::<_, ApiError>(())
     })?;
     Ok(token)
 }
 
 #[derive(sqlx::FromRow)]
-struct MemberRow {
+pub(crate) struct MemberRow {
     id: i64,
     email: String,
     username: String,
@@ -490,8 +662,13 @@ struct MemberRow {
     role: String,
 }
 
+/// Columns of a member of organization `m` (user `u`): active means active in that organization.
+pub(crate) const MEMBER_COLUMNS: &str = "u.id, u.email, u.username, u.first_name, u.last_name, \
+     (u.is_active and m.deactivated_at is null) as is_active, u.active_organization_id, u.date_joined, \
+     u.last_activity, m.role";
+
 impl MemberRow {
-    fn split(self) -> (UserRow, Option<Role>) {
+    pub(crate) fn split(self) -> (UserRow, Option<Role>) {
         let role = Role::parse(&self.role);
         (
             UserRow {
@@ -512,10 +689,10 @@ impl MemberRow {
 
 /// Lists the members of the actor's organization.
 pub async fn list_users(db: &Db, actor: &Actor) -> ApiResult<Vec<UserView>> {
-    actor.require(Permission::UserView)?;
+    actor.require(Permission::OrgView)?;
     let rows: Vec<MemberRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
-            "select {USER_COLUMNS}, m.role from app_user u join org_member m on m.user_id = u.id \
+            "select {MEMBER_COLUMNS} from app_user u join org_member m on m.user_id = u.id \
              where m.organization_id = $1 order by u.id"
         ))
         .bind(actor.org_id)
@@ -534,11 +711,11 @@ pub async fn list_users(db: &Db, actor: &Actor) -> ApiResult<Vec<UserView>> {
 /// One member of the actor's organization (404 for anyone else).
 pub async fn get_user(db: &Db, actor: &Actor, user_id: i64) -> ApiResult<UserView> {
     if user_id != actor.user_id {
-        actor.require(Permission::UserView)?;
+        actor.require(Permission::OrgView)?;
     }
     let row: Option<MemberRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
-            "select {USER_COLUMNS}, m.role from app_user u join org_member m on m.user_id = u.id \
+            "select {MEMBER_COLUMNS} from app_user u join org_member m on m.user_id = u.id \
              where m.organization_id = $1 and u.id = $2"
         ))
         .bind(actor.org_id)
@@ -559,36 +736,58 @@ pub struct UserChanges {
     pub last_name: Option<String>,
     /// New username.
     pub username: Option<String>,
-    /// New active flag (administrators only).
+    /// Deactivate (`false`) or reactivate (`true`) the membership in the actor's organization.
     pub is_active: Option<bool>,
 }
 
-/// Updates a user's profile: oneself, or anyone in the organization with `user.manage`.
+/// Updates a user's profile: oneself, or anyone in the organization with
+/// `organization.manage`. Only profiles of users who belong to this organization (their home)
+/// can be edited by its administrators.
 pub async fn update_user(
     db: &Db,
     actor: &Actor,
     user_id: i64,
     changes: &UserChanges,
 ) -> ApiResult<UserView> {
-    if user_id != actor.user_id || changes.is_active.is_some() {
-        actor.require(Permission::UserManage)?;
-    }
     // Existence and tenancy first: another organization's user is a 404.
     get_user(db, actor, user_id).await?;
-    with_tx!(db, tx, {
-        sqlx::query(
-            "update app_user set first_name = coalesce($1, first_name), last_name = coalesce($2, last_name), \
-             username = coalesce($3, username), is_active = coalesce($4, is_active) where id = $5",
-        )
-        .bind(&changes.first_name)
-        .bind(&changes.last_name)
-        .bind(&changes.username)
-        .bind(changes.is_active)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        Ok::<_, ApiError>(())
-    })?;
+    if user_id != actor.user_id || changes.is_active.is_some() {
+        actor.require(Permission::OrgManage)?;
+    }
+    if let Some(active) = changes.is_active {
+        super::orgs::set_member(db, actor, user_id, None, Some(active)).await?;
+    }
+    let profile =
+        changes.first_name.is_some() || changes.last_name.is_some() || changes.username.is_some();
+    if profile {
+        with_tx!(db, tx, {
+            sqlx::query(
+                "update app_user set first_name = coalesce($1, first_name), last_name = coalesce($2, last_name), \
+                 username = coalesce($3, username) where id = $4",
+            )
+            .bind(&changes.first_name)
+            .bind(&changes.last_name)
+            .bind(&changes.username)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+            audit!(
+                tx,
+                Prepared::new(
+                    actor,
+                    "user.update",
+                    "user",
+                    user_id,
+                    serde_json::json!({
+                        "first_name": changes.first_name,
+                        "last_name": changes.last_name,
+                        "username": changes.username,
+                    }),
+                )
+            );
+            Ok::<_, ApiError>(())
+        })?;
+    }
     get_user(db, actor, user_id).await
 }
 
@@ -606,27 +805,32 @@ pub async fn touch_activity(db: &Db, user_id: i64) -> ApiResult<()> {
     })
 }
 
-/// Organization summary for `/api/organizations`.
-#[derive(Debug, Serialize, utoipa::ToSchema, sqlx::FromRow)]
-pub struct OrganizationRow {
-    /// Id.
-    pub id: i64,
-    /// Title.
-    pub title: String,
-    /// Created (micros).
-    #[serde(skip)]
-    pub created_at: i64,
-}
-
-/// The organizations the actor belongs to.
-pub async fn list_organizations(db: &Db, actor: &Actor) -> ApiResult<Vec<OrganizationRow>> {
-    Ok(with_read!(db, conn, {
-        sqlx::query_as(
-            "select o.id, o.title, o.created_at from organization o join org_member m on m.organization_id = o.id \
-             where m.user_id = $1 order by o.id",
+/// Records that a credential was used from an address; the first use from an address it was
+/// never used from is an audit entry (`auth.new_source`).
+pub async fn note_token_source(db: &Db, actor: &Actor, key: &str) -> ApiResult<()> {
+    let ip = actor.meta.client_ip.clone();
+    with_tx!(db, tx, {
+        let done = sqlx::query(
+            "insert into token_source (token_key, client_ip, first_seen) values ($1, $2, $3) \
+             on conflict (token_key, client_ip) do nothing",
         )
-        .bind(actor.user_id)
-        .fetch_all(conn)
-        .await?
-    }))
+        .bind(key)
+        .bind(&ip)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            audit!(
+                tx,
+                Prepared::new(
+                    actor,
+                    "auth.new_source",
+                    "token",
+                    key,
+                    serde_json::json!({"client_ip": ip, "user_agent": actor.meta.user_agent}),
+                )
+            );
+        }
+        Ok::<_, ApiError>(())
+    })
 }

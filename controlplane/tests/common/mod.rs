@@ -10,10 +10,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use verity_controlplane::{
-    authz::Role,
+    authz::{Actor, Role},
     config::Config,
     http::{AppState, Service, app, metrics::Metrics},
-    storage::{Db, PoolOptions, users},
+    storage::{Db, PoolOptions, audit, users},
 };
 
 /// Which database a test runs on.
@@ -119,22 +119,26 @@ impl TestApp {
         .await
         .expect("connect");
         db.migrate().await.expect("migrate");
-        let org = users::create_organization(&db, "Test org")
+        let org = users::create_organization(&db, "Test org", None, None, &Default::default())
             .await
             .expect("org");
-        let owner =
-            users::create_user_in_org(&db, org, &new_user("owner@example.com", Role::Owner))
-                .await
-                .expect("owner")
-                .1;
+        let owner = users::create_user_in_org(
+            &db,
+            &Actor::instance(org, Default::default()),
+            org,
+            &new_user("owner@example.com", Role::Owner),
+        )
+        .await
+        .expect("owner")
+        .1;
         let jwt_key = users::signing_key(&db).await.expect("key");
         let config = Arc::new(config);
-        let state = AppState {
-            db: db.clone(),
-            config: config.clone(),
-            jwt_key: Arc::new(jwt_key),
-            metrics: Arc::new(Metrics::new().expect("metrics")),
-        };
+        let state = AppState::new(
+            db.clone(),
+            config.clone(),
+            jwt_key,
+            Metrics::new().expect("metrics"),
+        );
         Self {
             service: app(state),
             db,
@@ -147,10 +151,41 @@ impl TestApp {
 
     /// A new user with `role` in this app's organization; returns the token.
     pub async fn user(&self, email: &str, role: Role) -> String {
-        users::create_user_in_org(&self.db, self.org, &new_user(email, role))
+        self.user_in(self.org, email, role).await
+    }
+
+    /// A new user with `role` in organization `org`; returns the token.
+    pub async fn user_in(&self, org: i64, email: &str, role: Role) -> String {
+        users::create_user_in_org(
+            &self.db,
+            &Actor::instance(org, Default::default()),
+            org,
+            &new_user(email, role),
+        )
+        .await
+        .expect("user")
+        .1
+    }
+
+    /// Adds the user behind `token` to project `p` (as the owner), with an optional project role.
+    pub async fn add_member(&self, p: i64, token: &str, role: Option<&str>) {
+        let user = self.user_id(token).await;
+        self.post(
+            &format!("/api/projects/{p}/members"),
+            &self.owner,
+            json!({"user": user, "role": role}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    }
+
+    /// A second organization with an owner; returns its id and the owner's token.
+    pub async fn other_org(&self, title: &str, owner_email: &str) -> (i64, String) {
+        let org = users::create_organization(&self.db, title, None, None, &Default::default())
             .await
-            .expect("user")
-            .1
+            .expect("org");
+        let token = self.user_in(org, owner_email, Role::Owner).await;
+        (org, token)
     }
 
     /// A user id by token (through whoami).
@@ -163,6 +198,34 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
+        let mutating = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+        let path = request.uri().path().to_string();
+        let reply = self.send_unchecked(request).await;
+        if mutating
+            && reply.status.is_success()
+            && !AUDIT_EXEMPT.iter().any(|p| path_matches(p, &path))
+        {
+            // Every change made through the API leaves an audit entry written by the request.
+            let id = reply
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .expect("request id")
+                .to_string();
+            let entries = audit::entries_for_request(&self.db, &id)
+                .await
+                .expect("audit query");
+            assert!(
+                !entries.is_empty(),
+                "{path} answered {} but wrote no audit entry",
+                reply.status
+            );
+        }
+        reply
+    }
+
+    /// Sends a request without the audit check (for tests that look at the audit log itself).
+    pub async fn send_unchecked(&self, request: Request<Body>) -> Reply {
         let response = self
             .service
             .clone()
@@ -292,6 +355,15 @@ pub const TEXT_CONFIG: &str = r#"<View><Text name="text" value="$text"/><Choices
 
 pub fn choice(label: &str) -> Value {
     json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}])
+}
+
+/// Mutating endpoints that change nothing (validation only), exempt from the audit check.
+const AUDIT_EXEMPT: &[&str] = &["/api/projects/validate", "/api/projects/*/validate"];
+
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let (a, b): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x == "*" || x == y)
 }
 
 /// Runs an async test body on SQLite and on PostgreSQL.

@@ -93,8 +93,7 @@ pub async fn export_project(
     Query(params): Query<ExportParams>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    actor.require(Permission::ExportRun)?;
-    let project = projects::get_row(&state.db, &actor, id).await?;
+    let project = projects::get_row(&state.db, &actor, id, Permission::ExportRun).await?;
     let format = ExportFormat::parse(
         params
             .export_type_camel
@@ -125,7 +124,7 @@ pub async fn export_formats(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Vec<Value>>> {
-    projects::get_row(&state.db, &actor, id).await?;
+    projects::get_row(&state.db, &actor, id, Permission::ProjectView).await?;
     let formats = [
         (
             "JSON",
@@ -298,7 +297,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A `Stream` over an mpsc receiver (avoids a dependency on tokio-stream).
-mod tokio_stream_compat {
+pub(crate) mod tokio_stream_compat {
     use std::{
         pin::Pin,
         task::{Context, Poll},
@@ -306,10 +305,10 @@ mod tokio_stream_compat {
 
     use tokio::sync::mpsc::Receiver;
 
-    pub(super) struct ReceiverStream<T>(Receiver<T>);
+    pub(crate) struct ReceiverStream<T>(Receiver<T>);
 
     impl<T> ReceiverStream<T> {
-        pub(super) fn new(rx: Receiver<T>) -> Self {
+        pub(crate) fn new(rx: Receiver<T>) -> Self {
             Self(rx)
         }
     }

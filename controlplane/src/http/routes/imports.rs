@@ -141,8 +141,8 @@ pub async fn import_tasks(
         ));
     }
     // Check access before reading a possibly large body.
-    crate::storage::projects::get_row(&state.db, &actor, id).await?;
-    actor.require(crate::authz::Permission::TaskManage)?;
+    crate::storage::projects::get_row(&state.db, &actor, id, crate::authz::Permission::TaskManage)
+        .await?;
     let content_type = request
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -223,7 +223,13 @@ pub async fn import_predictions(
     Path(id): Path<i64>,
     JsonValue(body): JsonValue,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    crate::storage::projects::get_row(&state.db, &actor, id).await?;
+    crate::storage::projects::get_row(
+        &state.db,
+        &actor,
+        id,
+        crate::authz::Permission::PredictionManage,
+    )
+    .await?;
     let items = match body {
         Value::Array(items) => items,
         Value::Object(_) => vec![body],

@@ -1,14 +1,18 @@
 //! Every route of the API, one module per resource. Each handler carries its OpenAPI
 //! description, so the document is generated from the code that serves it.
 
+pub mod admin;
 pub mod annotations;
 pub mod exports;
 pub mod imports;
+pub mod members;
 pub mod meta;
+pub mod organizations;
 pub mod predictions;
 pub mod projects;
 pub mod tasks;
 pub mod users;
+pub mod workspaces;
 
 use utoipa::{
     Modify, OpenApi,
@@ -67,6 +71,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(annotations::router())
         .merge(predictions::router())
         .merge(exports::router())
+        .merge(organizations::router())
+        .merge(workspaces::router())
+        .merge(members::router())
+        .merge(admin::router())
 }
 
 /// The OpenAPI document as pretty JSON (committed under `docs/openapi.json`).

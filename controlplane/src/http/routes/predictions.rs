@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    authz::Actor,
+    authz::{Actor, Permission},
     error::{ApiError, ApiResult},
     http::{
         AppState,
@@ -63,7 +63,12 @@ pub async fn create_prediction(
         .ok_or_else(|| ApiError::internal("no prediction created"))?;
     Ok((
         StatusCode::CREATED,
-        Json(predictions::get_row(&state.db, &actor, id).await?.view()),
+        Json(
+            predictions::get_row(&state.db, &actor, id, Permission::ProjectView)
+                .await?
+                .0
+                .view(),
+        ),
     ))
 }
 
@@ -75,7 +80,10 @@ pub async fn get_prediction(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<PredictionView>> {
     Ok(Json(
-        predictions::get_row(&state.db, &actor, id).await?.view(),
+        predictions::get_row(&state.db, &actor, id, Permission::ProjectView)
+            .await?
+            .0
+            .view(),
     ))
 }
 

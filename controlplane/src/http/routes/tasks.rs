@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    authz::Actor,
+    authz::{Actor, Permission},
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
@@ -246,7 +246,7 @@ pub async fn delete_task(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    let task = tasks::get_row(&state.db, &actor, id).await?;
+    let task = tasks::get_row(&state.db, &actor, id, Permission::TaskManage).await?;
     tasks::delete_many(&state.db, &actor, task.project_id, Some(&[id])).await?;
     Ok(no_content())
 }

@@ -14,10 +14,14 @@ use crate::{
     auth,
     authz::{Actor, Role},
     error::{ApiError, ApiResult, ErrorCode},
-    http::{AppState, extract::JsonObject, no_content},
+    http::{
+        AppState,
+        extract::{JsonObject, request_meta},
+        no_content,
+    },
     storage::{
-        now_micros,
-        users::{self, NewUser, OrganizationRow, PatView, UserChanges, UserView},
+        audit, now_micros,
+        users::{self, NewUser, PatView, UserChanges, UserView},
     },
 };
 
@@ -168,15 +172,14 @@ pub struct AccessView {
 #[utoipa::path(post, path = "/api/token/refresh", tag = "tokens", security(()), request_body = Object, responses((status = 200, body = AccessView), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn refresh_token(
     State(state): State<AppState>,
+    parts: axum::http::request::Parts,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<AccessView>> {
     let claims = verify_refresh(&state, &refresh_field(&body)?).await?;
-    if users::actor_for_user(&state.db, claims.user_id)
-        .await?
-        .is_none()
-    {
+    let Some(mut actor) = users::actor_for_user(&state.db, claims.user_id).await? else {
         return Err(ApiError::unauthenticated("the user is deactivated"));
-    }
+    };
+    actor.meta = request_meta(&parts, state.config.trust_forwarded_for);
     let now = now_micros() / 1_000_000;
     let access = auth::Claims {
         token_type: "access".into(),
@@ -184,7 +187,20 @@ pub async fn refresh_token(
         exp: now + auth::ACCESS_TOKEN_TTL_SECS,
         jti: uuid::Uuid::new_v4().simple().to_string(),
         user_id: claims.user_id,
+        pat: Some(claims.jti.clone()),
     };
+    // Exchanging a personal access token is a sign-in.
+    audit::record(
+        &state.db,
+        audit::Prepared::new(
+            &actor,
+            "auth.refresh",
+            "token",
+            &claims.jti,
+            serde_json::json!({"access_expires_in": auth::ACCESS_TOKEN_TTL_SECS}),
+        ),
+    )
+    .await?;
     Ok(Json(AccessView {
         access: auth::sign_jwt(&state.jwt_key, &access),
     }))
@@ -316,6 +332,7 @@ pub async fn delete_user(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
+    users::get_user(&state.db, &actor, id).await?;
     if id == actor.user_id {
         return Err(ApiError::bad_request(
             ErrorCode::ValidationError,
@@ -335,30 +352,6 @@ pub async fn delete_user(
     Ok(no_content())
 }
 
-/// The caller's organizations.
-#[utoipa::path(get, path = "/api/organizations", tag = "organizations", responses((status = 200, body = Vec<OrganizationRow>)))]
-pub async fn list_organizations(
-    State(state): State<AppState>,
-    actor: Actor,
-) -> ApiResult<Json<Vec<OrganizationRow>>> {
-    Ok(Json(users::list_organizations(&state.db, &actor).await?))
-}
-
-/// One of the caller's organizations.
-#[utoipa::path(get, path = "/api/organizations/{id}", tag = "organizations", params(("id" = i64, Path)), responses((status = 200, body = OrganizationRow)))]
-pub async fn get_organization(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<OrganizationRow>> {
-    users::list_organizations(&state.db, &actor)
-        .await?
-        .into_iter()
-        .find(|o| o.id == id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("organization"))
-}
-
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -372,6 +365,4 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_token))
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, update_user, delete_user))
-        .routes(routes!(list_organizations))
-        .routes(routes!(get_organization))
 }

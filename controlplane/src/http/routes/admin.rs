@@ -1,0 +1,150 @@
+//! The instance admin API (`/api/admin/*`): organizations by slug, and the workspaces and
+//! projects the operator declares from custom resources, by key. Authenticated with the
+//! instance admin token, never with a user's token. Every call is idempotent.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+};
+use serde_json::Value;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    error::{ApiError, ApiResult, ErrorCode},
+    http::{
+        AppState,
+        extract::{InstanceAdmin, JsonObject},
+        no_content,
+    },
+    storage::admin::{self, AdminOrganization, AdminProject, AdminWorkspace, OrganizationSpec},
+};
+
+fn text(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::field(
+            ErrorCode::ValidationError,
+            key,
+            "must be a string",
+        )),
+    }
+}
+
+/// Creates the organization with this slug, with its owner (`{"title", "owner_email",
+/// "owner_token"?, "managed_by"?}`), or updates its title. 201 with the owner's token when
+/// created, 200 otherwise.
+#[utoipa::path(put, path = "/api/admin/organizations/{slug}", tag = "admin", security(("bearer" = [])), params(("slug" = String, Path)), request_body = Object, responses((status = 200, body = AdminOrganization), (status = 201, body = AdminOrganization)))]
+pub async fn put_organization(
+    State(state): State<AppState>,
+    InstanceAdmin(meta): InstanceAdmin,
+    Path(slug): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<AdminOrganization>)> {
+    let spec = OrganizationSpec {
+        title: text(&body, "title")?.unwrap_or_else(|| slug.clone()),
+        owner_email: text(&body, "owner_email")?.unwrap_or_default(),
+        owner_token: text(&body, "owner_token")?,
+        managed_by: text(&body, "managed_by")?,
+    };
+    let (org, created) = admin::put_organization(&state.db, &meta, &slug, &spec).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(org)))
+}
+
+/// The organization with this slug.
+#[utoipa::path(get, path = "/api/admin/organizations/{slug}", tag = "admin", security(("bearer" = [])), params(("slug" = String, Path)), responses((status = 200, body = AdminOrganization), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_organization(
+    State(state): State<AppState>,
+    _admin: InstanceAdmin,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<AdminOrganization>> {
+    Ok(Json(admin::get_organization(&state.db, &slug).await?))
+}
+
+/// Creates or updates (and un-archives) a workspace (`{"title", "description"?,
+/// "managed_by"?}`).
+#[utoipa::path(put, path = "/api/admin/organizations/{slug}/workspaces/{key}", tag = "admin", security(("bearer" = [])), params(("slug" = String, Path), ("key" = String, Path)), request_body = Object, responses((status = 200, body = AdminWorkspace)))]
+pub async fn put_workspace(
+    State(state): State<AppState>,
+    InstanceAdmin(meta): InstanceAdmin,
+    Path((slug, key)): Path<(String, String)>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<AdminWorkspace>> {
+    let title = text(&body, "title")?.unwrap_or_else(|| key.clone());
+    let description = text(&body, "description")?.unwrap_or_default();
+    let managed_by = text(&body, "managed_by")?;
+    Ok(Json(
+        admin::put_workspace(
+            &state.db,
+            &meta,
+            &slug,
+            &key,
+            &title,
+            &description,
+            managed_by.as_deref(),
+        )
+        .await?,
+    ))
+}
+
+/// Archives a workspace (idempotent; its projects stay).
+#[utoipa::path(delete, path = "/api/admin/organizations/{slug}/workspaces/{key}", tag = "admin", security(("bearer" = [])), params(("slug" = String, Path), ("key" = String, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn archive_workspace(
+    State(state): State<AppState>,
+    InstanceAdmin(meta): InstanceAdmin,
+    Path((slug, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    admin::archive_workspace(&state.db, &meta, &slug, &key).await?;
+    Ok(no_content())
+}
+
+/// Creates or updates (and un-archives) a project: `{"workspace": key, "title",
+/// "label_config"?, "description"?, "expert_instruction"?, "settings"?: {…}, "managed_by"?}`.
+/// Every field given becomes owned by Git (the regular API answers 409 `managed_by_git`).
+#[utoipa::path(put, path = "/api/admin/organizations/{slug}/projects/{key}", tag = "admin", security(("bearer" = [])), params(("slug" = String, Path), ("key" = String, Path)), request_body = Object, responses((status = 200, body = AdminProject), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn put_project(
+    State(state): State<AppState>,
+    InstanceAdmin(meta): InstanceAdmin,
+    Path((slug, key)): Path<(String, String)>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<AdminProject>> {
+    Ok(Json(
+        admin::put_project(&state.db, &meta, &slug, &key, &body).await?,
+    ))
+}
+
+/// A project with fresh progress counters.
+#[utoipa::path(get, path = "/api/admin/organizations/{slug}/projects/{key}", tag = "admin", security(("bearer" = [])), params(("slug" = String, Path), ("key" = String, Path)), responses((status = 200, body = AdminProject), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_project(
+    State(state): State<AppState>,
+    _admin: InstanceAdmin,
+    Path((slug, key)): Path<(String, String)>,
+) -> ApiResult<Json<AdminProject>> {
+    Ok(Json(admin::get_project(&state.db, &slug, &key).await?))
+}
+
+/// Archives a project (idempotent; its data stays).
+#[utoipa::path(delete, path = "/api/admin/organizations/{slug}/projects/{key}", tag = "admin", security(("bearer" = [])), params(("slug" = String, Path), ("key" = String, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn archive_project(
+    State(state): State<AppState>,
+    InstanceAdmin(meta): InstanceAdmin,
+    Path((slug, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    admin::archive_project(&state.db, &meta, &slug, &key).await?;
+    Ok(no_content())
+}
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(put_organization, get_organization))
+        .routes(routes!(put_workspace, archive_workspace))
+        .routes(routes!(put_project, get_project, archive_project))
+}

@@ -1,0 +1,178 @@
+//! The authorization boundary of the storage layer: every repository function that touches a
+//! project or workspace loads it through here, with the caller's membership, in one query, and
+//! gets it back only if the caller holds the permission. Another organization's objects are
+//! not found; a missing permission in one's own organization is a 403 naming it.
+
+use super::{Db, projects::PROJECT_COLUMNS, projects::ProjectRow, with_read};
+use crate::{
+    authz::{self, Actor, Permission, ProjectMembership, Role},
+    error::{ApiError, ApiResult, ErrorCode},
+};
+
+/// A project the caller may act on, with their role in it.
+#[derive(Debug, Clone)]
+pub struct ProjectAccess {
+    /// The project.
+    pub row: ProjectRow,
+    /// The caller's role in the project.
+    pub role: Role,
+}
+
+#[derive(sqlx::FromRow)]
+struct AccessRow {
+    #[sqlx(flatten)]
+    row: ProjectRow,
+    member_role: Option<String>,
+    is_member: bool,
+    in_workspace: bool,
+    pause_reason: Option<String>,
+}
+
+/// Loads a project of the caller's organization and checks `permission` in it. Taking work
+/// (`annotation.create`) is refused with `paused` while the caller is paused in the project.
+pub async fn project(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    permission: Permission,
+) -> ApiResult<ProjectAccess> {
+    let found: Option<AccessRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {PROJECT_COLUMNS}, pm.role as member_role, (pm.user_id is not null) as is_member, \
+             exists(select 1 from workspace_member wm where wm.workspace_id = p.workspace_id and wm.user_id = $2) as in_workspace, \
+             (select pp.verbose_reason from project_pause pp where pp.project_id = p.id and pp.user_id = $2 \
+              and pp.deleted_at is null order by pp.id desc limit 1) as pause_reason \
+             from project p left join app_user u on u.id = p.created_by \
+             left join project_member pm on pm.project_id = p.id and pm.user_id = $2 \
+             where p.id = $1 and p.organization_id = $3"
+        ))
+        .bind(project_id)
+        .bind(actor.user_id)
+        .bind(actor.org_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    let found = found.ok_or_else(|| ApiError::not_found("project"))?;
+    let membership = ProjectMembership {
+        creator: found.row.created_by == Some(actor.user_id),
+        workspace_member: found.in_workspace,
+        project_member: found.is_member,
+        project_role: found.member_role.as_deref().and_then(Role::parse),
+    };
+    let role = authz::project_role(actor.role, membership);
+    actor.require_in(role, permission)?;
+    let role = role.unwrap_or(Role::Annotator);
+    if permission == Permission::AnnotationCreate
+        && role < Role::Manager
+        && let Some(reason) = found.pause_reason
+    {
+        let why = if reason.is_empty() {
+            "a manager paused you in this project".to_string()
+        } else {
+            reason
+        };
+        return Err(ApiError::new(
+            ErrorCode::Paused,
+            format!("you are paused in this project: {why}; ask a project manager to unpause you"),
+        ));
+    }
+    Ok(ProjectAccess {
+        row: found.row,
+        role,
+    })
+}
+
+/// SQL condition (over `project p`) selecting the projects the caller can see. Binds nothing:
+/// the user id is an integer from the authenticated actor.
+pub fn visible_projects(actor: &Actor) -> String {
+    let u = actor.user_id;
+    match actor.role {
+        Role::Owner | Role::Admin => "true".into(),
+        Role::Manager => format!(
+            "(p.created_by = {u} \
+             or exists(select 1 from workspace_member wm where wm.workspace_id = p.workspace_id and wm.user_id = {u}) \
+             or exists(select 1 from project_member pm where pm.project_id = p.id and pm.user_id = {u}))"
+        ),
+        Role::Reviewer | Role::Annotator => format!(
+            "(exists(select 1 from workspace_member wm where wm.workspace_id = p.workspace_id and wm.user_id = {u}) \
+             or exists(select 1 from project_member pm where pm.project_id = p.id and pm.user_id = {u}))"
+        ),
+    }
+}
+
+/// A workspace row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkspaceRow {
+    /// Id.
+    pub id: i64,
+    /// Organization.
+    pub organization_id: i64,
+    /// Key used by the admin API (the custom resource's name).
+    pub key: Option<String>,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Color.
+    pub color: String,
+    /// Personal sandbox.
+    pub is_personal: bool,
+    /// Archived.
+    pub is_archived: bool,
+    /// Owning custom resource.
+    pub managed_by: Option<String>,
+    /// Creator.
+    pub created_by: Option<i64>,
+    /// Created (micros).
+    pub created_at: i64,
+    /// Updated (micros).
+    pub updated_at: i64,
+}
+
+/// Columns of [`WorkspaceRow`] (alias `w`).
+pub const WORKSPACE_COLUMNS: &str = "w.id, w.organization_id, w.key, w.title, w.description, w.color, \
+     w.is_personal, w.is_archived, w.managed_by, w.created_by, w.created_at, w.updated_at";
+
+#[derive(sqlx::FromRow)]
+struct WorkspaceAccessRow {
+    #[sqlx(flatten)]
+    row: WorkspaceRow,
+    is_member: bool,
+}
+
+/// A workspace the caller may act on, with their role in it.
+#[derive(Debug, Clone)]
+pub struct WorkspaceAccess {
+    /// The workspace.
+    pub row: WorkspaceRow,
+    /// The caller's role in it.
+    pub role: Role,
+}
+
+/// Loads a workspace of the caller's organization and checks `permission` in it.
+pub async fn workspace(
+    db: &Db,
+    actor: &Actor,
+    workspace_id: i64,
+    permission: Permission,
+) -> ApiResult<WorkspaceAccess> {
+    let found: Option<WorkspaceAccessRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {WORKSPACE_COLUMNS}, \
+             exists(select 1 from workspace_member m where m.workspace_id = w.id and m.user_id = $2) as is_member \
+             from workspace w where w.id = $1 and w.organization_id = $3"
+        ))
+        .bind(workspace_id)
+        .bind(actor.user_id)
+        .bind(actor.org_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    let found = found.ok_or_else(|| ApiError::not_found("workspace"))?;
+    let role = authz::workspace_role(actor.role, found.is_member);
+    actor.require_in(role, permission)?;
+    Ok(WorkspaceAccess {
+        row: found.row,
+        role: role.unwrap_or(Role::Annotator),
+    })
+}

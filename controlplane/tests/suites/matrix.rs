@@ -1,0 +1,528 @@
+//! The authorization matrix: every endpoint of the route table × every role × every target
+//! (own project, another project of the same workspace, another workspace, another
+//! organization), asserting allowed / 403 / 404 as the permission table declares. The
+//! expectation is computed from `authz::ENDPOINTS` and the membership facts of the fixture; the
+//! outcome comes from real requests against a real database.
+
+use std::collections::HashMap;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use verity_controlplane::authz::{
+    self, Access, ENDPOINTS, Endpoint, Permission, ProjectMembership, Role, Scope,
+};
+
+use crate::common::{TEXT_CONFIG, TestApp, choice};
+
+/// What a call came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Past authorization (any answer but 401, 403 `forbidden` or 404 `not_found`).
+    Allowed,
+    /// 403 `forbidden`.
+    Forbidden,
+    /// 404 `not_found`: the target is invisible.
+    Hidden,
+    /// 401.
+    Unauthenticated,
+}
+
+/// The target a call is aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// No target (organization-wide or self-service endpoints).
+    None,
+    /// P1: a project the caller reaches (member of it, or manager of its workspace).
+    OwnProject,
+    /// P2: another project in the same workspace.
+    SameWorkspace,
+    /// P3: a project in another workspace.
+    OtherWorkspace,
+    /// Another organization's object.
+    OtherOrg,
+    /// The caller's organization (organization-scoped endpoints with an id).
+    OwnOrg,
+    /// W1: the workspace the manager belongs to.
+    OwnWorkspace,
+    /// W2: a workspace nobody but the owner belongs to.
+    ForeignWorkspace,
+}
+
+const ROLES: [Role; 5] = [
+    Role::Annotator,
+    Role::Reviewer,
+    Role::Manager,
+    Role::Admin,
+    Role::Owner,
+];
+
+/// The objects of one project.
+#[derive(Debug, Clone, Copy, Default)]
+struct Objects {
+    project: i64,
+    task: i64,
+    annotation: i64,
+    prediction: i64,
+    snapshot: i64,
+    pause: i64,
+    /// The user the pause is for.
+    paused_user: i64,
+}
+
+/// Two organizations: A with one user per role, two workspaces and three projects; B with one
+/// project. Built through the API as A's and B's owners.
+struct Fixture {
+    tokens: HashMap<Role, String>,
+    users: HashMap<Role, i64>,
+    org_a: i64,
+    org_b: i64,
+    b_annotator: i64,
+    w1: i64,
+    w2: i64,
+    wb: i64,
+    p: [Objects; 4],
+    invitation_a: i64,
+    invitation_b: i64,
+}
+
+async fn create(app: &TestApp, path: &str, token: &str, body: Value) -> Value {
+    let reply = app.post(path, token, body).await;
+    assert!(
+        reply.status.is_success(),
+        "fixture: POST {path} answered {}: {}",
+        reply.status,
+        reply.text
+    );
+    reply.body
+}
+
+async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> Objects {
+    let task = app.mk_tasks(token, project, 2).await[0];
+    let annotation = create(
+        app,
+        &format!("/api/tasks/{task}/annotations"),
+        token,
+        json!({"result": choice("pos")}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    let prediction = create(
+        app,
+        "/api/predictions",
+        token,
+        json!({"task": task, "result": choice("neg")}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    let snapshot = create(
+        app,
+        &format!("/api/projects/{project}/exports"),
+        token,
+        json!({"title": "s"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    // Wait for the snapshot, so downloads and conversions are about authorization only.
+    for _ in 0..200 {
+        let s = app
+            .get(
+                &format!("/api/projects/{project}/exports/{snapshot}"),
+                token,
+            )
+            .await
+            .expect(StatusCode::OK);
+        if s["status"] == json!("completed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let pause = create(
+        app,
+        &format!("/api/projects/{project}/members/{paused_user}/pauses"),
+        token,
+        json!({"reason": "MANUAL", "verbose_reason": "fixture"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    Objects {
+        project,
+        task,
+        annotation,
+        prediction,
+        snapshot,
+        pause,
+        paused_user,
+    }
+}
+
+async fn fixture(app: &TestApp, n: usize) -> Fixture {
+    let mut tokens = HashMap::new();
+    let mut users = HashMap::new();
+    for role in ROLES {
+        let token = app
+            .user(&format!("{}{n}@a.test", role.as_str()), role)
+            .await;
+        users.insert(role, app.user_id(&token).await);
+        tokens.insert(role, token);
+    }
+    let owner = tokens[&Role::Owner].clone();
+    let (org_b, b_owner) = app.other_org("B", &format!("owner{n}@b.test")).await;
+    let b_annotator_token = app
+        .user_in(org_b, &format!("annotator{n}@b.test"), Role::Annotator)
+        .await;
+    let b_annotator = app.user_id(&b_annotator_token).await;
+    let ws = |title: &'static str, token: String| async move {
+        create(app, "/api/workspaces", &token, json!({"title": title})).await["id"]
+            .as_i64()
+            .expect("id")
+    };
+    let w1 = ws("W1", owner.clone()).await;
+    let w2 = ws("W2", owner.clone()).await;
+    let wb = ws("WB", b_owner.clone()).await;
+    create(
+        app,
+        &format!("/api/workspaces/{w1}/memberships"),
+        &owner,
+        json!({"user": users[&Role::Manager]}),
+    )
+    .await;
+    let project = |workspace: i64, token: String| async move {
+        create(
+            app,
+            "/api/projects",
+            &token,
+            json!({"title": "Same name everywhere", "label_config": TEXT_CONFIG, "workspace": workspace}),
+        )
+        .await["id"]
+            .as_i64()
+            .expect("id")
+    };
+    let p1 = project(w1, owner.clone()).await;
+    let p2 = project(w1, owner.clone()).await;
+    let p3 = project(w2, owner.clone()).await;
+    let p4 = project(wb, b_owner.clone()).await;
+    for role in [Role::Annotator, Role::Reviewer] {
+        create(
+            app,
+            &format!("/api/projects/{p1}/members"),
+            &owner,
+            json!({"user": users[&role]}),
+        )
+        .await;
+    }
+    // Pauses target the admin (a pause never holds back a manager or above) so they do not
+    // change what annotators may do.
+    let admin = users[&Role::Admin];
+    let p = [
+        objects(app, &owner, p1, admin).await,
+        objects(app, &owner, p2, admin).await,
+        objects(app, &owner, p3, admin).await,
+        objects(app, &b_owner, p4, b_annotator).await,
+    ];
+    let invitation = |token: String| async move {
+        create(
+            app,
+            "/api/invitations",
+            &token,
+            json!({"role": "annotator"}),
+        )
+        .await["id"]
+            .as_i64()
+            .expect("id")
+    };
+    let invitation_a = invitation(owner.clone()).await;
+    let invitation_b = invitation(b_owner.clone()).await;
+    Fixture {
+        tokens,
+        users,
+        org_a: app.org,
+        org_b,
+        b_annotator,
+        w1,
+        w2,
+        wb,
+        p,
+        invitation_a,
+        invitation_b,
+    }
+}
+
+/// The targets an endpoint is tried against.
+fn targets(e: &Endpoint) -> Vec<Target> {
+    let Access::Needs(permission) = e.access else {
+        return vec![Target::None];
+    };
+    match permission.scope() {
+        Scope::Project => vec![
+            Target::OwnProject,
+            Target::SameWorkspace,
+            Target::OtherWorkspace,
+            Target::OtherOrg,
+        ],
+        Scope::Workspace => vec![
+            Target::OwnWorkspace,
+            Target::ForeignWorkspace,
+            Target::OtherOrg,
+        ],
+        Scope::Organization if e.path.contains("{id}") => vec![Target::OwnOrg, Target::OtherOrg],
+        Scope::Organization => vec![Target::None],
+    }
+}
+
+/// The request for an endpoint aimed at a target: the path with ids filled in, and a body that
+/// passes validation where the call is allowed (the matrix is about authorization).
+fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Option<Value>) {
+    let obj = match target {
+        Target::SameWorkspace => f.p[1],
+        Target::OtherWorkspace => f.p[2],
+        Target::OtherOrg => f.p[3],
+        _ => f.p[0],
+    };
+    let other_org = target == Target::OtherOrg;
+    let workspace = match target {
+        Target::ForeignWorkspace => f.w2,
+        Target::OtherOrg => f.wb,
+        _ => f.w1,
+    };
+    let ws_project = match target {
+        Target::ForeignWorkspace => f.p[2].project,
+        Target::OtherOrg => f.p[3].project,
+        _ => f.p[0].project,
+    };
+    let member = if other_org {
+        f.b_annotator
+    } else {
+        f.users[&Role::Annotator]
+    };
+    let id = if e.path.starts_with("/api/tasks/") {
+        obj.task
+    } else if e.path.starts_with("/api/annotations/") {
+        obj.annotation
+    } else if e.path.starts_with("/api/predictions/") {
+        obj.prediction
+    } else if e.path.starts_with("/api/workspaces/") {
+        workspace
+    } else if e.path.starts_with("/api/organizations/") {
+        if other_org { f.org_b } else { f.org_a }
+    } else if e.path.starts_with("/api/users/") {
+        // Someone else: editing oneself needs no permission.
+        match (other_org, role) {
+            (true, _) => f.b_annotator,
+            (false, Role::Annotator) => f.users[&Role::Reviewer],
+            (false, _) => f.users[&Role::Annotator],
+        }
+    } else if e.path.starts_with("/api/invitations/") {
+        if other_org {
+            f.invitation_b
+        } else {
+            f.invitation_a
+        }
+    } else {
+        obj.project
+    };
+    let user_pk = if e.path.contains("/pauses") {
+        obj.paused_user
+    } else {
+        member
+    };
+    let mut path = e
+        .path
+        .replace("{id}", &id.to_string())
+        .replace("{export_pk}", &obj.snapshot.to_string())
+        .replace("{user_pk}", &user_pk.to_string())
+        .replace("{pause_pk}", &obj.pause.to_string())
+        .replace("{slug}", "acme")
+        .replace("{key}", "k");
+    let admin = f.users[&Role::Admin];
+    let body = match (e.method, e.path) {
+        ("GET", "/api/tasks") | ("GET", "/api/predictions") => {
+            path.push_str(&format!("?project={}", obj.project));
+            None
+        }
+        ("POST", "/api/dm/actions") => {
+            path.push_str(&format!("?project={}&id=delete_tasks", obj.project));
+            Some(json!({"selectedItems": {"all": false, "included": [obj.task]}}))
+        }
+        ("POST", "/api/tasks") => Some(json!({"project": obj.project, "data": {"text": "x"}})),
+        ("PATCH", "/api/tasks/{id}") => Some(json!({"data": {"text": "changed"}})),
+        ("POST", "/api/tasks/{id}/annotations") => Some(json!({"result": choice("pos")})),
+        ("PATCH", "/api/annotations/{id}") => Some(json!({"result": choice("neg")})),
+        ("POST", "/api/predictions") => Some(json!({"task": obj.task, "result": choice("pos")})),
+        ("PATCH", "/api/predictions/{id}") => Some(json!({"score": 0.5})),
+        ("POST", "/api/projects/{id}/import") => Some(json!([{"text": "imported"}])),
+        ("POST", "/api/projects/{id}/import/predictions") => {
+            Some(json!([{"task": obj.task, "result": choice("pos")}]))
+        }
+        ("POST", "/api/projects/{id}/exports/{export_pk}/convert") => {
+            Some(json!({"export_type": "CSV"}))
+        }
+        ("POST", "/api/projects") => Some(json!({"title": "New", "label_config": TEXT_CONFIG})),
+        ("PATCH", "/api/projects/{id}") => Some(json!({"title": "Renamed"})),
+        ("POST", "/api/projects/validate") | ("POST", "/api/projects/{id}/validate") => {
+            Some(json!({"label_config": TEXT_CONFIG}))
+        }
+        ("POST", "/api/projects/{id}/members") => Some(json!({"user": member})),
+        ("DELETE", "/api/projects/{id}/members") => {
+            path.push_str(&format!("?user={member}"));
+            None
+        }
+        ("POST", "/api/projects/{id}/members/bulk")
+        | ("DELETE", "/api/projects/{id}/members/bulk") => Some(json!({"users": [member]})),
+        ("POST", "/api/projects/roles") => {
+            Some(json!({"project": obj.project, "user": member, "role": "annotator"}))
+        }
+        ("POST", "/api/projects/{id}/members/{user_pk}/pauses") => {
+            Some(json!({"reason": "MANUAL", "verbose_reason": "matrix"}))
+        }
+        ("POST", "/api/workspaces") => Some(json!({"title": "New"})),
+        ("PATCH", "/api/workspaces/{id}") => Some(json!({"description": "changed"})),
+        ("POST", "/api/workspaces/{id}/memberships") => Some(json!({"user": admin})),
+        ("DELETE", "/api/workspaces/{id}/memberships") => {
+            path.push_str(&format!("?user_id={admin}"));
+            None
+        }
+        ("POST", "/api/workspaces/{id}/memberships/bulk")
+        | ("DELETE", "/api/workspaces/{id}/memberships/bulk") => Some(json!({"users": [admin]})),
+        ("POST", "/api/workspaces/{id}/projects") => Some(json!({"project": ws_project})),
+        ("DELETE", "/api/workspaces/{id}/projects") => {
+            path.push_str(&format!("?project={ws_project}"));
+            None
+        }
+        ("PATCH", "/api/organizations/{id}") => Some(json!({"title": "Org A"})),
+        ("PATCH", "/api/organizations/{id}/memberships") => {
+            Some(json!({"user_id": member, "role": "annotator"}))
+        }
+        ("POST", "/api/organizations/{id}/memberships/bulk") => {
+            Some(json!({"user_ids": [member], "role": "annotator"}))
+        }
+        ("POST", "/api/users") => {
+            Some(json!({"email": format!("made-by-{}@a.test", role.as_str()), "role": "annotator"}))
+        }
+        ("PATCH", "/api/users/{id}") => Some(json!({"first_name": "Renamed"})),
+        ("POST", "/api/invitations") => Some(json!({"role": "annotator"})),
+        ("PATCH", "/api/current-user") => Some(json!({"first_name": "Me"})),
+        (_, p) if p.starts_with("/api/admin/") => Some(json!({"title": "x"})),
+        ("GET", _) | ("DELETE", _) => None,
+        _ => Some(json!({})),
+    };
+    (path, body)
+}
+
+/// The membership facts of the fixture: annotator and reviewer are members of P1, the
+/// manager belongs to W1 (P1 and P2), the owner created every project of A.
+fn expected(e: &Endpoint, target: Target, role: Role) -> Outcome {
+    let permission: Permission = match e.access {
+        Access::Public | Access::SignedIn => return Outcome::Allowed,
+        Access::InstanceAdmin => return Outcome::Unauthenticated,
+        Access::Needs(p) => p,
+    };
+    if target == Target::OtherOrg {
+        return Outcome::Hidden;
+    }
+    let held = match permission.scope() {
+        Scope::Organization => Some(role),
+        Scope::Workspace => authz::workspace_role(
+            role,
+            role == Role::Manager && target == Target::OwnWorkspace,
+        ),
+        Scope::Project => authz::project_role(
+            role,
+            ProjectMembership {
+                creator: role == Role::Owner,
+                workspace_member: role == Role::Manager
+                    && matches!(target, Target::OwnProject | Target::SameWorkspace),
+                project_member: matches!(role, Role::Annotator | Role::Reviewer)
+                    && target == Target::OwnProject,
+                project_role: None,
+            },
+        ),
+    };
+    match held {
+        Some(r) if r >= permission.minimum_role() => Outcome::Allowed,
+        _ => Outcome::Forbidden,
+    }
+}
+
+fn classify(status: StatusCode, body: &Value) -> Outcome {
+    let code = body["code"].as_str().unwrap_or_default();
+    match status {
+        StatusCode::UNAUTHORIZED => Outcome::Unauthenticated,
+        StatusCode::FORBIDDEN if code == "forbidden" => Outcome::Forbidden,
+        StatusCode::NOT_FOUND if code == "not_found" => Outcome::Hidden,
+        // Creating a prediction for a task id that is not the caller's answers like a task id
+        // that does not exist (Label Studio's 400): equally hidden.
+        StatusCode::BAD_REQUEST
+            if body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("does not exist")) =>
+        {
+            Outcome::Hidden
+        }
+        _ => Outcome::Allowed,
+    }
+}
+
+/// Runs the whole matrix; returns every mismatch.
+pub(crate) async fn run(app: &TestApp) {
+    let mut mismatches = Vec::new();
+    let mut n = 0usize;
+    let mut shared: Option<Fixture> = None;
+    let mut calls = 0usize;
+    for e in ENDPOINTS {
+        if matches!(e.path, "/health" | "/livez" | "/readyz" | "/metrics") {
+            continue;
+        }
+        // Reads share one fixture; a change gets a fresh one, and a deletion one per role, so
+        // one role's allowed change never decides another role's outcome.
+        let destructive = e.method == "DELETE";
+        let mut per_endpoint: Option<Fixture> = None;
+        for role in ROLES {
+            let fresh;
+            let f: &Fixture = if e.method == "GET" {
+                if shared.is_none() {
+                    n += 1;
+                    shared = Some(fixture(app, n).await);
+                }
+                shared.as_ref().expect("shared fixture")
+            } else if destructive {
+                n += 1;
+                fresh = fixture(app, n).await;
+                &fresh
+            } else {
+                if per_endpoint.is_none() {
+                    n += 1;
+                    per_endpoint = Some(fixture(app, n).await);
+                }
+                per_endpoint.as_ref().expect("endpoint fixture")
+            };
+            for target in targets(e) {
+                let (path, body) = request(e, target, f, role);
+                let reply = app.call(e.method, &path, &f.tokens[&role], body).await;
+                calls += 1;
+                let got = classify(reply.status, &reply.body);
+                let want = expected(e, target, role);
+                if got != want {
+                    mismatches.push(format!(
+                        "{} {} as {} on {target:?}: expected {want:?}, got {} {}",
+                        e.method,
+                        e.path,
+                        role.as_str(),
+                        reply.status,
+                        reply.text.chars().take(200).collect::<String>()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(calls > 300, "the matrix made only {calls} calls");
+    assert!(
+        mismatches.is_empty(),
+        "{} of {calls} calls disagree with the permission table:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
