@@ -213,6 +213,7 @@ impl AdminClient {
         body: Option<&impl Serialize>,
         what: &str,
     ) -> Result<Option<T>, ClientError> {
+        let is_write = method == Method::PUT;
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -250,7 +251,14 @@ impl AdminClient {
                 url: self.base.clone(),
                 status: status.as_u16(),
             },
-            404 => return Ok(None),
+            // Reads and archives of something unknown are answered with "nothing"; a write
+            // naming something unknown (e.g. a project's workspace) is a rejected request.
+            404 if !is_write => return Ok(None),
+            404 => ClientError::Rejected {
+                what: what.to_owned(),
+                detail,
+                code,
+            },
             400 | 409 | 422 => ClientError::Rejected {
                 what: what.to_owned(),
                 detail,
@@ -271,22 +279,18 @@ impl AdminClient {
         }
     }
 
-    /// Creates or updates the organization.
-    pub async fn put_organization(
-        &self,
-        slug: &str,
-        p: &OrganizationParams,
-    ) -> Result<(), ClientError> {
+    /// Creates or updates the organization (200 or 201).
+    pub async fn put_organization(&self, slug: &str, p: &OrganizationParams) -> Result<(), ClientError> {
         let what = format!("organization {slug}");
-        self.call::<Value>(
-            Method::PUT,
-            &format!("/api/admin/organizations/{}", seg(slug)),
-            Some(p),
-            &what,
-        )
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| Self::missing(&what))
+        let path = format!("/api/admin/organizations/{}", seg(slug));
+        match self.call::<Value>(Method::PUT, &path, Some(p), &what).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Self::missing(&what)),
+            // Creating an organization names nothing that could be missing: a 404 here means
+            // the admin API itself is off.
+            Err(ClientError::Rejected { code, .. }) if code == "not_found" || code.is_empty() => Err(Self::missing(&what)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates, updates or un-archives a workspace.
