@@ -280,7 +280,11 @@ impl AdminClient {
     }
 
     /// Creates or updates the organization (200 or 201).
-    pub async fn put_organization(&self, slug: &str, p: &OrganizationParams) -> Result<(), ClientError> {
+    pub async fn put_organization(
+        &self,
+        slug: &str,
+        p: &OrganizationParams,
+    ) -> Result<(), ClientError> {
         let what = format!("organization {slug}");
         let path = format!("/api/admin/organizations/{}", seg(slug));
         match self.call::<Value>(Method::PUT, &path, Some(p), &what).await {
@@ -288,7 +292,9 @@ impl AdminClient {
             Ok(None) => Err(Self::missing(&what)),
             // Creating an organization names nothing that could be missing: a 404 here means
             // the admin API itself is off.
-            Err(ClientError::Rejected { code, .. }) if code == "not_found" || code.is_empty() => Err(Self::missing(&what)),
+            Err(ClientError::Rejected { code, .. }) if code == "not_found" || code.is_empty() => {
+                Err(Self::missing(&what))
+            }
             Err(e) => Err(e),
         }
     }
