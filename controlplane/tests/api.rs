@@ -3,6 +3,8 @@
 mod common;
 #[path = "suites/matrix.rs"]
 mod matrix;
+#[path = "suites/tenancy.rs"]
+mod tenancy;
 
 use std::{collections::HashMap, sync::Arc};
 
