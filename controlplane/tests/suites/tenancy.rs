@@ -649,3 +649,88 @@ async fn admin_api_is_off_without_a_token() {
     .await
     .expect_error(StatusCode::NOT_FOUND, "not_found");
 }
+
+/// `verity org create` prints a working owner token; `verity audit verify` passes an intact
+/// log and names the first broken link of a tampered one (exit code 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_creates_organizations_and_verifies_the_audit_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let verity = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_verity"))
+            .args(args)
+            .args(["--database-url", &url, "--data-dir"])
+            .arg(dir.path())
+            .env_remove("VERITY_CONFIG")
+            .output()
+            .expect("run verity")
+    };
+    let out = verity(&[
+        "org",
+        "create",
+        "--name",
+        "Acme Labs",
+        "--owner-email",
+        "boss@acme.test",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.len() >= 20, "{token:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("slug acme-labs"));
+    // The slug is taken now.
+    let again = verity(&[
+        "org",
+        "create",
+        "--name",
+        "Acme Labs",
+        "--owner-email",
+        "x@acme.test",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // The token works against a server on the same database.
+    let db = verity_controlplane::storage::Db::connect(&url, &Default::default())
+        .await
+        .expect("connect");
+    let actor = verity_controlplane::storage::users::actor_for_legacy_token(&db, &token)
+        .await
+        .expect("lookup")
+        .expect("an owner");
+    assert_eq!(actor.role, Role::Owner);
+    let ok = verity(&["audit", "verify"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(&format!(
+        "organization {}: 2 entries verified",
+        actor.org_id
+    )));
+    // Tamper with the second entry behind the database's back.
+    if let verity_controlplane::storage::Db::Sqlite { write, .. } = &db {
+        sqlx::query("drop trigger audit_log_no_update")
+            .execute(write)
+            .await
+            .expect("drop trigger");
+        sqlx::query(
+            "update audit_log set actor_email = 'someone-else' where seq = 2 and chain_id = $1",
+        )
+        .bind(actor.org_id)
+        .execute(write)
+        .await
+        .expect("tamper");
+    }
+    db.close().await;
+    let broken = verity(&["audit", "verify"]);
+    assert_eq!(broken.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&broken.stdout);
+    assert!(
+        report.contains("BROKEN") && report.contains("first broken link at entry 2"),
+        "{report}"
+    );
+}
