@@ -972,7 +972,13 @@ fn handlers_have_no_way_around_the_storage_layer() {
             } else if path.extension().is_some_and(|e| e == "rs") {
                 files += 1;
                 let text = std::fs::read_to_string(&path).expect("read");
-                for needle in ["sqlx", "with_read!", "with_tx!", "Db::Postgres", "Db::Sqlite"] {
+                for needle in [
+                    "sqlx",
+                    "with_read!",
+                    "with_tx!",
+                    "Db::Postgres",
+                    "Db::Sqlite",
+                ] {
                     if text.contains(needle) {
                         offenders.push(format!("{} uses {needle}", path.display()));
                     }
