@@ -163,6 +163,25 @@ both_backends! {
         assert!(actions.contains(&"member.deactivate".to_string()) && actions.contains(&"member.reactivate".to_string()), "{actions:?}");
     }
 
+    async fn member_activity_is_tracked_per_organization(app) {
+        let ann = app.user("busy@example.com", Role::Annotator).await;
+        app.sql("update app_user set last_activity = 0 where email = 'busy@example.com'").await.expect("backdate");
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 2).await;
+        app.add_member(p, &ann, None).await;
+        for t in &ids {
+            app.post(&format!("/api/tasks/{t}/annotations"), &ann, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        }
+        let id = app.user_id(&ann).await;
+        let member = app.get(&format!("/api/organizations/{}/memberships/{id}", app.org), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(member["annotations_count"], json!(2));
+        assert_eq!(member["projects_count"], json!(1));
+        assert!(!member["last_activity"].as_str().expect("time").starts_with("1970"), "{member}");
+        // Another organization sees none of it.
+        let (org_b, owner_b) = app.other_org("Elsewhere", "b@example.com").await;
+        app.get(&format!("/api/organizations/{org_b}/memberships/{id}"), &owner_b).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+
     async fn personal_access_tokens_expire_and_revoke(app) {
         let pat = app.post("/api/token", &app.owner, json!({})).await.expect(StatusCode::CREATED)["token"].as_str().expect("pat").to_string();
         let listed = app.get("/api/token", &app.owner).await.expect(StatusCode::OK);
