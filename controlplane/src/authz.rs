@@ -499,6 +499,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Needs(P::MemberManage),
     ),
     ep(
+        "GET",
+        "/api/projects/{id}/members/{user_pk}/pauses/{pause_pk}",
+        Needs(P::MemberManage),
+    ),
+    ep(
+        "PATCH",
+        "/api/projects/{id}/members/{user_pk}/pauses/{pause_pk}",
+        Needs(P::MemberManage),
+    ),
+    ep(
         "DELETE",
         "/api/projects/{id}/members/{user_pk}/pauses/{pause_pk}",
         Needs(P::MemberManage),

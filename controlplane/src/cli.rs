@@ -247,7 +247,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let (org, created) = crate::storage::admin::put_organization(&db, &meta, &slug, &spec)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
-            if !created {
+            if created != crate::storage::admin::Change::Created {
                 anyhow::bail!(
                     "an organization with the slug {slug:?} already exists (id {}); choose another --slug",
                     org.id

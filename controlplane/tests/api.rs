@@ -3,6 +3,8 @@
 mod common;
 #[path = "suites/matrix.rs"]
 mod matrix;
+#[path = "suites/tenancy.rs"]
+mod tenancy;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -952,4 +954,38 @@ fn every_route_declares_its_permission() {
         stale.is_empty(),
         "authz::ENDPOINTS entries without a route: {stale:?}"
     );
+}
+
+/// Handlers reach the database only through the storage layer, which checks authorization:
+/// nothing under `src/http` may use sqlx, open a transaction or match on the pools.
+#[test]
+fn handlers_have_no_way_around_the_storage_layer() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut stack = vec![root];
+    let mut offenders = Vec::new();
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src/http") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files += 1;
+                let text = std::fs::read_to_string(&path).expect("read");
+                for needle in [
+                    "sqlx",
+                    "with_read!",
+                    "with_tx!",
+                    "Db::Postgres",
+                    "Db::Sqlite",
+                ] {
+                    if text.contains(needle) {
+                        offenders.push(format!("{} uses {needle}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(files > 10, "found only {files} files under src/http");
+    assert!(offenders.is_empty(), "{offenders:?}");
 }

@@ -30,6 +30,7 @@ use crate::{
 pub struct AuthMemory {
     sources: Mutex<HashSet<(String, String)>>,
     failures: Mutex<HashMap<String, i64>>,
+    activity: Mutex<HashMap<i64, i64>>,
 }
 
 const MEMORY_LIMIT: usize = 100_000;
@@ -41,6 +42,21 @@ impl AuthMemory {
             seen.clear();
         }
         seen.insert((key.to_string(), ip.to_string()))
+    }
+
+    /// Whether the user's last activity is worth recording again (once a minute per process).
+    fn should_touch(&self, user_id: i64, now: i64) -> bool {
+        let mut seen = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MEMORY_LIMIT {
+            seen.clear();
+        }
+        match seen.get(&user_id) {
+            Some(last) if now - last < 60_000_000 => false,
+            _ => {
+                seen.insert(user_id, now);
+                true
+            }
+        }
     }
 
     fn should_audit_failure(&self, ip: &str, now: i64) -> bool {
@@ -107,6 +123,9 @@ impl FromRequestParts<AppState> for Actor {
                     .first_sight(&source_key, &actor.meta.client_ip)
                 {
                     users::note_token_source(&state.db, &actor, &source_key).await?;
+                }
+                if state.auth_memory.should_touch(actor.user_id, now_micros()) {
+                    users::touch_activity(&state.db, actor.user_id).await?;
                 }
                 Ok(actor)
             }

@@ -3,7 +3,13 @@
 //! gets it back only if the caller holds the permission. Another organization's objects are
 //! not found; a missing permission in one's own organization is a 403 naming it.
 
-use super::{Db, projects::PROJECT_COLUMNS, projects::ProjectRow, with_read};
+use super::{
+    Db,
+    audit::{self, Outcome, Prepared},
+    projects::PROJECT_COLUMNS,
+    projects::ProjectRow,
+    with_read,
+};
 use crate::{
     authz::{self, Actor, Permission, ProjectMembership, Role},
     error::{ApiError, ApiResult, ErrorCode},
@@ -60,7 +66,9 @@ pub async fn project(
         project_role: found.member_role.as_deref().and_then(Role::parse),
     };
     let role = authz::project_role(actor.role, membership);
-    actor.require_in(role, permission)?;
+    if let Err(e) = actor.require_in(role, permission) {
+        return Err(denied(db, actor, permission, "project", project_id, e).await);
+    }
     let role = role.unwrap_or(Role::Annotator);
     if permission == Permission::AnnotationCreate
         && role < Role::Manager
@@ -80,6 +88,37 @@ pub async fn project(
         row: found.row,
         role,
     })
+}
+
+/// Audits a refused attempt to change something (reads are not audited) and passes the error
+/// on. The entry is written in its own transaction: the change never happened.
+async fn denied(
+    db: &Db,
+    actor: &Actor,
+    permission: Permission,
+    target_type: &str,
+    target_id: i64,
+    error: ApiError,
+) -> ApiError {
+    let is_read = matches!(
+        permission,
+        Permission::ProjectView | Permission::WorkspaceView | Permission::OrgView
+    );
+    if is_read {
+        return error;
+    }
+    let entry = Prepared::new(
+        actor,
+        "access.denied",
+        target_type,
+        target_id,
+        serde_json::json!({"permission": permission.name()}),
+    )
+    .outcome(Outcome::Denied);
+    match audit::record(db, entry).await {
+        Ok(()) => error,
+        Err(e) => e,
+    }
 }
 
 /// SQL condition (over `project p`) selecting the projects the caller can see. Binds nothing:
@@ -170,7 +209,9 @@ pub async fn workspace(
     });
     let found = found.ok_or_else(|| ApiError::not_found("workspace"))?;
     let role = authz::workspace_role(actor.role, found.is_member);
-    actor.require_in(role, permission)?;
+    if let Err(e) = actor.require_in(role, permission) {
+        return Err(denied(db, actor, permission, "workspace", workspace_id, e).await);
+    }
     Ok(WorkspaceAccess {
         row: found.row,
         role: role.unwrap_or(Role::Annotator),

@@ -81,17 +81,28 @@ pub struct OrganizationSpec {
     pub managed_by: Option<String>,
 }
 
+/// What a declarative call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Created the object.
+    Created,
+    /// Changed it.
+    Updated,
+    /// Found it as declared and wrote nothing.
+    Unchanged,
+}
+
 /// Creates the organization (with its owner) or brings title and owner reference up to date.
-/// Returns it and whether it was created.
 pub async fn put_organization(
     db: &Db,
     meta: &RequestMeta,
     slug: &str,
     spec: &OrganizationSpec,
-) -> ApiResult<(AdminOrganization, bool)> {
+) -> ApiResult<(AdminOrganization, Change)> {
     users::validate_slug(slug)?;
     if let Some(row) = org_by_slug(db, slug).await? {
-        if row.title != spec.title || row.managed_by != spec.managed_by {
+        let changed = row.title != spec.title || row.managed_by != spec.managed_by;
+        if changed {
             if spec.title.trim().is_empty() {
                 return Err(ApiError::field(
                     ErrorCode::ValidationError,
@@ -121,7 +132,12 @@ pub async fn put_organization(
                 Ok::<_, ApiError>(())
             })?;
         }
-        return Ok((get_organization(db, slug).await?, false));
+        let change = if changed {
+            Change::Updated
+        } else {
+            Change::Unchanged
+        };
+        return Ok((get_organization(db, slug).await?, change));
     }
     if spec.owner_email.trim().is_empty() {
         return Err(ApiError::field(
@@ -142,7 +158,7 @@ pub async fn put_organization(
         Ok(id) => id,
         // Two creators raced; the other one won, which is the same outcome.
         Err(e) if e.code == ErrorCode::Conflict => {
-            return Ok((get_organization(db, slug).await?, false));
+            return Ok((get_organization(db, slug).await?, Change::Unchanged));
         }
         Err(e) => return Err(e),
     };
@@ -164,7 +180,7 @@ pub async fn put_organization(
     .await?;
     let mut view = get_organization(db, slug).await?;
     view.owner_token = Some(token);
-    Ok((view, true))
+    Ok((view, Change::Created))
 }
 
 async fn org_id(db: &Db, slug: &str) -> ApiResult<i64> {
@@ -223,7 +239,7 @@ pub async fn put_workspace(
     title: &str,
     description: &str,
     managed_by: Option<&str>,
-) -> ApiResult<AdminWorkspace> {
+) -> ApiResult<(AdminWorkspace, Change)> {
     users::validate_slug(key).map_err(|_| {
         ApiError::field(
             ErrorCode::ValidationError,
@@ -300,7 +316,12 @@ pub async fn put_workspace(
     let row = workspace_by_key(db, org, key)
         .await?
         .ok_or_else(|| ApiError::internal("workspace vanished"))?;
-    Ok(workspace_view(row))
+    let change = match (&current, unchanged) {
+        (_, true) => Change::Unchanged,
+        (Some(_), false) => Change::Updated,
+        (None, false) => Change::Created,
+    };
+    Ok((workspace_view(row), change))
 }
 
 /// Archives the workspace with this key (its projects stay; idempotent).
@@ -309,13 +330,13 @@ pub async fn archive_workspace(
     meta: &RequestMeta,
     slug: &str,
     key: &str,
-) -> ApiResult<()> {
+) -> ApiResult<Change> {
     let org = org_id(db, slug).await?;
     let row = workspace_by_key(db, org, key)
         .await?
         .ok_or_else(|| ApiError::not_found("workspace"))?;
     if row.is_archived {
-        return Ok(());
+        return Ok(Change::Unchanged);
     }
     let actor = Actor::instance(org, meta.clone());
     with_tx!(db, tx, {
@@ -334,7 +355,7 @@ pub async fn archive_workspace(
                 json!({"key": key})
             )
         );
-        Ok::<_, ApiError>(())
+        Ok::<_, ApiError>(Change::Updated)
     })
 }
 
@@ -444,7 +465,7 @@ pub async fn put_project(
     slug: &str,
     key: &str,
     body: &Map<String, Value>,
-) -> ApiResult<AdminProject> {
+) -> ApiResult<(AdminProject, Change)> {
     users::validate_slug(key).map_err(|_| {
         ApiError::field(
             ErrorCode::ValidationError,
@@ -526,6 +547,7 @@ pub async fn put_project(
     let managed_json = Value::from(managed.clone()).to_string();
     flat.insert("workspace".into(), Value::from(workspace.id));
     let existing = project_id_by_key(db, org, key).await?;
+    let mut change = Change::Unchanged;
     let id = match existing {
         None => {
             let created = projects::create(db, &actor, &flat).await?;
@@ -539,6 +561,7 @@ pub async fn put_project(
                     .await?;
                 Ok::<_, ApiError>(())
             })?;
+            change = Change::Created;
             created.id
         }
         Some(id) => {
@@ -562,6 +585,7 @@ pub async fn put_project(
                 && current.managed_by == managed_by
                 && current.managed_fields() == managed;
             if !same {
+                change = Change::Updated;
                 projects::apply_update(db, &actor, current, &flat).await?;
                 with_tx!(db, tx, {
                     sqlx::query(
@@ -578,18 +602,23 @@ pub async fn put_project(
             id
         }
     };
-    project_view(db, org, id, key).await
+    Ok((project_view(db, org, id, key).await?, change))
 }
 
 /// Archives the project with this key (its data stays; idempotent).
-pub async fn archive_project(db: &Db, meta: &RequestMeta, slug: &str, key: &str) -> ApiResult<()> {
+pub async fn archive_project(
+    db: &Db,
+    meta: &RequestMeta,
+    slug: &str,
+    key: &str,
+) -> ApiResult<Change> {
     let org = org_id(db, slug).await?;
     let id = project_id_by_key(db, org, key)
         .await?
         .ok_or_else(|| ApiError::not_found("project"))?;
     let row = projects::load(db, org, id).await?;
     if row.is_archived {
-        return Ok(());
+        return Ok(Change::Unchanged);
     }
     let actor = Actor::instance(org, meta.clone());
     with_tx!(db, tx, {
@@ -608,6 +637,6 @@ pub async fn archive_project(db: &Db, meta: &RequestMeta, slug: &str, key: &str)
                 json!({"key": key})
             )
         );
-        Ok::<_, ApiError>(())
+        Ok::<_, ApiError>(Change::Updated)
     })
 }

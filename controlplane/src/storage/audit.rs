@@ -585,16 +585,25 @@ pub async fn purge(db: &Db, now: i64) -> ApiResult<u64> {
     let mut removed = 0u64;
     for (org_id, days) in orgs {
         let cutoff = now - days * 86_400_000_000;
+        // Only what existed when the purge started: its own entries are never its prey.
+        let last_seq: i64 = with_read!(db, conn, {
+            sqlx::query_scalar("select seq from audit_head where chain_id = $1")
+                .bind(org_id)
+                .fetch_optional(conn)
+                .await?
+        })
+        .unwrap_or(0);
         // Batches keep each transaction short on a large log.
         loop {
             let done: u64 = with_tx!(db, tx, {
                 let last: Option<(i64, String)> = sqlx::query_as(
-                    "select seq, hash from audit_log where chain_id = $1 and created_at < $2 \
+                    "select seq, hash from audit_log where chain_id = $1 and created_at < $2 and seq <= $3 \
                      and seq <= (select coalesce(min(seq), 0) + 9999 from audit_log where chain_id = $1) \
                      order by seq desc limit 1",
                 )
                 .bind(org_id)
                 .bind(cutoff)
+                .bind(last_seq)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some((last_seq, last_hash)) = last else {

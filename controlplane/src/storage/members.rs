@@ -280,6 +280,74 @@ pub async fn pause(
         .ok_or_else(|| ApiError::internal("pause vanished"))
 }
 
+/// One pause of a member (lifted ones too).
+pub async fn get_pause(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    user_id: i64,
+    pause_id: i64,
+) -> ApiResult<PauseView> {
+    pauses(db, actor, project_id, user_id, true)
+        .await?
+        .into_iter()
+        .find(|p| p.id == pause_id)
+        .ok_or_else(|| ApiError::not_found("pause"))
+}
+
+/// Changes the message (or reason) of an active pause.
+pub async fn update_pause(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    user_id: i64,
+    pause_id: i64,
+    verbose_reason: Option<&str>,
+) -> ApiResult<PauseView> {
+    let current = get_pause(db, actor, project_id, user_id, pause_id).await?;
+    if current.deleted_at.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this pause was lifted; create a new one",
+        ));
+    }
+    let Some(text) = verbose_reason else {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "verbose_reason",
+            "give the new message (only the message of a pause can change)",
+        ));
+    };
+    {
+        if text.chars().count() > 2000 {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "verbose_reason",
+                "at most 2000 characters",
+            ));
+        }
+        with_tx!(db, tx, {
+            sqlx::query("update project_pause set verbose_reason = $1 where id = $2")
+                .bind(text)
+                .bind(pause_id)
+                .execute(&mut *tx)
+                .await?;
+            audit!(
+                tx,
+                Prepared::new(
+                    actor,
+                    "project.members.pause_update",
+                    "user",
+                    user_id,
+                    json!({"project": project_id, "pause": pause_id, "verbose_reason": text}),
+                )
+            );
+            Ok::<_, ApiError>(())
+        })?;
+    }
+    get_pause(db, actor, project_id, user_id, pause_id).await
+}
+
 /// Lifts a pause (kept, marked deleted, for the record).
 pub async fn unpause(
     db: &Db,

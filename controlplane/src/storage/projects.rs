@@ -250,6 +250,8 @@ fn settings_error((field, message): project::SettingError) -> ApiError {
 /// Creates a project from a Label Studio project body.
 pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiResult<ProjectView> {
     actor.require(Permission::ProjectCreate)?;
+    // Where it goes is an authorization question: answered before the body's validity.
+    let workspace_id = workspace_field(db, actor, body).await?;
     let title = string_field(body, "title")?.unwrap_or_default();
     project::validate_title(&title).map_err(settings_error)?;
     let label_config =
@@ -258,7 +260,6 @@ pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiRes
     let settings =
         project::merge_settings(&ProjectSettings::default(), body).map_err(settings_error)?;
     let settings_json = serde_json::to_string(&settings).map_err(ApiError::internal)?;
-    let workspace_id = workspace_field(db, actor, body).await?;
     let now = now_micros();
     let id: i64 = with_tx!(db, tx, {
         let id: i64 = sqlx::query_scalar(

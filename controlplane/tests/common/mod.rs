@@ -179,6 +179,43 @@ impl TestApp {
         .expect(StatusCode::CREATED);
     }
 
+    /// Runs raw SQL on the test database, bypassing the API (to simulate time passing or an
+    /// attacker with database access). Returns the error text when the database refuses.
+    pub async fn sql(&self, statement: &str) -> Result<u64, String> {
+        let result = match &self.db {
+            Db::Postgres(pool) => sqlx::query(statement)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Db::Sqlite { write, .. } => sqlx::query(statement)
+                .execute(write)
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    /// The audit entries of this app's organization, oldest first, read straight from the
+    /// database.
+    pub async fn audit_actions(&self, org: i64) -> Vec<(String, String, String)> {
+        let rows: Vec<(String, String, String)> = match &self.db {
+            Db::Postgres(pool) => sqlx::query_as(
+                "select action, outcome, target_id from audit_log where chain_id = $1 order by id",
+            )
+            .bind(org)
+            .fetch_all(pool)
+            .await,
+            Db::Sqlite { read, .. } => sqlx::query_as(
+                "select action, outcome, target_id from audit_log where chain_id = $1 order by id",
+            )
+            .bind(org)
+            .fetch_all(read)
+            .await,
+        }
+        .expect("audit rows");
+        rows
+    }
+
     /// A second organization with an owner; returns its id and the owner's token.
     pub async fn other_org(&self, title: &str, owner_email: &str) -> (i64, String) {
         let org = users::create_organization(&self.db, title, None, None, &Default::default())
@@ -201,8 +238,10 @@ impl TestApp {
         let mutating = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
         let path = request.uri().path().to_string();
         let reply = self.send_unchecked(request).await;
+        let unchanged = reply.headers.contains_key("x-verity-unchanged");
         if mutating
             && reply.status.is_success()
+            && !unchanged
             && !AUDIT_EXEMPT.iter().any(|p| path_matches(p, &path))
         {
             // Every change made through the API leaves an audit entry written by the request.

@@ -6,7 +6,7 @@ use axum::{
     Json,
     extract::{Path, State},
     http::StatusCode,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -18,8 +18,22 @@ use crate::{
         extract::{InstanceAdmin, JsonObject},
         no_content,
     },
-    storage::admin::{self, AdminOrganization, AdminProject, AdminWorkspace, OrganizationSpec},
+    storage::admin::{
+        self, AdminOrganization, AdminProject, AdminWorkspace, Change, OrganizationSpec,
+    },
 };
+
+/// Marks a response whose call found everything as declared and wrote nothing
+/// (`x-verity-unchanged: true`), so callers such as the operator can tell.
+fn mark(change: Change, mut response: Response) -> Response {
+    if change == Change::Unchanged {
+        response.headers_mut().insert(
+            "x-verity-unchanged",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
 
 fn text(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
     match body.get(key) {
@@ -42,20 +56,20 @@ pub async fn put_organization(
     InstanceAdmin(meta): InstanceAdmin,
     Path(slug): Path<String>,
     JsonObject(body): JsonObject,
-) -> ApiResult<(StatusCode, Json<AdminOrganization>)> {
+) -> ApiResult<Response> {
     let spec = OrganizationSpec {
         title: text(&body, "title")?.unwrap_or_else(|| slug.clone()),
         owner_email: text(&body, "owner_email")?.unwrap_or_default(),
         owner_token: text(&body, "owner_token")?,
         managed_by: text(&body, "managed_by")?,
     };
-    let (org, created) = admin::put_organization(&state.db, &meta, &slug, &spec).await?;
-    let status = if created {
+    let (org, change) = admin::put_organization(&state.db, &meta, &slug, &spec).await?;
+    let status = if change == Change::Created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(org)))
+    Ok(mark(change, (status, Json(org)).into_response()))
 }
 
 /// The organization with this slug.
@@ -76,22 +90,21 @@ pub async fn put_workspace(
     InstanceAdmin(meta): InstanceAdmin,
     Path((slug, key)): Path<(String, String)>,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<AdminWorkspace>> {
+) -> ApiResult<Response> {
     let title = text(&body, "title")?.unwrap_or_else(|| key.clone());
     let description = text(&body, "description")?.unwrap_or_default();
     let managed_by = text(&body, "managed_by")?;
-    Ok(Json(
-        admin::put_workspace(
-            &state.db,
-            &meta,
-            &slug,
-            &key,
-            &title,
-            &description,
-            managed_by.as_deref(),
-        )
-        .await?,
-    ))
+    let (ws, change) = admin::put_workspace(
+        &state.db,
+        &meta,
+        &slug,
+        &key,
+        &title,
+        &description,
+        managed_by.as_deref(),
+    )
+    .await?;
+    Ok(mark(change, Json(ws).into_response()))
 }
 
 /// Archives a workspace (idempotent; its projects stay).
@@ -101,8 +114,8 @@ pub async fn archive_workspace(
     InstanceAdmin(meta): InstanceAdmin,
     Path((slug, key)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    admin::archive_workspace(&state.db, &meta, &slug, &key).await?;
-    Ok(no_content())
+    let change = admin::archive_workspace(&state.db, &meta, &slug, &key).await?;
+    Ok(mark(change, no_content()))
 }
 
 /// Creates or updates (and un-archives) a project: `{"workspace": key, "title",
@@ -114,10 +127,9 @@ pub async fn put_project(
     InstanceAdmin(meta): InstanceAdmin,
     Path((slug, key)): Path<(String, String)>,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<AdminProject>> {
-    Ok(Json(
-        admin::put_project(&state.db, &meta, &slug, &key, &body).await?,
-    ))
+) -> ApiResult<Response> {
+    let (project, change) = admin::put_project(&state.db, &meta, &slug, &key, &body).await?;
+    Ok(mark(change, Json(project).into_response()))
 }
 
 /// A project with fresh progress counters.
@@ -137,8 +149,8 @@ pub async fn archive_project(
     InstanceAdmin(meta): InstanceAdmin,
     Path((slug, key)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    admin::archive_project(&state.db, &meta, &slug, &key).await?;
-    Ok(no_content())
+    let change = admin::archive_project(&state.db, &meta, &slug, &key).await?;
+    Ok(mark(change, no_content()))
 }
 
 /// Routes of this module.

@@ -179,6 +179,46 @@ pub async fn create_pause(
     Ok((StatusCode::CREATED, Json(pause.to_json())))
 }
 
+/// One pause.
+#[utoipa::path(get, path = "/api/projects/{id}/members/{user_pk}/pauses/{pause_pk}", tag = "members", params(("id" = i64, Path), ("user_pk" = i64, Path), ("pause_pk" = i64, Path)), responses((status = 200, body = PauseView)))]
+pub async fn get_pause(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, user, pause)): Path<(i64, i64, i64)>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        members::get_pause(&state.db, &actor, id, user, pause)
+            .await?
+            .to_json(),
+    ))
+}
+
+/// Changes the message of an active pause (`{"verbose_reason"}`).
+#[utoipa::path(patch, path = "/api/projects/{id}/members/{user_pk}/pauses/{pause_pk}", tag = "members", params(("id" = i64, Path), ("user_pk" = i64, Path), ("pause_pk" = i64, Path)), request_body = Object, responses((status = 200, body = PauseView)))]
+pub async fn update_pause(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, user, pause)): Path<(i64, i64, i64)>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let text = match body.get("verbose_reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "verbose_reason",
+                "must be a string",
+            ));
+        }
+    };
+    Ok(Json(
+        members::update_pause(&state.db, &actor, id, user, pause, text)
+            .await?
+            .to_json(),
+    ))
+}
+
 /// Lifts a pause.
 #[utoipa::path(delete, path = "/api/projects/{id}/members/{user_pk}/pauses/{pause_pk}", tag = "members", params(("id" = i64, Path), ("user_pk" = i64, Path), ("pause_pk" = i64, Path)), responses((status = 204)))]
 pub async fn delete_pause(
@@ -197,5 +237,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(bulk_add_members, bulk_remove_members))
         .routes(routes!(set_project_role))
         .routes(routes!(list_pauses, create_pause))
-        .routes(routes!(delete_pause))
+        .routes(routes!(get_pause, update_pause, delete_pause))
 }

@@ -28,7 +28,6 @@ use crate::{
 /// The caller.
 #[utoipa::path(get, path = "/api/current-user/whoami", tag = "users", responses((status = 200, body = UserView), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn whoami(State(state): State<AppState>, actor: Actor) -> ApiResult<Json<UserView>> {
-    let _ = users::touch_activity(&state.db, actor.user_id).await;
     Ok(Json(
         users::get_user(&state.db, &actor, actor.user_id).await?,
     ))
