@@ -65,6 +65,30 @@ impl Readiness {
             Some(r) => map.insert((kind, key.to_owned()), r),
             None => map.remove(&(kind, key.to_owned())),
         };
+        Self::publish(&map, metrics, kind);
+    }
+
+    /// Forgets the resources of `kind` for which `exists` is false (deleted without a last
+    /// reconcile, e.g. Organizations, which have no finalizer) and updates the gauge.
+    pub fn retain(
+        &self,
+        metrics: &metrics::Metrics,
+        kind: &'static str,
+        exists: impl Fn(&str) -> bool,
+    ) {
+        let mut map = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|(k, key), _| *k != kind || exists(key));
+        Self::publish(&map, metrics, kind);
+    }
+
+    fn publish(
+        map: &HashMap<(&'static str, String), bool>,
+        metrics: &metrics::Metrics,
+        kind: &'static str,
+    ) {
         let (t, f) = map
             .iter()
             .filter(|((k, _), _)| *k == kind)
@@ -108,6 +132,32 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_gauge_forgets_deleted_objects() {
+        let metrics = metrics::Metrics::new().expect("metrics");
+        let r = Readiness::default();
+        r.set(&metrics, "Organization", "a", Some(true));
+        r.set(&metrics, "Organization", "b", Some(false));
+        r.set(&metrics, "Workspace", "ns/w", Some(true));
+        let value = |kind: &str, state: &str| {
+            metrics
+                .render()
+                .lines()
+                .find(|l| {
+                    l.starts_with("verity_operator_objects{")
+                        && l.contains(&format!("kind=\"{kind}\""))
+                        && l.contains(&format!("ready=\"{state}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next().map(str::to_string))
+        };
+        assert_eq!(value("Organization", "False").as_deref(), Some("1"));
+        // "b" is gone from the cluster; other kinds are untouched.
+        r.retain(&metrics, "Organization", |name| name == "a");
+        assert_eq!(value("Organization", "False").as_deref(), Some("0"));
+        assert_eq!(value("Organization", "True").as_deref(), Some("1"));
+        assert_eq!(value("Workspace", "True").as_deref(), Some("1"));
+    }
 
     #[test]
     fn backoff_doubles_caps_and_resets() {

@@ -150,7 +150,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .concurrency(cfg.concurrency)
         .debounce(Duration::from_millis(500));
     let mut stop_org = stop_rx.clone();
-    let orgs = Controller::new(
+    let orgs_controller = Controller::new(
         Api::<Organization>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
@@ -220,12 +220,38 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         managed,
         org_of,
     )
-    .with_config(ccfg.clone())
-    .graceful_shutdown_on(async move {
-        let _ = stop_org.wait_for(|s| *s).await;
-    })
-    .run(org::reconcile, error_policy, ctx.clone())
-    .for_each(|_| async {});
+    .with_config(ccfg.clone());
+    // Organizations have no finalizer, so a deleted one gets no last reconcile: forget it in
+    // the objects gauge once the controller's cache no longer has it.
+    let org_store = orgs_controller.store();
+    let mut stop_prune = stop_rx.clone();
+    let prune_ctx = ctx.clone();
+    let pruner = async move {
+        // An empty cache before the first list would forget everything.
+        tokio::select! {
+            r = org_store.wait_until_ready() => if r.is_err() { return },
+            _ = stop_prune.wait_for(|s| *s) => return,
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = stop_prune.wait_for(|s| *s) => break,
+            }
+            prune_ctx
+                .readiness
+                .retain(&prune_ctx.metrics, "Organization", |name| {
+                    org_store
+                        .get(&kube::runtime::reflector::ObjectRef::new(name))
+                        .is_some()
+                });
+        }
+    };
+    let orgs = orgs_controller
+        .graceful_shutdown_on(async move {
+            let _ = stop_org.wait_for(|s| *s).await;
+        })
+        .run(org::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
     let mut stop_ws = stop_rx.clone();
     let workspaces = Controller::new(
         Api::<Workspace>::all(client.clone()),
@@ -251,7 +277,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     info!("controllers running");
 
-    let controllers = async { tokio::join!(orgs, workspaces, projects) };
+    let controllers = async { tokio::join!(orgs, workspaces, projects, pruner) };
     tokio::pin!(controllers);
     let lost = tokio::select! {
         _ = &mut controllers => false,
