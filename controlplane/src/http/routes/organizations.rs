@@ -56,6 +56,19 @@ fn id_field(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<i64> 
     })
 }
 
+/// The optional `is_active` flag of a membership change.
+fn active_field(body: &serde_json::Map<String, Value>) -> ApiResult<Option<bool>> {
+    match body.get("is_active") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "is_active",
+            "must be true or false",
+        )),
+    }
+}
+
 /// Reads a list of ids from a body field.
 pub fn ids_field(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Vec<i64>> {
     match body.get(key) {
@@ -217,17 +230,7 @@ pub async fn update_membership(
         orgs::set_member(&state.db, &actor, user_id, None, Some(false)).await?;
     } else {
         let role = role_field(&body, "role")?;
-        let active = match body.get("is_active") {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => {
-                return Err(ApiError::field(
-                    ErrorCode::ValidationError,
-                    "is_active",
-                    "must be true or false",
-                ));
-            }
-        };
+        let active = active_field(&body)?;
         if role.is_none() && active.is_none() {
             return Err(ApiError::field(
                 ErrorCode::ValidationError,
@@ -254,17 +257,7 @@ pub async fn bulk_memberships(
     orgs::get(&state.db, &actor, id).await?;
     let users = ids_field(&body, "user_ids")?;
     let role = role_field(&body, "role")?;
-    let active = match body.get("is_active") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => {
-            return Err(ApiError::field(
-                ErrorCode::ValidationError,
-                "is_active",
-                "must be true or false",
-            ));
-        }
-    };
+    let active = active_field(&body)?;
     if role.is_none() && active.is_none() {
         return Err(ApiError::field(
             ErrorCode::ValidationError,

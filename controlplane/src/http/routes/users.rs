@@ -331,7 +331,6 @@ pub async fn delete_user(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    users::get_user(&state.db, &actor, id).await?;
     if id == actor.user_id {
         return Err(ApiError::bad_request(
             ErrorCode::ValidationError,
