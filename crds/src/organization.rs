@@ -216,25 +216,76 @@ impl WorkersSpec {
         }
     }
 
-    /// The replicas of one queue's pool: the spec's, else the reference chart's default.
+    /// The fixed replicas of one queue's pool: the spec's, else the reference chart's default.
+    /// For an autoscaled pool see [`WorkersSpec::autoscaling`] and `status.workers`.
     pub fn replicas(&self, name: &str) -> i32 {
         self.queue(name)
             .and_then(|q| q.replicas)
             .unwrap_or(if name == "default" { 4 } else { 1 })
+    }
+
+    /// The autoscaling settings of one queue's pool, if it is autoscaled.
+    pub fn autoscaling(&self, name: &str) -> Option<&QueueAutoscaling> {
+        self.queue(name).and_then(|q| q.autoscaling.as_ref())
     }
 }
 
 /// One worker pool.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.replicas) || !has(self.autoscaling)").message("set either replicas or autoscaling for a worker pool, not both (with autoscaling the operator sets the replicas)"))]
 pub struct QueueSpec {
     /// Worker replicas (0 to 200). Defaults to 4 for `default` and 1 for the other queues.
+    /// Leave unset when `autoscaling` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 200").message("worker replicas must be between 0 and 200"))]
     pub replicas: Option<i32>,
     /// Container resources. Defaults to 100m/256Mi requests and 1 CPU/1Gi limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Scale this pool on its queue's depth and oldest-job age, between `minReplicas` and
+    /// `maxReplicas`. The operator reads the queue from the tenant's Redis itself (no KEDA or
+    /// metrics adapter) and writes its decision to `status.workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<QueueAutoscaling>,
+}
+
+/// Queue-driven autoscaling of one worker pool. Scaling up is immediate; scaling down waits until
+/// every recommendation of the last `scaleDownDelaySeconds` was lower, so a pool does not flap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("workers autoscaling.minReplicas must not exceed maxReplicas"))]
+pub struct QueueAutoscaling {
+    /// Replicas of an idle pool (0 stops the pool while its queue is empty).
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 200").message("workers autoscaling.minReplicas must be between 0 and 200"))]
+    pub min_replicas: i32,
+    /// Upper bound.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 200").message("workers autoscaling.maxReplicas must be between 1 and 200"))]
+    pub max_replicas: i32,
+    /// Jobs (waiting plus running) one worker is expected to keep up with: the pool gets
+    /// ceil(jobs / this) replicas.
+    #[serde(default = "default_jobs_per_replica")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100000").message("workers autoscaling.targetJobsPerReplica must be between 1 and 100000"))]
+    pub target_jobs_per_replica: i32,
+    /// When the oldest waiting job has waited longer than this, the pool grows by one replica
+    /// beyond what the depth asks for (at most once per this interval), up to `maxReplicas`.
+    #[serde(default = "default_max_job_age")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 86400").message("workers autoscaling.maxOldestJobAgeSeconds must be between 1 and 86400"))]
+    pub max_oldest_job_age_seconds: i32,
+    /// How long the pool keeps its size after the load drops before it shrinks.
+    #[serde(default = "default_scale_down_delay")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 86400").message("workers autoscaling.scaleDownDelaySeconds must be between 0 and 86400"))]
+    pub scale_down_delay_seconds: i32,
+}
+
+fn default_jobs_per_replica() -> i32 {
+    10
+}
+fn default_max_job_age() -> i32 {
+    60
+}
+fn default_scale_down_delay() -> i32 {
+    300
 }
 
 /// The tenant's Redis.
@@ -445,4 +496,28 @@ pub struct OrganizationStatus {
     /// When the current Redis certificates expire (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_not_after: Option<String>,
+    /// The autoscaler's state of each autoscaled worker pool (written by the operator's
+    /// autoscaler, not by the reconcile).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["queue".into()]))]
+    pub workers: Vec<WorkerPoolStatus>,
+}
+
+/// What the autoscaler decided for one worker pool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPoolStatus {
+    /// The queue (`critical`, `high`, `default`, `low`).
+    pub queue: String,
+    /// Replicas the autoscaler chose; the pool's Deployment is set to this.
+    pub replicas: i32,
+    /// When the autoscaler last changed `replicas` (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// Why it last changed `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_reason: Option<String>,
+    /// Set while the queue cannot be read (the pool then keeps its size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_error: Option<String>,
 }

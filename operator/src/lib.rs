@@ -6,6 +6,7 @@
 //! (`/metrics`, `/livez`, `/readyz`), `run` (wiring). Nothing here logs secret material.
 
 pub mod admin;
+pub mod autoscale;
 pub mod error;
 pub mod http;
 pub mod lease;
@@ -40,6 +41,12 @@ pub struct Context {
     pub progress_interval: Duration,
     /// Last known Ready state of every reconciled resource, for the objects gauge.
     pub readiness: Readiness,
+    /// The operator's own namespace (NetworkPolicies let its pods reach the app and Redis).
+    pub operator_namespace: String,
+    /// Overrides the Redis address of every Organization (tests, development).
+    pub redis_addr: Option<String>,
+    /// Redis endpoints of Organizations with autoscaled worker pools.
+    pub autoscale: autoscale::Registry,
 }
 
 /// Last known Ready state per resource (`kind`, `namespace/name`), exported as a gauge.

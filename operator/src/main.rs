@@ -38,6 +38,18 @@ struct Args {
     /// For tests and development (e.g. a `verity serve` on 127.0.0.1), never for production.
     #[arg(long, env = "VERITY_OPERATOR_CONTROL_PLANE_URL")]
     control_plane_url: Option<String>,
+    /// Use this host:port for every Organization's Redis instead of redis.<namespace>.svc:6379 (the
+    /// worker autoscaler's queue reads). The server certificate must still name
+    /// redis.<namespace>.svc. For tests and development, never for production.
+    #[arg(long, env = "VERITY_OPERATOR_REDIS_ADDR")]
+    redis_addr: Option<String>,
+    /// Seconds between the worker autoscaler's reads of the queues of autoscaled pools.
+    #[arg(
+        long,
+        env = "VERITY_OPERATOR_QUEUE_POLL_INTERVAL",
+        default_value_t = 15
+    )]
+    queue_poll_interval: u64,
     /// Reconciles running at once per controller (bounds API and control-plane load).
     #[arg(long, env = "VERITY_OPERATOR_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
@@ -74,6 +86,10 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "local".into());
             format!("{host}-{}", std::process::id())
         });
+    let operator_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| args.lease_namespace.clone())
+        .unwrap_or_else(|| "default".into());
     let cfg = verity_operator::run::Config {
         http_addr: args.http_addr,
         leader_elect: args.leader_elect,
@@ -86,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
         control_plane_url: args.control_plane_url,
         concurrency: args.concurrency,
         progress_interval: Duration::from_secs(args.progress_interval.max(5)),
+        queue_poll_interval: Duration::from_secs(args.queue_poll_interval.max(1)),
+        redis_addr: args.redis_addr,
+        operator_namespace,
     };
     verity_operator::run::run(cfg).await
 }

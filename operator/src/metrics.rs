@@ -14,6 +14,8 @@ pub struct Metrics {
     duration: HistogramVec,
     objects: IntGaugeVec,
     api_calls: IntCounterVec,
+    queue_probes: IntCounterVec,
+    worker_scalings: IntCounterVec,
 }
 
 impl Metrics {
@@ -62,7 +64,23 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(objects.clone()))?;
+        let queue_probes = IntCounterVec::new(
+            Opts::new(
+                "verity_operator_queue_probes_total",
+                "Reads of tenant queues by the worker autoscaler, by result (ok or error category).",
+            ),
+            &["result"],
+        )?;
+        let worker_scalings = IntCounterVec::new(
+            Opts::new(
+                "verity_operator_worker_scalings_total",
+                "Worker pool size changes decided by the autoscaler, by queue and direction.",
+            ),
+            &["queue", "direction"],
+        )?;
         registry.register(Box::new(api_calls.clone()))?;
+        registry.register(Box::new(queue_probes.clone()))?;
+        registry.register(Box::new(worker_scalings.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -70,6 +88,8 @@ impl Metrics {
             duration,
             objects,
             api_calls,
+            queue_probes,
+            worker_scalings,
         })
     }
 
@@ -94,6 +114,20 @@ impl Metrics {
     /// Records one API call.
     pub fn api_call(&self, kind: &str, verb: &str) {
         self.api_calls.with_label_values(&[kind, verb]).inc();
+    }
+
+    /// Records one read of a tenant's queues (`None`: it worked).
+    pub fn queue_probe(&self, error_category: Option<&str>) {
+        self.queue_probes
+            .with_label_values(&[error_category.unwrap_or("ok")])
+            .inc();
+    }
+
+    /// Records one change of a worker pool's size.
+    pub fn worker_scaled(&self, queue: &str, up: bool) {
+        self.worker_scalings
+            .with_label_values(&[queue, if up { "up" } else { "down" }])
+            .inc();
     }
 
     /// Sets how many objects of a kind are in each Ready state.

@@ -45,6 +45,12 @@ pub struct Config {
     pub concurrency: u16,
     /// Refresh interval of LabelingProject progress.
     pub progress_interval: Duration,
+    /// How often the worker autoscaler reads the queues.
+    pub queue_poll_interval: Duration,
+    /// Overrides every Organization's Redis address (tests and development only).
+    pub redis_addr: Option<String>,
+    /// The operator's own namespace.
+    pub operator_namespace: String,
 }
 
 async fn shutdown_signal() {
@@ -138,6 +144,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         control_plane_url: cfg.control_plane_url.clone(),
         progress_interval: cfg.progress_interval,
         readiness: crate::Readiness::default(),
+        operator_namespace: cfg.operator_namespace.clone(),
+        redis_addr: cfg.redis_addr.clone(),
+        autoscale: crate::autoscale::Registry::default(),
     });
 
     // Children are watched metadata-only and mapped back to their Organization by label: that
@@ -224,6 +233,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Organizations have no finalizer, so a deleted one gets no last reconcile: forget it in
     // the objects gauge once the controller's cache no longer has it.
     let org_store = orgs_controller.store();
+    let autoscaler = crate::autoscale::run(
+        ctx.clone(),
+        org_store.clone(),
+        cfg.queue_poll_interval,
+        stop_rx.clone(),
+    );
     let mut stop_prune = stop_rx.clone();
     let prune_ctx = ctx.clone();
     let pruner = async move {
@@ -237,13 +252,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                 _ = stop_prune.wait_for(|s| *s) => break,
             }
+            let exists = |name: &str| {
+                org_store
+                    .get(&kube::runtime::reflector::ObjectRef::new(name))
+                    .is_some()
+            };
             prune_ctx
                 .readiness
-                .retain(&prune_ctx.metrics, "Organization", |name| {
-                    org_store
-                        .get(&kube::runtime::reflector::ObjectRef::new(name))
-                        .is_some()
-                });
+                .retain(&prune_ctx.metrics, "Organization", exists);
+            prune_ctx.autoscale.retain(exists);
         }
     };
     let orgs = orgs_controller
@@ -277,7 +294,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     info!("controllers running");
 
-    let controllers = async { tokio::join!(orgs, workspaces, projects, pruner) };
+    let controllers = async { tokio::join!(orgs, workspaces, projects, pruner, autoscaler) };
     tokio::pin!(controllers);
     let lost = tokio::select! {
         _ = &mut controllers => false,

@@ -99,6 +99,7 @@ struct Ctx<'a> {
     name: String,
     ns: String,
     owner: Value,
+    operator_ns: &'a str,
 }
 
 impl Ctx<'_> {
@@ -157,7 +158,8 @@ pub fn short_hash(parts: &[&str]) -> String {
 }
 
 /// Every object of the Organization's stack, in apply order (namespace first).
-pub fn build(org: &Organization, material: &Material) -> Vec<Desired> {
+/// `operator_ns` is the operator's own namespace (its pods may reach the app and Redis).
+pub fn build(org: &Organization, material: &Material, operator_ns: &str) -> Vec<Desired> {
     let name = org.metadata.name.clone().unwrap_or_default();
     let ns = org.spec.namespace.clone();
     let cx = Ctx {
@@ -165,6 +167,7 @@ pub fn build(org: &Organization, material: &Material) -> Vec<Desired> {
         name,
         ns,
         owner: owner_reference(org),
+        operator_ns,
     };
     let mut out = vec![namespace(&cx)];
     out.push(resource_quota(&cx));
@@ -296,6 +299,21 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
             }),
         ),
     ];
+    // The operator calls the app's admin API and reads queue depths from Redis.
+    out.push(netpol(
+        cx,
+        "allow-operator",
+        json!({
+            "podSelector": pods_of(cx, &["app", "redis"]), "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{
+                    "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": cx.operator_ns } },
+                    "podSelector": { "matchLabels": { "app.kubernetes.io/name": "verity-operator" } },
+                }],
+                "ports": [{ "protocol": "TCP", "port": HTTP_PORT }, { "protocol": "TCP", "port": REDIS_PORT }],
+            }],
+        }),
+    ));
     if !net.ingress_from_namespaces.is_empty() {
         // Namespaces are matched by the immutable `kubernetes.io/metadata.name` label, which a
         // tenant cannot forge on a namespace of its own.
@@ -566,6 +584,23 @@ fn service(cx: &Ctx<'_>, name: &str, component: &str, port: i32, headless: bool)
     )
 }
 
+/// Replicas of one queue's pool: fixed by the spec, or the autoscaler's decision in
+/// `status.workers` (within the current bounds; the minimum before the first decision).
+pub fn worker_replicas(org: &Organization, queue: &str) -> i32 {
+    let workers = &org.spec.workers;
+    let Some(a) = workers.autoscaling(queue) else {
+        return workers.replicas(queue);
+    };
+    let decided = org
+        .status
+        .as_ref()
+        .and_then(|s| s.workers.iter().find(|w| w.queue == queue))
+        .map(|w| w.replicas);
+    decided
+        .unwrap_or(a.min_replicas)
+        .clamp(a.min_replicas, a.max_replicas.max(a.min_replicas))
+}
+
 fn worker(cx: &Ctx<'_>, m: &Material, queue: &str) -> Desired {
     let workers = &cx.org.spec.workers;
     let (volumes, mounts) = verity_volumes();
@@ -593,7 +628,7 @@ fn worker(cx: &Ctx<'_>, m: &Material, queue: &str) -> Desired {
         cx,
         &format!("worker-{queue}"),
         "worker",
-        Some(workers.replicas(queue)),
+        Some(worker_replicas(cx.org, queue)),
         json!({ "verity.dev/queue": queue }),
         pod,
         annotations,

@@ -8,6 +8,8 @@ use verity_crds::Organization;
 use super::build::{self, Material};
 use crate::resources::{Desired, Kind};
 
+const OPERATOR_NS: &str = "verity-system";
+
 fn org(extra: Value) -> Organization {
     let mut v = json!({
         "apiVersion": "verity.dev/v1alpha1", "kind": "Organization",
@@ -50,7 +52,7 @@ fn find<'a>(objs: &'a [Desired], kind: Kind, name: &str) -> &'a Value {
 
 #[test]
 fn snapshot_of_the_default_stack() {
-    let objs = build::build(&org(json!({})), &material());
+    let objs = build::build(&org(json!({})), &material(), OPERATOR_NS);
     let yaml: String = objs
         .iter()
         .map(|d| format!("---\n{}", serde_yaml::to_string(&d.body).unwrap()))
@@ -71,7 +73,11 @@ fn snapshot_of_the_default_stack() {
 
 #[test]
 fn every_object_is_labelled_and_owned() {
-    let objs = build::build(&org(json!({"deletionPolicy": "Delete"})), &material());
+    let objs = build::build(
+        &org(json!({"deletionPolicy": "Delete"})),
+        &material(),
+        OPERATOR_NS,
+    );
     assert!(objs.len() > 25, "{}", objs.len());
     for d in &objs {
         let m = &d.body["metadata"];
@@ -102,7 +108,7 @@ fn every_object_is_labelled_and_owned() {
 
 #[test]
 fn retain_keeps_namespace_and_secrets_free_of_owner_references() {
-    let objs = build::build(&org(json!({})), &material());
+    let objs = build::build(&org(json!({})), &material(), OPERATOR_NS);
     let ns = find(&objs, Kind::Namespace, "tenant-acme");
     assert!(ns["metadata"].get("ownerReferences").is_none());
     assert_eq!(
@@ -127,6 +133,7 @@ fn worker_pools_follow_the_reference_defaults_and_the_spec() {
     let objs = build::build(
         &org(json!({"workers": {"low": {"replicas": 7}}})),
         &material(),
+        OPERATOR_NS,
     );
     for (q, n) in [("critical", 1), ("high", 1), ("default", 4), ("low", 7)] {
         let d = find(&objs, Kind::Deployment, &format!("worker-{q}"));
@@ -140,8 +147,65 @@ fn worker_pools_follow_the_reference_defaults_and_the_spec() {
 }
 
 #[test]
+fn autoscaled_pools_run_the_autoscalers_decision_within_bounds() {
+    let auto =
+        json!({"workers": {"default": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}});
+    let replicas = |o: &Organization| {
+        build::build(o, &material(), OPERATOR_NS)
+            .iter()
+            .find(|d| d.kind == Kind::Deployment && d.name() == "worker-default")
+            .map(|d| d.body["spec"]["replicas"].clone())
+    };
+    let mut o = org(auto);
+    assert_eq!(
+        replicas(&o),
+        Some(json!(2)),
+        "the minimum before any decision"
+    );
+    for (decided, expected) in [(5, 5), (9, 6), (0, 2)] {
+        o.status = Some(
+            serde_json::from_value(json!({"workers": [{"queue": "default", "replicas": decided}]}))
+                .unwrap(),
+        );
+        assert_eq!(replicas(&o), Some(json!(expected)), "decided {decided}");
+    }
+    // Other pools keep their fixed sizes; a decision for a pool that is not autoscaled is ignored.
+    o.status = Some(
+        serde_json::from_value(json!({"workers": [{"queue": "low", "replicas": 9}]})).unwrap(),
+    );
+    let objs = build::build(&o, &material(), OPERATOR_NS);
+    assert_eq!(
+        find(&objs, Kind::Deployment, "worker-low")["spec"]["replicas"],
+        1
+    );
+}
+
+#[test]
+fn only_the_operators_pods_may_reach_the_app_and_redis_from_outside() {
+    let objs = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    let p = find(&objs, Kind::NetworkPolicy, "allow-operator");
+    assert_eq!(
+        p["spec"]["podSelector"]["matchExpressions"][0]["values"],
+        json!(["app", "redis"])
+    );
+    let from = &p["spec"]["ingress"][0]["from"][0];
+    assert_eq!(
+        from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        OPERATOR_NS
+    );
+    assert_eq!(
+        from["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "verity-operator"
+    );
+    assert_eq!(
+        p["spec"]["ingress"][0]["ports"],
+        json!([{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 6379}])
+    );
+}
+
+#[test]
 fn pods_are_hardened_and_do_not_mount_api_tokens() {
-    let objs = build::build(&org(json!({})), &material());
+    let objs = build::build(&org(json!({})), &material(), OPERATOR_NS);
     let mut pods = 0;
     for d in objs
         .iter()
@@ -177,7 +241,7 @@ fn pods_are_hardened_and_do_not_mount_api_tokens() {
 
 #[test]
 fn hpa_takes_over_app_replicas() {
-    let without = build::build(&org(json!({})), &material());
+    let without = build::build(&org(json!({})), &material(), OPERATOR_NS);
     assert!(
         !without
             .iter()
@@ -190,6 +254,7 @@ fn hpa_takes_over_app_replicas() {
     let with = build::build(
         &org(json!({"app": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}})),
         &material(),
+        OPERATOR_NS,
     );
     let hpa = find(&with, Kind::HorizontalPodAutoscaler, "app");
     assert_eq!(hpa["spec"]["maxReplicas"], 6);
@@ -202,7 +267,7 @@ fn hpa_takes_over_app_replicas() {
 
 #[test]
 fn network_policies_deny_by_default_and_allow_what_is_configured() {
-    let objs = build::build(&org(json!({})), &material());
+    let objs = build::build(&org(json!({})), &material(), OPERATOR_NS);
     let names: Vec<&str> = objs
         .iter()
         .filter(|d| d.kind == Kind::NetworkPolicy)
@@ -214,7 +279,8 @@ fn network_policies_deny_by_default_and_allow_what_is_configured() {
             "default-deny",
             "allow-same-namespace",
             "allow-dns",
-            "allow-database"
+            "allow-database",
+            "allow-operator"
         ]
     );
     let db = find(&objs, Kind::NetworkPolicy, "allow-database");
@@ -228,6 +294,7 @@ fn network_policies_deny_by_default_and_allow_what_is_configured() {
             json!({"network": {"ingressFromNamespaces": ["ingress"], "storageEndpoints": [{"cidr": "192.0.2.0/24", "ports": [443]}]}}),
         ),
         &material(),
+        OPERATOR_NS,
     );
     let ing = find(&objs, Kind::NetworkPolicy, "allow-ingress");
     assert_eq!(
@@ -242,11 +309,11 @@ fn network_policies_deny_by_default_and_allow_what_is_configured() {
 fn redis_is_tls_only_and_rolls_on_new_certificates() {
     let conf = build::redis_conf();
     assert!(conf.contains("port 0\n") && conf.contains("tls-auth-clients yes"));
-    let a = build::build(&org(json!({})), &material());
+    let a = build::build(&org(json!({})), &material(), OPERATOR_NS);
     let mut m = material();
     m.server_cert = "RENEWED".into();
     m.client_cert = "RENEWED-CLIENT".into();
-    let b = build::build(&org(json!({})), &m);
+    let b = build::build(&org(json!({})), &m, OPERATOR_NS);
     let ann = |objs: &[Desired], kind, name, key: &str| {
         find(objs, kind, name)["spec"]["template"]["metadata"]["annotations"][key].clone()
     };
@@ -279,5 +346,5 @@ fn redis_is_tls_only_and_rolls_on_new_certificates() {
         )
     );
     // Same inputs, same objects: the precondition of "no change, no write".
-    assert_eq!(a, build::build(&org(json!({})), &material()));
+    assert_eq!(a, build::build(&org(json!({})), &material(), OPERATOR_NS));
 }

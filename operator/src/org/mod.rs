@@ -144,7 +144,7 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
         .await;
     }
 
-    let desired = build::build(org, &material);
+    let desired = build::build(org, &material, &ctx.operator_namespace);
     let outcome =
         resources::reconcile_set(client, &ctx.metrics, ns, &build::selector(&name), &desired)
             .await?;
@@ -164,6 +164,12 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
         )
         .await;
     }
+
+    ctx.autoscale.set(
+        &name,
+        crate::autoscale::autoscaled(org)
+            .then(|| crate::autoscale::endpoint(ns, &material, ctx.redis_addr.as_deref())),
+    );
 
     let db = &org.spec.database.secret_ref;
     let missing = (!db_secret_present).then_some((db.name.as_str(), db.key.as_str()));
@@ -218,6 +224,8 @@ async fn write_status(
     if next == previous {
         return Ok(());
     }
+    // `workers` belongs to the autoscaler's field manager; leaving it out keeps it untouched.
+    next.workers = Vec::new();
     let name = org.name_any();
     let api: Api<Organization> = Api::all(ctx.client.clone());
     let body = json!({
