@@ -188,7 +188,8 @@ async fn write(
     let body = json!({
         "apiVersion": Organization::api_version(&()),
         "kind": Organization::kind(&()),
-        "status": { "workers": workers },
+        // An empty list is left out, so that SSA removes the entries this manager owned.
+        "status": if workers.is_empty() { json!({}) } else { json!({ "workers": workers }) },
     });
     api.patch_status(
         &name,
