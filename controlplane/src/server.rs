@@ -169,5 +169,10 @@ async fn purge_audit_log(db: Db, every: std::time::Duration) {
                 tracing::warn!(error = %e.detail, "purging the audit log failed; retrying later")
             }
         }
+        let cutoff = crate::storage::now_micros()
+            - crate::storage::users::TOKEN_SOURCE_DAYS * 86_400_000_000;
+        if let Err(e) = crate::storage::users::forget_token_sources(&db, cutoff).await {
+            tracing::warn!(error = %e.detail, "forgetting old token sources failed; retrying later");
+        }
     }
 }

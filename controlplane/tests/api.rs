@@ -252,6 +252,18 @@ both_backends! {
         assert_eq!(task["annotations"].as_array().map(Vec::len), Some(3));
         assert_eq!(task["annotations"][0]["completed_by"], json!(ann_id));
         assert_eq!(task["annotations"][0]["lead_time"], json!(2.5));
+        // Annotators are listed once each, in the order of their first annotation, even when
+        // their annotations are not adjacent (ann, importer, ann).
+        let mut expected: Vec<Value> = Vec::new();
+        for a in task["annotations"].as_array().expect("annotations") {
+            if !expected.contains(&a["completed_by"]) {
+                expected.push(a["completed_by"].clone());
+            }
+        }
+        assert_eq!(task["annotations"][2]["completed_by"], json!(ann_id));
+        assert_ne!(task["annotations"][1]["completed_by"], json!(ann_id));
+        assert_eq!(task["annotators"], json!(expected));
+        assert_eq!(expected.len(), 2);
         assert_eq!(task["predictions"][0]["model_version"], json!("v1"));
         assert_eq!(task["is_labeled"], json!(true));
     }

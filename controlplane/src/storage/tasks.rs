@@ -228,8 +228,13 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow]) -> ApiResult<Vec<TaskView>> 
         .map(|r| {
             let mut v = r.view();
             let anns = by_task.remove(&r.id).unwrap_or_default();
-            let mut annotators: Vec<i64> = anns.iter().filter_map(|a| a.completed_by).collect();
-            annotators.dedup();
+            // Each annotator once, in the order of their first annotation.
+            let mut seen = std::collections::HashSet::new();
+            let annotators: Vec<i64> = anns
+                .iter()
+                .filter_map(|a| a.completed_by)
+                .filter(|id| seen.insert(*id))
+                .collect();
             v.annotators = Some(annotators);
             v.annotations = Some(anns.iter().map(AnnotationRow::view).collect());
             v.predictions = Some(

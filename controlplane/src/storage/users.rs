@@ -805,8 +805,23 @@ pub async fn touch_activity(db: &Db, user_id: i64) -> ApiResult<()> {
     })
 }
 
+/// How long a (credential, address) pair is remembered: a credential used again from an
+/// address after this long is audited as a new source again. Bounds the `token_source` table.
+pub const TOKEN_SOURCE_DAYS: i64 = 90;
+
+/// Forgets (credential, address) pairs first seen before `cutoff` (microseconds).
+pub async fn forget_token_sources(db: &Db, cutoff: i64) -> ApiResult<u64> {
+    with_tx!(db, tx, {
+        let done = sqlx::query("delete from token_source where first_seen < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        Ok::<_, ApiError>(done.rows_affected())
+    })
+}
+
 /// Records that a credential was used from an address; the first use from an address it was
-/// never used from is an audit entry (`auth.new_source`).
+/// not used from in the last [`TOKEN_SOURCE_DAYS`] is an audit entry (`auth.new_source`).
 pub async fn note_token_source(db: &Db, actor: &Actor, key: &str) -> ApiResult<()> {
     let ip = actor.meta.client_ip.clone();
     with_tx!(db, tx, {

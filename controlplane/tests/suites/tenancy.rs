@@ -671,6 +671,100 @@ async fn admin_api_is_off_without_a_token() {
 
 /// `verity org create` prints a working owner token; `verity audit verify` passes an intact
 /// log and names the first broken link of a tampered one (exit code 1).
+/// Authentication events in the audit log: a token's first use from each address (not its
+/// repeats), failed sign-ins at most once per address per 10 s, and the bounded memory of
+/// (token, address) pairs.
+async fn auth_events(backend: Backend) {
+    let app = TestApp::with_config(backend, |c| c.trust_forwarded_for = true).await;
+    let from = |ip: &str, token: &str| {
+        http::Request::builder()
+            .uri("/api/projects")
+            .header("authorization", format!("Token {token}"))
+            .header("x-forwarded-for", ip)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let count = |entries: &[(String, String, String)], action: &str| {
+        entries.iter().filter(|(a, _, _)| a == action).count()
+    };
+    let before = count(&app.audit_actions(app.org).await, "auth.new_source");
+    for ip in ["203.0.113.5", "203.0.113.5", "203.0.113.6", "203.0.113.5"] {
+        app.send_unchecked(from(ip, &app.owner))
+            .await
+            .expect(StatusCode::OK);
+    }
+    let entries = app.audit_actions(app.org).await;
+    assert_eq!(
+        count(&entries, "auth.new_source") - before,
+        2,
+        "one entry per new address, none for repeats: {entries:?}"
+    );
+
+    let failed_before = count(
+        &app.audit_actions(audit::INSTANCE_CHAIN).await,
+        "auth.failed",
+    );
+    for ip in [
+        "198.51.100.1",
+        "198.51.100.1",
+        "198.51.100.1",
+        "198.51.100.2",
+    ] {
+        app.send_unchecked(from(ip, "not-a-valid-token-0123456789"))
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    let failed = count(
+        &app.audit_actions(audit::INSTANCE_CHAIN).await,
+        "auth.failed",
+    );
+    assert_eq!(
+        failed - failed_before,
+        2,
+        "a flood from one address is one entry per 10 s"
+    );
+
+    // The (token, address) table is bounded by age.
+    let remembered = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            verity_controlplane::storage::users::forget_token_sources(&db, 0)
+                .await
+                .expect("forget nothing");
+            match &db {
+                verity_controlplane::storage::Db::Postgres(pool) => {
+                    sqlx::query_scalar::<_, i64>("select count(*) from token_source")
+                        .fetch_one(pool)
+                        .await
+                }
+                verity_controlplane::storage::Db::Sqlite { write, .. } => {
+                    sqlx::query_scalar::<_, i64>("select count(*) from token_source")
+                        .fetch_one(write)
+                        .await
+                }
+            }
+            .expect("count")
+        }
+    };
+    let n = remembered(&app).await;
+    assert!(n >= 2, "{n}");
+    let gone = verity_controlplane::storage::users::forget_token_sources(&app.db, now_micros() + 1)
+        .await
+        .expect("forget");
+    assert_eq!(i64::try_from(gone).expect("count"), n);
+    assert_eq!(remembered(&app).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_events_are_audited_sqlite() {
+    auth_events(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_events_are_audited_postgres() {
+    auth_events(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_creates_organizations_and_verifies_the_audit_log() {
     let dir = tempfile::tempdir().expect("tempdir");

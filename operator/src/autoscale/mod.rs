@@ -270,10 +270,12 @@ pub async fn tick(ctx: &Context, store: &Store<Organization>, windows: &mut Wind
             warn!(organization = %name, error = %e, "could not record the autoscaler's decision");
         }
     }
-    // Forget windows of Organizations that are gone.
-    windows
-        .by_pool
-        .retain(|(org, _), _| store.get(&ObjectRef::new(org)).is_some());
+    // Forget the windows of pools that are gone or no longer autoscaled.
+    windows.by_pool.retain(|(org, queue), _| {
+        store
+            .get(&ObjectRef::new(org))
+            .is_some_and(|o| o.spec.workers.autoscaling(queue).is_some())
+    });
 }
 
 /// Runs [`tick`] every `interval` until `stop` turns true.
