@@ -368,6 +368,14 @@ pub fn opt_int(name: &str, value: &Option<String>) -> Result<Option<i64>, ApiErr
     }
 }
 
+/// Parses a required integer query value: 400 `invalid_query` naming `name` when it is missing
+/// or not an integer.
+pub fn required_int(name: &str, value: &Option<String>) -> Result<i64, ApiError> {
+    opt_int(name, value)?.ok_or_else(|| {
+        ApiError::field(ErrorCode::InvalidQuery, name, "this parameter is required")
+    })
+}
+
 /// Parses an optional boolean query value (`true`/`false`/`1`/`0`).
 pub fn opt_bool(name: &str, value: &Option<String>) -> Result<Option<bool>, ApiError> {
     match value.as_deref().map(|v| v.trim().to_ascii_lowercase()) {

@@ -16,7 +16,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
-        extract::{JsonObject, Query, opt_bool, opt_int},
+        extract::{JsonObject, Query, opt_bool, required_int},
         no_content,
     },
     storage::members::{self, PauseView, ProjectMemberView, parse_project_role},
@@ -70,13 +70,7 @@ pub async fn remove_member(
     Path(id): Path<i64>,
     Query(params): Query<UserParam>,
 ) -> ApiResult<Response> {
-    let user = opt_int("user", &params.user)?.ok_or_else(|| {
-        ApiError::field(
-            ErrorCode::InvalidQuery,
-            "user",
-            "this parameter is required",
-        )
-    })?;
+    let user = required_int("user", &params.user)?;
     members::remove(&state.db, &actor, id, &[user]).await?;
     Ok(no_content())
 }

@@ -15,7 +15,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
-        extract::{JsonObject, Query, opt_bool, opt_int},
+        extract::{JsonObject, Query, opt_bool, opt_int, required_int},
         no_content,
         pagination::Page,
     },
@@ -339,13 +339,7 @@ pub async fn run_action(
     Query(params): Query<ActionParams>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
-    let project = opt_int("project", &params.project)?.ok_or_else(|| {
-        ApiError::field(
-            ErrorCode::InvalidQuery,
-            "project",
-            "this parameter is required",
-        )
-    })?;
+    let project = required_int("project", &params.project)?;
     match params.id.as_deref() {
         Some("delete_tasks") => {
             let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);

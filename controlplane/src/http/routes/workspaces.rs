@@ -16,7 +16,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
-        extract::{JsonObject, Query, opt_bool, opt_int},
+        extract::{JsonObject, Query, opt_bool, opt_int, required_int},
         no_content,
     },
     storage::{
@@ -229,13 +229,7 @@ pub async fn remove_workspace_project(
     Path(id): Path<i64>,
     Query(params): Query<ProjectParam>,
 ) -> ApiResult<Response> {
-    let project = opt_int("project", &params.project)?.ok_or_else(|| {
-        ApiError::field(
-            ErrorCode::InvalidQuery,
-            "project",
-            "this parameter is required",
-        )
-    })?;
+    let project = required_int("project", &params.project)?;
     workspaces::set_projects(&state.db, &actor, id, &[project], false).await?;
     Ok(no_content())
 }
