@@ -249,6 +249,8 @@ pub struct RequestMeta {
     pub client_ip: String,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// Method and route of the request (`PATCH /api/workspaces/{id}`); empty outside HTTP.
+    pub route: String,
 }
 
 /// The authenticated caller of a request.

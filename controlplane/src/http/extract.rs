@@ -93,7 +93,13 @@ pub fn request_meta(parts: &Parts, trust_forwarded_for: bool) -> RequestMeta {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| format!("{} {}", parts.method, p.as_str()))
+        .unwrap_or_default();
     RequestMeta {
+        route,
         request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
         client_ip: forwarded.or(peer).unwrap_or_default(),
         user_agent: header("user-agent")
@@ -371,9 +377,8 @@ pub fn opt_int(name: &str, value: &Option<String>) -> Result<Option<i64>, ApiErr
 /// Parses a required integer query value: 400 `invalid_query` naming `name` when it is missing
 /// or not an integer.
 pub fn required_int(name: &str, value: &Option<String>) -> Result<i64, ApiError> {
-    opt_int(name, value)?.ok_or_else(|| {
-        ApiError::field(ErrorCode::InvalidQuery, name, "this parameter is required")
-    })
+    opt_int(name, value)?
+        .ok_or_else(|| ApiError::field(ErrorCode::InvalidQuery, name, "this parameter is required"))
 }
 
 /// Parses an optional boolean query value (`true`/`false`/`1`/`0`).

@@ -90,6 +90,10 @@ pub async fn project(
     })
 }
 
+/// Repeats of one refusal (same actor, target and permission) within this window are not
+/// recorded again.
+const DENIED_REPEAT_MICROS: i64 = 10_000_000;
+
 /// Audits a refused attempt to change something (reads are not audited) and passes the error
 /// on. The entry is written in its own transaction: the change never happened.
 async fn denied(
@@ -107,14 +111,33 @@ async fn denied(
     if is_read {
         return error;
     }
-    let entry = Prepared::new(
-        actor,
-        "access.denied",
-        target_type,
-        target_id,
-        serde_json::json!({"permission": permission.name()}),
-    )
-    .outcome(Outcome::Denied);
+    let summary = serde_json::json!({"permission": permission.name(), "request": actor.meta.route});
+    // The same refusal (actor, request, target) repeated within 10 s is one entry: a member
+    // cannot grow the log by retrying a forbidden change in a loop.
+    let summary_text = summary.to_string();
+    let repeated: ApiResult<Option<i64>> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select id from audit_log where chain_id = $1 and target_type = $2 and target_id = $3 \
+             and action = 'access.denied' and actor_id = $4 and summary = $5 and created_at > $6 \
+             order by id desc limit 1",
+        )
+        .bind(actor.org_id)
+        .bind(target_type)
+        .bind(target_id.to_string())
+        .bind(actor.user_id)
+        .bind(&summary_text)
+        .bind(super::now_micros() - DENIED_REPEAT_MICROS)
+        .fetch_optional(conn)
+        .await
+        .map_err(ApiError::from)
+    });
+    match repeated {
+        Ok(Some(_)) => return error,
+        Ok(None) => {}
+        Err(e) => return e,
+    }
+    let entry = Prepared::new(actor, "access.denied", target_type, target_id, summary)
+        .outcome(Outcome::Denied);
     match audit::record(db, entry).await {
         Ok(()) => error,
         Err(e) => e,

@@ -235,6 +235,23 @@ both_backends! {
         let denied: Vec<(String, String, String)> = app.audit_actions(org).await.into_iter().filter(|a| a.1 == "denied").collect();
         assert!(denied.len() >= 7, "{denied:?}");
         assert!(denied.iter().any(|a| a.0 == "access.denied" && a.2 == ws.to_string()), "{denied:?}");
+        // Retrying the same forbidden change in a loop is one entry, not one per attempt.
+        let count = |entries: Vec<(String, String, String)>| entries.iter().filter(|a| a.0 == "access.denied" && a.2 == ws.to_string()).count();
+        let before = count(app.audit_actions(org).await);
+        for _ in 0..5 {
+            app.patch(&format!("/api/workspaces/{ws}"), &ann, json!({"title": "Mine now"})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        }
+        assert_eq!(count(app.audit_actions(org).await), before, "repeats within 10 s are not recorded again");
+        // Another request on the same target is its own entry, and names the request.
+        app.delete(&format!("/api/workspaces/{ws}"), &ann).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(count(app.audit_actions(org).await), before + 1);
+        let page = app.get("/api/audit-log?action=access.denied", &app.owner).await.expect(StatusCode::OK);
+        let requests: Vec<String> = page["results"].as_array().expect("results").iter().map(|e| e["summary"]["request"].as_str().unwrap_or_default().to_string()).collect();
+        assert!(requests.iter().any(|r| r == "DELETE /api/workspaces/{id}"), "{requests:?}");
+        // The same refusal by another member is recorded.
+        let other = app.user("other-ann@example.com", Role::Annotator).await;
+        app.patch(&format!("/api/workspaces/{ws}"), &other, json!({"title": "Mine now"})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(count(app.audit_actions(org).await), before + 2);
     }
 
     async fn paused_annotators_get_no_work(app) {
