@@ -2,7 +2,7 @@
 //! the API's error envelope.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::SocketAddr,
     sync::Mutex,
 };
@@ -28,7 +28,7 @@ use crate::{
 /// bounded; forgetting only means an extra audit entry.
 #[derive(Debug, Default)]
 pub struct AuthMemory {
-    sources: Mutex<HashSet<(String, String)>>,
+    sources: Mutex<HashMap<(String, String), i64>>,
     failures: Mutex<HashMap<String, i64>>,
     activity: Mutex<HashMap<i64, i64>>,
 }
@@ -36,12 +36,21 @@ pub struct AuthMemory {
 const MEMORY_LIMIT: usize = 100_000;
 
 impl AuthMemory {
-    fn first_sight(&self, key: &str, ip: &str) -> bool {
+    /// Whether the pair was not seen by this process within the database's memory of it
+    /// ([`users::TOKEN_SOURCE_DAYS`]), so the database must be asked.
+    fn first_sight(&self, key: &str, ip: &str, now: i64) -> bool {
         let mut seen = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= MEMORY_LIMIT {
             seen.clear();
         }
-        seen.insert((key.to_string(), ip.to_string()))
+        let horizon = users::TOKEN_SOURCE_DAYS * 86_400_000_000;
+        match seen.get(&(key.to_string(), ip.to_string())) {
+            Some(at) if now - at < horizon => false,
+            _ => {
+                seen.insert((key.to_string(), ip.to_string()), now);
+                true
+            }
+        }
     }
 
     /// Whether the user's last activity is worth recording again (once a minute per process).
@@ -126,7 +135,7 @@ impl FromRequestParts<AppState> for Actor {
                 actor.meta = meta;
                 if state
                     .auth_memory
-                    .first_sight(&source_key, &actor.meta.client_ip)
+                    .first_sight(&source_key, &actor.meta.client_ip, now_micros())
                 {
                     users::note_token_source(&state.db, &actor, &source_key).await?;
                 }
@@ -393,5 +402,32 @@ pub fn opt_bool(name: &str, value: &Option<String>) -> Result<Option<bool>, ApiE
             name,
             format!("{v:?} is not true or false"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_sources_are_remembered_for_the_database_horizon() {
+        let m = AuthMemory::default();
+        let day = 86_400_000_000;
+        assert!(m.first_sight("k", "1.2.3.4", 0));
+        assert!(!m.first_sight("k", "1.2.3.4", day));
+        assert!(m.first_sight("k", "5.6.7.8", day), "a new address");
+        assert!(m.first_sight("other", "1.2.3.4", day), "another token");
+        let later = users::TOKEN_SOURCE_DAYS * day;
+        assert!(m.first_sight("k", "1.2.3.4", later), "asked again once the database forgot");
+        assert!(!m.first_sight("k", "1.2.3.4", later + 1));
+    }
+
+    #[test]
+    fn failed_sign_ins_are_audited_once_per_address_per_10_seconds() {
+        let m = AuthMemory::default();
+        assert!(m.should_audit_failure("1.2.3.4", 0));
+        assert!(!m.should_audit_failure("1.2.3.4", 9_999_999));
+        assert!(m.should_audit_failure("5.6.7.8", 9_999_999));
+        assert!(m.should_audit_failure("1.2.3.4", 10_000_000));
     }
 }
