@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod domain;

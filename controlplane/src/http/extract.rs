@@ -1,11 +1,7 @@
 //! Extractors: the authenticated [`Actor`], JSON bodies and query strings whose rejections use
 //! the API's error envelope.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::Mutex,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Mutex};
 
 use axum::{
     extract::{ConnectInfo, FromRequest, FromRequestParts, Request, rejection::JsonRejection},
@@ -418,7 +414,10 @@ mod tests {
         assert!(m.first_sight("k", "5.6.7.8", day), "a new address");
         assert!(m.first_sight("other", "1.2.3.4", day), "another token");
         let later = users::TOKEN_SOURCE_DAYS * day;
-        assert!(m.first_sight("k", "1.2.3.4", later), "asked again once the database forgot");
+        assert!(
+            m.first_sight("k", "1.2.3.4", later),
+            "asked again once the database forgot"
+        );
         assert!(!m.first_sight("k", "1.2.3.4", later + 1));
     }
 

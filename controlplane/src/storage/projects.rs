@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     authz::{Actor, Permission},
+    body,
     domain::{
         label_config::LabelConfig,
         project::{self, ProjectSettings, SkipQueue},
@@ -231,18 +232,6 @@ pub fn parse_label_config(xml: &str) -> ApiResult<LabelConfig> {
     })
 }
 
-fn string_field(body: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::field(
-            ErrorCode::ValidationError,
-            key,
-            "must be a string",
-        )),
-    }
-}
-
 fn settings_error((field, message): project::SettingError) -> ApiError {
     ApiError::field(ErrorCode::ValidationError, &field, message)
 }
@@ -252,10 +241,10 @@ pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiRes
     actor.require(Permission::ProjectCreate)?;
     // Where it goes is an authorization question: answered before the body's validity.
     let workspace_id = workspace_field(db, actor, body).await?;
-    let title = string_field(body, "title")?.unwrap_or_default();
+    let title = body::opt_string(body, "title")?.unwrap_or_default();
     project::validate_title(&title).map_err(settings_error)?;
     let label_config =
-        string_field(body, "label_config")?.unwrap_or_else(|| DEFAULT_LABEL_CONFIG.to_string());
+        body::opt_string(body, "label_config")?.unwrap_or_else(|| DEFAULT_LABEL_CONFIG.to_string());
     parse_label_config(&label_config)?;
     let settings =
         project::merge_settings(&ProjectSettings::default(), body).map_err(settings_error)?;
@@ -436,14 +425,14 @@ pub(crate) async fn apply_update(
     } else {
         current.workspace_id
     };
-    let title = match string_field(body, "title")? {
+    let title = match body::opt_string(body, "title")? {
         Some(t) => {
             project::validate_title(&t).map_err(settings_error)?;
             t
         }
         None => current.title.clone(),
     };
-    let label_config = match string_field(body, "label_config")? {
+    let label_config = match body::opt_string(body, "label_config")? {
         Some(xml) => {
             parse_label_config(&xml)?;
             xml

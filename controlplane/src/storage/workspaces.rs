@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     authz::{Actor, Permission, Role},
+    body,
     error::{ApiError, ApiResult, ErrorCode},
 };
 
@@ -124,34 +125,10 @@ pub(crate) async fn get_unchecked(db: &Db, org_id: i64, id: i64) -> ApiResult<Wo
         .ok_or_else(|| ApiError::not_found("workspace"))
 }
 
-fn text(body: &Map<String, Value>, key: &str, max: usize) -> ApiResult<Option<String>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::field(
-            ErrorCode::ValidationError,
-            key,
-            format!("must be a string of at most {max} characters"),
-        )),
-    }
-}
-
-fn flag(body: &Map<String, Value>, key: &str) -> ApiResult<Option<bool>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::field(
-            ErrorCode::ValidationError,
-            key,
-            "must be true or false",
-        )),
-    }
-}
-
 /// Creates a workspace; the creator becomes its first member (so a Manager manages it).
 pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiResult<WorkspaceView> {
     actor.require(Permission::WorkspaceCreate)?;
-    let title = text(body, "title", 1000)?.unwrap_or_default();
+    let title = body::opt_text(body, "title", 1000)?.unwrap_or_default();
     if title.trim().is_empty() {
         return Err(ApiError::field(
             ErrorCode::ValidationError,
@@ -159,9 +136,9 @@ pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiRes
             "a workspace needs a title",
         ));
     }
-    let description = text(body, "description", 10_000)?.unwrap_or_default();
-    let color = text(body, "color", 16)?.unwrap_or_default();
-    let personal = flag(body, "is_personal")?.unwrap_or(false);
+    let description = body::opt_text(body, "description", 10_000)?.unwrap_or_default();
+    let color = body::opt_text(body, "color", 16)?.unwrap_or_default();
+    let personal = body::opt_bool(body, "is_personal")?.unwrap_or(false);
     let now = now_micros();
     let id: i64 = with_tx!(db, tx, {
         let id: i64 = sqlx::query_scalar(
@@ -222,7 +199,7 @@ pub async fn update(
     body: &Map<String, Value>,
 ) -> ApiResult<WorkspaceView> {
     let ws = access::workspace(db, actor, id, Permission::WorkspaceManage).await?;
-    let title = text(body, "title", 1000)?;
+    let title = body::opt_text(body, "title", 1000)?;
     if title.as_deref().is_some_and(|t| t.trim().is_empty()) {
         return Err(ApiError::field(
             ErrorCode::ValidationError,
@@ -230,9 +207,9 @@ pub async fn update(
             "a workspace needs a title",
         ));
     }
-    let description = text(body, "description", 10_000)?;
-    let color = text(body, "color", 16)?;
-    let archived = flag(body, "is_archived")?;
+    let description = body::opt_text(body, "description", 10_000)?;
+    let color = body::opt_text(body, "color", 16)?;
+    let archived = body::opt_bool(body, "is_archived")?;
     let changed: Vec<&str> = [
         ("title", title.as_ref().is_some_and(|v| *v != ws.row.title)),
         (

@@ -8,11 +8,11 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::{ApiError, ApiResult, ErrorCode},
+    body,
+    error::ApiResult,
     http::{
         AppState,
         extract::{InstanceAdmin, JsonObject},
@@ -35,18 +35,6 @@ fn mark(change: Change, mut response: Response) -> Response {
     response
 }
 
-fn text(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::field(
-            ErrorCode::ValidationError,
-            key,
-            "must be a string",
-        )),
-    }
-}
-
 /// Creates the organization with this slug, with its owner (`{"title", "owner_email",
 /// "owner_token"?, "managed_by"?}`), or updates its title. 201 with the owner's token when
 /// created, 200 otherwise.
@@ -58,10 +46,10 @@ pub async fn put_organization(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
     let spec = OrganizationSpec {
-        title: text(&body, "title")?.unwrap_or_else(|| slug.clone()),
-        owner_email: text(&body, "owner_email")?.unwrap_or_default(),
-        owner_token: text(&body, "owner_token")?,
-        managed_by: text(&body, "managed_by")?,
+        title: body::opt_string(&body, "title")?.unwrap_or_else(|| slug.clone()),
+        owner_email: body::opt_string(&body, "owner_email")?.unwrap_or_default(),
+        owner_token: body::opt_string(&body, "owner_token")?,
+        managed_by: body::opt_string(&body, "managed_by")?,
     };
     let (org, change) = admin::put_organization(&state.db, &meta, &slug, &spec).await?;
     let status = if change == Change::Created {
@@ -91,9 +79,9 @@ pub async fn put_workspace(
     Path((slug, key)): Path<(String, String)>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
-    let title = text(&body, "title")?.unwrap_or_else(|| key.clone());
-    let description = text(&body, "description")?.unwrap_or_default();
-    let managed_by = text(&body, "managed_by")?;
+    let title = body::opt_string(&body, "title")?.unwrap_or_else(|| key.clone());
+    let description = body::opt_string(&body, "description")?.unwrap_or_default();
+    let managed_by = body::opt_string(&body, "managed_by")?;
     let (ws, change) = admin::put_workspace(
         &state.db,
         &meta,

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::organizations::ids_field;
 use crate::{
     authz::Actor,
+    body,
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
@@ -40,13 +40,7 @@ pub async fn add_member(
     Path(id): Path<i64>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let user = body.get("user").and_then(Value::as_i64).ok_or_else(|| {
-        ApiError::field(
-            ErrorCode::ValidationError,
-            "user",
-            "this field is required and must be a user id",
-        )
-    })?;
+    let user = body::id(&body, "user")?;
     let role = parse_project_role(body.get("role"))?;
     members::add(&state.db, &actor, id, &[user], role).await?;
     Ok((
@@ -83,7 +77,7 @@ pub async fn bulk_add_members(
     Path(id): Path<i64>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
-    let users = ids_field(&body, "users")?;
+    let users = body::ids(&body, "users")?;
     let role = parse_project_role(body.get("role"))?;
     members::add(&state.db, &actor, id, &users, role).await?;
     Ok(Json(serde_json::json!({"added": users.len()})))
@@ -97,7 +91,7 @@ pub async fn bulk_remove_members(
     Path(id): Path<i64>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
-    let users = ids_field(&body, "users")?;
+    let users = body::ids(&body, "users")?;
     members::remove(&state.db, &actor, id, &users).await?;
     Ok(Json(serde_json::json!({"removed": users.len()})))
 }
@@ -109,17 +103,8 @@ pub async fn set_project_role(
     actor: Actor,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let field = |key: &str| {
-        body.get(key).and_then(Value::as_i64).ok_or_else(|| {
-            ApiError::field(
-                ErrorCode::ValidationError,
-                key,
-                "this field is required and must be an id",
-            )
-        })
-    };
-    let project = field("project")?;
-    let user = field("user")?;
+    let project = body::id(&body, "project")?;
+    let user = body::id(&body, "user")?;
     let role = parse_project_role(body.get("role"))?;
     members::add(&state.db, &actor, project, &[user], role).await?;
     Ok((

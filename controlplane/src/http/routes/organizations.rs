@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::exports::tokio_stream_compat::ReceiverStream;
 use crate::{
     authz::{Actor, Role},
+    body,
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
@@ -28,34 +29,6 @@ use crate::{
     },
 };
 
-fn role_field(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Option<Role>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Role::parse(s).map(Some).ok_or_else(|| {
-            ApiError::field(
-                ErrorCode::ValidationError,
-                key,
-                format!("{s:?} is not a role; use owner, admin, manager, reviewer or annotator (or OW, AD, MA, RE, AN)"),
-            )
-        }),
-        Some(_) => Err(ApiError::field(
-            ErrorCode::ValidationError,
-            key,
-            "must be a role name",
-        )),
-    }
-}
-
-fn id_field(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<i64> {
-    body.get(key).and_then(Value::as_i64).ok_or_else(|| {
-        ApiError::field(
-            ErrorCode::ValidationError,
-            key,
-            "this field is required and must be an id",
-        )
-    })
-}
-
 /// The optional `is_active` flag of a membership change.
 fn active_field(body: &serde_json::Map<String, Value>) -> ApiResult<Option<bool>> {
     match body.get("is_active") {
@@ -65,25 +38,6 @@ fn active_field(body: &serde_json::Map<String, Value>) -> ApiResult<Option<bool>
             ErrorCode::ValidationError,
             "is_active",
             "must be true or false",
-        )),
-    }
-}
-
-/// Reads a list of ids from a body field.
-pub fn ids_field(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Vec<i64>> {
-    match body.get(key) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_i64().ok_or_else(|| {
-                    ApiError::field(ErrorCode::ValidationError, key, "must be a list of ids")
-                })
-            })
-            .collect(),
-        _ => Err(ApiError::field(
-            ErrorCode::ValidationError,
-            key,
-            "this field is required and must be a list of ids",
         )),
     }
 }
@@ -221,7 +175,7 @@ pub async fn update_membership(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<MembershipView>> {
     orgs::get(&state.db, &actor, id).await?;
-    let user_id = id_field(&body, "user_id")?;
+    let user_id = body::id(&body, "user_id")?;
     let deactivate = body
         .get("role")
         .and_then(Value::as_str)
@@ -229,7 +183,7 @@ pub async fn update_membership(
     if deactivate {
         orgs::set_member(&state.db, &actor, user_id, None, Some(false)).await?;
     } else {
-        let role = role_field(&body, "role")?;
+        let role = body::opt_role(&body, "role")?;
         let active = active_field(&body)?;
         if role.is_none() && active.is_none() {
             return Err(ApiError::field(
@@ -255,8 +209,8 @@ pub async fn bulk_memberships(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
     orgs::get(&state.db, &actor, id).await?;
-    let users = ids_field(&body, "user_ids")?;
-    let role = role_field(&body, "role")?;
+    let users = body::ids(&body, "user_ids")?;
+    let role = body::opt_role(&body, "role")?;
     let active = active_field(&body)?;
     if role.is_none() && active.is_none() {
         return Err(ApiError::field(
@@ -311,7 +265,7 @@ pub async fn create_invitation(
     actor: Actor,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<InvitationView>)> {
-    let role = role_field(&body, "role")?.unwrap_or(Role::Annotator);
+    let role = body::opt_role(&body, "role")?.unwrap_or(Role::Annotator);
     let workspace = match body.get("workspace") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_i64().ok_or_else(|| {

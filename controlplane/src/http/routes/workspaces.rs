@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::organizations::ids_field;
 use crate::{
     authz::Actor,
+    body,
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
@@ -167,7 +167,7 @@ pub async fn bulk_add_workspace_members(
     Path(id): Path<i64>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
-    let users = ids_field(&body, "users")?;
+    let users = body::ids(&body, "users")?;
     let added = workspaces::set_members(&state.db, &actor, id, &users, true).await?;
     Ok(Json(serde_json::json!({"added": added})))
 }
@@ -180,7 +180,7 @@ pub async fn bulk_remove_workspace_members(
     Path(id): Path<i64>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
-    let users = ids_field(&body, "users")?;
+    let users = body::ids(&body, "users")?;
     let removed = workspaces::set_members(&state.db, &actor, id, &users, false).await?;
     Ok(Json(serde_json::json!({"removed": removed})))
 }
@@ -205,7 +205,7 @@ pub async fn add_workspace_projects(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let projects = match body.get("project").and_then(Value::as_i64) {
         Some(p) => vec![p],
-        None => ids_field(&body, "projects")?,
+        None => body::ids(&body, "projects")?,
     };
     workspaces::set_projects(&state.db, &actor, id, &projects, true).await?;
     Ok((
