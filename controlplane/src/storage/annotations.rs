@@ -410,7 +410,7 @@ pub async fn create(
     let skip_queue = project.settings().skip_queue;
     let now = now_micros();
     let dialect = db.dialect();
-    let id: i64 = with_tx!(db, tx, {
+    let row: AnnotationRow = with_tx!(db, tx, {
         lock_project!(tx, dialect, project.id);
         if ground_truth {
             unset_ground_truth!(tx, task.id, project.id, skip_queue);
@@ -457,9 +457,17 @@ pub async fn create(
                 serde_json::json!({"task": task.id, "project": project.id, "completed_by": author, "ground_truth": ground_truth}),
             )
         );
-        Ok::<_, ApiError>(id)
+        // Read back in the transaction: access was checked above, no second lookup needed.
+        let row: AnnotationRow = sqlx::query_as(&format!(
+            "select {ANNOTATION_COLUMNS} from annotation a left join app_user u on u.id = a.completed_by \
+             where a.id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(row)
     })?;
-    get(db, actor, id).await
+    Ok(row.view())
 }
 
 /// Locks the project row for the rest of the transaction where the engine has row locks, so

@@ -5,7 +5,8 @@
 //! Entries are append-only (the database refuses updates and deletes, see migration 0003) and
 //! tamper-evident: each organization has its own hash chain. An entry's hash covers its fields
 //! and the previous entry's hash; `audit_head` holds each chain's last link and is updated in
-//! the entry's transaction, which also serializes writers of one chain. [`verify`] walks the
+//! the entry's transaction (its sequence by [`audit!`], its hash by the insert's trigger), which
+//! also serializes writers of one chain. [`verify`] walks the
 //! chains and reports the first broken link. [`purge`] removes entries older than an
 //! organization's retention and records where verification starts ( `audit_anchor`).
 
@@ -185,11 +186,7 @@ macro_rules! audit {
         .bind(&hash)
         .execute(&mut *$tx)
         .await?;
-        sqlx::query("update audit_head set hash = $1 where chain_id = $2")
-            .bind(&hash)
-            .bind(entry.chain_id)
-            .execute(&mut *$tx)
-            .await?;
+        // The insert's trigger (migration 0005) sets audit_head.hash to this entry's hash.
     }};
 }
 
