@@ -42,23 +42,64 @@ pub async fn project(
     project_id: i64,
     permission: Permission,
 ) -> ApiResult<ProjectAccess> {
-    let found: Option<AccessRow> = with_read!(db, conn, {
+    let found = load(db, actor, By::Project(project_id)).await?;
+    let found = found.ok_or_else(|| ApiError::not_found("project"))?;
+    check(db, actor, found, permission).await
+}
+
+/// [`project`] for the project of a task, in one statement: a task of another organization (or
+/// none) is "task not found".
+pub async fn project_of_task(
+    db: &Db,
+    actor: &Actor,
+    task_id: i64,
+    permission: Permission,
+) -> ApiResult<ProjectAccess> {
+    let found = load(db, actor, By::Task(task_id)).await?;
+    let found = found.ok_or_else(|| ApiError::not_found("task"))?;
+    check(db, actor, found, permission).await
+}
+
+enum By {
+    Project(i64),
+    Task(i64),
+}
+
+async fn load(db: &Db, actor: &Actor, by: By) -> ApiResult<Option<AccessRow>> {
+    let (from, id) = match by {
+        By::Project(id) => ("project p", id),
+        By::Task(id) => ("task t join project p on p.id = t.project_id", id),
+    };
+    let key = match by {
+        By::Project(_) => "p.id",
+        By::Task(_) => "t.id",
+    };
+    Ok(with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {PROJECT_COLUMNS}, pm.role as member_role, (pm.user_id is not null) as is_member, \
              exists(select 1 from workspace_member wm where wm.workspace_id = p.workspace_id and wm.user_id = $2) as in_workspace, \
              (select pp.verbose_reason from project_pause pp where pp.project_id = p.id and pp.user_id = $2 \
               and pp.deleted_at is null order by pp.id desc limit 1) as pause_reason \
-             from project p left join app_user u on u.id = p.created_by \
+             from {from} left join app_user u on u.id = p.created_by \
              left join project_member pm on pm.project_id = p.id and pm.user_id = $2 \
-             where p.id = $1 and p.organization_id = $3"
+             where {key} = $1 and p.organization_id = $3"
         ))
-        .bind(project_id)
+        .bind(id)
         .bind(actor.user_id)
         .bind(actor.org_id)
         .fetch_optional(conn)
         .await?
-    });
-    let found = found.ok_or_else(|| ApiError::not_found("project"))?;
+    }))
+}
+
+/// Checks `permission` on a loaded project.
+async fn check(
+    db: &Db,
+    actor: &Actor,
+    found: AccessRow,
+    permission: Permission,
+) -> ApiResult<ProjectAccess> {
+    let project_id = found.row.id;
     let membership = ProjectMembership {
         creator: found.row.created_by == Some(actor.user_id),
         workspace_member: found.in_workspace,

@@ -390,8 +390,7 @@ pub async fn create(
     task_id: i64,
     input: AnnotationInput,
 ) -> ApiResult<AnnotationView> {
-    let (task, access) =
-        tasks::get_with_project(db, actor, task_id, Permission::AnnotationCreate).await?;
+    let access = access::project_of_task(db, actor, task_id, Permission::AnnotationCreate).await?;
     let project = access.row;
     let was_cancelled = input.was_cancelled.unwrap_or(false);
     let result = input.result.clone().unwrap_or(Value::Array(Vec::new()));
@@ -413,14 +412,14 @@ pub async fn create(
     let row: AnnotationRow = with_tx!(db, tx, {
         lock_project!(tx, dialect, project.id);
         if ground_truth {
-            unset_ground_truth!(tx, task.id, project.id, skip_queue);
+            unset_ground_truth!(tx, task_id, project.id, skip_queue);
         }
         let id: i64 = sqlx::query_scalar(
             "insert into annotation (task_id, project_id, result, completed_by, updated_by, was_cancelled, ground_truth, \
              lead_time, parent_prediction, parent_annotation, last_action, unique_id, created_at, updated_at) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) returning id",
         )
-        .bind(task.id)
+        .bind(task_id)
         .bind(project.id)
         .bind(&result_text)
         .bind(author)
@@ -436,10 +435,10 @@ pub async fn create(
         .fetch_one(&mut *tx)
         .await?;
         let kind = Kind::of(was_cancelled, ground_truth, result_text.is_some());
-        apply_annotation_delta!(tx, task.id, project.id, kind, skip_queue);
+        apply_annotation_delta!(tx, task_id, project.id, kind, skip_queue);
         // Submitting (or skipping) ends the author's reservation of the task.
         sqlx::query("delete from task_lock where task_id = $1 and user_id = $2")
-            .bind(task.id)
+            .bind(task_id)
             .bind(author)
             .execute(&mut *tx)
             .await?;
@@ -454,7 +453,7 @@ pub async fn create(
                 },
                 "annotation",
                 id,
-                serde_json::json!({"task": task.id, "project": project.id, "completed_by": author, "ground_truth": ground_truth}),
+                serde_json::json!({"task": task_id, "project": project.id, "completed_by": author, "ground_truth": ground_truth}),
             )
         );
         // Read back in the transaction: access was checked above, no second lookup needed.
