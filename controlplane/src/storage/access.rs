@@ -66,13 +66,9 @@ enum By {
 }
 
 async fn load(db: &Db, actor: &Actor, by: By) -> ApiResult<Option<AccessRow>> {
-    let (from, id) = match by {
-        By::Project(id) => ("project p", id),
-        By::Task(id) => ("task t join project p on p.id = t.project_id", id),
-    };
-    let key = match by {
-        By::Project(_) => "p.id",
-        By::Task(_) => "t.id",
+    let (from, key, id) = match by {
+        By::Project(id) => ("project p", "p.id", id),
+        By::Task(id) => ("task t join project p on p.id = t.project_id", "t.id", id),
     };
     Ok(with_read!(db, conn, {
         sqlx::query_as(&format!(
@@ -131,8 +127,8 @@ async fn check(
     })
 }
 
-/// Repeats of one refusal (same actor, target and permission) within this window are not
-/// recorded again.
+/// Repeats of one refusal (same actor, request, target and permission) within this window are
+/// not recorded again.
 const DENIED_REPEAT_MICROS: i64 = 10_000_000;
 
 /// Audits a refused attempt to change something (reads are not audited) and passes the error

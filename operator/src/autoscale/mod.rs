@@ -120,7 +120,6 @@ pub fn plan(
     let mut out = Vec::new();
     for q in QUEUES {
         let Some(spec) = org.spec.workers.autoscaling(q) else {
-            windows.by_pool.remove(&(name.clone(), q.to_owned()));
             continue;
         };
         let prev = previous.iter().find(|w| w.queue == q);
