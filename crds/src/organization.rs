@@ -41,8 +41,11 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationSpec {
     /// The tenant namespace the operator creates and manages. Immutable: moving a tenant is a
-    /// migration, not an edit.
+    /// migration, not an edit. If it exists already, the operator uses it only when it carries
+    /// the label `verity.dev/adopt: <organization name>`; `default`, `kube-*` and the
+    /// operator's own namespace are refused.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.namespace is immutable; create a new Organization to move a tenant").reason(Reason::FieldValueForbidden))]
+    #[x_kube(validation = Rule::new("self != 'default' && !self.startsWith('kube-')").message("spec.namespace must not be default or kube-*: an Organization gets a namespace of its own").reason(Reason::FieldValueForbidden))]
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -292,14 +295,15 @@ fn default_scale_down_delay() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.renewBeforeDays < self.certificateValidityDays").message("redis.renewBeforeDays must be smaller than certificateValidityDays"))]
+#[x_kube(validation = Rule::new("self.storage == oldSelf.storage && has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("spec.redis.storage and spec.redis.storageClassName are immutable (a StatefulSet's volume claim cannot change); to grow the volume, expand the PersistentVolumeClaim data-redis-0 in the tenant namespace if its storage class allows it").reason(Reason::FieldValueForbidden))]
 pub struct RedisSpec {
     /// Image of the Redis server (must support TLS).
     #[serde(default = "default_redis_image")]
     pub image: String,
-    /// Size of the persistent volume.
+    /// Size of the persistent volume. Immutable.
     #[serde(default = "default_redis_storage")]
     pub storage: Quantity,
-    /// Storage class of the volume; the cluster default if unset.
+    /// Storage class of the volume; the cluster default if unset. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// Container resources. Defaults to 100m/256Mi requests and 1 CPU/1Gi limits.

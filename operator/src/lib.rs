@@ -107,6 +107,18 @@ impl Readiness {
     }
 }
 
+/// The key of an object in [`Backoff`]: kind, namespace and name, so that the error policy and
+/// the reset after a successful reconcile agree, and a Workspace and a LabelingProject of the
+/// same name keep separate counters.
+pub fn backoff_key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
 /// Exponential per-object backoff for failed reconciles: 2 s doubling to 5 min, reset on success.
 #[derive(Default)]
 pub struct Backoff {

@@ -2,9 +2,13 @@
 //! under one field manager, skips objects that already match, and deletes labelled objects the
 //! reconcile no longer produces. This is the only module that writes children to the API.
 //!
-//! "Already matches" means: every field the operator sets has the same value in the live object
-//! (fields added by defaulting or by other managers are ignored). So a reconcile with nothing to
-//! change makes no write call, and a deleted or edited child is restored on the next one.
+//! "Already matches" means two things: the live object carries the hash of exactly the body the
+//! operator would apply now ([`APPLIED_ANNOTATION`]), and every field of that body has the same
+//! value in the live object (fields added by defaulting or by other managers are ignored). The
+//! hash is what makes removals reach live objects: a field, label or owner reference the
+//! builders stop setting changes the hash, so the body is applied again, and server-side apply
+//! removes what this field manager owned and no longer sends. The value comparison is what
+//! restores a child someone edited. A reconcile with nothing to change makes no write call.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,9 +16,13 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
+
+/// Annotation holding the hash of the last body the operator applied to an object.
+pub const APPLIED_ANNOTATION: &str = "verity.dev/applied-hash";
 
 /// The kinds the operator creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -130,14 +138,36 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// Wraps an apply body.
-    pub fn new(kind: Kind, body: Value) -> Self {
+    /// Wraps an apply body and stamps it with its own hash ([`APPLIED_ANNOTATION`]).
+    pub fn new(kind: Kind, mut body: Value) -> Self {
+        if let Some(a) = body
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            a.remove(APPLIED_ANNOTATION);
+        }
+        let hash = body_hash(&body);
+        if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(APPLIED_ANNOTATION.to_owned(), Value::String(hash));
+            }
+        }
         Self { kind, body }
     }
     /// `metadata.name`.
     pub fn name(&self) -> &str {
         self.body["metadata"]["name"].as_str().unwrap_or_default()
     }
+}
+
+/// The hash of an apply body (JSON objects serialise with sorted keys, so equal bodies hash
+/// equally).
+fn body_hash(body: &Value) -> String {
+    let digest = Sha256::digest(body.to_string().as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether every field of `want` has the same value in `have`. Objects compare key by key
@@ -160,9 +190,19 @@ pub fn is_subset(want: &Value, have: &Value) -> bool {
     }
 }
 
-/// Whether a live object already has everything an apply body sets. `apiVersion` and `kind`
-/// are not compared: list responses leave them out of their items.
+/// Whether a live object was last applied from this very body (same [`APPLIED_ANNOTATION`])
+/// and still has everything the body sets. `apiVersion` and `kind` are not compared: list
+/// responses leave them out of their items.
 pub fn matches(body: &Value, live: &Value) -> bool {
+    let hash = |v: &Value| {
+        v.pointer("/metadata/annotations")
+            .and_then(|a| a.get(APPLIED_ANNOTATION))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    if hash(body).is_none() || hash(body) != hash(live) {
+        return false;
+    }
     match body.as_object() {
         Some(b) => b
             .iter()
@@ -288,6 +328,63 @@ mod tests {
         assert!(
             is_subset(&json!({"a": {}}), &json!({})),
             "an empty object may be dropped by the server"
+        );
+    }
+
+    #[test]
+    fn a_dropped_field_is_a_difference() {
+        // Live: applied from a body with an owner reference (deletionPolicy: Delete).
+        let with_owner = Desired::new(
+            Kind::Namespace,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t",
+                "labels": {"a": "1"}, "ownerReferences": [{"uid": "u1", "name": "org"}]}}),
+        );
+        let mut live = with_owner.body.clone();
+        live["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!("t");
+        assert!(matches(&with_owner.body, &live), "unchanged body matches");
+        // Desired now: no owner reference (deletionPolicy: Retain). Every key of the new body is
+        // still present in the live object, so only the hash can tell them apart.
+        let without_owner = Desired::new(
+            Kind::Namespace,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t", "labels": {"a": "1"}}}),
+        );
+        let mut unstamped = without_owner.body.clone();
+        unstamped["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("annotations"));
+        assert!(is_subset(&unstamped["metadata"], &live["metadata"]));
+        assert!(
+            !matches(&without_owner.body, &live),
+            "dropping the owner reference must be applied"
+        );
+        // A dropped label likewise.
+        let fewer_labels = Desired::new(
+            Kind::Namespace,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t", "labels": {},
+                "ownerReferences": [{"uid": "u1", "name": "org"}]}}),
+        );
+        assert!(!matches(&fewer_labels.body, &live));
+        // An object applied by an older operator (no hash) is applied once.
+        let mut old = live.clone();
+        old["metadata"]["annotations"] = json!({});
+        assert!(!matches(&with_owner.body, &old));
+    }
+
+    #[test]
+    fn the_hash_ignores_a_stale_hash_in_the_input() {
+        let a = Desired::new(
+            Kind::ConfigMap,
+            json!({"metadata": {"name": "c", "annotations": {"x": "1"}}, "data": {"k": "v"}}),
+        );
+        let b = Desired::new(Kind::ConfigMap, a.body.clone());
+        assert_eq!(a.body, b.body, "re-wrapping a stamped body changes nothing");
+        let c = Desired::new(
+            Kind::ConfigMap,
+            json!({"metadata": {"name": "c", "annotations": {"x": "1"}}, "data": {"k": "w"}}),
+        );
+        assert_ne!(
+            a.body["metadata"]["annotations"][APPLIED_ANNOTATION],
+            c.body["metadata"]["annotations"][APPLIED_ANNOTATION]
         );
     }
 }

@@ -15,7 +15,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use tracing::{info, warn};
 use verity_crds::{LabelingProject, Organization, Workspace};
 
@@ -71,8 +71,14 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn error_policy<K: Resource + ResourceExt>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+/// The controllers' error policy: exponential backoff per object, under the same key that a
+/// successful reconcile resets ([`crate::backoff_key`]).
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = crate::backoff_key(obj.as_ref());
     let delay = ctx.backoff.next(&key);
     warn!(object = %key, error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -111,20 +117,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
 
+    let lease_cfg = LeaseConfig::new(
+        cfg.lease_namespace.clone(),
+        cfg.lease_name.clone(),
+        cfg.identity.clone(),
+    );
+    lease_cfg.validate().map_err(anyhow::Error::msg)?;
     let lost_lease: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if cfg
         .leader_elect
     {
-        let lc = LeaseConfig {
-            namespace: cfg.lease_namespace.clone(),
-            name: cfg.lease_name.clone(),
-            identity: cfg.identity.clone(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
-        };
-        info!(lease = %lc.name, namespace = %lc.namespace, "waiting for the lease");
+        info!(lease = %lease_cfg.name, namespace = %lease_cfg.namespace, "waiting for the lease");
         ready.store(true, Ordering::Relaxed); // a standby is healthy
         tokio::select! {
-            lost = lease::acquire(client.clone(), lc) => Box::pin(lost),
+            lost = lease::acquire(client.clone(), lease_cfg.clone()) => Box::pin(lost),
             _ = shutdown_signal() => { let _ = stop_tx.send(true); server.await??; return Ok(()); }
         }
     } else {
@@ -301,13 +306,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = shutdown_signal() => false,
         _ = lost_lease => true,
     };
+    if lost {
+        // No drain: once the renew deadline has passed, another replica may take the lease
+        // soon, and nothing of this one may act after that. Returning drops every controller
+        // (reconciles in flight are cancelled; they are idempotent) and the process exits.
+        anyhow::bail!("lost the leader lease; exiting so that a fresh replica takes over");
+    }
     // One signal fans out to every controller and the HTTP server; reconciles in flight finish.
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
-    server.await??;
-    if lost {
-        anyhow::bail!("lost the leader lease; exiting so that a fresh replica takes over");
+    if cfg.leader_elect {
+        lease::release(client.clone(), &lease_cfg).await;
     }
+    server.await??;
     info!("stopped");
     Ok(())
 }

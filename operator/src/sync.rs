@@ -197,7 +197,7 @@ pub async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Resul
     finish(
         &ctx,
         WORKSPACE_CONTROLLER,
-        &format!("ws/{ns}/{}", ws.name_any()),
+        &crate::backoff_key(ws.as_ref()),
         started,
         result,
         |v| {
@@ -456,7 +456,7 @@ pub async fn reconcile_project(
     finish(
         &ctx,
         PROJECT_CONTROLLER,
-        &format!("lp/{ns}/{}", lp.name_any()),
+        &crate::backoff_key(lp.as_ref()),
         started,
         result,
         |v| {

@@ -269,13 +269,24 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
             "default-deny",
             json!({ "podSelector": {}, "policyTypes": ["Ingress", "Egress"] }),
         ),
+        // Inside the tenant, only the flows the stack uses: the app and the workers reach
+        // Redis, nothing else does (the storage proxy has no Redis certificate either).
         netpol(
             cx,
-            "allow-same-namespace",
+            "allow-redis-clients",
             json!({
-                "podSelector": {}, "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{ "from": [{ "podSelector": {} }] }],
-                "egress": [{ "to": [{ "podSelector": {} }] }],
+                "podSelector": pods_of(cx, &["redis"]), "policyTypes": ["Ingress"],
+                "ingress": [{ "from": [{ "podSelector": pods_of(cx, &["app", "worker"]) }],
+                              "ports": [{ "protocol": "TCP", "port": REDIS_PORT }] }],
+            }),
+        ),
+        netpol(
+            cx,
+            "allow-to-redis",
+            json!({
+                "podSelector": pods_of(cx, &["app", "worker"]), "policyTypes": ["Egress"],
+                "egress": [{ "to": [{ "podSelector": pods_of(cx, &["redis"]) }],
+                             "ports": [{ "protocol": "TCP", "port": REDIS_PORT }] }],
             }),
         ),
         netpol(
@@ -294,7 +305,7 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
             cx,
             "allow-database",
             json!({
-                "podSelector": pods_of(cx, &["app", "worker"]), "policyTypes": ["Egress"],
+                "podSelector": pods_of(cx, &["app", "worker", "storage-proxy"]), "policyTypes": ["Egress"],
                 "egress": ip_egress(&[&cx.org.spec.database.endpoint]),
             }),
         ),
@@ -345,17 +356,28 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
     out
 }
 
-fn secret(cx: &Ctx<'_>, name: &str, type_: &str, data: &[(&str, &str)]) -> Desired {
+fn secret(
+    cx: &Ctx<'_>,
+    name: &str,
+    type_: &str,
+    data: &[(&str, &str)],
+    not_after: Option<&str>,
+) -> Desired {
     let data: BTreeMap<&str, String> = data.iter().map(|(k, v)| (*k, b64(v))).collect();
+    let mut meta = cx.retained_meta(name, "secrets");
+    if let Some(t) = not_after {
+        meta["annotations"] = json!({ crate::org::certs::NOT_AFTER_ANNOTATION: t });
+    }
     Desired::new(
         Kind::Secret,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": cx.retained_meta(name, "secrets"), "type": type_, "data": data}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": type_, "data": data}),
     )
 }
 
 fn secrets(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
     let tls = "kubernetes.io/tls";
-    let mut ca = secret(
+    let not_after = Some(m.not_after.as_str());
+    let ca = secret(
         cx,
         REDIS_CA_SECRET,
         "Opaque",
@@ -364,8 +386,9 @@ fn secrets(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
             ("ca.key", &m.ca_key),
             ("ca.not-after", &m.ca_not_after),
         ],
+        not_after,
     );
-    let mut server = secret(
+    let server = secret(
         cx,
         REDIS_SERVER_SECRET,
         tls,
@@ -374,8 +397,9 @@ fn secrets(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
             ("tls.key", &m.server_key),
             ("ca.crt", &m.ca_cert),
         ],
+        not_after,
     );
-    let mut client = secret(
+    let client = secret(
         cx,
         REDIS_CLIENT_SECRET,
         tls,
@@ -384,11 +408,8 @@ fn secrets(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
             ("tls.key", &m.client_key),
             ("ca.crt", &m.ca_cert),
         ],
+        not_after,
     );
-    for s in [&mut ca, &mut server, &mut client] {
-        s.body["metadata"]["annotations"] =
-            json!({ crate::org::certs::NOT_AFTER_ANNOTATION: m.not_after });
-    }
     vec![
         secret(
             cx,
@@ -398,6 +419,7 @@ fn secrets(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
                 ("session-key", &m.session_key),
                 (ADMIN_TOKEN_KEY, &m.admin_token),
             ],
+            None,
         ),
         ca,
         server,
@@ -434,33 +456,43 @@ fn pod_security() -> Value {
     json!({ "runAsNonRoot": true, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID, "seccompProfile": { "type": "RuntimeDefault" } })
 }
 
-/// Environment shared by `verity serve`, `verity work` and `verity storage-proxy`.
-fn verity_env(cx: &Ctx<'_>) -> Vec<Value> {
+/// Environment of `verity serve`, `verity work` and `verity storage-proxy`; only the first two
+/// (`redis: true`) are Redis clients.
+fn verity_env(cx: &Ctx<'_>, redis: bool) -> Vec<Value> {
     let db = &cx.org.spec.database.secret_ref;
-    vec![
+    let mut env = vec![
         json!({"name": "VERITY_DATA_DIR", "value": "/var/lib/verity"}),
         json!({"name": "VERITY_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": db.name, "key": db.key}}}),
         json!({"name": "VERITY_SESSION_KEY", "valueFrom": {"secretKeyRef": {"name": APP_SECRET, "key": "session-key"}}}),
-        json!({"name": "VERITY_REDIS_URL", "value": format!("rediss://redis.{}.svc:{REDIS_PORT}/0", cx.ns)}),
-        json!({"name": "VERITY_REDIS_TLS_CA", "value": "/etc/verity/redis-tls/ca.crt"}),
-        json!({"name": "VERITY_REDIS_TLS_CERT", "value": "/etc/verity/redis-tls/tls.crt"}),
-        json!({"name": "VERITY_REDIS_TLS_KEY", "value": "/etc/verity/redis-tls/tls.key"}),
-    ]
+    ];
+    if redis {
+        env.extend([
+            json!({"name": "VERITY_REDIS_URL", "value": format!("rediss://redis.{}.svc:{REDIS_PORT}/0", cx.ns)}),
+            json!({"name": "VERITY_REDIS_TLS_CA", "value": "/etc/verity/redis-tls/ca.crt"}),
+            json!({"name": "VERITY_REDIS_TLS_CERT", "value": "/etc/verity/redis-tls/tls.crt"}),
+            json!({"name": "VERITY_REDIS_TLS_KEY", "value": "/etc/verity/redis-tls/tls.key"}),
+        ]);
+    }
+    env
 }
 
-fn verity_volumes() -> (Value, Value) {
-    (
-        json!([
-            {"name": "data", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "redis-tls", "secret": {"secretName": REDIS_CLIENT_SECRET, "defaultMode": 0o440}},
-        ]),
-        json!([
-            {"name": "data", "mountPath": "/var/lib/verity"},
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "redis-tls", "mountPath": "/etc/verity/redis-tls", "readOnly": true},
-        ]),
-    )
+/// Volumes and mounts of the same three; the Redis client certificate only for Redis clients.
+fn verity_volumes(redis: bool) -> (Value, Value) {
+    let mut volumes = vec![
+        json!({"name": "data", "emptyDir": {}}),
+        json!({"name": "tmp", "emptyDir": {}}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "data", "mountPath": "/var/lib/verity"}),
+        json!({"name": "tmp", "mountPath": "/tmp"}),
+    ];
+    if redis {
+        volumes.push(json!({"name": "redis-tls", "secret": {"secretName": REDIS_CLIENT_SECRET, "defaultMode": 0o440}}));
+        mounts.push(
+            json!({"name": "redis-tls", "mountPath": "/etc/verity/redis-tls", "readOnly": true}),
+        );
+    }
+    (json!(volumes), json!(mounts))
 }
 
 fn deployment(
@@ -501,8 +533,8 @@ fn probe(path: &str, period: i32) -> Value {
 
 fn app(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
     let spec = &cx.org.spec.app;
-    let (volumes, mounts) = verity_volumes();
-    let mut env = verity_env(cx);
+    let (volumes, mounts) = verity_volumes(true);
+    let mut env = verity_env(cx, true);
     env.push(json!({"name": "VERITY_LISTEN", "value": format!("0.0.0.0:{HTTP_PORT}")}));
     env.push(json!({"name": "VERITY_INSTANCE_ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {"name": APP_SECRET, "key": ADMIN_TOKEN_KEY}}}));
     let res = resources(spec.resources.as_ref(), "250m", "256Mi", "1", "1Gi");
@@ -603,7 +635,7 @@ pub fn worker_replicas(org: &Organization, queue: &str) -> i32 {
 
 fn worker(cx: &Ctx<'_>, m: &Material, queue: &str) -> Desired {
     let workers = &cx.org.spec.workers;
-    let (volumes, mounts) = verity_volumes();
+    let (volumes, mounts) = verity_volumes(true);
     let res = resources(
         workers.queue(queue).and_then(|q| q.resources.as_ref()),
         "100m",
@@ -618,7 +650,7 @@ fn worker(cx: &Ctx<'_>, m: &Material, queue: &str) -> Desired {
         "securityContext": pod_security(),
         "containers": [{
             "name": "worker", "image": cx.image(), "imagePullPolicy": cx.org.spec.image.pull_policy,
-            "args": ["work", "--queues", queue], "env": verity_env(cx), "volumeMounts": mounts, "resources": res,
+            "args": ["work", "--queues", queue], "env": verity_env(cx, true), "volumeMounts": mounts, "resources": res,
             "securityContext": container_security(),
         }],
         "volumes": volumes,
@@ -637,9 +669,9 @@ fn worker(cx: &Ctx<'_>, m: &Material, queue: &str) -> Desired {
 
 fn storage_proxy(cx: &Ctx<'_>) -> Vec<Desired> {
     let spec = &cx.org.spec.storage_proxy;
-    let mut env = verity_env(cx);
+    let mut env = verity_env(cx, false);
     env.push(json!({"name": "VERITY_LISTEN", "value": format!("0.0.0.0:{HTTP_PORT}")}));
-    let (volumes, mounts) = verity_volumes();
+    let (volumes, mounts) = verity_volumes(false);
     let pod = json!({
         "serviceAccountName": "verity-storage-proxy",
         "automountServiceAccountToken": false,

@@ -277,7 +277,8 @@ fn network_policies_deny_by_default_and_allow_what_is_configured() {
         names,
         [
             "default-deny",
-            "allow-same-namespace",
+            "allow-redis-clients",
+            "allow-to-redis",
             "allow-dns",
             "allow-database",
             "allow-operator"
@@ -303,6 +304,75 @@ fn network_policies_deny_by_default_and_allow_what_is_configured() {
     );
     let st = find(&objs, Kind::NetworkPolicy, "allow-storage");
     assert_eq!(st["spec"]["egress"][0]["ports"][0]["port"], 443);
+}
+
+/// Whether a pod selector of a tenant NetworkPolicy (`{}` or `pods_of`) selects `component`.
+fn selects(selector: &Value, component: &str) -> bool {
+    let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) else {
+        return selector.as_object().is_some_and(|o| o.is_empty());
+    };
+    exprs.iter().all(|e| {
+        e["key"] == build::COMPONENT_LABEL
+            && e["operator"] == "In"
+            && e["values"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|x| x == component))
+    })
+}
+
+/// Whether one direction of a flow between two tenant pods on `port` is allowed by a rule of
+/// `direction` ("ingress"/"from" or "egress"/"to") of a policy selecting `own`.
+fn allowed(objs: &[Desired], own: &str, peer: &str, port: i32, dir: (&str, &str)) -> bool {
+    objs.iter()
+        .filter(|d| d.kind == Kind::NetworkPolicy)
+        .filter(|d| selects(&d.body["spec"]["podSelector"], own))
+        .flat_map(|d| {
+            d.body["spec"][dir.0]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .any(|rule| {
+            let peers = rule[dir.1].as_array().cloned().unwrap_or_default();
+            let port_ok = rule["ports"]
+                .as_array()
+                .is_none_or(|ps| ps.iter().any(|p| p["port"] == port));
+            port_ok
+                && peers.iter().any(|p| {
+                    p.get("namespaceSelector").is_none()
+                        && p.get("ipBlock").is_none()
+                        && selects(&p["podSelector"], peer)
+                })
+        })
+}
+
+fn reaches(objs: &[Desired], from: &str, to: &str, port: i32) -> bool {
+    allowed(objs, from, to, port, ("egress", "to"))
+        && allowed(objs, to, from, port, ("ingress", "from"))
+}
+
+#[test]
+fn inside_the_tenant_only_the_app_and_workers_reach_redis() {
+    let objs = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    let redis = build::REDIS_PORT;
+    assert!(reaches(&objs, "app", "redis", redis));
+    assert!(reaches(&objs, "worker", "redis", redis));
+    assert!(!reaches(&objs, "storage-proxy", "redis", redis));
+    assert!(!reaches(&objs, "app", "redis", 22), "only the Redis port");
+    for (a, b) in [
+        ("worker", "app"),
+        ("storage-proxy", "app"),
+        ("app", "storage-proxy"),
+        ("redis", "app"),
+        ("app", "worker"),
+    ] {
+        assert!(!reaches(&objs, a, b, build::HTTP_PORT), "{a} -> {b}");
+    }
+    // The storage proxy gets no Redis client certificate or settings either.
+    let proxy = &find(&objs, Kind::Deployment, "storage-proxy")["spec"]["template"]["spec"];
+    assert!(!proxy.to_string().contains("redis"), "{proxy}");
+    let worker = &find(&objs, Kind::Deployment, "worker-default")["spec"]["template"]["spec"];
+    assert!(worker.to_string().contains(build::REDIS_CLIENT_SECRET));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod certs;
+pub mod namespace;
 pub mod status;
 
 #[cfg(test)]
@@ -40,7 +41,7 @@ pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Acti
         .reconciled(CONTROLLER, started.elapsed().as_secs_f64(), category);
     match result {
         Ok(action) => {
-            ctx.backoff.reset(&org.name_any());
+            ctx.backoff.reset(&crate::backoff_key(org.as_ref()));
             Ok(action)
         }
         Err(e) => {
@@ -58,33 +59,53 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
     let ns = org.spec.namespace.as_str();
     let client = &ctx.client;
 
-    // Dereference: the namespace must be ours (or not exist yet).
+    // Dereference: the namespace must be ours, offered to us, or not exist yet.
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let existing_ns = namespaces
+    let mut existing_ns = namespaces
         .get_opt(ns)
         .await
         .map_err(|e| Error::kube_on("get", "Namespace", ns, e))?;
-    if let Some(n) = &existing_ns {
-        let owner = n.labels().get(build::ORG_LABEL);
-        if owner.is_some_and(|o| o != &name) {
-            let v = Verdict::stalled(
-                status::reason::NAMESPACE_CONFLICT,
-                format!(
-                    "namespace {ns} belongs to Organization {}; choose another spec.namespace",
-                    owner.map(String::as_str).unwrap_or_default()
-                ),
-            );
+    match namespace::ownership(
+        ns,
+        existing_ns.as_ref().map(|n| n.labels()),
+        &name,
+        &ctx.operator_namespace,
+    ) {
+        namespace::Ownership::Refused { reason, message } => {
+            let v = Verdict::stalled(reason, message);
             write_status(org, ctx, &v, None).await?;
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
-        if n.metadata.deletion_timestamp.is_some() {
-            let v = Verdict::progressing(
-                status::reason::NAMESPACE_TERMINATING,
-                format!("namespace {ns} is being deleted; it will be re-created when it is gone"),
-            );
-            write_status(org, ctx, &v, None).await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
+        namespace::Ownership::Absent => {
+            // Created (not applied): if someone else creates it first, the create fails and
+            // the next reconcile judges their namespace like any other.
+            existing_ns = Some(create_namespace(ctx, ns, &name).await?);
         }
+        namespace::Ownership::Ours => {}
+        namespace::Ownership::Adopt => {
+            info!(organization = %name, namespace = %ns, "adopting a namespace offered with {}", namespace::ADOPT_LABEL);
+            publish(
+                ctx,
+                org,
+                EventType::Normal,
+                "NamespaceAdopted",
+                &format!(
+                    "adopted namespace {ns} (labelled {}={name})",
+                    namespace::ADOPT_LABEL
+                ),
+            )
+            .await;
+        }
+    }
+    if let Some(n) = &existing_ns
+        && n.metadata.deletion_timestamp.is_some()
+    {
+        let v = Verdict::progressing(
+            status::reason::NAMESPACE_TERMINATING,
+            format!("namespace {ns} is being deleted; it will be re-created when it is gone"),
+        );
+        write_status(org, ctx, &v, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
 
     // Existing secret material (reused until due for renewal).
@@ -185,6 +206,31 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
     } else {
         Action::requeue(Duration::from_secs(if verdict.stalled { 30 } else { 15 }))
     })
+}
+
+/// Creates the tenant namespace with the labels that mark it as this Organization's. The rest
+/// (PodSecurity labels, owner reference) is applied with everything else.
+async fn create_namespace(ctx: &Context, ns: &str, org: &str) -> Result<Namespace, Error> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let body = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(ns.to_owned()),
+            labels: Some(build::base_labels(org)),
+            ..kube::api::ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    let pp = kube::api::PostParams {
+        field_manager: Some(build::MANAGER.to_owned()),
+        ..kube::api::PostParams::default()
+    };
+    let created = api
+        .create(&pp, &body)
+        .await
+        .map_err(|e| Error::kube_on("create", "Namespace", ns, e))?;
+    ctx.metrics.api_call("Namespace", "create");
+    info!(organization = %org, namespace = %ns, "created the tenant namespace");
+    Ok(created)
 }
 
 struct Extra {

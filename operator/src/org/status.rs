@@ -15,8 +15,13 @@ pub mod reason {
     pub const DEPLOYMENTS_NOT_AVAILABLE: &str = "DeploymentsNotAvailable";
     /// The Redis StatefulSet is not ready.
     pub const REDIS_NOT_READY: &str = "RedisNotReady";
-    /// The namespace belongs to another Organization (or was made by someone else).
+    /// The namespace belongs to another Organization.
     pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
+    /// The namespace exists, was not made by Verity and carries no adoption label for this
+    /// Organization.
+    pub const NAMESPACE_NOT_OWNED: &str = "NamespaceNotOwned";
+    /// The namespace is `default`, `kube-*` or the operator's own.
+    pub const NAMESPACE_RESERVED: &str = "NamespaceReserved";
     /// The namespace is being deleted.
     pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
     /// The database DSN Secret does not exist.
