@@ -16,6 +16,9 @@ pub mod resources;
 pub mod run;
 pub mod sync;
 
+#[cfg(test)]
+mod reconcile_tests;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;

@@ -302,9 +302,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let controllers = async { tokio::join!(orgs, workspaces, projects, pruner, autoscaler) };
     tokio::pin!(controllers);
     let lost = tokio::select! {
+        // The lease first: a replica thawed after its renew deadline must stop before its
+        // controllers get another turn.
+        biased;
+        _ = lost_lease => true,
         _ = &mut controllers => false,
         _ = shutdown_signal() => false,
-        _ = lost_lease => true,
     };
     if lost {
         // No drain: once the renew deadline has passed, another replica may take the lease
