@@ -173,6 +173,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         managed.clone(),
         org_of,
     )
+    // A namespace offered for adoption (`verity.dev/adopt=<org>`) wakes that Organization, so
+    // labelling a refused namespace takes effect at once.
+    .watches(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default().labels(org::namespace::ADOPT_LABEL),
+        |ns| {
+            ns.metadata
+                .labels
+                .as_ref()?
+                .get(org::namespace::ADOPT_LABEL)
+                .map(|n| ObjectRef::new(n))
+        },
+    )
     .watches(
         Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
         managed.clone(),

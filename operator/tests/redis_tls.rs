@@ -1,7 +1,8 @@
 //! The tenant Redis as the operator configures it, run for real: `redis-server` with the
 //! operator's `redis.conf` and the certificates it issues. Proves that Redis refuses plaintext,
-//! clients without a certificate and certificates of another tenant, and that the autoscaler's
-//! probe reads depth, running jobs and the oldest job's age through TLS.
+//! clients without a certificate and certificates of another tenant, that every component has
+//! its own ACL user (the default user is off, the operator may only read queue statistics), and
+//! that the autoscaler's probe reads depth, running jobs and the oldest job's age through TLS.
 //!
 //! Needs `redis-server` and `redis-cli` on PATH (`e2e/test-all` installs them).
 
@@ -55,6 +56,7 @@ fn start(m: &Material) -> Redis {
         free_port()
     ));
     std::fs::create_dir_all(dir.join("tls")).expect("temp dir");
+    std::fs::write(dir.join("users.acl"), build::redis_acl(m)).expect("write acl");
     for (file, pem) in [
         ("ca.crt", &m.ca_cert),
         ("tls.crt", &m.server_cert),
@@ -69,7 +71,11 @@ fn start(m: &Material) -> Redis {
             &format!("{}/", dir.join("tls").display()),
         )
         .replace("tls-port 6379", &format!("tls-port {port}"))
-        .replace("dir /data", &format!("dir {}", dir.display()));
+        .replace("dir /data", &format!("dir {}", dir.display()))
+        .replace(
+            "/etc/redis/acl/users.acl",
+            &dir.join("users.acl").display().to_string(),
+        );
     assert!(
         conf.contains("port 0\n") && conf.contains("tls-auth-clients yes"),
         "{conf}"
@@ -98,24 +104,38 @@ fn endpoint(r: &Redis, m: &Material, ns: &str) -> Endpoint {
         addr: format!("127.0.0.1:{}", r.port),
         server_name: format!("redis.{ns}.svc"),
         ca_pem: m.ca_cert.clone(),
-        cert_pem: m.client_cert.clone(),
-        key_pem: m.client_key.clone(),
+        cert_pem: m.operator.cert.clone(),
+        key_pem: m.operator.key.clone(),
+        username: "operator".into(),
+        password: m.operator.password.clone(),
     }
 }
 
-/// Runs redis-cli over TLS with the tenant's client certificate.
+/// Runs redis-cli over TLS as the app (its client certificate and ACL user).
 fn cli(r: &Redis, m: &Material, args: &[&str]) -> String {
-    let tls = r.dir.join("client");
+    let out = cli_as(r, m, "app", args);
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs redis-cli over TLS as one of the tenant's ACL users, with that user's certificate.
+fn cli_as(r: &Redis, m: &Material, user: &str, args: &[&str]) -> std::process::Output {
+    let u = m.redis_user(user).expect("a known user");
+    let tls = r.dir.join(format!("client-{user}"));
     std::fs::create_dir_all(&tls).expect("client dir");
     for (file, pem) in [
         ("ca.crt", &m.ca_cert),
-        ("tls.crt", &m.client_cert),
-        ("tls.key", &m.client_key),
+        ("tls.crt", &u.cert),
+        ("tls.key", &u.key),
     ] {
         std::fs::write(tls.join(file), pem).expect("write pem");
     }
     let p = |f: &str| tls.join(f).display().to_string();
-    let out = Command::new("redis-cli")
+    Command::new("redis-cli")
         .args([
             "-h",
             "127.0.0.1",
@@ -133,15 +153,19 @@ fn cli(r: &Redis, m: &Material, args: &[&str]) -> String {
             "--key",
             &p("tls.key"),
         ])
+        .args(["--user", user, "--pass", &u.password, "--no-auth-warning"])
         .args(args)
         .output()
-        .expect("redis-cli must be installed");
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?}: {}",
+        .expect("redis-cli must be installed")
+}
+
+/// What redis-cli printed, stdout and stderr together.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    )
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -178,8 +202,8 @@ fn redis_refuses_plaintext_and_foreign_or_missing_client_certificates() {
     // Another tenant's client certificate (another CA) is refused.
     let other = material("globex", ns);
     let mut foreign = endpoint(&r, &m, ns);
-    foreign.cert_pem = other.client_cert.clone();
-    foreign.key_pem = other.client_key.clone();
+    foreign.cert_pem = other.operator.cert.clone();
+    foreign.key_pem = other.operator.key.clone();
     let e = rt.block_on(probe::probe(&foreign, &["default"], Duration::from_secs(5)));
     assert!(
         matches!(e, Err(ProbeError::Tls { .. } | ProbeError::Protocol(_))),
@@ -229,6 +253,51 @@ fn redis_refuses_plaintext_and_foreign_or_missing_client_certificates() {
         Duration::from_secs(5),
     ));
     assert!(matches!(e, Err(ProbeError::Tls { .. })), "{e:?}");
+}
+
+#[test]
+fn each_component_is_its_own_user_and_the_operator_only_reads() {
+    let ns = "tenant-acme";
+    let m = material("acme", ns);
+    let r = start(&m);
+    // The app and the workers use the RQ keyspace; nothing else.
+    assert_eq!(cli(&r, &m, &["RPUSH", "rq:queue:default", "j1"]), "1");
+    let out = cli_as(&r, &m, "worker", &["LPOP", "rq:queue:default"]);
+    assert_eq!(said(&out).trim(), "j1");
+    let out = cli_as(&r, &m, "app", &["SET", "sessions:1", "x"]);
+    assert!(said(&out).contains("NOPERM"), "{}", said(&out));
+    let out = cli_as(&r, &m, "worker", &["FLUSHALL"]);
+    assert!(said(&out).contains("NOPERM"), "{}", said(&out));
+    // The operator reads queue statistics and can change nothing.
+    assert_eq!(
+        said(&cli_as(&r, &m, "operator", &["LLEN", "rq:queue:default"])).trim(),
+        "0"
+    );
+    let out = cli_as(&r, &m, "operator", &["RPUSH", "rq:queue:default", "x"]);
+    assert!(said(&out).contains("NOPERM"), "{}", said(&out));
+    // A valid certificate without a password is not enough: the default user is off.
+    let mut no_user = Command::new("redis-cli");
+    let tls = r.dir.join("client-app");
+    no_user
+        .args(["-h", "127.0.0.1", "-p", &r.port.to_string(), "--tls"])
+        .args(["--sni", "redis.tenant-acme.svc", "--cacert"])
+        .arg(tls.join("ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("tls.crt"))
+        .arg("--key")
+        .arg(tls.join("tls.key"))
+        .args(["LLEN", "rq:queue:default"]);
+    let out = no_user.output().expect("redis-cli");
+    assert!(said(&out).contains("NOAUTH"), "{}", said(&out));
+    // One user's password does not open another user.
+    let rt = rt();
+    let mut wrong = endpoint(&r, &m, ns);
+    wrong.password = m.app.password.clone();
+    let e = rt.block_on(probe::probe(&wrong, &["default"], Duration::from_secs(5)));
+    assert!(
+        matches!(&e, Err(ProbeError::Redis(msg)) if msg.contains("WRONGPASS")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -92,8 +92,10 @@ pub fn endpoint(
         ),
         server_name,
         ca_pem: material.ca_cert.clone(),
-        cert_pem: material.client_cert.clone(),
-        key_pem: material.client_key.clone(),
+        cert_pem: material.operator.cert.clone(),
+        key_pem: material.operator.key.clone(),
+        username: "operator".into(),
+        password: material.operator.password.clone(),
     }
 }
 
@@ -417,8 +419,21 @@ mod tests {
             ca_not_after: String::new(),
             server_cert: String::new(),
             server_key: String::new(),
-            client_cert: "CERT".into(),
-            client_key: "KEY".into(),
+            app: build::RedisUser {
+                cert: "APP-CERT".into(),
+                key: "APP-KEY".into(),
+                password: "app-pw".into(),
+            },
+            worker: build::RedisUser {
+                cert: "W-CERT".into(),
+                key: "W-KEY".into(),
+                password: "w-pw".into(),
+            },
+            operator: build::RedisUser {
+                cert: "CERT".into(),
+                key: "KEY".into(),
+                password: "op-pw".into(),
+            },
             not_after: String::new(),
         };
         let e = endpoint("tenant-a", &m, None);

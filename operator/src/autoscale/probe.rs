@@ -30,6 +30,10 @@ pub struct Endpoint {
     pub cert_pem: String,
     /// PEM of the client key.
     pub key_pem: String,
+    /// ACL user (the operator's own, allowed to read queue statistics only).
+    pub username: String,
+    /// Its password.
+    pub password: String,
 }
 
 /// The key is secret: Debug shows where, never what.
@@ -251,6 +255,13 @@ async fn probe_inner(
     let io = |e: std::io::Error| ProbeError::Protocol(e.kind().to_string());
 
     let mut out = Vec::new();
+    // The default user is off: authenticate as the operator's ACL user first. An error reply
+    // (wrong password, unknown user) ends the probe with that error.
+    command(&mut out, &["AUTH", &ep.username, &ep.password]);
+    stream.get_mut().write_all(&out).await.map_err(io)?;
+    stream.get_mut().flush().await.map_err(io)?;
+    read_reply(&mut stream).await?;
+    out.clear();
     for q in queues {
         command(&mut out, &["LLEN", &format!("rq:queue:{q}")]);
         command(&mut out, &["LINDEX", &format!("rq:queue:{q}"), "0"]);
@@ -357,11 +368,14 @@ mod tests {
             ca_pem: "not a pem".into(),
             cert_pem: String::new(),
             key_pem: "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n".into(),
+            username: "operator".into(),
+            password: "hunter2".into(),
         };
         let e = tls_config(&ep)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("no CA certificate"), "{e}");
+        assert!(!format!("{ep:?}").contains("hunter2"), "Debug hides the password");
     }
 }

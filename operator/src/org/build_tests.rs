@@ -36,8 +36,21 @@ fn material() -> Material {
         ca_not_after: "2036-01-01T00:00:00Z".into(),
         server_cert: "SERVER-CERT".into(),
         server_key: "SERVER-KEY".into(),
-        client_cert: "CLIENT-CERT".into(),
-        client_key: "CLIENT-KEY".into(),
+        app: build::RedisUser {
+            cert: "APP-CERT".into(),
+            key: "APP-KEY".into(),
+            password: "app-password".into(),
+        },
+        worker: build::RedisUser {
+            cert: "WORKER-CERT".into(),
+            key: "WORKER-KEY".into(),
+            password: "worker-password".into(),
+        },
+        operator: build::RedisUser {
+            cert: "OPERATOR-CERT".into(),
+            key: "OPERATOR-KEY".into(),
+            password: "operator-password".into(),
+        },
         not_after: "2026-04-01T00:00:00Z".into(),
     }
 }
@@ -372,7 +385,48 @@ fn inside_the_tenant_only_the_app_and_workers_reach_redis() {
     let proxy = &find(&objs, Kind::Deployment, "storage-proxy")["spec"]["template"]["spec"];
     assert!(!proxy.to_string().contains("redis"), "{proxy}");
     let worker = &find(&objs, Kind::Deployment, "worker-default")["spec"]["template"]["spec"];
-    assert!(worker.to_string().contains(build::REDIS_CLIENT_SECRET));
+    assert!(worker.to_string().contains(build::REDIS_WORKER_SECRET));
+    assert!(!worker.to_string().contains(build::REDIS_CLIENT_SECRET));
+    let app = &find(&objs, Kind::Deployment, "app")["spec"]["template"]["spec"];
+    assert!(app.to_string().contains(build::REDIS_CLIENT_SECRET));
+    assert!(!app.to_string().contains(build::REDIS_WORKER_SECRET));
+}
+
+#[test]
+fn each_redis_client_has_its_own_user_and_the_default_user_is_off() {
+    let m = material();
+    let acl = build::redis_acl(&m);
+    assert!(acl.contains("user default off"), "{acl}");
+    for (user, pw) in [
+        ("app", "app-password"),
+        ("worker", "worker-password"),
+        ("operator", "operator-password"),
+    ] {
+        let line = acl
+            .lines()
+            .find(|l| l.starts_with(&format!("user {user} on #")))
+            .unwrap_or_else(|| panic!("no user {user}: {acl}"));
+        assert!(!line.contains(pw), "passwords are stored hashed");
+    }
+    let op = acl
+        .lines()
+        .find(|l| l.starts_with("user operator"))
+        .unwrap();
+    assert!(op.contains("-@all +llen +lindex +zcard +hget"), "{op}");
+    assert!(build::redis_conf().contains("aclfile /etc/redis/acl/users.acl"));
+    // The operator's identity is mounted nowhere; each Secret carries its user's name.
+    let objs = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    for d in objs.iter().filter(|d| d.kind == Kind::Deployment) {
+        assert!(
+            !d.body.to_string().contains(build::REDIS_OPERATOR_SECRET),
+            "{}",
+            d.name()
+        );
+    }
+    let op_secret = find(&objs, Kind::Secret, build::REDIS_OPERATOR_SECRET);
+    assert_eq!(op_secret["data"]["username"], "b3BlcmF0b3I=");
+    let redis = &find(&objs, Kind::StatefulSet, "redis")["spec"]["template"]["spec"];
+    assert!(redis.to_string().contains(build::REDIS_ACL_SECRET));
 }
 
 #[test]
@@ -382,7 +436,8 @@ fn redis_is_tls_only_and_rolls_on_new_certificates() {
     let a = build::build(&org(json!({})), &material(), OPERATOR_NS);
     let mut m = material();
     m.server_cert = "RENEWED".into();
-    m.client_cert = "RENEWED-CLIENT".into();
+    m.app.cert = "RENEWED-CLIENT".into();
+    m.worker.cert = "RENEWED-WORKER".into();
     let b = build::build(&org(json!({})), &m, OPERATOR_NS);
     let ann = |objs: &[Desired], kind, name, key: &str| {
         find(objs, kind, name)["spec"]["template"]["metadata"]["annotations"][key].clone()

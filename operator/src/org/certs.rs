@@ -1,6 +1,6 @@
 //! The tenant's Redis PKI and generated secrets: a CA per Organization, a server certificate for
-//! Redis and a client certificate for the app and workers, plus the session key and the
-//! operator↔control-plane token. Existing material is reused until it is due for renewal, so a
+//! Redis and one client identity (certificate and ACL password) each for the app, the workers
+//! and the operator, plus the session key and the operator↔control-plane token. Existing material is reused until it is due for renewal, so a
 //! reconcile does not mint new certificates (or write Secrets) when nothing is due.
 //!
 //! Nothing here is logged: errors name the Secret, never its content.
@@ -16,8 +16,8 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use super::build::{
-    ADMIN_TOKEN_KEY, APP_SECRET, Material, REDIS_CA_SECRET, REDIS_CLIENT_SECRET,
-    REDIS_SERVER_SECRET,
+    ADMIN_TOKEN_KEY, APP_SECRET, Material, REDIS_CA_SECRET, REDIS_SERVER_SECRET, REDIS_USERS,
+    RedisUser,
 };
 
 /// Annotation on the certificate Secrets: when the leaf certificates expire (RFC 3339).
@@ -46,14 +46,22 @@ pub struct Policy {
 
 /// Why material could not be produced.
 #[derive(Debug, thiserror::Error)]
-#[error("issuing certificates for {what}: {source}")]
-pub struct CertError {
-    what: &'static str,
-    source: rcgen::Error,
+pub enum CertError {
+    /// A certificate or key could not be generated or signed.
+    #[error("issuing certificates for {what}: {source}")]
+    Issue {
+        /// What was being issued.
+        what: &'static str,
+        /// The cause.
+        source: rcgen::Error,
+    },
+    /// Fewer Redis identities than users (a defect, never expected).
+    #[error("issuing certificates: a Redis user identity is missing")]
+    Incomplete,
 }
 
 fn err(what: &'static str) -> impl FnOnce(rcgen::Error) -> CertError {
-    move |source| CertError { what, source }
+    move |source| CertError::Issue { what, source }
 }
 
 fn random_token() -> String {
@@ -154,26 +162,37 @@ pub fn material(
     };
 
     let server = existing.get(REDIS_SERVER_SECRET);
-    let client = existing.get(REDIS_CLIENT_SECRET);
     let leaf_not_after = server.and_then(|s| parse_time(s.not_after.as_ref()));
+    let same_ca = |s: Option<&ExistingSecret>| get(s, "ca.crt").as_deref() == Some(&ca_cert_pem);
     let leaves_valid = !ca_new
         && leaf_not_after.is_some_and(|t| t - now > Duration::days(policy.renew_before_days))
-        && get(server, "ca.crt").as_deref() == Some(ca_cert_pem.as_str())
-        && get(client, "ca.crt").as_deref() == Some(ca_cert_pem.as_str());
+        && same_ca(server);
+    // Every identity is reused only if all of them are complete and current: they are issued
+    // and renewed together.
+    let stored_user = |secret: &str| {
+        let s = existing.get(secret);
+        Some(RedisUser {
+            cert: get(s, "tls.crt")?,
+            key: get(s, "tls.key")?,
+            password: get(s, "password")?,
+        })
+        .filter(|_| same_ca(s))
+    };
+    let stored_users: Option<Vec<RedisUser>> = REDIS_USERS
+        .iter()
+        .map(|(_, secret)| stored_user(secret))
+        .collect();
     let reuse = match (
         get(server, "tls.crt"),
         get(server, "tls.key"),
-        get(client, "tls.crt"),
-        get(client, "tls.key"),
+        stored_users,
         leaf_not_after,
     ) {
-        (Some(sc), Some(sk), Some(cc), Some(ck), Some(t)) if leaves_valid => {
-            Some((sc, sk, cc, ck, t))
-        }
+        (Some(sc), Some(sk), Some(users), Some(t)) if leaves_valid => Some((sc, sk, users, t)),
         _ => None,
     };
     let issued = reuse.is_none();
-    let (server_cert, server_key, client_cert, client_key, not_after) = match reuse {
+    let (server_cert, server_key, users, not_after) = match reuse {
         Some(r) => r,
         None => {
             let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(err("CA key (stored)"))?;
@@ -201,18 +220,29 @@ pub fn material(
                 &ca,
                 &ca_key,
             )?;
-            let (cc, ck) = leaf(
-                vec![format!("verity.{namespace}")],
-                "verity",
-                ExtendedKeyUsagePurpose::ClientAuth,
-                now,
-                not_after,
-                &ca,
-                &ca_key,
-            )?;
-            (sc, sk, cc, ck, not_after)
+            let mut users = Vec::new();
+            for (user, _) in REDIS_USERS {
+                let (cert, key) = leaf(
+                    vec![format!("{user}.verity.{namespace}")],
+                    user,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                    now,
+                    not_after,
+                    &ca,
+                    &ca_key,
+                )?;
+                users.push(RedisUser {
+                    cert,
+                    key,
+                    password: random_token(),
+                });
+            }
+            (sc, sk, users, not_after)
         }
     };
+    let mut users = users.into_iter();
+    let mut next_user = || users.next().ok_or(CertError::Incomplete);
+    let (app, worker, operator) = (next_user()?, next_user()?, next_user()?);
     Ok((
         Material {
             session_key,
@@ -222,8 +252,9 @@ pub fn material(
             ca_not_after: rfc3339(ca_not_after),
             server_cert,
             server_key,
-            client_cert,
-            client_key,
+            app,
+            worker,
+            operator,
             not_after: rfc3339(not_after),
         },
         issued,
@@ -275,18 +306,24 @@ mod tests {
                     Some(&m.not_after),
                 ),
             ),
+        ])
+        .into_iter()
+        .chain(REDIS_USERS.iter().map(|(user, secret)| {
+            let u = m.redis_user(user).unwrap();
             (
-                REDIS_CLIENT_SECRET.to_owned(),
+                (*secret).to_owned(),
                 s(
                     &[
-                        ("tls.crt", &m.client_cert),
-                        ("tls.key", &m.client_key),
+                        ("tls.crt", &u.cert),
+                        ("tls.key", &u.key),
                         ("ca.crt", &m.ca_cert),
+                        ("password", &u.password),
                     ],
                     Some(&m.not_after),
                 ),
-            ),
-        ])
+            )
+        }))
+        .collect()
     }
 
     const POLICY: Policy = Policy {
@@ -329,8 +366,32 @@ mod tests {
         assert_eq!(renewed.ca_cert, first.ca_cert);
         assert_eq!(renewed.admin_token, first.admin_token);
         assert_ne!(renewed.server_cert, first.server_cert);
-        assert_ne!(renewed.client_cert, first.client_cert);
+        assert_ne!(renewed.app, first.app);
+        assert_ne!(renewed.operator.password, first.operator.password);
         assert_eq!(renewed.not_after, rfc3339(t0 + Duration::days(61 + 90)));
+    }
+
+    #[test]
+    fn every_component_has_its_own_identity() {
+        let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let (m, _) = material("acme", "ns", &BTreeMap::new(), POLICY, t0).unwrap();
+        let users = [&m.app, &m.worker, &m.operator];
+        for (i, a) in users.iter().enumerate() {
+            assert_eq!(a.password.len(), 64);
+            for b in &users[i + 1..] {
+                assert_ne!(a.cert, b.cert);
+                assert_ne!(a.key, b.key);
+                assert_ne!(a.password, b.password);
+            }
+        }
+        // A missing identity (for example after an upgrade from one shared client certificate)
+        // re-issues them all, from the same CA.
+        let mut existing = as_existing(&m);
+        existing.remove(super::super::build::REDIS_WORKER_SECRET);
+        let (again, issued) = material("acme", "ns", &existing, POLICY, t0).unwrap();
+        assert!(issued);
+        assert_eq!(again.ca_cert, m.ca_cert);
+        assert_ne!(again.app, m.app);
     }
 
     #[test]
