@@ -376,6 +376,9 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("no CA certificate"), "{e}");
-        assert!(!format!("{ep:?}").contains("hunter2"), "Debug hides the password");
+        assert!(
+            !format!("{ep:?}").contains("hunter2"),
+            "Debug hides the password"
+        );
     }
 }
