@@ -301,6 +301,44 @@ fn each_component_is_its_own_user_and_the_operator_only_reads() {
 }
 
 #[test]
+fn scripted_writes_of_the_users_survive_a_crash() {
+    // Redis 7.0 replays the transactions of its append-only file as the default user; the ACL
+    // must let it, or every scripted write (the job queue's) is dropped on restart.
+    let ns = "tenant-acme";
+    let m = material("acme", ns);
+    let mut r = start(&m);
+    let script = "redis.call('RPUSH', KEYS[1], 'j1'); redis.call('RPUSH', KEYS[1], 'j2'); return 1";
+    assert_eq!(cli(&r, &m, &["EVAL", script, "1", "rq:queue:default"]), "1");
+    // appendfsync everysec: give the fsync its second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+    let conf = r.dir.join("redis.conf");
+    r.child = Command::new("redis-server")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = cli_as(&r, &m, "app", &["LLEN", "rq:queue:default"]);
+        if said(&out).trim() == "2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the restart: {}",
+            said(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The default user exists for that replay only: nobody can use it.
+    let out = cli_as(&r, &m, "app", &["AUTH", "default", ""]);
+    assert!(said(&out).contains("WRONGPASS"), "{}", said(&out));
+}
+
+#[test]
 fn the_probe_reads_depth_running_jobs_and_the_oldest_enqueue_time() {
     let ns = "tenant-acme";
     let m = material("acme", ns);

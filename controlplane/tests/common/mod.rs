@@ -2,6 +2,8 @@
 //! request helpers and `mk_*` builders.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod redis;
+
 use std::sync::Arc;
 
 use axum::body::Body;

@@ -255,7 +255,7 @@ async fn probe_inner(
     let io = |e: std::io::Error| ProbeError::Protocol(e.kind().to_string());
 
     let mut out = Vec::new();
-    // The default user is off: authenticate as the operator's ACL user first. An error reply
+    // Every user needs its password: authenticate as the operator's ACL user first. An error reply
     // (wrong password, unknown user) ends the probe with that error.
     command(&mut out, &["AUTH", &ep.username, &ep.password]);
     stream.get_mut().write_all(&out).await.map_err(io)?;

@@ -101,15 +101,22 @@ impl Material {
     }
 }
 
-/// Redis's ACL file. The default user is off: a client needs a certificate from the tenant CA
-/// *and* a user's password. The app and workers may use the RQ keyspace (`rq:*`) with every
-/// command except administrative and dangerous ones; the operator may only read queue
-/// statistics. Passwords are stored as SHA-256 hashes.
+/// Redis's ACL file. A client needs a certificate from the tenant CA *and* a user's password.
+/// The app and workers may use the RQ keyspace (`rq:*`) with every command except
+/// administrative and dangerous ones; the operator may only read queue statistics. Passwords
+/// are stored as SHA-256 hashes.
+///
+/// The default user cannot be switched off: Redis 7.0 replays the transactions of its
+/// append-only file as the default user and drops those it may not run, so a restart would
+/// lose every scripted write (found by `controlplane/tests/suites/jobs.rs`). It keeps its
+/// rights but gets a password nobody is given (derived from the CA key, which only the
+/// operator reads), so no client can use it.
 pub fn redis_acl(m: &Material) -> String {
     let hash = |p: &str| hex_sha256(p);
     let queue_rules = "~rq:* &rq:* +@all -@admin -@dangerous";
+    let unusable = hex_sha256(&format!("verity-redis-default-user:{}", m.ca_key));
     [
-        "user default off resetpass -@all".to_owned(),
+        format!("user default on resetpass #{} ~* &* +@all", hash(&unusable)),
         format!("user app on #{} {queue_rules}", hash(&m.app.password)),
         format!("user worker on #{} {queue_rules}", hash(&m.worker.password)),
         format!(

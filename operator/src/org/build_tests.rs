@@ -393,10 +393,14 @@ fn inside_the_tenant_only_the_app_and_workers_reach_redis() {
 }
 
 #[test]
-fn each_redis_client_has_its_own_user_and_the_default_user_is_off() {
+fn each_redis_client_has_its_own_user_and_the_default_user_is_unusable() {
     let m = material();
     let acl = build::redis_acl(&m);
-    assert!(acl.contains("user default off"), "{acl}");
+    let default = acl.lines().find(|l| l.starts_with("user default")).unwrap();
+    assert!(
+        default.contains("resetpass #") && !default.contains("nopass"),
+        "the default user needs a password nobody has: {default}"
+    );
     for (user, pw) in [
         ("app", "app-password"),
         ("worker", "worker-password"),

@@ -1,0 +1,699 @@
+//! The Redis queue backend, in RQ's key layout (ADR 0011) so that the operator's autoscaler
+//! and `rq info` read it unchanged: `rq:queues` (set of queue keys), `rq:queue:<q>` (list of
+//! waiting job ids, oldest first), `rq:job:<id>` (hash), and per queue the registries
+//! `rq:wip:<q>` (leased; score = lease expiry), `rq:scheduled:<q>` (score = run time),
+//! `rq:deferred:<q>`, `rq:finished:<q>` and `rq:failed:<q>` (score = when the record expires),
+//! plus `rq:job:<id>:dependents`. Scores are Unix seconds, as RQ writes them.
+//!
+//! Every state change is one Lua script, so it is atomic; a lease is proven by a random token
+//! kept in the job hash. Connections are TLS only, with the component's client certificate and
+//! ACL user (the operator issues both; see ADR 0012). The jobs are Verity's (their payload is
+//! JSON, not a pickled call), so `rq worker` cannot run them; RQ's monitoring can read them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands as _, Script};
+use serde_json::Value;
+
+use super::{Failure, JobError, JobView, Leased, Maintenance, NewJob, QueueStats, State};
+use crate::storage::{format_micros, now_micros};
+
+/// Finished jobs are kept this long, failed ones like RQ's `RQ_FAILED_JOB_TTL`.
+const FINISHED_TTL_SECS: i64 = 7 * 86_400;
+const FAILED_TTL_SECS: i64 = 30 * 86_400;
+
+/// How to reach Redis.
+#[derive(Clone, Default)]
+pub struct RedisSettings {
+    /// `rediss://host:port/db` (plain `redis://` is refused).
+    pub url: String,
+    /// ACL user.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// PEM of the CA that signed the server certificate.
+    pub ca_pem: Vec<u8>,
+    /// PEM of the client certificate.
+    pub cert_pem: Vec<u8>,
+    /// PEM of the client key.
+    pub key_pem: Vec<u8>,
+}
+
+/// Credentials are never printed.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis queue.
+#[derive(Clone)]
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    scripts: &'static Scripts,
+}
+
+struct Scripts {
+    enqueue: Script,
+    lease: Script,
+    heartbeat: Script,
+    progress: Script,
+    complete: Script,
+    release: Script,
+    fail: Script,
+    maintain: Script,
+    requeue: Script,
+    delete: Script,
+}
+
+/// Shared Lua: fail every job deferred on `root` (transitively) and put it in its failed
+/// registry. Expects `now_us` and `failed_until` in scope.
+const FAIL_DEPENDENTS: &str = r"
+local function fail_dependents(root, now_us, failed_until, ttl)
+  local stack = {root}
+  local n = 0
+  while #stack > 0 and n < 1000 do
+    n = n + 1
+    local cur = table.remove(stack)
+    local dk = 'rq:job:' .. cur .. ':dependents'
+    for _, d in ipairs(redis.call('SMEMBERS', dk)) do
+      local dj = 'rq:job:' .. d
+      if redis.call('HGET', dj, 'status') == 'deferred' then
+        local dq = redis.call('HGET', dj, 'origin')
+        redis.call('ZREM', 'rq:deferred:' .. dq, d)
+        redis.call('HSET', dj, 'status', 'failed', 'exc_info', 'dependency ' .. cur .. ' failed', 'ended_us', now_us)
+        redis.call('ZADD', 'rq:failed:' .. dq, failed_until, d)
+        redis.call('EXPIRE', dj, ttl)
+        table.insert(stack, d)
+      end
+    end
+    redis.call('DEL', dk)
+  end
+end
+";
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        // KEYS: job, queue, scheduled, deferred, failed, rq:queues, dependency job, its dependents
+        // ARGV: id, queue, kind, payload, org, max_attempts, timeout_ms, delay_us, depends_on,
+        //       now_us, now_str, failed_until, failed_ttl
+        enqueue: Script::new(
+            r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local status = 'queued'
+if ARGV[9] ~= '' then
+  local ds = redis.call('HGET', KEYS[7], 'status')
+  if not ds then return redis.error_reply('NODEP no such job') end
+  if ds == 'failed' then status = 'failed' elseif ds ~= 'finished' then status = 'deferred' end
+end
+local now = tonumber(ARGV[10])
+if status == 'queued' and tonumber(ARGV[8]) > 0 then status = 'scheduled' end
+redis.call('HSET', KEYS[1], 'status', status, 'origin', ARGV[2], 'description', ARGV[3],
+  'verity_kind', ARGV[3], 'verity_payload', ARGV[4], 'verity_org', ARGV[5],
+  'max_attempts', ARGV[6], 'attempts', 0, 'timeout', math.floor(tonumber(ARGV[7]) / 1000),
+  'timeout_ms', ARGV[7], 'created_at', ARGV[11], 'enqueued_at', ARGV[11], 'enqueued_us', ARGV[10],
+  'depends_on', ARGV[9])
+redis.call('SADD', KEYS[6], KEYS[2])
+if status == 'queued' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+elseif status == 'scheduled' then
+  redis.call('ZADD', KEYS[3], (now + tonumber(ARGV[8])) / 1000000, ARGV[1])
+elseif status == 'deferred' then
+  redis.call('ZADD', KEYS[4], now / 1000000, ARGV[1])
+  redis.call('SADD', KEYS[8], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'exc_info', 'dependency ' .. ARGV[9] .. ' failed', 'ended_us', ARGV[10])
+  redis.call('ZADD', KEYS[5], ARGV[12], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[13])
+end
+return 1
+",
+        ),
+        // KEYS: queue, wip   ARGV: now_us, lease_us, token, now_str
+        lease: Script::new(
+            r"
+while true do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then return false end
+  local j = 'rq:job:' .. id
+  if redis.call('EXISTS', j) == 1 then
+    local attempts = redis.call('HINCRBY', j, 'attempts', 1)
+    redis.call('HSET', j, 'status', 'started', 'lease_token', ARGV[3], 'started_us', ARGV[1],
+      'started_at', ARGV[4], 'progress', '')
+    redis.call('ZADD', KEYS[2], (tonumber(ARGV[1]) + tonumber(ARGV[2])) / 1000000, id)
+    local f = redis.call('HMGET', j, 'verity_kind', 'verity_payload', 'verity_org', 'max_attempts', 'timeout_ms')
+    return {id, f[1], f[2], f[3], tostring(attempts), f[4], f[5]}
+  end
+end
+",
+        ),
+        // KEYS: job, wip   ARGV: id, token, expiry_s
+        heartbeat: Script::new(
+            r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'started' then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
+return 1
+",
+        ),
+        // KEYS: job   ARGV: token, progress
+        progress: Script::new(
+            r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2])
+return 1
+",
+        ),
+        // KEYS: job, wip, finished, dependents   ARGV: id, token, now_us, now_str, result, ttl
+        complete: Script::new(
+            r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'started' then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'finished', 'ended_us', ARGV[3], 'ended_at', ARGV[4],
+  'result', ARGV[5], 'progress', '1', 'lease_token', '')
+redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) / 1000000 + tonumber(ARGV[6]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  local dj = 'rq:job:' .. d
+  if redis.call('HGET', dj, 'status') == 'deferred' then
+    local dq = redis.call('HGET', dj, 'origin')
+    redis.call('ZREM', 'rq:deferred:' .. dq, d)
+    redis.call('HSET', dj, 'status', 'queued', 'enqueued_at', ARGV[4], 'enqueued_us', ARGV[3])
+    redis.call('RPUSH', 'rq:queue:' .. dq, d)
+  end
+end
+redis.call('DEL', KEYS[4])
+return 1
+",
+        ),
+        // KEYS: job, wip, queue   ARGV: id, token
+        release: Script::new(
+            r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'started' then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'lease_token', '', 'progress', '')
+redis.call('LPUSH', KEYS[3], ARGV[1])
+return 1
+",
+        ),
+        // KEYS: job, wip, scheduled, failed
+        // ARGV: id, token, now_us, error, base_us, cap_us, failed_until, failed_ttl
+        fail: Script::new(&format!(
+            "{FAIL_DEPENDENTS}{}",
+            r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'started' then return {'lost'} end
+redis.call('ZREM', KEYS[2], ARGV[1])
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts'))
+local max = tonumber(redis.call('HGET', KEYS[1], 'max_attempts'))
+if attempts < max then
+  local delay = tonumber(ARGV[5]) * (2 ^ math.min(attempts - 1, 16))
+  delay = math.min(delay, tonumber(ARGV[6]))
+  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'exc_info', ARGV[4], 'lease_token', '', 'progress', '')
+  redis.call('ZADD', KEYS[3], (tonumber(ARGV[3]) + delay) / 1000000, ARGV[1])
+  return {'retry', tostring(delay)}
+end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'exc_info', ARGV[4], 'lease_token', '', 'ended_us', ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+fail_dependents(ARGV[1], ARGV[3], ARGV[7], ARGV[8])
+return {'failed'}
+"
+        )),
+        // KEYS: queue, wip, scheduled, failed, finished
+        // ARGV: now_us, failed_until, failed_ttl, now_str
+        maintain: Script::new(&format!(
+            "{FAIL_DEPENDENTS}{}",
+            r"
+local now_s = tonumber(ARGV[1]) / 1000000
+local requeued, failed, promoted = 0, 0, 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_s, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', KEYS[2], id)
+  local j = 'rq:job:' .. id
+  if redis.call('EXISTS', j) == 1 then
+    local attempts = tonumber(redis.call('HGET', j, 'attempts'))
+    local max = tonumber(redis.call('HGET', j, 'max_attempts'))
+    if attempts < max then
+      redis.call('HSET', j, 'status', 'queued', 'lease_token', '', 'progress', '',
+        'exc_info', 'the worker stopped renewing its lease (it was killed or lost); retried')
+      redis.call('RPUSH', KEYS[1], id)
+      requeued = requeued + 1
+    else
+      redis.call('HSET', j, 'status', 'failed', 'lease_token', '', 'ended_us', ARGV[1],
+        'exc_info', 'the worker stopped renewing its lease on the last attempt')
+      redis.call('ZADD', KEYS[4], ARGV[2], id)
+      redis.call('EXPIRE', j, ARGV[3])
+      fail_dependents(id, ARGV[1], ARGV[2], ARGV[3])
+      failed = failed + 1
+    end
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_s, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', KEYS[3], id)
+  local j = 'rq:job:' .. id
+  if redis.call('EXISTS', j) == 1 then
+    redis.call('HSET', j, 'status', 'queued')
+    redis.call('RPUSH', KEYS[1], id)
+    promoted = promoted + 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_s)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_s)
+return {requeued, failed, promoted}
+"
+        )),
+        // KEYS: job, queue, failed   ARGV: id, now_us, now_str
+        requeue: Script::new(
+            r"
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0, 'enqueued_us', ARGV[2], 'enqueued_at', ARGV[3], 'depends_on', '')
+redis.call('HDEL', KEYS[1], 'ended_us', 'ended_at')
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+",
+        ),
+        // KEYS: job, failed, finished   ARGV: id
+        delete: Script::new(
+            r"
+local st = redis.call('HGET', KEYS[1], 'status')
+if st ~= 'failed' and st ~= 'finished' then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[1] .. ':dependents')
+return 1
+",
+        ),
+    })
+}
+
+fn job_key(id: &str) -> String {
+    format!("rq:job:{id}")
+}
+
+fn key(registry: &str, queue: &str) -> String {
+    format!("rq:{registry}:{queue}")
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The time now as (microseconds, RQ's `%Y-%m-%dT%H:%M:%S.%fZ` string).
+fn now() -> (i64, String) {
+    let us = now_micros();
+    (us, format_micros(us))
+}
+
+impl RedisQueue {
+    /// Connects (TLS with client certificate, then the ACL user) and checks the connection.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, JobError> {
+        if !settings.url.starts_with("rediss://") {
+            return Err(JobError::Invalid(format!(
+                "the Redis URL must use TLS (rediss://), got {}",
+                settings.url.split('@').next_back().unwrap_or_default()
+            )));
+        }
+        let certs = redis::TlsCertificates {
+            client_tls: (!settings.cert_pem.is_empty()).then(|| redis::ClientTlsConfig {
+                client_cert: settings.cert_pem.clone(),
+                client_key: settings.key_pem.clone(),
+            }),
+            root_cert: (!settings.ca_pem.is_empty()).then(|| settings.ca_pem.clone()),
+        };
+        let mut info: redis::ConnectionInfo =
+            redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())?;
+        let mut rinfo = info.redis_settings().clone();
+        if !settings.username.is_empty() {
+            rinfo = rinfo.set_username(&settings.username);
+        }
+        if !settings.password.is_empty() {
+            rinfo = rinfo.set_password(&settings.password);
+        }
+        info = info.set_redis_settings(rinfo);
+        let client = redis::Client::build_with_tls(info, certs)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2);
+        let mut conn = ConnectionManager::new_with_config(client, config).await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(Self {
+            conn,
+            scripts: scripts(),
+        })
+    }
+
+    pub(super) async fn enqueue(&self, job: &NewJob) -> Result<String, JobError> {
+        let id = match &job.id {
+            Some(id) if super::valid_id(id) => id.clone(),
+            Some(_) => {
+                return Err(JobError::Invalid(
+                    "a job id has 1 to 64 characters of A-Z a-z 0-9 - _ . :".into(),
+                ));
+            }
+            None => super::new_id(),
+        };
+        if let Some(dep) = &job.depends_on
+            && !super::valid_id(dep)
+        {
+            return Err(JobError::Invalid(format!(
+                "depends_on: there is no job {dep}"
+            )));
+        }
+        let (now_us, now_str) = now();
+        let dep = job.depends_on.clone().unwrap_or_default();
+        let mut conn = self.conn.clone();
+        let r: Result<i64, _> = self
+            .scripts
+            .enqueue
+            .key(job_key(&id))
+            .key(key("queue", job.queue))
+            .key(key("scheduled", job.queue))
+            .key(key("deferred", job.queue))
+            .key(key("failed", job.queue))
+            .key("rq:queues")
+            .key(job_key(if dep.is_empty() { &id } else { &dep }))
+            .key(format!("{}:dependents", job_key(&dep)))
+            .arg(&id)
+            .arg(job.queue)
+            .arg(&job.kind)
+            .arg(job.payload.to_string())
+            .arg(job.organization.map(|o| o.to_string()).unwrap_or_default())
+            .arg(job.max_attempts)
+            .arg(i64::try_from(job.timeout.as_millis()).unwrap_or(i64::MAX))
+            .arg(job.delay.map_or(0, micros))
+            .arg(&dep)
+            .arg(now_us)
+            .arg(&now_str)
+            .arg(now_us / 1_000_000 + FAILED_TTL_SECS)
+            .arg(FAILED_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await;
+        match r {
+            Ok(_) => Ok(id),
+            Err(e) if e.to_string().contains("NODEP") => Err(JobError::Invalid(format!(
+                "depends_on: there is no job {dep}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) async fn lease(
+        &self,
+        queues: &[&'static str],
+        lease: Duration,
+    ) -> Result<Option<Leased>, JobError> {
+        let mut conn = self.conn.clone();
+        for queue in queues {
+            let token = super::new_id();
+            let (now_us, now_str) = now();
+            let got: Option<Vec<String>> = self
+                .scripts
+                .lease
+                .key(key("queue", queue))
+                .key(key("wip", queue))
+                .arg(now_us)
+                .arg(micros(lease))
+                .arg(&token)
+                .arg(&now_str)
+                .invoke_async(&mut conn)
+                .await?;
+            let Some(f) = got else { continue };
+            let field = |i: usize| f.get(i).cloned().unwrap_or_default();
+            return Ok(Some(Leased {
+                id: field(0),
+                queue,
+                kind: field(1),
+                payload: serde_json::from_str(&field(2)).unwrap_or(Value::Null),
+                organization: field(3).parse().ok(),
+                attempt: field(4).parse().unwrap_or(1),
+                max_attempts: field(5).parse().unwrap_or(1),
+                timeout: Duration::from_millis(field(6).parse().unwrap_or(180_000)),
+                token,
+            }));
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn heartbeat(&self, job: &Leased, lease: Duration) -> Result<bool, JobError> {
+        let mut conn = self.conn.clone();
+        let expiry = (now_micros() + micros(lease)) as f64 / 1e6;
+        let ok: i64 = self
+            .scripts
+            .heartbeat
+            .key(job_key(&job.id))
+            .key(key("wip", job.queue))
+            .arg(&job.id)
+            .arg(&job.token)
+            .arg(expiry)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(ok == 1)
+    }
+
+    pub(super) async fn progress(&self, job: &Leased, progress: f64) -> Result<(), JobError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .progress
+            .key(job_key(&job.id))
+            .arg(&job.token)
+            .arg(progress)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn complete(&self, job: &Leased, result: &Value) -> Result<bool, JobError> {
+        let mut conn = self.conn.clone();
+        let (now_us, now_str) = now();
+        let ok: i64 = self
+            .scripts
+            .complete
+            .key(job_key(&job.id))
+            .key(key("wip", job.queue))
+            .key(key("finished", job.queue))
+            .key(format!("{}:dependents", job_key(&job.id)))
+            .arg(&job.id)
+            .arg(&job.token)
+            .arg(now_us)
+            .arg(&now_str)
+            .arg(result.to_string())
+            .arg(FINISHED_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(ok == 1)
+    }
+
+    pub(super) async fn release(&self, job: &Leased) -> Result<bool, JobError> {
+        let mut conn = self.conn.clone();
+        let ok: i64 = self
+            .scripts
+            .release
+            .key(job_key(&job.id))
+            .key(key("wip", job.queue))
+            .key(key("queue", job.queue))
+            .arg(&job.id)
+            .arg(&job.token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(ok == 1)
+    }
+
+    pub(super) async fn fail(&self, job: &Leased, error: &str) -> Result<Failure, JobError> {
+        let mut conn = self.conn.clone();
+        let now_us = now_micros();
+        let out: Vec<String> = self
+            .scripts
+            .fail
+            .key(job_key(&job.id))
+            .key(key("wip", job.queue))
+            .key(key("scheduled", job.queue))
+            .key(key("failed", job.queue))
+            .arg(&job.id)
+            .arg(&job.token)
+            .arg(now_us)
+            .arg(error)
+            .arg(micros(super::backoff(1)))
+            .arg(micros(super::backoff(u32::MAX)))
+            .arg(now_us / 1_000_000 + FAILED_TTL_SECS)
+            .arg(FAILED_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match out.first().map(String::as_str) {
+            Some("retry") => Failure::Retry(Duration::from_micros(
+                out.get(1)
+                    .and_then(|d| d.parse::<f64>().ok())
+                    .map_or(0, |d| d as u64),
+            )),
+            Some("failed") => Failure::Failed,
+            _ => Failure::LeaseLost,
+        })
+    }
+
+    pub(super) async fn maintain(&self) -> Result<Maintenance, JobError> {
+        let mut conn = self.conn.clone();
+        let mut total = Maintenance::default();
+        for queue in super::QUEUES {
+            let (now_us, now_str) = now();
+            let counts: Vec<u64> = self
+                .scripts
+                .maintain
+                .key(key("queue", queue))
+                .key(key("wip", queue))
+                .key(key("scheduled", queue))
+                .key(key("failed", queue))
+                .key(key("finished", queue))
+                .arg(now_us)
+                .arg(now_us / 1_000_000 + FAILED_TTL_SECS)
+                .arg(FAILED_TTL_SECS)
+                .arg(&now_str)
+                .invoke_async(&mut conn)
+                .await?;
+            total.requeued += counts.first().copied().unwrap_or(0);
+            total.failed += counts.get(1).copied().unwrap_or(0);
+            total.promoted += counts.get(2).copied().unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    pub(super) async fn get(&self, id: &str) -> Result<Option<JobView>, JobError> {
+        if !super::valid_id(id) {
+            return Ok(None);
+        }
+        let mut conn = self.conn.clone();
+        let h: HashMap<String, String> = conn.hgetall(job_key(id)).await?;
+        Ok(view(id, &h))
+    }
+
+    pub(super) async fn stats(&self, queue: &'static str) -> Result<QueueStats, JobError> {
+        let mut conn = self.conn.clone();
+        let (waiting, head, scheduled, deferred, running, failed): (
+            u64,
+            Option<String>,
+            u64,
+            u64,
+            u64,
+            u64,
+        ) = redis::pipe()
+            .llen(key("queue", queue))
+            .lindex(key("queue", queue), 0)
+            .zcard(key("scheduled", queue))
+            .zcard(key("deferred", queue))
+            .zcard(key("wip", queue))
+            .zcard(key("failed", queue))
+            .query_async(&mut conn)
+            .await?;
+        let oldest_waiting_since = match head {
+            Some(id) => {
+                let us: Option<i64> = conn.hget(job_key(&id), "enqueued_us").await?;
+                us
+            }
+            None => None,
+        };
+        Ok(QueueStats {
+            queue: queue.to_owned(),
+            waiting,
+            scheduled,
+            deferred,
+            running,
+            failed,
+            oldest_waiting_since,
+        })
+    }
+
+    pub(super) async fn failed(
+        &self,
+        queue: &'static str,
+        limit: u32,
+    ) -> Result<Vec<JobView>, JobError> {
+        let mut conn = self.conn.clone();
+        let stop = isize::try_from(limit)
+            .unwrap_or(isize::MAX)
+            .saturating_sub(1);
+        let ids: Vec<String> = conn.zrevrange(key("failed", queue), 0, stop).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let h: HashMap<String, String> = conn.hgetall(job_key(&id)).await?;
+            if let Some(v) = view(&id, &h) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn requeue(&self, id: &str) -> Result<bool, JobError> {
+        let Some(job) = self.get(id).await? else {
+            return Ok(false);
+        };
+        let Some(queue) = super::queue(&job.queue) else {
+            return Ok(false);
+        };
+        let mut conn = self.conn.clone();
+        let (now_us, now_str) = now();
+        let ok: i64 = self
+            .scripts
+            .requeue
+            .key(job_key(id))
+            .key(key("queue", queue))
+            .key(key("failed", queue))
+            .arg(id)
+            .arg(now_us)
+            .arg(&now_str)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(ok == 1)
+    }
+
+    pub(super) async fn delete(&self, id: &str) -> Result<bool, JobError> {
+        let Some(job) = self.get(id).await? else {
+            return Ok(false);
+        };
+        let Some(queue) = super::queue(&job.queue) else {
+            return Ok(false);
+        };
+        let mut conn = self.conn.clone();
+        let ok: i64 = self
+            .scripts
+            .delete
+            .key(job_key(id))
+            .key(key("failed", queue))
+            .key(key("finished", queue))
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(ok == 1)
+    }
+}
+
+fn view(id: &str, h: &HashMap<String, String>) -> Option<JobView> {
+    let get = |k: &str| h.get(k).filter(|v| !v.is_empty());
+    let state = State::parse(get("status")?)?;
+    let int = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
+    Some(JobView {
+        id: id.to_owned(),
+        queue: get("origin").cloned().unwrap_or_default(),
+        kind: get("verity_kind").cloned().unwrap_or_default(),
+        state,
+        attempts: int("attempts")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        max_attempts: int("max_attempts")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        organization: int("verity_org"),
+        enqueued_at: int("enqueued_us").unwrap_or(0),
+        started_at: int("started_us"),
+        ended_at: int("ended_us"),
+        progress: get("progress").and_then(|v| v.parse().ok()),
+        result: get("result").and_then(|v| serde_json::from_str(v).ok()),
+        error: get("exc_info").cloned(),
+    })
+}

@@ -1,0 +1,342 @@
+//! The worker: leases jobs from its queues (highest priority first), runs each with its handler
+//! under the job's time limit while renewing the lease, and acknowledges or fails it.
+//! Concurrency is bounded by a semaphore (`concurrency` jobs at once: a worker's jobs share its
+//! database pool and CPU). On shutdown it stops leasing, lets the jobs in hand finish within the
+//! drain time and gives back the rest, so a SIGTERM within the pod's grace period loses nothing;
+//! a kill -9 loses nothing either, the leases just run out and the jobs go back to their queues.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde_json::Value;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::{Failure, Jobs, Leased, QUEUES};
+
+/// What a handler returns: a JSON result, or an error message (the attempt failed).
+pub type HandlerResult = Result<Value, String>;
+type BoxedHandler =
+    Arc<dyn Fn(Job) -> Pin<Box<dyn Future<Output = HandlerResult> + Send>> + Send + Sync>;
+
+/// The job a handler runs, with a way to report progress.
+#[derive(Clone)]
+pub struct Job {
+    /// The leased job.
+    pub leased: Leased,
+    jobs: Jobs,
+}
+
+impl Job {
+    /// Reports progress (0–1); shown in the job's API view. Best effort.
+    pub async fn progress(&self, p: f64) {
+        if let Err(e) = self.jobs.progress(&self.leased, p).await {
+            tracing::debug!(job = %self.leased.id, error = %e, "could not record progress");
+        }
+    }
+}
+
+/// Handlers by job kind.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_kind: HashMap<String, BoxedHandler>,
+}
+
+impl Handlers {
+    /// Registers the handler of `kind`.
+    pub fn on<F, Fut>(mut self, kind: &str, f: F) -> Self
+    where
+        F: Fn(Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.by_kind
+            .insert(kind.to_owned(), Arc::new(move |job| Box::pin(f(job))));
+        self
+    }
+}
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Queues to take jobs from, highest priority first.
+    pub queues: Vec<&'static str>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Lease length; renewed every third of it.
+    pub lease: Duration,
+    /// Pause after finding every queue empty.
+    pub idle_poll: Duration,
+    /// On shutdown, how long jobs in hand may still run before they are given back.
+    pub drain: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queues: QUEUES.to_vec(),
+            concurrency: 4,
+            lease: super::DEFAULT_LEASE,
+            idle_poll: Duration::from_millis(250),
+            drain: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Job metrics of one process.
+#[derive(Clone, Debug)]
+pub struct JobMetrics {
+    processed: IntCounterVec,
+    queue: IntGaugeVec,
+}
+
+impl JobMetrics {
+    /// Registers the job metrics in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let processed = IntCounterVec::new(
+            Opts::new(
+                "verity_jobs_processed_total",
+                "Job attempts by queue, kind and outcome (finished, retried, failed, lost, given_back)",
+            ),
+            &["queue", "kind", "outcome"],
+        )?;
+        let queue = IntGaugeVec::new(
+            Opts::new(
+                "verity_jobs_queue",
+                "Jobs by queue and state (waiting, scheduled, deferred, running, failed); oldest_waiting_seconds is the age of the oldest waiting job",
+            ),
+            &["queue", "state"],
+        )?;
+        registry.register(Box::new(processed.clone()))?;
+        registry.register(Box::new(queue.clone()))?;
+        Ok(Self { processed, queue })
+    }
+
+    fn outcome(&self, job: &Leased, outcome: &str) {
+        self.processed
+            .with_label_values(&[job.queue, job.kind.as_str(), outcome])
+            .inc();
+    }
+
+    /// Refreshes the queue gauges from the backend.
+    pub async fn refresh(&self, jobs: &Jobs) {
+        let now = crate::storage::now_micros();
+        for q in QUEUES {
+            let Ok(s) = jobs.stats(q).await else { continue };
+            let set = |state: &str, v: u64| {
+                self.queue
+                    .with_label_values(&[q, state])
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            };
+            set("waiting", s.waiting);
+            set("scheduled", s.scheduled);
+            set("deferred", s.deferred);
+            set("running", s.running);
+            set("failed", s.failed);
+            let age = s
+                .oldest_waiting_since
+                .map_or(0, |t| u64::try_from((now - t) / 1_000_000).unwrap_or(0));
+            set("oldest_waiting_seconds", age);
+        }
+    }
+}
+
+/// Runs a worker until `stop` turns true, then drains. Returns how many jobs it gave back.
+pub async fn run(
+    jobs: Jobs,
+    handlers: Handlers,
+    config: WorkerConfig,
+    metrics: Option<JobMetrics>,
+    mut stop: watch::Receiver<bool>,
+) -> usize {
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let handlers = Arc::new(handlers);
+    let mut running: JoinSet<()> = JoinSet::new();
+    // Jobs in hand, so that the ones still running at the end of the drain can be given back.
+    let in_hand: Arc<std::sync::Mutex<HashMap<String, Leased>>> = Arc::default();
+    let mut last_maintenance = tokio::time::Instant::now() - Duration::from_secs(60);
+    tracing::info!(queues = ?config.queues, concurrency = config.concurrency, backend = jobs.backend(), "worker started");
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        while running.try_join_next().is_some() {}
+        if last_maintenance.elapsed() >= Duration::from_secs(1) {
+            last_maintenance = tokio::time::Instant::now();
+            match jobs.maintain().await {
+                Ok(m) if m.requeued + m.failed > 0 => {
+                    tracing::warn!(
+                        requeued = m.requeued,
+                        failed = m.failed,
+                        "jobs whose worker stopped renewing their lease"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "job maintenance failed"),
+            }
+            if let Some(m) = &metrics {
+                m.refresh(&jobs).await;
+            }
+        }
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => continue,
+        };
+        let leased = match jobs.lease(&config.queues, config.lease).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    _ = tokio::time::sleep(config.idle_poll) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            Err(e) => {
+                drop(permit);
+                tracing::warn!(error = %e, "leasing a job failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        };
+        lock(&in_hand).insert(leased.id.clone(), leased.clone());
+        let (jobs, handlers, metrics, in_hand, lease) = (
+            jobs.clone(),
+            handlers.clone(),
+            metrics.clone(),
+            in_hand.clone(),
+            config.lease,
+        );
+        running.spawn(async move {
+            execute(&jobs, &handlers, metrics.as_ref(), leased.clone(), lease).await;
+            lock(&in_hand).remove(&leased.id);
+            drop(permit);
+        });
+    }
+    // Drain: finish within the drain time, then give the rest back.
+    let drained = tokio::time::timeout(config.drain, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    let mut given_back = 0;
+    if !drained {
+        running.abort_all();
+        while running.join_next().await.is_some() {}
+        let left: Vec<Leased> = lock(&in_hand).drain().map(|(_, j)| j).collect();
+        for job in left {
+            match jobs.release(&job).await {
+                Ok(true) => {
+                    given_back += 1;
+                    if let Some(m) = &metrics {
+                        m.outcome(&job, "given_back");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = %job.id, error = %e, "could not give a job back; its lease will run out")
+                }
+            }
+        }
+    }
+    tracing::info!(given_back, "worker stopped");
+    given_back
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs one leased job to its end: handler under the time limit, lease renewed meanwhile.
+async fn execute(
+    jobs: &Jobs,
+    handlers: &Handlers,
+    metrics: Option<&JobMetrics>,
+    leased: Leased,
+    lease: Duration,
+) {
+    let Some(handler) = handlers.by_kind.get(&leased.kind).cloned() else {
+        // A newer producer than this worker: fail the attempt (it is retried, perhaps by a
+        // newer worker).
+        record(
+            jobs,
+            metrics,
+            &leased,
+            Err(format!(
+                "no handler for job kind {:?} in this worker",
+                leased.kind
+            )),
+        )
+        .await;
+        return;
+    };
+    let job = Job {
+        leased: leased.clone(),
+        jobs: jobs.clone(),
+    };
+    let work = tokio::time::timeout(leased.timeout, handler(job));
+    tokio::pin!(work);
+    let mut beat = tokio::time::interval(lease / 3);
+    beat.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut work => break match r {
+                Ok(r) => r,
+                Err(_) => Err(format!("timed out after {} s", leased.timeout.as_secs())),
+            },
+            _ = beat.tick() => match jobs.heartbeat(&leased, lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Someone else holds it now (our lease ran out); stop working on it.
+                    tracing::warn!(job = %leased.id, "lost the lease of a running job; abandoning it");
+                    if let Some(m) = metrics { m.outcome(&leased, "lost"); }
+                    return;
+                }
+                Err(e) => tracing::warn!(job = %leased.id, error = %e, "could not renew a job's lease"),
+            },
+        }
+    };
+    record(jobs, metrics, &leased, outcome).await;
+}
+
+async fn record(
+    jobs: &Jobs,
+    metrics: Option<&JobMetrics>,
+    leased: &Leased,
+    outcome: HandlerResult,
+) {
+    let label = match outcome {
+        Ok(result) => match jobs.complete(leased, &result).await {
+            Ok(true) => "finished",
+            Ok(false) => "lost",
+            Err(e) => {
+                tracing::warn!(job = %leased.id, error = %e, "could not acknowledge a finished job; it may run again");
+                "lost"
+            }
+        },
+        Err(error) => match jobs.fail(leased, &error).await {
+            Ok(Failure::Retry(after)) => {
+                tracing::warn!(job = %leased.id, kind = %leased.kind, %error, retry_in = ?after, "job attempt failed");
+                "retried"
+            }
+            Ok(Failure::Failed) => {
+                tracing::error!(job = %leased.id, kind = %leased.kind, %error, "job failed for good");
+                "failed"
+            }
+            Ok(Failure::LeaseLost) => "lost",
+            Err(e) => {
+                tracing::warn!(job = %leased.id, error = %e, "could not record a failed attempt; the lease will run out");
+                "lost"
+            }
+        },
+    };
+    if let Some(m) = metrics {
+        m.outcome(leased, label);
+    }
+}

@@ -1,0 +1,568 @@
+//! The job queue contract, run on all three backends: the SQL queue on SQLite and on
+//! PostgreSQL, and Redis (real `redis-server`, TLS with client certificates, ACL user).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use verity_controlplane::jobs::redis::RedisQueue;
+use verity_controlplane::jobs::sql::SqlQueue;
+use verity_controlplane::jobs::worker::{self, Handlers, WorkerConfig};
+use verity_controlplane::jobs::{Failure, JobError, Jobs, NewJob, State};
+
+use crate::common::redis::{TlsRedis, other_ca_client};
+use crate::common::{Backend, TestApp};
+
+const SHORT: Duration = Duration::from_millis(300);
+
+fn job(queue: &'static str, kind: &str) -> NewJob {
+    NewJob::new(queue, kind, json!({"n": 1}))
+}
+
+async fn state(jobs: &Jobs, id: &str) -> State {
+    jobs.get(id)
+        .await
+        .expect("get")
+        .expect("the job exists")
+        .state
+}
+
+/// Everything the queue promises, on one backend.
+async fn contract(jobs: Jobs) {
+    // Priority across queues, FIFO within one; payload and organization round-trip.
+    let d1 = jobs
+        .enqueue(&NewJob {
+            organization: Some(7),
+            ..job("default", "a")
+        })
+        .await
+        .expect("enqueue");
+    let d2 = jobs.enqueue(&job("default", "b")).await.expect("enqueue");
+    let c1 = jobs.enqueue(&job("critical", "c")).await.expect("enqueue");
+    let s = jobs.stats("default").await.expect("stats");
+    assert_eq!((s.waiting, s.running), (2, 0));
+    assert!(s.oldest_waiting_since.is_some());
+    let queues = ["critical", "high", "default", "low"];
+    let first = jobs
+        .lease(&queues, SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("a job");
+    assert_eq!(first.id, c1, "critical first");
+    let second = jobs
+        .lease(&queues, SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("a job");
+    assert_eq!(
+        (second.id.as_str(), second.organization),
+        (d1.as_str(), Some(7))
+    );
+    assert_eq!(second.payload, json!({"n": 1}));
+    assert_eq!(second.attempt, 1);
+    assert_eq!(state(&jobs, &d1).await, State::Started);
+    assert_eq!(jobs.stats("default").await.expect("stats").running, 1);
+    // Acknowledged with a result; progress is visible while it runs.
+    jobs.progress(&second, 0.5).await.expect("progress");
+    assert_eq!(
+        jobs.get(&d1).await.expect("get").expect("job").progress,
+        Some(0.5)
+    );
+    assert!(
+        jobs.complete(&second, &json!({"ok": true}))
+            .await
+            .expect("complete")
+    );
+    let done = jobs.get(&d1).await.expect("get").expect("job");
+    assert_eq!(
+        (done.state, done.result),
+        (State::Finished, Some(json!({"ok": true})))
+    );
+    assert!(jobs.complete(&first, &json!(null)).await.expect("complete"));
+
+    // A lease that runs out (the worker was killed) puts the job back; the old holder can no
+    // longer renew or acknowledge, the new one can.
+    let lost = jobs
+        .lease(&["default"], SHORT)
+        .await
+        .expect("lease")
+        .expect("a job");
+    assert_eq!(lost.id, d2);
+    tokio::time::sleep(SHORT * 2).await;
+    let m = jobs.maintain().await.expect("maintain");
+    assert_eq!(m.requeued, 1);
+    assert_eq!(state(&jobs, &d2).await, State::Queued);
+    let again = jobs
+        .lease(&["default"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("a job");
+    assert_eq!((again.id.as_str(), again.attempt), (d2.as_str(), 2));
+    assert!(!jobs.heartbeat(&lost, SHORT).await.expect("heartbeat"));
+    assert!(!jobs.complete(&lost, &json!(1)).await.expect("complete"));
+    assert_eq!(
+        jobs.fail(&lost, "x").await.expect("fail"),
+        Failure::LeaseLost
+    );
+    assert!(jobs.heartbeat(&again, SHORT * 10).await.expect("heartbeat"));
+    // Given back on shutdown: not counted as an attempt, first in line again.
+    assert!(jobs.release(&again).await.expect("release"));
+    let back = jobs
+        .lease(&["default"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("a job");
+    assert_eq!((back.id.as_str(), back.attempt), (d2.as_str(), 2));
+
+    // A failed attempt is retried after the backoff (scheduled meanwhile); out of attempts, the
+    // job is in the failed registry, from which an admin requeues or deletes it.
+    match jobs.fail(&back, "boom").await.expect("fail") {
+        Failure::Retry(after) => assert_eq!(after, Duration::from_secs(10), "second attempt: 10 s"),
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    let view = jobs.get(&d2).await.expect("get").expect("job");
+    assert_eq!(
+        (view.state, view.error.as_deref()),
+        (State::Scheduled, Some("boom"))
+    );
+    assert_eq!(jobs.stats("default").await.expect("stats").scheduled, 1);
+    assert!(
+        jobs.lease(&["default"], SHORT)
+            .await
+            .expect("lease")
+            .is_none(),
+        "not before its time"
+    );
+    let once = jobs
+        .enqueue(&NewJob {
+            max_attempts: 1,
+            ..job("low", "once")
+        })
+        .await
+        .expect("enqueue");
+    let l = jobs
+        .lease(&["low"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("a job");
+    assert_eq!(
+        jobs.fail(&l, "bad input").await.expect("fail"),
+        Failure::Failed
+    );
+    let failed = jobs.failed("low", 10).await.expect("failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        (failed[0].id.as_str(), failed[0].state),
+        (once.as_str(), State::Failed)
+    );
+    assert_eq!(jobs.stats("low").await.expect("stats").failed, 1);
+    assert!(jobs.requeue(&once).await.expect("requeue"));
+    assert!(
+        !jobs.requeue(&once).await.expect("requeue"),
+        "only failed jobs"
+    );
+    let l = jobs
+        .lease(&["low"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("requeued");
+    assert_eq!((l.id.as_str(), l.attempt), (once.as_str(), 1));
+    assert_eq!(
+        jobs.fail(&l, "still bad").await.expect("fail"),
+        Failure::Failed
+    );
+    assert!(jobs.delete(&once).await.expect("delete"));
+    assert!(jobs.get(&once).await.expect("get").is_none());
+    assert!(
+        !jobs.delete(&d2).await.expect("delete"),
+        "a pending job is not deleted"
+    );
+
+    // Scheduled: not before its time, then promoted.
+    let later = jobs
+        .enqueue(&NewJob {
+            delay: Some(SHORT),
+            ..job("high", "later")
+        })
+        .await
+        .expect("enqueue");
+    assert_eq!(state(&jobs, &later).await, State::Scheduled);
+    assert!(jobs.lease(&["high"], SHORT).await.expect("lease").is_none());
+    tokio::time::sleep(SHORT * 2).await;
+    jobs.maintain().await.expect("maintain");
+    let l = jobs
+        .lease(&["high"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("due now");
+    assert_eq!(l.id, later);
+    assert!(jobs.complete(&l, &json!(null)).await.expect("complete"));
+
+    // Deferred: runs after its dependency finished; fails when it failed.
+    let parent = jobs.enqueue(&job("high", "parent")).await.expect("enqueue");
+    let child = jobs
+        .enqueue(&NewJob {
+            depends_on: Some(parent.clone()),
+            ..job("high", "child")
+        })
+        .await
+        .expect("enqueue");
+    assert_eq!(state(&jobs, &child).await, State::Deferred);
+    let p = jobs
+        .lease(&["high"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("parent");
+    assert_eq!(p.id, parent);
+    assert!(
+        jobs.lease(&["high"], SHORT).await.expect("lease").is_none(),
+        "the child waits"
+    );
+    assert!(jobs.complete(&p, &json!(null)).await.expect("complete"));
+    let c = jobs
+        .lease(&["high"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("child");
+    assert_eq!(c.id, child);
+    assert!(jobs.complete(&c, &json!(null)).await.expect("complete"));
+    let doomed = jobs
+        .enqueue(&NewJob {
+            max_attempts: 1,
+            ..job("high", "doomed")
+        })
+        .await
+        .expect("enqueue");
+    let orphan = jobs
+        .enqueue(&NewJob {
+            depends_on: Some(doomed.clone()),
+            ..job("high", "orphan")
+        })
+        .await
+        .expect("enqueue");
+    let grandchild = jobs
+        .enqueue(&NewJob {
+            depends_on: Some(orphan.clone()),
+            ..job("high", "grandchild")
+        })
+        .await
+        .expect("enqueue");
+    let d = jobs
+        .lease(&["high"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("doomed");
+    assert_eq!(jobs.fail(&d, "no").await.expect("fail"), Failure::Failed);
+    for id in [&orphan, &grandchild] {
+        let v = jobs.get(id).await.expect("get").expect("job");
+        assert_eq!(v.state, State::Failed, "{id}");
+        assert!(v.error.is_some_and(|e| e.contains("failed")));
+    }
+    let e = jobs
+        .enqueue(&NewJob {
+            depends_on: Some("no-such-job".into()),
+            ..job("high", "x")
+        })
+        .await
+        .expect_err("unknown dependency");
+    assert!(matches!(e, JobError::Invalid(m) if m.contains("no-such-job")));
+
+    // Idempotent producers: the same id enqueues once.
+    let a = jobs
+        .enqueue(&NewJob {
+            id: Some("export:1:1".into()),
+            ..job("low", "same")
+        })
+        .await
+        .expect("enqueue");
+    let b = jobs
+        .enqueue(&NewJob {
+            id: Some("export:1:1".into()),
+            ..job("low", "same")
+        })
+        .await
+        .expect("enqueue");
+    assert_eq!(a, b);
+    assert_eq!(jobs.stats("low").await.expect("stats").waiting, 1);
+    assert!(
+        jobs.enqueue(&NewJob {
+            id: Some("bad id".into()),
+            ..job("low", "x")
+        })
+        .await
+        .is_err()
+    );
+    let l = jobs
+        .lease(&["low"], SHORT * 10)
+        .await
+        .expect("lease")
+        .expect("job");
+    assert!(jobs.complete(&l, &json!(null)).await.expect("complete"));
+}
+
+/// The worker runtime: bounded concurrency, retries, time limits, drain.
+async fn worker_runs_jobs(jobs: Jobs) {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let at_once = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, a, p) = (ran.clone(), at_once.clone(), peak.clone());
+    let handlers = Handlers::default()
+        .on("sleep", move |job| {
+            let (r, a, p) = (r.clone(), a.clone(), p.clone());
+            async move {
+                let now = a.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                job.progress(0.5).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                a.fetch_sub(1, Ordering::SeqCst);
+                r.fetch_add(1, Ordering::SeqCst);
+                Ok(json!({"slept": 100}))
+            }
+        })
+        .on("boom", |_job| async { Err("always fails".to_string()) })
+        .on("hang", |_job| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(json!(null))
+        });
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(
+            jobs.enqueue(&job("default", "sleep"))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let boom = jobs
+        .enqueue(&NewJob {
+            max_attempts: 1,
+            ..job("default", "boom")
+        })
+        .await
+        .expect("enqueue");
+    let hang = jobs
+        .enqueue(&NewJob {
+            max_attempts: 1,
+            timeout: Duration::from_millis(300),
+            ..job("critical", "hang")
+        })
+        .await
+        .expect("enqueue");
+    let unknown = jobs
+        .enqueue(&NewJob {
+            max_attempts: 1,
+            ..job("low", "from-a-newer-version")
+        })
+        .await
+        .expect("enqueue");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let config = WorkerConfig {
+        concurrency: 3,
+        idle_poll: Duration::from_millis(20),
+        drain: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    };
+    let w = tokio::spawn(worker::run(jobs.clone(), handlers, config, None, stop_rx));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while ran.load(Ordering::SeqCst) < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker did not run 8 jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settle = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state(&jobs, &unknown).await != State::Failed
+        || state(&jobs, &hang).await != State::Failed
+    {
+        assert!(
+            tokio::time::Instant::now() < settle,
+            "failures not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    assert_eq!(w.await.expect("worker"), 0, "nothing left to give back");
+    assert!(peak.load(Ordering::SeqCst) <= 3, "at most 3 at once");
+    assert!(peak.load(Ordering::SeqCst) >= 2, "jobs ran concurrently");
+    for id in &ids {
+        let v = jobs.get(id).await.expect("get").expect("job");
+        assert_eq!(
+            (v.state, v.result),
+            (State::Finished, Some(json!({"slept": 100})))
+        );
+    }
+    let err = |id: &str| {
+        let jobs = jobs.clone();
+        let id = id.to_owned();
+        async move {
+            jobs.get(&id)
+                .await
+                .expect("get")
+                .expect("job")
+                .error
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(err(&boom).await, "always fails");
+    assert!(
+        err(&hang).await.contains("timed out"),
+        "{}",
+        err(&hang).await
+    );
+    assert!(
+        err(&unknown).await.contains("no handler"),
+        "{}",
+        err(&unknown).await
+    );
+
+    // Drain: a job still running when the drain time is up is given back, not lost.
+    let slow = jobs
+        .enqueue(&NewJob {
+            timeout: Duration::from_secs(3600),
+            ..job("low", "hang")
+        })
+        .await
+        .expect("enqueue");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handlers = Handlers::default().on("hang", |_job| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(json!(null))
+    });
+    let config = WorkerConfig {
+        drain: Duration::from_millis(200),
+        idle_poll: Duration::from_millis(20),
+        ..WorkerConfig::default()
+    };
+    let w = tokio::spawn(worker::run(jobs.clone(), handlers, config, None, stop_rx));
+    let started = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state(&jobs, &slow).await != State::Started {
+        assert!(
+            tokio::time::Instant::now() < started,
+            "the slow job did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    assert_eq!(
+        w.await.expect("worker"),
+        1,
+        "the running job was given back"
+    );
+    let v = jobs.get(&slow).await.expect("get").expect("job");
+    assert_eq!((v.state, v.attempts), (State::Queued, 0));
+}
+
+async fn sql_jobs(backend: Backend) -> (TestApp, Jobs) {
+    let app = TestApp::new(backend).await;
+    let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
+    (app, jobs)
+}
+
+async fn redis_jobs(redis: &TlsRedis) -> Jobs {
+    Jobs::Redis(
+        RedisQueue::connect(&redis.settings())
+            .await
+            .expect("connect to TLS Redis"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_contract_sqlite() {
+    let (_app, jobs) = sql_jobs(Backend::Sqlite).await;
+    contract(jobs.clone()).await;
+    worker_runs_jobs(jobs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_contract_postgres() {
+    let (_app, jobs) = sql_jobs(Backend::Postgres).await;
+    contract(jobs.clone()).await;
+    worker_runs_jobs(jobs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_contract_redis() {
+    let redis = TlsRedis::start();
+    let jobs = redis_jobs(&redis).await;
+    contract(jobs.clone()).await;
+    worker_runs_jobs(jobs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_requires_tls_a_client_certificate_and_the_user() {
+    let redis = TlsRedis::start();
+    // Plain redis:// is refused by the client before anything is sent.
+    let mut s = redis.settings();
+    s.url = format!("redis://127.0.0.1:{}/0", redis.port);
+    assert!(
+        matches!(RedisQueue::connect(&s).await, Err(JobError::Invalid(m)) if m.contains("rediss://"))
+    );
+    // No client certificate: the server refuses the handshake.
+    let mut s = redis.settings();
+    s.cert_pem.clear();
+    s.key_pem.clear();
+    assert!(
+        RedisQueue::connect(&s).await.is_err(),
+        "no client certificate"
+    );
+    // Another CA's client certificate.
+    let (_, foreign) = other_ca_client();
+    let mut s = redis.settings();
+    s.cert_pem = foreign.cert.into_bytes();
+    s.key_pem = foreign.key.into_bytes();
+    assert!(
+        RedisQueue::connect(&s).await.is_err(),
+        "a foreign certificate"
+    );
+    // The right certificate but a wrong password, or no user at all (default user is off).
+    let mut s = redis.settings();
+    s.password = "wrong".into();
+    assert!(RedisQueue::connect(&s).await.is_err(), "a wrong password");
+    let mut s = redis.settings();
+    s.username.clear();
+    s.password.clear();
+    assert!(RedisQueue::connect(&s).await.is_err(), "no user");
+    // A server certificate from another CA is not trusted.
+    let (other_ca, _) = other_ca_client();
+    let mut s = redis.settings();
+    s.ca_pem = other_ca.into_bytes();
+    assert!(
+        RedisQueue::connect(&s).await.is_err(),
+        "an untrusted server"
+    );
+    redis_jobs(&redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_jobs_survive_a_redis_crash() {
+    let mut redis = TlsRedis::start();
+    let jobs = redis_jobs(&redis).await;
+    let queued = jobs
+        .enqueue(&job("default", "keep"))
+        .await
+        .expect("enqueue");
+    let running = jobs
+        .enqueue(&job("default", "keep"))
+        .await
+        .expect("enqueue");
+    let l = jobs
+        .lease(&["default"], SHORT)
+        .await
+        .expect("lease")
+        .expect("job");
+    assert_eq!(l.id, queued);
+    let _ = running;
+    redis.crash_and_restart();
+    let jobs = redis_jobs(&redis).await;
+    let s = jobs.stats("default").await.expect("stats");
+    assert_eq!(
+        (s.waiting, s.running),
+        (1, 1),
+        "both jobs are still there after kill -9; log: {}",
+        std::fs::read_to_string(redis.dir.join("redis.log")).unwrap_or_default()
+    );
+    tokio::time::sleep(SHORT * 2).await;
+    assert_eq!(jobs.maintain().await.expect("maintain").requeued, 1);
+    assert_eq!(jobs.stats("default").await.expect("stats").waiting, 2);
+}
