@@ -1,5 +1,5 @@
-//! The `verity` command line: `serve`, `migrate`, `org create`, `user create`, `audit verify`,
-//! `audit purge`, `openapi`.
+//! The `verity` command line: `serve`, `work`, `migrate`, `org create`, `user create`,
+//! `audit verify`, `audit purge`, `openapi`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -42,6 +42,22 @@ pub enum Command {
         /// Listen address (overrides VERITY_LISTEN).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+    },
+    /// Run background jobs (RQ-style worker) until SIGTERM, then drain.
+    Work {
+        /// Queues to take jobs from, highest priority first (critical, high, default, low).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "critical,high,default,low"
+        )]
+        queues: Vec<String>,
+        /// Address of /livez, /readyz and /metrics (overrides VERITY_LISTEN).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Jobs at once (overrides VERITY_WORKER_CONCURRENCY).
+        #[arg(long)]
+        concurrency: Option<usize>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -180,6 +196,34 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let db = open_db(&config).await?;
             server::bootstrap(&db, &config).await?;
             server::serve(db, config).await
+        }
+        Command::Work {
+            queues,
+            listen,
+            concurrency,
+        } => {
+            let mut config = load_config(&cli)?;
+            if let Some(listen) = listen {
+                config.listen = *listen;
+            }
+            if let Some(c) = concurrency {
+                config.worker_concurrency = *c;
+            }
+            let mut names = Vec::new();
+            for q in queues {
+                let q = crate::jobs::queue(q.trim()).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown queue {q:?}; the queues are {}",
+                        crate::jobs::QUEUES.join(", ")
+                    )
+                })?;
+                if !names.contains(&q) {
+                    names.push(q);
+                }
+            }
+            server::init_tracing(&config.log_format);
+            let db = open_db(&config).await?;
+            server::work(db, config, names).await
         }
         Command::Migrate => {
             let config = load_config(&cli)?;

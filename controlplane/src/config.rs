@@ -67,6 +67,30 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// How often the audit-log retention purge runs inside `serve`, in seconds (0 = never).
     pub audit_purge_interval_secs: u64,
+    /// Job queue in Redis (`rediss://host:port/db`, TLS only); empty = the `jobs` table of the
+    /// database (the embedded default).
+    pub redis_url: String,
+    /// Redis ACL user.
+    pub redis_username: String,
+    /// Its password.
+    pub redis_password: String,
+    /// PEM file of the CA that signed Redis's certificate.
+    pub redis_tls_ca: String,
+    /// PEM file of the client certificate.
+    pub redis_tls_cert: String,
+    /// PEM file of the client key.
+    pub redis_tls_key: String,
+    /// Jobs `verity serve` runs itself, in-process (0 = none: separate `verity work` pools run
+    /// them). Defaults to 2, so the embedded default needs nothing else.
+    pub serve_workers: usize,
+    /// Jobs one `verity work` process runs at once.
+    pub worker_concurrency: usize,
+    /// Seconds a stopping worker lets its jobs finish before it gives them back (keep it below
+    /// the pod's termination grace period).
+    pub worker_drain_secs: u64,
+    /// Seconds a job's lease lasts without a heartbeat: a killed worker's jobs run again after
+    /// at most this long.
+    pub worker_lease_secs: u64,
 }
 
 impl Default for Config {
@@ -90,6 +114,16 @@ impl Default for Config {
             instance_admin_token: String::new(),
             trust_forwarded_for: false,
             audit_purge_interval_secs: 3600,
+            redis_url: String::new(),
+            redis_username: String::new(),
+            redis_password: String::new(),
+            redis_tls_ca: String::new(),
+            redis_tls_cert: String::new(),
+            redis_tls_key: String::new(),
+            serve_workers: 2,
+            worker_concurrency: 4,
+            worker_drain_secs: 25,
+            worker_lease_secs: 30,
         }
     }
 }
@@ -164,6 +198,16 @@ impl Config {
             "VERITY_AUDIT_PURGE_INTERVAL_SECS",
             parse
         );
+        env!(redis_url, "VERITY_REDIS_URL", string);
+        env!(redis_username, "VERITY_REDIS_USERNAME", string);
+        env!(redis_password, "VERITY_REDIS_PASSWORD", string);
+        env!(redis_tls_ca, "VERITY_REDIS_TLS_CA", string);
+        env!(redis_tls_cert, "VERITY_REDIS_TLS_CERT", string);
+        env!(redis_tls_key, "VERITY_REDIS_TLS_KEY", string);
+        env!(serve_workers, "VERITY_SERVE_WORKERS", parse);
+        env!(worker_concurrency, "VERITY_WORKER_CONCURRENCY", parse);
+        env!(worker_drain_secs, "VERITY_WORKER_DRAIN_SECS", parse);
+        env!(worker_lease_secs, "VERITY_WORKER_LEASE_SECS", parse);
         Ok(())
     }
 
@@ -237,6 +281,16 @@ mod tests {
         task_lock_ttl_secs: i64,
         pat_ttl_days: i64,
         log_format: String,
+        redis_url: String,
+        redis_username: String,
+        redis_password: String,
+        redis_tls_ca: String,
+        redis_tls_cert: String,
+        redis_tls_key: String,
+        serve_workers: usize,
+        worker_concurrency: usize,
+        worker_drain_secs: u64,
+        worker_lease_secs: u64,
     }
 
     impl From<&Config> for DefaultsProbe {
@@ -257,6 +311,16 @@ mod tests {
                 task_lock_ttl_secs: c.task_lock_ttl_secs,
                 pat_ttl_days: c.pat_ttl_days,
                 log_format: c.log_format.clone(),
+                redis_url: c.redis_url.clone(),
+                redis_username: c.redis_username.clone(),
+                redis_password: c.redis_password.clone(),
+                redis_tls_ca: c.redis_tls_ca.clone(),
+                redis_tls_cert: c.redis_tls_cert.clone(),
+                redis_tls_key: c.redis_tls_key.clone(),
+                serve_workers: c.serve_workers,
+                worker_concurrency: c.worker_concurrency,
+                worker_drain_secs: c.worker_drain_secs,
+                worker_lease_secs: c.worker_lease_secs,
             }
         }
     }

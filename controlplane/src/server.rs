@@ -1,5 +1,6 @@
-//! Process lifecycle of `verity serve`: tracing, first-start bootstrap, the listener and
-//! graceful shutdown (SIGINT/SIGTERM stop accepting, in-flight requests drain, pools close).
+//! Process lifecycle of `verity serve` and `verity work`: tracing, first-start bootstrap, the
+//! listener and graceful shutdown (SIGINT/SIGTERM stop accepting, in-flight requests and jobs
+//! drain, pools close).
 
 use std::sync::Arc;
 
@@ -108,12 +109,36 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
             std::time::Duration::from_secs(config.audit_purge_interval_secs),
         ))
     });
-    let state = AppState::new(db.clone(), Arc::new(config), jwt_key, metrics);
+    let jobs = crate::jobs::open(&db, &config)
+        .await
+        .context("opening the job queue")?;
+    let workers = config.serve_workers;
+    let drain = std::time::Duration::from_secs(config.worker_drain_secs);
+    let lease = std::time::Duration::from_secs(config.worker_lease_secs.max(1));
+    let state =
+        AppState::new(db.clone(), Arc::new(config), jwt_key, metrics).with_jobs(jobs.clone());
+    // The embedded default runs its jobs in-process; a deployment with Redis runs them in
+    // `verity work` pools and sets serve_workers = 0.
+    let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = (workers > 0).then(|| {
+        tokio::spawn(crate::jobs::worker::run(
+            jobs.clone(),
+            crate::jobs::builtin_handlers(),
+            crate::jobs::worker::WorkerConfig {
+                concurrency: workers,
+                drain,
+                lease,
+                ..Default::default()
+            },
+            None,
+            stop_rx,
+        ))
+    });
     let service = http::app(state);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(address = %listen, backend = ?db.dialect(), "serving the Verity API");
+    tracing::info!(address = %listen, backend = ?db.dialect(), jobs = jobs.backend(), in_process_workers = workers, "serving the Verity API");
     println!("Verity API listening on http://{listen}");
     axum::serve(
         listener,
@@ -127,8 +152,80 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     if let Some(task) = purge {
         task.abort();
     }
+    let _ = stop_workers.send(true);
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
     db.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs jobs of `queues` until SIGINT or SIGTERM, then drains; serves `/livez`, `/readyz` and
+/// `/metrics` on the configured listen address meanwhile.
+pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::Result<()> {
+    let jobs = crate::jobs::open(&db, &config)
+        .await
+        .context("opening the job queue")?;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let job_metrics = metrics.jobs.clone();
+    let listen = config.listen;
+    let worker_config = crate::jobs::worker::WorkerConfig {
+        queues: queues.clone(),
+        concurrency: config.worker_concurrency.max(1),
+        drain: std::time::Duration::from_secs(config.worker_drain_secs),
+        lease: std::time::Duration::from_secs(config.worker_lease_secs.max(1)),
+        ..Default::default()
+    };
+    let jwt_key = users::signing_key(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail))?;
+    let state =
+        AppState::new(db.clone(), Arc::new(config), jwt_key, metrics).with_jobs(jobs.clone());
+    let probes = axum::Router::new()
+        .route("/livez", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(
+                |axum::extract::State(s): axum::extract::State<AppState>| async move {
+                    match s.db.ping().await {
+                        Ok(()) => (axum::http::StatusCode::OK, "ok"),
+                        Err(_) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "database unreachable",
+                        ),
+                    }
+                },
+            ),
+        )
+        .route("/metrics", axum::routing::get(http::routes::meta::metrics))
+        .with_state(state);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(crate::jobs::worker::run(
+        jobs.clone(),
+        crate::jobs::builtin_handlers(),
+        worker_config,
+        Some(job_metrics),
+        stop_rx,
+    ));
+    tracing::info!(address = %listen, queues = ?queues, jobs = jobs.backend(), "worker probes listening");
+    let mut stop_http = stop_tx.subscribe();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, probes)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let given_back = worker.await.unwrap_or(0);
+    let _ = http.await;
+    db.close().await;
+    tracing::info!(given_back, "stopped");
     Ok(())
 }
 

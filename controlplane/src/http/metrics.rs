@@ -17,6 +17,8 @@ pub struct Metrics {
     /// Requests being served.
     pub in_flight: IntGauge,
     pool: IntGaugeVec,
+    /// Job queue metrics (`verity_jobs_*`).
+    pub jobs: crate::jobs::worker::JobMetrics,
 }
 
 impl Metrics {
@@ -55,7 +57,9 @@ impl Metrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(pool.clone()))?;
+        let jobs = crate::jobs::worker::JobMetrics::new(&registry)?;
         Ok(Self {
+            jobs,
             registry,
             requests,
             latency,

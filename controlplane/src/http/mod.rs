@@ -43,18 +43,27 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// What authentication remembers between requests (audit de-duplication).
     pub auth_memory: Arc<extract::AuthMemory>,
+    /// The job queue (the database's by default; see [`AppState::with_jobs`]).
+    pub jobs: crate::jobs::Jobs,
 }
 
 impl AppState {
     /// State for a service over `db`.
     pub fn new(db: Db, config: Arc<Config>, jwt_key: Vec<u8>, metrics: metrics::Metrics) -> Self {
         Self {
+            jobs: crate::jobs::Jobs::Sql(crate::jobs::sql::SqlQueue::new(db.clone())),
             db,
             config,
             jwt_key: Arc::new(jwt_key),
             metrics: Arc::new(metrics),
             auth_memory: Arc::default(),
         }
+    }
+
+    /// The same state with another job queue (Redis).
+    pub fn with_jobs(mut self, jobs: crate::jobs::Jobs) -> Self {
+        self.jobs = jobs;
+        self
     }
 }
 

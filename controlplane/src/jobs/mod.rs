@@ -353,6 +353,49 @@ impl Jobs {
     }
 }
 
+/// Opens the job queue the configuration names: Redis when `redis_url` is set (TLS, client
+/// certificate and ACL user from the configured files), else the database's `jobs` table.
+pub async fn open(
+    db: &crate::storage::Db,
+    config: &crate::config::Config,
+) -> Result<Jobs, JobError> {
+    if config.redis_url.is_empty() {
+        return Ok(Jobs::Sql(sql::SqlQueue::new(db.clone())));
+    }
+    let read = |what: &str, path: &str| -> Result<Vec<u8>, JobError> {
+        if path.is_empty() {
+            return Ok(Vec::new());
+        }
+        std::fs::read(path)
+            .map_err(|e| JobError::Invalid(format!("cannot read the Redis {what} {path}: {e}")))
+    };
+    let settings = redis::RedisSettings {
+        url: config.redis_url.clone(),
+        username: config.redis_username.clone(),
+        password: config.redis_password.clone(),
+        ca_pem: read("CA certificate (redis_tls_ca)", &config.redis_tls_ca)?,
+        cert_pem: read(
+            "client certificate (redis_tls_cert)",
+            &config.redis_tls_cert,
+        )?,
+        key_pem: read("client key (redis_tls_key)", &config.redis_tls_key)?,
+    };
+    Ok(Jobs::Redis(redis::RedisQueue::connect(&settings).await?))
+}
+
+/// The handlers every process that runs jobs registers. `noop` answers its payload (the
+/// benchmark, and a deployment's end-to-end check: enqueue one, see it finish); `sleep` waits
+/// `{"ms": N}` (at most 10 minutes; drills of kills and drains).
+pub fn builtin_handlers() -> worker::Handlers {
+    worker::Handlers::default()
+        .on("noop", |job| async move { Ok(job.leased.payload) })
+        .on("sleep", |job| async move {
+            let ms = job.leased.payload["ms"].as_u64().unwrap_or(0).min(600_000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(serde_json::json!({"slept_ms": ms}))
+        })
+}
+
 /// A new random job id.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()

@@ -566,3 +566,165 @@ async fn redis_jobs_survive_a_redis_crash() {
     assert_eq!(jobs.maintain().await.expect("maintain").requeued, 1);
     assert_eq!(jobs.stats("default").await.expect("stats").waiting, 2);
 }
+
+/// A `verity work` process, its probes on `port`.
+struct WorkProcess {
+    child: std::process::Child,
+}
+
+impl WorkProcess {
+    fn start(data_dir: &std::path::Path, port: u16, env: &[(String, String)]) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_verity"))
+            .args(["work", "--queues", "critical,default", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("VERITY_DATA_DIR", data_dir)
+            .env("VERITY_WORKER_LEASE_SECS", "2")
+            .env("VERITY_WORKER_DRAIN_SECS", "1")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start verity work");
+        Self { child }
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn sigterm(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for WorkProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get_text(port: u16, path: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
+async fn wait_for(what: &str, secs: u64, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !ok().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// kill -9 of a worker mid-job loses nothing (the job runs again elsewhere); SIGTERM gives the
+/// job in hand back; the worker answers its probes and reports the queues in /metrics.
+async fn work_process_drill(jobs: Jobs, data_dir: &std::path::Path, env: Vec<(String, String)>) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port")
+    };
+    let quick = jobs
+        .enqueue(&NewJob::new("critical", "noop", json!({"hello": "worker"})))
+        .await
+        .expect("enqueue");
+    let long = jobs
+        .enqueue(&NewJob::new("default", "sleep", json!({"ms": 600_000})))
+        .await
+        .expect("enqueue");
+    let port = free();
+    let mut first = WorkProcess::start(data_dir, port, &env);
+    wait_for("the worker's /readyz", 30, async || {
+        get_text(port, "/readyz")
+            .await
+            .is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    wait_for("the noop job", 30, async || {
+        state(&jobs, &quick).await == State::Finished
+    })
+    .await;
+    assert_eq!(
+        jobs.get(&quick).await.expect("get").expect("job").result,
+        Some(json!({"hello": "worker"}))
+    );
+    wait_for("the sleep job to start", 30, async || {
+        state(&jobs, &long).await == State::Started
+    })
+    .await;
+    let metrics = get_text(port, "/metrics").await.expect("metrics").1;
+    assert!(
+        metrics.contains("verity_jobs_queue{queue=\"default\",state=\"running\"} 1"),
+        "{metrics}"
+    );
+    first.kill_9();
+    // A second worker takes the job over once the dead one's lease (2 s) ran out.
+    let port2 = free();
+    let mut second = WorkProcess::start(data_dir, port2, &env);
+    wait_for("the job's second attempt", 30, async || {
+        jobs.get(&long)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.state == State::Started && v.attempts == 2)
+    })
+    .await;
+    // SIGTERM: the drain (1 s) ends before the job does, so it is given back, attempt uncounted.
+    assert!(second.sigterm().success(), "a clean exit");
+    let v = jobs.get(&long).await.expect("get").expect("job");
+    assert_eq!((v.state, v.attempts), (State::Queued, 1), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verity_work_on_sqlite_survives_kill_9_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("verity.db").display());
+    let db = verity_controlplane::storage::Db::connect(&url, &Default::default())
+        .await
+        .expect("connect");
+    db.migrate().await.expect("migrate");
+    let jobs = Jobs::Sql(SqlQueue::new(db));
+    work_process_drill(jobs, dir.path(), Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verity_work_on_redis_survives_kill_9_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = TlsRedis::start();
+    let files = |name: &str, pem: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).expect("write pem");
+        p.display().to_string()
+    };
+    let s = redis.settings();
+    let env = vec![
+        ("VERITY_REDIS_URL".to_string(), s.url.clone()),
+        ("VERITY_REDIS_USERNAME".to_string(), s.username.clone()),
+        ("VERITY_REDIS_PASSWORD".to_string(), s.password.clone()),
+        (
+            "VERITY_REDIS_TLS_CA".to_string(),
+            files("ca.crt", &redis.ca),
+        ),
+        (
+            "VERITY_REDIS_TLS_CERT".to_string(),
+            files("tls.crt", &redis.client.cert),
+        ),
+        (
+            "VERITY_REDIS_TLS_KEY".to_string(),
+            files("tls.key", &redis.client.key),
+        ),
+    ];
+    let jobs = redis_jobs(&redis).await;
+    work_process_drill(jobs, dir.path(), env).await;
+}

@@ -633,6 +633,8 @@ fn app(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
     let mut env = verity_env(cx, Some(REDIS_CLIENT_SECRET));
     env.push(json!({"name": "VERITY_LISTEN", "value": format!("0.0.0.0:{HTTP_PORT}")}));
     env.push(json!({"name": "VERITY_INSTANCE_ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {"name": APP_SECRET, "key": ADMIN_TOKEN_KEY}}}));
+    // Jobs run in the worker pools, not in the app.
+    env.push(json!({"name": "VERITY_SERVE_WORKERS", "value": "0"}));
     let res = resources(spec.resources.as_ref(), "250m", "256Mi", "1", "1Gi");
     let pod = json!({
         "serviceAccountName": "verity-app",
@@ -733,6 +735,9 @@ pub fn worker_replicas(org: &Organization, queue: &str) -> i32 {
 fn worker(cx: &Ctx<'_>, m: &Material, queue: &str) -> Desired {
     let workers = &cx.org.spec.workers;
     let (volumes, mounts) = verity_volumes(Some(REDIS_WORKER_SECRET));
+    let mut env = verity_env(cx, Some(REDIS_WORKER_SECRET));
+    // `verity work` serves /livez, /readyz and /metrics here.
+    env.push(json!({"name": "VERITY_LISTEN", "value": format!("0.0.0.0:{HTTP_PORT}")}));
     let res = resources(
         workers.queue(queue).and_then(|q| q.resources.as_ref()),
         "100m",
@@ -747,7 +752,10 @@ fn worker(cx: &Ctx<'_>, m: &Material, queue: &str) -> Desired {
         "securityContext": pod_security(),
         "containers": [{
             "name": "worker", "image": cx.image(), "imagePullPolicy": cx.org.spec.image.pull_policy,
-            "args": ["work", "--queues", queue], "env": verity_env(cx, Some(REDIS_WORKER_SECRET)), "volumeMounts": mounts, "resources": res,
+            "args": ["work", "--queues", queue], "env": env, "volumeMounts": mounts, "resources": res,
+            "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+            "readinessProbe": probe("/readyz", 10),
+            "livenessProbe": probe("/livez", 20),
             "securityContext": container_security(),
         }],
         "volumes": volumes,

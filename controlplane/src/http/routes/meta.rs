@@ -55,6 +55,8 @@ pub async fn health() -> Json<serde_json::Value> {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "meta", security(()), responses((status = 200, description = "text exposition format")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Queue depths are read at scrape time (a few indexed counts, or Redis LLEN/ZCARD).
+    state.metrics.jobs.refresh(&state.jobs).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(state.db.pool_stats()),
