@@ -142,6 +142,7 @@ permissions! {
     OrgBilling => "organization.billing", Organization, Owner, "Billing-level settings: audit-log retention.";
     InviteManage => "invitation.manage", Organization, Admin, "Create, list and revoke invitation links.";
     AuditView => "audit.view", Organization, Admin, "Query and export the audit log.";
+    JobManage => "job.manage", Organization, Admin, "List failed background jobs; requeue or delete them.";
     WorkspaceCreate => "workspace.create", Organization, Manager, "Create workspaces.";
     ProjectCreate => "project.create", Organization, Manager, "Create projects.";
     WorkspaceView => "workspace.view", Workspace, Annotator, "See a workspace and its members.";
@@ -418,6 +419,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("DELETE", "/api/invitations/{id}", Needs(P::InviteManage)),
     ep("GET", "/api/audit-log", Needs(P::AuditView)),
     ep("GET", "/api/audit-log/export", Needs(P::AuditView)),
+    // Background jobs.
+    ep("GET", "/api/jobs/{id}", Needs(P::OrgView)),
+    ep("GET", "/api/jobs", Needs(P::JobManage)),
+    ep("POST", "/api/jobs/{id}/requeue", Needs(P::JobManage)),
+    ep("DELETE", "/api/jobs/{id}", Needs(P::JobManage)),
     // Workspaces.
     ep("GET", "/api/workspaces", SignedIn),
     ep("POST", "/api/workspaces", Needs(P::WorkspaceCreate)),

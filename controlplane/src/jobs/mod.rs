@@ -14,6 +14,7 @@
 //!
 //! This module never decides who may see a job; callers check that (see `http::routes::jobs`).
 
+pub mod access;
 pub mod redis;
 pub mod sql;
 pub mod worker;

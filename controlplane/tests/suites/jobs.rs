@@ -728,3 +728,45 @@ async fn verity_work_on_redis_survives_kill_9_and_drains_on_sigterm() {
     let jobs = redis_jobs(&redis).await;
     work_process_drill(jobs, dir.path(), env).await;
 }
+
+crate::both_backends! {
+    async fn job_api(app) {
+        use http::StatusCode;
+        use verity_controlplane::authz::Role;
+        let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
+        let mine = jobs.enqueue(&NewJob { organization: Some(app.org), max_attempts: 1, ..job("low", "import") }).await.expect("enqueue");
+        let l = jobs.lease(&["low"], SHORT * 10).await.expect("lease").expect("job");
+        assert_eq!(jobs.fail(&l, "the file is not UTF-8").await.expect("fail"), Failure::Failed);
+        let path = format!("/api/jobs/{mine}");
+        let v = app.get(&path, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((v["state"].as_str(), v["error"].as_str(), v["attempts"].as_u64()), (Some("failed"), Some("the file is not UTF-8"), Some(1)));
+        // Members see their organization's jobs; only admins see the registry and change it.
+        let annotator = app.user("ann@example.com", Role::Annotator).await;
+        app.get(&path, &annotator).await.expect(StatusCode::OK);
+        app.get("/api/jobs?queue=low&state=failed", &annotator).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.post(&format!("{path}/requeue"), &annotator, json!({})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        // Another organization's job is not found, like a missing one.
+        let (_, other_owner) = app.other_org("Globex", "owner@globex.test").await;
+        app.get(&path, &other_owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.post(&format!("{path}/requeue"), &other_owner, json!({})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.get("/api/jobs/no-such-job", &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let listed = app.get("/api/jobs?queue=low&state=failed", &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(listed.as_array().map(|a| a.iter().filter(|j| j["id"] == json!(mine)).count()), Some(1));
+        assert_eq!(app.get("/api/jobs?queue=low&state=failed", &other_owner).await.expect(StatusCode::OK), json!([]));
+        app.get("/api/jobs?queue=urgent&state=failed", &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get("/api/jobs?queue=low&state=queued", &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get("/api/jobs?queue=low&state=failed&limit=0", &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        // Requeue: back in the queue with fresh attempts; a second requeue is a conflict.
+        let v = app.post(&format!("{path}/requeue"), &app.owner, json!({})).await.expect(StatusCode::OK);
+        assert_eq!((v["state"].as_str(), v["attempts"].as_u64()), (Some("queued"), Some(0)));
+        app.post(&format!("{path}/requeue"), &app.owner, json!({})).await.expect_error(StatusCode::CONFLICT, "conflict");
+        app.delete(&path, &app.owner).await.expect_error(StatusCode::CONFLICT, "conflict");
+        let l = jobs.lease(&["low"], SHORT * 10).await.expect("lease").expect("job");
+        assert!(jobs.complete(&l, &json!({"tasks": 3})).await.expect("complete"));
+        assert_eq!(app.get(&path, &annotator).await.expect(StatusCode::OK)["result"], json!({"tasks": 3}));
+        app.delete(&path, &app.owner).await.expect(StatusCode::NO_CONTENT);
+        app.get(&path, &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        assert!(actions.iter().any(|a| a == "job.requeue") && actions.iter().any(|a| a == "job.delete"), "{actions:?}");
+    }
+}

@@ -83,6 +83,29 @@ struct Fixture {
     p: [Objects; 4],
     invitation_a: i64,
     invitation_b: i64,
+    job_a: String,
+    job_b: String,
+}
+
+/// A failed background job of `org` (what the job endpoints act on).
+async fn failed_job(app: &TestApp, org: i64) -> String {
+    use verity_controlplane::jobs::{Jobs, NewJob, sql::SqlQueue};
+    let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
+    let id = jobs
+        .enqueue(&NewJob {
+            organization: Some(org),
+            max_attempts: 1,
+            ..NewJob::new("low", "fixture", json!({}))
+        })
+        .await
+        .expect("enqueue");
+    // Straight into the failed registry (leasing could pick another fixture's requeued job).
+    app.sql(&format!(
+        "update jobs set state = 'failed', attempts = 1, ended_at = 1, error = 'fixture' where id = '{id}'"
+    ))
+    .await
+    .expect("fail the fixture job");
+    id
 }
 
 async fn create(app: &TestApp, path: &str, token: &str, body: Value) -> Value {
@@ -236,6 +259,8 @@ async fn fixture(app: &TestApp, n: usize) -> Fixture {
     };
     let invitation_a = invitation(owner.clone()).await;
     let invitation_b = invitation(b_owner.clone()).await;
+    let job_a = failed_job(app, app.org).await;
+    let job_b = failed_job(app, org_b).await;
     Fixture {
         tokens,
         users,
@@ -248,6 +273,8 @@ async fn fixture(app: &TestApp, n: usize) -> Fixture {
         p,
         invitation_a,
         invitation_b,
+        job_a,
+        job_b,
     }
 }
 
@@ -329,9 +356,18 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
     } else {
         member
     };
+    let id = if e.path.starts_with("/api/jobs/") {
+        if other_org {
+            f.job_b.clone()
+        } else {
+            f.job_a.clone()
+        }
+    } else {
+        id.to_string()
+    };
     let mut path = e
         .path
-        .replace("{id}", &id.to_string())
+        .replace("{id}", &id)
         .replace("{export_pk}", &obj.snapshot.to_string())
         .replace("{user_pk}", &user_pk.to_string())
         .replace("{pause_pk}", &obj.pause.to_string())

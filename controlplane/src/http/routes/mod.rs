@@ -5,6 +5,7 @@ pub mod admin;
 pub mod annotations;
 pub mod exports;
 pub mod imports;
+pub mod jobs;
 pub mod members;
 pub mod meta;
 pub mod organizations;
@@ -75,6 +76,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(workspaces::router())
         .merge(members::router())
         .merge(admin::router())
+        .merge(jobs::router())
 }
 
 /// The OpenAPI document as pretty JSON (committed under `docs/openapi.json`).

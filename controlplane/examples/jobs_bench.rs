@@ -1,0 +1,92 @@
+//! Job queue throughput: enqueue N no-op jobs, then let W workers (each a `jobs::worker::run`
+//! with concurrency C) lease, run and acknowledge them, and report the rates. Run by
+//! `bench/jobs/run` (which starts a TLS Redis); numbers go to docs/benchmarks.md.
+//!
+//!   VERITY_REDIS_URL=rediss://… VERITY_REDIS_TLS_CA=… (as `verity work`) \
+//!     cargo run --release -p verity-controlplane --example jobs_bench -- JOBS WORKERS CONCURRENCY
+//!   VERITY_DATABASE_URL=sqlite:///tmp/x.db cargo run … (the SQL queue)
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use verity_controlplane::config::Config;
+use verity_controlplane::jobs::{self, NewJob, worker};
+use verity_controlplane::storage::{Db, PoolOptions};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    let (n, workers, concurrency) = match args.as_slice() {
+        [n, w, c] => (*n, *w, *c),
+        _ => anyhow::bail!("usage: jobs_bench JOBS WORKERS CONCURRENCY"),
+    };
+    let config = Config::load(None)?;
+    let db = Db::connect(
+        &config.effective_database_url(),
+        &PoolOptions {
+            max_connections: 16,
+            ..Default::default()
+        },
+    )
+    .await?;
+    db.migrate().await?;
+    let queue = jobs::open(&db, &config).await?;
+    // Enqueue from 8 producers at once (as several app replicas would).
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for p in 0..8 {
+        let q = queue.clone();
+        producers.push(tokio::spawn(async move {
+            for i in (p..n).step_by(8) {
+                q.enqueue(&NewJob::new("default", "noop", json!({"i": i})))
+                    .await?;
+            }
+            Ok::<_, jobs::JobError>(())
+        }));
+    }
+    for p in producers {
+        p.await??;
+    }
+    let enqueue = started.elapsed();
+    let started = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut running = Vec::new();
+    for _ in 0..workers {
+        running.push(tokio::spawn(worker::run(
+            queue.clone(),
+            jobs::builtin_handlers(),
+            worker::WorkerConfig {
+                queues: vec!["default"],
+                concurrency,
+                idle_poll: Duration::from_millis(5),
+                ..Default::default()
+            },
+            None,
+            stop_rx.clone(),
+        )));
+    }
+    loop {
+        let s = queue.stats("default").await?;
+        if s.waiting == 0 && s.running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let process = started.elapsed();
+    let _ = stop_tx.send(true);
+    for r in running {
+        r.await?;
+    }
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "backend={} jobs={n} workers={workers}x{concurrency} enqueue={:.0}/s process+ack={:.0}/s end-to-end={:.0}/s",
+        queue.backend(),
+        rate(enqueue),
+        rate(process),
+        rate(enqueue + process)
+    );
+    Ok(())
+}
