@@ -236,6 +236,12 @@ fn redis_refuses_plaintext_and_foreign_or_missing_client_certificates() {
         "a client without a certificate must be refused: {said}"
     );
 
+    // Nothing listening: a connection error (the autoscaler reports "cannot connect").
+    let mut closed = endpoint(&r, &m, ns);
+    closed.addr = format!("127.0.0.1:{}", free_port());
+    let e = rt.block_on(probe::probe(&closed, &["default"], Duration::from_secs(5)));
+    assert!(matches!(e, Err(ProbeError::Connect { .. })), "{e:?}");
+
     // The server certificate is checked against the tenant's name and CA.
     let mut wrong_name = endpoint(&r, &m, ns);
     wrong_name.server_name = "redis.tenant-globex.svc".into();

@@ -1,5 +1,6 @@
 //! Reads queue depth, running jobs and the oldest job's enqueue time from a tenant's Redis,
-//! over TLS with the tenant's client certificate, using the few RESP commands it needs.
+//! over TLS with the operator's client certificate and ACL user, through the `redis` crate (the
+//! same client the control plane's job queue uses).
 //!
 //! The key layout is the contract with `verity work` (ADR 0011), RQ's own:
 //! `rq:queue:<q>` is a list of job ids (appended at the tail, taken from the head, so the head
@@ -11,11 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpStream;
 
 /// Where and how to reach one tenant's Redis.
 #[derive(Clone, PartialEq, Eq)]
@@ -131,90 +130,6 @@ fn tls_config(ep: &Endpoint) -> Result<rustls::ClientConfig, ProbeError> {
         .map_err(|e| bad("client certificate", &e))
 }
 
-/// A RESP reply (the subset these commands produce).
-#[derive(Debug, PartialEq, Eq)]
-enum Reply {
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Simple(String),
-}
-
-const MAX_BULK: usize = 64 * 1024;
-
-async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Reply, ProbeError> {
-    let proto = |m: &str| ProbeError::Protocol(m.to_owned());
-    let mut line = Vec::new();
-    let n = (&mut *r)
-        .take(MAX_BULK as u64)
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| ProbeError::Protocol(e.kind().to_string()))?;
-    if n == 0 {
-        return Err(proto("connection closed"));
-    }
-    if !line.ends_with(b"\r\n") {
-        return Err(proto("reply line too long or not terminated"));
-    }
-    line.truncate(line.len() - 2);
-    let (kind, rest) = line.split_first().ok_or_else(|| proto("empty reply"))?;
-    let text = String::from_utf8_lossy(rest).into_owned();
-    match kind {
-        b'+' => Ok(Reply::Simple(text)),
-        b'-' => Err(ProbeError::Redis(text.chars().take(200).collect())),
-        b':' => text
-            .parse()
-            .map(Reply::Int)
-            .map_err(|_| proto("bad integer reply")),
-        b'$' => {
-            let len: i64 = text.parse().map_err(|_| proto("bad bulk length"))?;
-            if len < 0 {
-                return Ok(Reply::Bulk(None));
-            }
-            let len = usize::try_from(len).map_err(|_| proto("bad bulk length"))?;
-            if len > MAX_BULK {
-                return Err(proto("bulk reply too large"));
-            }
-            let mut buf = vec![0; len + 2];
-            r.read_exact(&mut buf)
-                .await
-                .map_err(|e| ProbeError::Protocol(e.kind().to_string()))?;
-            if !buf.ends_with(b"\r\n") {
-                return Err(proto("bulk reply not terminated"));
-            }
-            buf.truncate(len);
-            Ok(Reply::Bulk(Some(buf)))
-        }
-        _ => Err(proto("unexpected reply type")),
-    }
-}
-
-fn command(out: &mut Vec<u8>, args: &[&str]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-fn int(reply: Reply) -> Result<u64, ProbeError> {
-    match reply {
-        Reply::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
-        other => Err(ProbeError::Protocol(format!(
-            "expected an integer, got {other:?}"
-        ))),
-    }
-}
-
-fn bulk(reply: Reply) -> Result<Option<String>, ProbeError> {
-    match reply {
-        Reply::Bulk(b) => Ok(b.map(|b| String::from_utf8_lossy(&b).into_owned())),
-        other => Err(ProbeError::Protocol(format!(
-            "expected a bulk string, got {other:?}"
-        ))),
-    }
-}
-
 /// Parses `enqueued_at`: RFC 3339 (RQ writes `2024-05-01T12:00:00.123456Z`).
 pub fn parse_enqueued_at(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s.trim(), &Rfc3339).ok()
@@ -231,50 +146,156 @@ pub async fn probe(
         .map_err(|_| ProbeError::Timeout(timeout))?
 }
 
+/// A resolver that sends every name to one address: the connection goes to `addr` (an
+/// override in tests and development) while TLS still verifies the in-cluster server name.
+struct FixedAddress(Vec<std::net::SocketAddr>);
+
+impl redis::io::AsyncDNSResolver for FixedAddress {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        _host: &'b str,
+        _port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        Box::pin(async move {
+            Ok(Box::new(self.0.clone().into_iter())
+                as Box<
+                    dyn Iterator<Item = std::net::SocketAddr> + Send + 'a,
+                >)
+        })
+    }
+}
+
+/// Sorts a client error into the probe's stable categories (never quoting key material).
+fn classify(ep: &Endpoint, e: &redis::RedisError) -> ProbeError {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return ProbeError::Redis(
+            "WRONGPASS the operator's ACL user was refused (wrong or rotated password)".into(),
+        );
+    }
+    if e.is_connection_refusal() {
+        return ProbeError::Connect {
+            addr: ep.addr.clone(),
+            kind: std::io::ErrorKind::ConnectionRefused,
+        };
+    }
+    if e.is_timeout() {
+        return ProbeError::Connect {
+            addr: ep.addr.clone(),
+            kind: std::io::ErrorKind::TimedOut,
+        };
+    }
+    if let Some(code) = e.code() {
+        let detail = e.detail().unwrap_or_default();
+        return ProbeError::Redis(format!("{code} {detail}").chars().take(200).collect());
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return match io.kind() {
+                K::ConnectionRefused
+                | K::AddrNotAvailable
+                | K::HostUnreachable
+                | K::NetworkUnreachable => ProbeError::Connect {
+                    addr: ep.addr.clone(),
+                    kind: io.kind(),
+                },
+                K::InvalidData
+                | K::UnexpectedEof
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::BrokenPipe => ProbeError::Tls {
+                    addr: ep.addr.clone(),
+                    reason: io.to_string().chars().take(200).collect(),
+                },
+                _ => ProbeError::Protocol(io.to_string().chars().take(200).collect()),
+            };
+        }
+        source = err.source();
+    }
+    if e.is_io_error() {
+        return ProbeError::Tls {
+            addr: ep.addr.clone(),
+            reason: e.to_string().chars().take(200).collect(),
+        };
+    }
+    ProbeError::Protocol(e.to_string().chars().take(200).collect())
+}
+
+/// One reply of a pipeline: an error reply (e.g. `WRONGTYPE`) is Redis's error, not a zero.
+fn value<T: redis::FromRedisValue>(v: &redis::Value) -> Result<T, ProbeError> {
+    if let redis::Value::ServerError(e) = v {
+        let detail = e.details().unwrap_or_default();
+        return Err(ProbeError::Redis(
+            format!("{} {detail}", e.code()).chars().take(200).collect(),
+        ));
+    }
+    redis::from_redis_value_ref(v)
+        .map_err(|e| ProbeError::Protocol(e.to_string().chars().take(200).collect()))
+}
+
 async fn probe_inner(
     ep: &Endpoint,
     queues: &[&str],
 ) -> Result<BTreeMap<String, QueueStats>, ProbeError> {
-    let config = tls_config(ep)?;
-    let name = ServerName::try_from(ep.server_name.clone())
-        .map_err(|e| ProbeError::Material(format!("server name {}: {e}", ep.server_name)))?;
-    let tcp = TcpStream::connect(&ep.addr)
+    // Checked first, for a clear message about unusable stored material.
+    tls_config(ep)?;
+    let port = ep
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .ok_or_else(|| ProbeError::Material(format!("bad Redis address {}", ep.addr)))?;
+    let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&ep.addr)
         .await
         .map_err(|e| ProbeError::Connect {
             addr: ep.addr.clone(),
             kind: e.kind(),
-        })?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+        })?
+        .collect();
+    let url = format!("rediss://{}:{port}/0", ep.server_name);
+    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+        .map_err(|e| ProbeError::Material(format!("server name {}: {e}", ep.server_name)))?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_username(&ep.username)
+        .set_password(&ep.password);
+    let info = info.set_redis_settings(settings);
+    let certs = redis::TlsCertificates {
+        client_tls: Some(redis::ClientTlsConfig {
+            client_cert: ep.cert_pem.as_bytes().to_vec(),
+            client_key: ep.key_pem.as_bytes().to_vec(),
+        }),
+        root_cert: Some(ep.ca_pem.as_bytes().to_vec()),
+    };
+    let client = redis::Client::build_with_tls(info, certs)
+        .map_err(|_| ProbeError::Material("the client certificate, key or CA".into()))?;
+    let config = redis::AsyncConnectionConfig::new().set_dns_resolver(FixedAddress(resolved));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|e| ProbeError::Tls {
-            addr: ep.addr.clone(),
-            reason: e.to_string(),
-        })?;
-    let mut stream = BufReader::new(tls);
-    let io = |e: std::io::Error| ProbeError::Protocol(e.kind().to_string());
+        .map_err(|e| classify(ep, &e))?;
 
-    let mut out = Vec::new();
-    // Every user needs its password: authenticate as the operator's ACL user first. An error reply
-    // (wrong password, unknown user) ends the probe with that error.
-    command(&mut out, &["AUTH", &ep.username, &ep.password]);
-    stream.get_mut().write_all(&out).await.map_err(io)?;
-    stream.get_mut().flush().await.map_err(io)?;
-    read_reply(&mut stream).await?;
-    out.clear();
+    let mut pipe = redis::pipe();
     for q in queues {
-        command(&mut out, &["LLEN", &format!("rq:queue:{q}")]);
-        command(&mut out, &["LINDEX", &format!("rq:queue:{q}"), "0"]);
-        command(&mut out, &["ZCARD", &format!("rq:wip:{q}")]);
+        pipe.cmd("LLEN").arg(format!("rq:queue:{q}"));
+        pipe.cmd("LINDEX").arg(format!("rq:queue:{q}")).arg(0);
+        pipe.cmd("ZCARD").arg(format!("rq:wip:{q}"));
     }
-    stream.get_mut().write_all(&out).await.map_err(io)?;
-    stream.get_mut().flush().await.map_err(io)?;
+    let replies: Vec<redis::Value> = pipe
+        .ignore_errors()
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| classify(ep, &e))?;
     let mut stats = BTreeMap::new();
     let mut heads = Vec::new();
-    for q in queues {
-        let waiting = int(read_reply(&mut stream).await?)?;
-        let head = bulk(read_reply(&mut stream).await?)?;
-        let running = int(read_reply(&mut stream).await?)?;
+    for (q, r) in queues.iter().zip(replies.chunks(3)) {
+        let [waiting, head, running] = r else {
+            return Err(ProbeError::Protocol("missing replies".into()));
+        };
+        let waiting: u64 = value(waiting)?;
+        let head: Option<String> = value(head)?;
+        let running: u64 = value(running)?;
         if let Some(id) = head {
             heads.push(((*q).to_owned(), id));
         }
@@ -288,69 +309,30 @@ async fn probe_inner(
         );
     }
     if !heads.is_empty() {
-        let mut out = Vec::new();
+        let mut pipe = redis::pipe();
         for (_, id) in &heads {
-            command(&mut out, &["HGET", &format!("rq:job:{id}"), "enqueued_at"]);
+            pipe.cmd("HGET")
+                .arg(format!("rq:job:{id}"))
+                .arg("enqueued_at");
         }
-        stream.get_mut().write_all(&out).await.map_err(io)?;
-        stream.get_mut().flush().await.map_err(io)?;
-        for (q, _) in &heads {
-            let at = bulk(read_reply(&mut stream).await?)?;
+        let times: Vec<redis::Value> = pipe
+            .ignore_errors()
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(ep, &e))?;
+        for ((q, _), at) in heads.iter().zip(times) {
+            let at: Option<String> = value(&at)?;
             if let Some(s) = stats.get_mut(q) {
                 s.oldest_enqueued_at = at.as_deref().and_then(parse_enqueued_at);
             }
         }
     }
-    let _ = stream.get_mut().shutdown().await;
     Ok(stats)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn parse(bytes: &[u8]) -> Result<Reply, ProbeError> {
-        let mut r = BufReader::new(bytes);
-        read_reply(&mut r).await
-    }
-
-    #[tokio::test]
-    async fn resp_replies_parse() {
-        assert_eq!(parse(b":42\r\n").await.ok(), Some(Reply::Int(42)));
-        assert_eq!(
-            parse(b"+OK\r\n").await.ok(),
-            Some(Reply::Simple("OK".into()))
-        );
-        assert_eq!(parse(b"$-1\r\n").await.ok(), Some(Reply::Bulk(None)));
-        assert_eq!(
-            parse(b"$5\r\nab\r\nc\r\n").await.ok(),
-            Some(Reply::Bulk(Some(b"ab\r\nc".to_vec()))),
-            "bulk strings are length-delimited"
-        );
-        assert!(
-            matches!(parse(b"-WRONGTYPE nope\r\n").await, Err(ProbeError::Redis(m)) if m == "WRONGTYPE nope")
-        );
-        assert!(matches!(parse(b"").await, Err(ProbeError::Protocol(_))));
-        assert!(
-            matches!(parse(b":1").await, Err(ProbeError::Protocol(_))),
-            "unterminated"
-        );
-        assert!(
-            matches!(parse(b"$999999999\r\n").await, Err(ProbeError::Protocol(_))),
-            "too large"
-        );
-        assert!(
-            matches!(parse(b"*2\r\n").await, Err(ProbeError::Protocol(_))),
-            "arrays are not expected"
-        );
-    }
-
-    #[test]
-    fn commands_are_resp_arrays() {
-        let mut out = Vec::new();
-        command(&mut out, &["LLEN", "rq:queue:default"]);
-        assert_eq!(out, b"*2\r\n$4\r\nLLEN\r\n$16\r\nrq:queue:default\r\n");
-    }
 
     #[test]
     fn enqueued_at_accepts_rq_and_rfc3339_times() {
