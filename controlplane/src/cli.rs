@@ -1,5 +1,5 @@
 //! The `verity` command line: `serve`, `work`, `migrate`, `org create`, `user create`,
-//! `audit verify`, `audit purge`, `openapi`.
+//! `audit verify`, `audit purge`, `job enqueue|status|stats`, `openapi`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -79,8 +79,44 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Enqueue and inspect background jobs (operations, drills).
+    Job {
+        /// Job command.
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
+}
+
+/// `verity job …`: against the configured job queue (the database's, or Redis).
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Enqueue a job and print its id (`noop` answers its payload; `sleep` waits `{"ms": N}`).
+    Enqueue {
+        /// Queue.
+        #[arg(long, default_value = "default", value_parser = ["critical", "high", "default", "low"])]
+        queue: String,
+        /// Handler name.
+        #[arg(long)]
+        kind: String,
+        /// JSON payload.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Organization id the job belongs to.
+        #[arg(long)]
+        org: Option<i64>,
+        /// Attempts before the failed registry.
+        #[arg(long, default_value_t = 3)]
+        max_attempts: u32,
+    },
+    /// Print one job as JSON (exit code 1 if there is none).
+    Status {
+        /// Job id.
+        id: String,
+    },
+    /// Print the numbers of every queue as JSON.
+    Stats,
 }
 
 /// `verity org …`.
@@ -344,6 +380,43 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
             println!("removed {removed} audit entries past retention");
+            Ok(())
+        }
+        Command::Job { command } => {
+            let config = load_config(&cli)?;
+            let db = open_db(&config).await?;
+            let jobs = crate::jobs::open(&db, &config).await?;
+            match command {
+                JobCommand::Enqueue {
+                    queue,
+                    kind,
+                    payload,
+                    org,
+                    max_attempts,
+                } => {
+                    let queue = crate::jobs::queue(queue)
+                        .ok_or_else(|| anyhow::anyhow!("unknown queue {queue}"))?;
+                    let payload: serde_json::Value = serde_json::from_str(payload)
+                        .map_err(|e| anyhow::anyhow!("--payload is not JSON: {e}"))?;
+                    let job = crate::jobs::NewJob {
+                        organization: *org,
+                        max_attempts: *max_attempts,
+                        ..crate::jobs::NewJob::new(queue, kind.clone(), payload)
+                    };
+                    println!("{}", jobs.enqueue(&job).await?);
+                }
+                JobCommand::Status { id } => match jobs.get(id).await? {
+                    Some(v) => println!("{}", serde_json::to_string(&v)?),
+                    None => anyhow::bail!("there is no job {id}"),
+                },
+                JobCommand::Stats => {
+                    let mut all = Vec::new();
+                    for q in crate::jobs::QUEUES {
+                        all.push(jobs.stats(q).await?);
+                    }
+                    println!("{}", serde_json::to_string(&all)?);
+                }
+            }
             Ok(())
         }
         Command::Openapi => {
