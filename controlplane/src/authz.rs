@@ -154,6 +154,7 @@ permissions! {
     TaskManage => "task.manage", Project, Manager, "Import, change and delete tasks.";
     AnnotationCreate => "annotation.create", Project, Annotator, "Take tasks from the label stream, create annotations and change or delete one's own.";
     AnnotationManage => "annotation.manage", Project, Reviewer, "Change or delete other people's annotations.";
+    GroundTruthManage => "ground_truth.manage", Project, Manager, "Mark an annotation as ground truth or clear the mark (the `ground_truth` field of an annotation).";
     PredictionManage => "prediction.manage", Project, Manager, "Create, change and delete predictions.";
     ExportRun => "export.run", Project, Manager, "Export project data.";
 }

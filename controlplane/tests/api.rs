@@ -1003,3 +1003,68 @@ fn handlers_have_no_way_around_the_storage_layer() {
     assert!(files > 10, "found only {files} files under src/http");
     assert!(offenders.is_empty(), "{offenders:?}");
 }
+
+both_backends! {
+    async fn annotators_are_blind_to_each_other(app) {
+        let a = app.user("blind-a@example.com", Role::Annotator).await;
+        let b = app.user("blind-b@example.com", Role::Annotator).await;
+        let reviewer = app.user("blind-r@example.com", Role::Reviewer).await;
+        let p = app.mk_project(&app.owner, json!({"maximum_annotations": 2})).await;
+        for t in [&a, &b] {
+            app.add_member(p, t, None).await;
+        }
+        app.add_member(p, &reviewer, Some("reviewer")).await;
+        let task = app.mk_tasks(&app.owner, p, 1).await[0];
+        let mine = app.post(&format!("/api/tasks/{task}/annotations"), &a, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED)["id"].clone();
+        let theirs = app.post(&format!("/api/tasks/{task}/annotations"), &b, json!({"result": choice("neg")})).await.expect(StatusCode::CREATED)["id"].clone();
+        let a_id = app.user_id(&a).await;
+        let ids = |v: &Value| -> Vec<Value> { v.as_array().expect("list").iter().map(|x| x["id"].clone()).collect() };
+        // Every read path an annotator has: only their own annotation, and only themselves as annotator.
+        let t = app.get(&format!("/api/tasks/{task}"), &a).await.expect(StatusCode::OK);
+        assert_eq!(ids(&t["annotations"]), vec![mine.clone()]);
+        assert_eq!(t["annotators"], json!([a_id]));
+        assert_eq!(ids(&app.get(&format!("/api/tasks/{task}/annotations"), &a).await.expect(StatusCode::OK)), vec![mine.clone()]);
+        app.get(&format!("/api/annotations/{theirs}"), &a).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.get(&format!("/api/annotations/{mine}"), &a).await.expect(StatusCode::OK);
+        let page = app.get(&format!("/api/tasks?project={p}&fields=all"), &a).await.expect(StatusCode::OK);
+        assert_eq!(ids(&page["tasks"][0]["annotations"]), vec![mine.clone()]);
+        assert!(!page.to_string().contains("\"neg\""), "the other annotator's result leaks: {page}");
+        let page = app.get(&format!("/api/tasks?project={p}"), &a).await.expect(StatusCode::OK);
+        assert!(!page.to_string().contains("\"neg\""), "the other annotator's result leaks: {page}");
+        // Reviewers and above see everybody's work.
+        for who in [&reviewer, &app.owner] {
+            let t = app.get(&format!("/api/tasks/{task}"), who).await.expect(StatusCode::OK);
+            assert_eq!(ids(&t["annotations"]).len(), 2);
+            assert_eq!(ids(&app.get(&format!("/api/tasks/{task}/annotations"), who).await.expect(StatusCode::OK)).len(), 2);
+            app.get(&format!("/api/annotations/{theirs}"), who).await.expect(StatusCode::OK);
+        }
+    }
+}
+
+both_backends! {
+    async fn ground_truth_is_a_managers_call(app) {
+        let annotator = app.user("gt-a@example.com", Role::Annotator).await;
+        // Managers of a project (here an organization admin; project members without a
+        // workspace role are annotators or reviewers).
+        let manager = app.user("gt-m@example.com", Role::Admin).await;
+        let p = app.mk_project(&app.owner, json!({})).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 2).await;
+        // The manager marks ground truth; the annotator can neither mark their own nor, by
+        // doing so, clear the manager's.
+        let gt = app.post(&format!("/api/tasks/{}/annotations", tasks[0]), &manager, json!({"result": choice("pos"), "ground_truth": true})).await.expect(StatusCode::CREATED);
+        assert_eq!(gt["ground_truth"], json!(true));
+        let e = app.post(&format!("/api/tasks/{}/annotations", tasks[0]), &annotator, json!({"result": choice("neg"), "ground_truth": true})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        assert!(e["detail"].as_str().unwrap_or_default().contains("ground_truth.manage"), "{e}");
+        let mine = app.post(&format!("/api/tasks/{}/annotations", tasks[0]), &annotator, json!({"result": choice("neg")})).await.expect(StatusCode::CREATED);
+        app.patch(&format!("/api/annotations/{}", mine["id"]), &annotator, json!({"ground_truth": true})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        // Changing other fields of one's own annotation still works (ground_truth unchanged).
+        app.patch(&format!("/api/annotations/{}", mine["id"]), &annotator, json!({"result": choice("pos"), "ground_truth": false})).await.expect(StatusCode::OK);
+        // Nothing changed: the manager's mark stands, the project counts one ground truth.
+        assert_eq!(app.get(&format!("/api/annotations/{}", gt["id"]), &app.owner).await.expect(StatusCode::OK)["ground_truth"], json!(true));
+        assert_eq!(app.project(p).await["ground_truth_number"], json!(1));
+        // The manager may clear it.
+        app.patch(&format!("/api/annotations/{}", gt["id"]), &manager, json!({"ground_truth": false})).await.expect(StatusCode::OK);
+        assert_eq!(app.project(p).await["ground_truth_number"], json!(0));
+    }
+}

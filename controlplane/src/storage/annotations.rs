@@ -401,6 +401,11 @@ pub async fn create(
         check_member(db, actor, author).await?;
     }
     let ground_truth = input.ground_truth.unwrap_or(false);
+    if ground_truth {
+        // Ground truth is what others are measured against: a manager's call, not an
+        // annotator's (who could otherwise clear a manager's mark by setting their own).
+        actor.require_in(Some(access.role), Permission::GroundTruthManage)?;
+    }
     let result_text = if result.is_null() {
         None
     } else {
@@ -509,10 +514,15 @@ macro_rules! unset_ground_truth {
 
 pub use crate::{apply_annotation_delta, lock_project, unset_ground_truth};
 
-/// Loads an annotation of the actor's organization whose project the actor can see.
+/// Loads an annotation of the actor's organization whose project the actor can see. Another
+/// annotator's annotation is not found for an annotator (blind labeling; see
+/// [`tasks::Visible`]).
 pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationRow> {
     let row = load_row(db, actor, id).await?;
-    access::project(db, actor, row.project_id, Permission::ProjectView).await?;
+    let project = access::project(db, actor, row.project_id, Permission::ProjectView).await?;
+    if !tasks::Visible::for_role(actor, project.role).shows(row.completed_by) {
+        return Err(ApiError::not_found("annotation"));
+    }
     Ok(row)
 }
 
@@ -538,7 +548,9 @@ pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationView> {
 
 /// The non-skipped annotations of a task, oldest first.
 pub async fn list_for_task(db: &Db, actor: &Actor, task_id: i64) -> ApiResult<Vec<AnnotationView>> {
-    let task = tasks::get_row(db, actor, task_id, Permission::ProjectView).await?;
+    let (task, project) =
+        tasks::get_with_project(db, actor, task_id, Permission::ProjectView).await?;
+    let visible = tasks::Visible::for_role(actor, project.role);
     let rows: Vec<AnnotationRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {ANNOTATION_COLUMNS} from annotation a left join app_user u on u.id = a.completed_by \
@@ -548,7 +560,11 @@ pub async fn list_for_task(db: &Db, actor: &Actor, task_id: i64) -> ApiResult<Ve
         .fetch_all(conn)
         .await?
     });
-    Ok(rows.iter().map(AnnotationRow::view).collect())
+    Ok(rows
+        .iter()
+        .filter(|r| visible.shows(r.completed_by))
+        .map(AnnotationRow::view)
+        .collect())
 }
 
 /// Loads an annotation with its project for a change: one's own needs `annotation.create` in
@@ -579,6 +595,9 @@ pub async fn update(
     let project = access.row;
     let was_cancelled = input.was_cancelled.unwrap_or(row.was_cancelled);
     let ground_truth = input.ground_truth.unwrap_or(row.ground_truth);
+    if ground_truth != row.ground_truth {
+        actor.require_in(Some(access.role), Permission::GroundTruthManage)?;
+    }
     let result_text = match &input.result {
         Some(Value::Null) => None,
         Some(result) => {

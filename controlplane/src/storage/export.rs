@@ -176,7 +176,8 @@ async fn produce(
         let rows = page(db, project.id, after, &condition).await?;
         let Some(last) = rows.last() else { break };
         after = last.id;
-        let views = tasks::with_nested(db, &rows).await?;
+        // Exports need export.run (managers and above), who see every annotation.
+        let views = tasks::with_nested(db, &rows, tasks::Visible::All).await?;
         let mut out = Vec::with_capacity(rows.len() * 256);
         for view in views {
             let mut task = serde_json::to_value(&view).map_err(ApiError::internal)?;

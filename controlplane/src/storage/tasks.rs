@@ -210,10 +210,42 @@ async fn load_row(db: &Db, id: i64) -> ApiResult<TaskRow> {
     row.ok_or_else(|| ApiError::not_found("task"))
 }
 
-/// Attaches annotations (including skips, like Label Studio's task serializer) and predictions.
-pub async fn with_nested(db: &Db, rows: &[TaskRow]) -> ApiResult<Vec<TaskView>> {
+/// Whose annotations a caller may read. Annotators are blind to each other's work (overlap
+/// and agreement mean nothing otherwise): they see their own annotations only. Reviewers and
+/// above see all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visible {
+    /// Every annotation.
+    All,
+    /// Only those completed by this user.
+    OnlyOf(i64),
+}
+
+impl Visible {
+    /// What `actor`, holding `role` in the project, may read.
+    pub fn for_role(actor: &Actor, role: crate::authz::Role) -> Self {
+        if role >= crate::authz::Role::Reviewer {
+            Visible::All
+        } else {
+            Visible::OnlyOf(actor.user_id)
+        }
+    }
+
+    /// Whether an annotation completed by `user` is visible.
+    pub fn shows(self, user: Option<i64>) -> bool {
+        match self {
+            Visible::All => true,
+            Visible::OnlyOf(me) => user == Some(me),
+        }
+    }
+}
+
+/// Attaches annotations (including skips, like Label Studio's task serializer) and predictions;
+/// only the annotations `visible` allows, and only their annotators.
+pub async fn with_nested(db: &Db, rows: &[TaskRow], visible: Visible) -> ApiResult<Vec<TaskView>> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let anns = annotations::for_tasks(db, &ids, true).await?;
+    let mut anns = annotations::for_tasks(db, &ids, true).await?;
+    anns.retain(|a| visible.shows(a.completed_by));
     let preds = predictions::for_tasks(db, &ids).await?;
     let mut by_task: HashMap<i64, Vec<AnnotationRow>> = HashMap::new();
     for a in anns {
@@ -253,8 +285,11 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow]) -> ApiResult<Vec<TaskView>> 
 
 /// One task with its annotations and predictions.
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
-    let row = get_row(db, actor, id, Permission::ProjectView).await?;
-    Ok(with_nested(db, std::slice::from_ref(&row)).await?.remove(0))
+    let (row, project) = get_with_project(db, actor, id, Permission::ProjectView).await?;
+    let visible = Visible::for_role(actor, project.role);
+    Ok(with_nested(db, std::slice::from_ref(&row), visible)
+        .await?
+        .remove(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1040,7 +1075,9 @@ pub async fn list(
         fields,
         ids_only,
     } = window;
-    let project = projects::get_row(db, actor, project_id, Permission::ProjectView).await?;
+    let access = access::project(db, actor, project_id, Permission::ProjectView).await?;
+    let visible = Visible::for_role(actor, access.role);
+    let project = access.row;
     let filtered = query.condition != "true";
     let n = query.params.len();
     let (total, rows, ids): (i64, Vec<TaskRow>, Vec<i64>) = with_read!(db, conn, {
@@ -1110,7 +1147,7 @@ pub async fn list(
             })
             .collect()
     } else if fields == Fields::All {
-        with_nested(db, &rows).await?
+        with_nested(db, &rows, visible).await?
     } else {
         rows.iter().map(TaskRow::view).collect()
     };

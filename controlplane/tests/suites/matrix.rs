@@ -477,6 +477,11 @@ fn expected(e: &Endpoint, target: Target, role: Role) -> Outcome {
             },
         ),
     };
+    // Blind labeling (ADR 0014): an annotator may see the project, but the fixture's annotation
+    // is the owner's, which an annotator cannot read; it answers like a missing one.
+    if e.method == "GET" && e.path == "/api/annotations/{id}" && held == Some(Role::Annotator) {
+        return Outcome::Hidden;
+    }
     match held {
         Some(r) if r >= permission.minimum_role() => Outcome::Allowed,
         _ => Outcome::Forbidden,
