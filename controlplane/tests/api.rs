@@ -1068,3 +1068,21 @@ both_backends! {
         assert_eq!(app.project(p).await["ground_truth_number"], json!(0));
     }
 }
+
+both_backends! {
+    async fn parent_ids_must_belong_to_the_task(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let tasks = app.mk_tasks(&app.owner, p, 2).await;
+        let pred = app.post("/api/predictions", &app.owner, json!({"task": tasks[0], "result": choice("pos")})).await.expect(StatusCode::CREATED)["id"].clone();
+        let ann = app.post(&format!("/api/tasks/{}/annotations", tasks[0]), &app.owner, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED)["id"].clone();
+        // Of the same task: fine.
+        app.post(&format!("/api/tasks/{}/annotations", tasks[0]), &app.owner, json!({"result": choice("neg"), "parent_prediction": pred, "parent_annotation": ann})).await.expect(StatusCode::CREATED);
+        // Of another task, or not existing: 400 naming the field, nothing created.
+        let before = app.project(p).await["total_annotations_number"].clone();
+        let e = app.post(&format!("/api/tasks/{}/annotations", tasks[1]), &app.owner, json!({"result": choice("neg"), "parent_prediction": pred})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert!(e["validation_errors"]["parent_prediction"].is_array(), "{e}");
+        app.post(&format!("/api/tasks/{}/annotations", tasks[1]), &app.owner, json!({"result": choice("neg"), "parent_annotation": ann})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        app.post(&format!("/api/tasks/{}/annotations", tasks[1]), &app.owner, json!({"result": choice("neg"), "parent_annotation": 999_999})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert_eq!(app.project(p).await["total_annotations_number"], before);
+    }
+}

@@ -416,6 +416,27 @@ pub async fn create(
     let dialect = db.dialect();
     let row: AnnotationRow = with_tx!(db, tx, {
         lock_project!(tx, dialect, project.id);
+        // Referenced ids must be of this very task (not just any id, or another tenant's).
+        for (field, table, id) in [
+            ("parent_prediction", "prediction", input.parent_prediction),
+            ("parent_annotation", "annotation", input.parent_annotation),
+        ] {
+            let Some(id) = id else { continue };
+            let found: Option<i64> = sqlx::query_scalar(&format!(
+                "select id from {table} where id = $1 and task_id = $2"
+            ))
+            .bind(id)
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if found.is_none() {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    field,
+                    format!("{table} {id} is not a {table} of task {task_id}"),
+                ));
+            }
+        }
         if ground_truth {
             unset_ground_truth!(tx, task_id, project.id, skip_queue);
         }
