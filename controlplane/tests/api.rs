@@ -299,6 +299,12 @@ both_backends! {
         assert_eq!(f["total"], json!(2));
         app.get(&q(json!({"filters": {"conjunction": "xor", "items": []}})), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         app.get(&q(json!({"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:nope", "operator": "equal", "value": 1}]}})), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        // Values that parse as floats but are no SQL number: 400, not a database error.
+        for bad in ["NaN", "inf", "-infinity", "1e400"] {
+            app.get(&q(json!({"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": bad}]}})), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        }
+        let f = app.get(&q(json!({"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": "1e300"}]}})), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(f["total"], json!(0), "a huge but finite number still filters");
         // Per-project plain list.
         let list = app.get(&format!("/api/projects/{p}/tasks?page=1&page_size=20"), &app.owner).await.expect(StatusCode::OK);
         assert_eq!(list.as_array().map(Vec::len), Some(20));

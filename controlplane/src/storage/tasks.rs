@@ -970,10 +970,14 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
             match v {
                 Value::Number(n) => Ok(n.to_string()),
                 Value::Bool(b) => Ok(if *b { "1".into() } else { "0".into() }),
+                // NaN, inf and overflowing values such as 1e400 parse as f64 but are no SQL
+                // number: refuse them here rather than fail in the database.
                 Value::String(s) => s
                     .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
                     .map(|f| f.to_string())
-                    .map_err(|_| format!("{s:?} is not a number")),
+                    .ok_or_else(|| format!("{s:?} is not a finite number")),
                 _ => Err("value must be a number".into()),
             }
         } else {
