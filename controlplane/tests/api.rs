@@ -283,6 +283,10 @@ both_backends! {
         let only_ids = app.get(&format!("/api/tasks?project={p}&page=3&page_size=10&include=id"), &app.owner).await.expect(StatusCode::OK);
         assert_eq!(only_ids["tasks"], json!(ids[20..].iter().map(|i| json!({"id": i})).collect::<Vec<_>>()));
         app.get(&format!("/api/tasks?project={p}&page=4&page_size=10"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "invalid_page");
+        // Page numbers whose offset overflows, or that are no integer at all: 400.
+        app.get(&format!("/api/tasks?project={p}&page=9223372036854775807&page_size=100"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get(&format!("/api/tasks?project={p}&page=99999999999999999999"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get(&format!("/api/projects?page=9223372036854775807&page_size=100"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         app.get("/api/tasks", &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
         // Filters and ordering.
         let q = |v: Value| format!("/api/tasks?project={p}&include=id&query={}", urlencode(&v.to_string()));

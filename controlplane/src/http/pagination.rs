@@ -41,6 +41,14 @@ impl Page {
             }
             Some(s) => s.min(max),
         };
+        // The offset must fit an i64 (SQL's OFFSET); such a page is past any end anyway.
+        if (number - 1).checked_mul(size).is_none() {
+            return Err(ApiError::field(
+                ErrorCode::InvalidQuery,
+                "page",
+                "is too large",
+            ));
+        }
         Ok(Self { number, size })
     }
 
