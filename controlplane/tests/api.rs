@@ -1096,3 +1096,25 @@ both_backends! {
         assert_eq!(app.project(p).await["total_annotations_number"], before);
     }
 }
+
+both_backends! {
+    async fn csv_exports_neutralise_formulas(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        app.post(&format!("/api/projects/{p}/import"), &app.owner, json!([
+            {"text": "=HYPERLINK(\"http://evil.example\",\"click\")"},
+            {"text": "-3"},
+            {"text": "plain"},
+        ])).await.expect(StatusCode::CREATED);
+        let csv = app.get(&format!("/api/projects/{p}/export?exportType=CSV&download_all_tasks=true"), &app.owner).await;
+        assert_eq!(csv.status, StatusCode::OK);
+        assert!(csv.text.contains("\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"click\"\")\""), "{}", csv.text);
+        assert!(csv.text.contains(",'-3") || csv.text.contains("'-3,") || csv.text.contains("\n'-3"), "{}", csv.text);
+        assert!(!csv.text.contains(",=HYPERLINK") && !csv.text.contains("\"=HYPERLINK"), "{}", csv.text);
+        let tsv = app.get(&format!("/api/projects/{p}/export?exportType=TSV&download_all_tasks=true"), &app.owner).await;
+        assert!(tsv.text.contains("'=HYPERLINK"), "{}", tsv.text);
+        // Opt out for tools that need the raw values.
+        let raw = app.get(&format!("/api/projects/{p}/export?exportType=CSV&download_all_tasks=true&keep_formulas=true"), &app.owner).await;
+        assert!(raw.text.contains("\"=HYPERLINK(") && !raw.text.contains("'-3"), "{}", raw.text);
+        app.get(&format!("/api/projects/{p}/export?exportType=CSV&keep_formulas=maybe"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+    }
+}

@@ -76,6 +76,9 @@ pub struct Selection {
     pub all_tasks: bool,
     /// Only these task ids.
     pub ids: Option<Vec<i64>>,
+    /// CSV/TSV: write cells that start like a spreadsheet formula as they are, instead of
+    /// neutralising them (see [`csv_line`]).
+    pub keep_formulas: bool,
 }
 
 impl Selection {
@@ -149,6 +152,7 @@ async fn produce(
     tx: &mpsc::Sender<Chunk>,
 ) -> ApiResult<()> {
     let condition = selection.condition();
+    let neutralize = !selection.keep_formulas;
     let controls: Vec<String> = project
         .config()
         .map(|c| c.controls().iter().map(|c| c.name.clone()).collect())
@@ -169,7 +173,11 @@ async fn produce(
                 b'\t'
             };
             let cols = columns.as_deref().unwrap_or_default();
-            send(tx, csv_line(cols.iter().map(String::as_str), sep)).await?;
+            send(
+                tx,
+                csv_line(cols.iter().map(String::as_str), sep, neutralize),
+            )
+            .await?;
         }
     }
     loop {
@@ -211,7 +219,7 @@ async fn produce(
                             let cols = columns.as_deref().unwrap_or_default();
                             let cells: Vec<String> =
                                 cols.iter().map(|c| cell(row.get(c))).collect();
-                            out.extend(csv_line(cells.iter().map(String::as_str), sep));
+                            out.extend(csv_line(cells.iter().map(String::as_str), sep, neutralize));
                         }
                     }
                 }
@@ -351,12 +359,25 @@ pub(crate) fn cell(value: Option<&Value>) -> String {
     }
 }
 
-pub(crate) fn csv_line<'a>(cells: impl Iterator<Item = &'a str>, sep: u8) -> Vec<u8> {
+pub(crate) fn csv_line<'a>(
+    cells: impl Iterator<Item = &'a str>,
+    sep: u8,
+    neutralize: bool,
+) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, c) in cells.enumerate() {
         if i > 0 {
             out.push(sep);
         }
+        // Spreadsheet formula injection (OWASP "CSV injection"): a cell that starts with
+        // = + - @ (or a tab or carriage return) is run as a formula by spreadsheet programs;
+        // a leading ' makes it text. `keep_formulas` turns this off for tools that need raw data.
+        let c: std::borrow::Cow<'_, str> =
+            if neutralize && c.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                format!("'{c}").into()
+            } else {
+                c.into()
+            };
         let needs_quotes = c
             .bytes()
             .any(|b| b == sep || b == b'"' || b == b'\n' || b == b'\r');
@@ -380,11 +401,11 @@ mod tests {
     #[test]
     fn csv_quotes_only_when_needed() {
         assert_eq!(
-            csv_line(["a", "b,c", "d\"e"].into_iter(), b','),
+            csv_line(["a", "b,c", "d\"e"].into_iter(), b',', true),
             b"a,\"b,c\",\"d\"\"e\"\n".to_vec()
         );
         assert_eq!(
-            csv_line(["a", "b,c"].into_iter(), b'\t'),
+            csv_line(["a", "b,c"].into_iter(), b'\t', true),
             b"a\tb,c\n".to_vec()
         );
     }

@@ -202,6 +202,8 @@ pub async fn create(
         let selection = Selection {
             all_tasks: !only_annotated,
             ids: None,
+            // A snapshot is JSON; its CSV/TSV conversions always neutralise formulas.
+            keep_formulas: false,
         };
         let outcome = write_export(&db2, project, selection, &path).await;
         let (status, error) = match outcome {
@@ -418,7 +420,11 @@ async fn convert_file(source: &Path, target: &Path, format: ExportFormat) -> Res
     match format {
         ExportFormat::JsonMin => out.write_all(b"[").await.map_err(|e| e.to_string())?,
         _ => out
-            .write_all(&export::csv_line(columns.iter().map(String::as_str), sep))
+            .write_all(&export::csv_line(
+                columns.iter().map(String::as_str),
+                sep,
+                true,
+            ))
             .await
             .map_err(|e| e.to_string())?,
     }
@@ -436,7 +442,11 @@ async fn convert_file(source: &Path, target: &Path, format: ExportFormat) -> Res
                 } else {
                     let cells: Vec<String> =
                         columns.iter().map(|c| export::cell(row.get(c))).collect();
-                    bytes.extend(export::csv_line(cells.iter().map(String::as_str), sep));
+                    bytes.extend(export::csv_line(
+                        cells.iter().map(String::as_str),
+                        sep,
+                        true,
+                    ));
                 }
             }
             Ok(bytes)

@@ -37,6 +37,9 @@ pub struct ExportParams {
     pub export_type: Option<String>,
     /// Include tasks without annotations.
     pub download_all_tasks: Option<String>,
+    /// CSV/TSV: `true` writes cells starting with = + - @ as they are; by default they get a
+    /// leading `'` so spreadsheet programs do not run them as formulas.
+    pub keep_formulas: Option<String>,
     /// Accepted and ignored (media stays where it is).
     pub download_resources: Option<String>,
     /// Only these task ids (`ids=1&ids=2`, `ids[]=1` or `ids=1,2`).
@@ -105,6 +108,7 @@ pub async fn export_project(
     let selection = Selection {
         all_tasks: opt_bool("download_all_tasks", &params.download_all_tasks)?.unwrap_or(false),
         ids: (!ids.is_empty()).then_some(ids),
+        keep_formulas: opt_bool("keep_formulas", &params.keep_formulas)?.unwrap_or(false),
     };
     let _ = opt_bool("download_resources", &params.download_resources)?;
     let filename = format!(
