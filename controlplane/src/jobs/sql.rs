@@ -191,7 +191,26 @@ impl SqlQueue {
                          order by run_at, enqueued_at limit 1{skip_locked}) \
              returning id, kind, payload, organization_id, attempts, max_attempts, timeout_ms"
         );
-        for queue in queues {
+        // An idle worker polls several times a second: look on a reader first, so that an
+        // empty queue costs no write transaction (SQLite has one writer, shared with the API).
+        let now = now_micros();
+        let ready: Vec<String> = with_read!(&self.db, conn, {
+            let mut ready = Vec::new();
+            for queue in queues {
+                let found: Option<String> = sqlx::query_scalar(
+                    "select id from jobs where queue = $1 and state = 'queued' and run_at <= $2 limit 1",
+                )
+                .bind(*queue)
+                .bind(now)
+                .fetch_optional(conn)
+                .await?;
+                if found.is_some() {
+                    ready.push((*queue).to_owned());
+                }
+            }
+            ready
+        });
+        for queue in queues.iter().filter(|q| ready.iter().any(|r| r == *q)) {
             let token = super::new_id();
             let now = now_micros();
             let leased = with_tx!(&self.db, tx, {

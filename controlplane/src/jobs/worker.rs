@@ -144,7 +144,8 @@ impl JobMetrics {
     }
 }
 
-/// Runs a worker until `stop` turns true, then drains. Returns how many jobs it gave back.
+/// Runs a worker until `stop` turns true (or its sender is gone), then drains. Returns how many
+/// jobs it gave back.
 pub async fn run(
     jobs: Jobs,
     handlers: Handlers,
@@ -159,8 +160,10 @@ pub async fn run(
     let in_hand: Arc<std::sync::Mutex<HashMap<String, Leased>>> = Arc::default();
     let mut last_maintenance = tokio::time::Instant::now() - Duration::from_secs(60);
     tracing::info!(queues = ?config.queues, concurrency = config.concurrency, backend = jobs.backend(), "worker started");
+    // Resolves once `stop` is true or its sender is gone (both mean: stop).
+    let mut stopping = false;
     loop {
-        if *stop.borrow() {
+        if stopping || *stop.borrow() {
             break;
         }
         while running.try_join_next().is_some() {}
@@ -183,7 +186,7 @@ pub async fn run(
         }
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => continue,
+            _ = stop.wait_for(|s| *s) => { stopping = true; continue }
         };
         let leased = match jobs.lease(&config.queues, config.lease).await {
             Ok(Some(job)) => job,
@@ -191,7 +194,7 @@ pub async fn run(
                 drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(config.idle_poll) => {}
-                    _ = stop.changed() => {}
+                    _ = stop.wait_for(|s| *s) => stopping = true,
                 }
                 continue;
             }
@@ -200,7 +203,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "leasing a job failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => {}
+                    _ = stop.wait_for(|s| *s) => stopping = true,
                 }
                 continue;
             }
