@@ -123,7 +123,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.identity.clone(),
     );
     lease_cfg.validate().map_err(anyhow::Error::msg)?;
-    let lost_lease: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if cfg
+    let mut lost_lease: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if cfg
         .leader_elect
     {
         info!(lease = %lease_cfg.name, namespace = %lease_cfg.namespace, "waiting for the lease");
@@ -318,7 +318,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         // The lease first: a replica thawed after its renew deadline must stop before its
         // controllers get another turn.
         biased;
-        _ = lost_lease => true,
+        _ = &mut lost_lease => true,
         _ = &mut controllers => false,
         _ = shutdown_signal() => false,
     };
@@ -330,7 +330,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     // One signal fans out to every controller and the HTTP server; reconciles in flight finish.
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
+    // The lease is still renewed while reconciles in flight finish: a drain longer than the
+    // renew deadline must not let a standby take over while this replica still writes.
+    tokio::select! {
+        biased;
+        _ = &mut lost_lease => {
+            anyhow::bail!("lost the leader lease while draining; exiting so that a fresh replica takes over");
+        }
+        _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers) => {}
+    }
     if cfg.leader_elect {
         lease::release(client.clone(), &lease_cfg).await;
     }
