@@ -284,7 +284,16 @@ impl Jobs {
                 "a job kind must have 1 to 100 characters".into(),
             ));
         }
-        dispatch!(self, q => q.enqueue(job).await)
+        let id = match &job.id {
+            Some(id) if valid_id(id) => id.clone(),
+            Some(_) => {
+                return Err(JobError::Invalid(
+                    "a job id has 1 to 64 characters of A-Z a-z 0-9 - _ . :".into(),
+                ));
+            }
+            None => new_id(),
+        };
+        dispatch!(self, q => q.enqueue(id, job).await)
     }
 
     /// Leases the next job of the first non-empty queue of `queues` (in that order) for `lease`.

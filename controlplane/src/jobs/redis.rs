@@ -350,16 +350,7 @@ impl RedisQueue {
         })
     }
 
-    pub(super) async fn enqueue(&self, job: &NewJob) -> Result<String, JobError> {
-        let id = match &job.id {
-            Some(id) if super::valid_id(id) => id.clone(),
-            Some(_) => {
-                return Err(JobError::Invalid(
-                    "a job id has 1 to 64 characters of A-Z a-z 0-9 - _ . :".into(),
-                ));
-            }
-            None => super::new_id(),
-        };
+    pub(super) async fn enqueue(&self, id: String, job: &NewJob) -> Result<String, JobError> {
         if let Some(dep) = &job.depends_on
             && !super::valid_id(dep)
         {

@@ -116,16 +116,7 @@ impl SqlQueue {
         Self { db }
     }
 
-    pub(super) async fn enqueue(&self, job: &NewJob) -> Result<String, JobError> {
-        let id = match &job.id {
-            Some(id) if super::valid_id(id) => id.clone(),
-            Some(_) => {
-                return Err(JobError::Invalid(
-                    "a job id has 1 to 64 characters of A-Z a-z 0-9 - _ . :".into(),
-                ));
-            }
-            None => super::new_id(),
-        };
+    pub(super) async fn enqueue(&self, id: String, job: &NewJob) -> Result<String, JobError> {
         let now = now_micros();
         let run_at = now + job.delay.map_or(0, micros);
         let payload = job.payload.to_string();
