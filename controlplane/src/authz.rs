@@ -157,6 +157,7 @@ permissions! {
     GroundTruthManage => "ground_truth.manage", Project, Manager, "Mark an annotation as ground truth or clear the mark (the `ground_truth` field of an annotation).";
     PredictionManage => "prediction.manage", Project, Manager, "Create, change and delete predictions.";
     ExportRun => "export.run", Project, Manager, "Export project data.";
+    WebhookManage => "webhook.manage", Project, Manager, "Create, change and delete the project's webhooks and read their delivery log (organization-wide webhooks need organization.manage).";
 }
 
 /// How a caller reaches a project: the facts [`project_role`] decides on.
@@ -425,6 +426,18 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/jobs", Needs(P::JobManage)),
     ep("POST", "/api/jobs/{id}/requeue", Needs(P::JobManage)),
     ep("DELETE", "/api/jobs/{id}", Needs(P::JobManage)),
+    // Webhooks.
+    ep("GET", "/api/webhooks/info", SignedIn),
+    ep("GET", "/api/webhooks", Needs(P::WebhookManage)),
+    ep("POST", "/api/webhooks", Needs(P::WebhookManage)),
+    ep("GET", "/api/webhooks/{id}", Needs(P::WebhookManage)),
+    ep("PATCH", "/api/webhooks/{id}", Needs(P::WebhookManage)),
+    ep("DELETE", "/api/webhooks/{id}", Needs(P::WebhookManage)),
+    ep(
+        "GET",
+        "/api/webhooks/{id}/deliveries",
+        Needs(P::WebhookManage),
+    ),
     // Workspaces.
     ep("GET", "/api/workspaces", SignedIn),
     ep("POST", "/api/workspaces", Needs(P::WorkspaceCreate)),

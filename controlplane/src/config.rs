@@ -91,6 +91,17 @@ pub struct Config {
     /// Seconds a job's lease lasts without a heartbeat: a killed worker's jobs run again after
     /// at most this long.
     pub worker_lease_secs: u64,
+    /// Which non-public addresses outgoing requests (webhooks, ML backends, storage endpoints)
+    /// may reach: `false` (none), `true` (all) or a comma-separated list of addresses and
+    /// networks (`10.0.0.0/8,127.0.0.1`).
+    pub allow_private_targets: String,
+    /// Time limit of one webhook request, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Attempts per webhook event before it is given up.
+    pub webhook_max_attempts: u32,
+    /// Delay before the first retry of a failed webhook event, in milliseconds; it doubles per
+    /// attempt (at most one hour).
+    pub webhook_retry_base_ms: u64,
 }
 
 impl Default for Config {
@@ -124,6 +135,10 @@ impl Default for Config {
             worker_concurrency: 4,
             worker_drain_secs: 25,
             worker_lease_secs: 30,
+            allow_private_targets: "false".into(),
+            webhook_timeout_ms: 5000,
+            webhook_max_attempts: 8,
+            webhook_retry_base_ms: 5000,
         }
     }
 }
@@ -208,6 +223,14 @@ impl Config {
         env!(worker_concurrency, "VERITY_WORKER_CONCURRENCY", parse);
         env!(worker_drain_secs, "VERITY_WORKER_DRAIN_SECS", parse);
         env!(worker_lease_secs, "VERITY_WORKER_LEASE_SECS", parse);
+        env!(
+            allow_private_targets,
+            "VERITY_ALLOW_PRIVATE_TARGETS",
+            string
+        );
+        env!(webhook_timeout_ms, "VERITY_WEBHOOK_TIMEOUT_MS", parse);
+        env!(webhook_max_attempts, "VERITY_WEBHOOK_MAX_ATTEMPTS", parse);
+        env!(webhook_retry_base_ms, "VERITY_WEBHOOK_RETRY_BASE_MS", parse);
         Ok(())
     }
 
@@ -291,6 +314,10 @@ mod tests {
         worker_concurrency: usize,
         worker_drain_secs: u64,
         worker_lease_secs: u64,
+        allow_private_targets: String,
+        webhook_timeout_ms: u64,
+        webhook_max_attempts: u32,
+        webhook_retry_base_ms: u64,
     }
 
     impl From<&Config> for DefaultsProbe {
@@ -321,6 +348,10 @@ mod tests {
                 worker_concurrency: c.worker_concurrency,
                 worker_drain_secs: c.worker_drain_secs,
                 worker_lease_secs: c.worker_lease_secs,
+                allow_private_targets: c.allow_private_targets.clone(),
+                webhook_timeout_ms: c.webhook_timeout_ms,
+                webhook_max_attempts: c.webhook_max_attempts,
+                webhook_retry_base_ms: c.webhook_retry_base_ms,
             }
         }
     }

@@ -53,6 +53,9 @@ pub enum ErrorCode {
     InvalidInvitation,
     /// The request body is larger than the configured limit.
     PayloadTooLarge,
+    /// A URL points at a private, loopback or link-local address that the administrator has not
+    /// allowed (`allow_private_targets`).
+    PrivateTarget,
     /// The HTTP method is not allowed on this path.
     MethodNotAllowed,
     /// The request took longer than the configured timeout.
@@ -72,7 +75,8 @@ impl ErrorCode {
             | ErrorCode::InvalidLabelConfig
             | ErrorCode::InvalidResult
             | ErrorCode::InvalidImport
-            | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidQuery
+            | ErrorCode::PrivateTarget => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden | ErrorCode::Paused | ErrorCode::PrivilegeEscalation => {
                 StatusCode::FORBIDDEN

@@ -15,6 +15,7 @@ pub mod http;
 pub mod jobs;
 pub mod server;
 pub mod storage;
+pub mod webhooks;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -115,6 +115,8 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     let workers = config.serve_workers;
     let drain = std::time::Duration::from_secs(config.worker_drain_secs);
     let lease = std::time::Duration::from_secs(config.worker_lease_secs.max(1));
+    let handlers = handlers(&db, &jobs, &config)?;
+    let sweeper = tokio::spawn(sweep_webhooks(db.clone(), jobs.clone()));
     let state =
         AppState::new(db.clone(), Arc::new(config), jwt_key, metrics).with_jobs(jobs.clone());
     // The embedded default runs its jobs in-process; a deployment with Redis runs them in
@@ -123,7 +125,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     let worker = (workers > 0).then(|| {
         tokio::spawn(crate::jobs::worker::run(
             jobs.clone(),
-            crate::jobs::builtin_handlers(),
+            handlers,
             crate::jobs::worker::WorkerConfig {
                 concurrency: workers,
                 drain,
@@ -152,6 +154,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     if let Some(task) = purge {
         task.abort();
     }
+    sweeper.abort();
     let _ = stop_workers.send(true);
     if let Some(w) = worker {
         let _ = w.await;
@@ -180,6 +183,7 @@ pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::
     let jwt_key = users::signing_key(&db)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
+    let handlers = handlers(&db, &jobs, &config)?;
     let state =
         AppState::new(db.clone(), Arc::new(config), jwt_key, metrics).with_jobs(jobs.clone());
     let probes = axum::Router::new()
@@ -206,7 +210,7 @@ pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::jobs::worker::run(
         jobs.clone(),
-        crate::jobs::builtin_handlers(),
+        handlers,
         worker_config,
         Some(job_metrics),
         stop_rx,
@@ -227,6 +231,35 @@ pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::
     db.close().await;
     tracing::info!(given_back, "stopped");
     Ok(())
+}
+
+/// Every job handler a process registers: the built-in ones and webhook delivery.
+pub fn handlers(
+    db: &Db,
+    jobs: &crate::jobs::Jobs,
+    config: &Config,
+) -> anyhow::Result<crate::jobs::worker::Handlers> {
+    let delivery = crate::webhooks::Delivery::new(db.clone(), jobs.clone(), config)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(delivery.register(crate::jobs::builtin_handlers()))
+}
+
+/// Every minute, starts delivery of webhook events that no pass holds (recorded just before a
+/// crash, between the outbox and the queue).
+async fn sweep_webhooks(db: Db, jobs: crate::jobs::Jobs) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match crate::webhooks::sweep(&db, &jobs).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                webhooks = n,
+                "restarted delivery of stranded webhook events"
+            ),
+            Err(e) => tracing::warn!(error = %e, "sweeping webhook events failed; retrying later"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

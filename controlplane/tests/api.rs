@@ -7,6 +7,8 @@ mod jobs;
 mod matrix;
 #[path = "suites/tenancy.rs"]
 mod tenancy;
+#[path = "suites/webhooks.rs"]
+mod webhooks;
 
 use std::{collections::HashMap, sync::Arc};
 

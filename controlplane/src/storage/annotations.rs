@@ -682,7 +682,8 @@ pub async fn update(
 }
 
 /// Deletes an annotation (one's own, or any with `annotation.manage`).
-pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
+/// Deletes an annotation; answers its project.
+pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<i64> {
     let (row, access) = load_for_change(db, actor, id).await?;
     let project = access.row;
     let skip_queue = project.settings().skip_queue;
@@ -711,7 +712,7 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
         );
         Ok::<_, ApiError>(())
     })?;
-    Ok(())
+    Ok(project.id)
 }
 
 /// Annotations of many tasks at once (for task pages and exports), grouped by the caller.

@@ -26,6 +26,7 @@ pub mod projects;
 pub mod snapshots;
 pub mod tasks;
 pub mod users;
+pub mod webhooks;
 pub mod workspaces;
 
 use std::{str::FromStr, time::Duration};

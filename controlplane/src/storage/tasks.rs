@@ -1261,7 +1261,7 @@ pub async fn delete_many(
     actor: &Actor,
     project_id: i64,
     ids: Option<&[i64]>,
-) -> ApiResult<i64> {
+) -> ApiResult<Vec<i64>> {
     projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
     let dialect = db.dialect();
     let condition = match ids {
@@ -1279,7 +1279,7 @@ pub async fn delete_many(
                         serde_json::json!({"deleted": 0, "ids": []}),
                     )
                 );
-                Ok::<_, ApiError>(0)
+                Ok::<_, ApiError>(Vec::new())
             });
         }
         Some(ids) => format!(
@@ -1299,12 +1299,13 @@ pub async fn delete_many(
         .bind(project_id)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(&format!(
-            "delete from task where project_id = $1{condition}"
+        let mut deleted: Vec<i64> = sqlx::query_scalar(&format!(
+            "delete from task where project_id = $1{condition} returning id"
         ))
         .bind(project_id)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        deleted.sort_unstable();
         sqlx::query(
             "update project set task_number = task_number - $1, finished_task_number = finished_task_number - $2, \
              total_annotations_number = total_annotations_number - $3, skipped_annotations_number = skipped_annotations_number - $4, \
@@ -1334,7 +1335,7 @@ pub async fn delete_many(
                 serde_json::json!({"deleted": sums.0, "ids": ids}),
             )
         );
-        Ok::<_, ApiError>(sums.0)
+        Ok::<_, ApiError>(deleted)
     })
 }
 

@@ -65,6 +65,8 @@ struct Objects {
     prediction: i64,
     snapshot: i64,
     pause: i64,
+    /// A webhook of the project.
+    webhook: i64,
     /// The user the pause is for.
     paused_user: i64,
 }
@@ -171,8 +173,18 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["id"]
         .as_i64()
         .expect("id");
+    let webhook = create(
+        app,
+        "/api/webhooks",
+        token,
+        json!({"project": project, "url": "https://hooks.example.com/matrix"}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
     Objects {
         project,
+        webhook,
         task,
         annotation,
         prediction,
@@ -331,6 +343,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.annotation
     } else if e.path.starts_with("/api/predictions/") {
         obj.prediction
+    } else if e.path.starts_with("/api/webhooks/") {
+        obj.webhook
     } else if e.path.starts_with("/api/workspaces/") {
         workspace
     } else if e.path.starts_with("/api/organizations/") {
@@ -375,7 +389,7 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         .replace("{key}", "k");
     let admin = f.users[&Role::Admin];
     let body = match (e.method, e.path) {
-        ("GET", "/api/tasks") | ("GET", "/api/predictions") => {
+        ("GET", "/api/tasks") | ("GET", "/api/predictions") | ("GET", "/api/webhooks") => {
             path.push_str(&format!("?project={}", obj.project));
             None
         }
@@ -383,6 +397,10 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
             path.push_str(&format!("?project={}&id=delete_tasks", obj.project));
             Some(json!({"selectedItems": {"all": false, "included": [obj.task]}}))
         }
+        ("POST", "/api/webhooks") => {
+            Some(json!({"project": obj.project, "url": "https://hooks.example.com/new"}))
+        }
+        ("PATCH", "/api/webhooks/{id}") => Some(json!({"is_active": false})),
         ("POST", "/api/tasks") => Some(json!({"project": obj.project, "data": {"text": "x"}})),
         ("PATCH", "/api/tasks/{id}") => Some(json!({"data": {"text": "changed"}})),
         ("POST", "/api/tasks/{id}/annotations") => Some(json!({"result": choice("pos")})),

@@ -18,6 +18,7 @@ use crate::{
         no_content,
     },
     storage::annotations::{self, AnnotationInput, AnnotationView},
+    webhooks::{Action, Subject},
 };
 
 /// Query of an annotation create.
@@ -53,10 +54,16 @@ pub async fn create_annotation(
     if opt_bool("was_cancelled", &params.was_cancelled)? == Some(true) {
         input.was_cancelled = Some(true);
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(annotations::create(&state.db, &actor, id, input).await?),
-    ))
+    let created = annotations::create(&state.db, &actor, id, input).await?;
+    emit(
+        &state,
+        &actor,
+        created.project,
+        Action::AnnotationCreated,
+        Subject::Annotation(created.id),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// One annotation.
@@ -78,9 +85,16 @@ pub async fn update_annotation(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<AnnotationView>> {
     let input = AnnotationInput::from_body(&body)?;
-    Ok(Json(
-        annotations::update(&state.db, &actor, id, input).await?,
-    ))
+    let updated = annotations::update(&state.db, &actor, id, input).await?;
+    emit(
+        &state,
+        &actor,
+        updated.project,
+        Action::AnnotationUpdated,
+        Subject::Annotation(updated.id),
+    )
+    .await;
+    Ok(Json(updated))
 }
 
 /// Deletes an annotation.
@@ -90,8 +104,28 @@ pub async fn delete_annotation(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    annotations::delete(&state.db, &actor, id).await?;
+    let project = annotations::delete(&state.db, &actor, id).await?;
+    emit(
+        &state,
+        &actor,
+        project,
+        Action::AnnotationsDeleted,
+        Subject::AnnotationsDeleted(vec![id]),
+    )
+    .await;
     Ok(no_content())
+}
+
+async fn emit(state: &AppState, actor: &Actor, project: i64, action: Action, subject: Subject) {
+    crate::webhooks::emit(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        Some(project),
+        action,
+        subject,
+    )
+    .await;
 }
 
 /// Routes of this module.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::webhooks::{Action, Subject};
 use crate::{
     authz::Actor,
     error::{ApiError, ApiResult, ErrorCode},
@@ -210,8 +211,36 @@ pub async fn import_tasks(
         }
         file.flush().await.map_err(ApiError::internal)?;
     }
-    let summary = tasks::import(&state.db, &actor, id, &spool.sources, return_ids).await?;
+    let mut summary = tasks::import(&state.db, &actor, id, &spool.sources, true).await?;
     drop(spool);
+    let created = if return_ids {
+        summary.task_ids.clone().unwrap_or_default()
+    } else {
+        summary.task_ids.take().unwrap_or_default()
+    };
+    if !created.is_empty() {
+        let annotated = summary.annotation_count > 0;
+        let emit = |action, subject| {
+            crate::webhooks::emit(
+                &state.db,
+                &state.jobs,
+                actor.org_id,
+                Some(id),
+                action,
+                subject,
+            )
+        };
+        if annotated {
+            emit(Action::TasksCreated, Subject::Tasks(created.clone())).await;
+            emit(
+                Action::AnnotationsCreated,
+                Subject::AnnotationsOfTasks(created),
+            )
+            .await;
+        } else {
+            emit(Action::TasksCreated, Subject::Tasks(created)).await;
+        }
+    }
     Ok((StatusCode::CREATED, Json(summary)))
 }
 

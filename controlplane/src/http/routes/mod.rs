@@ -13,6 +13,7 @@ pub mod predictions;
 pub mod projects;
 pub mod tasks;
 pub mod users;
+pub mod webhooks;
 pub mod workspaces;
 
 use utoipa::{
@@ -77,6 +78,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(members::router())
         .merge(admin::router())
         .merge(jobs::router())
+        .merge(webhooks::router())
 }
 
 /// The OpenAPI document as pretty JSON (committed under `docs/openapi.json`).

@@ -20,6 +20,7 @@ use crate::{
         pagination::{Page, links},
     },
     storage::projects::{self, ProjectFilter, ProjectView},
+    webhooks::{Action, Subject},
 };
 
 /// Query of the project list.
@@ -112,10 +113,17 @@ pub async fn create_project(
     actor: Actor,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<ProjectView>)> {
-    Ok((
-        StatusCode::CREATED,
-        Json(projects::create(&state.db, &actor, &body).await?),
-    ))
+    let created = projects::create(&state.db, &actor, &body).await?;
+    crate::webhooks::emit(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        Some(created.id),
+        Action::ProjectCreated,
+        Subject::Project(created.id),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// One project.
@@ -136,7 +144,17 @@ pub async fn update_project(
     Path(id): Path<i64>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<ProjectView>> {
-    Ok(Json(projects::update(&state.db, &actor, id, &body).await?))
+    let updated = projects::update(&state.db, &actor, id, &body).await?;
+    crate::webhooks::emit(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        Some(id),
+        Action::ProjectUpdated,
+        Subject::Project(id),
+    )
+    .await;
+    Ok(Json(updated))
 }
 
 /// Deletes a project and everything in it.
@@ -147,6 +165,15 @@ pub async fn delete_project(
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
     projects::delete(&state.db, &actor, id).await?;
+    crate::webhooks::emit(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        Some(id),
+        Action::ProjectDeleted,
+        Subject::ProjectDeleted(id),
+    )
+    .await;
     Ok(no_content())
 }
 

@@ -20,6 +20,7 @@ use crate::{
         pagination::Page,
     },
     storage::tasks::{self, Fields, TaskView, Window},
+    webhooks::{Action, Subject},
 };
 
 /// Query of the task list.
@@ -208,10 +209,16 @@ pub async fn create_task(
     };
     let data = object_field(&body, "data", true)?.unwrap_or_default();
     let meta = object_field(&body, "meta", false)?.unwrap_or_default();
-    Ok((
-        StatusCode::CREATED,
-        Json(tasks::create_one(&state.db, &actor, project, data, meta).await?),
-    ))
+    let created = tasks::create_one(&state.db, &actor, project, data, meta).await?;
+    tasks_emit(
+        &state,
+        &actor,
+        project,
+        Action::TasksCreated,
+        Subject::Tasks(vec![created.id]),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// One task with its annotations and predictions.
@@ -247,7 +254,15 @@ pub async fn delete_task(
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
     let task = tasks::get_row(&state.db, &actor, id, Permission::TaskManage).await?;
-    tasks::delete_many(&state.db, &actor, task.project_id, Some(&[id])).await?;
+    let deleted = tasks::delete_many(&state.db, &actor, task.project_id, Some(&[id])).await?;
+    tasks_emit(
+        &state,
+        &actor,
+        task.project_id,
+        Action::TasksDeleted,
+        Subject::TasksDeleted(deleted),
+    )
+    .await;
     Ok(no_content())
 }
 
@@ -305,7 +320,15 @@ pub async fn delete_project_tasks(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    tasks::delete_many(&state.db, &actor, id, None).await?;
+    let deleted = tasks::delete_many(&state.db, &actor, id, None).await?;
+    tasks_emit(
+        &state,
+        &actor,
+        id,
+        Action::TasksDeleted,
+        Subject::TasksDeleted(deleted),
+    )
+    .await;
     Ok(no_content())
 }
 
@@ -357,6 +380,18 @@ pub async fn run_action(
             )?;
             let ids = collect_ids(&state, &actor, project, &query).await?;
             let deleted = tasks::delete_many(&state.db, &actor, project, Some(&ids)).await?;
+            let deleted = {
+                let n = deleted.len();
+                tasks_emit(
+                    &state,
+                    &actor,
+                    project,
+                    Action::TasksDeleted,
+                    Subject::TasksDeleted(deleted),
+                )
+                .await;
+                n
+            };
             Ok(Json(
                 serde_json::json!({"processed_items": deleted, "reload": true, "detail": format!("Deleted {deleted} tasks")}),
             ))
@@ -372,6 +407,27 @@ pub async fn run_action(
             "this parameter is required",
         )),
     }
+}
+
+async fn tasks_emit(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    action: Action,
+    subject: Subject,
+) {
+    if matches!(&subject, Subject::TasksDeleted(ids) if ids.is_empty()) {
+        return;
+    }
+    crate::webhooks::emit(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        Some(project),
+        action,
+        subject,
+    )
+    .await;
 }
 
 async fn collect_ids(
