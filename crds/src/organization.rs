@@ -425,6 +425,18 @@ pub struct NetworkSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub storage_endpoints: Vec<NetworkEndpoint>,
+    /// Private destinations the app and the workers may send webhooks (and ML-backend calls)
+    /// to. Each is opened in the NetworkPolicy and passed to the control plane's guard against
+    /// private targets (`VERITY_ALLOW_PRIVATE_TARGETS`), which refuses every other private,
+    /// loopback and link-local address.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub outbound_endpoints: Vec<NetworkEndpoint>,
+    /// Let the app and the workers reach public addresses (everything but private, loopback,
+    /// link-local and shared ranges) on TCP 80 and 443, where webhook receivers usually are.
+    /// Off by default: nothing leaves the tenant that is not declared.
+    #[serde(default)]
+    pub public_egress: bool,
 }
 
 /// ResourceQuota and LimitRange of the tenant namespace.

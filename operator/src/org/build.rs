@@ -417,6 +417,43 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
             }),
         ));
     }
+    if net.public_egress {
+        let except_v4 = [
+            "0.0.0.0/8",
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+        ];
+        let except_v6 = ["::1/128", "fc00::/7", "fe80::/10"];
+        out.push(netpol(
+            cx,
+            "allow-public-egress",
+            json!({
+                "podSelector": pods_of(cx, &["app", "worker"]), "policyTypes": ["Egress"],
+                "egress": [{
+                    "to": [
+                        { "ipBlock": { "cidr": "0.0.0.0/0", "except": except_v4 } },
+                        { "ipBlock": { "cidr": "::/0", "except": except_v6 } },
+                    ],
+                    "ports": [{ "protocol": "TCP", "port": 443 }, { "protocol": "TCP", "port": 80 }],
+                }],
+            }),
+        ));
+    }
+    if !net.outbound_endpoints.is_empty() {
+        let endpoints: Vec<&NetworkEndpoint> = net.outbound_endpoints.iter().collect();
+        out.push(netpol(
+            cx,
+            "allow-outbound",
+            json!({
+                "podSelector": pods_of(cx, &["app", "worker"]), "policyTypes": ["Egress"],
+                "egress": ip_egress(&endpoints),
+            }),
+        ));
+    }
     if !net.storage_endpoints.is_empty() {
         let endpoints: Vec<&NetworkEndpoint> = net.storage_endpoints.iter().collect();
         out.push(netpol(
@@ -558,6 +595,12 @@ fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
         json!({"name": "VERITY_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": db.name, "key": db.key}}}),
         json!({"name": "VERITY_SESSION_KEY", "valueFrom": {"secretKeyRef": {"name": APP_SECRET, "key": "session-key"}}}),
     ];
+    let outbound = &cx.org.spec.network.outbound_endpoints;
+    if redis.is_some() && !outbound.is_empty() {
+        // The app checks webhook URLs and the workers deliver: both allow what the policy opens.
+        let cidrs: Vec<&str> = outbound.iter().map(|e| e.cidr.as_str()).collect();
+        env.push(json!({"name": "VERITY_ALLOW_PRIVATE_TARGETS", "value": cidrs.join(",")}));
+    }
     if let Some(secret) = redis {
         env.extend([
             json!({"name": "VERITY_REDIS_URL", "value": format!("rediss://redis.{}.svc:{REDIS_PORT}/0", cx.ns)}),

@@ -319,6 +319,71 @@ fn network_policies_deny_by_default_and_allow_what_is_configured() {
     assert_eq!(st["spec"]["egress"][0]["ports"][0]["port"], 443);
 }
 
+#[test]
+fn webhook_egress_is_declared_and_matches_the_private_target_guard() {
+    let env_of = |objs: &[Desired], deployment: &str, name: &str| -> Option<String> {
+        find(objs, Kind::Deployment, deployment)["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|e| e["name"] == name))
+            .map(|e| e["value"].as_str().unwrap_or_default().to_string())
+    };
+    // By default nothing leaves: no egress policy, no private target allowed.
+    let objs = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    assert!(!objs.iter().any(|d| d.kind == Kind::NetworkPolicy
+        && ["allow-public-egress", "allow-outbound"].contains(&d.name())));
+    assert_eq!(env_of(&objs, "app", "VERITY_ALLOW_PRIVATE_TARGETS"), None);
+
+    let objs = build::build(
+        &org(
+            json!({"network": {"publicEgress": true, "outboundEndpoints": [{"cidr": "10.9.0.0/16", "ports": [8443]}]}}),
+        ),
+        &material(),
+        OPERATOR_NS,
+    );
+    let public = find(&objs, Kind::NetworkPolicy, "allow-public-egress");
+    assert!(
+        selects(&public["spec"]["podSelector"], "worker")
+            && selects(&public["spec"]["podSelector"], "app")
+    );
+    assert!(!selects(&public["spec"]["podSelector"], "storage-proxy"));
+    let v4 = &public["spec"]["egress"][0]["to"][0]["ipBlock"];
+    assert_eq!(v4["cidr"], "0.0.0.0/0");
+    for private in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+    ] {
+        assert!(
+            v4["except"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|x| x == private)),
+            "{private}"
+        );
+    }
+    let outbound = find(&objs, Kind::NetworkPolicy, "allow-outbound");
+    assert_eq!(
+        outbound["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+        "10.9.0.0/16"
+    );
+    assert_eq!(outbound["spec"]["egress"][0]["ports"][0]["port"], 8443);
+    // The declared endpoints pass the control plane's guard in the app and the workers.
+    assert_eq!(
+        env_of(&objs, "app", "VERITY_ALLOW_PRIVATE_TARGETS").as_deref(),
+        Some("10.9.0.0/16")
+    );
+    let worker = objs
+        .iter()
+        .find(|d| d.kind == Kind::Deployment && d.name().starts_with("worker-"))
+        .map(Desired::name)
+        .expect("a worker pool");
+    assert_eq!(
+        env_of(&objs, worker, "VERITY_ALLOW_PRIVATE_TARGETS").as_deref(),
+        Some("10.9.0.0/16")
+    );
+}
+
 /// Whether a pod selector of a tenant NetworkPolicy (`{}` or `pods_of`) selects `component`.
 fn selects(selector: &Value, component: &str) -> bool {
     let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) else {
