@@ -24,6 +24,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+/// Wakes this process's idle workers when a job is enqueued here (the embedded default runs
+/// producers and workers in one process: a job starts without waiting for the next poll).
+/// Workers in other processes poll.
+pub(crate) static ENQUEUED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// The queues, highest priority first.
 pub const QUEUES: [&str; 4] = ["critical", "high", "default", "low"];
 
@@ -293,7 +298,9 @@ impl Jobs {
             }
             None => new_id(),
         };
-        dispatch!(self, q => q.enqueue(id, job).await)
+        let id = dispatch!(self, q => q.enqueue(id, job).await)?;
+        ENQUEUED.notify_waiters();
+        Ok(id)
     }
 
     /// Leases the next job of the first non-empty queue of `queues` (in that order) for `lease`.

@@ -188,12 +188,17 @@ pub async fn run(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.wait_for(|s| *s) => { stopping = true; continue }
         };
+        // Registered before looking, so an enqueue between the look and the wait still wakes us.
+        let enqueued = super::ENQUEUED.notified();
+        tokio::pin!(enqueued);
+        enqueued.as_mut().enable();
         let leased = match jobs.lease(&config.queues, config.lease).await {
             Ok(Some(job)) => job,
             Ok(None) => {
                 drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(config.idle_poll) => {}
+                    _ = &mut enqueued => {}
                     _ = stop.wait_for(|s| *s) => stopping = true,
                 }
                 continue;
