@@ -77,6 +77,8 @@ def start_server(binary, database_url, data_dir):
                VERITY_ADMIN_TOKEN=TOKEN, VERITY_ADMIN_EMAIL="owner@bench.local", RUST_LOG="warn")
     if database_url:
         env["VERITY_DATABASE_URL"] = database_url
+        # PostgreSQL deployments seal stored secrets with a shared key.
+        env.setdefault("VERITY_SESSION_KEY", "bench-session-key-" + "0" * 32)
     log = open(os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen([binary, "serve"], env=env, stdout=log, stderr=log)
     for _ in range(300):

@@ -55,7 +55,9 @@ async fn create_tasks(
             .error_for_status()?
             .json()
             .await?;
-        let id = r["id"].as_i64().ok_or_else(|| anyhow::anyhow!("no id: {r}"))?;
+        let id = r["id"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("no id: {r}"))?;
         out.push((id, sent, sent.elapsed()));
     }
     Ok(out)
@@ -63,7 +65,10 @@ async fn create_tasks(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).unwrap_or_else(|| "1000".into()).parse()?;
+    let n: usize = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "1000".into())
+        .parse()?;
     let mut config = Config::load(None)?;
     config.allow_private_targets = "127.0.0.1".into();
     let db = Db::connect(
@@ -107,10 +112,11 @@ async fn main() -> anyhow::Result<()> {
         None,
         stop_rx,
     ));
-    let key = users::signing_key(&db)
+    let sealer = Arc::new(verity_controlplane::secrets::Sealer::for_config(&config)?);
+    let key = users::signing_key(&db, &sealer)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
-    let state = AppState::new(db.clone(), Arc::new(config), key, Metrics::new()?)
+    let state = AppState::new(db.clone(), Arc::new(config), sealer, key, Metrics::new()?)
         .with_jobs(queue.clone());
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", api.local_addr()?);
@@ -156,7 +162,11 @@ async fn main() -> anyhow::Result<()> {
             json!({"title": title, "label_config": "<View><Text name=\"text\" value=\"$text\"/><Choices name=\"c\" toName=\"text\"><Choice value=\"a\"/></Choices></View>"}),
         )
     };
-    let plain: Value = project("no webhook").await?.error_for_status()?.json().await?;
+    let plain: Value = project("no webhook")
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let hooked: Value = project("webhook").await?.error_for_status()?.json().await?;
     let plain = plain["id"].as_i64().unwrap_or_default();
     let hooked = hooked["id"].as_i64().unwrap_or_default();

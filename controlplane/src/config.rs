@@ -91,6 +91,10 @@ pub struct Config {
     /// Seconds a job's lease lasts without a heartbeat: a killed worker's jobs run again after
     /// at most this long.
     pub worker_lease_secs: u64,
+    /// Key material (at least 32 characters) that seals stored secrets: webhook signing
+    /// secrets, the JWT signing key, ML-backend passwords. Empty: a random key kept in
+    /// `<data_dir>/secret.key` (the embedded default); required with PostgreSQL.
+    pub session_key: String,
     /// Which non-public addresses outgoing requests (webhooks, ML backends, storage endpoints)
     /// may reach: `false` (none), `true` (all) or a comma-separated list of addresses and
     /// networks (`10.0.0.0/8,127.0.0.1`).
@@ -135,6 +139,7 @@ impl Default for Config {
             worker_concurrency: 4,
             worker_drain_secs: 25,
             worker_lease_secs: 30,
+            session_key: String::new(),
             allow_private_targets: "false".into(),
             webhook_timeout_ms: 5000,
             webhook_max_attempts: 8,
@@ -223,6 +228,7 @@ impl Config {
         env!(worker_concurrency, "VERITY_WORKER_CONCURRENCY", parse);
         env!(worker_drain_secs, "VERITY_WORKER_DRAIN_SECS", parse);
         env!(worker_lease_secs, "VERITY_WORKER_LEASE_SECS", parse);
+        env!(session_key, "VERITY_SESSION_KEY", string);
         env!(
             allow_private_targets,
             "VERITY_ALLOW_PRIVATE_TARGETS",
@@ -314,6 +320,7 @@ mod tests {
         worker_concurrency: usize,
         worker_drain_secs: u64,
         worker_lease_secs: u64,
+        session_key: String,
         allow_private_targets: String,
         webhook_timeout_ms: u64,
         webhook_max_attempts: u32,
@@ -348,6 +355,7 @@ mod tests {
                 worker_concurrency: c.worker_concurrency,
                 worker_drain_secs: c.worker_drain_secs,
                 worker_lease_secs: c.worker_lease_secs,
+                session_key: c.session_key.clone(),
                 allow_private_targets: c.allow_private_targets.clone(),
                 webhook_timeout_ms: c.webhook_timeout_ms,
                 webhook_max_attempts: c.webhook_max_attempts,

@@ -89,9 +89,19 @@ pub async fn bootstrap(db: &Db, config: &Config) -> anyhow::Result<()> {
 
 /// Serves the API until SIGINT or SIGTERM.
 pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
-    let jwt_key = users::signing_key(&db)
+    let sealer = sealer(&db, &config)?;
+    let jwt_key = users::signing_key(&db, &sealer)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
+    let sealed = crate::storage::projects::seal_legacy_secrets(&db, &sealer)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail))?;
+    if sealed > 0 {
+        tracing::info!(
+            projects = sealed,
+            "sealed ML-backend passwords stored in plain text"
+        );
+    }
     let interrupted = crate::storage::snapshots::fail_interrupted(&db)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
@@ -117,8 +127,8 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     let lease = std::time::Duration::from_secs(config.worker_lease_secs.max(1));
     let handlers = handlers(&db, &jobs, &config)?;
     let sweeper = tokio::spawn(sweep_webhooks(db.clone(), jobs.clone()));
-    let state =
-        AppState::new(db.clone(), Arc::new(config), jwt_key, metrics).with_jobs(jobs.clone());
+    let state = AppState::new(db.clone(), Arc::new(config), sealer, jwt_key, metrics)
+        .with_jobs(jobs.clone());
     // The embedded default runs its jobs in-process; a deployment with Redis runs them in
     // `verity work` pools and sets serve_workers = 0.
     let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
@@ -180,12 +190,13 @@ pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::
         lease: std::time::Duration::from_secs(config.worker_lease_secs.max(1)),
         ..Default::default()
     };
-    let jwt_key = users::signing_key(&db)
+    let sealer = sealer(&db, &config)?;
+    let jwt_key = users::signing_key(&db, &sealer)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
     let handlers = handlers(&db, &jobs, &config)?;
-    let state =
-        AppState::new(db.clone(), Arc::new(config), jwt_key, metrics).with_jobs(jobs.clone());
+    let state = AppState::new(db.clone(), Arc::new(config), sealer, jwt_key, metrics)
+        .with_jobs(jobs.clone());
     let probes = axum::Router::new()
         .route("/livez", axum::routing::get(|| async { "ok" }))
         .route(
@@ -233,13 +244,25 @@ pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::
     Ok(())
 }
 
+/// The sealer of stored secrets. PostgreSQL serves several replicas, which must share the key:
+/// there it has to come from `session_key`.
+pub fn sealer(db: &Db, config: &Config) -> anyhow::Result<Arc<crate::secrets::Sealer>> {
+    if config.session_key.is_empty() && db.dialect() == crate::storage::Dialect::Postgres {
+        anyhow::bail!(
+            "set session_key (VERITY_SESSION_KEY, at least 32 characters) to run on PostgreSQL: it seals stored secrets and every replica needs the same one"
+        );
+    }
+    Ok(Arc::new(crate::secrets::Sealer::for_config(config)?))
+}
+
 /// Every job handler a process registers: the built-in ones and webhook delivery.
 pub fn handlers(
     db: &Db,
     jobs: &crate::jobs::Jobs,
     config: &Config,
 ) -> anyhow::Result<crate::jobs::worker::Handlers> {
-    let delivery = crate::webhooks::Delivery::new(db.clone(), jobs.clone(), config)
+    let sealer = Arc::new(crate::secrets::Sealer::for_config(config)?);
+    let delivery = crate::webhooks::Delivery::new(db.clone(), jobs.clone(), sealer, config)
         .map_err(|e| anyhow::anyhow!(e))?;
     Ok(delivery.register(crate::jobs::builtin_handlers()))
 }

@@ -547,13 +547,19 @@ impl Settings {
 pub struct Delivery {
     db: Db,
     jobs: Jobs,
+    sealer: Arc<crate::secrets::Sealer>,
     client: reqwest::Client,
     settings: Settings,
 }
 
 impl Delivery {
     /// Delivery as the configuration says.
-    pub fn new(db: Db, jobs: Jobs, config: &crate::config::Config) -> Result<Self, String> {
+    pub fn new(
+        db: Db,
+        jobs: Jobs,
+        sealer: Arc<crate::secrets::Sealer>,
+        config: &crate::config::Config,
+    ) -> Result<Self, String> {
         let policy = Arc::new(TargetPolicy::parse(&config.allow_private_targets)?);
         let settings = Settings {
             timeout: Duration::from_millis(config.webhook_timeout_ms.max(1)),
@@ -563,6 +569,7 @@ impl Delivery {
         Ok(Self {
             db,
             jobs,
+            sealer,
             client: client(policy, settings.timeout),
             settings,
         })
@@ -626,7 +633,7 @@ impl Delivery {
                 )
                 .await;
             }
-            let Some(target) = store::target(&self.db, webhook)
+            let Some(target) = store::target(&self.db, &self.sealer, webhook)
                 .await
                 .map_err(|e| e.detail)?
             else {

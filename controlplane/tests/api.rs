@@ -1120,3 +1120,52 @@ both_backends! {
         app.get(&format!("/api/projects/{p}/export?exportType=CSV&keep_formulas=maybe"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
     }
 }
+
+async fn scalar(app: &TestApp, sql: &str) -> String {
+    match &app.db {
+        verity_controlplane::storage::Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        verity_controlplane::storage::Db::Sqlite { read, .. } => {
+            sqlx::query_scalar(sql).fetch_one(read).await
+        }
+    }
+    .expect("query")
+}
+
+both_backends! {
+    async fn secrets_are_write_only_and_sealed_at_rest(app) {
+        // A project's ML-backend password: accepted, never answered, sealed in the database.
+        let created = app.post("/api/projects", &app.owner, json!({"title": "Secrets", "label_config": TEXT_CONFIG, "task_data_login": "ml", "task_data_password": "pw-very-secret-1"})).await.expect(StatusCode::CREATED);
+        let p = created["id"].as_i64().expect("id");
+        assert_eq!(created["task_data_password"], Value::Null, "{created}");
+        assert_eq!(created["task_data_login"], json!("ml"));
+        assert_eq!(app.project(p).await["task_data_password"], Value::Null);
+        let stored = scalar(&app, &format!("select settings from project where id = {p}")).await;
+        assert!(!stored.contains("pw-very-secret-1") && stored.contains("sealed:v1:"), "{stored}");
+        // Other changes keep it; it is never sealed twice.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"title": "Secrets 2"})).await.expect(StatusCode::OK);
+        assert_eq!(scalar(&app, &format!("select settings from project where id = {p}")).await, stored);
+        // A webhook's signing secret: answered once, sealed in the database.
+        let hook = app.post("/api/webhooks", &app.owner, json!({"project": p, "url": "https://hooks.example.com/x"})).await.expect(StatusCode::CREATED);
+        let secret = hook["secret"].as_str().expect("secret").to_string();
+        let stored_secret = scalar(&app, &format!("select secret from webhook where id = {}", hook["id"])).await;
+        assert!(stored_secret.starts_with("sealed:v1:") && !stored_secret.contains(&secret));
+        for listed in [app.get("/api/webhooks", &app.owner).await.expect(StatusCode::OK), app.get(&format!("/api/webhooks/{}", hook["id"]), &app.owner).await.expect(StatusCode::OK)] {
+            assert!(!listed.to_string().contains(&secret), "{listed}");
+        }
+        // The JWT signing key is sealed too.
+        assert!(scalar(&app, "select value from instance_setting where key = 'jwt_signing_key'").await.starts_with("sealed:v1:"));
+        // Values written in plain text by an older version are sealed by the start-up pass and
+        // the signing-key read, and keep working.
+        let sealer = verity_controlplane::secrets::Sealer::for_config(&app.config).expect("sealer");
+        app.sql(&format!("update project set settings = '{{\"task_data_password\":\"legacy-plain-pw\"}}' where id = {p}")).await.expect("legacy");
+        app.sql("update instance_setting set value = 'legacy-plain-signing-key' where key = 'jwt_signing_key'").await.expect("legacy key");
+        assert_eq!(verity_controlplane::storage::projects::seal_legacy_secrets(&app.db, &sealer).await.expect("seal"), 1);
+        let resealed = scalar(&app, &format!("select settings from project where id = {p}")).await;
+        assert!(resealed.contains("sealed:v1:") && !resealed.contains("legacy-plain-pw"), "{resealed}");
+        assert_eq!(verity_controlplane::storage::projects::seal_legacy_secrets(&app.db, &sealer).await.expect("again"), 0);
+        let key = verity_controlplane::storage::users::signing_key(&app.db, &sealer).await.expect("key");
+        assert_eq!(key, b"legacy-plain-signing-key");
+        assert!(scalar(&app, "select value from instance_setting where key = 'jwt_signing_key'").await.starts_with("sealed:v1:"));
+        assert_eq!(verity_controlplane::storage::users::signing_key(&app.db, &sealer).await.expect("key"), b"legacy-plain-signing-key");
+    }
+}

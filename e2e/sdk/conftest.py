@@ -147,6 +147,8 @@ def _start_server() -> VerityServer:
             "VERITY_ADMIN_EMAIL": server.admin_email,
             "VERITY_ADMIN_PASSWORD": server.admin_password,
             "VERITY_ADMIN_TOKEN": server.admin_token,
+            # Seals stored secrets; required on PostgreSQL.
+            "VERITY_SESSION_KEY": secrets.token_hex(32),
             # Webhook receivers of the tests listen on 127.0.0.1; nothing else private.
             "VERITY_ALLOW_PRIVATE_TARGETS": "127.0.0.1",
             "VERITY_WEBHOOK_RETRY_BASE_MS": "200",

@@ -45,12 +45,21 @@ pub struct AppState {
     pub auth_memory: Arc<extract::AuthMemory>,
     /// The job queue (the database's by default; see [`AppState::with_jobs`]).
     pub jobs: crate::jobs::Jobs,
+    /// Seals and opens stored secrets.
+    pub sealer: Arc<crate::secrets::Sealer>,
 }
 
 impl AppState {
     /// State for a service over `db`.
-    pub fn new(db: Db, config: Arc<Config>, jwt_key: Vec<u8>, metrics: metrics::Metrics) -> Self {
+    pub fn new(
+        db: Db,
+        config: Arc<Config>,
+        sealer: Arc<crate::secrets::Sealer>,
+        jwt_key: Vec<u8>,
+        metrics: metrics::Metrics,
+    ) -> Self {
         Self {
+            sealer,
             jobs: crate::jobs::Jobs::Sql(crate::jobs::sql::SqlQueue::new(db.clone())),
             db,
             config,

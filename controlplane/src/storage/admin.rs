@@ -461,6 +461,7 @@ const TOP_FIELDS: [&str; 4] = ["workspace", "title", "label_config", "managed_by
 /// given is recorded as owned by Git.
 pub async fn put_project(
     db: &Db,
+    sealer: &crate::secrets::Sealer,
     meta: &RequestMeta,
     slug: &str,
     key: &str,
@@ -550,7 +551,7 @@ pub async fn put_project(
     let mut change = Change::Unchanged;
     let id = match existing {
         None => {
-            let created = projects::create(db, &actor, &flat).await?;
+            let created = projects::create(db, &actor, sealer, &flat).await?;
             with_tx!(db, tx, {
                 sqlx::query("update project set admin_key = $1, managed_by = $2, managed_fields = $3 where id = $4")
                     .bind(key)
@@ -586,7 +587,7 @@ pub async fn put_project(
                 && current.managed_fields() == managed;
             if !same {
                 change = Change::Updated;
-                projects::apply_update(db, &actor, current, &flat).await?;
+                projects::apply_update(db, &actor, sealer, current, &flat).await?;
                 with_tx!(db, tx, {
                     sqlx::query(
                         "update project set is_archived = false, managed_by = $1, managed_fields = $2 where id = $3",

@@ -17,6 +17,7 @@ use crate::{
         project::{self, ProjectSettings, SkipQueue},
     },
     error::{ApiError, ApiResult, ErrorCode},
+    secrets::Sealer,
 };
 
 /// The default labeling configuration of a new project (Label Studio's).
@@ -172,14 +173,16 @@ impl ProjectRow {
         LabelConfig::parse(&self.label_config).ok()
     }
 
-    /// The API view.
+    /// The API view. Secrets in the settings are write-only: never shown.
     pub fn view(&self) -> ProjectView {
         let config = self.config();
+        let mut settings = self.settings();
+        settings.task_data_password = None;
         ProjectView {
             id: self.id,
             title: self.title.clone(),
             label_config: self.label_config.clone(),
-            settings: self.settings(),
+            settings,
             created_by: self.created_by.map(|id| UserSimple {
                 id,
                 first_name: self.creator_first_name.clone().unwrap_or_default(),
@@ -217,6 +220,55 @@ impl ProjectRow {
     }
 }
 
+/// What the sealed `task_data_password` of a project is bound to.
+pub const TASK_DATA_PASSWORD_PURPOSE: &str = "project.task_data_password";
+
+/// Settings as stored: the ML-backend password sealed.
+fn stored_settings(sealer: &Sealer, settings: &ProjectSettings) -> ApiResult<String> {
+    let mut settings = settings.clone();
+    if let Some(p) = &settings.task_data_password
+        && !Sealer::is_sealed(p)
+    {
+        settings.task_data_password = Some(sealer.seal(p, TASK_DATA_PASSWORD_PURPOSE));
+    }
+    serde_json::to_string(&settings).map_err(ApiError::internal)
+}
+
+/// Seals `task_data_password` values stored in plain text by an older version; answers how many.
+pub async fn seal_legacy_secrets(db: &Db, sealer: &Sealer) -> ApiResult<u64> {
+    let rows: Vec<(i64, String)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select id, settings from project where settings like '%\"task_data_password\":\"%'",
+        )
+        .fetch_all(conn)
+        .await?
+    });
+    let mut sealed = 0;
+    for (id, text) in rows {
+        let settings: ProjectSettings = serde_json::from_str(&text).unwrap_or_default();
+        if settings
+            .task_data_password
+            .as_deref()
+            .is_none_or(Sealer::is_sealed)
+        {
+            continue;
+        }
+        let stored = stored_settings(sealer, &settings)?;
+        with_tx!(db, tx, {
+            // Only if unchanged since read: a concurrent update wrote sealed settings itself.
+            sqlx::query("update project set settings = $1 where id = $2 and settings = $3")
+                .bind(&stored)
+                .bind(id)
+                .bind(&text)
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, ApiError>(())
+        })?;
+        sealed += 1;
+    }
+    Ok(sealed)
+}
+
 /// Parses and validates a labeling configuration, as a 400 naming the tag and attribute.
 pub fn parse_label_config(xml: &str) -> ApiResult<LabelConfig> {
     LabelConfig::parse(xml).map_err(|e| {
@@ -237,7 +289,12 @@ fn settings_error((field, message): project::SettingError) -> ApiError {
 }
 
 /// Creates a project from a Label Studio project body.
-pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiResult<ProjectView> {
+pub async fn create(
+    db: &Db,
+    actor: &Actor,
+    sealer: &Sealer,
+    body: &Map<String, Value>,
+) -> ApiResult<ProjectView> {
     actor.require(Permission::ProjectCreate)?;
     // Where it goes is an authorization question: answered before the body's validity.
     let workspace_id = workspace_field(db, actor, body).await?;
@@ -248,7 +305,7 @@ pub async fn create(db: &Db, actor: &Actor, body: &Map<String, Value>) -> ApiRes
     parse_label_config(&label_config)?;
     let settings =
         project::merge_settings(&ProjectSettings::default(), body).map_err(settings_error)?;
-    let settings_json = serde_json::to_string(&settings).map_err(ApiError::internal)?;
+    let settings_json = stored_settings(sealer, &settings)?;
     let now = now_micros();
     let id: i64 = with_tx!(db, tx, {
         let id: i64 = sqlx::query_scalar(
@@ -403,12 +460,13 @@ pub async fn list(
 pub async fn update(
     db: &Db,
     actor: &Actor,
+    sealer: &Sealer,
     id: i64,
     body: &Map<String, Value>,
 ) -> ApiResult<ProjectView> {
     let current = get_row(db, actor, id, Permission::ProjectChange).await?;
     refuse_managed_changes(&current, body)?;
-    apply_update(db, actor, current, body).await
+    apply_update(db, actor, sealer, current, body).await
 }
 
 /// Applies a validated change to a loaded project (the caller checked the permission): the API
@@ -416,6 +474,7 @@ pub async fn update(
 pub(crate) async fn apply_update(
     db: &Db,
     actor: &Actor,
+    sealer: &Sealer,
     current: ProjectRow,
     body: &Map<String, Value>,
 ) -> ApiResult<ProjectView> {
@@ -441,7 +500,7 @@ pub(crate) async fn apply_update(
     };
     let old = current.settings();
     let settings = project::merge_settings(&old, body).map_err(settings_error)?;
-    let settings_json = serde_json::to_string(&settings).map_err(ApiError::internal)?;
+    let settings_json = stored_settings(sealer, &settings)?;
     let overlap_changed = old.maximum_annotations != settings.maximum_annotations
         || old.overlap_cohort_percentage != settings.overlap_cohort_percentage;
     let completion_changed = overlap_changed || old.skip_queue != settings.skip_queue;

@@ -121,17 +121,32 @@ pub struct NewUser {
     pub username: Option<String>,
 }
 
-/// Returns the instance's JWT signing key, creating it on first use.
-pub async fn signing_key(db: &Db) -> ApiResult<Vec<u8>> {
+/// Returns the instance's JWT signing key, creating it on first use. It is stored sealed; a key
+/// stored in plain text by an older version is sealed in place.
+pub async fn signing_key(db: &Db, sealer: &crate::secrets::Sealer) -> ApiResult<Vec<u8>> {
+    const PURPOSE: &str = "jwt_signing_key";
     let existing: Option<String> = with_read!(db, conn, {
         sqlx::query_scalar("select value from instance_setting where key = 'jwt_signing_key'")
             .fetch_optional(conn)
             .await?
     });
-    if let Some(key) = existing {
+    if let Some(stored) = existing {
+        let key = sealer.open(&stored, PURPOSE).map_err(ApiError::internal)?;
+        if !crate::secrets::Sealer::is_sealed(&stored) {
+            with_tx!(db, tx, {
+                sqlx::query(
+                    "update instance_setting set value = $1 where key = 'jwt_signing_key' and value = $2",
+                )
+                .bind(sealer.seal(&key, PURPOSE))
+                .bind(&stored)
+                .execute(&mut *tx)
+                .await?;
+                Ok::<_, ApiError>(())
+            })?;
+        }
         return Ok(key.into_bytes());
     }
-    let candidate = auth::random_secret(64);
+    let candidate = sealer.seal(&auth::random_secret(64), PURPOSE);
     let key: String = with_tx!(db, tx, {
         sqlx::query(
             "insert into instance_setting (key, value) values ('jwt_signing_key', $1) \
@@ -146,7 +161,10 @@ pub async fn signing_key(db: &Db) -> ApiResult<Vec<u8>> {
                 .await?;
         Ok::<_, ApiError>(key)
     })?;
-    Ok(key.into_bytes())
+    Ok(sealer
+        .open(&key, PURPOSE)
+        .map_err(ApiError::internal)?
+        .into_bytes())
 }
 
 /// Number of users (bootstrap runs when it is zero).

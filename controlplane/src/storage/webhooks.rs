@@ -21,8 +21,12 @@ use crate::{
     authz::{Actor, Permission},
     body,
     error::{ApiError, ApiResult, ErrorCode},
+    secrets::Sealer,
     webhooks::{Action, TargetPolicy},
 };
+
+/// What a webhook's sealed secret is bound to.
+const SECRET_PURPOSE: &str = "webhook.secret";
 
 /// At most this many custom headers per webhook.
 pub const MAX_HEADERS: usize = 10;
@@ -288,6 +292,7 @@ fn summary_url(url: &str) -> String {
 pub async fn create(
     db: &Db,
     actor: &Actor,
+    sealer: &Sealer,
     policy: &TargetPolicy,
     body: &Map<String, Value>,
 ) -> ApiResult<WebhookView> {
@@ -321,7 +326,7 @@ pub async fn create(
         .bind(input.headers.as_deref().unwrap_or("{}"))
         .bind(actions_text(&actions))
         .bind(input.is_active.unwrap_or(true))
-        .bind(&secret)
+        .bind(sealer.seal(&secret, SECRET_PURPOSE))
         .bind((actor.user_id != 0).then_some(actor.user_id))
         .bind(now)
         .fetch_one(&mut *tx)
@@ -428,6 +433,7 @@ pub async fn list(db: &Db, actor: &Actor, which: Listing) -> ApiResult<Vec<Webho
 pub async fn update(
     db: &Db,
     actor: &Actor,
+    sealer: &Sealer,
     policy: &TargetPolicy,
     id: i64,
     body: &Map<String, Value>,
@@ -478,7 +484,7 @@ pub async fn update(
         .bind(&input.headers)
         .bind(input.actions.as_deref().map(actions_text))
         .bind(input.is_active)
-        .bind(&new_secret)
+        .bind(new_secret.as_deref().map(|s| sealer.seal(s, SECRET_PURPOSE)))
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
@@ -749,14 +755,22 @@ pub struct Target {
     pub is_active: bool,
 }
 
-/// The delivery target of a webhook (none if it was deleted).
-pub async fn target(db: &Db, webhook: i64) -> ApiResult<Option<Target>> {
-    Ok(with_read!(db, conn, {
+/// The delivery target of a webhook (none if it was deleted), its secret opened.
+pub async fn target(db: &Db, sealer: &Sealer, webhook: i64) -> ApiResult<Option<Target>> {
+    let found: Option<Target> = with_read!(db, conn, {
         sqlx::query_as("select url, headers, secret, is_active from webhook where id = $1")
             .bind(webhook)
             .fetch_optional(conn)
             .await?
-    }))
+    });
+    found
+        .map(|mut t| {
+            t.secret = sealer
+                .open(&t.secret, SECRET_PURPOSE)
+                .map_err(ApiError::internal)?;
+            Ok(t)
+        })
+        .transpose()
 }
 
 /// What one attempt came to.

@@ -133,11 +133,14 @@ impl TestApp {
         .await
         .expect("owner")
         .1;
-        let jwt_key = users::signing_key(&db).await.expect("key");
+        let sealer =
+            Arc::new(verity_controlplane::secrets::Sealer::for_config(&config).expect("sealer"));
+        let jwt_key = users::signing_key(&db, &sealer).await.expect("key");
         let config = Arc::new(config);
         let state = AppState::new(
             db.clone(),
             config.clone(),
+            sealer,
             jwt_key,
             Metrics::new().expect("metrics"),
         );

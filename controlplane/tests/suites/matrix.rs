@@ -25,6 +25,8 @@ enum Outcome {
     Hidden,
     /// 401.
     Unauthenticated,
+    /// A 5xx: never expected, always a mismatch.
+    ServerError,
 }
 
 /// The target a call is aimed at.
@@ -509,6 +511,7 @@ fn expected(e: &Endpoint, target: Target, role: Role) -> Outcome {
 fn classify(status: StatusCode, body: &Value) -> Outcome {
     let code = body["code"].as_str().unwrap_or_default();
     match status {
+        s if s.is_server_error() => Outcome::ServerError,
         StatusCode::UNAUTHORIZED => Outcome::Unauthenticated,
         StatusCode::FORBIDDEN if code == "forbidden" => Outcome::Forbidden,
         StatusCode::NOT_FOUND if code == "not_found" => Outcome::Hidden,
@@ -523,6 +526,22 @@ fn classify(status: StatusCode, body: &Value) -> Outcome {
         }
         _ => Outcome::Allowed,
     }
+}
+
+#[test]
+fn server_errors_are_never_an_outcome_a_permission_allows() {
+    assert_eq!(
+        classify(StatusCode::INTERNAL_SERVER_ERROR, &Value::Null),
+        Outcome::ServerError
+    );
+    assert_eq!(
+        classify(StatusCode::SERVICE_UNAVAILABLE, &Value::Null),
+        Outcome::ServerError
+    );
+    assert_eq!(
+        classify(StatusCode::CONFLICT, &Value::Null),
+        Outcome::Allowed
+    );
 }
 
 /// Runs the whole matrix; returns every mismatch.

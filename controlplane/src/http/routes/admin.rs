@@ -116,7 +116,8 @@ pub async fn put_project(
     Path((slug, key)): Path<(String, String)>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
-    let (project, change) = admin::put_project(&state.db, &meta, &slug, &key, &body).await?;
+    let (project, change) =
+        admin::put_project(&state.db, &state.sealer, &meta, &slug, &key, &body).await?;
     Ok(mark(change, Json(project).into_response()))
 }
 

@@ -113,7 +113,7 @@ pub async fn create_project(
     actor: Actor,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<ProjectView>)> {
-    let created = projects::create(&state.db, &actor, &body).await?;
+    let created = projects::create(&state.db, &actor, &state.sealer, &body).await?;
     crate::webhooks::emit(
         &state.db,
         &state.jobs,
@@ -144,7 +144,7 @@ pub async fn update_project(
     Path(id): Path<i64>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<ProjectView>> {
-    let updated = projects::update(&state.db, &actor, id, &body).await?;
+    let updated = projects::update(&state.db, &actor, &state.sealer, id, &body).await?;
     crate::webhooks::emit(
         &state.db,
         &state.jobs,

@@ -62,7 +62,7 @@ pub async fn create_webhook(
     let policy = policy(&state)?;
     Ok((
         StatusCode::CREATED,
-        Json(webhooks::create(&state.db, &actor, &policy, &body).await?),
+        Json(webhooks::create(&state.db, &actor, &state.sealer, &policy, &body).await?),
     ))
 }
 
@@ -105,7 +105,7 @@ pub async fn update_webhook(
 ) -> ApiResult<Json<WebhookView>> {
     let policy = policy(&state)?;
     Ok(Json(
-        webhooks::update(&state.db, &actor, &policy, id, &body).await?,
+        webhooks::update(&state.db, &actor, &state.sealer, &policy, id, &body).await?,
     ))
 }
 
