@@ -74,7 +74,9 @@ def free_port():
 def start_server(binary, database_url, data_dir):
     port = free_port()
     env = dict(os.environ, VERITY_LISTEN=f"127.0.0.1:{port}", VERITY_DATA_DIR=data_dir,
-               VERITY_ADMIN_TOKEN=TOKEN, VERITY_ADMIN_EMAIL="owner@bench.local", RUST_LOG="warn")
+               VERITY_ADMIN_TOKEN=TOKEN, VERITY_ADMIN_EMAIL="owner@bench.local", RUST_LOG="warn",
+               # Throughput runs are not meant to meet the per-token budget.
+               VERITY_RATE_LIMIT_PER_TOKEN_PER_MINUTE="0")
     if database_url:
         env["VERITY_DATABASE_URL"] = database_url
         # PostgreSQL deployments seal stored secrets with a shared key.

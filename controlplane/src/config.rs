@@ -91,6 +91,13 @@ pub struct Config {
     /// Seconds a job's lease lasts without a heartbeat: a killed worker's jobs run again after
     /// at most this long.
     pub worker_lease_secs: u64,
+    /// Requests one credential (token) may make per minute (0: no limit); a spent budget
+    /// answers 429 with `Retry-After`.
+    pub rate_limit_per_token_per_minute: u32,
+    /// Sign-in attempts per client address per minute: failed authentications and calls of
+    /// `/api/token/refresh` and `/api/invitations/accept` (0: no limit). A spent budget blocks
+    /// every request with a credential from that address until it refills.
+    pub rate_limit_sign_ins_per_minute: u32,
     /// Key material (at least 32 characters) that seals stored secrets: webhook signing
     /// secrets, the JWT signing key, ML-backend passwords. Empty: a random key kept in
     /// `<data_dir>/secret.key` (the embedded default); required with PostgreSQL.
@@ -139,6 +146,8 @@ impl Default for Config {
             worker_concurrency: 4,
             worker_drain_secs: 25,
             worker_lease_secs: 30,
+            rate_limit_per_token_per_minute: 6000,
+            rate_limit_sign_ins_per_minute: 30,
             session_key: String::new(),
             allow_private_targets: "false".into(),
             webhook_timeout_ms: 5000,
@@ -228,6 +237,16 @@ impl Config {
         env!(worker_concurrency, "VERITY_WORKER_CONCURRENCY", parse);
         env!(worker_drain_secs, "VERITY_WORKER_DRAIN_SECS", parse);
         env!(worker_lease_secs, "VERITY_WORKER_LEASE_SECS", parse);
+        env!(
+            rate_limit_per_token_per_minute,
+            "VERITY_RATE_LIMIT_PER_TOKEN_PER_MINUTE",
+            parse
+        );
+        env!(
+            rate_limit_sign_ins_per_minute,
+            "VERITY_RATE_LIMIT_SIGN_INS_PER_MINUTE",
+            parse
+        );
         env!(session_key, "VERITY_SESSION_KEY", string);
         env!(
             allow_private_targets,
@@ -237,6 +256,23 @@ impl Config {
         env!(webhook_timeout_ms, "VERITY_WEBHOOK_TIMEOUT_MS", parse);
         env!(webhook_max_attempts, "VERITY_WEBHOOK_MAX_ATTEMPTS", parse);
         env!(webhook_retry_base_ms, "VERITY_WEBHOOK_RETRY_BASE_MS", parse);
+        Ok(())
+    }
+
+    /// Refuses an instance admin token that is easy to guess: at least 32 characters, of which
+    /// at least 10 distinct (a hex string of 16 random bytes passes).
+    pub fn check_admin_token(&self) -> Result<(), String> {
+        let t = &self.instance_admin_token;
+        if t.is_empty() {
+            return Ok(());
+        }
+        let distinct: std::collections::BTreeSet<char> = t.chars().collect();
+        if t.chars().count() < 32 || distinct.len() < 10 {
+            return Err(
+                "instance_admin_token (VERITY_INSTANCE_ADMIN_TOKEN) is too easy to guess: use at least 32 characters with at least 10 different ones, e.g. the output of `openssl rand -hex 32`"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -265,6 +301,30 @@ mod tests {
         .expect("valid env");
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.effective_database_url(), "sqlite:///tmp/x/verity.db");
+    }
+
+    #[test]
+    fn weak_admin_tokens_are_refused() {
+        let with = |t: &str| Config {
+            instance_admin_token: t.into(),
+            ..Config::default()
+        };
+        assert!(
+            with("").check_admin_token().is_ok(),
+            "no token: no admin API"
+        );
+        assert!(with("short-token").check_admin_token().is_err());
+        assert!(with(&"a".repeat(64)).check_admin_token().is_err());
+        assert!(
+            with("abababababababababababababababababab")
+                .check_admin_token()
+                .is_err()
+        );
+        assert!(
+            with("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+                .check_admin_token()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -320,6 +380,8 @@ mod tests {
         worker_concurrency: usize,
         worker_drain_secs: u64,
         worker_lease_secs: u64,
+        rate_limit_per_token_per_minute: u32,
+        rate_limit_sign_ins_per_minute: u32,
         session_key: String,
         allow_private_targets: String,
         webhook_timeout_ms: u64,
@@ -355,6 +417,8 @@ mod tests {
                 worker_concurrency: c.worker_concurrency,
                 worker_drain_secs: c.worker_drain_secs,
                 worker_lease_secs: c.worker_lease_secs,
+                rate_limit_per_token_per_minute: c.rate_limit_per_token_per_minute,
+                rate_limit_sign_ins_per_minute: c.rate_limit_sign_ins_per_minute,
                 session_key: c.session_key.clone(),
                 allow_private_targets: c.allow_private_targets.clone(),
                 webhook_timeout_ms: c.webhook_timeout_ms,

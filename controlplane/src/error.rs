@@ -53,6 +53,8 @@ pub enum ErrorCode {
     InvalidInvitation,
     /// The request body is larger than the configured limit.
     PayloadTooLarge,
+    /// Too many requests: the caller's budget is spent; `Retry-After` says when to retry.
+    RateLimited,
     /// A URL points at a private, loopback or link-local address that the administrator has not
     /// allowed (`allow_private_targets`).
     PrivateTarget,
@@ -87,6 +89,7 @@ impl ErrorCode {
             }
             ErrorCode::Conflict | ErrorCode::ManagedByGit => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

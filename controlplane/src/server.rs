@@ -89,6 +89,7 @@ pub async fn bootstrap(db: &Db, config: &Config) -> anyhow::Result<()> {
 
 /// Serves the API until SIGINT or SIGTERM.
 pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
+    config.check_admin_token().map_err(|e| anyhow::anyhow!(e))?;
     let sealer = sealer(&db, &config)?;
     let jwt_key = users::signing_key(&db, &sealer)
         .await

@@ -1169,3 +1169,84 @@ both_backends! {
         assert_eq!(verity_controlplane::storage::users::signing_key(&app.db, &sealer).await.expect("key"), b"legacy-plain-signing-key");
     }
 }
+
+/// A request from `ip` (through a trusted proxy) with `token`.
+fn from(ip: &str, path: &str, token: &str) -> Request<Body> {
+    let mut r = Request::get(path).header("x-forwarded-for", ip);
+    if !token.is_empty() {
+        r = r.header("authorization", format!("Token {token}"));
+    }
+    r.body(Body::empty()).expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_per_token_and_per_address() {
+    let app = TestApp::with_config(common::Backend::Sqlite, |c| {
+        c.trust_forwarded_for = true;
+        c.rate_limit_per_token_per_minute = 5;
+        c.rate_limit_sign_ins_per_minute = 3;
+    })
+    .await;
+    let other = app.user("budget@example.com", Role::Annotator).await;
+    // A token's budget: 5 requests a minute, then 429 with Retry-After; other tokens unaffected.
+    for _ in 0..5 {
+        app.send(from("192.0.2.10", "/api/projects", &app.owner))
+            .await
+            .expect(StatusCode::OK);
+    }
+    let spent = app
+        .send(from("192.0.2.10", "/api/projects", &app.owner))
+        .await;
+    let retry: u64 = spent
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    spent.expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    app.send(from("192.0.2.10", "/api/projects", &other))
+        .await
+        .expect(StatusCode::OK);
+    // Failed sign-ins from one address: after 3 the 4th failure blocks the address, and then
+    // even a valid token from there is refused (guessing stays slow whatever the answer).
+    for _ in 0..4 {
+        app.send(from(
+            "198.51.100.7",
+            "/api/projects",
+            "not-a-valid-token-xxxxxxxxxxxxxxxx",
+        ))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    let third = app.user("third@example.com", Role::Annotator).await;
+    app.send(from("198.51.100.7", "/api/projects", &third))
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    app.send(from("198.51.100.8", "/api/projects", &third))
+        .await
+        .expect(StatusCode::OK);
+    // Requests without credentials from the blocked address are not sign-ins: still answered.
+    app.send(from("198.51.100.7", "/api/version", ""))
+        .await
+        .expect(StatusCode::OK);
+    // Token exchange counts every attempt.
+    for _ in 0..3 {
+        let r = Request::post("/api/token/refresh")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"refresh": "bogus"}"#))
+            .expect("req");
+        app.send(r)
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    let r = Request::post("/api/token/refresh")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"refresh": "bogus"}"#))
+        .expect("req");
+    app.send(r)
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}

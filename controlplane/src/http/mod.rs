@@ -6,6 +6,7 @@
 //! Studio's API does.
 
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod pagination;
 pub mod routes;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub jobs: crate::jobs::Jobs,
     /// Seals and opens stored secrets.
     pub sealer: Arc<crate::secrets::Sealer>,
+    /// Rate limits.
+    pub limits: Arc<limits::RateLimits>,
 }
 
 impl AppState {
@@ -59,6 +62,10 @@ impl AppState {
         metrics: metrics::Metrics,
     ) -> Self {
         Self {
+            limits: Arc::new(limits::RateLimits::new(
+                config.rate_limit_per_token_per_minute,
+                config.rate_limit_sign_ins_per_minute,
+            )),
             sealer,
             jobs: crate::jobs::Jobs::Sql(crate::jobs::sql::SqlQueue::new(db.clone())),
             db,
@@ -92,6 +99,7 @@ pub fn app(state: AppState) -> Service {
     let (router, _) = routes::router().split_for_parts();
     let router = router
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), limits::limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state);
