@@ -335,9 +335,37 @@ pub enum Access {
     SignedIn,
     /// This permission, in the scope the permission declares.
     Needs(Permission),
+    /// The author of the target object needs `author`; anyone else needs `others` (both in the
+    /// same scope). Checked through [`Access::required`], so what the table says is what the
+    /// code enforces.
+    AuthorOr {
+        /// What the author needs.
+        author: Permission,
+        /// What everyone else needs.
+        others: Permission,
+    },
     /// The instance administrator token (`instance_admin_token`).
     InstanceAdmin,
 }
+
+impl Access {
+    /// The permission a caller needs, given whether they authored the target object (`None`:
+    /// no permission check of this kind).
+    pub fn required(self, is_author: bool) -> Option<Permission> {
+        match self {
+            Access::Needs(p) => Some(p),
+            Access::AuthorOr { author, others } => Some(if is_author { author } else { others }),
+            Access::Public | Access::SignedIn | Access::InstanceAdmin => None,
+        }
+    }
+}
+
+/// Changing or deleting an annotation: one's own with `annotation.create`, anyone else's with
+/// `annotation.manage`.
+pub const CHANGE_ANNOTATION: Access = Access::AuthorOr {
+    author: Permission::AnnotationCreate,
+    others: Permission::AnnotationManage,
+};
 
 /// One route and the permission it requires.
 #[derive(Debug, Clone, Copy)]
@@ -586,12 +614,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Needs(P::AnnotationCreate),
     ),
     ep("GET", "/api/annotations/{id}", Needs(P::ProjectView)),
-    ep("PATCH", "/api/annotations/{id}", Needs(P::AnnotationManage)),
-    ep(
-        "DELETE",
-        "/api/annotations/{id}",
-        Needs(P::AnnotationManage),
-    ),
+    ep("PATCH", "/api/annotations/{id}", CHANGE_ANNOTATION),
+    ep("DELETE", "/api/annotations/{id}", CHANGE_ANNOTATION),
     ep("GET", "/api/predictions", Needs(P::ProjectView)),
     ep("POST", "/api/predictions", Needs(P::PredictionManage)),
     ep("GET", "/api/predictions/{id}", Needs(P::ProjectView)),
@@ -675,6 +699,11 @@ pub fn permission_table_markdown() -> String {
             Public => "nothing (public)".to_string(),
             SignedIn => "any signed-in member".to_string(),
             Needs(p) => format!("`{}`", p.name()),
+            Access::AuthorOr { author, others } => format!(
+                "`{}` for the author, `{}` for anyone else",
+                author.name(),
+                others.name()
+            ),
             InstanceAdmin => "the instance admin token".to_string(),
         };
         out.push_str(&format!("| {} | `{}` | {access} |\n", e.method, e.path));

@@ -1250,3 +1250,35 @@ async fn rate_limits_per_token_and_per_address() {
         .await
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
 }
+
+both_backends! {
+    async fn annotation_changes_follow_the_declared_author_rule(app) {
+        use verity_controlplane::authz::{Access, CHANGE_ANNOTATION, ENDPOINTS};
+        // The table declares the rule the code enforces, for both methods.
+        for method in ["PATCH", "DELETE"] {
+            let e = ENDPOINTS.iter().find(|e| e.method == method && e.path == "/api/annotations/{id}").expect("declared");
+            assert!(matches!(e.access, Access::AuthorOr { .. }), "{method}");
+            assert_eq!(e.access.required(true), CHANGE_ANNOTATION.required(true));
+        }
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let annotator = app.user("author@example.com", Role::Annotator).await;
+        let other = app.user("other@example.com", Role::Annotator).await;
+        let reviewer = app.user("reviewer@example.com", Role::Reviewer).await;
+        for t in [&annotator, &other, &reviewer] {
+            app.add_member(p, t, None).await;
+        }
+        let task = app.mk_tasks(&app.owner, p, 1).await[0];
+        let own = app.post(&format!("/api/tasks/{task}/annotations"), &annotator, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        let theirs = app.post(&format!("/api/tasks/{task}/annotations"), &other, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        // The author, with annotation.create: allowed.
+        app.patch(&format!("/api/annotations/{own}"), &annotator, json!({"result": choice("neg")})).await.expect(StatusCode::OK);
+        // Someone else's needs annotation.manage, which annotators lack and reviewers hold. (An
+        // annotator cannot even see another's annotation: blind labeling answers 404.)
+        let e = app.patch(&format!("/api/annotations/{theirs}"), &annotator, json!({"result": choice("neg")})).await;
+        assert!(matches!(e.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{}", e.text);
+        assert_ne!(e.status, StatusCode::OK);
+        app.patch(&format!("/api/annotations/{theirs}"), &reviewer, json!({"result": choice("neg")})).await.expect(StatusCode::OK);
+        app.delete(&format!("/api/annotations/{own}"), &annotator).await.expect(StatusCode::NO_CONTENT);
+        app.delete(&format!("/api/annotations/{theirs}"), &reviewer).await.expect(StatusCode::NO_CONTENT);
+    }
+}

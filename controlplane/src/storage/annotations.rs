@@ -596,11 +596,10 @@ async fn load_for_change(
     id: i64,
 ) -> ApiResult<(AnnotationRow, access::ProjectAccess)> {
     let row = load_row(db, actor, id).await?;
-    let permission = if row.completed_by == Some(actor.user_id) {
-        Permission::AnnotationCreate
-    } else {
-        Permission::AnnotationManage
-    };
+    // The route table's declaration decides (and the documentation is generated from it).
+    let permission = crate::authz::CHANGE_ANNOTATION
+        .required(row.completed_by == Some(actor.user_id))
+        .unwrap_or(Permission::AnnotationManage);
     let project = access::project(db, actor, row.project_id, permission).await?;
     Ok((row, project))
 }
