@@ -5,8 +5,6 @@
 //! signing key (kept in the database so tokens survive restarts and are shared by replicas).
 //! This module only computes and checks; the storage layer looks tokens up.
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use hmac::{Hmac, Mac};
 use rand::{Rng, distributions::Alphanumeric};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -85,73 +83,60 @@ pub enum JwtError {
     },
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
 /// Whether a string looks like a JWT (three dot-separated parts starting with a JSON header).
 pub fn looks_like_jwt(token: &str) -> bool {
     token.starts_with("eyJ") && token.matches('.').count() == 2
 }
 
-/// Signs claims into a compact HS256 JWT.
+/// Signs claims into a compact HS256 JWT (the `jsonwebtoken` crate).
 pub fn sign_jwt(key: &[u8], claims: &Claims) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
-    let signing_input = format!("{header}.{payload}");
-    let signature = URL_SAFE_NO_PAD.encode(mac(key, signing_input.as_bytes()));
-    format!("{signing_input}.{signature}")
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap_or_default()
 }
 
-fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    let mut m = match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return Vec::new(),
-    };
-    m.update(data);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// Verifies signature, expiry (against `now_secs`) and type of a JWT and returns its claims.
+/// Verifies a JWT with the `jsonwebtoken` crate: HS256 only (no `none`, no algorithm
+/// confusion), the signature, every claim of [`Claims`] present with its type, expiry against
+/// `now_secs` (0: expiry not checked, for revocation), the type, and for access tokens the
+/// personal access token they were exchanged for.
 pub fn verify_jwt(
     key: &[u8],
     token: &str,
     expected_type: &'static str,
     now_secs: i64,
 ) -> Result<Claims, JwtError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Malformed);
-    };
-    let header: serde_json::Value = URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|h| serde_json::from_slice(&h).ok())
-        .ok_or(JwtError::Malformed)?;
-    if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
-        return Err(JwtError::BadSignature);
-    }
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| JwtError::Malformed)?;
-    let mut m = HmacSha256::new_from_slice(key).map_err(|_| JwtError::BadSignature)?;
-    let signed_len = token.len() - token.rsplit('.').next().map_or(0, str::len) - 1;
-    m.update(&token.as_bytes()[..signed_len]);
-    m.verify_slice(&signature)
-        .map_err(|_| JwtError::BadSignature)?;
-    let claims: Claims = URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()
-        .and_then(|p| serde_json::from_slice(&p).ok())
-        .ok_or(JwtError::Malformed)?;
-    if claims.exp <= now_secs {
+    use jsonwebtoken::errors::ErrorKind;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    // Expiry is compared below against the caller's clock; `exp` must still be there.
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["exp"]);
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(key),
+        &validation,
+    )
+    .map_err(|e| match e.kind() {
+        ErrorKind::InvalidSignature
+        | ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName => JwtError::BadSignature,
+        _ => JwtError::Malformed,
+    })?;
+    let claims = data.claims;
+    if now_secs > 0 && claims.exp <= now_secs {
         return Err(JwtError::Expired);
     }
     if claims.token_type != expected_type {
         return Err(JwtError::WrongType {
             expected: expected_type,
         });
+    }
+    if expected_type == "access" && claims.pat.as_deref().is_none_or(str::is_empty) {
+        // Every access token comes from exchanging a personal access token; one without is
+        // not ours.
+        return Err(JwtError::Malformed);
     }
     Ok(claims)
 }
@@ -225,6 +210,56 @@ mod tests {
         let mut tampered = token.clone();
         tampered.insert(tampered.find('.').map_or(0, |i| i + 2), 'x');
         assert!(verify_jwt(b"key", &tampered, "refresh", 50).is_err());
+    }
+
+    #[test]
+    fn jwt_algorithms_claims_and_untied_access_tokens_are_refused() {
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+        let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let payload = serde_json::json!({"token_type": "refresh", "exp": 100, "iat": 0, "jti": "j", "user_id": 7});
+        // alg "none" with an empty signature.
+        let none = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+            b64(&payload)
+        );
+        assert!(verify_jwt(b"key", &none, "refresh", 50).is_err());
+        // Another HMAC algorithm, correctly signed with the same key: still refused.
+        let hs512 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+            &claims("refresh", 100),
+            &jsonwebtoken::EncodingKey::from_secret(b"key"),
+        )
+        .expect("sign");
+        assert_eq!(
+            verify_jwt(b"key", &hs512, "refresh", 50),
+            Err(JwtError::BadSignature)
+        );
+        // A required claim missing (user_id), correctly signed.
+        let partial = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"token_type": "refresh", "exp": 100, "iat": 0, "jti": "j"}),
+            &jsonwebtoken::EncodingKey::from_secret(b"key"),
+        )
+        .expect("sign");
+        assert_eq!(
+            verify_jwt(b"key", &partial, "refresh", 50),
+            Err(JwtError::Malformed)
+        );
+        // An access token not exchanged from a personal access token.
+        let untied = sign_jwt(b"key", &claims("access", 100));
+        assert_eq!(
+            verify_jwt(b"key", &untied, "access", 50),
+            Err(JwtError::Malformed)
+        );
+        let tied = sign_jwt(
+            b"key",
+            &Claims {
+                pat: Some("p".into()),
+                ..claims("access", 100)
+            },
+        );
+        assert!(verify_jwt(b"key", &tied, "access", 50).is_ok());
     }
 
     #[test]

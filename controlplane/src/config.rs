@@ -94,9 +94,9 @@ pub struct Config {
     /// Requests one credential (token) may make per minute (0: no limit); a spent budget
     /// answers 429 with `Retry-After`.
     pub rate_limit_per_token_per_minute: u32,
-    /// Sign-in attempts per client address per minute: failed authentications and calls of
-    /// `/api/token/refresh` and `/api/invitations/accept` (0: no limit). A spent budget blocks
-    /// every request with a credential from that address until it refills.
+    /// Failed sign-ins per client address per minute: failed authentications, token exchanges
+    /// and invitation acceptances (0: no limit). A spent budget blocks every request with a
+    /// credential from that address until it refills.
     pub rate_limit_sign_ins_per_minute: u32,
     /// Key material (at least 32 characters) that seals stored secrets: webhook signing
     /// secrets, the JWT signing key, ML-backend passwords. Empty: a random key kept in

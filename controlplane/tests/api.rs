@@ -1230,8 +1230,8 @@ async fn rate_limits_per_token_and_per_address() {
     app.send(from("198.51.100.7", "/api/version", ""))
         .await
         .expect(StatusCode::OK);
-    // Token exchange counts every attempt.
-    for _ in 0..3 {
+    // Failed token exchanges count too.
+    for _ in 0..4 {
         let r = Request::post("/api/token/refresh")
             .header("x-forwarded-for", "203.0.113.9")
             .header("content-type", "application/json")

@@ -1,8 +1,10 @@
 //! Rate limits (the `governor` crate, GCRA): a request budget per credential, and a budget of
-//! sign-in attempts per client address. Failed authentications and calls of the public
-//! token-exchange endpoints spend the address's budget; once it is spent, the address gets 429
-//! for every request that carries a credential until it refills, so guessing tokens from one
-//! address stays slow whatever the answers would have been. Each 429 carries `Retry-After`.
+//! failed sign-ins per client address. A failed authentication, token exchange or invitation
+//! acceptance spends the address's budget; once it is spent, the address gets 429 for every
+//! request that carries a credential (and for those endpoints) until it refills, so guessing
+//! tokens from one address stays slow whatever the answers would have been. Successful
+//! sign-ins cost nothing (clients exchange tokens often, many users share an address). Each
+//! 429 carries `Retry-After`.
 
 use std::{
     net::IpAddr,
@@ -151,9 +153,6 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         if let Some(wait) = limits.blocked_for(ip) {
             return too_many(wait, "too many failed sign-ins from this address");
         }
-        if sign_in && let Some(wait) = limits.spend_sign_in(ip) {
-            return too_many(wait, "too many sign-in attempts from this address");
-        }
     }
     if let (Some(k), Some(limiter)) = (key, &limits.per_credential)
         && let Err(not_until) = limiter.check_key(&k)
@@ -162,10 +161,9 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         return too_many(wait, "this token's request budget is spent");
     }
     let response = next.run(request).await;
-    if response.status() == StatusCode::UNAUTHORIZED
-        && !sign_in
-        && let Some(ip) = ip
-    {
+    let failed = response.status() == StatusCode::UNAUTHORIZED
+        || (sign_in && response.status() == StatusCode::GONE);
+    if failed && let Some(ip) = ip {
         limits.spend_sign_in(ip);
     }
     response

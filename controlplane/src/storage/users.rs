@@ -471,8 +471,9 @@ pub async fn actor_for_legacy_token(db: &Db, token: &str) -> ApiResult<Option<Ac
 /// The actor behind a verified access token: its user must be active and, when it was
 /// exchanged for a personal access token, that token must be neither revoked nor expired.
 pub async fn actor_for_access(db: &Db, claims: &auth::Claims) -> ApiResult<Option<Actor>> {
+    // Access tokens are always exchanged from a personal access token (checked when verified).
     let Some(pat) = &claims.pat else {
-        return actor_for_user(db, claims.user_id).await;
+        return Ok(None);
     };
     let row: Option<ActorRow> = with_read!(db, conn, {
         sqlx::query_as(
