@@ -149,10 +149,9 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     });
     if let Some(ip) = ip
         && (sign_in || key.is_some())
+        && let Some(wait) = limits.blocked_for(ip)
     {
-        if let Some(wait) = limits.blocked_for(ip) {
-            return too_many(wait, "too many failed sign-ins from this address");
-        }
+        return too_many(wait, "too many failed sign-ins from this address");
     }
     if let (Some(k), Some(limiter)) = (key, &limits.per_credential)
         && let Err(not_until) = limiter.check_key(&k)
