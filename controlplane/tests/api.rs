@@ -1282,3 +1282,101 @@ both_backends! {
         app.delete(&format!("/api/annotations/{theirs}"), &reviewer).await.expect(StatusCode::NO_CONTENT);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prediction_lists_are_bounded() {
+    let app = TestApp::with_config(common::Backend::Sqlite, |c| c.page_size_max = 3).await;
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let tasks = app.mk_tasks(&app.owner, p, 4).await;
+    for t in &tasks {
+        app.post(
+            "/api/predictions",
+            &app.owner,
+            json!({"task": t, "result": choice("pos")}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    }
+    // More than the cap without pages: a clear 400, not everything at once.
+    for path in [
+        format!("/api/predictions?project={p}"),
+        "/api/predictions".to_string(),
+    ] {
+        let e = app
+            .get(&path, &app.owner)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(
+            e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("page_size")),
+            "{e}"
+        );
+    }
+    // In pages, a plain list each (what the SDK reads); a filter by task stays small.
+    let mut seen = Vec::new();
+    for page in 1..=3 {
+        let got = app
+            .get(
+                &format!("/api/predictions?project={p}&page={page}&page_size=2"),
+                &app.owner,
+            )
+            .await
+            .expect(StatusCode::OK);
+        seen.extend(
+            got.as_array()
+                .expect("list")
+                .iter()
+                .map(|x| x["task"].as_i64().expect("task")),
+        );
+    }
+    assert_eq!(seen, tasks);
+    let one = app
+        .get(&format!("/api/predictions?task={}", tasks[0]), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(one.as_array().map(Vec::len), Some(1));
+    app.get(&format!("/api/predictions?project={p}&page=0"), &app.owner)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+}
+
+both_backends! {
+    async fn bulk_deletions_run_in_batches_with_a_bounded_audit_entry(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 2500).await;
+        let (keep, gone) = ids.split_at(10);
+        app.post(&format!("/api/tasks/{}/annotations", gone[0]), &app.owner, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        let r = app.post(&format!("/api/dm/actions?project={p}&id=delete_tasks"), &app.owner, json!({"selectedItems": {"all": false, "included": gone}})).await.expect(StatusCode::OK);
+        assert_eq!(r["processed_items"], json!(2490));
+        let project = app.project(p).await;
+        assert_eq!((project["task_number"].clone(), project["total_annotations_number"].clone()), (json!(10), json!(0)));
+        let listed = app.get(&format!("/api/tasks?project={p}&page_size=100"), &app.owner).await.expect(StatusCode::OK);
+        let left: Vec<i64> = listed["tasks"].as_array().expect("tasks").iter().map(|t| t["id"].as_i64().expect("id")).collect();
+        assert_eq!(left, keep);
+        let summary = scalar(&app, "select summary from audit_log where action = 'task.delete' order by id desc limit 1").await;
+        let summary: Value = serde_json::from_str(&summary).expect("json");
+        assert_eq!(summary["deleted"], json!(2490));
+        assert_eq!(summary["ids"].as_array().map(Vec::len), Some(100));
+        assert_eq!(summary["ids_truncated"], json!(true));
+    }
+}
+
+both_backends! {
+    async fn export_snapshots_of_a_project_run_two_at_a_time(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        app.mk_tasks(&app.owner, p, 3).await;
+        // Two snapshots still being made (as a slow export would be).
+        let owner_id = app.user_id(&app.owner).await;
+        for _ in 0..2 {
+            app.sql(&format!("insert into export_snapshot (project_id, title, status, created_by, params, task_count, annotation_count, created_at) values ({p}, 'slow', 'in_progress', {owner_id}, '{{}}', 0, 0, 1)")).await.expect("insert");
+        }
+        let e = app.post(&format!("/api/projects/{p}/exports"), &app.owner, json!({"title": "third"})).await.expect_error(StatusCode::CONFLICT, "conflict");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("wait until one is completed")), "{e}");
+        // Another project is not held back; one finishing lets the next one start.
+        let other = app.mk_project(&app.owner, json!({"title": "Other project"})).await;
+        app.post(&format!("/api/projects/{other}/exports"), &app.owner, json!({})).await.expect(StatusCode::CREATED);
+        app.sql(&format!("update export_snapshot set status = 'completed' where project_id = {p} and title = 'slow' and id = (select min(id) from export_snapshot where project_id = {p})")).await.expect("finish one");
+        app.post(&format!("/api/projects/{p}/exports"), &app.owner, json!({"title": "now"})).await.expect(StatusCode::CREATED);
+    }
+}

@@ -40,6 +40,11 @@ enum Mode {
     Stream,
 }
 
+/// The largest task object an import accepts (data, annotations and predictions together):
+/// media belong in storage and are referenced by URL, so a bigger task is a mistake, and
+/// holding it would cost memory per request.
+pub const MAX_TASK_BYTES: usize = 10 * 1024 * 1024;
+
 /// Splits a JSON upload into task objects, fed in arbitrary chunks.
 #[derive(Debug)]
 pub struct JsonSplitter {
@@ -77,6 +82,15 @@ impl JsonSplitter {
         for &b in chunk {
             if self.depth > 0 {
                 self.current.push(b);
+                if self.current.len() > MAX_TASK_BYTES {
+                    return Err(ImportError::new(
+                        self.index,
+                        format!(
+                            "the task is larger than {} MiB; keep media in storage and reference them by URL",
+                            MAX_TASK_BYTES / (1024 * 1024)
+                        ),
+                    ));
+                }
                 if self.in_string {
                     if self.escape {
                         self.escape = false;
@@ -560,6 +574,17 @@ mod tests {
             .into_iter()
             .map(|b| serde_json::from_slice(&b).expect("valid element"))
             .collect())
+    }
+
+    #[test]
+    fn oversized_tasks_are_refused_with_their_index() {
+        let big = format!(
+            "[{{\"text\": \"small\"}}, {{\"text\": \"{}\"}}]",
+            "x".repeat(MAX_TASK_BYTES)
+        );
+        let e = split_all(big.as_bytes(), 65536).expect_err("too big");
+        assert_eq!(e.index, 1);
+        assert!(e.message.contains("MiB"), "{}", e.message);
     }
 
     #[test]

@@ -331,6 +331,7 @@ pub async fn list(
     actor: &Actor,
     task: Option<i64>,
     project: Option<i64>,
+    (offset, limit): (i64, i64),
 ) -> ApiResult<Vec<PredictionView>> {
     if let Some(task) = task {
         tasks::get_row(db, actor, task, Permission::ProjectView).await?;
@@ -343,11 +344,13 @@ pub async fn list(
         sqlx::query_as(&format!(
             "select {PREDICTION_COLUMNS} from prediction pr join project p on p.id = pr.project_id \
              where p.organization_id = $1 and ($2 = 0 or pr.task_id = $2) and ($3 = 0 or pr.project_id = $3) \
-             and {visible} order by pr.id"
+             and {visible} order by pr.id limit $4 offset $5"
         ))
         .bind(actor.org_id)
         .bind(task.unwrap_or(0))
         .bind(project.unwrap_or(0))
+        .bind(limit)
+        .bind(offset)
         .fetch_all(conn)
         .await?
     });

@@ -134,7 +134,11 @@ async fn row(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<Snap
     found.ok_or_else(|| ApiError::not_found("export"))
 }
 
-/// Creates a snapshot and starts writing it in the background.
+/// Snapshots of one project made at the same time, at most.
+pub const MAX_RUNNING: i64 = 2;
+
+/// Creates a snapshot and starts writing it in the background (409 while [`MAX_RUNNING`] of
+/// the project are being made).
 pub async fn create(
     db: &Db,
     actor: &Actor,
@@ -170,7 +174,25 @@ pub async fn create(
     };
     let params = json!({"only_with_annotations": only_annotated}).to_string();
     let now = now_micros();
+    let dialect = db.dialect();
     let id: i64 = with_tx!(db, tx, {
+        // At most MAX_RUNNING snapshots of a project are made at once (each reads the whole
+        // project); the project lock makes the count and the insert one step.
+        crate::storage::annotations::lock_project!(tx, dialect, project_id);
+        let running: i64 = sqlx::query_scalar(
+            "select count(*) from export_snapshot where project_id = $1 and status = 'in_progress'",
+        )
+        .bind(project_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running >= MAX_RUNNING {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{running} export snapshots of this project are being made; wait until one is completed (GET /api/projects/{project_id}/exports) and try again"
+                ),
+            ));
+        }
         let id: i64 = sqlx::query_scalar(
             "insert into export_snapshot (project_id, title, status, created_by, params, task_count, annotation_count, created_at) \
              values ($1, $2, 'in_progress', $3, $4, $5, $6, $7) returning id",

@@ -1255,6 +1255,12 @@ pub async fn update(
     get(db, actor, id).await
 }
 
+/// Ids per statement of a bulk deletion.
+const DELETE_BATCH: usize = 1000;
+
+/// Ids named in the audit entry of a bulk deletion.
+const AUDIT_IDS: usize = 100;
+
 /// Deletes tasks of one project (all of them when `ids` is `None`), subtracting their counters.
 pub async fn delete_many(
     db: &Db,
@@ -1264,47 +1270,53 @@ pub async fn delete_many(
 ) -> ApiResult<Vec<i64>> {
     projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
     let dialect = db.dialect();
-    let condition = match ids {
-        None => String::new(),
-        Some([]) => {
-            // Nothing selected: nothing changes, but the request is still on the record.
-            return with_tx!(db, tx, {
-                audit!(
-                    tx,
-                    Prepared::new(
-                        actor,
-                        "task.delete",
-                        "project",
-                        project_id,
-                        serde_json::json!({"deleted": 0, "ids": []}),
-                    )
-                );
-                Ok::<_, ApiError>(Vec::new())
-            });
-        }
-        Some(ids) => format!(
-            " and id in ({})",
-            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-        ),
+    // A selection is deleted in batches of bounded statements (one transaction): a selection
+    // of a million ids never becomes one giant `IN (…)`.
+    let conditions: Vec<String> = match ids {
+        None => vec![String::new()],
+        Some(ids) => ids
+            .chunks(DELETE_BATCH)
+            .map(|chunk| {
+                format!(
+                    " and id in ({})",
+                    chunk
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            })
+            .collect(),
     };
     with_tx!(db, tx, {
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
-        let sums: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&format!(
-            "select count(*), cast(coalesce(sum(case when is_labeled then 1 else 0 end), 0) as bigint), cast(coalesce(sum(total_annotations), 0) as bigint), \
-             cast(coalesce(sum(cancelled_annotations), 0) as bigint), cast(coalesce(sum(useful_annotations), 0) as bigint), \
-             cast(coalesce(sum(ground_truth_annotations), 0) as bigint), cast(coalesce(sum(case when useful_annotations > 0 then 1 else 0 end), 0) as bigint), \
-             cast(coalesce(sum(total_predictions), 0) as bigint), cast(coalesce(sum(case when overlap > 1 then 1 else 0 end), 0) as bigint) \
-             from task where project_id = $1{condition}"
-        ))
-        .bind(project_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut deleted: Vec<i64> = sqlx::query_scalar(&format!(
-            "delete from task where project_id = $1{condition} returning id"
-        ))
-        .bind(project_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut sums = [0i64; 9];
+        let mut deleted: Vec<i64> = Vec::new();
+        for condition in &conditions {
+            let s: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&format!(
+                "select count(*), cast(coalesce(sum(case when is_labeled then 1 else 0 end), 0) as bigint), cast(coalesce(sum(total_annotations), 0) as bigint), \
+                 cast(coalesce(sum(cancelled_annotations), 0) as bigint), cast(coalesce(sum(useful_annotations), 0) as bigint), \
+                 cast(coalesce(sum(ground_truth_annotations), 0) as bigint), cast(coalesce(sum(case when useful_annotations > 0 then 1 else 0 end), 0) as bigint), \
+                 cast(coalesce(sum(total_predictions), 0) as bigint), cast(coalesce(sum(case when overlap > 1 then 1 else 0 end), 0) as bigint) \
+                 from task where project_id = $1{condition}"
+            ))
+            .bind(project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            for (total, part) in sums
+                .iter_mut()
+                .zip([s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7, s.8])
+            {
+                *total += part;
+            }
+            let gone: Vec<i64> = sqlx::query_scalar(&format!(
+                "delete from task where project_id = $1{condition} returning id"
+            ))
+            .bind(project_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            deleted.extend(gone);
+        }
         deleted.sort_unstable();
         sqlx::query(
             "update project set task_number = task_number - $1, finished_task_number = finished_task_number - $2, \
@@ -1313,27 +1325,29 @@ pub async fn delete_many(
              num_tasks_with_annotations = num_tasks_with_annotations - $7, total_predictions_number = total_predictions_number - $8, \
              overlapped_task_number = overlapped_task_number - $9 where id = $10",
         )
-        .bind(sums.0)
-        .bind(sums.1)
-        .bind(sums.2)
-        .bind(sums.3)
-        .bind(sums.4)
-        .bind(sums.5)
-        .bind(sums.6)
-        .bind(sums.7)
-        .bind(sums.8)
+        .bind(sums[0])
+        .bind(sums[1])
+        .bind(sums[2])
+        .bind(sums[3])
+        .bind(sums[4])
+        .bind(sums[5])
+        .bind(sums[6])
+        .bind(sums[7])
+        .bind(sums[8])
         .bind(project_id)
         .execute(&mut *tx)
         .await?;
+        // The audit entry names at most AUDIT_IDS ids: a bulk deletion is one bounded entry.
+        let mut summary = serde_json::json!({"deleted": sums[0], "all": ids.is_none()});
+        if !deleted.is_empty() || ids.is_some() {
+            summary["ids"] = serde_json::json!(deleted.iter().take(AUDIT_IDS).collect::<Vec<_>>());
+        }
+        if deleted.len() > AUDIT_IDS {
+            summary["ids_truncated"] = serde_json::json!(true);
+        }
         audit!(
             tx,
-            Prepared::new(
-                actor,
-                "task.delete",
-                "project",
-                project_id,
-                serde_json::json!({"deleted": sums.0, "ids": ids}),
-            )
+            Prepared::new(actor, "task.delete", "project", project_id, summary)
         );
         Ok::<_, ApiError>(deleted)
     })

@@ -11,7 +11,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     authz::{Actor, Permission},
+    error::ErrorCode,
     error::{ApiError, ApiResult},
+    http::pagination::Page,
     http::{
         AppState,
         extract::{JsonObject, Query, opt_int},
@@ -31,6 +33,11 @@ pub struct PredictionListParams {
     #[serde(rename = "task__project")]
     #[param(rename = "task__project")]
     pub task_project: Option<String>,
+    /// 1-based page of the list (with `page_size`); without it the whole list, which may hold at
+    /// most `page_size_max` predictions.
+    pub page: Option<String>,
+    /// Predictions per page (default and cap: `page_size_max`).
+    pub page_size: Option<String>,
 }
 
 /// Lists predictions by task or project.
@@ -43,9 +50,29 @@ pub async fn list_predictions(
     let task = opt_int("task", &params.task)?;
     let project =
         opt_int("project", &params.project)?.or(opt_int("task__project", &params.task_project)?);
-    Ok(Json(
-        predictions::list(&state.db, &actor, task, project).await?,
-    ))
+    let max = state.config.page_size_max;
+    let paged = params.page.is_some() || params.page_size.is_some();
+    let page = Page::new(
+        opt_int("page", &params.page)?,
+        opt_int("page_size", &params.page_size)?,
+        max,
+        max,
+    )?;
+    // Unpaged, one more than the cap is read to tell a complete list from a cut one.
+    let limit = if paged { page.size } else { max + 1 };
+    let mut rows =
+        predictions::list(&state.db, &actor, task, project, (page.offset(), limit)).await?;
+    if !paged && rows.len() as i64 > max {
+        rows.clear();
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "page",
+            format!(
+                "more than {max} predictions match; filter by task, or read them in pages with page and page_size"
+            ),
+        ));
+    }
+    Ok(Json(rows))
 }
 
 /// Creates a prediction for a task.
