@@ -174,6 +174,21 @@ impl From<sqlx::Error> for ApiError {
                 validation_errors: None,
                 internal: Some(err.to_string()),
             },
+            // A unique value taken by a request that committed first (two requests racing to
+            // create the same thing): the caller's conflict, not a server failure.
+            sqlx::Error::Database(e) if e.is_unique_violation() => Self {
+                code: ErrorCode::Conflict,
+                detail: "this conflicts with an object created at the same time (a value that must be unique is taken); read the current state and retry".into(),
+                validation_errors: None,
+                internal: Some(err.to_string()),
+            },
+            // An object referenced by the change was deleted at the same time.
+            sqlx::Error::Database(e) if e.is_foreign_key_violation() => Self {
+                code: ErrorCode::Conflict,
+                detail: "an object this change refers to was deleted at the same time; read the current state and retry".into(),
+                validation_errors: None,
+                internal: Some(err.to_string()),
+            },
             _ => Self::internal(err),
         }
     }

@@ -1380,3 +1380,44 @@ both_backends! {
         app.post(&format!("/api/projects/{p}/exports"), &app.owner, json!({"title": "now"})).await.expect(StatusCode::CREATED);
     }
 }
+
+both_backends! {
+    async fn unique_and_reference_races_answer_409(app) {
+        // What the database says when two writers race is translated, whatever the code path.
+        let conflict = |e: sqlx::Error| {
+            let api: verity_controlplane::error::ApiError = e.into();
+            assert_eq!(api.code, verity_controlplane::error::ErrorCode::Conflict, "{}", api.detail);
+        };
+        let dup = "insert into instance_setting (key, value) values ('race-probe', 'x')";
+        let fk = "insert into project_member (project_id, user_id, role, created_at) values (987654321, 987654321, null, 0)";
+        match &app.db {
+            verity_controlplane::storage::Db::Postgres(p) => {
+                sqlx::query(dup).execute(p).await.expect("first");
+                conflict(sqlx::query(dup).execute(p).await.expect_err("duplicate"));
+                conflict(sqlx::query(fk).execute(p).await.expect_err("dangling reference"));
+            }
+            verity_controlplane::storage::Db::Sqlite { write, .. } => {
+                sqlx::query(dup).execute(write).await.expect("first");
+                conflict(sqlx::query(dup).execute(write).await.expect_err("duplicate"));
+                conflict(sqlx::query(fk).execute(write).await.expect_err("dangling reference"));
+            }
+        }
+        // Concurrent creations of one user: one is created, the others are told it exists.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let service = app.service.clone();
+            let owner = app.owner.clone();
+            set.spawn(async move {
+                let request = Request::post("/api/users").header("authorization", format!("Token {owner}")).header("content-type", "application/json").body(Body::from(r#"{"email": "twice@example.com", "role": "annotator"}"#)).expect("req");
+                tower::ServiceExt::oneshot(service, request).await.expect("response").status()
+            });
+        }
+        let mut created = 0;
+        while let Some(status) = set.join_next().await {
+            let status = status.expect("join");
+            assert!(matches!(status, StatusCode::CREATED | StatusCode::CONFLICT), "{status}");
+            created += usize::from(status == StatusCode::CREATED);
+        }
+        assert_eq!(created, 1);
+    }
+}
