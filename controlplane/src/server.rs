@@ -71,20 +71,75 @@ pub async fn bootstrap(db: &Db, config: &Config) -> anyhow::Result<()> {
     };
     let by = crate::authz::Actor::instance(org, Default::default());
     match users::create_user_in_org(db, &by, org, &new).await {
-        Ok((user, token)) => {
-            println!("Verity: created the owner account of organization {org}");
-            println!("  login:     {}", user.email);
-            if generated_password {
-                println!(
-                    "  password:  {password}   (generated; set VERITY_ADMIN_PASSWORD to choose one)"
-                );
-            }
-            println!("  API token: {token}   (shown once; use `Authorization: Token <token>`)");
-            Ok(())
-        }
+        Ok((user, token)) => announce_owner(
+            config,
+            org,
+            &user.email,
+            &password,
+            generated_password,
+            &token,
+        ),
         Err(e) if e.code == ErrorCode::Conflict => Ok(()),
         Err(e) => Err(anyhow::anyhow!("creating the owner failed: {}", e.detail)),
     }
+}
+
+/// Tells the operator of a first start how to sign in. Secrets that came from the configuration
+/// are never repeated; generated ones go to the terminal when there is one, else to a file only
+/// the service user can read (a log stream, such as a pod's, never carries them).
+fn announce_owner(
+    config: &Config,
+    org: i64,
+    login: &str,
+    password: &str,
+    generated_password: bool,
+    token: &str,
+) -> anyhow::Result<()> {
+    println!("Verity: created the owner account of organization {org}");
+    println!("  login:     {login}");
+    let token_given = !config.admin_token.is_empty();
+    if !generated_password && token_given {
+        println!(
+            "  password and API token: the ones configured (VERITY_ADMIN_PASSWORD, VERITY_ADMIN_TOKEN)"
+        );
+        return Ok(());
+    }
+    let mut lines = Vec::new();
+    if generated_password {
+        lines.push(format!(
+            "password:  {password}   (generated; set VERITY_ADMIN_PASSWORD to choose one)"
+        ));
+    }
+    if !token_given {
+        lines.push(format!(
+            "API token: {token}   (generated; use `Authorization: Token <token>`)"
+        ));
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        for line in &lines {
+            println!("  {line}");
+        }
+        println!("  (shown once)");
+        return Ok(());
+    }
+    let _ = std::fs::create_dir_all(&config.data_dir);
+    let path = config.data_dir.join("initial-credentials");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("writing the generated credentials to {}", path.display()))?;
+    std::io::Write::write_all(
+        &mut file,
+        format!("login:     {login}\n{}\n", lines.join("\n")).as_bytes(),
+    )?;
+    println!(
+        "  generated credentials: in {} (readable by this user only; not printed because the output is not a terminal)",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Serves the API until SIGINT or SIGTERM.

@@ -1421,3 +1421,84 @@ both_backends! {
         assert_eq!(created, 1);
     }
 }
+
+/// Runs `verity serve` on a fresh data directory with `env` until it printed the first-start
+/// announcement (stdout is a pipe, as under a process supervisor); answers stdout.
+async fn first_start(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_verity"))
+        .arg("serve")
+        .env("VERITY_DATA_DIR", dir)
+        .env("VERITY_LISTEN", "127.0.0.1:0")
+        .env_remove("VERITY_DATABASE_URL")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn verity serve");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut out = String::new();
+    let read = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push_str(&line);
+            out.push('\n');
+            if line.contains("listening on") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("serve started within a minute");
+    let _ = child.kill().await;
+    out
+}
+
+#[tokio::test]
+async fn first_start_never_prints_credentials_to_a_log_stream() {
+    // Generated credentials: not in the output, in a file only the service user can read.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = first_start(dir.path(), &[]).await;
+    let file = dir.path().join("initial-credentials");
+    let saved = std::fs::read_to_string(&file).expect("credentials file");
+    let token = saved
+        .lines()
+        .find_map(|l| l.strip_prefix("API token: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("token line")
+        .to_string();
+    assert!(token.len() >= 32, "{saved}");
+    assert!(
+        !out.contains(&token) && out.contains("initial-credentials"),
+        "{out}"
+    );
+    assert!(
+        saved.contains("password:") && !out.contains("password:  "),
+        "{out}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // Configured credentials are never repeated, anywhere.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let given = "configured-admin-token-0123456789abcdef";
+    let out = first_start(
+        dir.path(),
+        &[
+            ("VERITY_ADMIN_TOKEN", given),
+            ("VERITY_ADMIN_PASSWORD", "configured-password-123"),
+        ],
+    )
+    .await;
+    assert!(
+        !out.contains(given) && !out.contains("configured-password-123"),
+        "{out}"
+    );
+    assert!(!dir.path().join("initial-credentials").exists());
+}
