@@ -1502,3 +1502,101 @@ async fn first_start_never_prints_credentials_to_a_log_stream() {
     );
     assert!(!dir.path().join("initial-credentials").exists());
 }
+
+both_backends! {
+    async fn a_pause_landing_between_check_and_write_is_honoured(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let annotator = app.user("racer@example.com", Role::Annotator).await;
+        app.add_member(p, &annotator, None).await;
+        let annotator_id = app.user_id(&annotator).await;
+        let owner_id = app.user_id(&app.owner).await;
+        let task = app.mk_tasks(&app.owner, p, 1).await[0];
+        let pause = format!("insert into project_pause (project_id, user_id, reason, verbose_reason, paused_by, created_at) values ({p}, {annotator_id}, 'MANUAL', 'stop', {owner_id}, 1)");
+        // Hold the project's write lock while the annotator's request passes its first check;
+        // pause them inside that transaction; let go.
+        let submit = |service: verity_controlplane::http::Service| {
+            let token = annotator.clone();
+            tokio::spawn(async move {
+                let request = Request::post(format!("/api/tasks/{task}/annotations")).header("authorization", format!("Token {token}")).header("content-type", "application/json").body(Body::from(json!({"result": choice("pos")}).to_string())).expect("req");
+                tower::ServiceExt::oneshot(service, request).await.expect("response").status()
+            })
+        };
+        let status = match &app.db {
+            verity_controlplane::storage::Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query(&format!("select id from project where id = {p} for update")).execute(&mut *tx).await.expect("lock");
+                let pending = submit(app.service.clone());
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                sqlx::query(&pause).execute(&mut *tx).await.expect("pause");
+                tx.commit().await.expect("commit");
+                pending.await.expect("join")
+            }
+            verity_controlplane::storage::Db::Sqlite { .. } => {
+                use sqlx::Connection;
+                let url = format!("sqlite://{}", app.config.data_dir.join("verity.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("second connection");
+                sqlx::query("begin immediate").execute(&mut conn).await.expect("lock");
+                let pending = submit(app.service.clone());
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                sqlx::query(&pause).execute(&mut conn).await.expect("pause");
+                sqlx::query("commit").execute(&mut conn).await.expect("commit");
+                pending.await.expect("join")
+            }
+        };
+        assert_eq!(status, StatusCode::FORBIDDEN, "the pause committed before the annotation was written");
+        let project = app.project(p).await;
+        assert_eq!(project["total_annotations_number"], json!(0));
+    }
+}
+
+both_backends! {
+    async fn two_owners_demoting_each_other_at_once_leave_one_owner(app) {
+        let second = app.user("second-owner@example.com", Role::Owner).await;
+        let first_id = app.user_id(&app.owner).await;
+        let second_id = app.user_id(&second).await;
+        let demote = |service: verity_controlplane::http::Service, token: String, target: i64, org: i64| {
+            tokio::spawn(async move {
+                let request = Request::patch(format!("/api/organizations/{org}/memberships")).header("authorization", format!("Token {token}")).header("content-type", "application/json").body(Body::from(json!({"user_id": target, "role": "admin"}).to_string())).expect("req");
+                tower::ServiceExt::oneshot(service, request).await.expect("response").status()
+            })
+        };
+        // Both requests read the owners while their writes are held back, then go at once.
+        let statuses = match &app.db {
+            verity_controlplane::storage::Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query(&format!("select user_id from org_member where organization_id = {} for update", app.org)).execute(&mut *tx).await.expect("lock");
+                let a = demote(app.service.clone(), app.owner.clone(), second_id, app.org);
+                let b = demote(app.service.clone(), second.clone(), first_id, app.org);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tx.commit().await.expect("commit");
+                [a.await.expect("a"), b.await.expect("b")]
+            }
+            verity_controlplane::storage::Db::Sqlite { .. } => {
+                use sqlx::Connection;
+                let url = format!("sqlite://{}", app.config.data_dir.join("verity.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("second connection");
+                sqlx::query("begin immediate").execute(&mut conn).await.expect("lock");
+                let a = demote(app.service.clone(), app.owner.clone(), second_id, app.org);
+                let b = demote(app.service.clone(), second.clone(), first_id, app.org);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                sqlx::query("commit").execute(&mut conn).await.expect("commit");
+                [a.await.expect("a"), b.await.expect("b")]
+            }
+        };
+        let ok = statuses.iter().filter(|s| s.is_success()).count();
+        assert_eq!(ok, 1, "exactly one demotion goes through: {statuses:?}");
+        assert!(statuses.contains(&StatusCode::FORBIDDEN), "{statuses:?}");
+        let owners = scalar_i64(&app, &format!("select count(*) from org_member where organization_id = {} and role = 'owner' and deactivated_at is null", app.org)).await;
+        assert_eq!(owners, 1);
+    }
+}
+
+async fn scalar_i64(app: &TestApp, sql: &str) -> i64 {
+    match &app.db {
+        verity_controlplane::storage::Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        verity_controlplane::storage::Db::Sqlite { read, .. } => {
+            sqlx::query_scalar(sql).fetch_one(read).await
+        }
+    }
+    .expect("query")
+}

@@ -24,8 +24,9 @@ pub struct ProjectAccess {
     pub role: Role,
 }
 
+/// A project with the caller's membership facts (what access decisions are made on).
 #[derive(sqlx::FromRow)]
-struct AccessRow {
+pub(crate) struct AccessRow {
     #[sqlx(flatten)]
     row: ProjectRow,
     member_role: Option<String>,
@@ -65,30 +66,60 @@ enum By {
     Task(i64),
 }
 
+/// The access query: `$1` the project (or task) id, `$2` the user, `$3` the organization.
+pub(crate) fn access_sql(by_task: bool) -> String {
+    let (from, key) = if by_task {
+        ("task t join project p on p.id = t.project_id", "t.id")
+    } else {
+        ("project p", "p.id")
+    };
+    format!(
+        "select {PROJECT_COLUMNS}, pm.role as member_role, (pm.user_id is not null) as is_member, \
+         exists(select 1 from workspace_member wm where wm.workspace_id = p.workspace_id and wm.user_id = $2) as in_workspace, \
+         (select pp.verbose_reason from project_pause pp where pp.project_id = p.id and pp.user_id = $2 \
+          and pp.deleted_at is null order by pp.id desc limit 1) as pause_reason \
+         from {from} left join app_user u on u.id = p.created_by \
+         left join project_member pm on pm.project_id = p.id and pm.user_id = $2 \
+         where {key} = $1 and p.organization_id = $3"
+    )
+}
+
+/// Checks access again inside a write transaction (after the project lock), so a pause or a
+/// removal that committed after the first check but before the write is not missed. Errors
+/// roll the transaction back; refusals here are not audited again.
+#[macro_export]
+macro_rules! recheck_project_access {
+    ($tx:expr, $actor:expr, $project_id:expr, $permission:expr) => {{
+        let found: Option<$crate::storage::access::AccessRow> =
+            sqlx::query_as(&$crate::storage::access::access_sql(false))
+                .bind($project_id)
+                .bind($actor.user_id)
+                .bind($actor.org_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        match found {
+            None => Err($crate::error::ApiError::not_found("project")),
+            Some(f) => $crate::storage::access::decide($actor, f, $permission),
+        }
+    }};
+}
+
 async fn load(db: &Db, actor: &Actor, by: By) -> ApiResult<Option<AccessRow>> {
-    let (from, key, id) = match by {
-        By::Project(id) => ("project p", "p.id", id),
-        By::Task(id) => ("task t join project p on p.id = t.project_id", "t.id", id),
+    let (by_task, id) = match by {
+        By::Project(id) => (false, id),
+        By::Task(id) => (true, id),
     };
     Ok(with_read!(db, conn, {
-        sqlx::query_as(&format!(
-            "select {PROJECT_COLUMNS}, pm.role as member_role, (pm.user_id is not null) as is_member, \
-             exists(select 1 from workspace_member wm where wm.workspace_id = p.workspace_id and wm.user_id = $2) as in_workspace, \
-             (select pp.verbose_reason from project_pause pp where pp.project_id = p.id and pp.user_id = $2 \
-              and pp.deleted_at is null order by pp.id desc limit 1) as pause_reason \
-             from {from} left join app_user u on u.id = p.created_by \
-             left join project_member pm on pm.project_id = p.id and pm.user_id = $2 \
-             where {key} = $1 and p.organization_id = $3"
-        ))
-        .bind(id)
-        .bind(actor.user_id)
-        .bind(actor.org_id)
-        .fetch_optional(conn)
-        .await?
+        sqlx::query_as(&access_sql(by_task))
+            .bind(id)
+            .bind(actor.user_id)
+            .bind(actor.org_id)
+            .fetch_optional(conn)
+            .await?
     }))
 }
 
-/// Checks `permission` on a loaded project.
+/// Checks `permission` on a loaded project; refusals are audited.
 async fn check(
     db: &Db,
     actor: &Actor,
@@ -96,6 +127,21 @@ async fn check(
     permission: Permission,
 ) -> ApiResult<ProjectAccess> {
     let project_id = found.row.id;
+    match decide(actor, found, permission) {
+        Err(e) if e.code == ErrorCode::Forbidden => {
+            Err(denied(db, actor, permission, "project", project_id, e).await)
+        }
+        other => other,
+    }
+}
+
+/// The decision on a loaded project: the caller's role in it must hold `permission`, and taking
+/// work needs the caller not to be paused.
+pub(crate) fn decide(
+    actor: &Actor,
+    found: AccessRow,
+    permission: Permission,
+) -> ApiResult<ProjectAccess> {
     let membership = ProjectMembership {
         creator: found.row.created_by == Some(actor.user_id),
         workspace_member: found.in_workspace,
@@ -103,9 +149,7 @@ async fn check(
         project_role: found.member_role.as_deref().and_then(Role::parse),
     };
     let role = authz::project_role(actor.role, membership);
-    if let Err(e) = actor.require_in(role, permission) {
-        return Err(denied(db, actor, permission, "project", project_id, e).await);
-    }
+    actor.require_in(role, permission)?;
     let role = role.unwrap_or(Role::Annotator);
     if permission == Permission::AnnotationCreate
         && role < Role::Manager

@@ -416,6 +416,8 @@ pub async fn create(
     let dialect = db.dialect();
     let row: AnnotationRow = with_tx!(db, tx, {
         lock_project!(tx, dialect, project.id);
+        // A pause or removal that landed since the check above counts.
+        crate::recheck_project_access!(tx, actor, project.id, Permission::AnnotationCreate)?;
         // Referenced ids must be of this very task (not just any id, or another tenant's).
         for (field, table, id) in [
             ("parent_prediction", "prediction", input.parent_prediction),

@@ -128,7 +128,10 @@ pub async fn add(
 pub async fn remove(db: &Db, actor: &Actor, project_id: i64, user_ids: &[i64]) -> ApiResult<()> {
     access::project(db, actor, project_id, Permission::MemberManage).await?;
     check_users(db, actor, user_ids).await?;
+    let dialect = db.dialect();
     with_tx!(db, tx, {
+        // Serialized with the writes that check membership (the label stream, annotations).
+        crate::storage::annotations::lock_project!(tx, dialect, project_id);
         for user in user_ids {
             sqlx::query("delete from project_member where project_id = $1 and user_id = $2")
                 .bind(project_id)
@@ -243,7 +246,10 @@ pub async fn pause(
         ));
     }
     let now = now_micros();
+    let dialect = db.dialect();
     let id: i64 = with_tx!(db, tx, {
+        // Serialized with the writes that check pauses (the label stream, annotations).
+        crate::storage::annotations::lock_project!(tx, dialect, project_id);
         let id: i64 = sqlx::query_scalar(
             "insert into project_pause (project_id, user_id, reason, verbose_reason, paused_by, created_at) \
              values ($1, $2, $3, $4, $5, $6) returning id",

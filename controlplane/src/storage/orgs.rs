@@ -332,7 +332,17 @@ pub async fn set_roles_bulk(
         _ => "member.role",
     };
     let now = now_micros();
+    let dialect = db.dialect();
     let outcome: Result<(), (i64, String)> = with_tx!(db, tx, {
+        // Role changes of one organization are serialized (SQLite's single writer does that by
+        // itself): two owners demoting each other at once cannot both see the other as the
+        // remaining owner.
+        if dialect == crate::storage::Dialect::Postgres {
+            sqlx::query("select id from organization where id = $1 for update")
+                .bind(actor.org_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let members: Vec<(i64, String, Option<i64>)> = sqlx::query_as(&format!(
             "select user_id, role, deactivated_at from org_member where organization_id = $1 and user_id in ({})",
             user_ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")

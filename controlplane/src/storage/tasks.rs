@@ -1386,6 +1386,8 @@ pub async fn next(
     };
     let picked: Option<(i64, String, String)> = with_tx!(db, tx, {
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
+        // A pause or removal that landed since the check above counts.
+        crate::recheck_project_access!(tx, actor, project_id, Permission::AnnotationCreate)?;
         sqlx::query("delete from task_lock where project_id = $1 and expire_at <= $2")
             .bind(project_id)
             .bind(now)
