@@ -1600,3 +1600,40 @@ async fn scalar_i64(app: &TestApp, sql: &str) -> i64 {
     }
     .expect("query")
 }
+
+both_backends! {
+    async fn concurrent_conversions_of_one_snapshot_both_land(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let ids = app.mk_tasks(&app.owner, p, 50).await;
+        for id in &ids {
+            app.post(&format!("/api/tasks/{id}/annotations"), &app.owner, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        }
+        for round in 0..3 {
+            let sid = app.post(&format!("/api/projects/{p}/exports"), &app.owner, json!({"title": format!("round {round}")})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+            for _ in 0..400 {
+                let s = app.get(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect(StatusCode::OK);
+                if s["status"] == json!("completed") {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let convert = |format: &'static str| {
+                let (service, token) = (app.service.clone(), app.owner.clone());
+                tokio::spawn(async move {
+                    let request = Request::post(format!("/api/projects/{p}/exports/{sid}/convert")).header("authorization", format!("Token {token}")).header("content-type", "application/json").body(Body::from(json!({"export_type": format}).to_string())).expect("req");
+                    tower::ServiceExt::oneshot(service, request).await.expect("response").status()
+                })
+            };
+            let (csv, tsv) = (convert("CSV"), convert("TSV"));
+            assert_eq!((csv.await.expect("csv"), tsv.await.expect("tsv")), (StatusCode::OK, StatusCode::OK));
+            let s = app.get(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect(StatusCode::OK);
+            let mut formats: Vec<String> = s["converted_formats"].as_array().expect("list").iter().map(|c| c["export_type"].as_str().unwrap_or_default().to_string()).collect();
+            formats.sort();
+            assert_eq!(formats, ["CSV", "TSV"], "round {round}: {s}");
+            let csv = app.get(&format!("/api/projects/{p}/exports/{sid}/download?exportType=CSV"), &app.owner).await;
+            let tsv = app.get(&format!("/api/projects/{p}/exports/{sid}/download?exportType=TSV"), &app.owner).await;
+            assert_eq!((csv.text.lines().count(), tsv.text.lines().count()), (51, 51));
+            assert!(csv.text.lines().next().is_some_and(|h| h.contains(',')) && tsv.text.lines().next().is_some_and(|h| h.contains('\t')));
+        }
+    }
+}

@@ -251,7 +251,7 @@ async fn write_export(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let partial = path.with_extension("partial");
+    let partial = partial_of(path);
     let mut out = tokio::fs::File::create(&partial)
         .await
         .map_err(|e| e.to_string())?;
@@ -264,6 +264,16 @@ async fn write_export(
     tokio::fs::rename(&partial, path)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A file name of its own for writing `path` before the atomic rename: two conversions of one
+/// snapshot (CSV and TSV) never write into the same file.
+fn partial_of(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()))
 }
 
 async fn finish(db: &Db, id: i64, status: &str, error: Option<String>) -> ApiResult<()> {
@@ -380,14 +390,23 @@ pub async fn convert(
             .await
             .map_err(ApiError::internal)?;
     }
-    let mut converted: Vec<Value> = serde_json::from_str(&snapshot.converted).unwrap_or_default();
     let name = format_name(format);
-    converted.retain(|c| c["export_type"] != json!(name));
-    converted.push(json!({"id": converted.len() + 1, "export_type": name, "status": "completed", "traceback": null}));
-    let text = Value::Array(converted.clone()).to_string();
-    with_tx!(db, tx, {
+    let dialect = db.dialect();
+    // Read, change and write the list in one transaction (row-locked on PostgreSQL): two
+    // conversions finishing at once both stay listed.
+    let converted: Vec<Value> = with_tx!(db, tx, {
+        let current: String = sqlx::query_scalar(&format!(
+            "select converted from export_snapshot where id = $1{}",
+            dialect.for_update()
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut converted: Vec<Value> = serde_json::from_str(&current).unwrap_or_default();
+        converted.retain(|c| c["export_type"] != json!(name));
+        converted.push(json!({"id": converted.len() + 1, "export_type": name, "status": "completed", "traceback": null}));
         sqlx::query("update export_snapshot set converted = $1 where id = $2")
-            .bind(&text)
+            .bind(Value::Array(converted.clone()).to_string())
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -401,7 +420,7 @@ pub async fn convert(
                 json!({"export": id, "format": name})
             )
         );
-        Ok::<_, ApiError>(())
+        Ok::<_, ApiError>(converted)
     })?;
     Ok(json!({"export_type": name, "converted_format": converted.len()}))
 }
@@ -434,7 +453,7 @@ async fn convert_file(source: &Path, target: &Path, format: ExportFormat) -> Res
         .await?;
         columns = keys.into_iter().collect();
     }
-    let partial = target.with_extension("partial");
+    let partial = partial_of(target);
     let mut out = tokio::fs::File::create(&partial)
         .await
         .map_err(|e| e.to_string())?;
