@@ -1637,3 +1637,86 @@ both_backends! {
         }
     }
 }
+
+/// Runs `requests` while a second connection holds the write lock, so that each passes its
+/// reads before any of them writes; answers their statuses.
+async fn race(app: &TestApp, p: i64, requests: Vec<Request<Body>>) -> Vec<StatusCode> {
+    let spawn_all = |requests: Vec<Request<Body>>| {
+        requests
+            .into_iter()
+            .map(|r| {
+                let service = app.service.clone();
+                tokio::spawn(async move {
+                    tower::ServiceExt::oneshot(service, r)
+                        .await
+                        .expect("response")
+                        .status()
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let pending = match &app.db {
+        verity_controlplane::storage::Db::Postgres(pool) => {
+            let mut tx = pool.begin().await.expect("begin");
+            sqlx::query(&format!("select id from project where id = {p} for update"))
+                .execute(&mut *tx)
+                .await
+                .expect("lock");
+            let pending = spawn_all(requests);
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tx.commit().await.expect("commit");
+            pending
+        }
+        verity_controlplane::storage::Db::Sqlite { .. } => {
+            use sqlx::Connection;
+            let url = format!(
+                "sqlite://{}",
+                app.config.data_dir.join("verity.db").display()
+            );
+            let mut conn = sqlx::SqliteConnection::connect(&url)
+                .await
+                .expect("second connection");
+            sqlx::query("begin immediate")
+                .execute(&mut conn)
+                .await
+                .expect("lock");
+            let pending = spawn_all(requests);
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            sqlx::query("commit")
+                .execute(&mut conn)
+                .await
+                .expect("commit");
+            pending
+        }
+    };
+    let mut out = Vec::new();
+    for p in pending {
+        out.push(p.await.expect("join"));
+    }
+    out
+}
+
+fn patch_json(path: &str, token: &str, body: Value) -> Request<Body> {
+    Request::patch(path)
+        .header("authorization", format!("Token {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("req")
+}
+
+both_backends! {
+    async fn concurrent_changes_of_one_annotation_both_land(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let task = app.mk_tasks(&app.owner, p, 1).await[0];
+        let a = app.post(&format!("/api/tasks/{task}/annotations"), &app.owner, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        let path = format!("/api/annotations/{a}");
+        let statuses = race(&app, p, vec![
+            patch_json(&path, &app.owner, json!({"result": choice("neg")})),
+            patch_json(&path, &app.owner, json!({"ground_truth": true})),
+        ]).await;
+        assert_eq!(statuses, [StatusCode::OK, StatusCode::OK]);
+        let got = app.get(&path, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((got["result"].clone(), got["ground_truth"].clone()), (choice("neg"), json!(true)), "neither change is lost: {got}");
+        assert_eq!(app.project(p).await["ground_truth_number"], json!(1));
+    }
+}

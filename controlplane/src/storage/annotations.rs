@@ -615,18 +615,18 @@ pub async fn update(
 ) -> ApiResult<AnnotationView> {
     let (row, access) = load_for_change(db, actor, id).await?;
     let project = access.row;
+    // Early answers from what was read; the write below decides on the row as it is then.
     let was_cancelled = input.was_cancelled.unwrap_or(row.was_cancelled);
-    let ground_truth = input.ground_truth.unwrap_or(row.ground_truth);
-    if ground_truth != row.ground_truth {
+    if input.ground_truth.is_some_and(|gt| gt != row.ground_truth) {
         actor.require_in(Some(access.role), Permission::GroundTruthManage)?;
     }
-    let result_text = match &input.result {
-        Some(Value::Null) => None,
+    let new_result_text = match &input.result {
+        Some(Value::Null) => Some(None),
         Some(result) => {
             validate_result(&project, result, was_cancelled)?;
-            Some(result.to_string())
+            Some(Some(result.to_string()))
         }
-        None => row.result.clone(),
+        None => None,
     };
     if let Some(author) = input.completed_by
         && Some(author) != row.completed_by
@@ -634,17 +634,32 @@ pub async fn update(
         actor.require_in(Some(access.role), Permission::AnnotationManage)?;
         check_member(db, actor, author).await?;
     }
-    let completed_by = input.completed_by.or(row.completed_by);
     let skip_queue: SkipQueue = project.settings().skip_queue;
     let dialect = db.dialect();
     let now = now_micros();
     with_tx!(db, tx, {
         lock_project!(tx, dialect, project.id);
-        if ground_truth && !row.ground_truth {
+        // The row as it is now: a concurrent change that committed since the read above is
+        // kept; only the fields of this request change.
+        let current: (Option<String>, bool, bool, Option<i64>) = sqlx::query_as(
+            "select result, was_cancelled, ground_truth, completed_by from annotation where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("annotation"))?;
+        let was_cancelled = input.was_cancelled.unwrap_or(current.1);
+        let ground_truth = input.ground_truth.unwrap_or(current.2);
+        if ground_truth != current.2 {
+            actor.require_in(Some(access.role), Permission::GroundTruthManage)?;
+        }
+        let result_text = new_result_text.clone().unwrap_or(current.0.clone());
+        let completed_by = input.completed_by.or(current.3);
+        if ground_truth && !current.2 {
             unset_ground_truth!(tx, row.task_id, project.id, skip_queue);
         }
-        // Re-read inside the transaction: the ground-truth reset above may have changed it.
-        let current: (bool, bool, bool) = sqlx::query_as(
+        // Re-read the counted kind: the ground-truth reset above may have changed it.
+        let before: (bool, bool, bool) = sqlx::query_as(
             "select was_cancelled, ground_truth, result is not null from annotation where id = $1",
         )
         .bind(id)
@@ -665,7 +680,7 @@ pub async fn update(
         .execute(&mut *tx)
         .await?;
         let delta = Kind::of(was_cancelled, ground_truth, result_text.is_some())
-            .minus(Kind::of(current.0, current.1, current.2));
+            .minus(Kind::of(before.0, before.1, before.2));
         apply_annotation_delta!(tx, row.task_id, project.id, delta, skip_queue);
         audit!(
             tx,
