@@ -1720,3 +1720,24 @@ both_backends! {
         assert_eq!(app.project(p).await["ground_truth_number"], json!(1));
     }
 }
+
+both_backends! {
+    async fn concurrent_project_changes_both_land(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        app.mk_tasks(&app.owner, p, 4).await;
+        let path = format!("/api/projects/{p}");
+        let statuses = race(&app, p, vec![
+            patch_json(&path, &app.owner, json!({"title": "Renamed meanwhile"})),
+            patch_json(&path, &app.owner, json!({"maximum_annotations": 2, "description": "two each"})),
+        ]).await;
+        assert_eq!(statuses, [StatusCode::OK, StatusCode::OK]);
+        let got = app.project(p).await;
+        assert_eq!(
+            (got["title"].clone(), got["maximum_annotations"].clone(), got["description"].clone()),
+            (json!("Renamed meanwhile"), json!(2), json!("two each")),
+            "neither change is lost: {got}"
+        );
+        let tasks = app.get(&format!("/api/tasks?project={p}"), &app.owner).await.expect(StatusCode::OK);
+        assert!(tasks["tasks"].as_array().expect("tasks").iter().all(|t| t["overlap"] == json!(2)), "{tasks}");
+    }
+}

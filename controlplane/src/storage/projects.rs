@@ -498,14 +498,36 @@ pub(crate) async fn apply_update(
         }
         None => current.label_config.clone(),
     };
-    let old = current.settings();
-    let settings = project::merge_settings(&old, body).map_err(settings_error)?;
-    let settings_json = stored_settings(sealer, &settings)?;
-    let overlap_changed = old.maximum_annotations != settings.maximum_annotations
-        || old.overlap_cohort_percentage != settings.overlap_cohort_percentage;
-    let completion_changed = overlap_changed || old.skip_queue != settings.skip_queue;
+    // Validated on what was read (a clear 400 before any write); applied below onto the
+    // project as it is inside the transaction, so a concurrent change of other fields is kept.
+    project::merge_settings(&current.settings(), body).map_err(settings_error)?;
+    let title_given = body.contains_key("title");
+    let config_given = body.contains_key("label_config");
+    let dialect = db.dialect();
     let now = now_micros();
     with_tx!(db, tx, {
+        crate::storage::annotations::lock_project!(tx, dialect, id);
+        let fresh: (String, String, String, i64) = sqlx::query_as(
+            "select title, label_config, settings, task_number from project where id = $1 and organization_id = $2",
+        )
+        .bind(id)
+        .bind(actor.org_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+        let title = if title_given { title.clone() } else { fresh.0 };
+        let label_config = if config_given {
+            label_config.clone()
+        } else {
+            fresh.1
+        };
+        let old: ProjectSettings = serde_json::from_str(&fresh.2).unwrap_or_default();
+        let task_number = fresh.3;
+        let settings = project::merge_settings(&old, body).map_err(settings_error)?;
+        let settings_json = stored_settings(sealer, &settings)?;
+        let overlap_changed = old.maximum_annotations != settings.maximum_annotations
+            || old.overlap_cohort_percentage != settings.overlap_cohort_percentage;
+        let completion_changed = overlap_changed || old.skip_queue != settings.skip_queue;
         sqlx::query(
             "update project set title = $1, label_config = $2, settings = $3, updated_at = $4, workspace_id = $7 \
              where id = $5 and organization_id = $6",
@@ -533,8 +555,7 @@ pub(crate) async fn apply_update(
             // A settings change is the one place that touches every task of a project, as in
             // Label Studio; it is a single statement, never a scan in application memory.
             let max = settings.maximum_annotations;
-            let target =
-                project::cohort_target(current.task_number, settings.overlap_cohort_percentage);
+            let target = project::cohort_target(task_number, settings.overlap_cohort_percentage);
             if max == 1 || settings.overlap_cohort_percentage >= 100 {
                 sqlx::query("update task set overlap = $1 where project_id = $2")
                     .bind(max)
@@ -557,11 +578,7 @@ pub(crate) async fn apply_update(
                 .execute(&mut *tx)
                 .await?;
             }
-            let overlapped = if max > 1 {
-                target.min(current.task_number)
-            } else {
-                0
-            };
+            let overlapped = if max > 1 { target.min(task_number) } else { 0 };
             sqlx::query("update project set overlapped_task_number = $1 where id = $2")
                 .bind(overlapped)
                 .bind(id)
