@@ -1741,3 +1741,33 @@ both_backends! {
         assert!(tasks["tasks"].as_array().expect("tasks").iter().all(|t| t["overlap"] == json!(2)), "{tasks}");
     }
 }
+
+both_backends! {
+    async fn accepting_an_invitation_is_one_step(app) {
+        let ws = app.post("/api/workspaces", &app.owner, json!({"title": "Joiners"})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        let inv = app.post("/api/invitations", &app.owner, json!({"role": "annotator", "workspace": ws})).await.expect(StatusCode::CREATED);
+        let token = inv["token"].as_str().expect("token").to_string();
+        // A sign-up that fails (the email is taken) uses nothing up.
+        app.post("/api/invitations/accept", "", json!({"token": token, "email": "owner@example.com", "password": "long enough password"})).await.expect_error(StatusCode::CONFLICT, "conflict");
+        assert_eq!(app.get("/api/invitations", &app.owner).await.expect(StatusCode::OK)[0]["status"], json!("pending"));
+        // Eight sign-ups race for the link: one user exists afterwards, in the workspace.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let service = app.service.clone();
+            let body = json!({"token": token, "email": format!("racer{i}@example.com"), "password": "long enough password"}).to_string();
+            set.spawn(async move {
+                let request = Request::post("/api/invitations/accept").header("content-type", "application/json").body(Body::from(body)).expect("req");
+                tower::ServiceExt::oneshot(service, request).await.expect("response").status()
+            });
+        }
+        let mut statuses = Vec::new();
+        while let Some(s) = set.join_next().await {
+            statuses.push(s.expect("join"));
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
+        assert!(statuses.iter().all(|s| matches!(*s, StatusCode::CREATED | StatusCode::GONE)), "{statuses:?}");
+        assert_eq!(scalar_i64(&app, "select count(*) from app_user where email like 'racer%'").await, 1);
+        assert_eq!(scalar_i64(&app, &format!("select count(*) from workspace_member m join app_user u on u.id = m.user_id where m.workspace_id = {ws} and u.email like 'racer%'")).await, 1);
+        assert_eq!(app.get("/api/invitations", &app.owner).await.expect(StatusCode::OK)[0]["status"], json!("used"));
+    }
+}

@@ -696,24 +696,9 @@ pub async fn accept_invitation(
     let role = Role::parse(&row.role).unwrap_or(Role::Annotator);
     let mut inviter = Actor::instance(row.organization_id, meta.clone());
     inviter.email = signup.email.clone();
-    // Claim the link first, so two sign-ups racing for one link cannot both succeed.
-    let claimed = with_tx!(db, tx, {
-        let done = sqlx::query(
-            "update invitation set used_at = $1 where id = $2 and used_at is null and revoked_at is null and expires_at > $1",
-        )
-        .bind(now_micros())
-        .bind(row.id)
-        .execute(&mut *tx)
-        .await?;
-        Ok::<_, ApiError>(done.rows_affected() == 1)
-    })?;
-    if !claimed {
-        return Err(ApiError::new(
-            ErrorCode::InvalidInvitation,
-            "this invitation link was just used or revoked; ask for a new one",
-        ));
-    }
-    let created = users::create_user_in_org(
+    // One transaction: the user, the claimed link, the workspace membership and the audit
+    // entries all happen, or none does.
+    let (user, api_token) = users::create_user_with(
         db,
         &inviter,
         row.organization_id,
@@ -726,52 +711,12 @@ pub async fn accept_invitation(
             last_name: signup.last_name.clone(),
             username: None,
         },
+        Some(users::InvitationClaim {
+            id: row.id,
+            workspace_id: row.workspace_id,
+            meta: meta.clone(),
+        }),
     )
-    .await;
-    let (user, api_token) = match created {
-        Ok(done) => done,
-        Err(e) => {
-            // Give the link back: the sign-up did not happen.
-            let _ = with_tx!(db, tx, {
-                sqlx::query("update invitation set used_at = null where id = $1")
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok::<_, ApiError>(())
-            });
-            return Err(e);
-        }
-    };
-    with_tx!(db, tx, {
-        sqlx::query("update invitation set used_by = $1 where id = $2")
-            .bind(user.id)
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(ws) = row.workspace_id {
-            sqlx::query(
-                "insert into workspace_member (workspace_id, user_id, created_at) values ($1, $2, $3) on conflict do nothing",
-            )
-            .bind(ws)
-            .bind(user.id)
-            .bind(now_micros())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut joined = Actor::instance(row.organization_id, meta.clone());
-        joined.user_id = user.id;
-        joined.email = user.email.clone();
-        audit!(
-            tx,
-            Prepared::new(
-                &joined,
-                "invitation.accept",
-                "invitation",
-                row.id,
-                json!({"role": role.as_str(), "workspace": row.workspace_id, "user": user.id}),
-            )
-        );
-        Ok::<_, ApiError>(())
-    })?;
+    .await?;
     Ok((user.id, api_token))
 }

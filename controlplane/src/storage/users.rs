@@ -283,6 +283,29 @@ pub async fn create_user_in_org(
     org_id: i64,
     new: &NewUser,
 ) -> ApiResult<(UserRow, String)> {
+    create_user_with(db, by, org_id, new, None).await
+}
+
+/// An invitation a sign-up uses: claimed in the transaction that creates the user.
+#[derive(Debug, Clone)]
+pub struct InvitationClaim {
+    /// The invitation.
+    pub id: i64,
+    /// The workspace it adds the new user to.
+    pub workspace_id: Option<i64>,
+    /// Who is signing up (for the audit entry).
+    pub meta: crate::authz::RequestMeta,
+}
+
+/// [`create_user_in_org`], optionally claiming an invitation in the same transaction: the link is
+/// used, the user exists, is in the workspace and both are audited — or nothing happened.
+pub(crate) async fn create_user_with(
+    db: &Db,
+    by: &Actor,
+    org_id: i64,
+    new: &NewUser,
+    invitation: Option<InvitationClaim>,
+) -> ApiResult<(UserRow, String)> {
     let email = new.email.trim().to_string();
     if !email.contains('@') || email.len() > 254 {
         return Err(ApiError::field(
@@ -389,6 +412,48 @@ pub async fn create_user_in_org(
         entry.chain_id = org_id;
         entry.organization_id = Some(org_id);
         audit!(tx, entry);
+        if let Some(inv) = &invitation {
+            // Claimed here, so two sign-ups racing for one link cannot both succeed and a
+            // failed sign-up leaves the link unused.
+            let claimed = sqlx::query(
+                "update invitation set used_at = $1, used_by = $2 where id = $3 and used_at is null \
+                 and revoked_at is null and expires_at > $1",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(inv.id)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() != 1 {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidInvitation,
+                    "this invitation link was just used or revoked; ask for a new one",
+                ));
+            }
+            if let Some(ws) = inv.workspace_id {
+                sqlx::query(
+                    "insert into workspace_member (workspace_id, user_id, created_at) values ($1, $2, $3) on conflict do nothing",
+                )
+                .bind(ws)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let mut joined = Actor::instance(org_id, inv.meta.clone());
+            joined.user_id = id;
+            joined.email = email.clone();
+            audit!(
+                tx,
+                Prepared::new(
+                    &joined,
+                    "invitation.accept",
+                    "invitation",
+                    inv.id,
+                    serde_json::json!({"role": new.role.as_str(), "workspace": inv.workspace_id, "user": id}),
+                )
+            );
+        }
         Ok(row)
     });
     Ok((result?, token))
