@@ -100,7 +100,33 @@ pub async fn put_organization(
     spec: &OrganizationSpec,
 ) -> ApiResult<(AdminOrganization, Change)> {
     users::validate_slug(slug)?;
+    let owner = NewUser {
+        email: spec.owner_email.clone(),
+        password: None,
+        role: Role::Owner,
+        token: spec.owner_token.clone(),
+        first_name: String::new(),
+        last_name: String::new(),
+        username: None,
+    };
     if let Some(row) = org_by_slug(db, slug).await? {
+        // An organization whose owner could not be made (a failed earlier call) gets one now:
+        // repeating the declaration converges.
+        let owners: i64 = with_read!(db, conn, {
+            sqlx::query_scalar(
+                "select count(*) from org_member where organization_id = $1 and role = 'owner' and deactivated_at is null",
+            )
+            .bind(row.id)
+            .fetch_one(conn)
+            .await?
+        });
+        if owners == 0 && !spec.owner_email.trim().is_empty() {
+            let by = Actor::instance(row.id, meta.clone());
+            let (_, token) = users::create_user_in_org(db, &by, row.id, &owner).await?;
+            let mut view = get_organization(db, slug).await?;
+            view.owner_token = Some(token);
+            return Ok((view, Change::Updated));
+        }
         let changed = row.title != spec.title || row.managed_by != spec.managed_by;
         if changed {
             if spec.title.trim().is_empty() {
@@ -146,6 +172,9 @@ pub async fn put_organization(
             "a new organization needs its owner's email",
         ));
     }
+    // The owner's fields are checked before the organization exists, so a bad owner does not
+    // leave an organization behind.
+    users::validate_new_user(&owner)?;
     let org_id = match users::create_organization(
         db,
         &spec.title,
@@ -163,21 +192,7 @@ pub async fn put_organization(
         Err(e) => return Err(e),
     };
     let by = Actor::instance(org_id, meta.clone());
-    let (_, token) = users::create_user_in_org(
-        db,
-        &by,
-        org_id,
-        &NewUser {
-            email: spec.owner_email.clone(),
-            password: None,
-            role: Role::Owner,
-            token: spec.owner_token.clone(),
-            first_name: String::new(),
-            last_name: String::new(),
-            username: None,
-        },
-    )
-    .await?;
+    let (_, token) = users::create_user_in_org(db, &by, org_id, &owner).await?;
     let mut view = get_organization(db, slug).await?;
     view.owner_token = Some(token);
     Ok((view, Change::Created))

@@ -286,6 +286,37 @@ pub async fn create_user_in_org(
     create_user_with(db, by, org_id, new, None).await
 }
 
+/// Checks the fields of a new user (email, password, token) without touching the database.
+pub fn validate_new_user(new: &NewUser) -> ApiResult<()> {
+    let email = new.email.trim();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "email",
+            "enter a valid email address",
+        ));
+    }
+    if new.password.as_ref().is_some_and(|p| p.len() < 8) {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "password",
+            "must be at least 8 characters",
+        ));
+    }
+    if new
+        .token
+        .as_ref()
+        .is_some_and(|t| t.len() < 20 || t.chars().any(char::is_whitespace))
+    {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "token",
+            "a token must be at least 20 characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// An invitation a sign-up uses: claimed in the transaction that creates the user.
 #[derive(Debug, Clone)]
 pub struct InvitationClaim {
@@ -306,33 +337,13 @@ pub(crate) async fn create_user_with(
     new: &NewUser,
     invitation: Option<InvitationClaim>,
 ) -> ApiResult<(UserRow, String)> {
+    validate_new_user(new)?;
     let email = new.email.trim().to_string();
-    if !email.contains('@') || email.len() > 254 {
-        return Err(ApiError::field(
-            ErrorCode::ValidationError,
-            "email",
-            "enter a valid email address",
-        ));
-    }
     let password_hash = match &new.password {
-        Some(p) if p.len() < 8 => {
-            return Err(ApiError::field(
-                ErrorCode::ValidationError,
-                "password",
-                "must be at least 8 characters",
-            ));
-        }
         Some(p) => Some(auth::hash_password(p).map_err(ApiError::internal)?),
         None => None,
     };
     let token = match &new.token {
-        Some(t) if t.len() < 20 || t.chars().any(char::is_whitespace) => {
-            return Err(ApiError::field(
-                ErrorCode::ValidationError,
-                "token",
-                "a token must be at least 20 characters without spaces",
-            ));
-        }
         Some(t) => t.clone(),
         None => auth::new_legacy_token(),
     };

@@ -864,3 +864,83 @@ async fn cli_creates_organizations_and_verifies_the_audit_log() {
         "{report}"
     );
 }
+
+async fn ownerless_organizations_converge(backend: Backend) {
+    let app = admin_app(backend).await;
+    let token = "instance-admin-token-for-tests-0123456789";
+    let path = "/api/admin/organizations/fixme";
+    // A bad owner is refused before anything exists.
+    admin_call(
+        &app,
+        "PUT",
+        path,
+        token,
+        Some(json!({"title": "Fix me", "owner_email": "owner@fixme.test", "owner_token": "short"})),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "validation_error");
+    admin_call(&app, "GET", path, token, None)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // An organization left without an owner (an earlier failure) gets one on the next call.
+    let created = admin_call(
+        &app,
+        "PUT",
+        path,
+        token,
+        Some(json!({"title": "Fix me", "owner_email": "owner@fixme.test"})),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let org = created["id"].as_i64().expect("id");
+    app.sql(&format!(
+        "delete from org_member where organization_id = {org}"
+    ))
+    .await
+    .expect("remove the owner");
+    app.sql(&format!("delete from api_token where user_id in (select id from app_user where home_organization_id = {org})")).await.expect("tokens");
+    app.sql(&format!(
+        "delete from app_user where home_organization_id = {org}"
+    ))
+    .await
+    .expect("users");
+    let repaired = admin_call(
+        &app,
+        "PUT",
+        path,
+        token,
+        Some(json!({"title": "Fix me", "owner_email": "owner@fixme.test"})),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let owner = repaired["owner_token"]
+        .as_str()
+        .expect("a new owner token")
+        .to_string();
+    let me = app
+        .get("/api/current-user/whoami", &owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(me["email"], json!("owner@fixme.test"));
+    // Converged: the next call changes nothing.
+    let again = admin_call(
+        &app,
+        "PUT",
+        path,
+        token,
+        Some(json!({"title": "Fix me", "owner_email": "owner@fixme.test"})),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert!(again.get("owner_token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownerless_organizations_converge_sqlite() {
+    ownerless_organizations_converge(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownerless_organizations_converge_postgres() {
+    ownerless_organizations_converge(Backend::Postgres).await;
+}
