@@ -1050,6 +1050,15 @@ both_backends! {
             assert_eq!(ids(&app.get(&format!("/api/tasks/{task}/annotations"), who).await.expect(StatusCode::OK)).len(), 2);
             app.get(&format!("/api/annotations/{theirs}"), who).await.expect(StatusCode::OK);
         }
+        // A project can lift the blindness (consensus discussions, training): then annotators
+        // see every annotation of the tasks they can see; the default stays blind.
+        assert_eq!(app.project(p).await["annotators_see_others"], json!(false));
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"annotators_see_others": true})).await.expect(StatusCode::OK);
+        let t = app.get(&format!("/api/tasks/{task}"), &a).await.expect(StatusCode::OK);
+        assert_eq!(ids(&t["annotations"]).len(), 2);
+        app.get(&format!("/api/annotations/{theirs}"), &a).await.expect(StatusCode::OK);
+        assert_eq!(ids(&app.get(&format!("/api/tasks/{task}/annotations"), &a).await.expect(StatusCode::OK)).len(), 2);
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"annotators_see_others": "yes"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
     }
 }
 

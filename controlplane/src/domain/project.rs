@@ -95,6 +95,8 @@ pub struct ProjectSettings {
     pub skip_queue: SkipQueue,
     /// Onboarding: ground-truth tasks first.
     pub show_ground_truth_first: bool,
+    /// Annotators see each other's annotations (off: blind labeling, ADR 0014).
+    pub annotators_see_others: bool,
     /// Basic-auth login passed to ML backends.
     pub task_data_login: Option<String>,
     /// Basic-auth password passed to ML backends.
@@ -134,6 +136,7 @@ impl Default for ProjectSettings {
             sampling: Sampling::Sequential,
             skip_queue: SkipQueue::RequeueForOthers,
             show_ground_truth_first: false,
+            annotators_see_others: false,
             task_data_login: None,
             task_data_password: None,
             pinned_at: None,

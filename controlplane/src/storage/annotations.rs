@@ -543,7 +543,7 @@ pub use crate::{apply_annotation_delta, lock_project, unset_ground_truth};
 pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationRow> {
     let row = load_row(db, actor, id).await?;
     let project = access::project(db, actor, row.project_id, Permission::ProjectView).await?;
-    if !tasks::Visible::for_role(actor, project.role).shows(row.completed_by) {
+    if !tasks::Visible::for_access(actor, &project).shows(row.completed_by) {
         return Err(ApiError::not_found("annotation"));
     }
     Ok(row)
@@ -573,7 +573,7 @@ pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationView> {
 pub async fn list_for_task(db: &Db, actor: &Actor, task_id: i64) -> ApiResult<Vec<AnnotationView>> {
     let (task, project) =
         tasks::get_with_project(db, actor, task_id, Permission::ProjectView).await?;
-    let visible = tasks::Visible::for_role(actor, project.role);
+    let visible = tasks::Visible::for_access(actor, &project);
     let rows: Vec<AnnotationRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {ANNOTATION_COLUMNS} from annotation a left join app_user u on u.id = a.completed_by \

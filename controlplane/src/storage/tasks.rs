@@ -222,9 +222,19 @@ pub enum Visible {
 }
 
 impl Visible {
-    /// What `actor`, holding `role` in the project, may read.
-    pub fn for_role(actor: &Actor, role: crate::authz::Role) -> Self {
-        if role >= crate::authz::Role::Reviewer {
+    /// What `actor` may read in a project: reviewers and above everything; annotators their
+    /// own work, unless the project lets annotators see each other's (`annotators_see_others`).
+    pub fn for_access(actor: &Actor, access: &access::ProjectAccess) -> Self {
+        Self::for_role(
+            actor,
+            access.role,
+            access.row.settings().annotators_see_others,
+        )
+    }
+
+    /// What `actor`, holding `role` in a project with the given setting, may read.
+    pub fn for_role(actor: &Actor, role: crate::authz::Role, annotators_see_others: bool) -> Self {
+        if role >= crate::authz::Role::Reviewer || annotators_see_others {
             Visible::All
         } else {
             Visible::OnlyOf(actor.user_id)
@@ -286,7 +296,7 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow], visible: Visible) -> ApiResu
 /// One task with its annotations and predictions.
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     let (row, project) = get_with_project(db, actor, id, Permission::ProjectView).await?;
-    let visible = Visible::for_role(actor, project.role);
+    let visible = Visible::for_access(actor, &project);
     Ok(with_nested(db, std::slice::from_ref(&row), visible)
         .await?
         .remove(0))
@@ -1080,7 +1090,7 @@ pub async fn list(
         ids_only,
     } = window;
     let access = access::project(db, actor, project_id, Permission::ProjectView).await?;
-    let visible = Visible::for_role(actor, access.role);
+    let visible = Visible::for_access(actor, &access);
     let project = access.row;
     let filtered = query.condition != "true";
     let n = query.params.len();
