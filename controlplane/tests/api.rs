@@ -1780,3 +1780,40 @@ both_backends! {
         assert_eq!(app.get("/api/invitations", &app.owner).await.expect(StatusCode::OK)[0]["status"], json!("used"));
     }
 }
+
+both_backends! {
+    async fn csv_imports_larger_than_one_read_buffer_keep_every_row(app) {
+        // Rows cross the 256 KiB read boundary of the import: unquoted text (where a cut used to
+        // end the record) and, every tenth row, a quoted field with a delimiter and a newline.
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let mut csv = String::from("text,note\n");
+        for i in 0..6000 {
+            if i % 10 == 0 {
+                csv.push_str(&format!("\"row {i}, with a comma\nand a newline\",note-{i}-{}\n", "x".repeat(i % 40)));
+            } else {
+                csv.push_str(&format!("row {i} in plain text,note-{i}-{}\n", "x".repeat(i % 40)));
+            }
+        }
+        assert!(csv.len() > 300 * 1024, "{}", csv.len());
+        // Pad the first row so that a delimiter is the last byte of the first 256 KiB read (where
+        // the cut used to add an empty column).
+        let boundary = 256 * 1024;
+        let comma = csv[..boundary].rfind(',').expect("a comma");
+        let pad = boundary - 1 - comma;
+        let first_text = csv.find("row 0,").expect("first row") + "row 0".len();
+        csv.insert_str(first_text, &"p".repeat(pad));
+        assert_eq!(csv.as_bytes()[boundary - 1], b',');
+        let s = app.post_raw(&format!("/api/projects/{p}/import?return_task_ids=true"), &app.owner, "text/csv", csv).await.expect(StatusCode::CREATED);
+        assert_eq!(s["task_count"], json!(6000));
+        let ids = s["task_ids"].as_array().expect("ids");
+        for i in [0usize, 2999, 4440, 4444, 5999] {
+            let t = app.get(&format!("/api/tasks/{}", ids[i]), &app.owner).await.expect(StatusCode::OK);
+            let text = match i {
+                0 => format!("row 0{}, with a comma\nand a newline", "p".repeat(pad)),
+                _ if i % 10 == 0 => format!("row {i}, with a comma\nand a newline"),
+                _ => format!("row {i} in plain text"),
+            };
+            assert_eq!(t["data"], json!({"text": text, "note": format!("note-{i}-{}", "x".repeat(i % 40))}));
+        }
+    }
+}

@@ -224,6 +224,11 @@ impl CsvSplitter {
         let at_end = input.is_empty();
         let mut buf = [0u8; 8192];
         loop {
+            // csv_core takes an empty slice for the end of the input: mid-stream, a consumed
+            // chunk must end the call instead (or a chunk boundary would end the record).
+            if input.is_empty() && !at_end {
+                return Ok(());
+            }
             let (result, consumed, written) = self.reader.read_field(input, &mut buf);
             input = &input[consumed..];
             self.field.extend_from_slice(&buf[..written]);

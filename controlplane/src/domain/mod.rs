@@ -4,3 +4,5 @@
 pub mod import;
 pub mod label_config;
 pub mod project;
+#[cfg(test)]
+mod proptests;
