@@ -1,6 +1,8 @@
 //! Integration tests of the HTTP API on SQLite and PostgreSQL (one binary for the crate).
 
 mod common;
+#[path = "suites/crash.rs"]
+mod crash;
 #[path = "suites/jobs.rs"]
 mod jobs;
 #[path = "suites/matrix.rs"]
