@@ -1,9 +1,13 @@
 //! Crash safety, proven: `verity serve` is killed with SIGKILL while 8 annotators take tasks and
 //! submit annotations; after a restart every annotation that was answered 201 is there, the
 //! counters match a recount, no reservation outlives its TTL, and labeling goes on. On SQLite
-//! and on PostgreSQL.
+//! and on PostgreSQL; and on PostgreSQL the database server itself is crashed (immediate
+//! shutdown, recovery from its write-ahead log on start) under the same load while `verity
+//! serve` keeps running, which must ride it out and go on answering.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,11 +91,147 @@ async fn call(
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
-async fn drill(env: Vec<(String, String)>, recount: impl AsyncFn(i64) -> (i64, i64, i64, i64)) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A private PostgreSQL cluster that the test may crash and restart (the shared test server must
+/// stay up for the other tests). Durable commits as in production (`synchronous_commit=on`);
+/// `fsync=off` only, as the machine itself does not crash here.
+struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PgCluster {
+    fn start() -> Self {
+        let bin = std::env::var_os("PG_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()?
+                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|d| d.join("initdb").exists())
+                    .collect();
+                dirs.sort();
+                dirs.pop()
+            })
+            .expect("PostgreSQL server binaries (apt-get install postgresql; e2e/test-all does)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let cluster = Self { dir, bin, port };
+        if is_root() {
+            run(std::process::Command::new("chown")
+                .arg("postgres:")
+                .arg(cluster.dir.path()));
+        }
+        let data = cluster.data();
+        cluster.pg(&[
+            "initdb",
+            "-D",
+            &data,
+            "-U",
+            "verity",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
+        cluster.up();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://verity@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs a PostgreSQL program as the cluster's owner (initdb refuses root).
+    fn pg(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        };
+        run(command.args(&args[1..]));
+    }
+
+    fn up(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        let data = self.data();
+        self.pg(&[
+            "pg_ctl", "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &options, "start",
+        ]);
+    }
+
+    /// Crashes the server: immediate shutdown, no checkpoint; the next start recovers from WAL.
+    fn crash(&self) {
+        let data = self.data();
+        self.pg(&["pg_ctl", "-D", &data, "-m", "immediate", "stop"]);
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = std::process::Command::new(if is_root() { "runuser" } else { "true" })
+            .args(if is_root() {
+                vec!["-u", "postgres", "--"]
+            } else {
+                vec![]
+            })
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn run(command: &mut std::process::Command) {
+    let out = command.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("port");
+        .expect("port")
+}
+
+/// What goes wrong under the load.
+enum Fault<'a> {
+    /// `verity serve` is killed with SIGKILL and started again.
+    KillServe,
+    /// The database server crashes and comes back; `verity serve` keeps running.
+    CrashDatabase(&'a PgCluster),
+}
+
+async fn drill(
+    env: Vec<(String, String)>,
+    fault: Fault<'_>,
+    recount: impl AsyncFn(i64) -> (i64, i64, i64, i64),
+) {
+    let port = free_port();
     let mut env = env;
     env.push(("VERITY_LISTEN".into(), format!("127.0.0.1:{port}")));
     env.push(("VERITY_RATE_LIMIT_PER_TOKEN_PER_MINUTE".into(), "0".into()));
@@ -165,42 +305,84 @@ async fn drill(env: Vec<(String, String)>, recount: impl AsyncFn(i64) -> (i64, i
         assert_eq!(s, 201);
         tokens.push(token);
     }
-    // Eight annotators label as fast as they can; the server dies under them.
+    // Eight annotators label as fast as they can; the fault strikes under them. While the server
+    // is dead they stop; while only the database is, they retry until told to stop.
+    let persist = matches!(fault, Fault::CrashDatabase(_));
+    let stop = Arc::new(AtomicBool::new(false));
     let acknowledged: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
     let mut load = tokio::task::JoinSet::new();
     for token in tokens.clone() {
-        let (client, base, acknowledged) = (client.clone(), base.clone(), acknowledged.clone());
+        let (client, base, acknowledged, stop) = (
+            client.clone(),
+            base.clone(),
+            acknowledged.clone(),
+            stop.clone(),
+        );
         load.spawn(async move {
-            loop {
-                let Ok((200, task)) = call(&client, reqwest::Method::GET, format!("{base}/api/projects/{p}/next"), &token, None).await else { return };
-                let id = task["id"].as_i64().unwrap_or_default();
-                let result = json!([{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}]);
-                match call(&client, reqwest::Method::POST, format!("{base}/api/tasks/{id}/annotations"), &token, Some(json!({"result": result}))).await {
-                    Ok((201, a)) => {
-                        acknowledged.lock().expect("lock").insert(a["id"].as_i64().unwrap_or_default());
+            while !stop.load(Ordering::Relaxed) {
+                let annotated = async {
+                    let Ok((200, task)) = call(&client, reqwest::Method::GET, format!("{base}/api/projects/{p}/next"), &token, None).await else { return false };
+                    let id = task["id"].as_i64().unwrap_or_default();
+                    let result = json!([{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}]);
+                    match call(&client, reqwest::Method::POST, format!("{base}/api/tasks/{id}/annotations"), &token, Some(json!({"result": result}))).await {
+                        Ok((201, a)) => {
+                            acknowledged.lock().expect("lock").insert(a["id"].as_i64().unwrap_or_default());
+                            true
+                        }
+                        _ => false,
                     }
-                    _ => return,
+                }
+                .await;
+                if !annotated {
+                    if !persist {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         });
     }
-    for _ in 0..100 {
-        if acknowledged.lock().expect("lock").len() >= 150 {
-            break;
+    let acked = || acknowledged.lock().expect("lock").len();
+    let wait_for = async |n: usize| {
+        for _ in 0..600 {
+            if acked() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    server.kill_9();
-    while load.join_next().await.is_some() {}
+    };
+    wait_for(150).await;
+    let server = match fault {
+        Fault::KillServe => {
+            server.kill_9();
+            while load.join_next().await.is_some() {}
+            assert!(acked() >= 50, "the load ran: {}", acked());
+            // Restart the server.
+            let server = Server::start(&env);
+            ready(&base).await;
+            server
+        }
+        Fault::CrashDatabase(cluster) => {
+            let before = acked();
+            assert!(before >= 50, "the load ran: {before}");
+            cluster.crash();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cluster.up();
+            // The running server comes back by itself and the annotators go on.
+            wait_for(acked() + 100).await;
+            stop.store(true, Ordering::Relaxed);
+            while load.join_next().await.is_some() {}
+            assert!(
+                acked() >= before + 100,
+                "labeling did not resume after the database restarted: {before} before, {} after",
+                acked()
+            );
+            ready(&base).await;
+            server
+        }
+    };
     let acknowledged = acknowledged.lock().expect("lock").clone();
-    assert!(
-        acknowledged.len() >= 50,
-        "the load ran: {}",
-        acknowledged.len()
-    );
-    // Restart: everything that was acknowledged is there, and the counters add up.
-    let _server = Server::start(&env);
-    ready(&base).await;
+    // Everything that was acknowledged is there, and the counters add up.
     for id in &acknowledged {
         let (s, _) = call(
             &client,
@@ -242,6 +424,7 @@ async fn drill(env: Vec<(String, String)>, recount: impl AsyncFn(i64) -> (i64, i
     .await
     .expect("next");
     assert_eq!(s, 200, "{task}");
+    drop(server);
 }
 
 /// The recount, straight from the database: annotations stored, the project's counter, the sum
@@ -271,7 +454,7 @@ async fn annotations_survive_kill_9_of_serve_on_sqlite() {
         ),
     ];
     let path = dir.path().join("verity.db");
-    drill(env, async |p| {
+    drill(env, Fault::KillServe, async |p| {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
             .await
             .expect("open");
@@ -308,7 +491,34 @@ async fn annotations_survive_kill_9_of_serve_on_postgres() {
             "crash-owner-token-0123456789abcdef".to_string(),
         ),
     ];
-    drill(env, async |p| {
+    drill(env, Fault::KillServe, async |p| {
+        let pool = sqlx::PgPool::connect(&url).await.expect("open");
+        recount_sql!(&pool, p)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn annotations_survive_a_crash_of_the_postgres_server() {
+    let cluster = PgCluster::start();
+    let url = cluster.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = vec![
+        (
+            "VERITY_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        ),
+        ("VERITY_DATABASE_URL".to_string(), url.clone()),
+        (
+            "VERITY_SESSION_KEY".to_string(),
+            "crash-session-key-0123456789abcdefghij".to_string(),
+        ),
+        (
+            "VERITY_ADMIN_TOKEN".to_string(),
+            "crash-owner-token-0123456789abcdef".to_string(),
+        ),
+    ];
+    drill(env, Fault::CrashDatabase(&cluster), async |p| {
         let pool = sqlx::PgPool::connect(&url).await.expect("open");
         recount_sql!(&pool, p)
     })
