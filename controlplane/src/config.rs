@@ -55,6 +55,9 @@ pub struct Config {
     pub long_request_timeout_secs: u64,
     /// Largest page size a list endpoint returns.
     pub page_size_max: i64,
+    /// Largest page of tasks with their annotations, predictions and drafts nested
+    /// (`/api/tasks?fields=all`, `/api/projects/{id}/tasks`).
+    pub page_size_max_nested: i64,
     /// Default task reservation (lock) time in the label stream, in seconds.
     pub task_lock_ttl_secs: i64,
     /// Lifetime of personal access tokens, in days.
@@ -130,6 +133,7 @@ impl Default for Config {
             request_timeout_secs: 60,
             long_request_timeout_secs: 3600,
             page_size_max: 100_000,
+            page_size_max_nested: 1000,
             task_lock_ttl_secs: 86_400,
             pat_ttl_days: 365,
             log_format: "text".into(),
@@ -217,6 +221,7 @@ impl Config {
             parse
         );
         env!(page_size_max, "VERITY_PAGE_SIZE_MAX", parse);
+        env!(page_size_max_nested, "VERITY_PAGE_SIZE_MAX_NESTED", parse);
         env!(task_lock_ttl_secs, "VERITY_TASK_LOCK_TTL_SECS", parse);
         env!(pat_ttl_days, "VERITY_PAT_TTL_DAYS", parse);
         env!(log_format, "VERITY_LOG_FORMAT", string);
@@ -367,6 +372,7 @@ mod tests {
         request_timeout_secs: u64,
         long_request_timeout_secs: u64,
         page_size_max: i64,
+        page_size_max_nested: i64,
         task_lock_ttl_secs: i64,
         pat_ttl_days: i64,
         log_format: String,
@@ -404,6 +410,7 @@ mod tests {
                 request_timeout_secs: c.request_timeout_secs,
                 long_request_timeout_secs: c.long_request_timeout_secs,
                 page_size_max: c.page_size_max,
+                page_size_max_nested: c.page_size_max_nested,
                 task_lock_ttl_secs: c.task_lock_ttl_secs,
                 pat_ttl_days: c.pat_ttl_days,
                 log_format: c.log_format.clone(),

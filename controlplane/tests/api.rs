@@ -875,6 +875,77 @@ async fn openapi_document_is_committed() {
     }
 }
 
+/// A path segment that is not an id answers in the error envelope (404 `not_found`, JSON), not
+/// with the framework's plain-text rejection, for every kind of route.
+#[tokio::test]
+async fn path_segments_that_are_not_ids_answer_in_the_envelope() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    for (method, path) in [
+        ("GET", "/api/projects/9223372036854775808"),
+        ("PATCH", "/api/projects/abc"),
+        ("GET", "/api/tasks/1.5"),
+        ("DELETE", "/api/annotations/-"),
+        ("GET", "/api/projects/1/exports/x"),
+    ] {
+        let body = (method == "PATCH").then(|| json!({}));
+        let reply = app.call(method, path, &app.owner, body).await;
+        assert_eq!(
+            reply
+                .headers
+                .get("content-type")
+                .map(|v| v.to_str().unwrap_or_default()),
+            Some("application/json"),
+            "{method} {path}: {}",
+            reply.text
+        );
+        reply.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+}
+
+/// The document lists the error answers an operation can give: every `/api/` operation may be
+/// rate limited, every authenticated one refused, every one with parameters or a body rejected
+/// as invalid, every write may conflict. The fuzzer in the test command holds the server to it.
+#[test]
+fn openapi_declares_the_error_answers() {
+    let doc: Value =
+        serde_json::from_str(&verity_controlplane::http::routes::openapi_json()).expect("json");
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("ops") {
+            let responses = op["responses"].as_object().expect("responses");
+            let public = op["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .all(|r| r.as_object().is_some_and(|r| r.is_empty()))
+            });
+            let mut expected = Vec::new();
+            if path.starts_with("/api/") {
+                expected.push("429");
+            }
+            if !public {
+                expected.extend(["401", "403"]);
+            }
+            if method != "get" {
+                expected.push("409");
+            }
+            if path.contains('{') || op.get("requestBody").is_some() {
+                expected.extend(["400", "404"]);
+            }
+            for status in expected {
+                let declared = &responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path} does not declare {status}"));
+                assert_eq!(
+                    declared["content"]["application/json"]["schema"]["$ref"],
+                    json!("#/components/schemas/ErrorBody"),
+                    "{method} {path} {status}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 300, "only {checked} declarations checked");
+}
+
 #[test]
 fn permission_table_is_documented() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
@@ -1292,6 +1363,59 @@ both_backends! {
         app.delete(&format!("/api/annotations/{own}"), &annotator).await.expect(StatusCode::NO_CONTENT);
         app.delete(&format!("/api/annotations/{theirs}"), &reviewer).await.expect(StatusCode::NO_CONTENT);
     }
+}
+
+/// Pages that nest annotations, predictions and drafts stop at `page_size_max_nested`; pages of
+/// bare tasks at `page_size_max`; the legacy "every task" (`page_size=-1`) is refused rather than
+/// cut short when a project has more.
+#[tokio::test]
+async fn nested_task_pages_are_bounded() {
+    let app = TestApp::with_config(common::Backend::Sqlite, |c| {
+        c.page_size_max = 100;
+        c.page_size_max_nested = 3;
+    })
+    .await;
+    let p = app.mk_project(&app.owner, json!({})).await;
+    app.mk_tasks(&app.owner, p, 5).await;
+    let count = |v: &Value| v["tasks"].as_array().map(Vec::len).expect("tasks");
+    for (query, expected) in [
+        ("page_size=10", 3),
+        ("page_size=10&fields=all", 3),
+        ("page_size=10&fields=task_only", 5),
+        ("page_size=10&include=id", 5),
+    ] {
+        let got = app
+            .get(&format!("/api/tasks?project={p}&{query}"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(count(&got), expected, "{query}");
+        assert_eq!(got["total"], json!(5), "{query}");
+    }
+    let legacy = app
+        .get(&format!("/api/projects/{p}/tasks?page_size=10"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(legacy.as_array().map(Vec::len), Some(3));
+    let e = app
+        .get(&format!("/api/projects/{p}/tasks?page_size=-1"), &app.owner)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+    assert!(
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("page_size")),
+        "{e}"
+    );
+    let small = app.mk_project(&app.owner, json!({"title": "Small"})).await;
+    app.mk_tasks(&app.owner, small, 3).await;
+    let all = app
+        .get(
+            &format!("/api/projects/{small}/tasks?page_size=-1"),
+            &app.owner,
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(all.as_array().map(Vec::len), Some(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,10 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Mutex};
 
 use axum::{
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    extract::{
+        ConnectInfo, FromRequest, FromRequestParts, Request,
+        rejection::{JsonRejection, PathRejection},
+    },
     http::request::Parts,
 };
 use serde::de::DeserializeOwned;
@@ -328,6 +331,30 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             ErrorCode::InvalidJson,
             format!("invalid JSON body: {}", other.body_text()),
         ),
+    }
+}
+
+/// Path parameters. A segment that does not parse as the route expects (an id that is not an
+/// integer, or out of range) names no resource: 404 `not_found` in the API's envelope, as Label
+/// Studio answers for a URL its patterns do not match.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no such resource: {}", e.body_text()),
+            )),
+            Err(other) => Err(ApiError::internal(format!(
+                "path parameters: {}",
+                other.body_text()
+            ))),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -13,6 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     body,
     error::ApiResult,
+    http::extract::Path,
     http::{
         AppState,
         extract::{InstanceAdmin, JsonObject},

@@ -1,17 +1,13 @@
 //! Annotations.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-};
+use axum::{Json, extract::State, http::StatusCode, response::Response};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     authz::Actor,
     error::ApiResult,
+    http::extract::Path,
     http::{
         AppState,
         extract::{JsonObject, Query, opt_bool},

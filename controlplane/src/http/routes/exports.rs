@@ -3,7 +3,7 @@
 use axum::{
     Json,
     body::Body,
-    extract::{Path, RawQuery, State},
+    extract::{RawQuery, State},
     http::{StatusCode, header},
     response::Response,
 };
@@ -16,6 +16,7 @@ use crate::{
     authz::{Actor, Permission},
     error::{ApiError, ApiResult, ErrorCode},
     http::extract::JsonObject,
+    http::extract::Path,
     http::{
         AppState,
         extract::{Query, opt_bool},

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State},
+    extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State},
     http::StatusCode,
 };
 use futures::StreamExt;
@@ -16,6 +16,7 @@ use crate::webhooks::{Action, Subject};
 use crate::{
     authz::Actor,
     error::{ApiError, ApiResult, ErrorCode},
+    http::extract::Path,
     http::{
         AppState,
         extract::{JsonValue, Query, opt_bool},

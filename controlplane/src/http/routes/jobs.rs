@@ -1,17 +1,14 @@
 //! Background jobs: status for members of the job's organization, the failed registry for
 //! admins (`job.manage`). Authorization is in `jobs::access`.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    response::Response,
-};
+use axum::{Json, extract::State, response::Response};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     authz::Actor,
     error::{ApiError, ApiResult, ErrorCode},
+    http::extract::Path,
     http::{AppState, extract::Query, no_content},
     jobs::{self, JobView, access},
 };

@@ -1,11 +1,6 @@
 //! Project members, project roles and pauses.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-};
+use axum::{Json, extract::State, http::StatusCode, response::Response};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -14,6 +9,7 @@ use crate::{
     authz::Actor,
     body,
     error::{ApiError, ApiResult, ErrorCode},
+    http::extract::Path,
     http::{
         AppState,
         extract::{JsonObject, Query, opt_bool, required_int},

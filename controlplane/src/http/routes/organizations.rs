@@ -3,7 +3,7 @@
 use axum::{
     Json,
     body::Body,
-    extract::{OriginalUri, Path, State},
+    extract::{OriginalUri, State},
     http::{StatusCode, header},
     response::Response,
 };
@@ -16,6 +16,7 @@ use crate::{
     authz::{Actor, Role},
     body,
     error::{ApiError, ApiResult, ErrorCode},
+    http::extract::Path,
     http::{
         AppState,
         extract::{JsonObject, Query, opt_bool, opt_int, request_meta},
@@ -293,7 +294,7 @@ pub async fn create_invitation(
 }
 
 /// Revokes a pending invitation link.
-#[utoipa::path(delete, path = "/api/invitations/{id}", tag = "organizations", params(("id" = i64, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/api/invitations/{id}", tag = "organizations", params(("id" = i64, Path)), responses((status = 204), (status = 410, body = crate::error::ErrorBody, description = "The invitation is already used or revoked")))]
 pub async fn revoke_invitation(
     State(state): State<AppState>,
     actor: Actor,

@@ -1,11 +1,6 @@
 //! Predictions.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-};
+use axum::{Json, extract::State, http::StatusCode, response::Response};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -13,6 +8,7 @@ use crate::{
     authz::{Actor, Permission},
     error::ErrorCode,
     error::{ApiError, ApiResult},
+    http::extract::Path,
     http::pagination::Page,
     http::{
         AppState,

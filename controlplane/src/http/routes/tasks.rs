@@ -1,11 +1,6 @@
 //! Tasks: the data-manager list, single tasks, bulk deletion and the label stream.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-};
+use axum::{Json, extract::State, http::StatusCode, response::Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -13,6 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     authz::{Actor, Permission},
     error::{ApiError, ApiResult, ErrorCode},
+    http::extract::Path,
     http::{
         AppState,
         extract::{JsonObject, Query, opt_bool, opt_int, required_int},
@@ -32,7 +28,7 @@ pub struct TaskListParams {
     pub view: Option<String>,
     /// 1-based page.
     pub page: Option<String>,
-    /// Page size (default 100).
+    /// Page size (default 100; at most `page_size_max_nested` when annotations are nested, else `page_size_max`).
     pub page_size: Option<String>,
     /// `all` (with annotations and predictions) or `task_only`.
     pub fields: Option<String>,
@@ -91,12 +87,6 @@ pub async fn list_tasks(
             "Neither project nor view id specified",
         ));
     };
-    let page = Page::new(
-        opt_int("page", &params.page)?,
-        opt_int("page_size", &params.page_size)?,
-        100,
-        state.config.page_size_max,
-    )?;
     let fields = match params.fields.as_deref() {
         None | Some("") | Some("all") => Fields::All,
         Some("task_only") => Fields::TaskOnly,
@@ -130,6 +120,18 @@ pub async fn list_tasks(
     } else {
         fields
     };
+    // Pages with annotations, predictions and drafts nested cost far more per task.
+    let max = if fields == Fields::All && !ids_only {
+        state.config.page_size_max_nested
+    } else {
+        state.config.page_size_max
+    };
+    let page = Page::new(
+        opt_int("page", &params.page)?,
+        opt_int("page_size", &params.page_size)?,
+        100,
+        max,
+    )?;
     let query_json: Value = match params.query.as_deref().filter(|q| !q.is_empty()) {
         None => Value::Null,
         Some(q) => serde_json::from_str(q).map_err(|e| {
@@ -271,7 +273,8 @@ pub async fn delete_task(
 pub struct ProjectTasksParams {
     /// 1-based page.
     pub page: Option<String>,
-    /// Page size (default 50; -1 = all, capped at the server maximum).
+    /// Page size (default 50, at most `page_size_max_nested`); -1 = every task, refused with 400
+    /// when the project has more than `page_size_max_nested`.
     pub page_size: Option<String>,
 }
 
@@ -283,15 +286,21 @@ pub async fn list_project_tasks(
     Path(id): Path<i64>,
     Query(params): Query<ProjectTasksParams>,
 ) -> ApiResult<Json<Vec<TaskView>>> {
-    let size = match opt_int("page_size", &params.page_size)? {
-        Some(-1) => Some(state.config.page_size_max),
-        other => other,
+    // Every task comes with its annotations nested, so pages stop at `page_size_max_nested`.
+    // `-1` asks for every task at once: granted up to that cap, and refused (not cut short)
+    // for a project with more, so that no script takes a part for the whole.
+    let max = state.config.page_size_max_nested;
+    let all = opt_int("page_size", &params.page_size)? == Some(-1);
+    let size = if all {
+        Some(max.saturating_add(1))
+    } else {
+        opt_int("page_size", &params.page_size)?
     };
     let page = Page::new(
         opt_int("page", &params.page)?,
         size,
         50,
-        state.config.page_size_max,
+        if all { max.saturating_add(1) } else { max },
     )?;
     let query = tasks::task_query(state.db.dialect(), &Value::Null, false)?;
     let (_, result) = tasks::list(
@@ -309,6 +318,15 @@ pub async fn list_project_tasks(
     .await?;
     if result.tasks.is_empty() && page.number > 1 {
         return Err(ApiError::new(ErrorCode::InvalidPage, "Invalid page."));
+    }
+    if all && i64::try_from(result.tasks.len()).unwrap_or(i64::MAX) > max {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "page_size",
+            format!(
+                "page_size=-1 returns at most {max} tasks (page_size_max_nested) and this project has more; page through with page=1,2,… and page_size up to {max}, or use /api/tasks?fields=task_only"
+            ),
+        ));
     }
     Ok(Json(result.tasks))
 }

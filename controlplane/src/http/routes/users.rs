@@ -1,11 +1,6 @@
 //! Users, the current user, API tokens and organizations.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-};
+use axum::{Json, extract::State, http::StatusCode, response::Response};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -14,6 +9,7 @@ use crate::{
     auth,
     authz::{Actor, Role},
     error::{ApiError, ApiResult, ErrorCode},
+    http::extract::Path,
     http::{
         AppState,
         extract::{JsonObject, request_meta},

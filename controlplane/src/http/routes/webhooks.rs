@@ -1,12 +1,7 @@
 //! Webhooks: Label Studio's `/api/webhooks` API (what `label-studio-sdk`'s `client.webhooks`
 //! calls) and the delivery log. Authorization is in `storage::webhooks`.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-};
+use axum::{Json, extract::State, http::StatusCode, response::Response};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -14,6 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     authz::Actor,
     error::{ApiError, ApiResult, ErrorCode},
+    http::extract::Path,
     http::{
         AppState,
         extract::{JsonObject, Query, opt_bool, opt_int},
