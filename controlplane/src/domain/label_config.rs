@@ -672,6 +672,67 @@ impl LabelConfig {
         Value::Object(out)
     }
 
+    /// Expands the shorthand that Label Studio's legacy client accepts for a config with one
+    /// control into the full region form: a bare value (`"positive"`, `4`) or a value object
+    /// (`{"choices": ["positive"]}`) becomes `[{"from_name", "to_name", "type", "value"}]`; a
+    /// single region object becomes a list of one. A list is returned as it is. Region-based
+    /// controls (boxes, spans) have no shorthand for bare values.
+    pub fn expand_shorthand(&self, result: &Value) -> Result<Value, ResultError> {
+        let fail = |message: String| ResultError { index: 0, message };
+        match result {
+            Value::Array(_) => return Ok(result.clone()),
+            Value::Object(o) if o.contains_key("from_name") => {
+                return Ok(Value::Array(vec![result.clone()]));
+            }
+            _ => {}
+        }
+        let [control] = self.controls.as_slice() else {
+            return Err(fail(format!(
+                "result must be a JSON array of items; the shorthand ({}) needs a config with exactly one control, this one has {}",
+                json_kind(result),
+                self.controls.len()
+            )));
+        };
+        let Some(to_name) = control.to_names.first() else {
+            return Err(fail(format!("control {:?} has no toName", control.name)));
+        };
+        let kind = control.tag.to_ascii_lowercase();
+        let value = match result {
+            Value::Object(_) => result.clone(),
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                let key = match kind.as_str() {
+                    "textarea" => "text",
+                    other => other,
+                };
+                match kind.as_str() {
+                    "choices" | "labels" | "textarea" => {
+                        serde_json::json!({ key: [result.clone()] })
+                    }
+                    "taxonomy" => serde_json::json!({ key: [[result.clone()]] }),
+                    "rating" | "number" | "datetime" => serde_json::json!({ key: result.clone() }),
+                    _ => {
+                        return Err(fail(format!(
+                            "a bare value cannot stand for a {} result; send the region items",
+                            control.tag
+                        )));
+                    }
+                }
+            }
+            other => {
+                return Err(fail(format!(
+                    "result must be a JSON array of items, got {}",
+                    json_kind(other)
+                )));
+            }
+        };
+        Ok(serde_json::json!([{
+            "from_name": control.name,
+            "to_name": to_name,
+            "type": kind,
+            "value": value,
+        }]))
+    }
+
     /// Validate an annotation/prediction `result` (must be a JSON array) against the config.
     pub fn validate_result(&self, result: &Value) -> Result<(), ResultError> {
         let Some(items) = result.as_array() else {
@@ -3571,5 +3632,50 @@ mod tests {
                 assert!(!accepted.is_empty(), "{tag} emits no result type");
             }
         }
+    }
+
+    #[test]
+    fn shorthand_expands_to_the_one_controls_region_item() {
+        let one = |xml: &str| LabelConfig::parse(xml).expect("config");
+        let choices = one(
+            r#"<View><Text name="t" value="$text"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>"#,
+        );
+        let full = json!([{"from_name": "c", "to_name": "t", "type": "choices", "value": {"choices": ["a"]}}]);
+        assert_eq!(choices.expand_shorthand(&json!("a")).expect("bare"), full);
+        assert_eq!(
+            choices
+                .expand_shorthand(&json!({"choices": ["a"]}))
+                .expect("value object"),
+            full
+        );
+        assert_eq!(
+            choices.expand_shorthand(&full[0]).expect("one region"),
+            full
+        );
+        assert_eq!(choices.expand_shorthand(&full).expect("list"), full);
+        let rating =
+            one(r#"<View><Text name="t" value="$text"/><Rating name="r" toName="t"/></View>"#);
+        assert_eq!(
+            rating.expand_shorthand(&json!(4)).expect("rating"),
+            json!([{"from_name": "r", "to_name": "t", "type": "rating", "value": {"rating": 4}}])
+        );
+        let text =
+            one(r#"<View><Text name="t" value="$text"/><TextArea name="s" toName="t"/></View>"#);
+        assert_eq!(
+            text.expand_shorthand(&json!("short")).expect("textarea")[0]["value"],
+            json!({"text": ["short"]})
+        );
+        let boxes = one(
+            r#"<View><Image name="i" value="$image"/><RectangleLabels name="b" toName="i"><Label value="x"/></RectangleLabels></View>"#,
+        );
+        assert!(boxes.expand_shorthand(&json!("x")).is_err());
+        let two = one(
+            r#"<View><Text name="t" value="$text"/><Choices name="a" toName="t"><Choice value="x"/></Choices><Choices name="b" toName="t"><Choice value="y"/></Choices></View>"#,
+        );
+        assert!(
+            two.expand_shorthand(&json!("x"))
+                .is_err_and(|e| e.message.contains("exactly one control"))
+        );
+        assert!(choices.expand_shorthand(&json!(null)).is_err());
     }
 }

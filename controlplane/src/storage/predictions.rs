@@ -128,16 +128,18 @@ impl PredictionInput {
                 ));
             }
         };
+        // A list of region items, or (for a one-control config) the legacy client's shorthand:
+        // a bare value or a value object, expanded against the project's config on create.
         let result = match body.get("result") {
             None => None,
-            Some(v @ Value::Array(_)) => Some(v.clone()),
-            Some(_) => {
+            Some(Value::Null) => {
                 return Err(ApiError::field(
                     ErrorCode::ValidationError,
                     &field("result"),
                     "must be a list of region items",
                 ));
             }
+            Some(v) => Some(v.clone()),
         };
         let score = match body.get("score") {
             None => None,
@@ -169,6 +171,20 @@ impl PredictionInput {
             score,
             model_version,
         })
+    }
+}
+
+fn expand(project: &projects::ProjectRow, result: &Value, field: &str) -> ApiResult<Value> {
+    match project.config() {
+        Some(config) => config
+            .expand_shorthand(result)
+            .map_err(|e| ApiError::field(ErrorCode::InvalidResult, field, e.message)),
+        None if result.is_array() => Ok(result.clone()),
+        None => Err(ApiError::field(
+            ErrorCode::ValidationError,
+            field,
+            "must be a list of region items",
+        )),
     }
 }
 
@@ -244,6 +260,7 @@ pub async fn create_many(
                 p
             }
         };
+        let result = expand(&project, &result, &format!("{prefix}result"))?;
         validate(&project, &result, &format!("{prefix}result"))?;
         prepared.push((
             task.id,
@@ -368,7 +385,8 @@ pub async fn update(
     let project = access.row;
     let result = match &input.result {
         Some(r) => {
-            validate(&project, r, "result")?;
+            let r = expand(&project, r, "result")?;
+            validate(&project, &r, "result")?;
             r.to_string()
         }
         None => row.result.clone(),
