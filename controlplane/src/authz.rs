@@ -157,6 +157,7 @@ permissions! {
     GroundTruthManage => "ground_truth.manage", Project, Manager, "Mark an annotation as ground truth or clear the mark (the `ground_truth` field of an annotation).";
     PredictionManage => "prediction.manage", Project, Manager, "Create, change and delete predictions.";
     ExportRun => "export.run", Project, Manager, "Export project data.";
+    MlManage => "ml.manage", Project, Manager, "Connect, change and disconnect the project's ML backends; start training and batch predictions.";
     WebhookManage => "webhook.manage", Project, Manager, "Create, change and delete the project's webhooks and read their delivery log (organization-wide webhooks need organization.manage).";
 }
 
@@ -454,6 +455,21 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/jobs", Needs(P::JobManage)),
     ep("POST", "/api/jobs/{id}/requeue", Needs(P::JobManage)),
     ep("DELETE", "/api/jobs/{id}", Needs(P::JobManage)),
+    // ML backends.
+    ep("GET", "/api/ml", Needs(P::ProjectView)),
+    ep("POST", "/api/ml", Needs(P::MlManage)),
+    ep("GET", "/api/ml/{id}", Needs(P::ProjectView)),
+    ep("PATCH", "/api/ml/{id}", Needs(P::MlManage)),
+    ep("DELETE", "/api/ml/{id}", Needs(P::MlManage)),
+    ep("POST", "/api/ml/{id}/train", Needs(P::MlManage)),
+    ep("POST", "/api/ml/{id}/predict", Needs(P::MlManage)),
+    ep("POST", "/api/ml/{id}/predict/test", Needs(P::MlManage)),
+    ep("GET", "/api/ml/{id}/versions", Needs(P::MlManage)),
+    ep(
+        "POST",
+        "/api/ml/{id}/interactive-annotating",
+        Needs(P::AnnotationCreate),
+    ),
     // Webhooks.
     ep("GET", "/api/webhooks/info", SignedIn),
     ep("GET", "/api/webhooks", Needs(P::WebhookManage)),

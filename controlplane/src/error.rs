@@ -58,6 +58,12 @@ pub enum ErrorCode {
     /// A URL points at a private, loopback or link-local address that the administrator has not
     /// allowed (`allow_private_targets`).
     PrivateTarget,
+    /// An ML backend could not be connected: its health check or setup failed (`detail` says
+    /// what it answered).
+    MlBackendUnreachable,
+    /// An ML backend failed a request made on the caller's behalf (timed out, answered an error
+    /// or an answer that does not fit).
+    MlBackendFailed,
     /// The HTTP method is not allowed on this path.
     MethodNotAllowed,
     /// The request took longer than the configured timeout.
@@ -78,7 +84,9 @@ impl ErrorCode {
             | ErrorCode::InvalidResult
             | ErrorCode::InvalidImport
             | ErrorCode::InvalidQuery
-            | ErrorCode::PrivateTarget => StatusCode::BAD_REQUEST,
+            | ErrorCode::PrivateTarget
+            | ErrorCode::MlBackendUnreachable => StatusCode::BAD_REQUEST,
+            ErrorCode::MlBackendFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden | ErrorCode::Paused | ErrorCode::PrivilegeEscalation => {
                 StatusCode::FORBIDDEN

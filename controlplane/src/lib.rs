@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod ml;
 pub mod secrets;
 pub mod server;
 pub mod storage;

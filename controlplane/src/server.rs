@@ -311,16 +311,19 @@ pub fn sealer(db: &Db, config: &Config) -> anyhow::Result<Arc<crate::secrets::Se
     Ok(Arc::new(crate::secrets::Sealer::for_config(config)?))
 }
 
-/// Every job handler a process registers: the built-in ones and webhook delivery.
+/// Every job handler a process registers: the built-in ones, webhook delivery and the ML
+/// backends' predictions and trainings.
 pub fn handlers(
     db: &Db,
     jobs: &crate::jobs::Jobs,
     config: &Config,
 ) -> anyhow::Result<crate::jobs::worker::Handlers> {
     let sealer = Arc::new(crate::secrets::Sealer::for_config(config)?);
-    let delivery = crate::webhooks::Delivery::new(db.clone(), jobs.clone(), sealer, config)
+    let delivery = crate::webhooks::Delivery::new(db.clone(), jobs.clone(), sealer.clone(), config)
         .map_err(|e| anyhow::anyhow!(e))?;
-    Ok(delivery.register(crate::jobs::builtin_handlers()))
+    let ml = crate::ml::Runner::new(db.clone(), jobs.clone(), sealer, config)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(ml.register(delivery.register(crate::jobs::builtin_handlers())))
 }
 
 /// Every minute, starts delivery of webhook events that no pass holds (recorded just before a

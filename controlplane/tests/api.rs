@@ -7,6 +7,8 @@ mod crash;
 mod jobs;
 #[path = "suites/matrix.rs"]
 mod matrix;
+#[path = "suites/ml.rs"]
+mod ml;
 #[path = "suites/tenancy.rs"]
 mod tenancy;
 #[path = "suites/webhooks.rs"]
@@ -1012,6 +1014,8 @@ async fn postgres_connections_can_require_tls() {
 async fn matrix_app(backend: Backend) -> TestApp {
     TestApp::with_config(backend, |c| {
         c.instance_admin_token = "matrix-instance-admin-token-0123456789".into();
+        // The stand-in model server listens on loopback.
+        c.allow_private_targets = "127.0.0.1".into();
     })
     .await
 }

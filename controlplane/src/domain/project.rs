@@ -87,6 +87,11 @@ pub struct ProjectSettings {
     pub show_overlap_first: bool,
     /// Start training after this many annotations.
     pub min_annotations_to_start_training: i64,
+    /// Train the project's ML backends automatically as annotations are submitted or updated.
+    pub start_training_on_annotation_update: bool,
+    /// With automatic training: train after every this many submitted or updated annotations.
+    #[serde(default = "default_one")]
+    pub train_every_annotations: i64,
     /// Per-control weights for agreement.
     pub control_weights: Map<String, Value>,
     /// Label stream order.
@@ -132,6 +137,8 @@ impl Default for ProjectSettings {
             overlap_cohort_percentage: 100,
             show_overlap_first: false,
             min_annotations_to_start_training: 0,
+            start_training_on_annotation_update: false,
+            train_every_annotations: 1,
             control_weights: Map::new(),
             sampling: Sampling::Sequential,
             skip_queue: SkipQueue::RequeueForOthers,
@@ -212,6 +219,12 @@ pub fn validate(s: &ProjectSettings) -> Result<(), SettingError> {
         return Err((
             "min_annotations_to_start_training".into(),
             "must not be negative".into(),
+        ));
+    }
+    if !(1..=1_000_000).contains(&s.train_every_annotations) {
+        return Err((
+            "train_every_annotations".into(),
+            "must be between 1 and 1000000".into(),
         ));
     }
     if let Some(ttl) = s.custom_task_lock_ttl

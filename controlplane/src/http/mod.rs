@@ -50,6 +50,8 @@ pub struct AppState {
     pub sealer: Arc<crate::secrets::Sealer>,
     /// Rate limits.
     pub limits: Arc<limits::RateLimits>,
+    /// The outgoing client of ML backends (under the target policy).
+    pub ml: crate::ml::Connector,
 }
 
 impl AppState {
@@ -69,10 +71,11 @@ impl AppState {
             sealer,
             jobs: crate::jobs::Jobs::Sql(crate::jobs::sql::SqlQueue::new(db.clone())),
             db,
-            config,
             jwt_key: Arc::new(jwt_key),
             metrics: Arc::new(metrics),
             auth_memory: Arc::default(),
+            ml: crate::ml::Connector::new(&config),
+            config,
         }
     }
 

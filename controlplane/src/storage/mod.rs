@@ -20,6 +20,7 @@ pub mod annotations;
 pub mod audit;
 pub mod export;
 pub mod members;
+pub mod ml;
 pub mod orgs;
 pub mod predictions;
 pub mod projects;

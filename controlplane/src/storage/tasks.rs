@@ -1392,8 +1392,15 @@ pub async fn next(
         // Breadth first: finish tasks other annotators have started.
         (true, _) => format!("{counted} desc, t.id"),
         (false, Sampling::Uniform) => "random()".to_string(),
+        // Active learning: the least certain prediction of the project's model version first;
+        // tasks without one after them, in task order.
+        (false, Sampling::Uncertainty) => "coalesce((select min(pr.score) from prediction pr \
+             where pr.task_id = t.id and pr.model_version = $3), 2.0), t.id"
+            .to_string(),
         (false, _) => "t.id".to_string(),
     };
+    let uncertainty =
+        settings.maximum_annotations <= 1 && settings.sampling == Sampling::Uncertainty;
     let picked: Option<(i64, String, String)> = with_tx!(db, tx, {
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
         // A pause or removal that landed since the check above counts.
@@ -1417,14 +1424,20 @@ pub async fn next(
             return Ok::<_, ApiError>(Some((id, lock, "Task lock".to_string())));
         }
         // 2. A task with capacity left that this user has not annotated.
-        let candidate: Option<i64> = sqlx::query_scalar(&format!(
+        let candidate_sql = format!(
             "select t.id from task t where t.project_id = $1 and not t.is_labeled \
              and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
              and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2) < t.overlap \
              order by {order} limit 1"
-        ))
-        .bind(project_id)
-        .bind(user)
+        );
+        let candidate = sqlx::query_scalar(&candidate_sql)
+            .bind(project_id)
+            .bind(user);
+        let candidate: Option<i64> = if uncertainty {
+            candidate.bind(&settings.model_version)
+        } else {
+            candidate
+        }
         .fetch_optional(&mut *tx)
         .await?;
         let (task_id, queue) = match candidate {
@@ -1432,6 +1445,8 @@ pub async fn next(
                 id,
                 if settings.maximum_annotations > 1 {
                     "Breadth first queue"
+                } else if uncertainty {
+                    "Active learning queue"
                 } else {
                     "Sequence queue"
                 },

@@ -402,7 +402,13 @@ pub fn choice(label: &str) -> Value {
 }
 
 /// Mutating endpoints that change nothing (validation only), exempt from the audit check.
-const AUDIT_EXEMPT: &[&str] = &["/api/projects/validate", "/api/projects/*/validate"];
+const AUDIT_EXEMPT: &[&str] = &[
+    "/api/projects/validate",
+    "/api/projects/*/validate",
+    // Ask the model server and answer what it said; nothing is stored.
+    "/api/ml/*/predict/test",
+    "/api/ml/*/interactive-annotating",
+];
 
 fn path_matches(pattern: &str, path: &str) -> bool {
     let path = path.trim_end_matches('/');
@@ -430,4 +436,56 @@ macro_rules! both_backends {
             }
         )*
     };
+}
+
+/// A stand-in model server on loopback that answers Label Studio's ML backend protocol with
+/// fixed answers (`/health`, `/setup` → version `stub-1`, `/predict` → the label `pos` with score
+/// 0.5 for every task, `/webhook` → 201): for tests about the API around ML backends
+/// (authorization, validation). The real model server of the e2e suite learns.
+pub async fn stub_ml_backend() -> String {
+    stub_ml_backend_with(std::time::Duration::ZERO).await
+}
+
+/// [`stub_ml_backend`] whose `/predict` takes `delay` to answer (a slow model).
+pub async fn stub_ml_backend_with(delay: std::time::Duration) -> String {
+    stub_ml_backend_counting(delay).await.0
+}
+
+/// [`stub_ml_backend_with`], and the number of trainings (`/webhook` calls) it received.
+pub async fn stub_ml_backend_counting(
+    delay: std::time::Duration,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::{Json, Router, routing::get, routing::post};
+    let trainings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = trainings.clone();
+    let app = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "UP"})) }))
+        .route(
+            "/setup",
+            post(|| async { Json(json!({"model_version": "stub-1"})) }),
+        )
+        .route(
+            "/predict",
+            post(move |Json(body): Json<Value>| async move {
+                tokio::time::sleep(delay).await;
+                let n = body["tasks"].as_array().map_or(0, Vec::len);
+                let one = json!({"result": choice("pos"), "score": 0.5});
+                Json(json!({"results": vec![one; n]}))
+            }),
+        )
+        .route(
+            "/webhook",
+            post(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { (StatusCode::CREATED, Json(json!({"status": "ok"}))) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), trainings)
 }

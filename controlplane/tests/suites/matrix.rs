@@ -69,6 +69,8 @@ struct Objects {
     pause: i64,
     /// A webhook of the project.
     webhook: i64,
+    /// An ML backend of the project (interactive).
+    ml: i64,
     /// The user the pause is for.
     paused_user: i64,
 }
@@ -89,6 +91,8 @@ struct Fixture {
     invitation_b: i64,
     job_a: String,
     job_b: String,
+    /// A stand-in model server for new ML backends.
+    ml_url: String,
 }
 
 /// A failed background job of `org` (what the job endpoints act on).
@@ -184,9 +188,19 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["id"]
         .as_i64()
         .expect("id");
+    let ml = create(
+        app,
+        "/api/ml",
+        token,
+        json!({"project": project, "url": crate::common::stub_ml_backend().await, "is_interactive": true}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
     Objects {
         project,
         webhook,
+        ml,
         task,
         annotation,
         prediction,
@@ -289,6 +303,7 @@ async fn fixture(app: &TestApp, n: usize) -> Fixture {
         invitation_b,
         job_a,
         job_b,
+        ml_url: crate::common::stub_ml_backend().await,
     }
 }
 
@@ -347,6 +362,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.prediction
     } else if e.path.starts_with("/api/webhooks/") {
         obj.webhook
+    } else if e.path.starts_with("/api/ml/") {
+        obj.ml
     } else if e.path.starts_with("/api/workspaces/") {
         workspace
     } else if e.path.starts_with("/api/organizations/") {
@@ -391,7 +408,10 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         .replace("{key}", "k");
     let admin = f.users[&Role::Admin];
     let body = match (e.method, e.path) {
-        ("GET", "/api/tasks") | ("GET", "/api/predictions") | ("GET", "/api/webhooks") => {
+        ("GET", "/api/tasks")
+        | ("GET", "/api/predictions")
+        | ("GET", "/api/webhooks")
+        | ("GET", "/api/ml") => {
             path.push_str(&format!("?project={}", obj.project));
             None
         }
@@ -403,6 +423,11 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
             Some(json!({"project": obj.project, "url": "https://hooks.example.com/new"}))
         }
         ("PATCH", "/api/webhooks/{id}") => Some(json!({"is_active": false})),
+        ("POST", "/api/ml") => Some(json!({"project": obj.project, "url": f.ml_url})),
+        ("PATCH", "/api/ml/{id}") => Some(json!({"title": "renamed"})),
+        ("POST", "/api/ml/{id}/interactive-annotating") => {
+            Some(json!({"task": obj.task, "context": {"result": []}}))
+        }
         ("POST", "/api/tasks") => Some(json!({"project": obj.project, "data": {"text": "x"}})),
         ("PATCH", "/api/tasks/{id}") => Some(json!({"data": {"text": "changed"}})),
         ("POST", "/api/tasks/{id}/annotations") => Some(json!({"result": choice("pos")})),

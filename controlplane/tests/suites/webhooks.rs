@@ -134,7 +134,7 @@ async fn receive(
 }
 
 /// Runs a worker with every handler of the control plane over the app's SQL queue.
-fn start_worker(app: &TestApp) -> tokio::sync::watch::Sender<bool> {
+pub(crate) fn start_worker(app: &TestApp) -> tokio::sync::watch::Sender<bool> {
     let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
     let handlers =
         verity_controlplane::server::handlers(&app.db, &jobs, &app.config).expect("handlers");

@@ -113,6 +113,14 @@ pub async fn delete_annotation(
 }
 
 async fn emit(state: &AppState, actor: &Actor, project: i64, action: Action, subject: Subject) {
+    // A submitted or updated annotation counts towards the ML backends' next training.
+    if matches!(
+        action,
+        Action::AnnotationCreated | Action::AnnotationUpdated
+    ) && let Ok(row) = crate::storage::projects::load(&state.db, actor.org_id, project).await
+    {
+        crate::ml::after_annotation(&state.db, &state.jobs, &row).await;
+    }
     crate::webhooks::emit(
         &state.db,
         &state.jobs,

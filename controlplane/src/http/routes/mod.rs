@@ -8,6 +8,7 @@ pub mod imports;
 pub mod jobs;
 pub mod members;
 pub mod meta;
+pub mod ml;
 pub mod organizations;
 pub mod predictions;
 pub mod projects;
@@ -79,6 +80,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(jobs::router())
         .merge(webhooks::router())
+        .merge(ml::router())
 }
 
 /// The OpenAPI document as pretty JSON (committed under `docs/openapi.json`).
