@@ -584,6 +584,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("DELETE", "/api/projects/{id}/tasks", Needs(P::TaskManage)),
     ep("POST", "/api/projects/{id}/import", Needs(P::TaskManage)),
     ep(
+        "GET",
+        "/api/projects/{id}/imports/{import_pk}",
+        Needs(P::TaskManage),
+    ),
+    ep(
         "POST",
         "/api/projects/{id}/import/predictions",
         Needs(P::PredictionManage),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod imports;
 pub mod jobs;
 pub mod ml;
 pub mod secrets;

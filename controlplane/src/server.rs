@@ -311,8 +311,8 @@ pub fn sealer(db: &Db, config: &Config) -> anyhow::Result<Arc<crate::secrets::Se
     Ok(Arc::new(crate::secrets::Sealer::for_config(config)?))
 }
 
-/// Every job handler a process registers: the built-in ones, webhook delivery and the ML
-/// backends' predictions and trainings.
+/// Every job handler a process registers: the built-in ones, webhook delivery, the ML
+/// backends' predictions and trainings, and imports run as jobs.
 pub fn handlers(
     db: &Db,
     jobs: &crate::jobs::Jobs,
@@ -323,7 +323,13 @@ pub fn handlers(
         .map_err(|e| anyhow::anyhow!(e))?;
     let ml = crate::ml::Runner::new(db.clone(), jobs.clone(), sealer, config)
         .map_err(|e| anyhow::anyhow!(e))?;
-    Ok(ml.register(delivery.register(crate::jobs::builtin_handlers())))
+    let handlers = ml.register(delivery.register(crate::jobs::builtin_handlers()));
+    Ok(crate::imports::register(
+        db.clone(),
+        jobs.clone(),
+        config.data_dir.clone(),
+        handlers,
+    ))
 }
 
 /// Every minute, starts delivery of webhook events that no pass holds (recorded just before a

@@ -1947,3 +1947,138 @@ both_backends! {
         }
     }
 }
+
+async fn wait_import(app: &TestApp, p: i64, id: i64) -> Value {
+    for _ in 0..500 {
+        let got = app
+            .get(&format!("/api/projects/{p}/imports/{id}"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        if got["status"] == json!("completed") || got["status"] == json!("failed") {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("import {id} did not end");
+}
+
+/// Imports as jobs (Label Studio Enterprise's flow): the upload answers at once with an import
+/// to poll; a worker imports it as the uploader, exactly once; bad data fails the import with
+/// the same message a synchronous import gives and imports nothing; the stored upload is
+/// removed when the import ends.
+async fn async_imports_run_as_jobs(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let _worker = webhooks::start_worker(&app);
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let queued = app
+        .post(
+            &format!("/api/projects/{p}/import?async=true&return_task_ids=true"),
+            &app.owner,
+            json!([{"text": "a"}, {"text": "b"}, {"data": {"text": "c"}, "annotations": [{"result": choice("pos")}]}]),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let id = queued["import"].as_i64().expect("import id");
+    assert!(queued["job"].is_string(), "{queued}");
+    let done = wait_import(&app, p, id).await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert_eq!(
+        (done["task_count"].clone(), done["annotation_count"].clone()),
+        (json!(3), json!(1))
+    );
+    assert_eq!(done["task_ids"].as_array().map(Vec::len), Some(3));
+    let job = app
+        .get(
+            &format!("/api/jobs/{}", queued["job"].as_str().unwrap_or_default()),
+            &app.owner,
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(job["state"], json!("finished"), "{job}");
+    assert_eq!(app.project(p).await["task_number"], json!(3));
+    // The same import's job again (a retry): nothing imported twice.
+    let jobs = verity_controlplane::jobs::Jobs::Sql(verity_controlplane::jobs::sql::SqlQueue::new(
+        app.db.clone(),
+    ));
+    let again = verity_controlplane::imports::enqueue(&jobs, app.org, id)
+        .await
+        .expect("enqueue");
+    for _ in 0..500 {
+        let j = app
+            .get(&format!("/api/jobs/{again}"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        if j["state"] == json!("finished") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.project(p).await["task_number"], json!(3));
+    // Even a run that got past the status check cannot write the tasks a second time.
+    let actor = verity_controlplane::storage::users::actor_for_legacy_token(&app.db, &app.owner)
+        .await
+        .expect("actor")
+        .expect("owner");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("again.json");
+    std::fs::write(&path, r#"[{"text": "dup"}]"#).expect("write");
+    let source = verity_controlplane::storage::tasks::ImportSource {
+        path,
+        format: verity_controlplane::storage::tasks::ImportFormat::Json,
+        extension: ".json".into(),
+    };
+    let e = verity_controlplane::storage::tasks::import_with(
+        &app.db,
+        &actor,
+        p,
+        &[source],
+        false,
+        Some(id),
+    )
+    .await
+    .expect_err("a completed import is not run again");
+    assert_eq!(e.code, verity_controlplane::error::ErrorCode::Conflict);
+    assert_eq!(app.project(p).await["task_number"], json!(3));
+    // Bad data: the import fails with the reason, nothing is imported.
+    let bad = app
+        .post(
+            &format!("/api/projects/{p}/import?async=true"),
+            &app.owner,
+            json!([{"text": "fine"}, {"body": "no text"}]),
+        )
+        .await
+        .expect(StatusCode::CREATED)["import"]
+        .as_i64()
+        .expect("id");
+    let failed = wait_import(&app, p, bad).await;
+    assert_eq!(failed["status"], json!("failed"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("task 1")),
+        "{failed}"
+    );
+    assert_eq!(app.project(p).await["task_number"], json!(3));
+    assert_eq!(
+        scalar_i64(&app, "select count(*) from project_import_file").await,
+        0
+    );
+    // Another organization's import is not found; so is an unknown one.
+    let (_, other) = app.other_org("Other", "other-owner@b.test").await;
+    app.get(&format!("/api/projects/{p}/imports/{id}"), &other)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    app.get(&format!("/api/projects/{p}/imports/999999"), &app.owner)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_imports_run_as_jobs_sqlite() {
+    async_imports_run_as_jobs(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_imports_run_as_jobs_postgres() {
+    async_imports_run_as_jobs(Backend::Postgres).await;
+}

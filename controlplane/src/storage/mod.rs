@@ -19,6 +19,7 @@ pub mod admin;
 pub mod annotations;
 pub mod audit;
 pub mod export;
+pub mod imports;
 pub mod members;
 pub mod ml;
 pub mod orgs;

@@ -382,6 +382,20 @@ pub async fn import(
     sources: &[ImportSource],
     return_task_ids: bool,
 ) -> ApiResult<ImportSummary> {
+    import_with(db, actor, project_id, sources, return_task_ids, None).await
+}
+
+/// [`import`] for the job of a stored import (`project_import` row `claim`): the row is marked
+/// completed in the same transaction that writes the tasks, so a retried job never imports
+/// twice (409 `conflict` if it already completed).
+pub async fn import_with(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    sources: &[ImportSource],
+    return_task_ids: bool,
+    claim: Option<i64>,
+) -> ApiResult<ImportSummary> {
     let project = projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
     let started = std::time::Instant::now();
     let mut state = ImportState {
@@ -545,6 +559,31 @@ pub async fn import(
                 }),
             )
         );
+        if let Some(import) = claim {
+            let done = sqlx::query(
+                "update project_import set status = 'completed', summary = $1, finished_at = $2 \
+                 where id = $3 and status <> 'completed'",
+            )
+            .bind(
+                serde_json::json!({
+                    "task_count": summary.task_count,
+                    "annotation_count": summary.annotation_count,
+                    "prediction_count": summary.prediction_count,
+                    "task_ids": task_ids,
+                })
+                .to_string(),
+            )
+            .bind(crate::storage::now_micros())
+            .bind(import)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("import {import} was already completed"),
+                ));
+            }
+        }
         Ok::<_, ApiError>(())
     })?;
     // A bulk load leaves PostgreSQL's planner statistics stale until autovacuum catches up,

@@ -71,6 +71,8 @@ struct Objects {
     webhook: i64,
     /// An ML backend of the project (interactive).
     ml: i64,
+    /// An import of the project run as a job.
+    import: i64,
     /// The user the pause is for.
     paused_user: i64,
 }
@@ -197,10 +199,20 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["id"]
         .as_i64()
         .expect("id");
+    let import = create(
+        app,
+        &format!("/api/projects/{project}/import?async=true"),
+        token,
+        json!([{"text": "queued"}]),
+    )
+    .await["import"]
+        .as_i64()
+        .expect("id");
     Objects {
         project,
         webhook,
         ml,
+        import,
         task,
         annotation,
         prediction,
@@ -404,6 +416,7 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         .replace("{export_pk}", &obj.snapshot.to_string())
         .replace("{user_pk}", &user_pk.to_string())
         .replace("{pause_pk}", &obj.pause.to_string())
+        .replace("{import_pk}", &obj.import.to_string())
         .replace("{slug}", "acme")
         .replace("{key}", "k");
     let admin = f.users[&Role::Admin];

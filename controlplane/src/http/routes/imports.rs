@@ -5,6 +5,7 @@ use axum::{
     Json,
     extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State},
     http::StatusCode,
+    response::{IntoResponse, Response},
 };
 use futures::StreamExt;
 use serde::Deserialize;
@@ -12,7 +13,6 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::webhooks::{Action, Subject};
 use crate::{
     authz::Actor,
     error::{ApiError, ApiResult, ErrorCode},
@@ -36,6 +36,11 @@ pub struct ImportParams {
     pub commit_to_project: Option<String>,
     /// Not supported yet.
     pub preannotated_from_fields: Option<String>,
+    /// Run the import as a job: answers `{"import": <id>, "job": <id>}` at once; poll
+    /// `GET /api/projects/{id}/imports/{import_pk}` (Label Studio Enterprise's flow).
+    #[serde(rename = "async")]
+    #[param(rename = "async")]
+    pub run_async: Option<String>,
 }
 
 fn format_for(name: &str) -> ApiResult<(ImportFormat, String)> {
@@ -114,7 +119,8 @@ impl Spool {
 }
 
 /// Imports tasks: a JSON list, one JSON object, JSON lines, CSV or TSV in the body, or files in
-/// a multipart upload. All or nothing: one bad task rejects the request with its index.
+/// a multipart upload. All or nothing: one bad task rejects the request with its index. With
+/// `async=true` the upload is stored and imported by a job: `201 {"import", "job"}`.
 #[utoipa::path(post, path = "/api/projects/{id}/import", tag = "import", params(("id" = i64, Path), ImportParams), request_body(content = Object, description = "tasks"), responses((status = 201, body = ImportSummary), (status = 400, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
 pub async fn import_tasks(
     State(state): State<AppState>,
@@ -122,7 +128,7 @@ pub async fn import_tasks(
     Path(id): Path<i64>,
     Query(params): Query<ImportParams>,
     request: Request,
-) -> ApiResult<(StatusCode, Json<ImportSummary>)> {
+) -> ApiResult<Response> {
     let return_ids = opt_bool("return_task_ids", &params.return_task_ids)?.unwrap_or(false);
     if opt_bool("commit_to_project", &params.commit_to_project)? == Some(false) {
         return Err(ApiError::field(
@@ -212,6 +218,26 @@ pub async fn import_tasks(
         }
         file.flush().await.map_err(ApiError::internal)?;
     }
+    if opt_bool("async", &params.run_async)? == Some(true) {
+        let import =
+            crate::storage::imports::create(&state.db, &actor, id, &spool.sources, return_ids)
+                .await?;
+        drop(spool);
+        let job = crate::imports::enqueue(&state.jobs, actor.org_id, import)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("the job queue did not take the import: {e}"),
+                )
+            })?;
+        crate::storage::imports::set_job(&state.db, import, &job).await?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({"import": import, "job": job})),
+        )
+            .into_response());
+    }
     let mut summary = tasks::import(&state.db, &actor, id, &spool.sources, true).await?;
     drop(spool);
     let created = if return_ids {
@@ -219,30 +245,29 @@ pub async fn import_tasks(
     } else {
         summary.task_ids.take().unwrap_or_default()
     };
-    if !created.is_empty() {
-        let annotated = summary.annotation_count > 0;
-        let emit = |action, subject| {
-            crate::webhooks::emit(
-                &state.db,
-                &state.jobs,
-                actor.org_id,
-                Some(id),
-                action,
-                subject,
-            )
-        };
-        if annotated {
-            emit(Action::TasksCreated, Subject::Tasks(created.clone())).await;
-            emit(
-                Action::AnnotationsCreated,
-                Subject::AnnotationsOfTasks(created),
-            )
-            .await;
-        } else {
-            emit(Action::TasksCreated, Subject::Tasks(created)).await;
-        }
-    }
-    Ok((StatusCode::CREATED, Json(summary)))
+    crate::imports::announce(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        id,
+        created,
+        summary.annotation_count > 0,
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(summary)).into_response())
+}
+
+/// An import run as a job: its status (`created`, `in_progress`, `completed`, `failed`), the
+/// error of a failed one, and the counts (and `task_ids`) of a completed one.
+#[utoipa::path(get, path = "/api/projects/{id}/imports/{import_pk}", tag = "import", params(("id" = i64, Path), ("import_pk" = i64, Path)), responses((status = 200, body = crate::storage::imports::ImportView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_import(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, import_pk)): Path<(i64, i64)>,
+) -> ApiResult<Json<crate::storage::imports::ImportView>> {
+    Ok(Json(
+        crate::storage::imports::get(&state.db, &actor, id, import_pk).await?,
+    ))
 }
 
 /// Imports predictions: `[{"task": id, "result": [...], "score": 0.9, "model_version": "v1"}]`.
@@ -295,4 +320,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         // Uploads are streamed to disk and capped by import_max_bytes instead.
         .layer(DefaultBodyLimit::disable())
         .merge(OpenApiRouter::new().routes(routes!(import_predictions)))
+        .merge(OpenApiRouter::new().routes(routes!(get_import)))
 }
