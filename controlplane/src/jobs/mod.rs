@@ -208,6 +208,23 @@ pub struct QueueStats {
     pub oldest_waiting_since: Option<i64>,
 }
 
+/// One organization's numbers on one queue (the database queue; see [`Jobs::org_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrgQueueStats {
+    /// Organization id.
+    pub organization: i64,
+    /// Queue name.
+    pub queue: String,
+    /// Jobs waiting to run now.
+    pub waiting: u64,
+    /// Jobs leased by workers.
+    pub running: u64,
+    /// Jobs in the failed registry.
+    pub failed: u64,
+    /// When the oldest waiting job was enqueued (UTC microseconds).
+    pub oldest_waiting_since: Option<i64>,
+}
+
 /// What became of a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -352,6 +369,16 @@ impl Jobs {
     /// The numbers of one queue.
     pub async fn stats(&self, queue: &'static str) -> Result<QueueStats, JobError> {
         dispatch!(self, q => q.stats(queue).await)
+    }
+
+    /// Per organization and queue: waiting, running and failed jobs. The database queue counts
+    /// them; a Redis queue answers none (RQ's layout has no organization, and the operator gives
+    /// every organization a Redis of its own, so its queue numbers are the organization's).
+    pub async fn org_stats(&self) -> Result<Vec<OrgQueueStats>, JobError> {
+        match self {
+            Jobs::Sql(q) => q.org_stats().await,
+            Jobs::Redis(_) => Ok(Vec::new()),
+        }
     }
 
     /// Failed jobs of a queue, newest first, at most `limit`.

@@ -438,6 +438,40 @@ impl SqlQueue {
         })
     }
 
+    pub(super) async fn org_stats(&self) -> Result<Vec<super::OrgQueueStats>, JobError> {
+        let now = now_micros();
+        with_read!(&self.db, conn, {
+            let rows = sqlx::query(
+                "select organization_id, queue, \
+                   coalesce(sum(case when state = 'queued' and run_at <= $1 then 1 else 0 end), 0) as waiting, \
+                   coalesce(sum(case when state = 'started' then 1 else 0 end), 0) as running, \
+                   coalesce(sum(case when state = 'failed' then 1 else 0 end), 0) as failed, \
+                   min(case when state = 'queued' and run_at <= $1 then enqueued_at end) as oldest \
+                 from jobs where organization_id is not null and state in ('queued', 'deferred', 'started', 'failed') \
+                 group by organization_id, queue order by organization_id, queue",
+            )
+            .bind(now)
+            .fetch_all(conn)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let count = |c: &str| -> Result<u64, JobError> {
+                        let n: i64 = row.try_get(c)?;
+                        Ok(u64::try_from(n).unwrap_or(0))
+                    };
+                    Ok(super::OrgQueueStats {
+                        organization: row.try_get("organization_id")?,
+                        queue: row.try_get("queue")?,
+                        waiting: count("waiting")?,
+                        running: count("running")?,
+                        failed: count("failed")?,
+                        oldest_waiting_since: row.try_get("oldest")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
     pub(super) async fn failed(
         &self,
         queue: &'static str,

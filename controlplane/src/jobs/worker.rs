@@ -91,6 +91,8 @@ impl Default for WorkerConfig {
 pub struct JobMetrics {
     processed: IntCounterVec,
     queue: IntGaugeVec,
+    org_processed: IntCounterVec,
+    organization: IntGaugeVec,
 }
 
 impl JobMetrics {
@@ -110,15 +112,41 @@ impl JobMetrics {
             ),
             &["queue", "state"],
         )?;
+        let org_processed = IntCounterVec::new(
+            Opts::new(
+                "verity_jobs_organization_processed_total",
+                "Job attempts of an organization by queue and outcome (finished, retried, failed, lost, given_back)",
+            ),
+            &["organization", "queue", "outcome"],
+        )?;
+        let organization = IntGaugeVec::new(
+            Opts::new(
+                "verity_jobs_organization",
+                "Jobs of an organization by queue and state (waiting, running, failed, oldest_waiting_seconds); database queue only",
+            ),
+            &["organization", "queue", "state"],
+        )?;
         registry.register(Box::new(processed.clone()))?;
         registry.register(Box::new(queue.clone()))?;
-        Ok(Self { processed, queue })
+        registry.register(Box::new(org_processed.clone()))?;
+        registry.register(Box::new(organization.clone()))?;
+        Ok(Self {
+            processed,
+            queue,
+            org_processed,
+            organization,
+        })
     }
 
     fn outcome(&self, job: &Leased, outcome: &str) {
         self.processed
             .with_label_values(&[job.queue, job.kind.as_str(), outcome])
             .inc();
+        if let Some(org) = job.organization {
+            self.org_processed
+                .with_label_values(&[org.to_string().as_str(), job.queue, outcome])
+                .inc();
+        }
     }
 
     /// Refreshes the queue gauges from the backend.
@@ -140,6 +168,25 @@ impl JobMetrics {
                 .oldest_waiting_since
                 .map_or(0, |t| u64::try_from((now - t) / 1_000_000).unwrap_or(0));
             set("oldest_waiting_seconds", age);
+        }
+        if let Ok(stats) = jobs.org_stats().await {
+            // Organizations without jobs any more drop out instead of keeping their last numbers.
+            self.organization.reset();
+            for s in stats {
+                let org = s.organization.to_string();
+                let set = |state: &str, v: u64| {
+                    self.organization
+                        .with_label_values(&[org.as_str(), s.queue.as_str(), state])
+                        .set(i64::try_from(v).unwrap_or(i64::MAX));
+                };
+                set("waiting", s.waiting);
+                set("running", s.running);
+                set("failed", s.failed);
+                let age = s
+                    .oldest_waiting_since
+                    .map_or(0, |t| u64::try_from((now - t) / 1_000_000).unwrap_or(0));
+                set("oldest_waiting_seconds", age);
+            }
         }
     }
 }

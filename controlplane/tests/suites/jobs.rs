@@ -770,3 +770,79 @@ crate::both_backends! {
         assert!(actions.iter().any(|a| a == "job.requeue") && actions.iter().any(|a| a == "job.delete"), "{actions:?}");
     }
 }
+
+/// Per-organization job metrics on the database queue: waiting, running and failed jobs and the
+/// oldest waiting job's age per organization and queue, and attempts by outcome; an
+/// organization whose jobs are gone drops out of the gauges.
+async fn job_metrics_per_organization(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
+    let for_org = |org: i64, kind: &str| NewJob {
+        organization: Some(org),
+        ..NewJob::new("low", kind, json!({}))
+    };
+    for _ in 0..3 {
+        jobs.enqueue(&for_org(41, "noop")).await.expect("enqueue");
+    }
+    jobs.enqueue(&for_org(42, "noop")).await.expect("enqueue");
+    let registry = prometheus::Registry::new();
+    let metrics = worker::JobMetrics::new(&registry).expect("metrics");
+    let text = || {
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&registry.gather(), &mut out)
+            .expect("encode");
+        out
+    };
+    metrics.refresh(&jobs).await;
+    let t = text();
+    for line in [
+        r#"verity_jobs_organization{organization="41",queue="low",state="waiting"} 3"#,
+        r#"verity_jobs_organization{organization="42",queue="low",state="waiting"} 1"#,
+        r#"verity_jobs_organization{organization="41",queue="low",state="failed"} 0"#,
+    ] {
+        assert!(t.contains(line), "{line} missing from\n{t}");
+    }
+    // A worker runs them all: attempts are counted per organization, and the waiting gauges
+    // fall to nothing.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let config = WorkerConfig {
+        queues: vec!["low"],
+        idle_poll: Duration::from_millis(20),
+        ..WorkerConfig::default()
+    };
+    let run = tokio::spawn(worker::run(
+        jobs.clone(),
+        verity_controlplane::jobs::builtin_handlers(),
+        config,
+        Some(metrics.clone()),
+        stop_rx,
+    ));
+    for _ in 0..300 {
+        if text().contains(r#"verity_jobs_organization_processed_total{organization="41",outcome="finished",queue="low"} 3"#)
+            && text().contains(r#"verity_jobs_organization_processed_total{organization="42",outcome="finished",queue="low"} 1"#)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    run.await.expect("worker");
+    let t = text();
+    assert!(
+        t.contains(r#"verity_jobs_organization_processed_total{organization="41",outcome="finished",queue="low"} 3"#),
+        "{t}"
+    );
+    metrics.refresh(&jobs).await;
+    assert!(!text().contains("verity_jobs_organization{"), "{}", text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_metrics_per_organization_sqlite() {
+    job_metrics_per_organization(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_metrics_per_organization_postgres() {
+    job_metrics_per_organization(Backend::Postgres).await;
+}
