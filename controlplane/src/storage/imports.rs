@@ -17,6 +17,10 @@ use crate::{
     error::{ApiError, ApiResult},
 };
 
+/// Largest upload an import run as a job takes (it is held in memory while it is stored and
+/// again when the job unpacks it); larger ones are imported synchronously or split.
+pub const MAX_ASYNC_BYTES: u64 = 256 * 1024 * 1024;
+
 /// A stored import.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ImportRow {
@@ -130,6 +134,22 @@ pub async fn create(
     return_task_ids: bool,
 ) -> ApiResult<i64> {
     access::project(db, actor, project, Permission::TaskManage).await?;
+    let mut total = 0u64;
+    for s in sources {
+        total += tokio::fs::metadata(&s.path)
+            .await
+            .map_err(ApiError::internal)?
+            .len();
+    }
+    if total > MAX_ASYNC_BYTES {
+        return Err(ApiError::new(
+            crate::error::ErrorCode::PayloadTooLarge,
+            format!(
+                "an import run as a job takes at most {} MiB; split the upload, or import it without async=true",
+                MAX_ASYNC_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
     let mut files = Vec::with_capacity(sources.len());
     for s in sources {
         let body = tokio::fs::read(&s.path).await.map_err(ApiError::internal)?;
