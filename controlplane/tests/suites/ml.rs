@@ -371,6 +371,141 @@ async fn uncertainty_sampling_hands_out_the_least_certain_first(backend: Backend
     );
 }
 
+/// A model server that fails: `/predict` answers 500 the first `failures` times, then works;
+/// with `huge` it answers 17 MiB of JSON instead.
+async fn failing_backend(failures: usize, huge: bool) -> String {
+    use axum::{Json, Router, routing::get, routing::post};
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "UP"})) }))
+        .route(
+            "/setup",
+            post(|| async { Json(json!({"model_version": "f-1"})) }),
+        )
+        .route(
+            "/predict",
+            post(move |Json(body): Json<Value>| {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if huge {
+                        let filler = "x".repeat(17 * 1024 * 1024);
+                        return (
+                            StatusCode::OK,
+                            Json(json!({"results": [], "filler": filler})),
+                        );
+                    }
+                    if n < failures {
+                        return (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            Json(json!({"error": "model crashed"})),
+                        );
+                    }
+                    let tasks = body["tasks"].as_array().map_or(0, Vec::len);
+                    let one = json!({"result": choice("neg"), "score": 0.3});
+                    (StatusCode::OK, Json(json!({"results": vec![one; tasks]})))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// A backend that fails is reported in the API (state `ER`, the reason) and the batch is
+/// retried on the queue until it works; an answer over the size cap is refused with a clear
+/// error instead of being read.
+async fn failing_backends_are_reported_retried_and_capped(backend: Backend) {
+    let app = app(backend).await;
+    let _worker = crate::webhooks::start_worker(&app);
+    let p = app.mk_project(&app.owner, json!({})).await;
+    app.mk_tasks(&app.owner, p, 3).await;
+    let id = app
+        .post(
+            "/api/ml",
+            &app.owner,
+            json!({"project": p, "url": failing_backend(1, false).await}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    let job = app
+        .post(&format!("/api/ml/{id}/predict"), &app.owner, json!({}))
+        .await
+        .expect(StatusCode::OK)["job"]
+        .as_str()
+        .expect("job")
+        .to_string();
+    let mut reported = Value::Null;
+    for _ in 0..300 {
+        reported = app
+            .get(&format!("/api/ml/{id}"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        if reported["state"] == json!("ER") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reported["state"], json!("ER"), "{reported}");
+    assert!(
+        reported["error_message"]
+            .as_str()
+            .is_some_and(|e| e.contains("/predict answered 500") && e.contains("model crashed")),
+        "{reported}"
+    );
+    // The queue retries (after its first backoff) and the second attempt stores everything.
+    let mut done = Value::Null;
+    for _ in 0..1000 {
+        done = app
+            .get(&format!("/api/jobs/{job}"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        if done["state"] == json!("finished") || done["state"] == json!("failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(done["state"], json!("finished"), "{done}");
+    assert_eq!(done["attempts"], json!(2), "{done}");
+    assert_eq!(done["result"]["stored"], json!(3), "{done}");
+    let now = app
+        .get(&format!("/api/ml/{id}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(now["state"], json!("CO"), "{now}");
+    // An answer over 16 MiB: refused, said so.
+    let big = app
+        .post(
+            "/api/ml",
+            &app.owner,
+            json!({"project": p, "url": failing_backend(0, true).await}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    let e = app
+        .post(
+            &format!("/api/ml/{big}/predict/test"),
+            &app.owner,
+            json!({}),
+        )
+        .await
+        .expect_error(StatusCode::BAD_GATEWAY, "ml_backend_failed");
+    assert!(
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("more than 16 MiB")),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connecting_is_checked_sqlite() {
     connecting_is_checked(Backend::Sqlite).await;
@@ -419,4 +554,14 @@ async fn uncertainty_sampling_hands_out_the_least_certain_first_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uncertainty_sampling_hands_out_the_least_certain_first_postgres() {
     uncertainty_sampling_hands_out_the_least_certain_first(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_backends_are_reported_retried_and_capped_sqlite() {
+    failing_backends_are_reported_retried_and_capped(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_backends_are_reported_retried_and_capped_postgres() {
+    failing_backends_are_reported_retried_and_capped(Backend::Postgres).await;
 }
