@@ -329,6 +329,20 @@ impl Jobs {
         dispatch!(self, q => q.lease(queues, lease).await)
     }
 
+    /// Leases up to `max` jobs at once where the backend can (Redis: one round trip); the
+    /// database queue leases one.
+    pub async fn lease_many(
+        &self,
+        queues: &[&'static str],
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Leased>, JobError> {
+        match self {
+            Jobs::Redis(q) => q.lease_many(queues, lease, max).await,
+            Jobs::Sql(q) => Ok(q.lease(queues, lease).await?.into_iter().collect()),
+        }
+    }
+
     /// Renews a lease; `false` if it is no longer ours.
     pub async fn heartbeat(&self, job: &Leased, lease: Duration) -> Result<bool, JobError> {
         dispatch!(self, q => q.heartbeat(job, lease).await)

@@ -135,22 +135,30 @@ end
 return 1
 ",
         ),
-        // KEYS: queue, wip   ARGV: now_us, lease_us, token, now_str
+        // KEYS: queue, wip   ARGV: now_us, lease_us, now_str, max, token per job (max of them)
         lease: Script::new(
             r"
-while true do
+local out = {}
+local n = 0
+local max = tonumber(ARGV[4])
+while n < max do
   local id = redis.call('LPOP', KEYS[1])
-  if not id then return false end
+  if not id then break end
   local j = 'rq:job:' .. id
   if redis.call('EXISTS', j) == 1 then
+    n = n + 1
+    local token = ARGV[4 + n]
     local attempts = redis.call('HINCRBY', j, 'attempts', 1)
-    redis.call('HSET', j, 'status', 'started', 'lease_token', ARGV[3], 'started_us', ARGV[1],
-      'started_at', ARGV[4], 'progress', '')
+    redis.call('HSET', j, 'status', 'started', 'lease_token', token, 'started_us', ARGV[1],
+      'started_at', ARGV[3], 'progress', '')
     redis.call('ZADD', KEYS[2], (tonumber(ARGV[1]) + tonumber(ARGV[2])) / 1000000, id)
     local f = redis.call('HMGET', j, 'verity_kind', 'verity_payload', 'verity_org', 'max_attempts', 'timeout_ms')
-    return {id, f[1], f[2], f[3], tostring(attempts), f[4], f[5]}
+    for _, v in ipairs({id, f[1] or '', f[2] or '', f[3] or '', tostring(attempts), f[4] or '', f[5] or '', token}) do
+      table.insert(out, v)
+    end
   end
 end
+return out
 ",
         ),
         // KEYS: job, wip   ARGV: id, token, expiry_s
@@ -401,36 +409,52 @@ impl RedisQueue {
         queues: &[&'static str],
         lease: Duration,
     ) -> Result<Option<Leased>, JobError> {
+        Ok(self.lease_many(queues, lease, 1).await?.into_iter().next())
+    }
+
+    /// Up to `max` jobs in one round trip, all from the first queue (in priority order) that
+    /// has any. Each gets a lease token of its own.
+    pub(super) async fn lease_many(
+        &self,
+        queues: &[&'static str],
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Leased>, JobError> {
+        const FIELDS: usize = 8;
+        let max = max.max(1);
         let mut conn = self.conn.clone();
         for queue in queues {
-            let token = super::new_id();
             let (now_us, now_str) = now();
-            let got: Option<Vec<String>> = self
-                .scripts
-                .lease
-                .key(key("queue", queue))
-                .key(key("wip", queue))
+            let mut call = self.scripts.lease.key(key("queue", queue));
+            call.key(key("wip", queue))
                 .arg(now_us)
                 .arg(micros(lease))
-                .arg(&token)
                 .arg(&now_str)
-                .invoke_async(&mut conn)
-                .await?;
-            let Some(f) = got else { continue };
-            let field = |i: usize| f.get(i).cloned().unwrap_or_default();
-            return Ok(Some(Leased {
-                id: field(0),
-                queue,
-                kind: field(1),
-                payload: serde_json::from_str(&field(2)).unwrap_or(Value::Null),
-                organization: field(3).parse().ok(),
-                attempt: field(4).parse().unwrap_or(1),
-                max_attempts: field(5).parse().unwrap_or(1),
-                timeout: Duration::from_millis(field(6).parse().unwrap_or(180_000)),
-                token,
-            }));
+                .arg(max);
+            for _ in 0..max {
+                call.arg(super::new_id());
+            }
+            let flat: Vec<String> = call.invoke_async(&mut conn).await?;
+            if flat.is_empty() {
+                continue;
+            }
+            return Ok(flat
+                .chunks(FIELDS)
+                .filter(|f| f.len() == FIELDS)
+                .map(|f| Leased {
+                    id: f[0].clone(),
+                    queue,
+                    kind: f[1].clone(),
+                    payload: serde_json::from_str(&f[2]).unwrap_or(Value::Null),
+                    organization: f[3].parse().ok(),
+                    attempt: f[4].parse().unwrap_or(1),
+                    max_attempts: f[5].parse().unwrap_or(1),
+                    timeout: Duration::from_millis(f[6].parse().unwrap_or(180_000)),
+                    token: f[7].clone(),
+                })
+                .collect());
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     pub(super) async fn heartbeat(&self, job: &Leased, lease: Duration) -> Result<bool, JobError> {

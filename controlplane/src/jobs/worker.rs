@@ -86,6 +86,9 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Most jobs leased in one round trip.
+const LEASE_BATCH: usize = 16;
+
 /// Job metrics of one process.
 #[derive(Clone, Debug)]
 pub struct JobMetrics {
@@ -239,9 +242,21 @@ pub async fn run(
         let enqueued = super::ENQUEUED.notified();
         tokio::pin!(enqueued);
         enqueued.as_mut().enable();
-        let leased = match jobs.lease(&config.queues, config.lease).await {
-            Ok(Some(job)) => job,
-            Ok(None) => {
+        // Free capacity beyond this permit is leased in the same round trip (Redis), each job
+        // with a permit of its own; permits not used go back.
+        let mut permit = permit;
+        let extra = permits.available_permits().min(LEASE_BATCH - 1);
+        if extra > 0
+            && let Ok(more) = permits
+                .clone()
+                .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
+        {
+            permit.merge(more);
+        }
+        let want = permit.num_permits();
+        let leased = match jobs.lease_many(&config.queues, config.lease, want).await {
+            Ok(list) if !list.is_empty() => list,
+            Ok(_) => {
                 drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(config.idle_poll) => {}
@@ -260,19 +275,23 @@ pub async fn run(
                 continue;
             }
         };
-        lock(&in_hand).insert(leased.id.clone(), leased.clone());
-        let (jobs, handlers, metrics, in_hand, lease) = (
-            jobs.clone(),
-            handlers.clone(),
-            metrics.clone(),
-            in_hand.clone(),
-            config.lease,
-        );
-        running.spawn(async move {
-            execute(&jobs, &handlers, metrics.as_ref(), leased.clone(), lease).await;
-            lock(&in_hand).remove(&leased.id);
-            drop(permit);
-        });
+        for leased in leased {
+            let Some(one) = permit.split(1) else { break };
+            lock(&in_hand).insert(leased.id.clone(), leased.clone());
+            let (jobs, handlers, metrics, in_hand, lease) = (
+                jobs.clone(),
+                handlers.clone(),
+                metrics.clone(),
+                in_hand.clone(),
+                config.lease,
+            );
+            running.spawn(async move {
+                execute(&jobs, &handlers, metrics.as_ref(), leased.clone(), lease).await;
+                lock(&in_hand).remove(&leased.id);
+                drop(one);
+            });
+        }
+        drop(permit);
     }
     // Drain: finish within the drain time, then give the rest back.
     let drained = tokio::time::timeout(config.drain, async {

@@ -846,3 +846,64 @@ async fn job_metrics_per_organization_sqlite() {
 async fn job_metrics_per_organization_postgres() {
     job_metrics_per_organization(Backend::Postgres).await;
 }
+
+/// Redis leases several jobs in one round trip: at most the number asked for, from the first
+/// queue in priority order that has any, each with a lease token of its own that acknowledges
+/// only that job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_leases_several_jobs_in_one_round_trip() {
+    let redis = TlsRedis::start();
+    let jobs = redis_jobs(&redis).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            jobs.enqueue(&NewJob::new("low", "noop", json!({"i": i})))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let urgent = jobs
+        .enqueue(&NewJob::new("high", "noop", json!({})))
+        .await
+        .expect("enqueue");
+    let lease = Duration::from_secs(30);
+    let first = jobs
+        .lease_many(&["high", "low"], lease, 3)
+        .await
+        .expect("lease");
+    assert_eq!(
+        first.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![urgent]
+    );
+    let batch = jobs
+        .lease_many(&["high", "low"], lease, 3)
+        .await
+        .expect("lease");
+    assert_eq!(
+        batch.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
+    let tokens: std::collections::BTreeSet<_> = batch.iter().map(|j| j.token.clone()).collect();
+    assert_eq!(tokens.len(), 3, "one token per job");
+    assert!(
+        batch
+            .iter()
+            .all(|j| j.attempt == 1 && j.payload["i"].is_number())
+    );
+    let rest = jobs.lease_many(&["low"], lease, 10).await.expect("lease");
+    assert_eq!(rest.len(), 2);
+    assert!(
+        jobs.lease_many(&["low"], lease, 10)
+            .await
+            .expect("lease")
+            .is_empty()
+    );
+    // A token acknowledges its own job only.
+    let mut stolen = batch[0].clone();
+    stolen.token = batch[1].token.clone();
+    assert!(!jobs.complete(&stolen, &json!({})).await.expect("complete"));
+    for job in batch.iter().chain(&rest).chain(&first) {
+        assert!(jobs.complete(job, &json!({})).await.expect("complete"));
+        assert_eq!(state(&jobs, &job.id).await, State::Finished);
+    }
+}
