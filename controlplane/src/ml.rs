@@ -86,10 +86,14 @@ impl Connection<'_> {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<(u16, Value), String> {
-        let url = format!("{}{path}", self.candidate.url);
+        // The protocol's path goes after the backend's own path, before its query string.
+        let mut url = reqwest::Url::parse(&self.candidate.url)
+            .map_err(|e| format!("the URL does not parse: {e}"))?;
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}{path}"));
         let mut request = self
             .client
-            .request(method, &url)
+            .request(method, url)
             .timeout(timeout)
             .header("accept", "application/json");
         if let Some((user, pass)) = &self.candidate.credentials {
@@ -98,10 +102,17 @@ impl Connection<'_> {
         if let Some(b) = body {
             request = request.json(b);
         }
-        let mut response = request.send().await.map_err(|e| describe(&e))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| format!("{path}: {}", describe(&e.without_url())))?;
         let status = response.status().as_u16();
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("{path}: {}", describe(&e.without_url())))?
+        {
             if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(format!(
                     "{path} answered more than {} MiB",
@@ -336,7 +347,8 @@ pub async fn enqueue_train(jobs: &Jobs, backend: &MlBackendRow) -> Result<String
     );
     job.organization = Some(backend.organization_id);
     job.timeout = Duration::from_secs(3600);
-    job.max_attempts = 3;
+    // Attempts also wait out a training of the same backend still running (5 s, 10 s, … apart).
+    job.max_attempts = 10;
     jobs.enqueue(&job).await.map_err(|e| e.to_string())
 }
 
@@ -490,13 +502,36 @@ impl Runner {
 
     /// Trains: `START_TRAINING` to `/webhook`, then `/setup` for the model version. A new
     /// version becomes the backend's (and the project's, when it followed the old one), and
-    /// with `auto_update` the predictions are refreshed in the background.
+    /// with `auto_update` the predictions are refreshed in the background. One training of a
+    /// backend runs at a time: a second one fails its attempt and is retried later, so versions
+    /// are read and written in order.
     pub async fn train(&self, id: i64) -> Result<Value, String> {
+        let Some((row, _, _)) = self.backend(id).await? else {
+            return Ok(json!({"skipped": "the backend was disconnected"}));
+        };
+        let timeout = Duration::from_secs_f64(row.timeout.clamp(1.0, store::MAX_TIMEOUT_SECS));
+        let until = crate::storage::now_micros()
+            + i64::try_from((timeout * 2 + SHORT_TIMEOUT + Duration::from_secs(60)).as_micros())
+                .unwrap_or(i64::MAX / 2);
+        if !store::claim_training(&self.db, id, until)
+            .await
+            .map_err(|e| e.detail)?
+        {
+            return Err(
+                "another training of this backend is running; this one runs after it".into(),
+            );
+        }
+        let outcome = self.train_claimed(id, timeout).await;
+        let _ = store::release_training(&self.db, id).await;
+        outcome
+    }
+
+    async fn train_claimed(&self, id: i64, timeout: Duration) -> Result<Value, String> {
+        // Read under the claim: no other training changes the version meanwhile.
         let Some((row, project, candidate)) = self.backend(id).await? else {
             return Ok(json!({"skipped": "the backend was disconnected"}));
         };
         let connection = self.connector.to(&candidate);
-        let timeout = Duration::from_secs_f64(row.timeout.clamp(1.0, store::MAX_TIMEOUT_SECS));
         let _ = store::set_state(&self.db, id, "TR", None, None).await;
         let project_json = serde_json::to_value(project.view()).unwrap_or(Value::Null);
         let trained = match connection.train(project_json, timeout).await {

@@ -543,6 +543,34 @@ pub async fn set_state(
     })
 }
 
+/// Claims a backend for one training until `until` (UTC microseconds): `false` while another
+/// training holds an unexpired claim.
+pub async fn claim_training(db: &Db, id: i64, until: i64) -> ApiResult<bool> {
+    let now = now_micros();
+    with_tx!(db, tx, {
+        let done = sqlx::query(
+            "update ml_backend set training_until = $1 where id = $2 and (training_until is null or training_until < $3)",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(done.rows_affected() == 1)
+    })
+}
+
+/// Ends a training's claim.
+pub async fn release_training(db: &Db, id: i64) -> ApiResult<()> {
+    with_tx!(db, tx, {
+        sqlx::query("update ml_backend set training_until = null where id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Ok::<_, ApiError>(())
+    })
+}
+
 /// Counts a submitted or updated annotation towards automatic training: answers the backends
 /// whose count reached `every` (their count starts again from zero).
 pub async fn count_towards_training(db: &Db, project: i64, every: i64) -> ApiResult<Vec<i64>> {

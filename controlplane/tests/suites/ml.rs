@@ -27,7 +27,7 @@ async fn app(backend: Backend) -> TestApp {
 }
 
 async fn wait_job(app: &TestApp, id: &str) -> Value {
-    for _ in 0..500 {
+    for _ in 0..1500 {
         let job = app
             .get(&format!("/api/jobs/{id}"), &app.owner)
             .await
@@ -227,6 +227,33 @@ async fn interactive_pre_annotation_is_bounded(backend: Backend) {
         .expect(StatusCode::CREATED)["id"]
         .as_i64()
         .expect("id");
+    // Members who do not manage backends see the URL without its query string.
+    let tokened = app
+        .post(
+            "/api/ml",
+            &app.owner,
+            json!({"project": p, "url": format!("{}/?key=s3cret-key", stub_ml_backend().await)}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    let seen = app
+        .get(&format!("/api/ml/{tokened}"), &annotator)
+        .await
+        .expect(StatusCode::OK);
+    assert!(!seen["url"].as_str().unwrap_or("?").contains('?'), "{seen}");
+    let listed = app.get(&format!("/api/ml?project={p}"), &annotator).await;
+    assert!(!listed.text.contains("s3cret-key"), "{}", listed.text);
+    let managed = app
+        .get(&format!("/api/ml/{tokened}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert!(
+        managed["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("key=s3cret-key"))
+    );
     let got = app
         .post(
             &format!("/api/ml/{fast}/interactive-annotating"),
@@ -506,6 +533,88 @@ async fn failing_backends_are_reported_retried_and_capped(backend: Backend) {
     );
 }
 
+/// Trainings of one backend never overlap: a second one waits for the first (its attempt is
+/// retried), so model versions are read and written in order and the project follows the last.
+async fn trainings_of_a_backend_run_one_at_a_time(backend: Backend) {
+    use axum::{Json, Router, routing::get, routing::post};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let in_flight = std::sync::Arc::new(AtomicUsize::new(0));
+    let most = std::sync::Arc::new(AtomicUsize::new(0));
+    let trained = std::sync::Arc::new(AtomicUsize::new(0));
+    let (f, m, t) = (in_flight.clone(), most.clone(), trained.clone());
+    let t2 = trained.clone();
+    let server = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "UP"})) }))
+        .route(
+            "/setup",
+            post(move || {
+                let n = t2.load(SeqCst);
+                async move { Json(json!({"model_version": format!("v{n}")})) }
+            }),
+        )
+        .route(
+            "/webhook",
+            post(move || {
+                let (f, m, t) = (f.clone(), m.clone(), t.clone());
+                async move {
+                    let now = f.fetch_add(1, SeqCst) + 1;
+                    m.fetch_max(now, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    t.fetch_add(1, SeqCst);
+                    f.fetch_sub(1, SeqCst);
+                    (StatusCode::CREATED, Json(json!({"status": "ok"})))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, server).await;
+    });
+    let app = app(backend).await;
+    let _worker = crate::webhooks::start_worker(&app);
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let id = app
+        .post(
+            "/api/ml",
+            &app.owner,
+            json!({"project": p, "url": format!("http://{addr}"), "auto_update": false}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    assert_eq!(app.project(p).await["model_version"], json!("v0"));
+    let mut jobs = Vec::new();
+    for _ in 0..2 {
+        jobs.push(
+            app.post(&format!("/api/ml/{id}/train"), &app.owner, json!({}))
+                .await
+                .expect(StatusCode::OK)["job"]
+                .as_str()
+                .expect("job")
+                .to_string(),
+        );
+    }
+    for job in &jobs {
+        assert_eq!(wait_job(&app, job).await["state"], json!("finished"));
+    }
+    assert_eq!(trained.load(SeqCst), 2);
+    assert_eq!(
+        most.load(SeqCst),
+        1,
+        "two trainings of one backend overlapped"
+    );
+    let now = app
+        .get(&format!("/api/ml/{id}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(now["model_version"], json!("v2"), "{now}");
+    assert_eq!(app.project(p).await["model_version"], json!("v2"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connecting_is_checked_sqlite() {
     connecting_is_checked(Backend::Sqlite).await;
@@ -564,4 +673,14 @@ async fn failing_backends_are_reported_retried_and_capped_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_backends_are_reported_retried_and_capped_postgres() {
     failing_backends_are_reported_retried_and_capped(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trainings_of_a_backend_run_one_at_a_time_sqlite() {
+    trainings_of_a_backend_run_one_at_a_time(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trainings_of_a_backend_run_one_at_a_time_postgres() {
+    trainings_of_a_backend_run_one_at_a_time(Backend::Postgres).await;
 }

@@ -42,12 +42,27 @@ pub async fn list_backends(
     let project = required_int("project", &params.project)?;
     let interactive = opt_bool("is_interactive", &params.is_interactive)?;
     let rows = store::list(&state.db, &actor, project).await?;
+    let manager = store::authorize(&state.db, &actor, project).await.is_ok();
     Ok(Json(
         rows.iter()
             .filter(|r| interactive.is_none_or(|i| r.is_interactive == i))
-            .map(store::MlBackendRow::view)
+            .map(|r| shown(r.view(), manager))
             .collect(),
     ))
+}
+
+/// What a project member who does not manage backends sees: the URL without its query string
+/// (where a token may be).
+fn shown(mut view: MlBackendView, manager: bool) -> MlBackendView {
+    if !manager {
+        view.url = view
+            .url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+    }
+    view
 }
 
 /// Connects an ML backend: `{"project", "url", "title"?, "description"?, "is_interactive"?,
@@ -110,7 +125,10 @@ pub async fn get_backend(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<MlBackendView>> {
     let (row, _) = store::get_row(&state.db, &actor, id, Permission::ProjectView).await?;
-    Ok(Json(row.view()))
+    let manager = store::authorize(&state.db, &actor, row.project_id)
+        .await
+        .is_ok();
+    Ok(Json(shown(row.view(), manager)))
 }
 
 /// Changes an ML backend. A changed URL, authentication or extra parameters are checked
