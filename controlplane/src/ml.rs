@@ -327,28 +327,30 @@ pub async fn check(
 
 /// Enqueues a batch prediction of a backend (tasks without its current version).
 pub async fn enqueue_predict(jobs: &Jobs, backend: &MlBackendRow) -> Result<String, String> {
-    let mut job = NewJob::new(
-        "low",
-        PREDICT_KIND,
-        json!({"backend": backend.id, "project": backend.project_id}),
-    );
-    job.organization = Some(backend.organization_id);
-    job.timeout = Duration::from_secs(3600);
-    job.max_attempts = 5;
-    jobs.enqueue(&job).await.map_err(|e| e.to_string())
+    enqueue_for(jobs, backend, "low", PREDICT_KIND, 5).await
 }
 
-/// Enqueues a training of a backend.
+/// Enqueues a training of a backend. Its attempts also wait out a training of the same backend
+/// still running (5 s, 10 s, … apart).
 pub async fn enqueue_train(jobs: &Jobs, backend: &MlBackendRow) -> Result<String, String> {
+    enqueue_for(jobs, backend, "default", TRAIN_KIND, 10).await
+}
+
+async fn enqueue_for(
+    jobs: &Jobs,
+    backend: &MlBackendRow,
+    queue: &'static str,
+    kind: &str,
+    max_attempts: u32,
+) -> Result<String, String> {
     let mut job = NewJob::new(
-        "default",
-        TRAIN_KIND,
+        queue,
+        kind,
         json!({"backend": backend.id, "project": backend.project_id}),
     );
     job.organization = Some(backend.organization_id);
     job.timeout = Duration::from_secs(3600);
-    // Attempts also wait out a training of the same backend still running (5 s, 10 s, … apart).
-    job.max_attempts = 10;
+    job.max_attempts = max_attempts;
     jobs.enqueue(&job).await.map_err(|e| e.to_string())
 }
 
@@ -441,12 +443,7 @@ impl Runner {
         let project = crate::storage::projects::load(&self.db, row.organization_id, row.project_id)
             .await
             .map_err(|e| e.detail)?;
-        let candidate = Candidate {
-            url: row.url.clone(),
-            credentials: row.credentials(&self.sealer).map_err(|e| e.detail)?,
-            extra_params: serde_json::from_str(&row.extra_params).unwrap_or_else(|_| json!({})),
-            timeout: row.timeout,
-        };
+        let candidate = row.connection(&self.sealer).map_err(|e| e.detail)?;
         Ok(Some((row, project, candidate)))
     }
 

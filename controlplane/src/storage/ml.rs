@@ -106,6 +106,16 @@ impl MlBackendRow {
         }
     }
 
+    /// How to reach the backend as stored (its password opened).
+    pub fn connection(&self, sealer: &Sealer) -> ApiResult<Candidate> {
+        Ok(Candidate {
+            url: self.url.clone(),
+            credentials: self.credentials(sealer)?,
+            extra_params: serde_json::from_str(&self.extra_params).unwrap_or_else(|_| json!({})),
+            timeout: self.timeout,
+        })
+    }
+
     /// Basic-auth credentials, the password opened.
     pub fn credentials(&self, sealer: &Sealer) -> ApiResult<Option<(String, String)>> {
         if self.auth_method != "BASIC_AUTH" {
@@ -364,16 +374,12 @@ pub async fn create(
                 "ml_backend.create",
                 "ml_backend",
                 id,
-                json!({"project": project, "url": summary_url(&url)}),
+                json!({"project": project, "url": super::url_without_query(&url)}),
             )
         );
         Ok::<_, ApiError>(id)
     })?;
     Ok(load(db, actor.org_id, id).await?.view())
-}
-
-fn summary_url(url: &str) -> String {
-    url.split(['?', '#']).next().unwrap_or_default().to_string()
 }
 
 /// The connection a backend would have after `input` is applied (to check before storing).
@@ -459,7 +465,7 @@ pub async fn update(
                 "ml_backend.update",
                 "ml_backend",
                 id,
-                json!({"project": row.project_id, "url": summary_url(input.url.as_deref().unwrap_or(&row.url))}),
+                json!({"project": row.project_id, "url": super::url_without_query(input.url.as_deref().unwrap_or(&row.url))}),
             )
         );
         Ok::<_, ApiError>(())

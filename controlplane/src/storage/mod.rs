@@ -349,6 +349,12 @@ pub fn format_micros(micros: i64) -> String {
     }
 }
 
+/// A URL as the audit log and readers without management rights see it: without its query
+/// string and fragment, where tokens may be.
+pub fn url_without_query(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or_default().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -283,11 +283,6 @@ fn new_secret() -> String {
     crate::auth::random_secret(32)
 }
 
-fn summary_url(url: &str) -> String {
-    // Query strings can carry tokens: the audit log keeps the URL without them.
-    url.split(['?', '#']).next().unwrap_or_default().to_string()
-}
-
 /// Creates a webhook.
 pub async fn create(
     db: &Db,
@@ -338,7 +333,7 @@ pub async fn create(
                 "webhook.create",
                 "webhook",
                 id,
-                json!({"project": project, "url": summary_url(&url)}),
+                json!({"project": project, "url": super::url_without_query(&url)}),
             )
         );
         Ok::<_, ApiError>(id)
@@ -527,7 +522,7 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
                 "webhook.delete",
                 "webhook",
                 id,
-                json!({"project": current.project_id, "url": summary_url(&current.url)}),
+                json!({"project": current.project_id, "url": super::url_without_query(&current.url)}),
             )
         );
         Ok::<_, ApiError>(())

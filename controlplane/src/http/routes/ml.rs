@@ -55,12 +55,7 @@ pub async fn list_backends(
 /// (where a token may be).
 fn shown(mut view: MlBackendView, manager: bool) -> MlBackendView {
     if !manager {
-        view.url = view
-            .url
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        view.url = crate::storage::url_without_query(&view.url);
     }
     view
 }
@@ -177,11 +172,34 @@ pub async fn delete_backend(
     Ok(no_content())
 }
 
-fn queue_error(e: String) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unavailable,
-        format!("the job queue did not take the job: {e}"),
-    )
+/// Enqueues a training (or a batch prediction) of a backend the actor manages, audited:
+/// `{"job": "<id>"}`.
+async fn start_job(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    train: bool,
+) -> ApiResult<Json<Value>> {
+    let (row, _) = store::get_row(&state.db, actor, id, Permission::MlManage).await?;
+    let (enqueued, action) = if train {
+        (
+            ml::enqueue_train(&state.jobs, &row).await,
+            "ml_backend.train",
+        )
+    } else {
+        (
+            ml::enqueue_predict(&state.jobs, &row).await,
+            "ml_backend.predict",
+        )
+    };
+    let job = enqueued.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the job queue did not take the job: {e}"),
+        )
+    })?;
+    store::audit_started(&state.db, actor, &row, action, &job).await?;
+    Ok(Json(json!({"job": job})))
 }
 
 /// Starts a training on the queue (`START_TRAINING` to the backend's `/webhook`, then a check
@@ -192,12 +210,7 @@ pub async fn train_backend(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
-    let (row, _) = store::get_row(&state.db, &actor, id, Permission::MlManage).await?;
-    let job = ml::enqueue_train(&state.jobs, &row)
-        .await
-        .map_err(queue_error)?;
-    store::audit_started(&state.db, &actor, &row, "ml_backend.train", &job).await?;
-    Ok(Json(json!({"job": job})))
+    start_job(&state, &actor, id, true).await
 }
 
 /// Predicts, on the queue, every task of the project that has no prediction of the backend's
@@ -208,12 +221,7 @@ pub async fn predict_all(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
-    let (row, _) = store::get_row(&state.db, &actor, id, Permission::MlManage).await?;
-    let job = ml::enqueue_predict(&state.jobs, &row)
-        .await
-        .map_err(queue_error)?;
-    store::audit_started(&state.db, &actor, &row, "ml_backend.predict", &job).await?;
-    Ok(Json(json!({"job": job})))
+    start_job(&state, &actor, id, false).await
 }
 
 fn backend_failed(e: String) -> ApiError {
@@ -236,7 +244,7 @@ pub async fn predict_test(
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the project has no task to predict"))?;
     let tasks = [task];
-    let candidate = backend_candidate(&state, &row)?;
+    let candidate = row.connection(&state.sealer)?;
     let answer = state
         .ml
         .to(&candidate)
@@ -255,15 +263,6 @@ pub async fn predict_test(
         "predictions": made.iter().map(|m| json!({"result": m.result, "score": m.score, "model_version": m.model_version})).collect::<Vec<_>>(),
         "rejected": rejected,
     })))
-}
-
-fn backend_candidate(state: &AppState, row: &store::MlBackendRow) -> ApiResult<Candidate> {
-    Ok(Candidate {
-        url: row.url.clone(),
-        credentials: row.credentials(&state.sealer)?,
-        extra_params: serde_json::from_str(&row.extra_params).unwrap_or_else(|_| json!({})),
-        timeout: row.timeout,
-    })
 }
 
 /// Interactive pre-annotation for the task being labeled: `{"task": <id>, "context": {...}}`
@@ -307,7 +306,7 @@ pub async fn interactive(
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
     let tasks = [task];
-    let candidate = backend_candidate(&state, &row)?;
+    let candidate = row.connection(&state.sealer)?;
     let timeout = ml::INTERACTIVE_TIMEOUT.min(std::time::Duration::from_secs_f64(
         row.timeout.clamp(0.1, store::MAX_TIMEOUT_SECS),
     ));
@@ -345,7 +344,7 @@ pub async fn versions(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
     let (row, _) = store::get_row(&state.db, &actor, id, Permission::MlManage).await?;
-    let candidate = backend_candidate(&state, &row)?;
+    let candidate = row.connection(&state.sealer)?;
     match state
         .ml
         .to(&candidate)
