@@ -12,8 +12,8 @@ POD_SUBNET=10.244.0.0/24
 POD_GATEWAY=10.244.0.1
 SERVICE_CIDR=10.96.0.0/16
 DNS_IP=10.96.0.10
-NODE_COMPONENTS=(containerd kubelet kube-proxy local-path-provisioner)
-NODE_GO_COMPONENTS=(kubernetes-node containerd runc cni umoci coredns local-path)
+NODE_COMPONENTS=(containerd kubelet kube-proxy local-path-provisioner kube-router)
+NODE_GO_COMPONENTS=(kubernetes-node containerd runc cni umoci coredns local-path kube-router)
 
 # One namespace per state dir, so that two checkouts do not share one.
 netns_name() { echo "verity-$(printf %s "$STATE" | sha256sum | cut -c1-8)"; }
@@ -206,6 +206,7 @@ node_pki() { # the node's identities, added to the cluster CA (called inside mak
     leaf kubelet "/CN=$NODE_NAME" serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
     leaf kube-proxy "/CN=system:kube-proxy" clientAuth
     leaf local-path "/O=system:masters/CN=local-path-provisioner" clientAuth
+    leaf kube-router "/O=system:masters/CN=kube-router" clientAuth
 }
 
 # Cluster add-ons that run as pods or need API objects: DNS, the default storage class, the
@@ -374,6 +375,14 @@ start_real_node() {
         --namespace=local-path-storage --service-account-name=local-path-helper \
         --configmap-name=local-path-config --helper-image=verity-test/busybox:dev
     STARTED+=(local-path-provisioner)
+    # NetworkPolicies: kube-router's firewall alone (iptables + ipset in this namespace); its
+    # router and service proxy stay off (the CNI bridge and kube-proxy do that).
+    start kube-router "$(bin_dir kube-router)/kube-router" --kubeconfig="$STATE/kube-router.kubeconfig" \
+        --hostname-override="$NODE_NAME" --run-firewall=true --run-router=false --run-service-proxy=false \
+        --enable-cni=false --enable-ipv6=false --enable-ipv4=true --service-cluster-ip-range="$SERVICE_CIDR" \
+        --health-port="$(cat "$STATE/ports/kube-router-health")" --metrics-port=0 --iptables-sync-period=1m --v=1
+    STARTED+=(kube-router)
+    wait_for "kube-router healthy" curl -sf --max-time 2 "http://127.0.0.1:$(cat "$STATE/ports/kube-router-health")/healthz"
     wait_for "CoreDNS ready" "$KUBECTL" --kubeconfig="$STATE/admin.kubeconfig" -n kube-system \
         wait --for=condition=Available deployment/coredns --timeout=2s
 }
