@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -281,7 +281,7 @@ async fn write_status(
     });
     api.patch_status(
         &name,
-        &PatchParams::apply(build::MANAGER).force(),
+        &crate::resources::apply_params(build::MANAGER),
         &Patch::Apply(&body),
     )
     .await
