@@ -51,7 +51,7 @@ async fn client() -> Option<(Client, Warnings)> {
 fn organizations(ns: &str) -> Vec<Organization> {
     let sample = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../config/samples/organization.yaml"),
+            .join("../config/samples/2-organization.yaml"),
     )
     .expect("sample");
     let mut orgs = Vec::new();
