@@ -75,10 +75,53 @@ impl Error {
                 source: kube::Error::Api(s),
                 ..
             } if s.code == 422 || s.code == 400 => "Invalid",
+            // Server-side apply of a body with a field the schema does not declare: the API
+            // server answers 500, but retrying cannot help; the builder (or spec) is wrong.
+            Self::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } if s.message.contains("failed to create typed patch object") => "Invalid",
             Self::Kube { .. } => "KubernetesApiError",
             Self::Certificates(_) => "CertificateError",
             Self::Finalizer { .. } => "FinalizerError",
             Self::ControlPlane(e) => e.category(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> Error {
+        let status = kube::core::Status {
+            code,
+            message: message.to_owned(),
+            ..kube::core::Status::default()
+        };
+        Error::kube(
+            "apply",
+            Kind::Deployment,
+            "app",
+            kube::Error::Api(Box::new(status)),
+        )
+    }
+
+    #[test]
+    fn an_undeclared_field_is_invalid_not_transient() {
+        let e = api_error(
+            500,
+            "failed to create typed patch object (t/app; apps/v1, Kind=Deployment): .spec.replicaz: field not declared in schema",
+        );
+        assert_eq!(e.category(), "Invalid");
+        assert_eq!(
+            api_error(500, "etcdserver: request timed out").category(),
+            "KubernetesApiError"
+        );
+        assert_eq!(
+            api_error(400, "strict decoding error").category(),
+            "Invalid"
+        );
+        assert_eq!(api_error(403, "forbidden").category(), "Forbidden");
     }
 }

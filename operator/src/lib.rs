@@ -3,10 +3,14 @@
 //! Layout: `org/` (the Organization controller: pure builders, certificates, status),
 //! `resources` (apply/compare/prune, the only writer of children), `sync` (Workspace and
 //! LabelingProject into the control plane, via `admin`), `lease` (leader election), `http`
-//! (`/metrics`, `/livez`, `/readyz`), `run` (wiring). Nothing here logs secret material.
+//! (`/metrics`, `/livez`, `/readyz`), `client` (the Kubernetes client, logging API server
+//! warnings), `crd_wait` (waiting for the CRDs at start), `run` (wiring). Nothing here logs
+//! secret material.
 
 pub mod admin;
 pub mod autoscale;
+pub mod client;
+pub mod crd_wait;
 pub mod error;
 pub mod http;
 pub mod lease;

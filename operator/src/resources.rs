@@ -212,6 +212,14 @@ pub fn matches(body: &Value, live: &Value) -> bool {
     }
 }
 
+/// The parameters of every server-side apply by `manager`: forced (the operator owns the fields
+/// it sets) and with strict field validation, so that a field the API server does not know (a
+/// misspelt or misplaced one in a builder) fails the apply instead of being dropped with a
+/// warning.
+pub fn apply_params(manager: &str) -> PatchParams {
+    PatchParams::apply(manager).force().validation_strict()
+}
+
 /// What one apply pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -232,7 +240,7 @@ pub async fn reconcile_set(
     selector: &str,
     desired: &[Desired],
 ) -> Result<Outcome, Error> {
-    let pp = PatchParams::apply(crate::org::build::MANAGER).force();
+    let pp = apply_params(crate::org::build::MANAGER);
     let mut out = Outcome::default();
     // The Namespace first: everything else lives in it.
     for d in desired.iter().filter(|d| d.kind == Kind::Namespace) {
@@ -307,6 +315,17 @@ async fn apply_if_needed(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn applies_are_forced_and_strict() {
+        let pp = apply_params("m");
+        assert!(pp.force);
+        assert_eq!(pp.field_manager.as_deref(), Some("m"));
+        assert!(matches!(
+            pp.field_validation,
+            Some(kube::api::ValidationDirective::Strict)
+        ));
+    }
 
     #[test]
     fn subset_ignores_defaults_but_sees_edits() {

@@ -9,13 +9,13 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use kube::Resource;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, Resource};
 use tracing::{info, warn};
 use verity_crds::{LabelingProject, Organization, Workspace};
 
@@ -94,7 +94,7 @@ fn org_of<K: Resource>(obj: K) -> Option<ObjectRef<Organization>> {
 
 /// Runs until a shutdown signal (or, with leader election, until the lease is lost).
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
+    let client = crate::client::from_env().await?;
     let metrics = Metrics::new()?;
     let ready = Arc::new(AtomicBool::new(false));
     let health = Health {
@@ -107,14 +107,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let _ = http_stop.wait_for(|s| *s).await;
     }));
 
-    // Fail early with a hint when the CRDs are missing.
-    if let Err(e) = Api::<Organization>::all(client.clone())
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-    {
-        anyhow::bail!(
-            "cannot list organizations.verity.dev ({e}); are the CRDs installed (kubectl apply --server-side -f config/crd/) and is the operator allowed to read them?"
-        );
+    // GitOps tools apply the CRDs and this Deployment together: wait for the CRDs (not ready
+    // meanwhile, alive all along) instead of exiting.
+    tokio::select! {
+        _ = crate::crd_wait::wait(&client, Duration::from_secs(1), Duration::from_secs(30)) => {}
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            server.await??;
+            return Ok(());
+        }
     }
 
     let lease_cfg = LeaseConfig::new(

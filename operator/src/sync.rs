@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
@@ -146,7 +146,7 @@ where
     let body = json!({ "apiVersion": format!("{}/{}", verity_crds::GROUP, verity_crds::VERSION), "kind": kind, "status": status });
     api.patch_status(
         &name,
-        &PatchParams::apply(MANAGER).force(),
+        &crate::resources::apply_params(MANAGER),
         &Patch::Apply(&body),
     )
     .await

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource as _, ResourceExt as _};
 use serde_json::json;
@@ -194,7 +194,7 @@ async fn write(
     });
     api.patch_status(
         &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &crate::resources::apply_params(FIELD_MANAGER),
         &Patch::Apply(&body),
     )
     .await

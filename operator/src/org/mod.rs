@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -194,7 +194,14 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
 
     let db = &org.spec.database.secret_ref;
     let missing = (!db_secret_present).then_some((db.name.as_str(), db.key.as_str()));
-    let (verdict, ready_workers) = status::evaluate(&outcome.live, missing);
+    let redis_claim = match outcome
+        .live
+        .get(&(resources::Kind::StatefulSet, "redis".to_owned()))
+    {
+        Some(sts) if !status::statefulset_ready(sts) => redis_claim_problem(ctx, ns).await,
+        _ => None,
+    };
+    let (verdict, ready_workers) = status::evaluate(&outcome.live, missing, redis_claim.as_deref());
     let extra = Extra {
         ready_workers,
         not_after: material.not_after.clone(),
@@ -206,6 +213,44 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
     } else {
         Action::requeue(Duration::from_secs(if verdict.stalled { 30 } else { 15 }))
     })
+}
+
+/// Why Redis's claim is unbound, if it is (see [`status::unbound_claim`]). Read only while the
+/// StatefulSet is not ready; a failed read only loses the explanation, never the reconcile.
+async fn redis_claim_problem(ctx: &Context, ns: &str) -> Option<String> {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let client = &ctx.client;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let claim = match claims.get_opt(status::REDIS_CLAIM).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return None,
+        Err(e) => {
+            warn!(namespace = %ns, error = %e, "could not read the Redis claim");
+            return None;
+        }
+    };
+    if claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") {
+        return None;
+    }
+    let classes = Api::<StorageClass>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|e| warn!(error = %e, "could not list StorageClasses"))
+        .ok();
+    let events = Api::<CoreEvent>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={}",
+            status::REDIS_CLAIM
+        )))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_else(|e| {
+            warn!(namespace = %ns, error = %e, "could not list the Redis claim's events");
+            Vec::new()
+        });
+    status::unbound_claim(&claim, classes.as_deref(), &events)
 }
 
 /// Creates the tenant namespace with the labels that mark it as this Organization's. The rest
@@ -281,7 +326,7 @@ async fn write_status(
     });
     api.patch_status(
         &name,
-        &PatchParams::apply(build::MANAGER).force(),
+        &crate::resources::apply_params(build::MANAGER),
         &Patch::Apply(&body),
     )
     .await

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
 use serde_json::Value;
 use verity_crds::conditions::Verdict;
 
@@ -59,10 +61,95 @@ pub fn statefulset_ready(s: &Value) -> bool {
         && st["currentRevision"] == st["updateRevision"]
 }
 
-/// The verdict and the number of ready worker pods.
+/// The claim of the Redis StatefulSet's only pod (volume claim template `data`).
+pub const REDIS_CLAIM: &str = "data-redis-0";
+
+/// The annotation that marks the cluster's default StorageClass.
+const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// Why the Redis claim is not bound, for the `RedisNotReady` message; `None` when it is bound.
+/// `classes` are the cluster's StorageClasses (`None`: they could not be read, so nothing is said
+/// about them), `events` the claim's Events (any order).
+pub fn unbound_claim(
+    claim: &PersistentVolumeClaim,
+    classes: Option<&[StorageClass]>,
+    events: &[Event],
+) -> Option<String> {
+    let phase = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
+    if phase == "Bound" {
+        return None;
+    }
+    let name = claim.metadata.name.as_deref().unwrap_or(REDIS_CLAIM);
+    let mut msg = format!("PersistentVolumeClaim {name} is unbound ({phase})");
+    let names: Vec<&str> = classes
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.metadata.name.as_deref())
+        .collect();
+    let available = if names.is_empty() {
+        "the cluster has none".to_owned()
+    } else {
+        format!("the cluster has {}", names.join(", "))
+    };
+    let class = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref());
+    match (class, classes) {
+        (Some(""), _) => msg.push_str(
+            ": it asks for no StorageClass (\"\"), so only a PersistentVolume created for it can bind it",
+        ),
+        (_, None) => {}
+        (None, Some(classes)) => {
+            let has_default = classes.iter().any(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                    .is_some_and(|v| v == "true")
+            });
+            if !has_default {
+                msg.push_str(&format!(
+                    ": it names no StorageClass and the cluster has no default StorageClass ({available}). \
+                     Mark one as default (kubectl annotate storageclass <name> {DEFAULT_CLASS_ANNOTATION}=true), \
+                     create a PersistentVolume for the claim, or create the Organization with \
+                     spec.redis.storageClassName (immutable)"
+                ));
+            }
+        }
+        (Some(c), _) if !names.contains(&c) => msg.push_str(&format!(
+            ": StorageClass {c} (spec.redis.storageClassName) does not exist ({available}). \
+             Create it, or create the Organization with an existing class (the field is immutable)"
+        )),
+        (Some(_), _) => {}
+    }
+    let when = |e: &Event| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or(e.event_time.as_ref().map(|t| t.0))
+            .or(e.first_timestamp.as_ref().map(|t| t.0))
+    };
+    if let Some(e) = events.iter().max_by_key(|e| when(e)) {
+        msg.push_str(&format!(
+            "; the claim's latest event: {}: {}",
+            e.reason.as_deref().unwrap_or("-"),
+            e.message.as_deref().unwrap_or("").trim()
+        ));
+    }
+    Some(msg)
+}
+
+/// The verdict and the number of ready worker pods. `redis_claim` explains an unready Redis
+/// (see [`unbound_claim`]).
 pub fn evaluate(
     live: &BTreeMap<(Kind, String), Value>,
     db_secret: Option<(&str, &str)>,
+    redis_claim: Option<&str>,
 ) -> (Verdict, i32) {
     let mut waiting = Vec::new();
     let mut ready_workers = 0;
@@ -81,7 +168,10 @@ pub fn evaluate(
                 return (
                     Verdict::progressing(
                         reason::REDIS_NOT_READY,
-                        format!("StatefulSet {name} is not ready yet"),
+                        match redis_claim {
+                            Some(why) => format!("StatefulSet {name} is not ready: {why}"),
+                            None => format!("StatefulSet {name} is not ready yet"),
+                        },
                     ),
                     ready_workers,
                 );
@@ -150,7 +240,7 @@ mod tests {
             ),
             ((Kind::StatefulSet, "redis".to_owned()), sts(1)),
         ]);
-        let (v, workers) = evaluate(&live, None);
+        let (v, workers) = evaluate(&live, None, None);
         assert!(v.ready, "{v:?}");
         assert_eq!(workers, 4);
 
@@ -158,7 +248,7 @@ mod tests {
             (Kind::Deployment, "worker-default".to_owned()),
             dep(6, 4, 4, 4),
         );
-        let (v, _) = evaluate(&live, None);
+        let (v, _) = evaluate(&live, None, None);
         assert!(!v.ready && !v.stalled);
         assert_eq!(v.reason, reason::DEPLOYMENTS_NOT_AVAILABLE);
         assert!(v.message.contains("worker-default"), "{}", v.message);
@@ -168,7 +258,7 @@ mod tests {
             dep(4, 4, 5, 4),
         );
         assert!(
-            !evaluate(&live, None).0.ready,
+            !evaluate(&live, None, None).0.ready,
             "a newer generation not yet observed is not ready"
         );
 
@@ -177,16 +267,122 @@ mod tests {
             dep(4, 4, 5, 5),
         );
         live.insert((Kind::StatefulSet, "redis".to_owned()), sts(0));
-        assert_eq!(evaluate(&live, None).0.reason, reason::REDIS_NOT_READY);
+        assert_eq!(
+            evaluate(&live, None, None).0.reason,
+            reason::REDIS_NOT_READY
+        );
     }
 
     #[test]
     fn missing_database_secret_stalls() {
         let live = BTreeMap::from([((Kind::Deployment, "app".to_owned()), dep(1, 1, 1, 1))]);
-        let (v, _) = evaluate(&live, Some(("db", "dsn")));
+        let (v, _) = evaluate(&live, Some(("db", "dsn")), None);
         assert!(v.stalled);
         assert_eq!(v.reason, reason::DATABASE_SECRET_MISSING);
         assert!(v.message.contains("Secret db with key dsn"));
+    }
+
+    fn claim(class: Option<&str>, phase: &str) -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": REDIS_CLAIM, "namespace": "t"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                     "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+    fn class(name: &str, default: bool) -> StorageClass {
+        let annotations = if default {
+            json!({DEFAULT_CLASS_ANNOTATION: "true"})
+        } else {
+            json!({})
+        };
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "annotations": annotations},
+                                      "provisioner": "example.com/x"}),
+        )
+        .unwrap()
+    }
+    fn event(reason: &str, message: &str, at: &str) -> Event {
+        serde_json::from_value(json!({"metadata": {"name": format!("e-{at}")},
+            "involvedObject": {"kind": "PersistentVolumeClaim", "name": REDIS_CLAIM},
+            "reason": reason, "message": message, "type": "Warning", "lastTimestamp": at}))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unbound_redis_claim_says_why() {
+        assert_eq!(unbound_claim(&claim(None, "Bound"), Some(&[]), &[]), None);
+        // No class named, no default class: the message says so and what to do.
+        let events = [
+            event("FailedBinding", "old news", "2026-01-01T00:00:00Z"),
+            event(
+                "FailedBinding",
+                "no persistent volumes available for this claim and no storage class is set",
+                "2026-01-01T00:05:00Z",
+            ),
+        ];
+        let m = unbound_claim(
+            &claim(None, "Pending"),
+            Some(&[class("slow", false)]),
+            &events,
+        )
+        .unwrap();
+        assert!(
+            m.starts_with("PersistentVolumeClaim data-redis-0 is unbound (Pending)"),
+            "{m}"
+        );
+        assert!(
+            m.contains("no default StorageClass (the cluster has slow)"),
+            "{m}"
+        );
+        assert!(m.contains("spec.redis.storageClassName"), "{m}");
+        assert!(
+            m.ends_with("latest event: FailedBinding: no persistent volumes available for this claim and no storage class is set"),
+            "{m}"
+        );
+        // With a default class, no word about defaults; the event still explains.
+        let m = unbound_claim(
+            &claim(None, "Pending"),
+            Some(&[class("std", true)]),
+            &events[..1],
+        )
+        .unwrap();
+        assert!(!m.contains("default"), "{m}");
+        assert!(m.contains("FailedBinding: old news"), "{m}");
+        // A named class that does not exist.
+        let m = unbound_claim(&claim(Some("fast"), "Pending"), Some(&[]), &[]).unwrap();
+        assert!(m.contains("StorageClass fast (spec.redis.storageClassName) does not exist (the cluster has none)"), "{m}");
+        // A named class that exists: only the claim's state and events.
+        let m = unbound_claim(
+            &claim(Some("fast"), "Pending"),
+            Some(&[class("fast", false)]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(m, "PersistentVolumeClaim data-redis-0 is unbound (Pending)");
+        // StorageClasses that could not be read: nothing is claimed about them.
+        let m = unbound_claim(&claim(None, "Pending"), None, &[]).unwrap();
+        assert_eq!(m, "PersistentVolumeClaim data-redis-0 is unbound (Pending)");
+    }
+
+    #[test]
+    fn redis_not_ready_carries_the_claims_story() {
+        let live = BTreeMap::from([((Kind::StatefulSet, "redis".to_owned()), sts(0))]);
+        let (v, _) = evaluate(
+            &live,
+            None,
+            Some("PersistentVolumeClaim data-redis-0 is unbound (Pending)"),
+        );
+        assert_eq!(v.reason, reason::REDIS_NOT_READY);
+        assert_eq!(
+            v.message,
+            "StatefulSet redis is not ready: PersistentVolumeClaim data-redis-0 is unbound (Pending)"
+        );
+        assert_eq!(
+            evaluate(&live, None, None).0.message,
+            "StatefulSet redis is not ready yet"
+        );
     }
 
     #[test]
