@@ -1,15 +1,17 @@
 # The `verity` image: control plane (`serve`), workers (`work`), storage proxy (`storage-proxy`)
 # and `migrate`. Build from the repository root:
 #   docker build -f docker/verity.Dockerfile -t verity:dev .
+# The file tree comes from the same staging step as the images built without Docker
+# (e2e/images/build): the binary, exactly the shared libraries it links, CA certificates,
+# /etc/passwd with nonroot (65532), /tmp, /home/nonroot. Both ways give the same layout.
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p verity-controlplane --bin verity
+RUN e2e/images/build rootfs verity /rootfs
 
-# distroless/cc has glibc and CA certificates and nothing else; `nonroot` is uid 65532, the
-# uid the operator's pod security context runs as.
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/verity /usr/local/bin/verity
+FROM scratch
+COPY --from=build /rootfs /
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/verity"]
 CMD ["serve"]
