@@ -350,7 +350,8 @@ fn default_renew_before() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageProxySpec {
-    /// Replicas.
+    /// Replicas. Defaults to 0: `verity storage-proxy` arrives with the storage connectors, and
+    /// until then a replica would not start (and would keep the Organization from Ready).
     #[serde(default = "default_proxy_replicas")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 50").message("storageProxy.replicas must be between 0 and 50"))]
     pub replicas: i32,
@@ -369,7 +370,7 @@ impl Default for StorageProxySpec {
 }
 
 fn default_proxy_replicas() -> i32 {
-    1
+    0
 }
 
 /// The tenant's existing PostgreSQL. The operator only reads the reference; it never creates,
