@@ -79,6 +79,9 @@ pub struct OrganizationParams {
     pub owner_email: String,
     /// `Organization/<name>`.
     pub managed_by: String,
+    /// The owner's first API token; used only when the organization (or its owner) is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_token: Option<String>,
 }
 
 /// `PUT …/workspaces/{key}` body.

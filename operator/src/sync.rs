@@ -22,7 +22,9 @@ use verity_crds::{
 use crate::Context;
 use crate::admin::{AdminClient, OrganizationParams, ProjectParams, WorkspaceParams};
 use crate::error::Error;
-use crate::org::build::{ADMIN_TOKEN_KEY, APP_SECRET, MANAGER, ORG_LABEL, control_plane_url};
+use crate::org::build::{
+    ADMIN_TOKEN_KEY, APP_SECRET, MANAGER, ORG_LABEL, OWNER_SECRET, control_plane_url,
+};
 
 /// Finalizer that archives the workspace or project in the control plane.
 pub const FINALIZER: &str = "verity.dev/archive";
@@ -43,6 +45,8 @@ pub mod reason {
 struct Target {
     org: Organization,
     client: AdminClient,
+    /// From the Organization's `verity-owner` Secret, when it exists.
+    owner_token: Option<String>,
 }
 
 enum Resolved {
@@ -93,7 +97,20 @@ async fn resolve(ctx: &Context, namespace: &str) -> Result<Resolved, Error> {
         .clone()
         .unwrap_or_else(|| control_plane_url(namespace));
     let client = AdminClient::new(ctx.http.clone(), &url, &token);
-    Ok(Resolved::Found(Box::new(Target { org, client })))
+    let owner_token = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(OWNER_SECRET)
+        .await
+        .map_err(|e| Error::kube_on("get", "Secret", OWNER_SECRET, e))?
+        .and_then(|s| s.data)
+        .and_then(|d| {
+            d.get("token")
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        });
+    Ok(Resolved::Found(Box::new(Target {
+        org,
+        client,
+        owner_token,
+    })))
 }
 
 async fn ensure_organization(t: &Target) -> Result<(), Error> {
@@ -102,6 +119,7 @@ async fn ensure_organization(t: &Target) -> Result<(), Error> {
         title: t.org.spec.title.clone().unwrap_or_else(|| name.clone()),
         owner_email: t.org.spec.owner_email.clone(),
         managed_by: format!("Organization/{name}"),
+        owner_token: t.owner_token.clone(),
     };
     Ok(t.client.put_organization(&name, &params).await?)
 }

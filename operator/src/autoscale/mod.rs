@@ -414,6 +414,7 @@ mod tests {
         let m = build::Material {
             session_key: String::new(),
             admin_token: String::new(),
+            owner_token: String::new(),
             ca_cert: "CA".into(),
             ca_key: "CA-KEY".into(),
             ca_not_after: String::new(),

@@ -26,6 +26,9 @@ pub const REDIS_PORT: i32 = 6379;
 pub const APP_SECRET: &str = "verity-app-secrets";
 /// Key of the operator↔control-plane token in [`APP_SECRET`].
 pub const ADMIN_TOKEN_KEY: &str = "admin-token";
+/// Secret with the owner's first API token (`token`) and e-mail (`email`): the operator sends
+/// the token when it creates the organization, so the platform team can hand it to the owner.
+pub const OWNER_SECRET: &str = "verity-owner";
 /// Secret with the tenant's Redis CA (certificate and key; read by the operator only).
 pub const REDIS_CA_SECRET: &str = "verity-redis-ca";
 /// Secret with the Redis server certificate.
@@ -49,6 +52,8 @@ pub struct Material {
     pub session_key: String,
     /// Bearer token of the control plane's admin API.
     pub admin_token: String,
+    /// The owner's first API token (given when the organization is created).
+    pub owner_token: String,
     /// PEM of the CA certificate and key.
     pub ca_cert: String,
     /// PEM of the CA key.
@@ -545,6 +550,16 @@ fn secrets(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
             &[
                 ("session-key", &m.session_key),
                 (ADMIN_TOKEN_KEY, &m.admin_token),
+            ],
+            None,
+        ),
+        secret(
+            cx,
+            OWNER_SECRET,
+            "Opaque",
+            &[
+                ("email", &cx.org.spec.owner_email),
+                ("token", &m.owner_token),
             ],
             None,
         ),

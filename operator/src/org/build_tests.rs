@@ -31,6 +31,7 @@ fn material() -> Material {
     Material {
         session_key: "session".into(),
         admin_token: "token".into(),
+        owner_token: "owner-token".into(),
         ca_cert: "CA-CERT".into(),
         ca_key: "CA-KEY".into(),
         ca_not_after: "2036-01-01T00:00:00Z".into(),

@@ -16,8 +16,8 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use super::build::{
-    ADMIN_TOKEN_KEY, APP_SECRET, Material, REDIS_CA_SECRET, REDIS_SERVER_SECRET, REDIS_USERS,
-    RedisUser,
+    ADMIN_TOKEN_KEY, APP_SECRET, Material, OWNER_SECRET, REDIS_CA_SECRET, REDIS_SERVER_SECRET,
+    REDIS_USERS, RedisUser,
 };
 
 /// Annotation on the certificate Secrets: when the leaf certificates expire (RFC 3339).
@@ -141,6 +141,7 @@ pub fn material(
     };
     let session_key = get(app, "session-key").unwrap_or_else(random_token);
     let admin_token = get(app, ADMIN_TOKEN_KEY).unwrap_or_else(random_token);
+    let owner_token = get(existing.get(OWNER_SECRET), "token").unwrap_or_else(random_token);
 
     let ca_secret = existing.get(REDIS_CA_SECRET);
     let ca_not_after = ca_secret.and_then(|s| parse_time(s.data.get("ca.not-after")));
@@ -247,6 +248,7 @@ pub fn material(
         Material {
             session_key,
             admin_token,
+            owner_token,
             ca_cert: ca_cert_pem,
             ca_key: ca_key_pem,
             ca_not_after: rfc3339(ca_not_after),
@@ -296,6 +298,10 @@ mod tests {
                 ),
             ),
             (
+                OWNER_SECRET.to_owned(),
+                s(&[("token", &m.owner_token)], None),
+            ),
+            (
                 REDIS_SERVER_SECRET.to_owned(),
                 s(
                     &[
@@ -340,6 +346,8 @@ mod tests {
         assert_eq!(first.admin_token.len(), 64);
         assert!(first.server_cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_ne!(first.session_key, first.admin_token);
+        assert_eq!(first.owner_token.len(), 64);
+        assert_ne!(first.owner_token, first.admin_token);
 
         // 59 days later: 31 days left, not yet due.
         let (again, issued) = material(
@@ -365,6 +373,7 @@ mod tests {
         assert!(issued);
         assert_eq!(renewed.ca_cert, first.ca_cert);
         assert_eq!(renewed.admin_token, first.admin_token);
+        assert_eq!(renewed.owner_token, first.owner_token);
         assert_ne!(renewed.server_cert, first.server_cert);
         assert_ne!(renewed.app, first.app);
         assert_ne!(renewed.operator.password, first.operator.password);
