@@ -175,7 +175,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
             std::time::Duration::from_secs(config.audit_purge_interval_secs),
         ))
     });
-    let jobs = crate::jobs::open(&db, &config)
+    let jobs = crate::jobs::open_patiently(&db, &config, crate::jobs::STARTUP_PATIENCE)
         .await
         .context("opening the job queue")?;
     let workers = config.serve_workers;
@@ -233,7 +233,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
 /// Runs jobs of `queues` until SIGINT or SIGTERM, then drains; serves `/livez`, `/readyz` and
 /// `/metrics` on the configured listen address meanwhile.
 pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::Result<()> {
-    let jobs = crate::jobs::open(&db, &config)
+    let jobs = crate::jobs::open_patiently(&db, &config, crate::jobs::STARTUP_PATIENCE)
         .await
         .context("opening the job queue")?;
     let metrics = Metrics::new().context("registering metrics")?;

@@ -411,6 +411,36 @@ impl Jobs {
     }
 }
 
+/// How long [`open_patiently`] waits for Redis at start.
+pub const STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// [`open`], retried while Redis cannot be reached (backoff 0.5 s doubling to 5 s, for up to
+/// `patience`): when a pod starts, its DNS, its network policy or Redis itself may be seconds
+/// behind, and exiting only turns that into restarts with growing backoff. A setting that cannot
+/// work (an unreadable certificate file) fails at once.
+pub async fn open_patiently(
+    db: &crate::storage::Db,
+    config: &crate::config::Config,
+    patience: std::time::Duration,
+) -> Result<Jobs, JobError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match open(db, config).await {
+            Err(JobError::Redis(e)) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "the job queue (Redis) is not reachable yet; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens the job queue the configuration names: Redis when `redis_url` is set (TLS, client
 /// certificate and ACL user from the configured files), else the database's `jobs` table.
 pub async fn open(

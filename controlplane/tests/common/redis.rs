@@ -111,7 +111,16 @@ impl TlsRedis {
         r
     }
 
-    fn launch(&mut self) {
+    /// kill -9, leaving it down (until [`TlsRedis::launch`]).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it (again) on its port and data directory; returns once it listens.
+    pub fn launch(&mut self) {
         let child = Command::new("redis-server")
             .arg(self.dir.join("redis.conf"))
             .stdout(Stdio::null())
@@ -132,10 +141,7 @@ impl TlsRedis {
 
     /// kill -9, then start again on the same data directory.
     pub fn crash_and_restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
         self.launch();
     }
 

@@ -698,17 +698,14 @@ async fn verity_work_on_sqlite_survives_kill_9_and_drains_on_sigterm() {
     work_process_drill(jobs, dir.path(), Vec::new()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn verity_work_on_redis_survives_kill_9_and_drains_on_sigterm() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = TlsRedis::start();
+fn redis_env(dir: &std::path::Path, redis: &TlsRedis) -> Vec<(String, String)> {
     let files = |name: &str, pem: &str| {
-        let p = dir.path().join(name);
+        let p = dir.join(name);
         std::fs::write(&p, pem).expect("write pem");
         p.display().to_string()
     };
     let s = redis.settings();
-    let env = vec![
+    vec![
         ("VERITY_REDIS_URL".to_string(), s.url.clone()),
         ("VERITY_REDIS_USERNAME".to_string(), s.username.clone()),
         ("VERITY_REDIS_PASSWORD".to_string(), s.password.clone()),
@@ -724,7 +721,42 @@ async fn verity_work_on_redis_survives_kill_9_and_drains_on_sigterm() {
             "VERITY_REDIS_TLS_KEY".to_string(),
             files("tls.key", &redis.client.key),
         ),
-    ];
+    ]
+}
+
+/// Redis not reachable yet when `verity work` starts (a pod's DNS or network policy a few
+/// seconds behind): it waits instead of exiting, and serves once Redis is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verity_work_waits_for_redis_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut redis = TlsRedis::start();
+    let env = redis_env(dir.path(), &redis);
+    redis.stop();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut work = WorkProcess::start(dir.path(), port, &env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        work.child.try_wait().expect("try_wait").is_none(),
+        "verity work exited while Redis was down instead of waiting for it"
+    );
+    redis.launch();
+    wait_for("the worker's /readyz once Redis is up", 30, async || {
+        get_text(port, "/readyz")
+            .await
+            .is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    assert!(work.sigterm().success(), "a clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verity_work_on_redis_survives_kill_9_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = TlsRedis::start();
+    let env = redis_env(dir.path(), &redis);
     let jobs = redis_jobs(&redis).await;
     work_process_drill(jobs, dir.path(), env).await;
 }
