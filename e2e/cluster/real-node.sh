@@ -52,6 +52,17 @@ netns_delete() {
     fi
 }
 
+# The hierarchies the pods' cgroup root is made in: the top of a unified (v2-only) host, else
+# every mounted hierarchy of a v1 or hybrid host (here: cpu, cpuacct, cpuset, memory, pids, …).
+cgroup_hierarchies() {
+    local d
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then echo /sys/fs/cgroup; return; fi
+    for d in /sys/fs/cgroup/*; do
+        [[ -f $d/cgroup.procs ]] && echo "$d" # (a hybrid host's v2 part, `unified`, included)
+    done
+    return 0
+}
+
 # Containers outlive containerd and kubelet (shims keep them): stop every process in the
 # pods' cgroups and every shim of this cluster, then remove the cgroups.
 CGROUP_ROOT_NAME=$NETNS
@@ -59,31 +70,29 @@ kill_pods() {
     local d pids pid round
     for round in 1 2 3; do
         pids=$(pgrep -f "containerd-shim-runc-v2 .*-address $STATE/node/containerd/" || true)
-        for d in /sys/fs/cgroup/*/"$CGROUP_ROOT_NAME"; do
-            [[ -d $d ]] || continue
-            pids+=" $(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | tr '\n' ' ')"
+        for d in $(cgroup_hierarchies); do
+            [[ -d $d/$CGROUP_ROOT_NAME ]] || continue
+            pids+=" $(find "$d/$CGROUP_ROOT_NAME" -name cgroup.procs -exec cat {} + 2>/dev/null | tr '\n' ' ')"
         done
         pids=$(echo "$pids" | xargs -n1 2>/dev/null | sort -u | tr '\n' ' ')
         [[ -n ${pids// /} ]] || break
         for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
         sleep 0.5
     done
-    for d in /sys/fs/cgroup/*/"$CGROUP_ROOT_NAME"; do
-        [[ -d $d ]] || continue
-        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    for d in $(cgroup_hierarchies); do
+        [[ -d $d/$CGROUP_ROOT_NAME ]] || continue
+        find "$d/$CGROUP_ROOT_NAME" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     done
 }
 
-# The pods' cgroup parent, in every controller the kubelet manages (cgroup v1 on this kernel; a
-# v2-only host has one hierarchy and the same loop makes one directory).
+# The pods' cgroup parent, in every hierarchy (see cgroup_hierarchies).
 make_cgroup_root() {
     local d
-    for d in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
-        [[ -f $d/cgroup.procs ]] || continue
-        mkdir -p "$d$CGROUP_ROOT_NAME"
-        if [[ -f $d/cpuset.cpus ]]; then # a v1 cpuset child starts with no CPUs and no memory nodes
-            cat "$d/cpuset.cpus" >"$d$CGROUP_ROOT_NAME/cpuset.cpus"
-            cat "$d/cpuset.mems" >"$d$CGROUP_ROOT_NAME/cpuset.mems"
+    for d in $(cgroup_hierarchies); do
+        mkdir -p "$d/$CGROUP_ROOT_NAME"
+        if [[ -f $d/cpuset.cpus && ! -f $d/cgroup.controllers ]]; then # a v1 cpuset child starts empty
+            cat "$d/cpuset.cpus" >"$d/$CGROUP_ROOT_NAME/cpuset.cpus"
+            cat "$d/cpuset.mems" >"$d/$CGROUP_ROOT_NAME/cpuset.mems"
         fi
     done
 }
