@@ -214,6 +214,7 @@ async fn open_db(config: &Config) -> anyhow::Result<Db> {
     })?;
     let options = PoolOptions {
         max_connections: config.db_max_connections,
+        ca_file: (!config.database_ca.is_empty()).then(|| config.database_ca.clone().into()),
         ..Default::default()
     };
     let db = Db::connect(&config.effective_database_url(), &options).await?;

@@ -37,6 +37,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` or `sqlite://…`; empty = SQLite file `verity.db` in the data directory.
     pub database_url: String,
+    /// PEM file of the CAs PostgreSQL's server certificate must chain to (TLS with the
+    /// certificate and host name verified); empty: as the URL's `sslmode` says.
+    pub database_ca: String,
     /// Maximum database connections (PostgreSQL; SQLite readers).
     pub db_max_connections: u32,
     /// Email of the owner created on first start.
@@ -91,6 +94,10 @@ pub struct Config {
     /// Seconds a stopping worker lets its jobs finish before it gives them back (keep it below
     /// the pod's termination grace period).
     pub worker_drain_secs: u64,
+    /// Seconds `verity serve` keeps serving after SIGTERM, answering `/readyz` 503 and closing
+    /// each connection after its response, before it stops accepting: long enough for the load
+    /// balancer (a Service's endpoints) to stop sending new connections to a pod being replaced.
+    pub shutdown_delay_secs: u64,
     /// Seconds a job's lease lasts without a heartbeat: a killed worker's jobs run again after
     /// at most this long.
     pub worker_lease_secs: u64,
@@ -124,6 +131,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./verity-data"),
             database_url: String::new(),
+            database_ca: String::new(),
             db_max_connections: 10,
             admin_email: "admin@verity.local".into(),
             admin_password: String::new(),
@@ -149,6 +157,7 @@ impl Default for Config {
             serve_workers: 2,
             worker_concurrency: 4,
             worker_drain_secs: 25,
+            shutdown_delay_secs: 0,
             worker_lease_secs: 30,
             rate_limit_per_token_per_minute: 6000,
             rate_limit_sign_ins_per_minute: 30,
@@ -208,6 +217,7 @@ impl Config {
         env!(listen, "VERITY_LISTEN", parse);
         env!(data_dir, "VERITY_DATA_DIR", string);
         env!(database_url, "VERITY_DATABASE_URL", string);
+        env!(database_ca, "VERITY_DATABASE_CA", string);
         env!(db_max_connections, "VERITY_DB_MAX_CONNECTIONS", parse);
         env!(admin_email, "VERITY_ADMIN_EMAIL", string);
         env!(admin_password, "VERITY_ADMIN_PASSWORD", string);
@@ -241,6 +251,7 @@ impl Config {
         env!(serve_workers, "VERITY_SERVE_WORKERS", parse);
         env!(worker_concurrency, "VERITY_WORKER_CONCURRENCY", parse);
         env!(worker_drain_secs, "VERITY_WORKER_DRAIN_SECS", parse);
+        env!(shutdown_delay_secs, "VERITY_SHUTDOWN_DELAY_SECS", parse);
         env!(worker_lease_secs, "VERITY_WORKER_LEASE_SECS", parse);
         env!(
             rate_limit_per_token_per_minute,
@@ -363,6 +374,7 @@ mod tests {
         listen: String,
         data_dir: String,
         database_url: String,
+        database_ca: String,
         db_max_connections: u32,
         admin_email: String,
         admin_password: String,
@@ -385,6 +397,7 @@ mod tests {
         serve_workers: usize,
         worker_concurrency: usize,
         worker_drain_secs: u64,
+        shutdown_delay_secs: u64,
         worker_lease_secs: u64,
         rate_limit_per_token_per_minute: u32,
         rate_limit_sign_ins_per_minute: u32,
@@ -401,6 +414,7 @@ mod tests {
                 listen: c.listen.to_string(),
                 data_dir: c.data_dir.display().to_string(),
                 database_url: c.database_url.clone(),
+                database_ca: c.database_ca.clone(),
                 db_max_connections: c.db_max_connections,
                 admin_email: c.admin_email.clone(),
                 admin_password: c.admin_password.clone(),
@@ -423,6 +437,7 @@ mod tests {
                 serve_workers: c.serve_workers,
                 worker_concurrency: c.worker_concurrency,
                 worker_drain_secs: c.worker_drain_secs,
+                shutdown_delay_secs: c.shutdown_delay_secs,
                 worker_lease_secs: c.worker_lease_secs,
                 rate_limit_per_token_per_minute: c.rate_limit_per_token_per_minute,
                 rate_limit_sign_ins_per_minute: c.rate_limit_sign_ins_per_minute,

@@ -183,6 +183,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     let lease = std::time::Duration::from_secs(config.worker_lease_secs.max(1));
     let handlers = handlers(&db, &jobs, &config)?;
     let sweeper = tokio::spawn(sweep_webhooks(db.clone(), jobs.clone()));
+    let shutdown_delay = std::time::Duration::from_secs(config.shutdown_delay_secs);
     let state = AppState::new(db.clone(), Arc::new(config), sealer, jwt_key, metrics)
         .with_jobs(jobs.clone());
     // The embedded default runs its jobs in-process; a deployment with Redis runs them in
@@ -202,6 +203,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
             stop_rx,
         ))
     });
+    let draining = state.draining.clone();
     let service = http::app(state);
     let listener = TcpListener::bind(listen)
         .await
@@ -214,7 +216,19 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
             std::net::SocketAddr,
         >(service),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Serve on, not ready, while the Service takes this replica out of its endpoints; only
+        // then stop accepting (a connection refused now would be a failed request).
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        if !shutdown_delay.is_zero() {
+            tracing::info!(
+                seconds = shutdown_delay.as_secs(),
+                "not ready any more; serving on before closing the listener"
+            );
+            tokio::time::sleep(shutdown_delay).await;
+        }
+    })
     .await
     .context("server error")?;
     if let Some(task) = purge {

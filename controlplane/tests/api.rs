@@ -1009,6 +1009,35 @@ async fn postgres_connections_can_require_tls() {
         .is_err(),
         "a certificate from another CA must be refused"
     );
+    // The same through `database_ca` (VERITY_DATABASE_CA, set by the operator from
+    // spec.database.caSecretRef) and a URL without sslmode: verified TLS.
+    let with_ca = |file: &std::path::Path| PoolOptions {
+        acquire_timeout: std::time::Duration::from_secs(5),
+        ca_file: Some(file.to_path_buf()),
+        ..Default::default()
+    };
+    let db = Db::connect(&base, &with_ca(std::path::Path::new(&ca)))
+        .await
+        .expect("TLS connection through database_ca");
+    let Db::Postgres(pool) = &db else {
+        panic!("expected PostgreSQL")
+    };
+    let ssl: bool = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .expect("query");
+    assert!(ssl, "database_ca did not turn TLS on");
+    assert!(
+        Db::connect(&base, &with_ca(wrong.path())).await.is_err(),
+        "database_ca: a certificate from another CA must be refused"
+    );
+    let weak = Db::connect(
+        &format!("{base}?sslmode=require"),
+        &with_ca(std::path::Path::new(&ca)),
+    )
+    .await
+    .expect_err("a weaker sslmode with a CA must be refused");
+    assert!(weak.to_string().contains("sslmode=require"), "{weak}");
 }
 
 async fn matrix_app(backend: Backend) -> TestApp {

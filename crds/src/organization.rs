@@ -382,6 +382,28 @@ pub struct DatabaseSpec {
     pub secret_ref: SecretKeyRef,
     /// Where the database is, for the egress NetworkPolicy.
     pub endpoint: NetworkEndpoint,
+    /// A Secret in the tenant namespace holding the CA certificates (PEM) the database server's
+    /// certificate must chain to. When set, the control plane connects with TLS and checks the
+    /// certificate and host name (`sslmode=verify-full`; a DSN with a weaker `sslmode` is
+    /// refused at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CaSecretRef>,
+}
+
+/// A key of a Secret in the tenant namespace holding PEM certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[serde(default = "default_ca_key")]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 /// A key of a Secret in the tenant namespace.

@@ -52,6 +52,9 @@ pub struct AppState {
     pub limits: Arc<limits::RateLimits>,
     /// The outgoing client of ML backends (under the target policy).
     pub ml: crate::ml::Connector,
+    /// Set once the server has been told to stop: `/readyz` answers 503 and every response
+    /// closes its connection, so clients move to other replicas before this one stops accepting.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -76,6 +79,7 @@ impl AppState {
             auth_memory: Arc::default(),
             ml: crate::ml::Connector::new(&config),
             config,
+            draining: Arc::default(),
         }
     }
 
@@ -167,6 +171,13 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let mut response = response;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
+    }
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // The client's next request opens a new connection, which the Service sends to a
+        // replica that is not stopping.
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

@@ -142,6 +142,10 @@ pub struct PoolOptions {
     pub max_connections: u32,
     /// How long a request waits for a connection before failing.
     pub acquire_timeout: Duration,
+    /// PEM file of the certificate authorities that PostgreSQL's server certificate must chain
+    /// to: connections then use TLS and verify the certificate and its host name
+    /// (`sslmode=verify-full`, or `verify-ca` if the URL asks for that).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PoolOptions {
@@ -149,19 +153,56 @@ impl Default for PoolOptions {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
+}
+
+/// TLS with the server certificate verified against `ca` (a CA file makes no sense with a
+/// weaker mode, so a URL asking for one is refused rather than silently strengthened).
+fn with_ca(
+    connect: PgConnectOptions,
+    url: &str,
+    ca: &std::path::Path,
+) -> Result<PgConnectOptions, StorageError> {
+    let asked = url::Url::parse(url).ok().and_then(|u| {
+        u.query_pairs()
+            .find(|(k, _)| k == "sslmode" || k == "ssl-mode")
+            .map(|(_, v)| v.to_ascii_lowercase())
+    });
+    let mode = match asked.as_deref() {
+        None | Some("verify-full") => sqlx::postgres::PgSslMode::VerifyFull,
+        Some("verify-ca") => sqlx::postgres::PgSslMode::VerifyCa,
+        Some(other) => {
+            return Err(StorageError::InvalidUrl {
+                url: redact(url),
+                reason: format!(
+                    "sslmode={other} does not check the server certificate, but a database CA is set (database_ca / VERITY_DATABASE_CA); use sslmode=verify-full or leave sslmode out"
+                ),
+            });
+        }
+    };
+    if !ca.is_file() {
+        return Err(StorageError::InvalidUrl {
+            url: redact(url),
+            reason: format!("the database CA file {} does not exist", ca.display()),
+        });
+    }
+    Ok(connect.ssl_mode(mode).ssl_root_cert(ca))
 }
 
 impl Db {
     /// Opens pools for `url` (`postgres://…` or `sqlite://path`).
     pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let connect =
+            let mut connect =
                 PgConnectOptions::from_str(url).map_err(|e| StorageError::InvalidUrl {
                     url: redact(url),
                     reason: e.to_string(),
                 })?;
+            if let Some(ca) = &options.ca_file {
+                connect = with_ca(connect, url, ca)?;
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)

@@ -524,3 +524,82 @@ async fn annotations_survive_a_crash_of_the_postgres_server() {
     })
     .await;
 }
+
+/// A replica being replaced stops without failing a request: after SIGTERM `verity serve` goes
+/// on accepting connections for `VERITY_SHUTDOWN_DELAY_SECS` (while its Service drops it), says
+/// so on `/readyz` (503) and closes each connection after its response; then it exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drains_on_sigterm_before_it_stops_accepting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env = vec![
+        (
+            "VERITY_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        ),
+        ("VERITY_LISTEN".to_string(), format!("127.0.0.1:{port}")),
+        ("VERITY_SHUTDOWN_DELAY_SECS".to_string(), "6".to_string()),
+    ];
+    let mut server = Server::start(&env);
+    ready(&base).await;
+    // A kept-alive connection, as a load balancer or SDK client holds one.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let before = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("health");
+    assert!(before.headers().get("connection").is_none());
+    run(std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]));
+    let mut not_ready = false;
+    for _ in 0..40 {
+        let r = reqwest::get(format!("{base}/readyz"))
+            .await
+            .expect("readyz while draining");
+        if r.status() == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(not_ready, "/readyz did not turn 503 after SIGTERM");
+    // Still serving, on old and new connections, each told to close after its response.
+    let kept = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("on the kept connection");
+    assert_eq!(kept.status(), 200);
+    assert_eq!(
+        kept.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let fresh = reqwest::Client::new()
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("a new connection is still accepted while draining");
+    assert_eq!(fresh.status(), 200);
+    assert!(
+        server.child.try_wait().expect("status").is_none(),
+        "stopped before the delay"
+    );
+    let mut status = None;
+    for _ in 0..300 {
+        status = server.child.try_wait().expect("status");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.expect("verity serve did not stop after the shutdown delay");
+    assert!(status.success(), "verity serve exited with {status}");
+    assert!(
+        reqwest::get(format!("{base}/health")).await.is_err(),
+        "still accepting after it stopped"
+    );
+}

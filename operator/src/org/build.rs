@@ -601,6 +601,9 @@ fn pod_security() -> Value {
     json!({ "runAsNonRoot": true, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID, "seccompProfile": { "type": "RuntimeDefault" } })
 }
 
+/// Where the database's CA certificates are mounted (with `spec.database.caSecretRef`).
+const DATABASE_CA_DIR: &str = "/etc/verity/database-ca";
+
 /// Environment of `verity serve`, `verity work` and `verity storage-proxy`; only the first two
 /// are Redis clients, each with its own identity (`redis`: the Secret holding it).
 fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
@@ -610,6 +613,11 @@ fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
         json!({"name": "VERITY_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": db.name, "key": db.key}}}),
         json!({"name": "VERITY_SESSION_KEY", "valueFrom": {"secretKeyRef": {"name": APP_SECRET, "key": "session-key"}}}),
     ];
+    if cx.org.spec.database.ca_secret_ref.is_some() {
+        env.push(
+            json!({"name": "VERITY_DATABASE_CA", "value": format!("{DATABASE_CA_DIR}/ca.crt")}),
+        );
+    }
     let outbound = &cx.org.spec.network.outbound_endpoints;
     if redis.is_some() && !outbound.is_empty() {
         // The app checks webhook URLs and the workers deliver: both allow what the policy opens.
@@ -630,7 +638,7 @@ fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
 }
 
 /// Volumes and mounts of the same three; a Redis client certificate only for Redis clients.
-fn verity_volumes(redis: Option<&str>) -> (Value, Value) {
+fn verity_volumes(cx: &Ctx<'_>, redis: Option<&str>) -> (Value, Value) {
     let mut volumes = vec![
         json!({"name": "data", "emptyDir": {}}),
         json!({"name": "tmp", "emptyDir": {}}),
@@ -645,6 +653,13 @@ fn verity_volumes(redis: Option<&str>) -> (Value, Value) {
         mounts.push(
             json!({"name": "redis-tls", "mountPath": "/etc/verity/redis-tls", "readOnly": true}),
         );
+    }
+    if let Some(ca) = &cx.org.spec.database.ca_secret_ref {
+        volumes.push(
+            json!({"name": "database-ca", "secret": {"secretName": ca.name, "defaultMode": 0o444,
+            "items": [{"key": ca.key, "path": "ca.crt"}]}}),
+        );
+        mounts.push(json!({"name": "database-ca", "mountPath": DATABASE_CA_DIR, "readOnly": true}));
     }
     (json!(volumes), json!(mounts))
 }
@@ -687,12 +702,15 @@ fn probe(path: &str, period: i32) -> Value {
 
 fn app(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
     let spec = &cx.org.spec.app;
-    let (volumes, mounts) = verity_volumes(Some(REDIS_CLIENT_SECRET));
+    let (volumes, mounts) = verity_volumes(cx, Some(REDIS_CLIENT_SECRET));
     let mut env = verity_env(cx, Some(REDIS_CLIENT_SECRET));
     env.push(json!({"name": "VERITY_LISTEN", "value": format!("0.0.0.0:{HTTP_PORT}")}));
     env.push(json!({"name": "VERITY_INSTANCE_ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {"name": APP_SECRET, "key": ADMIN_TOKEN_KEY}}}));
     // Jobs run in the worker pools, not in the app.
     env.push(json!({"name": "VERITY_SERVE_WORKERS", "value": "0"}));
+    // On SIGTERM the app serves on (not ready) while the Service drops the pod, so a rolling
+    // update refuses no connection; well inside the default 30 s grace period.
+    env.push(json!({"name": "VERITY_SHUTDOWN_DELAY_SECS", "value": "5"}));
     let res = resources(spec.resources.as_ref(), "250m", "256Mi", "1", "1Gi");
     let pod = json!({
         "serviceAccountName": "verity-app",
@@ -792,7 +810,7 @@ pub fn worker_replicas(org: &Organization, queue: &str) -> i32 {
 
 fn worker(cx: &Ctx<'_>, m: &Material, queue: &str) -> Desired {
     let workers = &cx.org.spec.workers;
-    let (volumes, mounts) = verity_volumes(Some(REDIS_WORKER_SECRET));
+    let (volumes, mounts) = verity_volumes(cx, Some(REDIS_WORKER_SECRET));
     let mut env = verity_env(cx, Some(REDIS_WORKER_SECRET));
     // `verity work` serves /livez, /readyz and /metrics here.
     env.push(json!({"name": "VERITY_LISTEN", "value": format!("0.0.0.0:{HTTP_PORT}")}));
@@ -834,7 +852,7 @@ fn storage_proxy(cx: &Ctx<'_>) -> Vec<Desired> {
     let spec = &cx.org.spec.storage_proxy;
     let mut env = verity_env(cx, None);
     env.push(json!({"name": "VERITY_LISTEN", "value": format!("0.0.0.0:{HTTP_PORT}")}));
-    let (volumes, mounts) = verity_volumes(None);
+    let (volumes, mounts) = verity_volumes(cx, None);
     let pod = json!({
         "serviceAccountName": "verity-storage-proxy",
         "automountServiceAccountToken": false,

@@ -543,3 +543,61 @@ fn redis_is_tls_only_and_rolls_on_new_certificates() {
     // Same inputs, same objects: the precondition of "no change, no write".
     assert_eq!(a, build::build(&org(json!({})), &material(), OPERATOR_NS));
 }
+
+/// With `spec.database.caSecretRef`, every program that opens the database (the app and its
+/// migrate init container, the workers, the storage proxy) mounts the CA and is told to verify
+/// the server with it; without it none does.
+#[test]
+fn database_ca_reaches_every_database_client() {
+    let database = json!({
+        "secretRef": {"name": "acme-db"},
+        "endpoint": {"cidr": "10.20.0.0/16", "ports": [5432]},
+        "caSecretRef": {"name": "acme-db-ca"},
+    });
+    let objs = build::build(
+        &org(json!({"database": database})),
+        &material(),
+        OPERATOR_NS,
+    );
+    let plain = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    let mut seen = 0;
+    for d in objs.iter().filter(|d| d.kind == Kind::Deployment) {
+        let pod = &d.body["spec"]["template"]["spec"];
+        let vol = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "database-ca")
+            .unwrap_or_else(|| panic!("{} has no database-ca volume", d.name()));
+        assert_eq!(vol["secret"]["secretName"], "acme-db-ca");
+        assert_eq!(vol["secret"]["items"][0]["key"], "ca.crt");
+        let containers = pod["containers"].as_array().unwrap().iter();
+        for c in containers.chain(pod["initContainers"].as_array().into_iter().flatten()) {
+            let env = c["env"].as_array().unwrap();
+            let ca = env.iter().find(|e| e["name"] == "VERITY_DATABASE_CA");
+            assert_eq!(
+                ca.map(|e| &e["value"]),
+                Some(&json!("/etc/verity/database-ca/ca.crt")),
+                "{}/{}",
+                d.name(),
+                c["name"]
+            );
+            assert!(
+                c["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["name"] == "database-ca"
+                        && m["mountPath"] == "/etc/verity/database-ca"
+                        && m["readOnly"] == true)
+            );
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 4,
+        "app, migrate, a worker and the storage proxy: {seen}"
+    );
+    let text = serde_json::to_string(&plain.iter().map(|d| &d.body).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains("database-ca") && !text.contains("VERITY_DATABASE_CA"));
+}

@@ -111,6 +111,7 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
     // Existing secret material (reused until due for renewal).
     let mut existing = BTreeMap::new();
     let mut db_secret_present = false;
+    let mut ca_secret_present = true;
     if existing_ns.is_some() {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         let listed = secrets
@@ -141,6 +142,13 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
             .await
             .map_err(|e| Error::kube_on("get", "Secret", &db.name, e))?
             .is_some();
+        if let Some(ca) = &org.spec.database.ca_secret_ref {
+            ca_secret_present = secrets
+                .get_metadata_opt(&ca.name)
+                .await
+                .map_err(|e| Error::kube_on("get", "Secret", &ca.name, e))?
+                .is_some();
+        }
     }
     let policy = certs::Policy {
         validity_days: i64::from(org.spec.redis.certificate_validity_days),
@@ -193,7 +201,18 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
     );
 
     let db = &org.spec.database.secret_ref;
-    let missing = (!db_secret_present).then_some((db.name.as_str(), db.key.as_str()));
+    let ca = org.spec.database.ca_secret_ref.as_ref();
+    let missing = if !db_secret_present {
+        Some((db.name.as_str(), db.key.as_str(), "the PostgreSQL DSN"))
+    } else {
+        ca.filter(|_| !ca_secret_present).map(|ca| {
+            (
+                ca.name.as_str(),
+                ca.key.as_str(),
+                "the CA certificates of spec.database.caSecretRef",
+            )
+        })
+    };
     let redis_claim = match outcome
         .live
         .get(&(resources::Kind::StatefulSet, "redis".to_owned()))

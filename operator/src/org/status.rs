@@ -144,11 +144,12 @@ pub fn unbound_claim(
     Some(msg)
 }
 
-/// The verdict and the number of ready worker pods. `redis_claim` explains an unready Redis
-/// (see [`unbound_claim`]).
+/// The verdict and the number of ready worker pods. `db_secret` names a database Secret that
+/// does not exist (name, key, what it holds); `redis_claim` explains an unready Redis (see
+/// [`unbound_claim`]).
 pub fn evaluate(
     live: &BTreeMap<(Kind, String), Value>,
-    db_secret: Option<(&str, &str)>,
+    db_secret: Option<(&str, &str, &str)>,
     redis_claim: Option<&str>,
 ) -> (Verdict, i32) {
     let mut waiting = Vec::new();
@@ -179,12 +180,12 @@ pub fn evaluate(
             _ => {}
         }
     }
-    if let Some((name, key)) = db_secret {
+    if let Some((name, key, what)) = db_secret {
         return (
             Verdict::stalled(
                 reason::DATABASE_SECRET_MISSING,
                 format!(
-                    "Secret {name} with key {key} (the PostgreSQL DSN) does not exist in the tenant namespace; create it"
+                    "Secret {name} with key {key} ({what}) does not exist in the tenant namespace; create it"
                 ),
             ),
             ready_workers,
@@ -276,10 +277,13 @@ mod tests {
     #[test]
     fn missing_database_secret_stalls() {
         let live = BTreeMap::from([((Kind::Deployment, "app".to_owned()), dep(1, 1, 1, 1))]);
-        let (v, _) = evaluate(&live, Some(("db", "dsn")), None);
+        let (v, _) = evaluate(&live, Some(("db", "dsn", "the PostgreSQL DSN")), None);
         assert!(v.stalled);
         assert_eq!(v.reason, reason::DATABASE_SECRET_MISSING);
-        assert!(v.message.contains("Secret db with key dsn"));
+        assert!(
+            v.message
+                .contains("Secret db with key dsn (the PostgreSQL DSN)")
+        );
     }
 
     fn claim(class: Option<&str>, phase: &str) -> PersistentVolumeClaim {

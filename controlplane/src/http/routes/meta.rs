@@ -36,9 +36,15 @@ pub async fn livez() -> &'static str {
     "ok"
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers and the server is not stopping.
 #[utoipa::path(get, path = "/readyz", tag = "meta", security(()), responses((status = 200, description = "ready"), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the server is shutting down",
+        ));
+    }
     state.db.ping().await.map_err(|e| ApiError {
         internal: Some(e.to_string()),
         ..ApiError::new(ErrorCode::Unavailable, "the database is not reachable")
