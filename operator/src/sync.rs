@@ -39,6 +39,8 @@ pub mod reason {
     pub const ORGANIZATION_NOT_FOUND: &str = "OrganizationNotFound";
     /// The organization's generated admin token is not there yet.
     pub const CONTROL_PLANE_NOT_READY: &str = "ControlPlaneNotReady";
+    /// The project's Workspace does not exist or has not been synced yet.
+    pub const WORKSPACE_NOT_READY: &str = "WorkspaceNotReady";
 }
 
 /// Where and how to reach an organization's control plane.
@@ -508,6 +510,12 @@ async fn apply_project(lp: &LabelingProject, ctx: &Context) -> Result<Action, Er
         }
         Resolved::Found(t) => t,
     };
+    // Applied together (one file, a GitOps sync), the project may come before its Workspace is
+    // in the control plane: wait for the Workspace instead of sending a write it would reject.
+    if let Some(v) = workspace_pending(ctx, lp).await? {
+        project_status(ctx, lp, &v, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let slug = target.org.name_any();
     let spec_synced = lp.metadata.generation == st.observed_generation
         && conditions::is_ready(&st.conditions)
@@ -533,6 +541,44 @@ async fn apply_project(lp: &LabelingProject, ctx: &Context) -> Result<Action, Er
     );
     project_status(ctx, lp, &v, Some(view)).await?;
     Ok(Action::requeue(ctx.progress_interval))
+}
+
+/// Why the project's Workspace (same namespace, key `spec.workspace`) is not ready to hold it,
+/// or `None` once it is synced.
+async fn workspace_pending(ctx: &Context, lp: &LabelingProject) -> Result<Option<Verdict>, Error> {
+    let ns = lp.namespace().unwrap_or_default();
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ns);
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| Error::kube_on("list", "Workspace", &ns, e))?;
+    Ok(workspace_verdict(&list.items, &lp.spec.workspace, &ns))
+}
+
+/// The waiting verdict for a project of workspace `key` among `workspaces`, if it must wait.
+pub fn workspace_verdict(workspaces: &[Workspace], key: &str, ns: &str) -> Option<Verdict> {
+    match workspaces.iter().find(|w| w.key() == key) {
+        None => Some(Verdict::progressing(
+            reason::WORKSPACE_NOT_READY,
+            format!("waiting for a Workspace with key {key:?} in namespace {ns}; apply it"),
+        )),
+        Some(w)
+            if w.metadata.deletion_timestamp.is_some()
+                || !w
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| conditions::is_ready(&s.conditions)) =>
+        {
+            Some(Verdict::progressing(
+                reason::WORKSPACE_NOT_READY,
+                format!(
+                    "waiting for Workspace {} (key {key:?}) to be synced to the control plane",
+                    w.name_any()
+                ),
+            ))
+        }
+        Some(_) => None,
+    }
 }
 
 async fn project_status(
@@ -601,6 +647,44 @@ mod tests {
     use super::*;
     use verity_crds::LabelingProjectSpec;
     use verity_crds::project::Sampling;
+
+    fn workspace(name: &str, key: Option<&str>, ready: Option<bool>) -> Workspace {
+        let mut v = serde_json::json!({
+            "apiVersion": "verity.dev/v1alpha1", "kind": "Workspace",
+            "metadata": {"name": name, "namespace": "tenant-acme"},
+            "spec": {"title": name},
+        });
+        if let Some(k) = key {
+            v["spec"]["key"] = k.into();
+        }
+        if let Some(r) = ready {
+            v["status"] = serde_json::json!({"conditions": [{
+                "type": "Ready", "status": if r { "True" } else { "False" }, "reason": "x",
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]});
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Applied in one go, a project waits (and is retried) until its Workspace is synced,
+    /// instead of being rejected by the control plane and stalling for good.
+    #[test]
+    fn a_project_waits_for_its_workspace() {
+        let wait = |ws: &[Workspace]| workspace_verdict(ws, "vision", "tenant-acme");
+        let v = wait(&[]).expect("no workspace: wait");
+        assert_eq!(v.reason, reason::WORKSPACE_NOT_READY);
+        assert!(!v.stalled);
+        assert!(v.message.contains("\"vision\""), "{}", v.message);
+        assert!(
+            wait(&[workspace("vision", None, None)]).is_some(),
+            "not synced yet"
+        );
+        assert!(wait(&[workspace("vision", None, Some(false))]).is_some());
+        assert!(wait(&[workspace("vision", None, Some(true))]).is_none());
+        // The key, not the resource name, is what a project names.
+        assert!(wait(&[workspace("cv", Some("vision"), Some(true))]).is_none());
+        assert!(wait(&[workspace("vision", Some("other"), Some(true))]).is_some());
+    }
 
     #[test]
     fn only_declared_fields_are_sent() {
