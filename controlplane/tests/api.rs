@@ -1016,6 +1016,10 @@ async fn matrix_app(backend: Backend) -> TestApp {
         c.instance_admin_token = "matrix-instance-admin-token-0123456789".into();
         // The stand-in model server listens on loopback.
         c.allow_private_targets = "127.0.0.1".into();
+        // Local-files storages need a root.
+        let media = c.data_dir.join("media");
+        std::fs::create_dir_all(&media).expect("media root");
+        c.local_files_root = media.display().to_string();
     })
     .await
 }
@@ -2033,7 +2037,7 @@ async fn async_imports_run_as_jobs(backend: Backend) {
         p,
         &[source],
         false,
-        Some(id),
+        verity_controlplane::storage::tasks::Claim::Import(id),
     )
     .await
     .expect_err("a completed import is not run again");

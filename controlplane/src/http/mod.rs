@@ -52,6 +52,8 @@ pub struct AppState {
     pub limits: Arc<limits::RateLimits>,
     /// The outgoing client of ML backends (under the target policy).
     pub ml: crate::ml::Connector,
+    /// Signs media links (ADR 0021).
+    pub links: crate::links::LinkSigner,
 }
 
 impl AppState {
@@ -60,10 +62,12 @@ impl AppState {
         db: Db,
         config: Arc<Config>,
         sealer: Arc<crate::secrets::Sealer>,
+        links: crate::links::LinkSigner,
         jwt_key: Vec<u8>,
         metrics: metrics::Metrics,
     ) -> Self {
         Self {
+            links,
             limits: Arc::new(limits::RateLimits::new(
                 config.rate_limit_per_token_per_minute,
                 config.rate_limit_sign_ins_per_minute,
@@ -76,6 +80,16 @@ impl AppState {
             auth_memory: Arc::default(),
             ml: crate::ml::Connector::new(&config),
             config,
+        }
+    }
+
+    /// The storage proxy served in-process under `/storage-proxy/`.
+    pub fn proxy(&self) -> crate::proxy::Proxy {
+        crate::proxy::Proxy {
+            db: self.db.clone(),
+            links: self.links.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.proxy.clone(),
         }
     }
 
