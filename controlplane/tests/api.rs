@@ -9,6 +9,8 @@ mod jobs;
 mod matrix;
 #[path = "suites/ml.rs"]
 mod ml;
+#[path = "suites/storage.rs"]
+mod storage;
 #[path = "suites/tenancy.rs"]
 mod tenancy;
 #[path = "suites/webhooks.rs"]
