@@ -211,15 +211,10 @@ pub async fn validate(
     root: ApiResult<Root>,
     body: &Map<String, Value>,
 ) -> ApiResult<()> {
-    let project = match body.get("id").and_then(Value::as_i64) {
-        Some(id) => get_row(db, actor, id).await?.project_id,
-        None => {
-            let project = project_of(body)?;
-            authorize(db, actor, project).await?;
-            project
-        }
-    };
-    let _ = project;
+    match body.get("id").and_then(Value::as_i64) {
+        Some(id) => drop(get_row(db, actor, id).await?),
+        None => authorize(db, actor, project_of(body)?).await?,
+    }
     let input = Input::parse(body, &root?)?;
     if input.path.is_none() && !body.contains_key("id") {
         return Err(ApiError::field(
