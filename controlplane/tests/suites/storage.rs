@@ -697,3 +697,61 @@ async fn separate_proxy_process_sqlite() {
 async fn separate_proxy_process_postgres() {
     separate_proxy_process(Backend::Postgres).await;
 }
+
+/// Objects over `storage_proxy_max_bytes` are refused whole with a code that says to read
+/// ranges; ranges within the limit are served.
+async fn proxy_size_limit(backend: Backend) {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = media_tree(base.path()).display().to_string();
+    let app = TestApp::with_config(backend, move |c| {
+        c.local_files_root = root;
+        c.storage_proxy_max_bytes = 100;
+    })
+    .await;
+    let p = app
+        .mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG}))
+        .await;
+    app.post(
+        "/api/storages/localfiles",
+        &app.owner,
+        json!({"project": p, "path": "images", "use_blob_urls": true}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let link = location(
+        &app.get("/data/local-files/?d=images/a.jpg", &app.owner)
+            .await,
+    );
+    let refused = fetch(&app, "GET", &link, &[]).await;
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("storage_proxy_max_bytes")),
+        "{}",
+        refused.text
+    );
+    refused.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "object_too_large");
+    fetch(&app, "GET", &link, &[("range", "bytes=0-199")])
+        .await
+        .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "object_too_large");
+    assert_eq!(
+        got_bytes(&app, &link, &[("range", "bytes=900-999")]).await,
+        object_bytes(1000)[900..].to_vec()
+    );
+    // The small file fits whole.
+    let small = location(
+        &app.get("/data/local-files/?d=images/b.png", &app.owner)
+            .await,
+    );
+    assert_eq!(got_bytes(&app, &small, &[]).await, object_bytes(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_size_limit_sqlite() {
+    proxy_size_limit(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_size_limit_postgres() {
+    proxy_size_limit(Backend::Postgres).await;
+}
