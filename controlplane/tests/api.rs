@@ -1993,13 +1993,22 @@ async fn async_imports_run_as_jobs(backend: Backend) {
         (json!(3), json!(1))
     );
     assert_eq!(done["task_ids"].as_array().map(Vec::len), Some(3));
-    let job = app
-        .get(
-            &format!("/api/jobs/{}", queued["job"].as_str().unwrap_or_default()),
-            &app.owner,
-        )
-        .await
-        .expect(StatusCode::OK);
+    // The worker acknowledges the job after the import's transaction (and its webhook
+    // events): the import can read completed a moment before its job reads finished.
+    let mut job = Value::Null;
+    for _ in 0..250 {
+        job = app
+            .get(
+                &format!("/api/jobs/{}", queued["job"].as_str().unwrap_or_default()),
+                &app.owner,
+            )
+            .await
+            .expect(StatusCode::OK);
+        if job["state"] != json!("started") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(job["state"], json!("finished"), "{job}");
     assert_eq!(app.project(p).await["task_number"], json!(3));
     // The same import's job again (a retry): nothing imported twice.
