@@ -305,7 +305,10 @@ pub fn register(db: Db, jobs: Jobs, config: crate::config::Config, handlers: Han
                         .map_err(|e| e.detail)?;
                     Ok(json!({"status": "failed", "error": e.detail}))
                 }
-                Err(e) => Err(e.detail),
+                Err(e) => {
+                    tracing::warn!(storage = id, error = %e.detail, internal = ?e.internal, "a storage sync failed; it will be retried");
+                    Err(e.detail)
+                }
             }
         }
     })
@@ -338,6 +341,9 @@ async fn sync(
     storages::start_sync(db, id).await?;
     let root = Root::from_config(config)?;
     let dir = root.check_dir(&row.path)?;
+    if row.direction == "export" {
+        return export(db, &actor, &row, &dir).await;
+    }
     let filter = filter(&row.regex_filter)?;
     let listed = {
         let dir = dir.clone();
@@ -411,6 +417,55 @@ async fn sync(
         }
     }
     Ok(added)
+}
+
+/// Writes every annotation of the project to the export storage's directory, one file per
+/// annotation named by its id (Label Studio's layout), each written to a temporary file and
+/// renamed, so a reader never sees half a file. Answers the number of files written.
+async fn export(
+    db: &Db,
+    actor: &Actor,
+    row: &storages::LocalStorageRow,
+    dir: &Path,
+) -> ApiResult<i64> {
+    // The user's rights as they are now.
+    crate::storage::access::project(
+        db,
+        actor,
+        row.project_id,
+        crate::authz::Permission::ExportRun,
+    )
+    .await?;
+    let mut after = 0;
+    let mut written = 0i64;
+    loop {
+        let batch = storages::export_batch(db, row.project_id, after).await?;
+        let Some((last, _)) = batch.last() else {
+            break;
+        };
+        after = *last;
+        let dir = dir.to_path_buf();
+        written += tokio::task::spawn_blocking(move || -> std::io::Result<i64> {
+            let mut n = 0;
+            for (id, value) in batch {
+                let mut file = tempfile::NamedTempFile::new_in(&dir)?;
+                serde_json::to_writer(&mut file, &value)?;
+                file.persist(dir.join(id.to_string()))
+                    .map_err(|e| e.error)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::ValidationError,
+                format!("cannot write to {}: {e}", row.path),
+            )
+        })?;
+    }
+    Ok(written)
 }
 
 /// Imports one batch of tasks and records the objects they came from, in one transaction.

@@ -1,5 +1,7 @@
--- Local-files import storages (Label Studio's /api/storages/localfiles): a directory under the
--- administrator's root (local_files_root) whose files become tasks when synced.
+-- Local-files storages (Label Studio's /api/storages/localfiles and
+-- /api/storages/export/localfiles): a directory under the administrator's root
+-- (local_files_root) whose files become tasks when synced (direction 'import'), or where
+-- annotations are written (direction 'export').
 create table local_storage (
     id integer primary key,
     organization_id bigint not null references organization (id) on delete cascade,
@@ -10,6 +12,10 @@ create table local_storage (
     path text not null,
     regex_filter text not null default '',
     use_blob_urls boolean not null default false,
+    -- 'import' (source) or 'export' (target)
+    direction text not null default 'import',
+    -- export: delete an annotation's file when the annotation is deleted
+    can_delete_objects boolean not null default false,
     -- initialized, queued, in_progress, completed or failed (Label Studio's states)
     status text not null default 'initialized',
     traceback text,
@@ -20,7 +26,7 @@ create table local_storage (
     updated_at bigint not null
 );
 
-create index local_storage_project on local_storage (project_id, id);
+create index local_storage_project on local_storage (project_id, direction, id);
 
 -- The objects a sync imported, so a re-sync imports only new ones. Written in the transaction
 -- that creates the tasks; the unique key makes a concurrent second sync of the same object fail

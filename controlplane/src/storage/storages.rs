@@ -19,6 +19,24 @@ use crate::{
     localfiles::{self, Root},
 };
 
+/// Which way a storage goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A source: its files become tasks (`/api/storages/localfiles`).
+    Import,
+    /// A target: annotations are written to it (`/api/storages/export/localfiles`).
+    Export,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Import => "import",
+            Direction::Export => "export",
+        }
+    }
+}
+
 /// A stored local-files storage.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LocalStorageRow {
@@ -38,6 +56,10 @@ pub struct LocalStorageRow {
     pub regex_filter: String,
     /// Each file a task (true) or JSON files of tasks (false).
     pub use_blob_urls: bool,
+    /// `import` or `export`.
+    pub direction: String,
+    /// Export: delete an annotation's file with the annotation.
+    pub can_delete_objects: bool,
     /// Sync state.
     pub status: String,
     /// Why the last sync failed.
@@ -55,7 +77,7 @@ pub struct LocalStorageRow {
 }
 
 const COLUMNS: &str = "s.id, s.organization_id, s.project_id, s.title, s.description, s.path, \
-    s.regex_filter, s.use_blob_urls, s.status, s.traceback, s.last_sync, s.last_sync_count, \
+    s.regex_filter, s.use_blob_urls, s.direction, s.can_delete_objects, s.status, s.traceback, s.last_sync, s.last_sync_count, \
     s.last_sync_job, s.created_at, s.updated_at";
 
 /// A local-files storage as the API shows it (Label Studio's fields).
@@ -76,8 +98,11 @@ pub struct LocalStorageView {
     pub path: String,
     /// Only files whose path (relative to `path`) matches this regular expression.
     pub regex_filter: Option<String>,
-    /// Each file becomes a task whose data is its URL (`true`), or JSON files hold tasks.
+    /// Each file becomes a task whose data is its URL (`true`), or JSON files hold tasks
+    /// (import storages).
     pub use_blob_urls: bool,
+    /// Export storages: delete an annotation's file when the annotation is deleted.
+    pub can_delete_objects: bool,
     /// `initialized`, `queued`, `in_progress`, `completed` or `failed`.
     pub status: String,
     /// Why the last sync failed.
@@ -107,6 +132,7 @@ impl LocalStorageRow {
             path: self.path.clone(),
             regex_filter: (!self.regex_filter.is_empty()).then(|| self.regex_filter.clone()),
             use_blob_urls: self.use_blob_urls,
+            can_delete_objects: self.can_delete_objects,
             status: self.status.clone(),
             traceback: self.traceback.clone(),
             last_sync: self.last_sync.map(format_micros),
@@ -127,6 +153,7 @@ struct Input {
     path: Option<String>,
     regex_filter: Option<String>,
     use_blob_urls: Option<bool>,
+    can_delete_objects: Option<bool>,
 }
 
 impl Input {
@@ -145,6 +172,7 @@ impl Input {
             path,
             regex_filter,
             use_blob_urls: body::opt_bool(body, "use_blob_urls")?,
+            can_delete_objects: body::opt_bool(body, "can_delete_objects")?,
         })
     }
 }
@@ -163,6 +191,7 @@ async fn authorize(db: &Db, actor: &Actor, project: i64) -> ApiResult<()> {
 pub async fn create(
     db: &Db,
     actor: &Actor,
+    direction: Direction,
     root: ApiResult<Root>,
     body: &Map<String, Value>,
 ) -> ApiResult<LocalStorageView> {
@@ -176,7 +205,8 @@ pub async fn create(
     let id: i64 = with_tx!(db, tx, {
         let id: i64 = sqlx::query_scalar(
             "insert into local_storage (organization_id, project_id, title, description, path, regex_filter, \
-             use_blob_urls, created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $8) returning id",
+             use_blob_urls, created_at, updated_at, direction, can_delete_objects) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10) returning id",
         )
         .bind(actor.org_id)
         .bind(project)
@@ -186,6 +216,8 @@ pub async fn create(
         .bind(input.regex_filter.as_deref().unwrap_or(""))
         .bind(input.use_blob_urls.unwrap_or(false))
         .bind(now)
+        .bind(direction.as_str())
+        .bind(input.can_delete_objects.unwrap_or(false))
         .fetch_one(&mut *tx)
         .await?;
         audit!(
@@ -195,12 +227,12 @@ pub async fn create(
                 "storage.create",
                 "local_storage",
                 id,
-                json!({"project": project, "path": path}),
+                json!({"project": project, "path": path, "direction": direction.as_str()}),
             )
         );
         Ok::<_, ApiError>(id)
     })?;
-    Ok(load(db, actor.org_id, id).await?.view())
+    Ok(load(db, actor.org_id, direction, id).await?.view())
 }
 
 /// Checks a storage body without saving anything (Label Studio's `validate`). With an `id`,
@@ -208,11 +240,12 @@ pub async fn create(
 pub async fn validate(
     db: &Db,
     actor: &Actor,
+    direction: Direction,
     root: ApiResult<Root>,
     body: &Map<String, Value>,
 ) -> ApiResult<()> {
     match body.get("id").and_then(Value::as_i64) {
-        Some(id) => drop(get_row(db, actor, id).await?),
+        Some(id) => drop(get_row(db, actor, direction, id).await?),
         None => authorize(db, actor, project_of(body)?).await?,
     }
     let input = Input::parse(body, &root?)?;
@@ -226,39 +259,57 @@ pub async fn validate(
     Ok(())
 }
 
-async fn load(db: &Db, org: i64, id: i64) -> ApiResult<LocalStorageRow> {
+async fn load(db: &Db, org: i64, direction: Direction, id: i64) -> ApiResult<LocalStorageRow> {
     let row: Option<LocalStorageRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
-            "select {COLUMNS} from local_storage s where s.id = $1 and s.organization_id = $2"
+            "select {COLUMNS} from local_storage s where s.id = $1 and s.organization_id = $2 and s.direction = $3"
         ))
         .bind(id)
         .bind(org)
+        .bind(direction.as_str())
         .fetch_optional(conn)
         .await?
     });
     row.ok_or_else(|| ApiError::not_found("storage"))
 }
 
-async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<LocalStorageRow> {
-    let row = load(db, actor.org_id, id).await?;
+async fn get_row(
+    db: &Db,
+    actor: &Actor,
+    direction: Direction,
+    id: i64,
+) -> ApiResult<LocalStorageRow> {
+    let row = load(db, actor.org_id, direction, id).await?;
     authorize(db, actor, row.project_id).await?;
     Ok(row)
 }
 
 /// One storage.
-pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<LocalStorageView> {
-    Ok(get_row(db, actor, id).await?.view())
+pub async fn get(
+    db: &Db,
+    actor: &Actor,
+    direction: Direction,
+    id: i64,
+) -> ApiResult<LocalStorageView> {
+    Ok(get_row(db, actor, direction, id).await?.view())
 }
 
 /// The storages of a project, oldest first.
-pub async fn list(db: &Db, actor: &Actor, project: i64) -> ApiResult<Vec<LocalStorageView>> {
+pub async fn list(
+    db: &Db,
+    actor: &Actor,
+    direction: Direction,
+    project: i64,
+) -> ApiResult<Vec<LocalStorageView>> {
     authorize(db, actor, project).await?;
     let rows: Vec<LocalStorageRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
-            "select {COLUMNS} from local_storage s where s.project_id = $1 and s.organization_id = $2 order by s.id"
+            "select {COLUMNS} from local_storage s where s.project_id = $1 and s.organization_id = $2 \
+             and s.direction = $3 order by s.id"
         ))
         .bind(project)
         .bind(actor.org_id)
+        .bind(direction.as_str())
         .fetch_all(conn)
         .await?
     });
@@ -269,11 +320,12 @@ pub async fn list(db: &Db, actor: &Actor, project: i64) -> ApiResult<Vec<LocalSt
 pub async fn update(
     db: &Db,
     actor: &Actor,
+    direction: Direction,
     root: ApiResult<Root>,
     id: i64,
     body: &Map<String, Value>,
 ) -> ApiResult<LocalStorageView> {
-    let current = get_row(db, actor, id).await?;
+    let current = get_row(db, actor, direction, id).await?;
     if body
         .get("project")
         .is_some_and(|p| p.as_i64() != Some(current.project_id))
@@ -291,6 +343,7 @@ pub async fn update(
         ("path", input.path.is_some()),
         ("regex_filter", input.regex_filter.is_some()),
         ("use_blob_urls", input.use_blob_urls.is_some()),
+        ("can_delete_objects", input.can_delete_objects.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))
@@ -299,7 +352,8 @@ pub async fn update(
         sqlx::query(
             "update local_storage set title = coalesce($1, title), description = coalesce($2, description), \
              path = coalesce($3, path), regex_filter = coalesce($4, regex_filter), \
-             use_blob_urls = coalesce($5, use_blob_urls), updated_at = $6 where id = $7",
+             use_blob_urls = coalesce($5, use_blob_urls), updated_at = $6, \
+             can_delete_objects = coalesce($8, can_delete_objects) where id = $7",
         )
         .bind(&input.title)
         .bind(&input.description)
@@ -308,6 +362,7 @@ pub async fn update(
         .bind(input.use_blob_urls)
         .bind(now_micros())
         .bind(id)
+        .bind(input.can_delete_objects)
         .execute(&mut *tx)
         .await?;
         audit!(
@@ -322,12 +377,12 @@ pub async fn update(
         );
         Ok::<_, ApiError>(())
     })?;
-    Ok(load(db, actor.org_id, id).await?.view())
+    Ok(load(db, actor.org_id, direction, id).await?.view())
 }
 
 /// Deletes a storage (its tasks stay, as in Label Studio; their links stop working).
-pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
-    let current = get_row(db, actor, id).await?;
+pub async fn delete(db: &Db, actor: &Actor, direction: Direction, id: i64) -> ApiResult<()> {
+    let current = get_row(db, actor, direction, id).await?;
     with_tx!(db, tx, {
         sqlx::query("delete from storage_object where storage_kind = $1 and storage_id = $2")
             .bind(localfiles::KIND)
@@ -358,11 +413,17 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
 pub async fn queue_sync(
     db: &Db,
     actor: &Actor,
+    direction: Direction,
     id: i64,
     job_id: &str,
 ) -> ApiResult<LocalStorageRow> {
-    let current = get_row(db, actor, id).await?;
-    access::project(db, actor, current.project_id, Permission::TaskManage).await?;
+    let current = get_row(db, actor, direction, id).await?;
+    // Importing makes tasks; exporting writes the project's annotations out.
+    let needs = match direction {
+        Direction::Import => Permission::TaskManage,
+        Direction::Export => Permission::ExportRun,
+    };
+    access::project(db, actor, current.project_id, needs).await?;
     with_tx!(db, tx, {
         sqlx::query(
             "update local_storage set status = 'queued', traceback = null, last_sync_job = $1, updated_at = $2 \
@@ -385,7 +446,7 @@ pub async fn queue_sync(
         );
         Ok::<_, ApiError>(())
     })?;
-    load(db, actor.org_id, id).await
+    load(db, actor.org_id, direction, id).await
 }
 
 /// The view of a row (for the sync answer).
@@ -487,7 +548,10 @@ pub async fn link_target(db: &Db, link: &crate::links::Link) -> ApiResult<Option
     let Some(row) = by_id(db, link.storage).await? else {
         return Ok(None);
     };
-    if row.organization_id != link.organization || row.project_id != link.project {
+    if row.direction != Direction::Import.as_str()
+        || row.organization_id != link.organization
+        || row.project_id != link.project
+    {
         return Err(crate::links::LinkError::Invalid.into());
     }
     Ok(Some(row.path))
@@ -505,7 +569,7 @@ pub async fn covering_task_file(
     let access = access::project_of_task(db, actor, task, Permission::ProjectView).await?;
     let rows: Vec<LocalStorageRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
-            "select {COLUMNS} from local_storage s where s.project_id = $1 order by s.id"
+            "select {COLUMNS} from local_storage s where s.project_id = $1 and s.direction = 'import' order by s.id"
         ))
         .bind(access.row.id)
         .fetch_all(conn)
@@ -526,7 +590,8 @@ pub async fn covering_visible_file(
     let rows: Vec<LocalStorageRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {COLUMNS} from local_storage s join project p on p.id = s.project_id \
-             where s.organization_id = $1 and p.organization_id = $1 and {} order by s.id",
+             where s.organization_id = $1 and p.organization_id = $1 and s.direction = 'import' and {} \
+             order by s.id",
             access::visible_projects(actor)
         ))
         .bind(actor.org_id)
@@ -560,4 +625,55 @@ fn cover(
         }
     }
     Ok(None)
+}
+
+/// Annotations of a project written per batch by an export storage.
+pub const EXPORT_BATCH: i64 = 500;
+
+/// One batch of a project's annotations (ids above `after`, in id order) as an export storage
+/// writes them: the annotation with its task nested (Label Studio's annotation serializer with
+/// the task expanded). No actor: the export job checked its user's rights when it was queued
+/// and checks them again before each run.
+pub async fn export_batch(db: &Db, project: i64, after: i64) -> ApiResult<Vec<(i64, Value)>> {
+    use super::annotations::{ANNOTATION_COLUMNS, AnnotationRow};
+    use super::tasks::{TASK_COLUMNS, TaskRow};
+    let rows: Vec<AnnotationRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {ANNOTATION_COLUMNS} from annotation a left join app_user u on u.id = a.completed_by \
+             where a.project_id = $1 and a.id > $2 order by a.id limit $3"
+        ))
+        .bind(project)
+        .bind(after)
+        .bind(EXPORT_BATCH)
+        .fetch_all(conn)
+        .await?
+    });
+    let mut tasks: std::collections::HashMap<i64, Value> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let view = row.view();
+        let task_id = row.task_id;
+        if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(task_id) {
+            let task: Option<TaskRow> = with_read!(db, conn, {
+                sqlx::query_as(&format!(
+                    "select {TASK_COLUMNS} from task t where t.id = $1 and t.project_id = $2"
+                ))
+                .bind(task_id)
+                .bind(project)
+                .fetch_optional(conn)
+                .await?
+            });
+            let value = task
+                .map(|t| serde_json::to_value(t.view()))
+                .transpose()
+                .map_err(ApiError::internal)?
+                .unwrap_or(Value::Null);
+            slot.insert(value);
+        }
+        let mut value = serde_json::to_value(&view).map_err(ApiError::internal)?;
+        value["task"] = tasks.get(&task_id).cloned().unwrap_or(Value::Null);
+        value["project"] = json!(project);
+        out.push((view.id, value));
+    }
+    Ok(out)
 }

@@ -75,6 +75,8 @@ struct Objects {
     import: i64,
     /// A local-files storage of the project.
     storage: i64,
+    /// A local-files export storage of the project.
+    export_storage: i64,
     /// The user the pause is for.
     paused_user: i64,
 }
@@ -219,9 +221,19 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["id"]
         .as_i64()
         .expect("id");
+    let export_storage = create(
+        app,
+        "/api/storages/export/localfiles",
+        token,
+        json!({"project": project, "path": "."}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
     Objects {
         project,
         storage,
+        export_storage,
         webhook,
         ml,
         import,
@@ -390,6 +402,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.ml
     } else if e.path.starts_with("/api/storages/localfiles/") {
         obj.storage
+    } else if e.path.starts_with("/api/storages/export/localfiles/") {
+        obj.export_storage
     } else if e.path.starts_with("/api/workspaces/") {
         workspace
     } else if e.path.starts_with("/api/organizations/") {
@@ -439,6 +453,7 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         | ("GET", "/api/predictions")
         | ("GET", "/api/webhooks")
         | ("GET", "/api/storages/localfiles")
+        | ("GET", "/api/storages/export/localfiles")
         | ("GET", "/api/ml") => {
             path.push_str(&format!("?project={}", obj.project));
             None
@@ -451,10 +466,14 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
             Some(json!({"project": obj.project, "url": "https://hooks.example.com/new"}))
         }
         ("PATCH", "/api/webhooks/{id}") => Some(json!({"is_active": false})),
-        ("POST", "/api/storages/localfiles") | ("POST", "/api/storages/localfiles/validate") => {
+        ("POST", "/api/storages/localfiles")
+        | ("POST", "/api/storages/localfiles/validate")
+        | ("POST", "/api/storages/export/localfiles")
+        | ("POST", "/api/storages/export/localfiles/validate") => {
             Some(json!({"project": obj.project, "path": "."}))
         }
-        ("PATCH", "/api/storages/localfiles/{id}") => Some(json!({"title": "renamed"})),
+        ("PATCH", "/api/storages/localfiles/{id}")
+        | ("PATCH", "/api/storages/export/localfiles/{id}") => Some(json!({"title": "renamed"})),
         ("POST", "/api/ml") => Some(json!({"project": obj.project, "url": f.ml_url})),
         ("PATCH", "/api/ml/{id}") => Some(json!({"title": "renamed"})),
         ("POST", "/api/ml/{id}/interactive-annotating") => {

@@ -755,3 +755,139 @@ async fn proxy_size_limit_sqlite() {
 async fn proxy_size_limit_postgres() {
     proxy_size_limit(Backend::Postgres).await;
 }
+
+async fn wait_storage(app: &TestApp, path: &str) -> Value {
+    for _ in 0..500 {
+        let s = app.get(path, &app.owner).await.expect(StatusCode::OK);
+        if s["status"] == json!("completed") || s["status"] == json!("failed") {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = app.get(path, &app.owner).await.body;
+    let job = app
+        .get(
+            &format!(
+                "/api/jobs/{}",
+                last["last_sync_job"].as_str().unwrap_or_default()
+            ),
+            &app.owner,
+        )
+        .await
+        .text;
+    panic!("the sync of {path} did not end: {last} job {job}");
+}
+
+/// Export (target) storage: a sync writes every annotation of the project as `<annotation id>`
+/// under the directory; it is a storage of its own kind, under the same root rules.
+async fn local_files_export_storage(backend: Backend) {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = media_tree(base.path());
+    std::fs::create_dir_all(root.join("out")).expect("mkdir");
+    let app = app_with_root(backend, &root, None).await;
+    let _worker = start_worker(&app);
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let t = app.mk_tasks(&app.owner, p, 2).await;
+    let a1 = app
+        .post(
+            &format!("/api/tasks/{}/annotations", t[0]),
+            &app.owner,
+            json!({"result": crate::common::choice("pos")}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    app.post(
+        "/api/storages/export/localfiles",
+        &app.owner,
+        json!({"project": p, "path": base.path().join("outside").display().to_string()}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "path_not_allowed");
+    let created = app
+        .post(
+            "/api/storages/export/localfiles",
+            &app.owner,
+            json!({"project": p, "path": "out", "title": "Annotations"}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let e = created["id"].as_i64().expect("id");
+    assert_eq!(created["can_delete_objects"], json!(false));
+    // Import and export storages are apart.
+    assert_eq!(
+        app.get(&format!("/api/storages/localfiles?project={p}"), &app.owner)
+            .await
+            .expect(StatusCode::OK),
+        json!([])
+    );
+    app.get(&format!("/api/storages/localfiles/{e}"), &app.owner)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // Syncing is the manager's.
+    let annotator = app.user("ann@example.com", Role::Annotator).await;
+    app.add_member(p, &annotator, None).await;
+    app.post(
+        &format!("/api/storages/export/localfiles/{e}/sync"),
+        &annotator,
+        json!({}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let path = format!("/api/storages/export/localfiles/{e}");
+    app.post(&format!("{path}/sync"), &app.owner, json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let done = wait_storage(&app, &path).await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert_eq!(done["last_sync_count"], json!(1), "{done}");
+    let written: Value = serde_json::from_slice(
+        &std::fs::read(root.join("out").join(a1.to_string())).expect("the annotation's file"),
+    )
+    .expect("json");
+    assert_eq!(written["id"], json!(a1));
+    assert_eq!(written["result"], crate::common::choice("pos"));
+    assert_eq!(written["task"]["id"], json!(t[0]));
+    assert_eq!(written["task"]["data"]["text"], json!("task 0"));
+    let a2 = app
+        .post(
+            &format!("/api/tasks/{}/annotations", t[1]),
+            &app.owner,
+            json!({"result": crate::common::choice("neg")}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    app.post(&format!("{path}/sync"), &app.owner, json!({}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(wait_storage(&app, &path).await["last_sync_count"], json!(2));
+    assert!(root.join("out").join(a2.to_string()).is_file());
+    let mut names: Vec<String> = std::fs::read_dir(root.join("out"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let mut want = vec![a1.to_string(), a2.to_string()];
+    want.sort();
+    assert_eq!(names, want, "no temporary files left behind");
+    app.delete(&path, &app.owner)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    assert!(
+        root.join("out").join(a1.to_string()).is_file(),
+        "files stay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_files_export_storage_sqlite() {
+    local_files_export_storage(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_files_export_storage_postgres() {
+    local_files_export_storage(Backend::Postgres).await;
+}

@@ -24,7 +24,7 @@ use crate::{
     },
     links::{Link, unix_now},
     localfiles::{self, Root},
-    storage::storages::{self, LocalStorageRow, LocalStorageView},
+    storage::storages::{self, Direction, LocalStorageRow, LocalStorageView},
 };
 
 fn root(state: &AppState) -> ApiResult<Root> {
@@ -52,7 +52,9 @@ pub async fn list_local(
             "this parameter is required",
         )
     })?;
-    Ok(Json(storages::list(&state.db, &actor, project).await?))
+    Ok(Json(
+        storages::list(&state.db, &actor, Direction::Import, project).await?,
+    ))
 }
 
 /// Connects a directory under the server's local-files root: `{"project", "path", "title"?,
@@ -65,7 +67,7 @@ pub async fn create_local(
 ) -> ApiResult<(StatusCode, Json<LocalStorageView>)> {
     Ok((
         StatusCode::CREATED,
-        Json(storages::create(&state.db, &actor, root(&state), &body).await?),
+        Json(storages::create(&state.db, &actor, Direction::Import, root(&state), &body).await?),
     ))
 }
 
@@ -76,7 +78,7 @@ pub async fn validate_local(
     actor: Actor,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
-    storages::validate(&state.db, &actor, root(&state), &body).await?;
+    storages::validate(&state.db, &actor, Direction::Import, root(&state), &body).await?;
     Ok(Json(json!({})))
 }
 
@@ -87,7 +89,9 @@ pub async fn get_local(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<LocalStorageView>> {
-    Ok(Json(storages::get(&state.db, &actor, id).await?))
+    Ok(Json(
+        storages::get(&state.db, &actor, Direction::Import, id).await?,
+    ))
 }
 
 /// Changes a local-files storage.
@@ -99,7 +103,15 @@ pub async fn update_local(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<LocalStorageView>> {
     Ok(Json(
-        storages::update(&state.db, &actor, root(&state), id, &body).await?,
+        storages::update(
+            &state.db,
+            &actor,
+            Direction::Import,
+            root(&state),
+            id,
+            &body,
+        )
+        .await?,
     ))
 }
 
@@ -110,7 +122,7 @@ pub async fn delete_local(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    storages::delete(&state.db, &actor, id).await?;
+    storages::delete(&state.db, &actor, Direction::Import, id).await?;
     Ok(no_content())
 }
 
@@ -123,7 +135,109 @@ pub async fn sync_local(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<LocalStorageView>> {
     let job_id = uuid::Uuid::new_v4().to_string();
-    let row = storages::queue_sync(&state.db, &actor, id, &job_id).await?;
+    let row = storages::queue_sync(&state.db, &actor, Direction::Import, id, &job_id).await?;
+    localfiles::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
+    Ok(Json(storages::view(&row)))
+}
+
+/// The local-files export storages of a project (plain list, oldest first).
+#[utoipa::path(get, path = "/api/storages/export/localfiles", tag = "storages", params(StorageListParams), responses((status = 200, body = Vec<LocalStorageView>)))]
+pub async fn list_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<StorageListParams>,
+) -> ApiResult<Json<Vec<LocalStorageView>>> {
+    let project = opt_int("project", &params.project)?.ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::InvalidQuery,
+            "project",
+            "this parameter is required",
+        )
+    })?;
+    Ok(Json(
+        storages::list(&state.db, &actor, Direction::Export, project).await?,
+    ))
+}
+
+/// Connects a directory under the server's local-files root as the target of the project's
+/// annotations: `{"project", "path", "title"?, "description"?, "can_delete_objects"?}`.
+#[utoipa::path(post, path = "/api/storages/export/localfiles", tag = "storages", request_body = Object, responses((status = 201, body = LocalStorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<LocalStorageView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(storages::create(&state.db, &actor, Direction::Export, root(&state), &body).await?),
+    ))
+}
+
+/// Checks an export storage body (a new one, or with `id` a change) without saving it.
+#[utoipa::path(post, path = "/api/storages/export/localfiles/validate", tag = "storages", request_body = Object, responses((status = 200, description = "valid"), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn validate_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    storages::validate(&state.db, &actor, Direction::Export, root(&state), &body).await?;
+    Ok(Json(json!({})))
+}
+
+/// One local-files export storage.
+#[utoipa::path(get, path = "/api/storages/export/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = LocalStorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<LocalStorageView>> {
+    Ok(Json(
+        storages::get(&state.db, &actor, Direction::Export, id).await?,
+    ))
+}
+
+/// Changes a local-files export storage.
+#[utoipa::path(patch, path = "/api/storages/export/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = LocalStorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<LocalStorageView>> {
+    Ok(Json(
+        storages::update(
+            &state.db,
+            &actor,
+            Direction::Export,
+            root(&state),
+            id,
+            &body,
+        )
+        .await?,
+    ))
+}
+
+/// Disconnects a local-files export storage (files already written stay).
+#[utoipa::path(delete, path = "/api/storages/export/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    storages::delete(&state.db, &actor, Direction::Export, id).await?;
+    Ok(no_content())
+}
+
+/// Starts an export sync as a job: every annotation of the project is written to the directory
+/// as `<annotation id>` (JSON: the annotation with its task).
+#[utoipa::path(post, path = "/api/storages/export/localfiles/{id}/sync", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = LocalStorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn sync_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<LocalStorageView>> {
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let row = storages::queue_sync(&state.db, &actor, Direction::Export, id, &job_id).await?;
     localfiles::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
     Ok(Json(storages::view(&row)))
 }
@@ -268,6 +382,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(validate_local))
         .routes(routes!(get_local, update_local, delete_local))
         .routes(routes!(sync_local))
+        .routes(routes!(list_local_export, create_local_export))
+        .routes(routes!(validate_local_export))
+        .routes(routes!(
+            get_local_export,
+            update_local_export,
+            delete_local_export
+        ))
+        .routes(routes!(sync_local_export))
         .routes(routes!(presign))
         .routes(routes!(local_file))
         .routes(routes!(proxy_object))
