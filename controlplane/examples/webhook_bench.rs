@@ -116,8 +116,16 @@ async fn main() -> anyhow::Result<()> {
     let key = users::signing_key(&db, &sealer)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
-    let state = AppState::new(db.clone(), Arc::new(config), sealer, key, Metrics::new()?)
-        .with_jobs(queue.clone());
+    let links = verity_controlplane::links::LinkSigner::for_config(&config)?;
+    let state = AppState::new(
+        db.clone(),
+        Arc::new(config),
+        sealer,
+        links,
+        key,
+        Metrics::new()?,
+    )
+    .with_jobs(queue.clone());
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", api.local_addr()?);
     let service = app(state);

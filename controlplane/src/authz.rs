@@ -158,6 +158,7 @@ permissions! {
     PredictionManage => "prediction.manage", Project, Manager, "Create, change and delete predictions.";
     ExportRun => "export.run", Project, Manager, "Export project data.";
     MlManage => "ml.manage", Project, Manager, "Connect, change and disconnect the project's ML backends; start training and batch predictions.";
+    StorageManage => "storage.manage", Project, Manager, "Connect, change, validate, sync and disconnect the project's storages (an import sync also needs task.manage, an export sync export.run).";
     WebhookManage => "webhook.manage", Project, Manager, "Create, change and delete the project's webhooks and read their delivery log (organization-wide webhooks need organization.manage).";
 }
 
@@ -470,6 +471,72 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/ml/{id}/interactive-annotating",
         Needs(P::AnnotationCreate),
     ),
+    // Storages and media.
+    ep("GET", "/api/storages/localfiles", Needs(P::StorageManage)),
+    ep("POST", "/api/storages/localfiles", Needs(P::StorageManage)),
+    ep(
+        "POST",
+        "/api/storages/localfiles/validate",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "GET",
+        "/api/storages/localfiles/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "PATCH",
+        "/api/storages/localfiles/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/storages/localfiles/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/localfiles/{id}/sync",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "GET",
+        "/api/storages/export/localfiles",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/export/localfiles",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/export/localfiles/validate",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "GET",
+        "/api/storages/export/localfiles/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "PATCH",
+        "/api/storages/export/localfiles/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/storages/export/localfiles/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/export/localfiles/{id}/sync",
+        Needs(P::StorageManage),
+    ),
+    ep("GET", "/api/tasks/{id}/presign", Needs(P::ProjectView)),
+    ep("GET", "/data/local-files", SignedIn),
+    ep("GET", "/storage-proxy/{token}", Public),
     // Webhooks.
     ep("GET", "/api/webhooks/info", SignedIn),
     ep("GET", "/api/webhooks", Needs(P::WebhookManage)),

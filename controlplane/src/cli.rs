@@ -1,4 +1,4 @@
-//! The `verity` command line: `serve`, `work`, `migrate`, `org create`, `user create`,
+//! The `verity` command line: `serve`, `work`, `storage-proxy`, `migrate`, `org create`, `user create`,
 //! `audit verify`, `audit purge`, `job enqueue|status|stats`, `openapi`.
 
 use std::{path::PathBuf, process::ExitCode};
@@ -58,6 +58,14 @@ pub enum Command {
         /// Jobs at once (overrides VERITY_WORKER_CONCURRENCY).
         #[arg(long)]
         concurrency: Option<usize>,
+    },
+    /// Serve signed media links (the storage proxy): streams the objects of links the API
+    /// issued (GET/HEAD, byte ranges), with /livez, /readyz and /metrics. Needs the app's
+    /// database and session key (VERITY_SESSION_KEY); applies no migrations.
+    StorageProxy {
+        /// Listen address (overrides VERITY_LISTEN).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -261,6 +269,19 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             server::init_tracing(&config.log_format);
             let db = open_db(&config).await?;
             server::work(db, config, names).await
+        }
+        Command::StorageProxy { listen } => {
+            let mut config = load_config(&cli)?;
+            if let Some(listen) = listen {
+                config.listen = *listen;
+            }
+            server::init_tracing(&config.log_format);
+            let options = PoolOptions {
+                max_connections: config.db_max_connections,
+                ..Default::default()
+            };
+            let db = Db::connect(&config.effective_database_url(), &options).await?;
+            server::storage_proxy(db, config).await
         }
         Command::Migrate => {
             let config = load_config(&cli)?;

@@ -123,6 +123,18 @@ pub struct Config {
     /// Delay before the first retry of a failed webhook event, in milliseconds; it doubles per
     /// attempt (at most one hour).
     pub webhook_retry_base_ms: u64,
+    /// The directory local-files storages must lie under (Label Studio's
+    /// `LOCAL_FILES_DOCUMENT_ROOT`); empty: local-files storages are refused.
+    pub local_files_root: String,
+    /// Public base URL of a separate `verity storage-proxy` (e.g.
+    /// `https://media.example.com`); media links point there. Empty: links point at the
+    /// `/storage-proxy` routes of the app itself.
+    pub storage_proxy_url: String,
+    /// Lifetime of a signed media link, in seconds.
+    pub storage_link_ttl_secs: u64,
+    /// Largest response the storage proxy sends for one request, in bytes (larger objects can
+    /// be read in byte ranges up to this size).
+    pub storage_proxy_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -166,6 +178,10 @@ impl Default for Config {
             webhook_timeout_ms: 5000,
             webhook_max_attempts: 8,
             webhook_retry_base_ms: 5000,
+            local_files_root: String::new(),
+            storage_proxy_url: String::new(),
+            storage_link_ttl_secs: 300,
+            storage_proxy_max_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -272,6 +288,14 @@ impl Config {
         env!(webhook_timeout_ms, "VERITY_WEBHOOK_TIMEOUT_MS", parse);
         env!(webhook_max_attempts, "VERITY_WEBHOOK_MAX_ATTEMPTS", parse);
         env!(webhook_retry_base_ms, "VERITY_WEBHOOK_RETRY_BASE_MS", parse);
+        env!(local_files_root, "VERITY_LOCAL_FILES_ROOT", string);
+        env!(storage_proxy_url, "VERITY_STORAGE_PROXY_URL", string);
+        env!(storage_link_ttl_secs, "VERITY_STORAGE_LINK_TTL_SECS", parse);
+        env!(
+            storage_proxy_max_bytes,
+            "VERITY_STORAGE_PROXY_MAX_BYTES",
+            parse
+        );
         Ok(())
     }
 
@@ -406,6 +430,10 @@ mod tests {
         webhook_timeout_ms: u64,
         webhook_max_attempts: u32,
         webhook_retry_base_ms: u64,
+        local_files_root: String,
+        storage_proxy_url: String,
+        storage_link_ttl_secs: u64,
+        storage_proxy_max_bytes: u64,
     }
 
     impl From<&Config> for DefaultsProbe {
@@ -446,6 +474,10 @@ mod tests {
                 webhook_timeout_ms: c.webhook_timeout_ms,
                 webhook_max_attempts: c.webhook_max_attempts,
                 webhook_retry_base_ms: c.webhook_retry_base_ms,
+                local_files_root: c.local_files_root.clone(),
+                storage_proxy_url: c.storage_proxy_url.clone(),
+                storage_link_ttl_secs: c.storage_link_ttl_secs,
+                storage_proxy_max_bytes: c.storage_proxy_max_bytes,
             }
         }
     }

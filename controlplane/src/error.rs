@@ -64,6 +64,21 @@ pub enum ErrorCode {
     /// An ML backend failed a request made on the caller's behalf (timed out, answered an error
     /// or an answer that does not fit).
     MlBackendFailed,
+    /// Local-files storages are off: the administrator has not set `local_files_root`
+    /// (`VERITY_LOCAL_FILES_ROOT`).
+    LocalFilesDisabled,
+    /// A storage path or object lies outside what the administrator allows (outside
+    /// `local_files_root`, or leaving it through `..` or a symbolic link).
+    PathNotAllowed,
+    /// A media link was changed or not issued by this deployment.
+    InvalidLink,
+    /// A media link's lifetime is over; ask the API for a fresh one.
+    LinkExpired,
+    /// The requested byte range lies outside the object.
+    RangeNotSatisfiable,
+    /// The object is larger than the storage proxy sends in one response
+    /// (`storage_proxy_max_bytes`); ask for byte ranges.
+    ObjectTooLarge,
     /// The HTTP method is not allowed on this path.
     MethodNotAllowed,
     /// The request took longer than the configured timeout.
@@ -85,7 +100,12 @@ impl ErrorCode {
             | ErrorCode::InvalidImport
             | ErrorCode::InvalidQuery
             | ErrorCode::PrivateTarget
+            | ErrorCode::LocalFilesDisabled
+            | ErrorCode::PathNotAllowed
             | ErrorCode::MlBackendUnreachable => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidLink | ErrorCode::LinkExpired => StatusCode::FORBIDDEN,
+            ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::ObjectTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MlBackendFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden | ErrorCode::Paused | ErrorCode::PrivilegeEscalation => {

@@ -118,7 +118,16 @@ async fn run(
     let sources = imports::start(db, id, dir.path())
         .await
         .map_err(|e| e.detail)?;
-    match tasks::import_with(db, &actor, row.project_id, &sources, true, Some(id)).await {
+    match tasks::import_with(
+        db,
+        &actor,
+        row.project_id,
+        &sources,
+        true,
+        tasks::Claim::Import(id),
+    )
+    .await
+    {
         Ok(mut summary) => {
             let created = summary.task_ids.clone().unwrap_or_default();
             if !row.return_task_ids {

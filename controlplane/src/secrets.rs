@@ -65,15 +65,7 @@ impl Sealer {
     /// The sealer of a configuration: `session_key` when set, else the key file in the data
     /// directory (created on first use).
     pub fn for_config(config: &crate::config::Config) -> Result<Self, SecretError> {
-        if !config.session_key.is_empty() {
-            if config.session_key.len() < 32 {
-                return Err(SecretError::Key(
-                    "session_key (VERITY_SESSION_KEY) must have at least 32 characters".into(),
-                ));
-            }
-            return Ok(Self::from_material(config.session_key.as_bytes()));
-        }
-        Ok(Self::from_material(&key_file(&config.data_dir)?))
+        Ok(Self::from_material(&key_material(config)?))
     }
 
     /// Seals `plain` for `purpose` (e.g. `webhook.secret`).
@@ -123,6 +115,21 @@ impl Sealer {
     pub fn is_sealed(stored: &str) -> bool {
         stored.starts_with(PREFIX)
     }
+}
+
+/// The deployment's key material: `session_key` when set (at least 32 characters), else the
+/// key file in the data directory (created on first use). Every key Verity derives (sealing,
+/// media links) comes from it, each under its own HKDF label.
+pub fn key_material(config: &crate::config::Config) -> Result<Vec<u8>, SecretError> {
+    if !config.session_key.is_empty() {
+        if config.session_key.len() < 32 {
+            return Err(SecretError::Key(
+                "session_key (VERITY_SESSION_KEY) must have at least 32 characters".into(),
+            ));
+        }
+        return Ok(config.session_key.as_bytes().to_vec());
+    }
+    key_file(&config.data_dir)
 }
 
 /// Reads `<dir>/secret.key`, or creates it with 32 random bytes (mode 0600).

@@ -184,8 +184,16 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     let handlers = handlers(&db, &jobs, &config)?;
     let sweeper = tokio::spawn(sweep_webhooks(db.clone(), jobs.clone()));
     let shutdown_delay = std::time::Duration::from_secs(config.shutdown_delay_secs);
-    let state = AppState::new(db.clone(), Arc::new(config), sealer, jwt_key, metrics)
-        .with_jobs(jobs.clone());
+    let links = crate::links::LinkSigner::for_config(&config)?;
+    let state = AppState::new(
+        db.clone(),
+        Arc::new(config),
+        sealer,
+        links,
+        jwt_key,
+        metrics,
+    )
+    .with_jobs(jobs.clone());
     // The embedded default runs its jobs in-process; a deployment with Redis runs them in
     // `verity work` pools and sets serve_workers = 0.
     let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
@@ -265,8 +273,16 @@ pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
     let handlers = handlers(&db, &jobs, &config)?;
-    let state = AppState::new(db.clone(), Arc::new(config), sealer, jwt_key, metrics)
-        .with_jobs(jobs.clone());
+    let links = crate::links::LinkSigner::for_config(&config)?;
+    let state = AppState::new(
+        db.clone(),
+        Arc::new(config),
+        sealer,
+        links,
+        jwt_key,
+        metrics,
+    )
+    .with_jobs(jobs.clone());
     let probes = axum::Router::new()
         .route("/livez", axum::routing::get(|| async { "ok" }))
         .route(
@@ -314,6 +330,43 @@ pub async fn work(db: Db, config: Config, queues: Vec<&'static str>) -> anyhow::
     Ok(())
 }
 
+/// Runs the storage proxy (ADR 0021) until SIGINT or SIGTERM: signed links under
+/// `/storage-proxy/`, `/livez`, `/readyz` (the database answers) and `/metrics`. It applies no
+/// migrations and writes nothing: the app owns the schema.
+pub async fn storage_proxy(db: Db, config: Config) -> anyhow::Result<()> {
+    if config.session_key.is_empty() && db.dialect() == crate::storage::Dialect::Postgres {
+        anyhow::bail!(
+            "set session_key (VERITY_SESSION_KEY, the same as the app's) to run the storage proxy on PostgreSQL: links are signed with a key derived from it"
+        );
+    }
+    let links = crate::links::LinkSigner::for_config(&config)?;
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let listen = config.listen;
+    let proxy = crate::proxy::Proxy {
+        db: db.clone(),
+        links,
+        config: Arc::new(config),
+        metrics: metrics.proxy.clone(),
+    };
+    let render = {
+        let (metrics, db) = (metrics.clone(), db.clone());
+        Arc::new(move || metrics.render(db.pool_stats()))
+    };
+    let app = crate::proxy::router(proxy, render);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listen, backend = ?db.dialect(), "storage proxy listening");
+    println!("Verity storage proxy listening on http://{listen}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// The sealer of stored secrets. PostgreSQL serves several replicas, which must share the key:
 /// there it has to come from `session_key`.
 pub fn sealer(db: &Db, config: &Config) -> anyhow::Result<Arc<crate::secrets::Sealer>> {
@@ -326,7 +379,7 @@ pub fn sealer(db: &Db, config: &Config) -> anyhow::Result<Arc<crate::secrets::Se
 }
 
 /// Every job handler a process registers: the built-in ones, webhook delivery, the ML
-/// backends' predictions and trainings, and imports run as jobs.
+/// backends' predictions and trainings, imports run as jobs and storage syncs.
 pub fn handlers(
     db: &Db,
     jobs: &crate::jobs::Jobs,
@@ -338,6 +391,7 @@ pub fn handlers(
     let ml = crate::ml::Runner::new(db.clone(), jobs.clone(), sealer, config)
         .map_err(|e| anyhow::anyhow!(e))?;
     let handlers = ml.register(delivery.register(crate::jobs::builtin_handlers()));
+    let handlers = crate::localfiles::register(db.clone(), jobs.clone(), config.clone(), handlers);
     Ok(crate::imports::register(
         db.clone(),
         jobs.clone(),

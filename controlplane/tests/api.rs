@@ -9,6 +9,8 @@ mod jobs;
 mod matrix;
 #[path = "suites/ml.rs"]
 mod ml;
+#[path = "suites/storage.rs"]
+mod storage;
 #[path = "suites/tenancy.rs"]
 mod tenancy;
 #[path = "suites/webhooks.rs"]
@@ -1045,6 +1047,10 @@ async fn matrix_app(backend: Backend) -> TestApp {
         c.instance_admin_token = "matrix-instance-admin-token-0123456789".into();
         // The stand-in model server listens on loopback.
         c.allow_private_targets = "127.0.0.1".into();
+        // Local-files storages need a root.
+        let media = c.data_dir.join("media");
+        std::fs::create_dir_all(&media).expect("media root");
+        c.local_files_root = media.display().to_string();
     })
     .await
 }
@@ -2016,13 +2022,22 @@ async fn async_imports_run_as_jobs(backend: Backend) {
         (json!(3), json!(1))
     );
     assert_eq!(done["task_ids"].as_array().map(Vec::len), Some(3));
-    let job = app
-        .get(
-            &format!("/api/jobs/{}", queued["job"].as_str().unwrap_or_default()),
-            &app.owner,
-        )
-        .await
-        .expect(StatusCode::OK);
+    // The worker acknowledges the job after the import's transaction (and its webhook
+    // events): the import can read completed a moment before its job reads finished.
+    let mut job = Value::Null;
+    for _ in 0..250 {
+        job = app
+            .get(
+                &format!("/api/jobs/{}", queued["job"].as_str().unwrap_or_default()),
+                &app.owner,
+            )
+            .await
+            .expect(StatusCode::OK);
+        if job["state"] != json!("started") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(job["state"], json!("finished"), "{job}");
     assert_eq!(app.project(p).await["task_number"], json!(3));
     // The same import's job again (a retry): nothing imported twice.
@@ -2062,7 +2077,7 @@ async fn async_imports_run_as_jobs(backend: Backend) {
         p,
         &[source],
         false,
-        Some(id),
+        verity_controlplane::storage::tasks::Claim::Import(id),
     )
     .await
     .expect_err("a completed import is not run again");

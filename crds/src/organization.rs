@@ -350,8 +350,9 @@ fn default_renew_before() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageProxySpec {
-    /// Replicas. Defaults to 0: `verity storage-proxy` arrives with the storage connectors, and
-    /// until then a replica would not start (and would keep the Organization from Ready).
+    /// Replicas of `verity storage-proxy`. Defaults to 0: the app serves media links itself
+    /// (`/storage-proxy/` in-process); a separate proxy pays off once media lives in object
+    /// storage, which the app and proxy reach through `network.storageEndpoints`.
     #[serde(default = "default_proxy_replicas")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 50").message("storageProxy.replicas must be between 0 and 50"))]
     pub replicas: i32,

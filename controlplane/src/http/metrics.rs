@@ -19,6 +19,8 @@ pub struct Metrics {
     pool: IntGaugeVec,
     /// Job queue metrics (`verity_jobs_*`).
     pub jobs: crate::jobs::worker::JobMetrics,
+    /// Storage proxy metrics (`verity_storage_proxy_*`).
+    pub proxy: crate::proxy::ProxyMetrics,
 }
 
 impl Metrics {
@@ -58,7 +60,9 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(pool.clone()))?;
         let jobs = crate::jobs::worker::JobMetrics::new(&registry)?;
+        let proxy = crate::proxy::ProxyMetrics::new(&registry)?;
         Ok(Self {
+            proxy,
             jobs,
             registry,
             requests,

@@ -55,6 +55,8 @@ pub struct AppState {
     /// Set once the server has been told to stop: `/readyz` answers 503 and every response
     /// closes its connection, so clients move to other replicas before this one stops accepting.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Signs media links (ADR 0021).
+    pub links: crate::links::LinkSigner,
 }
 
 impl AppState {
@@ -63,10 +65,12 @@ impl AppState {
         db: Db,
         config: Arc<Config>,
         sealer: Arc<crate::secrets::Sealer>,
+        links: crate::links::LinkSigner,
         jwt_key: Vec<u8>,
         metrics: metrics::Metrics,
     ) -> Self {
         Self {
+            links,
             limits: Arc::new(limits::RateLimits::new(
                 config.rate_limit_per_token_per_minute,
                 config.rate_limit_sign_ins_per_minute,
@@ -80,6 +84,16 @@ impl AppState {
             ml: crate::ml::Connector::new(&config),
             config,
             draining: Arc::default(),
+        }
+    }
+
+    /// The storage proxy served in-process under `/storage-proxy/`.
+    pub fn proxy(&self) -> crate::proxy::Proxy {
+        crate::proxy::Proxy {
+            db: self.db.clone(),
+            links: self.links.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.proxy.clone(),
         }
     }
 

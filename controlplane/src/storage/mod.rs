@@ -26,6 +26,7 @@ pub mod orgs;
 pub mod predictions;
 pub mod projects;
 pub mod snapshots;
+pub mod storages;
 pub mod tasks;
 pub mod users;
 pub mod webhooks;

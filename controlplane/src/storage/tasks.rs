@@ -382,7 +382,26 @@ pub async fn import(
     sources: &[ImportSource],
     return_task_ids: bool,
 ) -> ApiResult<ImportSummary> {
-    import_with(db, actor, project_id, sources, return_task_ids, None).await
+    import_with(db, actor, project_id, sources, return_task_ids, Claim::None).await
+}
+
+/// What an import records in the transaction that writes its tasks, so that it happens once.
+#[derive(Debug, Clone, Copy)]
+pub enum Claim<'a> {
+    /// Nothing (a synchronous import).
+    None,
+    /// A stored import (`project_import` row) is marked completed.
+    Import(i64),
+    /// The objects of a storage that the tasks came from (key, tasks made of it) are recorded;
+    /// an object recorded already fails the import with `conflict`.
+    StorageObjects {
+        /// Storage kind (`localfiles`).
+        kind: &'a str,
+        /// Storage id.
+        storage: i64,
+        /// Object keys with the number of tasks each made.
+        objects: &'a [(String, i64)],
+    },
 }
 
 /// [`import`] for the job of a stored import (`project_import` row `claim`): the row is marked
@@ -394,7 +413,7 @@ pub async fn import_with(
     project_id: i64,
     sources: &[ImportSource],
     return_task_ids: bool,
-    claim: Option<i64>,
+    claim: Claim<'_>,
 ) -> ApiResult<ImportSummary> {
     let project = projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
     let started = std::time::Instant::now();
@@ -559,7 +578,28 @@ pub async fn import_with(
                 }),
             )
         );
-        if let Some(import) = claim {
+        if let Claim::StorageObjects {
+            kind,
+            storage,
+            objects,
+        } = claim
+        {
+            let now = crate::storage::now_micros();
+            for (key, n) in objects {
+                sqlx::query(
+                    "insert into storage_object (storage_kind, storage_id, object_key, tasks, created_at) \
+                     values ($1, $2, $3, $4, $5)",
+                )
+                .bind(kind)
+                .bind(storage)
+                .bind(key)
+                .bind(n)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Claim::Import(import) = claim {
             let done = sqlx::query(
                 "update project_import set status = 'completed', summary = $1, finished_at = $2 \
                  where id = $3 and status <> 'completed'",

@@ -136,11 +136,13 @@ impl TestApp {
         let sealer =
             Arc::new(verity_controlplane::secrets::Sealer::for_config(&config).expect("sealer"));
         let jwt_key = users::signing_key(&db, &sealer).await.expect("key");
+        let links = verity_controlplane::links::LinkSigner::for_config(&config).expect("links");
         let config = Arc::new(config);
         let state = AppState::new(
             db.clone(),
             config.clone(),
             sealer,
+            links,
             jwt_key,
             Metrics::new().expect("metrics"),
         );
@@ -408,6 +410,9 @@ const AUDIT_EXEMPT: &[&str] = &[
     // Ask the model server and answer what it said; nothing is stored.
     "/api/ml/*/predict/test",
     "/api/ml/*/interactive-annotating",
+    // Checks a storage body; nothing is stored.
+    "/api/storages/localfiles/validate",
+    "/api/storages/export/localfiles/validate",
 ];
 
 fn path_matches(pattern: &str, path: &str) -> bool {

@@ -73,6 +73,10 @@ struct Objects {
     ml: i64,
     /// An import of the project run as a job.
     import: i64,
+    /// A local-files storage of the project.
+    storage: i64,
+    /// A local-files export storage of the project.
+    export_storage: i64,
     /// The user the pause is for.
     paused_user: i64,
 }
@@ -208,8 +212,28 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["import"]
         .as_i64()
         .expect("id");
+    let storage = create(
+        app,
+        "/api/storages/localfiles",
+        token,
+        json!({"project": project, "path": ".", "use_blob_urls": true}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    let export_storage = create(
+        app,
+        "/api/storages/export/localfiles",
+        token,
+        json!({"project": project, "path": "."}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
     Objects {
         project,
+        storage,
+        export_storage,
         webhook,
         ml,
         import,
@@ -376,6 +400,10 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.webhook
     } else if e.path.starts_with("/api/ml/") {
         obj.ml
+    } else if e.path.starts_with("/api/storages/localfiles/") {
+        obj.storage
+    } else if e.path.starts_with("/api/storages/export/localfiles/") {
+        obj.export_storage
     } else if e.path.starts_with("/api/workspaces/") {
         workspace
     } else if e.path.starts_with("/api/organizations/") {
@@ -424,6 +452,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         ("GET", "/api/tasks")
         | ("GET", "/api/predictions")
         | ("GET", "/api/webhooks")
+        | ("GET", "/api/storages/localfiles")
+        | ("GET", "/api/storages/export/localfiles")
         | ("GET", "/api/ml") => {
             path.push_str(&format!("?project={}", obj.project));
             None
@@ -436,6 +466,14 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
             Some(json!({"project": obj.project, "url": "https://hooks.example.com/new"}))
         }
         ("PATCH", "/api/webhooks/{id}") => Some(json!({"is_active": false})),
+        ("POST", "/api/storages/localfiles")
+        | ("POST", "/api/storages/localfiles/validate")
+        | ("POST", "/api/storages/export/localfiles")
+        | ("POST", "/api/storages/export/localfiles/validate") => {
+            Some(json!({"project": obj.project, "path": "."}))
+        }
+        ("PATCH", "/api/storages/localfiles/{id}")
+        | ("PATCH", "/api/storages/export/localfiles/{id}") => Some(json!({"title": "renamed"})),
         ("POST", "/api/ml") => Some(json!({"project": obj.project, "url": f.ml_url})),
         ("PATCH", "/api/ml/{id}") => Some(json!({"title": "renamed"})),
         ("POST", "/api/ml/{id}/interactive-annotating") => {

@@ -12,6 +12,7 @@ pub mod ml;
 pub mod organizations;
 pub mod predictions;
 pub mod projects;
+pub mod storages;
 pub mod tasks;
 pub mod users;
 pub mod webhooks;
@@ -81,6 +82,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(jobs::router())
         .merge(webhooks::router())
         .merge(ml::router())
+        .merge(storages::router())
 }
 
 /// The OpenAPI document as pretty JSON (committed under `docs/openapi.json`).

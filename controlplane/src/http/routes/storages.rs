@@ -1,0 +1,396 @@
+//! Storages and media: Label Studio's `/api/storages/localfiles` API, the resolution of a
+//! task's media to a signed link (`/api/tasks/{id}/presign`, `/data/local-files/`), and the
+//! in-process storage proxy (`/storage-proxy/{token}`). Authorization is in
+//! `storage::storages`; the proxy trusts only the link's signature.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    authz::Actor,
+    error::{ApiError, ApiResult, ErrorCode},
+    http::{
+        AppState,
+        extract::{JsonObject, Path, Query, opt_int},
+        no_content,
+    },
+    links::{Link, unix_now},
+    localfiles::{self, Root},
+    storage::storages::{self, Direction, LocalStorageRow, LocalStorageView},
+};
+
+fn root(state: &AppState) -> ApiResult<Root> {
+    Root::from_config(&state.config)
+}
+
+/// Query of the storage list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StorageListParams {
+    /// The project whose storages to list (required).
+    pub project: Option<String>,
+}
+
+/// The local-files storages of a project (plain list, oldest first).
+#[utoipa::path(get, path = "/api/storages/localfiles", tag = "storages", params(StorageListParams), responses((status = 200, body = Vec<LocalStorageView>)))]
+pub async fn list_local(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<StorageListParams>,
+) -> ApiResult<Json<Vec<LocalStorageView>>> {
+    let project = opt_int("project", &params.project)?.ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::InvalidQuery,
+            "project",
+            "this parameter is required",
+        )
+    })?;
+    Ok(Json(
+        storages::list(&state.db, &actor, Direction::Import, project).await?,
+    ))
+}
+
+/// Connects a directory under the server's local-files root: `{"project", "path", "title"?,
+/// "description"?, "regex_filter"?, "use_blob_urls"?}`.
+#[utoipa::path(post, path = "/api/storages/localfiles", tag = "storages", request_body = Object, responses((status = 201, body = LocalStorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create_local(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<LocalStorageView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(storages::create(&state.db, &actor, Direction::Import, root(&state), &body).await?),
+    ))
+}
+
+/// Checks a storage body (a new storage, or with `id` a change) without saving it.
+#[utoipa::path(post, path = "/api/storages/localfiles/validate", tag = "storages", request_body = Object, responses((status = 200, description = "valid"), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn validate_local(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    storages::validate(&state.db, &actor, Direction::Import, root(&state), &body).await?;
+    Ok(Json(json!({})))
+}
+
+/// One local-files storage.
+#[utoipa::path(get, path = "/api/storages/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = LocalStorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_local(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<LocalStorageView>> {
+    Ok(Json(
+        storages::get(&state.db, &actor, Direction::Import, id).await?,
+    ))
+}
+
+/// Changes a local-files storage.
+#[utoipa::path(patch, path = "/api/storages/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = LocalStorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_local(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<LocalStorageView>> {
+    Ok(Json(
+        storages::update(
+            &state.db,
+            &actor,
+            Direction::Import,
+            root(&state),
+            id,
+            &body,
+        )
+        .await?,
+    ))
+}
+
+/// Disconnects a local-files storage (its tasks stay; their media links stop working).
+#[utoipa::path(delete, path = "/api/storages/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_local(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    storages::delete(&state.db, &actor, Direction::Import, id).await?;
+    Ok(no_content())
+}
+
+/// Starts a sync as a job (queue `high`): files no earlier sync imported become tasks. The
+/// answer is the storage with `status: queued` and the job in `last_sync_job`.
+#[utoipa::path(post, path = "/api/storages/localfiles/{id}/sync", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = LocalStorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn sync_local(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<LocalStorageView>> {
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let row = storages::queue_sync(&state.db, &actor, Direction::Import, id, &job_id).await?;
+    localfiles::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
+    Ok(Json(storages::view(&row)))
+}
+
+/// The local-files export storages of a project (plain list, oldest first).
+#[utoipa::path(get, path = "/api/storages/export/localfiles", tag = "storages", params(StorageListParams), responses((status = 200, body = Vec<LocalStorageView>)))]
+pub async fn list_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<StorageListParams>,
+) -> ApiResult<Json<Vec<LocalStorageView>>> {
+    let project = opt_int("project", &params.project)?.ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::InvalidQuery,
+            "project",
+            "this parameter is required",
+        )
+    })?;
+    Ok(Json(
+        storages::list(&state.db, &actor, Direction::Export, project).await?,
+    ))
+}
+
+/// Connects a directory under the server's local-files root as the target of the project's
+/// annotations: `{"project", "path", "title"?, "description"?, "can_delete_objects"?}`.
+#[utoipa::path(post, path = "/api/storages/export/localfiles", tag = "storages", request_body = Object, responses((status = 201, body = LocalStorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<LocalStorageView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(storages::create(&state.db, &actor, Direction::Export, root(&state), &body).await?),
+    ))
+}
+
+/// Checks an export storage body (a new one, or with `id` a change) without saving it.
+#[utoipa::path(post, path = "/api/storages/export/localfiles/validate", tag = "storages", request_body = Object, responses((status = 200, description = "valid"), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn validate_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    storages::validate(&state.db, &actor, Direction::Export, root(&state), &body).await?;
+    Ok(Json(json!({})))
+}
+
+/// One local-files export storage.
+#[utoipa::path(get, path = "/api/storages/export/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = LocalStorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<LocalStorageView>> {
+    Ok(Json(
+        storages::get(&state.db, &actor, Direction::Export, id).await?,
+    ))
+}
+
+/// Changes a local-files export storage.
+#[utoipa::path(patch, path = "/api/storages/export/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = LocalStorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<LocalStorageView>> {
+    Ok(Json(
+        storages::update(
+            &state.db,
+            &actor,
+            Direction::Export,
+            root(&state),
+            id,
+            &body,
+        )
+        .await?,
+    ))
+}
+
+/// Disconnects a local-files export storage (files already written stay).
+#[utoipa::path(delete, path = "/api/storages/export/localfiles/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    storages::delete(&state.db, &actor, Direction::Export, id).await?;
+    Ok(no_content())
+}
+
+/// Starts an export sync as a job: every annotation of the project is written to the directory
+/// as `<annotation id>` (JSON: the annotation with its task).
+#[utoipa::path(post, path = "/api/storages/export/localfiles/{id}/sync", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = LocalStorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn sync_local_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<LocalStorageView>> {
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let row = storages::queue_sync(&state.db, &actor, Direction::Export, id, &job_id).await?;
+    localfiles::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
+    Ok(Json(storages::view(&row)))
+}
+
+/// A redirect to a fresh signed link of the proxy.
+fn redirect(
+    state: &AppState,
+    actor: &Actor,
+    task: Option<i64>,
+    row: &LocalStorageRow,
+    key: String,
+) -> Response {
+    let link = Link {
+        organization: row.organization_id,
+        project: row.project_id,
+        task,
+        kind: localfiles::KIND.into(),
+        storage: row.id,
+        key,
+        expires: unix_now() + state.config.storage_link_ttl_secs.max(1) as i64,
+        user: actor.user_id,
+    };
+    let url = crate::proxy::url(&state.config, &state.links.sign(&link));
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, url),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+/// Query of the presign endpoint.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PresignParams {
+    /// The media URI as the task's data holds it, base64-encoded (standard or URL-safe).
+    pub fileuri: Option<String>,
+}
+
+/// Resolves a media URI of a task to a short-lived signed link of the storage proxy (303): for
+/// anyone who can see the task. The URI must name an object of a storage of the task's project.
+#[utoipa::path(get, path = "/api/tasks/{id}/presign", tag = "storages", params(("id" = i64, Path), PresignParams), responses((status = 303, description = "`Location`: the signed link"), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn presign(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    Query(params): Query<PresignParams>,
+) -> ApiResult<Response> {
+    // Who may see the task first: a caller who may not learns nothing about the URI.
+    crate::storage::access::project_of_task(
+        &state.db,
+        &actor,
+        id,
+        crate::authz::Permission::ProjectView,
+    )
+    .await?;
+    let unresolvable = || {
+        ApiError::field(
+            ErrorCode::InvalidQuery,
+            "fileuri",
+            "does not name an object of a storage of this task's project",
+        )
+    };
+    let encoded = params.fileuri.unwrap_or_default();
+    let encoded = encoded.trim();
+    if encoded.is_empty() {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "fileuri",
+            "this parameter is required (the base64 of the media URI)",
+        ));
+    }
+    let decoded = base64::engine::general_purpose::URL_SAFE
+        .decode(encoded)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(encoded))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            ApiError::field(ErrorCode::InvalidQuery, "fileuri", "is not base64 of a URI")
+        })?;
+    let relative = localfiles::parse_blob_url(&decoded).ok_or_else(unresolvable)?;
+    let root = root(&state)?;
+    let (row, key) = storages::covering_task_file(&state.db, &actor, &root, id, &relative)
+        .await?
+        .ok_or_else(unresolvable)?;
+    Ok(redirect(&state, &actor, Some(id), &row, key))
+}
+
+/// Query of `/data/local-files/`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LocalFileParams {
+    /// The file's path relative to the server's local-files root.
+    pub d: Option<String>,
+}
+
+/// Label Studio's local-files URL: a redirect (303) to a signed link of the file, for a caller
+/// who can see a project with a local-files storage covering it; 404 otherwise.
+#[utoipa::path(get, path = "/data/local-files", tag = "storages", params(LocalFileParams), responses((status = 303, description = "`Location`: the signed link"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn local_file(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<LocalFileParams>,
+) -> ApiResult<Response> {
+    let d = params.d.unwrap_or_default();
+    if d.trim().is_empty() {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "d",
+            "this parameter is required (the file's path under the local-files root)",
+        ));
+    }
+    let root = root(&state)?;
+    let not_found = || ApiError::not_found("file");
+    let found = match storages::covering_visible_file(&state.db, &actor, &root, &d).await {
+        Ok(found) => found,
+        // A path that leaves the root answers like a missing file.
+        Err(e) if e.code == ErrorCode::PathNotAllowed => None,
+        Err(e) => return Err(e),
+    };
+    let (row, key) = found.ok_or_else(not_found)?;
+    Ok(redirect(&state, &actor, None, &row, key))
+}
+
+/// The object of a signed link (GET and HEAD; single byte ranges). No credentials: the link is
+/// one; expired, changed or foreign links answer 403 `link_expired` / `invalid_link`.
+#[utoipa::path(get, path = "/storage-proxy/{token}", tag = "storages", security(()), params(("token" = String, Path)), responses((status = 200, description = "the object"), (status = 206, description = "a byte range"), (status = 403, body = crate::error::ErrorBody), (status = 416, body = crate::error::ErrorBody)))]
+pub async fn proxy_object(
+    State(state): State<AppState>,
+    method: Method,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    state.proxy().respond(&method, &token, &headers).await
+}
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_local, create_local))
+        .routes(routes!(validate_local))
+        .routes(routes!(get_local, update_local, delete_local))
+        .routes(routes!(sync_local))
+        .routes(routes!(list_local_export, create_local_export))
+        .routes(routes!(validate_local_export))
+        .routes(routes!(
+            get_local_export,
+            update_local_export,
+            delete_local_export
+        ))
+        .routes(routes!(sync_local_export))
+        .routes(routes!(presign))
+        .routes(routes!(local_file))
+        .routes(routes!(proxy_object))
+}
