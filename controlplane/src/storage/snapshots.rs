@@ -70,7 +70,8 @@ pub struct SnapshotView {
     /// `{"task_number", "annotation_number"}`.
     #[schema(value_type = Object)]
     pub counters: Value,
-    /// Converted formats: `[{"id", "export_type", "status", "traceback", "job"}]`.
+    /// Converted formats: `[{"id", "export_type", "status", "traceback", "job", "requested_at"}]`
+    /// (`status`: `created`, `in_progress`, `completed` or `failed`, the reason in `traceback`).
     #[schema(value_type = Vec<Object>)]
     pub converted_formats: Value,
     /// Failure reason.

@@ -97,11 +97,18 @@ async fn snapshots_are_jobs_stored_in_the_database(backend: Backend) {
     let done = wait_snapshot(&a, p, sid).await;
     assert_eq!(done["status"], json!("completed"), "{done}");
     assert_eq!(done["job"], json!(job));
-    // The job is visible in the jobs API.
-    let j = a
-        .get(&format!("/api/jobs/{job}"), &a.owner)
-        .await
-        .expect(StatusCode::OK);
+    // The job is visible in the jobs API (acknowledged just after the snapshot committed).
+    let mut j = Value::Null;
+    for _ in 0..500 {
+        j = a
+            .get(&format!("/api/jobs/{job}"), &a.owner)
+            .await
+            .expect(StatusCode::OK);
+        if j["state"] == json!("finished") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         (j["kind"].clone(), j["queue"].clone(), j["state"].clone()),
         (
