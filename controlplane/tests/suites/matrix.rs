@@ -149,6 +149,22 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["id"]
         .as_i64()
         .expect("id");
+    // A worker of the exports' queue writes the snapshot (a job), then stops; it leaves the
+    // other queues' fixture jobs alone.
+    let worker = {
+        use verity_controlplane::jobs::{Jobs, sql::SqlQueue, worker};
+        let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
+        let handlers =
+            verity_controlplane::server::handlers(&app.db, &jobs, &app.config).expect("handlers");
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let config = worker::WorkerConfig {
+            queues: vec![verity_controlplane::exports::QUEUE],
+            idle_poll: std::time::Duration::from_millis(10),
+            ..worker::WorkerConfig::default()
+        };
+        tokio::spawn(worker::run(jobs, handlers, config, None, stop_rx));
+        stop
+    };
     let snapshot = create(
         app,
         &format!("/api/projects/{project}/exports"),
@@ -172,6 +188,7 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    drop(worker);
     let pause = create(
         app,
         &format!("/api/projects/{project}/members/{paused_user}/pauses"),
