@@ -110,8 +110,11 @@ async fn failed_job(app: &TestApp, org: i64) -> String {
         .await
         .expect("enqueue");
     // Straight into the failed registry (leasing could pick another fixture's requeued job).
+    // Ended now: a worker's maintenance (the snapshot fixture runs one) purges failed jobs
+    // older than the registry's retention.
+    let now = verity_controlplane::storage::now_micros();
     app.sql(&format!(
-        "update jobs set state = 'failed', attempts = 1, ended_at = 1, error = 'fixture' where id = '{id}'"
+        "update jobs set state = 'failed', attempts = 1, ended_at = {now}, error = 'fixture' where id = '{id}'"
     ))
     .await
     .expect("fail the fixture job");
