@@ -158,15 +158,6 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
             "sealed ML-backend passwords stored in plain text"
         );
     }
-    let interrupted = crate::storage::snapshots::fail_interrupted(&db)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.detail))?;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "marked export snapshots interrupted by the previous shutdown as failed"
-        );
-    }
     let metrics = Metrics::new().context("registering metrics")?;
     let listen = config.listen;
     let purge = (config.audit_purge_interval_secs > 0).then(|| {
@@ -183,6 +174,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     let lease = std::time::Duration::from_secs(config.worker_lease_secs.max(1));
     let handlers = handlers(&db, &jobs, &config)?;
     let sweeper = tokio::spawn(sweep_webhooks(db.clone(), jobs.clone()));
+    let export_sweeper = tokio::spawn(sweep_exports(db.clone(), jobs.clone()));
     let shutdown_delay = std::time::Duration::from_secs(config.shutdown_delay_secs);
     let links = crate::links::LinkSigner::for_config(&config)?;
     let state = AppState::new(
@@ -243,6 +235,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
         task.abort();
     }
     sweeper.abort();
+    export_sweeper.abort();
     let _ = stop_workers.send(true);
     if let Some(w) = worker {
         let _ = w.await;
@@ -379,7 +372,7 @@ pub fn sealer(db: &Db, config: &Config) -> anyhow::Result<Arc<crate::secrets::Se
 }
 
 /// Every job handler a process registers: the built-in ones, webhook delivery, the ML
-/// backends' predictions and trainings, imports run as jobs and storage syncs.
+/// backends' predictions and trainings, imports, export snapshots and storage syncs run as jobs.
 pub fn handlers(
     db: &Db,
     jobs: &crate::jobs::Jobs,
@@ -392,12 +385,31 @@ pub fn handlers(
         .map_err(|e| anyhow::anyhow!(e))?;
     let handlers = ml.register(delivery.register(crate::jobs::builtin_handlers()));
     let handlers = crate::localfiles::register(db.clone(), jobs.clone(), config.clone(), handlers);
+    let handlers = crate::exports::register(db.clone(), handlers);
     Ok(crate::imports::register(
         db.clone(),
         jobs.clone(),
         config.data_dir.clone(),
         handlers,
     ))
+}
+
+/// Every minute, fails export snapshots and conversions whose job ended without writing them
+/// (killed on its last attempt, timed out, deleted). Only work whose job is over is touched:
+/// never what another replica's worker is writing.
+async fn sweep_exports(db: Db, jobs: crate::jobs::Jobs) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match crate::exports::sweep(&db, &jobs, crate::exports::SWEEP_GRACE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(exports = n, "failed export snapshots whose job ended"),
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeping export snapshots failed; retrying later")
+            }
+        }
+    }
 }
 
 /// Every minute, starts delivery of webhook events that no pass holds (recorded just before a

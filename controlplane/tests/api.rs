@@ -9,6 +9,8 @@ mod jobs;
 mod matrix;
 #[path = "suites/ml.rs"]
 mod ml;
+#[path = "suites/snapshots.rs"]
+mod snapshots;
 #[path = "suites/storage.rs"]
 mod storage;
 #[path = "suites/tenancy.rs"]
@@ -526,6 +528,7 @@ both_backends! {
     }
 
     async fn exports(app) {
+        let _worker = webhooks::start_worker(&app);
         let p = app.mk_project(&app.owner, json!({})).await;
         let ids = app.mk_tasks(&app.owner, p, 4).await;
         app.post(&format!("/api/tasks/{}/annotations", ids[0]), &app.owner, json!({"result": choice("pos"), "lead_time": 3.0})).await.expect(StatusCode::CREATED);
@@ -583,6 +586,7 @@ both_backends! {
         app.get(&format!("/api/projects/{p}/exports/{sid}/download?exportType=CSV"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
         let converted = app.post(&format!("/api/projects/{p}/exports/{sid}/convert"), &app.owner, json!({"export_type": "CSV"})).await.expect(StatusCode::OK);
         assert_eq!(converted["export_type"], json!("CSV"));
+        wait_conversion(&app, p, sid, "CSV").await;
         let csv = app.get(&format!("/api/projects/{p}/exports/{sid}/download?exportType=CSV"), &app.owner).await;
         assert_eq!(csv.status, StatusCode::OK);
         assert_eq!(csv.text.lines().count(), 3, "header + one row per annotation: {}", csv.text);
@@ -611,21 +615,6 @@ both_backends! {
             assert_eq!(t["annotations"].as_array().map(Vec::len), Some(6));
             assert_eq!(t["predictions"].as_array().map(Vec::len), Some(6));
         }
-    }
-
-    async fn snapshots_interrupted_by_a_restart_are_failed(app) {
-        use verity_controlplane::storage::{snapshots, Db};
-        let p = app.mk_project(&app.owner, json!({})).await;
-        let sql = "insert into export_snapshot (project_id, title, status, params, created_at) values ($1, 'x', 'in_progress', '{}', 0) returning id";
-        let id: i64 = match &app.db {
-            Db::Postgres(pool) => sqlx::query_scalar(sql).bind(p).fetch_one(pool).await.expect("insert"),
-            Db::Sqlite { write, .. } => sqlx::query_scalar(sql).bind(p).fetch_one(write).await.expect("insert"),
-        };
-        assert_eq!(snapshots::fail_interrupted(&app.db).await.expect("recover"), 1);
-        let snap = app.get(&format!("/api/projects/{p}/exports/{id}"), &app.owner).await.expect(StatusCode::OK);
-        assert_eq!(snap["status"], json!("failed"));
-        assert!(snap["error"].as_str().is_some_and(|e| e.contains("restart")));
-        app.get(&format!("/api/projects/{p}/exports/{id}/download"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
     }
 
     async fn skips_complete_tasks_only_under_ignore_skipped(app) {
@@ -1777,6 +1766,7 @@ async fn scalar_i64(app: &TestApp, sql: &str) -> i64 {
 
 both_backends! {
     async fn concurrent_conversions_of_one_snapshot_both_land(app) {
+        let _worker = webhooks::start_worker(&app);
         let p = app.mk_project(&app.owner, json!({})).await;
         let ids = app.mk_tasks(&app.owner, p, 50).await;
         for id in &ids {
@@ -1800,6 +1790,8 @@ both_backends! {
             };
             let (csv, tsv) = (convert("CSV"), convert("TSV"));
             assert_eq!((csv.await.expect("csv"), tsv.await.expect("tsv")), (StatusCode::OK, StatusCode::OK));
+            wait_conversion(&app, p, sid, "CSV").await;
+            wait_conversion(&app, p, sid, "TSV").await;
             let s = app.get(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect(StatusCode::OK);
             let mut formats: Vec<String> = s["converted_formats"].as_array().expect("list").iter().map(|c| c["export_type"].as_str().unwrap_or_default().to_string()).collect();
             formats.sort();
@@ -2125,4 +2117,42 @@ async fn async_imports_run_as_jobs_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn async_imports_run_as_jobs_postgres() {
     async_imports_run_as_jobs(Backend::Postgres).await;
+}
+
+/// Polls an export snapshot until it is completed or failed.
+async fn wait_snapshot(app: &TestApp, p: i64, id: i64) -> Value {
+    for _ in 0..1500 {
+        let got = app
+            .get(&format!("/api/projects/{p}/exports/{id}"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        if got["status"] == json!("completed") || got["status"] == json!("failed") {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("export {id} did not end");
+}
+
+/// Polls a snapshot's conversion to `format` until it is completed or failed; answers its
+/// `converted_formats` entry.
+async fn wait_conversion(app: &TestApp, p: i64, id: i64, format: &str) -> Value {
+    for _ in 0..1500 {
+        let got = app
+            .get(&format!("/api/projects/{p}/exports/{id}"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        let entry = got["converted_formats"].as_array().and_then(|l| {
+            l.iter()
+                .find(|c| c["export_type"] == json!(format))
+                .cloned()
+        });
+        if let Some(entry) = entry
+            && (entry["status"] == json!("completed") || entry["status"] == json!("failed"))
+        {
+            return entry;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the conversion of export {id} to {format} did not end");
 }

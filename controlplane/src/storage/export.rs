@@ -153,10 +153,7 @@ async fn produce(
 ) -> ApiResult<()> {
     let condition = selection.condition();
     let neutralize = !selection.keep_formulas;
-    let controls: Vec<String> = project
-        .config()
-        .map(|c| c.controls().iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default();
+    let controls = controls(project);
     let columns = if matches!(format, ExportFormat::Csv | ExportFormat::Tsv) {
         Some(csv_columns(db, project.id, &condition, &controls).await?)
     } else {
@@ -330,6 +327,13 @@ async fn csv_columns(
             break;
         }
     }
+    Ok(column_order(keys, controls))
+}
+
+/// The CSV/TSV columns: the data keys in order, then the label config's controls, then the
+/// annotation's fields (shared by the direct export and a snapshot's conversion, so both give
+/// the same file).
+pub(crate) fn column_order(keys: BTreeSet<String>, controls: &[String]) -> Vec<String> {
     let mut cols: Vec<String> = keys.into_iter().collect();
     for c in controls {
         if !cols.contains(c) {
@@ -348,7 +352,15 @@ async fn csv_columns(
             cols.push(fixed.to_string());
         }
     }
-    Ok(cols)
+    cols
+}
+
+/// The names of the controls of a project's label config (CSV/TSV columns).
+pub(crate) fn controls(project: &ProjectRow) -> Vec<String> {
+    project
+        .config()
+        .map(|c| c.controls().iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
 }
 
 pub(crate) fn cell(value: Option<&Value>) -> String {

@@ -1,15 +1,17 @@
-//! Export snapshots: a JSON export of a project written to the data directory in the background
-//! (`created` → `in_progress` → `completed`/`failed`), convertible to the other formats and
-//! downloadable later — the flow Label Studio Enterprise clients poll.
+//! Export snapshots: a JSON export of a project written by a job (`created` → `in_progress` →
+//! `completed`/`failed`), convertible to the other formats by further jobs and downloadable
+//! later — the flow Label Studio Enterprise clients poll. ADR 0023 records the rules.
 //!
-//! Files live under `<data_dir>/exports/<project>/`; a process restart marks snapshots that
-//! were being written as failed instead of leaving them in progress forever.
+//! The files live in the database, in chunks of [`CHUNK`] bytes, never in a server's data
+//! directory: any replica serves a snapshot any worker wrote. A file is written under a
+//! `writer` token of its own (one per job attempt) and becomes downloadable only in the
+//! transaction that marks it completed, so a half-written file is never visible and an attempt
+//! that lost its job to a retry can neither finish nor disturb the retry's file. This module
+//! never talks to the job queue (see `crate::exports`).
 
-use std::path::{Path, PathBuf};
-
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     Db,
@@ -25,6 +27,9 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
 };
 
+/// Bytes per stored chunk: what a writer holds in memory and a download reads at once.
+pub const CHUNK: usize = 1024 * 1024;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct SnapshotRow {
     id: i64,
@@ -39,10 +44,11 @@ struct SnapshotRow {
     created_at: i64,
     finished_at: Option<i64>,
     converted: String,
+    job_id: Option<String>,
 }
 
 const COLUMNS: &str = "e.id, e.title, e.status, e.created_by, u.email as creator_email, e.task_count, \
-    e.annotation_count, e.md5, e.error, e.created_at, e.finished_at, e.converted";
+    e.annotation_count, e.md5, e.error, e.created_at, e.finished_at, e.converted, e.job_id";
 
 /// An export snapshot as Label Studio shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -64,11 +70,14 @@ pub struct SnapshotView {
     /// `{"task_number", "annotation_number"}`.
     #[schema(value_type = Object)]
     pub counters: Value,
-    /// Converted formats: `[{"id", "export_type", "status", "traceback"}]`.
+    /// Converted formats: `[{"id", "export_type", "status", "traceback", "job", "requested_at"}]`
+    /// (`status`: `created`, `in_progress`, `completed` or `failed`, the reason in `traceback`).
     #[schema(value_type = Vec<Object>)]
     pub converted_formats: Value,
     /// Failure reason.
     pub error: Option<String>,
+    /// The job that writes it (poll `/api/jobs/{id}` for attempts and progress).
+    pub job: Option<String>,
 }
 
 impl SnapshotRow {
@@ -92,25 +101,13 @@ impl SnapshotRow {
             counters: json!({"task_number": self.task_count, "annotation_number": self.annotation_count}),
             converted_formats: converted,
             error: self.error.clone(),
+            job: self.job_id.clone(),
         }
     }
 }
 
-fn dir(data_dir: &Path, project: i64) -> PathBuf {
-    data_dir.join("exports").join(project.to_string())
-}
-
-fn file(data_dir: &Path, project: i64, id: i64, format: ExportFormat) -> PathBuf {
-    let name = match format {
-        ExportFormat::Json => format!("{id}.json"),
-        ExportFormat::JsonMin => format!("{id}.min.json"),
-        ExportFormat::Csv => format!("{id}.csv"),
-        ExportFormat::Tsv => format!("{id}.tsv"),
-    };
-    dir(data_dir, project).join(name)
-}
-
-fn format_name(format: ExportFormat) -> &'static str {
+/// The stored name of a format (Label Studio's `export_type`).
+pub fn format_name(format: ExportFormat) -> &'static str {
     match format {
         ExportFormat::Json => "JSON",
         ExportFormat::JsonMin => "JSON_MIN",
@@ -134,17 +131,17 @@ async fn row(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<Snap
     found.ok_or_else(|| ApiError::not_found("export"))
 }
 
-/// Snapshots of one project made at the same time, at most.
+/// Snapshots of one project queued or being made at the same time, at most.
 pub const MAX_RUNNING: i64 = 2;
 
-/// Creates a snapshot and starts writing it in the background (409 while [`MAX_RUNNING`] of
-/// the project are being made).
+/// Records a new snapshot (`created`) that job `job` will write (409 while [`MAX_RUNNING`] of
+/// the project are queued or being made). The caller enqueues the job under that id.
 pub async fn create(
     db: &Db,
     actor: &Actor,
-    data_dir: &Path,
     project_id: i64,
     body: &Map<String, Value>,
+    job: &str,
 ) -> ApiResult<SnapshotView> {
     let project = projects::get_row(db, actor, project_id, Permission::ExportRun).await?;
     let title = match body.get("title") {
@@ -180,7 +177,7 @@ pub async fn create(
         // project); the project lock makes the count and the insert one step.
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
         let running: i64 = sqlx::query_scalar(
-            "select count(*) from export_snapshot where project_id = $1 and status = 'in_progress'",
+            "select count(*) from export_snapshot where project_id = $1 and status in ('created', 'in_progress')",
         )
         .bind(project_id)
         .fetch_one(&mut *tx)
@@ -194,8 +191,8 @@ pub async fn create(
             ));
         }
         let id: i64 = sqlx::query_scalar(
-            "insert into export_snapshot (project_id, title, status, created_by, params, task_count, annotation_count, created_at) \
-             values ($1, $2, 'in_progress', $3, $4, $5, $6, $7) returning id",
+            "insert into export_snapshot (project_id, title, status, created_by, params, task_count, annotation_count, created_at, job_id) \
+             values ($1, $2, 'created', $3, $4, $5, $6, $7, $8) returning id",
         )
         .bind(project_id)
         .bind(&title)
@@ -204,6 +201,7 @@ pub async fn create(
         .bind(project.task_number)
         .bind(project.total_annotations_number)
         .bind(now)
+        .bind(job)
         .fetch_one(&mut *tx)
         .await?;
         audit!(
@@ -213,97 +211,571 @@ pub async fn create(
                 "export.create",
                 "project",
                 project_id,
-                json!({"export": id, "title": title})
+                json!({"export": id, "title": title, "job": job})
             )
         );
         Ok::<_, ApiError>(id)
     })?;
-    let (db2, data_dir) = (db.clone(), data_dir.to_path_buf());
-    tokio::spawn(async move {
-        let path = file(&data_dir, project_id, id, ExportFormat::Json);
-        let selection = Selection {
-            all_tasks: !only_annotated,
-            ids: None,
-            // A snapshot is JSON; its CSV/TSV conversions always neutralise formulas.
-            keep_formulas: false,
-        };
-        let outcome = write_export(&db2, project, selection, &path).await;
-        let (status, error) = match outcome {
-            Ok(()) => ("completed", None),
-            Err(e) => {
-                tracing::error!(export = id, error = %e, "export snapshot failed");
-                ("failed", Some(e))
-            }
-        };
-        let _ = finish(&db2, id, status, error).await;
-    });
     Ok(row(db, actor, project_id, id).await?.view())
 }
 
-async fn write_export(
-    db: &Db,
-    project: projects::ProjectRow,
-    selection: Selection,
-    path: &Path,
-) -> Result<(), String> {
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let partial = partial_of(path);
-    let mut out = tokio::fs::File::create(&partial)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut rx = export::start(db.clone(), project, ExportFormat::Json, selection);
-    while let Some(chunk) = rx.recv().await {
-        let bytes = chunk.map_err(|e| e.to_string())?;
-        out.write_all(&bytes).await.map_err(|e| e.to_string())?;
-    }
-    out.sync_all().await.map_err(|e| e.to_string())?;
-    tokio::fs::rename(&partial, path)
-        .await
-        .map_err(|e| e.to_string())
+/// A snapshot as the job that writes it (or its conversions) sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobTarget {
+    /// Snapshot id.
+    pub id: i64,
+    /// Its project.
+    pub project_id: i64,
+    /// The project's organization.
+    pub organization_id: i64,
+    /// `created`, `in_progress`, `completed` or `failed`.
+    pub status: String,
+    /// `{"only_with_annotations": bool}`.
+    pub params: String,
+    /// The converted formats (JSON list).
+    pub converted: String,
+    /// The job that writes the snapshot.
+    pub job_id: Option<String>,
+    /// Creation time (UTC microseconds).
+    pub created_at: i64,
 }
 
-/// A file name of its own for writing `path` before the atomic rename: two conversions of one
-/// snapshot (CSV and TSV) never write into the same file.
-fn partial_of(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()))
+impl JobTarget {
+    /// The tasks the snapshot takes.
+    pub fn selection(&self) -> Selection {
+        let params: Value = serde_json::from_str(&self.params).unwrap_or_default();
+        Selection {
+            all_tasks: !params["only_with_annotations"].as_bool().unwrap_or(false),
+            ids: None,
+            // A snapshot is JSON; its CSV/TSV conversions always neutralise formulas.
+            keep_formulas: false,
+        }
+    }
+
+    /// The conversion entry of `format`, if requested.
+    pub fn conversion(&self, format: ExportFormat) -> Option<Value> {
+        let converted: Vec<Value> = serde_json::from_str(&self.converted).unwrap_or_default();
+        converted
+            .into_iter()
+            .find(|c| c["export_type"] == json!(format_name(format)))
+    }
 }
 
-async fn finish(db: &Db, id: i64, status: &str, error: Option<String>) -> ApiResult<()> {
-    let now = now_micros();
+const TARGET: &str = "select e.id, e.project_id, p.organization_id, e.status, e.params, e.converted, e.job_id, e.created_at \
+    from export_snapshot e join project p on p.id = e.project_id";
+
+/// A snapshot by id (jobs; no authorization: the request that queued the job checked it).
+pub async fn by_id(db: &Db, id: i64) -> ApiResult<Option<JobTarget>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_as(&format!("{TARGET} where e.id = $1"))
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+    }))
+}
+
+/// Snapshots or conversions still waiting for their job or being written (the sweep of
+/// `crate::exports` checks that their jobs are alive).
+pub async fn pending(db: &Db) -> ApiResult<Vec<JobTarget>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "{TARGET} where e.status in ('created', 'in_progress') \
+             or e.converted like '%\"created\"%' or e.converted like '%\"in_progress\"%' order by e.id"
+        ))
+        .fetch_all(conn)
+        .await?
+    }))
+}
+
+/// One attempt at writing one file of a snapshot.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    /// Snapshot id.
+    pub snapshot: i64,
+    /// The file's format.
+    pub format: ExportFormat,
+    /// Names this attempt; its chunks are stored under it.
+    pub token: String,
+}
+
+/// Reads and rewrites the converted list of a snapshot inside `tx` (row-locked on
+/// PostgreSQL, so that two conversions finishing at once both stay listed).
+macro_rules! update_converted {
+    ($tx:ident, $dialect:expr, $id:expr, |$list:ident| $change:block) => {{
+        let current: Option<String> = sqlx::query_scalar(&format!(
+            "select converted from export_snapshot where id = $1{}",
+            $dialect.for_update()
+        ))
+        .bind($id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match current {
+            None => None,
+            Some(current) => {
+                let mut $list: Vec<Value> = serde_json::from_str(&current).unwrap_or_default();
+                let out = $change;
+                sqlx::query("update export_snapshot set converted = $1 where id = $2")
+                    .bind(Value::Array($list.clone()).to_string())
+                    .bind($id)
+                    .execute(&mut *$tx)
+                    .await?;
+                Some(out)
+            }
+        }
+    }};
+}
+
+/// Starts an attempt of job `job` at writing `writer`'s file: marks the snapshot (JSON) or
+/// its conversion in progress and drops whatever an earlier attempt left. `false`: there is
+/// nothing to write (the snapshot is gone, finished, or no longer this job's).
+pub async fn begin(db: &Db, writer: &Writer, job: &str) -> ApiResult<bool> {
+    let name = format_name(writer.format);
+    let dialect = db.dialect();
     with_tx!(db, tx, {
+        let ours = if writer.format == ExportFormat::Json {
+            sqlx::query(
+                "update export_snapshot set status = 'in_progress' \
+                 where id = $1 and job_id = $2 and status in ('created', 'in_progress')",
+            )
+            .bind(writer.snapshot)
+            .bind(job)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1
+        } else {
+            update_converted!(tx, dialect, writer.snapshot, |list| {
+                let mut ours = false;
+                for c in list.iter_mut() {
+                    if c["export_type"] == json!(name)
+                        && c["job"] == json!(job)
+                        && (c["status"] == json!("created") || c["status"] == json!("in_progress"))
+                    {
+                        c["status"] = json!("in_progress");
+                        ours = true;
+                    }
+                }
+                ours
+            })
+            .unwrap_or(false)
+        };
+        if !ours {
+            return Ok(false);
+        }
+        sqlx::query("delete from export_snapshot_chunk where snapshot_id = $1 and format = $2")
+            .bind(writer.snapshot)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("delete from export_snapshot_file where snapshot_id = $1 and format = $2")
+            .bind(writer.snapshot)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
-            "update export_snapshot set status = $1, error = $2, finished_at = $3 where id = $4",
+            "insert into export_snapshot_file (snapshot_id, format, writer, status) values ($1, $2, $3, 'writing')",
         )
-        .bind(status)
-        .bind(&error)
-        .bind(now)
-        .bind(id)
+        .bind(writer.snapshot)
+        .bind(name)
+        .bind(&writer.token)
         .execute(&mut *tx)
         .await?;
-        Ok::<_, ApiError>(())
+        Ok::<_, ApiError>(true)
     })
 }
 
-/// Marks snapshots left in progress by a previous process as failed (called at start-up).
-pub async fn fail_interrupted(db: &Db) -> ApiResult<u64> {
-    let now = now_micros();
+/// Stores chunk `seq`; `false` when the attempt no longer owns the file (a retry took over, or
+/// the snapshot was deleted): the writer must stop.
+async fn put_chunk(db: &Db, writer: &Writer, seq: i64, body: &[u8]) -> ApiResult<bool> {
     with_tx!(db, tx, {
         let done = sqlx::query(
-            "update export_snapshot set status = 'failed', error = 'interrupted by a server restart; create a new export', \
-             finished_at = $1 where status = 'in_progress'",
+            "insert into export_snapshot_chunk (snapshot_id, format, writer, seq, body) \
+             select $1, $2, $3, $4, $5 where exists (select 1 from export_snapshot_file \
+             where snapshot_id = $1 and format = $2 and writer = $3 and status = 'writing')",
         )
-        .bind(now)
+        .bind(writer.snapshot)
+        .bind(format_name(writer.format))
+        .bind(&writer.token)
+        .bind(seq)
+        .bind(body)
         .execute(&mut *tx)
         .await?;
-        Ok::<_, ApiError>(done.rows_affected())
+        Ok::<_, ApiError>(done.rows_affected() == 1)
+    })
+}
+
+/// Makes the attempt's file the snapshot's (or the conversion's), completed, in one
+/// transaction; `false` when the attempt no longer owns the file.
+async fn complete(db: &Db, writer: &Writer, size: i64, chunks: i64) -> ApiResult<bool> {
+    let name = format_name(writer.format);
+    let dialect = db.dialect();
+    let now = now_micros();
+    with_tx!(db, tx, {
+        let owned = sqlx::query(
+            "update export_snapshot_file set status = 'completed', size = $1, chunks = $2 \
+             where snapshot_id = $3 and format = $4 and writer = $5 and status = 'writing'",
+        )
+        .bind(size)
+        .bind(chunks)
+        .bind(writer.snapshot)
+        .bind(name)
+        .bind(&writer.token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !owned {
+            return Ok(false);
+        }
+        // Chunks an attempt that lost its job wrote meanwhile.
+        sqlx::query(
+            "delete from export_snapshot_chunk where snapshot_id = $1 and format = $2 and writer <> $3",
+        )
+        .bind(writer.snapshot)
+        .bind(name)
+        .bind(&writer.token)
+        .execute(&mut *tx)
+        .await?;
+        if writer.format == ExportFormat::Json {
+            sqlx::query(
+                "update export_snapshot set status = 'completed', error = null, finished_at = $1 where id = $2",
+            )
+            .bind(now)
+            .bind(writer.snapshot)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            update_converted!(tx, dialect, writer.snapshot, |list| {
+                for c in list.iter_mut() {
+                    if c["export_type"] == json!(name) {
+                        c["status"] = json!("completed");
+                        c["traceback"] = Value::Null;
+                    }
+                }
+            });
+        }
+        Ok::<_, ApiError>(true)
+    })
+}
+
+/// Marks the snapshot (JSON) or its conversion to `format` failed with `reason`, if job `job`
+/// still owns it and it has not ended; its partial file goes. `true` if it changed anything.
+pub async fn fail(
+    db: &Db,
+    id: i64,
+    format: ExportFormat,
+    job: &str,
+    reason: &str,
+) -> ApiResult<bool> {
+    let name = format_name(format);
+    let dialect = db.dialect();
+    let now = now_micros();
+    with_tx!(db, tx, {
+        let changed = if format == ExportFormat::Json {
+            sqlx::query(
+                "update export_snapshot set status = 'failed', error = $1, finished_at = $2 \
+                 where id = $3 and job_id = $4 and status in ('created', 'in_progress')",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .bind(job)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1
+        } else {
+            update_converted!(tx, dialect, id, |list| {
+                let mut changed = false;
+                for c in list.iter_mut() {
+                    if c["export_type"] == json!(name)
+                        && c["job"] == json!(job)
+                        && (c["status"] == json!("created") || c["status"] == json!("in_progress"))
+                    {
+                        c["status"] = json!("failed");
+                        c["traceback"] = json!(reason);
+                        changed = true;
+                    }
+                }
+                changed
+            })
+            .unwrap_or(false)
+        };
+        if changed {
+            sqlx::query("delete from export_snapshot_chunk where snapshot_id = $1 and format = $2")
+                .bind(id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("delete from export_snapshot_file where snapshot_id = $1 and format = $2")
+                .bind(id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok::<_, ApiError>(changed)
+    })
+}
+
+/// Why a write stopped.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Another attempt owns the file now, or the snapshot was deleted: stop quietly.
+    Superseded,
+    /// The export or the database failed (a retry may succeed).
+    Failed(String),
+    /// The stored snapshot cannot be read as an export (a retry would fail the same way).
+    Invalid(String),
+}
+
+impl From<ApiError> for WriteError {
+    fn from(e: ApiError) -> Self {
+        WriteError::Failed(e.internal.unwrap_or(e.detail))
+    }
+}
+
+/// Buffers a file's bytes and stores them in chunks of exactly [`CHUNK`] bytes (the last one
+/// shorter): memory holds one chunk.
+struct ChunkWriter<'a> {
+    db: &'a Db,
+    writer: &'a Writer,
+    buf: Vec<u8>,
+    seq: i64,
+    size: i64,
+}
+
+impl<'a> ChunkWriter<'a> {
+    fn new(db: &'a Db, writer: &'a Writer) -> Self {
+        Self {
+            db,
+            writer,
+            buf: Vec::with_capacity(CHUNK),
+            seq: 0,
+            size: 0,
+        }
+    }
+
+    async fn write(&mut self, mut bytes: &[u8]) -> Result<(), WriteError> {
+        self.size += i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        while !bytes.is_empty() {
+            let take = (CHUNK - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == CHUNK {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), WriteError> {
+        if !put_chunk(self.db, self.writer, self.seq, &self.buf).await? {
+            return Err(WriteError::Superseded);
+        }
+        self.seq += 1;
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), WriteError> {
+        if !self.buf.is_empty() {
+            self.flush().await?;
+        }
+        if complete(self.db, self.writer, self.size, self.seq).await? {
+            Ok(())
+        } else {
+            Err(WriteError::Superseded)
+        }
+    }
+}
+
+/// Writes the snapshot's JSON export of `target` (after [`begin`]) and completes it.
+pub async fn write_json(db: &Db, writer: &Writer, target: &JobTarget) -> Result<(), WriteError> {
+    let actor = Actor::instance(target.organization_id, Default::default());
+    let project = projects::get_row(db, &actor, target.project_id, Permission::ExportRun).await?;
+    let mut out = ChunkWriter::new(db, writer);
+    let mut rx = export::start(db.clone(), project, ExportFormat::Json, target.selection());
+    while let Some(bytes) = rx.recv().await {
+        let bytes = bytes.map_err(|e| WriteError::Failed(e.to_string()))?;
+        out.write(&bytes).await?;
+    }
+    out.finish().await
+}
+
+/// Writes the conversion of a completed snapshot's JSON to `writer.format` (after [`begin`])
+/// and completes it. Streams the snapshot's tasks through the splitter, twice for CSV/TSV (the
+/// header needs every data key first); memory stays bounded by a chunk and a task.
+pub async fn write_conversion(
+    db: &Db,
+    writer: &Writer,
+    target: &JobTarget,
+) -> Result<(), WriteError> {
+    let Some(source) = stored(db, writer.snapshot, ExportFormat::Json).await? else {
+        return Err(WriteError::Failed(
+            "the snapshot's JSON is not stored; create a new export".into(),
+        ));
+    };
+    let format = writer.format;
+    let sep = if format == ExportFormat::Tsv {
+        b'\t'
+    } else {
+        b','
+    };
+    let mut columns: Vec<String> = Vec::new();
+    if matches!(format, ExportFormat::Csv | ExportFormat::Tsv) {
+        // The direct export's columns: data keys, the label config's controls, the fixed ones.
+        let actor = Actor::instance(target.organization_id, Default::default());
+        let project =
+            projects::get_row(db, &actor, target.project_id, Permission::ExportRun).await?;
+        let mut keys = std::collections::BTreeSet::new();
+        for_each_task(db, &source, None, |task| {
+            if let Some(data) = task.get("data").and_then(Value::as_object) {
+                for k in data.keys() {
+                    if keys.len() < 1000 {
+                        keys.insert(k.clone());
+                    }
+                }
+            }
+            Ok(Vec::new())
+        })
+        .await?;
+        columns = export::column_order(keys, &export::controls(&project));
+    }
+    let mut out = ChunkWriter::new(db, writer);
+    match format {
+        ExportFormat::JsonMin => out.write(b"[").await?,
+        _ => {
+            out.write(&export::csv_line(
+                columns.iter().map(String::as_str),
+                sep,
+                true,
+            ))
+            .await?
+        }
+    }
+    let mut first = true;
+    for_each_task(db, &source, Some(&mut out), |task| {
+        let mut bytes = Vec::new();
+        for row in export::min_rows(&task) {
+            if format == ExportFormat::JsonMin {
+                if !first {
+                    bytes.push(b',');
+                }
+                first = false;
+                serde_json::to_writer(&mut bytes, &row).map_err(|e| e.to_string())?;
+            } else {
+                let cells: Vec<String> = columns.iter().map(|c| export::cell(row.get(c))).collect();
+                bytes.extend(export::csv_line(
+                    cells.iter().map(String::as_str),
+                    sep,
+                    true,
+                ));
+            }
+        }
+        Ok(bytes)
+    })
+    .await?;
+    if format == ExportFormat::JsonMin {
+        out.write(b"]").await?;
+    }
+    out.finish().await
+}
+
+/// Feeds the tasks of a stored JSON file to `f`, chunk by chunk, writing what `f` answers to
+/// `out`.
+async fn for_each_task(
+    db: &Db,
+    source: &StoredFile,
+    mut out: Option<&mut ChunkWriter<'_>>,
+    mut f: impl FnMut(Value) -> Result<Vec<u8>, String>,
+) -> Result<(), WriteError> {
+    let mut splitter = JsonSplitter::new();
+    for seq in 0..source.chunks {
+        let chunk = read_chunk(db, source, seq).await?;
+        let mut tasks = Vec::new();
+        splitter.feed(&chunk, &mut tasks).map_err(|e| {
+            WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}"))
+        })?;
+        for raw in tasks {
+            let task: Value = serde_json::from_slice(&raw).map_err(|e| {
+                WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}"))
+            })?;
+            let bytes = f(task).map_err(WriteError::Failed)?;
+            if let Some(out) = out.as_deref_mut() {
+                out.write(&bytes).await?;
+            }
+        }
+    }
+    splitter
+        .finish()
+        .map_err(|e| WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}")))
+}
+
+/// A completed, stored file of a snapshot.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredFile {
+    /// Snapshot id.
+    pub snapshot_id: i64,
+    /// Format name.
+    pub format: String,
+    /// The attempt that wrote it.
+    pub writer: String,
+    /// Bytes.
+    pub size: i64,
+    /// Chunks.
+    pub chunks: i64,
+}
+
+async fn stored(db: &Db, id: i64, format: ExportFormat) -> ApiResult<Option<StoredFile>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_as(
+            "select snapshot_id, format, writer, size, chunks from export_snapshot_file \
+             where snapshot_id = $1 and format = $2 and status = 'completed'",
+        )
+        .bind(id)
+        .bind(format_name(format))
+        .fetch_optional(conn)
+        .await?
+    }))
+}
+
+async fn read_chunk(db: &Db, file: &StoredFile, seq: i64) -> ApiResult<Vec<u8>> {
+    let body: Option<Vec<u8>> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select body from export_snapshot_chunk where snapshot_id = $1 and format = $2 and writer = $3 and seq = $4",
+        )
+        .bind(file.snapshot_id)
+        .bind(&file.format)
+        .bind(&file.writer)
+        .bind(seq)
+        .fetch_optional(conn)
+        .await?
+    });
+    body.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("export {} was deleted while it was read", file.snapshot_id),
+        )
+    })
+}
+
+/// The chunks of a stored file in order, read one at a time (a download holds one chunk).
+pub fn stream(
+    db: Db,
+    file: StoredFile,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::unfold((db, file, 0i64), |(db, file, seq)| async move {
+        if seq >= file.chunks {
+            return None;
+        }
+        match read_chunk(&db, &file, seq).await {
+            Ok(body) => Some((Ok(Bytes::from(body)), (db, file, seq + 1))),
+            Err(e) => {
+                tracing::warn!(export = file.snapshot_id, error = %e.detail, "export download failed");
+                let end = file.chunks;
+                Some((Err(std::io::Error::other(e.detail)), (db, file, end)))
+            }
+        }
     })
 }
 
@@ -327,20 +799,17 @@ pub async fn get(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<
     Ok(row(db, actor, project_id, id).await?.view())
 }
 
-/// Deletes a snapshot and its files.
-pub async fn delete(
-    db: &Db,
-    actor: &Actor,
-    data_dir: &Path,
-    project_id: i64,
-    id: i64,
-) -> ApiResult<()> {
+/// Deletes a snapshot with its stored files (a job still writing it stops at its next chunk).
+pub async fn delete(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<()> {
     row(db, actor, project_id, id).await?;
     with_tx!(db, tx, {
-        sqlx::query("delete from export_snapshot where id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        for statement in [
+            "delete from export_snapshot_chunk where snapshot_id = $1",
+            "delete from export_snapshot_file where snapshot_id = $1",
+            "delete from export_snapshot where id = $1",
+        ] {
+            sqlx::query(statement).bind(id).execute(&mut *tx).await?;
+        }
         audit!(
             tx,
             Prepared::new(
@@ -352,27 +821,21 @@ pub async fn delete(
             )
         );
         Ok::<_, ApiError>(())
-    })?;
-    for format in [
-        ExportFormat::Json,
-        ExportFormat::JsonMin,
-        ExportFormat::Csv,
-        ExportFormat::Tsv,
-    ] {
-        let _ = tokio::fs::remove_file(file(data_dir, project_id, id, format)).await;
-    }
-    Ok(())
+    })
 }
 
-/// Converts a completed snapshot to another format (from the snapshot file, not the live data).
+/// Asks for the conversion of a completed snapshot to `format`, to be written by job `job`.
+/// Answers Label Studio's `{"export_type", "converted_format"}` and what changed: a
+/// conversion queued, running or done is not made twice (a snapshot does not change; nothing
+/// changes), a failed one is made again; JSON is the snapshot itself (listed, no job).
 pub async fn convert(
     db: &Db,
     actor: &Actor,
-    data_dir: &Path,
     project_id: i64,
     id: i64,
     format: ExportFormat,
-) -> ApiResult<Value> {
+    job: &str,
+) -> ApiResult<(Value, Conversion)> {
     let snapshot = row(db, actor, project_id, id).await?;
     if snapshot.status != "completed" {
         return Err(ApiError::bad_request(
@@ -383,163 +846,82 @@ pub async fn convert(
             ),
         ));
     }
-    if format != ExportFormat::Json {
-        let source = file(data_dir, project_id, id, ExportFormat::Json);
-        let target = file(data_dir, project_id, id, format);
-        convert_file(&source, &target, format)
-            .await
-            .map_err(ApiError::internal)?;
-    }
     let name = format_name(format);
     let dialect = db.dialect();
-    // Read, change and write the list in one transaction (row-locked on PostgreSQL): two
-    // conversions finishing at once both stay listed.
-    let converted: Vec<Value> = with_tx!(db, tx, {
-        let current: String = sqlx::query_scalar(&format!(
-            "select converted from export_snapshot where id = $1{}",
-            dialect.for_update()
-        ))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut converted: Vec<Value> = serde_json::from_str(&current).unwrap_or_default();
-        converted.retain(|c| c["export_type"] != json!(name));
-        converted.push(json!({"id": converted.len() + 1, "export_type": name, "status": "completed", "traceback": null}));
-        sqlx::query("update export_snapshot set converted = $1 where id = $2")
-            .bind(Value::Array(converted.clone()).to_string())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        audit!(
-            tx,
-            Prepared::new(
-                actor,
-                "export.convert",
-                "project",
-                project_id,
-                json!({"export": id, "format": name})
-            )
-        );
-        Ok::<_, ApiError>(converted)
-    })?;
-    Ok(json!({"export_type": name, "converted_format": converted.len()}))
-}
-
-/// Streams the snapshot's tasks through the splitter, twice for CSV/TSV (the header needs every
-/// data key first). Memory stays bounded by one task.
-async fn convert_file(source: &Path, target: &Path, format: ExportFormat) -> Result<(), String> {
-    let sep = if format == ExportFormat::Tsv {
-        b'\t'
-    } else {
-        b','
-    };
-    let mut columns: Vec<String> = Vec::new();
-    if matches!(format, ExportFormat::Csv | ExportFormat::Tsv) {
-        let mut keys = std::collections::BTreeSet::new();
-        for_each_task(
-            source,
-            |task| {
-                for row in export::min_rows(&task) {
-                    for k in row.keys() {
-                        if keys.len() < 1000 {
-                            keys.insert(k.clone());
-                        }
-                    }
-                }
-                Ok(Vec::new())
-            },
-            &mut tokio::io::sink(),
-        )
-        .await?;
-        columns = keys.into_iter().collect();
-    }
-    let partial = partial_of(target);
-    let mut out = tokio::fs::File::create(&partial)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut first = true;
-    match format {
-        ExportFormat::JsonMin => out.write_all(b"[").await.map_err(|e| e.to_string())?,
-        _ => out
-            .write_all(&export::csv_line(
-                columns.iter().map(String::as_str),
-                sep,
-                true,
-            ))
-            .await
-            .map_err(|e| e.to_string())?,
-    }
-    for_each_task(
-        source,
-        |task| {
-            let mut bytes = Vec::new();
-            for row in export::min_rows(&task) {
-                if format == ExportFormat::JsonMin {
-                    if !first {
-                        bytes.push(b',');
-                    }
-                    first = false;
-                    serde_json::to_writer(&mut bytes, &row).map_err(|e| e.to_string())?;
-                } else {
-                    let cells: Vec<String> =
-                        columns.iter().map(|c| export::cell(row.get(c))).collect();
-                    bytes.extend(export::csv_line(
-                        cells.iter().map(String::as_str),
-                        sep,
-                        true,
-                    ));
+    let (entry, change) = with_tx!(db, tx, {
+        let out = update_converted!(tx, dialect, id, |list| {
+            let existing = list
+                .iter()
+                .find(|c| c["export_type"] == json!(name) && c["status"] != json!("failed"))
+                .cloned();
+            match existing {
+                Some(entry) => (entry, Conversion::Unchanged),
+                None => {
+                    list.retain(|c| c["export_type"] != json!(name));
+                    let next = list
+                        .iter()
+                        .filter_map(|c| c["id"].as_i64())
+                        .max()
+                        .unwrap_or(0)
+                        + 1;
+                    let entry = if format == ExportFormat::Json {
+                        json!({"id": next, "export_type": name, "status": "completed", "traceback": null})
+                    } else {
+                        json!({"id": next, "export_type": name, "status": "created", "traceback": null, "job": job, "requested_at": now_micros()})
+                    };
+                    list.push(entry.clone());
+                    let change = if format == ExportFormat::Json {
+                        Conversion::Listed
+                    } else {
+                        Conversion::Queued
+                    };
+                    (entry, change)
                 }
             }
-            Ok(bytes)
-        },
-        &mut out,
-    )
-    .await?;
-    if format == ExportFormat::JsonMin {
-        out.write_all(b"]").await.map_err(|e| e.to_string())?;
+        });
+        let Some((entry, change)) = out else {
+            return Err(ApiError::not_found("export"));
+        };
+        if change != Conversion::Unchanged {
+            audit!(
+                tx,
+                Prepared::new(
+                    actor,
+                    "export.convert",
+                    "project",
+                    project_id,
+                    json!({"export": id, "format": name, "job": job})
+                )
+            );
+        }
+        Ok::<_, ApiError>((entry, change))
+    })?;
+    let mut answer = json!({"export_type": name, "converted_format": entry["id"]});
+    if let Some(job) = entry.get("job") {
+        answer["job"] = job.clone();
     }
-    out.sync_all().await.map_err(|e| e.to_string())?;
-    tokio::fs::rename(&partial, target)
-        .await
-        .map_err(|e| e.to_string())
+    Ok((answer, change))
 }
 
-async fn for_each_task<W: tokio::io::AsyncWrite + Unpin>(
-    source: &Path,
-    mut f: impl FnMut(Value) -> Result<Vec<u8>, String>,
-    out: &mut W,
-) -> Result<(), String> {
-    let mut input = tokio::fs::File::open(source)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut splitter = JsonSplitter::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = input.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return splitter.finish().map_err(|e| e.to_string());
-        }
-        let mut tasks = Vec::new();
-        splitter
-            .feed(&buf[..n], &mut tasks)
-            .map_err(|e| e.to_string())?;
-        for raw in tasks {
-            let task: Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
-            let bytes = f(task)?;
-            out.write_all(&bytes).await.map_err(|e| e.to_string())?;
-        }
-    }
+/// What a conversion request changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// Already queued, running or done: nothing.
+    Unchanged,
+    /// JSON listed among the converted formats (it is the snapshot itself).
+    Listed,
+    /// A conversion recorded; its job must be enqueued.
+    Queued,
 }
 
-/// The path of a downloadable snapshot file, or 404 naming what is missing.
-pub async fn download_path(
+/// The stored file to download, or 404 naming what is missing.
+pub async fn download(
     db: &Db,
     actor: &Actor,
-    data_dir: &Path,
     project_id: i64,
     id: i64,
     format: ExportFormat,
-) -> ApiResult<PathBuf> {
+) -> ApiResult<StoredFile> {
     let snapshot = row(db, actor, project_id, id).await?;
     if snapshot.status != "completed" {
         return Err(ApiError::new(
@@ -548,22 +930,40 @@ pub async fn download_path(
         ));
     }
     let converted: Vec<Value> = serde_json::from_str(&snapshot.converted).unwrap_or_default();
-    if format != ExportFormat::Json
-        && !converted
+    if format != ExportFormat::Json {
+        let status = converted
             .iter()
-            .any(|c| c["export_type"] == json!(format_name(format)))
-    {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("{} format is not converted yet", format_name(format)),
-        ));
+            .find(|c| c["export_type"] == json!(format_name(format)))
+            .map(|c| c["status"].as_str().unwrap_or_default().to_string());
+        match status.as_deref() {
+            Some("completed") => {}
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "{} format is not converted yet; POST /api/projects/{project_id}/exports/{id}/convert first",
+                        format_name(format)
+                    ),
+                ));
+            }
+            Some(other) => {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "the conversion to {} is {other}; wait until it is completed",
+                        format_name(format)
+                    ),
+                ));
+            }
+        }
     }
-    let path = file(data_dir, project_id, id, format);
-    if tokio::fs::metadata(&path).await.is_err() {
-        return Err(ApiError::new(
+    stored(db, id, format).await?.ok_or_else(|| {
+        ApiError::new(
             ErrorCode::NotFound,
-            "the export file is gone from this server's data directory; create a new export",
-        ));
-    }
-    Ok(path)
+            format!(
+                "the {} file of export {id} is not stored; create a new export",
+                format_name(format)
+            ),
+        )
+    })
 }

@@ -156,6 +156,35 @@ impl TestApp {
         }
     }
 
+    /// A second replica of this app: the same database and configuration (set `session_key`,
+    /// as replicas share it), its own empty data directory and state.
+    pub async fn replica(&self) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = (*self.config).clone();
+        config.data_dir = dir.path().to_path_buf();
+        let sealer =
+            Arc::new(verity_controlplane::secrets::Sealer::for_config(&config).expect("sealer"));
+        let jwt_key = users::signing_key(&self.db, &sealer).await.expect("key");
+        let links = verity_controlplane::links::LinkSigner::for_config(&config).expect("links");
+        let config = Arc::new(config);
+        let state = AppState::new(
+            self.db.clone(),
+            config.clone(),
+            sealer,
+            links,
+            jwt_key,
+            Metrics::new().expect("metrics"),
+        );
+        TestApp {
+            service: app(state),
+            db: self.db.clone(),
+            owner: self.owner.clone(),
+            org: self.org,
+            config,
+            _dir: dir,
+        }
+    }
+
     /// A new user with `role` in this app's organization; returns the token.
     pub async fn user(&self, email: &str, role: Role) -> String {
         self.user_in(self.org, email, role).await

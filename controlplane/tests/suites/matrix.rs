@@ -114,8 +114,11 @@ async fn failed_job(app: &TestApp, org: i64) -> String {
         .await
         .expect("enqueue");
     // Straight into the failed registry (leasing could pick another fixture's requeued job).
+    // Ended now: a worker's maintenance (the snapshot fixture runs one) purges failed jobs
+    // older than the registry's retention.
+    let now = verity_controlplane::storage::now_micros();
     app.sql(&format!(
-        "update jobs set state = 'failed', attempts = 1, ended_at = 1, error = 'fixture' where id = '{id}'"
+        "update jobs set state = 'failed', attempts = 1, ended_at = {now}, error = 'fixture' where id = '{id}'"
     ))
     .await
     .expect("fail the fixture job");
@@ -153,6 +156,22 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["id"]
         .as_i64()
         .expect("id");
+    // A worker of the exports' queue writes the snapshot (a job), then stops; it leaves the
+    // other queues' fixture jobs alone.
+    let worker = {
+        use verity_controlplane::jobs::{Jobs, sql::SqlQueue, worker};
+        let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
+        let handlers =
+            verity_controlplane::server::handlers(&app.db, &jobs, &app.config).expect("handlers");
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let config = worker::WorkerConfig {
+            queues: vec![verity_controlplane::exports::QUEUE],
+            idle_poll: std::time::Duration::from_millis(10),
+            ..worker::WorkerConfig::default()
+        };
+        tokio::spawn(worker::run(jobs, handlers, config, None, stop_rx));
+        stop
+    };
     let snapshot = create(
         app,
         &format!("/api/projects/{project}/exports"),
@@ -176,6 +195,7 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    drop(worker);
     let pause = create(
         app,
         &format!("/api/projects/{project}/members/{paused_user}/pauses"),

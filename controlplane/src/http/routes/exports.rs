@@ -5,7 +5,7 @@ use axum::{
     body::Body,
     extract::{RawQuery, State},
     http::{StatusCode, header},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -170,7 +170,7 @@ pub async fn list_snapshots(
     Ok(Json(snapshots::list(&state.db, &actor, id).await?))
 }
 
-/// Creates an export snapshot; it is written in the background (poll its `status`).
+/// Creates an export snapshot; a job writes it (poll its `status`; `job` names the job).
 #[utoipa::path(post, path = "/api/projects/{id}/exports", tag = "export", params(("id" = i64, Path)), request_body = Object, responses((status = 201, body = SnapshotView)))]
 pub async fn create_snapshot(
     State(state): State<AppState>,
@@ -192,10 +192,16 @@ pub async fn create_snapshot(
             }
         }
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(snapshots::create(&state.db, &actor, &state.config.data_dir, id, &body).await?),
-    ))
+    let job = crate::jobs::new_id();
+    let snapshot = snapshots::create(&state.db, &actor, id, &body, &job).await?;
+    if let Err(e) =
+        crate::exports::enqueue_snapshot(&state.jobs, actor.org_id, snapshot.id, &job).await
+    {
+        let why = format!("the job queue did not take the export: {e}");
+        snapshots::fail(&state.db, snapshot.id, ExportFormat::Json, &job, &why).await?;
+        return Err(ApiError::new(ErrorCode::Unavailable, why));
+    }
+    Ok((StatusCode::CREATED, Json(snapshot)))
 }
 
 /// One export snapshot.
@@ -210,25 +216,26 @@ pub async fn get_snapshot(
     ))
 }
 
-/// Deletes an export snapshot and its files.
+/// Deletes an export snapshot and its stored files.
 #[utoipa::path(delete, path = "/api/projects/{id}/exports/{export_pk}", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), responses((status = 204)))]
 pub async fn delete_snapshot(
     State(state): State<AppState>,
     actor: Actor,
     Path((id, export_pk)): Path<(i64, i64)>,
 ) -> ApiResult<Response> {
-    snapshots::delete(&state.db, &actor, &state.config.data_dir, id, export_pk).await?;
+    snapshots::delete(&state.db, &actor, id, export_pk).await?;
     Ok(crate::http::no_content())
 }
 
-/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV).
+/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV) in a job; the
+/// conversion's `status` in `converted_formats` tells when it can be downloaded.
 #[utoipa::path(post, path = "/api/projects/{id}/exports/{export_pk}/convert", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn convert_snapshot(
     State(state): State<AppState>,
     actor: Actor,
     Path((id, export_pk)): Path<(i64, i64)>,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let format = match body.get("export_type") {
         Some(Value::String(s)) => ExportFormat::parse(s)
             .map_err(|e| ApiError::field(ErrorCode::ValidationError, "export_type", e.detail))?,
@@ -240,17 +247,27 @@ pub async fn convert_snapshot(
             ));
         }
     };
-    Ok(Json(
-        snapshots::convert(
-            &state.db,
-            &actor,
-            &state.config.data_dir,
-            id,
-            export_pk,
-            format,
-        )
-        .await?,
-    ))
+    let job = crate::jobs::new_id();
+    let (answer, change) =
+        snapshots::convert(&state.db, &actor, id, export_pk, format, &job).await?;
+    if change == snapshots::Conversion::Queued
+        && let Err(e) =
+            crate::exports::enqueue_conversion(&state.jobs, actor.org_id, export_pk, format, &job)
+                .await
+    {
+        let why = format!("the job queue did not take the conversion: {e}");
+        snapshots::fail(&state.db, export_pk, format, &job, &why).await?;
+        return Err(ApiError::new(ErrorCode::Unavailable, why));
+    }
+    let mut response = Json(answer).into_response();
+    if change == snapshots::Conversion::Unchanged {
+        // Nothing was written (the conversion exists): say so, as the admin API does.
+        response.headers_mut().insert(
+            "x-verity-unchanged",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
 
 /// Query of a snapshot download.
@@ -261,7 +278,7 @@ pub struct DownloadParams {
     pub export_type: Option<String>,
 }
 
-/// Downloads a snapshot file.
+/// Downloads a snapshot file, streamed from the database chunk by chunk.
 #[utoipa::path(get, path = "/api/projects/{id}/exports/{export_pk}/download", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path), DownloadParams), responses((status = 200, description = "the file"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn download_snapshot(
     State(state): State<AppState>,
@@ -270,24 +287,18 @@ pub async fn download_snapshot(
     Query(params): Query<DownloadParams>,
 ) -> ApiResult<Response> {
     let format = ExportFormat::parse(params.export_type.as_deref().unwrap_or("JSON"))?;
-    let path = snapshots::download_path(
-        &state.db,
-        &actor,
-        &state.config.data_dir,
-        id,
-        export_pk,
-        format,
-    )
-    .await?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(ApiError::internal)?;
+    let file = snapshots::download(&state.db, &actor, id, export_pk, format).await?;
     let filename = format!("project-{id}-export-{export_pk}.{}", format.extension());
-    attachment(
+    let size = file.size;
+    let mut response = attachment(
         format,
         filename,
-        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-    )
+        Body::from_stream(snapshots::stream(state.db.clone(), file)),
+    )?;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
+    Ok(response)
 }
 
 /// Routes of this module.
