@@ -220,14 +220,18 @@ async fn open_db(config: &Config) -> anyhow::Result<Db> {
             config.data_dir.display()
         )
     })?;
-    let options = PoolOptions {
+    let db = Db::connect(&config.effective_database_url(), &pool_options(config)).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// Pool settings of every process that opens the database (`database_ca` included).
+fn pool_options(config: &Config) -> PoolOptions {
+    PoolOptions {
         max_connections: config.db_max_connections,
         ca_file: (!config.database_ca.is_empty()).then(|| config.database_ca.clone().into()),
         ..Default::default()
-    };
-    let db = Db::connect(&config.effective_database_url(), &options).await?;
-    db.migrate().await?;
-    Ok(db)
+    }
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
@@ -276,11 +280,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 config.listen = *listen;
             }
             server::init_tracing(&config.log_format);
-            let options = PoolOptions {
-                max_connections: config.db_max_connections,
-                ..Default::default()
-            };
-            let db = Db::connect(&config.effective_database_url(), &options).await?;
+            // No migrations: the proxy only reads.
+            let db = Db::connect(&config.effective_database_url(), &pool_options(&config)).await?;
             server::storage_proxy(db, config).await
         }
         Command::Migrate => {

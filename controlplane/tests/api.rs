@@ -2156,3 +2156,50 @@ async fn wait_conversion(app: &TestApp, p: i64, id: i64, format: &str) -> Value 
     }
     panic!("the conversion of export {id} to {format} did not end");
 }
+
+/// `verity storage-proxy` opens the database like the other commands: with `database_ca` set it
+/// checks the server's certificate, so a server whose certificate does not chain to that CA is
+/// refused and the proxy does not start.
+#[tokio::test]
+async fn storage_proxy_checks_the_database_certificate() {
+    let base = std::env::var("VERITY_TEST_DATABASE_URL")
+        .expect("VERITY_TEST_DATABASE_URL (e2e/test-all starts PostgreSQL)");
+    let wrong = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(wrong.path(), include_str!("fixtures/unrelated-ca.pem")).expect("write");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_verity"))
+        .arg("storage-proxy")
+        .env("VERITY_DATABASE_URL", &base)
+        .env("VERITY_DATABASE_CA", wrong.path())
+        .env(
+            "VERITY_SESSION_KEY",
+            "proxy-test-session-key-0123456789abcdef",
+        )
+        .env("VERITY_DATA_DIR", dir.path())
+        .env("VERITY_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start verity storage-proxy");
+    let mut status = None;
+    for _ in 0..600 {
+        status = child.try_wait().expect("status");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the proxy started although the database's certificate is not from its CA");
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
