@@ -510,12 +510,6 @@ async fn apply_project(lp: &LabelingProject, ctx: &Context) -> Result<Action, Er
         }
         Resolved::Found(t) => t,
     };
-    // Applied together (one file, a GitOps sync), the project may come before its Workspace is
-    // in the control plane: wait for the Workspace instead of sending a write it would reject.
-    if let Some(v) = workspace_pending(ctx, lp).await? {
-        project_status(ctx, lp, &v, None).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
-    }
     let slug = target.org.name_any();
     let spec_synced = lp.metadata.generation == st.observed_generation
         && conditions::is_ready(&st.conditions)
@@ -528,6 +522,13 @@ async fn apply_project(lp: &LabelingProject, ctx: &Context) -> Result<Action, Er
     let view = match view {
         Some(v) => v,
         None => {
+            // Applied together (one file, a GitOps sync), the project may come before its
+            // Workspace is in the control plane: wait for the Workspace instead of sending a
+            // write it would reject. (Progress reads of a synced project skip this list.)
+            if let Some(v) = workspace_pending(ctx, lp).await? {
+                project_status(ctx, lp, &v, None).await?;
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
             ensure_organization(&target).await?;
             target
                 .client
