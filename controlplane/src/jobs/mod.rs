@@ -326,21 +326,19 @@ impl Jobs {
         queues: &[&'static str],
         lease: Duration,
     ) -> Result<Option<Leased>, JobError> {
-        dispatch!(self, q => q.lease(queues, lease).await)
+        Ok(self.lease_many(queues, lease, 1).await?.into_iter().next())
     }
 
-    /// Leases up to `max` jobs at once where the backend can (Redis: one round trip); the
-    /// database queue leases one.
+    /// Leases up to `max` jobs (at least one) of the first non-empty queue of `queues`, oldest
+    /// first, in one round trip (Redis: one script call; database: one statement). Each job has
+    /// a lease token of its own.
     pub async fn lease_many(
         &self,
         queues: &[&'static str],
         lease: Duration,
         max: usize,
     ) -> Result<Vec<Leased>, JobError> {
-        match self {
-            Jobs::Redis(q) => q.lease_many(queues, lease, max).await,
-            Jobs::Sql(q) => Ok(q.lease(queues, lease).await?.into_iter().collect()),
-        }
+        dispatch!(self, q => q.lease_many(queues, lease, max).await)
     }
 
     /// Renews a lease; `false` if it is no longer ours.
@@ -355,7 +353,19 @@ impl Jobs {
 
     /// Acknowledges a finished job; `false` if the lease was no longer ours.
     pub async fn complete(&self, job: &Leased, result: &Value) -> Result<bool, JobError> {
-        dispatch!(self, q => q.complete(job, result).await)
+        Ok(self
+            .complete_many(&[(job, result)])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    /// Acknowledges several finished jobs in one round trip (Redis: one script call; database:
+    /// one transaction). Each job is checked on its own: the answer says, in order, which were
+    /// still ours (`false`: that lease ran out and nothing of that job was changed).
+    pub async fn complete_many(&self, done: &[(&Leased, &Value)]) -> Result<Vec<bool>, JobError> {
+        dispatch!(self, q => q.complete_many(done).await)
     }
 
     /// Gives a leased job back to the front of its queue without counting the attempt

@@ -16,6 +16,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, Script};
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Failure, JobError, JobView, Leased, Maintenance, NewJob, QueueStats, State};
 use crate::storage::{format_micros, now_micros};
@@ -56,6 +57,87 @@ impl std::fmt::Debug for RedisSettings {
 pub struct RedisQueue {
     conn: ConnectionManager,
     scripts: &'static Scripts,
+    enqueuer: mpsc::Sender<Enqueue>,
+}
+
+/// One producer's job on its way to the enqueuer.
+struct Enqueue {
+    id: String,
+    job: NewJob,
+    answer: oneshot::Sender<Result<String, JobError>>,
+}
+
+/// Most jobs enqueued in one script call.
+const ENQUEUE_BATCH: usize = 64;
+
+/// Enqueues the jobs that producers of this process hand over, several per round trip: it
+/// waits for one, then takes whatever else is waiting (up to [`ENQUEUE_BATCH`]), so idle it
+/// sends a job at once and under load the jobs that came while the previous call was under
+/// way. Every producer waits for its own answer, so an enqueue still returns only once its job
+/// is in Redis. Ends when every handle of the queue is gone.
+async fn enqueuer(
+    conn: ConnectionManager,
+    script: &'static Script,
+    mut rx: mpsc::Receiver<Enqueue>,
+) {
+    let mut batch = Vec::with_capacity(ENQUEUE_BATCH);
+    while rx.recv_many(&mut batch, ENQUEUE_BATCH).await > 0 {
+        let (now_us, now_str) = now();
+        let mut call = script.prepare_invoke();
+        call.arg(now_us)
+            .arg(&now_str)
+            .arg(now_us / 1_000_000 + FAILED_TTL_SECS)
+            .arg(FAILED_TTL_SECS);
+        for Enqueue { id, job, .. } in &batch {
+            let dep = job.depends_on.as_deref().unwrap_or_default();
+            call.key(job_key(id))
+                .key(key("queue", job.queue))
+                .key(key("scheduled", job.queue))
+                .key(key("deferred", job.queue))
+                .key(key("failed", job.queue))
+                .key("rq:queues")
+                .key(job_key(if dep.is_empty() { id } else { dep }))
+                .key(format!("{}:dependents", job_key(dep)))
+                .arg(id)
+                .arg(job.queue)
+                .arg(&job.kind)
+                .arg(job.payload.to_string())
+                .arg(job.organization.map(|o| o.to_string()).unwrap_or_default())
+                .arg(job.max_attempts)
+                .arg(i64::try_from(job.timeout.as_millis()).unwrap_or(i64::MAX))
+                .arg(job.delay.map_or(0, micros))
+                .arg(dep);
+        }
+        let mut conn = conn.clone();
+        let answers: Result<Vec<i64>, _> = call.invoke_async(&mut conn).await;
+        match answers {
+            Ok(answers) if answers.len() == batch.len() => {
+                for (Enqueue { id, job, answer }, code) in batch.drain(..).zip(answers) {
+                    let _ = answer.send(if code < 0 {
+                        Err(JobError::Invalid(format!(
+                            "depends_on: there is no job {}",
+                            job.depends_on.unwrap_or_default()
+                        )))
+                    } else {
+                        Ok(id)
+                    });
+                }
+            }
+            other => {
+                let e = match other {
+                    Err(e) => e.to_string(),
+                    Ok(a) => format!(
+                        "enqueued {} of {} jobs: unexpected answer",
+                        a.len(),
+                        batch.len()
+                    ),
+                };
+                for Enqueue { answer, .. } in batch.drain(..) {
+                    let _ = answer.send(Err(JobError::Redis(e.clone())));
+                }
+            }
+        }
+    }
 }
 
 struct Scripts {
@@ -100,39 +182,61 @@ end
 fn scripts() -> &'static Scripts {
     static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        // KEYS: job, queue, scheduled, deferred, failed, rq:queues, dependency job, its dependents
-        // ARGV: id, queue, kind, payload, org, max_attempts, timeout_ms, delay_us, depends_on,
-        //       now_us, now_str, failed_until, failed_ttl
+        // Enqueues a batch of jobs, in order, each on its own terms (answers 1: enqueued, 0: the
+        // id exists already, -1: its dependency does not exist; nothing is written for it).
+        // KEYS: per job: job, queue, scheduled, deferred, failed, rq:queues, dependency job,
+        //       its dependents
+        // ARGV: now_us, now_str, failed_until, failed_ttl, then per job: id, queue, kind,
+        //       payload, org, max_attempts, timeout_ms, delay_us, depends_on
         enqueue: Script::new(
             r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local status = 'queued'
-if ARGV[9] ~= '' then
-  local ds = redis.call('HGET', KEYS[7], 'status')
-  if not ds then return redis.error_reply('NODEP no such job') end
-  if ds == 'failed' then status = 'failed' elseif ds ~= 'finished' then status = 'deferred' end
+local out = {}
+local now_us, now_str, failed_until, failed_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = tonumber(now_us)
+for i = 1, #KEYS / 8 do
+  local k = 8 * (i - 1)
+  local a = 4 + 9 * (i - 1)
+  local jk, qk, sk, dk, fk, qs, depk, depsk = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
+    KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], KEYS[k + 8]
+  local id, queue, kind, payload, org = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local max_attempts, timeout_ms, delay_us, dep = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+  local status = 'queued'
+  if redis.call('EXISTS', jk) == 1 then
+    out[i] = 0
+  else
+    if dep ~= '' then
+      local ds = redis.call('HGET', depk, 'status')
+      if not ds then status = nil
+      elseif ds == 'failed' then status = 'failed'
+      elseif ds ~= 'finished' then status = 'deferred' end
+    end
+    if not status then
+      out[i] = -1
+    else
+      if status == 'queued' and tonumber(delay_us) > 0 then status = 'scheduled' end
+      redis.call('HSET', jk, 'status', status, 'origin', queue, 'description', kind,
+        'verity_kind', kind, 'verity_payload', payload, 'verity_org', org,
+        'max_attempts', max_attempts, 'attempts', 0, 'timeout', math.floor(tonumber(timeout_ms) / 1000),
+        'timeout_ms', timeout_ms, 'created_at', now_str, 'enqueued_at', now_str, 'enqueued_us', now_us,
+        'depends_on', dep)
+      redis.call('SADD', qs, qk)
+      if status == 'queued' then
+        redis.call('RPUSH', qk, id)
+      elseif status == 'scheduled' then
+        redis.call('ZADD', sk, (now + tonumber(delay_us)) / 1000000, id)
+      elseif status == 'deferred' then
+        redis.call('ZADD', dk, now / 1000000, id)
+        redis.call('SADD', depsk, id)
+      else
+        redis.call('HSET', jk, 'exc_info', 'dependency ' .. dep .. ' failed', 'ended_us', now_us)
+        redis.call('ZADD', fk, failed_until, id)
+        redis.call('EXPIRE', jk, failed_ttl)
+      end
+      out[i] = 1
+    end
+  end
 end
-local now = tonumber(ARGV[10])
-if status == 'queued' and tonumber(ARGV[8]) > 0 then status = 'scheduled' end
-redis.call('HSET', KEYS[1], 'status', status, 'origin', ARGV[2], 'description', ARGV[3],
-  'verity_kind', ARGV[3], 'verity_payload', ARGV[4], 'verity_org', ARGV[5],
-  'max_attempts', ARGV[6], 'attempts', 0, 'timeout', math.floor(tonumber(ARGV[7]) / 1000),
-  'timeout_ms', ARGV[7], 'created_at', ARGV[11], 'enqueued_at', ARGV[11], 'enqueued_us', ARGV[10],
-  'depends_on', ARGV[9])
-redis.call('SADD', KEYS[6], KEYS[2])
-if status == 'queued' then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-elseif status == 'scheduled' then
-  redis.call('ZADD', KEYS[3], (now + tonumber(ARGV[8])) / 1000000, ARGV[1])
-elseif status == 'deferred' then
-  redis.call('ZADD', KEYS[4], now / 1000000, ARGV[1])
-  redis.call('SADD', KEYS[8], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'exc_info', 'dependency ' .. ARGV[9] .. ' failed', 'ended_us', ARGV[10])
-  redis.call('ZADD', KEYS[5], ARGV[12], ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[13])
-end
-return 1
+return out
 ",
         ),
         // KEYS: queue, wip   ARGV: now_us, lease_us, now_str, max, token per job (max of them)
@@ -177,26 +281,40 @@ redis.call('HSET', KEYS[1], 'progress', ARGV[2])
 return 1
 ",
         ),
-        // KEYS: job, wip, finished, dependents   ARGV: id, token, now_us, now_str, result, ttl
+        // Acknowledges a batch of finished jobs; each is checked and changed on its own (a lost
+        // lease refuses that job only) and answers 1 or 0, in order.
+        // KEYS: per job: job, wip, finished, dependents
+        // ARGV: now_us, now_str, ttl, then per job: id, token, result
         complete: Script::new(
             r"
-if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'started' then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'status', 'finished', 'ended_us', ARGV[3], 'ended_at', ARGV[4],
-  'result', ARGV[5], 'progress', '1', 'lease_token', '')
-redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) / 1000000 + tonumber(ARGV[6]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  local dj = 'rq:job:' .. d
-  if redis.call('HGET', dj, 'status') == 'deferred' then
-    local dq = redis.call('HGET', dj, 'origin')
-    redis.call('ZREM', 'rq:deferred:' .. dq, d)
-    redis.call('HSET', dj, 'status', 'queued', 'enqueued_at', ARGV[4], 'enqueued_us', ARGV[3])
-    redis.call('RPUSH', 'rq:queue:' .. dq, d)
+local out = {}
+local now_us, now_str, ttl = ARGV[1], ARGV[2], ARGV[3]
+for i = 1, #KEYS / 4 do
+  local jk, wip, fin, deps = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
+  local id, token, result = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
+  local cur = redis.call('HMGET', jk, 'lease_token', 'status')
+  if cur[1] ~= token or cur[2] ~= 'started' then
+    out[i] = 0
+  else
+    redis.call('ZREM', wip, id)
+    redis.call('HSET', jk, 'status', 'finished', 'ended_us', now_us, 'ended_at', now_str,
+      'result', result, 'progress', '1', 'lease_token', '')
+    redis.call('ZADD', fin, tonumber(now_us) / 1000000 + tonumber(ttl), id)
+    redis.call('EXPIRE', jk, ttl)
+    for _, d in ipairs(redis.call('SMEMBERS', deps)) do
+      local dj = 'rq:job:' .. d
+      if redis.call('HGET', dj, 'status') == 'deferred' then
+        local dq = redis.call('HGET', dj, 'origin')
+        redis.call('ZREM', 'rq:deferred:' .. dq, d)
+        redis.call('HSET', dj, 'status', 'queued', 'enqueued_at', now_str, 'enqueued_us', now_us)
+        redis.call('RPUSH', 'rq:queue:' .. dq, d)
+      end
+    end
+    redis.call('DEL', deps)
+    out[i] = 1
   end
 end
-redis.call('DEL', KEYS[4])
-return 1
+return out
 ",
         ),
         // KEYS: job, wip, queue   ARGV: id, token
@@ -352,9 +470,13 @@ impl RedisQueue {
             .set_number_of_retries(2);
         let mut conn = ConnectionManager::new_with_config(client, config).await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let scripts = scripts();
+        let (enqueuer_tx, enqueuer_rx) = mpsc::channel(ENQUEUE_BATCH * 4);
+        tokio::spawn(enqueuer(conn.clone(), &scripts.enqueue, enqueuer_rx));
         Ok(Self {
             conn,
-            scripts: scripts(),
+            scripts,
+            enqueuer: enqueuer_tx,
         })
     }
 
@@ -366,50 +488,18 @@ impl RedisQueue {
                 "depends_on: there is no job {dep}"
             )));
         }
-        let (now_us, now_str) = now();
-        let dep = job.depends_on.clone().unwrap_or_default();
-        let mut conn = self.conn.clone();
-        let r: Result<i64, _> = self
-            .scripts
-            .enqueue
-            .key(job_key(&id))
-            .key(key("queue", job.queue))
-            .key(key("scheduled", job.queue))
-            .key(key("deferred", job.queue))
-            .key(key("failed", job.queue))
-            .key("rq:queues")
-            .key(job_key(if dep.is_empty() { &id } else { &dep }))
-            .key(format!("{}:dependents", job_key(&dep)))
-            .arg(&id)
-            .arg(job.queue)
-            .arg(&job.kind)
-            .arg(job.payload.to_string())
-            .arg(job.organization.map(|o| o.to_string()).unwrap_or_default())
-            .arg(job.max_attempts)
-            .arg(i64::try_from(job.timeout.as_millis()).unwrap_or(i64::MAX))
-            .arg(job.delay.map_or(0, micros))
-            .arg(&dep)
-            .arg(now_us)
-            .arg(&now_str)
-            .arg(now_us / 1_000_000 + FAILED_TTL_SECS)
-            .arg(FAILED_TTL_SECS)
-            .invoke_async(&mut conn)
-            .await;
-        match r {
-            Ok(_) => Ok(id),
-            Err(e) if e.to_string().contains("NODEP") => Err(JobError::Invalid(format!(
-                "depends_on: there is no job {dep}"
-            ))),
-            Err(e) => Err(e.into()),
+        let (answer, answered) = oneshot::channel();
+        let request = Enqueue {
+            id,
+            job: job.clone(),
+            answer,
+        };
+        if self.enqueuer.send(request).await.is_err() {
+            return Err(JobError::Redis("the enqueuer stopped".into()));
         }
-    }
-
-    pub(super) async fn lease(
-        &self,
-        queues: &[&'static str],
-        lease: Duration,
-    ) -> Result<Option<Leased>, JobError> {
-        Ok(self.lease_many(queues, lease, 1).await?.into_iter().next())
+        answered
+            .await
+            .map_err(|_| JobError::Redis("the enqueuer stopped".into()))?
     }
 
     /// Up to `max` jobs in one round trip, all from the first queue (in priority order) that
@@ -486,25 +576,37 @@ impl RedisQueue {
         Ok(())
     }
 
-    pub(super) async fn complete(&self, job: &Leased, result: &Value) -> Result<bool, JobError> {
+    /// Acknowledges finished jobs in one round trip (one script call); `true` for each job
+    /// whose lease was still ours, in order.
+    pub(super) async fn complete_many(
+        &self,
+        done: &[(&Leased, &Value)],
+    ) -> Result<Vec<bool>, JobError> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
         let (now_us, now_str) = now();
-        let ok: i64 = self
-            .scripts
-            .complete
-            .key(job_key(&job.id))
-            .key(key("wip", job.queue))
-            .key(key("finished", job.queue))
-            .key(format!("{}:dependents", job_key(&job.id)))
-            .arg(&job.id)
-            .arg(&job.token)
-            .arg(now_us)
-            .arg(&now_str)
-            .arg(result.to_string())
-            .arg(FINISHED_TTL_SECS)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(ok == 1)
+        let mut call = self.scripts.complete.prepare_invoke();
+        call.arg(now_us).arg(&now_str).arg(FINISHED_TTL_SECS);
+        for (job, result) in done {
+            call.key(job_key(&job.id))
+                .key(key("wip", job.queue))
+                .key(key("finished", job.queue))
+                .key(format!("{}:dependents", job_key(&job.id)))
+                .arg(&job.id)
+                .arg(&job.token)
+                .arg(result.to_string());
+        }
+        let acked: Vec<i64> = call.invoke_async(&mut conn).await?;
+        if acked.len() != done.len() {
+            return Err(JobError::Redis(format!(
+                "acknowledged {} of {} jobs: unexpected answer",
+                acked.len(),
+                done.len()
+            )));
+        }
+        Ok(acked.into_iter().map(|a| a == 1).collect())
     }
 
     pub(super) async fn release(&self, job: &Leased) -> Result<bool, JobError> {

@@ -166,22 +166,28 @@ impl SqlQueue {
         })
     }
 
-    pub(super) async fn lease(
+    /// Up to `max` jobs of the first queue (in priority order) that has any, in one
+    /// transaction (one statement). Each lease token is a random part shared by the batch and
+    /// the job's id, so every job has a token of its own.
+    pub(super) async fn lease_many(
         &self,
         queues: &[&'static str],
         lease: Duration,
-    ) -> Result<Option<Leased>, JobError> {
+        max: usize,
+    ) -> Result<Vec<Leased>, JobError> {
         let skip_locked = match self.db.dialect() {
             Dialect::Postgres => " for update skip locked",
             Dialect::Sqlite => "",
         };
         let sql = format!(
-            "update jobs set state = 'started', attempts = attempts + 1, lease_token = $1, \
+            "update jobs set state = 'started', attempts = attempts + 1, lease_token = $1 || id, \
              lease_until = $2, started_at = $3, progress = null \
-             where id = (select id from jobs where queue = $4 and state = 'queued' and run_at <= $3 \
-                         order by run_at, enqueued_at limit 1{skip_locked}) \
-             returning id, kind, payload, organization_id, attempts, max_attempts, timeout_ms"
+             where id in (select id from jobs where queue = $4 and state = 'queued' and run_at <= $3 \
+                          order by run_at, enqueued_at limit $5{skip_locked}) \
+             returning id, kind, payload, organization_id, attempts, max_attempts, timeout_ms, \
+                       lease_token, run_at, enqueued_at"
         );
+        let max = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         // An idle worker polls several times a second: look on a reader first, so that an
         // empty queue costs no write transaction (SQLite has one writer, shared with the API).
         let now = now_micros();
@@ -202,40 +208,48 @@ impl SqlQueue {
             ready
         });
         for queue in queues.iter().filter(|q| ready.iter().any(|r| r == *q)) {
-            let token = super::new_id();
+            let token = format!("{}:", super::new_id());
             let now = now_micros();
-            let leased = with_tx!(&self.db, tx, {
-                let row = sqlx::query(&sql)
+            let mut leased = with_tx!(&self.db, tx, {
+                let rows = sqlx::query(&sql)
                     .bind(&token)
                     .bind(now + micros(lease))
                     .bind(now)
                     .bind(*queue)
-                    .fetch_optional(&mut *tx)
+                    .bind(max)
+                    .fetch_all(&mut *tx)
                     .await?;
-                let Some(row) = row else {
-                    return Ok::<_, JobError>(None);
-                };
-                let payload: String = row.try_get("payload")?;
-                let attempts: i64 = row.try_get("attempts")?;
-                let max_attempts: i64 = row.try_get("max_attempts")?;
-                let timeout_ms: i64 = row.try_get("timeout_ms")?;
-                Ok(Some(Leased {
-                    id: row.try_get("id")?,
-                    queue,
-                    kind: row.try_get("kind")?,
-                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-                    organization: row.try_get("organization_id")?,
-                    attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    max_attempts: u32::try_from(max_attempts).unwrap_or(1),
-                    timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
-                    token: token.clone(),
-                }))
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let payload: String = row.try_get("payload")?;
+                    let attempts: i64 = row.try_get("attempts")?;
+                    let max_attempts: i64 = row.try_get("max_attempts")?;
+                    let timeout_ms: i64 = row.try_get("timeout_ms")?;
+                    let order: (i64, i64) = (row.try_get("run_at")?, row.try_get("enqueued_at")?);
+                    out.push((
+                        order,
+                        Leased {
+                            id: row.try_get("id")?,
+                            queue,
+                            kind: row.try_get("kind")?,
+                            payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                            organization: row.try_get("organization_id")?,
+                            attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+                            max_attempts: u32::try_from(max_attempts).unwrap_or(1),
+                            timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
+                            token: row.try_get("lease_token")?,
+                        },
+                    ));
+                }
+                Ok::<_, JobError>(out)
             })?;
-            if leased.is_some() {
-                return Ok(leased);
+            if !leased.is_empty() {
+                // RETURNING promises no order: oldest first, as the queue hands them out.
+                leased.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+                return Ok(leased.into_iter().map(|(_, l)| l).collect());
             }
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     pub(super) async fn heartbeat(&self, job: &Leased, lease: Duration) -> Result<bool, JobError> {
@@ -268,32 +282,44 @@ impl SqlQueue {
         })
     }
 
-    pub(super) async fn complete(&self, job: &Leased, result: &Value) -> Result<bool, JobError> {
+    /// Acknowledges finished jobs in one transaction; `true` for each job whose lease was
+    /// still ours, in order.
+    pub(super) async fn complete_many(
+        &self,
+        done: &[(&Leased, &Value)],
+    ) -> Result<Vec<bool>, JobError> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_micros();
         with_tx!(&self.db, tx, {
-            let n = sqlx::query(
-                "update jobs set state = 'finished', ended_at = $1, result = $2, progress = 1, \
-                 lease_token = null, lease_until = null \
-                 where id = $3 and lease_token = $4 and state = 'started'",
-            )
-            .bind(now)
-            .bind(result.to_string())
-            .bind(&job.id)
-            .bind(&job.token)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                // Jobs waiting for this one may run now.
-                sqlx::query(
-                    "update jobs set state = 'queued', run_at = $1 where state = 'deferred' and depends_on = $2",
+            let mut acked = Vec::with_capacity(done.len());
+            for (job, result) in done {
+                let n = sqlx::query(
+                    "update jobs set state = 'finished', ended_at = $1, result = $2, progress = 1, \
+                     lease_token = null, lease_until = null \
+                     where id = $3 and lease_token = $4 and state = 'started'",
                 )
                 .bind(now)
+                .bind(result.to_string())
                 .bind(&job.id)
+                .bind(&job.token)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    // Jobs waiting for this one may run now.
+                    sqlx::query(
+                        "update jobs set state = 'queued', run_at = $1 where state = 'deferred' and depends_on = $2",
+                    )
+                    .bind(now)
+                    .bind(&job.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                acked.push(n == 1);
             }
-            Ok::<_, JobError>(n == 1)
+            Ok::<_, JobError>(acked)
         })
     }
 

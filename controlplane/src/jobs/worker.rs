@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::Value;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Failure, Jobs, Leased, QUEUES};
@@ -87,7 +87,10 @@ impl Default for WorkerConfig {
 }
 
 /// Most jobs leased in one round trip.
-const LEASE_BATCH: usize = 16;
+pub const LEASE_BATCH: usize = 16;
+
+/// Most finished jobs acknowledged in one round trip.
+pub const ACK_BATCH: usize = 64;
 
 /// Job metrics of one process.
 #[derive(Clone, Debug)]
@@ -194,8 +197,28 @@ impl JobMetrics {
     }
 }
 
+/// A finished job waiting for its acknowledgement.
+struct Finished {
+    leased: Leased,
+    result: Value,
+}
+
+/// Jobs in hand (leased, not yet acknowledged or failed), so that the ones still running at the
+/// end of the drain can be given back.
+type InHand = Arc<std::sync::Mutex<HashMap<String, Leased>>>;
+
 /// Runs a worker until `stop` turns true (or its sender is gone), then drains. Returns how many
 /// jobs it gave back.
+///
+/// Round trips are shared between jobs: one lease call takes up to as many jobs as the worker
+/// has free slots (at most [`LEASE_BATCH`]), and finished jobs are acknowledged together (at
+/// most [`ACK_BATCH`] per call: those that finished while the previous acknowledgement was
+/// under way). A slot is a running handler: it is free again once its finished job is handed
+/// to the acknowledger, so the next lease overlaps the acknowledgement instead of waiting for
+/// it. The hand-over waits while `concurrency` finished jobs already wait for theirs, so a
+/// worker holds at most `2 × concurrency + ACK_BATCH` unacknowledged leases. A job is removed
+/// from its queue only by its acknowledgement, after its handler finished. Failed attempts
+/// are recorded one by one.
 pub async fn run(
     jobs: Jobs,
     handlers: Handlers,
@@ -206,8 +229,17 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let handlers = Arc::new(handlers);
     let mut running: JoinSet<()> = JoinSet::new();
-    // Jobs in hand, so that the ones still running at the end of the drain can be given back.
-    let in_hand: Arc<std::sync::Mutex<HashMap<String, Leased>>> = Arc::default();
+    let in_hand: InHand = Arc::default();
+    // The acknowledger runs in a set of its own: aborting this future (a killed worker) aborts
+    // it too, like a kill -9 would.
+    let (done_tx, done_rx) = mpsc::channel::<Finished>(config.concurrency.max(1));
+    let mut acker: JoinSet<()> = JoinSet::new();
+    acker.spawn(acknowledge(
+        jobs.clone(),
+        metrics.clone(),
+        in_hand.clone(),
+        done_rx,
+    ));
     let mut last_maintenance = tokio::time::Instant::now() - Duration::from_secs(60);
     tracing::info!(queues = ?config.queues, concurrency = config.concurrency, backend = jobs.backend(), "worker started");
     // Resolves once `stop` is true or its sender is gone (both mean: stop).
@@ -242,8 +274,8 @@ pub async fn run(
         let enqueued = super::ENQUEUED.notified();
         tokio::pin!(enqueued);
         enqueued.as_mut().enable();
-        // Free capacity beyond this permit is leased in the same round trip (Redis), each job
-        // with a permit of its own; permits not used go back.
+        // Free capacity beyond this permit is leased in the same round trip, each job with a
+        // permit of its own; permits not used go back.
         let mut permit = permit;
         let extra = permits.available_permits().min(LEASE_BATCH - 1);
         if extra > 0
@@ -252,6 +284,32 @@ pub async fn run(
                 .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
         {
             permit.merge(more);
+        }
+        // While jobs in hand are finishing, a moment's wait for more free slots makes one lease
+        // call take several jobs instead of one each (this wait is not made when idle).
+        let gather = config.concurrency.clamp(1, LEASE_BATCH).div_ceil(2);
+        let have = permit.num_permits();
+        if have < gather && permits.available_permits() + have < config.concurrency {
+            if let Ok(Ok(more)) = tokio::time::timeout(
+                GATHER,
+                permits
+                    .clone()
+                    .acquire_many_owned(u32::try_from(gather - have).unwrap_or(0)),
+            )
+            .await
+            {
+                permit.merge(more);
+            }
+            let extra = permits
+                .available_permits()
+                .min(LEASE_BATCH.saturating_sub(permit.num_permits()));
+            if extra > 0
+                && let Ok(more) = permits
+                    .clone()
+                    .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
+            {
+                permit.merge(more);
+            }
         }
         let want = permit.num_permits();
         let leased = match jobs.lease_many(&config.queues, config.lease, want).await {
@@ -276,26 +334,53 @@ pub async fn run(
             }
         };
         for leased in leased {
-            let Some(one) = permit.split(1) else { break };
+            let Some(slot) = permit.split(1) else {
+                // More jobs than asked for: not possible with either backend; the lease of
+                // this one runs out and it is retried.
+                tracing::error!(job = %leased.id, "the queue handed out more jobs than asked for");
+                break;
+            };
             lock(&in_hand).insert(leased.id.clone(), leased.clone());
-            let (jobs, handlers, metrics, in_hand, lease) = (
+            let (jobs, handlers, metrics, in_hand, lease, done_tx) = (
                 jobs.clone(),
                 handlers.clone(),
                 metrics.clone(),
                 in_hand.clone(),
                 config.lease,
+                done_tx.clone(),
             );
             running.spawn(async move {
-                execute(&jobs, &handlers, metrics.as_ref(), leased.clone(), lease).await;
-                lock(&in_hand).remove(&leased.id);
-                drop(one);
+                match execute(&jobs, &handlers, metrics.as_ref(), &leased, lease).await {
+                    Some(Ok(result)) => {
+                        // Acknowledged with others; the slot is free once the acknowledger
+                        // has taken the job.
+                        let sent = done_tx.send(Finished { leased, result }).await;
+                        drop(slot);
+                        if let Err(mpsc::error::SendError(f)) = sent {
+                            // The acknowledger is gone (not while this task runs, as the run
+                            // holds a sender): acknowledge alone.
+                            acknowledge_batch(&jobs, metrics.as_ref(), &in_hand, vec![f]).await;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        record_failure(&jobs, metrics.as_ref(), &leased, &error).await;
+                        lock(&in_hand).remove(&leased.id);
+                        drop(slot);
+                    }
+                    None => {
+                        lock(&in_hand).remove(&leased.id);
+                        drop(slot);
+                    }
+                }
             });
         }
         drop(permit);
     }
-    // Drain: finish within the drain time, then give the rest back.
+    // Drain: finish and acknowledge within the drain time, then give the rest back.
+    drop(done_tx);
     let drained = tokio::time::timeout(config.drain, async {
         while running.join_next().await.is_some() {}
+        while acker.join_next().await.is_some() {}
     })
     .await
     .is_ok();
@@ -303,6 +388,17 @@ pub async fn run(
     if !drained {
         running.abort_all();
         while running.join_next().await.is_some() {}
+        // Jobs that finished are acknowledged, not given back (their senders are gone now, so
+        // the acknowledger ends once it has sent what it holds).
+        if tokio::time::timeout(ACK_DRAIN, async {
+            while acker.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            acker.abort_all();
+            tracing::warn!("acknowledging finished jobs took too long; giving them back");
+        }
         let left: Vec<Leased> = lock(&in_hand).drain().map(|(_, j)| j).collect();
         for job in left {
             match jobs.release(&job).await {
@@ -323,32 +419,80 @@ pub async fn run(
     given_back
 }
 
+/// Longest wait for more free slots before a lease call (see `run`).
+const GATHER: Duration = Duration::from_millis(1);
+
+/// After the drain time, how long finished jobs may still take to be acknowledged.
+const ACK_DRAIN: Duration = Duration::from_secs(5);
+
+/// Acknowledges finished jobs as they come, several per round trip, until every sender is gone.
+async fn acknowledge(
+    jobs: Jobs,
+    metrics: Option<JobMetrics>,
+    in_hand: InHand,
+    mut rx: mpsc::Receiver<Finished>,
+) {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    // Waits for one, then takes whatever else is there (up to ACK_BATCH): under load, the jobs
+    // that finished while the previous call was under way; idle, a job is acknowledged at once.
+    while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        acknowledge_batch(
+            &jobs,
+            metrics.as_ref(),
+            &in_hand,
+            std::mem::take(&mut batch),
+        )
+        .await;
+    }
+}
+
+async fn acknowledge_batch(
+    jobs: &Jobs,
+    metrics: Option<&JobMetrics>,
+    in_hand: &InHand,
+    batch: Vec<Finished>,
+) {
+    let done: Vec<(&Leased, &Value)> = batch.iter().map(|f| (&f.leased, &f.result)).collect();
+    let acked = match jobs.complete_many(&done).await {
+        Ok(acked) => acked,
+        Err(e) => {
+            tracing::warn!(jobs = batch.len(), error = %e, "could not acknowledge finished jobs; they may run again");
+            vec![false; batch.len()]
+        }
+    };
+    {
+        let mut hand = lock(in_hand);
+        for f in &batch {
+            hand.remove(&f.leased.id);
+        }
+    }
+    if let Some(m) = metrics {
+        for (f, ok) in batch.iter().zip(acked) {
+            m.outcome(&f.leased, if ok { "finished" } else { "lost" });
+        }
+    }
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs one leased job to its end: handler under the time limit, lease renewed meanwhile.
+/// `None` when the lease was lost meanwhile (someone else may run the job now).
 async fn execute(
     jobs: &Jobs,
     handlers: &Handlers,
     metrics: Option<&JobMetrics>,
-    leased: Leased,
+    leased: &Leased,
     lease: Duration,
-) {
+) -> Option<HandlerResult> {
     let Some(handler) = handlers.by_kind.get(&leased.kind).cloned() else {
         // A newer producer than this worker: fail the attempt (it is retried, perhaps by a
         // newer worker).
-        record(
-            jobs,
-            metrics,
-            &leased,
-            Err(format!(
-                "no handler for job kind {:?} in this worker",
-                leased.kind
-            )),
-        )
-        .await;
-        return;
+        return Some(Err(format!(
+            "no handler for job kind {:?} in this worker",
+            leased.kind
+        )));
     };
     let job = Job {
         leased: leased.clone(),
@@ -358,57 +502,41 @@ async fn execute(
     tokio::pin!(work);
     let mut beat = tokio::time::interval(lease / 3);
     beat.tick().await;
-    let outcome = loop {
+    loop {
         tokio::select! {
-            r = &mut work => break match r {
+            r = &mut work => return Some(match r {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {} s", leased.timeout.as_secs())),
-            },
-            _ = beat.tick() => match jobs.heartbeat(&leased, lease).await {
+            }),
+            _ = beat.tick() => match jobs.heartbeat(leased, lease).await {
                 Ok(true) => {}
                 Ok(false) => {
                     // Someone else holds it now (our lease ran out); stop working on it.
                     tracing::warn!(job = %leased.id, "lost the lease of a running job; abandoning it");
-                    if let Some(m) = metrics { m.outcome(&leased, "lost"); }
-                    return;
+                    if let Some(m) = metrics { m.outcome(leased, "lost"); }
+                    return None;
                 }
                 Err(e) => tracing::warn!(job = %leased.id, error = %e, "could not renew a job's lease"),
             },
         }
-    };
-    record(jobs, metrics, &leased, outcome).await;
+    }
 }
 
-async fn record(
-    jobs: &Jobs,
-    metrics: Option<&JobMetrics>,
-    leased: &Leased,
-    outcome: HandlerResult,
-) {
-    let label = match outcome {
-        Ok(result) => match jobs.complete(leased, &result).await {
-            Ok(true) => "finished",
-            Ok(false) => "lost",
-            Err(e) => {
-                tracing::warn!(job = %leased.id, error = %e, "could not acknowledge a finished job; it may run again");
-                "lost"
-            }
-        },
-        Err(error) => match jobs.fail(leased, &error).await {
-            Ok(Failure::Retry(after)) => {
-                tracing::warn!(job = %leased.id, kind = %leased.kind, %error, retry_in = ?after, "job attempt failed");
-                "retried"
-            }
-            Ok(Failure::Failed) => {
-                tracing::error!(job = %leased.id, kind = %leased.kind, %error, "job failed for good");
-                "failed"
-            }
-            Ok(Failure::LeaseLost) => "lost",
-            Err(e) => {
-                tracing::warn!(job = %leased.id, error = %e, "could not record a failed attempt; the lease will run out");
-                "lost"
-            }
-        },
+async fn record_failure(jobs: &Jobs, metrics: Option<&JobMetrics>, leased: &Leased, error: &str) {
+    let label = match jobs.fail(leased, error).await {
+        Ok(Failure::Retry(after)) => {
+            tracing::warn!(job = %leased.id, kind = %leased.kind, %error, retry_in = ?after, "job attempt failed");
+            "retried"
+        }
+        Ok(Failure::Failed) => {
+            tracing::error!(job = %leased.id, kind = %leased.kind, %error, "job failed for good");
+            "failed"
+        }
+        Ok(Failure::LeaseLost) => "lost",
+        Err(e) => {
+            tracing::warn!(job = %leased.id, error = %e, "could not record a failed attempt; the lease will run out");
+            "lost"
+        }
     };
     if let Some(m) = metrics {
         m.outcome(leased, label);

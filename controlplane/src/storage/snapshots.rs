@@ -65,7 +65,7 @@ pub struct SnapshotView {
     pub created_at: String,
     /// ISO completion time.
     pub finished_at: Option<String>,
-    /// Checksum (empty: not computed).
+    /// MD5 of the snapshot's JSON file, in hex (empty until it is completed).
     pub md5: String,
     /// `{"task_number", "annotation_number"}`.
     #[schema(value_type = Object)]
@@ -406,7 +406,8 @@ async fn put_chunk(db: &Db, writer: &Writer, seq: i64, body: &[u8]) -> ApiResult
 
 /// Makes the attempt's file the snapshot's (or the conversion's), completed, in one
 /// transaction; `false` when the attempt no longer owns the file.
-async fn complete(db: &Db, writer: &Writer, size: i64, chunks: i64) -> ApiResult<bool> {
+/// `md5` is the hex MD5 of the file's bytes, kept as the snapshot's checksum (JSON).
+async fn complete(db: &Db, writer: &Writer, size: i64, chunks: i64, md5: &str) -> ApiResult<bool> {
     let name = format_name(writer.format);
     let dialect = db.dialect();
     let now = now_micros();
@@ -438,9 +439,11 @@ async fn complete(db: &Db, writer: &Writer, size: i64, chunks: i64) -> ApiResult
         .await?;
         if writer.format == ExportFormat::Json {
             sqlx::query(
-                "update export_snapshot set status = 'completed', error = null, finished_at = $1 where id = $2",
+                "update export_snapshot set status = 'completed', error = null, finished_at = $1, \
+                 md5 = $2 where id = $3",
             )
             .bind(now)
+            .bind(md5)
             .bind(writer.snapshot)
             .execute(&mut *tx)
             .await?;
@@ -542,6 +545,7 @@ struct ChunkWriter<'a> {
     buf: Vec<u8>,
     seq: i64,
     size: i64,
+    md5: md5::Md5,
 }
 
 impl<'a> ChunkWriter<'a> {
@@ -552,11 +556,13 @@ impl<'a> ChunkWriter<'a> {
             buf: Vec::with_capacity(CHUNK),
             seq: 0,
             size: 0,
+            md5: md5::Md5::default(),
         }
     }
 
     async fn write(&mut self, mut bytes: &[u8]) -> Result<(), WriteError> {
         self.size += i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        md5::Digest::update(&mut self.md5, bytes);
         while !bytes.is_empty() {
             let take = (CHUNK - self.buf.len()).min(bytes.len());
             self.buf.extend_from_slice(&bytes[..take]);
@@ -581,7 +587,8 @@ impl<'a> ChunkWriter<'a> {
         if !self.buf.is_empty() {
             self.flush().await?;
         }
-        if complete(self.db, self.writer, self.size, self.seq).await? {
+        let md5 = hex::encode(md5::Digest::finalize(self.md5.clone()));
+        if complete(self.db, self.writer, self.size, self.seq, &md5).await? {
             Ok(())
         } else {
             Err(WriteError::Superseded)

@@ -879,13 +879,12 @@ async fn job_metrics_per_organization_postgres() {
     job_metrics_per_organization(Backend::Postgres).await;
 }
 
-/// Redis leases several jobs in one round trip: at most the number asked for, from the first
-/// queue in priority order that has any, each with a lease token of its own that acknowledges
-/// only that job.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_leases_several_jobs_in_one_round_trip() {
-    let redis = TlsRedis::start();
-    let jobs = redis_jobs(&redis).await;
+/// Several jobs leased in one round trip: at most the number asked for, oldest first, from the
+/// first queue in priority order that has any, each with a lease token of its own that
+/// acknowledges only that job. Acknowledged in one round trip too: each job of the batch is
+/// checked on its own, so a job whose lease ran out (and went to another worker) is refused and
+/// left as it is, while the others of the batch finish and release their dependents.
+async fn lease_and_acknowledge_in_batches(jobs: &Jobs) {
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
@@ -922,6 +921,7 @@ async fn redis_leases_several_jobs_in_one_round_trip() {
             .iter()
             .all(|j| j.attempt == 1 && j.payload["i"].is_number())
     );
+    assert_eq!(jobs.stats("low").await.expect("stats").running, 3);
     let rest = jobs.lease_many(&["low"], lease, 10).await.expect("lease");
     assert_eq!(rest.len(), 2);
     assert!(
@@ -934,8 +934,416 @@ async fn redis_leases_several_jobs_in_one_round_trip() {
     let mut stolen = batch[0].clone();
     stolen.token = batch[1].token.clone();
     assert!(!jobs.complete(&stolen, &json!({})).await.expect("complete"));
-    for job in batch.iter().chain(&rest).chain(&first) {
-        assert!(jobs.complete(job, &json!({})).await.expect("complete"));
-        assert_eq!(state(&jobs, &job.id).await, State::Finished);
+    assert_eq!(state(jobs, &batch[0].id).await, State::Started);
+    assert!(
+        jobs.complete_many(&[])
+            .await
+            .expect("nothing to acknowledge")
+            .is_empty()
+    );
+
+    // A batch with one lost lease: only that job is refused (and stays with its new holder).
+    let parent = jobs
+        .enqueue(&NewJob::new("critical", "noop", json!({"p": 1})))
+        .await
+        .expect("enqueue");
+    let child = jobs
+        .enqueue(&NewJob {
+            depends_on: Some(parent.clone()),
+            ..NewJob::new("critical", "noop", json!({"c": 1}))
+        })
+        .await
+        .expect("enqueue");
+    let short = jobs
+        .enqueue(&NewJob::new("critical", "noop", json!({"s": 1})))
+        .await
+        .expect("enqueue");
+    let p = jobs
+        .lease(&["critical"], lease)
+        .await
+        .expect("lease")
+        .expect("parent");
+    assert_eq!(p.id, parent);
+    let lost = jobs
+        .lease(&["critical"], SHORT)
+        .await
+        .expect("lease")
+        .expect("short");
+    assert_eq!(lost.id, short);
+    tokio::time::sleep(SHORT * 2).await;
+    assert_eq!(jobs.maintain().await.expect("maintain").requeued, 1);
+    let taken_over = jobs
+        .lease(&["critical"], lease)
+        .await
+        .expect("lease")
+        .expect("short again");
+    assert_eq!(
+        (taken_over.id.as_str(), taken_over.attempt),
+        (short.as_str(), 2)
+    );
+    let (r0, r1, r2) = (json!({"n": 0}), json!({"n": 1}), json!({"n": 2}));
+    let acked = jobs
+        .complete_many(&[(&batch[0], &r0), (&lost, &r1), (&p, &r2)])
+        .await
+        .expect("complete");
+    assert_eq!(acked, vec![true, false, true]);
+    let v = jobs.get(&batch[0].id).await.expect("get").expect("job");
+    assert_eq!((v.state, v.result), (State::Finished, Some(r0)));
+    let v = jobs.get(&short).await.expect("get").expect("job");
+    assert_eq!(
+        (v.state, v.attempts, v.result),
+        (State::Started, 2, None),
+        "the lost job is left to its new holder"
+    );
+    assert_eq!(state(jobs, &parent).await, State::Finished);
+    assert_eq!(
+        state(jobs, &child).await,
+        State::Queued,
+        "released by the batch"
+    );
+    let c = jobs
+        .lease(&["critical"], lease)
+        .await
+        .expect("lease")
+        .expect("child");
+    assert_eq!(c.id, child);
+    let null = json!(null);
+    let all: Vec<(&verity_controlplane::jobs::Leased, &serde_json::Value)> = batch[1..]
+        .iter()
+        .chain(&rest)
+        .chain(&first)
+        .chain([&c, &taken_over])
+        .map(|j| (j, &null))
+        .collect();
+    let acked = jobs.complete_many(&all).await.expect("complete");
+    assert_eq!(acked, vec![true; all.len()]);
+    for (job, _) in &all {
+        assert_eq!(state(jobs, &job.id).await, State::Finished);
     }
+    for q in ["critical", "high", "low"] {
+        let s = jobs.stats(q).await.expect("stats");
+        assert_eq!((s.waiting, s.running), (0, 0), "{q}");
+    }
+}
+
+/// Many producers at once (Redis sends their jobs together in one script call): each job is
+/// enqueued once with its own payload, a repeated id once, and a job whose dependency does not
+/// exist is refused alone, with the others of its batch enqueued.
+async fn concurrent_enqueues(jobs: &Jobs) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let jobs = jobs.clone();
+        tasks.spawn(async move {
+            let base = NewJob::new("default", "ok", json!({"i": i}));
+            let job = match i {
+                7 => NewJob {
+                    depends_on: Some("nobody".into()),
+                    ..base
+                },
+                11 | 12 => NewJob {
+                    id: Some("same-id".into()),
+                    ..base
+                },
+                _ => base,
+            };
+            (i, jobs.enqueue(&job).await)
+        });
+    }
+    let mut ids = std::collections::BTreeMap::new();
+    for (i, r) in tasks.join_all().await {
+        match (i, r) {
+            (7, Err(JobError::Invalid(m))) => assert!(m.contains("nobody"), "{m}"),
+            (7, other) => panic!("an unknown dependency was accepted: {other:?}"),
+            (i, r) => {
+                ids.insert(i, r.expect("enqueue"));
+            }
+        }
+    }
+    assert_eq!(
+        (ids[&11].as_str(), ids[&12].as_str()),
+        ("same-id", "same-id")
+    );
+    let distinct: std::collections::BTreeSet<_> = ids.values().cloned().collect();
+    assert_eq!(distinct.len(), 38);
+    assert_eq!(jobs.stats("default").await.expect("stats").waiting, 38);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let batch = jobs
+            .lease_many(&["default"], Duration::from_secs(30), 16)
+            .await
+            .expect("lease");
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 16);
+        for l in &batch {
+            let i = l.payload["i"].as_i64().expect("payload");
+            if l.id != "same-id" {
+                assert_eq!(ids[&i], l.id, "job {i} has its own payload");
+            }
+            assert!(seen.insert(l.id.clone()), "{} leased twice", l.id);
+        }
+        let null = json!(null);
+        let done: Vec<_> = batch.iter().map(|l| (l, &null)).collect();
+        assert!(
+            jobs.complete_many(&done)
+                .await
+                .expect("complete")
+                .iter()
+                .all(|a| *a)
+        );
+    }
+    assert_eq!(seen, distinct);
+}
+
+/// Handlers for the batch tests: `ok` finishes, `fail` fails its attempt, `stuck-first` hangs on
+/// its first attempt and finishes on the next, `gated` waits for a permit of `gate`. Every call
+/// is counted per job id.
+fn counting_handlers(
+    calls: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+) -> Handlers {
+    let count = move |calls: &Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+                      id: &str| {
+        *calls
+            .lock()
+            .expect("lock")
+            .entry(id.to_owned())
+            .or_default() += 1;
+    };
+    let (c1, c2, c3, c4) = (calls.clone(), calls.clone(), calls.clone(), calls);
+    Handlers::default()
+        .on("ok", move |job| {
+            count(&c1, &job.leased.id);
+            async move { Ok(json!({"done": job.leased.payload})) }
+        })
+        .on("fail", move |job| {
+            count(&c2, &job.leased.id);
+            async move { Err("this one fails".to_string()) }
+        })
+        .on("stuck-first", move |job| {
+            count(&c3, &job.leased.id);
+            async move {
+                if job.leased.attempt == 1 {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok(json!({"attempt": job.leased.attempt}))
+            }
+        })
+        .on("gated", move |job| {
+            count(&c4, &job.leased.id);
+            let gate = gate.clone();
+            async move {
+                gate.acquire().await.expect("gate").forget();
+                Ok(json!(null))
+            }
+        })
+}
+
+fn one_queue(queue: &'static str, concurrency: usize, lease: Duration) -> WorkerConfig {
+    WorkerConfig {
+        queues: vec![queue],
+        concurrency,
+        lease,
+        idle_poll: Duration::from_millis(20),
+        drain: Duration::from_secs(5),
+    }
+}
+
+/// The worker's batches: acknowledgements of a batch where one job failed retry only that
+/// one; a worker never holds more unacknowledged leases than its free slots; a worker killed
+/// with several jobs in hand loses none of them, each runs exactly once more.
+async fn worker_batches(jobs: &Jobs) {
+    type Calls = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
+    let calls: Calls = Arc::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls_of = |id: &str| calls.lock().expect("lock").get(id).copied().unwrap_or(0);
+
+    // One failure among finished jobs: only it is retried.
+    let mut oks = Vec::new();
+    for i in 0..7 {
+        oks.push(
+            jobs.enqueue(&NewJob::new("low", "ok", json!({"i": i})))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let failing = jobs
+        .enqueue(&NewJob::new("low", "fail", json!({})))
+        .await
+        .expect("enqueue");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let w = tokio::spawn(worker::run(
+        jobs.clone(),
+        counting_handlers(calls.clone(), gate.clone()),
+        one_queue("low", 8, Duration::from_secs(30)),
+        None,
+        stop_rx,
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut settled = state(jobs, &failing).await == State::Scheduled;
+        for id in &oks {
+            settled &= state(jobs, id).await == State::Finished;
+        }
+        if settled {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    assert_eq!(w.await.expect("worker"), 0);
+    for (i, id) in oks.iter().enumerate() {
+        let v = jobs.get(id).await.expect("get").expect("job");
+        assert_eq!(
+            (v.state, v.attempts, v.result),
+            (State::Finished, 1, Some(json!({"done": {"i": i}})))
+        );
+        assert_eq!(calls_of(id), 1, "each finished job ran once");
+    }
+    let v = jobs.get(&failing).await.expect("get").expect("job");
+    assert_eq!(
+        (v.state, v.attempts, v.error.as_deref()),
+        (State::Scheduled, 1, Some("this one fails")),
+        "only the failed job waits for its retry"
+    );
+    assert_eq!(calls_of(&failing), 1);
+    assert_eq!(jobs.stats("low").await.expect("stats").scheduled, 1);
+
+    // Slots: 3 of them, 10 jobs that wait at a gate. Leases are taken for free slots only (a
+    // slot is free again once its finished job is handed over for acknowledgement).
+    let mut gated = Vec::new();
+    for _ in 0..10 {
+        gated.push(
+            jobs.enqueue(&NewJob::new("high", "gated", json!({})))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let started = || gated.iter().map(|id| calls_of(id) as usize).sum::<usize>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let w = tokio::spawn(worker::run(
+        jobs.clone(),
+        counting_handlers(calls.clone(), gate.clone()),
+        one_queue("high", 3, Duration::from_secs(30)),
+        None,
+        stop_rx,
+    ));
+    wait_for("3 gated jobs to start", 30, async || started() == 3).await;
+    let s = jobs.stats("high").await.expect("stats");
+    assert_eq!(
+        (s.running, s.waiting),
+        (3, 7),
+        "leased no more than the free slots"
+    );
+    gate.add_permits(1);
+    wait_for("a fourth gated job to start", 30, async || started() == 4).await;
+    assert_eq!(
+        jobs.stats("high").await.expect("stats").waiting,
+        6,
+        "one slot came back, one job more was leased"
+    );
+    wait_for("the first gated job's acknowledgement", 30, async || {
+        jobs.stats("high")
+            .await
+            .is_ok_and(|s| (s.running, s.waiting) == (3, 6))
+    })
+    .await;
+    assert_eq!(started(), 4);
+    gate.add_permits(100);
+    wait_for("every gated job", 30, async || {
+        jobs.stats("high")
+            .await
+            .is_ok_and(|s| s.waiting == 0 && s.running == 0)
+    })
+    .await;
+    assert_eq!(started(), 10, "each ran once");
+    let _ = stop_tx.send(true);
+    assert_eq!(w.await.expect("worker"), 0);
+
+    // A worker killed (its task aborted: no drain, no acknowledgement, no give-back) with four
+    // jobs in hand: after their leases run out, another worker runs each exactly once more.
+    let lease = Duration::from_secs(1);
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        stuck.push(
+            jobs.enqueue(&NewJob::new("critical", "stuck-first", json!({})))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let killed = tokio::spawn(worker::run(
+        jobs.clone(),
+        counting_handlers(calls.clone(), gate.clone()),
+        one_queue("critical", 4, lease),
+        None,
+        stop_rx,
+    ));
+    wait_for("4 jobs in hand", 30, async || {
+        stuck.iter().all(|id| calls_of(id) == 1)
+    })
+    .await;
+    killed.abort();
+    assert!(killed.await.is_err_and(|e| e.is_cancelled()));
+    let s = jobs.stats("critical").await.expect("stats");
+    assert_eq!(
+        (s.running, s.waiting),
+        (4, 0),
+        "the killed worker's leases are still there"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let w = tokio::spawn(worker::run(
+        jobs.clone(),
+        counting_handlers(calls.clone(), gate.clone()),
+        one_queue("critical", 4, lease),
+        None,
+        stop_rx,
+    ));
+    for id in &stuck {
+        wait_for("the retried job", 30, async || {
+            state(jobs, id).await == State::Finished
+        })
+        .await;
+    }
+    let _ = stop_tx.send(true);
+    assert_eq!(w.await.expect("worker"), 0);
+    for id in &stuck {
+        let v = jobs.get(id).await.expect("get").expect("job");
+        assert_eq!(
+            (v.attempts, v.result),
+            (2, Some(json!({"attempt": 2}))),
+            "{id}"
+        );
+        assert_eq!(calls_of(id), 2, "{id}: run once more, exactly");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_delivery_sqlite() {
+    let (_app, jobs) = sql_jobs(Backend::Sqlite).await;
+    concurrent_enqueues(&jobs).await;
+    lease_and_acknowledge_in_batches(&jobs).await;
+    worker_batches(&jobs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_delivery_postgres() {
+    let (_app, jobs) = sql_jobs(Backend::Postgres).await;
+    concurrent_enqueues(&jobs).await;
+    lease_and_acknowledge_in_batches(&jobs).await;
+    worker_batches(&jobs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_delivery_redis() {
+    let redis = TlsRedis::start();
+    let jobs = redis_jobs(&redis).await;
+    concurrent_enqueues(&jobs).await;
+    lease_and_acknowledge_in_batches(&jobs).await;
+    worker_batches(&jobs).await;
 }

@@ -150,6 +150,9 @@ async fn snapshots_are_jobs_stored_in_the_database(backend: Backend) {
     };
     assert_eq!(header("content-length"), json_direct.len().to_string());
     assert_eq!(header("content-type"), "application/json");
+    // Its checksum is the MD5 of the file's bytes, as Label Studio's snapshots carry it.
+    let md5 = hex::encode(<md5::Md5 as md5::Digest>::digest(r.text.as_bytes()));
+    assert_eq!(done["md5"], json!(md5), "{done}");
     assert_eq!(header("filename"), format!("project-{p}-export-{sid}.json"));
     // Converted by a job, downloaded through the other replica: the direct CSV export.
     let converted = b
