@@ -154,6 +154,8 @@ permissions! {
     TaskManage => "task.manage", Project, Manager, "Import, change and delete tasks.";
     AnnotationCreate => "annotation.create", Project, Annotator, "Take tasks from the label stream, create annotations and change or delete one's own.";
     AnnotationManage => "annotation.manage", Project, Reviewer, "Change or delete other people's annotations.";
+    ReviewCreate => "review.create", Project, Reviewer, "Review other people's annotations (accept, fix and accept, reject), change and delete reviews, take annotations from the review stream.";
+    AgreementView => "agreement.view", Project, Reviewer, "Read agreement statistics: task agreement, the annotator matrix, reliability (they compare everyone's annotations, so annotators may not).";
     GroundTruthManage => "ground_truth.manage", Project, Manager, "Mark an annotation as ground truth or clear the mark (the `ground_truth` field of an annotation).";
     PredictionManage => "prediction.manage", Project, Manager, "Create, change and delete predictions.";
     ExportRun => "export.run", Project, Manager, "Export project data.";
@@ -537,6 +539,31 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/tasks/{id}/presign", Needs(P::ProjectView)),
     ep("GET", "/data/local-files", SignedIn),
     ep("GET", "/storage-proxy/{token}", Public),
+    // Reviews (ADR 0024).
+    ep("GET", "/api/annotation-reviews", Needs(P::ProjectView)),
+    ep("POST", "/api/annotation-reviews", Needs(P::ReviewCreate)),
+    ep("GET", "/api/annotation-reviews/{id}", Needs(P::ProjectView)),
+    ep(
+        "PATCH",
+        "/api/annotation-reviews/{id}",
+        Needs(P::ReviewCreate),
+    ),
+    ep(
+        "DELETE",
+        "/api/annotation-reviews/{id}",
+        Needs(P::ReviewCreate),
+    ),
+    ep(
+        "GET",
+        "/api/annotations/{id}/history",
+        Needs(P::ProjectView),
+    ),
+    ep("GET", "/api/comments", Needs(P::ProjectView)),
+    ep(
+        "GET",
+        "/api/projects/{id}/review/next",
+        Needs(P::ReviewCreate),
+    ),
     // Webhooks.
     ep("GET", "/api/webhooks/info", SignedIn),
     ep("GET", "/api/webhooks", Needs(P::WebhookManage)),
@@ -647,6 +674,27 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Needs(P::MemberManage),
     ),
     ep("GET", "/api/projects/{id}/next", Needs(P::AnnotationCreate)),
+    // Agreement statistics (ADR 0025).
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/total_agreement",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/IAA",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/reliability",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/tasks/{task_pk}/agreement-matrix",
+        Needs(P::AgreementView),
+    ),
     ep("GET", "/api/projects/{id}/tasks", Needs(P::ProjectView)),
     ep("DELETE", "/api/projects/{id}/tasks", Needs(P::TaskManage)),
     ep("POST", "/api/projects/{id}/import", Needs(P::TaskManage)),

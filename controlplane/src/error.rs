@@ -41,6 +41,13 @@ pub enum ErrorCode {
     InvalidPage,
     /// The label stream has no task left for the caller.
     NoMoreTasks,
+    /// The review stream has no annotation left for the caller to review.
+    NothingToReview,
+    /// A reviewer cannot review their own annotation.
+    SelfReview,
+    /// The project requires a comment when an annotation is rejected
+    /// (`review_settings.require_comment_on_reject`).
+    CommentRequired,
     /// The object already exists or conflicts with the current state.
     Conflict,
     /// The field is declared in a custom resource and owned by Git; change it there.
@@ -102,19 +109,22 @@ impl ErrorCode {
             | ErrorCode::PrivateTarget
             | ErrorCode::LocalFilesDisabled
             | ErrorCode::PathNotAllowed
-            | ErrorCode::MlBackendUnreachable => StatusCode::BAD_REQUEST,
+            | ErrorCode::MlBackendUnreachable
+            | ErrorCode::CommentRequired => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidLink | ErrorCode::LinkExpired => StatusCode::FORBIDDEN,
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::ObjectTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MlBackendFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::Paused | ErrorCode::PrivilegeEscalation => {
-                StatusCode::FORBIDDEN
-            }
+            ErrorCode::Forbidden
+            | ErrorCode::Paused
+            | ErrorCode::PrivilegeEscalation
+            | ErrorCode::SelfReview => StatusCode::FORBIDDEN,
             ErrorCode::InvalidInvitation => StatusCode::GONE,
-            ErrorCode::NotFound | ErrorCode::InvalidPage | ErrorCode::NoMoreTasks => {
-                StatusCode::NOT_FOUND
-            }
+            ErrorCode::NotFound
+            | ErrorCode::InvalidPage
+            | ErrorCode::NoMoreTasks
+            | ErrorCode::NothingToReview => StatusCode::NOT_FOUND,
             ErrorCode::Conflict | ErrorCode::ManagedByGit => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -79,6 +79,9 @@ actions! {
     AnnotationsCreated => "ANNOTATIONS_CREATED", "annotation", false, "Annotations were created in bulk (tasks imported with annotations).";
     AnnotationUpdated => "ANNOTATION_UPDATED", "annotation", false, "An annotation was changed.";
     AnnotationsDeleted => "ANNOTATIONS_DELETED", "annotations", false, "Annotations were deleted.";
+    ReviewCreated => "REVIEW_CREATED", "review", false, "An annotation was reviewed (accepted, fixed and accepted, or rejected).";
+    ReviewUpdated => "REVIEW_UPDATED", "review", false, "A review was changed.";
+    ReviewsDeleted => "REVIEWS_DELETED", "reviews", false, "Reviews were deleted.";
 }
 
 impl Action {
@@ -361,6 +364,15 @@ pub enum Subject {
     AnnotationsOfTasks(Vec<i64>),
     /// Deleted annotations.
     AnnotationsDeleted(Vec<i64>),
+    /// A review (created or updated): its JSON, and the annotation it is about.
+    Review {
+        /// The review as the API shows it.
+        review: Value,
+        /// The reviewed annotation.
+        annotation: i64,
+    },
+    /// Deleted reviews.
+    ReviewsDeleted(Vec<i64>),
 }
 
 /// Records `action` for every active webhook of `org` (and `project`) that subscribes to it and
@@ -484,7 +496,9 @@ async fn payloads(
             }
             out
         }
-        Subject::TasksDeleted(ids) | Subject::AnnotationsDeleted(ids) => ids
+        Subject::TasksDeleted(ids)
+        | Subject::AnnotationsDeleted(ids)
+        | Subject::ReviewsDeleted(ids) => ids
             .chunks(BATCH_SIZE)
             .map(|chunk| {
                 Value::Object(base(
@@ -496,6 +510,13 @@ async fn payloads(
         Subject::Annotation(id) => {
             let (annotation, task) = store::annotation_json(db, *id).await?;
             let mut m = base(key, annotation);
+            m.insert("task".into(), task);
+            vec![Value::Object(m)]
+        }
+        Subject::Review { review, annotation } => {
+            let (annotation, task) = store::annotation_json(db, *annotation).await?;
+            let mut m = base(key, review.clone());
+            m.insert("annotation".into(), annotation);
             m.insert("task".into(), task);
             vec![Value::Object(m)]
         }

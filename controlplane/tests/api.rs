@@ -1,5 +1,7 @@
 //! Integration tests of the HTTP API on SQLite and PostgreSQL (one binary for the crate).
 
+#[path = "suites/agreement.rs"]
+mod agreement;
 mod common;
 #[path = "suites/crash.rs"]
 mod crash;
@@ -9,6 +11,8 @@ mod jobs;
 mod matrix;
 #[path = "suites/ml.rs"]
 mod ml;
+#[path = "suites/review.rs"]
+mod review;
 #[path = "suites/snapshots.rs"]
 mod snapshots;
 #[path = "suites/storage.rs"]

@@ -34,6 +34,82 @@ pub enum SkipQueue {
     IgnoreSkipped,
 }
 
+/// What happens to a rejected annotation (`review_settings.requeue_rejected_tasks_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RequeueMode {
+    /// Back to its annotator's label stream for rework.
+    #[default]
+    Requeue,
+    /// Cancelled; the task returns to the pool for another annotator.
+    Remove,
+    /// The reviewer chooses per rejection (`remove_from_queue`).
+    Flexible,
+}
+
+/// When a task counts as reviewed (`review_settings.review_criteria`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewCriteria {
+    /// Every annotation of the task was accepted or rejected.
+    #[default]
+    All,
+    /// At least one annotation of the task was accepted.
+    One,
+}
+
+/// In which order the review stream hands out annotations (`review_settings.sampling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewSampling {
+    /// By task, then annotation, in id order.
+    #[default]
+    TaskId,
+    /// Random order.
+    Random,
+}
+
+/// Label Studio Enterprise's `review_settings` of a project (ADR 0024).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// What a rejection does.
+    pub requeue_rejected_tasks_mode: RequeueMode,
+    /// In `flexible` mode without `remove_from_queue`: requeue to the annotator (true) or remove.
+    #[serde(default = "default_true")]
+    pub requeue_rejected_tasks_to_annotator: bool,
+    /// When a task counts as reviewed.
+    pub review_criteria: ReviewCriteria,
+    /// Review only annotations of tasks that reached their overlap.
+    pub only_finished_tasks: bool,
+    /// A rejection must carry a comment.
+    pub require_comment_on_reject: bool,
+    /// Instructions for reviewers (HTML).
+    pub instruction: String,
+    /// Show the instructions to reviewers.
+    pub show_instruction: bool,
+    /// Review stream order.
+    pub sampling: ReviewSampling,
+    /// Hide who wrote an annotation from reviewers (the review stream and annotation reads).
+    pub anonymize_annotations: bool,
+}
+
+impl Default for ReviewSettings {
+    fn default() -> Self {
+        ReviewSettings {
+            requeue_rejected_tasks_mode: RequeueMode::Requeue,
+            requeue_rejected_tasks_to_annotator: true,
+            review_criteria: ReviewCriteria::All,
+            only_finished_tasks: false,
+            require_comment_on_reject: false,
+            instruction: String::new(),
+            show_instruction: false,
+            sampling: ReviewSampling::TaskId,
+            anonymize_annotations: false,
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -114,6 +190,8 @@ pub struct ProjectSettings {
     pub is_draft: bool,
     /// Published to annotators.
     pub is_published: bool,
+    /// Review workflow settings (ADR 0024).
+    pub review_settings: ReviewSettings,
 }
 
 // Spelled out rather than derived: serde's container-level `default` calls this impl, so it
@@ -150,6 +228,7 @@ impl Default for ProjectSettings {
             custom_task_lock_ttl: None,
             is_draft: false,
             is_published: false,
+            review_settings: ReviewSettings::default(),
         }
     }
 }
@@ -177,6 +256,18 @@ pub fn merge_settings(
     };
     for key in setting_keys() {
         if let Some(value) = patch.get(&key) {
+            // Review settings are patched key by key (a partial object keeps the other keys).
+            let value = match (key.as_str(), value, merged.get(&key)) {
+                ("review_settings", Value::Object(part), Some(Value::Object(old))) => {
+                    let mut whole = old.clone();
+                    for (k, v) in part {
+                        whole.insert(k.clone(), v.clone());
+                    }
+                    Value::Object(whole)
+                }
+                _ => value.clone(),
+            };
+            let value = &value;
             // Each field is checked on its own so the error names it.
             let mut probe = Map::new();
             probe.insert(key.clone(), value.clone());
@@ -203,6 +294,12 @@ fn describe_serde_error(e: &serde_json::Error) -> String {
 
 /// Range checks that the type system does not express.
 pub fn validate(s: &ProjectSettings) -> Result<(), SettingError> {
+    if s.review_settings.instruction.len() > 65_536 {
+        return Err((
+            "review_settings".into(),
+            "instruction must be at most 65536 bytes".into(),
+        ));
+    }
     if !(1..=1000).contains(&s.maximum_annotations) {
         return Err((
             "maximum_annotations".into(),
@@ -274,6 +371,33 @@ mod tests {
             serde_json::to_value(s.skip_queue).ok(),
             Some(json!("REQUEUE_FOR_OTHERS"))
         );
+    }
+
+    #[test]
+    fn review_settings_default_and_merge_by_key() {
+        let empty: ReviewSettings = serde_json::from_value(json!({})).expect("empty object");
+        assert_eq!(empty, ReviewSettings::default());
+        assert!(empty.requeue_rejected_tasks_to_annotator);
+        assert_eq!(
+            serde_json::to_value(&empty).expect("json")["requeue_rejected_tasks_mode"],
+            json!("requeue")
+        );
+        let patch = json!({"review_settings": {"review_criteria": "one"}});
+        let once = merge_settings(&ProjectSettings::default(), patch.as_object().expect("obj"))
+            .expect("merged");
+        let patch = json!({"review_settings": {"sampling": "random"}});
+        let twice = merge_settings(&once, patch.as_object().expect("obj")).expect("merged");
+        assert_eq!(twice.review_settings.review_criteria, ReviewCriteria::One);
+        assert_eq!(twice.review_settings.sampling, ReviewSampling::Random);
+        for bad in [
+            json!({"review_settings": {"unknown": 1}}),
+            json!({"review_settings": {"requeue_rejected_tasks_mode": "later"}}),
+            json!({"review_settings": "all"}),
+            json!({"review_settings": {"instruction": "x".repeat(65_537)}}),
+        ] {
+            let err = merge_settings(&twice, bad.as_object().expect("obj")).expect_err("refused");
+            assert_eq!(err.0, "review_settings");
+        }
     }
 
     #[test]

@@ -55,12 +55,18 @@ pub struct AnnotationRow {
     pub updated_at: i64,
     /// Author email.
     pub author_email: Option<String>,
+    /// Reviews that accepted it.
+    pub reviews_accepted: i64,
+    /// Reviews that rejected it.
+    pub reviews_rejected: i64,
 }
 
 /// Columns selected into [`AnnotationRow`] (annotation aliased `a`, author `u`).
 pub const ANNOTATION_COLUMNS: &str = "a.id, a.task_id, a.project_id, a.result, a.completed_by, a.updated_by, \
     a.was_cancelled, a.ground_truth, a.lead_time, a.prediction, a.parent_prediction, a.parent_annotation, \
-    a.import_id, a.last_action, a.unique_id, a.created_at, a.updated_at, u.email as author_email";
+    a.import_id, a.last_action, a.unique_id, a.created_at, a.updated_at, u.email as author_email, \
+    (select count(*) from annotation_review rv where rv.annotation_id = a.id and rv.accepted) as reviews_accepted, \
+    (select count(*) from annotation_review rv where rv.annotation_id = a.id and not rv.accepted) as reviews_rejected";
 
 /// The annotation JSON of Label Studio.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -113,6 +119,10 @@ pub struct AnnotationView {
     pub result_count: usize,
     /// Always false.
     pub bulk_created: bool,
+    /// Reviews that accepted it.
+    pub reviews_accepted: i64,
+    /// Reviews that rejected it.
+    pub reviews_rejected: i64,
 }
 
 /// Stored JSON back as raw JSON (stored text was produced by serde_json, so it parses).
@@ -153,6 +163,8 @@ impl AnnotationRow {
             prediction: raw(&self.prediction),
             result_count,
             bulk_created: false,
+            reviews_accepted: self.reviews_accepted,
+            reviews_rejected: self.reviews_rejected,
         }
     }
 }
@@ -340,7 +352,7 @@ impl AnnotationInput {
     }
 }
 
-fn validate_result(
+pub(crate) fn validate_result(
     project: &super::projects::ProjectRow,
     result: &Value,
     was_cancelled: bool,
@@ -464,6 +476,7 @@ pub async fn create(
         .await?;
         let kind = Kind::of(was_cancelled, ground_truth, result_text.is_some());
         apply_annotation_delta!(tx, task_id, project.id, kind, skip_queue);
+        crate::refresh_task_agreement!(tx, project.id, task_id);
         // Submitting (or skipping) ends the author's reservation of the task.
         sqlx::query("delete from task_lock where task_id = $1 and user_id = $2")
             .bind(task_id)
@@ -550,7 +563,7 @@ pub async fn get_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationRow
 }
 
 /// Loads an annotation of the actor's organization; the caller checks its project.
-async fn load_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationRow> {
+pub(crate) async fn load_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationRow> {
     let row: Option<AnnotationRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {ANNOTATION_COLUMNS} from annotation a join project p on p.id = a.project_id \
@@ -564,9 +577,15 @@ async fn load_row(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationRow> {
     row.ok_or_else(|| ApiError::not_found("annotation"))
 }
 
-/// One annotation.
+/// One annotation (without its author for a reviewer of an anonymized project, ADR 0024).
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<AnnotationView> {
-    Ok(get_row(db, actor, id).await?.view())
+    let row = load_row(db, actor, id).await?;
+    let project = access::project(db, actor, row.project_id, Permission::ProjectView).await?;
+    let visible = tasks::Visible::for_access(actor, &project);
+    if !visible.shows(row.completed_by) {
+        return Err(ApiError::not_found("annotation"));
+    }
+    Ok(visible.render(&row))
 }
 
 /// The non-skipped annotations of a task, oldest first.
@@ -586,7 +605,7 @@ pub async fn list_for_task(db: &Db, actor: &Actor, task_id: i64) -> ApiResult<Ve
     Ok(rows
         .iter()
         .filter(|r| visible.shows(r.completed_by))
-        .map(AnnotationRow::view)
+        .map(|r| visible.render(r))
         .collect())
 }
 
@@ -682,6 +701,16 @@ pub async fn update(
         let delta = Kind::of(was_cancelled, ground_truth, result_text.is_some())
             .minus(Kind::of(before.0, before.1, before.2));
         apply_annotation_delta!(tx, row.task_id, project.id, delta, skip_queue);
+        // Changing one's annotation (e.g. reworking a rejected one) ends one's reservation of
+        // the task, as submitting does; a stale one would hold back other annotators.
+        if completed_by == Some(actor.user_id) {
+            sqlx::query("delete from task_lock where task_id = $1 and user_id = $2")
+                .bind(row.task_id)
+                .bind(actor.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        crate::refresh_task_agreement!(tx, project.id, row.task_id);
         audit!(
             tx,
             Prepared::new(
@@ -715,6 +744,7 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<i64> {
         if let Some((cancelled, gt, has_result)) = deleted {
             let delta = Kind::default().minus(Kind::of(cancelled, gt, has_result));
             apply_annotation_delta!(tx, row.task_id, project.id, delta, skip_queue);
+            crate::refresh_task_agreement!(tx, project.id, row.task_id);
         }
         audit!(
             tx,

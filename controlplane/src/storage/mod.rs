@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod agreement;
 pub mod annotations;
 pub mod audit;
 pub mod export;
@@ -25,6 +26,7 @@ pub mod ml;
 pub mod orgs;
 pub mod predictions;
 pub mod projects;
+pub mod reviews;
 pub mod snapshots;
 pub mod storages;
 pub mod tasks;

@@ -541,6 +541,10 @@ pub(crate) async fn apply_update(
         .bind(workspace_id)
         .execute(&mut *tx)
         .await?;
+        if config_given || body.contains_key("control_weights") {
+            // What agreement is measured on changed: every task's stored value (ADR 0025).
+            crate::refresh_project_agreement!(tx, id);
+        }
         audit!(
             tx,
             Prepared::new(

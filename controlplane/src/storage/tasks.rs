@@ -129,6 +129,16 @@ pub struct TaskView {
     /// Queue name (label stream only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// Reviews accepting an annotation of the task.
+    pub reviews_accepted: i64,
+    /// Reviews rejecting an annotation of the task.
+    pub reviews_rejected: i64,
+    /// Reviewed, by the project's `review_settings.review_criteria`.
+    pub reviewed: bool,
+    /// Who reviewed the task's annotations.
+    pub reviewers: Vec<i64>,
+    /// How many reviewers.
+    pub reviewers_count: i64,
 }
 
 impl TaskRow {
@@ -159,6 +169,11 @@ impl TaskRow {
             annotators: None,
             unique_lock_id: None,
             queue: None,
+            reviews_accepted: 0,
+            reviews_rejected: 0,
+            reviewed: false,
+            reviewers: Vec::new(),
+            reviewers_count: 0,
         }
     }
 }
@@ -219,17 +234,25 @@ pub enum Visible {
     All,
     /// Only those completed by this user.
     OnlyOf(i64),
+    /// Every annotation, but who wrote the others' is hidden from this user (a reviewer in a
+    /// project with `review_settings.anonymize_annotations`, ADR 0024).
+    Anonymous(i64),
 }
 
 impl Visible {
     /// What `actor` may read in a project: reviewers and above everything; annotators their
     /// own work, unless the project lets annotators see each other's (`annotators_see_others`).
     pub fn for_access(actor: &Actor, access: &access::ProjectAccess) -> Self {
-        Self::for_role(
-            actor,
-            access.role,
-            access.row.settings().annotators_see_others,
-        )
+        let settings = access.row.settings();
+        let visible = Self::for_role(actor, access.role, settings.annotators_see_others);
+        if visible == Visible::All
+            && access.role == crate::authz::Role::Reviewer
+            && settings.review_settings.anonymize_annotations
+        {
+            Visible::Anonymous(actor.user_id)
+        } else {
+            visible
+        }
     }
 
     /// What `actor`, holding `role` in a project with the given setting, may read.
@@ -244,9 +267,29 @@ impl Visible {
     /// Whether an annotation completed by `user` is visible.
     pub fn shows(self, user: Option<i64>) -> bool {
         match self {
-            Visible::All => true,
+            Visible::All | Visible::Anonymous(_) => true,
             Visible::OnlyOf(me) => user == Some(me),
         }
+    }
+
+    /// Whether the author of an annotation completed by `user` is shown.
+    pub fn shows_author(self, user: Option<i64>) -> bool {
+        match self {
+            Visible::Anonymous(me) => user == Some(me),
+            _ => true,
+        }
+    }
+
+    /// The annotation as this caller may see it: with [`Visible::Anonymous`], without its
+    /// author (and last editor) unless that is the caller.
+    pub fn render(self, row: &AnnotationRow) -> AnnotationView {
+        let mut view = row.view();
+        if !self.shows_author(view.completed_by) {
+            view.completed_by = None;
+            view.created_username = String::new();
+            view.updated_by = None;
+        }
+        view
     }
 }
 
@@ -275,10 +318,10 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow], visible: Visible) -> ApiResu
             let annotators: Vec<i64> = anns
                 .iter()
                 .filter_map(|a| a.completed_by)
-                .filter(|id| seen.insert(*id))
+                .filter(|id| visible.shows_author(Some(*id)) && seen.insert(*id))
                 .collect();
             v.annotators = Some(annotators);
-            v.annotations = Some(anns.iter().map(AnnotationRow::view).collect());
+            v.annotations = Some(anns.iter().map(|a| visible.render(a)).collect());
             v.predictions = Some(
                 preds_by_task
                     .remove(&r.id)
@@ -297,9 +340,10 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow], visible: Visible) -> ApiResu
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     let (row, project) = get_with_project(db, actor, id, Permission::ProjectView).await?;
     let visible = Visible::for_access(actor, &project);
-    Ok(with_nested(db, std::slice::from_ref(&row), visible)
-        .await?
-        .remove(0))
+    let mut views = with_nested(db, std::slice::from_ref(&row), visible).await?;
+    let criteria = project.row.settings().review_settings.review_criteria;
+    super::reviews::attach(db, &mut views, criteria).await?;
+    Ok(views.remove(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -869,6 +913,12 @@ macro_rules! insert_nested {
             }
             q.execute(&mut *$tx).await?;
         }
+        // New tasks imported with two or more annotations get their agreement now.
+        for (task_id, p) in ids.iter().zip(prepared) {
+            if p.source.annotations.len() >= 2 {
+                $crate::refresh_task_agreement!($tx, $project_id, *task_id);
+            }
+        }
         let predictions: Vec<(i64, &crate::domain::import::ImportedPrediction)> = ids
             .iter()
             .zip(prepared)
@@ -996,7 +1046,10 @@ pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiR
             Some(n) => (true, n),
             None => (false, order),
         };
-        let column = column_sql(name.strip_prefix("tasks:").unwrap_or(name))
+        let name = name.strip_prefix("tasks:").unwrap_or(name);
+        let column = column_sql(name)
+            .map(str::to_string)
+            .or_else(|| dialect_column_sql(dialect, name))
             .ok_or_else(|| bad(format!("cannot order by {order:?}")))?;
         q.order = format!("{column}{}, t.id", if desc { " desc" } else { "" });
     }
@@ -1014,8 +1067,40 @@ fn column_sql(name: &str) -> Option<&'static str> {
         "updated_at" => "t.updated_at",
         "is_labeled" => "t.is_labeled",
         "overlap" => "t.overlap",
+        "reviews_accepted" => {
+            "(select count(*) from annotation_review rv where rv.task_id = t.id and rv.accepted)"
+        }
+        "reviews_rejected" => {
+            "(select count(*) from annotation_review rv where rv.task_id = t.id and not rv.accepted)"
+        }
+        "reviewers_count" => {
+            "(select count(distinct rv.created_by) from annotation_review rv where rv.task_id = t.id)"
+        }
         _ => return None,
     })
+}
+
+/// Data-manager columns whose SQL depends on the engine: `reviewed` (1 or 0), by the project's
+/// `review_settings.review_criteria` (`one`: an accepted review; `all`, the default: every
+/// annotation that needs a review has one, and there is at least one; ADR 0024).
+fn dialect_column_sql(dialect: Dialect, name: &str) -> Option<String> {
+    if name != "reviewed" {
+        return None;
+    }
+    let criteria = match dialect {
+        Dialect::Postgres => "(p.settings::jsonb -> 'review_settings' ->> 'review_criteria')",
+        Dialect::Sqlite => "json_extract(p.settings, '$.review_settings.review_criteria')",
+    };
+    let reviewed_annotation =
+        "exists (select 1 from annotation_review rv where rv.annotation_id = a.id)";
+    Some(format!(
+        "(case when (select {criteria} from project p where p.id = t.project_id) = 'one' \
+         then (case when exists (select 1 from annotation_review rv where rv.task_id = t.id and rv.accepted) then 1 else 0 end) \
+         else (case when exists (select 1 from annotation a where a.task_id = t.id and a.result is not null \
+         and (not a.was_cancelled or {reviewed_annotation})) \
+         and not exists (select 1 from annotation a where a.task_id = t.id and a.result is not null \
+         and not a.was_cancelled and not {reviewed_annotation}) then 1 else 0 end) end)"
+    ))
 }
 
 fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Result<String, String> {
@@ -1036,8 +1121,11 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
             false,
         )
     } else {
-        let col = column_sql(name).ok_or_else(|| format!("unknown filter column {name:?}"))?;
-        (col.to_string(), true)
+        let col = column_sql(name)
+            .map(str::to_string)
+            .or_else(|| dialect_column_sql(dialect, name))
+            .ok_or_else(|| format!("unknown filter column {name:?}"))?;
+        (col, true)
     };
     let micros = |v: &Value| -> Option<i64> {
         if name == "created_at" || name == "updated_at" {
@@ -1218,7 +1306,7 @@ pub async fn list(
             )
         }
     });
-    let tasks = if ids_only {
+    let mut tasks = if ids_only {
         ids.into_iter()
             .map(|id| {
                 TaskRow {
@@ -1244,6 +1332,10 @@ pub async fn list(
     } else {
         rows.iter().map(TaskRow::view).collect()
     };
+    if !ids_only {
+        let criteria = project.settings().review_settings.review_criteria;
+        super::reviews::attach(db, &mut tasks, criteria).await?;
+    }
     let page = TaskPage {
         tasks,
         total,
@@ -1445,6 +1537,9 @@ pub async fn delete_many(
 // ---------------------------------------------------------------------------------------------
 // Label stream
 
+/// The queue name of a task handed back for rework after a rejection.
+const REWORK_QUEUE: &str = "Rework queue";
+
 /// Picks the next task for the actor and reserves it. Inside one transaction that holds the
 /// project's row lock (PostgreSQL) or the single writer (SQLite), so two annotators can never
 /// both see capacity that only one of them can take: a task is handed to at most `overlap`
@@ -1501,6 +1596,31 @@ pub async fn next(
         .await?;
         if let Some((id, lock)) = held {
             return Ok::<_, ApiError>(Some((id, lock, "Task lock".to_string())));
+        }
+        // 1b. Rework: an annotation of this user that a reviewer rejected and requeued to
+        // them (ADR 0024); it leaves the queue when they change it.
+        let rework: Option<i64> = sqlx::query_scalar(
+            "select a.task_id from annotation a where a.project_id = $1 and a.completed_by = $2 \
+             and not a.was_cancelled and a.last_action = 'rejected' order by a.task_id limit 1",
+        )
+        .bind(project_id)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(task_id) = rework {
+            let lock_id = uuid::Uuid::new_v4().to_string();
+            sqlx::query(
+                "insert into task_lock (task_id, user_id, project_id, expire_at, unique_id) values ($1, $2, $3, $4, $5) \
+                 on conflict (task_id, user_id) do update set expire_at = excluded.expire_at, unique_id = excluded.unique_id",
+            )
+            .bind(task_id)
+            .bind(user)
+            .bind(project_id)
+            .bind(now + ttl * 1_000_000)
+            .bind(&lock_id)
+            .execute(&mut *tx)
+            .await?;
+            return Ok(Some((task_id, lock_id, REWORK_QUEUE.to_string())));
         }
         // 2. A task with capacity left that this user has not annotated.
         let candidate_sql = format!(
@@ -1578,6 +1698,16 @@ pub async fn next(
             .collect(),
     );
     view.annotations = Some(Vec::new());
+    if queue == REWORK_QUEUE {
+        // The annotator reworks their own annotation (and changes it, not a new one).
+        let own = annotations::for_tasks(db, &[task_id], false).await?;
+        view.annotations = Some(
+            own.iter()
+                .filter(|a| a.completed_by == Some(user))
+                .map(AnnotationRow::view)
+                .collect(),
+        );
+    }
     view.drafts = Some(Vec::new());
     if !settings.show_collab_predictions {
         view.predictions = Some(Vec::new());

@@ -79,6 +79,10 @@ struct Objects {
     export_storage: i64,
     /// The user the pause is for.
     paused_user: i64,
+    /// An annotation by the paused user (the owner may review it).
+    others_annotation: i64,
+    /// The owner's review of that annotation.
+    review: i64,
 }
 
 /// Two organizations: A with one user per role, two workspaces and three projects; B with one
@@ -143,6 +147,25 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         &format!("/api/tasks/{task}/annotations"),
         token,
         json!({"result": choice("pos")}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    // An annotation by someone else, and the owner's review of it.
+    let others_annotation = create(
+        app,
+        &format!("/api/tasks/{task}/annotations"),
+        token,
+        json!({"result": choice("neg"), "completed_by": paused_user}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    let review = create(
+        app,
+        "/api/annotation-reviews",
+        token,
+        json!({"annotation": others_annotation, "accepted": true}),
     )
     .await["id"]
         .as_i64()
@@ -263,6 +286,8 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         snapshot,
         pause,
         paused_user,
+        others_annotation,
+        review,
     }
 }
 
@@ -414,6 +439,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.task
     } else if e.path.starts_with("/api/annotations/") {
         obj.annotation
+    } else if e.path.starts_with("/api/annotation-reviews/") {
+        obj.review
     } else if e.path.starts_with("/api/predictions/") {
         obj.prediction
     } else if e.path.starts_with("/api/webhooks/") {
@@ -465,6 +492,7 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         .replace("{user_pk}", &user_pk.to_string())
         .replace("{pause_pk}", &obj.pause.to_string())
         .replace("{import_pk}", &obj.import.to_string())
+        .replace("{task_pk}", &obj.task.to_string())
         .replace("{slug}", "acme")
         .replace("{key}", "k");
     let admin = f.users[&Role::Admin];
@@ -476,6 +504,22 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         | ("GET", "/api/storages/export/localfiles")
         | ("GET", "/api/ml") => {
             path.push_str(&format!("?project={}", obj.project));
+            None
+        }
+        ("GET", "/api/annotation-reviews") => {
+            path.push_str(&format!("?annotation__task__project={}", obj.project));
+            None
+        }
+        ("GET", "/api/comments") => {
+            path.push_str(&format!("?projects={}", obj.project));
+            None
+        }
+        ("POST", "/api/annotation-reviews") => {
+            Some(json!({"annotation": obj.others_annotation, "accepted": true}))
+        }
+        ("PATCH", "/api/annotation-reviews/{id}") => Some(json!({"accepted": true})),
+        ("GET", "/api/projects/{id}/stats/reliability") => {
+            path.push_str("?from_name=sentiment");
             None
         }
         ("POST", "/api/dm/actions") => {
@@ -598,7 +642,16 @@ fn expected(e: &Endpoint, target: Target, role: Role) -> Outcome {
     };
     // Blind labeling (ADR 0014): an annotator may see the project, but the fixture's annotation
     // is the owner's, which an annotator cannot read; it answers like a missing one.
-    if e.method == "GET" && e.path == "/api/annotations/{id}" && held == Some(Role::Annotator) {
+    // The same for its history, and for the review of another member's annotation.
+    if e.method == "GET"
+        && matches!(
+            e.path,
+            "/api/annotations/{id}"
+                | "/api/annotations/{id}/history"
+                | "/api/annotation-reviews/{id}"
+        )
+        && held == Some(Role::Annotator)
+    {
         return Outcome::Hidden;
     }
     match held {

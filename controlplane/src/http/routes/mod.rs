@@ -2,6 +2,7 @@
 //! description, so the document is generated from the code that serves it.
 
 pub mod admin;
+pub mod agreement;
 pub mod annotations;
 pub mod exports;
 pub mod imports;
@@ -12,6 +13,7 @@ pub mod ml;
 pub mod organizations;
 pub mod predictions;
 pub mod projects;
+pub mod reviews;
 pub mod storages;
 pub mod tasks;
 pub mod users;
@@ -73,6 +75,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(tasks::router())
         .merge(imports::router())
         .merge(annotations::router())
+        .merge(reviews::router())
         .merge(predictions::router())
         .merge(exports::router())
         .merge(organizations::router())
@@ -83,6 +86,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(ml::router())
         .merge(storages::router())
+        .merge(agreement::router())
 }
 
 /// The OpenAPI document as pretty JSON (committed under `docs/openapi.json`).

@@ -1,0 +1,186 @@
+//! Reviews (Label Studio Enterprise's `/api/annotation-reviews/`), the review stream, annotation
+//! history and comments (ADR 0024).
+
+use axum::{Json, extract::State, http::StatusCode, response::Response};
+use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    authz::Actor,
+    error::ApiResult,
+    http::{
+        AppState,
+        extract::{JsonObject, Path, Query, opt_int},
+        no_content,
+    },
+    storage::{
+        reviews::{self, CommentRow, HistoryRow, ReviewFilter, ReviewInput, ReviewView},
+        tasks::TaskView,
+    },
+    webhooks::{Action, Subject},
+};
+
+/// Query of a review list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ReviewListParams {
+    /// Reviews of this annotation.
+    pub annotation: Option<String>,
+    /// Reviews in this project.
+    #[serde(rename = "annotation__task__project")]
+    pub project: Option<String>,
+    /// `id`, `created_at` or `updated_at`; `-` for descending.
+    pub ordering: Option<String>,
+}
+
+/// Reviews of an annotation (`annotation`) or a project (`annotation__task__project`); an
+/// annotator sees those of their own annotations only.
+#[utoipa::path(get, path = "/api/annotation-reviews", tag = "reviews", params(ReviewListParams), responses((status = 200, body = Vec<ReviewView>)))]
+pub async fn list_reviews(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<ReviewListParams>,
+) -> ApiResult<Json<Vec<ReviewView>>> {
+    let filter = ReviewFilter {
+        annotation: opt_int("annotation", &params.annotation)?,
+        project: opt_int("annotation__task__project", &params.project)?,
+        ordering: params.ordering.filter(|o| !o.is_empty()),
+    };
+    Ok(Json(reviews::list(&state.db, &actor, filter).await?))
+}
+
+/// Reviews an annotation: `{annotation, accepted, result?, comment?, remove_from_queue?,
+/// reject_action?, started_at?}`. Accept; fix and accept (`accepted: true` with the fixed
+/// `result`, which replaces the annotation's, the earlier one kept in its history); reject,
+/// by the project's `review_settings.requeue_rejected_tasks_mode`.
+#[utoipa::path(post, path = "/api/annotation-reviews", tag = "reviews", request_body = Object, responses((status = 201, body = ReviewView), (status = 400, body = crate::error::ErrorBody), (status = 403, description = "not a reviewer here, or the caller's own annotation (`self_review`)", body = crate::error::ErrorBody)))]
+pub async fn create_review(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<ReviewView>)> {
+    let input = ReviewInput::from_body(&body)?;
+    let created = reviews::create(&state.db, &actor, input).await?;
+    emit(&state, &actor, &created, Action::ReviewCreated).await;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// One review.
+#[utoipa::path(get, path = "/api/annotation-reviews/{id}", tag = "reviews", params(("id" = i64, Path)), responses((status = 200, body = ReviewView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_review(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<ReviewView>> {
+    Ok(Json(reviews::get(&state.db, &actor, id).await?))
+}
+
+/// Changes a review and applies its new outcome.
+#[utoipa::path(patch, path = "/api/annotation-reviews/{id}", tag = "reviews", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = ReviewView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_review(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<ReviewView>> {
+    let input = ReviewInput::from_body(&body)?;
+    let updated = reviews::update(&state.db, &actor, id, input).await?;
+    emit(&state, &actor, &updated, Action::ReviewUpdated).await;
+    Ok(Json(updated))
+}
+
+/// Deletes a review (a removal it made is undone).
+#[utoipa::path(delete, path = "/api/annotation-reviews/{id}", tag = "reviews", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_review(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    let (project, _) = reviews::delete(&state.db, &actor, id).await?;
+    crate::webhooks::emit(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        Some(project),
+        Action::ReviewsDeleted,
+        Subject::ReviewsDeleted(vec![id]),
+    )
+    .await;
+    Ok(no_content())
+}
+
+/// The next annotation to review, reserved for the caller: the task with that one annotation
+/// in `annotations`, `queue: "Review queue"` and `unique_lock_id`. 404 `nothing_to_review`
+/// when none is left.
+#[utoipa::path(get, path = "/api/projects/{id}/review/next", tag = "reviews", params(("id" = i64, Path)), responses((status = 200, body = TaskView), (status = 404, description = "nothing left to review", body = crate::error::ErrorBody)))]
+pub async fn next_review(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TaskView>> {
+    Ok(Json(
+        reviews::next(&state.db, &actor, id, state.config.task_lock_ttl_secs).await?,
+    ))
+}
+
+/// The kept versions of an annotation's result, oldest first: a reviewer's fix keeps the
+/// annotator's version and the fix.
+#[utoipa::path(get, path = "/api/annotations/{id}/history", tag = "reviews", params(("id" = i64, Path)), responses((status = 200, body = Vec<HistoryRow>), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn annotation_history(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<HistoryRow>>> {
+    Ok(Json(reviews::history(&state.db, &actor, id).await?))
+}
+
+/// Query of a comment list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CommentListParams {
+    /// Comments on this annotation.
+    pub annotation: Option<String>,
+    /// Comments in this project.
+    pub projects: Option<String>,
+}
+
+/// Comments (those written with reviews), of an annotation or a project, oldest first.
+#[utoipa::path(get, path = "/api/comments", tag = "reviews", params(CommentListParams), responses((status = 200, body = Vec<CommentRow>)))]
+pub async fn list_comments(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<CommentListParams>,
+) -> ApiResult<Json<Vec<CommentRow>>> {
+    Ok(Json(
+        reviews::comments(
+            &state.db,
+            &actor,
+            opt_int("annotation", &params.annotation)?,
+            opt_int("projects", &params.projects)?,
+        )
+        .await?,
+    ))
+}
+
+async fn emit(state: &AppState, actor: &Actor, review: &ReviewView, action: Action) {
+    crate::webhooks::emit(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        Some(review.project),
+        action,
+        Subject::Review {
+            review: serde_json::to_value(review).unwrap_or_default(),
+            annotation: review.annotation,
+        },
+    )
+    .await;
+}
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_reviews, create_review))
+        .routes(routes!(get_review, update_review, delete_review))
+        .routes(routes!(next_review))
+        .routes(routes!(annotation_history))
+        .routes(routes!(list_comments))
+}

@@ -1,0 +1,486 @@
+//! Agreement statistics of a project (ADR 0025): task agreement, the annotator × annotator
+//! matrix, one task's matrix and chance-corrected reliability per control. Computed on read
+//! from the project's annotations; the metrics themselves are the pure functions of
+//! [`crate::domain::label_config::agreement`].
+//!
+//! Which annotations count: submitted ones (not skipped, with a result, with an author),
+//! ground truth included as its author's annotation; when one person has several annotations
+//! on a task, their latest counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Db, access, tasks, with_read};
+use crate::{
+    authz::{Actor, Permission},
+    domain::label_config::{
+        LabelConfig,
+        agreement::{self, Params, Rating, Stat},
+    },
+    error::{ApiError, ApiResult, ErrorCode},
+};
+
+/// One counted annotation.
+#[derive(Debug, Clone)]
+struct Counted {
+    id: i64,
+    task: i64,
+    user: i64,
+    result: Value,
+}
+
+/// A user in a statistic.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StatUser {
+    /// User id.
+    pub id: i64,
+    /// Email.
+    pub email: String,
+}
+
+/// The project's labeling config and control weights.
+struct Setup {
+    config: LabelConfig,
+    weights: Map<String, Value>,
+}
+
+fn setup(project: &access::ProjectAccess) -> ApiResult<Setup> {
+    let config = LabelConfig::parse(&project.row.label_config).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidLabelConfig,
+            format!("the project's labeling configuration does not parse: {e}"),
+        )
+    })?;
+    Ok(Setup {
+        config,
+        weights: project.row.settings().control_weights,
+    })
+}
+
+/// Loads the counted annotations of a project (or of one task) with their authors' emails.
+async fn load(
+    db: &Db,
+    project_id: i64,
+    task_id: Option<i64>,
+) -> ApiResult<(Vec<Counted>, BTreeMap<i64, String>)> {
+    let task_filter = if task_id.is_some() {
+        " and a.task_id = $2"
+    } else {
+        ""
+    };
+    let rows: Vec<(i64, i64, i64, String, Option<String>)> = with_read!(db, conn, {
+        let sql = format!(
+            "select a.id, a.task_id, a.completed_by, a.result, u.email from annotation a \
+             left join app_user u on u.id = a.completed_by \
+             where a.project_id = $1{task_filter} and not a.was_cancelled \
+             and a.result is not null and a.completed_by is not null order by a.task_id, a.id"
+        );
+        let mut q = sqlx::query_as(&sql).bind(project_id);
+        if let Some(t) = task_id {
+            q = q.bind(t);
+        }
+        q.fetch_all(conn).await?
+    });
+    let mut latest: BTreeMap<(i64, i64), Counted> = BTreeMap::new();
+    let mut emails = BTreeMap::new();
+    for (id, task, user, result, email) in rows {
+        let Ok(result) = serde_json::from_str::<Value>(&result) else {
+            continue;
+        };
+        emails.insert(user, email.unwrap_or_default());
+        // Ordered by id: a later annotation of the same person replaces the earlier one.
+        latest.insert(
+            (task, user),
+            Counted {
+                id,
+                task,
+                user,
+                result,
+            },
+        );
+    }
+    Ok((latest.into_values().collect(), emails))
+}
+
+fn by_task(anns: &[Counted]) -> BTreeMap<i64, Vec<&Counted>> {
+    let mut out: BTreeMap<i64, Vec<&Counted>> = BTreeMap::new();
+    for a in anns {
+        out.entry(a.task).or_default().push(a);
+    }
+    out
+}
+
+fn users(ids: impl IntoIterator<Item = i64>, emails: &BTreeMap<i64, String>) -> Vec<StatUser> {
+    ids.into_iter()
+        .map(|id| StatUser {
+            id,
+            email: emails.get(&id).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Task agreements from a project's stored configuration and settings and the rows
+/// `(task, author, result)` of submitted annotations (ordered by annotation id): the latest
+/// annotation of each author on a task counts. Tasks with fewer than two get `None`.
+pub fn task_values(
+    label_config: &str,
+    settings: &str,
+    rows: &[(i64, i64, String)],
+) -> Vec<(i64, Option<f64>)> {
+    let Ok(config) = LabelConfig::parse(label_config) else {
+        return Vec::new();
+    };
+    let weights = serde_json::from_str::<crate::domain::project::ProjectSettings>(settings)
+        .unwrap_or_default()
+        .control_weights;
+    let mut latest: BTreeMap<i64, BTreeMap<i64, Value>> = BTreeMap::new();
+    for (task, user, result) in rows {
+        let slot = latest.entry(*task).or_default();
+        if let Ok(v) = serde_json::from_str::<Value>(result) {
+            slot.insert(*user, v);
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(task, by_user)| {
+            let results: Vec<&Value> = by_user.values().collect();
+            let value = agreement::task_agreement(&config, &weights, Params::default(), &results);
+            (task, value)
+        })
+        .collect()
+}
+
+/// Recomputes one task's stored agreement inside a write transaction (`$tx`): after an
+/// annotation of the task was created, changed or deleted. Reads the task's annotations only.
+#[macro_export]
+macro_rules! refresh_task_agreement {
+    ($tx:expr, $project_id:expr, $task_id:expr) => {{
+        let (label_config, settings): (String, String) =
+            sqlx::query_as("select label_config, settings from project where id = $1")
+                .bind($project_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "select task_id, completed_by, result from annotation where task_id = $1 \
+             and not was_cancelled and result is not null and completed_by is not null order by id",
+        )
+        .bind($task_id)
+        .fetch_all(&mut *$tx)
+        .await?;
+        let value = $crate::storage::agreement::task_values(&label_config, &settings, &rows)
+            .first()
+            .and_then(|(_, v)| *v);
+        sqlx::query("update task set agreement = $1 where id = $2")
+            .bind(value)
+            .bind($task_id)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
+/// Recomputes the stored agreement of every task of a project inside a write transaction:
+/// after its labeling configuration or control weights changed (the one case that touches the
+/// whole project; annotation changes touch their task only).
+#[macro_export]
+macro_rules! refresh_project_agreement {
+    ($tx:expr, $project_id:expr) => {{
+        let (label_config, settings): (String, String) =
+            sqlx::query_as("select label_config, settings from project where id = $1")
+                .bind($project_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "select task_id, completed_by, result from annotation where project_id = $1 \
+             and not was_cancelled and result is not null and completed_by is not null order by id",
+        )
+        .bind($project_id)
+        .fetch_all(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "update task set agreement = null where project_id = $1 and agreement is not null",
+        )
+        .bind($project_id)
+        .execute(&mut *$tx)
+        .await?;
+        for (task, value) in
+            $crate::storage::agreement::task_values(&label_config, &settings, &rows)
+        {
+            if value.is_some() {
+                sqlx::query("update task set agreement = $1 where id = $2")
+                    .bind(value)
+                    .bind(task)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+    }};
+}
+
+pub use crate::{refresh_project_agreement, refresh_task_agreement};
+
+/// `GET /api/projects/{id}/stats/total_agreement`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TotalAgreement {
+    /// Mean task agreement over tasks with two or more annotations; null when there is none.
+    pub total_agreement: Option<f64>,
+    /// Tasks that entered the mean.
+    pub tasks: usize,
+}
+
+/// The mean of the task agreements of a project.
+pub async fn total(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<TotalAgreement> {
+    access::project(db, actor, project_id, Permission::AgreementView).await?;
+    // Stored per task, kept up to date by every annotation change (ADR 0025).
+    let (tasks, mean): (i64, Option<f64>) = with_read!(db, conn, {
+        sqlx::query_as(
+            "select count(agreement), avg(agreement) from task where project_id = $1 and agreement is not null",
+        )
+        .bind(project_id)
+        .fetch_one(conn)
+        .await?
+    });
+    Ok(TotalAgreement {
+        total_agreement: mean,
+        tasks: usize::try_from(tasks).unwrap_or_default(),
+    })
+}
+
+/// `GET /api/projects/{id}/stats/IAA`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgreementMatrix {
+    /// The annotators, in the order of the matrix rows and columns.
+    pub users: Vec<StatUser>,
+    /// `IAA[i][j]`: mean agreement of users i and j over the tasks both annotated (null when
+    /// they share none); 1 on the diagonal.
+    #[serde(rename = "IAA")]
+    #[schema(rename = "IAA")]
+    pub iaa: Vec<Vec<Option<f64>>>,
+    /// `common_tasks[i][j]`: how many tasks users i and j both annotated.
+    pub common_tasks: Vec<Vec<usize>>,
+}
+
+/// The annotator × annotator agreement matrix of a project.
+pub async fn iaa(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<AgreementMatrix> {
+    let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
+    let setup = setup(&project)?;
+    let (anns, emails) = load(db, project_id, None).await?;
+    let ids: Vec<i64> = anns
+        .iter()
+        .map(|a| a.user)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let index: BTreeMap<i64, usize> = ids.iter().enumerate().map(|(i, u)| (*u, i)).collect();
+    let n = ids.len();
+    let mut sums = vec![vec![0.0; n]; n];
+    let mut counts = vec![vec![0usize; n]; n];
+    let mut common = vec![vec![0usize; n]; n];
+    for list in by_task(&anns).values() {
+        for (x, a) in list.iter().enumerate() {
+            let i = index[&a.user];
+            common[i][i] += 1;
+            for b in &list[x + 1..] {
+                let j = index[&b.user];
+                common[i][j] += 1;
+                common[j][i] += 1;
+                if let Some(s) = agreement::pair_agreement(
+                    &setup.config,
+                    &setup.weights,
+                    Params::default(),
+                    &a.result,
+                    &b.result,
+                ) {
+                    for (r, c) in [(i, j), (j, i)] {
+                        sums[r][c] += s;
+                        counts[r][c] += 1;
+                    }
+                }
+            }
+        }
+    }
+    let iaa = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| {
+                    if i == j {
+                        Some(1.0)
+                    } else {
+                        (counts[i][j] > 0).then(|| sums[i][j] / counts[i][j] as f64)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok(AgreementMatrix {
+        users: users(ids, &emails),
+        iaa,
+        common_tasks: common,
+    })
+}
+
+/// `GET /api/projects/{id}/tasks/{task_pk}/agreement-matrix`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskMatrix {
+    /// Task id.
+    pub task: i64,
+    /// The task's agreement (mean over pairs); null with fewer than two annotations.
+    pub agreement: Option<f64>,
+    /// The counted annotations, in the order of the matrix rows and columns.
+    pub annotations: Vec<i64>,
+    /// Their authors.
+    pub users: Vec<StatUser>,
+    /// `matrix[i][j]`: agreement of annotations i and j (null when no control counts).
+    pub matrix: Vec<Vec<Option<f64>>>,
+}
+
+/// The pairwise agreement of one task's annotations.
+pub async fn task_matrix(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    task_id: i64,
+) -> ApiResult<TaskMatrix> {
+    let (task, project) =
+        tasks::get_with_project(db, actor, task_id, Permission::AgreementView).await?;
+    if task.project_id != project_id {
+        return Err(ApiError::not_found("task"));
+    }
+    let setup = setup(&project)?;
+    let (anns, emails) = load(db, project_id, Some(task_id)).await?;
+    let results: Vec<&Value> = anns.iter().map(|a| &a.result).collect();
+    let matrix = results
+        .iter()
+        .map(|a| {
+            results
+                .iter()
+                .map(|b| {
+                    agreement::pair_agreement(
+                        &setup.config,
+                        &setup.weights,
+                        Params::default(),
+                        a,
+                        b,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    Ok(TaskMatrix {
+        task: task_id,
+        agreement: agreement::task_agreement(
+            &setup.config,
+            &setup.weights,
+            Params::default(),
+            &results,
+        ),
+        annotations: anns.iter().map(|a| a.id).collect(),
+        users: users(anns.iter().map(|a| a.user), &emails),
+        matrix,
+    })
+}
+
+/// Krippendorff's alpha at two levels of measurement.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Alphas {
+    /// Nominal alpha.
+    pub nominal: Option<f64>,
+    /// Interval alpha (numeric controls only).
+    pub interval: Option<f64>,
+}
+
+/// `GET /api/projects/{id}/stats/reliability`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReliabilityView {
+    /// The control.
+    pub from_name: String,
+    /// Cohen's kappa per pair of raters, keyed `"<user_a>-<user_b>"` (user ids, smaller first).
+    pub cohen_kappa: BTreeMap<String, Option<f64>>,
+    /// Fleiss' kappa.
+    pub fleiss_kappa: Option<f64>,
+    /// Krippendorff's alpha.
+    pub krippendorff_alpha: Alphas,
+    /// Tasks with two or more ratings of the control.
+    pub items: usize,
+    /// Raters with at least one rating of the control.
+    pub raters: usize,
+    /// Why a statistic is null, keyed by its path (`fleiss_kappa`,
+    /// `krippendorff_alpha.interval`, `cohen_kappa.3-7`).
+    pub undefined: BTreeMap<String, String>,
+}
+
+/// Chance-corrected agreement of one control over a project.
+pub async fn reliability(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    from_name: &str,
+) -> ApiResult<ReliabilityView> {
+    let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
+    let setup = setup(&project)?;
+    let Some(control) = setup
+        .config
+        .controls()
+        .iter()
+        .find(|c| c.name == from_name)
+        .cloned()
+    else {
+        let names: Vec<&str> = setup
+            .config
+            .controls()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!(
+                "from_name {from_name:?} is not a control of this project's labeling configuration; use one of: {}",
+                names.join(", ")
+            ),
+        ));
+    };
+    let (anns, _) = load(db, project_id, None).await?;
+    let ratings: Vec<Rating> = anns
+        .iter()
+        .filter_map(|a| {
+            let items = agreement::items_of(&a.result, from_name);
+            let (category, number) = agreement::rating_value(&control, &items)?;
+            Some(Rating {
+                item: a.task,
+                rater: a.user,
+                category,
+                number,
+            })
+        })
+        .collect();
+    let numeric = matches!(control.tag.as_str(), "Rating" | "Number");
+    let r = agreement::reliability(&ratings, numeric);
+    let mut undefined = BTreeMap::new();
+    let mut note = |key: String, s: &Stat| {
+        if let Stat::Undefined(why) = s {
+            undefined.insert(key, why.clone());
+        }
+        s.value()
+    };
+    let cohen_kappa = r
+        .cohen_kappa
+        .iter()
+        .map(|((a, b), s)| {
+            let key = format!("{a}-{b}");
+            (key.clone(), note(format!("cohen_kappa.{key}"), s))
+        })
+        .collect();
+    let fleiss_kappa = note("fleiss_kappa".to_owned(), &r.fleiss_kappa);
+    let nominal = note("krippendorff_alpha.nominal".to_owned(), &r.alpha_nominal);
+    let interval = note("krippendorff_alpha.interval".to_owned(), &r.alpha_interval);
+    Ok(ReliabilityView {
+        from_name: from_name.to_owned(),
+        cohen_kappa,
+        fleiss_kappa,
+        krippendorff_alpha: Alphas { nominal, interval },
+        items: r.items,
+        raters: r.raters,
+        undefined,
+    })
+}

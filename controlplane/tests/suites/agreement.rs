@@ -1,0 +1,159 @@
+//! Agreement statistics through the API (ADR 0025): which annotations count, the shapes,
+//! control weights, who may read them.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use verity_controlplane::authz::Role;
+
+use crate::both_backends;
+
+const CONFIG: &str = r#"<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="pos"/><Choice value="neg"/></Choices><Rating name="stars" toName="text"/></View>"#;
+
+fn sentiment(label: &str) -> Value {
+    json!({"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}})
+}
+
+fn close(v: &Value, expected: f64) -> bool {
+    v.as_f64().is_some_and(|x| (x - expected).abs() < 1e-12)
+}
+
+both_backends! {
+    async fn agreement_statistics(app) {
+        let p = app.mk_project(&app.owner, json!({"label_config": CONFIG, "maximum_annotations": 3})).await;
+        let mut tokens = Vec::new();
+        for name in ["a", "b", "c"] {
+            let t = app.user(&format!("agree-{name}@example.com"), Role::Annotator).await;
+            app.add_member(p, &t, None).await;
+            tokens.push(t);
+        }
+        let reviewer = app.user("agree-r@example.com", Role::Reviewer).await;
+        app.add_member(p, &reviewer, Some("reviewer")).await;
+        let ids: Vec<i64> = {
+            let mut v = Vec::new();
+            for t in &tokens {
+                v.push(app.user_id(t).await);
+            }
+            v
+        };
+        let tasks = app.mk_tasks(&app.owner, p, 5).await;
+        // Rows: annotators a, b, c; columns: tasks 1..4.
+        let labels = [["pos", "pos", "neg", "neg"], ["pos", "pos", "neg", "pos"], ["pos", "neg", "neg", "neg"]];
+        let mut ann = std::collections::HashMap::new();
+        for (who, row) in labels.iter().enumerate() {
+            for (t, label) in row.iter().enumerate() {
+                let mut result = vec![sentiment(label)];
+                if who == 0 && t == 0 {
+                    result.push(json!({"from_name": "stars", "to_name": "text", "type": "rating", "value": {"rating": 4}}));
+                }
+                let created = app.post(&format!("/api/tasks/{}/annotations", tasks[t]), &tokens[who], json!({"result": result}))
+                    .await
+                    .expect(StatusCode::CREATED);
+                ann.insert((who, t), created["id"].as_i64().expect("id"));
+            }
+        }
+        // A skip never counts.
+        app.post(&format!("/api/tasks/{}/annotations", tasks[4]), &tokens[2], json!({"result": [], "was_cancelled": true}))
+            .await
+            .expect(StatusCode::CREATED);
+
+        // Reliability of the Choices control (hand-computed: see ADR 0025's worked example).
+        let r = app.get(&format!("/api/projects/{p}/stats/reliability?from_name=sentiment"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(r["items"], json!(4), "{r}");
+        assert_eq!(r["raters"], json!(3), "{r}");
+        let key = |i: usize, j: usize| format!("{}-{}", ids[i], ids[j]);
+        assert!(close(&r["cohen_kappa"][key(0, 1)], 0.5), "{r}");
+        assert!(close(&r["cohen_kappa"][key(0, 2)], 0.5), "{r}");
+        assert!(close(&r["cohen_kappa"][key(1, 2)], 0.2), "{r}");
+        assert!(close(&r["fleiss_kappa"], 1.0 / 3.0), "{r}");
+        assert!(close(&r["krippendorff_alpha"]["nominal"], 7.0 / 18.0), "{r}");
+        assert_eq!(r["krippendorff_alpha"]["interval"], Value::Null);
+        assert!(r["undefined"]["krippendorff_alpha.interval"].as_str().is_some_and(|s| s.contains("numeric")), "{r}");
+        // One rater of the Rating: nothing is defined, and each null says why.
+        let r = app.get(&format!("/api/projects/{p}/stats/reliability?from_name=stars"), &reviewer).await.expect(StatusCode::OK);
+        assert_eq!((r["items"].clone(), r["raters"].clone()), (json!(0), json!(1)));
+        assert_eq!(r["fleiss_kappa"], Value::Null);
+        assert!(r["undefined"]["fleiss_kappa"].as_str().is_some_and(|s| s.contains("two raters")), "{r}");
+        // Bad queries: 400 with what to fix.
+        let e = app.get(&format!("/api/projects/{p}/stats/reliability?from_name=nope"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("sentiment")), "{e}");
+        app.get(&format!("/api/projects/{p}/stats/reliability"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+
+        // Task agreement: both controls count; a control empty on both sides agrees.
+        let total = app.get(&format!("/api/projects/{p}/stats/total_agreement"), &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&total["total_agreement"], 0.75), "{total}");
+        assert_eq!(total["tasks"], json!(4));
+        let m = app.get(&format!("/api/projects/{p}/tasks/{}/agreement-matrix", tasks[0]), &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&m["agreement"], 2.0 / 3.0), "{m}");
+        assert!(close(&m["matrix"][0][1], 0.5) && close(&m["matrix"][1][2], 1.0) && close(&m["matrix"][0][0], 1.0), "{m}");
+        assert_eq!(m["users"].as_array().map(Vec::len), Some(3));
+        let skipped = app.get(&format!("/api/projects/{p}/tasks/{}/agreement-matrix", tasks[4]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(skipped["agreement"], Value::Null);
+        assert_eq!(skipped["annotations"], json!([]));
+        let iaa = app.get(&format!("/api/projects/{p}/stats/IAA"), &app.owner).await.expect(StatusCode::OK);
+        let users: Vec<i64> = iaa["users"].as_array().expect("users").iter().filter_map(|u| u["id"].as_i64()).collect();
+        assert_eq!(users, ids);
+        assert!(close(&iaa["IAA"][0][1], 0.75) && close(&iaa["IAA"][1][2], 0.75), "{iaa}");
+        assert_eq!(iaa["common_tasks"][0][1], json!(4));
+
+        // Weights: the Rating weighs nothing, so only the choice counts.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"control_weights": {"stars": {"overall": 0}, "sentiment": {"overall": 1}}}))
+            .await
+            .expect(StatusCode::OK);
+        let total = app.get(&format!("/api/projects/{p}/stats/total_agreement"), &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&total["total_agreement"], 2.0 / 3.0), "{total}");
+        let iaa = app.get(&format!("/api/projects/{p}/stats/IAA"), &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&iaa["IAA"][0][1], 0.75) && close(&iaa["IAA"][1][2], 0.5), "{iaa}");
+
+        // The stored task agreement follows every annotation change (total_agreement reads it).
+        let total_path = format!("/api/projects/{p}/stats/total_agreement");
+        // c's "neg" on task 2 becomes "pos": task 2 agrees fully.
+        app.patch(&format!("/api/annotations/{}", ann[&(2, 1)]), &tokens[2], json!({"result": [sentiment("pos")]}))
+            .await
+            .expect(StatusCode::OK);
+        let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&t["total_agreement"], 5.0 / 6.0) && t["tasks"] == json!(4), "{t}");
+        // b's dissent on task 4 is deleted.
+        app.delete(&format!("/api/annotations/{}", ann[&(1, 3)]), &tokens[1]).await.expect(StatusCode::NO_CONTENT);
+        let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&t["total_agreement"], 1.0) && t["tasks"] == json!(4), "{t}");
+        // A task imported with two disagreeing annotations.
+        let imported = app.post(
+            &format!("/api/projects/{p}/import?return_task_ids=true"),
+            &app.owner,
+            json!([{"data": {"text": "imported"}, "annotations": [
+                {"result": [sentiment("pos")], "completed_by": ids[0]},
+                {"result": [sentiment("neg")], "completed_by": ids[1]},
+            ]}]),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+        let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&t["total_agreement"], 0.8) && t["tasks"] == json!(5), "{t}");
+        // A reviewer's fix changes the result: the stored agreement follows (ADR 0024/0025).
+        let imported_task = imported["task_ids"][0].as_i64().expect("task id");
+        let listed = app.get(&format!("/api/tasks/{imported_task}/annotations"), &app.owner).await.expect(StatusCode::OK);
+        let dissent = listed
+            .as_array()
+            .expect("annotations")
+            .iter()
+            .find(|a| a["completed_by"] == json!(ids[1]))
+            .and_then(|a| a["id"].as_i64())
+            .expect("b's imported annotation");
+        app.post("/api/annotation-reviews", &reviewer, json!({"annotation": dissent, "accepted": true, "result": [sentiment("pos")]}))
+            .await
+            .expect(StatusCode::CREATED);
+        let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&t["total_agreement"], 1.0) && t["tasks"] == json!(5), "{t}");
+
+        // Annotators never see agreement (it compares everyone's work: blind labeling).
+        for path in ["stats/total_agreement", "stats/IAA", "stats/reliability?from_name=sentiment"] {
+            app.get(&format!("/api/projects/{p}/{path}"), &tokens[0]).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        }
+        app.get(&format!("/api/projects/{p}/tasks/{}/agreement-matrix", tasks[0]), &tokens[0]).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.get(&format!("/api/projects/{p}/stats/IAA"), &reviewer).await.expect(StatusCode::OK);
+        // A task of another project is not found under this one.
+        let other = app.mk_project(&app.owner, json!({})).await;
+        let foreign = app.mk_tasks(&app.owner, other, 1).await[0];
+        app.get(&format!("/api/projects/{p}/tasks/{foreign}/agreement-matrix"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+}
