@@ -129,8 +129,36 @@ both_backends! {
         .expect(StatusCode::CREATED);
         let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
         assert!(close(&t["total_agreement"], 0.8) && t["tasks"] == json!(5), "{t}");
-        // A reviewer's fix changes the result: the stored agreement follows (ADR 0024/0025).
+
+        // The data manager shows the stored agreement, filters and orders by it.
         let imported_task = imported["task_ids"][0].as_i64().expect("task id");
+        let dm = |q: Value| format!("/api/tasks?project={p}&query={}", crate::urlencode(&q.to_string()));
+        let page = app.get(&dm(json!({})), &app.owner).await.expect(StatusCode::OK);
+        let agreement_of = |page: &Value, task: i64| {
+            page["tasks"].as_array().expect("tasks").iter().find(|t| t["id"] == json!(task)).map(|t| t["agreement"].clone())
+        };
+        assert_eq!(agreement_of(&page, imported_task), Some(json!(0.0)), "{page}");
+        assert_eq!(agreement_of(&page, tasks[0]), Some(json!(1.0)), "{page}");
+        // A task with no two annotators has none.
+        assert_eq!(agreement_of(&page, tasks[4]), Some(Value::Null), "{page}");
+        let low = json!({"filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:agreement", "operator": "less", "type": "Number", "value": 0.5}]}});
+        let page = app.get(&dm(low.clone()), &app.owner).await.expect(StatusCode::OK);
+        let found: Vec<i64> = page["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["id"].as_i64()).collect();
+        assert_eq!(found, vec![imported_task], "{page}");
+        let ordered = json!({"ordering": ["tasks:agreement"], "filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:agreement", "operator": "exists", "type": "Number", "value": true}]}});
+        let page = app.get(&dm(ordered), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(page["tasks"][0]["id"], json!(imported_task), "{page}");
+        assert_eq!(page["total"], json!(5), "{page}");
+        let one = app.get(&format!("/api/tasks/{imported_task}"), &reviewer).await.expect(StatusCode::OK);
+        assert_eq!(one["agreement"], json!(0.0), "{one}");
+        // Annotators who see only their own work neither see it nor filter by it.
+        let mine = app.get(&format!("/api/tasks/{}", tasks[0]), &tokens[0]).await.expect(StatusCode::OK);
+        assert!(mine.get("agreement").is_none(), "{mine}");
+        app.get(&dm(low), &tokens[0]).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+        // A reviewer's fix changes the result: the stored agreement follows (ADR 0024/0025).
         let listed = app.get(&format!("/api/tasks/{imported_task}/annotations"), &app.owner).await.expect(StatusCode::OK);
         let dissent = listed
             .as_array()
