@@ -41,16 +41,16 @@ pub struct StatUser {
 }
 
 /// The project's labeling config and control weights.
-struct Setup {
-    config: LabelConfig,
-    weights: Map<String, Value>,
+pub(super) struct Setup {
+    pub(super) config: std::sync::Arc<LabelConfig>,
+    pub(super) weights: Map<String, Value>,
 }
 
-fn setup(project: &access::ProjectAccess) -> ApiResult<Setup> {
-    let config = LabelConfig::parse(&project.row.label_config).map_err(|e| {
+pub(super) fn setup(project: &access::ProjectAccess) -> ApiResult<Setup> {
+    let config = project.row.config().ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidLabelConfig,
-            format!("the project's labeling configuration does not parse: {e}"),
+            "the project's labeling configuration does not parse; fix it in the project settings",
         )
     })?;
     Ok(Setup {
