@@ -219,8 +219,8 @@ both_backends! {
             }
         }
         // Ground truth on tasks 0 and 1 ("pos" both), by the owner; a skip by c never counts.
-        for t in 0..2 {
-            app.post(&format!("/api/tasks/{}/annotations", tasks[t]), &app.owner, json!({"result": [sentiment("pos")], "ground_truth": true}))
+        for t in &tasks[..2] {
+            app.post(&format!("/api/tasks/{t}/annotations"), &app.owner, json!({"result": [sentiment("pos")], "ground_truth": true}))
                 .await
                 .expect(StatusCode::CREATED);
         }
