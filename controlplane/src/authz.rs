@@ -364,6 +364,13 @@ impl Access {
     }
 }
 
+/// An annotator's own statistics (finished tasks, review score) with `project.view`; anyone
+/// else's with `agreement.view`.
+pub const OWN_STATS: Access = Access::AuthorOr {
+    author: Permission::ProjectView,
+    others: Permission::AgreementView,
+};
+
 /// Changing or deleting an annotation: one's own with `annotation.create`, anyone else's with
 /// `annotation.manage`.
 pub const CHANGE_ANNOTATION: Access = Access::AuthorOr {
@@ -694,6 +701,43 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "GET",
         "/api/projects/{id}/tasks/{task_pk}/agreement-matrix",
         Needs(P::AgreementView),
+    ),
+    // Annotator statistics (ADR 0025).
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/agreement_annotator/{user_pk}",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/agreement_annotators",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/agreement-groundtruth",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/users/{user_pk}/stats/agreement-groundtruth",
+        Needs(P::AgreementView),
+    ),
+    ep("GET", "/api/projects/{id}/stats/finished", OWN_STATS),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/lead_time",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/user-stats/review_score",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/user-stats/{user_pk}/review_score",
+        OWN_STATS,
     ),
     ep("GET", "/api/projects/{id}/tasks", Needs(P::ProjectView)),
     ep("DELETE", "/api/projects/{id}/tasks", Needs(P::TaskManage)),

@@ -476,7 +476,7 @@ impl Runner {
             let outcome = connection
                 .predict(&project, &tasks, None, timeout)
                 .await
-                .and_then(|answer| read_predictions(config.as_ref(), &tasks, &answer, &version));
+                .and_then(|answer| read_predictions(config.as_deref(), &tasks, &answer, &version));
             let (made, bad) = match outcome {
                 Ok(x) => x,
                 Err(e) => {

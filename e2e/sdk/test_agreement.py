@@ -195,3 +195,25 @@ def test_polygon_agreement_equals_shapely_iou(verity, dataset):
     assert total["tasks"] == len(task_means)
     assert abs(total["total_agreement"] - sum(task_means) / len(task_means)) < TOL, (total, task_means)
     assert non_convex > len(dataset["tasks"])  # the polygons really are non-convex
+
+
+def test_annotator_statistics_through_the_sdk(verity, dataset):
+    """The per-annotator statistics, read with the SDK's own methods and shapes, agree with the
+    annotator matrix (IAA) read another way: a user's agreement is the pair-weighted mean of
+    their IAA row."""
+    client = verity.client(verity.admin_token)
+    project, users = dataset["project"], dataset["users"]
+    iaa = _call(verity, "GET", f"/api/projects/{project}/stats/IAA", verity.admin_token)
+    order = [u["id"] for u in iaa["users"]]
+    many = client.projects.stats.agreement_annotators(id=project, ids=",".join(map(str, users))).agreement
+    for uid in users:
+        i = order.index(uid)
+        pairs = [(iaa["IAA"][i][j], iaa["common_tasks"][i][j]) for j in range(len(order)) if j != i]
+        expected = sum(v * n for v, n in pairs) / sum(n for _, n in pairs)
+        one = client.projects.stats.agreement_annotator(id=project, user_id=uid).agreement_per_annotator
+        assert abs(one - expected) < TOL, (uid, one, expected)
+        assert abs(many[str(uid)] - expected) < TOL
+        finished = client.projects.stats.finished_tasks(id=project, user_pk=uid)
+        assert (finished.id, finished.finished, finished.progress) == (uid, TASKS, 100)
+    # No annotation of the dataset records a lead time.
+    assert not client.projects.stats.lead_time(id=project).lead_time_stats

@@ -41,16 +41,16 @@ pub struct StatUser {
 }
 
 /// The project's labeling config and control weights.
-struct Setup {
-    config: LabelConfig,
-    weights: Map<String, Value>,
+pub(super) struct Setup {
+    pub(super) config: std::sync::Arc<LabelConfig>,
+    pub(super) weights: Map<String, Value>,
 }
 
-fn setup(project: &access::ProjectAccess) -> ApiResult<Setup> {
-    let config = LabelConfig::parse(&project.row.label_config).map_err(|e| {
+pub(super) fn setup(project: &access::ProjectAccess) -> ApiResult<Setup> {
+    let config = project.row.config().ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidLabelConfig,
-            format!("the project's labeling configuration does not parse: {e}"),
+            "the project's labeling configuration does not parse; fix it in the project settings",
         )
     })?;
     Ok(Setup {
@@ -129,7 +129,7 @@ pub fn task_values(
     settings: &str,
     rows: &[(i64, i64, String)],
 ) -> Vec<(i64, Option<f64>)> {
-    let Ok(config) = LabelConfig::parse(label_config) else {
+    let Some(config) = super::projects::parsed_config(label_config) else {
         return Vec::new();
     };
     let weights = serde_json::from_str::<crate::domain::project::ProjectSettings>(settings)
@@ -152,16 +152,18 @@ pub fn task_values(
         .collect()
 }
 
+/// Whether rows `(task, author, result)` of one task have two or more authors, the least a
+/// task agreement needs.
+pub fn has_two_authors(rows: &[(i64, i64, String)]) -> bool {
+    rows.iter()
+        .any(|(_, user, _)| Some(user) != rows.first().map(|(_, u, _)| u))
+}
+
 /// Recomputes one task's stored agreement inside a write transaction (`$tx`): after an
 /// annotation of the task was created, changed or deleted. Reads the task's annotations only.
 #[macro_export]
 macro_rules! refresh_task_agreement {
     ($tx:expr, $project_id:expr, $task_id:expr) => {{
-        let (label_config, settings): (String, String) =
-            sqlx::query_as("select label_config, settings from project where id = $1")
-                .bind($project_id)
-                .fetch_one(&mut *$tx)
-                .await?;
         let rows: Vec<(i64, i64, String)> = sqlx::query_as(
             "select task_id, completed_by, result from annotation where task_id = $1 \
              and not was_cancelled and result is not null and completed_by is not null order by id",
@@ -169,14 +171,27 @@ macro_rules! refresh_task_agreement {
         .bind($task_id)
         .fetch_all(&mut *$tx)
         .await?;
-        let value = $crate::storage::agreement::task_values(&label_config, &settings, &rows)
-            .first()
-            .and_then(|(_, v)| *v);
-        sqlx::query("update task set agreement = $1 where id = $2")
-            .bind(value)
-            .bind($task_id)
-            .execute(&mut *$tx)
-            .await?;
+        // Most saves leave a task with one author: no agreement, and nothing to parse.
+        let value = if $crate::storage::agreement::has_two_authors(&rows) {
+            let (label_config, settings): (String, String) =
+                sqlx::query_as("select label_config, settings from project where id = $1")
+                    .bind($project_id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+            $crate::storage::agreement::task_values(&label_config, &settings, &rows)
+                .first()
+                .and_then(|(_, v)| *v)
+        } else {
+            None
+        };
+        sqlx::query(
+            "update task set agreement = $1 where id = $2 \
+             and (agreement is not null or $1 is not null)",
+        )
+        .bind(value)
+        .bind($task_id)
+        .execute(&mut *$tx)
+        .await?;
     }};
 }
 
@@ -483,4 +498,54 @@ pub async fn reliability(
         raters: r.raters,
         undefined,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"<View><Text name="t" value="$text"/><Choices name="c" toName="t"><Choice value="A"/><Choice value="B"/></Choices></View>"#;
+
+    fn row(task: i64, user: i64, choice: &str) -> (i64, i64, String) {
+        let result = serde_json::json!([{"from_name": "c", "to_name": "t", "type": "choices",
+            "value": {"choices": [choice]}}]);
+        (task, user, result.to_string())
+    }
+
+    #[test]
+    fn two_authors_are_needed_and_found() {
+        assert!(!has_two_authors(&[]));
+        assert!(!has_two_authors(&[row(1, 7, "A")]));
+        // One author twice (an update or a second annotation) is still one author.
+        assert!(!has_two_authors(&[row(1, 7, "A"), row(1, 7, "B")]));
+        assert!(has_two_authors(&[
+            row(1, 7, "A"),
+            row(1, 7, "B"),
+            row(1, 8, "A")
+        ]));
+    }
+
+    #[test]
+    fn task_values_use_each_authors_latest_annotation() {
+        let rows = [
+            row(1, 7, "B"),
+            row(1, 8, "A"),
+            row(1, 7, "A"),
+            row(2, 9, "A"),
+        ];
+        let values = task_values(CONFIG, "{}", &rows);
+        assert_eq!(values, vec![(1, Some(1.0)), (2, None)]);
+        let rows = [row(1, 7, "A"), row(1, 8, "B")];
+        assert_eq!(task_values(CONFIG, "{}", &rows), vec![(1, Some(0.0))]);
+        // A configuration that does not parse yields nothing rather than an error.
+        assert!(task_values("<Nope/>", "{}", &rows).is_empty());
+    }
+
+    #[test]
+    fn parsed_configurations_are_shared() {
+        let a = super::super::projects::parsed_config(CONFIG).expect("parses");
+        let b = super::super::projects::parsed_config(CONFIG).expect("parses");
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        assert!(super::super::projects::parsed_config("<Nope/>").is_none());
+    }
 }

@@ -18,6 +18,7 @@ pub mod access;
 pub mod admin;
 pub mod agreement;
 pub mod annotations;
+pub mod annotator_stats;
 pub mod audit;
 pub mod export;
 pub mod imports;

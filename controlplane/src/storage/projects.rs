@@ -1,6 +1,11 @@
 //! Projects: settings, labeling configuration and the counters kept incrementally by the task,
 //! annotation and prediction repositories.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex},
+};
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -157,6 +162,36 @@ pub struct ProjectView {
     pub ready: bool,
 }
 
+/// Parsed labeling configurations by their text: every annotation, prediction and agreement
+/// update checks against its project's configuration, and parsing the XML each time costs more
+/// than the rest of the check. Bounded; emptied when full (configurations change rarely, so
+/// the few live ones come back at once).
+static PARSED_CONFIGS: LazyLock<Mutex<HashMap<String, Arc<LabelConfig>>>> =
+    LazyLock::new(Mutex::default);
+
+/// Most configurations [`PARSED_CONFIGS`] keeps.
+const PARSED_CONFIGS_MAX: usize = 256;
+
+/// `xml` parsed, from the cache when it was parsed before; `None` when it does not parse.
+pub fn parsed_config(xml: &str) -> Option<Arc<LabelConfig>> {
+    if let Some(hit) = PARSED_CONFIGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(xml)
+    {
+        return Some(Arc::clone(hit));
+    }
+    let parsed = Arc::new(LabelConfig::parse(xml).ok()?);
+    let mut cache = PARSED_CONFIGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cache.len() >= PARSED_CONFIGS_MAX {
+        cache.clear();
+    }
+    cache.insert(xml.to_owned(), Arc::clone(&parsed));
+    Some(parsed)
+}
+
 impl ProjectRow {
     /// Parsed settings (stored settings were validated on write).
     pub fn settings(&self) -> ProjectSettings {
@@ -168,9 +203,10 @@ impl ProjectRow {
         serde_json::from_str(&self.managed_fields).unwrap_or_default()
     }
 
-    /// The parsed labeling configuration (stored configurations were validated on write).
-    pub fn config(&self) -> Option<LabelConfig> {
-        LabelConfig::parse(&self.label_config).ok()
+    /// The parsed labeling configuration (stored configurations were validated on write),
+    /// shared through [`parsed_config`]'s cache.
+    pub fn config(&self) -> Option<Arc<LabelConfig>> {
+        parsed_config(&self.label_config)
     }
 
     /// The API view. Secrets in the settings are write-only: never shown.
@@ -207,13 +243,13 @@ impl ProjectRow {
             total_predictions_number: self.total_predictions_number,
             queue_total: self.task_number - self.finished_task_number,
             parsed_label_config: config
-                .as_ref()
+                .as_deref()
                 .map_or(Value::Object(Map::new()), LabelConfig::parsed),
             data_types: config
-                .as_ref()
+                .as_deref()
                 .map(LabelConfig::data_types)
                 .unwrap_or_default(),
-            config_has_control_tags: config.as_ref().is_some_and(LabelConfig::has_controls),
+            config_has_control_tags: config.as_deref().is_some_and(LabelConfig::has_controls),
             config_suitable_for_bulk_annotation: false,
             ready: self.task_number > 0,
         }

@@ -64,11 +64,13 @@ pub struct TaskRow {
     pub updated_at: i64,
     /// Last editor.
     pub updated_by: Option<i64>,
+    /// Stored task agreement (ADR 0025).
+    pub agreement: Option<f64>,
 }
 
 /// Columns selected into [`TaskRow`] (task aliased `t`).
 pub const TASK_COLUMNS: &str = "t.id, t.project_id, t.inner_id, t.data, t.meta, t.is_labeled, t.overlap, \
-    t.total_annotations, t.cancelled_annotations, t.total_predictions, t.created_at, t.updated_at, t.updated_by";
+    t.total_annotations, t.cancelled_annotations, t.total_predictions, t.created_at, t.updated_at, t.updated_by, t.agreement";
 
 /// The task JSON of Label Studio.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -139,6 +141,11 @@ pub struct TaskView {
     pub reviewers: Vec<i64>,
     /// How many reviewers.
     pub reviewers_count: i64,
+    /// Task agreement in [0, 1] (mean pairwise agreement of its annotators' latest
+    /// annotations, ADR 0025); absent with fewer than two annotators, outside the data manager
+    /// and task reads, and for annotators who see only their own annotations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
 }
 
 impl TaskRow {
@@ -174,6 +181,7 @@ impl TaskRow {
             reviewed: false,
             reviewers: Vec::new(),
             reviewers_count: 0,
+            agreement: None,
         }
     }
 }
@@ -272,6 +280,12 @@ impl Visible {
         }
     }
 
+    /// Whether task agreement is shown: not to an annotator who sees only their own
+    /// annotations (it would tell them how others labeled).
+    pub fn shows_agreement(self) -> bool {
+        !matches!(self, Visible::OnlyOf(_))
+    }
+
     /// Whether the author of an annotation completed by `user` is shown.
     pub fn shows_author(self, user: Option<i64>) -> bool {
         match self {
@@ -343,6 +357,9 @@ pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     let mut views = with_nested(db, std::slice::from_ref(&row), visible).await?;
     let criteria = project.row.settings().review_settings.review_criteria;
     super::reviews::attach(db, &mut views, criteria).await?;
+    if visible.shows_agreement() {
+        views[0].agreement = row.agreement;
+    }
     Ok(views.remove(0))
 }
 
@@ -409,7 +426,7 @@ struct PreparedTask {
 }
 
 struct ImportState<'a> {
-    config: Option<LabelConfig>,
+    config: Option<std::sync::Arc<LabelConfig>>,
     settings: ProjectSettings,
     actor: &'a Actor,
     data_columns: std::collections::BTreeSet<String>,
@@ -1067,6 +1084,7 @@ fn column_sql(name: &str) -> Option<&'static str> {
         "updated_at" => "t.updated_at",
         "is_labeled" => "t.is_labeled",
         "overlap" => "t.overlap",
+        "agreement" => "t.agreement",
         "reviews_accepted" => {
             "(select count(*) from annotation_review rv where rv.task_id = t.id and rv.accepted)"
         }
@@ -1258,6 +1276,15 @@ pub async fn list(
     } = window;
     let access = access::project(db, actor, project_id, Permission::ProjectView).await?;
     let visible = Visible::for_access(actor, &access);
+    if !visible.shows_agreement()
+        && (query.condition.contains("t.agreement") || query.order.contains("t.agreement"))
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "task agreement is not shown to annotators who see only their own annotations: \
+             remove the agreement filter or ordering",
+        ));
+    }
     let project = access.row;
     let filtered = query.condition != "true";
     let n = query.params.len();
@@ -1323,6 +1350,7 @@ pub async fn list(
                     created_at: 0,
                     updated_at: 0,
                     updated_by: None,
+                    agreement: None,
                 }
                 .view()
             })
@@ -1335,6 +1363,11 @@ pub async fn list(
     if !ids_only {
         let criteria = project.settings().review_settings.review_criteria;
         super::reviews::attach(db, &mut tasks, criteria).await?;
+        if visible.shows_agreement() {
+            for (view, row) in tasks.iter_mut().zip(&rows) {
+                view.agreement = row.agreement;
+            }
+        }
     }
     let page = TaskPage {
         tasks,

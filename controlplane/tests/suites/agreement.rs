@@ -129,8 +129,36 @@ both_backends! {
         .expect(StatusCode::CREATED);
         let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
         assert!(close(&t["total_agreement"], 0.8) && t["tasks"] == json!(5), "{t}");
-        // A reviewer's fix changes the result: the stored agreement follows (ADR 0024/0025).
+
+        // The data manager shows the stored agreement, filters and orders by it.
         let imported_task = imported["task_ids"][0].as_i64().expect("task id");
+        let dm = |q: Value| format!("/api/tasks?project={p}&query={}", crate::urlencode(&q.to_string()));
+        let page = app.get(&dm(json!({})), &app.owner).await.expect(StatusCode::OK);
+        let agreement_of = |page: &Value, task: i64| {
+            page["tasks"].as_array().expect("tasks").iter().find(|t| t["id"] == json!(task)).map(|t| t["agreement"].clone())
+        };
+        assert_eq!(agreement_of(&page, imported_task), Some(json!(0.0)), "{page}");
+        assert_eq!(agreement_of(&page, tasks[0]), Some(json!(1.0)), "{page}");
+        // A task with no two annotators has none.
+        assert_eq!(agreement_of(&page, tasks[4]), Some(Value::Null), "{page}");
+        let low = json!({"filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:agreement", "operator": "less", "type": "Number", "value": 0.5}]}});
+        let page = app.get(&dm(low.clone()), &app.owner).await.expect(StatusCode::OK);
+        let found: Vec<i64> = page["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["id"].as_i64()).collect();
+        assert_eq!(found, vec![imported_task], "{page}");
+        let ordered = json!({"ordering": ["tasks:agreement"], "filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:agreement", "operator": "exists", "type": "Number", "value": true}]}});
+        let page = app.get(&dm(ordered), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(page["tasks"][0]["id"], json!(imported_task), "{page}");
+        assert_eq!(page["total"], json!(5), "{page}");
+        let one = app.get(&format!("/api/tasks/{imported_task}"), &reviewer).await.expect(StatusCode::OK);
+        assert_eq!(one["agreement"], json!(0.0), "{one}");
+        // Annotators who see only their own work neither see it nor filter by it.
+        let mine = app.get(&format!("/api/tasks/{}", tasks[0]), &tokens[0]).await.expect(StatusCode::OK);
+        assert!(mine.get("agreement").is_none(), "{mine}");
+        app.get(&dm(low), &tokens[0]).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+        // A reviewer's fix changes the result: the stored agreement follows (ADR 0024/0025).
         let listed = app.get(&format!("/api/tasks/{imported_task}/annotations"), &app.owner).await.expect(StatusCode::OK);
         let dissent = listed
             .as_array()
@@ -155,5 +183,102 @@ both_backends! {
         let other = app.mk_project(&app.owner, json!({})).await;
         let foreign = app.mk_tasks(&app.owner, other, 1).await[0];
         app.get(&format!("/api/projects/{p}/tasks/{foreign}/agreement-matrix"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+}
+
+both_backends! {
+    async fn annotator_statistics(app) {
+        // The sentiment alone: a pair agrees 1 or 0.
+        let config = r#"<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="pos"/><Choice value="neg"/></Choices></View>"#;
+        let p = app.mk_project(&app.owner, json!({"label_config": config, "maximum_annotations": 3})).await;
+        let (a, b, c) = (
+            app.user("stats-a@example.com", Role::Annotator).await,
+            app.user("stats-b@example.com", Role::Annotator).await,
+            app.user("stats-c@example.com", Role::Annotator).await,
+        );
+        let reviewer = app.user("stats-r@example.com", Role::Reviewer).await;
+        for t in [&a, &b, &c] {
+            app.add_member(p, t, None).await;
+        }
+        app.add_member(p, &reviewer, Some("reviewer")).await;
+        let (ia, ib, ic, owner) = (app.user_id(&a).await, app.user_id(&b).await, app.user_id(&c).await, app.user_id(&app.owner).await);
+        let tasks = app.mk_tasks(&app.owner, p, 4).await;
+        let mut ann_a = Vec::new();
+        for (who, labels, times) in [
+            (&a, ["pos", "pos", "neg", "neg"], [10.0, 20.0, 30.0, 40.0]),
+            (&b, ["pos", "neg", "neg", "pos"], [5.0, 5.0, 5.0, 100.0]),
+        ] {
+            for t in 0..4 {
+                let made = app.post(&format!("/api/tasks/{}/annotations", tasks[t]), who,
+                    json!({"result": [sentiment(labels[t])], "lead_time": times[t]}))
+                    .await
+                    .expect(StatusCode::CREATED);
+                if std::ptr::eq(who, &a) {
+                    ann_a.push(made["id"].as_i64().expect("id"));
+                }
+            }
+        }
+        // Ground truth on tasks 0 and 1 ("pos" both), by the owner; a skip by c never counts.
+        for t in &tasks[..2] {
+            app.post(&format!("/api/tasks/{t}/annotations"), &app.owner, json!({"result": [sentiment("pos")], "ground_truth": true}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        app.post(&format!("/api/tasks/{}/annotations", tasks[0]), &c, json!({"result": [], "was_cancelled": true}))
+            .await
+            .expect(StatusCode::CREATED);
+
+        // Agreement with the others: a agrees with b on 2 of 4 tasks and with the owner on 2 of 2.
+        let one = app.get(&format!("/api/projects/{p}/stats/agreement_annotator/{ia}"), &reviewer).await.expect(StatusCode::OK);
+        assert!(close(&one["Agreement_per_annotator"], 4.0 / 6.0), "{one}");
+        let many = app.get(&format!("/api/projects/{p}/stats/agreement_annotators?ids={ia},{ib},{ic}"), &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&many["agreement"][ia.to_string()], 4.0 / 6.0), "{many}");
+        assert!(close(&many["agreement"][ib.to_string()], 0.5), "{many}");
+        assert_eq!(many["agreement"][ic.to_string()], Value::Null, "{many}");
+        // Agreement with ground truth: a matches both, b one of two; the truth's author has none.
+        let gt = app.get(&format!("/api/projects/{p}/stats/agreement-groundtruth?ids={ia},{ib},{owner}"), &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&gt["agreement"][ia.to_string()], 1.0) && close(&gt["agreement"][ib.to_string()], 0.5), "{gt}");
+        assert_eq!(gt["agreement"][owner.to_string()], Value::Null, "{gt}");
+        let gt_b = app.get(&format!("/api/projects/{p}/users/{ib}/stats/agreement-groundtruth"), &reviewer).await.expect(StatusCode::OK);
+        assert!(close(&gt_b["agreement"], 0.5), "{gt_b}");
+        // Finished tasks: one's own without user_pk, anyone's for reviewers and above.
+        let fin = app.get(&format!("/api/projects/{p}/stats/finished"), &a).await.expect(StatusCode::OK);
+        assert_eq!(fin, json!({"id": ia, "finished": 4, "progress": 100}));
+        let fin = app.get(&format!("/api/projects/{p}/stats/finished?user_pk={ic}"), &reviewer).await.expect(StatusCode::OK);
+        assert_eq!(fin, json!({"id": ic, "finished": 0, "progress": 0}));
+        let fin = app.get(&format!("/api/projects/{p}/stats/finished?user_pk={owner}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(fin["progress"], json!(50));
+        app.get(&format!("/api/projects/{p}/stats/finished?user_pk={ib}"), &a).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        // Lead time per annotator (annotations without one, and skips, do not enter).
+        let lt = app.get(&format!("/api/projects/{p}/stats/lead_time"), &reviewer).await.expect(StatusCode::OK);
+        assert_eq!(lt["lead_time_stats"], json!([
+            {"user_id": ia, "mean_time": 25.0, "median_time": 25.0, "sum_lead_time": 100.0},
+            {"user_id": ib, "mean_time": 28.75, "median_time": 5.0, "sum_lead_time": 115.0},
+        ]), "{lt}");
+
+        // Review scores: accept, reject, and a fix that changes a's "neg" to "pos".
+        app.post("/api/annotation-reviews", &reviewer, json!({"annotation": ann_a[0], "accepted": true})).await.expect(StatusCode::CREATED);
+        app.post("/api/annotation-reviews", &reviewer, json!({"annotation": ann_a[1], "accepted": false})).await.expect(StatusCode::CREATED);
+        app.post("/api/annotation-reviews", &reviewer, json!({"annotation": ann_a[2], "accepted": true, "result": [sentiment("pos")]}))
+            .await
+            .expect(StatusCode::CREATED);
+        let mine = app.get(&format!("/api/projects/{p}/user-stats/{ia}/review_score"), &a).await.expect(StatusCode::OK);
+        assert!(close(&mine["review_score"], 2.0 / 3.0) && close(&mine["performance_score"], 1.0 / 3.0), "{mine}");
+        let all = app.get(&format!("/api/projects/{p}/user-stats/review_score?ids={ia},{ib}"), &reviewer).await.expect(StatusCode::OK);
+        assert!(close(&all["review_score"][ia.to_string()], 2.0 / 3.0), "{all}");
+        assert_eq!((all["review_score"][ib.to_string()].clone(), all["performance_score"][ib.to_string()].clone()), (Value::Null, Value::Null));
+        app.get(&format!("/api/projects/{p}/user-stats/{ia}/review_score"), &b).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+        // Bad requests: a clear 400 or 404; annotators cannot compare others.
+        for path in ["stats/agreement_annotators", "stats/agreement_annotators?ids=1,x", "user-stats/review_score?ids="] {
+            let e = app.get(&format!("/api/projects/{p}/{path}"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+            assert!(e["detail"].as_str().is_some_and(|d| d.contains("ids")), "{e}");
+        }
+        app.get(&format!("/api/projects/{p}/stats/agreement-groundtruth?ids={ia}&per_label=true"), &app.owner)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get(&format!("/api/projects/{p}/stats/agreement_annotator/999999"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.get(&format!("/api/projects/{p}/stats/agreement_annotator/{ia}"), &a).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.get(&format!("/api/projects/{p}/stats/lead_time"), &a).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
     }
 }

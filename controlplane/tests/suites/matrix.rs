@@ -471,8 +471,13 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
     } else {
         obj.project
     };
+    // A user's own statistics: the fixture's objects are the owner's, so the owner's statistics
+    // are what "the author" reads (`authz::OWN_STATS`).
+    let own_stats = matches!(e.access, Access::AuthorOr { .. }) && e.path.contains("stats");
     let user_pk = if e.path.contains("/pauses") {
         obj.paused_user
+    } else if own_stats {
+        f.users[&Role::Owner]
     } else {
         member
     };
@@ -570,6 +575,16 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         | ("DELETE", "/api/projects/{id}/members/bulk") => Some(json!({"users": [member]})),
         ("POST", "/api/projects/roles") => {
             Some(json!({"project": obj.project, "user": member, "role": "annotator"}))
+        }
+        ("GET", "/api/projects/{id}/stats/finished") => {
+            path.push_str(&format!("?user_pk={user_pk}"));
+            None
+        }
+        ("GET", "/api/projects/{id}/stats/agreement_annotators")
+        | ("GET", "/api/projects/{id}/stats/agreement-groundtruth")
+        | ("GET", "/api/projects/{id}/user-stats/review_score") => {
+            path.push_str(&format!("?ids={member}"));
+            None
         }
         ("POST", "/api/projects/{id}/members/{user_pk}/pauses") => {
             Some(json!({"reason": "MANUAL", "verbose_reason": "matrix"}))

@@ -252,7 +252,7 @@ pub async fn predict_test(
         .await
         .map_err(backend_failed)?;
     let (made, rejected) = ml::read_predictions(
-        project.config().as_ref(),
+        project.config().as_deref(),
         &tasks,
         &answer,
         &row.model_version,
@@ -317,7 +317,7 @@ pub async fn interactive(
         .await
         .map_err(backend_failed)?;
     let (made, rejected) = ml::read_predictions(
-        project.config().as_ref(),
+        project.config().as_deref(),
         &tasks,
         &answer,
         &row.model_version,

@@ -1,0 +1,534 @@
+//! Per-annotator statistics of a project (ADR 0025, "Annotator statistics"): agreement with the
+//! other annotators, agreement with ground truth, finished tasks, lead time, and review and
+//! performance scores. The shapes are those `label-studio-sdk`'s `projects.stats` client reads.
+//! Computed on read from the project's annotations and reviews, with the pairwise metric of
+//! [`crate::domain::label_config::agreement`].
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Db, access, agreement::Setup, with_read};
+use crate::{
+    authz::{Actor, Permission},
+    domain::label_config::agreement::{self, Params},
+    error::{ApiError, ApiResult, ErrorCode},
+};
+
+/// One submitted annotation: not skipped, with a result and an author.
+struct Ann {
+    task: i64,
+    user: i64,
+    result: Value,
+    ground_truth: bool,
+}
+
+/// The counted annotations of a project, ordered by task and id.
+async fn load(db: &Db, project_id: i64) -> ApiResult<Vec<Ann>> {
+    let rows: Vec<(i64, i64, String, bool)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select task_id, completed_by, result, ground_truth from annotation \
+             where project_id = $1 and not was_cancelled and result is not null \
+             and completed_by is not null order by task_id, id",
+        )
+        .bind(project_id)
+        .fetch_all(conn)
+        .await?
+    });
+    Ok(rows
+        .into_iter()
+        .filter_map(|(task, user, result, ground_truth)| {
+            Some(Ann {
+                task,
+                user,
+                result: serde_json::from_str(&result).ok()?,
+                ground_truth,
+            })
+        })
+        .collect())
+}
+
+/// Per task: each author's latest annotation (ground truth included as its author's), and the
+/// task's latest ground-truth annotation.
+struct Tasks {
+    latest: BTreeMap<i64, BTreeMap<i64, Value>>,
+    truth: BTreeMap<i64, (i64, Value)>,
+}
+
+fn by_task(anns: Vec<Ann>) -> Tasks {
+    let mut latest: BTreeMap<i64, BTreeMap<i64, Value>> = BTreeMap::new();
+    let mut truth = BTreeMap::new();
+    for a in anns {
+        if a.ground_truth {
+            truth.insert(a.task, (a.user, a.result.clone()));
+        }
+        latest.entry(a.task).or_default().insert(a.user, a.result);
+    }
+    Tasks { latest, truth }
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// Mean agreement of `user`'s annotations with the other annotators' on the tasks they share;
+/// `None` when they share none.
+fn with_others(setup: &Setup, tasks: &Tasks, user: i64) -> Option<f64> {
+    let mut scores = Vec::new();
+    for by_user in tasks.latest.values() {
+        let Some(mine) = by_user.get(&user) else {
+            continue;
+        };
+        for (other, theirs) in by_user {
+            if *other == user {
+                continue;
+            }
+            if let Some(s) = agreement::pair_agreement(
+                &setup.config,
+                &setup.weights,
+                Params::default(),
+                mine,
+                theirs,
+            ) {
+                scores.push(s);
+            }
+        }
+    }
+    mean(&scores)
+}
+
+/// Mean agreement of `user`'s annotations with the ground truth of the tasks that have one by
+/// someone else; `None` when there is no such task.
+fn with_truth(setup: &Setup, tasks: &Tasks, user: i64) -> Option<f64> {
+    let mut scores = Vec::new();
+    for (task, (author, truth)) in &tasks.truth {
+        if *author == user {
+            continue;
+        }
+        let Some(mine) = tasks.latest.get(task).and_then(|m| m.get(&user)) else {
+            continue;
+        };
+        if let Some(s) = agreement::pair_agreement(
+            &setup.config,
+            &setup.weights,
+            Params::default(),
+            mine,
+            truth,
+        ) {
+            scores.push(s);
+        }
+    }
+    mean(&scores)
+}
+
+/// Query of the per-user statistics of several users.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct UsersParams {
+    /// User ids separated by commas (`ids=3,7`).
+    pub ids: Option<String>,
+    /// Per-label scores: not available; `true` is refused with 400.
+    pub per_label: Option<bool>,
+}
+
+/// `ids=1,2,3` of the multi-user statistics: at least one user id.
+pub fn parse_ids(ids: Option<&str>) -> ApiResult<Vec<i64>> {
+    let bad = |m: String| ApiError::field(ErrorCode::InvalidQuery, "ids", m);
+    let text = ids.map(str::trim).unwrap_or_default();
+    if text.is_empty() {
+        return Err(bad(
+            "ids is required: user ids separated by commas, e.g. ids=3,7".to_owned(),
+        ));
+    }
+    text.split(',')
+        .map(|part| {
+            part.trim().parse::<i64>().map_err(|_| {
+                bad(format!(
+                    "{part:?} is not a user id; give user ids separated by commas, e.g. ids=3,7"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Refuses `per_label=true`: the per-label variants are not computed (yet), and answering
+/// the overall score instead would mislead.
+pub fn refuse_per_label(per_label: Option<bool>) -> ApiResult<()> {
+    if per_label == Some(true) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "per_label",
+            "per-label scores are not available; leave per_label out (or false) for overall scores",
+        ));
+    }
+    Ok(())
+}
+
+/// 404 unless `user` is a member of the caller's organization.
+async fn check_user(db: &Db, actor: &Actor, user: i64) -> ApiResult<()> {
+    let found: Option<i64> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select user_id from org_member where organization_id = $1 and user_id = $2",
+        )
+        .bind(actor.org_id)
+        .bind(user)
+        .fetch_optional(conn)
+        .await?
+    });
+    found.map(|_| ()).ok_or_else(|| ApiError::not_found("user"))
+}
+
+/// `GET /api/projects/{id}/stats/agreement_annotator/{user_id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AnnotatorAgreement {
+    /// Mean pairwise agreement (0–1) of the annotator's latest annotation on each task with the
+    /// other annotators' there; null when they share no task.
+    #[serde(rename = "Agreement_per_annotator")]
+    #[schema(rename = "Agreement_per_annotator")]
+    pub agreement_per_annotator: Option<f64>,
+}
+
+/// One annotator's agreement with the others.
+pub async fn annotator_agreement(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    user: i64,
+) -> ApiResult<AnnotatorAgreement> {
+    let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
+    check_user(db, actor, user).await?;
+    let setup = super::agreement::setup(&project)?;
+    let tasks = by_task(load(db, project_id).await?);
+    Ok(AnnotatorAgreement {
+        agreement_per_annotator: with_others(&setup, &tasks, user),
+    })
+}
+
+/// Scores keyed by user id (`{"agreement": {"3": 0.8, "7": null}}`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgreementByUser {
+    /// Score (0–1) per requested user id; null where there is nothing to compare.
+    pub agreement: BTreeMap<String, Option<f64>>,
+}
+
+/// Several annotators' agreement with the others (`ids`).
+pub async fn annotators_agreement(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    ids: Option<&str>,
+) -> ApiResult<AgreementByUser> {
+    let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
+    let ids = parse_ids(ids)?;
+    let setup = super::agreement::setup(&project)?;
+    let tasks = by_task(load(db, project_id).await?);
+    Ok(AgreementByUser {
+        agreement: ids
+            .iter()
+            .map(|u| (u.to_string(), with_others(&setup, &tasks, *u)))
+            .collect(),
+    })
+}
+
+/// Several annotators' agreement with ground truth (`ids`).
+pub async fn users_truth_agreement(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    params: &UsersParams,
+) -> ApiResult<AgreementByUser> {
+    let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
+    refuse_per_label(params.per_label)?;
+    let ids = parse_ids(params.ids.as_deref())?;
+    let setup = super::agreement::setup(&project)?;
+    let tasks = by_task(load(db, project_id).await?);
+    Ok(AgreementByUser {
+        agreement: ids
+            .iter()
+            .map(|u| (u.to_string(), with_truth(&setup, &tasks, *u)))
+            .collect(),
+    })
+}
+
+/// `GET /api/projects/{id}/users/{user_pk}/stats/agreement-groundtruth`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TruthAgreement {
+    /// Mean agreement (0–1) of the user's annotations with the ground truth of the tasks that
+    /// have one (by someone else); null when there is none.
+    pub agreement: Option<f64>,
+}
+
+/// One annotator's agreement with ground truth.
+pub async fn user_truth_agreement(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    user: i64,
+    per_label: Option<bool>,
+) -> ApiResult<TruthAgreement> {
+    let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
+    refuse_per_label(per_label)?;
+    check_user(db, actor, user).await?;
+    let setup = super::agreement::setup(&project)?;
+    let tasks = by_task(load(db, project_id).await?);
+    Ok(TruthAgreement {
+        agreement: with_truth(&setup, &tasks, user),
+    })
+}
+
+/// `GET /api/projects/{id}/stats/finished`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Finished {
+    /// The user.
+    pub id: i64,
+    /// Tasks of the project the user submitted an annotation of (skips do not count).
+    pub finished: i64,
+    /// `finished` in percent of the project's tasks, rounded down (0–100).
+    pub progress: i64,
+}
+
+/// Tasks a user finished in a project: one's own with `project.view`, anyone's with
+/// `agreement.view`.
+pub async fn finished(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    user: Option<i64>,
+) -> ApiResult<Finished> {
+    let user = user.unwrap_or(actor.user_id);
+    let permission = crate::authz::OWN_STATS
+        .required(user == actor.user_id)
+        .unwrap_or(Permission::AgreementView);
+    let project = access::project(db, actor, project_id, permission).await?;
+    check_user(db, actor, user).await?;
+    let finished: i64 = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select count(distinct task_id) from annotation where project_id = $1 \
+             and completed_by = $2 and not was_cancelled",
+        )
+        .bind(project_id)
+        .bind(user)
+        .fetch_one(conn)
+        .await?
+    });
+    let total = project.row.task_number;
+    Ok(Finished {
+        id: user,
+        finished,
+        progress: if total > 0 {
+            (finished * 100 / total).min(100)
+        } else {
+            0
+        },
+    })
+}
+
+/// One user's lead times.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserLeadTime {
+    /// The user.
+    pub user_id: i64,
+    /// Mean `lead_time` of their submitted annotations, in seconds.
+    pub mean_time: f64,
+    /// Median, in seconds.
+    pub median_time: f64,
+    /// Sum, in seconds.
+    pub sum_lead_time: f64,
+}
+
+/// `GET /api/projects/{id}/stats/lead_time`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LeadTimes {
+    /// Per annotator with at least one submitted annotation that records its lead time, by
+    /// user id.
+    pub lead_time_stats: Vec<UserLeadTime>,
+}
+
+/// Lead-time statistics per annotator.
+pub async fn lead_times(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<LeadTimes> {
+    access::project(db, actor, project_id, Permission::AgreementView).await?;
+    let rows: Vec<(i64, f64)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select completed_by, lead_time from annotation where project_id = $1 \
+             and not was_cancelled and completed_by is not null and lead_time is not null \
+             order by completed_by, lead_time",
+        )
+        .bind(project_id)
+        .fetch_all(conn)
+        .await?
+    });
+    let mut per_user: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for (user, t) in rows {
+        if t.is_finite() {
+            per_user.entry(user).or_default().push(t);
+        }
+    }
+    Ok(LeadTimes {
+        lead_time_stats: per_user
+            .into_iter()
+            .filter(|(_, times)| !times.is_empty())
+            .map(|(user_id, mut times)| {
+                times.sort_by(f64::total_cmp);
+                let n = times.len();
+                let median = if n % 2 == 1 {
+                    times[n / 2]
+                } else {
+                    (times[n / 2 - 1] + times[n / 2]) / 2.0
+                };
+                let sum: f64 = times.iter().sum();
+                UserLeadTime {
+                    user_id,
+                    mean_time: sum / n as f64,
+                    median_time: median,
+                    sum_lead_time: sum,
+                }
+            })
+            .collect(),
+    })
+}
+
+/// Review and performance scores of annotators, from the reviews of their annotations.
+struct Scores {
+    review: BTreeMap<i64, Option<f64>>,
+    performance: BTreeMap<i64, Option<f64>>,
+}
+
+async fn scores(db: &Db, setup: &Setup, project_id: i64, users: &[i64]) -> ApiResult<Scores> {
+    // Every review of an annotation of the project, with the annotation's author, and for a
+    // fix the result before it and the fixed result.
+    let rows: Vec<(i64, bool, Option<String>, Option<String>)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select a.completed_by, r.accepted, h.result, r.result from annotation_review r \
+             join annotation a on a.id = r.annotation_id \
+             left join annotation_history h on h.id = r.previous_annotation_history \
+             where r.project_id = $1 and a.completed_by is not null order by r.id",
+        )
+        .bind(project_id)
+        .fetch_all(conn)
+        .await?
+    });
+    let mut accepted: BTreeMap<i64, (usize, usize)> = BTreeMap::new();
+    let mut performance: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for (author, ok, before, fixed) in rows {
+        let counts = accepted.entry(author).or_default();
+        counts.1 += 1;
+        let score = if !ok {
+            0.0
+        } else {
+            counts.0 += 1;
+            match (before, fixed) {
+                // Fixed and accepted: as good as the original was close to the fix.
+                (Some(before), Some(fixed)) => {
+                    let parse = |s: &str| serde_json::from_str::<Value>(s).ok();
+                    match (parse(&before), parse(&fixed)) {
+                        (Some(b), Some(f)) => agreement::pair_agreement(
+                            &setup.config,
+                            &setup.weights,
+                            Params::default(),
+                            &b,
+                            &f,
+                        )
+                        .unwrap_or(1.0),
+                        _ => 1.0,
+                    }
+                }
+                _ => 1.0,
+            }
+        };
+        performance.entry(author).or_default().push(score);
+    }
+    Ok(Scores {
+        review: users
+            .iter()
+            .map(|u| {
+                let value = accepted
+                    .get(u)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(a, n)| *a as f64 / *n as f64);
+                (*u, value)
+            })
+            .collect(),
+        performance: users
+            .iter()
+            .map(|u| (*u, performance.get(u).and_then(|v| mean(v))))
+            .collect(),
+    })
+}
+
+/// `GET /api/projects/{id}/user-stats/review_score`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewScores {
+    /// Per user id: accepted reviews / reviews of their annotations (0–1); null when none was
+    /// reviewed.
+    pub review_score: BTreeMap<String, Option<f64>>,
+    /// Per user id: the mean over those reviews of 1 (accepted), 0 (rejected) or, for a fix,
+    /// the agreement of the original result with the fixed one (0–1).
+    pub performance_score: BTreeMap<String, Option<f64>>,
+}
+
+/// Review and performance scores of several annotators (`ids`).
+pub async fn users_review_scores(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    params: &UsersParams,
+) -> ApiResult<ReviewScores> {
+    let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
+    refuse_per_label(params.per_label)?;
+    let ids = parse_ids(params.ids.as_deref())?;
+    let setup = super::agreement::setup(&project)?;
+    let s = scores(db, &setup, project_id, &ids).await?;
+    let keyed = |m: BTreeMap<i64, Option<f64>>| m.into_iter().map(|(k, v)| (k.to_string(), v));
+    Ok(ReviewScores {
+        review_score: keyed(s.review).collect(),
+        performance_score: keyed(s.performance).collect(),
+    })
+}
+
+/// `GET /api/projects/{id}/user-stats/{user_pk}/review_score`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewScore {
+    /// Accepted reviews / reviews of the user's annotations (0–1); null when none was reviewed.
+    pub review_score: Option<f64>,
+    /// Mean of 1 (accepted), 0 (rejected) or the fix's agreement with the original (0–1).
+    pub performance_score: Option<f64>,
+}
+
+/// One annotator's review and performance scores: one's own with `project.view`, anyone's with
+/// `agreement.view`.
+pub async fn user_review_score(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    user: i64,
+    per_label: Option<bool>,
+) -> ApiResult<ReviewScore> {
+    let permission = crate::authz::OWN_STATS
+        .required(user == actor.user_id)
+        .unwrap_or(Permission::AgreementView);
+    let project = access::project(db, actor, project_id, permission).await?;
+    refuse_per_label(per_label)?;
+    check_user(db, actor, user).await?;
+    let setup = super::agreement::setup(&project)?;
+    let mut s = scores(db, &setup, project_id, &[user]).await?;
+    Ok(ReviewScore {
+        review_score: s.review.remove(&user).flatten(),
+        performance_score: s.performance.remove(&user).flatten(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_user_ids_separated_by_commas() {
+        assert_eq!(parse_ids(Some("3, 7,11")).expect("ids"), vec![3, 7, 11]);
+        for bad in [None, Some(""), Some("3,x"), Some("3,,4")] {
+            let e = parse_ids(bad).expect_err("refused");
+            assert_eq!(e.code, ErrorCode::InvalidQuery);
+        }
+        assert!(refuse_per_label(Some(true)).is_err());
+        assert!(refuse_per_label(Some(false)).is_ok() && refuse_per_label(None).is_ok());
+    }
+}
