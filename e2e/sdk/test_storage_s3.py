@@ -142,6 +142,17 @@ def test_validate_and_credentials_never_returned(verity, admin_client, moto, s3)
     assert raw["bucket"] == bucket and raw["prefix"] == "x" and raw["type"] == "s3", raw
     assert raw["has_credentials"] is True, raw
     assert SECRET not in json.dumps(raw) and KEY_ID not in json.dumps(raw), raw
+    if not os.environ.get("VERITY_SDK_DATABASE_URL"):
+        # Sealed at rest (ADR 0016): the SQLite file holds no credential in plain text.
+        import sqlite3
+
+        with sqlite3.connect(os.path.join(verity.data_dir, "verity.db")) as db:
+            stored = db.execute(
+                "select aws_access_key_id, aws_secret_access_key from s3_storage where id = ?",
+                (created.id,),
+            ).fetchone()
+        assert all(v.startswith("sealed:v1:") for v in stored), stored
+        assert SECRET not in "".join(stored) and KEY_ID not in "".join(stored)
     # A patch without credentials keeps them: the storage still reaches the bucket.
     patched = ls.import_storage.s3.update(id=created.id, title="renamed")
     assert patched.title == "renamed"
