@@ -77,6 +77,9 @@ pub enum ErrorCode {
     /// A storage path or object lies outside what the administrator allows (outside
     /// `local_files_root`, or leaving it through `..` or a symbolic link).
     PathNotAllowed,
+    /// A storage's bucket could not be used: it does not exist, the credentials are refused,
+    /// or its endpoint does not answer (`detail` says which and what it answered).
+    StorageUnreachable,
     /// A media link was changed or not issued by this deployment.
     InvalidLink,
     /// A media link's lifetime is over; ask the API for a fresh one.
@@ -110,6 +113,7 @@ impl ErrorCode {
             | ErrorCode::LocalFilesDisabled
             | ErrorCode::PathNotAllowed
             | ErrorCode::MlBackendUnreachable
+            | ErrorCode::StorageUnreachable
             | ErrorCode::CommentRequired => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidLink | ErrorCode::LinkExpired => StatusCode::FORBIDDEN,
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,

@@ -375,7 +375,11 @@ async fn sync(
                     .and_then(key_of)
                     .ok_or_else(|| ApiError::internal("a listed file left the root"))?;
                 tasks.push(json!({"data": {data_key.as_str(): blob_url(&relative)}}));
-                objects.push((key.clone(), 1));
+                objects.push(tasks::ClaimedObject {
+                    key: key.clone(),
+                    tasks: 1,
+                    ..Default::default()
+                });
             }
             added += import(
                 db,
@@ -413,7 +417,12 @@ async fn sync(
                 Value::Array(a) => a.len() as i64,
                 _ => 1,
             };
-            added += import(db, jobs, &actor, &row, &spool, &value, &[(key.clone(), n)]).await?;
+            let claimed = [tasks::ClaimedObject {
+                key: key.clone(),
+                tasks: n,
+                ..Default::default()
+            }];
+            added += import(db, jobs, &actor, &row, &spool, &value, &claimed).await?;
         }
     }
     Ok(added)
@@ -476,7 +485,7 @@ async fn import(
     row: &storages::LocalStorageRow,
     spool: &Path,
     tasks_json: &Value,
-    objects: &[(String, i64)],
+    objects: &[tasks::ClaimedObject],
 ) -> ApiResult<i64> {
     let file = tempfile::NamedTempFile::new_in(spool).map_err(ApiError::internal)?;
     std::fs::write(file.path(), tasks_json.to_string()).map_err(ApiError::internal)?;

@@ -381,10 +381,11 @@ pub fn handlers(
     let sealer = Arc::new(crate::secrets::Sealer::for_config(config)?);
     let delivery = crate::webhooks::Delivery::new(db.clone(), jobs.clone(), sealer.clone(), config)
         .map_err(|e| anyhow::anyhow!(e))?;
-    let ml = crate::ml::Runner::new(db.clone(), jobs.clone(), sealer, config)
+    let ml = crate::ml::Runner::new(db.clone(), jobs.clone(), sealer.clone(), config)
         .map_err(|e| anyhow::anyhow!(e))?;
     let handlers = ml.register(delivery.register(crate::jobs::builtin_handlers()));
     let handlers = crate::localfiles::register(db.clone(), jobs.clone(), config.clone(), handlers);
+    let handlers = crate::s3::register(db.clone(), jobs.clone(), config.clone(), sealer, handlers);
     let handlers = crate::exports::register(db.clone(), handlers);
     Ok(crate::imports::register(
         db.clone(),

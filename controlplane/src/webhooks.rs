@@ -10,7 +10,6 @@
 //! the check runs on the resolved addresses of every connection, redirects included (ADR 0015).
 
 use std::{
-    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -107,222 +106,19 @@ pub fn info(organization_only: bool) -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Where requests may go
+// Where requests may go: the rules shared by every outgoing request (`outbound`).
 
-/// Which non-public addresses outgoing requests (webhooks, ML backends, storage endpoints) may
-/// reach: none by default, all with `true`, or the listed networks (`10.0.0.0/8,127.0.0.2`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TargetPolicy {
-    all: bool,
-    nets: Vec<ipnet::IpNet>,
-}
+pub use crate::outbound::{TargetPolicy, describe, is_public};
 
-impl TargetPolicy {
-    /// Parses the `allow_private_targets` setting.
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        let spec = spec.trim();
-        match spec.to_ascii_lowercase().as_str() {
-            "" | "false" | "no" | "0" => return Ok(Self::default()),
-            "true" | "yes" | "1" => {
-                return Ok(Self {
-                    all: true,
-                    nets: Vec::new(),
-                });
-            }
-            _ => {}
-        }
-        let mut nets = Vec::new();
-        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let net = match part.parse::<ipnet::IpNet>() {
-                Ok(n) => n,
-                Err(_) => part.parse::<IpAddr>().map(ipnet::IpNet::from).map_err(|_| {
-                    format!(
-                        "allow_private_targets: {part:?} is neither an address nor a network (CIDR); use true, false or a comma-separated list such as 10.0.0.0/8,127.0.0.1"
-                    )
-                })?,
-            };
-            nets.push(net);
-        }
-        Ok(Self { all: false, nets })
-    }
-
-    /// Whether a request may connect to `ip`.
-    pub fn permits(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        is_public(ip) || self.all || self.nets.iter().any(|n| n.contains(&ip))
-    }
-
-    /// Checks a target URL as far as it can be checked without resolving it: `http` or `https`,
-    /// a host, no credentials, and a literal address only where permitted.
-    pub fn check_url(&self, url: &str) -> Result<reqwest::Url, String> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| format!("{url:?} is not an absolute URL ({e})"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!(
-                "the URL must use http or https, not {}",
-                parsed.scheme()
-            ));
-        }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(
-                "the URL must not carry credentials; send them in a custom header".to_string(),
-            );
-        }
-        match parsed.host() {
-            None => Err("the URL has no host".to_string()),
-            Some(url::Host::Ipv4(ip)) => self.literal(IpAddr::V4(ip)).map(|()| parsed),
-            Some(url::Host::Ipv6(ip)) => self.literal(IpAddr::V6(ip)).map(|()| parsed),
-            Some(url::Host::Domain(_)) => Ok(parsed),
-        }
-    }
-
-    fn literal(&self, ip: IpAddr) -> Result<(), String> {
-        if self.permits(ip) {
-            Ok(())
-        } else {
-            Err(refusal(&ip.to_string(), ip))
-        }
-    }
-}
-
-fn refusal(host: &str, ip: IpAddr) -> String {
-    format!(
-        "{host} is a private, loopback or link-local address ({ip}); an administrator can allow such targets with VERITY_ALLOW_PRIVATE_TARGETS"
-    )
-}
-
-/// An IPv4 address mapped into IPv6 (or NAT64) is judged as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let s = v6.segments();
-            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d));
-            }
-            ip
-        }
-        v4 => v4,
-    }
-}
-
-/// Whether an address is globally reachable: not loopback, private, link-local, shared (CGNAT),
-/// unspecified, broadcast, multicast, documentation or otherwise reserved.
-pub fn is_public(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_unspecified()
-                || v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            !(v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8))
-        }
-    }
-}
-
-/// The error a refused resolution carries through the HTTP client.
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-/// Resolves names and keeps only the addresses the policy permits; none left is an error.
-struct GuardedResolver {
-    policy: Arc<TargetPolicy>,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let first = found.first().map(SocketAddr::ip);
-            let permitted: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|a| policy.permits(a.ip()))
-                .collect();
-            match (permitted.is_empty(), first) {
-                (false, _) => Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs),
-                (true, Some(ip)) => Err(Box::new(Refused(refusal(&host, ip))) as _),
-                (true, None) => Err(format!("{host} resolves to no address").into()),
-            }
-        })
-    }
-}
-
-/// An HTTP client for outgoing requests to user-given URLs: the policy applies to every
-/// resolved address and to every redirect (at most 3); environment proxies are ignored (they
-/// would resolve the name themselves).
+/// An HTTP client for webhook deliveries and ML backends: [`crate::outbound::guarded_builder`]
+/// with a timeout (at most 5 s to connect).
 pub fn client(policy: Arc<TargetPolicy>, timeout: Duration) -> reqwest::Client {
-    let for_redirects = policy.clone();
-    reqwest::Client::builder()
-        .dns_resolver(Arc::new(GuardedResolver { policy }))
-        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= 3 {
-                return attempt.error(Refused("more than 3 redirects".into()));
-            }
-            match for_redirects.check_url(attempt.url().as_str()) {
-                Ok(_) => attempt.follow(),
-                Err(why) => attempt.error(Refused(format!("redirect refused: {why}"))),
-            }
-        }))
-        .no_proxy()
+    crate::outbound::guarded_builder(policy)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("verity-webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default()
-}
-
-/// The message of a failed request, with the policy's refusal when that was the cause.
-pub fn describe(e: &reqwest::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(refused) = s.downcast_ref::<Refused>() {
-            return format!("refused: {refused}");
-        }
-        source = s.source();
-    }
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ pub mod orgs;
 pub mod predictions;
 pub mod projects;
 pub mod reviews;
+pub mod s3storages;
 pub mod snapshots;
 pub mod storages;
 pub mod tasks;

@@ -29,7 +29,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn as_str(self) -> &'static str {
+    /// `import` or `export`, as stored.
+    pub fn as_str(self) -> &'static str {
         match self {
             Direction::Import => "import",
             Direction::Export => "export",

@@ -460,9 +460,27 @@ pub enum Claim<'a> {
         kind: &'a str,
         /// Storage id.
         storage: i64,
-        /// Object keys with the number of tasks each made.
-        objects: &'a [(String, i64)],
+        /// The objects.
+        objects: &'a [ClaimedObject],
     },
+}
+
+/// An object of a storage whose tasks an import writes (`Claim::StorageObjects`).
+#[derive(Debug, Clone, Default)]
+pub struct ClaimedObject {
+    /// Object key.
+    pub key: String,
+    /// Tasks made of it (ignored when `source` is set).
+    pub tasks: i64,
+    /// The import source (index into `sources`) it is: its tasks are counted.
+    pub source: Option<usize>,
+    /// Entity tag the listing showed (bucket storages).
+    pub etag: Option<String>,
+    /// Size the listing showed (bucket storages).
+    pub size: Option<i64>,
+    /// A changed object recorded earlier under another entity tag: its record is updated
+    /// (`conflict` if this version was recorded already) instead of inserted.
+    pub replaces: bool,
 }
 
 /// [`import`] for the job of a stored import (`project_import` row `claim`): the row is marked
@@ -515,7 +533,9 @@ pub async fn import_with(
         let mut index = 0usize;
         let mut totals = Kind::default();
         let (mut labeled, mut with_useful, mut predictions_total) = (0i64, 0i64, 0i64);
+        let mut source_tasks: Vec<i64> = Vec::with_capacity(sources.len());
         for source in sources {
+            let tasks_before = summary.task_count;
             let mut file = tokio::fs::File::open(&source.path)
                 .await
                 .map_err(ApiError::internal)?;
@@ -597,6 +617,7 @@ pub async fn import_with(
                 }
             }
             summary.could_be_tasks_list |= source.format == ImportFormat::Json;
+            source_tasks.push(summary.task_count - tasks_before);
         }
         if summary.task_count == 0 {
             return Err(ApiError::bad_request(
@@ -646,16 +667,44 @@ pub async fn import_with(
         } = claim
         {
             let now = crate::storage::now_micros();
-            for (key, n) in objects {
+            for object in objects {
+                let n = object
+                    .source
+                    .and_then(|i| source_tasks.get(i).copied())
+                    .unwrap_or(object.tasks);
+                if object.replaces {
+                    let updated = sqlx::query(
+                        "update storage_object set etag = $1, size = $2, tasks = tasks + $3 \
+                         where storage_kind = $4 and storage_id = $5 and object_key = $6 \
+                         and (etag is null or etag <> $1)",
+                    )
+                    .bind(&object.etag)
+                    .bind(object.size)
+                    .bind(n)
+                    .bind(kind)
+                    .bind(storage)
+                    .bind(&object.key)
+                    .execute(&mut *tx)
+                    .await?;
+                    if updated.rows_affected() != 1 {
+                        return Err(ApiError::new(
+                            ErrorCode::Conflict,
+                            format!("object {} was imported already in this version", object.key),
+                        ));
+                    }
+                    continue;
+                }
                 sqlx::query(
-                    "insert into storage_object (storage_kind, storage_id, object_key, tasks, created_at) \
-                     values ($1, $2, $3, $4, $5)",
+                    "insert into storage_object (storage_kind, storage_id, object_key, tasks, created_at, etag, size) \
+                     values ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(kind)
                 .bind(storage)
-                .bind(key)
+                .bind(&object.key)
                 .bind(n)
                 .bind(now)
+                .bind(&object.etag)
+                .bind(object.size)
                 .execute(&mut *tx)
                 .await?;
             }

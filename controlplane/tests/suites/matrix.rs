@@ -77,6 +77,10 @@ struct Objects {
     storage: i64,
     /// A local-files export storage of the project.
     export_storage: i64,
+    /// An S3 storage of the project (import).
+    s3_storage: i64,
+    /// An S3 export storage of the project.
+    s3_export_storage: i64,
     /// The user the pause is for.
     paused_user: i64,
     /// An annotation by the paused user (the owner may review it).
@@ -273,10 +277,36 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["id"]
         .as_i64()
         .expect("id");
+    // Connecting a bucket needs one that answers; the matrix is about authorization, so the
+    // rows are written directly.
+    let s3_row = |direction: &'static str| async move {
+        let sql = "insert into s3_storage (organization_id, project_id, direction, bucket, created_at, updated_at) \
+                   select organization_id, id, $1, 'matrix', 0, 0 from project where id = $2 returning id";
+        match &app.db {
+            verity_controlplane::storage::Db::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql)
+                .bind(direction)
+                .bind(project)
+                .fetch_one(pool)
+                .await
+                .expect("insert"),
+            verity_controlplane::storage::Db::Sqlite { write, .. } => {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(direction)
+                    .bind(project)
+                    .fetch_one(write)
+                    .await
+                    .expect("insert")
+            }
+        }
+    };
+    let s3_storage = s3_row("import").await;
+    let s3_export_storage = s3_row("export").await;
     Objects {
         project,
         storage,
         export_storage,
+        s3_storage,
+        s3_export_storage,
         webhook,
         ml,
         import,
@@ -451,6 +481,10 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.storage
     } else if e.path.starts_with("/api/storages/export/localfiles/") {
         obj.export_storage
+    } else if e.path.starts_with("/api/storages/s3/") {
+        obj.s3_storage
+    } else if e.path.starts_with("/api/storages/export/s3/") {
+        obj.s3_export_storage
     } else if e.path.starts_with("/api/workspaces/") {
         workspace
     } else if e.path.starts_with("/api/organizations/") {
@@ -507,6 +541,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         | ("GET", "/api/webhooks")
         | ("GET", "/api/storages/localfiles")
         | ("GET", "/api/storages/export/localfiles")
+        | ("GET", "/api/storages/s3")
+        | ("GET", "/api/storages/export/s3")
         | ("GET", "/api/ml") => {
             path.push_str(&format!("?project={}", obj.project));
             None
@@ -542,7 +578,16 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
             Some(json!({"project": obj.project, "path": "."}))
         }
         ("PATCH", "/api/storages/localfiles/{id}")
-        | ("PATCH", "/api/storages/export/localfiles/{id}") => Some(json!({"title": "renamed"})),
+        | ("PATCH", "/api/storages/export/localfiles/{id}")
+        | ("PATCH", "/api/storages/s3/{id}")
+        | ("PATCH", "/api/storages/export/s3/{id}") => Some(json!({"title": "renamed"})),
+        // Past authorization the bucket is checked: a private endpoint is refused (400).
+        ("POST", "/api/storages/s3")
+        | ("POST", "/api/storages/s3/validate")
+        | ("POST", "/api/storages/export/s3")
+        | ("POST", "/api/storages/export/s3/validate") => Some(
+            json!({"project": obj.project, "bucket": "matrix", "s3_endpoint": "http://127.0.0.1:9"}),
+        ),
         ("POST", "/api/ml") => Some(json!({"project": obj.project, "url": f.ml_url})),
         ("PATCH", "/api/ml/{id}") => Some(json!({"title": "renamed"})),
         ("POST", "/api/ml/{id}/interactive-annotating") => {

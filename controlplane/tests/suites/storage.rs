@@ -891,3 +891,96 @@ async fn local_files_export_storage_sqlite() {
 async fn local_files_export_storage_postgres() {
     local_files_export_storage(Backend::Postgres).await;
 }
+
+/// S3 storages refuse bad settings before touching a bucket, refuse private endpoints unless
+/// the administrator allows them, and report a bucket that does not answer; nothing is stored
+/// when a check fails. (Syncs, media and export against a real S3 server: e2e/sdk/test_storage_s3.py.)
+async fn s3_storage_checks(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let base = json!({"project": p, "bucket": "media", "s3_endpoint": "http://127.0.0.1:9"});
+    for path in [
+        "/api/storages/s3",
+        "/api/storages/s3/validate",
+        "/api/storages/export/s3",
+    ] {
+        app.post(path, &app.owner, base.clone())
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "private_target");
+    }
+    // No endpoint (AWS): every case below fails its checks before any request is made.
+    let with = |extra: Value| {
+        let mut body = json!({"project": p, "bucket": "media"});
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        body
+    };
+    for (bad, field) in [
+        (json!({"bucket": "Not_A_Bucket"}), "bucket"),
+        (json!({"presign_ttl": 0}), "presign_ttl"),
+        (
+            json!({"aws_access_key_id": "AKIAONLYTHEKEY"}),
+            "aws_secret_access_key",
+        ),
+        (json!({"regex_filter": "("}), "regex_filter"),
+        (json!({"s3_endpoint": "ftp://example.com"}), "s3_endpoint"),
+    ] {
+        let reply = app
+            .post("/api/storages/s3", &app.owner, with(bad.clone()))
+            .await;
+        let body = reply.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert!(
+            body["validation_errors"].get(field).is_some(),
+            "{bad}: {body}"
+        );
+    }
+    // Managing storages is the project manager's.
+    let annotator = app.user("ann@example.com", Role::Annotator).await;
+    app.add_member(p, &annotator, None).await;
+    app.post("/api/storages/s3", &annotator, base.clone())
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let listed = app
+        .get(&format!("/api/storages/s3?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(listed, json!([]));
+    app.get("/api/storages/s3/1", &app.owner)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+
+    // Allowed, but nothing listens there: the bucket is unreachable and nothing is stored.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let allowed =
+        TestApp::with_config(backend, |c| c.allow_private_targets = "127.0.0.1".into()).await;
+    let p2 = allowed.mk_project(&allowed.owner, json!({})).await;
+    let body = json!({"project": p2, "bucket": "media", "s3_endpoint": format!("http://127.0.0.1:{port}"),
+        "aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": "secret"});
+    for path in ["/api/storages/s3", "/api/storages/s3/validate"] {
+        let reply = allowed.post(path, &allowed.owner, body.clone()).await;
+        let err = reply.expect_error(StatusCode::BAD_REQUEST, "storage_unreachable");
+        assert!(
+            err["detail"].as_str().is_some_and(|d| d.contains("media")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("secret\""), "{err}");
+    }
+    let listed = allowed
+        .get(&format!("/api/storages/s3?project={p2}"), &allowed.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(listed, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_storage_checks_sqlite() {
+    s3_storage_checks(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_storage_checks_postgres() {
+    s3_storage_checks(Backend::Postgres).await;
+}

@@ -24,7 +24,11 @@ use crate::{
     },
     links::{Link, unix_now},
     localfiles::{self, Root},
-    storage::storages::{self, Direction, LocalStorageRow, LocalStorageView},
+    outbound::TargetPolicy,
+    storage::{
+        s3storages::{self, S3StorageView},
+        storages::{self, Direction, LocalStorageRow, LocalStorageView},
+    },
 };
 
 fn root(state: &AppState) -> ApiResult<Root> {
@@ -242,25 +246,280 @@ pub async fn sync_local_export(
     Ok(Json(storages::view(&row)))
 }
 
-/// A redirect to a fresh signed link of the proxy.
-fn redirect(
+// ---------------------------------------------------------------------------------------------
+// S3 storages (import and export)
+
+fn policy(state: &AppState) -> ApiResult<std::sync::Arc<TargetPolicy>> {
+    TargetPolicy::parse(&state.config.allow_private_targets)
+        .map(std::sync::Arc::new)
+        .map_err(ApiError::internal)
+}
+
+fn required_project(params: &StorageListParams) -> ApiResult<i64> {
+    opt_int("project", &params.project)?.ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::InvalidQuery,
+            "project",
+            "this parameter is required",
+        )
+    })
+}
+
+async fn s3_validate(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<Json<Value>> {
+    s3storages::validate(
+        &state.db,
+        actor,
+        &state.sealer,
+        &policy(state)?,
+        direction,
+        body,
+    )
+    .await?;
+    Ok(Json(json!({})))
+}
+
+async fn s3_sync(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    id: i64,
+) -> ApiResult<Json<S3StorageView>> {
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let row = s3storages::queue_sync(&state.db, actor, direction, id, &job_id).await?;
+    crate::s3::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
+    Ok(Json(s3storages::view(&row)))
+}
+
+/// The S3 storages of a project (plain list, oldest first). Credentials are never returned.
+#[utoipa::path(get, path = "/api/storages/s3", tag = "storages", params(StorageListParams), responses((status = 200, body = Vec<S3StorageView>)))]
+pub async fn list_s3(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<StorageListParams>,
+) -> ApiResult<Json<Vec<S3StorageView>>> {
+    let project = required_project(&params)?;
+    Ok(Json(
+        s3storages::list(&state.db, &actor, Direction::Import, project).await?,
+    ))
+}
+
+/// Connects a bucket: `{"project", "bucket", "prefix"?, "regex_filter"?, "use_blob_urls"?,
+/// "presign"?, "presign_ttl"?, "recursive_scan"?, "aws_access_key_id"?,
+/// "aws_secret_access_key"?, "aws_session_token"?, "region_name"?, "s3_endpoint"?, "title"?,
+/// "description"?}`. The bucket must answer a listing with the credentials (else 400
+/// `storage_unreachable`); credentials are stored sealed and never returned.
+#[utoipa::path(post, path = "/api/storages/s3", tag = "storages", request_body = Object, responses((status = 201, body = S3StorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create_s3(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<S3StorageView>)> {
+    let view = s3storages::create(
+        &state.db,
+        &actor,
+        &state.sealer,
+        &policy(&state)?,
+        Direction::Import,
+        &body,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Checks an S3 storage body (a new storage, or with `id` a change) and that the bucket
+/// answers, without saving anything.
+#[utoipa::path(post, path = "/api/storages/s3/validate", tag = "storages", request_body = Object, responses((status = 200, description = "valid"), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn validate_s3(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    s3_validate(&state, &actor, Direction::Import, &body).await
+}
+
+/// One S3 storage.
+#[utoipa::path(get, path = "/api/storages/s3/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = S3StorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_s3(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<S3StorageView>> {
+    Ok(Json(
+        s3storages::get(&state.db, &actor, Direction::Import, id).await?,
+    ))
+}
+
+/// Changes an S3 storage; credentials left out stay as they are.
+#[utoipa::path(patch, path = "/api/storages/s3/{id}", tag = "storages", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = S3StorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_s3(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<S3StorageView>> {
+    Ok(Json(
+        s3storages::update(
+            &state.db,
+            &actor,
+            &state.sealer,
+            &policy(&state)?,
+            Direction::Import,
+            id,
+            &body,
+        )
+        .await?,
+    ))
+}
+
+/// Disconnects an S3 storage (its tasks stay; their media stop resolving).
+#[utoipa::path(delete, path = "/api/storages/s3/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_s3(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    s3storages::delete(&state.db, &actor, Direction::Import, id).await?;
+    Ok(no_content())
+}
+
+/// Starts a sync as a job (queue `high`): new and changed objects become tasks. The answer is
+/// the storage with `status: queued` and the job in `last_sync_job`.
+#[utoipa::path(post, path = "/api/storages/s3/{id}/sync", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = S3StorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn sync_s3(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<S3StorageView>> {
+    s3_sync(&state, &actor, Direction::Import, id).await
+}
+
+/// The S3 export storages of a project (plain list, oldest first).
+#[utoipa::path(get, path = "/api/storages/export/s3", tag = "storages", params(StorageListParams), responses((status = 200, body = Vec<S3StorageView>)))]
+pub async fn list_s3_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<StorageListParams>,
+) -> ApiResult<Json<Vec<S3StorageView>>> {
+    let project = required_project(&params)?;
+    Ok(Json(
+        s3storages::list(&state.db, &actor, Direction::Export, project).await?,
+    ))
+}
+
+/// Connects a bucket as the target of the project's annotations (the import fields that apply,
+/// and `can_delete_objects`).
+#[utoipa::path(post, path = "/api/storages/export/s3", tag = "storages", request_body = Object, responses((status = 201, body = S3StorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create_s3_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<S3StorageView>)> {
+    let view = s3storages::create(
+        &state.db,
+        &actor,
+        &state.sealer,
+        &policy(&state)?,
+        Direction::Export,
+        &body,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Checks an S3 export storage body (a new one, or with `id` a change) without saving it.
+#[utoipa::path(post, path = "/api/storages/export/s3/validate", tag = "storages", request_body = Object, responses((status = 200, description = "valid"), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn validate_s3_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    s3_validate(&state, &actor, Direction::Export, &body).await
+}
+
+/// One S3 export storage.
+#[utoipa::path(get, path = "/api/storages/export/s3/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = S3StorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_s3_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<S3StorageView>> {
+    Ok(Json(
+        s3storages::get(&state.db, &actor, Direction::Export, id).await?,
+    ))
+}
+
+/// Changes an S3 export storage; credentials left out stay as they are.
+#[utoipa::path(patch, path = "/api/storages/export/s3/{id}", tag = "storages", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = S3StorageView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_s3_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<S3StorageView>> {
+    Ok(Json(
+        s3storages::update(
+            &state.db,
+            &actor,
+            &state.sealer,
+            &policy(&state)?,
+            Direction::Export,
+            id,
+            &body,
+        )
+        .await?,
+    ))
+}
+
+/// Disconnects an S3 export storage (objects already written stay).
+#[utoipa::path(delete, path = "/api/storages/export/s3/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_s3_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    s3storages::delete(&state.db, &actor, Direction::Export, id).await?;
+    Ok(no_content())
+}
+
+/// Starts an export sync as a job: every annotation of the project is written to the bucket as
+/// `<prefix>/<annotation id>`; with `can_delete_objects`, objects of deleted annotations are
+/// removed.
+#[utoipa::path(post, path = "/api/storages/export/s3/{id}/sync", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = S3StorageView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn sync_s3_export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<S3StorageView>> {
+    s3_sync(&state, &actor, Direction::Export, id).await
+}
+
+/// A redirect to a fresh signed link of the proxy for `key` of storage `kind`/`storage`.
+fn redirect_link(
     state: &AppState,
     actor: &Actor,
     task: Option<i64>,
-    row: &LocalStorageRow,
+    (kind, organization, project, storage): (&str, i64, i64, i64),
     key: String,
 ) -> Response {
     let link = Link {
-        organization: row.organization_id,
-        project: row.project_id,
+        organization,
+        project,
         task,
-        kind: localfiles::KIND.into(),
-        storage: row.id,
+        kind: kind.into(),
+        storage,
         key,
         expires: unix_now() + state.config.storage_link_ttl_secs.max(1) as i64,
         user: actor.user_id,
     };
-    let url = crate::proxy::url(&state.config, &state.links.sign(&link));
+    see_other(crate::proxy::url(&state.config, &state.links.sign(&link)))
+}
+
+fn see_other(url: String) -> Response {
     (
         StatusCode::SEE_OTHER,
         [
@@ -269,6 +528,68 @@ fn redirect(
         ],
     )
         .into_response()
+}
+
+/// A redirect to a fresh signed link of a local-files object.
+fn redirect(
+    state: &AppState,
+    actor: &Actor,
+    task: Option<i64>,
+    row: &LocalStorageRow,
+    key: String,
+) -> Response {
+    redirect_link(
+        state,
+        actor,
+        task,
+        (
+            localfiles::KIND,
+            row.organization_id,
+            row.project_id,
+            row.id,
+        ),
+        key,
+    )
+}
+
+/// An `s3://` URI of a task: a presigned URL of the bucket (storage `presign`), or a signed
+/// link of the proxy.
+async fn resolve_s3(
+    state: &AppState,
+    actor: &Actor,
+    task: i64,
+    bucket: &str,
+    key: String,
+) -> ApiResult<Option<Response>> {
+    let Some(row) = s3storages::covering_task_object(&state.db, actor, task, bucket, &key).await?
+    else {
+        return Ok(None);
+    };
+    if row.presign {
+        let store = crate::s3::store(&row.endpoint(&state.sealer)?, policy(state)?)?;
+        let ttl = std::time::Duration::from_secs(row.presign_ttl.clamp(1, 7 * 24 * 60) as u64 * 60);
+        let url = object_store::signer::Signer::signed_url(
+            &store,
+            Method::GET,
+            &object_store::path::Path::from(key.as_str()),
+            ttl,
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::StorageUnreachable,
+                format!("cannot presign the object: {}", crate::s3::describe(&e)),
+            )
+        })?;
+        return Ok(Some(see_other(url.to_string())));
+    }
+    Ok(Some(redirect_link(
+        state,
+        actor,
+        Some(task),
+        (crate::s3::KIND, row.organization_id, row.project_id, row.id),
+        key,
+    )))
 }
 
 /// Query of the presign endpoint.
@@ -320,6 +641,11 @@ pub async fn presign(
         .ok_or_else(|| {
             ApiError::field(ErrorCode::InvalidQuery, "fileuri", "is not base64 of a URI")
         })?;
+    if let Some((bucket, key)) = crate::s3::parse_blob_url(&decoded) {
+        return resolve_s3(&state, &actor, id, &bucket, key)
+            .await?
+            .ok_or_else(unresolvable);
+    }
     let relative = localfiles::parse_blob_url(&decoded).ok_or_else(unresolvable)?;
     let root = root(&state)?;
     let (row, key) = storages::covering_task_file(&state.db, &actor, &root, id, &relative)
@@ -390,6 +716,14 @@ pub fn router() -> OpenApiRouter<AppState> {
             delete_local_export
         ))
         .routes(routes!(sync_local_export))
+        .routes(routes!(list_s3, create_s3))
+        .routes(routes!(validate_s3))
+        .routes(routes!(get_s3, update_s3, delete_s3))
+        .routes(routes!(sync_s3))
+        .routes(routes!(list_s3_export, create_s3_export))
+        .routes(routes!(validate_s3_export))
+        .routes(routes!(get_s3_export, update_s3_export, delete_s3_export))
+        .routes(routes!(sync_s3_export))
         .routes(routes!(presign))
         .routes(routes!(local_file))
         .routes(routes!(proxy_object))
