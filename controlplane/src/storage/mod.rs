@@ -27,6 +27,7 @@ pub mod orgs;
 pub mod predictions;
 pub mod projects;
 pub mod reviews;
+pub mod sessions;
 pub mod snapshots;
 pub mod storages;
 pub mod tasks;
