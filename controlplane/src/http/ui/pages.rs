@@ -82,12 +82,13 @@ async fn read_form<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// The form CSRF check of a signed-in page: the field must carry the session's token.
-fn check_csrf(user: &PageUser, given: &str) -> Result<(), Response> {
+/// The form CSRF check of a signed-in page: the field must carry the session's token. Returns
+/// the refusal page when it does not.
+fn csrf_refusal(user: &PageUser, given: &str) -> Option<Response> {
     if same_secret(given, &user.session.csrf_token) {
-        Ok(())
+        None
     } else {
-        Err(error_page(
+        Some(error_page(
             Some(user),
             &ApiError::new(
                 ErrorCode::CsrfFailed,
@@ -263,8 +264,8 @@ pub(super) async fn logout(State(state): State<AppState>, request: Request) -> R
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = check_csrf(&user, &form.csrf_token) {
-        return r;
+    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
+        return refused;
     }
     let everywhere = form.everywhere.is_some_and(|v| !v.is_empty());
     if let Err(e) = sessions::sign_out(&state.db, &user.actor, user.session.id, everywhere).await {
@@ -512,8 +513,8 @@ pub(super) async fn create_project(State(state): State<AppState>, request: Reque
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = check_csrf(&user, &form.csrf_token) {
-        return r;
+    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
+        return refused;
     }
     let config = if form.template == "custom" {
         form.label_config.clone()
@@ -572,10 +573,9 @@ fn project_header(p: &projects::ProjectView, can_change: bool) -> Value {
     })
 }
 
-/// Parses the `{id}` of a project path (404 page when it is not a number).
-fn project_id(raw: &str, user: &PageUser) -> Result<i64, Response> {
-    raw.parse()
-        .map_err(|_| error_page(Some(user), &ApiError::not_found("project")))
+/// The 404 page of a project path whose `{id}` is not a number.
+fn no_such_project(user: &PageUser) -> Response {
+    error_page(Some(user), &ApiError::not_found("project"))
 }
 
 fn path_id(parts: &Parts) -> String {
@@ -595,9 +595,8 @@ pub(super) async fn data_page(State(state): State<AppState>, request: Request) -
         Ok(u) => u,
         Err(r) => return r,
     };
-    let id = match project_id(&path_id(&parts), &user) {
-        Ok(id) => id,
-        Err(r) => return r,
+    let Ok(id) = path_id(&parts).parse::<i64>() else {
+        return no_such_project(&user);
     };
     let project = match projects::get(&state.db, &user.actor, id).await {
         Ok(p) => p,
@@ -707,9 +706,8 @@ pub(super) async fn settings_page(State(state): State<AppState>, request: Reques
         Ok(u) => u,
         Err(r) => return r,
     };
-    let id = match project_id(&path_id(&parts), &user) {
-        Ok(id) => id,
-        Err(r) => return r,
+    let Ok(id) = path_id(&parts).parse::<i64>() else {
+        return no_such_project(&user);
     };
     if let Err(e) = projects::get_row(&state.db, &user.actor, id, Permission::ProjectChange).await {
         return error_page(Some(&user), &e);
@@ -730,16 +728,15 @@ pub(super) async fn save_settings(State(state): State<AppState>, request: Reques
         Ok(u) => u,
         Err(r) => return r,
     };
-    let id = match project_id(&path_id(&parts), &user) {
-        Ok(id) => id,
-        Err(r) => return r,
+    let Ok(id) = path_id(&parts).parse::<i64>() else {
+        return no_such_project(&user);
     };
     let (_, form) = match read_form::<SettingsForm>(&state, parts, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = check_csrf(&user, &form.csrf_token) {
-        return r;
+    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
+        return refused;
     }
     let show_instruction = form
         .show_instruction
