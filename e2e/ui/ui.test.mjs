@@ -47,6 +47,7 @@ async function startVerity() {
     VERITY_ADMIN_TOKEN: ADMIN_TOKEN,
     VERITY_SESSION_KEY: randomBytes(32).toString('hex'),
     VERITY_LOGIN_MAX_FAILURES: '3',
+    VERITY_EDITOR_DIR: process.env.VERITY_EDITOR_DIR ?? '',
   };
   delete env.VERITY_DATABASE_URL;
   if (process.env.VERITY_UI_DATABASE_URL) env.VERITY_DATABASE_URL = process.env.VERITY_UI_DATABASE_URL;
@@ -256,4 +257,30 @@ test('a forged cross-site form post is refused, and sign-out everywhere ends oth
   await page.waitForURL(/\/user\/login$/);
   await other.goto(`${server.base}/projects`);
   assert.match(other.url(), /\/user\/login\?next=/);
+});
+
+// Needs Label Studio's editor, installed by controlplane/ui/fetch-editor (e2e/test-all does).
+test('an annotator labels a task in the editor, submits, and gets the next task', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  await api('POST', '/api/users', { email: 'labeler@example.com', password: 'labeler password', role: 'annotator' });
+  const users = await api('GET', '/api/users');
+  const labeler = users.find((u) => u.email === 'labeler@example.com');
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Label me', label_config: config });
+  await api('POST', `/api/projects/${project.id}/members`, { user: labeler.id });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'first task text' }, { text: 'second task text' }]);
+  const page = await newPage();
+  await signIn(page, 'labeler@example.com', 'labeler password');
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/label`);
+  const first = await page.locator('#label-status').textContent();
+  await page.getByRole('checkbox', { name: /^Positive/ }).click();
+  await page.getByRole('button', { name: /submit/i }).click();
+  await page.waitForFunction((before) => document.getElementById('label-status').textContent !== before, first);
+  const tasks = (await api('GET', `/api/tasks?project=${project.id}&fields=all`)).tasks;
+  const done = tasks.filter((t) => (t.annotations ?? []).length > 0);
+  assert.equal(done.length, 1, JSON.stringify(tasks));
+  assert.deepEqual(done[0].annotations[0].result[0].value, { choices: ['Positive'] });
+  assert.equal(done[0].annotations[0].completed_by, labeler.id);
+  // No script errors besides the editor's own known boot noise.
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
 });

@@ -437,3 +437,84 @@ async fn session_cookie_is_secure_when_configured_or_behind_https() {
         );
     }
 }
+
+/// The labeling page loads the editor from `editor_dir` (and only the editor's own files from
+/// there), under a policy that still allows scripts from this server only; without an editor it
+/// says what to install. Only those who may annotate in the project get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn labeling_page_serves_the_installed_editor() {
+    let editor = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        editor.path().join("main.js"),
+        "window.LabelStudio = function () {};",
+    )
+    .expect("js");
+    std::fs::write(editor.path().join("main.css"), "body {}").expect("css");
+    std::fs::write(editor.path().join("secret.txt"), "not served").expect("other");
+    for installed in [false, true] {
+        let dir = editor.path().display().to_string();
+        let app = TestApp::with_config(crate::common::Backend::Sqlite, |c| {
+            if installed {
+                c.editor_dir = dir;
+            }
+        })
+        .await;
+        let annotator = password_user(&app, "ui-labeler@example.com", Role::Annotator).await;
+        password_user(&app, "ui-outsider@example.com", Role::Annotator).await;
+        let p = app.mk_project(&app.owner, json!({})).await;
+        app.add_member(p, &annotator, None).await;
+        let mut browser = Browser::default();
+        browser
+            .sign_in(&app, "ui-labeler@example.com", PASSWORD)
+            .await;
+        let page = browser.get(&app, &format!("/projects/{p}/label")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let csp = page
+            .headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .expect("csp")
+            .to_string();
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        let script = browser.get(&app, "/static/editor/main.js").await;
+        if installed {
+            assert!(
+                page.text
+                    .contains("<script src=\"/static/editor/main.js\">")
+                    && page.text.contains("/static/label.js"),
+                "{}",
+                page.text
+            );
+            assert!(csp.contains("style-src 'self' 'unsafe-inline'"), "{csp}");
+            assert_eq!(script.status, StatusCode::OK);
+            assert_eq!(script.text, "window.LabelStudio = function () {};");
+        } else {
+            assert!(
+                page.text.contains("not installed") && !page.text.contains("/static/label.js"),
+                "{}",
+                page.text
+            );
+            assert!(!csp.contains("unsafe"), "{csp}");
+            assert_eq!(script.status, StatusCode::NOT_FOUND);
+        }
+        assert_eq!(
+            browser.get(&app, "/static/editor/secret.txt").await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            browser.get(&app, "/static/label.js").await.status,
+            StatusCode::OK
+        );
+        let mut outsider = Browser::default();
+        outsider
+            .sign_in(&app, "ui-outsider@example.com", PASSWORD)
+            .await;
+        assert_eq!(
+            outsider
+                .get(&app, &format!("/projects/{p}/label"))
+                .await
+                .status,
+            StatusCode::FORBIDDEN
+        );
+    }
+}

@@ -52,7 +52,9 @@ pub fn router() -> Router<AppState> {
             "/projects/{id}/settings",
             get(pages::settings_page).post(pages::save_settings),
         )
+        .route("/projects/{id}/label", get(pages::label_page))
         .route("/static/{file}", get(static_file))
+        .route("/static/editor/{file}", get(editor_file))
         .layer(middleware::from_fn(security_headers))
 }
 
@@ -60,10 +62,10 @@ pub fn router() -> Router<AppState> {
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    // A page may set a policy of its own (the labeling page); the strict one otherwise.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -91,7 +93,55 @@ const STATIC_FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../ui/static/app.js"),
     ),
+    (
+        "label.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/static/label.js"),
+    ),
 ];
+
+/// The policy of the labeling page: Label Studio's editor sets styles at run time and draws
+/// images through `blob:` URLs, so styles may be inline there; scripts stay `'self'` only.
+pub const EDITOR_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; \
+     worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Files of the editor directory (`editor_dir`), by name; nothing else there is served.
+async fn editor_file(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    AxumPath(file): AxumPath<String>,
+) -> Response {
+    let content_type = match file.as_str() {
+        "main.js" => "text/javascript; charset=utf-8",
+        "main.css" => "text/css; charset=utf-8",
+        "LICENSE" | "main.js.LICENSE.txt" => "text/plain; charset=utf-8",
+        _ => return (StatusCode::NOT_FOUND, "no such file").into_response(),
+    };
+    if state.config.editor_dir.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            "the labeling editor is not installed (editor_dir)",
+        )
+            .into_response();
+    }
+    let path = std::path::Path::new(&state.config.editor_dir).join(&file);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Response::builder()
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CACHE_CONTROL, "public, max-age=86400")
+            .body(Body::from(bytes))
+            .unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "an editor file cannot be read");
+            (
+                StatusCode::NOT_FOUND,
+                "the labeling editor is not installed (editor_dir)",
+            )
+                .into_response()
+        }
+    }
+}
 
 async fn static_file(AxumPath(file): AxumPath<String>) -> Response {
     match STATIC_FILES.iter().find(|(name, _, _)| *name == file) {
@@ -136,6 +186,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
             (
                 "error.html",
                 include_str!("../../../ui/templates/error.html"),
+            ),
+            (
+                "label.html",
+                include_str!("../../../ui/templates/label.html"),
             ),
             (
                 "project_nav.html",
@@ -326,6 +380,8 @@ mod tests {
             "data.html",
             "settings.html",
             "error.html",
+            "label.html",
+            "project_nav.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }

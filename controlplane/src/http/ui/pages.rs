@@ -802,3 +802,45 @@ pub(super) async fn save_settings(State(state): State<AppState>, request: Reques
         Err(e) => error_page(Some(&user), &e),
     }
 }
+
+/// `GET /projects/{id}/label`: the label stream in Label Studio's editor. The page itself only
+/// loads the editor and `label.js`, which takes tasks from `/api/projects/{id}/next` and submits
+/// through `/api/tasks/{id}/annotations` with the session cookie and CSRF token.
+pub(super) async fn label_page(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let user = match super::page_user(&state, &parts).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Ok(id) = path_id(&parts).parse::<i64>() else {
+        return no_such_project(&user);
+    };
+    if let Err(e) =
+        projects::get_row(&state.db, &user.actor, id, Permission::AnnotationCreate).await
+    {
+        return error_page(Some(&user), &e);
+    }
+    let project = match projects::get(&state.db, &user.actor, id).await {
+        Ok(p) => p,
+        Err(e) => return error_page(Some(&user), &e),
+    };
+    let can_change = projects::get_row(&state.db, &user.actor, id, Permission::ProjectChange)
+        .await
+        .is_ok();
+    let mut response = render(
+        StatusCode::OK,
+        "label.html",
+        context! {
+            user => user_context(&user),
+            project => js(&project_header(&project, can_change)),
+            editor => !state.config.editor_dir.is_empty(),
+        },
+    );
+    if !state.config.editor_dir.is_empty() {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            axum::http::HeaderValue::from_static(super::EDITOR_CONTENT_SECURITY_POLICY),
+        );
+    }
+    response
+}
