@@ -179,6 +179,19 @@ pub enum UserCommand {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Set a user's password for browser sign-in: unlocks the account and ends its sessions.
+    /// The password is read from standard input (one line) unless --password is given.
+    SetPassword {
+        /// Email address of the user.
+        #[arg(long)]
+        email: String,
+        /// Organization id (default: the first organization).
+        #[arg(long)]
+        org: Option<i64>,
+        /// The new password (prefer standard input: arguments are visible to other users).
+        #[arg(long)]
+        password: Option<String>,
+    },
 }
 
 /// Runs the command and maps failures to an exit code with a message on stderr.
@@ -323,6 +336,41 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
             println!("{token}");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::SetPassword {
+                    email,
+                    org,
+                    password,
+                },
+        } => {
+            let config = load_config(&cli)?;
+            let db = open_db(&config).await?;
+            let org = match org {
+                Some(o) => *o,
+                None => users::default_organization(&db)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no organization exists"))?,
+            };
+            let password = match password {
+                Some(p) => p.clone(),
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let user = crate::storage::sessions::user_by_email(&db, org, email)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?
+                .ok_or_else(|| anyhow::anyhow!("no user {email} in organization {org}"))?;
+            let by = crate::authz::Actor::instance(org, crate::authz::RequestMeta::default());
+            crate::storage::sessions::set_password(&db, &by, user, &password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            println!("password set for {email}; the account is unlocked and its sessions ended");
             Ok(())
         }
         Command::Org {

@@ -108,6 +108,19 @@ pub struct Config {
     /// and invitation acceptances (0: no limit). A spent budget blocks every request with a
     /// credential from that address until it refills.
     pub rate_limit_sign_ins_per_minute: u32,
+    /// Directory holding Label Studio's labeling editor (`main.js`, `main.css`), filled by
+    /// `controlplane/ui/fetch-editor`; empty: the labeling page says the editor is not installed.
+    pub editor_dir: String,
+    /// Lifetime of a browser session (signed in with a password), in hours.
+    pub session_ttl_hours: i64,
+    /// Mark the session cookie `Secure` always. When false it is `Secure` only for requests that
+    /// arrived over HTTPS as a trusted proxy reports (`X-Forwarded-Proto: https` with
+    /// `trust_forwarded_for`). Set it whenever users reach the UI over HTTPS.
+    pub session_cookie_secure: bool,
+    /// Consecutive failed password sign-ins that lock an account (0: never).
+    pub login_max_failures: u32,
+    /// How long a locked account refuses password sign-in, in seconds.
+    pub login_lockout_secs: u64,
     /// Key material (at least 32 characters) that seals stored secrets: webhook signing
     /// secrets, the JWT signing key, ML-backend passwords. Empty: a random key kept in
     /// `<data_dir>/secret.key` (the embedded default); required with PostgreSQL.
@@ -173,6 +186,11 @@ impl Default for Config {
             worker_lease_secs: 30,
             rate_limit_per_token_per_minute: 6000,
             rate_limit_sign_ins_per_minute: 30,
+            editor_dir: String::new(),
+            session_ttl_hours: 336,
+            session_cookie_secure: false,
+            login_max_failures: 5,
+            login_lockout_secs: 900,
             session_key: String::new(),
             allow_private_targets: "false".into(),
             webhook_timeout_ms: 5000,
@@ -279,6 +297,11 @@ impl Config {
             "VERITY_RATE_LIMIT_SIGN_INS_PER_MINUTE",
             parse
         );
+        env!(editor_dir, "VERITY_EDITOR_DIR", string);
+        env!(session_ttl_hours, "VERITY_SESSION_TTL_HOURS", parse);
+        env!(session_cookie_secure, "VERITY_SESSION_COOKIE_SECURE", parse);
+        env!(login_max_failures, "VERITY_LOGIN_MAX_FAILURES", parse);
+        env!(login_lockout_secs, "VERITY_LOGIN_LOCKOUT_SECS", parse);
         env!(session_key, "VERITY_SESSION_KEY", string);
         env!(
             allow_private_targets,
@@ -425,6 +448,11 @@ mod tests {
         worker_lease_secs: u64,
         rate_limit_per_token_per_minute: u32,
         rate_limit_sign_ins_per_minute: u32,
+        editor_dir: String,
+        session_ttl_hours: i64,
+        session_cookie_secure: bool,
+        login_max_failures: u32,
+        login_lockout_secs: u64,
         session_key: String,
         allow_private_targets: String,
         webhook_timeout_ms: u64,
@@ -469,6 +497,11 @@ mod tests {
                 worker_lease_secs: c.worker_lease_secs,
                 rate_limit_per_token_per_minute: c.rate_limit_per_token_per_minute,
                 rate_limit_sign_ins_per_minute: c.rate_limit_sign_ins_per_minute,
+                editor_dir: c.editor_dir.clone(),
+                session_ttl_hours: c.session_ttl_hours,
+                session_cookie_secure: c.session_cookie_secure,
+                login_max_failures: c.login_max_failures,
+                login_lockout_secs: c.login_lockout_secs,
                 session_key: c.session_key.clone(),
                 allow_private_targets: c.allow_private_targets.clone(),
                 webhook_timeout_ms: c.webhook_timeout_ms,

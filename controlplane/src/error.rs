@@ -58,6 +58,11 @@ pub enum ErrorCode {
     PrivilegeEscalation,
     /// An invitation link is unknown, used, expired or revoked.
     InvalidInvitation,
+    /// Password sign-in is locked after too many failed attempts; `detail` says for how long.
+    AccountLocked,
+    /// A request made with the session cookie lacks the session's CSRF token
+    /// (`X-CSRFToken` header or `csrf_token` form field), or carries a wrong one.
+    CsrfFailed,
     /// The request body is larger than the configured limit.
     PayloadTooLarge,
     /// Too many requests: the caller's budget is spent; `Retry-After` says when to retry.
@@ -115,7 +120,10 @@ impl ErrorCode {
             | ErrorCode::MlBackendUnreachable
             | ErrorCode::StorageUnreachable
             | ErrorCode::CommentRequired => StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidLink | ErrorCode::LinkExpired => StatusCode::FORBIDDEN,
+            ErrorCode::InvalidLink | ErrorCode::LinkExpired | ErrorCode::CsrfFailed => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::AccountLocked => StatusCode::LOCKED,
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::ObjectTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MlBackendFailed => StatusCode::BAD_GATEWAY,

@@ -19,6 +19,8 @@ mod snapshots;
 mod storage;
 #[path = "suites/tenancy.rs"]
 mod tenancy;
+#[path = "suites/ui.rs"]
+mod ui;
 #[path = "suites/webhooks.rs"]
 mod webhooks;
 

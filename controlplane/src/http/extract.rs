@@ -188,6 +188,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Actor, String)
         }
         (None, Some(key)) => key.to_string(),
         (None, None) => {
+            if let Some(cookie) = super::ui::session_cookie(&parts.headers) {
+                return session_actor(parts, state, &cookie).await;
+            }
             return Err(ApiError::unauthenticated(
                 "Authentication credentials were not provided. Send \"Authorization: Token <your API token>\".",
             ));
@@ -227,6 +230,36 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Actor, String)
     let actor = actor
         .ok_or_else(|| ApiError::unauthenticated("Invalid token, or the user is deactivated."))?;
     Ok((actor, key))
+}
+
+/// The actor behind a session cookie (the web UI's calls). Unsafe methods must carry the
+/// session's CSRF token in `X-CSRFToken` (the header Label Studio's frontend sends): the cookie
+/// alone, which a browser attaches to a forged cross-site request, is not enough.
+async fn session_actor(
+    parts: &Parts,
+    state: &AppState,
+    cookie: &str,
+) -> Result<(Actor, String), ApiError> {
+    let (actor, session) = crate::storage::sessions::actor_for_session(&state.db, cookie)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthenticated("your session has ended; sign in again at /user/login")
+        })?;
+    let safe = matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    if !safe {
+        let given = parts
+            .headers
+            .get("x-csrftoken")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !super::ui::same_secret(given, &session.csrf_token) {
+            return Err(ApiError::new(
+                ErrorCode::CsrfFailed,
+                "calls made with the session cookie must send the page's CSRF token in the X-CSRFToken header; reload the page",
+            ));
+        }
+    }
+    Ok((actor, format!("session:{}", session.id)))
 }
 
 /// The caller of the instance admin API: authenticated with `Authorization: Bearer

@@ -29,7 +29,12 @@ use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 
 /// Endpoints that exchange or create credentials without one: each call is a sign-in attempt.
-const SIGN_IN_PATHS: &[&str] = &["/api/token/refresh", "/api/invitations/accept"];
+const SIGN_IN_PATHS: &[&str] = &[
+    "/api/token/refresh",
+    "/api/invitations/accept",
+    "/user/login",
+    "/user/signup",
+];
 
 /// The limiters of one process.
 pub struct RateLimits {

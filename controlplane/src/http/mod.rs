@@ -10,6 +10,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pagination;
 pub mod routes;
+pub mod ui;
 
 use std::{sync::Arc, time::Duration};
 
@@ -119,6 +120,7 @@ pub type Service = NormalizePath<Router>;
 pub fn app(state: AppState) -> Service {
     let (router, _) = routes::router().split_for_parts();
     let router = router
+        .merge(ui::router())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), limits::limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -585,7 +585,7 @@ pub async fn create_invitation(
         Ok::<_, ApiError>(id)
     })?;
     let mut view = invitation(db, actor, id).await?;
-    view.invite_url = Some(format!("/user/signup?invitation={token}"));
+    view.invite_url = Some(format!("/user/signup?token={token}"));
     view.token = Some(token);
     Ok(view)
 }

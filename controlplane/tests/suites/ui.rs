@@ -1,0 +1,520 @@
+//! The web UI's sign-in, sessions, CSRF and lock-out, and its pages per role (ADR 0027),
+//! driven as a browser would: cookies kept between requests, forms posted url-encoded.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use serde_json::{Value, json};
+use verity_controlplane::{
+    authz::{Actor, Role},
+    storage::{sessions, users},
+};
+
+use crate::{
+    both_backends,
+    common::{Reply, TestApp, new_user},
+};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A cookie jar and the requests a browser would make.
+#[derive(Default)]
+struct Browser {
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep(&mut self, reply: &Reply) {
+        for value in reply.headers.get_all("set-cookie") {
+            let value = value.to_str().expect("ascii cookie");
+            let (pair, attrs) = value.split_once(';').unwrap_or((value, ""));
+            let (name, v) = pair.split_once('=').expect("name=value");
+            if v.is_empty() || attrs.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), v.to_string());
+            }
+        }
+    }
+
+    async fn get(&mut self, app: &TestApp, path: &str) -> Reply {
+        let req = Request::get(path)
+            .header("cookie", self.cookie_header())
+            .body(Body::empty())
+            .expect("request");
+        let reply = app.send_unchecked(req).await;
+        self.keep(&reply);
+        reply
+    }
+
+    async fn post_form(&mut self, app: &TestApp, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let req = Request::post(path)
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .expect("request");
+        let reply = app.send_unchecked(req).await;
+        self.keep(&reply);
+        reply
+    }
+
+    /// An API call with the session cookie (and `csrf` in `X-CSRFToken` when given).
+    async fn api(
+        &self,
+        app: &TestApp,
+        method: &str,
+        path: &str,
+        csrf: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("cookie", self.cookie_header());
+        if let Some(c) = csrf {
+            req = req.header("x-csrftoken", c);
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .expect("request");
+        app.send(req).await
+    }
+
+    /// Opens the sign-in page and signs in; returns the reply to the form post.
+    async fn sign_in(&mut self, app: &TestApp, email: &str, password: &str) -> Reply {
+        // A signed-in browser is sent on from the sign-in page: sign in afresh.
+        self.cookies.remove("verity_session");
+        let page = self.get(app, "/user/login").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let token = hidden(&page.text, "form_token");
+        self.post_form(
+            app,
+            "/user/login",
+            &[
+                ("form_token", &token),
+                ("email", email),
+                ("password", password),
+                ("next", "/projects"),
+            ],
+        )
+        .await
+    }
+
+    /// The CSRF token of the signed-in pages (from the `csrf-token` meta tag of /projects).
+    async fn csrf(&mut self, app: &TestApp) -> String {
+        let page = self.get(app, "/projects").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        attr_after(&page.text, "name=\"csrf-token\" content=\"")
+    }
+}
+
+fn attr_after(html: &str, marker: &str) -> String {
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().expect("value").to_string()
+}
+
+/// The value of the hidden input `name`.
+fn hidden(html: &str, name: &str) -> String {
+    attr_after(html, &format!("name=\"{name}\" value=\""))
+}
+
+fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
+fn location(reply: &Reply) -> String {
+    reply
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A user with a password; returns their API token.
+async fn password_user(app: &TestApp, email: &str, role: Role) -> String {
+    let mut new = new_user(email, role);
+    new.password = Some(PASSWORD.to_string());
+    users::create_user_in_org(
+        &app.db,
+        &Actor::instance(app.org, Default::default()),
+        app.org,
+        &new,
+    )
+    .await
+    .expect("user")
+    .1
+}
+
+async fn project_count(app: &TestApp) -> i64 {
+    app.get("/api/projects", &app.owner)
+        .await
+        .expect(StatusCode::OK)["count"]
+        .as_i64()
+        .expect("count")
+}
+
+both_backends! {
+    async fn password_sign_in_sessions_csrf_and_sign_out(app) {
+        password_user(&app, "ui-manager@example.com", Role::Manager).await;
+        let mut browser = Browser::default();
+        // Not signed in: the start page and the pages lead to sign-in (coming back afterwards).
+        let home = browser.get(&app, "/").await;
+        assert_eq!((home.status, location(&home)), (StatusCode::SEE_OTHER, "/user/login".to_string()));
+        let projects = browser.get(&app, "/projects").await;
+        assert_eq!(location(&projects), "/user/login?next=%2Fprojects");
+        // The sign-in page: labelled inputs, strict CSP, no inline script.
+        let page = browser.get(&app, "/user/login").await;
+        let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).expect("csp").to_string();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"), "{csp}");
+        assert!(page.text.contains("<label for=\"email\">") && page.text.contains("<label for=\"password\">"));
+        assert!(!page.text.contains("<script>") && !page.text.contains("style="), "inline script or style");
+        // Wrong password: refused, no session.
+        let wrong = browser.sign_in(&app, "ui-manager@example.com", "not the password").await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.text);
+        assert!(wrong.text.contains("The email or password is not correct."));
+        assert!(!browser.cookies.contains_key("verity_session"));
+        let unknown = browser.sign_in(&app, "nobody@example.com", PASSWORD).await;
+        assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+        // A sign-in form posted without the form cookie's token (from another site) is refused.
+        let mut other = Browser::default();
+        let forged = other.post_form(&app, "/user/login", &[("form_token", "x"), ("email", "ui-manager@example.com"), ("password", PASSWORD)]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        assert!(!other.cookies.contains_key("verity_session"));
+        // Right password: a session cookie, HttpOnly and SameSite=Lax, and the projects page.
+        let ok = browser.sign_in(&app, "UI-Manager@example.com", PASSWORD).await;
+        assert_eq!((ok.status, location(&ok)), (StatusCode::SEE_OTHER, "/projects".to_string()), "{}", ok.text);
+        let set = ok.headers.get_all("set-cookie").iter().map(|v| v.to_str().expect("ascii").to_string()).find(|c| c.starts_with("verity_session=")).expect("session cookie");
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"), "{set}");
+        assert!(!set.contains("Secure"), "not Secure over plain HTTP unless configured: {set}");
+        let csrf = browser.csrf(&app).await;
+        // The API accepts the cookie; unsafe methods need the session's CSRF token.
+        let me = browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect(StatusCode::OK);
+        assert_eq!(me["email"], json!("ui-manager@example.com"));
+        let before = project_count(&app).await;
+        let body = json!({"title": "From the browser", "label_config": crate::common::TEXT_CONFIG});
+        browser.api(&app, "POST", "/api/projects", None, Some(body.clone())).await.expect_error(StatusCode::FORBIDDEN, "csrf_failed");
+        browser.api(&app, "POST", "/api/projects", Some("wrong-token"), Some(body.clone())).await.expect_error(StatusCode::FORBIDDEN, "csrf_failed");
+        assert_eq!(project_count(&app).await, before, "refused calls change nothing");
+        browser.api(&app, "POST", "/api/projects", Some(&csrf), Some(body)).await.expect(StatusCode::CREATED);
+        // A forged form post (the browser sends the cookie, but the attacker cannot know the token).
+        let forged = browser.post_form(&app, "/projects", &[("csrf_token", "guess"), ("title", "Forged"), ("template", "text_classification")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        assert_eq!(project_count(&app).await, before + 1);
+        // A second browser; "sign out" ends one session, "sign out everywhere" all of them.
+        let mut second = Browser::default();
+        second.sign_in(&app, "ui-manager@example.com", PASSWORD).await;
+        let mut third = Browser::default();
+        third.sign_in(&app, "ui-manager@example.com", PASSWORD).await;
+        let out = browser.post_form(&app, "/user/logout", &[("csrf_token", &csrf)]).await;
+        assert_eq!((out.status, location(&out)), (StatusCode::SEE_OTHER, "/user/login".to_string()));
+        assert!(!browser.cookies.contains_key("verity_session"), "the cookie is cleared");
+        second.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect(StatusCode::OK);
+        let second_csrf = second.csrf(&app).await;
+        let forged_out = second.post_form(&app, "/user/logout", &[("csrf_token", "nope"), ("everywhere", "1")]).await;
+        assert_eq!(forged_out.status, StatusCode::FORBIDDEN);
+        third.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect(StatusCode::OK);
+        second.post_form(&app, "/user/logout", &[("csrf_token", &second_csrf), ("everywhere", "1")]).await;
+        third.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        assert_eq!(location(&third.get(&app, "/projects").await), "/user/login?next=%2Fprojects");
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        for expected in ["auth.login", "auth.login_failed", "auth.logout", "auth.logout_all"] {
+            assert!(actions.iter().any(|a| a == expected), "{expected} not audited: {actions:?}");
+        }
+    }
+
+    async fn lock_out_after_repeated_failures(app) {
+        password_user(&app, "ui-locked@example.com", Role::Annotator).await;
+        let mut browser = Browser::default();
+        for _ in 0..app.config.login_max_failures {
+            let r = browser.sign_in(&app, "ui-locked@example.com", "wrong password!").await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        }
+        // Locked: even the right password is refused, with a message saying what to do.
+        let locked = browser.sign_in(&app, "ui-locked@example.com", PASSWORD).await;
+        assert_eq!(locked.status, StatusCode::LOCKED, "{}", locked.text);
+        assert!(locked.text.contains("locked") && locked.text.contains("minute"), "{}", locked.text);
+        assert!(!browser.cookies.contains_key("verity_session"));
+        let audit = app.audit_actions(app.org).await;
+        assert!(audit.iter().any(|(a, o, _)| a == "auth.locked" && o == "denied"), "{audit:?}");
+        assert_eq!(audit.iter().filter(|(a, o, _)| a == "auth.login_failed" && o == "failed").count() as u32, app.config.login_max_failures);
+        // The lock ends by itself…
+        app.sql("update app_user set locked_until = 1 where email = 'ui-locked@example.com'").await.expect("sql");
+        let ok = browser.sign_in(&app, "ui-locked@example.com", PASSWORD).await;
+        assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.text);
+        // …and a successful sign-in resets the count: one more failure does not lock again.
+        let mut other = Browser::default();
+        assert_eq!(other.sign_in(&app, "ui-locked@example.com", "wrong again!").await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(other.sign_in(&app, "ui-locked@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
+        // Setting a password (what `verity user set-password` does) unlocks and ends sessions.
+        for _ in 0..app.config.login_max_failures {
+            other.sign_in(&app, "ui-locked@example.com", "wrong password!").await;
+        }
+        assert_eq!(other.sign_in(&app, "ui-locked@example.com", PASSWORD).await.status, StatusCode::LOCKED);
+        let id = sessions::user_by_email(&app.db, app.org, "ui-locked@example.com").await.expect("q").expect("user");
+        sessions::set_password(&app.db, &Actor::instance(app.org, Default::default()), id, "short").await.expect_err("too short");
+        sessions::set_password(&app.db, &Actor::instance(app.org, Default::default()), id, "a new password").await.expect("set");
+        browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        assert_eq!(other.sign_in(&app, "ui-locked@example.com", PASSWORD).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(other.sign_in(&app, "ui-locked@example.com", "a new password").await.status, StatusCode::SEE_OTHER);
+        assert!(app.audit_actions(app.org).await.iter().any(|(a, _, _)| a == "user.set_password"));
+    }
+
+    async fn sign_up_through_an_invitation_link(app) {
+        let invitation = app.post("/api/invitations", &app.owner, json!({"role": "reviewer"})).await.expect(StatusCode::CREATED);
+        let url = invitation["invite_url"].as_str().expect("invite_url").to_string();
+        assert!(url.starts_with("/user/signup?token="), "{url}");
+        let mut browser = Browser::default();
+        let page = browser.get(&app, &url).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let fields = |page: &Reply, password: &str| {
+            vec![
+                ("form_token".to_string(), hidden(&page.text, "form_token")),
+                ("token".to_string(), hidden(&page.text, "token")),
+                ("email".to_string(), "ui-invited@example.com".to_string()),
+                ("first_name".to_string(), "In".to_string()),
+                ("last_name".to_string(), "Vited".to_string()),
+                ("password".to_string(), password.to_string()),
+            ]
+        };
+        // Bad input is explained and uses nothing up.
+        let short = fields(&page, "short");
+        let refused = browser.post_form(&app, "/user/signup", &as_refs(&short)).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert!(refused.text.contains("at least 8 characters"));
+        let good = fields(&refused, PASSWORD);
+        let done = browser.post_form(&app, "/user/signup", &as_refs(&good)).await;
+        assert_eq!((done.status, location(&done)), (StatusCode::SEE_OTHER, "/projects".to_string()), "{}", done.text);
+        let me = browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect(StatusCode::OK);
+        assert_eq!((me["email"].clone(), me["role"].clone()), (json!("ui-invited@example.com"), json!("RE")));
+        // The new account signs in with its password; the link works once.
+        let mut later = Browser::default();
+        assert_eq!(later.sign_in(&app, "ui-invited@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
+        let again = later.get(&app, &url).await;
+        let reuse = fields(&again, PASSWORD);
+        let used = later.post_form(&app, "/user/signup", &as_refs(&reuse)).await;
+        assert_eq!(used.status, StatusCode::GONE);
+        assert!(used.text.contains("already used"), "{}", used.text);
+        // The older spelling of the link still opens the form.
+        let legacy = url.replace("?token=", "?invitation=");
+        assert_eq!(Browser::default().get(&app, &legacy).await.status, StatusCode::OK);
+    }
+
+    async fn pages_show_each_role_what_the_api_permits(app) {
+        let annotator = password_user(&app, "ui-annotator@example.com", Role::Annotator).await;
+        password_user(&app, "ui-owner2@example.com", Role::Admin).await;
+        let p = app.mk_project(&app.owner, json!({"title": "Visible project"})).await;
+        let hidden_project = app.mk_project(&app.owner, json!({"title": "Hidden project"})).await;
+        app.add_member(p, &annotator, None).await;
+        app.mk_tasks(&app.owner, p, 60).await;
+        // The annotator: sees their project only, cannot create, no settings.
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "ui-annotator@example.com", PASSWORD).await;
+        let list = ann.get(&app, "/projects").await;
+        assert!(list.text.contains("Visible project") && !list.text.contains("Hidden project"), "{}", list.text);
+        assert!(!list.text.contains("Create a project"));
+        let data = ann.get(&app, &format!("/projects/{p}/data")).await;
+        assert_eq!(data.status, StatusCode::OK, "{}", data.text);
+        assert!(!data.text.contains("/settings\""), "no settings link for an annotator");
+        assert_eq!(ann.get(&app, &format!("/projects/{p}/settings")).await.status, StatusCode::FORBIDDEN);
+        // A project out of reach answers as the API does.
+        let api = app.get(&format!("/api/projects/{hidden_project}"), &annotator).await.status;
+        assert_eq!(ann.get(&app, &format!("/projects/{hidden_project}/data")).await.status, api);
+        let (_, stranger) = app.other_org("Other org", "ui-stranger@example.com").await;
+        let foreign = app.mk_project(&stranger, json!({"title": "Foreign project"})).await;
+        assert_eq!(ann.get(&app, &format!("/projects/{foreign}/data")).await.status, StatusCode::NOT_FOUND);
+        let csrf = ann.csrf(&app).await;
+        let refused = ann.post_form(&app, &format!("/projects/{p}/settings"), &[("csrf_token", &csrf), ("title", "Taken over"), ("label_config", crate::common::TEXT_CONFIG)]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(app.project(p).await["title"], json!("Visible project"));
+        let made = ann.post_form(&app, "/projects", &[("csrf_token", &csrf), ("title", "Not allowed"), ("template", "text_classification")]).await;
+        assert_eq!(made.status, StatusCode::FORBIDDEN);
+        // The task table pages on the server: 50 rows, then 10.
+        assert_eq!(data.text.matches("<td class=\"data\">").count(), 50);
+        assert!(data.text.contains("Page 1 of 2") && data.text.contains("60 tasks"), "{}", data.text);
+        let second = ann.get(&app, &format!("/projects/{p}/data?page=2")).await;
+        assert_eq!(second.text.matches("<td class=\"data\">").count(), 10);
+        // An admin creates a project from a template, sees it listed, and changes its settings.
+        let mut admin = Browser::default();
+        admin.sign_in(&app, "ui-owner2@example.com", PASSWORD).await;
+        let csrf = admin.csrf(&app).await;
+        let bad = admin.post_form(&app, "/projects", &[("csrf_token", &csrf), ("title", "x"), ("template", "text_classification")]).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.text.contains("title"), "{}", bad.text);
+        let created = admin.post_form(&app, "/projects", &[("csrf_token", &csrf), ("title", "Entities"), ("description", "people and places"), ("template", "named_entities")]).await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.text);
+        let id: i64 = location(&created).trim_start_matches("/projects/").trim_end_matches("/data").parse().expect("id");
+        let project = app.project(id).await;
+        assert!(project["label_config"].as_str().expect("config").contains("<Labels name=\"label\""));
+        assert_eq!(project["description"], json!("people and places"));
+        assert!(admin.get(&app, "/projects").await.text.contains("Entities"));
+        let data = admin.get(&app, &format!("/projects/{id}/data")).await;
+        assert!(data.text.contains(&format!("/projects/{id}/settings\"")));
+        let settings = admin.get(&app, &format!("/projects/{id}/settings")).await;
+        assert_eq!(settings.status, StatusCode::OK);
+        assert!(settings.text.contains("<label for=\"label_config\">"));
+        let invalid = admin.post_form(&app, &format!("/projects/{id}/settings"), &[("csrf_token", &csrf), ("title", "Entities"), ("label_config", "<View><Bogus/></View>")]).await;
+        assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+        assert!(invalid.text.contains("Bogus"), "{}", invalid.text);
+        let config = project["label_config"].as_str().expect("config").to_string();
+        let saved = admin.post_form(&app, &format!("/projects/{id}/settings"), &[("csrf_token", &csrf), ("title", "Entities v2"), ("label_config", &config), ("expert_instruction", "<p>Mark names</p>"), ("show_instruction", "1")]).await;
+        assert_eq!((saved.status, location(&saved)), (StatusCode::SEE_OTHER, format!("/projects/{id}/settings?saved=1")));
+        let after = app.project(id).await;
+        assert_eq!((after["title"].clone(), after["expert_instruction"].clone(), after["show_instruction"].clone()), (json!("Entities v2"), json!("<p>Mark names</p>"), json!(true)));
+        // Static assets are embedded.
+        let css = admin.get(&app, "/static/app.css").await;
+        assert_eq!(css.status, StatusCode::OK);
+        assert!(css.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/css")));
+        assert_eq!(admin.get(&app, "/static/nothing.js").await.status, StatusCode::NOT_FOUND);
+    }
+}
+
+/// `session_cookie_secure` marks the cookie Secure, and a trusted proxy's
+/// `X-Forwarded-Proto: https` does too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn session_cookie_is_secure_when_configured_or_behind_https() {
+    for (secure, trust, proto, expect) in [
+        (true, false, "", true),
+        (false, true, "https", true),
+        (false, false, "https", false),
+    ] {
+        let app = TestApp::with_config(crate::common::Backend::Sqlite, |c| {
+            c.session_cookie_secure = secure;
+            c.trust_forwarded_for = trust;
+        })
+        .await;
+        password_user(&app, "ui-secure@example.com", Role::Annotator).await;
+        let mut browser = Browser::default();
+        let page = browser.get(&app, "/user/login").await;
+        let token = hidden(&page.text, "form_token");
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("form_token", token.as_str()),
+                ("email", "ui-secure@example.com"),
+                ("password", PASSWORD),
+            ])
+            .finish();
+        let mut req = Request::post("/user/login")
+            .header("cookie", browser.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded");
+        if !proto.is_empty() {
+            req = req.header("x-forwarded-proto", proto);
+        }
+        let reply = app
+            .send_unchecked(req.body(Body::from(body)).expect("req"))
+            .await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
+        let set = reply
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_string())
+            .find(|c| c.starts_with("verity_session="))
+            .expect("cookie");
+        assert_eq!(
+            set.contains("; Secure"),
+            expect,
+            "{secure} {trust} {proto}: {set}"
+        );
+    }
+}
+
+/// The labeling page loads the editor from `editor_dir` (and only the editor's own files from
+/// there), under a policy that still allows scripts from this server only; without an editor it
+/// says what to install. Only those who may annotate in the project get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn labeling_page_serves_the_installed_editor() {
+    let editor = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        editor.path().join("main.js"),
+        "window.LabelStudio = function () {};",
+    )
+    .expect("js");
+    std::fs::write(editor.path().join("main.css"), "body {}").expect("css");
+    std::fs::write(editor.path().join("secret.txt"), "not served").expect("other");
+    for installed in [false, true] {
+        let dir = editor.path().display().to_string();
+        let app = TestApp::with_config(crate::common::Backend::Sqlite, |c| {
+            if installed {
+                c.editor_dir = dir;
+            }
+        })
+        .await;
+        let annotator = password_user(&app, "ui-labeler@example.com", Role::Annotator).await;
+        password_user(&app, "ui-outsider@example.com", Role::Annotator).await;
+        let p = app.mk_project(&app.owner, json!({})).await;
+        app.add_member(p, &annotator, None).await;
+        let mut browser = Browser::default();
+        browser
+            .sign_in(&app, "ui-labeler@example.com", PASSWORD)
+            .await;
+        let page = browser.get(&app, &format!("/projects/{p}/label")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let csp = page
+            .headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .expect("csp")
+            .to_string();
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        let script = browser.get(&app, "/static/editor/main.js").await;
+        if installed {
+            assert!(
+                page.text
+                    .contains("<script src=\"/static/editor/main.js\">")
+                    && page.text.contains("/static/label.js"),
+                "{}",
+                page.text
+            );
+            assert!(csp.contains("style-src 'self' 'unsafe-inline'"), "{csp}");
+            assert_eq!(script.status, StatusCode::OK);
+            assert_eq!(script.text, "window.LabelStudio = function () {};");
+        } else {
+            assert!(
+                page.text.contains("not installed") && !page.text.contains("/static/label.js"),
+                "{}",
+                page.text
+            );
+            assert!(!csp.contains("unsafe"), "{csp}");
+            assert_eq!(script.status, StatusCode::NOT_FOUND);
+        }
+        assert_eq!(
+            browser.get(&app, "/static/editor/secret.txt").await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            browser.get(&app, "/static/label.js").await.status,
+            StatusCode::OK
+        );
+        let mut outsider = Browser::default();
+        outsider
+            .sign_in(&app, "ui-outsider@example.com", PASSWORD)
+            .await;
+        assert_eq!(
+            outsider
+                .get(&app, &format!("/projects/{p}/label"))
+                .await
+                .status,
+            StatusCode::FORBIDDEN
+        );
+    }
+}

@@ -1,0 +1,286 @@
+// Browser tests of Verity's web UI: a real `verity serve` (SQLite, or PostgreSQL when
+// VERITY_UI_DATABASE_URL is set) driven through headless Chromium (the Debian package) by
+// playwright-core. A failing test leaves a screenshot and the page's HTML in e2e/ui/artifacts/.
+//
+//   VERITY_BIN=target/debug/verity node --test --test-concurrency=1 e2e/ui/ui.test.mjs
+import { test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, openSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const artifacts = join(here, 'artifacts');
+const ADMIN = { email: 'admin@example.com', password: 'admin password 1' };
+const ADMIN_TOKEN = randomBytes(20).toString('hex');
+
+let server;
+let browser;
+const pages = new Set();
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startVerity() {
+  const bin = process.env.VERITY_BIN ?? join(here, '../../target/debug/verity');
+  const dir = mkdtempSync(join(tmpdir(), 'verity-ui-'));
+  const port = await freePort();
+  const env = {
+    ...process.env,
+    VERITY_LISTEN: `127.0.0.1:${port}`,
+    VERITY_DATA_DIR: dir,
+    VERITY_ADMIN_EMAIL: ADMIN.email,
+    VERITY_ADMIN_PASSWORD: ADMIN.password,
+    VERITY_ADMIN_TOKEN: ADMIN_TOKEN,
+    VERITY_SESSION_KEY: randomBytes(32).toString('hex'),
+    VERITY_LOGIN_MAX_FAILURES: '3',
+    VERITY_EDITOR_DIR: process.env.VERITY_EDITOR_DIR ?? '',
+  };
+  delete env.VERITY_DATABASE_URL;
+  if (process.env.VERITY_UI_DATABASE_URL) env.VERITY_DATABASE_URL = process.env.VERITY_UI_DATABASE_URL;
+  const log = openSync(join(dir, 'server.log'), 'a');
+  const proc = spawn(bin, ['serve'], { env, stdio: ['ignore', log, log] });
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`verity exited (${proc.exitCode}); see ${dir}/server.log`);
+    try {
+      if ((await fetch(`${base}/readyz`)).ok) break;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) throw new Error(`verity did not get ready; see ${dir}/server.log`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    base,
+    dir,
+    stop: async () => {
+      proc.kill('SIGTERM');
+      await new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', r)));
+    },
+  };
+}
+
+/** The API as the admin (token auth), for set-up and checks. */
+async function api(method, path, body) {
+  const r = await fetch(`${server.base}${path}`, {
+    method,
+    headers: { authorization: `Token ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function newPage() {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // Script errors and Content-Security-Policy violations; not the 401 of a refused sign-in.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text());
+  });
+  page.errors = errors;
+  pages.add(page);
+  return page;
+}
+
+async function signIn(page, email, password) {
+  await page.goto(`${server.base}/user/login`);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+before(async () => {
+  rmSync(artifacts, { recursive: true, force: true });
+  server = await startVerity();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--disable-gpu', '--disable-quic'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (server && !process.exitCode) rmSync(server.dir, { recursive: true, force: true });
+});
+
+// Screenshots and HTML of every open page when a test failed; pages closed either way.
+afterEach(async (t) => {
+  const failed = t?.passed === false || t?.error !== undefined;
+  let i = 0;
+  for (const page of pages) {
+    if (failed) {
+      mkdirSync(artifacts, { recursive: true });
+      const name = `${(t?.name ?? 'test').replace(/[^a-z0-9]+/gi, '-')}-${i++}`;
+      await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true }).catch(() => {});
+      writeFileSync(join(artifacts, `${name}.html`), await page.content().catch(() => ''));
+    }
+    await page.context().close().catch(() => {});
+  }
+  pages.clear();
+});
+
+test('the start page leads to sign-in; the first-start admin password signs in; a wrong one is refused', async () => {
+  const page = await newPage();
+  await page.goto(`${server.base}/`);
+  assert.match(page.url(), /\/user\/login$/);
+  // Labels, focus order: email, password, then the button.
+  await page.getByLabel('Email').focus();
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'password');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent.trim()), 'Sign in');
+  await signIn(page, ADMIN.email, 'not the password');
+  await page.locator('#login-error').waitFor();
+  assert.match(await page.locator('#login-error').textContent(), /email or password is not correct/);
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  await page.getByRole('heading', { name: 'Projects' }).waitFor();
+  assert.deepEqual(page.errors, [], 'no script errors under the Content-Security-Policy');
+});
+
+test('repeated failures lock the account with a clear message', async () => {
+  await api('POST', '/api/users', { email: 'locked@example.com', password: 'locked password', role: 'annotator' });
+  const page = await newPage();
+  for (let i = 0; i < 3; i++) await signIn(page, 'locked@example.com', 'wrong password');
+  await signIn(page, 'locked@example.com', 'locked password');
+  await page.locator('#login-error').waitFor();
+  assert.match(await page.locator('#login-error').textContent(), /locked after too many failed sign-ins/);
+  assert.match(page.url(), /\/user\/login/);
+});
+
+test('a manager creates a project from a template, sees it listed and opens its data', async () => {
+  await api('POST', '/api/users', { email: 'manager@example.com', password: 'manager password', role: 'manager' });
+  const page = await newPage();
+  await signIn(page, 'manager@example.com', 'manager password');
+  await page.waitForURL(/\/projects$/);
+  await page.getByLabel('Name', { exact: true }).fill('Browser sentiment');
+  await page.getByLabel('Text classification').check();
+  await page.getByRole('button', { name: 'Create project' }).click();
+  await page.waitForURL(/\/projects\/\d+\/data$/);
+  const id = Number(page.url().split('/')[4]);
+  await api('POST', `/api/projects/${id}/import`, [{ text: 'first task text' }, { text: 'second task text' }]);
+  await page.reload();
+  await page.locator('#tasks').getByText('second task text').waitFor();
+  assert.match(await page.locator('#tasks caption').textContent(), /2 tasks/);
+  await page.getByRole('link', { name: 'Projects' }).click();
+  await page.getByRole('link', { name: 'Browser sentiment' }).waitFor();
+  // Settings: change the instructions through the form.
+  await page.goto(`${server.base}/projects/${id}/settings`);
+  await page.getByLabel('Instructions for annotators (HTML)').fill('<p>Read it all</p>');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#saved').waitFor();
+  assert.equal((await api('GET', `/api/projects/${id}`)).expert_instruction, '<p>Read it all</p>');
+  assert.deepEqual(page.errors, []);
+});
+
+test('sign-up through an invitation link; an annotator sees no settings', async () => {
+  const project = await api('POST', '/api/projects', { title: 'Invited work' });
+  const invitation = await api('POST', '/api/invitations', { role: 'annotator' });
+  const page = await newPage();
+  await page.goto(`${server.base}${invitation.invite_url}`);
+  await page.getByLabel('Email').fill('invited@example.com');
+  await page.getByLabel('First name').fill('Ina');
+  await page.getByLabel(/^Password/).fill('invited password');
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL(/\/projects$/);
+  const me = (await api('GET', '/api/users')).find((u) => u.email === 'invited@example.com');
+  await api('POST', `/api/projects/${project.id}/members`, { user: me.id });
+  await page.reload();
+  assert.equal(await page.getByText('Create a project').count(), 0, 'annotators cannot create projects');
+  await page.getByRole('link', { name: 'Invited work' }).click();
+  await page.waitForURL(/\/data$/);
+  assert.equal(await page.getByRole('link', { name: 'Settings' }).count(), 0);
+  const response = await page.goto(`${server.base}/projects/${project.id}/settings`);
+  assert.equal(response.status(), 403);
+  // The link works once.
+  const again = await newPage();
+  await again.goto(`${server.base}${invitation.invite_url}`);
+  await again.getByLabel('Email').fill('second@example.com');
+  await again.getByLabel(/^Password/).fill('another password');
+  await again.getByRole('button', { name: 'Create account' }).click();
+  await again.locator('#signup-error').waitFor();
+  assert.match(await again.locator('#signup-error').textContent(), /already used/);
+});
+
+test('a forged cross-site form post is refused, and sign-out everywhere ends other sessions', async () => {
+  await api('POST', '/api/users', { email: 'victim@example.com', password: 'victim password', role: 'manager' });
+  const page = await newPage();
+  await signIn(page, 'victim@example.com', 'victim password');
+  await page.waitForURL(/\/projects$/);
+  const before = (await api('GET', '/api/projects')).count;
+  // A forged post that carries the session cookie but not the session's CSRF token (what a
+  // same-site attacker could send; a cross-site one does not even get the SameSite=Lax cookie
+  // attached): the form post and the API call are both refused and nothing is created.
+  const forged = await page.evaluate(async (base) => {
+    const r = await fetch(`${base}/projects`, {
+      method: 'POST', credentials: 'include',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'title=Forged&template=text_classification&csrf_token=guess',
+    });
+    return r.status;
+  }, server.base);
+  assert.equal(forged, 403);
+  const apiForged = await page.evaluate(async () => (await fetch('/api/projects', {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ title: 'Forged too' }),
+  })).status);
+  assert.equal(apiForged, 403);
+  // The page's own helper sends the token: the same call succeeds.
+  const allowed = await page.evaluate(async () => (await window.verity.api('/api/projects', {
+    method: 'POST', body: JSON.stringify({ title: 'Made by the page' }),
+  })).status);
+  assert.equal(allowed, 201);
+  assert.equal((await api('GET', '/api/projects')).count, before + 1);
+  // A second browser of the same user; "sign out everywhere" from the first ends both.
+  const other = await newPage();
+  await signIn(other, 'victim@example.com', 'victim password');
+  await other.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/user/logout`);
+  await page.getByRole('button', { name: 'Sign out everywhere' }).click();
+  await page.waitForURL(/\/user\/login$/);
+  await other.goto(`${server.base}/projects`);
+  assert.match(other.url(), /\/user\/login\?next=/);
+});
+
+// Needs Label Studio's editor, installed by controlplane/ui/fetch-editor (e2e/test-all does).
+test('an annotator labels a task in the editor, submits, and gets the next task', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  await api('POST', '/api/users', { email: 'labeler@example.com', password: 'labeler password', role: 'annotator' });
+  const users = await api('GET', '/api/users');
+  const labeler = users.find((u) => u.email === 'labeler@example.com');
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Label me', label_config: config });
+  await api('POST', `/api/projects/${project.id}/members`, { user: labeler.id });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'first task text' }, { text: 'second task text' }]);
+  const page = await newPage();
+  await signIn(page, 'labeler@example.com', 'labeler password');
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/label`);
+  const first = await page.locator('#label-status').textContent();
+  await page.getByRole('checkbox', { name: /^Positive/ }).click();
+  await page.getByRole('button', { name: /submit/i }).click();
+  await page.waitForFunction((before) => document.getElementById('label-status').textContent !== before, first);
+  const tasks = (await api('GET', `/api/tasks?project=${project.id}&fields=all`)).tasks;
+  const done = tasks.filter((t) => (t.annotations ?? []).length > 0);
+  assert.equal(done.length, 1, JSON.stringify(tasks));
+  assert.deepEqual(done[0].annotations[0].result[0].value, { choices: ['Positive'] });
+  assert.equal(done[0].annotations[0].completed_by, labeler.id);
+  // No script errors besides the editor's own known boot noise.
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
