@@ -10,7 +10,7 @@ use super::{
     Db, access,
     audit::{Prepared, audit},
     format_micros, now_micros,
-    storages::Direction,
+    storages::{self, Direction},
     with_read, with_tx,
 };
 use crate::{
@@ -596,29 +596,15 @@ pub async fn update(
 /// Deletes a storage (its tasks stay, as in Label Studio; their media stop resolving).
 pub async fn delete(db: &Db, actor: &Actor, direction: Direction, id: i64) -> ApiResult<()> {
     let current = get_row(db, actor, direction, id).await?;
-    with_tx!(db, tx, {
-        sqlx::query("delete from storage_object where storage_kind = $1 and storage_id = $2")
-            .bind(crate::s3::KIND)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("delete from s3_storage where id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        audit!(
-            tx,
-            Prepared::new(
-                actor,
-                "storage.delete",
-                "s3_storage",
-                id,
-                json!({"project": current.project_id}),
-            )
-        );
-        Ok::<_, ApiError>(())
-    })?;
-    Ok(())
+    storages::delete_storage(
+        db,
+        actor,
+        "s3_storage",
+        crate::s3::KIND,
+        id,
+        current.project_id,
+    )
+    .await
 }
 
 /// Marks a storage queued for a sync run by job `job_id` (audited); the caller enqueues the
@@ -631,33 +617,16 @@ pub async fn queue_sync(
     job_id: &str,
 ) -> ApiResult<S3StorageRow> {
     let current = get_row(db, actor, direction, id).await?;
-    let needs = match direction {
-        Direction::Import => Permission::TaskManage,
-        Direction::Export => Permission::ExportRun,
-    };
-    access::project(db, actor, current.project_id, needs).await?;
-    with_tx!(db, tx, {
-        sqlx::query(
-            "update s3_storage set status = 'queued', traceback = null, last_sync_job = $1, updated_at = $2 \
-             where id = $3",
-        )
-        .bind(job_id)
-        .bind(now_micros())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        audit!(
-            tx,
-            Prepared::new(
-                actor,
-                "storage.sync",
-                "s3_storage",
-                id,
-                json!({"project": current.project_id, "job": job_id}),
-            )
-        );
-        Ok::<_, ApiError>(())
-    })?;
+    storages::mark_sync_queued(
+        db,
+        actor,
+        "s3_storage",
+        direction,
+        id,
+        current.project_id,
+        job_id,
+    )
+    .await?;
     load(db, actor.org_id, direction, id).await
 }
 

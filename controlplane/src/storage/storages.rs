@@ -384,13 +384,34 @@ pub async fn update(
 /// Deletes a storage (its tasks stay, as in Label Studio; their links stop working).
 pub async fn delete(db: &Db, actor: &Actor, direction: Direction, id: i64) -> ApiResult<()> {
     let current = get_row(db, actor, direction, id).await?;
+    delete_storage(
+        db,
+        actor,
+        "local_storage",
+        localfiles::KIND,
+        id,
+        current.project_id,
+    )
+    .await
+}
+
+/// Deletes storage `id` from its `table` (`local_storage`, `s3_storage`) with the records of
+/// the objects its syncs saw (`kind`), audited, in one transaction. The caller checked access.
+pub(super) async fn delete_storage(
+    db: &Db,
+    actor: &Actor,
+    table: &'static str,
+    kind: &str,
+    id: i64,
+    project_id: i64,
+) -> ApiResult<()> {
     with_tx!(db, tx, {
         sqlx::query("delete from storage_object where storage_kind = $1 and storage_id = $2")
-            .bind(localfiles::KIND)
+            .bind(kind)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("delete from local_storage where id = $1")
+        sqlx::query(&format!("delete from {table} where id = $1"))
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -399,14 +420,13 @@ pub async fn delete(db: &Db, actor: &Actor, direction: Direction, id: i64) -> Ap
             Prepared::new(
                 actor,
                 "storage.delete",
-                "local_storage",
+                table,
                 id,
-                json!({"project": current.project_id}),
+                json!({"project": project_id}),
             )
         );
         Ok::<_, ApiError>(())
-    })?;
-    Ok(())
+    })
 }
 
 /// Marks a storage queued for a sync run by job `job_id` (audited); the caller enqueues the
@@ -419,17 +439,41 @@ pub async fn queue_sync(
     job_id: &str,
 ) -> ApiResult<LocalStorageRow> {
     let current = get_row(db, actor, direction, id).await?;
-    // Importing makes tasks; exporting writes the project's annotations out.
+    mark_sync_queued(
+        db,
+        actor,
+        "local_storage",
+        direction,
+        id,
+        current.project_id,
+        job_id,
+    )
+    .await?;
+    load(db, actor.org_id, direction, id).await
+}
+
+/// Marks storage `id` of `table` (`local_storage`, `s3_storage`) queued for a sync run by job
+/// `job_id`, audited, after checking that the actor may do what the sync does: importing makes
+/// tasks, exporting writes the project's annotations out.
+pub(super) async fn mark_sync_queued(
+    db: &Db,
+    actor: &Actor,
+    table: &'static str,
+    direction: Direction,
+    id: i64,
+    project_id: i64,
+    job_id: &str,
+) -> ApiResult<()> {
     let needs = match direction {
         Direction::Import => Permission::TaskManage,
         Direction::Export => Permission::ExportRun,
     };
-    access::project(db, actor, current.project_id, needs).await?;
+    access::project(db, actor, project_id, needs).await?;
     with_tx!(db, tx, {
-        sqlx::query(
-            "update local_storage set status = 'queued', traceback = null, last_sync_job = $1, updated_at = $2 \
-             where id = $3",
-        )
+        sqlx::query(&format!(
+            "update {table} set status = 'queued', traceback = null, last_sync_job = $1, updated_at = $2 \
+             where id = $3"
+        ))
         .bind(job_id)
         .bind(now_micros())
         .bind(id)
@@ -440,14 +484,13 @@ pub async fn queue_sync(
             Prepared::new(
                 actor,
                 "storage.sync",
-                "local_storage",
+                table,
                 id,
-                json!({"project": current.project_id, "job": job_id}),
+                json!({"project": project_id, "job": job_id}),
             )
         );
         Ok::<_, ApiError>(())
-    })?;
-    load(db, actor.org_id, direction, id).await
+    })
 }
 
 /// The view of a row (for the sync answer).
