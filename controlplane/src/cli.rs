@@ -145,6 +145,13 @@ pub enum OrgCommand {
         #[arg(long)]
         slug: Option<String>,
     },
+    /// Issue a new SCIM provisioning token for an organization and print it (the previous
+    /// token stops working). Configure it in the identity provider with `/scim/v2` as the base.
+    ScimToken {
+        /// Organization id.
+        #[arg(long)]
+        org: i64,
+    },
 }
 
 /// `verity audit …`.
@@ -409,6 +416,31 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 org.title, org.id, org.slug
             );
             println!("{}", org.owner_token.unwrap_or_default());
+            Ok(())
+        }
+        Command::Org {
+            command: OrgCommand::ScimToken { org },
+        } => {
+            let config = load_config(&cli)?;
+            let db = open_db(&config).await?;
+            let exists: Option<i64> = crate::storage::orgs::exists(&db, *org)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            if exists.is_none() {
+                anyhow::bail!("no organization with id {org}");
+            }
+            let meta = crate::authz::RequestMeta {
+                user_agent: "verity org scim-token".into(),
+                ..Default::default()
+            };
+            let token =
+                crate::storage::scim::rotate_token(&db, &crate::authz::Actor::instance(*org, meta))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            eprintln!(
+                "new SCIM provisioning token for organization {org} (the previous one is revoked)"
+            );
+            println!("{token}");
             Ok(())
         }
         Command::Audit {

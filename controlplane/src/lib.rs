@@ -21,6 +21,7 @@ pub mod ml;
 pub mod outbound;
 pub mod proxy;
 pub mod s3;
+pub mod scim;
 pub mod secrets;
 pub mod server;
 pub mod storage;

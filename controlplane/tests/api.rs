@@ -13,6 +13,8 @@ mod matrix;
 mod ml;
 #[path = "suites/review.rs"]
 mod review;
+#[path = "suites/scim.rs"]
+mod scim;
 #[path = "suites/snapshots.rs"]
 mod snapshots;
 #[path = "suites/storage.rs"]

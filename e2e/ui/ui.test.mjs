@@ -272,10 +272,18 @@ test('an annotator labels a task in the editor, submits, and gets the next task'
   await signIn(page, 'labeler@example.com', 'labeler password');
   await page.waitForURL(/\/projects$/);
   await page.goto(`${server.base}/projects/${project.id}/label`);
+  // The status reads "Loading the next task…" until the first task is shown: wait for the task,
+  // or the change after submitting could be mistaken for that first load.
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
   const first = await page.locator('#label-status').textContent();
   await page.getByRole('checkbox', { name: /^Positive/ }).click();
   await page.getByRole('button', { name: /submit/i }).click();
-  await page.waitForFunction((before) => document.getElementById('label-status').textContent !== before, first);
+  // The next task (or a "Not saved" message) replaces the first one once the annotation is saved.
+  await page.waitForFunction((before) => {
+    const now = document.getElementById('label-status').textContent;
+    return now !== before && !now.startsWith('Loading');
+  }, first);
+  assert.match(await page.locator('#label-status').textContent(), /^Task \d+$/);
   const tasks = (await api('GET', `/api/tasks?project=${project.id}&fields=all`)).tasks;
   const done = tasks.filter((t) => (t.annotations ?? []).length > 0);
   assert.equal(done.length, 1, JSON.stringify(tasks));

@@ -67,7 +67,7 @@ impl AuthMemory {
         }
     }
 
-    fn should_audit_failure(&self, ip: &str, now: i64) -> bool {
+    pub(crate) fn should_audit_failure(&self, ip: &str, now: i64) -> bool {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= MEMORY_LIMIT {
             failures.clear();

@@ -121,6 +121,7 @@ pub fn app(state: AppState) -> Service {
     let (router, _) = routes::router().split_for_parts();
     let router = router
         .merge(ui::router())
+        .merge(crate::scim::router())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), limits::limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

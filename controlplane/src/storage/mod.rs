@@ -29,6 +29,7 @@ pub mod predictions;
 pub mod projects;
 pub mod reviews;
 pub mod s3storages;
+pub mod scim;
 pub mod sessions;
 pub mod snapshots;
 pub mod storages;

@@ -67,6 +67,16 @@ fn check_own(actor: &Actor, org_id: i64) -> ApiResult<()> {
     }
 }
 
+/// The id of an organization, if it exists (instance administration).
+pub async fn exists(db: &Db, org_id: i64) -> ApiResult<Option<i64>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_scalar("select id from organization where id = $1")
+            .bind(org_id)
+            .fetch_optional(conn)
+            .await?
+    }))
+}
+
 /// The caller's organization (other organizations are not found).
 pub async fn get(db: &Db, actor: &Actor, org_id: i64) -> ApiResult<OrganizationView> {
     check_own(actor, org_id)?;

@@ -14,6 +14,7 @@ pub mod organizations;
 pub mod predictions;
 pub mod projects;
 pub mod reviews;
+pub mod scim;
 pub mod storages;
 pub mod tasks;
 pub mod users;
@@ -87,6 +88,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(ml::router())
         .merge(storages::router())
         .merge(agreement::router())
+        .merge(scim::router())
 }
 
 /// The OpenAPI document as pretty JSON (committed under `docs/openapi.json`).
