@@ -460,6 +460,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("DELETE", "/api/invitations/{id}", Needs(P::InviteManage)),
     ep("GET", "/api/audit-log", Needs(P::AuditView)),
     ep("GET", "/api/audit-log/export", Needs(P::AuditView)),
+    // SCIM provisioning settings (the protocol at /scim/v2 takes the provisioning token).
+    ep("GET", "/api/scim/settings", Needs(P::OrgManage)),
+    ep("POST", "/api/scim/settings", Needs(P::OrgManage)),
+    ep("POST", "/api/scim/token", Needs(P::OrgManage)),
     // Background jobs.
     ep("GET", "/api/jobs/{id}", Needs(P::OrgView)),
     ep("GET", "/api/jobs", Needs(P::JobManage)),

@@ -10,7 +10,7 @@ use axum::{
     extract::{FromRequestParts, Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{any, get, post},
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -159,9 +159,11 @@ pub fn router() -> Router<AppState> {
                 .patch(patch_group)
                 .delete(delete_group),
         )
-        .fallback(|| async {
-            ScimError::status(404, "no such SCIM endpoint; see /scim/v2/ResourceTypes")
-        })
+        .route("/scim/v2/Users/.search", post(search_users))
+        .route("/scim/v2/Groups/.search", post(search_groups))
+        .route("/scim/v2/.search", post(search_all))
+        .route("/scim/v2", any(no_endpoint))
+        .route("/scim/v2/{*rest}", any(no_endpoint))
 }
 
 fn body_json(bytes: &Bytes) -> ScimResult<Value> {
@@ -174,6 +176,19 @@ fn parse_id(raw: &str, kind: &str) -> ScimResult<i64> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ScimError::status(404, format!("no {kind} {raw:?} in this organization")))
+}
+
+/// The SCIM id of a group: ids are unique across resource types (RFC 7643 §3.1), and users
+/// keep their Verity user id, so groups carry a prefix.
+fn group_id(id: i64) -> String {
+    format!("group-{id}")
+}
+
+fn parse_group_id(raw: &str) -> ScimResult<i64> {
+    raw.strip_prefix("group-")
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ScimError::status(404, format!("no Group {raw:?} in this organization")))
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
@@ -193,7 +208,11 @@ fn render_user(u: &UserResource, base: &str) -> Map<String, Value> {
     for (k, v) in &u.doc {
         out.insert(k.clone(), v.clone());
     }
-    out.insert("active".into(), Value::Bool(u.active));
+    // `active` is the membership's state. A provider that never set it (or removed it) sees
+    // it only once the member is deactivated, from here or in Verity.
+    if u.doc.contains_key("active") || !u.active {
+        out.insert("active".into(), Value::Bool(u.active));
+    }
     if !u.groups.is_empty() {
         out.insert(
             "groups".into(),
@@ -201,7 +220,7 @@ fn render_user(u: &UserResource, base: &str) -> Map<String, Value> {
                 u.groups
                     .iter()
                     .map(|(id, name)| {
-                        json!({"value": id.to_string(), "$ref": format!("{base}/Groups/{id}"), "display": name})
+                        json!({"value": group_id(*id), "$ref": format!("{base}/Groups/{}", group_id(*id)), "display": name})
                     })
                     .collect(),
             ),
@@ -223,7 +242,7 @@ fn render_user(u: &UserResource, base: &str) -> Map<String, Value> {
 fn render_group(g: &GroupResource, base: &str) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("schemas".into(), json!([GROUP_SCHEMA]));
-    out.insert("id".into(), Value::String(g.id.to_string()));
+    out.insert("id".into(), Value::String(group_id(g.id)));
     for (k, v) in &g.doc {
         out.insert(k.clone(), v.clone());
     }
@@ -233,9 +252,9 @@ fn render_group(g: &GroupResource, base: &str) -> Map<String, Value> {
             Value::Array(
                 g.members
                     .iter()
-                    .map(|(id, email)| {
-                        json!({"value": id.to_string(), "$ref": format!("{base}/Users/{id}"), "display": email})
-                    })
+                    .map(
+                        |id| json!({"value": id.to_string(), "$ref": format!("{base}/Users/{id}")}),
+                    )
                     .collect(),
             ),
         );
@@ -246,7 +265,7 @@ fn render_group(g: &GroupResource, base: &str) -> Map<String, Value> {
             "resourceType": "Group",
             "created": store::iso(g.created),
             "lastModified": store::iso(g.modified),
-            "location": format!("{base}/Groups/{}", g.id),
+            "location": format!("{base}/Groups/{}", group_id(g.id)),
             "version": store::etag(g.version),
         }),
     );
@@ -262,7 +281,7 @@ fn group_doc(g: &GroupResource) -> Map<String, Value> {
             Value::Array(
                 g.members
                     .iter()
-                    .map(|(id, _)| json!({"value": id.to_string()}))
+                    .map(|id| json!({"value": id.to_string()}))
                     .collect(),
             ),
         );
@@ -391,6 +410,89 @@ fn not_modified(headers: &HeaderMap, version: i64) -> Option<Response> {
         })
 }
 
+async fn no_endpoint() -> ScimError {
+    ScimError::status(404, "no such SCIM endpoint; see /scim/v2/ResourceTypes")
+}
+
+/// The body of `POST …/.search` (RFC 7644 §3.4.3): the list parameters in JSON.
+fn search_query(bytes: &Bytes) -> ScimResult<ListQuery> {
+    let body = body_json(bytes)?;
+    let Value::Object(map) = &body else {
+        return Err(ScimError::bad(
+            "invalidSyntax",
+            "the search request must be a JSON object",
+        ));
+    };
+    let text = |key: &str| -> ScimResult<Option<String>> {
+        match map
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Array(items)) => Ok(Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )),
+            Some(_) => Err(ScimError::bad(
+                "invalidValue",
+                format!("{key} has the wrong type"),
+            )),
+        }
+    };
+    Ok(ListQuery {
+        filter: text("filter")?,
+        start_index: text("startIndex")?,
+        count: text("count")?,
+        attributes: text("attributes")?,
+        excluded_attributes: text("excludedAttributes")?,
+    })
+}
+
+async fn search_users(
+    State(state): State<AppState>,
+    scim: Scim,
+    body: Bytes,
+) -> ScimResult<Response> {
+    let q = search_query(&body)?;
+    let users = store::list_users(&state.db, scim.actor.org_id).await?;
+    let items = users.iter().map(|u| render_user(u, &scim.base)).collect();
+    list_response(items, &q, USER_SCHEMA)
+}
+
+async fn search_groups(
+    State(state): State<AppState>,
+    scim: Scim,
+    body: Bytes,
+) -> ScimResult<Response> {
+    let q = search_query(&body)?;
+    let groups = store::list_groups(&state.db, scim.actor.org_id).await?;
+    let items = groups.iter().map(|g| render_group(g, &scim.base)).collect();
+    list_response(items, &q, GROUP_SCHEMA)
+}
+
+/// Search at the root: Users, then Groups.
+async fn search_all(
+    State(state): State<AppState>,
+    scim: Scim,
+    body: Bytes,
+) -> ScimResult<Response> {
+    let q = search_query(&body)?;
+    let users = store::list_users(&state.db, scim.actor.org_id).await?;
+    let groups = store::list_groups(&state.db, scim.actor.org_id).await?;
+    let items = users
+        .iter()
+        .map(|u| render_user(u, &scim.base))
+        .chain(groups.iter().map(|g| render_group(g, &scim.base)))
+        .collect();
+    list_response(items, &q, "")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Users
 
@@ -481,7 +583,9 @@ async fn patch_user(
     let ops = resource::parse_patch(&body_json(&body)?)?;
     let current = store::get_user(&state.db, scim.actor.org_id, id).await?;
     let mut doc = current.doc.clone();
-    doc.insert("active".into(), Value::Bool(current.active));
+    if doc.contains_key("active") || !current.active {
+        doc.insert("active".into(), Value::Bool(current.active));
+    }
     let next = resource::apply_patch(USER_ATTRS, USER_SCHEMA, &doc, &ops)?;
     // The version read here guards the write: a concurrent change makes it fail with 412.
     let guard = if_match(&headers).unwrap_or_else(|| store::etag(current.version));
@@ -527,7 +631,7 @@ async fn get_group(
     Query(q): Query<GetQuery>,
     headers: HeaderMap,
 ) -> ScimResult<Response> {
-    let id = parse_id(&id, "Group")?;
+    let id = parse_group_id(&id)?;
     let g = store::get_group(&state.db, scim.actor.org_id, id).await?;
     if let Some(r) = not_modified(&headers, g.version) {
         return Ok(r);
@@ -566,7 +670,7 @@ async fn put_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> ScimResult<Response> {
-    let id = parse_id(&id, "Group")?;
+    let id = parse_group_id(&id)?;
     let doc = resource::from_request(GROUP_ATTRS, GROUP_SCHEMA, &body_json(&body)?)?;
     let g = store::replace_group(
         &state.db,
@@ -593,7 +697,7 @@ async fn patch_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> ScimResult<Response> {
-    let id = parse_id(&id, "Group")?;
+    let id = parse_group_id(&id)?;
     let ops = resource::parse_patch(&body_json(&body)?)?;
     let current = store::get_group(&state.db, scim.actor.org_id, id).await?;
     let next = resource::apply_patch(GROUP_ATTRS, GROUP_SCHEMA, &group_doc(&current), &ops)?;
@@ -615,7 +719,7 @@ async fn delete_group(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ScimResult<Response> {
-    let id = parse_id(&id, "Group")?;
+    let id = parse_group_id(&id)?;
     store::delete_group(&state.db, &scim.actor, id, if_match(&headers).as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -127,10 +127,15 @@ pub static USER_ATTRS: &[Attr] = &[
         ..simple("name", Kind::Complex, RW)
     },
     simple("displayName", Kind::String, RW),
+    // Verity identifies users by email, so a User needs one.
     Attr {
         multi: true,
+        required: true,
         subs: &[
-            simple("value", Kind::String, RW),
+            Attr {
+                required: true,
+                ..simple("value", Kind::String, RW)
+            },
             Attr {
                 canonical: &["work", "home", "other"],
                 ..simple("type", Kind::String, RW)
@@ -163,7 +168,6 @@ pub static GROUP_ATTRS: &[Attr] = &[
         subs: &[
             simple("value", Kind::String, Mutability::Immutable),
             simple("$ref", Kind::Reference(&["User"]), Mutability::Immutable),
-            simple("display", Kind::String, RO),
         ],
         ..simple("members", Kind::Complex, RW)
     },
@@ -239,6 +243,18 @@ fn check_value(attr: &Attr, value: &Value, path: &str) -> ScimResult<Value> {
                     sub.name.to_string(),
                     check_value(sub, v, &format!("{path}.{}", sub.name))?,
                 );
+            }
+            for sub in attr.subs.iter().filter(|s| s.required) {
+                if out
+                    .get(sub.name)
+                    .and_then(Value::as_str)
+                    .is_none_or(|v| v.trim().is_empty())
+                {
+                    return Err(ScimError::bad(
+                        "invalidValue",
+                        format!("{path}.{} is required", sub.name),
+                    ));
+                }
             }
             Ok(Value::Object(out))
         }

@@ -618,12 +618,11 @@ fn profile(doc: &Map<String, Value>) -> ScimResult<Profile> {
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .or_else(|| user_name.contains('@').then(|| user_name.clone()));
+        .map(str::to_string);
     let Some(email) = email else {
         return Err(ScimError::bad(
             "invalidValue",
-            "Verity identifies users by email: give the user an email (emails[].value, or a userName that is an email address)",
+            "Verity identifies users by email: give the user an email (emails[].value)",
         ));
     };
     if !email.contains('@') || email.len() > 254 {
@@ -1037,8 +1036,8 @@ pub struct GroupResource {
     pub id: i64,
     /// Writable attributes other than members.
     pub doc: Map<String, Value>,
-    /// Member user ids and emails.
-    pub members: Vec<(i64, String)>,
+    /// Member user ids.
+    pub members: Vec<i64>,
     /// ETag version.
     pub version: i64,
     /// Created (micros).
@@ -1052,33 +1051,32 @@ pub async fn list_groups(db: &Db, org: i64) -> ApiResult<Vec<GroupResource>> {
     load_groups(db, org, None).await
 }
 
+/// id, doc, version, created, modified.
+type GroupRow = (i64, String, i64, i64, i64);
+
 async fn load_groups(db: &Db, org: i64, only: Option<i64>) -> ApiResult<Vec<GroupResource>> {
-    let (rows, members): (Vec<(i64, String, i64, i64, i64)>, Vec<(i64, i64, String)>) = with_read!(
-        db,
-        conn,
-        {
-            let rows = sqlx::query_as(
-                "select id, doc, version, created_at, updated_at from scim_group \
+    let (rows, members): (Vec<GroupRow>, Vec<(i64, i64)>) = with_read!(db, conn, {
+        let rows = sqlx::query_as(
+            "select id, doc, version, created_at, updated_at from scim_group \
              where organization_id = $1 and ($2 = 0 or id = $2) order by id",
-            )
-            .bind(org)
-            .bind(only.unwrap_or(0))
-            .fetch_all(conn)
-            .await?;
-            let members = sqlx::query_as(
-            "select gm.group_id, u.id, u.email from scim_group_member gm join scim_group g on g.id = gm.group_id \
-             join app_user u on u.id = gm.user_id where g.organization_id = $1 and ($2 = 0 or g.id = $2) order by u.id",
         )
         .bind(org)
         .bind(only.unwrap_or(0))
         .fetch_all(conn)
         .await?;
-            (rows, members)
-        }
-    );
-    let mut by_group: HashMap<i64, Vec<(i64, String)>> = HashMap::new();
-    for (g, u, email) in members {
-        by_group.entry(g).or_default().push((u, email));
+        let members = sqlx::query_as(
+            "select gm.group_id, gm.user_id from scim_group_member gm join scim_group g on g.id = gm.group_id \
+             where g.organization_id = $1 and ($2 = 0 or g.id = $2) order by gm.user_id",
+        )
+        .bind(org)
+        .bind(only.unwrap_or(0))
+        .fetch_all(conn)
+        .await?;
+        (rows, members)
+    });
+    let mut by_group: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (g, u) in members {
+        by_group.entry(g).or_default().push(u);
     }
     Ok(rows
         .into_iter()
@@ -1236,7 +1234,7 @@ pub async fn replace_group(
     let settings = load_settings(db, org).await?;
     let now = now_micros();
     let raw = Value::Object(doc).to_string();
-    let before: BTreeSet<i64> = current.members.iter().map(|m| m.0).collect();
+    let before: BTreeSet<i64> = current.members.iter().copied().collect();
     let affected: Vec<i64> = before.union(&members).copied().collect();
     let added: Vec<i64> = members.difference(&before).copied().collect();
     let removed: Vec<i64> = before.difference(&members).copied().collect();
@@ -1301,7 +1299,7 @@ pub async fn delete_group(
     let current = get_group(db, org, id).await?;
     check_etag(if_match, current.version)?;
     let settings = load_settings(db, org).await?;
-    let users: Vec<i64> = current.members.iter().map(|m| m.0).collect();
+    let users: Vec<i64> = current.members.clone();
     with_tx!(db, tx, {
         sqlx::query("delete from scim_group where id = $1 and organization_id = $2")
             .bind(id)

@@ -660,6 +660,7 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         }
         ("PATCH", "/api/users/{id}") => Some(json!({"first_name": "Renamed"})),
         ("POST", "/api/invitations") => Some(json!({"role": "annotator"})),
+        ("POST", "/api/scim/settings") => Some(json!({"roles_groups": [["Reviewer", "QA"]]})),
         ("PATCH", "/api/current-user") => Some(json!({"first_name": "Me"})),
         (_, p) if p.starts_with("/api/admin/") => Some(json!({"title": "x"})),
         ("GET", _) | ("DELETE", _) => None,
