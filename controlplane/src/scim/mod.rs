@@ -327,18 +327,21 @@ fn page(q: &ListQuery) -> ScimResult<(usize, usize)> {
     Ok((start, count))
 }
 
+fn parsed_filter(q: &ListQuery) -> ScimResult<Option<scim_v2::filter::Filter>> {
+    q.filter
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(resource::parse_filter)
+        .transpose()
+}
+
 fn list_response(
     items: Vec<Map<String, Value>>,
     q: &ListQuery,
     schema: &str,
 ) -> ScimResult<Response> {
     let (start, count) = page(q)?;
-    let filter = q
-        .filter
-        .as_deref()
-        .filter(|f| !f.trim().is_empty())
-        .map(resource::parse_filter)
-        .transpose()?;
+    let filter = parsed_filter(q)?;
     let matching: Vec<Map<String, Value>> = items
         .into_iter()
         .filter(|r| {
@@ -369,6 +372,19 @@ fn list_response(
         "Resources": resources,
     });
     Ok(scim_json(StatusCode::OK, &body, None, None))
+}
+
+/// The Users a list or search considers: for `userName eq "…"` (what identity providers send
+/// before creating a user) only the database's candidates, otherwise every User.
+async fn users_for(state: &AppState, scim: &Scim, q: &ListQuery) -> ScimResult<Response> {
+    let filter = parsed_filter(q)?;
+    let user_name = filter
+        .as_ref()
+        .and_then(|f| resource::equality_on(f, &["userName"]))
+        .map(|(_, v)| v.to_string());
+    let users = store::list_users(&state.db, scim.actor.org_id, user_name.as_deref()).await?;
+    let items = users.iter().map(|u| render_user(u, &scim.base)).collect();
+    list_response(items, q, USER_SCHEMA)
 }
 
 fn one(
@@ -460,9 +476,7 @@ async fn search_users(
     body: Bytes,
 ) -> ScimResult<Response> {
     let q = search_query(&body)?;
-    let users = store::list_users(&state.db, scim.actor.org_id).await?;
-    let items = users.iter().map(|u| render_user(u, &scim.base)).collect();
-    list_response(items, &q, USER_SCHEMA)
+    users_for(&state, &scim, &q).await
 }
 
 async fn search_groups(
@@ -483,7 +497,7 @@ async fn search_all(
     body: Bytes,
 ) -> ScimResult<Response> {
     let q = search_query(&body)?;
-    let users = store::list_users(&state.db, scim.actor.org_id).await?;
+    let users = store::list_users(&state.db, scim.actor.org_id, None).await?;
     let groups = store::list_groups(&state.db, scim.actor.org_id).await?;
     let items = users
         .iter()
@@ -501,9 +515,7 @@ async fn list_users(
     scim: Scim,
     Query(q): Query<ListQuery>,
 ) -> ScimResult<Response> {
-    let users = store::list_users(&state.db, scim.actor.org_id).await?;
-    let items = users.iter().map(|u| render_user(u, &scim.base)).collect();
-    list_response(items, &q, USER_SCHEMA)
+    users_for(&state, &scim, &q).await
 }
 
 async fn get_user(

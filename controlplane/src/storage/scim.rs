@@ -535,12 +535,15 @@ async fn groups_of(
     if users.is_empty() {
         return Ok(out);
     }
+    // One user (a GET) is looked up by id; a list reads the organization's memberships once.
+    let only = if users.len() == 1 { users[0] } else { 0 };
     let rows: Vec<(i64, i64, String)> = with_read!(db, conn, {
         sqlx::query_as(
             "select gm.user_id, g.id, g.display_name from scim_group_member gm join scim_group g on g.id = gm.group_id \
-             where g.organization_id = $1 order by g.id",
+             where g.organization_id = $1 and ($2 = 0 or gm.user_id = $2) order by g.id",
         )
         .bind(org)
+        .bind(only)
         .fetch_all(conn)
         .await?
     });
@@ -553,13 +556,36 @@ async fn groups_of(
     Ok(out)
 }
 
-/// Every User of the organization (members not deleted through SCIM), by id.
-pub async fn list_users(db: &Db, org: i64) -> ApiResult<Vec<UserResource>> {
+/// Every User of the organization (members not deleted through SCIM), by id. With
+/// `user_name`, only candidates for `userName eq <user_name>`: a superset of the matches (the
+/// caller still applies the whole filter), found through the database instead of by reading
+/// every member. Members of several organizations are always candidates, since their
+/// username in Verity may differ from what this organization's provider wrote.
+pub async fn list_users(
+    db: &Db,
+    org: i64,
+    user_name: Option<&str>,
+) -> ApiResult<Vec<UserResource>> {
     let rows: Vec<UserDbRow> = with_read!(db, conn, {
-        sqlx::query_as(&format!("{USER_SELECT} order by u.id"))
-            .bind(org)
-            .fetch_all(conn)
-            .await?
+        match user_name {
+            None => {
+                sqlx::query_as(&format!("{USER_SELECT} order by u.id"))
+                    .bind(org)
+                    .fetch_all(conn)
+                    .await?
+            }
+            Some(name) => {
+                sqlx::query_as(&format!(
+                    "{USER_SELECT} and (lower(u.username) = lower($2) or lower(u.email) = lower($2) \
+                     or exists (select 1 from org_member o where o.user_id = u.id and o.organization_id <> m.organization_id)) \
+                     order by u.id"
+                ))
+                .bind(org)
+                .bind(name)
+                .fetch_all(conn)
+                .await?
+            }
+        }
     });
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut groups = groups_of(db, org, &ids).await?;
@@ -662,7 +688,7 @@ async fn user_name_taken(
     user_name: &str,
     except: Option<i64>,
 ) -> ApiResult<bool> {
-    let users = list_users(db, org).await?;
+    let users = list_users(db, org, Some(user_name)).await?;
     Ok(users.iter().any(|u| {
         Some(u.id) != except
             && u.doc
@@ -733,13 +759,19 @@ pub async fn create_user(
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
-                        sqlx::query("update app_user set username = $1, first_name = $2, last_name = $3 where id = $4")
-                            .bind(&p.username)
-                            .bind(&p.first_name)
-                            .bind(&p.last_name)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
+                        // The profile is this organization's to change only when the user
+                        // belongs to no other organization.
+                        sqlx::query(
+                            "update app_user set username = $1, first_name = $2, last_name = $3 where id = $4 \
+                             and not exists (select 1 from org_member o where o.user_id = $4 and o.organization_id <> $5)",
+                        )
+                        .bind(&p.username)
+                        .bind(&p.first_name)
+                        .bind(&p.last_name)
+                        .bind(id)
+                        .bind(org)
+                        .execute(&mut *tx)
+                        .await?;
                         id
                     }
                 }
@@ -976,6 +1008,16 @@ pub async fn delete_user(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // The groups the user leaves change, and their ETags with them.
+        sqlx::query(
+            "update scim_group set version = version + 1, updated_at = $1 where organization_id = $2 \
+             and id in (select group_id from scim_group_member where user_id = $3)",
+        )
+        .bind(now)
+        .bind(org)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "delete from scim_group_member where user_id = $1 and group_id in (select id from scim_group where organization_id = $2)",
         )
@@ -983,11 +1025,6 @@ pub async fn delete_user(
         .bind(org)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("update scim_group set version = version + 1, updated_at = $1 where organization_id = $2")
-            .bind(now)
-            .bind(org)
-            .execute(&mut *tx)
-            .await?;
         set_active!(tx, org, id, false, now);
         audit!(
             tx,
@@ -1138,11 +1175,26 @@ async fn group_parts(
         ));
     }
     if !ids.is_empty() {
-        let known: BTreeSet<i64> = list_users(db, org)
-            .await?
-            .into_iter()
-            .map(|u| u.id)
-            .collect();
+        let mut known: BTreeSet<i64> = BTreeSet::new();
+        let list: Vec<i64> = ids.iter().copied().collect();
+        for chunk in list.chunks(500) {
+            let in_list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let found: Vec<i64> = with_read!(db, conn, {
+                sqlx::query_scalar(&format!(
+                    "select m.user_id from org_member m left join scim_user s \
+                     on s.organization_id = m.organization_id and s.user_id = m.user_id \
+                     where m.organization_id = $1 and s.deleted_at is null and m.user_id in ({in_list})"
+                ))
+                .bind(org)
+                .fetch_all(conn)
+                .await?
+            });
+            known.extend(found);
+        }
         if let Some(missing) = ids.iter().find(|i| !known.contains(i)) {
             return Err(ScimError::bad(
                 "invalidValue",

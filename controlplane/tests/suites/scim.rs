@@ -180,6 +180,13 @@ both_backends! {
         // An existing member is adopted by email; their API token keeps working while active.
         let member = app.user("member@example.com", Role::Reviewer).await;
         let member_id = app.user_id(&member).await.to_string();
+        // Before it is provisioned, a member's userName is their email (what a provider looks
+        // up before creating).
+        let seen = scim(&app, "GET", "/scim/v2/Users?filter=userName%20eq%20%22Member@Example.com%22", &t, None)
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(seen["totalResults"], json!(1), "{seen}");
+        assert_eq!(seen["Resources"][0]["id"], json!(member_id));
         let adopted = create_user(&app, &t, "member", "member@example.com").await;
         assert_eq!(adopted["id"], json!(member_id));
         assert_eq!(role_of(&app, &member_id).await, ("reviewer".into(), true));
@@ -193,6 +200,8 @@ both_backends! {
             let path = format!("/scim/v2/Users?{q}");
             async move { scim(app, "GET", &path, &t, None).await.expect(StatusCode::OK) }
         };
+        let found = list("filter=userName%20eq%20%22member%22").await;
+        assert_eq!(found["Resources"][0]["id"], json!(member_id), "{found}");
         let found = list("filter=userName%20eq%20%22JDOE%22").await;
         assert_eq!(found["totalResults"], json!(1));
         assert_eq!(found["Resources"][0]["id"], json!(id));
