@@ -502,7 +502,11 @@ pub fn unreachable(
     let what = provider.bucket_field();
     let why = if text.contains("private, loopback or link-local") {
         return ApiError::field(ErrorCode::PrivateTarget, provider.endpoint_field(), text);
-    } else if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
+    } else if text.contains("NoSuchBucket")
+        || text.contains("ContainerNotFound")
+        // fake-gcs-server's words for it (with a 500)
+        || text.contains("no bucket named")
+    {
         format!("{what} {bucket} does not exist")
     } else if text.contains("InvalidAccessKeyId")
         || text.contains("SignatureDoesNotMatch")
@@ -956,7 +960,7 @@ async fn import_json(
                         row.id,
                         &[(
                             fetched.pending.key.clone(),
-                            fetched.etag.clone(),
+                            fetched.pending.etag.clone(),
                             Some(fetched.size),
                         )],
                     )
@@ -991,7 +995,9 @@ async fn import_json(
                     key: f.pending.key.clone(),
                     tasks: f.tasks as i64,
                     source: Some(i),
-                    etag: f.etag.clone(),
+                    // The listing's entity tag, which the next listing compares: GCS answers a
+                    // listing and a read with tags of different forms.
+                    etag: f.pending.etag.clone(),
                     size: Some(f.size),
                     replaces: f.pending.changed,
                 });
