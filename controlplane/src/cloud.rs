@@ -836,7 +836,6 @@ struct Fetched {
     pending: Pending,
     /// `None`: the object was gone when read.
     file: Option<tempfile::NamedTempFile>,
-    etag: Option<String>,
     size: i64,
     tasks: usize,
 }
@@ -856,7 +855,6 @@ async fn fetch(
             return Ok(Fetched {
                 pending,
                 file: None,
-                etag: None,
                 size: 0,
                 tasks: 0,
             });
@@ -872,7 +870,6 @@ async fn fetch(
             ),
         ));
     }
-    let etag = result.meta.e_tag.clone();
     let size = i64::try_from(result.meta.size).unwrap_or(i64::MAX);
     let file = tempfile::NamedTempFile::new_in(spool).map_err(ApiError::internal)?;
     let mut out = tokio::fs::File::from_std(file.reopen().map_err(ApiError::internal)?);
@@ -895,7 +892,6 @@ async fn fetch(
                 return Ok(Fetched {
                     pending,
                     file: None,
-                    etag: None,
                     size: 0,
                     tasks: 0,
                 });
@@ -920,7 +916,6 @@ async fn fetch(
     Ok(Fetched {
         pending,
         file: Some(file),
-        etag,
         size,
         tasks,
     })

@@ -38,7 +38,7 @@ TEXT_CONFIG = """<View><Text name="text" value="$text"/>
 ACCOUNT = "devstoreaccount1"
 # Azurite's published development key (not a secret).
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-AZURITE_DIR = os.path.join(os.path.dirname(__file__), "azurite", "node_modules", ".bin", "azurite-blob")
+AZURITE_BIN = os.path.join(os.path.dirname(__file__), "azurite", "node_modules", ".bin", "azurite-blob")
 
 
 def _free_port() -> int:
@@ -49,12 +49,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def azure():
-    if not os.path.exists(AZURITE_DIR):
+    if not os.path.exists(AZURITE_BIN):
         pytest.fail("azurite is not installed: e2e/test-all links e2e/sdk/azurite/node_modules")
     port = _free_port()
     data = tempfile.TemporaryDirectory()
     proc = subprocess.Popen(
-        [AZURITE_DIR, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", data.name,
+        [AZURITE_BIN, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", data.name,
          "--silent", "--skipApiVersionCheck", "--loose"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
