@@ -6,7 +6,8 @@ port with the well-known development account. The storage reaches it through Ver
 `additional_body_parameters`. Azurite verifies Shared Key signatures, so a wrong account key is
 refused for real. Covered: validate, an import of a few hundred objects, incremental re-syncs,
 JSON task files, media proxied and presigned (SAS), export with deletion, bad credentials
-(clear error, nothing imported) and a missing container. Blobs are seeded with a small Shared
+(clear error, nothing imported; also a key rotated on the service between syncs) and a missing
+container. Blobs are seeded with a small Shared
 Key signer below (no Azure SDK in the suite)."""
 
 from __future__ import annotations
@@ -47,36 +48,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def azure():
+def _start_azurite(port: int, location: str, key: str = KEY) -> subprocess.Popen:
     if not os.path.exists(AZURITE_BIN):
         pytest.fail("azurite is not installed: e2e/test-all links e2e/sdk/azurite/node_modules")
-    port = _free_port()
-    data = tempfile.TemporaryDirectory()
+    env = dict(os.environ, AZURITE_ACCOUNTS=f"{ACCOUNT}:{key}")
     proc = subprocess.Popen(
-        [AZURITE_BIN, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", data.name,
+        [AZURITE_BIN, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", location,
          "--silent", "--skipApiVersionCheck", "--loose"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
-    url = f"http://127.0.0.1:{port}/{ACCOUNT}"
     deadline = time.monotonic() + 60
     while True:
         try:
-            requests.get(url, timeout=1)
-            break
+            requests.get(f"http://127.0.0.1:{port}/{ACCOUNT}", timeout=1)
+            return proc
         except requests.ConnectionError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 raise AssertionError("azurite did not start")
             time.sleep(0.2)
-    yield url
+
+
+def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(timeout=10)
-    data.cleanup()
+
+
+@pytest.fixture(scope="module")
+def azure():
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as data:
+        proc = _start_azurite(port, data)
+        yield f"http://127.0.0.1:{port}/{ACCOUNT}"
+        _stop(proc)
 
 
 def _call(url: str, method: str, path: str, query: dict | None = None, body: bytes = b"",
-          headers: dict | None = None) -> requests.Response:
+          headers: dict | None = None, key: str = KEY) -> requests.Response:
     """A Shared Key signed request to the emulator (path-style: /<account>/<container>/<blob>)."""
     query = query or {}
     headers = dict(headers or {})
@@ -91,7 +99,7 @@ def _call(url: str, method: str, path: str, query: dict | None = None, body: byt
     content_type = headers.get("Content-Type", "")
     to_sign = "\n".join([method, "", "", str(len(body)) if body else "", "", content_type,
                          "", "", "", "", "", ""]) + "\n" + canon_headers + canon_resource
-    signature = base64.b64encode(hmac.new(base64.b64decode(KEY), to_sign.encode(),
+    signature = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(),
                                           hashlib.sha256).digest()).decode()
     headers["Authorization"] = f"SharedKey {ACCOUNT}:{signature}"
     base = url.rsplit("/", 1)[0]
@@ -317,3 +325,35 @@ def test_bad_credentials_and_missing_container(verity, admin_client, azure):
     assert failed["status"] == "failed", failed
     assert f"container {container} does not exist" in failed["traceback"], failed
     assert _task_number(ls, project.id) == 0
+
+
+def test_a_key_rotated_on_the_service_fails_the_sync_and_imports_nothing(verity, admin_client):
+    """The storage's key stops working behind its back (the account key is rotated: Azurite
+    restarted on the same data with another key): the sync fails, says the credentials were
+    refused, and imports nothing; with the new key set, the next sync imports."""
+    ls = admin_client
+    port = _free_port()
+    rotated = base64.b64encode(b"the rotated account key of the development account, 64 bytes!!").decode()
+    with tempfile.TemporaryDirectory() as data:
+        url = f"http://127.0.0.1:{port}/{ACCOUNT}"
+        proc = _start_azurite(port, data)
+        try:
+            container = _mk_container(url, "az-rotated")
+            _put_many(url, container, {f"{i}.jpg": b"x" for i in range(4)})
+            project = ls.projects.create(title=unique_title("Azure rotated"), label_config=IMAGE_CONFIG)
+            storage = ls.import_storage.azure.create(project=project.id, use_blob_urls=True,
+                                                     **_args(url, container))
+        finally:
+            _stop(proc)
+        proc = _start_azurite(port, data, key=rotated)
+        try:
+            failed = _sync(ls, verity, storage.id)
+            assert failed["status"] == "failed", failed
+            assert f"the container {container} refused the credentials" in failed["traceback"], failed
+            assert "account_key" in failed["traceback"], failed
+            assert _task_number(ls, project.id) == 0
+            ls.import_storage.azure.update(id=storage.id, account_key=rotated)
+            done = _sync(ls, verity, storage.id)
+            assert done["status"] == "completed" and done["last_sync_count"] == 4, done
+        finally:
+            _stop(proc)
