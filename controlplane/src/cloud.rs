@@ -500,6 +500,13 @@ pub fn unreachable(
 ) -> ApiError {
     let text = describe(e);
     let what = provider.bucket_field();
+    // The service's answer, as object_store words it ("… status code: 404 Not Found …"); a
+    // bare "404" could be part of a duration or an address.
+    let status = text
+        .split("status code: ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
     let why = if text.contains("private, loopback or link-local") {
         return ApiError::field(ErrorCode::PrivateTarget, provider.endpoint_field(), text);
     } else if text.contains("NoSuchBucket")
@@ -512,8 +519,7 @@ pub fn unreachable(
         || text.contains("SignatureDoesNotMatch")
         || text.contains("AuthorizationFailure")
         || text.contains("AuthenticationFailed")
-        || text.contains("403")
-        || text.contains("401")
+        || matches!(status, Some(401 | 403))
         || matches!(
             e,
             object_store::Error::PermissionDenied { .. }
@@ -524,7 +530,7 @@ pub fn unreachable(
             "the {what} {bucket} refused the credentials (check {}, and that they may {action})",
             provider.credentials_hint()
         )
-    } else if matches!(e, object_store::Error::NotFound { .. }) || text.contains("404") {
+    } else if matches!(e, object_store::Error::NotFound { .. }) || status == Some(404) {
         format!("{what} {bucket} does not exist or is not visible with these credentials")
     } else {
         format!("cannot {action} {what} {bucket}")
@@ -1187,6 +1193,37 @@ mod tests {
         ] {
             assert!(service_account_key(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errors_are_read_from_the_status_not_from_stray_digits() {
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "bucket",
+            source: text.to_string().into(),
+        };
+        let refused = generic("Error performing GET http://h/b in 1.404ms: connection refused");
+        let err = unreachable(Provider::Azure, "b", "list", &refused);
+        assert!(
+            err.detail.starts_with("cannot list container b"),
+            "{}",
+            err.detail
+        );
+        let missing = generic("Server returned non-2xx status code: 404 Not Found: Not Found");
+        let err = unreachable(Provider::Gcs, "b", "list", &missing);
+        assert!(
+            err.detail
+                .starts_with("bucket b does not exist or is not visible"),
+            "{}",
+            err.detail
+        );
+        let denied = generic("Server returned non-2xx status code: 403 Forbidden: <Error/>");
+        let err = unreachable(Provider::Azure, "b", "list", &denied);
+        assert!(
+            err.detail
+                .contains("refused the credentials (check account_name and account_key"),
+            "{}",
+            err.detail
+        );
     }
 
     #[tokio::test]
