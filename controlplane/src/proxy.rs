@@ -125,58 +125,59 @@ impl Proxy {
         let now = unix_now();
         let link = self.links.verify(token, now)?;
         let gone = || ApiError::not_found("object");
-        let (source, len, etag, modified) = if link.kind == crate::s3::KIND {
-            let store = s3_target(&self.db, &self.config, &link)
-                .await?
-                .ok_or_else(gone)?;
-            let path = object_store::path::Path::from(link.key.as_str());
-            let meta = match object_store::ObjectStoreExt::head(&store, &path).await {
-                Ok(m) => m,
-                Err(object_store::Error::NotFound { .. }) => return Err(gone()),
-                Err(e) => {
-                    return Err(ApiError::new(
-                        ErrorCode::StorageUnreachable,
-                        format!("the bucket did not answer: {}", crate::s3::describe(&e)),
-                    ));
-                }
-            };
-            let etag = meta
-                .e_tag
-                .clone()
-                .map(|t| {
-                    if t.starts_with('"') {
-                        t
-                    } else {
-                        format!("\"{t}\"")
+        let (source, len, etag, modified) =
+            if crate::cloud::Provider::from_kind(&link.kind).is_some() {
+                let store = bucket_target(&self.db, &self.config, &link)
+                    .await?
+                    .ok_or_else(gone)?;
+                let path = object_store::path::Path::from(link.key.as_str());
+                let meta = match object_store::ObjectStoreExt::head(&store, &path).await {
+                    Ok(m) => m,
+                    Err(object_store::Error::NotFound { .. }) => return Err(gone()),
+                    Err(e) => {
+                        return Err(ApiError::new(
+                            ErrorCode::StorageUnreachable,
+                            format!("the bucket did not answer: {}", crate::cloud::describe(&e)),
+                        ));
                     }
-                })
-                .unwrap_or_else(|| format!("\"{:x}\"", meta.size));
-            let modified = std::time::SystemTime::UNIX_EPOCH.checked_add(
-                std::time::Duration::from_secs(meta.last_modified.timestamp().max(0) as u64),
-            );
-            (Source::S3(store, path), meta.size, etag, modified)
-        } else {
-            let dir = storages::link_target(&self.db, &link)
-                .await?
-                .ok_or_else(gone)?;
-            let root = Root::from_config(&self.config).map_err(|_| gone())?;
-            let path = root
-                .object(std::path::Path::new(&dir), &link.key)?
-                .ok_or_else(gone)?;
-            let file = tokio::fs::File::open(&path).await.map_err(|_| gone())?;
-            let meta = file.metadata().await.map_err(ApiError::internal)?;
-            let len = meta.len();
-            let modified = meta.modified().ok();
-            let mtime = modified
-                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            (
-                Source::File(file),
-                len,
-                format!("\"{len:x}-{mtime:x}\""),
-                modified,
-            )
-        };
+                };
+                let etag = meta
+                    .e_tag
+                    .clone()
+                    .map(|t| {
+                        if t.starts_with('"') {
+                            t
+                        } else {
+                            format!("\"{t}\"")
+                        }
+                    })
+                    .unwrap_or_else(|| format!("\"{:x}\"", meta.size));
+                let modified = std::time::SystemTime::UNIX_EPOCH.checked_add(
+                    std::time::Duration::from_secs(meta.last_modified.timestamp().max(0) as u64),
+                );
+                (Source::Bucket(store, path), meta.size, etag, modified)
+            } else {
+                let dir = storages::link_target(&self.db, &link)
+                    .await?
+                    .ok_or_else(gone)?;
+                let root = Root::from_config(&self.config).map_err(|_| gone())?;
+                let path = root
+                    .object(std::path::Path::new(&dir), &link.key)?
+                    .ok_or_else(gone)?;
+                let file = tokio::fs::File::open(&path).await.map_err(|_| gone())?;
+                let meta = file.metadata().await.map_err(ApiError::internal)?;
+                let len = meta.len();
+                let modified = meta.modified().ok();
+                let mtime = modified
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                (
+                    Source::File(file),
+                    len,
+                    format!("\"{len:x}-{mtime:x}\""),
+                    modified,
+                )
+            };
         let mut common = HeaderMap::new();
         let put = |h: &mut HeaderMap, name: header::HeaderName, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -268,7 +269,7 @@ impl Proxy {
                         tokio_util::io::ReaderStream::with_capacity(file.take(size), 64 * 1024);
                     Body::from_stream(futures::StreamExt::inspect(stream, count))
                 }
-                Source::S3(store, path) => {
+                Source::Bucket(store, path) => {
                     let options = object_store::GetOptions {
                         range: Some(object_store::GetRange::Bounded(start..end + 1)),
                         ..Default::default()
@@ -277,7 +278,7 @@ impl Proxy {
                         object_store::Error::NotFound { .. } => ApiError::not_found("object"),
                         e => ApiError::new(
                             ErrorCode::StorageUnreachable,
-                            format!("the bucket did not answer: {}", crate::s3::describe(&e)),
+                            format!("the bucket did not answer: {}", crate::cloud::describe(&e)),
                         ),
                     })?;
                     let stream = futures::StreamExt::map(result.into_stream(), |chunk| {
@@ -307,22 +308,23 @@ impl Proxy {
 enum Source {
     /// A file of a local-files storage, opened.
     File(tokio::fs::File),
-    /// An object of an S3 storage.
-    S3(object_store::aws::AmazonS3, object_store::path::Path),
+    /// An object of a bucket storage (S3, GCS, Azure).
+    Bucket(Arc<dyn object_store::ObjectStore>, object_store::path::Path),
 }
 
-/// The bucket client of a link's S3 storage, if the storage still exists. `Err(invalid_link)`
+/// The bucket client of a link's bucket storage, if the storage still exists. `Err(invalid_link)`
 /// when it belongs to another organization or project than the link says, or is not an
 /// import storage. No actor: the link's signature is the authority.
-async fn s3_target(
+async fn bucket_target(
     db: &Db,
     config: &Config,
     link: &crate::links::Link,
-) -> ApiResult<Option<object_store::aws::AmazonS3>> {
-    let Some(row) = crate::storage::s3storages::by_id(db, link.storage).await? else {
+) -> ApiResult<Option<Arc<dyn object_store::ObjectStore>>> {
+    let Some(row) = crate::storage::cloudstorages::by_id(db, link.storage).await? else {
         return Ok(None);
     };
-    if row.direction != storages::Direction::Import.as_str()
+    if row.provider != link.kind
+        || row.direction != storages::Direction::Import.as_str()
         || row.organization_id != link.organization
         || row.project_id != link.project
     {
@@ -331,7 +333,7 @@ async fn s3_target(
     let sealer = crate::secrets::Sealer::for_config(config).map_err(ApiError::internal)?;
     let policy = crate::outbound::TargetPolicy::parse(&config.allow_private_targets)
         .map_err(ApiError::internal)?;
-    crate::s3::store(&row.endpoint(&sealer)?, Arc::new(policy)).map(Some)
+    crate::cloud::store(&row.endpoint(&sealer)?, Arc::new(policy)).map(|b| Some(b.store))
 }
 
 /// A `Range` header, decided against the object's length.

@@ -385,7 +385,8 @@ pub fn handlers(
         .map_err(|e| anyhow::anyhow!(e))?;
     let handlers = ml.register(delivery.register(crate::jobs::builtin_handlers()));
     let handlers = crate::localfiles::register(db.clone(), jobs.clone(), config.clone(), handlers);
-    let handlers = crate::s3::register(db.clone(), jobs.clone(), config.clone(), sealer, handlers);
+    let handlers =
+        crate::cloud::register(db.clone(), jobs.clone(), config.clone(), sealer, handlers);
     let handlers = crate::exports::register(db.clone(), handlers);
     Ok(crate::imports::register(
         db.clone(),

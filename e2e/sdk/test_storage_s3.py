@@ -148,7 +148,7 @@ def test_validate_and_credentials_never_returned(verity, admin_client, moto, s3)
 
         with sqlite3.connect(os.path.join(verity.data_dir, "verity.db")) as db:
             stored = db.execute(
-                "select aws_access_key_id, aws_secret_access_key from s3_storage where id = ?",
+                "select aws_access_key_id, aws_secret_access_key from cloud_storage where id = ?",
                 (created.id,),
             ).fetchone()
         assert all(v.startswith("sealed:v1:") for v in stored), stored

@@ -387,7 +387,7 @@ pub async fn delete(db: &Db, actor: &Actor, direction: Direction, id: i64) -> Ap
     delete_storage(
         db,
         actor,
-        "local_storage",
+        ("local_storage", "local_storage"),
         localfiles::KIND,
         id,
         current.project_id,
@@ -395,12 +395,13 @@ pub async fn delete(db: &Db, actor: &Actor, direction: Direction, id: i64) -> Ap
     .await
 }
 
-/// Deletes storage `id` from its `table` (`local_storage`, `s3_storage`) with the records of
-/// the objects its syncs saw (`kind`), audited, in one transaction. The caller checked access.
+/// Deletes storage `id` from its `table` (`local_storage`, `cloud_storage`) with the records of
+/// the objects its syncs saw (`kind`), audited as `entity`, in one transaction. The caller
+/// checked access.
 pub(super) async fn delete_storage(
     db: &Db,
     actor: &Actor,
-    table: &'static str,
+    (table, entity): (&'static str, &'static str),
     kind: &str,
     id: i64,
     project_id: i64,
@@ -420,7 +421,7 @@ pub(super) async fn delete_storage(
             Prepared::new(
                 actor,
                 "storage.delete",
-                table,
+                entity,
                 id,
                 json!({"project": project_id}),
             )
@@ -442,7 +443,7 @@ pub async fn queue_sync(
     mark_sync_queued(
         db,
         actor,
-        "local_storage",
+        ("local_storage", "local_storage"),
         direction,
         id,
         current.project_id,
@@ -452,13 +453,13 @@ pub async fn queue_sync(
     load(db, actor.org_id, direction, id).await
 }
 
-/// Marks storage `id` of `table` (`local_storage`, `s3_storage`) queued for a sync run by job
-/// `job_id`, audited, after checking that the actor may do what the sync does: importing makes
+/// Marks storage `id` of `table` (`local_storage`, `cloud_storage`) queued for a sync run by
+/// job `job_id`, audited as `entity`, after checking that the actor may do what the sync does: importing makes
 /// tasks, exporting writes the project's annotations out.
 pub(super) async fn mark_sync_queued(
     db: &Db,
     actor: &Actor,
-    table: &'static str,
+    (table, entity): (&'static str, &'static str),
     direction: Direction,
     id: i64,
     project_id: i64,
@@ -484,7 +485,7 @@ pub(super) async fn mark_sync_queued(
             Prepared::new(
                 actor,
                 "storage.sync",
-                table,
+                entity,
                 id,
                 json!({"project": project_id, "job": job_id}),
             )

@@ -77,6 +77,12 @@ struct Objects {
     storage: i64,
     /// A local-files export storage of the project.
     export_storage: i64,
+    /// A GCS storage of the project (import) and one for export.
+    gcs_storage: i64,
+    gcs_export_storage: i64,
+    /// An Azure storage of the project (import) and one for export.
+    azure_storage: i64,
+    azure_export_storage: i64,
     /// An S3 storage of the project (import).
     s3_storage: i64,
     /// An S3 export storage of the project.
@@ -279,13 +285,14 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         .expect("id");
     // Connecting a bucket needs one that answers; the matrix is about authorization, so the
     // rows are written directly.
-    let s3_row = |direction: &'static str| async move {
-        let sql = "insert into s3_storage (organization_id, project_id, direction, bucket, created_at, updated_at) \
-                   select organization_id, id, $1, 'matrix', 0, 0 from project where id = $2 returning id";
+    let s3_row = |provider: &'static str, direction: &'static str| async move {
+        let sql = "insert into cloud_storage (organization_id, project_id, provider, direction, bucket, account_name, created_at, updated_at) \
+                   select organization_id, id, $3, $1, 'matrix', 'matrix', 0, 0 from project where id = $2 returning id";
         match &app.db {
             verity_controlplane::storage::Db::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql)
                 .bind(direction)
                 .bind(project)
+                .bind(provider)
                 .fetch_one(pool)
                 .await
                 .expect("insert"),
@@ -293,20 +300,29 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
                 sqlx::query_scalar::<_, i64>(sql)
                     .bind(direction)
                     .bind(project)
+                    .bind(provider)
                     .fetch_one(write)
                     .await
                     .expect("insert")
             }
         }
     };
-    let s3_storage = s3_row("import").await;
-    let s3_export_storage = s3_row("export").await;
+    let s3_storage = s3_row("s3", "import").await;
+    let s3_export_storage = s3_row("s3", "export").await;
+    let gcs_storage = s3_row("gcs", "import").await;
+    let gcs_export_storage = s3_row("gcs", "export").await;
+    let azure_storage = s3_row("azure", "import").await;
+    let azure_export_storage = s3_row("azure", "export").await;
     Objects {
         project,
         storage,
         export_storage,
         s3_storage,
         s3_export_storage,
+        gcs_storage,
+        gcs_export_storage,
+        azure_storage,
+        azure_export_storage,
         webhook,
         ml,
         import,
@@ -485,6 +501,14 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.s3_storage
     } else if e.path.starts_with("/api/storages/export/s3/") {
         obj.s3_export_storage
+    } else if e.path.starts_with("/api/storages/gcs/") {
+        obj.gcs_storage
+    } else if e.path.starts_with("/api/storages/export/gcs/") {
+        obj.gcs_export_storage
+    } else if e.path.starts_with("/api/storages/azure/") {
+        obj.azure_storage
+    } else if e.path.starts_with("/api/storages/export/azure/") {
+        obj.azure_export_storage
     } else if e.path.starts_with("/api/workspaces/") {
         workspace
     } else if e.path.starts_with("/api/organizations/") {
@@ -543,6 +567,12 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         | ("GET", "/api/storages/export/localfiles")
         | ("GET", "/api/storages/s3")
         | ("GET", "/api/storages/export/s3")
+        | ("GET", "/api/storages/gcs")
+        | ("GET", "/api/storages/export/gcs")
+        | ("GET", "/api/storages/azure")
+        | ("GET", "/api/storages/export/azure")
+        | ("GET", "/api/storages")
+        | ("GET", "/api/storages/export")
         | ("GET", "/api/ml") => {
             path.push_str(&format!("?project={}", obj.project));
             None
@@ -580,13 +610,29 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         ("PATCH", "/api/storages/localfiles/{id}")
         | ("PATCH", "/api/storages/export/localfiles/{id}")
         | ("PATCH", "/api/storages/s3/{id}")
-        | ("PATCH", "/api/storages/export/s3/{id}") => Some(json!({"title": "renamed"})),
+        | ("PATCH", "/api/storages/export/s3/{id}")
+        | ("PATCH", "/api/storages/gcs/{id}")
+        | ("PATCH", "/api/storages/export/gcs/{id}")
+        | ("PATCH", "/api/storages/azure/{id}")
+        | ("PATCH", "/api/storages/export/azure/{id}") => Some(json!({"title": "renamed"})),
         // Past authorization the bucket is checked: a private endpoint is refused (400).
         ("POST", "/api/storages/s3")
         | ("POST", "/api/storages/s3/validate")
         | ("POST", "/api/storages/export/s3")
         | ("POST", "/api/storages/export/s3/validate") => Some(
             json!({"project": obj.project, "bucket": "matrix", "s3_endpoint": "http://127.0.0.1:9"}),
+        ),
+        ("POST", "/api/storages/gcs")
+        | ("POST", "/api/storages/gcs/validate")
+        | ("POST", "/api/storages/export/gcs")
+        | ("POST", "/api/storages/export/gcs/validate") => Some(
+            json!({"project": obj.project, "bucket": "matrix", "gcs_endpoint": "http://127.0.0.1:9"}),
+        ),
+        ("POST", "/api/storages/azure")
+        | ("POST", "/api/storages/azure/validate")
+        | ("POST", "/api/storages/export/azure")
+        | ("POST", "/api/storages/export/azure/validate") => Some(
+            json!({"project": obj.project, "container": "matrix", "account_name": "matrix", "azure_endpoint": "http://127.0.0.1:9"}),
         ),
         ("POST", "/api/ml") => Some(json!({"project": obj.project, "url": f.ml_url})),
         ("PATCH", "/api/ml/{id}") => Some(json!({"title": "renamed"})),

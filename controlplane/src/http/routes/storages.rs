@@ -1,4 +1,5 @@
-//! Storages and media: Label Studio's `/api/storages/localfiles` API, the resolution of a
+//! Storages and media: Label Studio's `/api/storages/…` API (local files, S3, GCS, Azure Blob,
+//! the type list and the listing of every storage of a project), the resolution of a
 //! task's media to a signed link (`/api/tasks/{id}/presign`, `/data/local-files/`), and the
 //! in-process storage proxy (`/storage-proxy/{token}`). Authorization is in
 //! `storage::storages`; the proxy trusts only the link's signature.
@@ -16,6 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     authz::Actor,
+    cloud::Provider,
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
@@ -26,7 +28,7 @@ use crate::{
     localfiles::{self, Root},
     outbound::TargetPolicy,
     storage::{
-        s3storages::{self, S3StorageView},
+        cloudstorages::{self, AzureStorageView, CloudView, GcsStorageView, S3StorageView},
         storages::{self, Direction, LocalStorageRow, LocalStorageView},
     },
 };
@@ -247,7 +249,8 @@ pub async fn sync_local_export(
 }
 
 // ---------------------------------------------------------------------------------------------
-// S3 storages (import and export)
+// Bucket storages: S3, GCS and Azure Blob (import and export), one set of handlers per provider
+// and direction generated from the same generic functions (ADR 0028).
 
 fn policy(state: &AppState) -> ApiResult<std::sync::Arc<TargetPolicy>> {
     TargetPolicy::parse(&state.config.allow_private_targets)
@@ -265,17 +268,49 @@ fn required_project(params: &StorageListParams) -> ApiResult<i64> {
     })
 }
 
-async fn s3_validate(
+async fn cloud_list<V: CloudView>(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    params: &StorageListParams,
+) -> ApiResult<Json<Vec<V>>> {
+    let project = required_project(params)?;
+    let rows = cloudstorages::list(&state.db, actor, Some(V::PROVIDER), direction, project).await?;
+    Ok(Json(rows.iter().map(V::of).collect()))
+}
+
+async fn cloud_create<V: CloudView>(
     state: &AppState,
     actor: &Actor,
     direction: Direction,
     body: &serde_json::Map<String, Value>,
-) -> ApiResult<Json<Value>> {
-    s3storages::validate(
+) -> ApiResult<(StatusCode, Json<V>)> {
+    let row = cloudstorages::create(
         &state.db,
         actor,
         &state.sealer,
         &policy(state)?,
+        V::PROVIDER,
+        direction,
+        body,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(V::of(&row))))
+}
+
+async fn cloud_validate(
+    state: &AppState,
+    actor: &Actor,
+    provider: Provider,
+    direction: Direction,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<Json<Value>> {
+    cloudstorages::validate(
+        &state.db,
+        actor,
+        &state.sealer,
+        &policy(state)?,
+        provider,
         direction,
         body,
     )
@@ -283,219 +318,317 @@ async fn s3_validate(
     Ok(Json(json!({})))
 }
 
-async fn s3_sync(
+async fn cloud_get<V: CloudView>(
     state: &AppState,
     actor: &Actor,
     direction: Direction,
     id: i64,
-) -> ApiResult<Json<S3StorageView>> {
+) -> ApiResult<Json<V>> {
+    let row = cloudstorages::get(&state.db, actor, V::PROVIDER, direction, id).await?;
+    Ok(Json(V::of(&row)))
+}
+
+async fn cloud_update<V: CloudView>(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    id: i64,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<Json<V>> {
+    let row = cloudstorages::update(
+        &state.db,
+        actor,
+        &state.sealer,
+        &policy(state)?,
+        V::PROVIDER,
+        direction,
+        id,
+        body,
+    )
+    .await?;
+    Ok(Json(V::of(&row)))
+}
+
+async fn cloud_sync<V: CloudView>(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    id: i64,
+) -> ApiResult<Json<V>> {
     let job_id = uuid::Uuid::new_v4().to_string();
-    let row = s3storages::queue_sync(&state.db, actor, direction, id, &job_id).await?;
-    crate::s3::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
-    Ok(Json(s3storages::view(&row)))
+    let row =
+        cloudstorages::queue_sync(&state.db, actor, V::PROVIDER, direction, id, &job_id).await?;
+    crate::cloud::enqueue_sync(
+        &state.jobs,
+        V::PROVIDER,
+        row.organization_id,
+        id,
+        actor.user_id,
+        &job_id,
+    )
+    .await?;
+    Ok(Json(V::of(&row)))
 }
 
-/// The S3 storages of a project (plain list, oldest first). Credentials are never returned.
-#[utoipa::path(get, path = "/api/storages/s3", tag = "storages", params(StorageListParams), responses((status = 200, body = Vec<S3StorageView>)))]
-pub async fn list_s3(
+/// The seven handlers of one provider and direction: list, create, validate, get, change,
+/// delete, sync. Paths are string tokens so that utoipa reads them as literals.
+macro_rules! cloud_storage_handlers {
+    (
+        $view:ident, $direction:expr,
+        $base:tt, $validate_path:tt, $id_path:tt, $sync_path:tt,
+        $list:ident, $create:ident, $validate:ident, $get:ident, $update:ident, $delete:ident,
+        $sync:ident
+    ) => {
+        /// The project's storages of this type (plain list, oldest first). Credentials are
+        /// never returned.
+        #[utoipa::path(get, path = $base, tag = "storages", params(StorageListParams), responses((status = 200, body = Vec<$view>)))]
+        pub async fn $list(
+            State(state): State<AppState>,
+            actor: Actor,
+            Query(params): Query<StorageListParams>,
+        ) -> ApiResult<Json<Vec<$view>>> {
+            cloud_list::<$view>(&state, &actor, $direction, &params).await
+        }
+
+        /// Connects a bucket (the provider's fields and `project`, `prefix`, `regex_filter`,
+        /// `use_blob_urls`, `presign`, `presign_ttl`, `recursive_scan`, `title`, `description`;
+        /// export storages: `can_delete_objects`). The bucket must answer a listing with the
+        /// credentials (else 400 `storage_unreachable`); credentials are stored sealed.
+        #[utoipa::path(post, path = $base, tag = "storages", request_body = Object, responses((status = 201, body = $view), (status = 400, body = crate::error::ErrorBody)))]
+        pub async fn $create(
+            State(state): State<AppState>,
+            actor: Actor,
+            JsonObject(body): JsonObject,
+        ) -> ApiResult<(StatusCode, Json<$view>)> {
+            cloud_create::<$view>(&state, &actor, $direction, &body).await
+        }
+
+        /// Checks a storage body (a new storage, or with `id` a change) and that the bucket
+        /// answers, without saving anything.
+        #[utoipa::path(post, path = $validate_path, tag = "storages", request_body = Object, responses((status = 200, description = "valid"), (status = 400, body = crate::error::ErrorBody)))]
+        pub async fn $validate(
+            State(state): State<AppState>,
+            actor: Actor,
+            JsonObject(body): JsonObject,
+        ) -> ApiResult<Json<Value>> {
+            cloud_validate(&state, &actor, <$view>::PROVIDER, $direction, &body).await
+        }
+
+        /// One storage.
+        #[utoipa::path(get, path = $id_path, tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = $view), (status = 404, body = crate::error::ErrorBody)))]
+        pub async fn $get(
+            State(state): State<AppState>,
+            actor: Actor,
+            Path(id): Path<i64>,
+        ) -> ApiResult<Json<$view>> {
+            cloud_get::<$view>(&state, &actor, $direction, id).await
+        }
+
+        /// Changes a storage; credentials left out stay as they are, `""` clears one.
+        #[utoipa::path(patch, path = $id_path, tag = "storages", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = $view), (status = 400, body = crate::error::ErrorBody)))]
+        pub async fn $update(
+            State(state): State<AppState>,
+            actor: Actor,
+            Path(id): Path<i64>,
+            JsonObject(body): JsonObject,
+        ) -> ApiResult<Json<$view>> {
+            cloud_update::<$view>(&state, &actor, $direction, id, &body).await
+        }
+
+        /// Disconnects a storage (tasks and objects already written stay; imported media stop
+        /// resolving).
+        #[utoipa::path(delete, path = $id_path, tag = "storages", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+        pub async fn $delete(
+            State(state): State<AppState>,
+            actor: Actor,
+            Path(id): Path<i64>,
+        ) -> ApiResult<Response> {
+            cloudstorages::delete(&state.db, &actor, <$view>::PROVIDER, $direction, id).await?;
+            Ok(no_content())
+        }
+
+        /// Starts a sync as a job (queue `high`): an import sync makes tasks of new and changed
+        /// objects; an export sync writes every annotation as `<prefix>/<annotation id>` (with
+        /// `can_delete_objects`, objects of deleted annotations are removed). The answer is the
+        /// storage with `status: queued` and the job in `last_sync_job`.
+        #[utoipa::path(post, path = $sync_path, tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = $view), (status = 404, body = crate::error::ErrorBody)))]
+        pub async fn $sync(
+            State(state): State<AppState>,
+            actor: Actor,
+            Path(id): Path<i64>,
+        ) -> ApiResult<Json<$view>> {
+            cloud_sync::<$view>(&state, &actor, $direction, id).await
+        }
+    };
+}
+
+cloud_storage_handlers!(
+    S3StorageView,
+    Direction::Import,
+    "/api/storages/s3",
+    "/api/storages/s3/validate",
+    "/api/storages/s3/{id}",
+    "/api/storages/s3/{id}/sync",
+    list_s3,
+    create_s3,
+    validate_s3,
+    get_s3,
+    update_s3,
+    delete_s3,
+    sync_s3
+);
+cloud_storage_handlers!(
+    S3StorageView,
+    Direction::Export,
+    "/api/storages/export/s3",
+    "/api/storages/export/s3/validate",
+    "/api/storages/export/s3/{id}",
+    "/api/storages/export/s3/{id}/sync",
+    list_s3_export,
+    create_s3_export,
+    validate_s3_export,
+    get_s3_export,
+    update_s3_export,
+    delete_s3_export,
+    sync_s3_export
+);
+cloud_storage_handlers!(
+    GcsStorageView,
+    Direction::Import,
+    "/api/storages/gcs",
+    "/api/storages/gcs/validate",
+    "/api/storages/gcs/{id}",
+    "/api/storages/gcs/{id}/sync",
+    list_gcs,
+    create_gcs,
+    validate_gcs,
+    get_gcs,
+    update_gcs,
+    delete_gcs,
+    sync_gcs
+);
+cloud_storage_handlers!(
+    GcsStorageView,
+    Direction::Export,
+    "/api/storages/export/gcs",
+    "/api/storages/export/gcs/validate",
+    "/api/storages/export/gcs/{id}",
+    "/api/storages/export/gcs/{id}/sync",
+    list_gcs_export,
+    create_gcs_export,
+    validate_gcs_export,
+    get_gcs_export,
+    update_gcs_export,
+    delete_gcs_export,
+    sync_gcs_export
+);
+cloud_storage_handlers!(
+    AzureStorageView,
+    Direction::Import,
+    "/api/storages/azure",
+    "/api/storages/azure/validate",
+    "/api/storages/azure/{id}",
+    "/api/storages/azure/{id}/sync",
+    list_azure,
+    create_azure,
+    validate_azure,
+    get_azure,
+    update_azure,
+    delete_azure,
+    sync_azure
+);
+cloud_storage_handlers!(
+    AzureStorageView,
+    Direction::Export,
+    "/api/storages/export/azure",
+    "/api/storages/export/azure/validate",
+    "/api/storages/export/azure/{id}",
+    "/api/storages/export/azure/{id}/sync",
+    list_azure_export,
+    create_azure_export,
+    validate_azure_export,
+    get_azure_export,
+    update_azure_export,
+    delete_azure_export,
+    sync_azure_export
+);
+
+/// A storage type (`/api/storages/types`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct StorageTypeView {
+    /// The type's name in paths (`/api/storages/<name>`) and in storages' `type`.
+    pub name: &'static str,
+    /// What it is called.
+    pub title: &'static str,
+}
+
+fn storage_types() -> Json<Vec<StorageTypeView>> {
+    let mut types = vec![StorageTypeView {
+        name: localfiles::KIND,
+        title: "Local files",
+    }];
+    types.extend(Provider::ALL.into_iter().map(|p| StorageTypeView {
+        name: p.kind(),
+        title: p.title(),
+    }));
+    Json(types)
+}
+
+/// The import storage types this server offers (`localfiles`, `s3`, `gcs`, `azure`).
+#[utoipa::path(get, path = "/api/storages/types", tag = "storages", responses((status = 200, body = Vec<StorageTypeView>)))]
+pub async fn import_types(_actor: Actor) -> Json<Vec<StorageTypeView>> {
+    storage_types()
+}
+
+/// The export storage types this server offers (`localfiles`, `s3`, `gcs`, `azure`).
+#[utoipa::path(get, path = "/api/storages/export/types", tag = "storages", responses((status = 200, body = Vec<StorageTypeView>)))]
+pub async fn export_types(_actor: Actor) -> Json<Vec<StorageTypeView>> {
+    storage_types()
+}
+
+async fn all_storages(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    params: &StorageListParams,
+) -> ApiResult<Json<Vec<Value>>> {
+    let project = required_project(params)?;
+    let local = storages::list(&state.db, actor, direction, project).await?;
+    let cloud = cloudstorages::list(&state.db, actor, None, direction, project).await?;
+    let mut all: Vec<Value> = local
+        .iter()
+        .map(|v| serde_json::to_value(v).unwrap_or_default())
+        .collect();
+    for provider in Provider::ALL {
+        all.extend(
+            cloud
+                .iter()
+                .filter(|r| r.provider() == provider)
+                .map(|r| r.view_value()),
+        );
+    }
+    Ok(Json(all))
+}
+
+/// Every import storage of a project, of every type (local files first, then S3, GCS, Azure;
+/// oldest first within a type), each with its `type`.
+#[utoipa::path(get, path = "/api/storages", tag = "storages", params(StorageListParams), responses((status = 200, description = "the storages, each as its type's view", body = Vec<Object>)))]
+pub async fn list_all(
     State(state): State<AppState>,
     actor: Actor,
     Query(params): Query<StorageListParams>,
-) -> ApiResult<Json<Vec<S3StorageView>>> {
-    let project = required_project(&params)?;
-    Ok(Json(
-        s3storages::list(&state.db, &actor, Direction::Import, project).await?,
-    ))
+) -> ApiResult<Json<Vec<Value>>> {
+    all_storages(&state, &actor, Direction::Import, &params).await
 }
 
-/// Connects a bucket: `{"project", "bucket", "prefix"?, "regex_filter"?, "use_blob_urls"?,
-/// "presign"?, "presign_ttl"?, "recursive_scan"?, "aws_access_key_id"?,
-/// "aws_secret_access_key"?, "aws_session_token"?, "region_name"?, "s3_endpoint"?, "title"?,
-/// "description"?}`. The bucket must answer a listing with the credentials (else 400
-/// `storage_unreachable`); credentials are stored sealed and never returned.
-#[utoipa::path(post, path = "/api/storages/s3", tag = "storages", request_body = Object, responses((status = 201, body = S3StorageView), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn create_s3(
-    State(state): State<AppState>,
-    actor: Actor,
-    JsonObject(body): JsonObject,
-) -> ApiResult<(StatusCode, Json<S3StorageView>)> {
-    let view = s3storages::create(
-        &state.db,
-        &actor,
-        &state.sealer,
-        &policy(&state)?,
-        Direction::Import,
-        &body,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(view)))
-}
-
-/// Checks an S3 storage body (a new storage, or with `id` a change) and that the bucket
-/// answers, without saving anything.
-#[utoipa::path(post, path = "/api/storages/s3/validate", tag = "storages", request_body = Object, responses((status = 200, description = "valid"), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn validate_s3(
-    State(state): State<AppState>,
-    actor: Actor,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
-    s3_validate(&state, &actor, Direction::Import, &body).await
-}
-
-/// One S3 storage.
-#[utoipa::path(get, path = "/api/storages/s3/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = S3StorageView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get_s3(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<S3StorageView>> {
-    Ok(Json(
-        s3storages::get(&state.db, &actor, Direction::Import, id).await?,
-    ))
-}
-
-/// Changes an S3 storage; credentials left out stay as they are.
-#[utoipa::path(patch, path = "/api/storages/s3/{id}", tag = "storages", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = S3StorageView), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn update_s3(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<S3StorageView>> {
-    Ok(Json(
-        s3storages::update(
-            &state.db,
-            &actor,
-            &state.sealer,
-            &policy(&state)?,
-            Direction::Import,
-            id,
-            &body,
-        )
-        .await?,
-    ))
-}
-
-/// Disconnects an S3 storage (its tasks stay; their media stop resolving).
-#[utoipa::path(delete, path = "/api/storages/s3/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn delete_s3(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-) -> ApiResult<Response> {
-    s3storages::delete(&state.db, &actor, Direction::Import, id).await?;
-    Ok(no_content())
-}
-
-/// Starts a sync as a job (queue `high`): new and changed objects become tasks. The answer is
-/// the storage with `status: queued` and the job in `last_sync_job`.
-#[utoipa::path(post, path = "/api/storages/s3/{id}/sync", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = S3StorageView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn sync_s3(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<S3StorageView>> {
-    s3_sync(&state, &actor, Direction::Import, id).await
-}
-
-/// The S3 export storages of a project (plain list, oldest first).
-#[utoipa::path(get, path = "/api/storages/export/s3", tag = "storages", params(StorageListParams), responses((status = 200, body = Vec<S3StorageView>)))]
-pub async fn list_s3_export(
+/// Every export storage of a project, of every type, each with its `type`.
+#[utoipa::path(get, path = "/api/storages/export", tag = "storages", params(StorageListParams), responses((status = 200, description = "the storages, each as its type's view", body = Vec<Object>)))]
+pub async fn list_all_export(
     State(state): State<AppState>,
     actor: Actor,
     Query(params): Query<StorageListParams>,
-) -> ApiResult<Json<Vec<S3StorageView>>> {
-    let project = required_project(&params)?;
-    Ok(Json(
-        s3storages::list(&state.db, &actor, Direction::Export, project).await?,
-    ))
-}
-
-/// Connects a bucket as the target of the project's annotations (the import fields that apply,
-/// and `can_delete_objects`).
-#[utoipa::path(post, path = "/api/storages/export/s3", tag = "storages", request_body = Object, responses((status = 201, body = S3StorageView), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn create_s3_export(
-    State(state): State<AppState>,
-    actor: Actor,
-    JsonObject(body): JsonObject,
-) -> ApiResult<(StatusCode, Json<S3StorageView>)> {
-    let view = s3storages::create(
-        &state.db,
-        &actor,
-        &state.sealer,
-        &policy(&state)?,
-        Direction::Export,
-        &body,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(view)))
-}
-
-/// Checks an S3 export storage body (a new one, or with `id` a change) without saving it.
-#[utoipa::path(post, path = "/api/storages/export/s3/validate", tag = "storages", request_body = Object, responses((status = 200, description = "valid"), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn validate_s3_export(
-    State(state): State<AppState>,
-    actor: Actor,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
-    s3_validate(&state, &actor, Direction::Export, &body).await
-}
-
-/// One S3 export storage.
-#[utoipa::path(get, path = "/api/storages/export/s3/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = S3StorageView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get_s3_export(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<S3StorageView>> {
-    Ok(Json(
-        s3storages::get(&state.db, &actor, Direction::Export, id).await?,
-    ))
-}
-
-/// Changes an S3 export storage; credentials left out stay as they are.
-#[utoipa::path(patch, path = "/api/storages/export/s3/{id}", tag = "storages", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = S3StorageView), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn update_s3_export(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<S3StorageView>> {
-    Ok(Json(
-        s3storages::update(
-            &state.db,
-            &actor,
-            &state.sealer,
-            &policy(&state)?,
-            Direction::Export,
-            id,
-            &body,
-        )
-        .await?,
-    ))
-}
-
-/// Disconnects an S3 export storage (objects already written stay).
-#[utoipa::path(delete, path = "/api/storages/export/s3/{id}", tag = "storages", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn delete_s3_export(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-) -> ApiResult<Response> {
-    s3storages::delete(&state.db, &actor, Direction::Export, id).await?;
-    Ok(no_content())
-}
-
-/// Starts an export sync as a job: every annotation of the project is written to the bucket as
-/// `<prefix>/<annotation id>`; with `can_delete_objects`, objects of deleted annotations are
-/// removed.
-#[utoipa::path(post, path = "/api/storages/export/s3/{id}/sync", tag = "storages", params(("id" = i64, Path)), responses((status = 200, body = S3StorageView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn sync_s3_export(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<S3StorageView>> {
-    s3_sync(&state, &actor, Direction::Export, id).await
+) -> ApiResult<Json<Vec<Value>>> {
+    all_storages(&state, &actor, Direction::Export, &params).await
 }
 
 /// A redirect to a fresh signed link of the proxy for `key` of storage `kind`/`storage`.
@@ -552,42 +685,50 @@ fn redirect(
     )
 }
 
-/// An `s3://` URI of a task: a presigned URL of the bucket (storage `presign`), or a signed
-/// link of the proxy.
-async fn resolve_s3(
+/// A bucket URI of a task (`s3://`, `gs://`, `azure-blob://`): a presigned URL of the bucket
+/// (storage `presign`, when the storage has credentials to sign with), or a signed link of the
+/// proxy.
+async fn resolve_cloud(
     state: &AppState,
     actor: &Actor,
     task: i64,
-    bucket: &str,
-    key: String,
+    (provider, bucket, key): (Provider, String, String),
 ) -> ApiResult<Option<Response>> {
-    let Some(row) = s3storages::covering_task_object(&state.db, actor, task, bucket, &key).await?
+    let Some(row) =
+        cloudstorages::covering_task_object(&state.db, actor, task, provider, &bucket, &key)
+            .await?
     else {
         return Ok(None);
     };
     if row.presign {
-        let store = crate::s3::store(&row.endpoint(&state.sealer)?, policy(state)?)?;
-        let ttl = std::time::Duration::from_secs(row.presign_ttl.clamp(1, 7 * 24 * 60) as u64 * 60);
-        let url = object_store::signer::Signer::signed_url(
-            &store,
-            Method::GET,
-            &object_store::path::Path::from(key.as_str()),
-            ttl,
-        )
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                ErrorCode::StorageUnreachable,
-                format!("cannot presign the object: {}", crate::s3::describe(&e)),
-            )
-        })?;
-        return Ok(Some(see_other(url.to_string())));
+        let client = crate::cloud::store(&row.endpoint(&state.sealer)?, policy(state)?)?;
+        // S3 presigns anonymous requests too (public buckets); GCS and Azure sign with the
+        // storage's key, so without one the proxy serves the object instead.
+        if client.signed || provider == Provider::S3 {
+            let ttl =
+                std::time::Duration::from_secs(row.presign_ttl.clamp(1, 7 * 24 * 60) as u64 * 60);
+            let url = client
+                .signer
+                .signed_url(
+                    Method::GET,
+                    &object_store::path::Path::from(key.as_str()),
+                    ttl,
+                )
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::StorageUnreachable,
+                        format!("cannot presign the object: {}", crate::cloud::describe(&e)),
+                    )
+                })?;
+            return Ok(Some(see_other(url.to_string())));
+        }
     }
     Ok(Some(redirect_link(
         state,
         actor,
         Some(task),
-        (crate::s3::KIND, row.organization_id, row.project_id, row.id),
+        (provider.kind(), row.organization_id, row.project_id, row.id),
         key,
     )))
 }
@@ -641,8 +782,8 @@ pub async fn presign(
         .ok_or_else(|| {
             ApiError::field(ErrorCode::InvalidQuery, "fileuri", "is not base64 of a URI")
         })?;
-    if let Some((bucket, key)) = crate::s3::parse_blob_url(&decoded) {
-        return resolve_s3(&state, &actor, id, &bucket, key)
+    if let Some(media) = crate::cloud::parse_media_url(&decoded) {
+        return resolve_cloud(&state, &actor, id, media)
             .await?
             .ok_or_else(unresolvable);
     }
@@ -724,6 +865,34 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(validate_s3_export))
         .routes(routes!(get_s3_export, update_s3_export, delete_s3_export))
         .routes(routes!(sync_s3_export))
+        .routes(routes!(list_gcs, create_gcs))
+        .routes(routes!(validate_gcs))
+        .routes(routes!(get_gcs, update_gcs, delete_gcs))
+        .routes(routes!(sync_gcs))
+        .routes(routes!(list_gcs_export, create_gcs_export))
+        .routes(routes!(validate_gcs_export))
+        .routes(routes!(
+            get_gcs_export,
+            update_gcs_export,
+            delete_gcs_export
+        ))
+        .routes(routes!(sync_gcs_export))
+        .routes(routes!(list_azure, create_azure))
+        .routes(routes!(validate_azure))
+        .routes(routes!(get_azure, update_azure, delete_azure))
+        .routes(routes!(sync_azure))
+        .routes(routes!(list_azure_export, create_azure_export))
+        .routes(routes!(validate_azure_export))
+        .routes(routes!(
+            get_azure_export,
+            update_azure_export,
+            delete_azure_export
+        ))
+        .routes(routes!(sync_azure_export))
+        .routes(routes!(import_types))
+        .routes(routes!(export_types))
+        .routes(routes!(list_all))
+        .routes(routes!(list_all_export))
         .routes(routes!(presign))
         .routes(routes!(local_file))
         .routes(routes!(proxy_object))
