@@ -1219,6 +1219,30 @@ async fn group_name_taken(db: &Db, org: i64, name: &str, except: Option<i64>) ->
     Ok(found.is_some())
 }
 
+/// A change of groups changes the `groups` of their provisioned members: their versions (and
+/// so their ETags) and modification times move on. Runs inside `with_tx!`.
+macro_rules! touch_users {
+    ($tx:ident, $org:expr, $users:expr) => {{
+        let now = now_micros();
+        let users: &[i64] = $users;
+        for chunk in users.chunks(500) {
+            let in_list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            sqlx::query(&format!(
+                "update scim_user set version = version + 1, updated_at = $1 \
+                 where organization_id = $2 and user_id in ({in_list})"
+            ))
+            .bind(now)
+            .bind($org)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
 /// Creates a Group.
 pub async fn create_group(
     db: &Db,
@@ -1262,6 +1286,7 @@ pub async fn create_group(
                 json!({"displayName": name, "members": users.len()})
             )
         );
+        touch_users!(tx, org, &users);
         apply_mappings!(tx, org, &settings, &users, actor);
         Ok::<_, ScimError>(id)
     })?;
@@ -1334,6 +1359,7 @@ pub async fn replace_group(
                 json!({"displayName": name, "added": added, "removed": removed})
             )
         );
+        touch_users!(tx, org, &affected);
         apply_mappings!(tx, org, &settings, &affected, actor);
         Ok::<_, ScimError>(())
     })?;
@@ -1368,6 +1394,7 @@ pub async fn delete_group(
                 json!({"members": users.len()})
             )
         );
+        touch_users!(tx, org, &users);
         apply_mappings!(tx, org, &settings, &users, actor);
         Ok::<_, ScimError>(())
     })?;

@@ -294,6 +294,9 @@ both_backends! {
         // The user's groups are listed on the User.
         let user_a = scim(&app, "GET", &format!("/scim/v2/Users/{a}"), &t, None).await.expect(StatusCode::OK);
         assert_eq!(user_a["groups"][0]["display"], json!("leads"));
+        // A User's groups are part of it: joining a group changes its ETag.
+        let b_before = scim(&app, "GET", &format!("/scim/v2/Users/{b}"), &t, None).await;
+        let b_etag = b_before.headers.get("etag").and_then(|v| v.to_str().ok()).expect("etag").to_string();
         // QA by PATCH: b becomes a reviewer and a project reviewer.
         let qa = scim(&app, "POST", "/scim/v2/Groups", &t, Some(json!({"schemas": [GROUP], "displayName": "QA"})))
             .await.expect(StatusCode::CREATED)["id"].as_str().expect("id").to_string();
@@ -301,6 +304,9 @@ both_backends! {
             "schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": b}, {"value": a}]}],
         }))).await.expect(StatusCode::OK);
         assert_eq!(role_of(&app, &b).await.0, "reviewer");
+        let b_after = scim(&app, "GET", &format!("/scim/v2/Users/{b}"), &t, None).await;
+        assert_ne!(b_after.headers.get("etag").and_then(|v| v.to_str().ok()), Some(b_etag.as_str()));
+        assert_eq!(b_after.body["groups"][0]["display"], json!("QA"));
         assert_eq!(role_of(&app, &a).await.0, "manager", "the highest mapped role wins");
         let members = app.get(&format!("/api/projects/{project}/members"), &app.owner).await.expect(StatusCode::OK).to_string();
         assert!(members.contains("b@example.com"), "{members}");
