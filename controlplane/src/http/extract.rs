@@ -67,7 +67,7 @@ impl AuthMemory {
         }
     }
 
-    pub(crate) fn should_audit_failure(&self, ip: &str, now: i64) -> bool {
+    fn should_audit_failure(&self, ip: &str, now: i64) -> bool {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= MEMORY_LIMIT {
             failures.clear();
@@ -144,23 +144,32 @@ impl FromRequestParts<AppState> for Actor {
                 Ok(actor)
             }
             Err(err) => {
-                if err.code == ErrorCode::Unauthenticated
-                    && state
-                        .auth_memory
-                        .should_audit_failure(&meta.client_ip, now_micros())
-                {
-                    let entry = audit::anonymous(
-                        &meta,
-                        "auth.failed",
-                        serde_json::json!({"reason": err.detail}),
-                    );
-                    if let Err(e) = audit::record(&state.db, entry).await {
-                        tracing::warn!(error = %e.detail, "auditing a failed sign-in failed");
-                    }
+                if err.code == ErrorCode::Unauthenticated {
+                    audit_failed_sign_in(state, &meta, "auth.failed", &err.detail).await;
                 }
                 Err(err)
             }
         }
+    }
+}
+
+/// Audits a refused credential as `action` with `reason`, at most one entry per client address
+/// every 10 s (so a flood of bad tokens cannot flood the log). A failure to audit is logged.
+pub(crate) async fn audit_failed_sign_in(
+    state: &AppState,
+    meta: &RequestMeta,
+    action: &str,
+    reason: &str,
+) {
+    if !state
+        .auth_memory
+        .should_audit_failure(&meta.client_ip, now_micros())
+    {
+        return;
+    }
+    let entry = audit::anonymous(meta, action, serde_json::json!({"reason": reason}));
+    if let Err(e) = audit::record(&state.db, entry).await {
+        tracing::warn!(error = %e.detail, action, "auditing a failed sign-in failed");
     }
 }
 
@@ -293,19 +302,13 @@ impl FromRequestParts<AppState> for InstanceAdmin {
         if auth::hash_token(given) == auth::hash_token(expected) {
             return Ok(Self(meta));
         }
-        if state
-            .auth_memory
-            .should_audit_failure(&meta.client_ip, now_micros())
-        {
-            let entry = audit::anonymous(
-                &meta,
-                "auth.admin_failed",
-                serde_json::json!({"reason": "wrong or missing instance admin token"}),
-            );
-            if let Err(e) = audit::record(&state.db, entry).await {
-                tracing::warn!(error = %e.detail, "auditing a failed admin sign-in failed");
-            }
-        }
+        audit_failed_sign_in(
+            state,
+            &meta,
+            "auth.admin_failed",
+            "wrong or missing instance admin token",
+        )
+        .await;
         Err(ApiError::unauthenticated(
             "the instance admin API needs \"Authorization: Bearer <instance_admin_token>\"",
         ))

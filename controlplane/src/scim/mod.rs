@@ -17,11 +17,11 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     authz::Actor,
-    http::{AppState, extract::request_meta},
-    storage::{
-        audit, now_micros,
-        scim::{self as store, GroupResource, UserResource},
+    http::{
+        AppState,
+        extract::{audit_failed_sign_in, request_meta},
     },
+    storage::scim::{self as store, GroupResource, UserResource},
 };
 use resource::{GROUP_ATTRS, GROUP_SCHEMA, ScimError, ScimResult, USER_ATTRS, USER_SCHEMA};
 
@@ -99,19 +99,13 @@ impl FromRequestParts<AppState> for Scim {
         let Some(org) = org else {
             // Failed attempts are audited like the API's (at most one entry per address every
             // 10 s).
-            if state
-                .auth_memory
-                .should_audit_failure(&meta.client_ip, now_micros())
-            {
-                let entry = audit::anonymous(
-                    &meta,
-                    "auth.failed",
-                    json!({"reason": "SCIM request without a current provisioning token"}),
-                );
-                if let Err(e) = audit::record(&state.db, entry).await {
-                    tracing::warn!(error = %e.detail, "auditing a failed SCIM sign-in failed");
-                }
-            }
+            audit_failed_sign_in(
+                state,
+                &meta,
+                "auth.failed",
+                "SCIM request without a current provisioning token",
+            )
+            .await;
             return Err(unauthorized());
         };
         let host = parts
