@@ -464,6 +464,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/scim/settings", Needs(P::OrgManage)),
     ep("POST", "/api/scim/settings", Needs(P::OrgManage)),
     ep("POST", "/api/scim/token", Needs(P::OrgManage)),
+    // SAML single sign-on settings (the protocol pages at /saml/{org}/… are public).
+    ep("GET", "/api/saml/settings", Needs(P::OrgManage)),
+    ep("POST", "/api/saml/settings", Needs(P::OrgManage)),
+    ep("DELETE", "/api/saml/settings", Needs(P::OrgManage)),
+    ep(
+        "POST",
+        "/api/saml/settings/validate-metadata-url",
+        Needs(P::OrgManage),
+    ),
     // Background jobs.
     ep("GET", "/api/jobs/{id}", Needs(P::OrgView)),
     ep("GET", "/api/jobs", Needs(P::JobManage)),

@@ -141,7 +141,7 @@ pub async fn sign_in(
         && c.is_active
         && let Some(org_id) = c.org_id
     {
-        return open_session(db, meta, c, org_id, ttl_secs).await;
+        return open_session(db, meta, c, org_id, ttl_secs, "password").await;
     }
     if let Some(c) = matched {
         // The password is right but the account cannot act: say so only now.
@@ -232,6 +232,7 @@ async fn open_session(
     c: &Candidate,
     org_id: i64,
     ttl_secs: i64,
+    method: &str,
 ) -> ApiResult<NewSession> {
     let now = now_micros();
     let session = NewSession {
@@ -271,7 +272,7 @@ async fn open_session(
                 "auth.login",
                 "user",
                 c.id,
-                json!({"method": "password", "session": id}),
+                json!({"method": method, "session": id}),
             )
         );
         Ok::<_, ApiError>(())
@@ -280,12 +281,13 @@ async fn open_session(
 }
 
 /// Opens a session for a user who just proved who they are another way (signing up through an
-/// invitation with a new password).
+/// invitation with a new password: `method` "password"; single sign-on: "saml").
 pub async fn open_for_user(
     db: &Db,
     meta: &RequestMeta,
     user_id: i64,
     ttl_secs: i64,
+    method: &str,
 ) -> ApiResult<NewSession> {
     let c: Option<Candidate> = with_read!(db, conn, {
         sqlx::query_as(
@@ -304,7 +306,7 @@ pub async fn open_for_user(
         .org_id
         .filter(|_| c.is_active)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "this account cannot sign in"))?;
-    open_session(db, meta, &c, org_id, ttl_secs).await
+    open_session(db, meta, &c, org_id, ttl_secs, method).await
 }
 
 #[derive(sqlx::FromRow)]

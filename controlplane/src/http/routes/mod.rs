@@ -14,6 +14,7 @@ pub mod organizations;
 pub mod predictions;
 pub mod projects;
 pub mod reviews;
+pub mod saml;
 pub mod scim;
 pub mod storages;
 pub mod tasks;
@@ -88,6 +89,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(ml::router())
         .merge(storages::router())
         .merge(agreement::router())
+        .merge(saml::router())
         .merge(scim::router())
 }
 
