@@ -31,3 +31,16 @@ create table saml_assertion_seen (
     primary key (organization_id, assertion_id)
 );
 create index saml_assertion_seen_expiry on saml_assertion_seen (expires_at);
+
+-- An organization's session policy (Label Studio Enterprise's /api/session-policy/): browser
+-- sessions of its members end max_session_age minutes after sign-in, or after
+-- max_time_between_activity minutes without a request. No row: the instance's defaults.
+create table session_policy (
+    organization_id bigint primary key references organization (id) on delete cascade,
+    max_session_age bigint not null,
+    max_time_between_activity bigint not null,
+    updated_at bigint not null
+);
+
+-- When the session was last used (updated at most once a minute).
+alter table user_session add column last_seen_at bigint not null default 0;
