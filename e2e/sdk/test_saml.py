@@ -118,7 +118,8 @@ def saml(verity):
     idp = _idp(key, cert, sps)
     evil = _idp(evil_key, evil_cert, sps)
     expired = _idp(key, cert, sps, lifetime_minutes=-10)
-    return {"org": org, "view": view, "idp": idp, "evil": evil, "expired": expired}
+    return {"org": org, "view": view, "idp": idp, "evil": evil, "expired": expired, "key": key,
+            "cert": cert}
 
 
 def _start(verity, org_id: int, next_path: str = "/projects") -> tuple[str, str]:
@@ -359,3 +360,49 @@ def test_settings_are_checked(verity, saml):
             assert field in r.text, (body, r.text)
     # Nothing changed.
     assert requests.get(url, headers=org.headers, timeout=30).json() == current
+
+
+def test_the_same_email_in_two_organizations_is_two_accounts(verity, saml):
+    """A second organization with its own IdP settings: signing in there with an email that is
+    already an account of the first organization makes the second organization's own account."""
+    slug = f"saml-b-{uuid.uuid4().hex[:6]}"
+    res = verity.cli("org", "create", "--name", slug, "--owner-email", f"owner@{slug}.test",
+                     "--slug", slug)
+    assert res.returncode == 0, res.stderr
+    owner = {"Authorization": f"Token {res.stdout.strip()}"}
+    org_b = requests.get(f"{verity.base_url}/api/current-user/whoami", headers=owner,
+                         timeout=30).json()["active_organization"]
+    org_a = saml["org"]
+    shared = f"shared-{uuid.uuid4().hex[:6]}@{slug}.test"
+    # The first organization's account with that email (made by its admin).
+    r = requests.post(f"{verity.base_url}/api/users", json={"email": shared, "role": "annotator"},
+                      headers=org_a.headers, timeout=30)
+    assert r.status_code == 201, r.text
+    a_id = r.json()["id"]
+    current = requests.get(f"{verity.base_url}/api/saml/settings", headers=org_a.headers,
+                           timeout=30).json()
+    r = requests.post(f"{verity.base_url}/api/saml/settings",
+                      json={"domain": f"{slug}.test", "metadata_xml": current["metadata_xml"],
+                            "mapping_email": "email"}, headers=owner, timeout=30)
+    assert r.status_code == 200, r.text
+    view_b = r.json()
+    # The IdP must know the second organization's service provider too.
+    sp_b = requests.get(view_b["metadata_xml_url"], timeout=30).text
+    idp = _idp(saml["key"], saml["cert"], [sp_b])
+    request, relay = _start(verity, org_b)
+    req = idp.parse_authn_request(request, BINDING_HTTP_REDIRECT)
+    xml = str(idp.create_authn_response(
+        identity={"email": [shared]}, in_response_to=req.message.id,
+        destination=view_b["acs_url"], sp_entity_id=view_b["metadata_xml_url"],
+        name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=shared), sign_response=True,
+        sign_assertion=True, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256))
+    r = _post(verity, org_b, base64.b64encode(xml.encode()).decode(), relay)
+    assert r.status_code == 303, r.text
+    me = _whoami(verity, r.cookies["verity_session"])
+    assert me["email"] == shared and me["id"] != a_id
+    assert me["active_organization"] == org_b
+    # Domains are not shared between organizations.
+    r = requests.post(f"{verity.base_url}/api/saml/settings",
+                      json={"domain": org_a.domain, "metadata_xml": current["metadata_xml"]},
+                      headers=owner, timeout=30)
+    assert r.status_code == 409, r.text

@@ -594,38 +594,25 @@ pub async fn complete_login(
                 verified.assertion_id
             )));
         }
-        let existing: Option<i64> =
-            sqlx::query_scalar("select id from app_user where lower(email) = lower($1)")
-                .bind(&email)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // Accounts belong to an organization (the same email elsewhere is another person's
+        // account): a member of this one with the email, preferring its own accounts.
+        let existing: Option<(i64, Option<i64>, bool)> = sqlx::query_as(
+            "select u.id, m.deactivated_at, u.is_active from app_user u \
+             join org_member m on m.user_id = u.id and m.organization_id = $1 \
+             where lower(u.email) = lower($2) \
+             order by case when u.home_organization_id = $1 then 0 else 1 end, u.id limit 1",
+        )
+        .bind(org)
+        .bind(&email)
+        .fetch_optional(&mut *tx)
+        .await?;
         let user_id = match existing {
-            Some(id) => {
-                let member: Option<(String, Option<i64>)> = sqlx::query_as(
-                    "select role, deactivated_at from org_member where organization_id = $1 and user_id = $2",
-                )
-                .bind(org)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match member {
-                    None => {
-                        return Err(refused(format!(
-                            "{email} is an account of another organization"
-                        )));
-                    }
-                    Some((_, Some(_))) => {
-                        return Err(refused(format!(
-                            "{email} is deactivated in this organization"
-                        )));
-                    }
-                    Some(_) => {}
+            Some((id, deactivated, active)) => {
+                if deactivated.is_some() {
+                    return Err(refused(format!(
+                        "{email} is deactivated in this organization"
+                    )));
                 }
-                let active: bool =
-                    sqlx::query_scalar("select is_active from app_user where id = $1")
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
                 if !active {
                     return Err(refused(format!("{email} is a deactivated account")));
                 }
@@ -644,13 +631,24 @@ pub async fn complete_login(
                 id
             }
             None => {
-                let username = email.split('@').next().unwrap_or_default().to_string();
+                let removed: Option<i64> = sqlx::query_scalar(
+                    "select id from app_user where home_organization_id = $1 and lower(email) = lower($2)",
+                )
+                .bind(org)
+                .bind(&email)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if removed.is_some() {
+                    return Err(refused(format!(
+                        "{email} was removed from this organization; an administrator can add the account again"
+                    )));
+                }
                 let id: i64 = sqlx::query_scalar(
                     "insert into app_user (email, username, first_name, last_name, password_hash, is_active, \
-                     active_organization_id, date_joined, last_activity) values ($1, $2, $3, $4, null, true, $5, $6, $6) returning id",
+                     active_organization_id, date_joined, last_activity, home_organization_id) \
+                     values ($1, $1, $2, $3, null, true, $4, $5, $5, $4) returning id",
                 )
                 .bind(&email)
-                .bind(&username)
                 .bind(&first_name)
                 .bind(&last_name)
                 .bind(org)
