@@ -3,8 +3,8 @@ provider: pysaml2 (PyPI) signing through xmlsec1 (Debian), as an IdP in this pro
 
 The good path is SP-initiated: Verity's /saml/{org}/login sends an AuthnRequest, the IdP answers
 it, and the browser posts the signed response to the ACS. The negative suite posts responses that
-must all be refused: unsigned, signed with another key, SHA-1, expired, for another audience or
-destination, answering another request, replayed, and signature-wrapped. None may open a session
+must all be refused: unsigned, signed with another key, SHA-1, expired, not yet valid, for another
+audience or destination, answering another request, replayed, and signature-wrapped. None may open a session
 or create the account it names, and each refusal is audited with its reason.
 """
 
@@ -16,9 +16,11 @@ import copy
 import os
 import subprocess
 import tempfile
+import time
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
+from unittest import mock
 
 import pytest
 import requests
@@ -231,7 +233,27 @@ BAD = {
                                                         destination="https://other.example/acs"),
     "other request": lambda s, req, email: _respond(s, s["idp"], req, email,
                                                     in_response_to="id-not-ours"),
+    "not yet valid": lambda s, req, email: _not_yet_valid(s, req, email),
 }
+
+# What the audit log says for each (the user is told none of it).
+REASONS = {
+    "unsigned": "must be signed",
+    "wrong key": "must be signed",
+    "sha1": "must be signed",
+    "expired": "expired",
+    "wrong audience": "AudienceRequirement",
+    "wrong destination": "destination does not match",
+    "other request": "InResponseTo",
+    "not yet valid": "not valid until",
+}
+
+
+def _not_yet_valid(s, req, email) -> str:
+    """Conditions NotBefore ten minutes ahead (beyond the 60 s of tolerated clock skew)."""
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    with mock.patch("saml2.assertion.instant", return_value=ahead):
+        return _respond(s, s["idp"], req, email)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -247,7 +269,8 @@ def test_bad_responses_are_refused(verity, saml, case):
     log = requests.get(f"{verity.base_url}/api/audit-log", params={"action": "auth.login_failed"},
                        headers=org.headers, timeout=30).json()
     rows = log["results"] if isinstance(log, dict) else log
-    assert any("saml" in str(row.get("summary")) for row in rows), rows
+    assert any("saml" in str(row.get("summary")) and REASONS[case] in str(row.get("summary"))
+               for row in rows), (case, rows[:3])
 
 
 def _wrapped(signed_b64: str, evil_email: str, variant: str) -> str:
