@@ -147,6 +147,12 @@ pub struct AppSpec {
     /// Optional HorizontalPodAutoscaler on CPU utilisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AppAutoscaling>,
+    /// The address users reach the control plane at (e.g. `https://label.example.com`), behind
+    /// whatever Ingress or Gateway the platform provides. SAML single sign-on builds its entity
+    /// id and assertion consumer URL on it; set it before connecting an identity provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.app.publicUrl must be an http or https URL"))]
+    pub public_url: Option<String>,
 }
 
 impl Default for AppSpec {
@@ -155,6 +161,7 @@ impl Default for AppSpec {
             replicas: default_app_replicas(),
             resources: None,
             autoscaling: None,
+            public_url: None,
         }
     }
 }

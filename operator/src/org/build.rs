@@ -711,6 +711,9 @@ fn app(cx: &Ctx<'_>, m: &Material) -> Vec<Desired> {
     // On SIGTERM the app serves on (not ready) while the Service drops the pod, so a rolling
     // update refuses no connection; well inside the default 30 s grace period.
     env.push(json!({"name": "VERITY_SHUTDOWN_DELAY_SECS", "value": "5"}));
+    if let Some(url) = &spec.public_url {
+        env.push(json!({"name": "VERITY_PUBLIC_URL", "value": url}));
+    }
     let res = resources(spec.resources.as_ref(), "250m", "256Mi", "1", "1Gi");
     let pod = json!({
         "serviceAccountName": "verity-app",

@@ -254,6 +254,29 @@ fn pods_are_hardened_and_do_not_mount_api_tokens() {
 }
 
 #[test]
+fn the_public_url_reaches_the_app() {
+    let env_of = |o: &Organization| {
+        let objs = build::build(o, &material(), OPERATOR_NS);
+        let app = find(&objs, Kind::Deployment, "app");
+        app["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let public = |env: &[Value]| {
+        env.iter()
+            .find(|e| e["name"] == "VERITY_PUBLIC_URL")
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(public(&env_of(&org(json!({})))), None);
+    let set = org(json!({"app": {"publicUrl": "https://label.acme.test"}}));
+    assert_eq!(
+        public(&env_of(&set)),
+        Some(json!("https://label.acme.test"))
+    );
+}
+
+#[test]
 fn hpa_takes_over_app_replicas() {
     let without = build::build(&org(json!({})), &material(), OPERATOR_NS);
     assert!(
