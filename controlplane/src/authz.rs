@@ -464,6 +464,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/scim/settings", Needs(P::OrgManage)),
     ep("POST", "/api/scim/settings", Needs(P::OrgManage)),
     ep("POST", "/api/scim/token", Needs(P::OrgManage)),
+    // LDAP sign-in settings of the organization.
+    ep("GET", "/api/ldap/settings", Needs(P::OrgManage)),
+    ep("POST", "/api/ldap/settings", Needs(P::OrgManage)),
+    ep("DELETE", "/api/ldap/settings", Needs(P::OrgManage)),
+    ep("POST", "/api/ldap/settings/test", Needs(P::OrgManage)),
     // Background jobs.
     ep("GET", "/api/jobs/{id}", Needs(P::OrgView)),
     ep("GET", "/api/jobs", Needs(P::JobManage)),

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod cloudstorages;
 pub mod export;
 pub mod imports;
+pub mod ldap;
 pub mod members;
 pub mod ml;
 pub mod orgs;

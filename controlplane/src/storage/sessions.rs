@@ -65,7 +65,8 @@ struct Candidate {
 /// The message of a refused sign-in: the same for an unknown email and a wrong password.
 pub const WRONG_CREDENTIALS: &str = "The email or password is not correct.";
 
-fn locked_error(until: i64, now: i64) -> ApiError {
+/// The refusal of a locked account.
+pub fn locked_error(until: i64, now: i64) -> ApiError {
     let minutes = ((until - now) as f64 / 60_000_000.0).ceil().max(1.0) as i64;
     ApiError::new(
         ErrorCode::AccountLocked,
@@ -141,7 +142,7 @@ pub async fn sign_in(
         && c.is_active
         && let Some(org_id) = c.org_id
     {
-        return open_session(db, meta, c, org_id, ttl_secs).await;
+        return open_session(db, meta, c, org_id, ttl_secs, "password").await;
     }
     if let Some(c) = matched {
         // The password is right but the account cannot act: say so only now.
@@ -232,6 +233,7 @@ async fn open_session(
     c: &Candidate,
     org_id: i64,
     ttl_secs: i64,
+    method: &str,
 ) -> ApiResult<NewSession> {
     let now = now_micros();
     let session = NewSession {
@@ -271,7 +273,7 @@ async fn open_session(
                 "auth.login",
                 "user",
                 c.id,
-                json!({"method": "password", "session": id}),
+                json!({"method": method, "session": id}),
             )
         );
         Ok::<_, ApiError>(())
@@ -286,6 +288,17 @@ pub async fn open_for_user(
     meta: &RequestMeta,
     user_id: i64,
     ttl_secs: i64,
+) -> ApiResult<NewSession> {
+    open_for_user_by(db, meta, user_id, ttl_secs, "password").await
+}
+
+/// [`open_for_user`] for a user another sign-in method (`method`, audited) vouched for.
+pub async fn open_for_user_by(
+    db: &Db,
+    meta: &RequestMeta,
+    user_id: i64,
+    ttl_secs: i64,
+    method: &str,
 ) -> ApiResult<NewSession> {
     let c: Option<Candidate> = with_read!(db, conn, {
         sqlx::query_as(
@@ -304,7 +317,7 @@ pub async fn open_for_user(
         .org_id
         .filter(|_| c.is_active)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "this account cannot sign in"))?;
-    open_session(db, meta, &c, org_id, ttl_secs).await
+    open_session(db, meta, &c, org_id, ttl_secs, method).await
 }
 
 #[derive(sqlx::FromRow)]
