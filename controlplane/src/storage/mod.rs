@@ -22,6 +22,7 @@ pub mod annotator_stats;
 pub mod audit;
 pub mod cloudstorages;
 pub mod export;
+pub mod groupmap;
 pub mod imports;
 pub mod ldap;
 pub mod members;

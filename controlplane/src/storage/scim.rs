@@ -7,20 +7,21 @@
 //! membership drives roles, workspaces and project roles through the mapping settings; only
 //! provisioned members are changed by them, never owners.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{
     Db,
     audit::{Prepared, audit},
-    format_micros, now_micros, with_read, with_tx,
+    format_micros,
+    groupmap::{GroupMapping, apply_group_mapping, check_mapped_projects, mapped_workspaces},
+    now_micros, with_read, with_tx,
 };
 use crate::{
     auth,
     authz::{Actor, Permission, RequestMeta, Role},
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult},
     scim::resource::{ScimError, ScimResult},
 };
 
@@ -107,115 +108,8 @@ pub async fn rotate_token(db: &Db, actor: &Actor) -> ApiResult<String> {
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-/// One project mapping: members of `group` join project `project_id` with `role`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct ProjectGroup {
-    /// Project id (of this organization).
-    pub project_id: i64,
-    /// Group display name.
-    pub group: String,
-    /// `Inherit` (the organization role), `Annotator` or `Reviewer`.
-    pub role: String,
-}
-
 /// How an organization's SCIM groups map to roles, workspaces and project roles.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScimSettings {
-    /// `[[role, group], …]`: members of the group get the role (the highest one wins). When
-    /// empty, SCIM does not manage roles.
-    #[serde(default)]
-    pub roles_groups: Vec<(String, String)>,
-    /// `[[workspace title, group], …]`: members of the group are members of the workspace
-    /// (created when missing).
-    #[serde(default)]
-    pub workspaces_groups: Vec<(String, String)>,
-    /// Project roles by group.
-    #[serde(default)]
-    pub projects_groups: Vec<ProjectGroup>,
-    /// Role of provisioned users in no mapped group (and of new users when roles are not
-    /// mapped): `annotator` unless set.
-    #[serde(default)]
-    pub default_role: Option<String>,
-}
-
-fn bad_setting(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::field(ErrorCode::ValidationError, field, message)
-}
-
-/// A role a group may grant (never Owner).
-fn mapped_role(name: &str, field: &str) -> ApiResult<Role> {
-    match Role::parse(name) {
-        Some(Role::Owner) => Err(bad_setting(
-            field,
-            "Owner cannot be granted through a group; owners are managed in Verity",
-        )),
-        Some(r) => Ok(r),
-        None => Err(bad_setting(
-            field,
-            format!("unknown role {name:?}: use Annotator, Reviewer, Manager or Administrator"),
-        )),
-    }
-}
-
-impl ScimSettings {
-    fn default_role(&self) -> Role {
-        self.default_role
-            .as_deref()
-            .and_then(Role::parse)
-            .unwrap_or(Role::Annotator)
-    }
-
-    fn check(&self) -> ApiResult<()> {
-        for (role, group) in &self.roles_groups {
-            mapped_role(role, "roles_groups")?;
-            if group.trim().is_empty() {
-                return Err(bad_setting("roles_groups", "a group name is empty"));
-            }
-        }
-        for (title, group) in &self.workspaces_groups {
-            if title.trim().is_empty() || title.len() > 1000 || group.trim().is_empty() {
-                return Err(bad_setting(
-                    "workspaces_groups",
-                    "each entry needs a workspace title (at most 1000 characters) and a group name",
-                ));
-            }
-        }
-        for p in &self.projects_groups {
-            if p.group.trim().is_empty() {
-                return Err(bad_setting("projects_groups", "a group name is empty"));
-            }
-            if project_role(&p.role).is_none() {
-                return Err(bad_setting(
-                    "projects_groups",
-                    format!(
-                        "unknown project role {:?}: use Inherit, Annotator or Reviewer",
-                        p.role
-                    ),
-                ));
-            }
-        }
-        if let Some(r) = &self.default_role {
-            mapped_role(r, "default_role")?;
-        }
-        let entries =
-            self.roles_groups.len() + self.workspaces_groups.len() + self.projects_groups.len();
-        if entries > 1000 {
-            return Err(bad_setting("roles_groups", "at most 1000 mappings in all"));
-        }
-        Ok(())
-    }
-}
-
-/// `Inherit` → Some(None); Annotator/Reviewer → Some(Some(role)); anything else → None.
-fn project_role(name: &str) -> Option<Option<Role>> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "inherit" => Some(None),
-        "annotator" | "an" => Some(Some(Role::Annotator)),
-        "reviewer" | "re" => Some(Some(Role::Reviewer)),
-        _ => None,
-    }
-}
+pub type ScimSettings = GroupMapping;
 
 /// The organization's mapping settings (defaults when never set).
 pub async fn get_settings(db: &Db, actor: &Actor) -> ApiResult<ScimSettings> {
@@ -243,29 +137,11 @@ pub async fn set_settings(
 ) -> ApiResult<ScimSettings> {
     actor.require(Permission::OrgManage)?;
     settings.check()?;
-    let projects: BTreeSet<i64> = settings
-        .projects_groups
-        .iter()
-        .map(|p| p.project_id)
-        .collect();
     let raw = serde_json::to_string(&settings).unwrap_or_default();
     let now = now_micros();
     let org = actor.org_id;
     with_tx!(db, tx, {
-        for project in &projects {
-            let found: Option<i64> =
-                sqlx::query_scalar("select id from project where id = $1 and organization_id = $2")
-                    .bind(project)
-                    .bind(org)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if found.is_none() {
-                return Err(bad_setting(
-                    "projects_groups",
-                    format!("project {project} does not exist in this organization"),
-                ));
-            }
-        }
+        check_mapped_projects!(tx, org, &settings);
         sqlx::query(
             "insert into scim_settings (organization_id, settings, updated_at) values ($1, $2, $3) \
              on conflict (organization_id) do update set settings = excluded.settings, updated_at = excluded.updated_at",
@@ -298,151 +174,32 @@ pub async fn set_settings(
 }
 
 /// Brings the roles, workspace memberships and project roles of `users` (provisioned members
-/// of `org`) in line with their groups and the settings. Owners are left alone. Runs inside
+/// of `org`) in line with their SCIM groups and the settings. Owners are left alone. Runs inside
 /// `with_tx!`.
 macro_rules! apply_mappings {
     ($tx:ident, $org:expr, $settings:expr, $users:expr, $actor:expr) => {{
         let org: i64 = $org;
         let settings: &ScimSettings = $settings;
-        let users: &[i64] = $users;
         let actor: &Actor = $actor;
-        let now = now_micros();
-        // Workspace ids of the mapped titles, created when missing.
-        let mut workspaces: Vec<(i64, &str)> = Vec::new();
-        for (title, group) in &settings.workspaces_groups {
-            let existing: Option<i64> = sqlx::query_scalar(
-                "select id from workspace where organization_id = $1 and title = $2 and not is_personal order by id limit 1",
-            )
-            .bind(org)
-            .bind(title)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            let id = match existing {
-                Some(id) => id,
-                None => {
-                    let id: i64 = sqlx::query_scalar(
-                        "insert into workspace (organization_id, title, description, managed_by, created_at, updated_at) \
-                         values ($1, $2, '', 'scim', $3, $3) returning id",
-                    )
-                    .bind(org)
-                    .bind(title)
-                    .bind(now)
-                    .fetch_one(&mut *$tx)
-                    .await?;
-                    audit!(
-                        $tx,
-                        Prepared::new(actor, "workspace.create", "workspace", id, json!({"title": title, "by": "scim"}))
-                    );
-                    id
-                }
-            };
-            workspaces.push((id, group.as_str()));
-        }
-        for &user in users {
-            let row: Option<(String, Option<i64>)> = sqlx::query_as(
-                "select m.role, s.deleted_at from org_member m join scim_user s \
-                 on s.organization_id = m.organization_id and s.user_id = m.user_id \
-                 where m.organization_id = $1 and m.user_id = $2",
+        let workspaces = mapped_workspaces!($tx, org, settings, actor, "scim");
+        for &user in $users {
+            let deleted: Option<Option<i64>> = sqlx::query_scalar(
+                "select deleted_at from scim_user where organization_id = $1 and user_id = $2",
             )
             .bind(org)
             .bind(user)
             .fetch_optional(&mut *$tx)
             .await?;
-            let Some((current, deleted)) = row else { continue };
-            let current = Role::parse(&current);
-            if current == Some(Role::Owner) {
-                continue;
-            }
-            let live = deleted.is_none();
+            let Some(deleted) = deleted else { continue };
             let groups: Vec<String> = sqlx::query_scalar(
-                "select lower(g.display_name) from scim_group_member gm join scim_group g on g.id = gm.group_id \
+                "select g.display_name from scim_group_member gm join scim_group g on g.id = gm.group_id \
                  where g.organization_id = $1 and gm.user_id = $2",
             )
             .bind(org)
             .bind(user)
             .fetch_all(&mut *$tx)
             .await?;
-            let in_group = |g: &str| live && groups.iter().any(|mine| *mine == g.to_lowercase());
-            if live && !settings.roles_groups.is_empty() {
-                let role = settings
-                    .roles_groups
-                    .iter()
-                    .filter(|(_, g)| in_group(g))
-                    .filter_map(|(r, _)| Role::parse(r))
-                    .filter(|r| *r != Role::Owner)
-                    .max()
-                    .unwrap_or_else(|| settings.default_role());
-                if Some(role) != current {
-                    sqlx::query("update org_member set role = $1 where organization_id = $2 and user_id = $3")
-                        .bind(role.as_str())
-                        .bind(org)
-                        .bind(user)
-                        .execute(&mut *$tx)
-                        .await?;
-                    audit!(
-                        $tx,
-                        Prepared::new(actor, "member.role", "user", user, json!({"from_role": current.map(Role::as_str), "to_role": role.as_str(), "by": "scim"}))
-                    );
-                }
-            }
-            let mut want_ws: BTreeMap<i64, bool> = BTreeMap::new();
-            for (ws, group) in &workspaces {
-                let e = want_ws.entry(*ws).or_insert(false);
-                *e = *e || in_group(group);
-            }
-            for (ws, want) in want_ws {
-                if want {
-                    sqlx::query("insert into workspace_member (workspace_id, user_id, created_at) values ($1, $2, $3) on conflict do nothing")
-                        .bind(ws)
-                        .bind(user)
-                        .bind(now)
-                        .execute(&mut *$tx)
-                        .await?;
-                } else {
-                    sqlx::query("delete from workspace_member where workspace_id = $1 and user_id = $2")
-                        .bind(ws)
-                        .bind(user)
-                        .execute(&mut *$tx)
-                        .await?;
-                }
-            }
-            // Per project: None = not a member; Some(None) = member with the organization
-            // role; Some(Some(r)) = member with project role r (the highest mapped one).
-            let mut want_projects: BTreeMap<i64, Option<Option<Role>>> = BTreeMap::new();
-            for p in &settings.projects_groups {
-                let e = want_projects.entry(p.project_id).or_insert(None);
-                if in_group(&p.group) {
-                    let role = project_role(&p.role).unwrap_or(None);
-                    *e = Some(match (*e, role) {
-                        (Some(Some(a)), Some(b)) => Some(a.max(b)),
-                        (Some(Some(a)), None) => Some(a),
-                        (_, r) => r,
-                    });
-                }
-            }
-            for (project, want) in want_projects {
-                match want {
-                    Some(role) => {
-                        sqlx::query(
-                            "insert into project_member (project_id, user_id, role, created_at) values ($1, $2, $3, $4) \
-                             on conflict (project_id, user_id) do update set role = excluded.role",
-                        )
-                        .bind(project)
-                        .bind(user)
-                        .bind(role.map(Role::as_str))
-                        .bind(now)
-                        .execute(&mut *$tx)
-                        .await?;
-                    }
-                    None => {
-                        sqlx::query("delete from project_member where project_id = $1 and user_id = $2")
-                            .bind(project)
-                            .bind(user)
-                            .execute(&mut *$tx)
-                            .await?;
-                    }
-                }
-            }
+            apply_group_mapping!($tx, org, settings, &workspaces, user, &groups, deleted.is_none(), actor, "scim");
         }
     }};
 }
