@@ -89,8 +89,9 @@ pub enum Verdict {
 /// Checks that a URI is one Verity may use: `ldaps://`, or `ldap://` with StartTLS; a host; no
 /// path beyond `/`, no credentials. Returns the host and port.
 pub fn check_uri(uri: &str, start_tls: bool) -> Result<(String, u16), String> {
-    let url = url::Url::parse(uri.trim())
-        .map_err(|e| format!("{uri:?} is not an LDAP URL such as ldaps://ldap.example.com ({e})"))?;
+    let url = url::Url::parse(uri.trim()).map_err(|e| {
+        format!("{uri:?} is not an LDAP URL such as ldaps://ldap.example.com ({e})")
+    })?;
     let default_port = match (url.scheme(), start_tls) {
         ("ldaps", _) => 636,
         ("ldap", true) => 389,
@@ -173,10 +174,7 @@ async fn connect(cfg: &DirectoryConfig, policy: &TargetPolicy) -> Result<Ldap, S
             Err(_) => last = format!("connecting to {addr} timed out"),
         }
     }
-    let stream = stream
-        .ok_or(last)?
-        .into_std()
-        .map_err(|e| e.to_string())?;
+    let stream = stream.ok_or(last)?.into_std().map_err(|e| e.to_string())?;
     let mut settings = LdapConnSettings::new()
         .set_conn_timeout(TIMEOUT)
         .set_starttls(cfg.start_tls && cfg.uri.trim().starts_with("ldap:"))
@@ -406,8 +404,16 @@ mod tests {
 
     #[test]
     fn login_values_are_escaped() {
-        let f = fill("(&(uid={user})(mail={login}))", "*)(uid=*", "", filter_escape);
-        assert_eq!(f, "(&(uid=\\2a\\29\\28uid=\\2a)(mail=\\2a\\29\\28uid=\\2a))");
+        let f = fill(
+            "(&(uid={user})(mail={login}))",
+            "*)(uid=*",
+            "",
+            filter_escape,
+        );
+        assert_eq!(
+            f,
+            "(&(uid=\\2a\\29\\28uid=\\2a)(mail=\\2a\\29\\28uid=\\2a))"
+        );
         let d = fill("uid={user},ou=people", "a,ou=admins+cn=x", "", dn_escape);
         assert_eq!(d, "uid=a\\2cou\\3dadmins\\2bcn\\3dx,ou=people");
         let g = fill("(member={dn})", "x", "uid=a*,ou=p", filter_escape);

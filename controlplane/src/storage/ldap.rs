@@ -8,14 +8,15 @@
 //! and an unknown login is refused with the same message after the same directory work (see
 //! `crate::ldap`). Every outcome is audited in the organization's chain with its reason.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
     Db,
     audit::{self, Outcome, Prepared, audit},
+    groupmap::{
+        GroupMapping, ProjectGroup, apply_group_mapping, check_mapped_projects, mapped_workspaces,
+    },
     now_micros,
     sessions::{self, Lockout, NewSession, WRONG_CREDENTIALS},
     users, with_read, with_tx,
@@ -31,18 +32,6 @@ use crate::{
 
 /// Sealing purpose of the service account's password.
 const PASSWORD_PURPOSE: &str = "ldap.bind_password";
-
-/// One project mapping: members of `group` join project `project_id` with `role`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LdapProjectGroup {
-    /// Project id (of this organization).
-    pub project_id: i64,
-    /// Group name (the group name attribute, e.g. `cn`) or the group's full DN.
-    pub group: String,
-    /// `Inherit` (the organization role), `Annotator` or `Reviewer`.
-    pub role: String,
-}
 
 fn default_true() -> bool {
     true
@@ -138,7 +127,7 @@ pub struct LdapSettings {
     pub workspaces_groups: Vec<(String, String)>,
     /// Project roles by group.
     #[serde(default)]
-    pub projects_groups: Vec<LdapProjectGroup>,
+    pub projects_groups: Vec<ProjectGroup>,
     /// Role of new users (and of users in no mapped group when roles are mapped): `annotator`
     /// unless set.
     #[serde(default)]
@@ -149,40 +138,19 @@ fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::field(ErrorCode::ValidationError, field, message)
 }
 
-fn mapped_role(name: &str, field: &str) -> ApiResult<Role> {
-    match Role::parse(name) {
-        Some(Role::Owner) => Err(bad(
-            field,
-            "Owner cannot be granted through a group; owners are managed in Verity",
-        )),
-        Some(r) => Ok(r),
-        None => Err(bad(
-            field,
-            format!("unknown role {name:?}: use Annotator, Reviewer, Manager or Administrator"),
-        )),
-    }
-}
-
-fn project_role(name: &str) -> Option<Option<Role>> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "inherit" => Some(None),
-        "annotator" => Some(Some(Role::Annotator)),
-        "reviewer" => Some(Some(Role::Reviewer)),
-        _ => None,
-    }
-}
-
 fn normalize_domain(d: &str) -> String {
     d.trim().trim_start_matches('@').to_ascii_lowercase()
 }
 
 impl LdapSettings {
-    fn default_role(&self) -> Role {
-        self.default_role
-            .as_deref()
-            .and_then(Role::parse)
-            .filter(|r| *r != Role::Owner)
-            .unwrap_or(Role::Annotator)
+    /// The group mapping part of the settings (shared with SCIM and SAML).
+    pub fn mapping(&self) -> GroupMapping {
+        GroupMapping {
+            roles_groups: self.roles_groups.clone(),
+            workspaces_groups: self.workspaces_groups.clone(),
+            projects_groups: self.projects_groups.clone(),
+            default_role: self.default_role.clone(),
+        }
     }
 
     /// Checks every field; trims and normalizes in place.
@@ -266,42 +234,7 @@ impl LdapSettings {
             }
         }
         self.domains = domains;
-        for (role, group) in &self.roles_groups {
-            mapped_role(role, "roles_groups")?;
-            if group.trim().is_empty() {
-                return Err(bad("roles_groups", "a group name is empty"));
-            }
-        }
-        for (title, group) in &self.workspaces_groups {
-            if title.trim().is_empty() || title.len() > 1000 || group.trim().is_empty() {
-                return Err(bad(
-                    "workspaces_groups",
-                    "each entry needs a workspace title (at most 1000 characters) and a group name",
-                ));
-            }
-        }
-        for p in &self.projects_groups {
-            if p.group.trim().is_empty() {
-                return Err(bad("projects_groups", "a group name is empty"));
-            }
-            if project_role(&p.role).is_none() {
-                return Err(bad(
-                    "projects_groups",
-                    format!(
-                        "unknown project role {:?}: use Inherit, Annotator or Reviewer",
-                        p.role
-                    ),
-                ));
-            }
-        }
-        if let Some(r) = &self.default_role {
-            mapped_role(r, "default_role")?;
-        }
-        if self.roles_groups.len() + self.workspaces_groups.len() + self.projects_groups.len()
-            > 1000
-        {
-            return Err(bad("roles_groups", "at most 1000 mappings in all"));
-        }
+        self.mapping().check()?;
         Ok(())
     }
 
@@ -385,20 +318,7 @@ pub async fn set_settings(
     let raw = serde_json::to_string(&stored).map_err(ApiError::internal)?;
     let now = now_micros();
     with_tx!(db, tx, {
-        for project in settings.projects_groups.iter().map(|p| p.project_id) {
-            let found: Option<i64> =
-                sqlx::query_scalar("select id from project where id = $1 and organization_id = $2")
-                    .bind(project)
-                    .bind(org)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if found.is_none() {
-                return Err(bad(
-                    "projects_groups",
-                    format!("project {project} does not exist in this organization"),
-                ));
-            }
-        }
+        check_mapped_projects!(tx, org, settings.mapping());
         for d in &settings.domains {
             let owner: Option<i64> =
                 sqlx::query_scalar("select organization_id from ldap_domain where domain = $1")
@@ -472,7 +392,13 @@ pub async fn delete_settings(db: &Db, actor: &Actor) -> ApiResult<()> {
             .await?;
         audit!(
             tx,
-            Prepared::new(actor, "ldap.settings.delete", "organization", org, json!({}))
+            Prepared::new(
+                actor,
+                "ldap.settings.delete",
+                "organization",
+                org,
+                json!({})
+            )
         );
         Ok::<_, ApiError>(())
     })
@@ -490,7 +416,9 @@ pub async fn test_settings(
         .await?
         .ok_or_else(|| ApiError::not_found("LDAP settings"))?;
     let password = match sealed {
-        Some(s) => sealer.open(&s, PASSWORD_PURPOSE).map_err(ApiError::internal)?,
+        Some(s) => sealer
+            .open(&s, PASSWORD_PURPOSE)
+            .map_err(ApiError::internal)?,
         None => String::new(),
     };
     let result = client::test_connection(&settings.directory(password), policy).await;
@@ -526,17 +454,15 @@ async fn route(db: &Db, login: &str) -> ApiResult<Option<i64>> {
         .await?;
         match by_domain {
             Some(o) => Some(o),
-            None => {
-                sqlx::query_scalar(
-                    "select m.organization_id from app_user u join org_member m on m.user_id = u.id \
+            None => sqlx::query_scalar(
+                "select m.organization_id from app_user u join org_member m on m.user_id = u.id \
                      join ldap_settings s on s.organization_id = m.organization_id \
                      where lower(u.email) = lower($1) and s.enabled and m.deactivated_at is null \
                      order by m.organization_id limit 1",
-                )
-                .bind(login)
-                .fetch_optional(conn)
-                .await?
-            }
+            )
+            .bind(login)
+            .fetch_optional(conn)
+            .await?,
         }
     });
     Ok(org)
@@ -702,11 +628,22 @@ pub async fn sign_in(
     // A locked account is refused before its password goes anywhere.
     let local = account(db, org, login).await?;
     if let Some(until) = local.as_ref().and_then(|a| locked_now(a, now)) {
-        refused(db, org, meta, login, local.as_ref().map(|a| a.id), "locked", None).await?;
+        refused(
+            db,
+            org,
+            meta,
+            login,
+            local.as_ref().map(|a| a.id),
+            "locked",
+            None,
+        )
+        .await?;
         return Err(sessions::locked_error(until, now));
     }
     let bind_password = match sealed {
-        Some(s) => sealer.open(&s, PASSWORD_PURPOSE).map_err(ApiError::internal)?,
+        Some(s) => sealer
+            .open(&s, PASSWORD_PURPOSE)
+            .map_err(ApiError::internal)?,
         None => String::new(),
     };
     let verdict =
@@ -716,8 +653,12 @@ pub async fn sign_in(
         other => {
             let (reason, detail, email) = match &other {
                 Verdict::WrongPassword { email } => ("wrong password", None, email.clone()),
-                Verdict::UnknownUser => ("unknown or disabled in the directory", None, String::new()),
-                Verdict::Unavailable(e) => ("directory unavailable", Some(e.clone()), String::new()),
+                Verdict::UnknownUser => {
+                    ("unknown or disabled in the directory", None, String::new())
+                }
+                Verdict::Unavailable(e) => {
+                    ("directory unavailable", Some(e.clone()), String::new())
+                }
                 Verdict::Accepted(_) => unreachable!("handled above"),
             };
             if let Some(e) = &detail {
@@ -773,7 +714,16 @@ pub async fn sign_in(
     } else if login.contains('@') {
         login.to_string()
     } else {
-        refused(db, org, meta, login, None, "no email in the directory entry", None).await?;
+        refused(
+            db,
+            org,
+            meta,
+            login,
+            None,
+            "no email in the directory entry",
+            None,
+        )
+        .await?;
         return Err(ApiError::new(
             ErrorCode::Unauthenticated,
             format!(
@@ -807,7 +757,7 @@ pub async fn sign_in(
             let new = users::NewUser {
                 email: email.clone(),
                 password: None,
-                role: settings.default_role(),
+                role: settings.mapping().default_role(),
                 token: None,
                 first_name: user.first_name.clone(),
                 last_name: user.last_name.clone(),
@@ -830,8 +780,6 @@ async fn refresh(
     settings: &LdapSettings,
     actor: &Actor,
 ) -> ApiResult<()> {
-    let now = now_micros();
-    let in_group = |g: &str| user.groups.iter().any(|mine| mine.eq_ignore_ascii_case(g.trim()));
     with_tx!(db, tx, {
         // The profile is this organization's to change only when the user belongs to no other.
         sqlx::query(
@@ -849,131 +797,19 @@ async fn refresh(
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        let current: Option<String> = sqlx::query_scalar(
-            "select role from org_member where organization_id = $1 and user_id = $2",
-        )
-        .bind(org)
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let current = current.as_deref().and_then(Role::parse);
-        if current != Some(Role::Owner) && !settings.roles_groups.is_empty() {
-            let role = settings
-                .roles_groups
-                .iter()
-                .filter(|(_, g)| in_group(g))
-                .filter_map(|(r, _)| Role::parse(r))
-                .filter(|r| *r != Role::Owner)
-                .max()
-                .unwrap_or_else(|| settings.default_role());
-            if Some(role) != current {
-                sqlx::query(
-                    "update org_member set role = $1 where organization_id = $2 and user_id = $3",
-                )
-                .bind(role.as_str())
-                .bind(org)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-                audit!(
-                    tx,
-                    Prepared::new(
-                        actor,
-                        "member.role",
-                        "user",
-                        user_id,
-                        json!({"from_role": current.map(Role::as_str), "to_role": role.as_str(), "by": "ldap"})
-                    )
-                );
-            }
-        }
-        if current != Some(Role::Owner) {
-            let mut want_ws: BTreeMap<i64, bool> = BTreeMap::new();
-            for (title, group) in &settings.workspaces_groups {
-                let existing: Option<i64> = sqlx::query_scalar(
-                    "select id from workspace where organization_id = $1 and title = $2 and not is_personal order by id limit 1",
-                )
-                .bind(org)
-                .bind(title)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let id = match existing {
-                    Some(id) => id,
-                    None if in_group(group) => {
-                        let id: i64 = sqlx::query_scalar(
-                            "insert into workspace (organization_id, title, description, managed_by, created_at, updated_at) \
-                             values ($1, $2, '', 'ldap', $3, $3) returning id",
-                        )
-                        .bind(org)
-                        .bind(title)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        audit!(
-                            tx,
-                            Prepared::new(actor, "workspace.create", "workspace", id, json!({"title": title, "by": "ldap"}))
-                        );
-                        id
-                    }
-                    None => continue,
-                };
-                let e = want_ws.entry(id).or_insert(false);
-                *e = *e || in_group(group);
-            }
-            for (ws, want) in want_ws {
-                if want {
-                    sqlx::query("insert into workspace_member (workspace_id, user_id, created_at) values ($1, $2, $3) on conflict do nothing")
-                        .bind(ws)
-                        .bind(user_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                } else {
-                    sqlx::query("delete from workspace_member where workspace_id = $1 and user_id = $2")
-                        .bind(ws)
-                        .bind(user_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            let mut want_projects: BTreeMap<i64, Option<Option<Role>>> = BTreeMap::new();
-            for p in &settings.projects_groups {
-                let e = want_projects.entry(p.project_id).or_insert(None);
-                if in_group(&p.group) {
-                    let role = project_role(&p.role).unwrap_or(None);
-                    *e = Some(match (*e, role) {
-                        (Some(Some(a)), Some(b)) => Some(a.max(b)),
-                        (Some(Some(a)), None) => Some(a),
-                        (_, r) => r,
-                    });
-                }
-            }
-            for (project, want) in want_projects {
-                match want {
-                    Some(role) => {
-                        sqlx::query(
-                            "insert into project_member (project_id, user_id, role, created_at) \
-                             select $1, $2, $3, $4 where exists (select 1 from project where id = $1 and organization_id = $5) \
-                             on conflict (project_id, user_id) do update set role = excluded.role",
-                        )
-                        .bind(project)
-                        .bind(user_id)
-                        .bind(role.map(Role::as_str))
-                        .bind(now)
-                        .bind(org)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    None => {
-                        sqlx::query("delete from project_member where project_id = $1 and user_id = $2")
-                            .bind(project)
-                            .bind(user_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-            }
-        }
+        let mapping = settings.mapping();
+        let workspaces = mapped_workspaces!(tx, org, &mapping, actor, "ldap");
+        apply_group_mapping!(
+            tx,
+            org,
+            &mapping,
+            &workspaces,
+            user_id,
+            &user.groups,
+            true,
+            actor,
+            "ldap"
+        );
         Ok::<_, ApiError>(())
     })
 }

@@ -44,7 +44,8 @@ fn directory() -> Option<Directory> {
         );
         return None;
     };
-    let need = |k: &str| var(k).unwrap_or_else(|| panic!("{k} must be set with VERITY_TEST_LDAP_URL"));
+    let need =
+        |k: &str| var(k).unwrap_or_else(|| panic!("{k} must be set with VERITY_TEST_LDAP_URL"));
     let ca_file = need("VERITY_TEST_LDAP_CA");
     Some(Directory {
         ldap_url,
@@ -82,7 +83,15 @@ impl Directory {
     /// Runs `ldapmodify -a` (adds and changes) as the directory manager.
     async fn modify(&self, ldif: &str) {
         let mut child = tokio::process::Command::new("ldapmodify")
-            .args(["-x", "-a", "-H", &self.ldaps_url, "-D", &self.admin_dn, "-w"])
+            .args([
+                "-x",
+                "-a",
+                "-H",
+                &self.ldaps_url,
+                "-D",
+                &self.admin_dn,
+                "-w",
+            ])
             .arg(&self.admin_password)
             .env("LDAPTLS_CACERT", &self.ca_file)
             .stdin(Stdio::piped())
@@ -173,12 +182,20 @@ impl Browser {
     async fn sign_in(&mut self, app: &TestApp, login: &str, password: &str) -> Reply {
         self.cookies.clear();
         let page = app
-            .send_unchecked(Request::get("/user/login").body(Body::empty()).expect("req"))
+            .send_unchecked(
+                Request::get("/user/login")
+                    .body(Body::empty())
+                    .expect("req"),
+            )
             .await;
         self.keep(&page);
         let marker = "name=\"form_token\" value=\"";
         let start = page.text.find(marker).expect("form token") + marker.len();
-        let token = page.text[start..].split('"').next().expect("token").to_string();
+        let token = page.text[start..]
+            .split('"')
+            .next()
+            .expect("token")
+            .to_string();
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs([
                 ("form_token", token.as_str()),
@@ -219,7 +236,11 @@ fn assert_signed_in(reply: &Reply) {
 #[track_caller]
 fn assert_refused(reply: &Reply, message: &str) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
-    assert!(reply.text.contains(message), "{message:?} not in {}", reply.text);
+    assert!(
+        reply.text.contains(message),
+        "{message:?} not in {}",
+        reply.text
+    );
     assert!(!reply.headers.get_all("set-cookie").iter().any(|c| {
         c.to_str()
             .is_ok_and(|c| c.starts_with("verity_session=") && !c.starts_with("verity_session=;"))
