@@ -509,7 +509,6 @@ ldap_tests! {
         set(&app, dir.settings(json!({}))).await;
         assert_refused(&b.sign_in(&app, "native@ldap.verity.test", NATIVE).await, "Password sign-in is turned off");
         assert_refused(&b.sign_in(&app, "native@ldap.verity.test", "not the password").await, WRONG_CREDENTIALS);
-        // The organization's owner too (a member of an organization with LDAP on).
         let log = app.get("/api/audit-log?page_size=200", &app.owner).await.text;
         assert!(log.contains("password sign-in disabled"), "{log}");
         // Allowed again: password sign-in works next to the directory.
