@@ -687,23 +687,18 @@ pub async fn sign_in(
                     "Password sign-in is turned off for your organization: sign in with your directory (LDAP) account and password.",
                 ));
             }
-            match &target {
-                Some(a) => {
-                    if let Some(until) = locked_now(a, now) {
-                        return Err(sessions::locked_error(until, now));
-                    }
-                    count_failure(db, org, meta, login, a, lockout, reason).await?;
-                    if let Some(d) = &detail {
-                        refused(db, org, meta, login, Some(a.id), reason, Some(d)).await?;
-                    }
-                }
-                None => refused(db, org, meta, login, None, reason, detail.as_deref()).await?,
-            }
-            if matches!(other, Verdict::Unavailable(_)) {
+            if detail.is_some() {
+                // The directory's outage is not the user's failure: audited, not counted.
+                let a = target.as_ref().map(|a| a.id);
+                refused(db, org, meta, login, a, reason, detail.as_deref()).await?;
                 return Err(ApiError::new(
                     ErrorCode::Unauthenticated,
                     "Your organization's directory cannot be reached; try again later or ask an administrator.",
                 ));
+            }
+            match &target {
+                Some(a) => count_failure(db, org, meta, login, a, lockout, reason).await?,
+                None => refused(db, org, meta, login, None, reason, None).await?,
             }
             return Err(wrong());
         }

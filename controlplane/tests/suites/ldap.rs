@@ -489,6 +489,13 @@ ldap_tests! {
         assert!(r.text.contains("directory cannot be reached"), "{}", r.text);
         let report = app.post("/api/ldap/settings/test", &app.owner, json!({})).await.expect(StatusCode::OK);
         assert_eq!(report["ok"], json!(false), "{report}");
+        // An unusable directory is not the user's failure: it never locks their account.
+        for _ in 0..app.config.login_max_failures {
+            assert_eq!(b.sign_in(&app, "alice@ldap.verity.test", "Secret-alice-1").await.status, StatusCode::UNAUTHORIZED);
+        }
+        set(&app, dir.settings(json!({}))).await;
+        assert_signed_in(&b.sign_in(&app, "alice@ldap.verity.test", "Secret-alice-1").await);
+        set(&app, dir.settings(json!({"ca_certificate": ""}))).await;
         // StartTLS on the LDAPS port, or LDAPS on the plain port, does not fall back to plain text.
         set(&app, dir.settings(json!({"server_uri": dir.ldaps_url.replace("ldaps://", "ldap://"), "start_tls": true}))).await;
         assert_eq!(b.sign_in(&app, "alice@ldap.verity.test", "Secret-alice-1").await.status, StatusCode::UNAUTHORIZED);
