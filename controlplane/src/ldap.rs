@@ -16,8 +16,11 @@ use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use crate::outbound::TargetPolicy;
 
-/// How long connecting (TCP and TLS) and each directory operation may take.
+/// How long resolving, connecting and the TLS handshake may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a whole sign-in (or settings test) may spend with the directory.
+const TOTAL: Duration = Duration::from_secs(30);
 
 /// LDAP result code of a refused simple bind.
 const INVALID_CREDENTIALS: u32 = 49;
@@ -182,11 +185,10 @@ async fn connect(cfg: &DirectoryConfig, policy: &TargetPolicy) -> Result<Ldap, S
     if !cfg.ca_pem.trim().is_empty() {
         settings = settings.set_config(tls_config(&cfg.ca_pem)?);
     }
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, cfg.uri.trim())
+    let (conn, ldap) = LdapConnAsync::with_settings(settings, cfg.uri.trim())
         .await
         .map_err(|e| format!("TLS connection to {host}:{port} failed ({e})"))?;
     ldap3::drive!(conn);
-    ldap.with_timeout(TIMEOUT);
     Ok(ldap)
 }
 
@@ -240,6 +242,17 @@ pub async fn test_connection(
     cfg: &DirectoryConfig,
     policy: &TargetPolicy,
 ) -> Result<String, String> {
+    tokio::time::timeout(TOTAL, test_inner(cfg, policy))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the directory did not answer within {}s",
+                TOTAL.as_secs()
+            ))
+        })
+}
+
+async fn test_inner(cfg: &DirectoryConfig, policy: &TargetPolicy) -> Result<String, String> {
     let mut ldap = connect(cfg, policy).await?;
     let result = service_bind(&mut ldap, cfg).await;
     let _ = ldap.unbind().await;
@@ -259,9 +272,13 @@ pub async fn authenticate(
     login: &str,
     password: &str,
 ) -> Verdict {
-    match authenticate_inner(cfg, policy, login, password).await {
-        Ok(v) => v,
-        Err(e) => Verdict::Unavailable(e),
+    match tokio::time::timeout(TOTAL, authenticate_inner(cfg, policy, login, password)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => Verdict::Unavailable(e),
+        Err(_) => Verdict::Unavailable(format!(
+            "the directory did not answer within {}s",
+            TOTAL.as_secs()
+        )),
     }
 }
 
