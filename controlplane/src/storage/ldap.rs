@@ -30,6 +30,10 @@ use crate::{
     secrets::Sealer,
 };
 
+/// A password hash that no sign-in matches, checked when an account has none (equal work).
+static EQUALIZER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| auth::hash_password(&auth::random_secret(32)).unwrap_or_default());
+
 /// Sealing purpose of the service account's password.
 const PASSWORD_PURPOSE: &str = "ldap.bind_password";
 
@@ -675,10 +679,15 @@ pub async fn sign_in(
                 None => None,
             };
             // A member who typed their Verity password is told why it does not work here.
-            let native_ok = target
-                .as_ref()
-                .and_then(|a| a.password_hash.as_deref())
-                .is_some_and(|h| auth::verify_password(password, h));
+            // Without a stored password the same hashing work is done anyway, so the answer
+            // time does not tell whether a Verity account with a password exists.
+            let native_ok = match target.as_ref().and_then(|a| a.password_hash.as_deref()) {
+                Some(h) => auth::verify_password(password, h),
+                None => {
+                    let _ = auth::verify_password(password, &EQUALIZER);
+                    false
+                }
+            };
             if native_ok {
                 let a = target.as_ref().map(|a| a.id);
                 refused(db, org, meta, login, a, "password sign-in disabled", None).await?;

@@ -527,4 +527,29 @@ ldap_tests! {
         assert_refused(&b.sign_in(&app, "alice@ldap.verity.test", "Secret-alice-1").await, WRONG_CREDENTIALS);
         assert_signed_in(&b.sign_in(&app, "native@ldap.verity.test", NATIVE).await);
     }
+
+    async fn unknown_logins_take_as_long_as_known_ones(app, dir) {
+        // A member with a Verity password, in an organization whose password sign-in is off.
+        let mut new = new_user("timing@ldap.verity.test", Role::Annotator);
+        new.password = Some("timing password 1".to_string());
+        users::create_user_in_org(&app.db, &Actor::instance(app.org, Default::default()), app.org, &new)
+            .await
+            .expect("user");
+        set(&app, dir.settings(json!({}))).await;
+        let mut b = Browser::default();
+        let mut times: [Vec<std::time::Duration>; 3] = Default::default();
+        for _ in 0..3 {
+            for (i, login) in ["timing@ldap.verity.test", "nobody-timing@ldap.verity.test", "alice@ldap.verity.test"].iter().enumerate() {
+                let started = std::time::Instant::now();
+                let r = b.sign_in(&app, login, "a wrong password").await;
+                times[i].push(started.elapsed());
+                assert_refused(&r, WRONG_CREDENTIALS);
+            }
+        }
+        let medians: Vec<std::time::Duration> = times.iter_mut().map(|t| { t.sort(); t[1] }).collect();
+        let (min, max) = (medians.iter().min().expect("min"), medians.iter().max().expect("max"));
+        // The same work in each case (a directory bind, a password hash check): the slowest
+        // case takes at most twice as long as the fastest, with room for a busy machine.
+        assert!(max.as_secs_f64() < 2.0 * min.as_secs_f64() + 0.05, "medians (member, unknown, directory user): {medians:?}");
+    }
 }
