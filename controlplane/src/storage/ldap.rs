@@ -147,6 +147,34 @@ fn normalize_domain(d: &str) -> String {
 }
 
 impl LdapSettings {
+    /// What an organization without saved settings has: LDAP off, the defaults.
+    pub fn unset() -> Self {
+        Self {
+            enabled: false,
+            server_uri: String::new(),
+            start_tls: false,
+            ca_certificate: String::new(),
+            bind_dn: String::new(),
+            bind_password: None,
+            bind_password_set: false,
+            user_search_base: String::new(),
+            user_search_filter: default_user_filter(),
+            user_dn_template: String::new(),
+            attr_email: default_mail(),
+            attr_first_name: default_given(),
+            attr_last_name: default_sn(),
+            group_search_base: String::new(),
+            group_search_filter: default_group_filter(),
+            group_name_attr: default_cn(),
+            domains: Vec::new(),
+            native_login_disabled: true,
+            roles_groups: Vec::new(),
+            workspaces_groups: Vec::new(),
+            projects_groups: Vec::new(),
+            default_role: None,
+        }
+    }
+
     /// The group mapping part of the settings (shared with SCIM and SAML).
     pub fn mapping(&self) -> GroupMapping {
         GroupMapping {
@@ -286,13 +314,12 @@ async fn load(db: &Db, org: i64) -> ApiResult<Option<(LdapSettings, Option<Strin
     }))
 }
 
-/// The organization's directory settings (404 when none are set).
+/// The organization's directory settings (off, with the defaults, when none are saved).
 pub async fn get_settings(db: &Db, actor: &Actor) -> ApiResult<LdapSettings> {
     actor.require(Permission::OrgManage)?;
-    load(db, actor.org_id)
+    Ok(load(db, actor.org_id)
         .await?
-        .map(|(s, _)| s)
-        .ok_or_else(|| ApiError::not_found("LDAP settings"))
+        .map_or_else(LdapSettings::unset, |(s, _)| s))
 }
 
 /// Replaces the organization's directory settings.
@@ -377,7 +404,7 @@ pub async fn set_settings(
     Ok(settings)
 }
 
-/// Removes the organization's directory settings (directory sign-in off; accounts stay).
+/// Removes the organization's directory settings, if any (directory sign-in off; accounts stay).
 pub async fn delete_settings(db: &Db, actor: &Actor) -> ApiResult<()> {
     actor.require(Permission::OrgManage)?;
     let org = actor.org_id;
@@ -387,9 +414,6 @@ pub async fn delete_settings(db: &Db, actor: &Actor) -> ApiResult<()> {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if gone == 0 {
-            return Err(ApiError::not_found("LDAP settings"));
-        }
         sqlx::query("delete from ldap_domain where organization_id = $1")
             .bind(org)
             .execute(&mut *tx)
@@ -401,7 +425,7 @@ pub async fn delete_settings(db: &Db, actor: &Actor) -> ApiResult<()> {
                 "ldap.settings.delete",
                 "organization",
                 org,
-                json!({})
+                json!({"existed": gone > 0})
             )
         );
         Ok::<_, ApiError>(())
@@ -416,16 +440,18 @@ pub async fn test_settings(
     actor: &Actor,
 ) -> ApiResult<Result<String, String>> {
     actor.require(Permission::OrgManage)?;
-    let (settings, sealed) = load(db, actor.org_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("LDAP settings"))?;
-    let password = match sealed {
-        Some(s) => sealer
-            .open(&s, PASSWORD_PURPOSE)
-            .map_err(ApiError::internal)?,
-        None => String::new(),
+    let result = match load(db, actor.org_id).await? {
+        Some((settings, sealed)) => {
+            let password = match sealed {
+                Some(s) => sealer
+                    .open(&s, PASSWORD_PURPOSE)
+                    .map_err(ApiError::internal)?,
+                None => String::new(),
+            };
+            client::test_connection(&settings.directory(password), policy).await
+        }
+        None => Err("No LDAP settings are saved for this organization.".to_string()),
     };
-    let result = client::test_connection(&settings.directory(password), policy).await;
     let entry = Prepared::new(
         actor,
         "ldap.settings.test",

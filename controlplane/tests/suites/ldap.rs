@@ -268,7 +268,10 @@ async fn set(app: &TestApp, settings: Value) -> Value {
 ldap_tests! {
     async fn settings_api_validation(app, dir) {
         let path = "/api/ldap/settings";
-        app.get(path, &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let unset = app.get(path, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((unset["enabled"].clone(), unset["bind_password_set"].clone()), (json!(false), json!(false)));
+        let report = app.post("/api/ldap/settings/test", &app.owner, json!({})).await.expect(StatusCode::OK);
+        assert_eq!(report["ok"], json!(false), "{report}");
         // Plain LDAP without StartTLS would send passwords in the clear: refused.
         let e = app.post(path, &app.owner, dir.settings(json!({"server_uri": dir.ldap_url}))).await
             .expect_error(StatusCode::BAD_REQUEST, "validation_error");
@@ -295,7 +298,7 @@ ldap_tests! {
         no_password.as_object_mut().expect("object").remove("bind_password");
         app.post(path, &app.owner, no_password.clone()).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
         // Nothing was stored by the refused requests.
-        app.get(path, &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(app.get(path, &app.owner).await.expect(StatusCode::OK), unset);
         // Annotators may not read or change the settings.
         let annotator = app.user("ldap-annotator@example.com", Role::Annotator).await;
         app.get(path, &annotator).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
@@ -329,7 +332,7 @@ ldap_tests! {
         app.post(path, &other_owner, dir.settings(json!({}))).await.expect_error(StatusCode::CONFLICT, "conflict");
         // Deleted: directory sign-in is off.
         app.delete(path, &app.owner).await.expect(StatusCode::NO_CONTENT);
-        app.get(path, &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(app.get(path, &app.owner).await.expect(StatusCode::OK), unset);
         // Without the administrator's permission, loopback directories are refused like any
         // other private outbound target.
         let strict = TestApp::new(if matches!(app.db, verity_controlplane::storage::Db::Postgres(_)) { Backend::Postgres } else { Backend::Sqlite }).await;

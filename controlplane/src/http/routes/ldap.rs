@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    authz::{Actor, RequestMeta},
+    authz::{Actor, Permission, RequestMeta},
     error::{ApiError, ApiResult, ErrorCode},
     http::{AppState, extract::JsonObject, no_content},
     outbound::TargetPolicy,
@@ -44,7 +44,8 @@ pub async fn sign_in(
     .await
 }
 
-/// The organization's directory settings (the service password is never returned).
+/// The organization's directory settings (the service password is never returned); LDAP off
+/// with the defaults when none are saved.
 #[utoipa::path(get, path = "/api/ldap/settings", tag = "ldap", responses((status = 200, body = LdapSettings)))]
 pub async fn get_settings(
     State(state): State<AppState>,
@@ -61,6 +62,8 @@ pub async fn set_settings(
     actor: Actor,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<LdapSettings>> {
+    // Who may change the settings is answered before what is wrong with them.
+    actor.require(Permission::OrgManage)?;
     let settings: LdapSettings =
         serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| {
             ApiError::new(
@@ -80,7 +83,7 @@ pub async fn set_settings(
 }
 
 /// Removes the organization's directory settings: directory sign-in is off (accounts stay).
-#[utoipa::path(delete, path = "/api/ldap/settings", tag = "ldap", responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/ldap/settings", tag = "ldap", responses((status = 204)))]
 pub async fn delete_settings(State(state): State<AppState>, actor: Actor) -> ApiResult<Response> {
     ldap::delete_settings(&state.db, &actor).await?;
     Ok(no_content())
