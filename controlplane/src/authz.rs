@@ -464,6 +464,17 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/scim/settings", Needs(P::OrgManage)),
     ep("POST", "/api/scim/settings", Needs(P::OrgManage)),
     ep("POST", "/api/scim/token", Needs(P::OrgManage)),
+    ep("GET", "/api/session-policy", Needs(P::OrgManage)),
+    ep("PATCH", "/api/session-policy", Needs(P::OrgManage)),
+    // SAML single sign-on settings (the protocol pages at /saml/{org}/… are public).
+    ep("GET", "/api/saml/settings", Needs(P::OrgManage)),
+    ep("POST", "/api/saml/settings", Needs(P::OrgManage)),
+    ep("DELETE", "/api/saml/settings", Needs(P::OrgManage)),
+    ep(
+        "POST",
+        "/api/saml/settings/validate-metadata-url",
+        Needs(P::OrgManage),
+    ),
     // LDAP sign-in settings of the organization.
     ep("GET", "/api/ldap/settings", Needs(P::OrgManage)),
     ep("POST", "/api/ldap/settings", Needs(P::OrgManage)),

@@ -148,6 +148,22 @@ pub struct Config {
     /// Largest response the storage proxy sends for one request, in bytes (larger objects can
     /// be read in byte ranges up to this size).
     pub storage_proxy_max_bytes: u64,
+    /// The address users reach this service at (e.g. `https://label.example.com`): SAML single
+    /// sign-on's entity id and assertion consumer URL are built on it. Empty: `http://` +
+    /// `listen`.
+    pub public_url: String,
+}
+
+impl Config {
+    /// [`Config::public_url`] without a trailing slash, or `http://` + `listen`.
+    pub fn public_base_url(&self) -> String {
+        let url = self.public_url.trim().trim_end_matches('/');
+        if url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            url.to_string()
+        }
+    }
 }
 
 impl Default for Config {
@@ -198,6 +214,7 @@ impl Default for Config {
             webhook_retry_base_ms: 5000,
             local_files_root: String::new(),
             storage_proxy_url: String::new(),
+            public_url: String::new(),
             storage_link_ttl_secs: 300,
             storage_proxy_max_bytes: 2 * 1024 * 1024 * 1024,
         }
@@ -313,6 +330,7 @@ impl Config {
         env!(webhook_retry_base_ms, "VERITY_WEBHOOK_RETRY_BASE_MS", parse);
         env!(local_files_root, "VERITY_LOCAL_FILES_ROOT", string);
         env!(storage_proxy_url, "VERITY_STORAGE_PROXY_URL", string);
+        env!(public_url, "VERITY_PUBLIC_URL", string);
         env!(storage_link_ttl_secs, "VERITY_STORAGE_LINK_TTL_SECS", parse);
         env!(
             storage_proxy_max_bytes,
@@ -460,6 +478,7 @@ mod tests {
         webhook_retry_base_ms: u64,
         local_files_root: String,
         storage_proxy_url: String,
+        public_url: String,
         storage_link_ttl_secs: u64,
         storage_proxy_max_bytes: u64,
     }
@@ -509,6 +528,7 @@ mod tests {
                 webhook_retry_base_ms: c.webhook_retry_base_ms,
                 local_files_root: c.local_files_root.clone(),
                 storage_proxy_url: c.storage_proxy_url.clone(),
+                public_url: c.public_url.clone(),
                 storage_link_ttl_secs: c.storage_link_ttl_secs,
                 storage_proxy_max_bytes: c.storage_proxy_max_bytes,
             }

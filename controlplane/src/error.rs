@@ -52,6 +52,11 @@ pub enum ErrorCode {
     Conflict,
     /// The field is declared in a custom resource and owned by Git; change it there.
     ManagedByGit,
+    /// Roles are managed by the organization's identity provider (SAML with manual role
+    /// management off): change the user's groups there.
+    ManagedByIdp,
+    /// This build of Verity lacks the feature (SAML needs the `saml` build feature).
+    NotBuilt,
     /// The caller is paused in this project; `detail` says why.
     Paused,
     /// The change would escalate privilege or remove the last owner.
@@ -137,7 +142,10 @@ impl ErrorCode {
             | ErrorCode::InvalidPage
             | ErrorCode::NoMoreTasks
             | ErrorCode::NothingToReview => StatusCode::NOT_FOUND,
-            ErrorCode::Conflict | ErrorCode::ManagedByGit => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::ManagedByGit | ErrorCode::ManagedByIdp => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::NotBuilt => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -22,6 +22,7 @@ pub mod localfiles;
 pub mod ml;
 pub mod outbound;
 pub mod proxy;
+pub mod saml;
 pub mod scim;
 pub mod secrets;
 pub mod server;

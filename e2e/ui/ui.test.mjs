@@ -5,8 +5,8 @@
 //   VERITY_BIN=target/debug/verity node --test --test-concurrency=1 e2e/ui/ui.test.mjs
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, openSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -291,4 +291,42 @@ test('an annotator labels a task in the editor, submits, and gets the next task'
   assert.equal(done[0].annotations[0].completed_by, labeler.id);
   // No script errors besides the editor's own known boot noise.
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
+test('"Continue with SSO" finds the organization by the email domain and sends the browser to its identity provider', async () => {
+  // The identity provider's metadata, with a signing certificate made here (Verity refuses
+  // metadata without one).
+  const dir = mkdtempSync(join(tmpdir(), 'verity-ui-idp-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=idp',
+    '-keyout', join(dir, 'idp.key'), '-out', join(dir, 'idp.crt')], { stdio: 'ignore' });
+  const cert = readFileSync(join(dir, 'idp.crt'), 'utf8').replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
+  rmSync(dir, { recursive: true, force: true });
+  const metadata = '<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
+    + 'xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.ui.test/metadata">'
+    + '<md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
+    + `<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>${cert}</ds:X509Certificate>`
+    + '</ds:X509Data></ds:KeyInfo></md:KeyDescriptor>'
+    + '<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.ui.test/sso"/>'
+    + '</md:IDPSSODescriptor></md:EntityDescriptor>';
+  const view = await api('POST', '/api/saml/settings', { domain: 'ui-sso.test', metadata_xml: metadata });
+  assert.equal(view.idp_sso_url, 'https://idp.ui.test/sso');
+  try {
+    const page = await newPage();
+    // The identity provider is not on the network: what counts is that the browser asks it.
+    await page.goto(`${server.base}/user/login?next=/projects`);
+    await page.getByLabel(/single sign-on/).fill('someone@UI-SSO.test');
+    const request = page.waitForRequest(/^https:\/\/idp\.ui\.test\/sso\?/, { timeout: 15_000 });
+    await page.getByRole('button', { name: 'Continue with SSO' }).click();
+    const reached = new URL((await request).url());
+    assert.ok(reached, 'the identity provider was reached');
+    assert.ok(reached.searchParams.get('SAMLRequest'), 'with an AuthnRequest');
+    assert.ok(reached.searchParams.get('RelayState'), 'and a RelayState');
+    // An email of a domain no organization claims stays on Verity with a clear message.
+    await page.goto(`${server.base}/user/login`);
+    await page.getByLabel(/single sign-on/).fill('someone@elsewhere.test');
+    await page.getByRole('button', { name: 'Continue with SSO' }).click();
+    assert.match(await page.locator('#page-error').textContent(), /No single sign-on is set up/);
+  } finally {
+    await api('DELETE', '/api/saml/settings');
+  }
 });

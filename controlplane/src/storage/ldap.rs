@@ -797,7 +797,7 @@ pub async fn sign_in(
         }
     };
     refresh(db, org, user_id, &user, &settings, &actor).await?;
-    sessions::open_for_user_by(db, meta, user_id, ttl_secs, "ldap").await
+    sessions::open_for_user(db, meta, user_id, ttl_secs, "ldap").await
 }
 
 /// Brings the profile, the active organization, the role, workspaces and project roles of

@@ -95,6 +95,9 @@ pub async fn add(
     role: Option<Role>,
 ) -> ApiResult<()> {
     access::project(db, actor, project_id, Permission::MemberManage).await?;
+    if role.is_some() && super::saml::roles_managed_by_idp(db, actor.org_id).await? {
+        return Err(super::saml::managed_by_idp());
+    }
     check_users(db, actor, user_ids).await?;
     let now = now_micros();
     with_tx!(db, tx, {

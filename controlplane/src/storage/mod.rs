@@ -31,6 +31,7 @@ pub mod orgs;
 pub mod predictions;
 pub mod projects;
 pub mod reviews;
+pub mod saml;
 pub mod scim;
 pub mod sessions;
 pub mod snapshots;

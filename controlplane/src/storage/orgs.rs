@@ -322,6 +322,9 @@ pub async fn set_roles_bulk(
     active: Option<bool>,
 ) -> ApiResult<()> {
     actor.require(Permission::OrgManage)?;
+    if role.is_some() && super::saml::roles_managed_by_idp(db, actor.org_id).await? {
+        return Err(super::saml::managed_by_idp());
+    }
     if user_ids.is_empty() {
         return Err(ApiError::field(
             ErrorCode::ValidationError,

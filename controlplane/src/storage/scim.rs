@@ -473,11 +473,19 @@ pub async fn create_user(
     let now = now_micros();
     let raw = Value::Object(doc.clone()).to_string();
     let id = with_tx!(db, tx, {
-        let existing: Option<(i64,)> =
-            sqlx::query_as("select id from app_user where lower(email) = lower($1)")
-                .bind(&p.email)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // Accounts belong to an organization (the same email elsewhere is another person's
+        // account): a member of this one with the email (its own accounts first), else this
+        // organization's account of a member removed earlier.
+        let existing: Option<(i64,)> = sqlx::query_as(
+            "select u.id from app_user u left join org_member m on m.user_id = u.id and m.organization_id = $1 \
+             where lower(u.email) = lower($2) and (m.user_id is not null or u.home_organization_id = $1) \
+             order by case when m.user_id is not null then 0 else 1 end, \
+             case when u.home_organization_id = $1 then 0 else 1 end, u.id limit 1",
+        )
+        .bind(org)
+        .bind(&p.email)
+        .fetch_optional(&mut *tx)
+        .await?;
         let id = match existing {
             Some((id,)) => {
                 let membership: Option<String> = sqlx::query_scalar(
@@ -496,10 +504,22 @@ pub async fn create_user(
                 .await?;
                 match (membership, provisioned) {
                     (None, _) => {
-                        return Err(uniqueness(format!(
-                            "a user with email {} already exists outside this organization; Verity does not provision users across organizations",
-                            p.email
-                        )));
+                        // Removed from the organization earlier: a member again.
+                        sqlx::query(
+                            "delete from scim_user where organization_id = $1 and user_id = $2",
+                        )
+                        .bind(org)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("insert into org_member (organization_id, user_id, role, created_at) values ($1, $2, $3, $4)")
+                            .bind(org)
+                            .bind(id)
+                            .bind(settings.default_role().as_str())
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        id
                     }
                     (Some(_), Some(None)) => {
                         return Err(uniqueness(format!("a User with email {} exists", p.email)));
@@ -536,7 +556,8 @@ pub async fn create_user(
             None => {
                 let id: i64 = sqlx::query_scalar(
                     "insert into app_user (email, username, first_name, last_name, password_hash, is_active, \
-                     active_organization_id, date_joined, last_activity) values ($1, $2, $3, $4, null, true, $5, $6, $6) returning id",
+                     active_organization_id, date_joined, last_activity, home_organization_id) \
+                     values ($1, $2, $3, $4, null, true, $5, $6, $6, $5) returning id",
                 )
                 .bind(&p.email)
                 .bind(&p.username)
@@ -668,11 +689,16 @@ pub async fn replace_user(
                     "this user also belongs to another organization, so their email cannot change through this organization's SCIM",
                 ));
             }
+            // Taken by a member of this organization or one of its own accounts (another
+            // organization's account with that email is another person's).
             let taken: Option<i64> = sqlx::query_scalar(
-                "select id from app_user where lower(email) = lower($1) and id <> $2",
+                "select u.id from app_user u left join org_member m on m.user_id = u.id and m.organization_id = $3 \
+                 where lower(u.email) = lower($1) and u.id <> $2 \
+                 and (m.user_id is not null or u.home_organization_id = $3) limit 1",
             )
             .bind(&p.email)
             .bind(id)
+            .bind(org)
             .fetch_optional(&mut *tx)
             .await?;
             if taken.is_some() {

@@ -236,6 +236,10 @@ async fn open_session(
     method: &str,
 ) -> ApiResult<NewSession> {
     let now = now_micros();
+    let policy = org_policy(db, org_id).await?;
+    let ttl_secs = policy.map_or(ttl_secs, |p| {
+        ttl_secs.min(p.max_session_age.saturating_mul(60))
+    });
     let session = NewSession {
         token: auth::random_secret(48),
         csrf_token: auth::random_secret(40),
@@ -254,8 +258,8 @@ async fn open_session(
             .execute(&mut *tx)
             .await?;
         let id: i64 = sqlx::query_scalar(
-            "insert into user_session (token_hash, user_id, csrf_token, created_at, expires_at, client_ip, user_agent) \
-             values ($1, $2, $3, $4, $5, $6, $7) returning id",
+            "insert into user_session (token_hash, user_id, csrf_token, created_at, expires_at, client_ip, user_agent, last_seen_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $4) returning id",
         )
         .bind(auth::hash_token(&session.token))
         .bind(c.id)
@@ -282,18 +286,8 @@ async fn open_session(
 }
 
 /// Opens a session for a user who just proved who they are another way (signing up through an
-/// invitation with a new password).
+/// invitation with a new password: `method` "password"; single sign-on: "saml"; a directory: "ldap").
 pub async fn open_for_user(
-    db: &Db,
-    meta: &RequestMeta,
-    user_id: i64,
-    ttl_secs: i64,
-) -> ApiResult<NewSession> {
-    open_for_user_by(db, meta, user_id, ttl_secs, "password").await
-}
-
-/// [`open_for_user`] for a user another sign-in method (`method`, audited) vouched for.
-pub async fn open_for_user_by(
     db: &Db,
     meta: &RequestMeta,
     user_id: i64,
@@ -328,22 +322,44 @@ struct SessionRow {
     org_id: i64,
     role: String,
     email: String,
+    last_seen: i64,
 }
+
+/// How often a session's last use is written (a write per request would be wasteful).
+const LAST_SEEN_GRANULARITY_MICROS: i64 = 60_000_000;
 
 /// The actor and session behind a session cookie, if the session is current and its user active.
 pub async fn actor_for_session(db: &Db, token: &str) -> ApiResult<Option<(Actor, Session)>> {
+    let now = now_micros();
     let row: Option<SessionRow> = with_read!(db, conn, {
         sqlx::query_as(
-            "select s.id as session_id, s.csrf_token, u.id as user_id, m.organization_id as org_id, m.role, u.email \
+            "select s.id as session_id, s.csrf_token, u.id as user_id, m.organization_id as org_id, m.role, u.email, \
+             case when s.last_seen_at > s.created_at then s.last_seen_at else s.created_at end as last_seen \
              from user_session s join app_user u on u.id = s.user_id \
              join org_member m on m.user_id = u.id and m.organization_id = u.active_organization_id \
-             where s.token_hash = $1 and s.expires_at > $2 and u.is_active and m.deactivated_at is null",
+             left join session_policy p on p.organization_id = m.organization_id \
+             where s.token_hash = $1 and s.expires_at > $2 and u.is_active and m.deactivated_at is null \
+             and (p.organization_id is null or (s.created_at + p.max_session_age * 60000000 > $2 \
+             and (case when s.last_seen_at > s.created_at then s.last_seen_at else s.created_at end) \
+             + p.max_time_between_activity * 60000000 > $2))",
         )
         .bind(auth::hash_token(token))
-        .bind(now_micros())
+        .bind(now)
         .fetch_optional(conn)
         .await?
     });
+    if let Some(r) = &row
+        && r.last_seen < now - LAST_SEEN_GRANULARITY_MICROS
+    {
+        with_tx!(db, tx, {
+            sqlx::query("update user_session set last_seen_at = $1 where id = $2")
+                .bind(now)
+                .bind(r.session_id)
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, ApiError>(())
+        })?;
+    }
     Ok(row.and_then(|r| {
         let role = Role::parse(&r.role)?;
         Some((
@@ -455,4 +471,112 @@ pub async fn user_by_email(db: &Db, org_id: i64, email: &str) -> ApiResult<Optio
         .fetch_optional(conn)
         .await?
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session policy
+
+/// An organization's session policy, in minutes (Label Studio Enterprise's
+/// `/api/session-policy/`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SessionPolicy {
+    /// A browser session ends this many minutes after sign-in.
+    pub max_session_age: i64,
+    /// A browser session ends after this many minutes without a request.
+    pub max_time_between_activity: i64,
+}
+
+/// The organization's own policy, if it set one.
+async fn org_policy(db: &Db, org: i64) -> ApiResult<Option<SessionPolicy>> {
+    let row: Option<(i64, i64)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select max_session_age, max_time_between_activity from session_policy where organization_id = $1",
+        )
+        .bind(org)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(row.map(|(a, b)| SessionPolicy {
+        max_session_age: a,
+        max_time_between_activity: b,
+    }))
+}
+
+/// The policy in force for the actor's organization: its own, or the instance's session
+/// lifetime (`instance_ttl_secs`) with no separate inactivity limit.
+pub async fn get_policy(
+    db: &Db,
+    actor: &Actor,
+    instance_ttl_secs: i64,
+) -> ApiResult<SessionPolicy> {
+    actor.require(crate::authz::Permission::OrgManage)?;
+    let instance = (instance_ttl_secs / 60).max(1);
+    Ok(org_policy(db, actor.org_id)
+        .await?
+        .unwrap_or(SessionPolicy {
+            max_session_age: instance,
+            max_time_between_activity: instance,
+        }))
+}
+
+/// Changes the organization's policy (fields not given keep their value). Applies to sessions
+/// already open as well. The session age cannot exceed the instance's session lifetime.
+pub async fn set_policy(
+    db: &Db,
+    actor: &Actor,
+    max_session_age: Option<i64>,
+    max_time_between_activity: Option<i64>,
+    instance_ttl_secs: i64,
+) -> ApiResult<SessionPolicy> {
+    let current = get_policy(db, actor, instance_ttl_secs).await?;
+    let instance = (instance_ttl_secs / 60).max(1);
+    let policy = SessionPolicy {
+        max_session_age: max_session_age.unwrap_or(current.max_session_age),
+        max_time_between_activity: max_time_between_activity
+            .unwrap_or(current.max_time_between_activity),
+    };
+    if !(5..=instance).contains(&policy.max_session_age) {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "max_session_age",
+            format!("give minutes from 5 to {instance} (the instance's session lifetime)"),
+        ));
+    }
+    if !(5..=policy.max_session_age).contains(&policy.max_time_between_activity) {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "max_time_between_activity",
+            format!(
+                "give minutes from 5 to {} (max_session_age)",
+                policy.max_session_age
+            ),
+        ));
+    }
+    let org = actor.org_id;
+    with_tx!(db, tx, {
+        sqlx::query(
+            "insert into session_policy (organization_id, max_session_age, max_time_between_activity, updated_at) \
+             values ($1, $2, $3, $4) on conflict (organization_id) do update set \
+             max_session_age = excluded.max_session_age, \
+             max_time_between_activity = excluded.max_time_between_activity, updated_at = excluded.updated_at",
+        )
+        .bind(org)
+        .bind(policy.max_session_age)
+        .bind(policy.max_time_between_activity)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "session_policy.update",
+                "organization",
+                org,
+                json!({"max_session_age": policy.max_session_age, "max_time_between_activity": policy.max_time_between_activity})
+            )
+        );
+        Ok::<_, ApiError>(())
+    })?;
+    Ok(policy)
 }

@@ -146,6 +146,17 @@ both_backends! {
             StatusCode::NOT_FOUND,
             None,
         );
+        // The same email in two organizations is two accounts: provisioning it in the other
+        // organization makes that organization's own account, and changes nothing here.
+        let twin = scim(&app, "POST", "/scim/v2/Users", &other_token, Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "twin", "emails": [{"value": "ann@example.com", "primary": true}],
+        }))).await.expect(StatusCode::CREATED);
+        assert!(twin["id"].is_string(), "{twin}");
+        assert_ne!(twin["id"], json!(mine_id.to_string()), "{twin}");
+        let again = scim(&app, "GET", &format!("/scim/v2/Users/{mine_id}"), &second, None).await.expect(StatusCode::OK);
+        assert_eq!(again["emails"][0]["value"], json!("ann@example.com"));
+        assert_eq!(scim(&app, "GET", "/scim/v2/Users", &other_token, None).await.expect(StatusCode::OK)["totalResults"], json!(2));
         // Discovery documents.
         let spc = scim(&app, "GET", "/scim/v2/ServiceProviderConfig", &second, None).await.expect(StatusCode::OK);
         assert_eq!(spc["patch"]["supported"], json!(true));

@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use serde_json::{Value, json};
 use verity_controlplane::{
     authz::{Actor, Role},
-    storage::{sessions, users},
+    storage::{now_micros, sessions, users},
 };
 
 use crate::{
@@ -174,6 +174,51 @@ async fn project_count(app: &TestApp) -> i64 {
 }
 
 both_backends! {
+    async fn the_session_policy_ends_old_and_idle_sessions(app) {
+        let member = password_user(&app, "ui-policy@example.com", Role::Annotator).await;
+        // Bad policies are refused and change nothing.
+        let instance = app.config.session_ttl_hours * 60;
+        let before = app.get("/api/session-policy", &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(before, json!({"max_session_age": instance, "max_time_between_activity": instance}));
+        for body in [
+            json!({"max_session_age": 4}),
+            json!({"max_session_age": instance + 1}),
+            json!({"max_session_age": 30, "max_time_between_activity": 31}),
+            json!({"max_session_age": "soon"}),
+            json!({"session_age": 30}),
+        ] {
+            app.patch("/api/session-policy", &app.owner, body.clone()).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        }
+        assert_eq!(app.get("/api/session-policy", &app.owner).await.expect(StatusCode::OK), before);
+        app.patch("/api/session-policy", &member, json!({"max_session_age": 60})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        // A session opened now, and the policy set afterwards: it applies to it too.
+        let mut browser = Browser::default();
+        browser.sign_in(&app, "ui-policy@example.com", PASSWORD).await;
+        browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect(StatusCode::OK);
+        let set = app.patch("/api/session-policy", &app.owner, json!({"max_session_age": 120, "max_time_between_activity": 30})).await.expect(StatusCode::OK);
+        assert_eq!(set, json!({"max_session_age": 120, "max_time_between_activity": 30}));
+        browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect(StatusCode::OK);
+        let user = "(select id from app_user where email = 'ui-policy@example.com')";
+        // Idle for 31 minutes: over.
+        let idle = now_micros() - 31 * 60_000_000;
+        app.sql(&format!("update user_session set created_at = {idle}, last_seen_at = {idle} where user_id = {user}")).await.expect("backdate");
+        browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        // Active a minute ago but signed in more than two hours ago: over as well.
+        browser.sign_in(&app, "ui-policy@example.com", PASSWORD).await;
+        browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect(StatusCode::OK);
+        let old = now_micros() - 121 * 60_000_000;
+        let recent = now_micros() - 60_000_000;
+        app.sql(&format!("update user_session set created_at = {old}, last_seen_at = {recent} where user_id = {user}")).await.expect("backdate");
+        browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        // A fresh session lasts the policy's age (two hours), not the instance's.
+        browser.sign_in(&app, "ui-policy@example.com", PASSWORD).await;
+        browser.api(&app, "GET", "/api/current-user/whoami", None, None).await.expect(StatusCode::OK);
+        let capped = app.sql(&format!("update user_session set client_ip = client_ip where user_id = {user} and expires_at <= created_at + 7200000000")).await.expect("probe");
+        assert_eq!(capped, 1, "the new session ends with the policy's age");
+        let audit = app.audit_actions(app.org).await;
+        assert!(audit.iter().any(|(a, _, _)| a == "session_policy.update"), "{audit:?}");
+    }
+
     async fn password_sign_in_sessions_csrf_and_sign_out(app) {
         password_user(&app, "ui-manager@example.com", Role::Manager).await;
         let mut browser = Browser::default();

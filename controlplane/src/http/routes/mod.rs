@@ -15,6 +15,7 @@ pub mod organizations;
 pub mod predictions;
 pub mod projects;
 pub mod reviews;
+pub mod saml;
 pub mod scim;
 pub mod storages;
 pub mod tasks;
@@ -89,6 +90,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(ml::router())
         .merge(storages::router())
         .merge(agreement::router())
+        .merge(saml::router())
         .merge(scim::router())
         .merge(ldap::router())
 }

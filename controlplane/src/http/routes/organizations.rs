@@ -26,6 +26,7 @@ use crate::{
     storage::{
         audit::{self, EntryRow},
         orgs::{self, InvitationView, MemberFilter, MembershipView, OrganizationView, Signup},
+        sessions,
         users::UserView,
     },
 };
@@ -477,6 +478,60 @@ pub async fn audit_export(
         .map_err(ApiError::internal)
 }
 
+fn minutes(body: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Option<i64>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+            ApiError::field(
+                ErrorCode::ValidationError,
+                key,
+                "give a whole number of minutes",
+            )
+        }),
+    }
+}
+
+/// The organization's session policy: how long browser sessions last (minutes).
+#[utoipa::path(get, path = "/api/session-policy", tag = "organizations", responses((status = 200, body = sessions::SessionPolicy)))]
+pub async fn get_session_policy(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> ApiResult<Json<sessions::SessionPolicy>> {
+    let ttl = state.config.session_ttl_hours.saturating_mul(3600);
+    Ok(Json(sessions::get_policy(&state.db, &actor, ttl).await?))
+}
+
+/// Changes the session policy (`max_session_age`, `max_time_between_activity`, minutes); it
+/// applies to sessions already open too.
+#[utoipa::path(patch, path = "/api/session-policy", tag = "organizations", request_body = sessions::SessionPolicy, responses((status = 200, body = sessions::SessionPolicy)))]
+pub async fn update_session_policy(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<sessions::SessionPolicy>> {
+    if let Some(key) = body
+        .keys()
+        .find(|k| !matches!(k.as_str(), "max_session_age" | "max_time_between_activity"))
+    {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            key,
+            "unknown field: give max_session_age and/or max_time_between_activity",
+        ));
+    }
+    let ttl = state.config.session_ttl_hours.saturating_mul(3600);
+    Ok(Json(
+        sessions::set_policy(
+            &state.db,
+            &actor,
+            minutes(&body, "max_session_age")?,
+            minutes(&body, "max_time_between_activity")?,
+            ttl,
+        )
+        .await?,
+    ))
+}
+
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -490,4 +545,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(accept_invitation))
         .routes(routes!(audit_log))
         .routes(routes!(audit_export))
+        .routes(routes!(get_session_policy, update_session_policy))
 }

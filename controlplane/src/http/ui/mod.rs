@@ -7,6 +7,7 @@
 //! so all behaviour lives in files under `/static/`.
 
 mod pages;
+mod sso;
 
 use std::sync::OnceLock;
 
@@ -43,6 +44,10 @@ pub fn router() -> Router<AppState> {
         .route("/user/login", get(pages::login_page).post(pages::login))
         .route("/user/logout", get(pages::logout_page).post(pages::logout))
         .route("/user/signup", get(pages::signup_page).post(pages::signup))
+        .route("/user/login/sso", get(sso::by_email))
+        .route("/saml/{org}/metadata", get(sso::metadata))
+        .route("/saml/{org}/login", get(sso::login))
+        .route("/saml/{org}/acs", axum::routing::post(sso::acs))
         .route(
             "/projects",
             get(pages::projects_page).post(pages::create_project),
@@ -183,6 +188,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 "settings.html",
                 include_str!("../../../ui/templates/settings.html"),
             ),
+            ("sso.html", include_str!("../../../ui/templates/sso.html")),
             (
                 "error.html",
                 include_str!("../../../ui/templates/error.html"),

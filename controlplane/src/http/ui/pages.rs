@@ -392,7 +392,7 @@ pub(super) async fn signup(State(state): State<AppState>, request: Request) -> R
         Err(e) => return error_page(None, &e),
     };
     let ttl = state.config.session_ttl_hours.saturating_mul(3600);
-    match sessions::open_for_user(&state.db, &meta, user_id, ttl).await {
+    match sessions::open_for_user(&state.db, &meta, user_id, ttl, "password").await {
         Ok(session) => signed_in(&state, &parts, &session, "/projects"),
         Err(e) => error_page(None, &e),
     }
