@@ -475,6 +475,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/saml/settings/validate-metadata-url",
         Needs(P::OrgManage),
     ),
+    // LDAP sign-in settings of the organization.
+    ep("GET", "/api/ldap/settings", Needs(P::OrgManage)),
+    ep("POST", "/api/ldap/settings", Needs(P::OrgManage)),
+    ep("DELETE", "/api/ldap/settings", Needs(P::OrgManage)),
+    ep("POST", "/api/ldap/settings/test", Needs(P::OrgManage)),
     // Background jobs.
     ep("GET", "/api/jobs/{id}", Needs(P::OrgView)),
     ep("GET", "/api/jobs", Needs(P::JobManage)),

@@ -16,6 +16,7 @@ pub mod exports;
 pub mod http;
 pub mod imports;
 pub mod jobs;
+pub mod ldap;
 pub mod links;
 pub mod localfiles;
 pub mod ml;

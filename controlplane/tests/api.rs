@@ -7,6 +7,8 @@ mod common;
 mod crash;
 #[path = "suites/jobs.rs"]
 mod jobs;
+#[path = "suites/ldap.rs"]
+mod ldap;
 #[path = "suites/matrix.rs"]
 mod matrix;
 #[path = "suites/ml.rs"]

@@ -65,7 +65,8 @@ struct Candidate {
 /// The message of a refused sign-in: the same for an unknown email and a wrong password.
 pub const WRONG_CREDENTIALS: &str = "The email or password is not correct.";
 
-fn locked_error(until: i64, now: i64) -> ApiError {
+/// The refusal of a locked account.
+pub fn locked_error(until: i64, now: i64) -> ApiError {
     let minutes = ((until - now) as f64 / 60_000_000.0).ceil().max(1.0) as i64;
     ApiError::new(
         ErrorCode::AccountLocked,
@@ -285,7 +286,7 @@ async fn open_session(
 }
 
 /// Opens a session for a user who just proved who they are another way (signing up through an
-/// invitation with a new password: `method` "password"; single sign-on: "saml").
+/// invitation with a new password: `method` "password"; single sign-on: "saml"; a directory: "ldap").
 pub async fn open_for_user(
     db: &Db,
     meta: &RequestMeta,

@@ -7,6 +7,7 @@ pub mod annotations;
 pub mod exports;
 pub mod imports;
 pub mod jobs;
+pub mod ldap;
 pub mod members;
 pub mod meta;
 pub mod ml;
@@ -91,6 +92,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(agreement::router())
         .merge(saml::router())
         .merge(scim::router())
+        .merge(ldap::router())
 }
 
 /// The OpenAPI document as pretty JSON (committed under `docs/openapi.json`).

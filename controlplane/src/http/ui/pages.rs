@@ -192,7 +192,15 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
         lock_secs: state.config.login_lockout_secs,
     };
     let ttl = state.config.session_ttl_hours.saturating_mul(3600);
-    match sessions::sign_in(&state.db, &meta, &form.email, &form.password, lockout, ttl).await {
+    let signed = crate::http::routes::ldap::sign_in(
+        &state,
+        &meta,
+        &form.email,
+        &form.password,
+        lockout,
+        ttl,
+    );
+    match signed.await {
         Ok(session) => signed_in(&state, &parts, &session, &next),
         Err(e) if e.code.status().is_client_error() => login_form(
             &state,
