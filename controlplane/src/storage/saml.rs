@@ -46,9 +46,27 @@ fn yes() -> bool {
     true
 }
 
+/// The fields [`SamlSettings`] takes (the API refuses others: a misspelt field must not be
+/// silently dropped). Not `deny_unknown_fields`: the settings are flattened into the view.
+pub const FIELDS: &[&str] = &[
+    "domain",
+    "idp_provider",
+    "metadata_url",
+    "metadata_xml",
+    "mapping_email",
+    "mapping_first_name",
+    "mapping_last_name",
+    "mapping_groups",
+    "roles_groups",
+    "workspaces_groups",
+    "projects_groups",
+    "default_role",
+    "manual_role_management",
+    "allow_idp_initiated",
+];
+
 /// An organization's SAML settings as written (Label Studio Enterprise's field names).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SamlSettings {
     /// Comma-separated email domains of the organization: a sign-in with such an email goes to
     /// this identity provider, and it may assert only such emails. Required.

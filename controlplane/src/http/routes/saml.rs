@@ -86,6 +86,16 @@ pub async fn set_settings(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<SamlSettingsView>> {
     actor.require(Permission::OrgManage)?;
+    if let Some(key) = body.keys().find(|k| !store::FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            key,
+            format!(
+                "unknown field {key:?}; the settings are: {}",
+                store::FIELDS.join(", ")
+            ),
+        ));
+    }
     let settings: SamlSettings = serde_json::from_value(Value::Object(body)).map_err(|e| {
         ApiError::new(
             ErrorCode::ValidationError,
@@ -140,8 +150,15 @@ pub struct MetadataCheck {
     pub sso_url: String,
 }
 
+/// The body of a metadata URL check.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct MetadataUrl {
+    /// The identity provider's metadata URL.
+    pub metadata_url: String,
+}
+
 /// Fetches and checks an identity provider's metadata URL without saving anything.
-#[utoipa::path(post, path = "/api/saml/settings/validate-metadata-url", tag = "saml", responses((status = 200, body = MetadataCheck)))]
+#[utoipa::path(post, path = "/api/saml/settings/validate-metadata-url", tag = "saml", request_body = MetadataUrl, responses((status = 200, body = MetadataCheck)))]
 pub async fn validate_metadata_url(
     State(state): State<AppState>,
     actor: Actor,
