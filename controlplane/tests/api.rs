@@ -1369,6 +1369,26 @@ async fn rate_limits_per_token_and_per_address() {
     app.send(r)
         .await
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // So do refused SAML responses (anyone may post to an assertion consumer service): once
+    // the address is blocked, its posts no longer reach the verifier or the audit log.
+    let acs = format!("/saml/{}/acs", app.org);
+    let post_acs = || {
+        Request::post(acs.as_str())
+            .header("x-forwarded-for", "203.0.113.20")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("SAMLResponse=bm90IHNhbWw%3D&RelayState="))
+            .expect("req")
+    };
+    for _ in 0..4 {
+        assert_eq!(
+            app.send_unchecked(post_acs()).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let audited = app.audit_actions(app.org).await.len();
+    let blocked = app.send_unchecked(post_acs()).await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app.audit_actions(app.org).await.len(), audited);
 }
 
 both_backends! {

@@ -36,6 +36,17 @@ const SIGN_IN_PATHS: &[&str] = &[
     "/user/signup",
 ];
 
+/// Whether a POST to `path` is a sign-in: one of [`SIGN_IN_PATHS`], or a SAML assertion
+/// consumer service (`/saml/{org}/acs`), where anyone may post a response to be checked.
+fn is_sign_in(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    SIGN_IN_PATHS.contains(&path)
+        || path
+            .strip_prefix("/saml/")
+            .and_then(|rest| rest.strip_suffix("/acs"))
+            .is_some_and(|org| !org.is_empty() && !org.contains('/'))
+}
+
 /// The limiters of one process.
 pub struct RateLimits {
     per_credential: Option<DefaultKeyedRateLimiter<[u8; 16]>>,
@@ -144,8 +155,7 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         .parse()
         .ok();
     let request = Request::from_parts(parts, body);
-    let sign_in = request.method() == http::Method::POST
-        && SIGN_IN_PATHS.contains(&request.uri().path().trim_end_matches('/'));
+    let sign_in = request.method() == http::Method::POST && is_sign_in(request.uri().path());
     let key = credential(&request).map(|c| {
         let digest = Sha256::digest(c.as_bytes());
         let mut k = [0u8; 16];
@@ -176,6 +186,27 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_in_paths_include_every_assertion_consumer_service() {
+        for path in [
+            "/user/login",
+            "/user/login/",
+            "/saml/1/acs",
+            "/saml/42/acs/",
+        ] {
+            assert!(is_sign_in(path), "{path}");
+        }
+        for path in [
+            "/saml/1/login",
+            "/saml//acs",
+            "/saml/1/2/acs",
+            "/api/projects",
+            "/acs",
+        ] {
+            assert!(!is_sign_in(path), "{path}");
+        }
+    }
 
     #[test]
     fn a_spent_sign_in_budget_blocks_the_address_only() {
