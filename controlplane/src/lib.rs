@@ -4,6 +4,7 @@
 //! Layers: [`http`] (routes, extractors, error mapping) → [`storage`] (one set of repository
 //! code over PostgreSQL and SQLite, authorization at its boundary) → [`domain`] (pure rules).
 
+pub mod agreement;
 pub mod auth;
 pub mod authz;
 pub mod body;

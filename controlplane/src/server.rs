@@ -173,8 +173,7 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     let drain = std::time::Duration::from_secs(config.worker_drain_secs);
     let lease = std::time::Duration::from_secs(config.worker_lease_secs.max(1));
     let handlers = handlers(&db, &jobs, &config)?;
-    let sweeper = tokio::spawn(sweep_webhooks(db.clone(), jobs.clone()));
-    let export_sweeper = tokio::spawn(sweep_exports(db.clone(), jobs.clone()));
+    let sweeps = spawn_sweeps(&db, &jobs, &config);
     let shutdown_delay = std::time::Duration::from_secs(config.shutdown_delay_secs);
     let links = crate::links::LinkSigner::for_config(&config)?;
     let state = AppState::new(
@@ -234,8 +233,9 @@ pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     if let Some(task) = purge {
         task.abort();
     }
-    sweeper.abort();
-    export_sweeper.abort();
+    for sweep in sweeps {
+        sweep.abort();
+    }
     let _ = stop_workers.send(true);
     if let Some(w) = worker {
         let _ = w.await;
@@ -388,6 +388,7 @@ pub fn handlers(
     let handlers =
         crate::cloud::register(db.clone(), jobs.clone(), config.clone(), sealer, handlers);
     let handlers = crate::exports::register(db.clone(), handlers);
+    let handlers = crate::agreement::register(db.clone(), handlers);
     Ok(crate::imports::register(
         db.clone(),
         jobs.clone(),
@@ -396,40 +397,81 @@ pub fn handlers(
     ))
 }
 
-/// Every minute, fails export snapshots and conversions whose job ended without writing them
-/// (killed on its last attempt, timed out, deleted). Only work whose job is over is touched:
-/// never what another replica's worker is writing.
-async fn sweep_exports(db: Db, jobs: crate::jobs::Jobs) {
+/// Runs one pass of a sweep every minute until aborted: the sweeps find work stranded between
+/// a database write and the queue (or whose job ended without finishing it) and put it right.
+/// Several replicas may sweep at once; each sweep is idempotent.
+async fn every_minute<F, Fut>(what: &'static str, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, String>>,
+{
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match crate::exports::sweep(&db, &jobs, crate::exports::SWEEP_GRACE).await {
+        match pass().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(exports = n, "failed export snapshots whose job ended"),
-            Err(e) => {
-                tracing::warn!(error = %e, "sweeping export snapshots failed; retrying later")
-            }
+            Ok(n) => tracing::warn!(count = n, "{what}"),
+            Err(e) => tracing::warn!(error = %e, "{what}: the sweep failed; retrying later"),
         }
     }
 }
 
-/// Every minute, starts delivery of webhook events that no pass holds (recorded just before a
-/// crash, between the outbox and the queue).
-async fn sweep_webhooks(db: Db, jobs: crate::jobs::Jobs) {
-    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match crate::webhooks::sweep(&db, &jobs).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                webhooks = n,
-                "restarted delivery of stranded webhook events"
-            ),
-            Err(e) => tracing::warn!(error = %e, "sweeping webhook events failed; retrying later"),
-        }
+/// The sweeps of a process that serves the API: export snapshots and conversions whose job
+/// ended without writing them are failed (only work whose job is over: never what another
+/// replica's worker is writing); webhook events that no delivery pass holds are delivered;
+/// stale project agreements whose refresh job is missing are enqueued again; export snapshots
+/// past `export_retention_days` are removed.
+fn spawn_sweeps(
+    db: &Db,
+    jobs: &crate::jobs::Jobs,
+    config: &Config,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (d1, j1) = (db.clone(), jobs.clone());
+    let (d2, j2) = (db.clone(), jobs.clone());
+    let (d3, j3) = (db.clone(), jobs.clone());
+    let d4 = db.clone();
+    let retention_days = config.export_retention_days;
+    let mut sweeps = vec![
+        tokio::spawn(every_minute(
+            "failed export snapshots whose job ended",
+            move || {
+                let (db, jobs) = (d1.clone(), j1.clone());
+                async move { crate::exports::sweep(&db, &jobs, crate::exports::SWEEP_GRACE).await }
+            },
+        )),
+        tokio::spawn(every_minute(
+            "restarted delivery of stranded webhook events",
+            move || {
+                let (db, jobs) = (d2.clone(), j2.clone());
+                async move { crate::webhooks::sweep(&db, &jobs).await.map(|n| n as u64) }
+            },
+        )),
+        tokio::spawn(every_minute(
+            "enqueued missing agreement refreshes",
+            move || {
+                let (db, jobs) = (d3.clone(), j3.clone());
+                async move { crate::agreement::sweep(&db, &jobs).await.map(|n| n as u64) }
+            },
+        )),
+    ];
+    if retention_days > 0 {
+        let retention = retention_days.saturating_mul(86_400_000_000);
+        sweeps.push(tokio::spawn(every_minute(
+            "removed export snapshots past their retention",
+            move || {
+                let db = d4.clone();
+                async move {
+                    let before = crate::storage::now_micros()
+                        .saturating_sub(i64::try_from(retention).unwrap_or(i64::MAX));
+                    crate::storage::snapshots::expire(&db, before, retention_days)
+                        .await
+                        .map_err(|e| e.detail)
+                }
+            },
+        )));
     }
+    sweeps
 }
 
 async fn shutdown_signal() {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Db, access, tasks, with_read};
+use super::{Db, access, tasks, with_read, with_tx};
 use crate::{
     authz::{Actor, Permission},
     domain::label_config::{
@@ -195,45 +195,170 @@ macro_rules! refresh_task_agreement {
     }};
 }
 
-/// Recomputes the stored agreement of every task of a project inside a write transaction:
-/// after its labeling configuration or control weights changed (the one case that touches the
-/// whole project; annotation changes touch their task only).
+/// Marks the stored task agreements of a project stale inside a write transaction, after its
+/// labeling configuration or control weights changed (the one case that touches the whole
+/// project; annotation changes refresh their task at once). The `agreement.refresh` job
+/// ([`crate::agreement`]) recomputes them in batches; see [`refresh_batch`].
 #[macro_export]
-macro_rules! refresh_project_agreement {
+macro_rules! mark_agreement_stale {
     ($tx:expr, $project_id:expr) => {{
-        let (label_config, settings): (String, String) =
-            sqlx::query_as("select label_config, settings from project where id = $1")
-                .bind($project_id)
-                .fetch_one(&mut *$tx)
-                .await?;
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-            "select task_id, completed_by, result from annotation where project_id = $1 \
-             and not was_cancelled and result is not null and completed_by is not null order by id",
-        )
-        .bind($project_id)
-        .fetch_all(&mut *$tx)
-        .await?;
         sqlx::query(
-            "update task set agreement = null where project_id = $1 and agreement is not null",
+            "update project set agreement_generation = agreement_generation + 1 where id = $1",
         )
         .bind($project_id)
         .execute(&mut *$tx)
         .await?;
-        for (task, value) in
-            $crate::storage::agreement::task_values(&label_config, &settings, &rows)
-        {
+    }};
+}
+
+pub use crate::{mark_agreement_stale, refresh_task_agreement};
+
+/// Tasks recomputed per transaction by a project-wide refresh: each batch holds the project's
+/// lock (which annotation writes take too) for a few milliseconds, never the whole project.
+pub const REFRESH_BATCH: i64 = 500;
+
+/// A project whose stored agreements are stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stale {
+    /// Its organization.
+    pub organization: i64,
+    /// The configuration generation to recompute for.
+    pub generation: i64,
+    /// Its tasks (for progress).
+    pub tasks: i64,
+}
+
+/// The stale agreement generation of a project: `Some` when a configuration or weights change
+/// has not been recomputed yet, `None` when it is current or the project is gone.
+pub async fn stale_generation(db: &Db, project_id: i64) -> ApiResult<Option<Stale>> {
+    let row: Option<(i64, i64, i64, i64)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select organization_id, agreement_generation, agreement_generation_done, \
+             (select count(*) from task t where t.project_id = p.id) from project p where id = $1",
+        )
+        .bind(project_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(row.and_then(|(organization, generation, done, tasks)| {
+        (generation != done).then_some(Stale {
+            organization,
+            generation,
+            tasks,
+        })
+    }))
+}
+
+/// Every project whose stored agreements are stale: `(organization, project, generation)`.
+pub async fn stale_projects(db: &Db) -> ApiResult<Vec<(i64, i64, i64)>> {
+    Ok(with_read!(db, conn, {
+        sqlx::query_as(
+            "select organization_id, id, agreement_generation from project \
+             where agreement_generation <> agreement_generation_done order by id",
+        )
+        .fetch_all(conn)
+        .await?
+    }))
+}
+
+/// What one step of a project-wide refresh did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshStep {
+    /// Recomputed the tasks up to this id; call again with it.
+    Batch {
+        /// The last task id of the batch.
+        last: i64,
+        /// Tasks in the batch.
+        tasks: u64,
+    },
+    /// Every task is recomputed and the generation recorded as done.
+    Finished,
+    /// A newer change (or the project's deletion) superseded this generation: its own refresh
+    /// does the work.
+    Superseded,
+}
+
+/// Recomputes the stored agreement of the next `batch` tasks after task id `after` of a project
+/// for configuration generation `generation`, in one transaction; with no task left, records
+/// the generation as done. The transaction first locks the project row and checks that the
+/// generation is still the latest, so it serializes with annotation writes (whose own refresh
+/// of one task it could otherwise overwrite with an older view) and never writes values of a
+/// configuration that has changed since.
+pub async fn refresh_batch(
+    db: &Db,
+    project_id: i64,
+    generation: i64,
+    after: i64,
+    batch: i64,
+) -> ApiResult<RefreshStep> {
+    with_tx!(db, tx, {
+        let locked = sqlx::query(
+            "update project set agreement_generation_done = agreement_generation_done \
+             where id = $1 and agreement_generation = $2",
+        )
+        .bind(project_id)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if locked == 0 {
+            return Ok::<_, ApiError>(RefreshStep::Superseded);
+        }
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "select id from task where project_id = $1 and id > $2 order by id limit $3",
+        )
+        .bind(project_id)
+        .bind(after)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            sqlx::query("update project set agreement_generation_done = $2 where id = $1")
+                .bind(project_id)
+                .bind(generation)
+                .execute(&mut *tx)
+                .await?;
+            return Ok(RefreshStep::Finished);
+        };
+        let (label_config, settings): (String, String) =
+            sqlx::query_as("select label_config, settings from project where id = $1")
+                .bind(project_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "select task_id, completed_by, result from annotation where project_id = $1 \
+             and task_id between $2 and $3 and not was_cancelled and result is not null \
+             and completed_by is not null order by id",
+        )
+        .bind(project_id)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "update task set agreement = null where project_id = $1 and id between $2 and $3 \
+             and agreement is not null",
+        )
+        .bind(project_id)
+        .bind(first)
+        .bind(last)
+        .execute(&mut *tx)
+        .await?;
+        for (task, value) in task_values(&label_config, &settings, &rows) {
             if value.is_some() {
                 sqlx::query("update task set agreement = $1 where id = $2")
                     .bind(value)
                     .bind(task)
-                    .execute(&mut *$tx)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
-    }};
+        Ok(RefreshStep::Batch {
+            last,
+            tasks: ids.len() as u64,
+        })
+    })
 }
-
-pub use crate::{refresh_project_agreement, refresh_task_agreement};
 
 /// `GET /api/projects/{id}/stats/total_agreement`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -242,15 +367,22 @@ pub struct TotalAgreement {
     pub total_agreement: Option<f64>,
     /// Tasks that entered the mean.
     pub tasks: usize,
+    /// True while a change of the labeling configuration or control weights is being applied
+    /// to the stored task agreements (the `agreement.refresh` job, ADR 0035): until then the
+    /// mean mixes tasks measured before and after the change.
+    pub stale: bool,
 }
 
 /// The mean of the task agreements of a project.
 pub async fn total(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<TotalAgreement> {
     access::project(db, actor, project_id, Permission::AgreementView).await?;
-    // Stored per task, kept up to date by every annotation change (ADR 0025).
-    let (tasks, mean): (i64, Option<f64>) = with_read!(db, conn, {
+    // Stored per task, kept up to date by every annotation change (ADR 0025) and by the
+    // refresh job after configuration changes (ADR 0035).
+    let (tasks, mean, stale): (i64, Option<f64>, bool) = with_read!(db, conn, {
         sqlx::query_as(
-            "select count(agreement), avg(agreement) from task where project_id = $1 and agreement is not null",
+            "select count(agreement), avg(agreement), \
+             (select agreement_generation <> agreement_generation_done from project where id = $1) \
+             from task where project_id = $1 and agreement is not null",
         )
         .bind(project_id)
         .fetch_one(conn)
@@ -259,6 +391,7 @@ pub async fn total(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<TotalAg
     Ok(TotalAgreement {
         total_agreement: mean,
         tasks: usize::try_from(tasks).unwrap_or_default(),
+        stale,
     })
 }
 

@@ -552,6 +552,7 @@ pub(crate) async fn apply_update(
         .await?
         .ok_or_else(|| ApiError::not_found("project"))?;
         let title = if title_given { title.clone() } else { fresh.0 };
+        let config_changed = config_given && label_config.as_str() != fresh.1.as_str();
         let label_config = if config_given {
             label_config.clone()
         } else {
@@ -577,9 +578,10 @@ pub(crate) async fn apply_update(
         .bind(workspace_id)
         .execute(&mut *tx)
         .await?;
-        if config_given || body.contains_key("control_weights") {
-            // What agreement is measured on changed: every task's stored value (ADR 0025).
-            crate::refresh_project_agreement!(tx, id);
+        if config_changed || old.control_weights != settings.control_weights {
+            // What agreement is measured on changed: every task's stored value is stale until
+            // the `agreement.refresh` job has recomputed it (ADRs 0025, 0035).
+            crate::mark_agreement_stale!(tx, id);
         }
         audit!(
             tx,

@@ -232,6 +232,22 @@ impl TestApp {
         }
     }
 
+    /// Runs one SQL statement on the app's database (its writer on SQLite); answers the rows
+    /// it changed. For tests that stage what the API cannot produce on demand.
+    pub async fn exec(&self, sql: &str) -> u64 {
+        match &self.db {
+            Db::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Db::Sqlite { write, .. } => sqlx::query(sql)
+                .execute(write)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .expect("statement")
+    }
+
     /// A new user with `role` in this app's organization; returns the token.
     pub async fn user(&self, email: &str, role: Role) -> String {
         self.user_in(self.org, email, role).await
@@ -536,9 +552,27 @@ pub async fn stub_ml_backend_with(delay: std::time::Duration) -> String {
 pub async fn stub_ml_backend_counting(
     delay: std::time::Duration,
 ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let stub = stub_ml(delay).await;
+    (stub.url, stub.trainings)
+}
+
+/// A running protocol stand-in of a model server (see [`stub_ml`]).
+pub struct StubMl {
+    /// Its base URL.
+    pub url: String,
+    /// Trainings (`/webhook` calls) received.
+    pub trainings: Arc<std::sync::atomic::AtomicUsize>,
+    /// The number of tasks of each `/predict` request received, in order.
+    pub predict_sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+/// A model server on loopback: `/health`, `/setup` (version `stub-1`), `/predict` (a "pos"
+/// choice with score 0.5 for every task, after `delay`) and `/webhook`, recording what it got.
+pub async fn stub_ml(delay: std::time::Duration) -> StubMl {
     use axum::{Json, Router, routing::get, routing::post};
     let trainings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = trainings.clone();
+    let predict_sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (counter, sizes) = (trainings.clone(), predict_sizes.clone());
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "UP"})) }))
         .route(
@@ -548,8 +582,9 @@ pub async fn stub_ml_backend_counting(
         .route(
             "/predict",
             post(move |Json(body): Json<Value>| async move {
-                tokio::time::sleep(delay).await;
                 let n = body["tasks"].as_array().map_or(0, Vec::len);
+                sizes.lock().expect("sizes").push(n);
+                tokio::time::sleep(delay).await;
                 let one = json!({"result": choice("pos"), "score": 0.5});
                 Json(json!({"results": vec![one; n]}))
             }),
@@ -568,5 +603,9 @@ pub async fn stub_ml_backend_counting(
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (format!("http://{addr}"), trainings)
+    StubMl {
+        url: format!("http://{addr}"),
+        trainings,
+        predict_sizes,
+    }
 }

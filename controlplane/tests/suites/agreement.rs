@@ -17,6 +17,24 @@ fn close(v: &Value, expected: f64) -> bool {
     v.as_f64().is_some_and(|x| (x - expected).abs() < 1e-12)
 }
 
+/// `total_agreement` once the project's refresh job has run (a worker must be running).
+async fn refreshed_total(app: &crate::common::TestApp, p: i64) -> Value {
+    for _ in 0..500 {
+        let total = app
+            .get(
+                &format!("/api/projects/{p}/stats/total_agreement"),
+                &app.owner,
+            )
+            .await
+            .expect(StatusCode::OK);
+        if total["stale"] == json!(false) {
+            return total;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the agreement refresh of project {p} did not finish");
+}
+
 both_backends! {
     async fn agreement_statistics(app) {
         let p = app.mk_project(&app.owner, json!({"label_config": CONFIG, "maximum_annotations": 3})).await;
@@ -95,11 +113,16 @@ both_backends! {
         assert!(close(&iaa["IAA"][0][1], 0.75) && close(&iaa["IAA"][1][2], 0.75), "{iaa}");
         assert_eq!(iaa["common_tasks"][0][1], json!(4));
 
-        // Weights: the Rating weighs nothing, so only the choice counts.
+        // Weights: the Rating weighs nothing, so only the choice counts. The stored task
+        // agreements are stale until the refresh job has run (ADR 0035).
         app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"control_weights": {"stars": {"overall": 0}, "sentiment": {"overall": 1}}}))
             .await
             .expect(StatusCode::OK);
         let total = app.get(&format!("/api/projects/{p}/stats/total_agreement"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(total["stale"], json!(true), "{total}");
+        assert!(close(&total["total_agreement"], 0.75), "not recomputed inline: {total}");
+        let _worker = crate::webhooks::start_worker(&app);
+        let total = refreshed_total(&app, p).await;
         assert!(close(&total["total_agreement"], 2.0 / 3.0), "{total}");
         let iaa = app.get(&format!("/api/projects/{p}/stats/IAA"), &app.owner).await.expect(StatusCode::OK);
         assert!(close(&iaa["IAA"][0][1], 0.75) && close(&iaa["IAA"][1][2], 0.5), "{iaa}");
@@ -280,5 +303,75 @@ both_backends! {
         app.get(&format!("/api/projects/{p}/stats/agreement_annotator/999999"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
         app.get(&format!("/api/projects/{p}/stats/agreement_annotator/{ia}"), &a).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
         app.get(&format!("/api/projects/{p}/stats/lead_time"), &a).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+}
+
+both_backends! {
+    async fn agreement_refresh_is_a_resumable_job(app) {
+        use verity_controlplane::jobs::{Jobs, sql::SqlQueue};
+        use verity_controlplane::storage::agreement::{RefreshStep, refresh_batch, stale_generation};
+        let p = app.mk_project(&app.owner, json!({"label_config": CONFIG, "maximum_annotations": 2})).await;
+        let mut tokens = Vec::new();
+        for name in ["a", "b"] {
+            let t = app.user(&format!("refresh-{name}@example.com"), Role::Annotator).await;
+            app.add_member(p, &t, None).await;
+            tokens.push(t);
+        }
+        let tasks = app.mk_tasks(&app.owner, p, 5).await;
+        // Same choice, different rating on every task: 1/2 with both controls, 1 without stars.
+        for (who, stars) in [(0, 4), (1, 2)] {
+            for t in &tasks {
+                let result = json!([sentiment("pos"), {"from_name": "stars", "to_name": "text", "type": "rating", "value": {"rating": stars}}]);
+                app.post(&format!("/api/tasks/{t}/annotations"), &tokens[who], json!({"result": result})).await.expect(StatusCode::CREATED);
+            }
+        }
+        let total_path = format!("/api/projects/{p}/stats/total_agreement");
+        let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&t["total_agreement"], 0.5) && t["stale"] == json!(false), "{t}");
+        // Saving settings that do not change what agreement measures leaves it current.
+        let same = app.project(p).await["label_config"].clone();
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"title": "renamed", "label_config": same})).await.expect(StatusCode::OK);
+        assert_eq!(stale_generation(&app.db, p).await.expect("stale"), None);
+
+        // A weights change marks the project stale; no worker runs yet, so nothing moves.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"control_weights": {"stars": {"overall": 0}, "sentiment": {"overall": 1}}})).await.expect(StatusCode::OK);
+        let stale = stale_generation(&app.db, p).await.expect("stale").expect("the project is stale");
+        assert_eq!(stale.tasks, 5);
+        // Batches: two tasks at a time; each is committed on its own.
+        let step = refresh_batch(&app.db, p, stale.generation, 0, 2).await.expect("batch");
+        assert_eq!(step, RefreshStep::Batch { last: tasks[1], tasks: 2 });
+        let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&t["total_agreement"], 0.7) && t["stale"] == json!(true), "two of five recomputed: {t}");
+        // A newer change supersedes the running refresh: its next batch writes nothing.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"control_weights": {"stars": {"overall": 1}, "sentiment": {"overall": 1}}})).await.expect(StatusCode::OK);
+        let newer = stale_generation(&app.db, p).await.expect("stale").expect("still stale");
+        assert!(newer.generation > stale.generation);
+        let step = refresh_batch(&app.db, p, stale.generation, tasks[1], 2).await.expect("batch");
+        assert_eq!(step, RefreshStep::Superseded);
+        let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&t["total_agreement"], 0.7), "{t}");
+
+        // The update enqueued the newer generation's job: the sweep finds nothing missing.
+        let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
+        assert_eq!(verity_controlplane::agreement::sweep(&app.db, &jobs).await.expect("sweep"), 0);
+        let job_id = verity_controlplane::agreement::job_id(p, newer.generation);
+        let job = app.get(&format!("/api/jobs/{job_id}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(job["kind"], json!("agreement.refresh"), "{job}");
+        // A worker runs it.
+        let worker = crate::webhooks::start_worker(&app);
+        let t = refreshed_total(&app, p).await;
+        assert!(close(&t["total_agreement"], 0.5) && t["tasks"] == json!(5), "{t}");
+        let _ = worker.send(true);
+
+        // A change whose job was never enqueued (the queue refused it, the process died): the
+        // marker stays, and the sweep enqueues the refresh, once.
+        app.exec(&format!("update project set agreement_generation = agreement_generation + 1 where id = {p}")).await;
+        let t = app.get(&total_path, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(t["stale"], json!(true), "{t}");
+        assert_eq!(verity_controlplane::agreement::sweep(&app.db, &jobs).await.expect("sweep"), 1);
+        assert_eq!(verity_controlplane::agreement::sweep(&app.db, &jobs).await.expect("sweep"), 0);
+        let _worker = crate::webhooks::start_worker(&app);
+        let t = refreshed_total(&app, p).await;
+        assert!(close(&t["total_agreement"], 0.5), "{t}");
     }
 }

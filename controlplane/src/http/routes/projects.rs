@@ -146,6 +146,7 @@ pub async fn update_project(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<ProjectView>> {
     let updated = projects::update(&state.db, &actor, &state.sealer, id, &body).await?;
+    crate::agreement::after_update(&state.db, &state.jobs, id, &body).await;
     crate::webhooks::emit(
         &state.db,
         &state.jobs,

@@ -779,6 +779,7 @@ pub(super) async fn save_settings(State(state): State<AppState>, request: Reques
     }
     match projects::update(&state.db, &user.actor, &state.sealer, id, &body).await {
         Ok(_) => {
+            crate::agreement::after_update(&state.db, &state.jobs, id, &body).await;
             crate::webhooks::emit(
                 &state.db,
                 &state.jobs,
