@@ -73,6 +73,9 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// How often the audit-log retention purge runs inside `serve`, in seconds (0 = never).
     pub audit_purge_interval_secs: u64,
+    /// Export snapshots (and their conversions) are removed this many days after they ended;
+    /// 0 keeps them until someone deletes them (Label Studio's behaviour).
+    pub export_retention_days: u64,
     /// Job queue in Redis (`rediss://host:port/db`, TLS only); empty = the `jobs` table of the
     /// database (the embedded default).
     pub redis_url: String,
@@ -189,6 +192,7 @@ impl Default for Config {
             instance_admin_token: String::new(),
             trust_forwarded_for: false,
             audit_purge_interval_secs: 3600,
+            export_retention_days: 0,
             redis_url: String::new(),
             redis_username: String::new(),
             redis_password: String::new(),
@@ -293,6 +297,7 @@ impl Config {
             "VERITY_AUDIT_PURGE_INTERVAL_SECS",
             parse
         );
+        env!(export_retention_days, "VERITY_EXPORT_RETENTION_DAYS", parse);
         env!(redis_url, "VERITY_REDIS_URL", string);
         env!(redis_username, "VERITY_REDIS_USERNAME", string);
         env!(redis_password, "VERITY_REDIS_PASSWORD", string);

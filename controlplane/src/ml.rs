@@ -36,8 +36,18 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 pub const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time limit of an interactive pre-annotation (an annotator waits for it).
 pub const INTERACTIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Tasks per `/predict` request of a batch.
+/// Time limit of a lazy prediction made when a task is opened
+/// (`evaluate_predictions_automatically`): the annotator waits for it.
+pub const LAZY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a backend that failed is left out of lazy predictions, so that a dead backend
+/// costs an annotator one wait, not one per task.
+pub const LAZY_BACKOFF_MICROS: i64 = 60_000_000;
+/// Tasks per `/predict` request of a batch, unless `POST /api/ml/{id}/predict?batch_size=`
+/// says otherwise.
 pub const BATCH_SIZE: i64 = 32;
+/// The largest `batch_size` accepted: a backend's answer for a batch is capped at
+/// [`MAX_RESPONSE_BYTES`], and one batch is stored in one transaction.
+pub const MAX_BATCH_SIZE: i64 = 1000;
 
 /// The outgoing client of ML backends.
 #[derive(Clone)]
@@ -325,15 +335,23 @@ pub async fn check(
     connection.setup(project).await.map_err(unreachable)
 }
 
-/// Enqueues a batch prediction of a backend (tasks without its current version).
-pub async fn enqueue_predict(jobs: &Jobs, backend: &MlBackendRow) -> Result<String, String> {
-    enqueue_for(jobs, backend, "low", PREDICT_KIND, 5).await
+/// Enqueues a batch prediction of a backend (tasks without its current version), `batch_size`
+/// tasks per `/predict` request.
+pub async fn enqueue_predict(
+    jobs: &Jobs,
+    backend: &MlBackendRow,
+    batch_size: i64,
+) -> Result<String, String> {
+    let payload =
+        json!({"backend": backend.id, "project": backend.project_id, "batch_size": batch_size});
+    enqueue_for(jobs, backend, "low", PREDICT_KIND, 5, payload).await
 }
 
 /// Enqueues a training of a backend. Its attempts also wait out a training of the same backend
 /// still running (5 s, 10 s, … apart).
 pub async fn enqueue_train(jobs: &Jobs, backend: &MlBackendRow) -> Result<String, String> {
-    enqueue_for(jobs, backend, "default", TRAIN_KIND, 10).await
+    let payload = json!({"backend": backend.id, "project": backend.project_id});
+    enqueue_for(jobs, backend, "default", TRAIN_KIND, 10, payload).await
 }
 
 async fn enqueue_for(
@@ -342,12 +360,9 @@ async fn enqueue_for(
     queue: &'static str,
     kind: &str,
     max_attempts: u32,
+    payload: Value,
 ) -> Result<String, String> {
-    let mut job = NewJob::new(
-        queue,
-        kind,
-        json!({"backend": backend.id, "project": backend.project_id}),
-    );
+    let mut job = NewJob::new(queue, kind, payload);
     job.organization = Some(backend.organization_id);
     job.timeout = Duration::from_secs(3600);
     job.max_attempts = max_attempts;
@@ -379,6 +394,83 @@ pub async fn after_annotation(db: &Db, jobs: &Jobs, project: &ProjectRow) {
             && let Err(e) = enqueue_train(jobs, &backend).await
         {
             tracing::warn!(backend = id, error = %e, "could not enqueue training");
+        }
+    }
+}
+
+/// Lazy predictions (the project setting `evaluate_predictions_automatically`): before task
+/// `task` is shown (opened by id, or handed out by the label stream), each of the project's
+/// backends that has no prediction of its current model version for it is asked for one, and
+/// the answer is stored as batch predictions are. Best effort and bounded: each backend has
+/// [`LAZY_TIMEOUT`] (or its own shorter timeout); one that fails is marked `ER` with the
+/// reason and left out for [`LAZY_BACKOFF_MICROS`], and the task is shown without its
+/// prediction.
+pub async fn predict_on_open(
+    db: &Db,
+    connector: &Connector,
+    sealer: &crate::secrets::Sealer,
+    project: &ProjectRow,
+    task: i64,
+) {
+    if !project.settings().evaluate_predictions_automatically {
+        return;
+    }
+    let backends = match store::project_backends(db, project.id).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(project = project.id, error = %e.detail, "lazy predictions: could not list the backends");
+            return;
+        }
+    };
+    let now = crate::storage::now_micros();
+    for backend in backends {
+        if backend.state == "ER" && now - backend.updated_at < LAZY_BACKOFF_MICROS {
+            continue;
+        }
+        let found =
+            store::task_without_version(db, project.id, task, backend.id, &backend.model_version)
+                .await;
+        let task_json = match found {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(task, error = %e.detail, "lazy predictions: could not read the task");
+                return;
+            }
+        };
+        let tasks = [task_json];
+        let timeout = LAZY_TIMEOUT.min(Duration::from_secs_f64(
+            backend.timeout.clamp(0.1, store::MAX_TIMEOUT_SECS),
+        ));
+        let outcome = match backend.connection(sealer) {
+            Ok(candidate) => connector
+                .to(&candidate)
+                .predict(project, &tasks, None, timeout)
+                .await
+                .and_then(|answer| {
+                    read_predictions(
+                        project.config().as_deref(),
+                        &tasks,
+                        &answer,
+                        &backend.model_version,
+                    )
+                }),
+            Err(e) => Err(e.detail),
+        };
+        match outcome {
+            Ok((made, rejected)) => {
+                if let Some(first) = rejected.first() {
+                    tracing::warn!(backend = backend.id, task, first = %first, "a lazy prediction that does not fit the labeling config was left out");
+                }
+                if let Err(e) = store::store_predictions(db, &backend, &made).await {
+                    tracing::warn!(backend = backend.id, task, error = %e.detail, "lazy predictions: could not store");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(backend = backend.id, task, error = %e, "lazy prediction failed; the task is shown without it");
+                let why = format!("lazy prediction of task {task}: {e}");
+                let _ = store::set_state(db, backend.id, "ER", Some(&why), None).await;
+            }
         }
     }
 }
@@ -419,7 +511,12 @@ impl Runner {
                     let id = job.leased.payload["backend"]
                         .as_i64()
                         .ok_or("the job has no backend id")?;
-                    r.predict_all(id, &job).await
+                    // Jobs enqueued before batch sizes existed carry none.
+                    let batch = job.leased.payload["batch_size"]
+                        .as_i64()
+                        .unwrap_or(BATCH_SIZE)
+                        .clamp(1, MAX_BATCH_SIZE);
+                    r.predict_all(id, batch, &job).await
                 }
             })
             .on(TRAIN_KIND, move |job| {
@@ -453,6 +550,7 @@ impl Runner {
     pub async fn predict_all(
         &self,
         id: i64,
+        batch: i64,
         job: &crate::jobs::worker::Job,
     ) -> Result<Value, String> {
         let Some((row, project, candidate)) = self.backend(id).await? else {
@@ -465,10 +563,9 @@ impl Runner {
         let (mut after, mut stored, mut rejected) = (0i64, 0usize, 0usize);
         let _ = store::set_state(&self.db, id, "PR", None, None).await;
         loop {
-            let tasks =
-                store::tasks_without_version(&self.db, project.id, &version, after, BATCH_SIZE)
-                    .await
-                    .map_err(|e| e.detail)?;
+            let tasks = store::tasks_without_version(&self.db, project.id, &version, after, batch)
+                .await
+                .map_err(|e| e.detail)?;
             let Some(last) = tasks.last().and_then(|t| t["id"].as_i64()) else {
                 break;
             };
@@ -563,7 +660,7 @@ impl Runner {
             if row.auto_update {
                 let mut updated = row.clone();
                 updated.model_version = version.clone();
-                refresh = Some(enqueue_predict(&self.jobs, &updated).await?);
+                refresh = Some(enqueue_predict(&self.jobs, &updated, BATCH_SIZE).await?);
             }
         }
         Ok(

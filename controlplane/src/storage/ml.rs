@@ -635,6 +635,32 @@ pub async fn tasks_without_version(
         .collect()
 }
 
+/// Task `task` of the project as a task object when it has no prediction of `model_version`
+/// from `backend` (what a lazy prediction on opening it would have to do), else `None`.
+pub async fn task_without_version(
+    db: &Db,
+    project: i64,
+    task: i64,
+    backend: i64,
+    model_version: &str,
+) -> ApiResult<Option<Value>> {
+    let row: Option<TaskRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from task t where t.id = $1 and t.project_id = $2 \
+             and not exists (select 1 from prediction p where p.task_id = t.id \
+             and p.model_version = $3 and p.ml_backend_id = $4)"
+        ))
+        .bind(task)
+        .bind(project)
+        .bind(model_version)
+        .bind(backend)
+        .fetch_optional(conn)
+        .await?
+    });
+    row.map(|r| serde_json::to_value(r.view()).map_err(ApiError::internal))
+        .transpose()
+}
+
 /// The project's first task, as a task object.
 pub async fn first_task(db: &Db, project: i64) -> ApiResult<Option<Value>> {
     let row: Option<TaskRow> = with_read!(db, conn, {

@@ -806,17 +806,24 @@ pub async fn get(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<
     Ok(row(db, actor, project_id, id).await?.view())
 }
 
-/// Deletes a snapshot with its stored files (a job still writing it stops at its next chunk).
-pub async fn delete(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<()> {
-    row(db, actor, project_id, id).await?;
-    with_tx!(db, tx, {
+/// Removes a snapshot with its stored files inside a write transaction.
+macro_rules! remove_snapshot {
+    ($tx:expr, $id:expr) => {{
         for statement in [
             "delete from export_snapshot_chunk where snapshot_id = $1",
             "delete from export_snapshot_file where snapshot_id = $1",
             "delete from export_snapshot where id = $1",
         ] {
-            sqlx::query(statement).bind(id).execute(&mut *tx).await?;
+            sqlx::query(statement).bind($id).execute(&mut *$tx).await?;
         }
+    }};
+}
+
+/// Deletes a snapshot with its stored files (a job still writing it stops at its next chunk).
+pub async fn delete(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<()> {
+    row(db, actor, project_id, id).await?;
+    with_tx!(db, tx, {
+        remove_snapshot!(tx, id);
         audit!(
             tx,
             Prepared::new(
@@ -829,6 +836,50 @@ pub async fn delete(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResu
         );
         Ok::<_, ApiError>(())
     })
+}
+
+/// Snapshots removed per transaction by [`expire`].
+const EXPIRE_BATCH: i64 = 50;
+
+/// Removes the snapshots that ended (completed or failed) before `before` (UTC microseconds),
+/// with their files, at most `EXPIRE_BATCH` per transaction, each audited as `export.expire`
+/// in its organization's log; returns how many. Snapshots still being written are never
+/// touched. Several replicas may run it at once: a snapshot is removed once.
+pub async fn expire(db: &Db, before: i64, retention_days: u64) -> ApiResult<u64> {
+    let mut removed = 0u64;
+    loop {
+        let n = with_tx!(db, tx, {
+            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                "select e.id, e.project_id, p.organization_id from export_snapshot e \
+                 join project p on p.id = e.project_id \
+                 where e.status in ('completed', 'failed') and e.finished_at < $1 \
+                 order by e.id limit $2",
+            )
+            .bind(before)
+            .bind(EXPIRE_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, project_id, org) in &rows {
+                remove_snapshot!(tx, *id);
+                let actor = Actor::instance(*org, Default::default());
+                audit!(
+                    tx,
+                    Prepared::new(
+                        &actor,
+                        "export.expire",
+                        "project",
+                        *project_id,
+                        json!({"export": id, "retention_days": retention_days})
+                    )
+                );
+            }
+            Ok::<_, ApiError>(rows.len() as u64)
+        })?;
+        removed += n;
+        if n < EXPIRE_BATCH as u64 {
+            return Ok(removed);
+        }
+    }
 }
 
 /// Asks for the conversion of a completed snapshot to `format`, to be written by job `job`.

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use verity_controlplane::authz::Role;
 
 use crate::common::{
-    Backend, TestApp, choice, stub_ml_backend, stub_ml_backend_counting, stub_ml_backend_with,
+    Backend, TestApp, choice, stub_ml, stub_ml_backend, stub_ml_backend_counting,
+    stub_ml_backend_with,
 };
 
 /// An annotator who is a member of project `p`; answers the token.
@@ -613,6 +614,191 @@ async fn trainings_of_a_backend_run_one_at_a_time(backend: Backend) {
         .expect(StatusCode::OK);
     assert_eq!(now["model_version"], json!("v2"), "{now}");
     assert_eq!(app.project(p).await["model_version"], json!("v2"));
+}
+
+/// `POST /api/ml/{id}/predict?batch_size=N` asks the backend for N tasks per request; a size
+/// outside 1..=1000 is refused before anything is enqueued.
+async fn batch_size_sets_the_tasks_per_request(backend: Backend) {
+    let app = app(backend).await;
+    let _worker = crate::webhooks::start_worker(&app);
+    let p = app.mk_project(&app.owner, json!({})).await;
+    app.mk_tasks(&app.owner, p, 7).await;
+    let stub = stub_ml(Duration::ZERO).await;
+    let id = app
+        .post(
+            "/api/ml",
+            &app.owner,
+            json!({"project": p, "url": stub.url}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    for bad in ["0", "1001", "-3", "many"] {
+        app.post(
+            &format!("/api/ml/{id}/predict?batch_size={bad}"),
+            &app.owner,
+            json!({}),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+    }
+    assert!(stub.predict_sizes.lock().expect("sizes").is_empty());
+    let job = app
+        .post(
+            &format!("/api/ml/{id}/predict?batch_size=3"),
+            &app.owner,
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::OK)["job"]
+        .as_str()
+        .expect("job")
+        .to_string();
+    let done = wait_job(&app, &job).await;
+    assert_eq!(done["result"]["stored"], json!(7), "{done}");
+    assert_eq!(*stub.predict_sizes.lock().expect("sizes"), vec![3, 3, 1]);
+}
+
+/// Lazy predictions (`evaluate_predictions_automatically`): a task opened by id or handed out
+/// by the label stream gets its prediction from the backend first, once per model version; a
+/// project without the setting never calls the backend; a dead backend delays one opening by
+/// its timeout at most, is marked `ER`, and is left alone for a while.
+async fn lazy_predictions_when_a_task_is_opened(backend: Backend) {
+    let app = app(backend).await;
+    let p = app
+        .mk_project(
+            &app.owner,
+            json!({"evaluate_predictions_automatically": true}),
+        )
+        .await;
+    let tasks = app.mk_tasks(&app.owner, p, 2).await;
+    let annotator = member(&app, p, "lazy-annotator@a.test").await;
+    let stub = stub_ml(Duration::ZERO).await;
+    app.post(
+        "/api/ml",
+        &app.owner,
+        json!({"project": p, "url": stub.url}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let calls = |stub: &crate::common::StubMl| stub.predict_sizes.lock().expect("sizes").clone();
+    assert!(calls(&stub).is_empty(), "connecting predicts nothing");
+    let opened = app
+        .get(&format!("/api/tasks/{}", tasks[0]), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        opened["predictions"][0]["model_version"],
+        json!("stub-1"),
+        "{opened}"
+    );
+    assert_eq!(
+        opened["predictions"][0]["result"],
+        choice("pos"),
+        "{opened}"
+    );
+    assert_eq!(opened["total_predictions"], json!(1), "{opened}");
+    assert_eq!(calls(&stub), vec![1]);
+    // Opened again: the stored prediction is used.
+    app.get(&format!("/api/tasks/{}", tasks[0]), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(calls(&stub), vec![1]);
+    // The label stream hands out the other task with its prediction.
+    let next = app
+        .get(&format!("/api/projects/{p}/next"), &annotator)
+        .await
+        .expect(StatusCode::OK);
+    let served = next["id"].as_i64().expect("id");
+    assert_eq!(next["total_predictions"], json!(1), "{next}");
+    assert_eq!(calls(&stub).len(), if served == tasks[0] { 1 } else { 2 });
+    let stored = app
+        .get(&format!("/api/predictions?task={served}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(stored.as_array().map(Vec::len), Some(1), "{stored}");
+
+    // Without the setting, opening a task never calls the backend.
+    let plain = app.mk_project(&app.owner, json!({})).await;
+    let plain_task = app.mk_tasks(&app.owner, plain, 1).await[0];
+    let quiet = stub_ml(Duration::ZERO).await;
+    app.post(
+        "/api/ml",
+        &app.owner,
+        json!({"project": plain, "url": quiet.url}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let shown = app
+        .get(&format!("/api/tasks/{plain_task}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(shown["total_predictions"], json!(0), "{shown}");
+    assert!(calls(&quiet).is_empty());
+
+    // A backend slower than its timeout: the task is shown without a prediction, in time.
+    let slow_project = app
+        .mk_project(
+            &app.owner,
+            json!({"evaluate_predictions_automatically": true}),
+        )
+        .await;
+    let slow_tasks = app.mk_tasks(&app.owner, slow_project, 2).await;
+    let slow = stub_ml(Duration::from_secs(30)).await;
+    let slow_id = app
+        .post(
+            "/api/ml",
+            &app.owner,
+            json!({"project": slow_project, "url": slow.url, "timeout": 0.5}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    let started = std::time::Instant::now();
+    let shown = app
+        .get(&format!("/api/tasks/{}", slow_tasks[0]), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(shown["total_predictions"], json!(0), "{shown}");
+    let state = app
+        .get(&format!("/api/ml/{slow_id}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(state["state"], json!("ER"), "{state}");
+    assert!(
+        state["error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lazy prediction")),
+        "{state}"
+    );
+    // Left alone for a while: the next opening does not wait for it again.
+    app.get(&format!("/api/tasks/{}", slow_tasks[1]), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(calls(&slow), vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_size_sets_the_tasks_per_request_sqlite() {
+    batch_size_sets_the_tasks_per_request(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_size_sets_the_tasks_per_request_postgres() {
+    batch_size_sets_the_tasks_per_request(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lazy_predictions_when_a_task_is_opened_sqlite() {
+    lazy_predictions_when_a_task_is_opened(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lazy_predictions_when_a_task_is_opened_postgres() {
+    lazy_predictions_when_a_task_is_opened(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

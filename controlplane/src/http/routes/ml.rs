@@ -11,7 +11,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
-        extract::{JsonObject, Path, Query, opt_bool, required_int},
+        extract::{JsonObject, Path, Query, opt_bool, opt_int, required_int},
         no_content,
     },
     ml,
@@ -174,23 +174,23 @@ pub async fn delete_backend(
 
 /// Enqueues a training (or a batch prediction) of a backend the actor manages, audited:
 /// `{"job": "<id>"}`.
+/// `batch_size` is `None` for a training, the tasks per request for a batch prediction.
 async fn start_job(
     state: &AppState,
     actor: &Actor,
     id: i64,
-    train: bool,
+    batch_size: Option<i64>,
 ) -> ApiResult<Json<Value>> {
     let (row, _) = store::get_row(&state.db, actor, id, Permission::MlManage).await?;
-    let (enqueued, action) = if train {
-        (
+    let (enqueued, action) = match batch_size {
+        None => (
             ml::enqueue_train(&state.jobs, &row).await,
             "ml_backend.train",
-        )
-    } else {
-        (
-            ml::enqueue_predict(&state.jobs, &row).await,
+        ),
+        Some(batch) => (
+            ml::enqueue_predict(&state.jobs, &row, batch).await,
             "ml_backend.predict",
-        )
+        ),
     };
     let job = enqueued.map_err(|e| {
         ApiError::new(
@@ -210,18 +210,34 @@ pub async fn train_backend(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
-    start_job(&state, &actor, id, true).await
+    start_job(&state, &actor, id, None).await
+}
+
+/// Query of a batch prediction.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PredictParams {
+    /// Tasks per `/predict` request to the backend, 1 to 1000 (default 32).
+    pub batch_size: Option<String>,
 }
 
 /// Predicts, on the queue, every task of the project that has no prediction of the backend's
-/// current model version: `{"job": "<id>"}`.
-#[utoipa::path(post, path = "/api/ml/{id}/predict", tag = "ml", params(("id" = i64, Path)), responses((status = 200, body = Object)))]
+/// current model version, `batch_size` tasks per request: `{"job": "<id>"}`.
+#[utoipa::path(post, path = "/api/ml/{id}/predict", tag = "ml", params(("id" = i64, Path), PredictParams), responses((status = 200, body = Object), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn predict_all(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
+    Query(params): Query<PredictParams>,
 ) -> ApiResult<Json<Value>> {
-    start_job(&state, &actor, id, false).await
+    let batch = opt_int("batch_size", &params.batch_size)?.unwrap_or(ml::BATCH_SIZE);
+    if !(1..=ml::MAX_BATCH_SIZE).contains(&batch) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "batch_size",
+            format!("must be between 1 and {}", ml::MAX_BATCH_SIZE),
+        ));
+    }
+    start_job(&state, &actor, id, Some(batch)).await
 }
 
 fn backend_failed(e: String) -> ApiError {

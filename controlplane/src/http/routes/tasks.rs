@@ -230,7 +230,27 @@ pub async fn get_task(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TaskView>> {
-    Ok(Json(tasks::get(&state.db, &actor, id).await?))
+    let view = tasks::get(&state.db, &actor, id).await?;
+    Ok(Json(with_lazy_predictions(&state, &actor, view).await?))
+}
+
+/// A task about to be shown, with lazy predictions when its project asks for them
+/// (`evaluate_predictions_automatically`, see [`crate::ml::predict_on_open`]): the backends
+/// are asked for the predictions it lacks, and the view gets the predictions as stored then.
+async fn with_lazy_predictions(
+    state: &AppState,
+    actor: &Actor,
+    mut view: TaskView,
+) -> ApiResult<TaskView> {
+    let project = crate::storage::projects::load(&state.db, actor.org_id, view.project).await?;
+    if !project.settings().evaluate_predictions_automatically {
+        return Ok(view);
+    }
+    crate::ml::predict_on_open(&state.db, &state.ml, &state.sealer, &project, view.id).await;
+    let fresh = tasks::get(&state.db, actor, view.id).await?;
+    view.predictions = fresh.predictions;
+    view.total_predictions = fresh.total_predictions;
+    Ok(view)
 }
 
 /// Changes a task's data or meta.
@@ -357,9 +377,8 @@ pub async fn next_task(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TaskView>> {
-    Ok(Json(
-        tasks::next(&state.db, &actor, id, state.config.task_lock_ttl_secs).await?,
-    ))
+    let view = tasks::next(&state.db, &actor, id, state.config.task_lock_ttl_secs).await?;
+    Ok(Json(with_lazy_predictions(&state, &actor, view).await?))
 }
 
 /// Query of a data-manager action.
