@@ -888,6 +888,31 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep(
         "GET",
+        "/api/projects/{id}/stats/label-distribution/structure",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/label-distribution/counts",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/member_performance_rows",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/member_performance_summary",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
+        "/api/projects/{id}/stats/member_performance_participants",
+        Needs(P::AgreementView),
+    ),
+    ep(
+        "GET",
         "/api/projects/{id}/user-stats/review_score",
         Needs(P::AgreementView),
     ),

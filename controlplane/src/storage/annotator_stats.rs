@@ -367,24 +367,33 @@ pub async fn lead_times(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<Le
         lead_time_stats: per_user
             .into_iter()
             .filter(|(_, times)| !times.is_empty())
-            .map(|(user_id, mut times)| {
-                times.sort_by(f64::total_cmp);
-                let n = times.len();
-                let median = if n % 2 == 1 {
-                    times[n / 2]
-                } else {
-                    (times[n / 2 - 1] + times[n / 2]) / 2.0
-                };
-                let sum: f64 = times.iter().sum();
-                UserLeadTime {
+            .filter_map(|(user_id, times)| {
+                let (mean_time, median_time, sum_lead_time) = time_stats(times)?;
+                Some(UserLeadTime {
                     user_id,
-                    mean_time: sum / n as f64,
-                    median_time: median,
-                    sum_lead_time: sum,
-                }
+                    mean_time,
+                    median_time,
+                    sum_lead_time,
+                })
             })
             .collect(),
     })
+}
+
+/// Mean, median and sum of durations; `None` for none.
+fn time_stats(mut times: Vec<f64>) -> Option<(f64, f64, f64)> {
+    if times.is_empty() {
+        return None;
+    }
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    let median = if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    };
+    let sum: f64 = times.iter().sum();
+    Some((sum / n as f64, median, sum))
 }
 
 /// Review and performance scores of annotators, from the reviews of their annotations.
@@ -515,6 +524,255 @@ pub async fn user_review_score(
         review_score: s.review.remove(&user).flatten(),
         performance_score: s.performance.remove(&user).flatten(),
     })
+}
+
+/// Which member performance table (Label Studio Enterprise's members dashboard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Annotators: what they submitted and how it was reviewed.
+    Annotations,
+    /// Reviewers: what they reviewed.
+    Reviews,
+}
+
+impl Table {
+    /// `annotations` (the default) or `reviews`.
+    pub fn parse(text: Option<&str>) -> ApiResult<Self> {
+        match text.map(str::trim).unwrap_or("annotations") {
+            "" | "annotations" => Ok(Table::Annotations),
+            "reviews" => Ok(Table::Reviews),
+            other => Err(ApiError::field(
+                ErrorCode::InvalidQuery,
+                "table",
+                format!("must be \"annotations\" or \"reviews\", not {other:?}"),
+            )),
+        }
+    }
+}
+
+/// One member's row of a member performance table. Counts are of this project; times in
+/// seconds; scores 0–1 (null where there is nothing to score). Fields of the other table are
+/// null.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberRow {
+    /// The member.
+    pub member: super::projects::UserSimple,
+    /// Paused in this project.
+    pub paused: bool,
+    /// Annotations: submitted (not skipped).
+    pub finished: Option<i64>,
+    /// Annotations: skipped.
+    pub skipped: Option<i64>,
+    /// Annotations: whose latest review accepted them (fix and accept included) / reviews:
+    /// accepted.
+    pub accepted: Option<i64>,
+    /// Of `accepted`, fixed by the reviewer.
+    pub fixed_accepted: Option<i64>,
+    /// Annotations: whose latest review rejected them / reviews: rejected.
+    pub rejected: Option<i64>,
+    /// Reviews: reviews given.
+    pub reviewed: Option<i64>,
+    /// Annotations: accepted reviews / reviews of their annotations.
+    pub review_score: Option<f64>,
+    /// Annotations: mean of 1 (accept), 0 (reject), agreement with the fix (fix and accept).
+    pub performance_score: Option<f64>,
+    /// Annotations: mean agreement with the other annotators on shared tasks.
+    pub agreement: Option<f64>,
+    /// Annotations: mean agreement with ground truth.
+    pub ground_truth: Option<f64>,
+    /// Annotations: submitted / (submitted + tasks still open to them), in percent (0–100).
+    pub progress: Option<f64>,
+    /// Annotations: mean lead time.
+    pub time_mean: Option<f64>,
+    /// Annotations: median lead time.
+    pub time_median: Option<f64>,
+    /// Annotations: total lead time.
+    pub time_total: Option<f64>,
+}
+
+/// The rows of a member performance table: every member who annotated (or reviewed) in the
+/// project, or the users `ids`, ordered by user id.
+pub async fn member_rows(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    table: Table,
+    ids: Option<&[i64]>,
+) -> ApiResult<Vec<MemberRow>> {
+    let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
+    let users = participants(db, actor, project_id, table).await?;
+    let users: Vec<super::projects::UserSimple> = match ids {
+        Some(ids) => users.into_iter().filter(|u| ids.contains(&u.id)).collect(),
+        None => users,
+    };
+    let paused: Vec<i64> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select distinct user_id from project_pause where project_id = $1 and deleted_at is null",
+        )
+        .bind(project_id)
+        .fetch_all(conn)
+        .await?
+    });
+    let empty = |member: super::projects::UserSimple| MemberRow {
+        paused: paused.contains(&member.id),
+        member,
+        finished: None,
+        skipped: None,
+        accepted: None,
+        fixed_accepted: None,
+        rejected: None,
+        reviewed: None,
+        review_score: None,
+        performance_score: None,
+        agreement: None,
+        ground_truth: None,
+        progress: None,
+        time_mean: None,
+        time_median: None,
+        time_total: None,
+    };
+    if table == Table::Reviews {
+        let rows: Vec<(i64, bool, bool)> = with_read!(db, conn, {
+            sqlx::query_as(
+                "select created_by, accepted, result is not null from annotation_review \
+                 where project_id = $1 and created_by is not null",
+            )
+            .bind(project_id)
+            .fetch_all(conn)
+            .await?
+        });
+        return Ok(users
+            .into_iter()
+            .map(|member| {
+                let mine = rows.iter().filter(|(by, _, _)| *by == member.id);
+                let (mut reviewed, mut accepted, mut fixed) = (0, 0, 0);
+                for (_, ok, fix) in mine {
+                    reviewed += 1;
+                    accepted += i64::from(*ok);
+                    fixed += i64::from(*ok && *fix);
+                }
+                MemberRow {
+                    reviewed: Some(reviewed),
+                    accepted: Some(accepted),
+                    fixed_accepted: Some(fixed),
+                    rejected: Some(reviewed - accepted),
+                    ..empty(member)
+                }
+            })
+            .collect());
+    }
+    let setup = super::agreement::setup(&project)?;
+    let tasks = by_task(load(db, project_id).await?);
+    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+    let mut scores = scores(db, &setup, project_id, &ids).await?;
+    // Per author: (cancelled, lead time) of each annotation.
+    let anns: Vec<(i64, bool, Option<f64>)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select completed_by, was_cancelled, lead_time from annotation \
+             where project_id = $1 and completed_by is not null",
+        )
+        .bind(project_id)
+        .fetch_all(conn)
+        .await?
+    });
+    // Per author: the latest review of each of their annotations (accepted, fixed).
+    let latest: Vec<(i64, bool, bool)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select a.completed_by, r.accepted, r.result is not null from annotation_review r \
+             join annotation a on a.id = r.annotation_id where r.project_id = $1 \
+             and a.completed_by is not null and r.id = (select max(r2.id) from annotation_review r2 \
+             where r2.annotation_id = r.annotation_id)",
+        )
+        .bind(project_id)
+        .fetch_all(conn)
+        .await?
+    });
+    let total_tasks = project.row.task_number;
+    Ok(users
+        .into_iter()
+        .map(|member| {
+            let u = member.id;
+            let (mut finished, mut skipped, mut times) = (0i64, 0i64, Vec::new());
+            for (_, cancelled, lead) in anns.iter().filter(|(by, _, _)| *by == u) {
+                if *cancelled {
+                    skipped += 1;
+                } else {
+                    finished += 1;
+                    if let Some(t) = lead.filter(|t| t.is_finite()) {
+                        times.push(t);
+                    }
+                }
+            }
+            let (mut accepted, mut fixed, mut rejected) = (0i64, 0i64, 0i64);
+            for (_, ok, fix) in latest.iter().filter(|(by, _, _)| *by == u) {
+                if *ok {
+                    accepted += 1;
+                    fixed += i64::from(*fix);
+                } else {
+                    rejected += 1;
+                }
+            }
+            let time = time_stats(times);
+            let progress = (total_tasks > 0)
+                .then(|| ((finished + skipped) as f64 * 100.0 / total_tasks as f64).min(100.0));
+            MemberRow {
+                finished: Some(finished),
+                skipped: Some(skipped),
+                accepted: Some(accepted),
+                fixed_accepted: Some(fixed),
+                rejected: Some(rejected),
+                review_score: scores.review.remove(&u).flatten(),
+                performance_score: scores.performance.remove(&u).flatten(),
+                agreement: with_others(&setup, &tasks, u),
+                ground_truth: with_truth(&setup, &tasks, u),
+                progress: progress.or(Some(0.0)),
+                time_mean: time.map(|t| t.0),
+                time_median: time.map(|t| t.1),
+                time_total: time.map(|t| t.2),
+                ..empty(member)
+            }
+        })
+        .collect())
+}
+
+/// The humans of a member performance table: who annotated (or, for `reviews`, reviewed) in
+/// the project, ordered by id.
+pub async fn participants(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    table: Table,
+) -> ApiResult<Vec<super::projects::UserSimple>> {
+    access::project(db, actor, project_id, Permission::AgreementView).await?;
+    let source = match table {
+        Table::Annotations => {
+            "select distinct completed_by from annotation where project_id = $1 and completed_by is not null"
+        }
+        Table::Reviews => {
+            "select distinct created_by from annotation_review where project_id = $1 and created_by is not null"
+        }
+    };
+    let rows: Vec<(i64, String, String, String)> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select u.id, u.first_name, u.last_name, u.email from app_user u \
+             where u.id in ({source}) order by u.id"
+        ))
+        .bind(project_id)
+        .fetch_all(conn)
+        .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, first_name, last_name, email)| super::projects::UserSimple {
+                id,
+                first_name,
+                last_name,
+                email,
+                avatar: None,
+            },
+        )
+        .collect())
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod cloudstorages;
 pub mod export;
 pub mod groupmap;
 pub mod imports;
+pub mod label_stats;
 pub mod ldap;
 pub mod members;
 pub mod ml;

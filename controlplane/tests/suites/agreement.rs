@@ -375,3 +375,126 @@ both_backends! {
         assert!(close(&t["total_agreement"], 0.5), "{t}");
     }
 }
+
+both_backends! {
+    async fn label_distribution_and_member_tables(app) {
+        let p = app.mk_project(&app.owner, json!({"label_config": CONFIG})).await;
+        let mut tokens = Vec::new();
+        for name in ["a", "b"] {
+            let t = app.user(&format!("dash-{name}@example.com"), Role::Annotator).await;
+            app.add_member(p, &t, None).await;
+            tokens.push(t);
+        }
+        let reviewer = app.user("dash-r@example.com", Role::Reviewer).await;
+        app.add_member(p, &reviewer, Some("reviewer")).await;
+        let ids = [app.user_id(&tokens[0]).await, app.user_id(&tokens[1]).await];
+        let tasks = app.mk_tasks(&app.owner, p, 3).await;
+        let stars = json!({"from_name": "stars", "to_name": "text", "type": "rating", "value": {"rating": 4}});
+        let mut made = std::collections::HashMap::new();
+        let plan: [(usize, usize, Value); 6] = [
+            (0, 0, json!({"result": [sentiment("pos"), stars.clone()], "lead_time": 10.0})),
+            (0, 1, json!({"result": [sentiment("neg")], "lead_time": 20.0})),
+            (0, 2, json!({"result": [sentiment("pos")], "lead_time": 60.0})),
+            (1, 0, json!({"result": [sentiment("pos")], "lead_time": 5.0})),
+            (1, 1, json!({"result": [sentiment("pos"), stars.clone()]})),
+            (1, 2, json!({"result": [], "was_cancelled": true})),
+        ];
+        for (who, t, body) in plan {
+            let a = app.post(&format!("/api/tasks/{}/annotations", tasks[t]), &tokens[who], body).await.expect(StatusCode::CREATED);
+            made.insert((who, t), a["id"].as_i64().expect("id"));
+        }
+        app.post("/api/predictions", &app.owner, json!({"task": tasks[0], "result": [sentiment("neg")], "model_version": "m1"}))
+            .await
+            .expect(StatusCode::CREATED);
+
+        // Structure: the controls, declared and seen choices, flat keys.
+        let base = format!("/api/projects/{p}/stats/label-distribution");
+        let s = app.get(&format!("{base}/structure"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(s["choice_keys"], json!(["sentiment___SEP___neg", "sentiment___SEP___pos", "stars___SEP___4"]), "{s}");
+        assert_eq!(s["dimensions"][0]["name"], json!("sentiment"));
+        assert_eq!(s["dimensions"][0]["type"], json!("choices"));
+        assert_eq!(s["dimensions"][1]["choices"], json!(["4"]));
+        assert_eq!(s["has_predictions"], json!(true));
+        // Counts: the skip does not count; percentages of the dimension's total.
+        let c = app.get(&format!("{base}/counts"), &app.owner).await.expect(StatusCode::OK);
+        let row = |c: &Value, key: &str| c["results"].as_array().and_then(|r| r.iter().find(|x| x["choice_key"] == json!(key)).cloned()).unwrap_or(Value::Null);
+        let pos = row(&c, "sentiment___SEP___pos");
+        assert_eq!((pos["from_annotations_count"].clone(), pos["from_predictions_count"].clone()), (json!(4), json!(0)), "{c}");
+        assert!(close(&pos["from_annotations_percent"], 80.0), "{c}");
+        let neg = row(&c, "sentiment___SEP___neg");
+        assert!(close(&neg["from_annotations_percent"], 20.0) && close(&neg["from_predictions_percent"], 100.0), "{c}");
+        assert_eq!(row(&c, "stars___SEP___4")["from_annotations_count"], json!(2));
+        assert_eq!(c["totals"]["annotation_totals_by_dimension"], json!({"sentiment": 5, "stars": 2}));
+        assert_eq!(c["totals"]["prediction_totals_by_dimension"], json!({"sentiment": 1}));
+        assert_eq!(c["next_offset"], Value::Null);
+        // Pages of keys, explicit keys, and a task filter.
+        let page = app.get(&format!("{base}/counts?limit=2"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((page["results"].as_array().map(Vec::len), page["next_offset"].clone()), (Some(2), json!(2)), "{page}");
+        let page = app.get(&format!("{base}/counts?limit=2&offset=2"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((page["results"].as_array().map(Vec::len), page["next_offset"].clone()), (Some(1), Value::Null), "{page}");
+        let picked = app.get(&format!("{base}/counts?choice_keys=stars___SEP___4___PIPE___sentiment___SEP___neg"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(picked["results"][0]["choice"], json!("4"), "{picked}");
+        assert_eq!(picked["results"][1]["choice"], json!("neg"), "{picked}");
+        let filter = json!({"conjunction": "and", "items": [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": tasks[1]}]});
+        let query: String = url_encode(&filter.to_string());
+        let f = app.get(&format!("{base}/counts?filters={query}"), &app.owner).await.expect(StatusCode::OK);
+        assert!(close(&row(&f, "sentiment___SEP___pos")["from_annotations_percent"], 50.0), "{f}");
+        assert_eq!(row(&f, "sentiment___SEP___neg")["from_predictions_count"], json!(0), "{f}");
+        for bad in ["limit=0", "offset=-1", "filters=nonsense", "choice_keys=nokey"] {
+            app.get(&format!("{base}/counts?{bad}"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        }
+        let or = url_encode(&json!({"conjunction": "or", "items": [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": 1}]}).to_string());
+        app.get(&format!("{base}/counts?filters={or}"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        // Annotators do not read the dashboards.
+        app.get(&format!("{base}/structure"), &tokens[0]).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+        // Reviews: a's first annotation accepted, b's second rejected.
+        for (key, accepted) in [((0, 0), true), ((1, 1), false)] {
+            app.post("/api/annotation-reviews", &reviewer, json!({"annotation": made[&key], "accepted": accepted, "comment": "checked"}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        let stats = format!("/api/projects/{p}/stats");
+        let rows = app.get(&format!("{stats}/member_performance_rows?ordering=-finished"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(rows["count"], json!(2), "{rows}");
+        let (a, b) = (&rows["results"][0], &rows["results"][1]);
+        assert_eq!(a["member"]["id"], json!(ids[0]), "{rows}");
+        assert_eq!((a["finished"].clone(), a["skipped"].clone(), a["accepted"].clone(), a["rejected"].clone()), (json!(3), json!(0), json!(1), json!(0)), "{rows}");
+        assert_eq!((b["finished"].clone(), b["skipped"].clone(), b["rejected"].clone()), (json!(2), json!(1), json!(1)), "{rows}");
+        assert!(close(&a["time_median"], 20.0) && close(&a["time_total"], 90.0), "{rows}");
+        assert!(close(&a["review_score"], 1.0) && close(&b["review_score"], 0.0), "{rows}");
+        // Shared tasks 0 and 1 (b skipped 2): 1/2 on task 0 (same choice, stars only in a's),
+        // 0 on task 1.
+        assert!(close(&a["agreement"], 0.25) && close(&b["agreement"], 0.25), "{rows}");
+        assert!(close(&a["progress"], 100.0), "{rows}");
+        let asc = app.get(&format!("{stats}/member_performance_rows?ordering=skipped&page_size=1&page=2"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(asc["results"][0]["member"]["id"], json!(ids[1]), "{asc}");
+        assert_eq!(asc["results"].as_array().map(Vec::len), Some(1));
+        let summary = app.get(&format!("{stats}/member_performance_summary"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(summary["summary"]["finished"], json!(5), "{summary}");
+        assert_eq!(summary["summary"]["skipped"], json!(1), "{summary}");
+        assert_eq!(summary["summary"]["members"], json!(2), "{summary}");
+        let reviews = app.get(&format!("{stats}/member_performance_rows?table=reviews"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(reviews["results"][0]["reviewed"], json!(2), "{reviews}");
+        assert_eq!((reviews["results"][0]["accepted"].clone(), reviews["results"][0]["rejected"].clone()), (json!(1), json!(1)));
+        let people = app.get(&format!("{stats}/member_performance_participants?table=reviews"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(people.as_array().map(Vec::len), Some(1), "{people}");
+        assert_eq!(people[0]["email"], json!("dash-r@example.com"));
+        let only_b = app.get(&format!("{stats}/member_performance_rows?ids={}", ids[1]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(only_b["count"], json!(1), "{only_b}");
+        for bad in ["table=nope", "ordering=member.email", "page_size=101", "page=0", "ids=x"] {
+            app.get(&format!("{stats}/member_performance_rows?{bad}"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        }
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

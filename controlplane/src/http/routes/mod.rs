@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod agreement;
 pub mod annotations;
+pub mod dashboards;
 pub mod exports;
 pub mod imports;
 pub mod jobs;
@@ -90,6 +91,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(ml::router())
         .merge(storages::router())
         .merge(agreement::router())
+        .merge(dashboards::router())
         .merge(saml::router())
         .merge(scim::router())
         .merge(ldap::router())
