@@ -5,6 +5,8 @@ mod agreement;
 mod common;
 #[path = "suites/crash.rs"]
 mod crash;
+#[path = "suites/distribution.rs"]
+mod distribution;
 #[path = "suites/jobs.rs"]
 mod jobs;
 #[path = "suites/ldap.rs"]

@@ -192,6 +192,64 @@ pub struct ProjectSettings {
     pub is_published: bool,
     /// Review workflow settings (ADR 0024).
     pub review_settings: ReviewSettings,
+    /// Label Studio Enterprise: each annotator's cap on annotations (submitted or skipped) in
+    /// the project; reaching it pauses them (`ANNOTATION_LIMIT`). Null: no cap.
+    pub annotation_limit_count: Option<i64>,
+    /// The same cap in percent of the project's tasks (a decimal string, 0–100); the smaller
+    /// of the two applies.
+    #[serde(with = "decimal")]
+    #[schema(value_type = Option<String>)]
+    pub annotation_limit_percent: Option<f64>,
+    /// Evaluate annotators against ground truth (ADR 0037).
+    pub annotator_evaluation_enabled: bool,
+    /// Pass mark: mean agreement with ground truth in percent (a decimal string, 0–100).
+    #[serde(with = "decimal")]
+    #[schema(value_type = Option<String>)]
+    pub annotator_evaluation_minimum_score: Option<f64>,
+    /// Ground-truth tasks an annotator completes before a failing score can pause them.
+    pub annotator_evaluation_minimum_tasks: i64,
+    /// Onboarding: ground-truth tasks each annotator gets first.
+    pub annotator_evaluation_onboarding_tasks: i64,
+    /// Pause annotators whose score falls below the pass mark (`ANNOTATOR_EVALUATION`).
+    pub pause_on_failed_annotator_evaluation: bool,
+    /// Low-agreement strategy: a labeled task whose agreement (percent, a decimal string) is
+    /// below this gets additional annotators. Null: off.
+    #[serde(with = "decimal")]
+    #[schema(value_type = Option<String>)]
+    pub agreement_threshold: Option<f64>,
+    /// Low-agreement strategy: at most this many annotators beyond the task's overlap.
+    pub max_additional_annotators_assignable: Option<i64>,
+}
+
+/// Label Studio Enterprise's decimal settings: written as a number or a numeric string, shown as
+/// a string with two decimals (`"50.00"`).
+mod decimal {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::Value;
+
+    pub(super) fn serialize<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.serialize_str(&format!("{v:.2}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        let bad = || serde::de::Error::custom("must be a number (or a numeric string) or null");
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::Number(n) => n.as_f64().map(Some).ok_or_else(bad),
+            Value::String(text) if text.trim().is_empty() => Ok(None),
+            Value::String(text) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(Some)
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
 }
 
 // Spelled out rather than derived: serde's container-level `default` calls this impl, so it
@@ -229,6 +287,15 @@ impl Default for ProjectSettings {
             is_draft: false,
             is_published: false,
             review_settings: ReviewSettings::default(),
+            annotation_limit_count: None,
+            annotation_limit_percent: None,
+            annotator_evaluation_enabled: false,
+            annotator_evaluation_minimum_score: None,
+            annotator_evaluation_minimum_tasks: 0,
+            annotator_evaluation_onboarding_tasks: 0,
+            pause_on_failed_annotator_evaluation: false,
+            agreement_threshold: None,
+            max_additional_annotators_assignable: None,
         }
     }
 }
@@ -331,6 +398,50 @@ pub fn validate(s: &ProjectSettings) -> Result<(), SettingError> {
             "custom_task_lock_ttl".into(),
             "must be between 1 and 86400 seconds".into(),
         ));
+    }
+    let percent = |field: &str, v: Option<f64>, min_exclusive: bool| -> Result<(), SettingError> {
+        match v {
+            Some(v) if v > 100.0 || v < 0.0 || (min_exclusive && v == 0.0) => Err((
+                field.into(),
+                if min_exclusive {
+                    "must be a percentage above 0 and at most 100".into()
+                } else {
+                    "must be a percentage between 0 and 100".into()
+                },
+            )),
+            _ => Ok(()),
+        }
+    };
+    percent("annotation_limit_percent", s.annotation_limit_percent, true)?;
+    percent(
+        "annotator_evaluation_minimum_score",
+        s.annotator_evaluation_minimum_score,
+        false,
+    )?;
+    percent("agreement_threshold", s.agreement_threshold, false)?;
+    if s.annotation_limit_count.is_some_and(|n| n < 1) {
+        return Err((
+            "annotation_limit_count".into(),
+            "must be 1 or more (or null for no limit)".into(),
+        ));
+    }
+    for (field, n) in [
+        (
+            "annotator_evaluation_minimum_tasks",
+            s.annotator_evaluation_minimum_tasks,
+        ),
+        (
+            "annotator_evaluation_onboarding_tasks",
+            s.annotator_evaluation_onboarding_tasks,
+        ),
+        (
+            "max_additional_annotators_assignable",
+            s.max_additional_annotators_assignable.unwrap_or(0),
+        ),
+    ] {
+        if !(0..=10_000).contains(&n) {
+            return Err((field.into(), "must be between 0 and 10000".into()));
+        }
     }
     Ok(())
 }

@@ -583,6 +583,14 @@ pub(crate) async fn apply_update(
             // the `agreement.refresh` job has recomputed it (ADRs 0025, 0035).
             crate::mark_agreement_stale!(tx, id);
         }
+        if crate::storage::distribution::RULE_SETTINGS
+            .iter()
+            .any(|k| body.contains_key(*k))
+        {
+            // The pause rules changed: automatic pauses are lifted, and set again at each
+            // member's next request for a task where they still apply (ADR 0037).
+            crate::lift_automatic_pauses!(tx, id, now);
+        }
         audit!(
             tx,
             Prepared::new(

@@ -17,7 +17,7 @@ use super::{
     with_read, with_tx,
 };
 use crate::{
-    authz::{Actor, Permission},
+    authz::{Actor, Permission, Role},
     domain::{
         import::{
             CompletedBy, CsvSplitter, ImportError, ImportedTask, JsonSplitter, normalize_task,
@@ -1632,8 +1632,17 @@ pub async fn next(
     project_id: i64,
     default_lock_ttl_secs: i64,
 ) -> ApiResult<TaskView> {
-    let project = projects::get_row(db, actor, project_id, Permission::AnnotationCreate).await?;
+    let access = access::project(db, actor, project_id, Permission::AnnotationCreate).await?;
+    let project = access.row;
     let settings = project.settings();
+    // Annotators and reviewers are held to the project's limit and evaluation (ADR 0037);
+    // managers and above are not.
+    if matches!(access.role, Role::Annotator | Role::Reviewer)
+        && super::distribution::automatic_pause(db, actor, &project, &settings).await?
+    {
+        // The pause is committed: the access check now refuses with its message.
+        access::project(db, actor, project_id, Permission::AnnotationCreate).await?;
+    }
     let ttl = settings
         .custom_task_lock_ttl
         .unwrap_or(default_lock_ttl_secs);
@@ -1657,6 +1666,24 @@ pub async fn next(
     };
     let uncertainty =
         settings.maximum_annotations <= 1 && settings.sampling == Sampling::Uncertainty;
+    // Reserves a task for the user (a new lock id, or the renewed lock) in the transaction.
+    macro_rules! reserve {
+        ($tx:expr, $task_id:expr) => {{
+            let lock_id = uuid::Uuid::new_v4().to_string();
+            sqlx::query(
+                "insert into task_lock (task_id, user_id, project_id, expire_at, unique_id) values ($1, $2, $3, $4, $5) \
+                 on conflict (task_id, user_id) do update set expire_at = excluded.expire_at, unique_id = excluded.unique_id",
+            )
+            .bind($task_id)
+            .bind(user)
+            .bind(project_id)
+            .bind(now + ttl * 1_000_000)
+            .bind(&lock_id)
+            .execute(&mut *$tx)
+            .await?;
+            lock_id
+        }};
+    }
     let picked: Option<(i64, String, String)> = with_tx!(db, tx, {
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
         // A pause or removal that landed since the check above counts.
@@ -1690,19 +1717,67 @@ pub async fn next(
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(task_id) = rework {
-            let lock_id = uuid::Uuid::new_v4().to_string();
-            sqlx::query(
-                "insert into task_lock (task_id, user_id, project_id, expire_at, unique_id) values ($1, $2, $3, $4, $5) \
-                 on conflict (task_id, user_id) do update set expire_at = excluded.expire_at, unique_id = excluded.unique_id",
-            )
-            .bind(task_id)
-            .bind(user)
-            .bind(project_id)
-            .bind(now + ttl * 1_000_000)
-            .bind(&lock_id)
-            .execute(&mut *tx)
-            .await?;
+            let lock_id = reserve!(tx, task_id);
             return Ok(Some((task_id, lock_id, REWORK_QUEUE.to_string())));
+        }
+        // 1c. Onboarding: ground-truth tasks first (overlap does not apply to them), while the
+        // user has done fewer than the project's onboarding quota, or always with the open
+        // source `show_ground_truth_first`.
+        let onboarding = if settings.show_ground_truth_first {
+            true
+        } else if settings.annotator_evaluation_enabled
+            && settings.annotator_evaluation_onboarding_tasks > 0
+        {
+            let done: i64 = sqlx::query_scalar(
+                "select count(distinct a.task_id) from annotation a join task t on t.id = a.task_id \
+                 where a.project_id = $1 and a.completed_by = $2 and not a.ground_truth \
+                 and t.ground_truth_annotations > 0",
+            )
+            .bind(project_id)
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+            done < settings.annotator_evaluation_onboarding_tasks
+        } else {
+            false
+        };
+        let mut special: Option<(i64, &str)> = None;
+        if onboarding {
+            let truth: Option<i64> = sqlx::query_scalar(
+                "select t.id from task t where t.project_id = $1 and t.ground_truth_annotations > 0 \
+                 and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+                 order by t.id limit 1",
+            )
+            .bind(project_id)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+            special = truth.map(|id| (id, "Ground truth queue"));
+        }
+        // 1d. Low agreement: a labeled task whose agreement is below the threshold gets one
+        // more annotator at a time, up to the allowed extra, the least agreed first.
+        if special.is_none()
+            && let Some(threshold) = settings.agreement_threshold
+        {
+            let extra = settings.max_additional_annotators_assignable.unwrap_or(0);
+            let low: Option<i64> = sqlx::query_scalar(&format!(
+                "select t.id from task t where t.project_id = $1 and t.is_labeled \
+                 and t.agreement is not null and t.agreement * 100 < $3 \
+                 and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+                 and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2) \
+                 < t.overlap + $4 order by t.agreement, t.id limit 1"
+            ))
+            .bind(project_id)
+            .bind(user)
+            .bind(threshold)
+            .bind(extra)
+            .fetch_optional(&mut *tx)
+            .await?;
+            special = low.map(|id| (id, "Low agreement queue"));
+        }
+        if let Some((task_id, queue)) = special {
+            let lock_id = reserve!(tx, task_id);
+            return Ok(Some((task_id, lock_id, queue.to_string())));
         }
         // 2. A task with capacity left that this user has not annotated.
         let candidate_sql = format!(
@@ -1749,18 +1824,7 @@ pub async fn next(
             }
             None => return Ok(None),
         };
-        let lock_id = uuid::Uuid::new_v4().to_string();
-        sqlx::query(
-            "insert into task_lock (task_id, user_id, project_id, expire_at, unique_id) values ($1, $2, $3, $4, $5) \
-             on conflict (task_id, user_id) do update set expire_at = excluded.expire_at, unique_id = excluded.unique_id",
-        )
-        .bind(task_id)
-        .bind(user)
-        .bind(project_id)
-        .bind(now + ttl * 1_000_000)
-        .bind(&lock_id)
-        .execute(&mut *tx)
-        .await?;
+        let lock_id = reserve!(tx, task_id);
         Ok(Some((task_id, lock_id, queue.to_string())))
     })?;
     let Some((task_id, lock_id, queue)) = picked else {

@@ -1,0 +1,148 @@
+//! Distribution rules of Label Studio Enterprise around the label stream (ADR 0037): the
+//! per-annotator annotation limit, ground-truth onboarding and annotator evaluation with
+//! automatic pauses, and the low-agreement strategy. Each through the API, on both engines.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use verity_controlplane::authz::Role;
+
+use crate::both_backends;
+use crate::common::{TestApp, choice};
+
+async fn annotator(app: &TestApp, p: i64, email: &str) -> String {
+    let token = app.user(email, Role::Annotator).await;
+    app.add_member(p, &token, None).await;
+    token
+}
+
+/// The next task of the stream for `token`, submitted with `label`; answers the task and queue.
+async fn take(app: &TestApp, p: i64, token: &str, label: &str) -> (i64, String) {
+    let next = app
+        .get(&format!("/api/projects/{p}/next"), token)
+        .await
+        .expect(StatusCode::OK);
+    let task = next["id"].as_i64().expect("id");
+    app.post(
+        &format!("/api/tasks/{task}/annotations"),
+        token,
+        json!({"result": choice(label)}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    (task, next["queue"].as_str().unwrap_or_default().to_string())
+}
+
+async fn pauses(app: &TestApp, p: i64, token: &str) -> Value {
+    let user = app.user_id(token).await;
+    app.get(
+        &format!("/api/projects/{p}/members/{user}/pauses"),
+        &app.owner,
+    )
+    .await
+    .expect(StatusCode::OK)
+}
+
+both_backends! {
+    async fn the_annotation_limit_pauses_and_new_settings_lift_it(app) {
+        let p = app.mk_project(&app.owner, json!({"annotation_limit_count": 2})).await;
+        app.mk_tasks(&app.owner, p, 10).await;
+        let a = annotator(&app, p, "limit-a@example.com").await;
+        take(&app, p, &a, "pos").await;
+        take(&app, p, &a, "pos").await;
+        let e = app.get(&format!("/api/projects/{p}/next"), &a).await.expect_error(StatusCode::FORBIDDEN, "paused");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("limit of 2")), "{e}");
+        let listed = pauses(&app, p, &a).await;
+        assert_eq!(listed[0]["reason"], json!("ANNOTATION_LIMIT"), "{listed}");
+        assert_eq!(listed.as_array().map(Vec::len), Some(1));
+        // Asking again does not pile up pauses; submitting is refused too.
+        app.get(&format!("/api/projects/{p}/next"), &a).await.expect_error(StatusCode::FORBIDDEN, "paused");
+        assert_eq!(pauses(&app, p, &a).await.as_array().map(Vec::len), Some(1));
+        // Managers and above are not limited.
+        for _ in 0..3 {
+            take(&app, p, &app.owner, "neg").await;
+        }
+        // A higher limit lifts the pause; the percentage (of 10 tasks) applies when smaller.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"annotation_limit_count": 5})).await.expect(StatusCode::OK);
+        take(&app, p, &a, "pos").await;
+        let shown = app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"annotation_limit_percent": 30})).await.expect(StatusCode::OK);
+        assert_eq!(shown["annotation_limit_percent"], json!("30.00"), "{shown}");
+        app.get(&format!("/api/projects/{p}/next"), &a).await.expect_error(StatusCode::FORBIDDEN, "paused");
+        // Bad values: 400 naming the field, nothing changed.
+        for bad in [json!({"annotation_limit_percent": 150}), json!({"annotation_limit_percent": "lots"}), json!({"annotation_limit_count": 0})] {
+            let e = app.patch(&format!("/api/projects/{p}"), &app.owner, bad.clone()).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+            assert!(e["validation_errors"].as_object().is_some_and(|m| m.keys().any(|k| k.starts_with("annotation_limit"))), "{bad}: {e}");
+        }
+        assert_eq!(app.project(p).await["annotation_limit_percent"], json!("30.00"));
+    }
+
+    async fn ground_truth_onboarding_and_evaluation(app) {
+        let p = app.mk_project(&app.owner, json!({
+            "annotator_evaluation_enabled": true,
+            "annotator_evaluation_onboarding_tasks": 2,
+            "annotator_evaluation_minimum_tasks": 2,
+            "annotator_evaluation_minimum_score": "80",
+            "pause_on_failed_annotator_evaluation": true,
+        })).await;
+        let tasks = app.mk_tasks(&app.owner, p, 6).await;
+        for t in &tasks[4..] {
+            app.post(&format!("/api/tasks/{t}/annotations"), &app.owner, json!({"result": choice("pos"), "ground_truth": true}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        // A careless annotator: onboarding hands out the ground-truth tasks first, then the
+        // failing score pauses them with a message.
+        let careless = annotator(&app, p, "gt-careless@example.com").await;
+        let (t1, q1) = take(&app, p, &careless, "neg").await;
+        let (t2, q2) = take(&app, p, &careless, "neg").await;
+        assert_eq!((t1, t2), (tasks[4], tasks[5]));
+        assert_eq!((q1.as_str(), q2.as_str()), ("Ground truth queue", "Ground truth queue"));
+        let e = app.get(&format!("/api/projects/{p}/next"), &careless).await.expect_error(StatusCode::FORBIDDEN, "paused");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("0.0%") && d.contains("80.0%")), "{e}");
+        assert_eq!(pauses(&app, p, &careless).await[0]["reason"], json!("ANNOTATOR_EVALUATION"));
+        // A careful one passes onboarding and goes on to the regular stream.
+        let careful = annotator(&app, p, "gt-careful@example.com").await;
+        take(&app, p, &careful, "pos").await;
+        take(&app, p, &careful, "pos").await;
+        let (t, q) = take(&app, p, &careful, "pos").await;
+        assert_eq!((t, q.as_str()), (tasks[0], "Sequence queue"));
+        // A lower pass mark lifts the pause.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"annotator_evaluation_minimum_score": "0"})).await.expect(StatusCode::OK);
+        let next = app.get(&format!("/api/projects/{p}/next"), &careless).await.expect(StatusCode::OK);
+        assert!(next["id"].as_i64().is_some_and(|id| id < tasks[4]), "{next}");
+    }
+
+    async fn low_agreement_tasks_get_additional_annotators(app) {
+        let p = app.mk_project(&app.owner, json!({
+            "maximum_annotations": 2,
+            "agreement_threshold": "60",
+            "max_additional_annotators_assignable": 1,
+        })).await;
+        let tasks = app.mk_tasks(&app.owner, p, 2).await;
+        let people = [
+            annotator(&app, p, "low-a@example.com").await,
+            annotator(&app, p, "low-b@example.com").await,
+            annotator(&app, p, "low-c@example.com").await,
+            annotator(&app, p, "low-d@example.com").await,
+        ];
+        // a and b: they disagree on the first task and agree on the second.
+        for (who, first) in [(0, "pos"), (1, "neg")] {
+            for (t, label) in [(tasks[0], first), (tasks[1], "pos")] {
+                app.post(&format!("/api/tasks/{t}/annotations"), &people[who], json!({"result": choice(label)}))
+                    .await
+                    .expect(StatusCode::CREATED);
+            }
+        }
+        assert_eq!(app.get(&format!("/api/tasks/{}", tasks[0]), &app.owner).await.expect(StatusCode::OK)["is_labeled"], json!(true));
+        // c gets the disagreed task as one extra annotator.
+        let (t, q) = take(&app, p, &people[2], "pos").await;
+        assert_eq!((t, q.as_str()), (tasks[0], "Low agreement queue"));
+        // Its agreement is still below 60% (1 of 3 pairs agree), but the extra is used up.
+        app.get(&format!("/api/projects/{p}/next"), &people[3]).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+        // Without the strategy nothing is handed out again.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"agreement_threshold": null, "max_additional_annotators_assignable": 3})).await.expect(StatusCode::OK);
+        app.get(&format!("/api/projects/{p}/next"), &people[3]).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"agreement_threshold": 60})).await.expect(StatusCode::OK);
+        let (t, q) = take(&app, p, &people[3], "pos").await;
+        assert_eq!((t, q.as_str()), (tasks[0], "Low agreement queue"));
+    }
+}
