@@ -793,6 +793,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/api/projects/roles", Needs(P::MemberManage)),
     ep("GET", "/api/projects/{id}", Needs(P::ProjectView)),
     ep("PATCH", "/api/projects/{id}", Needs(P::ProjectChange)),
+    ep(
+        "GET",
+        "/api/projects/{id}/metricparam",
+        Needs(P::ProjectView),
+    ),
+    ep(
+        "POST",
+        "/api/projects/{id}/metricparam",
+        Needs(P::ProjectChange),
+    ),
     ep("DELETE", "/api/projects/{id}", Needs(P::ProjectDelete)),
     ep("POST", "/api/projects/{id}/validate", Needs(P::ProjectView)),
     ep("GET", "/api/projects/{id}/members", Needs(P::ProjectView)),

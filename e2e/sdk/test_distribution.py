@@ -49,5 +49,10 @@ def test_limits_and_thresholds_through_the_sdk(verity, admin_client):
     assert refused.status_code == 403, refused.text
     assert refused.json()["code"] == "paused"
     assert "limit of 2" in refused.json()["detail"]
+    admin_client.projects.metrics.update(id=project.id, agreement_threshold=70, max_additional_annotators_assignable=1)
+    metric = admin_client.projects.metrics.get(id=project.id)
+    assert metric.agreement_threshold == 70 and metric.max_additional_annotators_assignable == 1
+    assert admin_client.projects.get(id=project.id).agreement_threshold == "70.00"
+
     pauses = admin_client.projects.pauses.list(project_pk=project.id, user_pk=me["id"])
     assert [p.reason for p in pauses] == ["ANNOTATION_LIMIT"]

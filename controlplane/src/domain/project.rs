@@ -401,7 +401,7 @@ pub fn validate(s: &ProjectSettings) -> Result<(), SettingError> {
     }
     let percent = |field: &str, v: Option<f64>, min_exclusive: bool| -> Result<(), SettingError> {
         match v {
-            Some(v) if v > 100.0 || v < 0.0 || (min_exclusive && v == 0.0) => Err((
+            Some(v) if !(0.0..=100.0).contains(&v) || (min_exclusive && v == 0.0) => Err((
                 field.into(),
                 if min_exclusive {
                     "must be a percentage above 0 and at most 100".into()

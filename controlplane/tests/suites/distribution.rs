@@ -141,7 +141,19 @@ both_backends! {
         // Without the strategy nothing is handed out again.
         app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"agreement_threshold": null, "max_additional_annotators_assignable": 3})).await.expect(StatusCode::OK);
         app.get(&format!("/api/projects/{p}/next"), &people[3]).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
-        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"agreement_threshold": 60})).await.expect(StatusCode::OK);
+        // The same settings through Label Studio Enterprise's metricparam.
+        let mp = format!("/api/projects/{p}/metricparam");
+        let got = app.post(&mp, &app.owner, json!({"agreement_threshold": 60, "max_additional_annotators_assignable": 2, "metric_name": "per_control_default", "additional_params": {}}))
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!((got["agreement_threshold"].clone(), got["max_additional_annotators_assignable"].clone()), (json!(60.0), json!(2)), "{got}");
+        assert_eq!(app.project(p).await["agreement_threshold"], json!("60.00"));
+        let seen = app.get(&mp, &people[0]).await.expect(StatusCode::OK);
+        assert_eq!((seen["allowed"].clone(), seen["metric_name"].clone()), (json!(false), json!("per_control_default")), "{seen}");
+        for bad in [json!({"metric_name": "iou"}), json!({"additional_params": {"x": 1}}), json!({"threshold": 3}), json!({"agreement_threshold": 101})] {
+            app.post(&mp, &app.owner, bad).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        }
+        app.post(&mp, &people[0], json!({"agreement_threshold": 10})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
         let (t, q) = take(&app, p, &people[3], "pos").await;
         assert_eq!((t, q.as_str()), (tasks[0], "Low agreement queue"));
     }

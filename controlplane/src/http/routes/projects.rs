@@ -216,8 +216,112 @@ pub async fn validate_config(
 }
 
 /// Routes of this module.
+/// The one agreement metric family Verity computes: each control tag's metric of ADR 0025.
+pub const METRIC_NAME: &str = "per_control_default";
+
+/// The low-agreement strategy as Label Studio Enterprise's `metricparam` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MetricParam {
+    /// Always `per_control_default` (each control tag's metric, ADR 0025).
+    pub metric_name: String,
+    /// Always `{}`.
+    #[schema(value_type = Object)]
+    pub metric_params: Value,
+    /// The project's `agreement_threshold` (percent), or null.
+    pub agreement_threshold: Option<f64>,
+    /// The project's `max_additional_annotators_assignable`, or null.
+    pub max_additional_annotators_assignable: Option<i64>,
+    /// Whether the caller may change it.
+    pub allowed: bool,
+}
+
+fn metric_param(row: &projects::ProjectRow, allowed: bool) -> MetricParam {
+    let settings = row.settings();
+    MetricParam {
+        metric_name: METRIC_NAME.into(),
+        metric_params: Value::Object(Default::default()),
+        agreement_threshold: settings.agreement_threshold,
+        max_additional_annotators_assignable: settings.max_additional_annotators_assignable,
+        allowed,
+    }
+}
+
+/// The project's agreement metric and low-agreement strategy (`projects.metrics.get`).
+#[utoipa::path(get, path = "/api/projects/{id}/metricparam", tag = "projects", params(("id" = i64, Path)), responses((status = 200, body = MetricParam), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_metric_param(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<MetricParam>> {
+    let access =
+        crate::storage::access::project(&state.db, &actor, id, Permission::ProjectView).await?;
+    let allowed = access.role >= Permission::ProjectChange.minimum_role();
+    Ok(Json(metric_param(&access.row, allowed)))
+}
+
+/// Sets the low-agreement strategy (`projects.metrics.update`): `{"agreement_threshold",
+/// "max_additional_annotators_assignable", "metric_name"?, "additional_params"?}`. The
+/// threshold and the cap are the project settings of the same names (ADR 0037); `metric_name`
+/// may only name the one metric family Verity computes, and `additional_params` must be empty.
+#[utoipa::path(post, path = "/api/projects/{id}/metricparam", tag = "projects", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = MetricParam), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn set_metric_param(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<MetricParam>> {
+    let mut patch = serde_json::Map::new();
+    for (key, value) in &body {
+        match key.as_str() {
+            "agreement_threshold" | "max_additional_annotators_assignable" => {
+                patch.insert(key.clone(), value.clone());
+            }
+            "metric_name" => {
+                if !(value.is_null() || value == METRIC_NAME) {
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationError,
+                        "metric_name",
+                        format!(
+                            "only {METRIC_NAME:?} is available: each control tag's own metric (see docs/quality.md)"
+                        ),
+                    ));
+                }
+            }
+            "additional_params" | "metric_params" => {
+                if !(value.is_null() || value.as_object().is_some_and(|m| m.is_empty())) {
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationError,
+                        key,
+                        "metric parameters are not supported; send {} or leave it out",
+                    ));
+                }
+            }
+            other => {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    other,
+                    "unknown field; send agreement_threshold, max_additional_annotators_assignable, metric_name or additional_params",
+                ));
+            }
+        }
+    }
+    projects::update(&state.db, &actor, &state.sealer, id, &patch).await?;
+    crate::webhooks::emit(
+        &state.db,
+        &state.jobs,
+        actor.org_id,
+        Some(id),
+        Action::ProjectUpdated,
+        Subject::Project(id),
+    )
+    .await;
+    let row = projects::get_row(&state.db, &actor, id, Permission::ProjectChange).await?;
+    Ok(Json(metric_param(&row, true)))
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(get_metric_param, set_metric_param))
         .routes(routes!(list_projects, create_project))
         .routes(routes!(get_project, update_project, delete_project))
         .routes(routes!(validate_project_config))
