@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::{
-    Db,
+    Db, Dialect,
     projects::ProjectRow,
     tasks::{self, TASK_COLUMNS, TaskRow},
     with_read,
@@ -79,11 +79,18 @@ pub struct Selection {
     /// CSV/TSV: write cells that start like a spreadsheet formula as they are, instead of
     /// neutralising them (see [`csv_line`]).
     pub keep_formulas: bool,
+    /// `task_filter_options.reviewed`: only reviewed tasks (`Some(true)`), only tasks not
+    /// reviewed (`Some(false)`), by the project's `review_criteria`.
+    pub reviewed: Option<bool>,
 }
 
 impl Selection {
-    fn condition(&self) -> String {
+    fn condition(&self, dialect: Dialect) -> String {
         let mut c = String::new();
+        if let Some(reviewed) = self.reviewed {
+            let want = if reviewed { 1 } else { 0 };
+            c.push_str(&format!(" and {} = {want}", tasks::reviewed_sql(dialect)));
+        }
         if !self.all_tasks {
             c.push_str(" and (t.total_annotations + t.cancelled_annotations) > 0");
         }
@@ -151,7 +158,7 @@ async fn produce(
     selection: &Selection,
     tx: &mpsc::Sender<Chunk>,
 ) -> ApiResult<()> {
-    let condition = selection.condition();
+    let condition = selection.condition(db.dialect());
     let neutralize = !selection.keep_formulas;
     let controls = controls(project);
     let columns = if matches!(format, ExportFormat::Csv | ExportFormat::Tsv) {
@@ -183,6 +190,12 @@ async fn produce(
         after = last.id;
         // Exports need export.run (managers and above), who see every annotation.
         let views = tasks::with_nested(db, &rows, tasks::Visible::All).await?;
+        let mut reviews = if format == ExportFormat::Json {
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            super::reviews::export_briefs(db, &ids).await?
+        } else {
+            Default::default()
+        };
         let mut out = Vec::with_capacity(rows.len() * 256);
         for view in views {
             let mut task = serde_json::to_value(&view).map_err(ApiError::internal)?;
@@ -191,6 +204,15 @@ async fn produce(
                     if let Some(obj) = task.as_object_mut() {
                         for key in ["annotators", "is_labeled", "overlap"] {
                             obj.remove(key);
+                        }
+                        // Label Studio Enterprise nests each annotation's reviews.
+                        if let Some(anns) = obj.get_mut("annotations").and_then(Value::as_array_mut)
+                        {
+                            for ann in anns.iter_mut().filter_map(Value::as_object_mut) {
+                                let id = ann.get("id").and_then(Value::as_i64).unwrap_or(0);
+                                let list = reviews.remove(&id).unwrap_or_default();
+                                ann.insert("reviews".into(), Value::Array(list));
+                            }
                         }
                     }
                     if !first {

@@ -1179,3 +1179,55 @@ pub async fn attach(db: &Db, views: &mut [TaskView], criteria: ReviewCriteria) -
     }
     Ok(())
 }
+
+/// The reviews of the annotations of tasks, as Label Studio Enterprise's JSON export nests them
+/// in each annotation: `{id, created_by: {id, email, first_name, last_name} | null, accepted}`,
+/// oldest first, by annotation id.
+pub async fn export_briefs(db: &Db, task_ids: &[i64]) -> ApiResult<HashMap<i64, Vec<Value>>> {
+    let mut out: HashMap<i64, Vec<Value>> = HashMap::new();
+    if task_ids.is_empty() {
+        return Ok(out);
+    }
+    // Ids are integers from our own queries.
+    let list = task_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    /// `(review, annotation, accepted, reviewer, email, first name, last name)`.
+    type Brief = (
+        i64,
+        i64,
+        bool,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Brief> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select r.id, r.annotation_id, r.accepted, u.id, u.email, u.first_name, u.last_name \
+             from annotation_review r left join app_user u on u.id = r.created_by \
+             where r.task_id in ({list}) order by r.id"
+        ))
+        .fetch_all(conn)
+        .await?
+    });
+    for (id, annotation, accepted, user, email, first, last) in rows {
+        let created_by = match user {
+            Some(user) => serde_json::json!({
+                "id": user,
+                "email": email.unwrap_or_default(),
+                "first_name": first.unwrap_or_default(),
+                "last_name": last.unwrap_or_default(),
+            }),
+            None => Value::Null,
+        };
+        out.entry(annotation).or_default().push(serde_json::json!({
+            "id": id,
+            "created_by": created_by,
+            "accepted": accepted,
+        }));
+    }
+    Ok(out)
+}

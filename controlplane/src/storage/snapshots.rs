@@ -169,7 +169,21 @@ pub async fn create(
             ));
         }
     };
-    let params = json!({"only_with_annotations": only_annotated}).to_string();
+    let reviewed = match body
+        .get("task_filter_options")
+        .and_then(|o| o.get("reviewed"))
+    {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) if s == "only" || s == "exclude" => Value::String(s.clone()),
+        Some(_) => {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "task_filter_options",
+                "reviewed must be \"only\", \"exclude\" or null",
+            ));
+        }
+    };
+    let params = json!({"only_with_annotations": only_annotated, "reviewed": reviewed}).to_string();
     let now = now_micros();
     let dialect = db.dialect();
     let id: i64 = with_tx!(db, tx, {
@@ -230,7 +244,7 @@ pub struct JobTarget {
     pub organization_id: i64,
     /// `created`, `in_progress`, `completed` or `failed`.
     pub status: String,
-    /// `{"only_with_annotations": bool}`.
+    /// `{"only_with_annotations": bool, "reviewed": "only" | "exclude" | null}`.
     pub params: String,
     /// The converted formats (JSON list).
     pub converted: String,
@@ -249,6 +263,11 @@ impl JobTarget {
             ids: None,
             // A snapshot is JSON; its CSV/TSV conversions always neutralise formulas.
             keep_formulas: false,
+            reviewed: match params["reviewed"].as_str() {
+                Some("only") => Some(true),
+                Some("exclude") => Some(false),
+                _ => None,
+            },
         }
     }
 

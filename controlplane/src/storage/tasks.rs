@@ -1170,6 +1170,12 @@ fn dialect_column_sql(dialect: Dialect, name: &str) -> Option<String> {
     ))
 }
 
+/// Whether task `t` is reviewed (1 or 0) by its project's `review_criteria`: the data manager's
+/// `reviewed` column, also the export filter `task_filter_options.reviewed`.
+pub(crate) fn reviewed_sql(dialect: Dialect) -> String {
+    dialect_column_sql(dialect, "reviewed").unwrap_or_default()
+}
+
 fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Result<String, String> {
     let name = item
         .get("filter")

@@ -558,6 +558,70 @@ both_backends! {
         assert_eq!(ev[1].1["review"]["accepted"], json!(false));
         assert_eq!(ev[2].1["reviews"], json!([{"id": r["id"]}]));
     }
+
+    async fn json_exports_nest_reviews_and_filter_by_reviewed(app) {
+        let _worker = crate::webhooks::start_worker(&app);
+        let t = team(&app, "ex", json!({}), 4).await;
+        let a0 = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        let a1 = annotate(&app, &t.ann1, t.tasks[1], "neg").await;
+        let _a2 = annotate(&app, &t.ann2, t.tasks[2], "pos").await;
+        let r0 = review(&app, &t.rev1, json!({"annotation": a0, "accepted": true})).await;
+        let r1 = review(&app, &t.rev2, json!({"annotation": a1, "accepted": false})).await;
+        let rev1 = app.user_id(&t.rev1).await;
+        let rev2 = app.user_id(&t.rev2).await;
+        let url = format!("/api/projects/{}/export?exportType=JSON&download_all_tasks=true", t.p);
+        let r = app.get(&url, &app.owner).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let tasks: Vec<Value> = serde_json::from_str(&r.text).expect("json");
+        let by_id = |task: i64| tasks.iter().find(|x| id(x) == task).expect("task").clone();
+        let reviews = |task: i64| by_id(task)["annotations"][0]["reviews"].clone();
+        assert_eq!(reviews(t.tasks[0]), json!([{"id": r0["id"], "accepted": true, "created_by": {
+            "id": rev1, "email": "rev1-ex@example.com", "first_name": "", "last_name": ""}}]));
+        assert_eq!(reviews(t.tasks[1])[0]["id"], r1["id"]);
+        assert_eq!(reviews(t.tasks[1])[0]["accepted"], json!(false));
+        assert_eq!(reviews(t.tasks[1])[0]["created_by"]["id"], json!(rev2));
+        assert_eq!(reviews(t.tasks[2]), json!([]));
+        assert_eq!(by_id(t.tasks[3])["annotations"], json!([]));
+        // JSON_MIN stays flat.
+        let min = app.get(&url.replace("JSON", "JSON_MIN"), &app.owner).await;
+        assert!(!min.text.contains("\"reviews\""), "{}", min.text);
+
+        // Snapshots: task_filter_options.reviewed follows the data manager's `reviewed`.
+        let snapshot = |filter: Value| {
+            let app = &app;
+            let p = t.p;
+            async move {
+                let snap = app.post(&format!("/api/projects/{p}/exports"), &app.owner,
+                    json!({"title": "rv", "task_filter_options": filter})).await.expect(StatusCode::CREATED);
+                let sid = id(&snap);
+                let done = crate::wait_snapshot(app, p, sid).await;
+                assert_eq!(done["status"], json!("completed"), "{done}");
+                let r = app.get(&format!("/api/projects/{p}/exports/{sid}/download"), &app.owner).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+                let tasks: Vec<Value> = serde_json::from_str(&r.text).expect("json");
+                let mut ids: Vec<i64> = tasks.iter().map(id).collect();
+                ids.sort_unstable();
+                (ids, tasks)
+            }
+        };
+        let reviewed = reviewed_tasks(&app, t.p, true).await;
+        assert!(reviewed.contains(&t.tasks[0]) && !reviewed.contains(&t.tasks[2]), "{reviewed:?}");
+        let (only, tasks) = snapshot(json!({"reviewed": "only"})).await;
+        assert_eq!(only, reviewed);
+        let first = tasks.iter().find(|x| id(x) == t.tasks[0]).expect("task 0");
+        assert_eq!(first["annotations"][0]["reviews"][0]["id"], r0["id"]);
+        let (excluded, _) = snapshot(json!({"reviewed": "exclude"})).await;
+        let mut rest: Vec<i64> = t.tasks.iter().copied().filter(|x| !reviewed.contains(x)).collect();
+        rest.sort_unstable();
+        assert_eq!(excluded, rest);
+        let (annotated, _) = snapshot(json!({"reviewed": "exclude", "only_with_annotations": true})).await;
+        assert_eq!(annotated, rest.iter().copied().filter(|x| *x != t.tasks[3]).collect::<Vec<_>>());
+        let (all, _) = snapshot(json!({})).await;
+        assert_eq!(all.len(), 4);
+        app.post(&format!("/api/projects/{}/exports", t.p), &app.owner,
+            json!({"task_filter_options": {"reviewed": "yes"}}))
+            .await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+    }
 }
 
 /// The tasks of project `p` the data manager lists for the filter `reviewed = value`.

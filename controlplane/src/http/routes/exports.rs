@@ -110,6 +110,7 @@ pub async fn export_project(
         all_tasks: opt_bool("download_all_tasks", &params.download_all_tasks)?.unwrap_or(false),
         ids: (!ids.is_empty()).then_some(ids),
         keep_formulas: opt_bool("keep_formulas", &params.keep_formulas)?.unwrap_or(false),
+        reviewed: None,
     };
     let _ = opt_bool("download_resources", &params.download_resources)?;
     let filename = format!(
