@@ -723,6 +723,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Needs(P::ProjectView),
     ),
     ep("GET", "/api/comments", Needs(P::ProjectView)),
+    ep("POST", "/api/comments", SignedIn),
+    ep("GET", "/api/comments/{id}", SignedIn),
+    ep("PATCH", "/api/comments/{id}", SignedIn),
+    ep("DELETE", "/api/comments/{id}", SignedIn),
     ep(
         "GET",
         "/api/projects/{id}/review/next",

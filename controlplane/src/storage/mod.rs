@@ -21,6 +21,7 @@ pub mod annotations;
 pub mod annotator_stats;
 pub mod audit;
 pub mod cloudstorages;
+pub mod comments;
 pub mod distribution;
 pub mod export;
 pub mod groupmap;

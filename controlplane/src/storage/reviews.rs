@@ -846,7 +846,7 @@ fn raw_json<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::
     v.as_deref().map(raw).serialize(s)
 }
 
-fn iso<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn iso<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_micros(*v))
 }
 
@@ -863,97 +863,6 @@ pub async fn history(db: &Db, actor: &Actor, annotation: i64) -> ApiResult<Vec<H
         .fetch_all(conn)
         .await?
     }))
-}
-
-/// A comment.
-#[derive(Debug, Serialize, utoipa::ToSchema, sqlx::FromRow)]
-pub struct CommentRow {
-    /// Id.
-    pub id: i64,
-    /// Text.
-    pub text: String,
-    /// The annotation.
-    #[sqlx(rename = "annotation_id")]
-    pub annotation: Option<i64>,
-    /// The review it was written with.
-    #[sqlx(rename = "review_id")]
-    pub review: Option<i64>,
-    /// Project.
-    #[sqlx(rename = "project_id")]
-    pub project: i64,
-    /// Task.
-    #[sqlx(rename = "task_id")]
-    pub task: i64,
-    /// Author.
-    pub created_by: Option<i64>,
-    /// Resolved.
-    pub is_resolved: bool,
-    /// Always null.
-    #[sqlx(skip)]
-    pub draft: Option<i64>,
-    /// ISO creation time.
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String)]
-    pub created_at: i64,
-    /// ISO update time.
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String)]
-    pub updated_at: i64,
-}
-
-/// Comments of an annotation, or of the projects given, that the caller may see; oldest first.
-pub async fn comments(
-    db: &Db,
-    actor: &Actor,
-    annotation: Option<i64>,
-    project: Option<i64>,
-) -> ApiResult<Vec<CommentRow>> {
-    let (project_id, annotation) = match (annotation, project) {
-        (Some(a), _) => (
-            annotations::get_row(db, actor, a).await?.project_id,
-            Some(a),
-        ),
-        (None, Some(p)) => (p, None),
-        (None, None) => {
-            return Err(ApiError::field(
-                ErrorCode::InvalidQuery,
-                "annotation",
-                "give annotation=<id> or projects=<project id>",
-            ));
-        }
-    };
-    let access = access::project(db, actor, project_id, Permission::ProjectView).await?;
-    let visible = Visible::for_access(actor, &access);
-    let rows: Vec<(CommentRow, Option<i64>)> = with_read!(db, conn, {
-        let rows: Vec<CommentRow> = sqlx::query_as(
-            "select c.id, c.text, c.annotation_id, c.review_id, c.project_id, c.task_id, c.created_by, c.is_resolved, \
-             c.created_at, c.updated_at from review_comment c where c.project_id = $1 and ($2 = 0 or c.annotation_id = $2) \
-             order by c.id",
-        )
-        .bind(project_id)
-        .bind(annotation.unwrap_or(0))
-        .fetch_all(conn)
-        .await?;
-        let authors: Vec<(i64, Option<i64>)> = sqlx::query_as(
-            "select c.id, a.completed_by from review_comment c join annotation a on a.id = c.annotation_id \
-             where c.project_id = $1",
-        )
-        .bind(project_id)
-        .fetch_all(conn)
-        .await?;
-        let authors: HashMap<i64, Option<i64>> = authors.into_iter().collect();
-        rows.into_iter()
-            .map(|c| {
-                let author = authors.get(&c.id).copied().flatten();
-                (c, author)
-            })
-            .collect()
-    });
-    Ok(rows
-        .into_iter()
-        .filter(|(_, author)| visible.shows(*author))
-        .map(|(c, _)| c)
-        .collect())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -650,3 +650,56 @@ fn urlencoding(s: &str) -> String {
         })
         .collect()
 }
+
+both_backends! {
+    async fn comments_follow_the_annotations_visibility_and_their_authors(app) {
+        let t = team(&app, "comments", json!({}), 2).await;
+        let ann = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        let region = json!({"regionId": "r1", "controlName": "sentiment"});
+        let made = app.post("/api/comments", &t.rev1, json!({"annotation": ann, "text": "Is this really positive?", "region_ref": region}))
+            .await
+            .expect(StatusCode::CREATED);
+        let c = id(&made);
+        assert_eq!((made["annotation"].clone(), made["task"].clone(), made["project"].clone()), (json!(ann), json!(t.tasks[0]), json!(t.p)), "{made}");
+        assert_eq!(made["region_ref"], region);
+        assert_eq!((made["is_resolved"].clone(), made["resolved_at"].clone()), (json!(false), Value::Null));
+        // The annotation's author reads and answers it; another annotator (blind) sees nothing.
+        let listed = app.get(&format!("/api/comments?annotation={ann}"), &t.ann1).await.expect(StatusCode::OK);
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+        let reply = app.post("/api/comments", &t.ann1, json!({"annotation": ann, "text": "Yes: the last sentence."}))
+            .await
+            .expect(StatusCode::CREATED);
+        app.get(&format!("/api/comments/{c}"), &t.ann2).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.post("/api/comments", &t.ann2, json!({"annotation": ann, "text": "peek"})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let theirs = app.get(&format!("/api/comments?projects={}", t.p), &t.ann2).await.expect(StatusCode::OK);
+        assert_eq!(theirs, json!([]), "blind annotators see no comments on others' work");
+        // Resolving: the annotation's author may; changing the text is the comment author's.
+        let resolved = app.patch(&format!("/api/comments/{c}"), &t.ann1, json!({"is_resolved": true})).await.expect(StatusCode::OK);
+        assert!(resolved["is_resolved"] == json!(true) && resolved["resolved_at"].is_string(), "{resolved}");
+        app.patch(&format!("/api/comments/{c}"), &t.ann1, json!({"text": "rewritten"})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        let edited = app.patch(&format!("/api/comments/{c}"), &t.rev1, json!({"text": "Is this positive?", "region_ref": null})).await.expect(StatusCode::OK);
+        assert_eq!((edited["text"].clone(), edited["region_ref"].clone()), (json!("Is this positive?"), Value::Null));
+        // A reviewer may reopen anyone's; an annotator may not resolve a comment on others' work.
+        app.patch(&format!("/api/comments/{}", id(&reply)), &t.rev2, json!({"is_resolved": true})).await.expect(StatusCode::OK);
+        // Bad bodies: 400 naming the field, nothing written.
+        for (bad, field) in [
+            (json!({"annotation": ann, "text": "  "}), "text"),
+            (json!({"annotation": ann, "text": "x", "region_ref": "r1"}), "region_ref"),
+            (json!({"annotation": ann, "text": "x", "colour": "red"}), "colour"),
+            (json!({"text": "x"}), "annotation"),
+            (json!({"draft": 3, "text": "x"}), "draft"),
+        ] {
+            let e = app.post("/api/comments", &t.rev1, bad).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+            assert!(e["validation_errors"].get(field).is_some(), "{field}: {e}");
+        }
+        assert_eq!(app.get(&format!("/api/comments?annotation={ann}"), &app.owner).await.expect(StatusCode::OK).as_array().map(Vec::len), Some(2));
+        // Deleting: the author only.
+        app.delete(&format!("/api/comments/{c}"), &t.ann1).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.delete(&format!("/api/comments/{c}"), &t.rev1).await.expect(StatusCode::NO_CONTENT);
+        app.get(&format!("/api/comments/{c}"), &t.rev1).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let log = app.get("/api/audit-log?page_size=200", &app.owner).await.text;
+        for action in ["comment.create", "comment.update", "comment.delete"] {
+            assert!(log.contains(action), "{action} audited");
+        }
+    }
+}

@@ -3,18 +3,20 @@
 
 use axum::{Json, extract::State, http::StatusCode, response::Response};
 use serde::Deserialize;
+use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     authz::Actor,
-    error::ApiResult,
+    error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
         extract::{JsonObject, Path, Query, opt_int},
         no_content,
     },
     storage::{
-        reviews::{self, CommentRow, HistoryRow, ReviewFilter, ReviewInput, ReviewView},
+        comments::{self, CommentInput, CommentRow},
+        reviews::{self, HistoryRow, ReviewFilter, ReviewInput, ReviewView},
         tasks::TaskView,
     },
     webhooks::{Action, Subject},
@@ -142,15 +144,15 @@ pub struct CommentListParams {
     pub projects: Option<String>,
 }
 
-/// Comments (those written with reviews), of an annotation or a project, oldest first.
-#[utoipa::path(get, path = "/api/comments", tag = "reviews", params(CommentListParams), responses((status = 200, body = Vec<CommentRow>)))]
+/// Comments of an annotation or a project that the caller may see, oldest first.
+#[utoipa::path(get, path = "/api/comments", tag = "reviews", params(CommentListParams), responses((status = 200, body = Vec<CommentRow>), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list_comments(
     State(state): State<AppState>,
     actor: Actor,
     Query(params): Query<CommentListParams>,
 ) -> ApiResult<Json<Vec<CommentRow>>> {
     Ok(Json(
-        reviews::comments(
+        comments::list(
             &state.db,
             &actor,
             opt_int("annotation", &params.annotation)?,
@@ -158,6 +160,70 @@ pub async fn list_comments(
         )
         .await?,
     ))
+}
+
+/// Comments on an annotation: `{"annotation", "text", "region_ref"?, "classifications"?,
+/// "is_resolved"?}` (comments on drafts are not supported: 400).
+#[utoipa::path(post, path = "/api/comments", tag = "reviews", request_body = Object, responses((status = 201, body = CommentRow), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn create_comment(
+    State(state): State<AppState>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<CommentRow>)> {
+    if body.get("draft").is_some_and(|d| !d.is_null()) {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "draft",
+            "comments on drafts are not supported; comment on the submitted annotation",
+        ));
+    }
+    let annotation = match body.get("annotation") {
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
+        _ => {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "annotation",
+                "this field is required (an annotation id)",
+            ));
+        }
+    };
+    let input = CommentInput::from_body(&body)?;
+    let made = comments::create(&state.db, &actor, annotation, &input).await?;
+    Ok((StatusCode::CREATED, Json(made)))
+}
+
+/// One comment.
+#[utoipa::path(get, path = "/api/comments/{id}", tag = "reviews", params(("id" = i64, Path)), responses((status = 200, body = CommentRow), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_comment(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<CommentRow>> {
+    Ok(Json(comments::get(&state.db, &actor, id).await?))
+}
+
+/// Changes a comment (`text`, `region_ref`, `classifications` by its author; `is_resolved` by
+/// its author, the annotation's author, or reviewers and above).
+#[utoipa::path(patch, path = "/api/comments/{id}", tag = "reviews", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = CommentRow), (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn update_comment(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<CommentRow>> {
+    let input = CommentInput::from_body(&body)?;
+    Ok(Json(comments::update(&state.db, &actor, id, &input).await?))
+}
+
+/// Deletes a comment (its author only).
+#[utoipa::path(delete, path = "/api/comments/{id}", tag = "reviews", params(("id" = i64, Path)), responses((status = 204), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_comment(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    comments::delete(&state.db, &actor, id).await?;
+    Ok(no_content())
 }
 
 async fn emit(state: &AppState, actor: &Actor, review: &ReviewView, action: Action) {
@@ -182,5 +248,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_review, update_review, delete_review))
         .routes(routes!(next_review))
         .routes(routes!(annotation_history))
-        .routes(routes!(list_comments))
+        .routes(routes!(list_comments, create_comment))
+        .routes(routes!(get_comment, update_comment, delete_comment))
 }
