@@ -264,8 +264,9 @@ pub async fn delete_one(db: &Db, actor: &Actor, id: i64) -> ApiResult<UploadRow>
     Ok(row)
 }
 
-/// The size of an upload to serve, when the actor may view its project; `None` otherwise (the
-/// caller answers 404 either way, so nothing tells whether the file exists).
+/// The size of an upload of the actor's organization to serve (`None`: no such upload, which
+/// the caller answers with 404 like another organization's); the actor must be allowed to view the
+/// project (the project's usual 403 otherwise).
 pub async fn for_serving(
     db: &Db,
     actor: &Actor,
@@ -285,11 +286,8 @@ pub async fn for_serving(
     let Some((_, size)) = row else {
         return Ok(None);
     };
-    match access::project(db, actor, project, Permission::ProjectView).await {
-        Ok(_) => Ok(Some(size)),
-        Err(e) if e.code.status().is_client_error() => Ok(None),
-        Err(e) => Err(e),
-    }
+    access::project(db, actor, project, Permission::ProjectView).await?;
+    Ok(Some(size))
 }
 
 /// Removes stored files (best effort: a file left behind is only disk space).

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State},
+    extract::{DefaultBodyLimit, FromRequest, Multipart, RawQuery, Request, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -37,7 +37,8 @@ pub struct ImportParams {
     /// Must be true or absent (uploads without committing are not kept).
     pub commit_to_project: Option<String>,
     /// Comma-separated task data fields that become a prediction of the control tags named
-    /// like them (ADR 0032); the fields leave the task data.
+    /// like them (ADR 0032); the fields leave the task data. May repeat.
+    #[serde(skip_deserializing)]
     pub preannotated_from_fields: Option<String>,
     /// Run the import as a job: answers `{"import": <id>, "job": <id>}` at once; poll
     /// `GET /api/projects/{id}/imports/{import_pk}` (Label Studio Enterprise's flow).
@@ -318,14 +319,33 @@ async fn fetch_url(state: &AppState, spool: &mut Spool, url: &str) -> ApiResult<
         .await
 }
 
-/// The fields of `preannotated_from_fields` (comma-separated).
-fn preannotated_fields(raw: Option<&str>) -> Vec<String> {
-    raw.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+/// Every value of a query parameter that may repeat (`a=1&a=2`), each split at commas; a
+/// value written as a JSON list (`["a","b"]`, `[1,2]`) counts as its items.
+pub fn repeated(query: Option<&str>, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if k != name {
+            continue;
+        }
+        let v = v.trim();
+        let items: Vec<String> = match serde_json::from_str::<Vec<Value>>(v) {
+            Ok(list) if v.starts_with('[') => list
+                .into_iter()
+                .map(|i| match i {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect(),
+            _ => v.split(',').map(str::to_string).collect(),
+        };
+        out.extend(
+            items
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+        );
+    }
+    out
 }
 
 /// Imports tasks: a JSON list, one JSON object, JSON lines, CSV or TSV in the body; files in a
@@ -339,6 +359,7 @@ pub async fn import_tasks(
     actor: Actor,
     Path(id): Path<i64>,
     Query(params): Query<ImportParams>,
+    RawQuery(query): RawQuery,
     request: Request,
 ) -> ApiResult<Response> {
     let return_ids = opt_bool("return_task_ids", &params.return_task_ids)?.unwrap_or(false);
@@ -350,7 +371,7 @@ pub async fn import_tasks(
         ));
     }
     let options = ImportOptions {
-        preannotated_from_fields: preannotated_fields(params.preannotated_from_fields.as_deref()),
+        preannotated_from_fields: repeated(query.as_deref(), "preannotated_from_fields"),
     };
     let run_async = opt_bool("async", &params.run_async)? == Some(true);
     if run_async && !options.preannotated_from_fields.is_empty() {

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     body::Body,
-    extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State},
+    extract::{DefaultBodyLimit, FromRequest, Multipart, RawQuery, Request, State},
     http::{StatusCode, header},
     response::Response,
 };
@@ -27,17 +27,21 @@ use crate::{
 /// Query of the upload list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct UploadListParams {
-    /// Only these uploads (comma-separated ids, or a JSON list).
+    /// Only these uploads: comma-separated ids, a JSON list, or the parameter repeated.
+    #[serde(skip_deserializing)]
     pub ids: Option<String>,
 }
 
-fn ids_param(raw: Option<&str>) -> ApiResult<Option<Vec<i64>>> {
-    match raw.map(str::trim) {
-        Some(s) if s.starts_with('[') => serde_json::from_str::<Vec<i64>>(s)
-            .map(Some)
-            .map_err(|_| ApiError::field(ErrorCode::InvalidQuery, "ids", "must be a list of ids")),
-        other => super::projects::id_list("ids", other),
+fn ids_param(query: Option<&str>) -> ApiResult<Option<Vec<i64>>> {
+    let raw = super::imports::repeated(query, "ids");
+    if raw.is_empty() {
+        return Ok(None);
     }
+    raw.iter()
+        .map(|s| s.parse::<i64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|_| ApiError::field(ErrorCode::InvalidQuery, "ids", "must be a list of ids"))
 }
 
 /// The files uploaded to a project (oldest first); `ids` narrows the list.
@@ -46,9 +50,10 @@ pub async fn list_uploads(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
-    Query(params): Query<UploadListParams>,
+    Query(_params): Query<UploadListParams>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Vec<FileUploadView>>> {
-    let ids = ids_param(params.ids.as_deref())?;
+    let ids = ids_param(query.as_deref())?;
     Ok(Json(
         uploads::list(&state.db, &actor, id, ids.as_deref()).await?,
     ))
@@ -62,10 +67,11 @@ pub async fn delete_uploads(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
-    Query(params): Query<UploadListParams>,
+    Query(_params): Query<UploadListParams>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    let mut ids = ids_param(params.ids.as_deref())?;
+    let mut ids = ids_param(query.as_deref())?;
     if !body.is_empty() {
         let value: Value = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(ErrorCode::InvalidJson, format!("invalid JSON body: {e}"))
@@ -182,7 +188,8 @@ pub async fn delete_upload(
 }
 
 /// An uploaded file, streamed with its Content-Type and Content-Length, to signed-in users who
-/// may view its project (404 for anything else, so nothing tells whether a file exists).
+/// may view its project: 404 for unknown names and other organizations, the project's 403 for
+/// members of the organization without access.
 #[utoipa::path(get, path = "/data/upload/{project}/{file}", tag = "import", params(("project" = i64, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn serve_upload(
     State(state): State<AppState>,
