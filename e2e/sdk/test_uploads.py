@@ -24,7 +24,9 @@ def _upload(ls, project: int, files) -> dict:
     response = ls._client_wrapper.httpx_client.request(
         f"api/projects/{project}/import",
         method="POST",
-        files=[("file", f) for f in files],
+        data={},
+        files={f"file{i}": f for i, f in enumerate(files)},
+        force_multipart=True,
     )
     assert response.status_code == 201, response.text
     return response.json()
