@@ -36,10 +36,6 @@ pub struct ImportParams {
     pub return_task_ids: Option<String>,
     /// Must be true or absent (uploads without committing are not kept).
     pub commit_to_project: Option<String>,
-    /// Comma-separated task data fields that become a prediction of the control tags named
-    /// like them (ADR 0032); the fields leave the task data. May repeat.
-    #[serde(skip_deserializing)]
-    pub preannotated_from_fields: Option<String>,
     /// Run the import as a job: answers `{"import": <id>, "job": <id>}` at once; poll
     /// `GET /api/projects/{id}/imports/{import_pk}` (Label Studio Enterprise's flow).
     #[serde(rename = "async")]
@@ -353,7 +349,7 @@ pub fn repeated(query: Option<&str>, name: &str) -> Vec<String> {
 /// task pointing at its URL, ADR 0032); or `url=...` (form-encoded) to fetch. All or nothing:
 /// one bad task rejects the request with its index and the stored files are removed. With
 /// `async=true` the upload is stored and imported by a job: `201 {"import", "job"}`.
-#[utoipa::path(post, path = "/api/projects/{id}/import", tag = "import", params(("id" = i64, Path), ImportParams), request_body(content = Object, description = "tasks"), responses((status = 201, body = ImportSummary), (status = 400, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/projects/{id}/import", tag = "import", params(("id" = i64, Path), ImportParams, ("preannotated_from_fields" = Option<String>, Query, description = "Comma-separated task data fields (or the parameter repeated) that become a prediction of the control tags named like them (ADR 0032); the fields leave the task data.")), request_body(content = Object, description = "tasks"), responses((status = 201, body = ImportSummary), (status = 400, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
 pub async fn import_tasks(
     State(state): State<AppState>,
     actor: Actor,

@@ -9,7 +9,6 @@ use axum::{
     response::Response,
 };
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -17,20 +16,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     authz::Actor,
     error::{ApiError, ApiResult, ErrorCode},
-    http::{
-        AppState,
-        extract::{Path, Query},
-    },
+    http::{AppState, extract::Path},
     storage::uploads::{self, FileUploadView},
 };
-
-/// Query of the upload list.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct UploadListParams {
-    /// Only these uploads: comma-separated ids, a JSON list, or the parameter repeated.
-    #[serde(skip_deserializing)]
-    pub ids: Option<String>,
-}
 
 fn ids_param(query: Option<&str>) -> ApiResult<Option<Vec<i64>>> {
     let raw = super::imports::repeated(query, "ids");
@@ -45,12 +33,11 @@ fn ids_param(query: Option<&str>) -> ApiResult<Option<Vec<i64>>> {
 }
 
 /// The files uploaded to a project (oldest first); `ids` narrows the list.
-#[utoipa::path(get, path = "/api/projects/{id}/file-uploads", tag = "import", params(("id" = i64, Path), UploadListParams), responses((status = 200, body = Vec<FileUploadView>), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/projects/{id}/file-uploads", tag = "import", params(("id" = i64, Path), ("ids" = Option<String>, Query, description = "Only these uploads: comma-separated ids, a JSON list, or the parameter repeated.")), responses((status = 200, body = Vec<FileUploadView>), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list_uploads(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
-    Query(_params): Query<UploadListParams>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Vec<FileUploadView>>> {
     let ids = ids_param(query.as_deref())?;
@@ -62,12 +49,11 @@ pub async fn list_uploads(
 /// Deletes a project's uploaded files that no task uses: those named by `file_upload_ids` in
 /// the body (or `ids` in the query), or all. Answers `{"deleted": N}`; files that tasks were
 /// made of stay until the tasks are deleted.
-#[utoipa::path(delete, path = "/api/projects/{id}/file-uploads", tag = "import", params(("id" = i64, Path), UploadListParams), request_body(content = Object, description = "`{\"file_upload_ids\": [ids]}` (optional)"), responses((status = 200, description = "`{\"deleted\": N}`"), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/projects/{id}/file-uploads", tag = "import", params(("id" = i64, Path), ("ids" = Option<String>, Query, description = "Only these uploads: comma-separated ids, a JSON list, or the parameter repeated.")), request_body(content = Object, description = "`{\"file_upload_ids\": [ids]}` (optional)"), responses((status = 200, description = "`{\"deleted\": N}`"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_uploads(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
-    Query(_params): Query<UploadListParams>,
     RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
