@@ -940,6 +940,32 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/api/projects/{id}/import", Needs(P::TaskManage)),
     ep(
         "GET",
+        "/api/projects/{id}/file-uploads",
+        Needs(P::ProjectView),
+    ),
+    ep(
+        "DELETE",
+        "/api/projects/{id}/file-uploads",
+        Needs(P::TaskManage),
+    ),
+    ep("GET", "/api/import/file-upload/{id}", Needs(P::ProjectView)),
+    ep(
+        "PATCH",
+        "/api/import/file-upload/{id}",
+        Needs(P::TaskManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/import/file-upload/{id}",
+        Needs(P::TaskManage),
+    ),
+    ep(
+        "GET",
+        "/data/upload/{project}/{file}",
+        Needs(P::ProjectView),
+    ),
+    ep(
+        "GET",
         "/api/projects/{id}/imports/{import_pk}",
         Needs(P::TaskManage),
     ),

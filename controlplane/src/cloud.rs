@@ -829,6 +829,7 @@ async fn import_blobs(
             path: file.path().to_path_buf(),
             format: ImportFormat::Json,
             extension: ".json".into(),
+            upload: None,
         }];
         counters.tasks += import(ctx, actor, row, &sources, &objects).await?;
         counters.imported_objects += new.len() as u64;
@@ -991,6 +992,7 @@ async fn import_json(
                     } else {
                         ".json".into()
                     },
+                    upload: None,
                 });
                 objects.push(ClaimedObject {
                     key: f.pending.key.clone(),

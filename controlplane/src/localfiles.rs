@@ -493,6 +493,7 @@ async fn import(
         path: file.path().to_path_buf(),
         format: ImportFormat::Json,
         extension: ".json".into(),
+        upload: None,
     }];
     let summary = tasks::import_with(
         db,

@@ -27,6 +27,8 @@ mod storage;
 mod tenancy;
 #[path = "suites/ui.rs"]
 mod ui;
+#[path = "suites/uploads.rs"]
+mod uploads;
 #[path = "suites/webhooks.rs"]
 mod webhooks;
 
@@ -2094,6 +2096,7 @@ async fn async_imports_run_as_jobs(backend: Backend) {
         path,
         format: verity_controlplane::storage::tasks::ImportFormat::Json,
         extension: ".json".into(),
+        upload: None,
     };
     let e = verity_controlplane::storage::tasks::import_with(
         &app.db,

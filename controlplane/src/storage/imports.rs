@@ -250,6 +250,7 @@ pub async fn start(db: &Db, id: i64, dir: &std::path::Path) -> ApiResult<Vec<Imp
             path,
             format: parse_format(&format),
             extension,
+            upload: None,
         });
     }
     with_tx!(db, tx, {

@@ -40,6 +40,7 @@ pub mod sessions;
 pub mod snapshots;
 pub mod storages;
 pub mod tasks;
+pub mod uploads;
 pub mod users;
 pub mod webhooks;
 pub mod workspaces;

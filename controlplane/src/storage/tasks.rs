@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// Tasks inserted per statement during import: large enough to amortize round trips, small
-/// enough to stay far below both engines' bind-parameter limits (13 per task).
+/// enough to stay far below both engines' bind-parameter limits (14 per task).
 const IMPORT_BATCH: usize = 500;
 
 /// Imports at least this large refresh PostgreSQL's planner statistics afterwards.
@@ -66,11 +66,15 @@ pub struct TaskRow {
     pub updated_by: Option<i64>,
     /// Stored task agreement (ADR 0025).
     pub agreement: Option<f64>,
+    /// Stored name of the upload the task was made of (ADR 0032).
+    #[sqlx(default)]
+    pub file_upload: Option<String>,
 }
 
 /// Columns selected into [`TaskRow`] (task aliased `t`).
 pub const TASK_COLUMNS: &str = "t.id, t.project_id, t.inner_id, t.data, t.meta, t.is_labeled, t.overlap, \
-    t.total_annotations, t.cancelled_annotations, t.total_predictions, t.created_at, t.updated_at, t.updated_by, t.agreement";
+    t.total_annotations, t.cancelled_annotations, t.total_predictions, t.created_at, t.updated_at, t.updated_by, t.agreement, \
+    (select f.file from file_upload f where f.id = t.file_upload_id) as file_upload";
 
 /// The task JSON of Label Studio.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -109,7 +113,7 @@ pub struct TaskView {
     pub project: i64,
     /// Last editor.
     pub updated_by: Option<i64>,
-    /// Always null (uploads are not kept as files).
+    /// Stored name of the uploaded file the task was made of (ADR 0032), or null.
     pub file_upload: Option<String>,
     /// Always empty.
     pub comment_authors: Vec<i64>,
@@ -168,7 +172,7 @@ impl TaskRow {
             last_comment_updated_at: None,
             project: self.project_id,
             updated_by: self.updated_by,
-            file_upload: None,
+            file_upload: self.file_upload.clone(),
             comment_authors: Vec::new(),
             annotations: None,
             predictions: None,
@@ -388,7 +392,7 @@ pub struct ImportSummary {
     pub prediction_count: i64,
     /// Seconds spent.
     pub duration: f64,
-    /// Always empty (uploads are not kept as files).
+    /// The `file_upload` rows of the uploaded files (ADR 0032).
     pub file_upload_ids: Vec<i64>,
     /// Whether the upload was a task list.
     pub could_be_tasks_list: bool,
@@ -411,9 +415,21 @@ pub struct ImportSource {
     pub format: ImportFormat,
     /// Extension for `found_formats`.
     pub extension: String,
+    /// The stored upload this source is (or was made of): recorded in `file_upload` by the
+    /// import's transaction, and its tasks point at it.
+    pub upload: Option<super::uploads::StoredUpload>,
+}
+
+/// How an import treats its tasks beyond their content.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Task data fields that become a prediction (`preannotated_from_fields`, ADR 0032).
+    pub preannotated_from_fields: Vec<String>,
 }
 
 struct PreparedTask {
+    /// The upload the task was made of.
+    file_upload: Option<i64>,
     /// Author of each inline annotation, resolved while preparing (`None` = the importer).
     authors: Vec<Option<i64>>,
     data: String,
@@ -432,6 +448,7 @@ struct ImportState<'a> {
     data_columns: std::collections::BTreeSet<String>,
     users_by_email: HashMap<String, i64>,
     members: HashMap<i64, bool>,
+    options: &'a ImportOptions,
 }
 
 /// Imports tasks from spooled files in one transaction: one bad task rejects the request with
@@ -494,15 +511,40 @@ pub async fn import_with(
     return_task_ids: bool,
     claim: Claim<'_>,
 ) -> ApiResult<ImportSummary> {
+    import_opts(
+        db,
+        actor,
+        project_id,
+        sources,
+        return_task_ids,
+        claim,
+        &ImportOptions::default(),
+    )
+    .await
+}
+
+/// [`import_with`] with options.
+pub async fn import_opts(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    sources: &[ImportSource],
+    return_task_ids: bool,
+    claim: Claim<'_>,
+    options: &ImportOptions,
+) -> ApiResult<ImportSummary> {
     let project = projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
     let started = std::time::Instant::now();
+    let config = project.config();
+    check_preannotated_fields(config.as_deref(), &options.preannotated_from_fields)?;
     let mut state = ImportState {
-        config: project.config(),
+        config,
         settings: project.settings(),
         actor,
         data_columns: Default::default(),
         users_by_email: HashMap::new(),
         members: HashMap::new(),
+        options,
     };
     let mut summary = ImportSummary {
         could_be_tasks_list: false,
@@ -536,6 +578,25 @@ pub async fn import_with(
         let mut source_tasks: Vec<i64> = Vec::with_capacity(sources.len());
         for source in sources {
             let tasks_before = summary.task_count;
+            let file_upload: Option<i64> = match &source.upload {
+                None => None,
+                Some(upload) => {
+                    let id: i64 = sqlx::query_scalar(
+                        "insert into file_upload (organization_id, project_id, file, size, created_by, created_at) \
+                         values ($1, $2, $3, $4, $5, $6) returning id",
+                    )
+                    .bind(actor.org_id)
+                    .bind(project_id)
+                    .bind(&upload.file)
+                    .bind(upload.size)
+                    .bind((actor.user_id != 0).then_some(actor.user_id))
+                    .bind(now_micros())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    summary.file_upload_ids.push(id);
+                    Some(id)
+                }
+            };
             let mut file = tokio::fs::File::open(&source.path)
                 .await
                 .map_err(ApiError::internal)?;
@@ -582,17 +643,17 @@ pub async fn import_with(
                     let mut prepared = Vec::with_capacity(batch.len());
                     for value in batch {
                         let task = normalize_task(index, value).map_err(|e| import_error(e, 0))?;
-                        prepared.push(
-                            prepare_task(
-                                &read_db,
-                                &mut state,
-                                index,
-                                task,
-                                &mut task_number,
-                                &mut overlapped,
-                            )
-                            .await?,
-                        );
+                        let mut task = prepare_task(
+                            &read_db,
+                            &mut state,
+                            index,
+                            task,
+                            &mut task_number,
+                            &mut overlapped,
+                        )
+                        .await?;
+                        task.file_upload = file_upload;
+                        prepared.push(task);
                         index += 1;
                     }
                     let inner_start = next_inner;
@@ -762,6 +823,121 @@ fn import_error(e: ImportError, offset: usize) -> ApiError {
     )
 }
 
+/// Checks `preannotated_from_fields` before anything is read: each field names a control tag
+/// of the label config (ADR 0032).
+fn check_preannotated_fields(config: Option<&LabelConfig>, fields: &[String]) -> ApiResult<()> {
+    if fields.is_empty() {
+        return Ok(());
+    }
+    let Some(config) = config else {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "preannotated_from_fields",
+            "the project has no label config, so no control tag can take the predictions; set the label config first",
+        ));
+    };
+    for field in fields {
+        if !config.controls().iter().any(|c| &c.name == field) {
+            let names: Vec<&str> = config.controls().iter().map(|c| c.name.as_str()).collect();
+            return Err(ApiError::field(
+                ErrorCode::InvalidQuery,
+                "preannotated_from_fields",
+                format!(
+                    "{field:?} is not the name of a control tag of the label config; use one of {names:?}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Turns the `preannotated_from_fields` of a task's data into one prediction (ADR 0032): a
+/// value that is a list of result objects (or a string holding one as JSON) is taken as it
+/// is; any other value becomes one result of the control tag named like the field.
+fn preannotate(
+    task: &mut ImportedTask,
+    config: &LabelConfig,
+    fields: &[String],
+) -> Result<(), String> {
+    let mut result = Vec::new();
+    for field in fields {
+        let Some(value) = task.data.remove(field) else {
+            return Err(format!(
+                "data has no field \"{field}\" named in preannotated_from_fields"
+            ));
+        };
+        let parsed = match &value {
+            Value::String(s) if s.trim_start().starts_with('[') => {
+                serde_json::from_str::<Value>(s).unwrap_or(value.clone())
+            }
+            _ => value.clone(),
+        };
+        if let Value::Array(items) = &parsed
+            && !items.is_empty()
+            && items.iter().all(Value::is_object)
+        {
+            result.extend(items.iter().cloned());
+            continue;
+        }
+        let control = config
+            .controls()
+            .iter()
+            .find(|c| &c.name == field)
+            .ok_or_else(|| format!("{field:?} is not a control tag of the label config"))?;
+        let strings = |v: &Value| -> Vec<Value> {
+            match v {
+                Value::Array(a) => a.clone(),
+                Value::String(s) => vec![Value::String(s.clone())],
+                other => vec![Value::String(other.to_string())],
+            }
+        };
+        let number = |v: &Value| -> Result<Value, String> {
+            match v {
+                Value::Number(_) => Ok(v.clone()),
+                Value::String(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .map(Value::from)
+                    .map_err(|_| format!("{field}: {s:?} is not a number")),
+                _ => Err(format!("{field}: {v} is not a number")),
+            }
+        };
+        let (kind, key, inner) = match control.tag.as_str() {
+            "Choices" => ("choices", "choices", Value::Array(strings(&parsed))),
+            "Taxonomy" => (
+                "taxonomy",
+                "taxonomy",
+                Value::Array(vec![Value::Array(strings(&parsed))]),
+            ),
+            "TextArea" => ("textarea", "text", Value::Array(strings(&parsed))),
+            "Rating" => ("rating", "rating", number(&parsed)?),
+            "Number" => ("number", "number", number(&parsed)?),
+            "DateTime" => ("datetime", "datetime", parsed.clone()),
+            other => {
+                return Err(format!(
+                    "{field}: a <{other}> result needs regions; give the field a list of result objects"
+                ));
+            }
+        };
+        let mut item = serde_json::json!({
+            "from_name": field,
+            "type": kind,
+            "value": {key: inner},
+        });
+        if let Some(to) = control.to_names.first() {
+            item["to_name"] = Value::String(to.clone());
+        }
+        result.push(item);
+    }
+    task.predictions
+        .push(crate::domain::import::ImportedPrediction {
+            result: Value::Array(result),
+            score: None,
+            model_version: String::new(),
+        });
+    Ok(())
+}
+
 async fn prepare_task(
     db: &Db,
     state: &mut ImportState<'_>,
@@ -773,6 +949,12 @@ async fn prepare_task(
     let fail = |message: String| {
         ApiError::bad_request(ErrorCode::InvalidImport, format!("task {index}: {message}"))
     };
+    let mut task = task;
+    if !state.options.preannotated_from_fields.is_empty()
+        && let Some(config) = &state.config
+    {
+        preannotate(&mut task, config, &state.options.preannotated_from_fields).map_err(fail)?;
+    }
     if let Some(config) = &state.config {
         for key in config.data_keys() {
             if !task.data.contains_key(&key) {
@@ -841,6 +1023,7 @@ async fn prepare_task(
         _ => kind.total,
     };
     Ok(PreparedTask {
+        file_upload: None,
         authors,
         data: Value::Object(task.data.clone()).to_string(),
         meta: Value::Object(task.meta.clone()).to_string(),
@@ -905,9 +1088,9 @@ macro_rules! insert_tasks {
         let now = now_micros();
         let mut sql = String::from(
             "insert into task (project_id, inner_id, data, meta, is_labeled, overlap, total_annotations, \
-             cancelled_annotations, useful_annotations, ground_truth_annotations, total_predictions, created_at, updated_at) values ",
+             cancelled_annotations, useful_annotations, ground_truth_annotations, total_predictions, created_at, updated_at, file_upload_id) values ",
         );
-        sql.push_str(&dialect.values_list(prepared.len(), 13));
+        sql.push_str(&dialect.values_list(prepared.len(), 14));
         sql.push_str(" returning id, inner_id");
         let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
         for (i, p) in prepared.iter().enumerate() {
@@ -924,7 +1107,8 @@ macro_rules! insert_tasks {
                 .bind(p.kind.ground_truth)
                 .bind(p.predictions)
                 .bind(now)
-                .bind(now);
+                .bind(now)
+                .bind(p.file_upload);
         }
         let mut rows: Vec<(i64, i64)> = q.fetch_all(&mut *$tx).await?;
         // RETURNING order is not guaranteed; inner ids are, so sort by them.
@@ -1406,6 +1590,7 @@ pub async fn list(
                     updated_at: 0,
                     updated_by: None,
                     agreement: None,
+                    file_upload: None,
                 }
                 .view()
             })
@@ -1459,6 +1644,7 @@ pub async fn create_one(
             path,
             format: ImportFormat::Json,
             extension: ".json".into(),
+            upload: None,
         }],
         true,
     )

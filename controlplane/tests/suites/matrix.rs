@@ -73,6 +73,9 @@ struct Objects {
     ml: i64,
     /// An import of the project run as a job.
     import: i64,
+    /// An uploaded task file of the project (a task was made of it) and its stored name.
+    file_upload: i64,
+    upload_file: &'static str,
     /// A local-files storage of the project.
     storage: i64,
     /// A local-files export storage of the project.
@@ -265,6 +268,30 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
     .await["import"]
         .as_i64()
         .expect("id");
+    let uploaded = {
+        let boundary = "matrixBoundary";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.json\"\r\n\r\n[{{\"text\": \"uploaded\"}}]\r\n--{boundary}--\r\n"
+        );
+        app.post_raw(
+            &format!("/api/projects/{project}/import"),
+            token,
+            &format!("multipart/form-data; boundary={boundary}"),
+            body,
+        )
+        .await
+        .expect(StatusCode::CREATED)
+    };
+    let file_upload = uploaded["file_upload_ids"][0].as_i64().expect("upload id");
+    let upload_file: &'static str = {
+        let list = app
+            .get(&format!("/api/projects/{project}/file-uploads"), token)
+            .await
+            .expect(StatusCode::OK);
+        let url = list[0]["file"].as_str().expect("file").to_string();
+        let name = url.rsplit('/').next().expect("name").to_string();
+        Box::leak(name.into_boxed_str())
+    };
     let storage = create(
         app,
         "/api/storages/localfiles",
@@ -326,6 +353,8 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         webhook,
         ml,
         import,
+        file_upload,
+        upload_file,
         task,
         annotation,
         prediction,
@@ -493,6 +522,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.webhook
     } else if e.path.starts_with("/api/ml/") {
         obj.ml
+    } else if e.path.starts_with("/api/import/file-upload/") {
+        obj.file_upload
     } else if e.path.starts_with("/api/storages/localfiles/") {
         obj.storage
     } else if e.path.starts_with("/api/storages/export/localfiles/") {
@@ -557,6 +588,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         .replace("{import_pk}", &obj.import.to_string())
         .replace("{task_pk}", &obj.task.to_string())
         .replace("{slug}", "acme")
+        .replace("{project}", &obj.project.to_string())
+        .replace("{file}", obj.upload_file)
         .replace("{key}", "k");
     let admin = f.users[&Role::Admin];
     let body = match (e.method, e.path) {

@@ -20,6 +20,7 @@ pub mod saml;
 pub mod scim;
 pub mod storages;
 pub mod tasks;
+pub mod uploads;
 pub mod users;
 pub mod webhooks;
 pub mod workspaces;
@@ -78,6 +79,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(projects::router())
         .merge(tasks::router())
         .merge(imports::router())
+        .merge(uploads::router())
         .merge(annotations::router())
         .merge(reviews::router())
         .merge(predictions::router())

@@ -1,0 +1,511 @@
+//! Uploaded files kept as Label Studio keeps them (ADR 0032): media files of a multipart
+//! import become tasks pointing at `/data/upload/...`, served only to who may view the
+//! project; the upload list and deletion; size limits leave nothing behind; import from a URL
+//! under the outbound rules; `preannotated_from_fields`.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::both_backends;
+use crate::common::{Backend, TestApp};
+
+const IMAGE_CONFIG: &str = r#"<View><Image name="image" value="$image"/><Choices name="kind" toName="image"><Choice value="cat"/><Choice value="dog"/></Choices></View>"#;
+
+/// Bytes that are not UTF-8, so the comparison is of bytes.
+fn png_bytes(seed: u8, len: usize) -> Vec<u8> {
+    let mut v = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    v.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    v
+}
+
+/// A multipart body of `(file name, bytes)` parts named `file`.
+fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "verityUploadBoundary7d1";
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    files: &[(&str, &[u8])],
+) -> crate::common::Reply {
+    let (content_type, body) = multipart(files);
+    app.post_raw(path, token, &content_type, body).await
+}
+
+/// A raw GET: status, headers and body bytes.
+async fn get_bytes(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+    let request = Request::builder()
+        .uri(path)
+        .header("authorization", format!("Token {token}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = app
+        .service
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, headers, bytes.to_vec())
+}
+
+/// Files in a project's upload directory (temporary ones included).
+fn stored_files(app: &TestApp, project: i64) -> Vec<String> {
+    let dir = app.config.data_dir.join("upload").join(project.to_string());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn tasks_of(app: &TestApp, project: i64) -> Vec<Value> {
+    app.get(
+        &format!("/api/tasks?project={project}&fields=all&page_size=100"),
+        &app.owner,
+    )
+    .await
+    .expect(StatusCode::OK)["tasks"]
+        .as_array()
+        .expect("tasks")
+        .clone()
+}
+
+both_backends! {
+    async fn media_uploads_become_tasks_served_to_project_viewers(app) {
+        let project = app.mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG})).await;
+        let (a, b) = (png_bytes(1, 3000), png_bytes(2, 70_000));
+        let text = b"plain text notes\n".to_vec();
+        let summary = upload(
+            &app,
+            &app.owner,
+            &format!("/api/projects/{project}/import?return_task_ids=true"),
+            &[("cat one.png", &a), ("dog.jpg", &b), ("notes.txt", &text)],
+        )
+        .await
+        .expect(StatusCode::CREATED);
+        assert_eq!(summary["task_count"], 3);
+        let upload_ids: Vec<i64> = summary["file_upload_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_i64().expect("id"))
+            .collect();
+        assert_eq!(upload_ids.len(), 3);
+        assert_eq!(summary["found_formats"], json!({".png": 1, ".jpg": 1, ".txt": 1}));
+        let tasks = tasks_of(&app, project).await;
+        assert_eq!(tasks.len(), 3);
+        let (other_org, other) = app.other_org("Other", "other@example.com").await;
+        assert!(other_org > 0);
+        for (task, bytes, suffix, mime) in [
+            (&tasks[0], &a, "cat_one.png", "image/png"),
+            (&tasks[1], &b, "dog.jpg", "image/jpeg"),
+            (&tasks[2], &text, "notes.txt", "text/plain"),
+        ] {
+            let url = task["data"]["image"].as_str().expect("url");
+            let prefix = format!("/data/upload/{project}/");
+            assert!(url.starts_with(&prefix), "{url}");
+            let file = &url[prefix.len()..];
+            assert!(file.ends_with(suffix), "{file}");
+            assert_eq!(task["file_upload"], json!(file));
+            let (status, headers, body) = get_bytes(&app, url, &app.owner).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(&body, bytes);
+            assert!(headers[http::header::CONTENT_TYPE].to_str().expect("type").starts_with(mime));
+            assert_eq!(headers[http::header::CONTENT_LENGTH], bytes.len().to_string().as_str());
+            // Another organization's user learns nothing.
+            let (status, _, _) = get_bytes(&app, url, &other).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+        // Signed-in only.
+        let url = tasks[0]["data"]["image"].as_str().expect("url").to_string();
+        let (status, _, _) = get_bytes(&app, &url, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // No way out of the project's directory.
+        std::fs::write(app.config.data_dir.join("upload").join("secret.txt"), b"secret").expect("write");
+        for path in [
+            format!("/data/upload/{project}/..%2Fsecret.txt"),
+            format!("/data/upload/{project}/%2E%2E%2F%2E%2E%2Fsecret.key"),
+            format!("/data/upload/{project}/../secret.txt"),
+            format!("/data/upload/{project}/.."),
+        ] {
+            let (status, _, body) = get_bytes(&app, &path, &app.owner).await;
+            assert_ne!(status, StatusCode::OK, "{path}");
+            assert!(!String::from_utf8_lossy(&body).contains("secret"), "{path}");
+        }
+
+        // The list, narrowed by ids.
+        let list = app.get(&format!("/api/projects/{project}/file-uploads"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(list.as_array().expect("list").len(), 3);
+        assert_eq!(list[0]["file"], json!(url));
+        assert_eq!(list[0]["size"], json!(a.len()));
+        let one = app
+            .get(&format!("/api/projects/{project}/file-uploads?ids={}", upload_ids[1]), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(one.as_array().expect("list").len(), 1);
+        assert_eq!(one[0]["id"], upload_ids[1]);
+        let got = app.get(&format!("/api/import/file-upload/{}", upload_ids[0]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(got["file"], json!(url));
+        app.get(&format!("/api/import/file-upload/{}", upload_ids[0]), &other)
+            .await
+            .expect(StatusCode::NOT_FOUND);
+
+        // Replacing a file's content keeps its URL.
+        let replacement = png_bytes(9, 10);
+        let (content_type, body) = multipart(&[("new.png", &replacement)]);
+        let request = Request::builder()
+            .method("PATCH")
+            .uri(format!("/api/import/file-upload/{}", upload_ids[0]))
+            .header("authorization", format!("Token {}", app.owner))
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .expect("request");
+        let patched = app.send(request).await.expect(StatusCode::OK);
+        assert_eq!(patched["size"], json!(replacement.len()));
+        let (_, _, body) = get_bytes(&app, &url, &app.owner).await;
+        assert_eq!(body, replacement);
+
+        // Files that tasks were made of stay.
+        app.delete(&format!("/api/import/file-upload/{}", upload_ids[0]), &app.owner)
+            .await
+            .expect_error(StatusCode::CONFLICT, "conflict");
+        let deleted = app
+            .call("DELETE", &format!("/api/projects/{project}/file-uploads"), &app.owner, Some(json!({"file_upload_ids": upload_ids})))
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(deleted["deleted"], 0);
+        assert_eq!(stored_files(&app, project).len(), 3);
+        // Without the tasks they go, rows and files.
+        app.call("DELETE", &format!("/api/projects/{project}/tasks"), &app.owner, None)
+            .await;
+        assert!(tasks_of(&app, project).await.is_empty());
+        app.delete(&format!("/api/import/file-upload/{}", upload_ids[0]), &app.owner)
+            .await
+            .expect(StatusCode::NO_CONTENT);
+        let deleted = app
+            .call("DELETE", &format!("/api/projects/{project}/file-uploads"), &app.owner, Some(json!({"file_upload_ids": [upload_ids[1]]})))
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(deleted["deleted"], 1);
+        assert_eq!(stored_files(&app, project).len(), 1);
+        let deleted = app
+            .call("DELETE", &format!("/api/projects/{project}/file-uploads"), &app.owner, None)
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(deleted["deleted"], 1);
+        assert!(stored_files(&app, project).is_empty());
+        let (status, _, _) = get_bytes(&app, &url, &app.owner).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let list = app.get(&format!("/api/projects/{project}/file-uploads"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(list, json!([]));
+    }
+
+    async fn task_files_are_kept_and_failed_imports_leave_nothing(app) {
+        let project = app.mk_project(&app.owner, json!({})).await;
+        let summary = upload(
+            &app,
+            &app.owner,
+            &format!("/api/projects/{project}/import"),
+            &[("tasks.json", br#"[{"text": "a"}, {"text": "b"}]"#), ("more.csv", b"text\nc\n")],
+        )
+        .await
+        .expect(StatusCode::CREATED);
+        assert_eq!(summary["task_count"], 3);
+        assert_eq!(summary["file_upload_ids"].as_array().expect("ids").len(), 2);
+        let tasks = tasks_of(&app, project).await;
+        let json_file = tasks[0]["file_upload"].as_str().expect("name").to_string();
+        assert!(json_file.ends_with("-tasks.json"), "{json_file}");
+        assert_eq!(tasks[1]["file_upload"], json!(json_file));
+        assert!(tasks[2]["file_upload"].as_str().expect("name").ends_with("-more.csv"));
+        let (status, _, body) = get_bytes(&app, &format!("/data/upload/{project}/{json_file}"), &app.owner).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, br#"[{"text": "a"}, {"text": "b"}]"#);
+        assert_eq!(stored_files(&app, project).len(), 2);
+
+        // A bad task file with a media file beside it: nothing stays.
+        let before = stored_files(&app, project);
+        upload(
+            &app,
+            &app.owner,
+            &format!("/api/projects/{project}/import"),
+            &[("pic.png", &png_bytes(3, 100)), ("bad.json", br#"[{"nottext": 1}]"#)],
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+        assert_eq!(stored_files(&app, project), before);
+        assert_eq!(tasks_of(&app, project).await.len(), 3);
+        let list = app.get(&format!("/api/projects/{project}/file-uploads"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(list.as_array().expect("list").len(), 2);
+
+        // A media file needs a config that reads one data key.
+        let two_keys = app
+            .mk_project(&app.owner, json!({"label_config": r#"<View><Image name="a" value="$a"/><Image name="b" value="$b"/></View>"#}))
+            .await;
+        let error = upload(&app, &app.owner, &format!("/api/projects/{two_keys}/import"), &[("pic.png", &png_bytes(3, 10))])
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+        assert!(error["detail"].as_str().expect("detail").contains("data keys"), "{error}");
+        assert!(stored_files(&app, two_keys).is_empty());
+    }
+
+    async fn preannotated_from_fields_become_predictions(app) {
+        let project = app.mk_project(&app.owner, json!({})).await;
+        let summary = app
+            .post_raw(
+                &format!("/api/projects/{project}/import?preannotated_from_fields=sentiment"),
+                &app.owner,
+                "text/csv",
+                "text,sentiment\nhello,pos\nbye,neg\n",
+            )
+            .await
+            .expect(StatusCode::CREATED);
+        assert_eq!(summary["task_count"], 2);
+        assert_eq!(summary["prediction_count"], 2);
+        let tasks = tasks_of(&app, project).await;
+        assert_eq!(tasks[0]["data"], json!({"text": "hello"}));
+        assert_eq!(
+            tasks[0]["predictions"][0]["result"],
+            json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}])
+        );
+        assert_eq!(tasks[1]["predictions"][0]["result"][0]["value"]["choices"], json!(["neg"]));
+        // A value that is a result list is taken as it is.
+        let result = json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["neg"]}}]);
+        app.post(
+            &format!("/api/projects/{project}/import?preannotated_from_fields=sentiment"),
+            &app.owner,
+            json!([{"text": "listed", "sentiment": result}]),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+        let tasks = tasks_of(&app, project).await;
+        assert_eq!(tasks[2]["predictions"][0]["result"], result);
+
+        // A field that names no control tag, a label the config lacks, a missing field: 400,
+        // nothing imported.
+        let error = app
+            .post_raw(
+                &format!("/api/projects/{project}/import?preannotated_from_fields=mood"),
+                &app.owner,
+                "text/csv",
+                "text,mood\nx,pos\n",
+            )
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(error["detail"].as_str().expect("detail").contains("mood"), "{error}");
+        app.post_raw(
+            &format!("/api/projects/{project}/import?preannotated_from_fields=sentiment"),
+            &app.owner,
+            "text/csv",
+            "text,sentiment\nx,pos\ny,maybe\n",
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+        app.post(
+            &format!("/api/projects/{project}/import?preannotated_from_fields=sentiment"),
+            &app.owner,
+            json!([{"text": "x", "sentiment": "pos"}, {"text": "y"}]),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+        assert_eq!(tasks_of(&app, project).await.len(), 3);
+    }
+}
+
+/// A file server on loopback: `/tasks.json` (JSON tasks, no extension needed with its
+/// Content-Type at `/tasks`) and `/photo.png`.
+async fn file_server() -> SocketAddr {
+    let app = axum::Router::new()
+        .route(
+            "/tasks",
+            axum::routing::get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    r#"[{"text": "from url 1"}, {"text": "from url 2"}]"#,
+                )
+            }),
+        )
+        .route(
+            "/photo.png",
+            axum::routing::get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "image/png")],
+                    png_bytes(5, 500),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+async fn url_import(backend: Backend) {
+    let server = file_server().await;
+    let app = TestApp::with_config(backend, |c| c.allow_private_targets = "true".into()).await;
+    let project = app.mk_project(&app.owner, json!({})).await;
+    let summary = app
+        .post_raw(
+            &format!("/api/projects/{project}/import"),
+            &app.owner,
+            "application/x-www-form-urlencoded",
+            format!("url=http%3A%2F%2F{server}%2Ftasks"),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(summary["task_count"], 2);
+    assert_eq!(summary["file_upload_ids"].as_array().expect("ids").len(), 1);
+    let tasks = tasks_of(&app, project).await;
+    assert_eq!(tasks[1]["data"]["text"], "from url 2");
+    // A media file by URL: stored and served like an upload.
+    let images = app
+        .mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG}))
+        .await;
+    app.post_raw(
+        &format!("/api/projects/{images}/import"),
+        &app.owner,
+        "application/x-www-form-urlencoded",
+        format!("url=http://{server}/photo.png"),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let task = &tasks_of(&app, images).await[0];
+    let (status, _, body) = get_bytes(
+        &app,
+        task["data"]["image"].as_str().expect("url"),
+        &app.owner,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, png_bytes(5, 500));
+    // A URL that does not answer 2xx.
+    app.post_raw(
+        &format!("/api/projects/{project}/import"),
+        &app.owner,
+        "application/x-www-form-urlencoded",
+        format!("url=http://{server}/missing.json"),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+
+    // The default policy refuses loopback targets; nothing is imported.
+    let strict = TestApp::new(backend).await;
+    let project = strict.mk_project(&strict.owner, json!({})).await;
+    let error = strict
+        .post_raw(
+            &format!("/api/projects/{project}/import"),
+            &strict.owner,
+            "application/x-www-form-urlencoded",
+            format!("url=http://{server}/tasks"),
+        )
+        .await;
+    assert_eq!(error.status, StatusCode::BAD_REQUEST, "{}", error.text);
+    assert_eq!(error.body["code"], "private_target");
+    let error = strict
+        .post_raw(
+            &format!("/api/projects/{project}/import"),
+            &strict.owner,
+            "application/x-www-form-urlencoded",
+            format!("url=http://localhost:{}/tasks", server.port()),
+        )
+        .await;
+    assert_eq!(error.body["code"], "private_target", "{}", error.text);
+    assert!(tasks_of(&strict, project).await.is_empty());
+    assert!(stored_files(&strict, project).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn url_import_sqlite() {
+    url_import(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn url_import_postgres() {
+    url_import(Backend::Postgres).await;
+}
+
+async fn oversize(backend: Backend) {
+    let app = TestApp::with_config(backend, |c| c.import_max_bytes = 1000).await;
+    let project = app
+        .mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG}))
+        .await;
+    upload(
+        &app,
+        &app.owner,
+        &format!("/api/projects/{project}/import"),
+        &[
+            ("small.png", &png_bytes(1, 100)),
+            ("big.png", &png_bytes(2, 5000)),
+        ],
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert!(
+        stored_files(&app, project).is_empty(),
+        "{:?}",
+        stored_files(&app, project)
+    );
+    let list = app
+        .get(&format!("/api/projects/{project}/file-uploads"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(list, json!([]));
+    assert!(tasks_of(&app, project).await.is_empty());
+    // Under the limit it works.
+    upload(
+        &app,
+        &app.owner,
+        &format!("/api/projects/{project}/import"),
+        &[("small.png", &png_bytes(1, 100))],
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    assert_eq!(stored_files(&app, project).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversize_upload_leaves_nothing_sqlite() {
+    oversize(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversize_upload_leaves_nothing_postgres() {
+    oversize(Backend::Postgres).await;
+}
