@@ -5,6 +5,8 @@ mod agreement;
 mod common;
 #[path = "suites/crash.rs"]
 mod crash;
+#[path = "suites/dm.rs"]
+mod dm;
 #[path = "suites/jobs.rs"]
 mod jobs;
 #[path = "suites/ldap.rs"]

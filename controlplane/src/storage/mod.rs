@@ -38,6 +38,7 @@ pub mod snapshots;
 pub mod storages;
 pub mod tasks;
 pub mod users;
+pub mod views;
 pub mod webhooks;
 pub mod workspaces;
 

@@ -20,6 +20,7 @@ pub mod scim;
 pub mod storages;
 pub mod tasks;
 pub mod users;
+pub mod views;
 pub mod webhooks;
 pub mod workspaces;
 
@@ -76,6 +77,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(projects::router())
         .merge(tasks::router())
+        .merge(views::router())
         .merge(imports::router())
         .merge(annotations::router())
         .merge(reviews::router())
