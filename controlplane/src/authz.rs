@@ -378,6 +378,13 @@ pub const CHANGE_ANNOTATION: Access = Access::AuthorOr {
     others: Permission::AnnotationManage,
 };
 
+/// Changing or deleting a data-manager view: one's own with `project.view`, anyone else's with
+/// `task.manage` (ADR 0033).
+pub const CHANGE_VIEW: Access = Access::AuthorOr {
+    author: Permission::ProjectView,
+    others: Permission::TaskManage,
+};
+
 /// One route and the permission it requires.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint {
@@ -1002,7 +1009,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/projects/{id}/exports/{export_pk}/download",
         Needs(P::ExportRun),
     ),
+    ep("GET", "/api/dm/actions", Needs(P::ProjectView)),
     ep("POST", "/api/dm/actions", Needs(P::TaskManage)),
+    ep("GET", "/api/dm/views", Needs(P::ProjectView)),
+    ep("POST", "/api/dm/views", Needs(P::ProjectView)),
+    ep("GET", "/api/dm/views/{id}", Needs(P::ProjectView)),
+    ep("PATCH", "/api/dm/views/{id}", CHANGE_VIEW),
+    ep("DELETE", "/api/dm/views/{id}", CHANGE_VIEW),
+    ep("DELETE", "/api/dm/views/reset", Needs(P::ProjectView)),
+    ep("POST", "/api/dm/views/order", Needs(P::ProjectView)),
     // Tasks, annotations, predictions.
     ep("GET", "/api/tasks", Needs(P::ProjectView)),
     ep("POST", "/api/tasks", Needs(P::TaskManage)),

@@ -7,6 +7,8 @@ mod common;
 mod crash;
 #[path = "suites/distribution.rs"]
 mod distribution;
+#[path = "suites/dm.rs"]
+mod dm;
 #[path = "suites/jobs.rs"]
 mod jobs;
 #[path = "suites/ldap.rs"]

@@ -42,6 +42,7 @@ pub mod storages;
 pub mod tasks;
 pub mod uploads;
 pub mod users;
+pub mod views;
 pub mod webhooks;
 pub mod workspaces;
 

@@ -453,6 +453,60 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
     })
 }
 
+/// Deletes every prediction of the given tasks of a project (a data-manager action) in one
+/// transaction, in batches of bounded statements; returns how many were deleted.
+pub async fn delete_for_tasks(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    task_ids: &[i64],
+) -> ApiResult<i64> {
+    projects::get_row(db, actor, project_id, Permission::PredictionManage).await?;
+    with_tx!(db, tx, {
+        crate::recheck_project_access!(tx, actor, project_id, Permission::PredictionManage)?;
+        let mut deleted = 0i64;
+        for chunk in task_ids.chunks(tasks::DELETE_BATCH) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let n = sqlx::query(&format!(
+                "delete from prediction where project_id = $1 and task_id in ({list})"
+            ))
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(&format!(
+                "update task set total_predictions = 0 where project_id = $1 and id in ({list})"
+            ))
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+            deleted += i64::try_from(n).unwrap_or(i64::MAX);
+        }
+        sqlx::query(
+            "update project set total_predictions_number = total_predictions_number - $1 where id = $2",
+        )
+        .bind(deleted)
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "prediction.delete",
+                "project",
+                project_id,
+                serde_json::json!({"deleted": deleted, "tasks": task_ids.len(), "task_ids": task_ids.iter().take(tasks::AUDIT_IDS).collect::<Vec<_>>()})
+            )
+        );
+        Ok::<_, ApiError>(deleted)
+    })
+}
+
 /// Predictions of many tasks at once, ordered by task.
 pub async fn for_tasks(db: &Db, task_ids: &[i64]) -> ApiResult<Vec<PredictionRow>> {
     if task_ids.is_empty() {

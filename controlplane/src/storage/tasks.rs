@@ -1711,10 +1711,10 @@ pub async fn update(
 }
 
 /// Ids per statement of a bulk deletion.
-const DELETE_BATCH: usize = 1000;
+pub(crate) const DELETE_BATCH: usize = 1000;
 
 /// Ids named in the audit entry of a bulk deletion.
-const AUDIT_IDS: usize = 100;
+pub(crate) const AUDIT_IDS: usize = 100;
 
 /// Deletes tasks of one project (all of them when `ids` is `None`), subtracting their counters.
 pub async fn delete_many(

@@ -96,6 +96,8 @@ struct Objects {
     others_annotation: i64,
     /// The owner's review of that annotation.
     review: i64,
+    /// A data-manager view of the project (the owner's).
+    view: i64,
 }
 
 /// Two organizations: A with one user per role, two workspaces and three projects; B with one
@@ -170,6 +172,15 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         &format!("/api/tasks/{task}/annotations"),
         token,
         json!({"result": choice("neg"), "completed_by": paused_user}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    let view = create(
+        app,
+        "/api/dm/views",
+        token,
+        json!({"project": project, "data": {"title": "Tab"}}),
     )
     .await["id"]
         .as_i64()
@@ -363,6 +374,7 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         paused_user,
         others_annotation,
         review,
+        view,
     }
 }
 
@@ -518,6 +530,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.review
     } else if e.path.starts_with("/api/predictions/") {
         obj.prediction
+    } else if e.path.starts_with("/api/dm/views/") {
+        obj.view
     } else if e.path.starts_with("/api/webhooks/") {
         obj.webhook
     } else if e.path.starts_with("/api/ml/") {
@@ -606,7 +620,10 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         | ("GET", "/api/storages/export/azure")
         | ("GET", "/api/storages")
         | ("GET", "/api/storages/export")
-        | ("GET", "/api/ml") => {
+        | ("GET", "/api/ml")
+        | ("GET", "/api/dm/views")
+        | ("GET", "/api/dm/actions")
+        | ("DELETE", "/api/dm/views/reset") => {
             path.push_str(&format!("?project={}", obj.project));
             None
         }
@@ -630,6 +647,11 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
             path.push_str(&format!("?project={}&id=delete_tasks", obj.project));
             Some(json!({"selectedItems": {"all": false, "included": [obj.task]}}))
         }
+        ("POST", "/api/dm/views") => {
+            Some(json!({"project": obj.project, "data": {"title": "Mine"}}))
+        }
+        ("POST", "/api/dm/views/order") => Some(json!({"project": obj.project, "ids": []})),
+        ("PATCH", "/api/dm/views/{id}") => Some(json!({"data": {"title": "Renamed"}})),
         ("POST", "/api/webhooks") => {
             Some(json!({"project": obj.project, "url": "https://hooks.example.com/new"}))
         }

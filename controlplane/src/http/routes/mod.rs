@@ -22,6 +22,7 @@ pub mod storages;
 pub mod tasks;
 pub mod uploads;
 pub mod users;
+pub mod views;
 pub mod webhooks;
 pub mod workspaces;
 
@@ -78,6 +79,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(projects::router())
         .merge(tasks::router())
+        .merge(views::router())
         .merge(imports::router())
         .merge(uploads::router())
         .merge(annotations::router())

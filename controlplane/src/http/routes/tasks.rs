@@ -15,7 +15,11 @@ use crate::{
         no_content,
         pagination::Page,
     },
-    storage::tasks::{self, Fields, TaskView, Window},
+    storage::{
+        annotations, predictions,
+        tasks::{self, Fields, TaskView, Window},
+        views::{self, ViewRow},
+    },
     webhooks::{Action, Subject},
 };
 
@@ -24,7 +28,7 @@ use crate::{
 pub struct TaskListParams {
     /// Project id (required).
     pub project: Option<String>,
-    /// Data-manager view id (not supported yet; give `project`).
+    /// Data-manager view id: its filters and ordering apply (those of `query` win when given).
     pub view: Option<String>,
     /// 1-based page.
     pub page: Option<String>,
@@ -81,7 +85,15 @@ pub async fn list_tasks(
     actor: Actor,
     Query(params): Query<TaskListParams>,
 ) -> ApiResult<Json<TaskListView>> {
-    let Some(project) = opt_int("project", &params.project)? else {
+    let view = match opt_int("view", &params.view)? {
+        Some(id) => Some(
+            views::for_query(&state.db, &actor, id, opt_int("project", &params.project)?).await?,
+        ),
+        None => None,
+    };
+    let Some(project) =
+        opt_int("project", &params.project)?.or(view.as_ref().map(|v| v.project_id))
+    else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             "Neither project nor view id specified",
@@ -142,6 +154,7 @@ pub async fn list_tasks(
             )
         })?,
     };
+    let query_json = with_view(view.as_ref(), query_json);
     let only_annotated = opt_bool("only_annotated", &params.only_annotated)?.unwrap_or(false);
     let query = tasks::task_query(state.db.dialect(), &query_json, only_annotated)?;
     let (_, result) = tasks::list(
@@ -381,17 +394,136 @@ pub async fn next_task(
     Ok(Json(with_lazy_predictions(&state, &actor, view).await?))
 }
 
-/// Query of a data-manager action.
+/// The task list's query JSON with a view's filters and ordering under it: keys given in
+/// `query` win, so a client can narrow or reorder a view without saving it.
+fn with_view(view: Option<&ViewRow>, query: Value) -> Value {
+    let Some(view) = view else {
+        return query;
+    };
+    let mut merged = view.query();
+    if let (Value::Object(base), Value::Object(extra)) = (&mut merged, query) {
+        for (k, v) in extra {
+            if !v.is_null() {
+                base.insert(k, v);
+            }
+        }
+    }
+    merged
+}
+
+/// One data-manager action: what it is called and what it needs on top of `task.manage`.
+struct ActionSpec {
+    id: &'static str,
+    title: &'static str,
+    order: i64,
+    permission: Permission,
+    /// Confirmation dialog: title and text.
+    dialog: Option<(&'static str, &'static str)>,
+}
+
+/// The actions this server runs, in menu order (ADR 0033).
+const ACTIONS: &[ActionSpec] = &[
+    ActionSpec {
+        id: "delete_tasks",
+        title: "Delete tasks",
+        order: 100,
+        permission: Permission::TaskManage,
+        dialog: Some((
+            "Delete selected tasks?",
+            "The selected tasks and their annotations, predictions and reviews are deleted for good.",
+        )),
+    },
+    ActionSpec {
+        id: "delete_tasks_annotations",
+        title: "Delete annotations",
+        order: 101,
+        permission: Permission::AnnotationManage,
+        dialog: Some((
+            "Delete annotations of the selected tasks?",
+            "Every annotation of the selected tasks (with its reviews) is deleted for good.",
+        )),
+    },
+    ActionSpec {
+        id: "delete_tasks_predictions",
+        title: "Delete predictions",
+        order: 102,
+        permission: Permission::PredictionManage,
+        dialog: Some((
+            "Delete predictions of the selected tasks?",
+            "Every prediction of the selected tasks is deleted for good.",
+        )),
+    },
+];
+
+/// An action as `GET /api/dm/actions` lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActionView {
+    /// Action id (the `id` parameter of `POST /api/dm/actions`).
+    pub id: &'static str,
+    /// Menu title.
+    pub title: &'static str,
+    /// Menu position.
+    pub order: i64,
+    /// The permission it needs (besides `task.manage`).
+    pub permission: &'static str,
+    /// Always false.
+    pub experimental: bool,
+    /// Confirmation dialog (`title`, `text`, `type`, `form`), or null.
+    #[schema(value_type = Object, nullable = true)]
+    pub dialog: Value,
+}
+
+/// Query naming a project.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ActionParams {
-    /// Action id (`delete_tasks`).
-    pub id: Option<String>,
-    /// Project id.
+pub struct ActionListParams {
+    /// Project id (required).
     pub project: Option<String>,
 }
 
-/// Runs a data-manager action; `delete_tasks` deletes the selected tasks
-/// (`{"selectedItems": {"all": false, "included": [ids]}}` or `{"all": true, "excluded": [...]}`).
+/// The data-manager actions the caller may run in a project (none for annotators).
+#[utoipa::path(get, path = "/api/dm/actions", tag = "tasks", params(ActionListParams), responses((status = 200, body = Vec<ActionView>), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list_actions(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<ActionListParams>,
+) -> ApiResult<Json<Vec<ActionView>>> {
+    let project = required_int("project", &params.project)?;
+    let access =
+        crate::storage::access::project(&state.db, &actor, project, Permission::ProjectView)
+            .await?;
+    let holds = |p: Permission| -> bool { access.role >= p.minimum_role() };
+    Ok(Json(
+        ACTIONS
+            .iter()
+            .filter(|a| holds(Permission::TaskManage) && holds(a.permission))
+            .map(|a| ActionView {
+                id: a.id,
+                title: a.title,
+                order: a.order,
+                permission: a.permission.name(),
+                experimental: false,
+                dialog: a.dialog.map_or(Value::Null, |(title, text)| {
+                    serde_json::json!({"title": title, "text": text, "type": "confirm", "form": null})
+                }),
+            })
+            .collect(),
+    ))
+}
+
+/// Query of a data-manager action.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ActionParams {
+    /// Action id (see `GET /api/dm/actions`).
+    pub id: Option<String>,
+    /// Project id (or give `view`).
+    pub project: Option<String>,
+    /// Data-manager view id: its filters narrow the selection (instead of the body's `filters`).
+    pub view: Option<String>,
+}
+
+/// Runs a data-manager action on the selected tasks (`{"selectedItems": {"all": false,
+/// "included": [ids]}}` or `{"all": true, "excluded": [...]}`, with optional `filters`),
+/// in one transaction, audited, with the webhooks of the single-object endpoints.
 #[utoipa::path(post, path = "/api/dm/actions", tag = "tasks", params(ActionParams), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn run_action(
     State(state): State<AppState>,
@@ -399,50 +531,96 @@ pub async fn run_action(
     Query(params): Query<ActionParams>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
-    let project = required_int("project", &params.project)?;
-    match params.id.as_deref() {
-        Some("delete_tasks") => {
-            let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
-            if selected.is_null() {
-                return Err(ApiError::field(
-                    ErrorCode::ValidationError,
-                    "selectedItems",
-                    "this field is required",
-                ));
-            }
-            let query = tasks::task_query(
-                state.db.dialect(),
-                &serde_json::json!({"selectedItems": selected}),
-                false,
-            )?;
-            let ids = collect_ids(&state, &actor, project, &query).await?;
+    let Some(id) = params.id.as_deref() else {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "id",
+            "this parameter is required",
+        ));
+    };
+    let Some(spec) = ACTIONS.iter().find(|a| a.id == id) else {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "id",
+            format!(
+                "unknown action {id:?}; supported: {}",
+                ACTIONS.iter().map(|a| a.id).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    };
+    let view = match opt_int("view", &params.view)? {
+        Some(v) => Some(
+            views::for_query(&state.db, &actor, v, opt_int("project", &params.project)?).await?,
+        ),
+        None => None,
+    };
+    let project = match (opt_int("project", &params.project)?, &view) {
+        (Some(p), _) => p,
+        (None, Some(v)) => v.project_id,
+        (None, None) => required_int("project", &params.project)?,
+    };
+    let access =
+        crate::storage::access::project(&state.db, &actor, project, Permission::TaskManage).await?;
+    actor.require_in(Some(access.role), spec.permission)?;
+    let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
+    if !selected.is_object() {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "selectedItems",
+            "this field is required: {\"all\": false, \"included\": [ids]} or {\"all\": true, \"excluded\": [ids]}",
+        ));
+    }
+    // As in Label Studio, a view's filters take priority over the body's.
+    let mut query = serde_json::json!({"selectedItems": selected});
+    if let Some(filters) = body
+        .get("filters")
+        .filter(|f| !f.is_null() && view.is_none())
+    {
+        query["filters"] = filters.clone();
+    }
+    let query = with_view(view.as_ref(), query);
+    let query = tasks::task_query(state.db.dialect(), &query, false)?;
+    let ids = collect_ids(&state, &actor, project, &query).await?;
+    match spec.id {
+        "delete_tasks" => {
             let deleted = tasks::delete_many(&state.db, &actor, project, Some(&ids)).await?;
-            let deleted = {
-                let n = deleted.len();
+            let n = deleted.len();
+            tasks_emit(
+                &state,
+                &actor,
+                project,
+                Action::TasksDeleted,
+                Subject::TasksDeleted(deleted),
+            )
+            .await;
+            Ok(Json(
+                serde_json::json!({"processed_items": n, "reload": true, "detail": format!("Deleted {n} tasks")}),
+            ))
+        }
+        "delete_tasks_annotations" => {
+            let deleted = annotations::delete_for_tasks(&state.db, &actor, project, &ids).await?;
+            let n = deleted.len();
+            if n > 0 {
                 tasks_emit(
                     &state,
                     &actor,
                     project,
-                    Action::TasksDeleted,
-                    Subject::TasksDeleted(deleted),
+                    Action::AnnotationsDeleted,
+                    Subject::AnnotationsDeleted(deleted),
                 )
                 .await;
-                n
-            };
+            }
             Ok(Json(
-                serde_json::json!({"processed_items": deleted, "reload": true, "detail": format!("Deleted {deleted} tasks")}),
+                serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} annotations")}),
             ))
         }
-        Some(other) => Err(ApiError::field(
-            ErrorCode::InvalidQuery,
-            "id",
-            format!("unknown action {other:?}; supported: delete_tasks"),
-        )),
-        None => Err(ApiError::field(
-            ErrorCode::InvalidQuery,
-            "id",
-            "this parameter is required",
-        )),
+        "delete_tasks_predictions" => {
+            let n = predictions::delete_for_tasks(&state.db, &actor, project, &ids).await?;
+            Ok(Json(
+                serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} predictions")}),
+            ))
+        }
+        other => Err(ApiError::internal(format!("action {other} has no handler"))),
     }
 }
 
@@ -507,5 +685,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_task, update_task, delete_task))
         .routes(routes!(list_project_tasks, delete_project_tasks))
         .routes(routes!(next_task))
-        .routes(routes!(run_action))
+        .routes(routes!(list_actions, run_action))
 }
