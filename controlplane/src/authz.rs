@@ -385,6 +385,20 @@ pub const CHANGE_VIEW: Access = Access::AuthorOr {
     others: Permission::TaskManage,
 };
 
+/// Changing a comment (ADR 0038): one's own with `project.view`; anyone else's (resolving or
+/// reopening it) with `review.create`. The annotation's author may also resolve comments on it.
+pub const CHANGE_COMMENT: Access = Access::AuthorOr {
+    author: Permission::ProjectView,
+    others: Permission::ReviewCreate,
+};
+
+/// Deleting a comment (ADR 0038): one's own with `project.view`; anyone else's (moderation) with
+/// `project.change`.
+pub const DELETE_COMMENT: Access = Access::AuthorOr {
+    author: Permission::ProjectView,
+    others: Permission::ProjectChange,
+};
+
 /// One route and the permission it requires.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint {
@@ -730,10 +744,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Needs(P::ProjectView),
     ),
     ep("GET", "/api/comments", Needs(P::ProjectView)),
-    ep("POST", "/api/comments", SignedIn),
-    ep("GET", "/api/comments/{id}", SignedIn),
-    ep("PATCH", "/api/comments/{id}", SignedIn),
-    ep("DELETE", "/api/comments/{id}", SignedIn),
+    ep("POST", "/api/comments", Needs(P::ProjectView)),
+    ep("GET", "/api/comments/{id}", Needs(P::ProjectView)),
+    ep("PATCH", "/api/comments/{id}", CHANGE_COMMENT),
+    ep("DELETE", "/api/comments/{id}", DELETE_COMMENT),
     ep(
         "GET",
         "/api/projects/{id}/review/next",

@@ -3,7 +3,8 @@
 //! resolved and reopened. Who may do what:
 //! - everyone who may see the annotation (annotators only their own, unless the project lets
 //!   them see others', ADR 0014) may read its comments and comment on it;
-//! - the author of a comment may change its text and delete it;
+//! - the author of a comment may change its text and delete it; managers and above may delete
+//!   anyone's (moderation);
 //! - resolving and reopening is for the comment's author, the annotation's author, and
 //!   reviewers and above.
 
@@ -343,11 +344,10 @@ pub async fn update(
         return forbidden("only the author of a comment may change it");
     }
     if input.is_resolved.is_some()
-        && !(own || ann.completed_by == Some(actor.user_id) || role >= Role::Reviewer)
+        && !(own || ann.completed_by == Some(actor.user_id))
+        && let Some(needed) = crate::authz::CHANGE_COMMENT.required(false)
     {
-        return forbidden(
-            "only the comment's author, the annotation's author or a reviewer may resolve it",
-        );
+        actor.require_in(Some(role), needed)?;
     }
     let now = now_micros();
     let to_text = |v: &Option<Value>| v.as_ref().map(Value::to_string);
@@ -406,14 +406,13 @@ pub async fn update(
     get(db, actor, id).await
 }
 
-/// Deletes a comment: its author only.
+/// Deletes a comment: its author, or managers and above (moderation).
 pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
-    let (row, ann, _) = load(db, actor, id).await?;
-    if row.created_by != Some(actor.user_id) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only the author of a comment may delete it",
-        ));
+    let (row, ann, role) = load(db, actor, id).await?;
+    if row.created_by != Some(actor.user_id)
+        && let Some(needed) = crate::authz::DELETE_COMMENT.required(false)
+    {
+        actor.require_in(Some(role), needed)?;
     }
     with_tx!(db, tx, {
         sqlx::query("delete from review_comment where id = $1")

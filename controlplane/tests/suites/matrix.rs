@@ -98,6 +98,8 @@ struct Objects {
     review: i64,
     /// A data-manager view of the project (the owner's).
     view: i64,
+    /// The owner's comment on the owner's annotation.
+    comment: i64,
 }
 
 /// Two organizations: A with one user per role, two workspaces and three projects; B with one
@@ -181,6 +183,15 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         "/api/dm/views",
         token,
         json!({"project": project, "data": {"title": "Tab"}}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    let comment = create(
+        app,
+        "/api/comments",
+        token,
+        json!({"annotation": annotation, "text": "fixture"}),
     )
     .await["id"]
         .as_i64()
@@ -375,6 +386,7 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         others_annotation,
         review,
         view,
+        comment,
     }
 }
 
@@ -532,6 +544,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.prediction
     } else if e.path.starts_with("/api/dm/views/") {
         obj.view
+    } else if e.path.starts_with("/api/comments/") {
+        obj.comment
     } else if e.path.starts_with("/api/webhooks/") {
         obj.webhook
     } else if e.path.starts_with("/api/ml/") {
@@ -639,6 +653,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
             Some(json!({"annotation": obj.others_annotation, "accepted": true}))
         }
         ("PATCH", "/api/annotation-reviews/{id}") => Some(json!({"accepted": true})),
+        ("POST", "/api/comments") => Some(json!({"annotation": obj.annotation, "text": "matrix"})),
+        ("PATCH", "/api/comments/{id}") => Some(json!({"is_resolved": true})),
         ("GET", "/api/projects/{id}/stats/reliability") => {
             path.push_str("?from_name=sentiment");
             None
@@ -812,6 +828,13 @@ fn expected(e: &Endpoint, target: Target, role: Role) -> Outcome {
                 | "/api/annotations/{id}/history"
                 | "/api/annotation-reviews/{id}"
         )
+        && held == Some(Role::Annotator)
+    {
+        return Outcome::Hidden;
+    }
+    // Comments follow their annotation (ADR 0038): the fixture's is the owner's, hidden from a
+    // blind annotator whatever the comment endpoint.
+    if (e.path.starts_with("/api/comments/") || (e.method == "POST" && e.path == "/api/comments"))
         && held == Some(Role::Annotator)
     {
         return Outcome::Hidden;
