@@ -146,6 +146,7 @@ both_backends! {
             assert_eq!(&body, bytes);
             assert!(headers[http::header::CONTENT_TYPE].to_str().expect("type").starts_with(mime));
             assert_eq!(headers[http::header::CONTENT_LENGTH], bytes.len().to_string().as_str());
+            assert_eq!(headers[http::header::CONTENT_SECURITY_POLICY], "sandbox");
             // Another organization's user learns nothing.
             let (status, _, _) = get_bytes(&app, url, &other).await;
             assert_eq!(status, StatusCode::NOT_FOUND);

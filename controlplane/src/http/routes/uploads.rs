@@ -200,6 +200,9 @@ pub async fn serve_upload(
         .header(header::CONTENT_LENGTH, len)
         .header(header::CACHE_CONTROL, "private, max-age=0")
         .header("x-content-type-options", "nosniff")
+        // An uploaded HTML or SVG file opened directly must not run script as this origin
+        // (the storage proxy does the same); media embedded in a page is unaffected.
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox")
         .body(Body::from_stream(stream.map(|c| c)))
         .map_err(ApiError::internal)
 }
