@@ -544,8 +544,6 @@ def test_import_csv_file_upload(ls, project):
     assert ls.projects.get(project.id).task_number == 3
 
 
-@pytest.mark.xfail(strict=True, reason="uploads are not kept as file records yet (docs/adr/0004); "
-                   "strict: this fails loudly once they are, so the marker gets removed")
 def test_csv_upload_is_recorded_as_file_upload(ls, project):
     r = _upload_csv(ls, project.id, CSV_BODY)
     assert r.status_code == 201, r.text[:1000]

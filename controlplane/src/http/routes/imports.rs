@@ -56,6 +56,20 @@ fn task_format(name: &str) -> Option<(ImportFormat, String)> {
     Some((format, format!(".{ext}")))
 }
 
+/// File types kept as media tasks (ADR 0032): images, audio, video, text and documents that
+/// Label Studio's editor shows. Anything else (an executable, an archive) is refused.
+const MEDIA_EXTENSIONS: &[&str] = &[
+    "avif", "bmp", "gif", "jpeg", "jpg", "png", "svg", "tif", "tiff", "webp", "aac", "flac", "m4a",
+    "mp3", "oga", "ogg", "opus", "wav", "mov", "mp4", "webm", "htm", "html", "md", "txt", "xml",
+    "pdf",
+];
+
+/// Whether a file that is not a task file may be kept as a media task.
+fn is_media(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| MEDIA_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
 /// The task data key a media file's URL goes under (ADR 0032): the one key the label config
 /// reads, or Label Studio's `$undefined$` when it reads none.
 fn media_key(config: Option<&LabelConfig>) -> Result<String, String> {
@@ -162,6 +176,15 @@ impl Spool {
         E: std::fmt::Display,
     {
         let format = task_format(name);
+        if format.is_none() && !is_media(name) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidImport,
+                "file",
+                format!(
+                    "{name}: not a file type that can be imported; upload task files (JSON, JSON lines, CSV, TSV) or media (images, audio, video, text, HTML, PDF)"
+                ),
+            ));
+        }
         if format.is_none()
             && let Err(why) = &self.media_key
         {
