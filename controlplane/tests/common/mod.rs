@@ -491,6 +491,18 @@ pub fn new_user(email: &str, role: Role) -> users::NewUser {
 
 pub const TEXT_CONFIG: &str = r#"<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="pos"/><Choice value="neg"/></Choices></View>"#;
 
+/// Percent-encodes a query value (every byte but RFC 3986's unreserved characters).
+pub fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn choice(label: &str) -> Value {
     json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}])
 }

@@ -436,14 +436,14 @@ both_backends! {
         assert_eq!(picked["results"][0]["choice"], json!("4"), "{picked}");
         assert_eq!(picked["results"][1]["choice"], json!("neg"), "{picked}");
         let filter = json!({"conjunction": "and", "items": [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": tasks[1]}]});
-        let query: String = url_encode(&filter.to_string());
+        let query: String = crate::common::urlencoding(&filter.to_string());
         let f = app.get(&format!("{base}/counts?filters={query}"), &app.owner).await.expect(StatusCode::OK);
         assert!(close(&row(&f, "sentiment___SEP___pos")["from_annotations_percent"], 50.0), "{f}");
         assert_eq!(row(&f, "sentiment___SEP___neg")["from_predictions_count"], json!(0), "{f}");
         for bad in ["limit=0", "offset=-1", "filters=nonsense", "choice_keys=nokey"] {
             app.get(&format!("{base}/counts?{bad}"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         }
-        let or = url_encode(&json!({"conjunction": "or", "items": [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": 1}]}).to_string());
+        let or = crate::common::urlencoding(&json!({"conjunction": "or", "items": [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": 1}]}).to_string());
         app.get(&format!("{base}/counts?filters={or}"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         // Annotators do not read the dashboards.
         app.get(&format!("{base}/structure"), &tokens[0]).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
@@ -486,15 +486,4 @@ both_backends! {
             app.get(&format!("{stats}/member_performance_rows?{bad}"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         }
     }
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

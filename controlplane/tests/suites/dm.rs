@@ -41,7 +41,7 @@ both_backends! {
         assert_eq!(ids(&listed), vec![tasks[4], tasks[3], tasks[2]]);
         // The query's own ordering wins over the view's.
         let q = json!({"ordering": ["tasks:id"]}).to_string();
-        let listed = app.get(&format!("/api/tasks?view={v1_id}&query={}", urlencoding(&q)), &app.owner).await.expect(StatusCode::OK);
+        let listed = app.get(&format!("/api/tasks?view={v1_id}&query={}", crate::common::urlencoding(&q)), &app.owner).await.expect(StatusCode::OK);
         assert_eq!(ids(&listed), vec![tasks[2], tasks[3], tasks[4]]);
         // A view of another project is refused for this one.
         let other = app.mk_project(&app.owner, json!({})).await;
@@ -179,15 +179,6 @@ both_backends! {
         assert!(actions.iter().any(|a| a == "annotation.delete"), "{actions:?}");
         assert!(webhook_events(&app).await.iter().any(|(a, _)| a == "TASKS_DELETED"));
     }
-}
-
-fn urlencoding(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn webhook_events(app: &crate::common::TestApp) -> Vec<(String, String)> {

@@ -210,14 +210,14 @@ both_backends! {
         // Data manager: review columns, filters and ordering.
         let q = json!({"filters": {"conjunction": "and", "items": [
             {"filter": "filter:tasks:reviews_accepted", "operator": "greater", "type": "Number", "value": 0}]}});
-        let page = app.get(&format!("/api/tasks?project={}&query={}", t.p, urlencoding(&q.to_string())), &app.owner)
+        let page = app.get(&format!("/api/tasks?project={}&query={}", t.p, crate::common::urlencoding(&q.to_string())), &app.owner)
             .await.expect(StatusCode::OK);
         let found: Vec<i64> = page["tasks"].as_array().expect("tasks").iter().map(id).collect();
         assert_eq!(found, vec![t.tasks[0]]);
         assert_eq!(page["tasks"][0]["reviews_accepted"], json!(1));
         let q = json!({"filters": {"conjunction": "and", "items": [
             {"filter": "filter:tasks:reviews_rejected", "operator": "equal", "type": "Number", "value": 1}]}});
-        let page = app.get(&format!("/api/tasks?project={}&query={}", t.p, urlencoding(&q.to_string())), &app.owner)
+        let page = app.get(&format!("/api/tasks?project={}&query={}", t.p, crate::common::urlencoding(&q.to_string())), &app.owner)
             .await.expect(StatusCode::OK);
         assert_eq!(page["tasks"].as_array().map(|a| a.iter().map(id).collect::<Vec<_>>()), Some(vec![t.tasks[1]]));
 
@@ -630,24 +630,13 @@ async fn reviewed_tasks(app: &TestApp, p: i64, value: bool) -> Vec<i64> {
         {"filter": "filter:tasks:reviewed", "operator": "equal", "type": "Boolean", "value": value}]}});
     let url = format!(
         "/api/tasks?project={p}&query={}",
-        urlencoding(&q.to_string())
+        crate::common::urlencoding(&q.to_string())
     );
     app.get(&url, &app.owner).await.expect(StatusCode::OK)["tasks"]
         .as_array()
         .expect("tasks")
         .iter()
         .map(id)
-        .collect()
-}
-
-fn urlencoding(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
         .collect()
 }
 
