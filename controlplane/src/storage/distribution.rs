@@ -169,24 +169,7 @@ pub async fn automatic_pause(
         if active.is_some() {
             return Ok::<_, ApiError>(true);
         }
-        let id: i64 = sqlx::query_scalar(
-            "insert into project_pause (project_id, user_id, reason, verbose_reason, paused_by, created_at) \
-             values ($1, $2, $3, $4, null, $5) returning id",
-        )
-        .bind(project.id)
-        .bind(user)
-        .bind(reason)
-        .bind(&message)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "delete from task_lock where user_id = $1 and task_id in (select id from task where project_id = $2)",
-        )
-        .bind(user)
-        .bind(project.id)
-        .execute(&mut *tx)
-        .await?;
+        let id = crate::record_pause!(tx, project.id, user, reason, &message, None::<i64>, now);
         let system = Actor::instance(actor.org_id, Default::default());
         audit!(
             tx,

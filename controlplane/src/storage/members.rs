@@ -222,6 +222,35 @@ pub async fn pauses(
     }))
 }
 
+/// Records a pause of `$user` in `$project` inside a write transaction (the project locked) and
+/// releases their reservations, so others can take those tasks; evaluates to the pause's id.
+/// `$paused_by` is null for the automatic pauses of ADR 0037.
+#[macro_export]
+macro_rules! record_pause {
+    ($tx:expr, $project:expr, $user:expr, $reason:expr, $verbose:expr, $paused_by:expr, $now:expr) => {{
+        let id: i64 = sqlx::query_scalar(
+            "insert into project_pause (project_id, user_id, reason, verbose_reason, paused_by, created_at) \
+             values ($1, $2, $3, $4, $5, $6) returning id",
+        )
+        .bind($project)
+        .bind($user)
+        .bind($reason)
+        .bind($verbose)
+        .bind($paused_by)
+        .bind($now)
+        .fetch_one(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "delete from task_lock where user_id = $1 and task_id in (select id from task where project_id = $2)",
+        )
+        .bind($user)
+        .bind($project)
+        .execute(&mut *$tx)
+        .await?;
+        id
+    }};
+}
+
 /// Pauses a member in a project: from now on they get no tasks and cannot submit.
 pub async fn pause(
     db: &Db,
@@ -253,24 +282,15 @@ pub async fn pause(
     let id: i64 = with_tx!(db, tx, {
         // Serialized with the writes that check pauses (the label stream, annotations).
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
-        let id: i64 = sqlx::query_scalar(
-            "insert into project_pause (project_id, user_id, reason, verbose_reason, paused_by, created_at) \
-             values ($1, $2, $3, $4, $5, $6) returning id",
-        )
-        .bind(project_id)
-        .bind(user_id)
-        .bind(&reason)
-        .bind(verbose_reason)
-        .bind(actor.user_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        // A paused member's reservations are released, so others can take those tasks.
-        sqlx::query("delete from task_lock where user_id = $1 and task_id in (select id from task where project_id = $2)")
-            .bind(user_id)
-            .bind(project_id)
-            .execute(&mut *tx)
-            .await?;
+        let id: i64 = record_pause!(
+            tx,
+            project_id,
+            user_id,
+            &reason,
+            verbose_reason,
+            Some(actor.user_id),
+            now
+        );
         audit!(
             tx,
             Prepared::new(
