@@ -1,6 +1,8 @@
 //! Job queue throughput: enqueue N no-op jobs, then let W workers (each a `jobs::worker::run`
-//! with concurrency C) lease, run and acknowledge them, and report the rates. Run by
-//! `bench/jobs/run` (which starts a TLS Redis); numbers go to docs/benchmarks.md.
+//! with concurrency C) lease, run and acknowledge them, and report the rates; then N more with
+//! the workers running while the producers enqueue (`concurrent`: the rate through the whole
+//! system). Run by `bench/jobs/run` (which starts a TLS Redis); numbers go to
+//! docs/benchmarks.md.
 //!
 //!   VERITY_REDIS_URL=rediss://… VERITY_REDIS_TLS_CA=… (as `verity work`) \
 //!     cargo run --release -p verity-controlplane --example jobs_bench -- JOBS WORKERS CONCURRENCY
@@ -34,14 +36,42 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     db.migrate().await?;
     let queue = jobs::open(&db, &config).await?;
-    // Enqueue from 8 producers at once (as several app replicas would).
+    // First the two phases one after the other: enqueue everything, then process it.
     let started = Instant::now();
+    produce(&queue, n, 0).await?;
+    let enqueue = started.elapsed();
+    let started = Instant::now();
+    let workers_running = start_workers(&queue, workers, concurrency);
+    drain(&queue).await?;
+    let process = started.elapsed();
+    workers_running.stop().await?;
+    // Then both at once, as in production: the workers run while the producers enqueue.
+    let workers_running = start_workers(&queue, workers, concurrency);
+    let started = Instant::now();
+    produce(&queue, n, n).await?;
+    drain(&queue).await?;
+    let together = started.elapsed();
+    workers_running.stop().await?;
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "backend={} jobs={n} workers={workers}x{concurrency} enqueue={:.0}/s process+ack={:.0}/s end-to-end={:.0}/s concurrent={:.0}/s",
+        queue.backend(),
+        rate(enqueue),
+        rate(process),
+        rate(enqueue + process),
+        rate(together)
+    );
+    Ok(())
+}
+
+/// Enqueues `n` no-op jobs from 8 concurrent producers (as several app replicas would).
+async fn produce(queue: &jobs::Jobs, n: usize, offset: usize) -> anyhow::Result<()> {
     let mut producers = Vec::new();
     for p in 0..8 {
         let q = queue.clone();
         producers.push(tokio::spawn(async move {
             for i in (p..n).step_by(8) {
-                q.enqueue(&NewJob::new("default", "noop", json!({"i": i})))
+                q.enqueue(&NewJob::new("default", "noop", json!({"i": offset + i})))
                     .await?;
             }
             Ok::<_, jobs::JobError>(())
@@ -50,43 +80,52 @@ async fn main() -> anyhow::Result<()> {
     for p in producers {
         p.await??;
     }
-    let enqueue = started.elapsed();
-    let started = Instant::now();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut running = Vec::new();
-    for _ in 0..workers {
-        running.push(tokio::spawn(worker::run(
-            queue.clone(),
-            jobs::builtin_handlers(),
-            worker::WorkerConfig {
-                queues: vec!["default"],
-                concurrency,
-                idle_poll: Duration::from_millis(5),
-                ..Default::default()
-            },
-            None,
-            stop_rx.clone(),
-        )));
-    }
+    Ok(())
+}
+
+/// Waits until the queue has no waiting and no running job.
+async fn drain(queue: &jobs::Jobs) -> anyhow::Result<()> {
     loop {
         let s = queue.stats("default").await?;
         if s.waiting == 0 && s.running == 0 {
-            break;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let process = started.elapsed();
-    let _ = stop_tx.send(true);
-    for r in running {
-        r.await?;
+}
+
+struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    running: Vec<tokio::task::JoinHandle<usize>>,
+}
+
+impl Workers {
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for r in self.running {
+            r.await?;
+        }
+        Ok(())
     }
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    println!(
-        "backend={} jobs={n} workers={workers}x{concurrency} enqueue={:.0}/s process+ack={:.0}/s end-to-end={:.0}/s",
-        queue.backend(),
-        rate(enqueue),
-        rate(process),
-        rate(enqueue + process)
-    );
-    Ok(())
+}
+
+fn start_workers(queue: &jobs::Jobs, workers: usize, concurrency: usize) -> Workers {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = (0..workers)
+        .map(|_| {
+            tokio::spawn(worker::run(
+                queue.clone(),
+                jobs::builtin_handlers(),
+                worker::WorkerConfig {
+                    queues: vec!["default"],
+                    concurrency,
+                    idle_poll: Duration::from_millis(5),
+                    ..Default::default()
+                },
+                None,
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    Workers { stop, running }
 }

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::Value;
@@ -203,20 +204,69 @@ struct Finished {
     result: Value,
 }
 
-/// Jobs in hand (leased, not yet acknowledged or failed), so that the ones still running at the
-/// end of the drain can be given back.
-type InHand = Arc<std::sync::Mutex<HashMap<String, Leased>>>;
+/// Jobs in hand (leased, not yet acknowledged or failed), with when each started running, so
+/// that the ones still running at the end of the drain can be given back and the leaser can
+/// tell whether the running jobs are short.
+#[derive(Clone, Default)]
+struct InHand(Arc<std::sync::Mutex<HashMap<String, Held>>>);
+
+/// A job in hand and when it started running (`None` while it waits for a slot).
+type Held = (Leased, Option<Instant>);
+
+impl InHand {
+    fn insert(&self, job: &Leased) {
+        lock(&self.0).insert(job.id.clone(), (job.clone(), None));
+    }
+
+    fn started(&self, id: &str) {
+        if let Some(entry) = lock(&self.0).get_mut(id) {
+            entry.1 = Some(Instant::now());
+        }
+    }
+
+    fn remove(&self, id: &str) {
+        lock(&self.0).remove(id);
+    }
+
+    fn remove_all<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let mut hand = lock(&self.0);
+        for id in ids {
+            hand.remove(id);
+        }
+    }
+
+    /// Whether every running job started less than `age` ago (true when none runs).
+    fn running_younger_than(&self, age: Duration) -> bool {
+        lock(&self.0)
+            .values()
+            .all(|(_, started)| started.is_none_or(|t| t.elapsed() < age))
+    }
+
+    fn drain(&self) -> Vec<Leased> {
+        lock(&self.0).drain().map(|(_, (job, _))| job).collect()
+    }
+}
 
 /// Runs a worker until `stop` turns true (or its sender is gone), then drains. Returns how many
 /// jobs it gave back.
 ///
-/// Round trips are shared between jobs: one lease call takes up to as many jobs as the worker
-/// has free slots (at most [`LEASE_BATCH`]), and finished jobs are acknowledged together (at
-/// most [`ACK_BATCH`] per call: those that finished while the previous acknowledgement was
-/// under way). A slot is a running handler: it is free again once its finished job is handed
+/// Round trips are shared between jobs: one lease call takes several jobs (at most
+/// [`LEASE_BATCH`]), and finished jobs are acknowledged together (at most [`ACK_BATCH`] per
+/// call: those that finished while the previous acknowledgement was under way). A slot is a
+/// running handler (`concurrency` of them); it is free again once its finished job is handed
 /// to the acknowledger, so the next lease overlaps the acknowledgement instead of waiting for
-/// it. The hand-over waits while `concurrency` finished jobs already wait for theirs, so a
-/// worker holds at most `2 × concurrency + ACK_BATCH` unacknowledged leases. A job is removed
+/// it.
+///
+/// **Leasing ahead.** While every slot is busy with jobs that started less than
+/// [`AHEAD_AGE`] ago (short jobs under load), the worker leases up to
+/// `min(concurrency, LEASE_BATCH)` more, so that they are in hand when the slots free up
+/// instead of a round trip later. A job leased ahead that finds no free slot within
+/// [`AHEAD_WAIT`], or is still waiting at shutdown, goes back to the head of its queue; and
+/// nothing is leased ahead while a running job is older than `AHEAD_AGE`, so slow jobs never
+/// keep a higher-priority job waiting behind jobs this worker holds but does not run.
+///
+/// A worker holds at most `2 × concurrency` leased jobs that are not finished, plus up to
+/// `concurrency + ACK_BATCH` finished ones waiting for their acknowledgement. A job is removed
 /// from its queue only by its acknowledgement, after its handler finished. Failed attempts
 /// are recorded one by one.
 pub async fn run(
@@ -226,13 +276,20 @@ pub async fn run(
     metrics: Option<JobMetrics>,
     mut stop: watch::Receiver<bool>,
 ) -> usize {
-    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let concurrency = config.concurrency.max(1);
+    let ahead = concurrency.min(LEASE_BATCH);
+    // A permit: a leased job not yet finished (running, or leased ahead and waiting for a slot).
+    let permits = Arc::new(Semaphore::new(concurrency + ahead));
+    // A slot: a running handler.
+    let slots = Arc::new(Semaphore::new(concurrency));
+    // Jobs leased and not yet in a slot (nor given back).
+    let waiting = Arc::new(AtomicUsize::new(0));
     let handlers = Arc::new(handlers);
     let mut running: JoinSet<()> = JoinSet::new();
-    let in_hand: InHand = Arc::default();
+    let in_hand = InHand::default();
     // The acknowledger runs in a set of its own: aborting this future (a killed worker) aborts
     // it too, like a kill -9 would.
-    let (done_tx, done_rx) = mpsc::channel::<Finished>(config.concurrency.max(1));
+    let (done_tx, done_rx) = mpsc::channel::<Finished>(concurrency);
     let mut acker: JoinSet<()> = JoinSet::new();
     acker.spawn(acknowledge(
         jobs.clone(),
@@ -241,7 +298,7 @@ pub async fn run(
         done_rx,
     ));
     let mut last_maintenance = tokio::time::Instant::now() - Duration::from_secs(60);
-    tracing::info!(queues = ?config.queues, concurrency = config.concurrency, backend = jobs.backend(), "worker started");
+    tracing::info!(queues = ?config.queues, concurrency, backend = jobs.backend(), "worker started");
     // Resolves once `stop` is true or its sender is gone (both mean: stop).
     let mut stopping = false;
     loop {
@@ -277,19 +334,12 @@ pub async fn run(
         // Free capacity beyond this permit is leased in the same round trip, each job with a
         // permit of its own; permits not used go back.
         let mut permit = permit;
-        let extra = permits.available_permits().min(LEASE_BATCH - 1);
-        if extra > 0
-            && let Ok(more) = permits
-                .clone()
-                .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
-        {
-            permit.merge(more);
-        }
+        take_more(&permits, &mut permit);
         // While jobs in hand are finishing, a moment's wait for more free slots makes one lease
         // call take several jobs instead of one each (this wait is not made when idle).
-        let gather = config.concurrency.clamp(1, LEASE_BATCH).div_ceil(2);
+        let gather = concurrency.clamp(1, LEASE_BATCH).div_ceil(2);
         let have = permit.num_permits();
-        if have < gather && permits.available_permits() + have < config.concurrency {
+        if have < gather && permits.available_permits() + have < concurrency + ahead {
             if let Ok(Ok(more)) = tokio::time::timeout(
                 GATHER,
                 permits
@@ -300,16 +350,24 @@ pub async fn run(
             {
                 permit.merge(more);
             }
-            let extra = permits
-                .available_permits()
-                .min(LEASE_BATCH.saturating_sub(permit.num_permits()));
-            if extra > 0
-                && let Ok(more) = permits
-                    .clone()
-                    .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
-            {
-                permit.merge(more);
+            take_more(&permits, &mut permit);
+        }
+        // Jobs beyond the free slots would wait for one: leased only while the running jobs
+        // are short (see above).
+        let free = slots
+            .available_permits()
+            .saturating_sub(waiting.load(Ordering::Acquire));
+        if permit.num_permits() > free && !in_hand.running_younger_than(AHEAD_AGE) {
+            if free == 0 {
+                drop(permit);
+                // Until a slot frees up (the jobs waiting for one get theirs first).
+                tokio::select! {
+                    s = slots.clone().acquire_owned() => drop(s),
+                    _ = stop.wait_for(|s| *s) => stopping = true,
+                }
+                continue;
             }
+            drop(permit.split(permit.num_permits() - free));
         }
         let want = permit.num_permits();
         let leased = match jobs.lease_many(&config.queues, config.lease, want).await {
@@ -334,13 +392,14 @@ pub async fn run(
             }
         };
         for leased in leased {
-            let Some(slot) = permit.split(1) else {
+            let Some(held) = permit.split(1) else {
                 // More jobs than asked for: not possible with either backend; the lease of
                 // this one runs out and it is retried.
                 tracing::error!(job = %leased.id, "the queue handed out more jobs than asked for");
                 break;
             };
-            lock(&in_hand).insert(leased.id.clone(), leased.clone());
+            in_hand.insert(&leased);
+            waiting.fetch_add(1, Ordering::AcqRel);
             let (jobs, handlers, metrics, in_hand, lease, done_tx) = (
                 jobs.clone(),
                 handlers.clone(),
@@ -349,13 +408,28 @@ pub async fn run(
                 config.lease,
                 done_tx.clone(),
             );
+            let (slots, waiting, mut stop) = (slots.clone(), waiting.clone(), stop.clone());
             running.spawn(async move {
+                // A free slot at once, unless this job was leased ahead.
+                let slot = tokio::select! {
+                    biased;
+                    s = slots.acquire_owned() => s.ok(),
+                    _ = tokio::time::sleep(AHEAD_WAIT) => None,
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                let Some(slot) = slot else {
+                    give_back(&jobs, metrics.as_ref(), &leased).await;
+                    in_hand.remove(&leased.id);
+                    return;
+                };
+                in_hand.started(&leased.id);
                 match execute(&jobs, &handlers, metrics.as_ref(), &leased, lease).await {
                     Some(Ok(result)) => {
                         // Acknowledged with others; the slot is free once the acknowledger
                         // has taken the job.
                         let sent = done_tx.send(Finished { leased, result }).await;
-                        drop(slot);
+                        drop((slot, held));
                         if let Err(mpsc::error::SendError(f)) = sent {
                             // The acknowledger is gone (not while this task runs, as the run
                             // holds a sender): acknowledge alone.
@@ -364,19 +438,20 @@ pub async fn run(
                     }
                     Some(Err(error)) => {
                         record_failure(&jobs, metrics.as_ref(), &leased, &error).await;
-                        lock(&in_hand).remove(&leased.id);
-                        drop(slot);
+                        in_hand.remove(&leased.id);
+                        drop((slot, held));
                     }
                     None => {
-                        lock(&in_hand).remove(&leased.id);
-                        drop(slot);
+                        in_hand.remove(&leased.id);
+                        drop((slot, held));
                     }
                 }
             });
         }
         drop(permit);
     }
-    // Drain: finish and acknowledge within the drain time, then give the rest back.
+    // Drain: finish and acknowledge within the drain time, then give the rest back (jobs
+    // leased ahead go back at once).
     drop(done_tx);
     let drained = tokio::time::timeout(config.drain, async {
         while running.join_next().await.is_some() {}
@@ -399,25 +474,52 @@ pub async fn run(
             acker.abort_all();
             tracing::warn!("acknowledging finished jobs took too long; giving them back");
         }
-        let left: Vec<Leased> = lock(&in_hand).drain().map(|(_, j)| j).collect();
-        for job in left {
-            match jobs.release(&job).await {
-                Ok(true) => {
-                    given_back += 1;
-                    if let Some(m) = &metrics {
-                        m.outcome(&job, "given_back");
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(job = %job.id, error = %e, "could not give a job back; its lease will run out")
-                }
+        for job in in_hand.drain() {
+            if give_back(&jobs, metrics.as_ref(), &job).await {
+                given_back += 1;
             }
         }
     }
     tracing::info!(given_back, "worker stopped");
     given_back
 }
+
+/// Adds to `permit` the free permits, up to [`LEASE_BATCH`] in all.
+fn take_more(permits: &Arc<Semaphore>, permit: &mut tokio::sync::OwnedSemaphorePermit) {
+    let extra = permits
+        .available_permits()
+        .min(LEASE_BATCH.saturating_sub(permit.num_permits()));
+    if extra > 0
+        && let Ok(more) = permits
+            .clone()
+            .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
+    {
+        permit.merge(more);
+    }
+}
+
+/// Gives a job that did not run back to the head of its queue; `true` if it went back.
+async fn give_back(jobs: &Jobs, metrics: Option<&JobMetrics>, job: &Leased) -> bool {
+    match jobs.release(job).await {
+        Ok(true) => {
+            if let Some(m) = metrics {
+                m.outcome(job, "given_back");
+            }
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "could not give a job back; its lease will run out");
+            false
+        }
+    }
+}
+
+/// Leasing ahead happens only while every running job started less than this long ago.
+const AHEAD_AGE: Duration = Duration::from_millis(20);
+
+/// A job leased ahead goes back to its queue if no slot frees up for it within this time.
+const AHEAD_WAIT: Duration = Duration::from_millis(500);
 
 /// Longest wait for more free slots before a lease call (see `run`).
 const GATHER: Duration = Duration::from_millis(1);
@@ -460,12 +562,7 @@ async fn acknowledge_batch(
             vec![false; batch.len()]
         }
     };
-    {
-        let mut hand = lock(in_hand);
-        for f in &batch {
-            hand.remove(&f.leased.id);
-        }
-    }
+    in_hand.remove_all(batch.iter().map(|f| f.leased.id.as_str()));
     if let Some(m) = metrics {
         for (f, ok) in batch.iter().zip(acked) {
             m.outcome(&f.leased, if ok { "finished" } else { "lost" });

@@ -1214,8 +1214,11 @@ async fn worker_batches(jobs: &Jobs) {
     assert_eq!(calls_of(&failing), 1);
     assert_eq!(jobs.stats("low").await.expect("stats").scheduled, 1);
 
-    // Slots: 3 of them, 10 jobs that wait at a gate. Leases are taken for free slots only (a
-    // slot is free again once its finished job is handed over for acknowledgement).
+    // Slots: 3 of them, 10 jobs that wait at a gate. Jobs leased ahead of the busy slots
+    // (while the running jobs were young) go back to their queue when no slot frees up for
+    // them, without spending an attempt, and nothing more is leased ahead while the running
+    // jobs are older than that; a slot is free again once its finished job is handed over for
+    // acknowledgement.
     let mut gated = Vec::new();
     for _ in 0..10 {
         gated.push(
@@ -1234,11 +1237,19 @@ async fn worker_batches(jobs: &Jobs) {
         stop_rx,
     ));
     wait_for("3 gated jobs to start", 30, async || started() == 3).await;
+    wait_for("the jobs leased ahead to go back", 30, async || {
+        jobs.stats("high")
+            .await
+            .is_ok_and(|s| (s.running, s.waiting) == (3, 7))
+    })
+    .await;
+    // A second look a moment later: the running jobs are old now, so none is leased ahead.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let s = jobs.stats("high").await.expect("stats");
     assert_eq!(
         (s.running, s.waiting),
         (3, 7),
-        "leased no more than the free slots"
+        "nothing is leased ahead of slots busy with old jobs"
     );
     gate.add_permits(1);
     wait_for("a fourth gated job to start", 30, async || started() == 4).await;
@@ -1262,6 +1273,14 @@ async fn worker_batches(jobs: &Jobs) {
     })
     .await;
     assert_eq!(started(), 10, "each ran once");
+    for id in &gated {
+        let v = jobs.get(id).await.expect("get").expect("job");
+        assert_eq!(
+            (v.state, v.attempts),
+            (State::Finished, 1),
+            "a job given back spent no attempt"
+        );
+    }
     let _ = stop_tx.send(true);
     assert_eq!(w.await.expect("worker"), 0);
 
