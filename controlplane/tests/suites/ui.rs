@@ -539,6 +539,9 @@ both_backends! {
         assert_eq!(run.status, StatusCode::FORBIDDEN, "{}", run.text);
         let rename = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "rename_tab"), ("view", &v.to_string()), ("title", "Mine")]).await;
         assert_eq!(rename.status, StatusCode::FORBIDDEN, "{}", rename.text);
+        let refilter = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "filters"), ("view", &v.to_string()), ("filter", "id"), ("operator", "greater"), ("value", "0"), ("value_max", "")]).await;
+        assert_eq!(refilter.status, StatusCode::FORBIDDEN);
+        assert!(refilter.text.contains("id=\"dm-error\""), "the refusal is shown: {}", refilter.text);
         assert_eq!(annotated_tasks(&app, p).await, 3);
         assert_eq!(dm_views(&app, p).await[0]["data"]["title"], json!("Has annotations"));
         // An action asks first, then runs through the actions API's code.
@@ -546,8 +549,9 @@ both_backends! {
         assert_eq!(ask.status, StatusCode::OK);
         assert!(ask.text.contains("id=\"dm-confirm\"") && ask.text.contains("1 selected task."), "{}", ask.text);
         assert_eq!(annotated_tasks(&app, p).await, 3);
-        let done = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "action"), ("view", &v.to_string()), ("action", "delete_tasks_annotations"), ("task", &tasks[0].to_string()), ("confirmed", "1")]).await;
+        let done = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "action"), ("view", &v.to_string()), ("action", "delete_tasks_annotations"), ("task", &tasks[0].to_string()), ("ordering", "-id"), ("confirmed", "1")]).await;
         assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+        assert!(done.text.contains("aria-sort=\"descending\""), "the ordering shown is kept");
         assert!(done.text.contains("Deleted 1 annotations") && done.text.contains("2 tasks"), "{}", done.text);
         assert_eq!(annotated_tasks(&app, p).await, 2);
         let none = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "action"), ("view", &v.to_string()), ("action", "delete_tasks_annotations"), ("confirmed", "1")]).await;

@@ -517,6 +517,7 @@ async fn data_view(
             tab => js(&current_tab),
             view => view_id,
             ordering => ordering_now,
+            ordering_override => query.ordering.as_deref().filter(|o| !o.is_empty()),
             headers => js(&headers),
             tasks => js(&rows),
             total => listed.total,
@@ -617,6 +618,12 @@ pub(super) async fn data_post(State(state): State<AppState>, request: Request) -
     if let Some(t) = &tab {
         query.view = Some(t.id.to_string());
     }
+    // The ordering the page was showing, so that the page shown after an action keeps it.
+    if field(&fields, "op") == Some("action")
+        && let Some(o) = field(&fields, "ordering").filter(|o| !o.is_empty())
+    {
+        query.ordering = Some(o.to_string());
+    }
     let fail = |e: ApiError, notice: Notice| {
         let query = &query;
         let user = &user;
@@ -691,6 +698,7 @@ pub(super) async fn data_post(State(state): State<AppState>, request: Request) -
             }
             match save_tab(&state, &user, id, tab.as_ref(), Value::Object(data)).await {
                 Ok(v) => redirect(&data_href(id, Some(v), None, None)),
+                Err(e) if e.code == ErrorCode::Forbidden => fail(e, Notice::default()).await,
                 Err(e) => {
                     let notice = Notice {
                         filter_error: Some(e.detail.clone()),
@@ -805,9 +813,10 @@ async fn run_action(
                 project => js(&project_header(&project, holds_change(state, user, id).await)),
                 action => js(spec),
                 view => tab.map(|t| t.id),
+                ordering => query.ordering.as_deref().filter(|o| !o.is_empty()),
                 all => all,
                 ids => ids,
-                back => data_href(id, tab.map(|t| t.id), None, None),
+                back => data_href(id, tab.map(|t| t.id), query.ordering.as_deref().filter(|o| !o.is_empty()), None),
             },
         );
     }
