@@ -259,6 +259,77 @@ test('a forged cross-site form post is refused, and sign-out everywhere ends oth
   assert.match(other.url(), /\/user\/login\?next=/);
 });
 
+test('data manager: a manager adds a tab, filters, sorts and runs an action; an annotator sees no actions', async () => {
+  await api('POST', '/api/users', { email: 'dm-manager@example.com', password: 'dm manager password', role: 'manager' });
+  await api('POST', '/api/users', { email: 'dm-annotator@example.com', password: 'dm annotator password', role: 'annotator' });
+  const page = await newPage();
+  await signIn(page, 'dm-manager@example.com', 'dm manager password');
+  await page.waitForURL(/\/projects$/);
+  await page.getByLabel('Name', { exact: true }).fill('Data manager in a browser');
+  await page.getByLabel('Text classification').check();
+  await page.getByRole('button', { name: 'Create project' }).click();
+  await page.waitForURL(/\/projects\/\d+\/data$/);
+  const id = Number(page.url().split('/')[4]);
+  const texts = ['one', 'two', 'three', 'four', 'five'].map((w) => ({ text: `text ${w}` }));
+  await api('POST', `/api/projects/${id}/import`, texts);
+  const tasks = (await api('GET', `/api/tasks?project=${id}&include=id`)).tasks.map((t) => t.id).sort((a, b) => a - b);
+  const result = [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: ['Positive'] } }];
+  for (const t of tasks.slice(0, 3)) await api('POST', `/api/tasks/${t}/annotations`, { result });
+  // A tab of its own.
+  await page.reload();
+  await page.getByLabel('New tab').fill('Annotated');
+  await page.getByRole('button', { name: 'Add tab' }).click();
+  await page.waitForURL(/\?view=\d+$/);
+  const view = Number(new URL(page.url()).searchParams.get('view'));
+  assert.equal(await page.getByRole('link', { name: 'Annotated' }).getAttribute('aria-current'), 'page');
+  // Filter: annotations > 0, saved into the tab.
+  await page.getByLabel('Column 1', { exact: true }).selectOption('total_annotations');
+  await page.getByLabel('Operator 1', { exact: true }).selectOption('greater');
+  await page.getByLabel('Value 1', { exact: true }).fill('0');
+  await page.getByRole('button', { name: 'Apply filters to this tab' }).click();
+  await page.waitForURL(new RegExp(`\\?view=${view}$`));
+  assert.match(await page.locator('#tasks caption').textContent(), /^3 tasks$/);
+  const saved = await api('GET', `/api/dm/views/${view}`);
+  assert.equal(saved.data.filters.items[0].operator, 'greater');
+  // A bad filter is refused with the task list's message next to the form.
+  await page.getByLabel('Value 1', { exact: true }).fill('plenty');
+  await page.getByRole('button', { name: 'Apply filters to this tab' }).click();
+  await page.locator('#filter-error').waitFor();
+  assert.match(await page.locator('#filter-error').textContent(), /not a finite number/);
+  // Ordering by the ID header: ascending, then descending.
+  await page.goto(`${server.base}/projects/${id}/data?view=${view}`);
+  const firstId = async () => Number(await page.locator('#tasks tbody tr').first().locator('td').nth(1).textContent());
+  await page.locator('#tasks thead').getByRole('link', { name: /^ID/ }).click();
+  await page.waitForURL(/ordering=id$/);
+  assert.equal(await firstId(), tasks[0]);
+  await page.locator('#tasks thead').getByRole('link', { name: /^ID/ }).click();
+  await page.waitForURL(/ordering=-id$/);
+  assert.equal(await firstId(), tasks[2]);
+  assert.equal(await page.locator('#tasks thead th[aria-sort="descending"]').count(), 1);
+  // Select the first row, delete its annotations, confirm, and see the table change.
+  await page.getByLabel(`Select task ${tasks[2]}`).check();
+  await page.getByLabel('Action').selectOption({ label: 'Delete annotations' });
+  await page.getByRole('button', { name: 'Run on selected tasks' }).click();
+  await page.locator('#dm-confirm').waitFor();
+  await page.locator('#dm-confirm').getByRole('button', { name: 'Delete annotations' }).click();
+  await page.locator('#dm-message').waitFor();
+  assert.match(await page.locator('#dm-message').textContent(), /Deleted 1 annotations/);
+  assert.match(await page.locator('#tasks caption').textContent(), /^2 tasks$/);
+  assert.equal((await api('GET', `/api/tasks?project=${id}&only_annotated=true&include=id`)).total, 2);
+  assert.deepEqual(page.errors, [], 'no script errors under the Content-Security-Policy');
+  // The annotator sees the tab and its tasks but no actions and no selection.
+  const annotator = (await api('GET', '/api/users')).find((u) => u.email === 'dm-annotator@example.com');
+  await api('POST', `/api/projects/${id}/members`, { user: annotator.id });
+  const other = await newPage();
+  await signIn(other, 'dm-annotator@example.com', 'dm annotator password');
+  await other.waitForURL(/\/projects$/);
+  await other.goto(`${server.base}/projects/${id}/data?view=${view}`);
+  assert.match(await other.locator('#tasks caption').textContent(), /^2 tasks$/);
+  assert.equal(await other.locator('#dm-actions').count(), 0);
+  assert.equal(await other.getByRole('checkbox', { name: /^Select task/ }).count(), 0);
+  assert.equal(await other.getByRole('button', { name: 'Rename' }).count(), 0);
+});
+
 // Needs Label Studio's editor, installed by controlplane/ui/fetch-editor (e2e/test-all does).
 test('an annotator labels a task in the editor, submits, and gets the next task', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
   await api('POST', '/api/users', { email: 'labeler@example.com', password: 'labeler password', role: 'annotator' });

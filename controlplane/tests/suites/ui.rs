@@ -165,6 +165,28 @@ async fn password_user(app: &TestApp, email: &str, role: Role) -> String {
     .1
 }
 
+/// The saved views of project `p`, through the API.
+async fn dm_views(app: &TestApp, p: i64) -> Vec<Value> {
+    app.get(&format!("/api/dm/views?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK)
+        .as_array()
+        .expect("views")
+        .clone()
+}
+
+/// How many tasks of project `p` have annotations, through the API.
+async fn annotated_tasks(app: &TestApp, p: i64) -> i64 {
+    app.get(
+        &format!("/api/tasks?project={p}&only_annotated=true&include=id"),
+        &app.owner,
+    )
+    .await
+    .expect(StatusCode::OK)["total"]
+        .as_i64()
+        .expect("total")
+}
+
 async fn project_count(app: &TestApp) -> i64 {
     app.get("/api/projects", &app.owner)
         .await
@@ -430,6 +452,122 @@ both_backends! {
         assert_eq!(css.status, StatusCode::OK);
         assert!(css.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/css")));
         assert_eq!(admin.get(&app, "/static/nothing.js").await.status, StatusCode::NOT_FOUND);
+    }
+
+    async fn data_manager_page_tabs_filters_columns_and_actions(app) {
+        let manager = password_user(&app, "dm-manager@example.com", Role::Manager).await;
+        let annotator = password_user(&app, "dm-annotator@example.com", Role::Annotator).await;
+        // A manager's own project: they hold task.manage there.
+        let p = app.mk_project(&manager, json!({"title": "Reviews"})).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 8).await;
+        for t in &tasks[..3] {
+            app.post(&format!("/api/tasks/{t}/annotations"), &app.owner, json!({"result": crate::common::choice("pos")})).await.expect(StatusCode::CREATED);
+        }
+        let page_path = format!("/projects/{p}/data");
+        let mut mgr = Browser::default();
+        mgr.sign_in(&app, "dm-manager@example.com", PASSWORD).await;
+        let csrf = mgr.csrf(&app).await;
+        let first = mgr.get(&app, &page_path).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        assert!(first.text.contains("All tasks") && first.text.contains("8 tasks"), "{}", first.text);
+        assert!(first.text.contains("id=\"dm-actions\"") && first.text.contains("Delete annotations"), "{}", first.text);
+        // A form without the session's token changes nothing.
+        let forged = mgr.post_form(&app, &page_path, &[("csrf_token", "forged"), ("op", "add_tab"), ("title", "Forged")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        assert!(dm_views(&app, p).await.is_empty());
+        // A tab is added through the views API's storage, and filtered.
+        let added = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "add_tab"), ("title", "Annotated")]).await;
+        assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text);
+        let listed = dm_views(&app, p).await;
+        assert_eq!(listed.len(), 1);
+        let v = listed[0]["id"].as_i64().expect("view id");
+        assert_eq!(listed[0]["data"]["title"], json!("Annotated"));
+        assert_eq!(location(&added), format!("{page_path}?view={v}"));
+        let filter = |op: &'static str, value: &'static str| -> Vec<(String, String)> {
+            [("csrf_token", csrf.as_str()), ("op", "filters"), ("view", &v.to_string()), ("conjunction", "and"),
+             ("filter", "total_annotations"), ("operator", op), ("value", value), ("value_max", ""),
+             ("filter", ""), ("operator", "equal"), ("value", ""), ("value_max", "")]
+                .iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        };
+        let applied = mgr.post_form(&app, &page_path, &as_refs(&filter("greater", "0"))).await;
+        assert_eq!(applied.status, StatusCode::SEE_OTHER, "{}", applied.text);
+        let tab = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        assert!(tab.text.contains("3 tasks"), "{}", tab.text);
+        let api = app.get(&format!("/api/tasks?view={v}&include=id"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(api["total"], json!(3), "the page and the API apply the same filters");
+        // A bad filter shows the task list's message by the form and saves nothing.
+        let bad = mgr.post_form(&app, &page_path, &as_refs(&filter("greater", "many"))).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.text.contains("id=\"filter-error\"") && bad.text.contains("is not a finite number"), "{}", bad.text);
+        assert!(bad.text.contains("value=\"many\""), "the form keeps what was sent");
+        assert_eq!(dm_views(&app, p).await[0]["data"]["filters"]["items"][0]["value"], json!("0"));
+        // Ordering by a column header, both ways.
+        let ids_in = |html: &str| -> Vec<i64> {
+            html.split("name=\"task\" value=\"").skip(1).filter_map(|s| s.split('"').next()?.parse().ok()).collect()
+        };
+        let desc = mgr.get(&app, &format!("{page_path}?view={v}&ordering=-id")).await;
+        assert_eq!(ids_in(&desc.text), vec![tasks[2], tasks[1], tasks[0]]);
+        assert!(desc.text.contains("aria-sort=\"descending\""));
+        assert!(desc.text.contains(&format!("data?view={v}&amp;ordering=id\">ID ▼</a>")), "{}", desc.text);
+        assert_eq!(ids_in(&mgr.get(&app, &format!("{page_path}?view={v}&ordering=id")).await.text), vec![tasks[0], tasks[1], tasks[2]]);
+        assert_eq!(mgr.get(&app, &format!("{page_path}?view={v}&ordering=nonsense")).await.status, StatusCode::BAD_REQUEST);
+        // Columns: the tab's hiddenColumns decide.
+        assert!(!tab.text.contains("Inner ID</a></th>") && tab.text.contains("Predictions</a></th>"));
+        let cols = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "columns"), ("view", &v.to_string()), ("show", "id"), ("show", "data.text"), ("show", "inner_id")]).await;
+        assert_eq!(cols.status, StatusCode::SEE_OTHER, "{}", cols.text);
+        let hidden = dm_views(&app, p).await[0]["data"]["hiddenColumns"]["explore"].clone();
+        assert!(hidden.as_array().expect("hidden").contains(&json!("tasks:total_predictions")), "{hidden}");
+        let tab = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        assert!(tab.text.contains("Inner ID</a></th>") && !tab.text.contains("Predictions</a></th>"), "{}", tab.text);
+        assert_eq!(dm_views(&app, p).await[0]["data"]["filters"]["items"][0]["operator"], json!("greater"), "filters kept");
+        // Rename.
+        let renamed = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "rename_tab"), ("view", &v.to_string()), ("title", "Has annotations")]).await;
+        assert_eq!(renamed.status, StatusCode::SEE_OTHER);
+        assert_eq!(dm_views(&app, p).await[0]["data"]["title"], json!("Has annotations"));
+        // The annotator: the tasks, no actions; the manager's tab is not theirs to change.
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "dm-annotator@example.com", PASSWORD).await;
+        let ann_csrf = ann.csrf(&app).await;
+        let seen = ann.get(&app, &format!("{page_path}?view={v}")).await;
+        assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
+        assert!(seen.text.contains("Has annotations") && seen.text.contains("3 tasks"), "{}", seen.text);
+        assert!(!seen.text.contains("dm-actions") && !seen.text.contains("name=\"task\""), "{}", seen.text);
+        assert!(!seen.text.contains("dm-rename-tab") && !seen.text.contains("dm-filters"));
+        assert!(app.get(&format!("/api/dm/actions?project={p}"), &annotator).await.expect(StatusCode::OK).as_array().expect("actions").is_empty());
+        let run = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "action"), ("action", "delete_tasks_annotations"), ("task", &tasks[0].to_string()), ("confirmed", "1")]).await;
+        assert_eq!(run.status, StatusCode::FORBIDDEN, "{}", run.text);
+        let rename = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "rename_tab"), ("view", &v.to_string()), ("title", "Mine")]).await;
+        assert_eq!(rename.status, StatusCode::FORBIDDEN, "{}", rename.text);
+        let refilter = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "filters"), ("view", &v.to_string()), ("filter", "id"), ("operator", "greater"), ("value", "0"), ("value_max", "")]).await;
+        assert_eq!(refilter.status, StatusCode::FORBIDDEN);
+        assert!(refilter.text.contains("id=\"dm-error\""), "the refusal is shown: {}", refilter.text);
+        assert_eq!(annotated_tasks(&app, p).await, 3);
+        assert_eq!(dm_views(&app, p).await[0]["data"]["title"], json!("Has annotations"));
+        // An action asks first, then runs through the actions API's code.
+        let ask = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "action"), ("view", &v.to_string()), ("action", "delete_tasks_annotations"), ("task", &tasks[0].to_string())]).await;
+        assert_eq!(ask.status, StatusCode::OK);
+        assert!(ask.text.contains("id=\"dm-confirm\"") && ask.text.contains("1 selected task."), "{}", ask.text);
+        assert_eq!(annotated_tasks(&app, p).await, 3);
+        let done = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "action"), ("view", &v.to_string()), ("action", "delete_tasks_annotations"), ("task", &tasks[0].to_string()), ("ordering", "-id"), ("confirmed", "1")]).await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+        assert!(done.text.contains("aria-sort=\"descending\""), "the ordering shown is kept");
+        assert!(done.text.contains("Deleted 1 annotations") && done.text.contains("2 tasks"), "{}", done.text);
+        assert_eq!(annotated_tasks(&app, p).await, 2);
+        let none = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "action"), ("view", &v.to_string()), ("action", "delete_tasks_annotations"), ("confirmed", "1")]).await;
+        assert_eq!(none.status, StatusCode::BAD_REQUEST);
+        let all = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "action"), ("view", &v.to_string()), ("action", "delete_tasks_annotations"), ("all", "1"), ("confirmed", "1")]).await;
+        assert!(all.text.contains("Deleted 2 annotations") && all.text.contains("0 tasks"), "{}", all.text);
+        assert_eq!(annotated_tasks(&app, p).await, 0);
+        assert_eq!(app.get(&format!("/api/tasks?project={p}&include=id"), &app.owner).await.expect(StatusCode::OK)["total"], json!(8), "tasks stay");
+        // Deleting the tab; the audit log has every change.
+        let deleted = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "delete_tab"), ("view", &v.to_string())]).await;
+        assert_eq!((deleted.status, location(&deleted)), (StatusCode::SEE_OTHER, page_path.clone()));
+        assert!(dm_views(&app, p).await.is_empty());
+        let audit: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        for action in ["view.create", "view.update", "view.delete"] {
+            assert!(audit.iter().any(|a| a == action), "{action} in {audit:?}");
+        }
     }
 }
 

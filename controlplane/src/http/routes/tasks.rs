@@ -488,26 +488,35 @@ pub async fn list_actions(
     Query(params): Query<ActionListParams>,
 ) -> ApiResult<Json<Vec<ActionView>>> {
     let project = required_int("project", &params.project)?;
+    Ok(Json(available_actions(&state, &actor, project).await?))
+}
+
+/// The data-manager actions `actor` may run in `project`, in menu order (none for annotators);
+/// `GET /api/dm/actions` and the data page list the same.
+pub async fn available_actions(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+) -> ApiResult<Vec<ActionView>> {
     let access =
-        crate::storage::access::project(&state.db, &actor, project, Permission::ProjectView)
-            .await?;
+        crate::storage::access::project(&state.db, actor, project, Permission::ProjectView).await?;
     let holds = |p: Permission| -> bool { access.role >= p.minimum_role() };
-    Ok(Json(
-        ACTIONS
-            .iter()
-            .filter(|a| holds(Permission::TaskManage) && holds(a.permission))
-            .map(|a| ActionView {
-                id: a.id,
-                title: a.title,
-                order: a.order,
-                permission: a.permission.name(),
-                experimental: false,
-                dialog: a.dialog.map_or(Value::Null, |(title, text)| {
-                    serde_json::json!({"title": title, "text": text, "type": "confirm", "form": null})
-                }),
-            })
-            .collect(),
-    ))
+    Ok(ACTIONS
+        .iter()
+        .filter(|a| holds(Permission::TaskManage) && holds(a.permission))
+        .map(|a| {
+            ActionView {
+            id: a.id,
+            title: a.title,
+            order: a.order,
+            permission: a.permission.name(),
+            experimental: false,
+            dialog: a.dialog.map_or(Value::Null, |(title, text)| {
+                serde_json::json!({"title": title, "text": text, "type": "confirm", "form": null})
+            }),
+        }
+        })
+        .collect())
 }
 
 /// Query of a data-manager action.
@@ -559,8 +568,31 @@ pub async fn run_action(
         (None, Some(v)) => v.project_id,
         (None, None) => required_int("project", &params.project)?,
     };
+    Ok(Json(
+        perform_action(&state, &actor, project, view.as_ref(), spec.id, &body).await?,
+    ))
+}
+
+/// Runs data-manager action `id` (one of `ACTIONS`) on the tasks of `project` that `body`'s
+/// `selectedItems` (and `filters`, or `view`'s filters) select: the code behind
+/// `POST /api/dm/actions`, also used by the data page.
+pub async fn perform_action(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    view: Option<&ViewRow>,
+    id: &str,
+    body: &Map<String, Value>,
+) -> ApiResult<Value> {
+    let Some(spec) = ACTIONS.iter().find(|a| a.id == id) else {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "id",
+            format!("unknown action {id:?}"),
+        ));
+    };
     let access =
-        crate::storage::access::project(&state.db, &actor, project, Permission::TaskManage).await?;
+        crate::storage::access::project(&state.db, actor, project, Permission::TaskManage).await?;
     actor.require_in(Some(access.role), spec.permission)?;
     let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
     if !selected.is_object() {
@@ -578,47 +610,47 @@ pub async fn run_action(
     {
         query["filters"] = filters.clone();
     }
-    let query = with_view(view.as_ref(), query);
+    let query = with_view(view, query);
     let query = tasks::task_query(state.db.dialect(), &query, false)?;
-    let ids = collect_ids(&state, &actor, project, &query).await?;
+    let ids = collect_ids(state, actor, project, &query).await?;
     match spec.id {
         "delete_tasks" => {
-            let deleted = tasks::delete_many(&state.db, &actor, project, Some(&ids)).await?;
+            let deleted = tasks::delete_many(&state.db, actor, project, Some(&ids)).await?;
             let n = deleted.len();
             tasks_emit(
-                &state,
-                &actor,
+                state,
+                actor,
                 project,
                 Action::TasksDeleted,
                 Subject::TasksDeleted(deleted),
             )
             .await;
-            Ok(Json(
+            Ok(
                 serde_json::json!({"processed_items": n, "reload": true, "detail": format!("Deleted {n} tasks")}),
-            ))
+            )
         }
         "delete_tasks_annotations" => {
-            let deleted = annotations::delete_for_tasks(&state.db, &actor, project, &ids).await?;
+            let deleted = annotations::delete_for_tasks(&state.db, actor, project, &ids).await?;
             let n = deleted.len();
             if n > 0 {
                 tasks_emit(
-                    &state,
-                    &actor,
+                    state,
+                    actor,
                     project,
                     Action::AnnotationsDeleted,
                     Subject::AnnotationsDeleted(deleted),
                 )
                 .await;
             }
-            Ok(Json(
+            Ok(
                 serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} annotations")}),
-            ))
+            )
         }
         "delete_tasks_predictions" => {
-            let n = predictions::delete_for_tasks(&state.db, &actor, project, &ids).await?;
-            Ok(Json(
+            let n = predictions::delete_for_tasks(&state.db, actor, project, &ids).await?;
+            Ok(
                 serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} predictions")}),
-            ))
+            )
         }
         other => Err(ApiError::internal(format!("action {other} has no handler"))),
     }

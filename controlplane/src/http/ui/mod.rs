@@ -6,6 +6,7 @@
 //! user. Every page is served with a strict Content-Security-Policy (no inline script or style),
 //! so all behaviour lives in files under `/static/`.
 
+mod data;
 mod pages;
 mod sso;
 
@@ -52,7 +53,10 @@ pub fn router() -> Router<AppState> {
             "/projects",
             get(pages::projects_page).post(pages::create_project),
         )
-        .route("/projects/{id}/data", get(pages::data_page))
+        .route(
+            "/projects/{id}/data",
+            get(data::data_page).post(data::data_post),
+        )
         .route(
             "/projects/{id}/settings",
             get(pages::settings_page).post(pages::save_settings),
@@ -184,6 +188,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 include_str!("../../../ui/templates/projects.html"),
             ),
             ("data.html", include_str!("../../../ui/templates/data.html")),
+            (
+                "confirm.html",
+                include_str!("../../../ui/templates/confirm.html"),
+            ),
             (
                 "settings.html",
                 include_str!("../../../ui/templates/settings.html"),
@@ -384,6 +392,7 @@ mod tests {
             "logout.html",
             "projects.html",
             "data.html",
+            "confirm.html",
             "settings.html",
             "error.html",
             "label.html",

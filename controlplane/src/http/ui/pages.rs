@@ -25,13 +25,10 @@ use crate::{
     storage::{
         orgs, projects,
         sessions::{self, Lockout},
-        tasks,
     },
     webhooks::{Action, Subject},
 };
 
-/// Rows of the task table per page.
-const TASKS_PER_PAGE: i64 = 50;
 /// Projects per page.
 const PROJECTS_PER_PAGE: i64 = 30;
 
@@ -55,7 +52,7 @@ pub(super) const TEMPLATES: &[(&str, &str, &str)] = &[
 ];
 
 /// A JSON value as a template value.
-fn js<T: serde::Serialize>(value: &T) -> minijinja::Value {
+pub(super) fn js<T: serde::Serialize>(value: &T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
 }
 
@@ -64,7 +61,7 @@ fn form_token() -> String {
 }
 
 /// Parses a url-encoded form body; a body that is not one is a 400 page.
-async fn read_form<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_form<T: serde::de::DeserializeOwned>(
     state: &AppState,
     parts: Parts,
     body: axum::body::Body,
@@ -84,7 +81,7 @@ async fn read_form<T: serde::de::DeserializeOwned>(
 
 /// The form CSRF check of a signed-in page: the field must carry the session's token. Returns
 /// the refusal page when it does not.
-fn csrf_refusal(user: &PageUser, given: &str) -> Option<Response> {
+pub(super) fn csrf_refusal(user: &PageUser, given: &str) -> Option<Response> {
     if same_secret(given, &user.session.csrf_token) {
         None
     } else {
@@ -148,7 +145,7 @@ pub(super) async fn login_page(State(state): State<AppState>, request: Request) 
     login_form(&state, &parts, StatusCode::OK, "", &next, None)
 }
 
-fn serde_urlencoded_from<T: serde::de::DeserializeOwned>(query: &str) -> Option<T> {
+pub(super) fn serde_urlencoded_from<T: serde::de::DeserializeOwned>(query: &str) -> Option<T> {
     let uri: axum::http::Uri = format!("/?{query}").parse().ok()?;
     axum::extract::Query::<T>::try_from_uri(&uri)
         .ok()
@@ -403,7 +400,7 @@ pub(super) struct PageQuery {
     page: Option<String>,
 }
 
-fn page_number(parts: &Parts) -> i64 {
+pub(super) fn page_number(parts: &Parts) -> i64 {
     parts
         .uri
         .query()
@@ -569,7 +566,7 @@ pub(super) async fn create_project(State(state): State<AppState>, request: Reque
 }
 
 /// What the project pages' header shows.
-fn project_header(p: &projects::ProjectView, can_change: bool) -> Value {
+pub(super) fn project_header(p: &projects::ProjectView, can_change: bool) -> Value {
     json!({
         "id": p.id,
         "title": p.title,
@@ -582,11 +579,11 @@ fn project_header(p: &projects::ProjectView, can_change: bool) -> Value {
 }
 
 /// The 404 page of a project path whose `{id}` is not a number.
-fn no_such_project(user: &PageUser) -> Response {
+pub(super) fn no_such_project(user: &PageUser) -> Response {
     error_page(Some(user), &ApiError::not_found("project"))
 }
 
-fn path_id(parts: &Parts) -> String {
+pub(super) fn path_id(parts: &Parts) -> String {
     parts
         .uri
         .path()
@@ -594,70 +591,6 @@ fn path_id(parts: &Parts) -> String {
         .nth(2)
         .unwrap_or_default()
         .to_string()
-}
-
-/// `GET /projects/{id}/data`: the task table, one page at a time (server-side paging).
-pub(super) async fn data_page(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, _) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let Ok(id) = path_id(&parts).parse::<i64>() else {
-        return no_such_project(&user);
-    };
-    let project = match projects::get(&state.db, &user.actor, id).await {
-        Ok(p) => p,
-        Err(e) => return error_page(Some(&user), &e),
-    };
-    let can_change = projects::get_row(&state.db, &user.actor, id, Permission::ProjectChange)
-        .await
-        .is_ok();
-    let page = page_number(&parts);
-    let query = match tasks::task_query(state.db.dialect(), &Value::Null, false) {
-        Ok(q) => q,
-        Err(e) => return error_page(Some(&user), &e),
-    };
-    let window = tasks::Window {
-        offset: (page - 1).saturating_mul(TASKS_PER_PAGE),
-        limit: TASKS_PER_PAGE,
-        fields: tasks::Fields::TaskOnly,
-        ids_only: false,
-    };
-    let (_, listed) = match tasks::list(&state.db, &user.actor, id, &query, window).await {
-        Ok(v) => v,
-        Err(e) => return error_page(Some(&user), &e),
-    };
-    let rows: Vec<Value> = listed
-        .tasks
-        .iter()
-        .map(|t| {
-            let data = t.data.get();
-            let preview: String = data.chars().take(160).collect();
-            json!({
-                "id": t.id,
-                "inner_id": t.inner_id,
-                "data": if data.chars().count() > 160 { format!("{preview}…") } else { preview },
-                "annotations": t.total_annotations,
-                "cancelled": t.cancelled_annotations,
-                "predictions": t.total_predictions,
-                "labeled": t.is_labeled,
-            })
-        })
-        .collect();
-    let pages = ((listed.total + TASKS_PER_PAGE - 1) / TASKS_PER_PAGE).max(1);
-    render(
-        StatusCode::OK,
-        "data.html",
-        context! {
-            user => user_context(&user),
-            project => js(&project_header(&project, can_change)),
-            tasks => js(&rows),
-            total => listed.total,
-            page => page,
-            pages => pages,
-        },
-    )
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -1,0 +1,953 @@
+//! The data manager page, `/projects/{id}/data` (ADR 0040): the project's saved views as tabs,
+//! each tab's filters, ordering and visible columns, a page of tasks and the bulk actions.
+//!
+//! Everything goes through the code of the API: tabs through the storage functions of
+//! `/api/dm/views`, the task page through [`tasks::task_query`] and [`tasks::list`] as
+//! `/api/tasks` does, actions through the handler code of `POST /api/dm/actions`. The page is
+//! plain forms and links; nothing needs script.
+
+use axum::{
+    extract::{Request, State},
+    http::StatusCode,
+    response::Response,
+};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    PageUser, encode, error_page,
+    pages::{
+        csrf_refusal, js, no_such_project, path_id, project_header, read_form,
+        serde_urlencoded_from,
+    },
+    redirect, render, user_context,
+};
+use crate::{
+    authz::Permission,
+    error::{ApiError, ErrorCode},
+    http::{AppState, routes::tasks::ActionView},
+    storage::{
+        access, projects,
+        tasks::{self, Visible},
+        views::{self, ViewRow},
+    },
+};
+
+/// Rows of the task table per page.
+const TASKS_PER_PAGE: i64 = 50;
+
+/// The task columns: id, title, Label Studio's filter type, hidden unless a tab shows it.
+const TASK_COLUMNS: &[(&str, &str, &str, bool)] = &[
+    ("id", "ID", "Number", false),
+    ("inner_id", "Inner ID", "Number", true),
+    ("total_annotations", "Annotations", "Number", false),
+    ("cancelled_annotations", "Skipped", "Number", false),
+    ("total_predictions", "Predictions", "Number", false),
+    ("is_labeled", "Labeled", "Boolean", false),
+    ("agreement", "Agreement", "Number", true),
+    ("reviews_accepted", "Accepted reviews", "Number", true),
+    ("reviews_rejected", "Rejected reviews", "Number", true),
+    ("reviewed", "Reviewed", "Boolean", true),
+    ("created_at", "Created", "Datetime", true),
+    ("updated_at", "Updated", "Datetime", true),
+];
+
+/// The filter operators of Label Studio's format that the task list runs: id and label.
+const OPERATORS: &[(&str, &str)] = &[
+    ("equal", "is"),
+    ("not_equal", "is not"),
+    ("contains", "contains"),
+    ("not_contains", "does not contain"),
+    ("starts_with", "starts with"),
+    ("ends_with", "ends with"),
+    ("greater", "is greater than"),
+    ("greater_or_equal", "is at least"),
+    ("less", "is less than"),
+    ("less_or_equal", "is at most"),
+    ("in", "is between"),
+    ("not_in", "is not between"),
+    ("empty", "is empty"),
+    ("exists", "exists"),
+    ("not_exists", "does not exist"),
+];
+
+/// A column of the table.
+#[derive(Debug, Clone)]
+struct Column {
+    /// `id`, `data.text`, … (`data` alone: the whole task data, when the labeling
+    /// configuration names no keys).
+    id: String,
+    title: String,
+    kind: &'static str,
+    default_hidden: bool,
+}
+
+impl Column {
+    fn sortable(&self) -> bool {
+        !self.id.starts_with("data")
+    }
+
+    fn filterable(&self) -> bool {
+        self.id != "data"
+    }
+}
+
+/// The project's columns: the data keys of its labeling configuration after the id, then the
+/// task columns. Annotators who see only their own work get no agreement (as in the API).
+fn columns(project: &projects::ProjectView, shows_agreement: bool) -> Vec<Column> {
+    let mut out = Vec::new();
+    for (id, title, kind, hidden) in TASK_COLUMNS {
+        if *id == "agreement" && !shows_agreement {
+            continue;
+        }
+        out.push(Column {
+            id: (*id).to_string(),
+            title: (*title).to_string(),
+            kind,
+            default_hidden: *hidden,
+        });
+        if *id == "id" {
+            if project.data_types.is_empty() {
+                out.push(Column {
+                    id: "data".into(),
+                    title: "Data".into(),
+                    kind: "String",
+                    default_hidden: false,
+                });
+            }
+            for key in project.data_types.keys() {
+                out.push(Column {
+                    id: format!("data.{key}"),
+                    title: key.clone(),
+                    kind: "String",
+                    default_hidden: false,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The query string of the page.
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct DataQuery {
+    view: Option<String>,
+    page: Option<String>,
+    ordering: Option<String>,
+}
+
+/// One row of the filter form.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct FilterRow {
+    filter: String,
+    operator: String,
+    value: String,
+    value_max: String,
+}
+
+/// What a render shows besides the tasks: a result, an error and the filter form as sent.
+#[derive(Default)]
+struct Notice {
+    message: Option<String>,
+    error: Option<String>,
+    filter_error: Option<String>,
+    submitted: Option<(String, Vec<FilterRow>)>,
+}
+
+/// The text of a filter value in the form.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A stored filter item as a row of the form.
+fn filter_row(item: &Value) -> FilterRow {
+    let name = item.get("filter").and_then(Value::as_str).unwrap_or("");
+    let value = item.get("value").cloned().unwrap_or(Value::Null);
+    let (value, value_max) = match (&value, value.get("min"), value.get("max")) {
+        (Value::Object(_), Some(min), Some(max)) => (value_text(min), value_text(max)),
+        _ => (value_text(&value), String::new()),
+    };
+    FilterRow {
+        filter: name
+            .strip_prefix("filter:tasks:")
+            .unwrap_or(name)
+            .to_string(),
+        operator: item
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        value,
+        value_max,
+    }
+}
+
+/// A row of the form as a stored filter item (Label Studio's shape).
+fn filter_item(row: &FilterRow, columns: &[Column]) -> Value {
+    let kind = columns
+        .iter()
+        .find(|c| c.id == row.filter)
+        .map_or("String", |c| c.kind);
+    let typed = |s: &str| -> Value {
+        match (kind, s.trim()) {
+            ("Boolean", "true" | "yes") => Value::Bool(true),
+            ("Boolean", "false" | "no") => Value::Bool(false),
+            (_, t) if kind != "String" => Value::String(t.to_string()),
+            _ => Value::String(s.to_string()),
+        }
+    };
+    let value = match row.operator.as_str() {
+        "in" | "not_in" => json!({"min": typed(&row.value), "max": typed(&row.value_max)}),
+        "empty" => Value::Bool(!matches!(row.value.trim(), "false" | "no")),
+        "exists" | "not_exists" => Value::Null,
+        _ => typed(&row.value),
+    };
+    json!({
+        "filter": format!("filter:tasks:{}", row.filter),
+        "operator": row.operator,
+        "type": kind,
+        "value": value,
+    })
+}
+
+/// The rows of the filter form from the posted fields (in document order: every row sends
+/// `filter`, `operator`, `value` and `value_max`). Rows without a column are dropped.
+fn posted_rows(fields: &[(String, String)]) -> Vec<FilterRow> {
+    let all = |name: &str| -> Vec<String> {
+        fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let (filters, operators, values, maxima) = (
+        all("filter"),
+        all("operator"),
+        all("value"),
+        all("value_max"),
+    );
+    filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FilterRow {
+            filter: f.trim().to_string(),
+            operator: operators.get(i).cloned().unwrap_or_default(),
+            value: values.get(i).cloned().unwrap_or_default(),
+            value_max: maxima.get(i).cloned().unwrap_or_default(),
+        })
+        .filter(|r| !r.filter.is_empty())
+        .collect()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The `hiddenColumns.explore` of a tab, as column ids, when it has one.
+fn hidden_of(data: &Value) -> Option<Vec<String>> {
+    data.pointer("/hiddenColumns/explore")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|s| s.strip_prefix("tasks:").unwrap_or(s).to_string())
+                .collect()
+        })
+}
+
+/// A task's cell of `column`, as text.
+fn cell(task: &Value, column: &str) -> String {
+    let clip = |s: String| -> String {
+        if s.chars().count() > 160 {
+            format!("{}…", s.chars().take(160).collect::<String>())
+        } else {
+            s
+        }
+    };
+    if column == "data" {
+        return clip(task.get("data").map(Value::to_string).unwrap_or_default());
+    }
+    if let Some(key) = column.strip_prefix("data.") {
+        return clip(task.pointer("/data").and_then(|d| d.get(key)).map_or_else(
+            String::new,
+            |v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+        ));
+    }
+    match task.get(column) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::Bool(b)) => if *b { "yes" } else { "no" }.to_string(),
+        Some(Value::Number(n)) if column == "agreement" => n
+            .as_f64()
+            .map(|f| format!("{:.0}%", f * 100.0))
+            .unwrap_or_default(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The page's link with `view`, `ordering` and `page`.
+fn data_href(project: i64, view: Option<i64>, ordering: Option<&str>, page: Option<i64>) -> String {
+    let mut parts = Vec::new();
+    if let Some(v) = view {
+        parts.push(format!("view={v}"));
+    }
+    if let Some(o) = ordering {
+        parts.push(format!("ordering={}", encode(o)));
+    }
+    if let Some(p) = page {
+        parts.push(format!("page={p}"));
+    }
+    if parts.is_empty() {
+        format!("/projects/{project}/data")
+    } else {
+        format!("/projects/{project}/data?{}", parts.join("&"))
+    }
+}
+
+/// Whether `role` holds `permission`.
+fn holds(role: crate::authz::Role, permission: Permission) -> bool {
+    role >= permission.minimum_role()
+}
+
+/// Parses the query string; an unreadable one is as if absent.
+fn data_query(parts: &axum::http::request::Parts) -> DataQuery {
+    parts
+        .uri
+        .query()
+        .and_then(serde_urlencoded_from)
+        .unwrap_or_default()
+}
+
+/// A number from a form or query, or the refusal naming it.
+fn int(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::field(
+                ErrorCode::InvalidQuery,
+                name,
+                format!("{v:?} is not a number"),
+            )
+        }),
+    }
+}
+
+/// Renders the page for `query` with `notice`.
+async fn data_view(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    query: &DataQuery,
+    status: StatusCode,
+    notice: Notice,
+) -> Response {
+    let actor = &user.actor;
+    let project = match projects::get(&state.db, actor, id).await {
+        Ok(p) => p,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let access = match access::project(&state.db, actor, id, Permission::ProjectView).await {
+        Ok(a) => a,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let role = access.role;
+    let visible = Visible::for_access(actor, &access);
+    let tabs = match views::list(&state.db, actor, id).await {
+        Ok(t) => t,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let wanted = match int("view", query.view.as_deref()) {
+        Ok(v) => v,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let current: Option<&ViewRow> = match wanted {
+        Some(v) => match tabs.iter().find(|t| t.id == v) {
+            Some(t) => Some(t),
+            None => return error_page(Some(user), &ApiError::not_found("view")),
+        },
+        None => tabs.first(),
+    };
+    let data: Value = current
+        .and_then(|t| serde_json::from_str(&t.data).ok())
+        .unwrap_or_else(|| json!({}));
+    let columns = columns(&project, visible.shows_agreement());
+    let hidden = hidden_of(&data);
+    let shown: Vec<&Column> = columns
+        .iter()
+        .filter(|c| match &hidden {
+            Some(h) => !h.contains(&c.id),
+            None => !c.default_hidden,
+        })
+        .collect();
+    let ordering = query
+        .ordering
+        .clone()
+        .filter(|o| !o.is_empty())
+        .or_else(|| {
+            data.pointer("/ordering/0")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+    let query_json = json!({
+        "filters": data.get("filters"),
+        "ordering": ordering.as_ref().map(|o| vec![o.clone()]),
+    });
+    let task_query = match tasks::task_query(state.db.dialect(), &query_json, false) {
+        Ok(q) => q,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let page = int("page", query.page.as_deref())
+        .ok()
+        .flatten()
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    let window = tasks::Window {
+        offset: (page - 1).saturating_mul(TASKS_PER_PAGE),
+        limit: TASKS_PER_PAGE,
+        fields: tasks::Fields::TaskOnly,
+        ids_only: false,
+    };
+    let (_, listed) = match tasks::list(&state.db, actor, id, &task_query, window).await {
+        Ok(v) => v,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let rows: Vec<Value> = listed
+        .tasks
+        .iter()
+        .map(|t| {
+            let v = serde_json::to_value(t).unwrap_or(Value::Null);
+            let cells: Vec<Value> = shown
+                .iter()
+                .map(|c| json!({"data": c.id.starts_with("data"), "text": cell(&v, &c.id)}))
+                .collect();
+            json!({"id": t.id, "cells": cells})
+        })
+        .collect();
+    let view_id = current.map(|t| t.id);
+    let ordering_now = ordering.as_deref().unwrap_or("");
+    let headers: Vec<Value> = shown
+        .iter()
+        .map(|c| {
+            let (sort, next) = if ordering_now == c.id {
+                ("ascending", format!("-{}", c.id))
+            } else if ordering_now.strip_prefix('-') == Some(c.id.as_str()) {
+                ("descending", c.id.clone())
+            } else {
+                ("none", c.id.clone())
+            };
+            json!({
+                "id": c.id,
+                "title": c.title,
+                "sort": sort,
+                "href": c.sortable().then(|| data_href(id, view_id, Some(&next), None)),
+            })
+        })
+        .collect();
+    let can_manage = holds(role, Permission::TaskManage);
+    let tab_list: Vec<Value> = tabs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let d: Value = serde_json::from_str(&t.data).unwrap_or_else(|_| json!({}));
+            json!({
+                "id": t.id,
+                "title": d.get("title").and_then(Value::as_str).filter(|s| !s.is_empty())
+                    .map_or_else(|| format!("Tab {}", i + 1), str::to_string),
+                "href": data_href(id, Some(t.id), None, None),
+                "current": Some(t.id) == view_id,
+                "can_change": t.user_id == Some(actor.user_id) || can_manage,
+            })
+        })
+        .collect();
+    let current_tab = tab_list
+        .iter()
+        .find(|t| t["current"] == json!(true))
+        .cloned();
+    let (conjunction, mut filter_rows) = match notice.submitted {
+        Some((c, rows)) => (c, rows),
+        None => (
+            data.pointer("/filters/conjunction")
+                .and_then(Value::as_str)
+                .unwrap_or("and")
+                .to_string(),
+            data.pointer("/filters/items")
+                .and_then(Value::as_array)
+                .map(|items| items.iter().map(filter_row).collect())
+                .unwrap_or_default(),
+        ),
+    };
+    filter_rows.push(FilterRow::default());
+    let filter_columns: Vec<Value> = columns
+        .iter()
+        .filter(|c| c.filterable())
+        .map(|c| json!({"id": c.id, "title": c.title}))
+        .collect();
+    let column_toggles: Vec<Value> = columns
+        .iter()
+        .map(|c| json!({"id": c.id, "title": c.title, "shown": shown.iter().any(|s| s.id == c.id)}))
+        .collect();
+    let actions = match crate::http::routes::tasks::available_actions(state, actor, id).await {
+        Ok(a) => a,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let operators: Vec<Value> = OPERATORS
+        .iter()
+        .map(|(k, t)| json!({"id": k, "title": t}))
+        .collect();
+    let pages = ((listed.total + TASKS_PER_PAGE - 1) / TASKS_PER_PAGE).max(1);
+    let can_change = holds(role, Permission::ProjectChange);
+    render(
+        status,
+        "data.html",
+        context! {
+            user => user_context(user),
+            project => js(&project_header(&project, can_change)),
+            tabs => js(&tab_list),
+            tab => js(&current_tab),
+            view => view_id,
+            ordering => ordering_now,
+            ordering_override => query.ordering.as_deref().filter(|o| !o.is_empty()),
+            headers => js(&headers),
+            tasks => js(&rows),
+            total => listed.total,
+            page => page,
+            pages => pages,
+            prev_href => (page > 1).then(|| data_href(id, view_id, query.ordering.as_deref().filter(|o| !o.is_empty()), Some(page - 1))),
+            next_href => (page < pages).then(|| data_href(id, view_id, query.ordering.as_deref().filter(|o| !o.is_empty()), Some(page + 1))),
+            conjunction => conjunction,
+            filters => js(&filter_rows),
+            filter_columns => js(&filter_columns),
+            operators => js(&operators),
+            column_toggles => js(&column_toggles),
+            actions => js(&actions),
+            message => notice.message,
+            error => notice.error,
+            filter_error => notice.filter_error,
+        },
+    )
+}
+
+/// `GET /projects/{id}/data`.
+pub(super) async fn data_page(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let user = match super::page_user(&state, &parts).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Ok(id) = path_id(&parts).parse::<i64>() else {
+        return no_such_project(&user);
+    };
+    let query = data_query(&parts);
+    data_view(&state, &user, id, &query, StatusCode::OK, Notice::default()).await
+}
+
+/// The tab named by the form's `view`, checked to be one of this project's.
+async fn posted_tab(
+    state: &AppState,
+    user: &PageUser,
+    project: i64,
+    fields: &[(String, String)],
+) -> Result<Option<ViewRow>, ApiError> {
+    match int("view", field(fields, "view"))? {
+        Some(v) => Ok(Some(
+            views::for_query(&state.db, &user.actor, v, Some(project)).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Saves `data` into `tab`, or into a new tab when there is none; returns the tab's id.
+async fn save_tab(
+    state: &AppState,
+    user: &PageUser,
+    project: i64,
+    tab: Option<&ViewRow>,
+    data: Value,
+) -> Result<i64, ApiError> {
+    match tab {
+        Some(t) => Ok(views::update(&state.db, &user.actor, t.id, data).await?.id),
+        None => Ok(views::create(&state.db, &user.actor, project, data)
+            .await?
+            .id),
+    }
+}
+
+fn tab_data(tab: Option<&ViewRow>) -> Map<String, Value> {
+    tab.and_then(|t| serde_json::from_str::<Map<String, Value>>(&t.data).ok())
+        .unwrap_or_else(|| {
+            let mut m = Map::new();
+            m.insert("title".into(), Value::String("Default".into()));
+            m
+        })
+}
+
+/// `POST /projects/{id}/data`: the page's forms, told apart by `op`: `add_tab`, `rename_tab`,
+/// `delete_tab`, `filters`, `columns` and `action`.
+pub(super) async fn data_post(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let user = match super::page_user(&state, &parts).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Ok(id) = path_id(&parts).parse::<i64>() else {
+        return no_such_project(&user);
+    };
+    let (parts, fields) = match read_form::<Vec<(String, String)>>(&state, parts, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Some(refused) = csrf_refusal(&user, field(&fields, "csrf_token").unwrap_or("")) {
+        return refused;
+    }
+    let mut query = data_query(&parts);
+    let tab = match posted_tab(&state, &user, id, &fields).await {
+        Ok(t) => t,
+        Err(e) => return error_page(Some(&user), &e),
+    };
+    if let Some(t) = &tab {
+        query.view = Some(t.id.to_string());
+    }
+    // The ordering the page was showing, so that the page shown after an action keeps it.
+    if field(&fields, "op") == Some("action")
+        && let Some(o) = field(&fields, "ordering").filter(|o| !o.is_empty())
+    {
+        query.ordering = Some(o.to_string());
+    }
+    let fail = |e: ApiError, notice: Notice| {
+        let query = &query;
+        let user = &user;
+        let state = &state;
+        async move {
+            if e.code.status().is_server_error() || e.code == ErrorCode::NotFound {
+                return error_page(Some(user), &e);
+            }
+            let notice = Notice {
+                error: notice.filter_error.is_none().then(|| e.detail.clone()),
+                ..notice
+            };
+            data_view(state, user, id, query, e.code.status(), notice).await
+        }
+    };
+    let op = field(&fields, "op").unwrap_or("");
+    match op {
+        "add_tab" => {
+            let title = field(&fields, "title").unwrap_or("").trim().to_string();
+            let title = if title.is_empty() {
+                "New tab".to_string()
+            } else {
+                title
+            };
+            match views::create(&state.db, &user.actor, id, json!({"title": title})).await {
+                Ok(row) => redirect(&data_href(id, Some(row.id), None, None)),
+                Err(e) => fail(e, Notice::default()).await,
+            }
+        }
+        "rename_tab" => {
+            let Some(t) = &tab else {
+                return fail(no_tab(), Notice::default()).await;
+            };
+            let title = field(&fields, "title").unwrap_or("").trim().to_string();
+            if title.is_empty() {
+                let e =
+                    ApiError::field(ErrorCode::ValidationError, "title", "Give the tab a name.");
+                return fail(e, Notice::default()).await;
+            }
+            let mut data = tab_data(Some(t));
+            data.insert("title".into(), Value::String(title));
+            match views::update(&state.db, &user.actor, t.id, Value::Object(data)).await {
+                Ok(_) => redirect(&data_href(id, Some(t.id), None, None)),
+                Err(e) => fail(e, Notice::default()).await,
+            }
+        }
+        "delete_tab" => {
+            let Some(t) = &tab else {
+                return fail(no_tab(), Notice::default()).await;
+            };
+            match views::delete(&state.db, &user.actor, t.id).await {
+                Ok(()) => redirect(&data_href(id, None, None, None)),
+                Err(e) => fail(e, Notice::default()).await,
+            }
+        }
+        "filters" => {
+            let project = match projects::get(&state.db, &user.actor, id).await {
+                Ok(p) => p,
+                Err(e) => return error_page(Some(&user), &e),
+            };
+            let rows = posted_rows(&fields);
+            let conjunction = field(&fields, "conjunction").unwrap_or("and").to_string();
+            let all_columns = columns(&project, true);
+            let items: Vec<Value> = rows.iter().map(|r| filter_item(r, &all_columns)).collect();
+            let mut data = tab_data(tab.as_ref());
+            data.insert(
+                "filters".into(),
+                json!({"conjunction": conjunction, "items": items}),
+            );
+            if let Some(o) = field(&fields, "ordering").filter(|o| !o.is_empty()) {
+                data.insert("ordering".into(), json!([o]));
+            }
+            match save_tab(&state, &user, id, tab.as_ref(), Value::Object(data)).await {
+                Ok(v) => redirect(&data_href(id, Some(v), None, None)),
+                Err(e) if e.code == ErrorCode::Forbidden => fail(e, Notice::default()).await,
+                Err(e) => {
+                    let notice = Notice {
+                        filter_error: Some(e.detail.clone()),
+                        submitted: Some((conjunction, rows)),
+                        ..Notice::default()
+                    };
+                    fail(e, notice).await
+                }
+            }
+        }
+        "columns" => {
+            let project = match projects::get(&state.db, &user.actor, id).await {
+                Ok(p) => p,
+                Err(e) => return error_page(Some(&user), &e),
+            };
+            let shown: Vec<&str> = fields
+                .iter()
+                .filter(|(k, _)| k == "show")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let hidden: Vec<String> = columns(&project, true)
+                .iter()
+                .filter(|c| !shown.contains(&c.id.as_str()))
+                .map(|c| format!("tasks:{}", c.id))
+                .collect();
+            let mut data = tab_data(tab.as_ref());
+            let mut hidden_columns = data
+                .get("hiddenColumns")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            hidden_columns.insert("explore".into(), json!(hidden));
+            data.insert("hiddenColumns".into(), Value::Object(hidden_columns));
+            match save_tab(&state, &user, id, tab.as_ref(), Value::Object(data)).await {
+                Ok(v) => redirect(&data_href(id, Some(v), None, None)),
+                Err(e) => fail(e, Notice::default()).await,
+            }
+        }
+        "action" => run_action(&state, &user, id, tab.as_ref(), &query, &fields).await,
+        other => {
+            let e = ApiError::field(
+                ErrorCode::ValidationError,
+                "op",
+                format!("unknown form {other:?}"),
+            );
+            fail(e, Notice::default()).await
+        }
+    }
+}
+
+fn no_tab() -> ApiError {
+    ApiError::field(ErrorCode::ValidationError, "view", "Choose a tab first.")
+}
+
+/// Runs a bulk action: asks first when the action has a confirmation, then runs it through the
+/// code of `POST /api/dm/actions` and shows the page with the result.
+async fn run_action(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    tab: Option<&ViewRow>,
+    query: &DataQuery,
+    fields: &[(String, String)],
+) -> Response {
+    let action = field(fields, "action").unwrap_or("").to_string();
+    let all = field(fields, "all").is_some_and(|v| !v.is_empty());
+    let ids: Vec<i64> = fields
+        .iter()
+        .filter(|(k, _)| k == "task")
+        .filter_map(|(_, v)| v.trim().parse().ok())
+        .collect();
+    let refuse = |status: StatusCode, message: String| async move {
+        data_view(
+            state,
+            user,
+            id,
+            query,
+            status,
+            Notice {
+                error: Some(message),
+                ..Notice::default()
+            },
+        )
+        .await
+    };
+    if !all && ids.is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Select some tasks (or all tasks of the tab) first.".into(),
+        )
+        .await;
+    }
+    let offered: Vec<ActionView> =
+        match crate::http::routes::tasks::available_actions(state, &user.actor, id).await {
+            Ok(a) => a,
+            Err(e) => return error_page(Some(user), &e),
+        };
+    let confirmed = field(fields, "confirmed").is_some_and(|v| v == "1");
+    if let Some(spec) = offered.iter().find(|a| a.id == action)
+        && !spec.dialog.is_null()
+        && !confirmed
+    {
+        let project = match projects::get(&state.db, &user.actor, id).await {
+            Ok(p) => p,
+            Err(e) => return error_page(Some(user), &e),
+        };
+        return render(
+            StatusCode::OK,
+            "confirm.html",
+            context! {
+                user => user_context(user),
+                project => js(&project_header(&project, holds_change(state, user, id).await)),
+                action => js(spec),
+                view => tab.map(|t| t.id),
+                ordering => query.ordering.as_deref().filter(|o| !o.is_empty()),
+                all => all,
+                ids => ids,
+                back => data_href(id, tab.map(|t| t.id), query.ordering.as_deref().filter(|o| !o.is_empty()), None),
+            },
+        );
+    }
+    let selected = if all {
+        json!({"all": true, "excluded": []})
+    } else {
+        json!({"all": false, "included": ids})
+    };
+    let mut body = Map::new();
+    body.insert("selectedItems".into(), selected);
+    match crate::http::routes::tasks::perform_action(state, &user.actor, id, tab, &action, &body)
+        .await
+    {
+        Ok(result) => {
+            let message = result
+                .get("detail")
+                .and_then(Value::as_str)
+                .unwrap_or("Done.")
+                .to_string();
+            data_view(
+                state,
+                user,
+                id,
+                query,
+                StatusCode::OK,
+                Notice {
+                    message: Some(message),
+                    ..Notice::default()
+                },
+            )
+            .await
+        }
+        Err(e) if e.code.status().is_client_error() && e.code != ErrorCode::NotFound => {
+            refuse(e.code.status(), e.detail).await
+        }
+        Err(e) => error_page(Some(user), &e),
+    }
+}
+
+async fn holds_change(state: &AppState, user: &PageUser, id: i64) -> bool {
+    projects::get_row(&state.db, &user.actor, id, Permission::ProjectChange)
+        .await
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols() -> Vec<Column> {
+        vec![
+            Column {
+                id: "id".into(),
+                title: "ID".into(),
+                kind: "Number",
+                default_hidden: false,
+            },
+            Column {
+                id: "is_labeled".into(),
+                title: "Labeled".into(),
+                kind: "Boolean",
+                default_hidden: false,
+            },
+            Column {
+                id: "data.text".into(),
+                title: "text".into(),
+                kind: "String",
+                default_hidden: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn form_rows_round_trip_through_stored_items() {
+        let rows = [
+            FilterRow {
+                filter: "id".into(),
+                operator: "in".into(),
+                value: "2".into(),
+                value_max: "5".into(),
+            },
+            FilterRow {
+                filter: "is_labeled".into(),
+                operator: "equal".into(),
+                value: "yes".into(),
+                value_max: String::new(),
+            },
+            FilterRow {
+                filter: "data.text".into(),
+                operator: "contains".into(),
+                value: " two words".into(),
+                value_max: String::new(),
+            },
+        ];
+        let items: Vec<Value> = rows.iter().map(|r| filter_item(r, &cols())).collect();
+        assert_eq!(
+            items[0],
+            json!({"filter": "filter:tasks:id", "operator": "in", "type": "Number", "value": {"min": "2", "max": "5"}})
+        );
+        assert_eq!(items[1]["value"], json!(true));
+        assert_eq!(items[2]["value"], json!(" two words"));
+        let back = filter_row(&items[0]);
+        assert_eq!(
+            (
+                back.filter.as_str(),
+                back.value.as_str(),
+                back.value_max.as_str()
+            ),
+            ("id", "2", "5")
+        );
+        assert_eq!(filter_row(&items[1]).value, "true");
+    }
+
+    #[test]
+    fn posted_rows_pair_fields_in_order_and_drop_empty_rows() {
+        let f = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let fields = vec![
+            f("filter", "id"),
+            f("operator", "greater"),
+            f("value", "3"),
+            f("value_max", ""),
+            f("filter", ""),
+            f("operator", "equal"),
+            f("value", ""),
+            f("value_max", ""),
+        ];
+        let rows = posted_rows(&fields);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].operator.as_str(), rows[0].value.as_str()),
+            ("greater", "3")
+        );
+    }
+}
