@@ -562,25 +562,7 @@ pub async fn run_action(
     let access =
         crate::storage::access::project(&state.db, &actor, project, Permission::TaskManage).await?;
     actor.require_in(Some(access.role), spec.permission)?;
-    let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
-    if !selected.is_object() {
-        return Err(ApiError::field(
-            ErrorCode::ValidationError,
-            "selectedItems",
-            "this field is required: {\"all\": false, \"included\": [ids]} or {\"all\": true, \"excluded\": [ids]}",
-        ));
-    }
-    // As in Label Studio, a view's filters take priority over the body's.
-    let mut query = serde_json::json!({"selectedItems": selected});
-    if let Some(filters) = body
-        .get("filters")
-        .filter(|f| !f.is_null() && view.is_none())
-    {
-        query["filters"] = filters.clone();
-    }
-    let query = with_view(view.as_ref(), query);
-    let query = tasks::task_query(state.db.dialect(), &query, false)?;
-    let ids = collect_ids(&state, &actor, project, &query).await?;
+    let ids = selected_task_ids(&state, &actor, project, &body, view.as_ref()).await?;
     match spec.id {
         "delete_tasks" => {
             let deleted = tasks::delete_many(&state.db, &actor, project, Some(&ids)).await?;
@@ -643,6 +625,36 @@ async fn tasks_emit(
         subject,
     )
     .await;
+}
+
+/// The ids of the tasks a data-manager request selects: its `selectedItems` (required),
+/// narrowed by the view's filters or, without a view, by the body's `filters`.
+pub(crate) async fn selected_task_ids(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    body: &Map<String, Value>,
+    view: Option<&ViewRow>,
+) -> ApiResult<Vec<i64>> {
+    let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
+    if !selected.is_object() {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "selectedItems",
+            "this field is required: {\"all\": false, \"included\": [ids]} or {\"all\": true, \"excluded\": [ids]}",
+        ));
+    }
+    // As in Label Studio, a view's filters take priority over the body's.
+    let mut query = serde_json::json!({"selectedItems": selected});
+    if let Some(filters) = body
+        .get("filters")
+        .filter(|f| !f.is_null() && view.is_none())
+    {
+        query["filters"] = filters.clone();
+    }
+    let query = with_view(view, query);
+    let query = tasks::task_query(state.db.dialect(), &query, false)?;
+    collect_ids(state, actor, project, &query).await
 }
 
 async fn collect_ids(
