@@ -582,7 +582,8 @@ mod tests {
             serde_json::to_value(s.assignment_settings).expect("json"),
             json!({"label_stream_task_distribution": "auto_distribution"})
         );
-        let patch = json!({"assignment_settings": {"label_stream_task_distribution": "assigned_only"}});
+        let patch =
+            json!({"assignment_settings": {"label_stream_task_distribution": "assigned_only"}});
         let manual = merge_settings(&s, patch.as_object().expect("obj")).expect("merged");
         assert!(manual.assignment_settings.manual());
         // A partial object keeps the mode.

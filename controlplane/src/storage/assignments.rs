@@ -197,10 +197,8 @@ pub async fn assign(
         .fetch_all(&mut *tx)
         .await?;
         for user in users {
-            let role = facts
-                .iter()
-                .find(|f| f.0 == *user)
-                .and_then(|(_, org_role, project_role, is_member, in_workspace)| {
+            let role = facts.iter().find(|f| f.0 == *user).and_then(
+                |(_, org_role, project_role, is_member, in_workspace)| {
                     let membership = ProjectMembership {
                         creator: project.created_by == Some(*user),
                         workspace_member: *in_workspace,
@@ -208,7 +206,8 @@ pub async fn assign(
                         project_role: project_role.as_deref().and_then(Role::parse),
                     };
                     authz::project_role(Role::parse(org_role)?, membership)
-                });
+                },
+            );
             if !role.is_some_and(|r| r >= kind.minimum_role()) {
                 let work = match kind {
                     Kind::Annotate => "annotate",
@@ -270,7 +269,13 @@ pub async fn assign(
         }
         audit!(
             tx,
-            Prepared::new(actor, "task.assignments.add", "project", project_id, summary)
+            Prepared::new(
+                actor,
+                "task.assignments.add",
+                "project",
+                project_id,
+                summary
+            )
         );
         Ok::<_, ApiError>(created)
     })

@@ -134,9 +134,16 @@ pub async fn replace_task_assignees(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<AssignmentView>> {
     let (kind, users) = kind_and_users(&body)?;
-    let all =
-        assignments::assign_task(&state.db, &actor, id, task_pk, kind, &users, Change::Replace)
-            .await?;
+    let all = assignments::assign_task(
+        &state.db,
+        &actor,
+        id,
+        task_pk,
+        kind,
+        &users,
+        Change::Replace,
+    )
+    .await?;
     first_of(all, &users)
 }
 
@@ -182,13 +189,8 @@ pub async fn bulk_assign(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<BulkAssignView>> {
     let (kind, users) = kind_and_users(&body)?;
-    crate::storage::access::project(
-        &state.db,
-        &actor,
-        id,
-        crate::authz::Permission::TaskManage,
-    )
-    .await?;
+    crate::storage::access::project(&state.db, &actor, id, crate::authz::Permission::TaskManage)
+        .await?;
     let ids = super::tasks::selected_task_ids(&state, &actor, id, &body, None).await?;
     let created =
         assignments::assign(&state.db, &actor, id, &ids, kind, &users, Change::Add).await?;

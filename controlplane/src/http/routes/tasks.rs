@@ -16,7 +16,9 @@ use crate::{
         pagination::Page,
     },
     storage::{
-        annotations, predictions,
+        annotations,
+        assignments::{self, Kind},
+        predictions,
         tasks::{self, Fields, TaskView, Window},
         views::{self, ViewRow},
     },
@@ -453,6 +455,26 @@ const ACTIONS: &[ActionSpec] = &[
             "Every prediction of the selected tasks is deleted for good.",
         )),
     },
+    ActionSpec {
+        id: "delete_annotators",
+        title: "Unassign annotators",
+        order: 103,
+        permission: Permission::TaskManage,
+        dialog: Some((
+            "Unassign annotators of the selected tasks?",
+            "Every annotator assignment of the selected tasks is removed; annotations stay.",
+        )),
+    },
+    ActionSpec {
+        id: "delete_reviewers",
+        title: "Unassign reviewers",
+        order: 104,
+        permission: Permission::TaskManage,
+        dialog: Some((
+            "Unassign reviewers of the selected tasks?",
+            "Every reviewer assignment of the selected tasks is removed; reviews stay.",
+        )),
+    },
 ];
 
 /// An action as `GET /api/dm/actions` lists it.
@@ -600,6 +622,18 @@ pub async fn run_action(
             let n = predictions::delete_for_tasks(&state.db, &actor, project, &ids).await?;
             Ok(Json(
                 serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} predictions")}),
+            ))
+        }
+        "delete_annotators" | "delete_reviewers" => {
+            let kind = if spec.id == "delete_annotators" {
+                Kind::Annotate
+            } else {
+                Kind::Review
+            };
+            let n =
+                assignments::unassign(&state.db, &actor, project, &ids, Some(kind), None).await?;
+            Ok(Json(
+                serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Removed {n} assignments")}),
             ))
         }
         other => Err(ApiError::internal(format!("action {other} has no handler"))),
