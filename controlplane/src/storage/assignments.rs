@@ -208,7 +208,7 @@ pub async fn assign(
                     authz::project_role(Role::parse(org_role)?, membership)
                 },
             );
-            if !role.is_some_and(|r| r >= kind.minimum_role()) {
+            if role.is_none_or(|r| r < kind.minimum_role()) {
                 let work = match kind {
                     Kind::Annotate => "annotate",
                     Kind::Review => "review",
