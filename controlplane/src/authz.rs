@@ -151,7 +151,7 @@ permissions! {
     ProjectChange => "project.change", Project, Manager, "Change project settings and the labeling configuration.";
     ProjectDelete => "project.delete", Project, Manager, "Delete a project.";
     MemberManage => "project.members", Project, Manager, "Add and remove project members, set project roles, pause annotators.";
-    TaskManage => "task.manage", Project, Manager, "Import, change and delete tasks.";
+    TaskManage => "task.manage", Project, Manager, "Import, change and delete tasks; assign them to annotators and reviewers.";
     AnnotationCreate => "annotation.create", Project, Annotator, "Take tasks from the label stream, create annotations and change or delete one's own.";
     AnnotationManage => "annotation.manage", Project, Reviewer, "Change or delete other people's annotations.";
     ReviewCreate => "review.create", Project, Reviewer, "Review other people's annotations (accept, fix and accept, reject), change and delete reviews, take annotations from the review stream.";
@@ -958,6 +958,32 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep("GET", "/api/projects/{id}/tasks", Needs(P::ProjectView)),
     ep("DELETE", "/api/projects/{id}/tasks", Needs(P::TaskManage)),
+    // Task assignments (manual distribution, ADR 0039).
+    ep(
+        "GET",
+        "/api/projects/{id}/tasks/{task_pk}/assignees",
+        Needs(P::TaskManage),
+    ),
+    ep(
+        "POST",
+        "/api/projects/{id}/tasks/{task_pk}/assignees",
+        Needs(P::TaskManage),
+    ),
+    ep(
+        "PATCH",
+        "/api/projects/{id}/tasks/{task_pk}/assignees",
+        Needs(P::TaskManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/projects/{id}/tasks/{task_pk}/assignees",
+        Needs(P::TaskManage),
+    ),
+    ep(
+        "POST",
+        "/api/projects/{id}/tasks/assignees",
+        Needs(P::TaskManage),
+    ),
     ep("POST", "/api/projects/{id}/import", Needs(P::TaskManage)),
     ep(
         "GET",

@@ -48,6 +48,9 @@ pub enum ErrorCode {
     /// The project requires a comment when an annotation is rejected
     /// (`review_settings.require_comment_on_reject`).
     CommentRequired,
+    /// A user named for a task assignment is not a project member whose role may do that work
+    /// (annotate for `AN`, review for `RE`); `detail` names the user.
+    InvalidAssignee,
     /// The object already exists or conflicts with the current state.
     Conflict,
     /// The field is declared in a custom resource and owned by Git; change it there.
@@ -124,7 +127,8 @@ impl ErrorCode {
             | ErrorCode::PathNotAllowed
             | ErrorCode::MlBackendUnreachable
             | ErrorCode::StorageUnreachable
-            | ErrorCode::CommentRequired => StatusCode::BAD_REQUEST,
+            | ErrorCode::CommentRequired
+            | ErrorCode::InvalidAssignee => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidLink | ErrorCode::LinkExpired | ErrorCode::CsrfFailed => {
                 StatusCode::FORBIDDEN
             }

@@ -2,6 +2,8 @@
 
 #[path = "suites/agreement.rs"]
 mod agreement;
+#[path = "suites/assignments.rs"]
+mod assignments;
 mod common;
 #[path = "suites/crash.rs"]
 mod crash;

@@ -69,6 +69,33 @@ pub enum ReviewSampling {
     Random,
 }
 
+/// How the label stream distributes tasks
+/// (`assignment_settings.label_stream_task_distribution`, ADR 0039).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskDistribution {
+    /// Every annotator takes tasks from the shared queue (overlap, reservations, sampling).
+    #[default]
+    AutoDistribution,
+    /// Annotators get only the tasks a manager assigned to them, in task order.
+    AssignedOnly,
+}
+
+/// Label Studio Enterprise's `assignment_settings` of a project (ADR 0039).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssignmentSettings {
+    /// Automatic or manual distribution of the label stream.
+    pub label_stream_task_distribution: TaskDistribution,
+}
+
+impl AssignmentSettings {
+    /// Whether annotators get only the tasks assigned to them.
+    pub fn manual(self) -> bool {
+        self.label_stream_task_distribution == TaskDistribution::AssignedOnly
+    }
+}
+
 /// Label Studio Enterprise's `review_settings` of a project (ADR 0024).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -92,6 +119,8 @@ pub struct ReviewSettings {
     pub sampling: ReviewSampling,
     /// Hide who wrote an annotation from reviewers (the review stream and annotation reads).
     pub anonymize_annotations: bool,
+    /// The review stream offers reviewers only tasks assigned to them for review (ADR 0039).
+    pub review_only_manual_assignments: bool,
 }
 
 impl Default for ReviewSettings {
@@ -106,6 +135,7 @@ impl Default for ReviewSettings {
             show_instruction: false,
             sampling: ReviewSampling::TaskId,
             anonymize_annotations: false,
+            review_only_manual_assignments: false,
         }
     }
 }
@@ -192,6 +222,8 @@ pub struct ProjectSettings {
     pub is_published: bool,
     /// Review workflow settings (ADR 0024).
     pub review_settings: ReviewSettings,
+    /// Label stream distribution: automatic or manual assignments (ADR 0039).
+    pub assignment_settings: AssignmentSettings,
     /// Label Studio Enterprise: each annotator's cap on annotations (submitted or skipped) in
     /// the project; reaching it pauses them (`ANNOTATION_LIMIT`). Null: no cap.
     pub annotation_limit_count: Option<i64>,
@@ -287,6 +319,7 @@ impl Default for ProjectSettings {
             is_draft: false,
             is_published: false,
             review_settings: ReviewSettings::default(),
+            assignment_settings: AssignmentSettings::default(),
             annotation_limit_count: None,
             annotation_limit_percent: None,
             annotator_evaluation_enabled: false,
@@ -323,9 +356,14 @@ pub fn merge_settings(
     };
     for key in setting_keys() {
         if let Some(value) = patch.get(&key) {
-            // Review settings are patched key by key (a partial object keeps the other keys).
+            // Review and assignment settings are patched key by key (a partial object keeps
+            // the other keys).
             let value = match (key.as_str(), value, merged.get(&key)) {
-                ("review_settings", Value::Object(part), Some(Value::Object(old))) => {
+                (
+                    "review_settings" | "assignment_settings",
+                    Value::Object(part),
+                    Some(Value::Object(old)),
+                ) => {
                     let mut whole = old.clone();
                     for (k, v) in part {
                         whole.insert(k.clone(), v.clone());
@@ -534,6 +572,32 @@ mod tests {
                 .0,
             "maximum_annotations"
         );
+    }
+
+    #[test]
+    fn assignment_settings_default_auto_and_refuse_unknown_values() {
+        let s = ProjectSettings::default();
+        assert!(!s.assignment_settings.manual());
+        assert_eq!(
+            serde_json::to_value(s.assignment_settings).expect("json"),
+            json!({"label_stream_task_distribution": "auto_distribution"})
+        );
+        let patch =
+            json!({"assignment_settings": {"label_stream_task_distribution": "assigned_only"}});
+        let manual = merge_settings(&s, patch.as_object().expect("obj")).expect("merged");
+        assert!(manual.assignment_settings.manual());
+        // A partial object keeps the mode.
+        let patch = json!({"assignment_settings": {}});
+        let kept = merge_settings(&manual, patch.as_object().expect("obj")).expect("merged");
+        assert!(kept.assignment_settings.manual());
+        for bad in [
+            json!({"assignment_settings": {"label_stream_task_distribution": "round_robin"}}),
+            json!({"assignment_settings": {"unknown": true}}),
+            json!({"assignment_settings": "assigned_only"}),
+        ] {
+            let err = merge_settings(&manual, bad.as_object().expect("obj")).expect_err("refused");
+            assert_eq!(err.0, "assignment_settings");
+        }
     }
 
     #[test]

@@ -141,6 +141,13 @@ pub async fn remove(db: &Db, actor: &Actor, project_id: i64, user_ids: &[i64]) -
                 .bind(user)
                 .execute(&mut *tx)
                 .await?;
+            // Their task assignments go with the membership (ADR 0039): added again, they
+            // start without assignments rather than with stale ones.
+            sqlx::query("delete from task_assignment where project_id = $1 and user_id = $2")
+                .bind(project_id)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
         }
         audit!(
             tx,

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod agreement;
 pub mod annotations;
 pub mod annotator_stats;
+pub mod assignments;
 pub mod audit;
 pub mod cloudstorages;
 pub mod comments;

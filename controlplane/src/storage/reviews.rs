@@ -20,7 +20,7 @@ use super::{
     format_micros, now_micros, with_read, with_tx,
 };
 use crate::{
-    authz::{Actor, Permission},
+    authz::{Actor, Permission, Role},
     domain::project::{RequeueMode, ReviewCriteria, ReviewSampling},
     error::{ApiError, ApiResult, ErrorCode},
     storage::tasks::{self, TaskView, Visible},
@@ -897,6 +897,14 @@ pub async fn next(
     );
     if rs.only_finished_tasks {
         conditions.push_str(" and t.is_labeled");
+    }
+    // Reviewers review only the tasks assigned to them for review (ADR 0039); managers and
+    // above are not restricted.
+    if rs.review_only_manual_assignments && access.role < Role::Manager {
+        conditions.push_str(
+            " and exists (select 1 from task_assignment ta where ta.task_id = a.task_id \
+             and ta.user_id = $2 and ta.type = 'RE')",
+        );
     }
     if rs.review_criteria == ReviewCriteria::One {
         conditions.push_str(

@@ -1525,6 +1525,22 @@ pub async fn list(
         ));
     }
     let project = access.row;
+    // In a manually distributed project annotators see only the tasks assigned to them.
+    let restricted;
+    let query = if access.role == Role::Annotator && project.settings().assignment_settings.manual()
+    {
+        restricted = TaskQuery {
+            condition: format!(
+                "{} and {}",
+                query.condition,
+                super::assignments::assigned_sql(actor.user_id, super::assignments::Kind::Annotate)
+            ),
+            ..query.clone()
+        };
+        &restricted
+    } else {
+        query
+    };
     let filtered = query.condition != "true";
     let n = query.params.len();
     let (total, rows, ids): (i64, Vec<TaskRow>, Vec<i64>) = with_read!(db, conn, {
@@ -1813,6 +1829,8 @@ pub async fn delete_many(
 
 /// The queue name of a task handed back for rework after a rejection.
 const REWORK_QUEUE: &str = "Rework queue";
+/// The queue name of a task assigned to the annotator (manual distribution, ADR 0039).
+const MANUAL_QUEUE: &str = "Manually assigned queue";
 
 /// Picks the next task for the actor and reserves it. Inside one transaction that holds the
 /// project's row lock (PostgreSQL) or the single writer (SQLite), so two annotators can never
@@ -1876,7 +1894,10 @@ pub async fn next(
             lock_id
         }};
     }
-    let picked: Option<(i64, String, String)> = with_tx!(db, tx, {
+    // Manual distribution applies to annotators and reviewers; managers and above keep the
+    // shared queue (ADR 0039).
+    let manual = settings.assignment_settings.manual() && access.role < Role::Manager;
+    let picked: Option<(i64, Option<String>, String)> = with_tx!(db, tx, {
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
         // A pause or removal that landed since the check above counts.
         crate::recheck_project_access!(tx, actor, project_id, Permission::AnnotationCreate)?;
@@ -1896,7 +1917,7 @@ pub async fn next(
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((id, lock)) = held {
-            return Ok::<_, ApiError>(Some((id, lock, "Task lock".to_string())));
+            return Ok::<_, ApiError>(Some((id, Some(lock), "Task lock".to_string())));
         }
         // 1b. Rework: an annotation of this user that a reviewer rejected and requeued to
         // them (ADR 0024); it leaves the queue when they change it.
@@ -1910,7 +1931,39 @@ pub async fn next(
         .await?;
         if let Some(task_id) = rework {
             let lock_id = reserve!(tx, task_id);
-            return Ok(Some((task_id, lock_id, REWORK_QUEUE.to_string())));
+            return Ok(Some((task_id, Some(lock_id), REWORK_QUEUE.to_string())));
+        }
+        // 1a. Manual distribution (ADR 0039): annotators get only the tasks assigned to them,
+        // in task order, whatever their overlap; nobody else takes them from this stream, so
+        // no reservation is needed.
+        if manual {
+            let assigned =
+                super::assignments::assigned_sql(user, super::assignments::Kind::Annotate);
+            let mine: Option<i64> = sqlx::query_scalar(&format!(
+                "select t.id from task t where t.project_id = $1 and {assigned} \
+                 and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+                 order by t.id limit 1"
+            ))
+            .bind(project_id)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(task_id) = mine {
+                return Ok(Some((task_id, None, MANUAL_QUEUE.to_string())));
+            }
+            if settings.skip_queue != SkipQueue::RequeueForMe {
+                return Ok(None);
+            }
+            // Their own skipped assigned tasks come back last.
+            let skipped: Option<i64> = sqlx::query_scalar(&format!(
+                "select t.id from task t join annotation a on a.task_id = t.id and a.completed_by = $2 and a.was_cancelled \
+                 where t.project_id = $1 and {assigned} order by a.updated_at, t.id limit 1"
+            ))
+            .bind(project_id)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+            return Ok(skipped.map(|id| (id, None, "Skipped queue".to_string())));
         }
         // 1c. Onboarding: ground-truth tasks first (overlap does not apply to them), while the
         // user has done fewer than the project's onboarding quota, or always with the open
@@ -1969,7 +2022,7 @@ pub async fn next(
         }
         if let Some((task_id, queue)) = special {
             let lock_id = reserve!(tx, task_id);
-            return Ok(Some((task_id, lock_id, queue.to_string())));
+            return Ok(Some((task_id, Some(lock_id), queue.to_string())));
         }
         // 2. A task with capacity left that this user has not annotated.
         let candidate_sql = format!(
@@ -2017,7 +2070,7 @@ pub async fn next(
             None => return Ok(None),
         };
         let lock_id = reserve!(tx, task_id);
-        Ok(Some((task_id, lock_id, queue.to_string())))
+        Ok(Some((task_id, Some(lock_id), queue.to_string())))
     })?;
     let Some((task_id, lock_id, queue)) = picked else {
         return Err(ApiError::new(
@@ -2054,7 +2107,7 @@ pub async fn next(
     {
         preds.retain(|p| p.model_version == settings.model_version);
     }
-    view.unique_lock_id = Some(lock_id);
+    view.unique_lock_id = lock_id;
     view.queue = Some(queue);
     Ok(view)
 }

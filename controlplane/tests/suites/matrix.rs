@@ -728,6 +728,18 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         ("POST", "/api/projects/validate") | ("POST", "/api/projects/{id}/validate") => {
             Some(json!({"label_config": TEXT_CONFIG}))
         }
+        // The owner may annotate in every project of A: a valid assignee wherever allowed.
+        ("POST", "/api/projects/{id}/tasks/{task_pk}/assignees")
+        | ("PATCH", "/api/projects/{id}/tasks/{task_pk}/assignees") => {
+            Some(json!({"type": "AN", "users": [f.users[&Role::Owner]]}))
+        }
+        ("DELETE", "/api/projects/{id}/tasks/{task_pk}/assignees") => {
+            path.push_str("?type=AN");
+            None
+        }
+        ("POST", "/api/projects/{id}/tasks/assignees") => Some(json!({
+            "type": "AN", "users": [f.users[&Role::Owner]], "selectedItems": {"all": true}
+        })),
         ("POST", "/api/projects/{id}/members") => Some(json!({"user": member})),
         ("DELETE", "/api/projects/{id}/members") => {
             path.push_str(&format!("?user={member}"));

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod agreement;
 pub mod annotations;
+pub mod assignments;
 pub mod dashboards;
 pub mod exports;
 pub mod imports;
@@ -79,6 +80,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(projects::router())
         .merge(tasks::router())
+        .merge(assignments::router())
         .merge(views::router())
         .merge(imports::router())
         .merge(uploads::router())

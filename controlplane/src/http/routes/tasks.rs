@@ -16,7 +16,9 @@ use crate::{
         pagination::Page,
     },
     storage::{
-        annotations, predictions,
+        annotations,
+        assignments::{self, Kind},
+        predictions,
         tasks::{self, Fields, TaskView, Window},
         views::{self, ViewRow},
     },
@@ -453,6 +455,26 @@ const ACTIONS: &[ActionSpec] = &[
             "Every prediction of the selected tasks is deleted for good.",
         )),
     },
+    ActionSpec {
+        id: "delete_annotators",
+        title: "Unassign annotators",
+        order: 103,
+        permission: Permission::TaskManage,
+        dialog: Some((
+            "Unassign annotators of the selected tasks?",
+            "Every annotator assignment of the selected tasks is removed; annotations stay.",
+        )),
+    },
+    ActionSpec {
+        id: "delete_reviewers",
+        title: "Unassign reviewers",
+        order: 104,
+        permission: Permission::TaskManage,
+        dialog: Some((
+            "Unassign reviewers of the selected tasks?",
+            "Every reviewer assignment of the selected tasks is removed; reviews stay.",
+        )),
+    },
 ];
 
 /// An action as `GET /api/dm/actions` lists it.
@@ -594,25 +616,7 @@ pub async fn perform_action(
     let access =
         crate::storage::access::project(&state.db, actor, project, Permission::TaskManage).await?;
     actor.require_in(Some(access.role), spec.permission)?;
-    let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
-    if !selected.is_object() {
-        return Err(ApiError::field(
-            ErrorCode::ValidationError,
-            "selectedItems",
-            "this field is required: {\"all\": false, \"included\": [ids]} or {\"all\": true, \"excluded\": [ids]}",
-        ));
-    }
-    // As in Label Studio, a view's filters take priority over the body's.
-    let mut query = serde_json::json!({"selectedItems": selected});
-    if let Some(filters) = body
-        .get("filters")
-        .filter(|f| !f.is_null() && view.is_none())
-    {
-        query["filters"] = filters.clone();
-    }
-    let query = with_view(view, query);
-    let query = tasks::task_query(state.db.dialect(), &query, false)?;
-    let ids = collect_ids(state, actor, project, &query).await?;
+    let ids = selected_task_ids(state, actor, project, body, view).await?;
     match spec.id {
         "delete_tasks" => {
             let deleted = tasks::delete_many(&state.db, actor, project, Some(&ids)).await?;
@@ -652,6 +656,18 @@ pub async fn perform_action(
                 serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} predictions")}),
             )
         }
+        "delete_annotators" | "delete_reviewers" => {
+            let kind = if spec.id == "delete_annotators" {
+                Kind::Annotate
+            } else {
+                Kind::Review
+            };
+            let n =
+                assignments::unassign(&state.db, actor, project, &ids, Some(kind), None).await?;
+            Ok(
+                serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Removed {n} assignments")}),
+            )
+        }
         other => Err(ApiError::internal(format!("action {other} has no handler"))),
     }
 }
@@ -675,6 +691,36 @@ async fn tasks_emit(
         subject,
     )
     .await;
+}
+
+/// The ids of the tasks a data-manager request selects: its `selectedItems` (required),
+/// narrowed by the view's filters or, without a view, by the body's `filters`.
+pub(crate) async fn selected_task_ids(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    body: &Map<String, Value>,
+    view: Option<&ViewRow>,
+) -> ApiResult<Vec<i64>> {
+    let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
+    if !selected.is_object() {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "selectedItems",
+            "this field is required: {\"all\": false, \"included\": [ids]} or {\"all\": true, \"excluded\": [ids]}",
+        ));
+    }
+    // As in Label Studio, a view's filters take priority over the body's.
+    let mut query = serde_json::json!({"selectedItems": selected});
+    if let Some(filters) = body
+        .get("filters")
+        .filter(|f| !f.is_null() && view.is_none())
+    {
+        query["filters"] = filters.clone();
+    }
+    let query = with_view(view, query);
+    let query = tasks::task_query(state.db.dialect(), &query, false)?;
+    collect_ids(state, actor, project, &query).await
 }
 
 async fn collect_ids(

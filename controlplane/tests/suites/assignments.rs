@@ -1,0 +1,280 @@
+//! Manual distribution (ADR 0039): the `assignment_settings` project setting, task assignments
+//! per task and for a data-manager selection, the label stream and task list of an
+//! `assigned_only` project, the review stream with `review_only_manual_assignments`, and the
+//! data-manager actions that remove assignments. Each through the API, on both engines.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use verity_controlplane::authz::Role;
+
+use crate::both_backends;
+use crate::common::{TestApp, choice};
+
+/// A new organization member with `role`, added to project `p` (with a project role when
+/// given); answers the token and the user id.
+async fn member(
+    app: &TestApp,
+    p: i64,
+    email: &str,
+    role: Role,
+    project_role: Option<&str>,
+) -> (String, i64) {
+    let token = app.user(email, role).await;
+    app.add_member(p, &token, project_role).await;
+    let id = app.user_id(&token).await;
+    (token, id)
+}
+
+fn assignees_url(p: i64, task: i64) -> String {
+    format!("/api/projects/{p}/tasks/{task}/assignees")
+}
+
+/// The task's assignees of `kind`, sorted.
+async fn assignees(app: &TestApp, p: i64, task: i64, kind: &str) -> Vec<i64> {
+    let list = app
+        .get(&assignees_url(p, task), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    let mut users: Vec<i64> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|a| a["type"] == json!(kind))
+        .filter_map(|a| a["assignee"].as_i64())
+        .collect();
+    users.sort_unstable();
+    users
+}
+
+async fn next(app: &TestApp, p: i64, token: &str) -> Value {
+    app.get(&format!("/api/projects/{p}/next"), token)
+        .await
+        .expect(StatusCode::OK)
+}
+
+async fn submit(app: &TestApp, task: i64, token: &str) {
+    app.post(
+        &format!("/api/tasks/{task}/annotations"),
+        token,
+        json!({"result": choice("pos")}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+}
+
+async fn listed_ids(app: &TestApp, p: i64, token: &str) -> Vec<i64> {
+    let page = app
+        .get(&format!("/api/tasks?project={p}&fields=task_only"), token)
+        .await
+        .expect(StatusCode::OK);
+    page["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|t| t["id"].as_i64())
+        .collect()
+}
+
+both_backends! {
+    async fn assignment_settings_are_project_settings(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let shown = app.project(p).await;
+        assert_eq!(shown["assignment_settings"], json!({"label_stream_task_distribution": "auto_distribution"}), "{shown}");
+        assert_eq!(shown["review_settings"]["review_only_manual_assignments"], json!(false), "{shown}");
+        let changed = app.patch(&format!("/api/projects/{p}"), &app.owner, json!({
+            "assignment_settings": {"label_stream_task_distribution": "assigned_only"},
+            "review_settings": {"review_only_manual_assignments": true},
+        })).await.expect(StatusCode::OK);
+        assert_eq!(changed["assignment_settings"]["label_stream_task_distribution"], json!("assigned_only"));
+        assert_eq!(changed["review_settings"]["review_only_manual_assignments"], json!(true));
+        // Unknown values and keys: 400 naming the setting, nothing saved (the title neither).
+        for bad in [
+            json!({"title": "Renamed", "assignment_settings": {"label_stream_task_distribution": "round_robin"}}),
+            json!({"title": "Renamed", "assignment_settings": {"mode": "manual"}}),
+        ] {
+            let e = app.patch(&format!("/api/projects/{p}"), &app.owner, bad.clone()).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+            assert!(e["validation_errors"].get("assignment_settings").is_some(), "{bad}: {e}");
+        }
+        let kept = app.project(p).await;
+        assert_eq!(kept["assignment_settings"]["label_stream_task_distribution"], json!("assigned_only"));
+        assert_ne!(kept["title"], json!("Renamed"));
+    }
+
+    async fn assignments_per_task_and_their_validation(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let tasks = app.mk_tasks(&app.owner, p, 2).await;
+        let t = tasks[0];
+        let (a_token, a) = member(&app, p, "as-a@example.com", Role::Annotator, None).await;
+        let (_, b) = member(&app, p, "as-b@example.com", Role::Annotator, None).await;
+        let (_, r) = member(&app, p, "as-r@example.com", Role::Reviewer, Some("reviewer")).await;
+        let outsider = app.user("as-out@example.com", Role::Annotator).await;
+        let o = app.user_id(&outsider).await;
+
+        let made = app.post(&assignees_url(p, t), &app.owner, json!({"type": "AN", "users": [a]})).await.expect(StatusCode::CREATED);
+        assert_eq!((made["task"].clone(), made["assignee"].clone(), made["type"].clone()), (json!(t), json!(a), json!("AN")), "{made}");
+        assert!(made["id"].as_i64().is_some() && made["created_at"].is_string(), "{made}");
+        // Idempotent.
+        app.post(&assignees_url(p, t), &app.owner, json!({"type": "AN", "users": [a]})).await.expect(StatusCode::CREATED);
+        assert_eq!(assignees(&app, p, t, "AN").await, vec![a]);
+
+        // Not a member, or a role that may not review: 400 naming the user, nothing written.
+        let e = app.post(&assignees_url(p, t), &app.owner, json!({"type": "AN", "users": [b, o]})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_assignee");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains(&format!("user {o} "))), "{e}");
+        assert_eq!(assignees(&app, p, t, "AN").await, vec![a]);
+        let e = app.post(&assignees_url(p, t), &app.owner, json!({"type": "RE", "users": [a]})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_assignee");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains(&format!("user {a} ")) && d.contains("review")), "{e}");
+        assert!(assignees(&app, p, t, "RE").await.is_empty());
+        for bad in [json!({"type": "XX", "users": [a]}), json!({"users": [a]}), json!({"type": "AN", "users": "a"}), json!({"type": "AN", "users": []})] {
+            app.post(&assignees_url(p, t), &app.owner, bad).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        }
+        // A task of another project is not found; annotators may not manage assignments.
+        let other = app.mk_project(&app.owner, json!({})).await;
+        let foreign = app.mk_tasks(&app.owner, other, 1).await[0];
+        app.post(&assignees_url(p, foreign), &app.owner, json!({"type": "AN", "users": [a]})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.get(&assignees_url(p, t), &a_token).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.post(&assignees_url(p, t), &a_token, json!({"type": "AN", "users": [a]})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+        // Reviewer assignment; PATCH replaces one type only; DELETE by type and user.
+        app.post(&assignees_url(p, t), &app.owner, json!({"type": "RE", "users": [r]})).await.expect(StatusCode::CREATED);
+        let replaced = app.patch(&assignees_url(p, t), &app.owner, json!({"type": "AN", "users": [b]})).await.expect(StatusCode::OK);
+        assert_eq!(replaced["assignee"], json!(b));
+        assert_eq!(assignees(&app, p, t, "AN").await, vec![b]);
+        assert_eq!(assignees(&app, p, t, "RE").await, vec![r]);
+        app.delete(&format!("{}?type=RE", assignees_url(p, t)), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        assert!(assignees(&app, p, t, "RE").await.is_empty());
+        app.post(&assignees_url(p, t), &app.owner, json!({"type": "AN", "users": [a]})).await.expect(StatusCode::CREATED);
+        app.delete(&format!("{}?type=AN&users={b}", assignees_url(p, t)), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        assert_eq!(assignees(&app, p, t, "AN").await, vec![a]);
+        app.delete(&format!("{}?users=x", assignees_url(p, t)), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        assert!(actions.iter().any(|a| a == "task.assignments.add") && actions.iter().any(|a| a == "task.assignments.remove"), "{actions:?}");
+
+        // Removing a member removes their assignments; deleting a task removes its own.
+        app.post(&assignees_url(p, tasks[1]), &app.owner, json!({"type": "AN", "users": [a, b]})).await.expect(StatusCode::CREATED);
+        app.delete(&format!("/api/projects/{p}/members?user={b}"), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        assert_eq!(assignees(&app, p, tasks[1], "AN").await, vec![a]);
+        app.delete(&format!("/api/tasks/{t}"), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        assert_eq!(app.sql(&format!("delete from task_assignment where task_id = {t}")).await, Ok(0));
+    }
+
+    async fn bulk_assignment_by_selection_and_filter(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let t = app.mk_tasks(&app.owner, p, 6).await;
+        let (_, a) = member(&app, p, "bulk-a@example.com", Role::Annotator, None).await;
+        let outsider = app.user("bulk-out@example.com", Role::Annotator).await;
+        let o = app.user_id(&outsider).await;
+        let url = format!("/api/projects/{p}/tasks/assignees");
+
+        let done = app.post(&url, &app.owner, json!({"type": "AN", "users": [a], "selectedItems": {"all": false, "included": [t[0], t[1]]}})).await.expect(StatusCode::OK);
+        assert_eq!((done["assignments"].clone(), done["task_ids"].clone()), (json!(2), json!([t[0], t[1]])), "{done}");
+        // Again: nothing new.
+        let again = app.post(&url, &app.owner, json!({"type": "AN", "users": [a], "selectedItems": {"all": false, "included": [t[0], t[1]]}})).await.expect(StatusCode::OK);
+        assert_eq!(again["assignments"], json!(0));
+        // Everything but one task, narrowed by a filter.
+        let filtered = app.post(&url, &app.owner, json!({
+            "type": "AN", "users": [a],
+            "selectedItems": {"all": true, "excluded": [t[5]]},
+            "filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": t[2]}]},
+        })).await.expect(StatusCode::OK);
+        assert_eq!((filtered["assignments"].clone(), filtered["task_ids"].clone()), (json!(2), json!([t[3], t[4]])), "{filtered}");
+        for task in [t[0], t[1], t[3], t[4]] {
+            assert_eq!(assignees(&app, p, task, "AN").await, vec![a], "task {task}");
+        }
+        for task in [t[2], t[5]] {
+            assert!(assignees(&app, p, task, "AN").await.is_empty(), "task {task}");
+        }
+        // A user who may not annotate here: 400, and none of the selection is assigned.
+        app.post(&url, &app.owner, json!({"type": "AN", "users": [a, o], "selectedItems": {"all": true}})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_assignee");
+        assert!(assignees(&app, p, t[2], "AN").await.is_empty());
+        app.post(&url, &app.owner, json!({"type": "AN", "users": [a]})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+    }
+
+    async fn manual_stream_gives_assigned_tasks_in_order(app) {
+        let p = app.mk_project(&app.owner, json!({"assignment_settings": {"label_stream_task_distribution": "assigned_only"}})).await;
+        let t = app.mk_tasks(&app.owner, p, 5).await;
+        let (a_token, a) = member(&app, p, "man-a@example.com", Role::Annotator, None).await;
+        let (b_token, b) = member(&app, p, "man-b@example.com", Role::Annotator, None).await;
+        let (c_token, _) = member(&app, p, "man-c@example.com", Role::Annotator, None).await;
+        // Assigned out of order: the stream goes by task id.
+        app.post(&assignees_url(p, t[3]), &app.owner, json!({"type": "AN", "users": [a]})).await.expect(StatusCode::CREATED);
+        app.post(&assignees_url(p, t[1]), &app.owner, json!({"type": "AN", "users": [a, b]})).await.expect(StatusCode::CREATED);
+        app.post(&assignees_url(p, t[2]), &app.owner, json!({"type": "AN", "users": [b]})).await.expect(StatusCode::CREATED);
+
+        let first = next(&app, p, &a_token).await;
+        assert_eq!((first["id"].clone(), first["queue"].clone()), (json!(t[1]), json!("Manually assigned queue")), "{first}");
+        assert!(first["unique_lock_id"].is_null(), "no reservation in manual mode: {first}");
+        submit(&app, t[1], &a_token).await;
+        assert_eq!(next(&app, p, &a_token).await["id"], json!(t[3]));
+        submit(&app, t[3], &a_token).await;
+        app.get(&format!("/api/projects/{p}/next"), &a_token).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+        // b gets t1 although it reached its overlap: an assignment is to be done.
+        assert_eq!(next(&app, p, &b_token).await["id"], json!(t[1]));
+        submit(&app, t[1], &b_token).await;
+        assert_eq!(next(&app, p, &b_token).await["id"], json!(t[2]));
+        // Without assignments: nothing.
+        app.get(&format!("/api/projects/{p}/next"), &c_token).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+        // Managers and above keep the shared queue.
+        assert_eq!(next(&app, p, &app.owner).await["id"], json!(t[0]));
+        // Back to automatic distribution: assignments no longer limit the stream.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"assignment_settings": {"label_stream_task_distribution": "auto_distribution"}})).await.expect(StatusCode::OK);
+        let auto = next(&app, p, &c_token).await;
+        assert_eq!(auto["queue"], json!("Sequence queue"), "{auto}");
+        assert!(auto["unique_lock_id"].is_string(), "{auto}");
+    }
+
+    async fn task_list_of_annotators_follows_their_assignments(app) {
+        let p = app.mk_project(&app.owner, json!({"assignment_settings": {"label_stream_task_distribution": "assigned_only"}})).await;
+        let t = app.mk_tasks(&app.owner, p, 4).await;
+        let (a_token, a) = member(&app, p, "list-a@example.com", Role::Annotator, None).await;
+        app.post(&format!("/api/projects/{p}/tasks/assignees"), &app.owner, json!({"type": "AN", "users": [a], "selectedItems": {"all": false, "included": [t[0], t[2]]}})).await.expect(StatusCode::OK);
+        assert_eq!(listed_ids(&app, p, &a_token).await, vec![t[0], t[2]]);
+        let page = app.get(&format!("/api/tasks?project={p}"), &a_token).await.expect(StatusCode::OK);
+        assert_eq!(page["total"], json!(2), "{page}");
+        assert_eq!(listed_ids(&app, p, &app.owner).await, t);
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"assignment_settings": {"label_stream_task_distribution": "auto_distribution"}})).await.expect(StatusCode::OK);
+        assert_eq!(listed_ids(&app, p, &a_token).await, t);
+    }
+
+    async fn review_stream_with_review_only_manual_assignments(app) {
+        let p = app.mk_project(&app.owner, json!({"review_settings": {"review_only_manual_assignments": true}})).await;
+        let t = app.mk_tasks(&app.owner, p, 3).await;
+        let (a_token, _) = member(&app, p, "rv-a@example.com", Role::Annotator, None).await;
+        let (r1_token, r1) = member(&app, p, "rv-r1@example.com", Role::Reviewer, Some("reviewer")).await;
+        let (r2_token, _) = member(&app, p, "rv-r2@example.com", Role::Reviewer, Some("reviewer")).await;
+        for task in &t {
+            submit(&app, *task, &a_token).await;
+        }
+        app.post(&assignees_url(p, t[1]), &app.owner, json!({"type": "RE", "users": [r1]})).await.expect(StatusCode::CREATED);
+        let url = format!("/api/projects/{p}/review/next");
+        let got = app.get(&url, &r1_token).await.expect(StatusCode::OK);
+        assert_eq!(got["id"], json!(t[1]), "only the assigned task: {got}");
+        app.get(&url, &r2_token).await.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
+        // Managers and above are not restricted; without the setting nobody is.
+        assert_eq!(app.get(&url, &app.owner).await.expect(StatusCode::OK)["id"], json!(t[0]));
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"review_settings": {"review_only_manual_assignments": false}})).await.expect(StatusCode::OK);
+        assert_eq!(app.get(&url, &r2_token).await.expect(StatusCode::OK)["id"], json!(t[2]));
+    }
+
+    async fn data_manager_actions_remove_assignments(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let t = app.mk_tasks(&app.owner, p, 2).await;
+        let (_, a) = member(&app, p, "dm-a@example.com", Role::Annotator, None).await;
+        let (_, r) = member(&app, p, "dm-r@example.com", Role::Reviewer, Some("reviewer")).await;
+        let bulk = format!("/api/projects/{p}/tasks/assignees");
+        let all = json!({"all": true});
+        app.post(&bulk, &app.owner, json!({"type": "AN", "users": [a], "selectedItems": all})).await.expect(StatusCode::OK);
+        app.post(&bulk, &app.owner, json!({"type": "RE", "users": [r], "selectedItems": all})).await.expect(StatusCode::OK);
+        let listed = app.get(&format!("/api/dm/actions?project={p}"), &app.owner).await.expect(StatusCode::OK);
+        let ids: Vec<&str> = listed.as_array().expect("list").iter().filter_map(|a| a["id"].as_str()).collect();
+        assert!(ids.contains(&"delete_annotators") && ids.contains(&"delete_reviewers"), "{ids:?}");
+
+        let done = app.post(&format!("/api/dm/actions?id=delete_annotators&project={p}"), &app.owner, json!({"selectedItems": {"all": false, "included": [t[0]]}})).await.expect(StatusCode::OK);
+        assert_eq!(done["processed_items"], json!(1), "{done}");
+        assert!(assignees(&app, p, t[0], "AN").await.is_empty());
+        assert_eq!(assignees(&app, p, t[0], "RE").await, vec![r]);
+        assert_eq!(assignees(&app, p, t[1], "AN").await, vec![a]);
+        app.post(&format!("/api/dm/actions?id=delete_reviewers&project={p}"), &app.owner, json!({"selectedItems": {"all": true}})).await.expect(StatusCode::OK);
+        assert!(assignees(&app, p, t[0], "RE").await.is_empty() && assignees(&app, p, t[1], "RE").await.is_empty());
+        assert_eq!(assignees(&app, p, t[1], "AN").await, vec![a]);
+    }
+}
