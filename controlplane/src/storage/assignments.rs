@@ -352,6 +352,23 @@ pub async fn unassign_task(
     unassign(db, actor, project_id, &[task_id], kind, users).await
 }
 
+/// Whether an annotator of a manually distributed project may read the task: it is assigned
+/// to them for annotation, or holds an annotation of theirs.
+pub async fn may_read(db: &Db, task_id: i64, user: i64) -> ApiResult<bool> {
+    let found: Option<i64> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select task_id from task_assignment where task_id = $1 and user_id = $2 and type = 'AN' \
+             union all select task_id from annotation where task_id = $1 and completed_by = $2 \
+             limit 1",
+        )
+        .bind(task_id)
+        .bind(user)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(found.is_some())
+}
+
 /// Assignment information of tasks for the task list: `(task, user, type)` rows.
 pub async fn for_tasks(db: &Db, task_ids: &[i64]) -> ApiResult<Vec<(i64, i64, String)>> {
     let mut out = Vec::new();

@@ -357,6 +357,15 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow], visible: Visible) -> ApiResu
 /// One task with its annotations and predictions.
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     let (row, project) = get_with_project(db, actor, id, Permission::ProjectView).await?;
+    // In a manually distributed project an annotator reads only the tasks assigned to them
+    // (as the task list shows them) and those they annotated (a task sent back for rework);
+    // another task is not found, as in the list (ADR 0039).
+    if project.role == Role::Annotator
+        && project.row.settings().assignment_settings.manual()
+        && !super::assignments::may_read(db, id, actor.user_id).await?
+    {
+        return Err(ApiError::not_found("task"));
+    }
     let visible = Visible::for_access(actor, &project);
     let mut views = with_nested(db, std::slice::from_ref(&row), visible).await?;
     let criteria = project.row.settings().review_settings.review_criteria;

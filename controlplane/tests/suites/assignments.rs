@@ -231,8 +231,18 @@ both_backends! {
         let page = app.get(&format!("/api/tasks?project={p}"), &a_token).await.expect(StatusCode::OK);
         assert_eq!(page["total"], json!(2), "{page}");
         assert_eq!(listed_ids(&app, p, &app.owner).await, t);
+        // Reading one task by id follows the same rule: a task not assigned is not found.
+        app.get(&format!("/api/tasks/{}", t[0]), &a_token).await.expect(StatusCode::OK);
+        app.get(&format!("/api/tasks/{}", t[1]), &a_token).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.get(&format!("/api/tasks/{}", t[1]), &app.owner).await.expect(StatusCode::OK);
+        // A task they annotated stays readable after it is unassigned (their own work).
+        submit(&app, t[2], &a_token).await;
+        app.delete(&format!("{}?type=AN&users={a}", assignees_url(p, t[2])), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        assert_eq!(listed_ids(&app, p, &a_token).await, vec![t[0]]);
+        app.get(&format!("/api/tasks/{}", t[2]), &a_token).await.expect(StatusCode::OK);
         app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"assignment_settings": {"label_stream_task_distribution": "auto_distribution"}})).await.expect(StatusCode::OK);
         assert_eq!(listed_ids(&app, p, &a_token).await, t);
+        app.get(&format!("/api/tasks/{}", t[1]), &a_token).await.expect(StatusCode::OK);
     }
 
     async fn review_stream_with_review_only_manual_assignments(app) {
