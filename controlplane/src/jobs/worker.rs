@@ -360,11 +360,13 @@ pub async fn run(
         if permit.num_permits() > free && !in_hand.running_younger_than(AHEAD_AGE) {
             if free == 0 {
                 drop(permit);
-                // Until a slot frees up (the jobs waiting for one get theirs first).
+                // Until a slot frees up (the jobs waiting for one get theirs first; a job just
+                // spawned may not be waiting yet, so let it run before looking again).
                 tokio::select! {
                     s = slots.clone().acquire_owned() => drop(s),
                     _ = stop.wait_for(|s| *s) => stopping = true,
                 }
+                tokio::task::yield_now().await;
                 continue;
             }
             drop(permit.split(permit.num_permits() - free));
