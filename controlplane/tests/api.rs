@@ -317,7 +317,7 @@ both_backends! {
         app.get("/api/projects?page=9223372036854775807&page_size=100", &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         app.get("/api/tasks", &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
         // Filters and ordering.
-        let q = |v: Value| format!("/api/tasks?project={p}&include=id&query={}", urlencode(&v.to_string()));
+        let q = |v: Value| format!("/api/tasks?project={p}&include=id&query={}", common::urlencoding(&v.to_string()));
         let f = app.get(&q(json!({"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:data.text", "operator": "equal", "type": "String", "value": "task 3"}]}})), &app.owner).await.expect(StatusCode::OK);
         assert_eq!(f["tasks"], json!([{"id": ids[3]}]));
         assert_eq!(f["total"], json!(1));
@@ -655,17 +655,6 @@ both_backends! {
         assert_eq!((project["finished_task_number"].clone(), project["total_annotations_number"].clone(), project["num_tasks_with_annotations"].clone()), (json!(0), json!(0), json!(0)));
         assert_eq!(app.get(&format!("/api/tasks/{}", ids[0]), &app.owner).await.expect(StatusCode::OK)["is_labeled"], json!(false));
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// 50 annotators work a project concurrently: no task is ever held by more annotators than its

@@ -125,12 +125,18 @@ pub async fn list(
 ) -> ApiResult<Vec<AssignmentView>> {
     access::project(db, actor, project_id, Permission::TaskManage).await?;
     task_of_project(db, project_id, task_id).await?;
+    of_task(db, task_id, None).await
+}
+
+/// The assignments of a task (of one kind, or all), by kind and user.
+async fn of_task(db: &Db, task_id: i64, kind: Option<Kind>) -> ApiResult<Vec<AssignmentView>> {
     let rows: Vec<Row> = with_read!(db, conn, {
         sqlx::query_as(
             "select id, task_id, user_id, type, created_at from task_assignment \
-             where task_id = $1 order by type, user_id",
+             where task_id = $1 and ($2 = '' or type = $2) order by type, user_id",
         )
         .bind(task_id)
+        .bind(kind.map_or("", Kind::as_str))
         .fetch_all(conn)
         .await?
     });
@@ -150,17 +156,7 @@ pub async fn assign_task(
     access::project(db, actor, project_id, Permission::TaskManage).await?;
     task_of_project(db, project_id, task_id).await?;
     assign(db, actor, project_id, &[task_id], kind, users, change).await?;
-    let rows: Vec<Row> = with_read!(db, conn, {
-        sqlx::query_as(
-            "select id, task_id, user_id, type, created_at from task_assignment \
-             where task_id = $1 and type = $2 order by user_id",
-        )
-        .bind(task_id)
-        .bind(kind.as_str())
-        .fetch_all(conn)
-        .await?
-    });
-    Ok(rows.into_iter().map(Row::view).collect())
+    of_task(db, task_id, Some(kind)).await
 }
 
 /// Assigns `users` to the tasks `task_ids` of the project (ids the caller has selected from

@@ -155,7 +155,7 @@ both_backends! {
 
         // The data manager shows the stored agreement, filters and orders by it.
         let imported_task = imported["task_ids"][0].as_i64().expect("task id");
-        let dm = |q: Value| format!("/api/tasks?project={p}&query={}", crate::urlencode(&q.to_string()));
+        let dm = |q: Value| format!("/api/tasks?project={p}&query={}", crate::common::urlencoding(&q.to_string()));
         let page = app.get(&dm(json!({})), &app.owner).await.expect(StatusCode::OK);
         let agreement_of = |page: &Value, task: i64| {
             page["tasks"].as_array().expect("tasks").iter().find(|t| t["id"] == json!(task)).map(|t| t["agreement"].clone())

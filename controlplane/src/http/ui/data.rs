@@ -18,8 +18,7 @@ use serde_json::{Map, Value, json};
 use super::{
     PageUser, encode, error_page,
     pages::{
-        csrf_refusal, js, no_such_project, path_id, project_header, read_form,
-        serde_urlencoded_from,
+        csrf_refusal, js, project_header, project_page_user, read_form, serde_urlencoded_from,
     },
     redirect, render, user_context,
 };
@@ -541,12 +540,9 @@ async fn data_view(
 /// `GET /projects/{id}/data`.
 pub(super) async fn data_page(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
+    let (user, id) = match project_page_user(&state, &parts).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(id) = path_id(&parts).parse::<i64>() else {
-        return no_such_project(&user);
     };
     let query = data_query(&parts);
     data_view(&state, &user, id, &query, StatusCode::OK, Notice::default()).await
@@ -596,12 +592,9 @@ fn tab_data(tab: Option<&ViewRow>) -> Map<String, Value> {
 /// `delete_tab`, `filters`, `columns` and `action`.
 pub(super) async fn data_post(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
+    let (user, id) = match project_page_user(&state, &parts).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(id) = path_id(&parts).parse::<i64>() else {
-        return no_such_project(&user);
     };
     let (parts, fields) = match read_form::<Vec<(String, String)>>(&state, parts, body).await {
         Ok(v) => v,

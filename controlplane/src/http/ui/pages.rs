@@ -579,18 +579,17 @@ pub(super) fn project_header(p: &projects::ProjectView, can_change: bool) -> Val
 }
 
 /// The 404 page of a project path whose `{id}` is not a number.
-pub(super) fn no_such_project(user: &PageUser) -> Response {
-    error_page(Some(user), &ApiError::not_found("project"))
-}
-
-pub(super) fn path_id(parts: &Parts) -> String {
-    parts
-        .uri
-        .path()
-        .split('/')
-        .nth(2)
-        .unwrap_or_default()
-        .to_string()
+/// The signed-in user of a `/projects/{id}/…` page and the project id of its path; a path
+/// whose id is not a number answers the not-found page.
+pub(super) async fn project_page_user(
+    state: &AppState,
+    parts: &Parts,
+) -> Result<(PageUser, i64), Response> {
+    let user = super::page_user(state, parts).await?;
+    match parts.uri.path().split('/').nth(2).map(str::parse::<i64>) {
+        Some(Ok(id)) => Ok((user, id)),
+        _ => Err(error_page(Some(&user), &ApiError::not_found("project"))),
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -643,12 +642,9 @@ fn current_values(p: &projects::ProjectView) -> Value {
 /// `GET /projects/{id}/settings`: for those who may change the project (403 otherwise, as the API).
 pub(super) async fn settings_page(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
+    let (user, id) = match project_page_user(&state, &parts).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(id) = path_id(&parts).parse::<i64>() else {
-        return no_such_project(&user);
     };
     if let Err(e) = projects::get_row(&state.db, &user.actor, id, Permission::ProjectChange).await {
         return error_page(Some(&user), &e);
@@ -665,12 +661,9 @@ pub(super) async fn settings_page(State(state): State<AppState>, request: Reques
 /// `POST /projects/{id}/settings`: applies the form through the same update as the API's PATCH.
 pub(super) async fn save_settings(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
+    let (user, id) = match project_page_user(&state, &parts).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(id) = path_id(&parts).parse::<i64>() else {
-        return no_such_project(&user);
     };
     let (_, form) = match read_form::<SettingsForm>(&state, parts, body).await {
         Ok(v) => v,
@@ -750,12 +743,9 @@ pub(super) async fn save_settings(State(state): State<AppState>, request: Reques
 /// through `/api/tasks/{id}/annotations` with the session cookie and CSRF token.
 pub(super) async fn label_page(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
+    let (user, id) = match project_page_user(&state, &parts).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(id) = path_id(&parts).parse::<i64>() else {
-        return no_such_project(&user);
     };
     if let Err(e) =
         projects::get_row(&state.db, &user.actor, id, Permission::AnnotationCreate).await
