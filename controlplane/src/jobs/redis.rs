@@ -67,6 +67,12 @@ struct Enqueue {
     answer: oneshot::Sender<Result<String, JobError>>,
 }
 
+/// Most jobs leased in one script call (its registry update passes them all to one command).
+const LEASE_MAX: usize = 1000;
+
+/// Most jobs acknowledged in one script call (likewise).
+const ACK_CHUNK: usize = 1000;
+
 /// Most jobs enqueued in one script call.
 const ENQUEUE_BATCH: usize = 64;
 
@@ -184,13 +190,17 @@ fn scripts() -> &'static Scripts {
     SCRIPTS.get_or_init(|| Scripts {
         // Enqueues a batch of jobs, in order, each on its own terms (answers 1: enqueued, 0: the
         // id exists already, -1: its dependency does not exist; nothing is written for it).
+        // Queued jobs are appended per queue at the end, in one RPUSH each, and each queue is
+        // named in `rq:queues` once per batch: the script's cost is mostly per Redis call.
+        // `verity_deps` says whether a job has dependents ('0': none yet; set to '1' when a job
+        // is deferred on it), so acknowledging a job without dependents reads no dependents set.
         // KEYS: per job: job, queue, scheduled, deferred, failed, rq:queues, dependency job,
         //       its dependents
         // ARGV: now_us, now_str, failed_until, failed_ttl, then per job: id, queue, kind,
         //       payload, org, max_attempts, timeout_ms, delay_us, depends_on
         enqueue: Script::new(
             r"
-local out = {}
+local out, queued, order, named = {}, {}, {}, {}
 local now_us, now_str, failed_until, failed_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(now_us)
 for i = 1, #KEYS / 8 do
@@ -218,15 +228,23 @@ for i = 1, #KEYS / 8 do
         'verity_kind', kind, 'verity_payload', payload, 'verity_org', org,
         'max_attempts', max_attempts, 'attempts', 0, 'timeout', math.floor(tonumber(timeout_ms) / 1000),
         'timeout_ms', timeout_ms, 'created_at', now_str, 'enqueued_at', now_str, 'enqueued_us', now_us,
-        'depends_on', dep)
-      redis.call('SADD', qs, qk)
+        'depends_on', dep, 'verity_deps', '0')
+      if not named[qk] then
+        named[qk] = true
+        redis.call('SADD', qs, qk)
+      end
       if status == 'queued' then
-        redis.call('RPUSH', qk, id)
+        if not queued[qk] then
+          queued[qk] = {}
+          table.insert(order, qk)
+        end
+        table.insert(queued[qk], id)
       elseif status == 'scheduled' then
         redis.call('ZADD', sk, (now + tonumber(delay_us)) / 1000000, id)
       elseif status == 'deferred' then
         redis.call('ZADD', dk, now / 1000000, id)
         redis.call('SADD', depsk, id)
+        redis.call('HSET', depk, 'verity_deps', '1')
       else
         redis.call('HSET', jk, 'exc_info', 'dependency ' .. dep .. ' failed', 'ended_us', now_us)
         redis.call('ZADD', fk, failed_until, id)
@@ -236,31 +254,43 @@ for i = 1, #KEYS / 8 do
     end
   end
 end
+for _, qk in ipairs(order) do
+  redis.call('RPUSH', qk, unpack(queued[qk]))
+end
 return out
 ",
         ),
-        // KEYS: queue, wip   ARGV: now_us, lease_us, now_str, max, token per job (max of them)
+        // Takes up to `max` jobs off the head of the queue (LPOP with a count; an id whose job
+        // is gone is dropped) and registers them as started, in one ZADD.
+        // KEYS: queue, wip   ARGV: now_us, expiry_s, now_str, max, token per job (max of them)
         lease: Script::new(
             r"
-local out = {}
+local out, started = {}, {}
 local n = 0
 local max = tonumber(ARGV[4])
 while n < max do
-  local id = redis.call('LPOP', KEYS[1])
-  if not id then break end
-  local j = 'rq:job:' .. id
-  if redis.call('EXISTS', j) == 1 then
-    n = n + 1
-    local token = ARGV[4 + n]
-    local attempts = redis.call('HINCRBY', j, 'attempts', 1)
-    redis.call('HSET', j, 'status', 'started', 'lease_token', token, 'started_us', ARGV[1],
-      'started_at', ARGV[3], 'progress', '')
-    redis.call('ZADD', KEYS[2], (tonumber(ARGV[1]) + tonumber(ARGV[2])) / 1000000, id)
-    local f = redis.call('HMGET', j, 'verity_kind', 'verity_payload', 'verity_org', 'max_attempts', 'timeout_ms')
-    for _, v in ipairs({id, f[1] or '', f[2] or '', f[3] or '', tostring(attempts), f[4] or '', f[5] or '', token}) do
-      table.insert(out, v)
+  local ids = redis.call('LPOP', KEYS[1], max - n)
+  if not ids then break end
+  for _, id in ipairs(ids) do
+    local j = 'rq:job:' .. id
+    local f = redis.call('HMGET', j, 'status', 'verity_kind', 'verity_payload', 'verity_org',
+      'max_attempts', 'timeout_ms', 'attempts')
+    if f[1] then
+      n = n + 1
+      local token = ARGV[4 + n]
+      local attempts = tostring((tonumber(f[7]) or 0) + 1)
+      redis.call('HSET', j, 'status', 'started', 'attempts', attempts, 'lease_token', token,
+        'started_us', ARGV[1], 'started_at', ARGV[3], 'progress', '')
+      table.insert(started, ARGV[2])
+      table.insert(started, id)
+      for _, v in ipairs({id, f[2] or '', f[3] or '', f[4] or '', attempts, f[5] or '', f[6] or '', token}) do
+        table.insert(out, v)
+      end
     end
   end
+end
+if #started > 0 then
+  redis.call('ZADD', KEYS[2], unpack(started))
 end
 return out
 ",
@@ -282,37 +312,54 @@ return 1
 ",
         ),
         // Acknowledges a batch of finished jobs; each is checked and changed on its own (a lost
-        // lease refuses that job only) and answers 1 or 0, in order.
+        // lease refuses that job only) and answers 1 or 0, in order. The registries are
+        // changed once per registry at the end (one ZREM and one ZADD each). A job whose
+        // `verity_deps` is '0' has no dependents to release; one without the field (enqueued
+        // by an older version) is looked at.
         // KEYS: per job: job, wip, finished, dependents
-        // ARGV: now_us, now_str, ttl, then per job: id, token, result
+        // ARGV: now_us, now_str, ttl, finished_until, then per job: id, token, result
         complete: Script::new(
             r"
-local out = {}
-local now_us, now_str, ttl = ARGV[1], ARGV[2], ARGV[3]
+local out, done, order = {}, {}, {}
+local now_us, now_str, ttl, expires = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 for i = 1, #KEYS / 4 do
   local jk, wip, fin, deps = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
-  local id, token, result = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
-  local cur = redis.call('HMGET', jk, 'lease_token', 'status')
+  local id, token, result = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
+  local cur = redis.call('HMGET', jk, 'lease_token', 'status', 'verity_deps')
   if cur[1] ~= token or cur[2] ~= 'started' then
     out[i] = 0
   else
-    redis.call('ZREM', wip, id)
     redis.call('HSET', jk, 'status', 'finished', 'ended_us', now_us, 'ended_at', now_str,
       'result', result, 'progress', '1', 'lease_token', '')
-    redis.call('ZADD', fin, tonumber(now_us) / 1000000 + tonumber(ttl), id)
     redis.call('EXPIRE', jk, ttl)
-    for _, d in ipairs(redis.call('SMEMBERS', deps)) do
-      local dj = 'rq:job:' .. d
-      if redis.call('HGET', dj, 'status') == 'deferred' then
-        local dq = redis.call('HGET', dj, 'origin')
-        redis.call('ZREM', 'rq:deferred:' .. dq, d)
-        redis.call('HSET', dj, 'status', 'queued', 'enqueued_at', now_str, 'enqueued_us', now_us)
-        redis.call('RPUSH', 'rq:queue:' .. dq, d)
-      end
+    local reg = wip .. ' ' .. fin
+    if not done[reg] then
+      done[reg] = {wip = wip, fin = fin, ids = {}, scored = {}}
+      table.insert(order, reg)
     end
-    redis.call('DEL', deps)
+    table.insert(done[reg].ids, id)
+    table.insert(done[reg].scored, expires)
+    table.insert(done[reg].scored, id)
+    if cur[3] ~= '0' then
+      local ds = redis.call('SMEMBERS', deps)
+      for _, d in ipairs(ds) do
+        local dj = 'rq:job:' .. d
+        if redis.call('HGET', dj, 'status') == 'deferred' then
+          local dq = redis.call('HGET', dj, 'origin')
+          redis.call('ZREM', 'rq:deferred:' .. dq, d)
+          redis.call('HSET', dj, 'status', 'queued', 'enqueued_at', now_str, 'enqueued_us', now_us)
+          redis.call('RPUSH', 'rq:queue:' .. dq, d)
+        end
+      end
+      if #ds > 0 then redis.call('DEL', deps) end
+    end
     out[i] = 1
   end
+end
+for _, reg in ipairs(order) do
+  local r = done[reg]
+  redis.call('ZREM', r.wip, unpack(r.ids))
+  redis.call('ZADD', r.fin, unpack(r.scored))
 end
 return out
 ",
@@ -431,6 +478,15 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// Microseconds since the epoch as the seconds of a registry's score.
+fn seconds(us: i64) -> String {
+    format!(
+        "{}.{:06}",
+        us.div_euclid(1_000_000),
+        us.rem_euclid(1_000_000)
+    )
+}
+
 /// The time now as (microseconds, RQ's `%Y-%m-%dT%H:%M:%S.%fZ` string).
 fn now() -> (i64, String) {
     let us = now_micros();
@@ -511,14 +567,14 @@ impl RedisQueue {
         max: usize,
     ) -> Result<Vec<Leased>, JobError> {
         const FIELDS: usize = 8;
-        let max = max.max(1);
+        let max = max.clamp(1, LEASE_MAX);
         let mut conn = self.conn.clone();
         for queue in queues {
             let (now_us, now_str) = now();
             let mut call = self.scripts.lease.key(key("queue", queue));
             call.key(key("wip", queue))
                 .arg(now_us)
-                .arg(micros(lease))
+                .arg(seconds(now_us + micros(lease)))
                 .arg(&now_str)
                 .arg(max);
             for _ in 0..max {
@@ -582,13 +638,23 @@ impl RedisQueue {
         &self,
         done: &[(&Leased, &Value)],
     ) -> Result<Vec<bool>, JobError> {
+        if done.len() > ACK_CHUNK {
+            let mut acked = Vec::with_capacity(done.len());
+            for chunk in done.chunks(ACK_CHUNK) {
+                acked.extend(Box::pin(self.complete_many(chunk)).await?);
+            }
+            return Ok(acked);
+        }
         if done.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
         let (now_us, now_str) = now();
         let mut call = self.scripts.complete.prepare_invoke();
-        call.arg(now_us).arg(&now_str).arg(FINISHED_TTL_SECS);
+        call.arg(now_us)
+            .arg(&now_str)
+            .arg(FINISHED_TTL_SECS)
+            .arg(now_us / 1_000_000 + FINISHED_TTL_SECS);
         for (job, result) in done {
             call.key(job_key(&job.id))
                 .key(key("wip", job.queue))
