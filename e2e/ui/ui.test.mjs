@@ -364,6 +364,76 @@ test('an annotator labels a task in the editor, submits, and gets the next task'
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
 });
 
+test('a reviewer rejects a task with a comment, accepts the next, and the dashboard shows the counts', async () => {
+  await api('POST', '/api/users', { email: 'worker@example.com', password: 'worker password', role: 'annotator' });
+  await api('POST', '/api/users', { email: 'checker@example.com', password: 'checker password', role: 'reviewer' });
+  const users = await api('GET', '/api/users');
+  const worker = users.find((u) => u.email === 'worker@example.com');
+  const checker = users.find((u) => u.email === 'checker@example.com');
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Review me', label_config: config });
+  for (const u of [worker, checker]) await api('POST', `/api/projects/${project.id}/members`, { user: u.id });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'first review text' }, { text: 'second review text' }, { text: 'third review text' }]);
+  const { tasks } = await api('GET', `/api/tasks?project=${project.id}`);
+  // The annotator's work, through the API with the annotator's own session.
+  const annotatorPage = await newPage();
+  await signIn(annotatorPage, 'worker@example.com', 'worker password');
+  await annotatorPage.waitForURL(/\/projects$/);
+  for (const [t, label] of [[tasks[0], 'Positive'], [tasks[1], 'Negative'], [tasks[2], 'Negative']]) {
+    const status = await annotatorPage.evaluate(async ({ id, label }) => (await window.verity.api(`/api/tasks/${id}/annotations`, {
+      method: 'POST',
+      body: JSON.stringify({ result: [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: [label] } }] }),
+    })).status, { id: t.id, label });
+    assert.equal(status, 201);
+  }
+  await annotatorPage.goto(`${server.base}/projects/${project.id}/data`);
+  assert.equal(await annotatorPage.getByRole('link', { name: 'Review', exact: true }).count(), 0, 'annotators have no review link');
+  assert.equal(await annotatorPage.getByRole('link', { name: 'Dashboard' }).count(), 0);
+
+  const page = await newPage();
+  await signIn(page, 'checker@example.com', 'checker password');
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/data`);
+  await page.getByRole('link', { name: 'Review', exact: true }).click();
+  await page.waitForURL(/\/review$/);
+  assert.equal(await page.locator('#review-task').textContent(), String(tasks[0].id));
+  assert.match(await page.locator('#review-result').textContent(), /Positive/);
+  await page.getByLabel(/^Comment/).fill('Not positive at all');
+  await page.getByRole('button', { name: 'Reject' }).click();
+  await page.waitForURL(/done=rejected/);
+  assert.match(await page.locator('#review-notice').textContent(), /Rejected/);
+  assert.equal(await page.locator('#review-task').textContent(), String(tasks[1].id));
+  await page.getByRole('button', { name: 'Accept', exact: true }).click();
+  await page.waitForURL(/done=accepted/);
+  assert.equal(await page.locator('#review-task').textContent(), String(tasks[2].id));
+  if (process.env.VERITY_EDITOR_DIR) {
+    // Fix + Accept: the reviewer changes the answer in the editor; the fixed result is stored.
+    await page.waitForFunction(() => /^Annotation \d+ in the editor$/.test(document.getElementById('review-status').textContent));
+    await page.getByRole('checkbox', { name: /^Positive/ }).click();
+    await page.getByRole('button', { name: 'Fix + Accept' }).click();
+    await page.waitForURL(/done=fixed/);
+  } else {
+    await page.getByRole('button', { name: 'Accept', exact: true }).click();
+    await page.waitForURL(/done=accepted/);
+  }
+  await page.locator('#review-empty').waitFor();
+  assert.match(await page.getByRole('heading', { name: 'Nothing to review' }).textContent(), /Nothing to review/);
+  const rejected = await api('GET', `/api/annotation-reviews?annotation__task__project=${project.id}`);
+  assert.deepEqual(rejected.map((r) => [r.accepted, r.comment]), [[false, 'Not positive at all'], [true, null], [true, null]]);
+  if (process.env.VERITY_EDITOR_DIR) {
+    assert.deepEqual(rejected[2].result.map((r) => r.value), [{ choices: ['Positive'] }]);
+  }
+
+  await page.getByRole('link', { name: 'Dashboard' }).click();
+  await page.waitForURL(/\/dashboard$/);
+  assert.equal(await page.locator('#n-annotations').textContent(), '3');
+  assert.match(await page.locator('#n-accepted').textContent(), /^2/);
+  assert.equal(await page.locator('#n-rejected').textContent(), '1');
+  assert.equal(await page.getByRole('img', { name: 'Annotations per annotator' }).count(), 1);
+  assert.equal(await page.getByRole('row', { name: /worker@example\.com/ }).count(), 1);
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
 test('"Continue with SSO" finds the organization by the email domain and sends the browser to its identity provider', async () => {
   // The identity provider's metadata, with a signing certificate made here (Verity refuses
   // metadata without one).

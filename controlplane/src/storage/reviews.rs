@@ -577,6 +577,8 @@ pub struct ReviewFilter {
     pub annotation: Option<i64>,
     /// Reviews in this project.
     pub project: Option<i64>,
+    /// Reviews of the annotations of this task (with `project`).
+    pub task: Option<i64>,
     /// `id`, `-id`, `created_at`, `-created_at`, `updated_at`, `-updated_at`.
     pub ordering: Option<String>,
 }
@@ -622,10 +624,12 @@ pub async fn list(db: &Db, actor: &Actor, filter: ReviewFilter) -> ApiResult<Vec
     let rows: Vec<(i64, Option<i64>)> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select r.id, a.completed_by from annotation_review r join annotation a on a.id = r.annotation_id \
-             where r.project_id = $1 and ($2 = 0 or r.annotation_id = $2) order by {order}"
+             where r.project_id = $1 and ($2 = 0 or r.annotation_id = $2) and ($3 = 0 or r.task_id = $3) \
+             order by {order}"
         ))
         .bind(project_id)
         .bind(annotation.unwrap_or(0))
+        .bind(filter.task.unwrap_or(0))
         .fetch_all(conn)
         .await?
     });

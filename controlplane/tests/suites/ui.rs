@@ -132,6 +132,16 @@ fn attr_after(html: &str, marker: &str) -> String {
     html[start..].split('"').next().expect("value").to_string()
 }
 
+/// The text of the element with id `id` (up to its first tag).
+fn number(html: &str, id: &str) -> String {
+    attr_after(html, &format!("id=\"{id}\">"))
+        .split('<')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// The value of the hidden input `name`.
 fn hidden(html: &str, name: &str) -> String {
     attr_after(html, &format!("name=\"{name}\" value=\""))
@@ -568,6 +578,105 @@ both_backends! {
         for action in ["view.create", "view.update", "view.delete"] {
             assert!(audit.iter().any(|a| a == action), "{action} in {audit:?}");
         }
+    }
+
+    async fn review_page_reviews_the_stream_and_the_dashboard_counts(app) {
+        let annotator = password_user(&app, "rv-annotator@example.com", Role::Annotator).await;
+        let reviewer = password_user(&app, "rv-reviewer@example.com", Role::Reviewer).await;
+        let p = app.mk_project(&app.owner, json!({"title": "To review", "review_settings": {
+            "requeue_rejected_tasks_mode": "flexible", "require_comment_on_reject": true}})).await;
+        app.add_member(p, &annotator, None).await;
+        app.add_member(p, &reviewer, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 2).await;
+        let review_path = format!("/projects/{p}/review");
+        let dashboard_path = format!("/projects/{p}/dashboard");
+        let mut rev = Browser::default();
+        rev.sign_in(&app, "rv-reviewer@example.com", PASSWORD).await;
+        let csrf = rev.csrf(&app).await;
+        // The dashboard before any work; its charts are SVG with a title, no inline style.
+        let dash = rev.get(&app, &dashboard_path).await;
+        assert_eq!(dash.status, StatusCode::OK, "{}", dash.text);
+        assert_eq!((number(&dash.text, "n-tasks"), number(&dash.text, "n-annotations")), ("2".to_string(), "0".to_string()));
+        assert!(dash.text.contains("<svg class=\"progress-chart\" role=\"img\"") && dash.text.contains("<title id=\"progress-title\">0 of 2 tasks finished"), "{}", dash.text);
+        assert!(!dash.text.contains("style=") && !dash.text.contains("<script>"), "inline style or script");
+        assert!(!dash.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default().contains("unsafe"));
+        // Nothing submitted yet: nothing to review.
+        let empty = rev.get(&app, &review_path).await;
+        assert_eq!(empty.status, StatusCode::OK, "{}", empty.text);
+        assert!(empty.text.contains("Nothing to review") && !empty.text.contains("review-form"), "{}", empty.text);
+        let mut ann_ids = Vec::new();
+        for (t, label) in tasks.iter().zip(["pos", "neg"]) {
+            let a = app.post(&format!("/api/tasks/{t}/annotations"), &annotator, json!({"result": crate::common::choice(label), "lead_time": 3.5})).await.expect(StatusCode::CREATED);
+            ann_ids.push(a["id"].as_i64().expect("id"));
+        }
+        // The annotator has neither page nor link; the reviewer has both links.
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "rv-annotator@example.com", PASSWORD).await;
+        let data = ann.get(&app, &format!("/projects/{p}/data")).await;
+        assert!(!data.text.contains(&format!("{review_path}\"")) && !data.text.contains(&format!("{dashboard_path}\"")), "{}", data.text);
+        assert_eq!(ann.get(&app, &review_path).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(ann.get(&app, &dashboard_path).await.status, StatusCode::FORBIDDEN);
+        let ann_csrf = ann.csrf(&app).await;
+        let sneaky = ann.post_form(&app, &review_path, &[("csrf_token", &ann_csrf), ("annotation", &ann_ids[0].to_string()), ("action", "accept")]).await;
+        assert_eq!(sneaky.status, StatusCode::FORBIDDEN);
+        let data = rev.get(&app, &format!("/projects/{p}/data")).await;
+        assert!(data.text.contains(&format!("{review_path}\"")) && data.text.contains(&format!("{dashboard_path}\"")), "{}", data.text);
+        // The dashboard counts the annotations.
+        let dash = rev.get(&app, &dashboard_path).await;
+        assert_eq!((number(&dash.text, "n-annotations"), number(&dash.text, "n-finished")), ("2".to_string(), "2 (100%)".to_string()));
+        assert_eq!(dash.text.matches("<rect class=\"bar\"").count(), 1, "one annotator, one bar");
+        assert!(dash.text.contains("rv-annotator@example.com"), "{}", dash.text);
+        // The review page shows the first annotation of the stream, with the project's reject options.
+        let page = rev.get(&app, &review_path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains(&format!("<span id=\"review-task\">{}</span>", tasks[0])), "{}", page.text);
+        assert_eq!(hidden(&page.text, "annotation"), ann_ids[0].to_string());
+        assert!(page.text.contains("<dt>sentiment</dt><dd>pos</dd>") && page.text.contains("No reviews of this task yet"), "{}", page.text);
+        assert!(page.text.contains("<label for=\"review-comment\">") && page.text.contains("id=\"reject-remove\""), "{}", page.text);
+        // Forged, or without the required comment: refused, nothing stored.
+        let forged = rev.post_form(&app, &review_path, &[("csrf_token", "guess"), ("annotation", &ann_ids[0].to_string()), ("action", "accept")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        let bare = rev.post_form(&app, &review_path, &[("csrf_token", &csrf), ("annotation", &ann_ids[0].to_string()), ("action", "reject")]).await;
+        assert_eq!(bare.status, StatusCode::BAD_REQUEST, "{}", bare.text);
+        assert!(bare.text.contains("requires a comment") && bare.text.contains(&format!("<span id=\"review-task\">{}</span>", tasks[0])), "{}", bare.text);
+        let shared = &app;
+        let reviews = |a: i64| async move { shared.get(&format!("/api/annotation-reviews?annotation={a}"), &shared.owner).await.expect(StatusCode::OK) };
+        assert_eq!(reviews(ann_ids[0]).await, json!([]));
+        // Reject with a comment (send back), then the next annotation; accept it.
+        let rejected = rev.post_form(&app, &review_path, &[("csrf_token", &csrf), ("annotation", &ann_ids[0].to_string()), ("action", "reject"), ("comment", "wrong label"), ("reject_action", "requeue")]).await;
+        assert_eq!((rejected.status, location(&rejected)), (StatusCode::SEE_OTHER, format!("{review_path}?done=rejected")), "{}", rejected.text);
+        let stored = reviews(ann_ids[0]).await;
+        assert_eq!((stored[0]["accepted"].clone(), stored[0]["comment"].clone(), stored[0]["reject_action"].clone()), (json!(false), json!("wrong label"), json!("requeue")));
+        let next = rev.get(&app, &format!("{review_path}?done=rejected")).await;
+        assert!(next.text.contains("Rejected.") && next.text.contains(&format!("<span id=\"review-task\">{}</span>", tasks[1])), "{}", next.text);
+        let accepted = rev.post_form(&app, &review_path, &[("csrf_token", &csrf), ("annotation", &ann_ids[1].to_string()), ("action", "accept")]).await;
+        assert_eq!(location(&accepted), format!("{review_path}?done=accepted"));
+        assert_eq!(reviews(ann_ids[1]).await[0]["accepted"], json!(true));
+        assert!(rev.get(&app, &review_path).await.text.contains("Nothing to review"));
+        // The annotator reworks the rejected annotation: it is back, with its review history.
+        app.patch(&format!("/api/annotations/{}", ann_ids[0]), &annotator, json!({"result": crate::common::choice("neg")})).await.expect(StatusCode::OK);
+        let again = rev.get(&app, &review_path).await;
+        assert!(again.text.contains("<dt>sentiment</dt><dd>neg</dd>"), "{}", again.text);
+        let history = again.text.split("id=\"review-history\"").nth(1).expect("history");
+        assert!(history.contains("rv-reviewer@example.com</strong> rejected") && history.contains("<blockquote>wrong label</blockquote>"), "{history}");
+        // A fix without the editor's result is explained, not stored.
+        let fix = rev.post_form(&app, &review_path, &[("csrf_token", &csrf), ("annotation", &ann_ids[0].to_string()), ("action", "fix")]).await;
+        assert_eq!(fix.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reviews(ann_ids[0]).await.as_array().map(Vec::len), Some(1));
+        // An annotation of another project is not reviewed through this page.
+        let other = app.mk_project(&app.owner, json!({})).await;
+        app.add_member(other, &reviewer, None).await;
+        let other_task = app.mk_tasks(&app.owner, other, 1).await[0];
+        let foreign = app.post(&format!("/api/tasks/{other_task}/annotations"), &app.owner, json!({"result": crate::common::choice("pos")})).await.expect(StatusCode::CREATED);
+        let foreign_id = foreign["id"].as_i64().expect("id");
+        let wrong = rev.post_form(&app, &review_path, &[("csrf_token", &csrf), ("annotation", &foreign_id.to_string()), ("action", "accept")]).await;
+        assert_eq!(wrong.status, StatusCode::NOT_FOUND);
+        assert_eq!(reviews(foreign_id).await, json!([]));
+        // The dashboard now shows the reviews.
+        let dash = rev.get(&app, &dashboard_path).await;
+        assert_eq!((number(&dash.text, "n-reviews"), number(&dash.text, "n-accepted"), number(&dash.text, "n-rejected")), ("2".to_string(), "1".to_string(), "1".to_string()));
+        let audit: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        assert_eq!(audit.iter().filter(|a| a.as_str() == "review.create").count(), 2, "{audit:?}");
     }
 }
 

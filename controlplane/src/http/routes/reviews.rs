@@ -45,6 +45,7 @@ pub async fn list_reviews(
     let filter = ReviewFilter {
         annotation: opt_int("annotation", &params.annotation)?,
         project: opt_int("annotation__task__project", &params.project)?,
+        task: None,
         ordering: params.ordering.filter(|o| !o.is_empty()),
     };
     Ok(Json(reviews::list(&state.db, &actor, filter).await?))
@@ -226,7 +227,7 @@ pub async fn delete_comment(
     Ok(no_content())
 }
 
-async fn emit(state: &AppState, actor: &Actor, review: &ReviewView, action: Action) {
+pub(crate) async fn emit(state: &AppState, actor: &Actor, review: &ReviewView, action: Action) {
     crate::webhooks::emit(
         &state.db,
         &state.jobs,

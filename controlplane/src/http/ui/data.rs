@@ -505,13 +505,12 @@ async fn data_view(
         .map(|(k, t)| json!({"id": k, "title": t}))
         .collect();
     let pages = ((listed.total + TASKS_PER_PAGE - 1) / TASKS_PER_PAGE).max(1);
-    let can_change = holds(role, Permission::ProjectChange);
     render(
         status,
         "data.html",
         context! {
             user => user_context(user),
-            project => js(&project_header(&project, can_change)),
+            project => js(&project_header(&project, role)),
             tabs => js(&tab_list),
             tab => js(&current_tab),
             view => view_id,
@@ -798,12 +797,17 @@ async fn run_action(
             Ok(p) => p,
             Err(e) => return error_page(Some(user), &e),
         };
+        let role = match super::pages::project_role(state, user, id, Permission::ProjectView).await
+        {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
         return render(
             StatusCode::OK,
             "confirm.html",
             context! {
                 user => user_context(user),
-                project => js(&project_header(&project, holds_change(state, user, id).await)),
+                project => js(&project_header(&project, role)),
                 action => js(spec),
                 view => tab.map(|t| t.id),
                 ordering => query.ordering.as_deref().filter(|o| !o.is_empty()),
@@ -847,12 +851,6 @@ async fn run_action(
         }
         Err(e) => error_page(Some(user), &e),
     }
-}
-
-async fn holds_change(state: &AppState, user: &PageUser, id: i64) -> bool {
-    projects::get_row(&state.db, &user.actor, id, Permission::ProjectChange)
-        .await
-        .is_ok()
 }
 
 #[cfg(test)]

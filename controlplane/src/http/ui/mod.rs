@@ -6,8 +6,10 @@
 //! user. Every page is served with a strict Content-Security-Policy (no inline script or style),
 //! so all behaviour lives in files under `/static/`.
 
+mod dashboard;
 mod data;
 mod pages;
+mod review;
 mod sso;
 
 use std::sync::OnceLock;
@@ -62,6 +64,11 @@ pub fn router() -> Router<AppState> {
             get(pages::settings_page).post(pages::save_settings),
         )
         .route("/projects/{id}/label", get(pages::label_page))
+        .route(
+            "/projects/{id}/review",
+            get(review::review_page).post(review::review_post),
+        )
+        .route("/projects/{id}/dashboard", get(dashboard::dashboard_page))
         .route("/static/{file}", get(static_file))
         .route("/static/editor/{file}", get(editor_file))
         .layer(middleware::from_fn(security_headers))
@@ -107,9 +114,14 @@ const STATIC_FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../ui/static/label.js"),
     ),
+    (
+        "review.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/static/review.js"),
+    ),
 ];
 
-/// The policy of the labeling page: Label Studio's editor sets styles at run time and draws
+/// The policy of the labeling and review pages: Label Studio's editor sets styles at run time and draws
 /// images through `blob:` URLs, so styles may be inline there; scripts stay `'self'` only.
 pub const EDITOR_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; \
@@ -208,6 +220,14 @@ fn templates() -> &'static minijinja::Environment<'static> {
             (
                 "project_nav.html",
                 include_str!("../../../ui/templates/project_nav.html"),
+            ),
+            (
+                "review.html",
+                include_str!("../../../ui/templates/review.html"),
+            ),
+            (
+                "dashboard.html",
+                include_str!("../../../ui/templates/dashboard.html"),
             ),
         ] {
             if let Err(e) = env.add_template(name, source) {
@@ -397,6 +417,8 @@ mod tests {
             "error.html",
             "label.html",
             "project_nav.html",
+            "review.html",
+            "dashboard.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }

@@ -19,11 +19,11 @@ use super::{
 };
 use crate::{
     auth,
-    authz::Permission,
+    authz::{Permission, Role},
     error::{ApiError, ErrorCode},
     http::{AppState, extract::request_meta},
     storage::{
-        orgs, projects,
+        access, orgs, projects,
         sessions::{self, Lockout},
     },
     webhooks::{Action, Subject},
@@ -565,8 +565,9 @@ pub(super) async fn create_project(State(state): State<AppState>, request: Reque
     }
 }
 
-/// What the project pages' header shows.
-pub(super) fn project_header(p: &projects::ProjectView, can_change: bool) -> Value {
+/// What the project pages' header shows; the navigation offers the pages that `role` (the
+/// user's role in the project) may open.
+pub(super) fn project_header(p: &projects::ProjectView, role: Role) -> Value {
     json!({
         "id": p.id,
         "title": p.title,
@@ -574,8 +575,24 @@ pub(super) fn project_header(p: &projects::ProjectView, can_change: bool) -> Val
         "finished": p.finished_task_number,
         "annotations": p.total_annotations_number,
         "percent": percent(p.finished_task_number, p.task_number),
-        "can_change": can_change,
+        "can_change": role >= Permission::ProjectChange.minimum_role(),
+        "can_review": role >= Permission::ReviewCreate.minimum_role(),
+        "can_dashboard": role >= Permission::AgreementView.minimum_role(),
     })
+}
+
+/// The user's role in project `id` (for the navigation), or the page that refuses them when
+/// they lack `permission` there, as the API would.
+pub(super) async fn project_role(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    permission: Permission,
+) -> Result<Role, Response> {
+    access::project(&state.db, &user.actor, id, permission)
+        .await
+        .map(|a| a.role)
+        .map_err(|e| error_page(Some(user), &e))
 }
 
 /// The 404 page of a project path whose `{id}` is not a number.
@@ -611,6 +628,7 @@ pub(super) struct SettingsForm {
 fn settings_view(
     user: &PageUser,
     project: &projects::ProjectView,
+    role: Role,
     status: StatusCode,
     values: Value,
     error: Option<&str>,
@@ -621,7 +639,7 @@ fn settings_view(
         "settings.html",
         context! {
             user => user_context(user),
-            project => js(&project_header(project, true)),
+            project => js(&project_header(project, role)),
             values => js(&values),
             error => error,
             saved => saved,
@@ -646,16 +664,17 @@ pub(super) async fn settings_page(State(state): State<AppState>, request: Reques
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(e) = projects::get_row(&state.db, &user.actor, id, Permission::ProjectChange).await {
-        return error_page(Some(&user), &e);
-    }
+    let role = match project_role(&state, &user, id, Permission::ProjectChange).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let project = match projects::get(&state.db, &user.actor, id).await {
         Ok(p) => p,
         Err(e) => return error_page(Some(&user), &e),
     };
     let saved = parts.uri.query().is_some_and(|q| q.contains("saved=1"));
     let values = current_values(&project);
-    settings_view(&user, &project, StatusCode::OK, values, None, saved)
+    settings_view(&user, &project, role, StatusCode::OK, values, None, saved)
 }
 
 /// `POST /projects/{id}/settings`: applies the form through the same update as the API's PATCH.
@@ -725,9 +744,14 @@ pub(super) async fn save_settings(State(state): State<AppState>, request: Reques
                 "expert_instruction": form.expert_instruction,
                 "show_instruction": show_instruction,
             });
+            let role = match project_role(&state, &user, id, Permission::ProjectView).await {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
             settings_view(
                 &user,
                 &current,
+                role,
                 e.code.status(),
                 values,
                 Some(&e.detail),
@@ -747,24 +771,20 @@ pub(super) async fn label_page(State(state): State<AppState>, request: Request) 
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(e) =
-        projects::get_row(&state.db, &user.actor, id, Permission::AnnotationCreate).await
-    {
-        return error_page(Some(&user), &e);
-    }
+    let role = match project_role(&state, &user, id, Permission::AnnotationCreate).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let project = match projects::get(&state.db, &user.actor, id).await {
         Ok(p) => p,
         Err(e) => return error_page(Some(&user), &e),
     };
-    let can_change = projects::get_row(&state.db, &user.actor, id, Permission::ProjectChange)
-        .await
-        .is_ok();
     let mut response = render(
         StatusCode::OK,
         "label.html",
         context! {
             user => user_context(&user),
-            project => js(&project_header(&project, can_change)),
+            project => js(&project_header(&project, role)),
             editor => !state.config.editor_dir.is_empty(),
         },
     );

@@ -1,0 +1,408 @@
+//! The review page (ADR 0043): Label Studio Enterprise's reviewer flow on one page. The server
+//! takes the next annotation of the review stream (reserving it, as `GET
+//! /api/projects/{id}/review/next` does) and renders it with the task's review history; the
+//! form's Accept, Reject and Fix + Accept go through the same review code as
+//! `POST /api/annotation-reviews`, then the page shows the next annotation.
+
+use std::collections::HashMap;
+
+use axum::{
+    extract::{Request, State},
+    http::{StatusCode, header},
+    response::Response,
+};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    PageUser, error_page,
+    pages::{
+        csrf_refusal, js, project_header, project_page_user, project_role, read_form,
+        serde_urlencoded_from,
+    },
+    redirect, render, user_context,
+};
+use crate::{
+    authz::Permission,
+    domain::project::RequeueMode,
+    error::{ApiError, ErrorCode},
+    http::AppState,
+    storage::{
+        annotations,
+        annotator_stats::{self, Table},
+        format_micros, now_micros, projects,
+        reviews::{self, ReviewFilter, ReviewInput},
+    },
+    webhooks::Action,
+};
+
+#[derive(Debug, Deserialize, Default)]
+struct ReviewQuery {
+    done: Option<String>,
+}
+
+/// `GET /projects/{id}/review`: the next annotation to review, for those who may review in the
+/// project (403 otherwise, as the API).
+pub(super) async fn review_page(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let (user, id) = match project_page_user(&state, &parts).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let done = parts
+        .uri
+        .query()
+        .and_then(serde_urlencoded_from::<ReviewQuery>)
+        .and_then(|q| q.done);
+    let notice = match done.as_deref() {
+        Some("accepted") => Some("Accepted. Here is the next annotation."),
+        Some("rejected") => Some("Rejected. Here is the next annotation."),
+        Some("fixed") => Some("Fixed and accepted. Here is the next annotation."),
+        _ => None,
+    };
+    review_view(&state, &user, id, StatusCode::OK, notice, None).await
+}
+
+/// A short text of a result: per control, its chosen values (choices, labels, text), else the
+/// value as JSON.
+fn result_summary(result: &Value) -> Vec<Value> {
+    let Some(items) = result.as_array() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| {
+            let name = item["from_name"].as_str().unwrap_or("result");
+            let value = &item["value"];
+            let listed = [
+                "choices",
+                "labels",
+                "rectanglelabels",
+                "polygonlabels",
+                "text",
+                "taxonomy",
+            ]
+            .iter()
+            .find_map(|key| value.get(*key).and_then(Value::as_array));
+            let text = match listed {
+                Some(values) => values
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                None => value.to_string(),
+            };
+            json!({"name": name, "text": text})
+        })
+        .collect()
+}
+
+/// Renders the review page: the next annotation of the stream (reserved for the user), or the
+/// "nothing to review" message.
+async fn review_view(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    status: StatusCode,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let role = match project_role(state, user, id, Permission::ReviewCreate).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let project = match projects::get(&state.db, &user.actor, id).await {
+        Ok(p) => p,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let task =
+        match reviews::next(&state.db, &user.actor, id, state.config.task_lock_ttl_secs).await {
+            Ok(t) => Some(t),
+            Err(e) if e.code == ErrorCode::NothingToReview => None,
+            Err(e) => return error_page(Some(user), &e),
+        };
+    let mut review = Value::Null;
+    if let Some(task) = &task {
+        let filter = ReviewFilter {
+            project: Some(id),
+            task: Some(task.id),
+            ordering: Some("created_at".to_string()),
+            ..ReviewFilter::default()
+        };
+        let history = match reviews::list(&state.db, &user.actor, filter).await {
+            Ok(h) => h,
+            Err(e) => return error_page(Some(user), &e),
+        };
+        let reviewers: HashMap<i64, String> =
+            match annotator_stats::participants(&state.db, &user.actor, id, Table::Reviews).await {
+                Ok(people) => people
+                    .into_iter()
+                    .map(|u| {
+                        let name = format!("{} {}", u.first_name, u.last_name);
+                        let name = name.trim();
+                        (
+                            u.id,
+                            if name.is_empty() {
+                                u.email
+                            } else {
+                                name.to_string()
+                            },
+                        )
+                    })
+                    .collect(),
+                Err(e) => return error_page(Some(user), &e),
+            };
+        let history: Vec<Value> = history
+            .iter()
+            .map(|r| {
+                let who = r
+                    .created_by
+                    .and_then(|by| reviewers.get(&by).cloned())
+                    .unwrap_or_else(|| "a former member".to_string());
+                let outcome = match (r.accepted, r.result.is_some()) {
+                    (true, true) => "fixed and accepted",
+                    (true, false) => "accepted",
+                    (false, _) => "rejected",
+                };
+                json!({
+                    "who": who,
+                    "outcome": outcome,
+                    "accepted": r.accepted,
+                    "annotation": r.annotation,
+                    "when": r.created_at,
+                    "comment": r.comment,
+                    "reject_action": r.reject_action,
+                })
+            })
+            .collect();
+        let annotation = task
+            .annotations
+            .as_ref()
+            .and_then(|a| a.first())
+            .map(|a| serde_json::to_value(a).unwrap_or_default())
+            .unwrap_or_default();
+        let result: Value = annotation["result"].clone();
+        let author = match annotation["created_username"].as_str() {
+            Some(name) if !name.is_empty() => name.to_string(),
+            _ => "an annotator (hidden by the project's settings)".to_string(),
+        };
+        review = json!({
+            "task": task.id,
+            "annotation": annotation["id"],
+            "author": author,
+            "created_at": annotation["created_at"],
+            "lead_time": annotation["lead_time"].as_f64().map(|t| format!("{t:.1} s")),
+            "summary": result_summary(&result),
+            "result_json": serde_json::to_string_pretty(&result).unwrap_or_default(),
+            "data_json": serde_json::to_string_pretty(&task.data).unwrap_or_default(),
+            "task_json": serde_json::to_string(task).unwrap_or_default(),
+            "history": history,
+        });
+    }
+    let rs = &project.settings.review_settings;
+    let editor = !state.config.editor_dir.is_empty();
+    let mut response = render(
+        status,
+        "review.html",
+        context! {
+            user => user_context(user),
+            project => js(&project_header(&project, role)),
+            review => js(&review),
+            label_config => project.label_config.clone(),
+            user_id => user.actor.user_id,
+            editor => editor,
+            flexible => rs.requeue_rejected_tasks_mode == RequeueMode::Flexible,
+            requeue_default => !rs.requeue_rejected_tasks_to_annotator,
+            require_comment => rs.require_comment_on_reject,
+            instruction => rs.show_instruction.then(|| rs.instruction.clone()).filter(|i| !i.trim().is_empty()),
+            started_at => format_micros(now_micros()),
+            notice => notice,
+            error => error,
+        },
+    );
+    if editor && task.is_some() {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            axum::http::HeaderValue::from_static(super::EDITOR_CONTENT_SECURITY_POLICY),
+        );
+    }
+    response
+}
+
+/// The review form.
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct ReviewForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    annotation: String,
+    /// `accept`, `reject` or `fix` (the button pressed).
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    comment: String,
+    /// `requeue` or `remove` (projects whose reject mode lets the reviewer choose).
+    #[serde(default)]
+    reject_action: String,
+    /// The fixed result (JSON, filled in by `review.js` from the editor).
+    #[serde(default)]
+    result: String,
+    #[serde(default)]
+    started_at: String,
+}
+
+/// The review body of a form, as `POST /api/annotation-reviews` would receive it, or what to fix.
+fn review_body(form: &ReviewForm, annotation: i64) -> Result<Map<String, Value>, ApiError> {
+    let mut body = Map::new();
+    body.insert("annotation".into(), json!(annotation));
+    let comment = form.comment.trim();
+    if !comment.is_empty() {
+        body.insert("comment".into(), json!(comment));
+    }
+    if !form.started_at.trim().is_empty() {
+        body.insert("started_at".into(), json!(form.started_at.trim()));
+    }
+    match form.action.as_str() {
+        "accept" => {
+            body.insert("accepted".into(), json!(true));
+        }
+        "reject" => {
+            body.insert("accepted".into(), json!(false));
+            if !form.reject_action.is_empty() {
+                body.insert("reject_action".into(), json!(form.reject_action));
+            }
+        }
+        "fix" => {
+            let result: Value = serde_json::from_str(form.result.trim()).map_err(|_| {
+                ApiError::field(
+                    ErrorCode::ValidationError,
+                    "result",
+                    "Fix + Accept needs the changed result from the editor; reload the page with the editor installed, or accept or reject instead",
+                )
+            })?;
+            body.insert("accepted".into(), json!(true));
+            body.insert("result".into(), result);
+        }
+        _ => {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "action",
+                "choose Accept, Reject or Fix + Accept",
+            ));
+        }
+    }
+    Ok(body)
+}
+
+/// `POST /projects/{id}/review`: reviews the annotation through the same code as the API's
+/// `POST /api/annotation-reviews` (permission checks, the project's reject settings, audit,
+/// webhooks), then shows the next annotation.
+pub(super) async fn review_post(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (user, id) = match project_page_user(&state, &parts).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (_, form) = match read_form::<ReviewForm>(&state, parts, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Some(refusal) = csrf_refusal(&user, &form.csrf_token) {
+        return refusal;
+    }
+    let annotation = match form.annotation.trim().parse::<i64>() {
+        Ok(a) => a,
+        Err(_) => {
+            return refused(
+                &state,
+                &user,
+                id,
+                ApiError::field(
+                    ErrorCode::ValidationError,
+                    "annotation",
+                    "the form names no annotation; reload the page",
+                ),
+            )
+            .await;
+        }
+    };
+    // The annotation must be one of this project's: the page reviews this project only.
+    match annotations::get_row(&state.db, &user.actor, annotation).await {
+        Ok(row) if row.project_id == id => {}
+        Ok(_) => return refused(&state, &user, id, ApiError::not_found("annotation")).await,
+        Err(e) => return refused(&state, &user, id, e).await,
+    }
+    let input = match review_body(&form, annotation).and_then(|b| ReviewInput::from_body(&b)) {
+        Ok(i) => i,
+        Err(e) => return refused(&state, &user, id, e).await,
+    };
+    match reviews::create(&state.db, &user.actor, input).await {
+        Ok(created) => {
+            crate::http::routes::reviews::emit(
+                &state,
+                &user.actor,
+                &created,
+                Action::ReviewCreated,
+            )
+            .await;
+            let done = match (created.accepted, created.result.is_some()) {
+                (true, true) => "fixed",
+                (true, false) => "accepted",
+                (false, _) => "rejected",
+            };
+            redirect(&format!("/projects/{id}/review?done={done}"))
+        }
+        Err(e) => refused(&state, &user, id, e).await,
+    }
+}
+
+/// The page again with what to fix (a client error), or the error page.
+async fn refused(state: &AppState, user: &PageUser, id: i64, e: ApiError) -> Response {
+    if e.code.status().is_client_error() && e.code != ErrorCode::NotFound {
+        review_view(state, user, id, e.code.status(), None, Some(&e.detail)).await
+    } else {
+        error_page(Some(user), &e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_reads_as_its_chosen_values() {
+        let result = json!([
+            {"from_name": "sentiment", "value": {"choices": ["Positive", "Neutral"]}},
+            {"from_name": "box", "value": {"x": 1}},
+        ]);
+        assert_eq!(
+            result_summary(&result),
+            vec![
+                json!({"name": "sentiment", "text": "Positive, Neutral"}),
+                json!({"name": "box", "text": "{\"x\":1}"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_form_becomes_the_api_body() {
+        let form = |action: &str, result: &str| ReviewForm {
+            action: action.into(),
+            comment: " wrong label ".into(),
+            reject_action: "remove".into(),
+            result: result.into(),
+            ..ReviewForm::default()
+        };
+        let reject = review_body(&form("reject", ""), 7).expect("reject");
+        assert_eq!(
+            Value::Object(reject),
+            json!({"annotation": 7, "accepted": false, "comment": "wrong label", "reject_action": "remove"})
+        );
+        let fix = review_body(&form("fix", "[]"), 7).expect("fix");
+        assert_eq!(fix["result"], json!([]));
+        assert_eq!(fix["accepted"], json!(true));
+        assert!(review_body(&form("fix", ""), 7).is_err());
+        assert!(review_body(&form("approve", ""), 7).is_err());
+    }
+}
