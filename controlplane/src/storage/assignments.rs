@@ -412,7 +412,8 @@ fn check_user_list(users: &[i64]) -> ApiResult<()> {
     Ok(())
 }
 
-fn id_list(ids: &[i64]) -> String {
+/// Ids as an SQL list (`0` for none, which matches no row).
+pub(crate) fn id_list(ids: &[i64]) -> String {
     if ids.is_empty() {
         return "0".into();
     }
