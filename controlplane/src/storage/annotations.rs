@@ -193,6 +193,16 @@ impl Kind {
         }
     }
 
+    /// `self + other`, field by field.
+    pub fn plus(self, other: Kind) -> Kind {
+        Kind {
+            total: self.total + other.total,
+            cancelled: self.cancelled + other.cancelled,
+            useful: self.useful + other.useful,
+            ground_truth: self.ground_truth + other.ground_truth,
+        }
+    }
+
     /// `self - other`, field by field.
     pub fn minus(self, other: Kind) -> Kind {
         Kind {
@@ -451,38 +461,23 @@ pub async fn create(
                 ));
             }
         }
-        if ground_truth {
-            unset_ground_truth!(tx, task_id, project.id, skip_queue);
-        }
-        let id: i64 = sqlx::query_scalar(
-            "insert into annotation (task_id, project_id, result, completed_by, updated_by, was_cancelled, ground_truth, \
-             lead_time, parent_prediction, parent_annotation, last_action, unique_id, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) returning id",
-        )
-        .bind(task_id)
-        .bind(project.id)
-        .bind(&result_text)
-        .bind(author)
-        .bind(actor.user_id)
-        .bind(was_cancelled)
-        .bind(ground_truth)
-        .bind(input.lead_time)
-        .bind(input.parent_prediction)
-        .bind(input.parent_annotation)
-        .bind(if was_cancelled { "skipped" } else { "submitted" })
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let kind = Kind::of(was_cancelled, ground_truth, result_text.is_some());
-        apply_annotation_delta!(tx, task_id, project.id, kind, skip_queue);
-        crate::refresh_task_agreement!(tx, project.id, task_id);
-        // Submitting (or skipping) ends the author's reservation of the task.
-        sqlx::query("delete from task_lock where task_id = $1 and user_id = $2")
-            .bind(task_id)
-            .bind(author)
-            .execute(&mut *tx)
-            .await?;
+        let id = insert_annotation!(
+            tx,
+            project.id,
+            task_id,
+            &NewAnnotation {
+                result: result_text.clone(),
+                author,
+                updated_by: actor.user_id,
+                was_cancelled,
+                ground_truth,
+                lead_time: input.lead_time,
+                parent_prediction: input.parent_prediction,
+                parent_annotation: input.parent_annotation,
+                now,
+            },
+            skip_queue
+        );
         audit!(
             tx,
             Prepared::new(
@@ -508,6 +503,78 @@ pub async fn create(
         Ok::<_, ApiError>(row)
     })?;
     Ok(row.view())
+}
+
+/// A new annotation's fields, checked by the caller (see [`insert_annotation`]).
+#[derive(Debug, Clone)]
+pub struct NewAnnotation {
+    /// Result JSON text (null = unfinished).
+    pub result: Option<String>,
+    /// Author.
+    pub author: i64,
+    /// Who wrote it (the caller).
+    pub updated_by: i64,
+    /// Skipped.
+    pub was_cancelled: bool,
+    /// Ground truth (clears the task's other ground-truth marks).
+    pub ground_truth: bool,
+    /// Seconds spent.
+    pub lead_time: Option<f64>,
+    /// Source prediction.
+    pub parent_prediction: Option<i64>,
+    /// Source annotation.
+    pub parent_annotation: Option<i64>,
+    /// Creation time (micros).
+    pub now: i64,
+}
+
+/// Inserts one annotation inside `tx` with everything creating one entails: the task's other
+/// ground-truth marks cleared when it is ground truth, task and project counters (completion
+/// under the project's overlap), the task's agreement, and the end of the author's reservation.
+/// Every annotation create goes through here (the single create and bulk actions alike); the
+/// caller checks access and writes the audit entry. Evaluates to the new id.
+#[macro_export]
+macro_rules! insert_annotation {
+    ($tx:expr, $project_id:expr, $task_id:expr, $new:expr, $skip_queue:expr) => {{
+        let new: &$crate::storage::annotations::NewAnnotation = $new;
+        if new.ground_truth {
+            $crate::unset_ground_truth!($tx, $task_id, $project_id, $skip_queue);
+        }
+        let id: i64 = sqlx::query_scalar(
+            "insert into annotation (task_id, project_id, result, completed_by, updated_by, was_cancelled, ground_truth, \
+             lead_time, parent_prediction, parent_annotation, last_action, unique_id, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) returning id",
+        )
+        .bind($task_id)
+        .bind($project_id)
+        .bind(&new.result)
+        .bind(new.author)
+        .bind(new.updated_by)
+        .bind(new.was_cancelled)
+        .bind(new.ground_truth)
+        .bind(new.lead_time)
+        .bind(new.parent_prediction)
+        .bind(new.parent_annotation)
+        .bind(if new.was_cancelled { "skipped" } else { "submitted" })
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(new.now)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let kind = $crate::storage::annotations::Kind::of(
+            new.was_cancelled,
+            new.ground_truth,
+            new.result.is_some(),
+        );
+        $crate::apply_annotation_delta!($tx, $task_id, $project_id, kind, $skip_queue);
+        $crate::refresh_task_agreement!($tx, $project_id, $task_id);
+        // Submitting (or skipping) ends the author's reservation of the task.
+        sqlx::query("delete from task_lock where task_id = $1 and user_id = $2")
+            .bind($task_id)
+            .bind(new.author)
+            .execute(&mut *$tx)
+            .await?;
+        id
+    }};
 }
 
 /// Locks the project row for the rest of the transaction where the engine has row locks, so
@@ -548,7 +615,7 @@ macro_rules! unset_ground_truth {
     }};
 }
 
-pub use crate::{apply_annotation_delta, lock_project, unset_ground_truth};
+pub use crate::{apply_annotation_delta, insert_annotation, lock_project, unset_ground_truth};
 
 /// Loads an annotation of the actor's organization whose project the actor can see. Another
 /// annotator's annotation is not found for an annotator (blind labeling; see
@@ -793,12 +860,8 @@ pub async fn delete_for_tasks(
             let mut per_task: std::collections::BTreeMap<i64, Kind> = Default::default();
             for (id, task_id, cancelled, gt, has_result) in gone {
                 deleted.push(id);
-                let k = Kind::of(cancelled, gt, has_result);
                 let sum = per_task.entry(task_id).or_default();
-                sum.total += k.total;
-                sum.cancelled += k.cancelled;
-                sum.useful += k.useful;
-                sum.ground_truth += k.ground_truth;
+                *sum = sum.plus(Kind::of(cancelled, gt, has_result));
             }
             for (task_id, kind) in per_task {
                 apply_annotation_delta!(

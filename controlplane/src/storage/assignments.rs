@@ -83,7 +83,22 @@ pub struct AssignmentView {
     pub kind: String,
     /// When it was made (ISO).
     pub created_at: String,
+    /// Where the assignee is with the task, read from their latest annotation of it or review
+    /// of its annotations: `AN` `assigned`, `in_progress`, `submitted` or `skipped`; `RE`
+    /// `assigned`, `accepted` or `rejected`.
+    pub state: String,
 }
+
+/// SQL expression over assignment `ta` (binding nothing): the assignment's state, from the
+/// assignee's latest annotation of the task (`AN`) or latest review of one of its annotations
+/// (`RE`); `assigned` while there is none. Derived on read, so it never disagrees with the
+/// annotations and reviews it describes (ADR 0041).
+pub const STATE_SQL: &str = "coalesce(case when ta.type = 'AN' then \
+    (select case when a.was_cancelled then 'skipped' when a.result is null then 'in_progress' \
+     else 'submitted' end from annotation a where a.task_id = ta.task_id and a.completed_by = ta.user_id \
+     order by a.id desc limit 1) \
+    else (select case when rv.accepted then 'accepted' else 'rejected' end from annotation_review rv \
+     where rv.task_id = ta.task_id and rv.created_by = ta.user_id order by rv.id desc limit 1) end, 'assigned')";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -93,6 +108,7 @@ struct Row {
     #[sqlx(rename = "type")]
     kind: String,
     created_at: i64,
+    state: String,
 }
 
 impl Row {
@@ -103,6 +119,7 @@ impl Row {
             assignee: self.user_id,
             kind: self.kind,
             created_at: format_micros(self.created_at),
+            state: self.state,
         }
     }
 }
@@ -131,10 +148,11 @@ pub async fn list(
 /// The assignments of a task (of one kind, or all), by kind and user.
 async fn of_task(db: &Db, task_id: i64, kind: Option<Kind>) -> ApiResult<Vec<AssignmentView>> {
     let rows: Vec<Row> = with_read!(db, conn, {
-        sqlx::query_as(
-            "select id, task_id, user_id, type, created_at from task_assignment \
-             where task_id = $1 and ($2 = '' or type = $2) order by type, user_id",
-        )
+        sqlx::query_as(&format!(
+            "select ta.id, ta.task_id, ta.user_id, ta.type, ta.created_at, {STATE_SQL} as state \
+             from task_assignment ta where ta.task_id = $1 and ($2 = '' or ta.type = $2) \
+             order by ta.type, ta.user_id"
+        ))
         .bind(task_id)
         .bind(kind.map_or("", Kind::as_str))
         .fetch_all(conn)
@@ -412,7 +430,8 @@ fn check_user_list(users: &[i64]) -> ApiResult<()> {
     Ok(())
 }
 
-fn id_list(ids: &[i64]) -> String {
+/// Ids as an SQL list (`0` for none, which matches no row).
+pub(crate) fn id_list(ids: &[i64]) -> String {
     if ids.is_empty() {
         return "0".into();
     }

@@ -34,6 +34,7 @@ pub mod ml;
 pub mod orgs;
 pub mod predictions;
 pub mod projects;
+pub mod quality;
 pub mod reviews;
 pub mod saml;
 pub mod scim;

@@ -1741,18 +1741,11 @@ pub(crate) const DELETE_BATCH: usize = 1000;
 /// Ids named in the audit entry of a bulk deletion.
 pub(crate) const AUDIT_IDS: usize = 100;
 
-/// Deletes tasks of one project (all of them when `ids` is `None`), subtracting their counters.
-pub async fn delete_many(
-    db: &Db,
-    actor: &Actor,
-    project_id: i64,
-    ids: Option<&[i64]>,
-) -> ApiResult<Vec<i64>> {
-    projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
-    let dialect = db.dialect();
-    // A selection is deleted in batches of bounded statements (one transaction): a selection
-    // of a million ids never becomes one giant `IN (…)`.
-    let conditions: Vec<String> = match ids {
+/// `SQL` tails selecting `ids` (` and id in (…)`) in batches of [`DELETE_BATCH`], or one empty
+/// tail for every row when `ids` is `None`: a selection of a million ids is handled in bounded
+/// statements (one transaction), never as one giant `IN (…)`.
+pub(crate) fn id_conditions(ids: Option<&[i64]>) -> Vec<String> {
+    match ids {
         None => vec![String::new()],
         Some(ids) => ids
             .chunks(DELETE_BATCH)
@@ -1767,58 +1760,84 @@ pub async fn delete_many(
                 )
             })
             .collect(),
-    };
+    }
+}
+
+/// Deletes the tasks of `$project_id` that `$conditions` select (each a ` and id in (…)` tail,
+/// or one empty string for every task) inside `$tx`, taking what they counted off the project's
+/// counters; their annotations, predictions, reservations and assignments go with them.
+/// Evaluates to the deleted ids (sorted) and the number of tasks deleted.
+#[macro_export]
+macro_rules! delete_task_rows {
+    ($tx:expr, $project_id:expr, $conditions:expr) => {{
+            let mut sums = [0i64; 9];
+            let mut deleted: Vec<i64> = Vec::new();
+            for condition in $conditions {
+                let s: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&format!(
+                    "select count(*), cast(coalesce(sum(case when is_labeled then 1 else 0 end), 0) as bigint), cast(coalesce(sum(total_annotations), 0) as bigint), \
+                     cast(coalesce(sum(cancelled_annotations), 0) as bigint), cast(coalesce(sum(useful_annotations), 0) as bigint), \
+                     cast(coalesce(sum(ground_truth_annotations), 0) as bigint), cast(coalesce(sum(case when useful_annotations > 0 then 1 else 0 end), 0) as bigint), \
+                     cast(coalesce(sum(total_predictions), 0) as bigint), cast(coalesce(sum(case when overlap > 1 then 1 else 0 end), 0) as bigint) \
+                     from task where project_id = $1{condition}"
+                ))
+                .bind($project_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+                for (total, part) in sums
+                    .iter_mut()
+                    .zip([s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7, s.8])
+                {
+                    *total += part;
+                }
+                let gone: Vec<i64> = sqlx::query_scalar(&format!(
+                    "delete from task where project_id = $1{condition} returning id"
+                ))
+                .bind($project_id)
+                .fetch_all(&mut *$tx)
+                .await?;
+                deleted.extend(gone);
+            }
+            deleted.sort_unstable();
+            sqlx::query(
+                "update project set task_number = task_number - $1, finished_task_number = finished_task_number - $2, \
+                 total_annotations_number = total_annotations_number - $3, skipped_annotations_number = skipped_annotations_number - $4, \
+                 useful_annotation_number = useful_annotation_number - $5, ground_truth_number = ground_truth_number - $6, \
+                 num_tasks_with_annotations = num_tasks_with_annotations - $7, total_predictions_number = total_predictions_number - $8, \
+                 overlapped_task_number = overlapped_task_number - $9 where id = $10",
+            )
+            .bind(sums[0])
+            .bind(sums[1])
+            .bind(sums[2])
+            .bind(sums[3])
+            .bind(sums[4])
+            .bind(sums[5])
+            .bind(sums[6])
+            .bind(sums[7])
+            .bind(sums[8])
+            .bind($project_id)
+            .execute(&mut *$tx)
+            .await?;
+            (deleted, sums[0])
+    }};
+}
+
+pub use crate::delete_task_rows;
+
+/// Deletes tasks of one project (all of them when `ids` is `None`), subtracting their counters.
+pub async fn delete_many(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    ids: Option<&[i64]>,
+) -> ApiResult<Vec<i64>> {
+    projects::get_row(db, actor, project_id, Permission::TaskManage).await?;
+    let dialect = db.dialect();
+    let conditions = id_conditions(ids);
     with_tx!(db, tx, {
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
-        let mut sums = [0i64; 9];
-        let mut deleted: Vec<i64> = Vec::new();
-        for condition in &conditions {
-            let s: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&format!(
-                "select count(*), cast(coalesce(sum(case when is_labeled then 1 else 0 end), 0) as bigint), cast(coalesce(sum(total_annotations), 0) as bigint), \
-                 cast(coalesce(sum(cancelled_annotations), 0) as bigint), cast(coalesce(sum(useful_annotations), 0) as bigint), \
-                 cast(coalesce(sum(ground_truth_annotations), 0) as bigint), cast(coalesce(sum(case when useful_annotations > 0 then 1 else 0 end), 0) as bigint), \
-                 cast(coalesce(sum(total_predictions), 0) as bigint), cast(coalesce(sum(case when overlap > 1 then 1 else 0 end), 0) as bigint) \
-                 from task where project_id = $1{condition}"
-            ))
-            .bind(project_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            for (total, part) in sums
-                .iter_mut()
-                .zip([s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7, s.8])
-            {
-                *total += part;
-            }
-            let gone: Vec<i64> = sqlx::query_scalar(&format!(
-                "delete from task where project_id = $1{condition} returning id"
-            ))
-            .bind(project_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            deleted.extend(gone);
-        }
-        deleted.sort_unstable();
-        sqlx::query(
-            "update project set task_number = task_number - $1, finished_task_number = finished_task_number - $2, \
-             total_annotations_number = total_annotations_number - $3, skipped_annotations_number = skipped_annotations_number - $4, \
-             useful_annotation_number = useful_annotation_number - $5, ground_truth_number = ground_truth_number - $6, \
-             num_tasks_with_annotations = num_tasks_with_annotations - $7, total_predictions_number = total_predictions_number - $8, \
-             overlapped_task_number = overlapped_task_number - $9 where id = $10",
-        )
-        .bind(sums[0])
-        .bind(sums[1])
-        .bind(sums[2])
-        .bind(sums[3])
-        .bind(sums[4])
-        .bind(sums[5])
-        .bind(sums[6])
-        .bind(sums[7])
-        .bind(sums[8])
-        .bind(project_id)
-        .execute(&mut *tx)
-        .await?;
+        let (deleted, count) = delete_task_rows!(tx, project_id, &conditions);
         // The audit entry names at most AUDIT_IDS ids: a bulk deletion is one bounded entry.
-        let mut summary = serde_json::json!({"deleted": sums[0], "all": ids.is_none()});
+        let mut summary = serde_json::json!({"deleted": count, "all": ids.is_none()});
         if !deleted.is_empty() || ids.is_some() {
             summary["ids"] = serde_json::json!(deleted.iter().take(AUDIT_IDS).collect::<Vec<_>>());
         }

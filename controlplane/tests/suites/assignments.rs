@@ -76,6 +76,44 @@ async fn listed_ids(app: &TestApp, p: i64, token: &str) -> Vec<i64> {
 }
 
 both_backends! {
+    async fn assignment_state_follows_the_assignees_work(app) {
+        let p = app.mk_project(&app.owner, json!({"maximum_annotations": 3})).await;
+        let t = app.mk_tasks(&app.owner, p, 1).await[0];
+        let (a_token, a) = member(&app, p, "st-a@example.com", Role::Annotator, None).await;
+        let (b_token, b) = member(&app, p, "st-b@example.com", Role::Annotator, None).await;
+        let (c_token, c) = member(&app, p, "st-c@example.com", Role::Annotator, None).await;
+        let (r_token, r) = member(&app, p, "st-r@example.com", Role::Reviewer, Some("reviewer")).await;
+        app.post(&assignees_url(p, t), &app.owner, json!({"type": "AN", "users": [a, b, c]})).await.expect(StatusCode::CREATED);
+        let made = app.post(&assignees_url(p, t), &app.owner, json!({"type": "RE", "users": [r]})).await.expect(StatusCode::CREATED);
+        assert_eq!(made["state"], json!("assigned"), "{made}");
+        let states = |list: Value| -> Vec<(String, i64, String)> {
+            list.as_array().expect("list").iter().map(|x| (
+                x["type"].as_str().expect("type").to_string(),
+                x["assignee"].as_i64().expect("assignee"),
+                x["state"].as_str().expect("state").to_string(),
+            )).collect()
+        };
+        let s = |kind: &str, user: i64, state: &str| (kind.to_string(), user, state.to_string());
+        let listed = app.get(&assignees_url(p, t), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(states(listed), vec![s("AN", a, "assigned"), s("AN", b, "assigned"), s("AN", c, "assigned"), s("RE", r, "assigned")]);
+
+        // a submits, b skips, c saves an unfinished annotation (no result).
+        let own = app.post(&format!("/api/tasks/{t}/annotations"), &a_token, json!({"result": choice("pos")}))
+            .await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        app.post(&format!("/api/tasks/{t}/annotations"), &b_token, json!({"result": [], "was_cancelled": true})).await.expect(StatusCode::CREATED);
+        app.post(&format!("/api/tasks/{t}/annotations"), &c_token, json!({"result": null})).await.expect(StatusCode::CREATED);
+        // The reviewer accepts a's annotation, then changes their mind: the latest review counts.
+        let review = app.post("/api/annotation-reviews", &r_token, json!({"annotation": own, "accepted": true})).await.expect(StatusCode::CREATED);
+        let listed = app.get(&assignees_url(p, t), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(states(listed), vec![s("AN", a, "submitted"), s("AN", b, "skipped"), s("AN", c, "in_progress"), s("RE", r, "accepted")]);
+        let review = review["id"].as_i64().expect("id");
+        app.patch(&format!("/api/annotation-reviews/{review}"), &r_token, json!({"accepted": false})).await.expect(StatusCode::OK);
+        let replaced = app.patch(&assignees_url(p, t), &app.owner, json!({"type": "RE", "users": [r]})).await.expect(StatusCode::OK);
+        assert_eq!(replaced["state"], json!("rejected"), "{replaced}");
+    }
+}
+
+both_backends! {
     async fn assignment_settings_are_project_settings(app) {
         let p = app.mk_project(&app.owner, json!({})).await;
         let shown = app.project(p).await;

@@ -179,6 +179,149 @@ both_backends! {
         assert!(actions.iter().any(|a| a == "annotation.delete"), "{actions:?}");
         assert!(webhook_events(&app).await.iter().any(|(a, _)| a == "TASKS_DELETED"));
     }
+    async fn predictions_become_annotations_and_ground_truth_is_cleared(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let t = app.mk_tasks(&app.owner, p, 4).await;
+        let annotator = app.user("dm-q-ann@example.com", Role::Annotator).await;
+        app.add_member(p, &annotator, None).await;
+        let admin = app.user("dm-q-adm@example.com", Role::Admin).await;
+        let t0_m1 = predict(&app, t[0], "pos", "m1").await;
+        let t0_m2 = predict(&app, t[0], "neg", "m2").await;
+        predict(&app, t[1], "pos", "m1").await;
+        let t2_m2 = predict(&app, t[2], "neg", "m2").await;
+        // The owner has annotated t1 already (and made it ground truth).
+        let own = app.post(&format!("/api/tasks/{}/annotations", t[1]), &app.owner, json!({"result": choice("neg"), "ground_truth": true}))
+            .await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        let owner_id = app.user_id(&app.owner).await;
+        let all = json!({"all": true, "excluded": []});
+
+        // Listed for managers and up; annotators neither see nor run them.
+        let listed = app.get(&format!("/api/dm/actions?project={p}"), &app.owner).await.expect(StatusCode::OK);
+        let names: Vec<&str> = listed.as_array().expect("list").iter().map(|a| a["id"].as_str().expect("id")).collect();
+        for id in ["delete_ground_truths", "predictions_to_annotations", "remove_duplicates"] {
+            assert!(names.contains(&id), "{id} missing from {listed}");
+        }
+        for id in ["delete_ground_truths", "predictions_to_annotations"] {
+            app.post(&format!("/api/dm/actions?project={p}&id={id}"), &annotator, json!({"selectedItems": all}))
+                .await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        }
+        // A bad model_version is refused and nothing is written.
+        for bad in [json!(42), json!([]), json!(["m1", 3])] {
+            let e = app.post(&format!("/api/dm/actions?project={p}&id=predictions_to_annotations"), &app.owner, json!({"selectedItems": all, "model_version": bad}))
+                .await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+            assert!(e["detail"].as_str().is_some_and(|d| d.contains("model_version")), "{e}");
+        }
+        assert_eq!(app.project(p).await["total_annotations_number"], json!(1));
+
+        // model_version m1: t0 gets its m1 prediction; t1 is skipped (the owner has one), t2 has no m1.
+        let r = app.post(&format!("/api/dm/actions?project={p}&id=predictions_to_annotations"), &app.owner, json!({"selectedItems": all, "model_version": "m1"}))
+            .await.expect(StatusCode::OK);
+        assert_eq!((r["processed_items"].clone(), r["created"].clone()), (json!(4), json!(1)), "{r}");
+        let task0 = app.get(&format!("/api/tasks/{}", t[0]), &app.owner).await.expect(StatusCode::OK);
+        let made = &task0["annotations"][0];
+        assert_eq!(made["result"], choice("pos"));
+        assert_eq!((made["parent_prediction"].clone(), made["completed_by"].clone()), (json!(t0_m1), json!(owner_id)));
+        assert_eq!((task0["total_annotations"].clone(), task0["is_labeled"].clone()), (json!(1), json!(true)));
+        let project = app.project(p).await;
+        assert_eq!((project["total_annotations_number"].clone(), project["finished_task_number"].clone()), (json!(2), json!(2)));
+        // Again with no version (the project has none set): the newest of each task; t0 is the owner's already.
+        let r = app.post(&format!("/api/dm/actions?project={p}&id=predictions_to_annotations"), &app.owner, json!({"selectedItems": all}))
+            .await.expect(StatusCode::OK);
+        assert_eq!(r["created"], json!(1), "{r}");
+        let task2 = app.get(&format!("/api/tasks/{}", t[2]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(task2["annotations"][0]["parent_prediction"], json!(t2_m2));
+        // An admin, with the project's model_version m2: t0 and t2 (the newest m2 each), not t1.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"model_version": "m2"})).await.expect(StatusCode::OK);
+        let r = app.post(&format!("/api/dm/actions?project={p}&id=predictions_to_annotations"), &admin, json!({"selectedItems": {"all": false, "included": [t[0], t[1], t[2]]}}))
+            .await.expect(StatusCode::OK);
+        assert_eq!(r["created"], json!(2), "{r}");
+        let task0 = app.get(&format!("/api/tasks/{}", t[0]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(task0["annotations"][1]["parent_prediction"], json!(t0_m2));
+        assert_eq!(task0["total_annotations"], json!(2));
+        let project = app.project(p).await;
+        assert_eq!((project["total_annotations_number"].clone(), project["finished_task_number"].clone()), (json!(5), json!(3)));
+
+        // delete_ground_truths: mark t0's first annotation too, then clear t0 only, then the rest.
+        let first = task0["annotations"][0]["id"].as_i64().expect("id");
+        app.patch(&format!("/api/annotations/{first}"), &app.owner, json!({"ground_truth": true})).await.expect(StatusCode::OK);
+        assert_eq!(app.project(p).await["ground_truth_number"], json!(2));
+        let r = app.post(&format!("/api/dm/actions?project={p}&id=delete_ground_truths"), &app.owner, json!({"selectedItems": {"all": false, "included": [t[0]]}}))
+            .await.expect(StatusCode::OK);
+        assert_eq!(r["detail"], json!("Deleted 1 ground truths"));
+        assert_eq!(app.get(&format!("/api/annotations/{first}"), &app.owner).await.expect(StatusCode::OK)["ground_truth"], json!(false));
+        assert_eq!(app.get(&format!("/api/annotations/{own}"), &app.owner).await.expect(StatusCode::OK)["ground_truth"], json!(true));
+        assert_eq!(app.project(p).await["ground_truth_number"], json!(1));
+        app.post(&format!("/api/dm/actions?project={p}&id=delete_ground_truths"), &admin, json!({"selectedItems": all}))
+            .await.expect(StatusCode::OK);
+        assert_eq!(app.get(&format!("/api/annotations/{own}"), &app.owner).await.expect(StatusCode::OK)["ground_truth"], json!(false));
+        let project = app.project(p).await;
+        assert_eq!((project["ground_truth_number"].clone(), project["total_annotations_number"].clone()), (json!(0), json!(5)));
+        let listed = app.get(&format!("/api/tasks?project={p}&fields=task_only"), &app.owner).await.expect(StatusCode::OK);
+        assert!(listed["tasks"].as_array().expect("tasks").iter().all(|t| t["ground_truth"] != json!(true)), "{listed}");
+
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        assert!(actions.iter().any(|a| a == "annotation.ground_truth.delete"), "{actions:?}");
+    }
+
+    async fn duplicates_are_merged_into_the_most_annotated_task(app) {
+        let p = app.mk_project(&app.owner, json!({"maximum_annotations": 2})).await;
+        let annotator = app.user("dm-dup@example.com", Role::Annotator).await;
+        app.add_member(p, &annotator, None).await;
+        let data = ["a", "b", "a", "a", "c", "b"].map(|x| json!({"text": x, "meta_info": {"k": 1, "j": [x]}}));
+        let t: Vec<i64> = app.post(&format!("/api/projects/{p}/import?return_task_ids=true"), &app.owner, Value::Array(data.to_vec()))
+            .await.expect(StatusCode::CREATED)["task_ids"].as_array().expect("ids").iter().map(|v| v.as_i64().expect("id")).collect();
+        let on_t2 = app.post(&format!("/api/tasks/{}/annotations", t[2]), &app.owner, json!({"result": choice("pos"), "ground_truth": true}))
+            .await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        let on_t3 = app.post(&format!("/api/tasks/{}/annotations", t[3]), &annotator, json!({"result": choice("pos")}))
+            .await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        app.patch(&format!("/api/annotations/{on_t3}"), &app.owner, json!({"ground_truth": true})).await.expect(StatusCode::OK);
+        app.post("/api/annotation-reviews", &app.owner, json!({"annotation": on_t3, "accepted": true})).await.expect(StatusCode::CREATED);
+        let before = app.project(p).await;
+        assert_eq!((before["finished_task_number"].clone(), before["ground_truth_number"].clone()), (json!(0), json!(2)));
+
+        // Annotators may not; a selection without two equal tasks removes nothing.
+        app.post(&format!("/api/dm/actions?project={p}&id=remove_duplicates"), &annotator, json!({"selectedItems": {"all": true}}))
+            .await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        let r = app.post(&format!("/api/dm/actions?project={p}&id=remove_duplicates"), &app.owner, json!({"selectedItems": {"all": false, "included": [t[0], t[1], t[4]]}}))
+            .await.expect(StatusCode::OK);
+        assert_eq!((r["removed"].clone(), r["detail"].clone()), (json!(0), json!("Removed 0 tasks")));
+        assert_eq!(app.project(p).await["task_number"], json!(6));
+
+        // Everything: "a" keeps t2 (one annotation, lowest id of the most annotated), "b" keeps t1.
+        let r = app.post(&format!("/api/dm/actions?project={p}&id=remove_duplicates"), &app.owner, json!({"selectedItems": {"all": true, "excluded": []}}))
+            .await.expect(StatusCode::OK);
+        assert_eq!((r["removed"].clone(), r["processed_items"].clone()), (json!(3), json!(6)), "{r}");
+        let left = app.get(&format!("/api/tasks?project={p}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(ids(&left), vec![t[1], t[2], t[4]]);
+        // t3's annotation (with its review) moved onto t2, which now meets the overlap of 2.
+        let moved = app.get(&format!("/api/annotations/{on_t3}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((moved["task"].clone(), moved["reviews_accepted"].clone()), (json!(t[2]), json!(1)));
+        // One ground truth per task: the kept task's mark stays, the moved one's is cleared.
+        assert_eq!(moved["ground_truth"], json!(false));
+        assert_eq!(app.get(&format!("/api/annotations/{on_t2}"), &app.owner).await.expect(StatusCode::OK)["ground_truth"], json!(true));
+        let kept = app.get(&format!("/api/tasks/{}", t[2]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((kept["total_annotations"].clone(), kept["is_labeled"].clone()), (json!(2), json!(true)));
+        let project = app.project(p).await;
+        assert_eq!(
+            [&project["task_number"], &project["total_annotations_number"], &project["finished_task_number"], &project["ground_truth_number"], &project["num_tasks_with_annotations"]],
+            [&json!(3), &json!(2), &json!(1), &json!(1), &json!(1)],
+            "{project}"
+        );
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        assert!(actions.iter().any(|a| a == "task.remove_duplicates"), "{actions:?}");
+    }
+}
+
+async fn predict(app: &crate::common::TestApp, task: i64, label: &str, version: &str) -> i64 {
+    app.post(
+        "/api/predictions",
+        &app.owner,
+        json!({"task": task, "result": choice(label), "model_version": version}),
+    )
+    .await
+    .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id")
 }
 
 async fn webhook_events(app: &crate::common::TestApp) -> Vec<(String, String)> {

@@ -18,7 +18,7 @@ use crate::{
     storage::{
         annotations,
         assignments::{self, Kind},
-        predictions,
+        predictions, quality,
         tasks::{self, Fields, TaskView, Window},
         views::{self, ViewRow},
     },
@@ -475,6 +475,36 @@ const ACTIONS: &[ActionSpec] = &[
             "Every reviewer assignment of the selected tasks is removed; reviews stay.",
         )),
     },
+    ActionSpec {
+        id: "delete_ground_truths",
+        title: "Delete ground truths",
+        order: 105,
+        permission: Permission::GroundTruthManage,
+        dialog: Some((
+            "Delete ground truths of the selected tasks?",
+            "The ground-truth mark is taken off every annotation of the selected tasks; the annotations stay.",
+        )),
+    },
+    ActionSpec {
+        id: "predictions_to_annotations",
+        title: "Create annotations from predictions",
+        order: 106,
+        permission: Permission::AnnotationCreate,
+        dialog: Some((
+            "Create annotations from predictions?",
+            "Each selected task gets an annotation by you made from its newest prediction of the chosen model version (the project's by default); tasks you have annotated already are left alone.",
+        )),
+    },
+    ActionSpec {
+        id: "remove_duplicates",
+        title: "Remove duplicated tasks",
+        order: 107,
+        permission: Permission::TaskManage,
+        dialog: Some((
+            "Remove duplicated tasks?",
+            "Of the selected tasks with identical data, the one with the most annotations is kept and gets the annotations of the others, which are deleted for good.",
+        )),
+    },
 ];
 
 /// An action as `GET /api/dm/actions` lists it.
@@ -668,7 +698,59 @@ pub async fn perform_action(
                 serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Removed {n} assignments")}),
             )
         }
+        "delete_ground_truths" => {
+            let n = quality::delete_ground_truths(&state.db, actor, project, &ids).await?;
+            Ok(
+                serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} ground truths")}),
+            )
+        }
+        "predictions_to_annotations" => {
+            let versions = model_versions(body)?;
+            let created =
+                quality::predictions_to_annotations(&state.db, actor, project, &ids, versions)
+                    .await?;
+            Ok(
+                serde_json::json!({"processed_items": ids.len(), "reload": true, "created": created.len(), "detail": format!("Created {} annotations", created.len())}),
+            )
+        }
+        "remove_duplicates" => {
+            let removed = quality::remove_duplicates(&state.db, actor, project, &ids).await?;
+            let n = removed.len();
+            tasks_emit(
+                state,
+                actor,
+                project,
+                Action::TasksDeleted,
+                Subject::TasksDeleted(removed),
+            )
+            .await;
+            Ok(
+                serde_json::json!({"processed_items": ids.len(), "reload": true, "removed": n, "detail": format!("Removed {n} tasks")}),
+            )
+        }
         other => Err(ApiError::internal(format!("action {other} has no handler"))),
+    }
+}
+
+/// The `model_version` of a `predictions_to_annotations` body: a version, a list of them, or
+/// absent/null for the project's default (see [`quality::Versions`]).
+fn model_versions(body: &Map<String, Value>) -> ApiResult<quality::Versions> {
+    let bad = || {
+        ApiError::field(
+            ErrorCode::ValidationError,
+            "model_version",
+            "must be a model version (a string) or a non-empty list of them",
+        )
+    };
+    match body.get("model_version") {
+        None | Some(Value::Null) => Ok(quality::Versions::ProjectDefault),
+        Some(Value::String(v)) => Ok(quality::Versions::Given(vec![v.clone()])),
+        Some(Value::Array(list)) if !list.is_empty() && list.len() <= 100 => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
+            .collect::<ApiResult<Vec<_>>>()
+            .map(quality::Versions::Given),
+        Some(_) => Err(bad()),
     }
 }
 
