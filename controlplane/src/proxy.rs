@@ -336,9 +336,10 @@ async fn bucket_target(
     crate::cloud::store(&row.endpoint(&sealer)?, Arc::new(policy)).map(|b| Some(b.store))
 }
 
-/// A `Range` header, decided against the object's length.
+/// A `Range` header, decided against the object's length (also for uploaded files served at
+/// `/data/upload/...`, ADR 0042).
 #[derive(Debug, PartialEq, Eq)]
-enum Range {
+pub enum Range {
     /// Serve bytes `start..=end`.
     Bytes(u64, u64),
     /// Not satisfiable: 416.
@@ -348,7 +349,9 @@ enum Range {
     Ignored,
 }
 
-fn parse_range(value: &str, len: u64) -> Range {
+/// Decides a `Range` header value against an object of `len` bytes: one range of the form
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` is honoured; anything else is ignored.
+pub fn parse_range(value: &str, len: u64) -> Range {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Range::Ignored;
     };

@@ -392,7 +392,7 @@ pub fn handlers(
     Ok(crate::imports::register(
         db.clone(),
         jobs.clone(),
-        config.data_dir.clone(),
+        config.clone(),
         handlers,
     ))
 }

@@ -10,6 +10,7 @@ use super::{
     audit::{Prepared, audit},
     format_micros, now_micros,
     tasks::{ImportFormat, ImportSource},
+    uploads::StoredUpload,
     with_read, with_tx,
 };
 use crate::{
@@ -35,9 +36,24 @@ pub struct ImportRow {
     pub summary: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// The URL the job fetches (a form-encoded `url=` import).
+    pub url: Option<String>,
+    /// `preannotated_from_fields` of the request, a JSON list.
+    pub preannotated_from_fields: Option<String>,
 }
 
-const COLUMNS: &str = "id, organization_id, project_id, created_by, status, job_id, error, return_task_ids, summary, created_at, finished_at";
+const COLUMNS: &str = "id, organization_id, project_id, created_by, status, job_id, error, return_task_ids, summary, created_at, finished_at, url, preannotated_from_fields";
+
+/// What an import run as a job brings besides its stored files.
+#[derive(Debug, Clone, Default)]
+pub struct ImportRequest {
+    /// Return the new tasks' ids.
+    pub return_task_ids: bool,
+    /// A URL the job fetches and imports (ADR 0042).
+    pub url: Option<String>,
+    /// Task data fields that become a prediction (`preannotated_from_fields`).
+    pub preannotated_from_fields: Vec<String>,
+}
 
 /// An import as the API shows it (Label Studio's `ProjectImport`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -65,6 +81,14 @@ pub struct ImportView {
 }
 
 impl ImportRow {
+    /// The `preannotated_from_fields` the job applies.
+    pub fn preannotated_from_fields(&self) -> Vec<String> {
+        self.preannotated_from_fields
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default()
+    }
+
     /// The API view.
     pub fn view(&self) -> ImportView {
         let summary: Value = self
@@ -125,13 +149,15 @@ fn parse_format(name: &str) -> ImportFormat {
 }
 
 /// Stores an upload as a new import (status `created`); answers its id. The caller enqueues
-/// the job and records it with [`set_job`].
+/// the job and records it with [`set_job`]. A source kept as an upload (a file of a multipart
+/// import, already under the project's upload directory) is recorded with its stored name, so
+/// the job's transaction writes its `file_upload` row as a synchronous import does.
 pub async fn create(
     db: &Db,
     actor: &Actor,
     project: i64,
     sources: &[ImportSource],
-    return_task_ids: bool,
+    request: &ImportRequest,
 ) -> ApiResult<i64> {
     access::project(db, actor, project, Permission::TaskManage).await?;
     let mut total = 0u64;
@@ -153,31 +179,44 @@ pub async fn create(
     let mut files = Vec::with_capacity(sources.len());
     for s in sources {
         let body = tokio::fs::read(&s.path).await.map_err(ApiError::internal)?;
-        files.push((format_name(s.format), s.extension.clone(), body));
+        files.push((
+            format_name(s.format),
+            s.extension.clone(),
+            body,
+            s.upload.clone(),
+        ));
     }
     let now = now_micros();
     with_tx!(db, tx, {
         crate::recheck_project_access!(tx, actor, project, Permission::TaskManage)?;
         let id: i64 = sqlx::query_scalar(
-            "insert into project_import (organization_id, project_id, created_by, return_task_ids, created_at) \
-             values ($1, $2, $3, $4, $5) returning id",
+            "insert into project_import (organization_id, project_id, created_by, return_task_ids, created_at, url, preannotated_from_fields) \
+             values ($1, $2, $3, $4, $5, $6, $7) returning id",
         )
         .bind(actor.org_id)
         .bind(project)
         .bind((actor.user_id != 0).then_some(actor.user_id))
-        .bind(return_task_ids)
+        .bind(request.return_task_ids)
         .bind(now)
+        .bind(&request.url)
+        .bind(
+            (!request.preannotated_from_fields.is_empty())
+                .then(|| json!(request.preannotated_from_fields).to_string()),
+        )
         .fetch_one(&mut *tx)
         .await?;
-        for (seq, (format, extension, body)) in files.iter().enumerate() {
+        for (seq, (format, extension, body, upload)) in files.iter().enumerate() {
             sqlx::query(
-                "insert into project_import_file (import_id, seq, format, extension, body) values ($1, $2, $3, $4, $5)",
+                "insert into project_import_file (import_id, seq, format, extension, body, upload_file, upload_size) \
+                 values ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(id)
             .bind(i64::try_from(seq).unwrap_or(i64::MAX))
             .bind(*format)
             .bind(extension)
             .bind(body.as_slice())
+            .bind(upload.as_ref().map(|u| u.file.clone()))
+            .bind(upload.as_ref().map(|u| u.size))
             .execute(&mut *tx)
             .await?;
         }
@@ -189,7 +228,7 @@ pub async fn create(
                 "import.queue",
                 "project",
                 project,
-                json!({"import": id, "files": files.len(), "bytes": bytes}),
+                json!({"import": id, "files": files.len(), "bytes": bytes, "url": request.url}),
             )
         );
         Ok::<_, ApiError>(id)
@@ -232,16 +271,21 @@ pub async fn by_id(db: &Db, id: i64) -> ApiResult<Option<ImportRow>> {
 
 /// Writes an import's files into `dir` for the importer; marks it `in_progress`.
 pub async fn start(db: &Db, id: i64, dir: &std::path::Path) -> ApiResult<Vec<ImportSource>> {
-    let files: Vec<(i64, String, String, Vec<u8>)> = with_read!(db, conn, {
-        sqlx::query_as(
-            "select seq, format, extension, body from project_import_file where import_id = $1 order by seq",
+    #[allow(clippy::type_complexity)]
+    let files: Vec<(i64, String, String, Vec<u8>, Option<String>, Option<i64>)> = with_read!(
+        db,
+        conn,
+        {
+            sqlx::query_as(
+            "select seq, format, extension, body, upload_file, upload_size from project_import_file where import_id = $1 order by seq",
         )
         .bind(id)
         .fetch_all(conn)
         .await?
-    });
+        }
+    );
     let mut sources = Vec::with_capacity(files.len());
-    for (seq, format, extension, body) in files {
+    for (seq, format, extension, body, upload_file, upload_size) in files {
         let path = dir.join(format!("upload-{seq}"));
         tokio::fs::write(&path, body)
             .await
@@ -250,7 +294,10 @@ pub async fn start(db: &Db, id: i64, dir: &std::path::Path) -> ApiResult<Vec<Imp
             path,
             format: parse_format(&format),
             extension,
-            upload: None,
+            upload: upload_file.map(|file| StoredUpload {
+                file,
+                size: upload_size.unwrap_or(0),
+            }),
         });
     }
     with_tx!(db, tx, {
@@ -265,8 +312,10 @@ pub async fn start(db: &Db, id: i64, dir: &std::path::Path) -> ApiResult<Vec<Imp
     Ok(sources)
 }
 
-/// Ends an import: `completed` with its summary, or `failed` with the error. Its files go.
-pub async fn finish(db: &Db, id: i64, outcome: Result<Value, String>) -> ApiResult<()> {
+/// Ends an import: `completed` with its summary, or `failed` with the error. Its stored files
+/// go from the database; answers the names of those it had kept under the project's upload
+/// directory (a failed import's caller removes them).
+pub async fn finish(db: &Db, id: i64, outcome: Result<Value, String>) -> ApiResult<Vec<String>> {
     let (status, summary, error) = match outcome {
         Ok(s) => ("completed", Some(s.to_string()), None),
         Err(e) => ("failed", None, Some(e)),
@@ -282,10 +331,16 @@ pub async fn finish(db: &Db, id: i64, outcome: Result<Value, String>) -> ApiResu
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        let stored: Vec<String> = sqlx::query_scalar(
+            "select upload_file from project_import_file where import_id = $1 and upload_file is not null",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
         sqlx::query("delete from project_import_file where import_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        Ok::<_, ApiError>(())
+        Ok::<_, ApiError>(stored)
     })
 }

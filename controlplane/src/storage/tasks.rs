@@ -832,9 +832,9 @@ fn import_error(e: ImportError, offset: usize) -> ApiError {
     )
 }
 
-/// Checks `preannotated_from_fields` before anything is read: each field names a control tag
-/// of the label config (ADR 0032).
-fn check_preannotated_fields(config: Option<&LabelConfig>, fields: &[String]) -> ApiResult<()> {
+/// Checks `preannotated_from_fields` before anything is read (also when an import run as a job
+/// is queued): each field names a control tag of the label config (ADR 0032).
+pub fn check_preannotated_fields(config: Option<&LabelConfig>, fields: &[String]) -> ApiResult<()> {
     if fields.is_empty() {
         return Ok(());
     }

@@ -57,11 +57,25 @@ async fn get_bytes(
     path: &str,
     token: &str,
 ) -> (StatusCode, http::HeaderMap, Vec<u8>) {
-    let request = Request::builder()
+    request_bytes(app, "GET", path, token, &[]).await
+}
+
+/// A raw request with extra headers: status, headers and body bytes.
+async fn request_bytes(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+    let mut request = Request::builder()
+        .method(method)
         .uri(path)
-        .header("authorization", format!("Token {token}"))
-        .body(Body::empty())
-        .expect("request");
+        .header("authorization", format!("Token {token}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Body::empty()).expect("request");
     let response = app
         .service
         .clone()
@@ -509,4 +523,384 @@ async fn oversize_upload_leaves_nothing_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversize_upload_leaves_nothing_postgres() {
     oversize(Backend::Postgres).await;
+}
+
+/// Queues an import with `async=true` (`extra` appended to the query) and waits for its job.
+async fn import_async(
+    app: &TestApp,
+    project: i64,
+    extra: &str,
+    content_type: &str,
+    body: impl Into<Body>,
+) -> Value {
+    let queued = app
+        .post_raw(
+            &format!("/api/projects/{project}/import?async=true{extra}"),
+            &app.owner,
+            content_type,
+            body,
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let id = queued["import"].as_i64().expect("import id");
+    crate::wait_import(app, project, id).await
+}
+
+both_backends! {
+    // Media files of an import run as a job are stored and recorded as uploads exactly as a
+    // synchronous import stores them, and the job writes their tasks; a retried job writes
+    // nothing twice.
+    async fn async_media_uploads_become_tasks(app) {
+        let _worker = crate::webhooks::start_worker(&app);
+        let project = app.mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG})).await;
+        let (a, b) = (png_bytes(7, 4000), png_bytes(8, 90_000));
+        let tasks_json = br#"[{"image": "https://example.com/listed.png"}]"#;
+        let (content_type, body) = multipart(&[("cat.png", &a), ("dog photo.jpg", &b), ("tasks.json", tasks_json)]);
+        let done = import_async(&app, project, "&return_task_ids=true", &content_type, body).await;
+        assert_eq!(done["status"], json!("completed"), "{done}");
+        assert_eq!(done["task_count"], json!(3));
+        assert_eq!(done["found_formats"], json!({".png": 1, ".jpg": 1, ".json": 1}), "{done}");
+        assert_eq!(done["task_ids"].as_array().map(Vec::len), Some(3));
+        let tasks = tasks_of(&app, project).await;
+        assert_eq!(tasks.len(), 3);
+        for (task, bytes, suffix) in [(&tasks[0], &a, "-cat.png"), (&tasks[1], &b, "-dog_photo.jpg")] {
+            let url = task["data"]["image"].as_str().expect("url");
+            let prefix = format!("/data/upload/{project}/");
+            assert!(url.starts_with(&prefix) && url.ends_with(suffix), "{url}");
+            assert_eq!(task["file_upload"], json!(&url[prefix.len()..]));
+            let (status, _, body) = get_bytes(&app, url, &app.owner).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(&body, bytes);
+        }
+        assert_eq!(tasks[2]["data"]["image"], "https://example.com/listed.png");
+        assert!(tasks[2]["file_upload"].as_str().expect("name").ends_with("-tasks.json"), "{}", tasks[2]);
+        let list = app.get(&format!("/api/projects/{project}/file-uploads"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
+        assert_eq!(list[1]["size"], json!(b.len()));
+        assert_eq!(stored_files(&app, project).len(), 3);
+        assert_eq!(crate::scalar_i64(&app, "select count(*) from project_import_file").await, 0);
+
+        // The same import's job again: no second task, row or file.
+        let jobs = verity_controlplane::jobs::Jobs::Sql(verity_controlplane::jobs::sql::SqlQueue::new(app.db.clone()));
+        let again = verity_controlplane::imports::enqueue(&jobs, app.org, done["id"].as_i64().expect("id"))
+            .await
+            .expect("enqueue");
+        for _ in 0..500 {
+            let j = app.get(&format!("/api/jobs/{again}"), &app.owner).await.expect(StatusCode::OK);
+            if j["state"] == json!("finished") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(tasks_of(&app, project).await.len(), 3);
+        assert_eq!(crate::scalar_i64(&app, &format!("select count(*) from file_upload where project_id = {project}")).await, 3);
+        assert_eq!(stored_files(&app, project).len(), 3);
+
+        // A media file the label config cannot place is refused at once, nothing queued.
+        let two_keys = app
+            .mk_project(&app.owner, json!({"label_config": r#"<View><Image name="a" value="$a"/><Image name="b" value="$b"/></View>"#}))
+            .await;
+        upload(&app, &app.owner, &format!("/api/projects/{two_keys}/import?async=true"), &[("pic.png", &png_bytes(3, 10))])
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_import");
+        assert!(stored_files(&app, two_keys).is_empty());
+    }
+
+    // A job whose import fails (a bad task file beside a media file) leaves no task, no
+    // `file_upload` row and no stored file, and says why.
+    async fn failed_async_media_import_leaves_nothing(app) {
+        let _worker = crate::webhooks::start_worker(&app);
+        let project = app.mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG})).await;
+        let (content_type, body) = multipart(&[("pic.png", &png_bytes(4, 2000)), ("bad.json", br#"[{"image": "x"}, {"other": 1}]"#)]);
+        let failed = import_async(&app, project, "", &content_type, body).await;
+        assert_eq!(failed["status"], json!("failed"), "{failed}");
+        assert!(failed["error"].as_str().is_some_and(|e| e.contains("task 2")), "{failed}");
+        assert!(tasks_of(&app, project).await.is_empty());
+        assert!(stored_files(&app, project).is_empty(), "{:?}", stored_files(&app, project));
+        assert_eq!(crate::scalar_i64(&app, "select count(*) from file_upload").await, 0);
+        assert_eq!(crate::scalar_i64(&app, "select count(*) from project_import_file").await, 0);
+    }
+
+    // `preannotated_from_fields` is kept with the import and applied by its job; a field that
+    // names no control tag is refused before anything is queued.
+    async fn async_preannotated_from_fields(app) {
+        let _worker = crate::webhooks::start_worker(&app);
+        let project = app.mk_project(&app.owner, json!({})).await;
+        let done = import_async(
+            &app,
+            project,
+            "&preannotated_from_fields=sentiment",
+            "text/csv",
+            "text,sentiment\nhello,pos\nbye,neg\n",
+        )
+        .await;
+        assert_eq!(done["status"], json!("completed"), "{done}");
+        assert_eq!((done["task_count"].clone(), done["prediction_count"].clone()), (json!(2), json!(2)));
+        let tasks = tasks_of(&app, project).await;
+        assert_eq!(tasks[0]["data"], json!({"text": "hello"}));
+        assert_eq!(
+            tasks[1]["predictions"][0]["result"],
+            json!([{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["neg"]}}])
+        );
+        // A value the config does not declare fails the import with the task's index.
+        let failed = import_async(
+            &app,
+            project,
+            "&preannotated_from_fields=sentiment",
+            "text/csv",
+            "text,sentiment\nx,pos\ny,maybe\n",
+        )
+        .await;
+        assert_eq!(failed["status"], json!("failed"), "{failed}");
+        assert_eq!(tasks_of(&app, project).await.len(), 2);
+        let error = app
+            .post_raw(
+                &format!("/api/projects/{project}/import?async=true&preannotated_from_fields=mood"),
+                &app.owner,
+                "text/csv",
+                "text,mood\nx,pos\n",
+            )
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(error["detail"].as_str().expect("detail").contains("mood"), "{error}");
+        assert_eq!(crate::scalar_i64(&app, "select count(*) from project_import").await, 2);
+    }
+}
+
+/// An import from a URL run as a job: the job fetches the URL under the same rules as a
+/// synchronous import and stores the answer as an upload; a fetch that fails marks the import
+/// failed with the reason and leaves nothing; an address the rules refuse is refused at once.
+async fn async_url_import(backend: Backend) {
+    let server = file_server().await;
+    let app = TestApp::with_config(backend, |c| c.allow_private_targets = "true".into()).await;
+    let _worker = crate::webhooks::start_worker(&app);
+    let form = "application/x-www-form-urlencoded";
+    let project = app.mk_project(&app.owner, json!({})).await;
+    let done = import_async(
+        &app,
+        project,
+        "",
+        form,
+        format!("url=http%3A%2F%2F{server}%2Ftasks"),
+    )
+    .await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert_eq!(done["task_count"], json!(2));
+    let tasks = tasks_of(&app, project).await;
+    assert_eq!(tasks[1]["data"]["text"], "from url 2");
+    assert!(
+        tasks[0]["file_upload"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("-tasks.json")),
+        "{}",
+        tasks[0]
+    );
+    assert_eq!(stored_files(&app, project).len(), 1);
+    // A media file by URL.
+    let images = app
+        .mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG}))
+        .await;
+    let done = import_async(
+        &app,
+        images,
+        "",
+        form,
+        format!("url=http://{server}/photo.png"),
+    )
+    .await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    let task = &tasks_of(&app, images).await[0];
+    let (status, _, body) = get_bytes(
+        &app,
+        task["data"]["image"].as_str().expect("url"),
+        &app.owner,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, png_bytes(5, 500));
+    let uploads_before = crate::scalar_i64(&app, "select count(*) from file_upload").await;
+    // A URL that answers 404: failed with the synchronous import's message, nothing written.
+    let failed = import_async(
+        &app,
+        project,
+        "",
+        form,
+        format!("url=http://{server}/missing.json"),
+    )
+    .await;
+    assert_eq!(failed["status"], json!("failed"), "{failed}");
+    let error = failed["error"].as_str().expect("error");
+    assert!(error.contains("fetching the URL answered 404"), "{failed}");
+    assert_eq!(tasks_of(&app, project).await.len(), 2);
+    assert_eq!(stored_files(&app, project).len(), 1);
+    assert_eq!(
+        crate::scalar_i64(&app, "select count(*) from file_upload").await,
+        uploads_before
+    );
+    // A media file the label config cannot place: the fetched file goes too.
+    let two_keys = app
+        .mk_project(
+            &app.owner,
+            json!({"label_config": r#"<View><Image name="a" value="$a"/><Image name="b" value="$b"/></View>"#}),
+        )
+        .await;
+    let failed = import_async(
+        &app,
+        two_keys,
+        "",
+        form,
+        format!("url=http://{server}/photo.png"),
+    )
+    .await;
+    assert_eq!(failed["status"], json!("failed"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("data keys")),
+        "{failed}"
+    );
+    assert!(stored_files(&app, two_keys).is_empty());
+    assert!(tasks_of(&app, two_keys).await.is_empty());
+
+    // The default policy refuses a loopback address before anything is queued.
+    let strict = TestApp::new(backend).await;
+    let project = strict.mk_project(&strict.owner, json!({})).await;
+    let error = strict
+        .post_raw(
+            &format!("/api/projects/{project}/import?async=true"),
+            &strict.owner,
+            form,
+            format!("url=http://{server}/tasks"),
+        )
+        .await;
+    assert_eq!(error.status, StatusCode::BAD_REQUEST, "{}", error.text);
+    assert_eq!(error.body["code"], "private_target");
+    assert_eq!(
+        crate::scalar_i64(&strict, "select count(*) from project_import").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_url_import_sqlite() {
+    async_url_import(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_url_import_postgres() {
+    async_url_import(Backend::Postgres).await;
+}
+
+both_backends! {
+    // Byte ranges on served uploads (ADR 0042): one range is 206 with the exact bytes and
+    // Content-Range; a range past the end is 416 with `bytes */size`; several ranges, or an
+    // If-Range that does not match, get the whole file; HEAD answers the headers only; users
+    // who may not see the project learn nothing, range or not.
+    async fn served_uploads_honour_byte_ranges(app) {
+        let project = app.mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG})).await;
+        // Larger than one 64 KiB read, so a range spans several chunks of the stream.
+        let bytes = png_bytes(11, 300_000);
+        let len = bytes.len();
+        upload(&app, &app.owner, &format!("/api/projects/{project}/import"), &[("clip.png", &bytes)])
+            .await
+            .expect(StatusCode::CREATED);
+        let url = tasks_of(&app, project).await[0]["data"]["image"].as_str().expect("url").to_string();
+        let ranged = |range: &'static str| {
+            let (app, url) = (&app, url.clone());
+            async move { request_bytes(app, "GET", &url, &app.owner, &[("range", range)]).await }
+        };
+
+        let (status, headers, body) = get_bytes(&app, &url, &app.owner).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[http::header::ACCEPT_RANGES], "bytes");
+        assert_eq!(body, bytes);
+        let modified = headers[http::header::LAST_MODIFIED].to_str().expect("date").to_string();
+
+        let (status, headers, body) = ranged("bytes=10-19").await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, &bytes[10..20]);
+        assert_eq!(headers[http::header::CONTENT_RANGE], format!("bytes 10-19/{len}").as_str());
+        assert_eq!(headers[http::header::CONTENT_LENGTH], "10");
+        assert_eq!(headers[http::header::ACCEPT_RANGES], "bytes");
+        assert!(headers[http::header::CONTENT_TYPE].to_str().expect("type").starts_with("image/png"));
+
+        let (status, headers, body) = ranged("bytes=65000-200000").await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, &bytes[65000..=200_000]);
+        assert_eq!(headers[http::header::CONTENT_RANGE], format!("bytes 65000-200000/{len}").as_str());
+
+        let (status, headers, body) = ranged("bytes=299990-").await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, &bytes[299_990..]);
+        assert_eq!(headers[http::header::CONTENT_RANGE], format!("bytes 299990-{}/{len}", len - 1).as_str());
+
+        // A suffix range: the last n bytes.
+        let (status, headers, body) = ranged("bytes=-50").await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, &bytes[len - 50..]);
+        assert_eq!(headers[http::header::CONTENT_RANGE], format!("bytes {}-{}/{len}", len - 50, len - 1).as_str());
+        assert_eq!(headers[http::header::CONTENT_LENGTH], "50");
+
+        // An end past the file is cut to the file.
+        let (status, headers, body) = ranged("bytes=0-999999999").await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, bytes);
+        assert_eq!(headers[http::header::CONTENT_RANGE], format!("bytes 0-{}/{len}", len - 1).as_str());
+
+        // Unsatisfiable: 416 with the size.
+        for range in ["bytes=400000-", "bytes=300008-300010", "bytes=-0"] {
+            let (status, headers, body) = request_bytes(&app, "GET", &url, &app.owner, &[("range", range)]).await;
+            assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+            assert_eq!(headers[http::header::CONTENT_RANGE], format!("bytes */{len}").as_str(), "{range}");
+            let error: Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(error["code"], "range_not_satisfiable", "{error}");
+        }
+
+        // Several ranges, or a unit this server does not know: the whole file.
+        for range in ["bytes=0-1,5-6", "items=0-1"] {
+            let (status, headers, body) = request_bytes(&app, "GET", &url, &app.owner, &[("range", range)]).await;
+            assert_eq!(status, StatusCode::OK, "{range}");
+            assert!(headers.get(http::header::CONTENT_RANGE).is_none());
+            assert_eq!(body, bytes);
+        }
+
+        // If-Range: the range only for the version the client holds.
+        let (status, _, body) =
+            request_bytes(&app, "GET", &url, &app.owner, &[("range", "bytes=0-3"), ("if-range", &modified)]).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, &bytes[..4]);
+        let (status, _, body) = request_bytes(
+            &app,
+            "GET",
+            &url,
+            &app.owner,
+            &[("range", "bytes=0-3"), ("if-range", "Thu, 01 Jan 1970 00:00:00 GMT")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, bytes);
+
+        // HEAD: the same headers, no body.
+        let (status, headers, body) = request_bytes(&app, "HEAD", &url, &app.owner, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[http::header::CONTENT_LENGTH], len.to_string().as_str());
+        assert_eq!(headers[http::header::ACCEPT_RANGES], "bytes");
+        assert!(body.is_empty());
+        let (status, headers, body) = request_bytes(&app, "HEAD", &url, &app.owner, &[("range", "bytes=-50")]).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(headers[http::header::CONTENT_LENGTH], "50");
+        assert_eq!(headers[http::header::CONTENT_RANGE], format!("bytes {}-{}/{len}", len - 50, len - 1).as_str());
+        assert!(body.is_empty());
+
+        // Another organization's user, with or without a range, and without a token.
+        let (_, other) = app.other_org("Other", "other-ranges@example.com").await;
+        for (method, range) in [("GET", "bytes=0-9"), ("HEAD", "bytes=0-9"), ("GET", "bytes=400000-")] {
+            let (status, headers, body) = request_bytes(&app, method, &url, &other, &[("range", range)]).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {range}");
+            assert!(headers.get(http::header::CONTENT_RANGE).is_none());
+            assert!(!body.starts_with(&bytes[..8]));
+        }
+        let (status, _, _) = request_bytes(&app, "GET", &url, "", &[("range", "bytes=0-9")]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
 }

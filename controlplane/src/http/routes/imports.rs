@@ -13,9 +13,9 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::imports::Spool;
 use crate::{
     authz::Actor,
-    domain::label_config::LabelConfig,
     error::{ApiError, ApiResult, ErrorCode},
     http::extract::Path,
     http::{
@@ -24,8 +24,7 @@ use crate::{
     },
     storage::{
         predictions::{self, PredictionInput},
-        tasks::{self, ImportFormat, ImportOptions, ImportSource, ImportSummary},
-        uploads::StoredUpload,
+        tasks::{self, ImportFormat, ImportOptions, ImportSummary},
     },
 };
 
@@ -41,301 +40,6 @@ pub struct ImportParams {
     #[serde(rename = "async")]
     #[param(rename = "async")]
     pub run_async: Option<String>,
-}
-
-/// The format of a task file by its name (`None`: not a task file, so a media file).
-fn task_format(name: &str) -> Option<(ImportFormat, String)> {
-    let lower = name.to_ascii_lowercase();
-    let ext = lower.rsplit_once('.').map(|(_, e)| e.to_string())?;
-    let format = match ext.as_str() {
-        "json" | "jsonl" | "ndjson" => ImportFormat::Json,
-        "csv" => ImportFormat::Csv,
-        "tsv" => ImportFormat::Tsv,
-        _ => return None,
-    };
-    Some((format, format!(".{ext}")))
-}
-
-/// File types kept as media tasks (ADR 0032): images, audio, video, text and documents that
-/// Label Studio's editor shows. Anything else (an executable, an archive) is refused.
-const MEDIA_EXTENSIONS: &[&str] = &[
-    "avif", "bmp", "gif", "jpeg", "jpg", "png", "svg", "tif", "tiff", "webp", "aac", "flac", "m4a",
-    "mp3", "oga", "ogg", "opus", "wav", "mov", "mp4", "webm", "htm", "html", "md", "txt", "xml",
-    "pdf",
-];
-
-/// Whether a file that is not a task file may be kept as a media task.
-fn is_media(name: &str) -> bool {
-    name.rsplit_once('.')
-        .is_some_and(|(_, ext)| MEDIA_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
-}
-
-/// The task data key a media file's URL goes under (ADR 0032): the one key the label config
-/// reads, or Label Studio's `$undefined$` when it reads none.
-fn media_key(config: Option<&LabelConfig>) -> Result<String, String> {
-    let keys: Vec<String> = config
-        .map(|c| c.data_keys().into_iter().collect())
-        .unwrap_or_default();
-    match keys.as_slice() {
-        [] => Ok("$undefined$".to_string()),
-        [one] => Ok(one.clone()),
-        several => Err(format!(
-            "the label config reads {} data keys ({}) and an uploaded media file fills one; upload a task file (JSON, CSV, TSV) that names every key instead",
-            several.len(),
-            several.join(", ")
-        )),
-    }
-}
-
-/// What an import received: task sources spooled or stored, and the files it stored under the
-/// project's upload directory, which are removed again unless the import succeeded.
-struct Spool {
-    dir: tempfile::TempDir,
-    sources: Vec<ImportSource>,
-    bytes: u64,
-    limit: u64,
-    project: i64,
-    data_dir: std::path::PathBuf,
-    media_key: Result<String, String>,
-    /// Stored names of the files kept under the upload directory.
-    stored: Vec<String>,
-    /// Set once the import succeeded: the stored files stay.
-    keep: bool,
-}
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        if !self.keep {
-            crate::storage::uploads::remove_files(
-                &self.data_dir,
-                self.project,
-                std::mem::take(&mut self.stored),
-            );
-        }
-    }
-}
-
-impl Spool {
-    fn new(state: &AppState, project: i64, config: Option<&LabelConfig>) -> ApiResult<Self> {
-        let base = state.config.data_dir.join("tmp");
-        std::fs::create_dir_all(&base).map_err(ApiError::internal)?;
-        Ok(Self {
-            dir: tempfile::tempdir_in(&base).map_err(ApiError::internal)?,
-            sources: Vec::new(),
-            bytes: 0,
-            limit: state.config.import_max_bytes,
-            project,
-            data_dir: state.config.data_dir.clone(),
-            media_key: media_key(config),
-            stored: Vec::new(),
-            keep: false,
-        })
-    }
-
-    async fn file(
-        &mut self,
-        format: ImportFormat,
-        extension: String,
-    ) -> ApiResult<tokio::fs::File> {
-        let path = self
-            .dir
-            .path()
-            .join(format!("upload-{}", self.sources.len()));
-        let file = tokio::fs::File::create(&path)
-            .await
-            .map_err(ApiError::internal)?;
-        self.sources.push(ImportSource {
-            path,
-            format,
-            extension,
-            upload: None,
-        });
-        Ok(file)
-    }
-
-    async fn write(&mut self, file: &mut tokio::fs::File, chunk: &[u8]) -> ApiResult<()> {
-        self.bytes += chunk.len() as u64;
-        if self.bytes > self.limit {
-            return Err(ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!(
-                    "the upload is larger than {} bytes (import_max_bytes); split it into several imports",
-                    self.limit
-                ),
-            ));
-        }
-        file.write_all(chunk).await.map_err(ApiError::internal)
-    }
-
-    /// Stores an uploaded file under the project's upload directory (written to a temporary
-    /// file there and renamed into place once complete) and adds it as a source: a task file
-    /// is read as tasks, any other file becomes one task whose data points at its URL.
-    async fn take<S, E>(&mut self, name: &str, stream: S) -> ApiResult<()>
-    where
-        S: futures::Stream<Item = Result<bytes::Bytes, E>>,
-        E: std::fmt::Display,
-    {
-        let format = task_format(name);
-        if format.is_none() && !is_media(name) {
-            return Err(ApiError::field(
-                ErrorCode::InvalidImport,
-                "file",
-                format!(
-                    "{name}: not a file type that can be imported; upload task files (JSON, JSON lines, CSV, TSV) or media (images, audio, video, text, HTML, PDF)"
-                ),
-            ));
-        }
-        if format.is_none()
-            && let Err(why) = &self.media_key
-        {
-            return Err(ApiError::field(
-                ErrorCode::InvalidImport,
-                "file",
-                format!("{name}: {why}"),
-            ));
-        }
-        let dir = crate::storage::uploads::project_dir(&self.data_dir, self.project);
-        std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
-        let temp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&dir)
-            .map_err(ApiError::internal)?;
-        let mut file = tokio::fs::File::from_std(temp.reopen().map_err(ApiError::internal)?);
-        let mut size = 0i64;
-        let mut stream = std::pin::pin!(stream);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::bad_request(ErrorCode::InvalidImport, format!("upload interrupted: {e}"))
-            })?;
-            size += chunk.len() as i64;
-            self.write(&mut file, &chunk).await?;
-        }
-        file.flush().await.map_err(ApiError::internal)?;
-        file.sync_all().await.map_err(ApiError::internal)?;
-        drop(file);
-        let stored = crate::storage::uploads::stored_name(name);
-        let path = dir.join(&stored);
-        temp.persist(&path).map_err(ApiError::internal)?;
-        self.stored.push(stored.clone());
-        let upload = Some(StoredUpload {
-            file: stored.clone(),
-            size,
-        });
-        match format {
-            Some((format, extension)) => self.sources.push(ImportSource {
-                path,
-                format,
-                extension,
-                upload,
-            }),
-            None => {
-                let key = self.media_key.clone().unwrap_or_default();
-                let task = serde_json::json!({
-                    "data": {key: crate::storage::uploads::url(self.project, &stored)}
-                });
-                let spooled = self
-                    .dir
-                    .path()
-                    .join(format!("upload-{}", self.sources.len()));
-                tokio::fs::write(&spooled, task.to_string())
-                    .await
-                    .map_err(ApiError::internal)?;
-                let extension = name
-                    .rsplit_once('.')
-                    .map(|(_, e)| format!(".{}", e.to_ascii_lowercase()))
-                    .unwrap_or_default();
-                self.sources.push(ImportSource {
-                    path: spooled,
-                    format: ImportFormat::Json,
-                    extension,
-                    upload,
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How long fetching an import's URL may take.
-const URL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Fetches an import's URL under the outbound rules and stores what it answers like an
-/// uploaded file named after the URL's last path segment (a task file by the answer's
-/// Content-Type or the name's extension, otherwise a media file).
-async fn fetch_url(state: &AppState, spool: &mut Spool, url: &str) -> ApiResult<()> {
-    let bad = |why: String| ApiError::field(ErrorCode::InvalidImport, "url", why);
-    let policy = crate::outbound::TargetPolicy::parse(&state.config.allow_private_targets)
-        .map_err(ApiError::internal)?;
-    let parsed = policy.check_url(url.trim()).map_err(|why| {
-        if why.contains("private") {
-            ApiError::field(ErrorCode::PrivateTarget, "url", why)
-        } else {
-            bad(why)
-        }
-    })?;
-    let client = crate::webhooks::client(std::sync::Arc::new(policy), URL_TIMEOUT);
-    let response = client.get(parsed.clone()).send().await.map_err(|e| {
-        let why = crate::outbound::describe(&e);
-        if why.starts_with("refused") {
-            ApiError::field(ErrorCode::PrivateTarget, "url", why)
-        } else {
-            bad(format!("fetching the URL failed: {why}"))
-        }
-    })?;
-    if !response.status().is_success() {
-        return Err(bad(format!(
-            "fetching the URL answered {}; check the address",
-            response.status()
-        )));
-    }
-    if let Some(len) = response.content_length()
-        && len > spool.limit.saturating_sub(spool.bytes)
-    {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "the URL's content is {len} bytes, more than {} (import_max_bytes)",
-                spool.limit
-            ),
-        ));
-    }
-    let mut name = parsed
-        .path_segments()
-        .and_then(|mut s| s.next_back().map(str::to_string))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "download".to_string());
-    let content_type = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if task_format(&name).is_none() {
-        let by_type = if content_type.starts_with("application/json") {
-            Some("json")
-        } else if content_type.starts_with("application/x-ndjson")
-            || content_type.starts_with("application/jsonl")
-        {
-            Some("jsonl")
-        } else if content_type.starts_with("text/csv") {
-            Some("csv")
-        } else if content_type.starts_with("text/tab-separated-values") {
-            Some("tsv")
-        } else {
-            None
-        };
-        if let Some(ext) = by_type {
-            name = format!("{name}.{ext}");
-        }
-    }
-    spool
-        .take(
-            &name,
-            response
-                .bytes_stream()
-                .map(|c| c.map_err(|e| crate::outbound::describe(&e))),
-        )
-        .await
 }
 
 /// Every value of a query parameter that may repeat (`a=1&a=2`), each split at commas; a
@@ -393,13 +97,6 @@ pub async fn import_tasks(
         preannotated_from_fields: repeated(query.as_deref(), "preannotated_from_fields"),
     };
     let run_async = opt_bool("async", &params.run_async)? == Some(true);
-    if run_async && !options.preannotated_from_fields.is_empty() {
-        return Err(ApiError::field(
-            ErrorCode::InvalidQuery,
-            "preannotated_from_fields",
-            "not supported with async=true; import without async",
-        ));
-    }
     // Check access before reading a possibly large body.
     let project = crate::storage::projects::get_row(
         &state.db,
@@ -415,7 +112,17 @@ pub async fn import_tasks(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_ascii_lowercase();
-    let mut spool = Spool::new(&state, id, config.as_deref())?;
+    if run_async {
+        // The job checks them again; a typo is answered now, before the body is read.
+        tasks::check_preannotated_fields(config.as_deref(), &options.preannotated_from_fields)?;
+    }
+    let mut spool = Spool::new(
+        &state.config.data_dir,
+        state.config.import_max_bytes,
+        id,
+        config.as_deref(),
+    )?;
+    let mut url_to_fetch = None;
     if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(request, &state)
             .await
@@ -434,15 +141,6 @@ pub async fn import_tasks(
             let Some(name) = field.file_name().map(str::to_string) else {
                 continue;
             };
-            if run_async && task_format(&name).is_none() {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidImport,
-                    "file",
-                    format!(
-                        "{name}: media files are not imported with async=true; import without async"
-                    ),
-                ));
-            }
             spool
                 .take(&name, field.map(|c| c.map_err(|e| e.body_text())))
                 .await?;
@@ -472,13 +170,12 @@ pub async fn import_tasks(
             ));
         };
         if run_async {
-            return Err(ApiError::field(
-                ErrorCode::InvalidImport,
-                "url",
-                "importing from a URL is not supported with async=true; import without async",
-            ));
+            // The job fetches it; an address the outbound rules refuse is answered now.
+            crate::imports::check_url(&state.config.allow_private_targets, url)?;
+            url_to_fetch = Some(url.trim().to_string());
+        } else {
+            crate::imports::fetch_url(&state.config.allow_private_targets, &mut spool, url).await?;
         }
-        fetch_url(&state, &mut spool, url).await?;
     } else {
         let (format, ext) = if content_type.starts_with("text/csv") {
             (ImportFormat::Csv, ".csv")
@@ -498,19 +195,28 @@ pub async fn import_tasks(
         file.flush().await.map_err(ApiError::internal)?;
     }
     if run_async {
-        // Task files of an import run as a job are kept with the import, not as uploads.
+        // The import owns the files stored so far (the job records them as uploads, or
+        // removes them when the import fails).
+        let request = crate::storage::imports::ImportRequest {
+            return_task_ids: return_ids,
+            url: url_to_fetch,
+            preannotated_from_fields: options.preannotated_from_fields,
+        };
         let import =
-            crate::storage::imports::create(&state.db, &actor, id, &spool.sources, return_ids)
+            crate::storage::imports::create(&state.db, &actor, id, &spool.sources, &request)
                 .await?;
+        spool.keep = true;
         drop(spool);
-        let job = crate::imports::enqueue(&state.jobs, actor.org_id, import)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!("the job queue did not take the import: {e}"),
-                )
-            })?;
+        let job = match crate::imports::enqueue(&state.jobs, actor.org_id, import).await {
+            Ok(job) => job,
+            Err(e) => {
+                let why = format!("the job queue did not take the import: {e}");
+                let stored =
+                    crate::storage::imports::finish(&state.db, import, Err(why.clone())).await?;
+                crate::storage::uploads::remove_files(&state.config.data_dir, id, stored);
+                return Err(ApiError::new(ErrorCode::Unavailable, why));
+            }
+        };
         crate::storage::imports::set_job(&state.db, import, &job).await?;
         return Ok((
             StatusCode::CREATED,

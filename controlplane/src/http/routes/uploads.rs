@@ -5,18 +5,18 @@ use axum::{
     Json,
     body::Body,
     extract::{DefaultBodyLimit, FromRequest, Multipart, RawQuery, Request, State},
-    http::{StatusCode, header},
-    response::Response,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
 };
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     authz::Actor,
     error::{ApiError, ApiResult, ErrorCode},
     http::{AppState, extract::Path},
+    proxy::{Range, parse_range},
     storage::uploads::{self, FileUploadView},
 };
 
@@ -175,11 +175,16 @@ pub async fn delete_upload(
 
 /// An uploaded file, streamed with its Content-Type and Content-Length, to signed-in users who
 /// may view its project: 404 for unknown names and other organizations, the project's 403 for
-/// members of the organization without access.
-#[utoipa::path(get, path = "/data/upload/{project}/{file}", tag = "import", params(("project" = i64, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 404, body = crate::error::ErrorBody)))]
+/// members of the organization without access. One byte range (`Range: bytes=a-b`, `a-`, `-n`)
+/// is answered with 206 and `Content-Range`, an unsatisfiable one with 416 and
+/// `Content-Range: bytes */<size>`; several ranges get the whole file (ADR 0042). `HEAD` answers
+/// the same headers without a body.
+#[utoipa::path(get, path = "/data/upload/{project}/{file}", tag = "import", params(("project" = i64, Path), ("file" = String, Path), ("Range" = Option<String>, Header, description = "One byte range: `bytes=0-99`, `bytes=100-` or `bytes=-100`.")), responses((status = 200, description = "the file"), (status = 206, description = "the requested bytes"), (status = 404, body = crate::error::ErrorBody), (status = 416, body = crate::error::ErrorBody)))]
 pub async fn serve_upload(
     State(state): State<AppState>,
     actor: Actor,
+    method: Method,
+    headers: HeaderMap,
     Path((project, file)): Path<(i64, String)>,
 ) -> ApiResult<Response> {
     if !uploads::valid_name(&file) {
@@ -189,22 +194,70 @@ pub async fn serve_upload(
         return Err(ApiError::not_found("file"));
     };
     let path = uploads::project_dir(&state.config.data_dir, project).join(&file);
-    let handle = tokio::fs::File::open(&path)
+    let mut handle = tokio::fs::File::open(&path)
         .await
         .map_err(|_| ApiError::not_found("file"))?;
-    let len = handle.metadata().await.map_err(ApiError::internal)?.len();
-    let stream = tokio_util::io::ReaderStream::with_capacity(handle, 64 * 1024);
-    Response::builder()
-        .status(StatusCode::OK)
+    let meta = handle.metadata().await.map_err(ApiError::internal)?;
+    let len = meta.len();
+    // The validator a client may send back in If-Range: a range of another version of the
+    // file (replaced by PATCH) must not be spliced onto what it holds.
+    let modified = meta.modified().ok().map(httpdate::fmt_http_date);
+    let range = match headers.get(header::IF_RANGE) {
+        Some(v) if modified.is_none() || v.to_str().ok() != modified.as_deref() => None,
+        _ => headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| parse_range(v, len)),
+    };
+    let (status, start, size) = match range {
+        Some(Range::Unsatisfiable) => {
+            let mut response = ApiError::new(
+                ErrorCode::RangeNotSatisfiable,
+                format!("the requested range lies outside the file ({len} bytes)"),
+            )
+            .into_response();
+            let h = response.headers_mut();
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(response);
+        }
+        Some(Range::Bytes(start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Some(Range::Ignored) | None => (StatusCode::OK, 0, len),
+    };
+    let body = if method == Method::HEAD || size == 0 {
+        Body::empty()
+    } else {
+        handle
+            .seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(ApiError::internal)?;
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            handle.take(size),
+            64 * 1024,
+        ))
+    };
+    let mut response = Response::builder()
+        .status(status)
         .header(header::CONTENT_TYPE, crate::proxy::content_type(&file))
-        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_LENGTH, size)
+        .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "private, max-age=0")
         .header("x-content-type-options", "nosniff")
         // An uploaded HTML or SVG file opened directly must not run script as this origin
         // (the storage proxy does the same); media embedded in a page is unaffected.
-        .header(header::CONTENT_SECURITY_POLICY, "sandbox")
-        .body(Body::from_stream(stream.map(|c| c)))
-        .map_err(ApiError::internal)
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox");
+    if let Some(modified) = &modified {
+        response = response.header(header::LAST_MODIFIED, modified);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{len}", start + size - 1),
+        );
+    }
+    response.body(body).map_err(ApiError::internal)
 }
 
 /// Routes of this module.
