@@ -102,6 +102,17 @@ pub struct UserSimple {
     pub avatar: Option<String>,
 }
 
+impl UserSimple {
+    /// The name pages show: first and last name, or the email when both are empty.
+    pub fn display_name(&self) -> String {
+        let name = format!("{} {}", self.first_name, self.last_name);
+        match name.trim() {
+            "" => self.email.clone(),
+            n => n.to_string(),
+        }
+    }
+}
+
 /// The project JSON of Label Studio.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectView {

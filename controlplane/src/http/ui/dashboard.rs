@@ -37,15 +37,6 @@ fn score(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |v| format!("{:.1} %", v * 100.0))
 }
 
-/// A member's name as the table shows it.
-fn member_name(row: &MemberRow) -> String {
-    let name = format!("{} {}", row.member.first_name, row.member.last_name);
-    match name.trim() {
-        "" => row.member.email.clone(),
-        n => n.to_string(),
-    }
-}
-
 /// The bars of the "annotations per annotator" chart: label, value, bar width and row offset.
 fn bars(rows: &[MemberRow]) -> Vec<Value> {
     let max = rows
@@ -61,7 +52,7 @@ fn bars(rows: &[MemberRow]) -> Vec<Value> {
             let width = (finished as f64 / max as f64 * BAR_AREA).round() as i64;
             let y = i64::try_from(i).unwrap_or_default() * BAR_ROW;
             json!({
-                "name": member_name(r),
+                "name": r.member.display_name(),
                 "value": finished,
                 "width": width,
                 "y": y,
@@ -128,7 +119,7 @@ pub(super) async fn dashboard_page(State(state): State<AppState>, request: Reque
         .iter()
         .map(|r| {
             json!({
-                "name": member_name(r),
+                "name": r.member.display_name(),
                 "email": r.member.email,
                 "finished": r.finished.unwrap_or(0),
                 "skipped": r.skipped.unwrap_or(0),
@@ -144,7 +135,7 @@ pub(super) async fn dashboard_page(State(state): State<AppState>, request: Reque
         .iter()
         .map(|r| {
             json!({
-                "name": member_name(r),
+                "name": r.member.display_name(),
                 "reviewed": r.reviewed.unwrap_or(0),
                 "accepted": r.accepted.unwrap_or(0),
                 "fixed": r.fixed_accepted.unwrap_or(0),

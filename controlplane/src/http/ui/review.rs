@@ -138,18 +138,7 @@ async fn review_view(
             match annotator_stats::participants(&state.db, &user.actor, id, Table::Reviews).await {
                 Ok(people) => people
                     .into_iter()
-                    .map(|u| {
-                        let name = format!("{} {}", u.first_name, u.last_name);
-                        let name = name.trim();
-                        (
-                            u.id,
-                            if name.is_empty() {
-                                u.email
-                            } else {
-                                name.to_string()
-                            },
-                        )
-                    })
+                    .map(|u| (u.id, u.display_name()))
                     .collect(),
                 Err(e) => return error_page(Some(user), &e),
             };
