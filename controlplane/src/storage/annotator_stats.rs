@@ -590,6 +590,30 @@ pub struct MemberRow {
     pub time_total: Option<f64>,
 }
 
+impl MemberRow {
+    /// A row of `member` with no numbers yet.
+    pub fn empty(member: super::projects::UserSimple, paused: bool) -> Self {
+        Self {
+            member,
+            paused,
+            finished: None,
+            skipped: None,
+            accepted: None,
+            fixed_accepted: None,
+            rejected: None,
+            reviewed: None,
+            review_score: None,
+            performance_score: None,
+            agreement: None,
+            ground_truth: None,
+            progress: None,
+            time_mean: None,
+            time_median: None,
+            time_total: None,
+        }
+    }
+}
+
 /// The rows of a member performance table: every member who annotated (or reviewed) in the
 /// project, or the users `ids`, ordered by user id.
 pub async fn member_rows(
@@ -613,23 +637,9 @@ pub async fn member_rows(
         .fetch_all(conn)
         .await?
     });
-    let empty = |member: super::projects::UserSimple| MemberRow {
-        paused: paused.contains(&member.id),
-        member,
-        finished: None,
-        skipped: None,
-        accepted: None,
-        fixed_accepted: None,
-        rejected: None,
-        reviewed: None,
-        review_score: None,
-        performance_score: None,
-        agreement: None,
-        ground_truth: None,
-        progress: None,
-        time_mean: None,
-        time_median: None,
-        time_total: None,
+    let empty = |member: super::projects::UserSimple| {
+        let paused = paused.contains(&member.id);
+        MemberRow::empty(member, paused)
     };
     if table == Table::Reviews {
         let rows: Vec<(i64, bool, bool)> = with_read!(db, conn, {

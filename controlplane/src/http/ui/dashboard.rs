@@ -169,29 +169,16 @@ mod tests {
     use crate::storage::projects::UserSimple;
 
     fn row(id: i64, email: &str, finished: Option<i64>) -> MemberRow {
+        let member = UserSimple {
+            id,
+            first_name: String::new(),
+            last_name: String::new(),
+            email: email.into(),
+            avatar: None,
+        };
         MemberRow {
-            member: UserSimple {
-                id,
-                first_name: String::new(),
-                last_name: String::new(),
-                email: email.into(),
-                avatar: None,
-            },
-            paused: false,
             finished,
-            skipped: None,
-            accepted: None,
-            fixed_accepted: None,
-            rejected: None,
-            reviewed: None,
-            review_score: None,
-            performance_score: None,
-            agreement: None,
-            ground_truth: None,
-            progress: None,
-            time_mean: None,
-            time_median: None,
-            time_total: None,
+            ..MemberRow::empty(member, false)
         }
     }
 
