@@ -65,8 +65,68 @@ pub enum ReviewSampling {
     /// By task, then annotation, in id order.
     #[default]
     TaskId,
-    /// Random order.
+    /// Random order; `review_task_limit_percent` caps how many tasks are served.
     Random,
+    /// Annotator by annotator, a batch of `annotator_batch_percent` of each one's work at a time.
+    ByAnnotator,
+}
+
+/// What a reviewer's rejection does (`review_settings.allowed_reject_actions`,
+/// `default_reject_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectAction {
+    /// The annotation is cancelled and the task goes back to the pool.
+    Remove,
+    /// The annotation goes back to its annotator for rework.
+    Requeue,
+}
+
+impl RejectAction {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectAction::Remove => "remove",
+            RejectAction::Requeue => "requeue",
+        }
+    }
+}
+
+/// A percentage between 0 and 100, written as Label Studio writes it: a decimal string
+/// (`"20.00"`); a JSON number is accepted too.
+#[derive(Debug, Clone, Copy, PartialEq, utoipa::ToSchema)]
+#[schema(value_type = String, example = "20.00")]
+pub struct Percent(pub f64);
+
+impl Percent {
+    /// The share as a fraction in (0, 1), or `None` when the percentage switches the limit off
+    /// (0 or less, 100 or more, as in Label Studio Enterprise).
+    pub fn active(self) -> Option<f64> {
+        (self.0 > 0.0 && self.0 < 100.0).then_some(self.0 / 100.0)
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{:.2}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let number = match &value {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match number {
+            Some(n) if n.is_finite() && (0.0..=100.0).contains(&n) => Ok(Percent(n)),
+            _ => Err(serde::de::Error::custom(format!(
+                "a percentage must be a number from 0 to 100 (a decimal string such as \"20.00\" or a number), not {value}"
+            ))),
+        }
+    }
 }
 
 /// How the label stream distributes tasks
@@ -121,6 +181,28 @@ pub struct ReviewSettings {
     pub anonymize_annotations: bool,
     /// The review stream offers reviewers only tasks assigned to them for review (ADR 0039).
     pub review_only_manual_assignments: bool,
+    /// With `random` sampling: the review stream serves at most this share of the tasks that
+    /// have annotations to review (`None`, 0 or 100: no limit).
+    pub review_task_limit_percent: Option<Percent>,
+    /// With `by_annotator` sampling: the share of an annotator's annotations reviewed before the
+    /// stream moves on to the next annotator (`None`, 0 or 100: all of them).
+    pub annotator_batch_percent: Option<Percent>,
+    /// Reviewers may list and filter the project's tasks (the data manager). When off, the
+    /// `Reviewer` role reviews through the review stream only.
+    #[serde(default = "default_true")]
+    pub show_data_manager_to_reviewers: bool,
+    /// Reviewers see the task agreement (the data manager's `agreement` column and filter).
+    #[serde(default = "default_true")]
+    pub show_agreement_to_reviewers: bool,
+    /// Reviewers see data columns that the labeling configuration does not use (the data
+    /// manager page's columns).
+    #[serde(default = "default_true")]
+    pub show_unused_data_columns_to_reviewers: bool,
+    /// What a rejection may do; when set it replaces `requeue_rejected_tasks_mode` (an empty
+    /// list or `None`: the mode decides).
+    pub allowed_reject_actions: Option<Vec<RejectAction>>,
+    /// What a rejection does when the reviewer does not say (one of `allowed_reject_actions`).
+    pub default_reject_action: Option<RejectAction>,
 }
 
 impl Default for ReviewSettings {
@@ -136,6 +218,13 @@ impl Default for ReviewSettings {
             sampling: ReviewSampling::TaskId,
             anonymize_annotations: false,
             review_only_manual_assignments: false,
+            review_task_limit_percent: None,
+            annotator_batch_percent: None,
+            show_data_manager_to_reviewers: true,
+            show_agreement_to_reviewers: true,
+            show_unused_data_columns_to_reviewers: true,
+            allowed_reject_actions: None,
+            default_reject_action: None,
         }
     }
 }
@@ -366,6 +455,12 @@ pub fn merge_settings(
                 ) => {
                     let mut whole = old.clone();
                     for (k, v) in part {
+                        // The review settings' own `id` and `project`, which Label Studio
+                        // Enterprise returns inside the object, are read-only: a client that
+                        // sends back what it read is not refused.
+                        if key == "review_settings" && (k == "id" || k == "project") {
+                            continue;
+                        }
                         whole.insert(k.clone(), v.clone());
                     }
                     Value::Object(whole)
@@ -399,10 +494,20 @@ fn describe_serde_error(e: &serde_json::Error) -> String {
 
 /// Range checks that the type system does not express.
 pub fn validate(s: &ProjectSettings) -> Result<(), SettingError> {
-    if s.review_settings.instruction.len() > 65_536 {
+    let rs = &s.review_settings;
+    if rs.instruction.len() > 65_536 {
         return Err((
             "review_settings".into(),
             "instruction must be at most 65536 bytes".into(),
+        ));
+    }
+    if let (Some(default), Some(allowed)) = (rs.default_reject_action, &rs.allowed_reject_actions)
+        && !allowed.is_empty()
+        && !allowed.contains(&default)
+    {
+        return Err((
+            "review_settings".into(),
+            "default_reject_action must be one of allowed_reject_actions".into(),
         ));
     }
     if !(1..=1000).contains(&s.maximum_annotations) {

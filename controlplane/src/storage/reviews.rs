@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     authz::{Actor, Permission, Role},
-    domain::project::{RequeueMode, ReviewCriteria, ReviewSampling},
+    domain::project::{RejectAction, RequeueMode, ReviewCriteria, ReviewSampling},
     error::{ApiError, ApiResult, ErrorCode},
     storage::tasks::{self, TaskView, Visible},
 };
@@ -272,12 +272,40 @@ fn decide(
         None => None,
     };
     let remove = !accepted
-        && match rs.requeue_rejected_tasks_mode {
-            RequeueMode::Requeue => false,
-            RequeueMode::Remove => true,
-            RequeueMode::Flexible => {
-                remove_from_queue.unwrap_or(!rs.requeue_rejected_tasks_to_annotator)
+        && match rs.allowed_reject_actions.as_deref() {
+            // Label Studio Enterprise's newer settings replace the mode when present: the
+            // reviewer's choice, else the default action, else the first allowed one.
+            Some(allowed @ [first, ..]) => {
+                let chosen = remove_from_queue
+                    .map(|r| {
+                        if r {
+                            RejectAction::Remove
+                        } else {
+                            RejectAction::Requeue
+                        }
+                    })
+                    .or(rs.default_reject_action)
+                    .unwrap_or(*first);
+                if !allowed.contains(&chosen) {
+                    let names: Vec<&str> = allowed.iter().map(|a| a.name()).collect();
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationError,
+                        "reject_action",
+                        format!(
+                            "this project allows only these rejections: {} (review_settings.allowed_reject_actions)",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                chosen == RejectAction::Remove
             }
+            _ => match rs.requeue_rejected_tasks_mode {
+                RequeueMode::Requeue => false,
+                RequeueMode::Remove => true,
+                RequeueMode::Flexible => {
+                    remove_from_queue.unwrap_or(!rs.requeue_rejected_tasks_to_annotator)
+                }
+            },
         };
     Ok(Outcome {
         accepted,
@@ -872,6 +900,28 @@ pub async fn history(db: &Db, actor: &Actor, annotation: i64) -> ApiResult<Vec<H
 // ---------------------------------------------------------------------------------------------
 // Review stream
 
+/// The order in which `by_annotator` sampling visits annotators, from `(annotator, submitted,
+/// served)` counts: a batch is `share` of an annotator's submitted annotations (at least one;
+/// all of them without a share). Annotators who have had fewer batches reviewed come first;
+/// among them one part-way through a batch, then by user id.
+fn annotator_order(counts: &[(i64, i64, i64)], share: Option<f64>) -> Vec<i64> {
+    let mut keyed: Vec<(i64, bool, i64)> = counts
+        .iter()
+        .map(|&(annotator, submitted, served)| {
+            let batch = match share {
+                Some(s) => ((s * submitted as f64).ceil() as i64).max(1),
+                None => submitted.max(1),
+            };
+            (served / batch, served % batch == 0, annotator)
+        })
+        .collect();
+    keyed.sort_unstable();
+    keyed
+        .into_iter()
+        .map(|(_, _, annotator)| annotator)
+        .collect()
+}
+
 /// Hands the caller the next annotation to review and reserves it for them. Inside one
 /// transaction holding the project's row lock (PostgreSQL) or the single writer (SQLite), so
 /// two reviewers never hold the same annotation (ADR 0003's label-stream reasoning, ADR 0024).
@@ -900,7 +950,19 @@ pub async fn next(
          and (a.last_action is null or a.last_action not in {REVIEWED_ACTIONS})"
     );
     if rs.only_finished_tasks {
-        conditions.push_str(" and t.is_labeled");
+        if settings.assignment_settings.manual() {
+            // Manual distribution: finished when every annotator assigned to the task has
+            // submitted (skips do not count); a task nobody is assigned to falls back to
+            // `is_labeled`.
+            conditions.push_str(
+                " and (case when exists (select 1 from task_assignment ta where ta.task_id = a.task_id and ta.type = 'AN') \
+                 then not exists (select 1 from task_assignment ta where ta.task_id = a.task_id and ta.type = 'AN' \
+                 and not exists (select 1 from annotation b where b.task_id = ta.task_id and b.completed_by = ta.user_id \
+                 and not b.was_cancelled and b.result is not null)) else t.is_labeled end)",
+            );
+        } else {
+            conditions.push_str(" and t.is_labeled");
+        }
     }
     // Reviewers review only the tasks assigned to them for review (ADR 0039); managers and
     // above are not restricted.
@@ -916,9 +978,12 @@ pub async fn next(
         );
     }
     let order = match rs.sampling {
-        ReviewSampling::TaskId => "a.task_id, a.id",
+        ReviewSampling::TaskId | ReviewSampling::ByAnnotator => "a.task_id, a.id",
         ReviewSampling::Random => "random()",
     };
+    // Annotations somebody already reviews: reviewed, or reserved by a reviewer.
+    const SERVED: &str = "(exists (select 1 from annotation_review rv where rv.annotation_id = a.id) \
+         or exists (select 1 from review_lock l where l.annotation_id = a.id))";
     let picked: Option<(i64, String)> = with_tx!(db, tx, {
         annotations::lock_project!(tx, dialect, project_id);
         crate::recheck_project_access!(tx, actor, project_id, Permission::ReviewCreate)?;
@@ -941,15 +1006,70 @@ pub async fn next(
             return Ok::<_, ApiError>(Some(found));
         }
         // 2. The next eligible annotation nobody else holds.
-        let candidate: Option<i64> = sqlx::query_scalar(&format!(
-            "select a.id from annotation a join task t on t.id = a.task_id where {conditions} \
-             and not exists (select 1 from review_lock l where l.annotation_id = a.id and l.user_id <> $2) \
-             order by {order} limit 1"
-        ))
-        .bind(project_id)
-        .bind(user)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let mut conditions = format!(
+            "{conditions} and not exists (select 1 from review_lock l where l.annotation_id = a.id and l.user_id <> $2)"
+        );
+        // With random sampling and a task limit, once the limit's share of the tasks that have
+        // annotations is being reviewed, only those tasks are served (so started tasks can still
+        // be completed under `review_criteria = all`).
+        if let (ReviewSampling::Random, Some(share)) = (
+            rs.sampling,
+            rs.review_task_limit_percent.and_then(|p| p.active()),
+        ) {
+            let (with_work, served): (i64, i64) = sqlx::query_as(&format!(
+                "select count(distinct a.task_id), count(distinct case when {SERVED} then a.task_id end) \
+                 from annotation a where a.project_id = $1 and not a.was_cancelled and a.result is not null"
+            ))
+            .bind(project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if served as f64 >= (share * with_work as f64).ceil() {
+                conditions.push_str(&format!(
+                    " and exists (select 1 from annotation a2 where a2.task_id = a.task_id and {})",
+                    SERVED.replace("a.id", "a2.id")
+                ));
+            }
+        }
+        let mut candidate: Option<i64> = None;
+        // By annotator: the annotator whose current batch (a share of their work) is least
+        // reviewed goes first; one who is part-way through a batch is finished first.
+        if rs.sampling == ReviewSampling::ByAnnotator {
+            let counts: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
+                "select a.completed_by, count(*), sum(case when {SERVED} then 1 else 0 end) from annotation a \
+                 where a.project_id = $1 and not a.was_cancelled and a.result is not null \
+                 and a.completed_by is not null and a.completed_by <> $2 group by a.completed_by"
+            ))
+            .bind(project_id)
+            .bind(user)
+            .fetch_all(&mut *tx)
+            .await?;
+            let share = rs.annotator_batch_percent.and_then(|p| p.active());
+            for annotator in annotator_order(&counts, share) {
+                candidate = sqlx::query_scalar(&format!(
+                    "select a.id from annotation a join task t on t.id = a.task_id where {conditions} \
+                     and a.completed_by = $3 order by {order} limit 1"
+                ))
+                .bind(project_id)
+                .bind(user)
+                .bind(annotator)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if candidate.is_some() {
+                    break;
+                }
+            }
+        }
+        // Everything else (and annotations without an author under `by_annotator`).
+        if candidate.is_none() {
+            candidate = sqlx::query_scalar(&format!(
+                "select a.id from annotation a join task t on t.id = a.task_id where {conditions} \
+                 order by {order} limit 1"
+            ))
+            .bind(project_id)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+        }
         let Some(annotation) = candidate else {
             return Ok(None);
         };

@@ -290,6 +290,19 @@ impl Visible {
         !matches!(self, Visible::OnlyOf(_))
     }
 
+    /// Whether task agreement is shown to the holder of `access`: not to an annotator blind to
+    /// others' work ([`Visible::shows_agreement`]), and not to a reviewer when the project's
+    /// `review_settings.show_agreement_to_reviewers` is off.
+    pub fn shows_agreement_in(self, access: &access::ProjectAccess) -> bool {
+        self.shows_agreement()
+            && (access.role != Role::Reviewer
+                || access
+                    .row
+                    .settings()
+                    .review_settings
+                    .show_agreement_to_reviewers)
+    }
+
     /// Whether the author of an annotation completed by `user` is shown.
     pub fn shows_author(self, user: Option<i64>) -> bool {
         match self {
@@ -370,7 +383,7 @@ pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     let mut views = with_nested(db, std::slice::from_ref(&row), visible).await?;
     let criteria = project.row.settings().review_settings.review_criteria;
     super::reviews::attach(db, &mut views, criteria).await?;
-    if visible.shows_agreement() {
+    if visible.shows_agreement_in(&project) {
         views[0].agreement = row.agreement;
     }
     Ok(views.remove(0))
@@ -1524,12 +1537,27 @@ pub async fn list(
     } = window;
     let access = access::project(db, actor, project_id, Permission::ProjectView).await?;
     let visible = Visible::for_access(actor, &access);
-    if !visible.shows_agreement()
+    if access.role == Role::Reviewer
+        && !access
+            .row
+            .settings()
+            .review_settings
+            .show_data_manager_to_reviewers
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this project does not show its task list to reviewers \
+             (review_settings.show_data_manager_to_reviewers): review through the review stream",
+        ));
+    }
+    let shows_agreement = visible.shows_agreement_in(&access);
+    if !shows_agreement
         && (query.condition.contains("t.agreement") || query.order.contains("t.agreement"))
     {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            "task agreement is not shown to annotators who see only their own annotations: \
+            "task agreement is not shown to you in this project (annotators who see only their \
+             own annotations, or reviewers when review_settings.show_agreement_to_reviewers is off): \
              remove the agreement filter or ordering",
         ));
     }
@@ -1628,7 +1656,7 @@ pub async fn list(
     if !ids_only {
         let criteria = project.settings().review_settings.review_criteria;
         super::reviews::attach(db, &mut tasks, criteria).await?;
-        if visible.shows_agreement() {
+        if shows_agreement {
             for (view, row) in tasks.iter_mut().zip(&rows) {
                 view.agreement = row.agreement;
             }

@@ -9,7 +9,7 @@ use verity_controlplane::{authz::Role, storage::Db};
 
 use crate::{
     both_backends,
-    common::{TestApp, choice},
+    common::{TestApp, choice, urlencoding},
 };
 
 fn id(v: &Value) -> i64 {
@@ -81,6 +81,12 @@ async fn annotation(app: &TestApp, id: i64) -> Value {
         .expect(StatusCode::OK)
 }
 
+async fn task_as(app: &TestApp, token: &str, task: i64) -> Value {
+    app.get(&format!("/api/tasks/{task}"), token)
+        .await
+        .expect(StatusCode::OK)
+}
+
 async fn review_count(app: &TestApp, p: i64) -> usize {
     app.get(
         &format!("/api/annotation-reviews?annotation__task__project={p}"),
@@ -134,7 +140,10 @@ both_backends! {
             (json!("one"), json!("random"), json!(true)));
         // Bad values are refused, naming the field, and change nothing.
         for bad in [json!({"requeue_rejected_tasks_mode": "sometimes"}), json!({"review_criteria": 3}),
-                    json!({"no_such_setting": true}), json!({"sampling": "by_annotator"})] {
+                    json!({"no_such_setting": true}), json!({"sampling": "by_task"}),
+                    json!({"review_task_limit_percent": "120"}), json!({"annotator_batch_percent": "half"}),
+                    json!({"allowed_reject_actions": ["redistribute"]}),
+                    json!({"allowed_reject_actions": ["requeue"], "default_reject_action": "remove"})] {
             let e = app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"review_settings": bad}))
                 .await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
             assert!(e["validation_errors"]["review_settings"].is_array(), "{e}");
@@ -511,6 +520,155 @@ both_backends! {
         app.get(&url, &t.rev1).await.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
         seen.sort_unstable();
         assert_eq!(seen, made);
+    }
+
+    async fn review_stream_sampling_by_annotator_and_task_limit(app) {
+        // Read-only keys that Label Studio Enterprise returns inside the object are accepted
+        // back; percentages are written as decimal strings.
+        let t = team(&app, "ba", json!({"review_settings": {"sampling": "by_annotator", "annotator_batch_percent": 50,
+            "id": 77, "project": 5}}), 8).await;
+        let rs = app.project(t.p).await["review_settings"].clone();
+        assert_eq!((rs["sampling"].clone(), rs["annotator_batch_percent"].clone(), rs["review_task_limit_percent"].clone()),
+            (json!("by_annotator"), json!("50.00"), Value::Null), "{rs}");
+        assert!(rs.get("id").is_none() && rs.get("project").is_none(), "{rs}");
+        // ann1 labels the first four tasks, ann2 the last four: in task order a reviewer would
+        // see all of ann1's work first. By annotator with batches of 50%: two of ann1's, two of
+        // ann2's, then the next two of each.
+        let (ann1, ann2) = (app.user_id(&t.ann1).await, app.user_id(&t.ann2).await);
+        for (i, task) in t.tasks.iter().enumerate() {
+            annotate(&app, if i < 4 { &t.ann1 } else { &t.ann2 }, *task, "pos").await;
+        }
+        let url = format!("/api/projects/{}/review/next", t.p);
+        let mut authors = Vec::new();
+        for _ in 0..8 {
+            let next = app.get(&url, &t.rev1).await.expect(StatusCode::OK);
+            authors.push(next["annotations"][0]["completed_by"].as_i64().expect("author"));
+            review(&app, &t.rev1, json!({"annotation": next["annotations"][0]["id"], "accepted": true})).await;
+        }
+        assert_eq!(authors, vec![ann1, ann1, ann2, ann2, ann1, ann1, ann2, ann2]);
+        app.get(&url, &t.rev1).await.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
+
+        // Without a batch percentage, by annotator means one annotator's whole work, then the next.
+        let t = team(&app, "bw", json!({"review_settings": {"sampling": "by_annotator"}}), 4).await;
+        let (ann1, ann2) = (app.user_id(&t.ann1).await, app.user_id(&t.ann2).await);
+        for (i, task) in t.tasks.iter().enumerate() {
+            annotate(&app, if i % 2 == 0 { &t.ann1 } else { &t.ann2 }, *task, "pos").await;
+        }
+        let url = format!("/api/projects/{}/review/next", t.p);
+        let mut authors = Vec::new();
+        for _ in 0..4 {
+            let next = app.get(&url, &t.rev1).await.expect(StatusCode::OK);
+            authors.push(next["annotations"][0]["completed_by"].as_i64().expect("author"));
+            review(&app, &t.rev1, json!({"annotation": next["annotations"][0]["id"], "accepted": false})).await;
+        }
+        assert_eq!(authors, vec![ann1, ann1, ann2, ann2]);
+
+        // Random sampling with a task limit: at most half of the six tasks are served, by
+        // either reviewer.
+        let t = team(&app, "lim", json!({"review_settings": {"sampling": "random", "review_task_limit_percent": "50.00"}}), 6).await;
+        for task in &t.tasks {
+            annotate(&app, &t.ann1, *task, "pos").await;
+        }
+        let url = format!("/api/projects/{}/review/next", t.p);
+        let mut served = Vec::new();
+        for reviewer in [&t.rev1, &t.rev2, &t.rev1] {
+            let next = app.get(&url, reviewer).await.expect(StatusCode::OK);
+            served.push(next["id"].as_i64().expect("task"));
+            review(&app, reviewer, json!({"annotation": next["annotations"][0]["id"], "accepted": true})).await;
+        }
+        served.sort_unstable();
+        served.dedup();
+        assert_eq!(served.len(), 3, "three different tasks: {served:?}");
+        for reviewer in [&t.rev1, &t.rev2] {
+            app.get(&url, reviewer).await.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
+        }
+        // Raising the limit serves more; 100 switches it off.
+        app.patch(&format!("/api/projects/{}", t.p), &app.owner,
+            json!({"review_settings": {"review_task_limit_percent": "100"}})).await.expect(StatusCode::OK);
+        for _ in 0..3 {
+            let next = app.get(&url, &t.rev2).await.expect(StatusCode::OK);
+            review(&app, &t.rev2, json!({"annotation": next["annotations"][0]["id"], "accepted": true})).await;
+        }
+        app.get(&url, &t.rev2).await.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
+    }
+
+    async fn only_finished_tasks_under_manual_distribution_waits_for_every_assignee(app) {
+        // Overlap 1 would make the task labeled after the first annotation; with manual
+        // distribution it is finished only when both assigned annotators have submitted.
+        let t = team(&app, "mf", json!({"maximum_annotations": 1,
+            "assignment_settings": {"label_stream_task_distribution": "assigned_only"},
+            "review_settings": {"only_finished_tasks": true}}), 2).await;
+        let users = json!([app.user_id(&t.ann1).await, app.user_id(&t.ann2).await]);
+        app.post(&format!("/api/projects/{}/tasks/{}/assignees", t.p, t.tasks[0]), &app.owner,
+            json!({"type": "AN", "users": users})).await.expect(StatusCode::CREATED);
+        let url = format!("/api/projects/{}/review/next", t.p);
+        annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        assert_eq!(task(&app, t.tasks[0]).await["is_labeled"], json!(true));
+        app.get(&url, &t.rev1).await.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
+        // A skip is not a submission.
+        app.post(&format!("/api/tasks/{}/annotations?was_cancelled=1", t.tasks[0]), &t.ann2, json!({"result": []}))
+            .await.expect(StatusCode::CREATED);
+        app.get(&url, &t.rev1).await.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
+        annotate(&app, &t.ann2, t.tasks[0], "neg").await;
+        let next = app.get(&url, &t.rev1).await.expect(StatusCode::OK);
+        assert_eq!(next["id"], json!(t.tasks[0]));
+        // A task nobody is assigned to is finished when it is labeled.
+        app.post(&format!("/api/tasks/{}/annotations", t.tasks[1]), &app.owner, json!({"result": choice("pos")}))
+            .await.expect(StatusCode::CREATED);
+        review(&app, &t.rev1, json!({"annotation": next["annotations"][0]["id"], "accepted": true})).await;
+        let mut offered = Vec::new();
+        for _ in 0..2 {
+            let next = app.get(&url, &t.rev1).await.expect(StatusCode::OK);
+            offered.push(next["id"].as_i64().expect("task"));
+            review(&app, &t.rev1, json!({"annotation": next["annotations"][0]["id"], "accepted": true})).await;
+        }
+        offered.sort_unstable();
+        assert_eq!(offered, vec![t.tasks[0], t.tasks[1]]);
+    }
+
+    async fn reviewer_visibility_and_allowed_reject_actions(app) {
+        let t = team(&app, "vis", json!({"maximum_annotations": 2}), 2).await;
+        let a1 = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        annotate(&app, &t.ann2, t.tasks[0], "neg").await;
+        let list = format!("/api/tasks?project={}", t.p);
+        let filtered = format!("/api/tasks?project={}&query={}", t.p, urlencoding(
+            r#"{"filters":{"conjunction":"and","items":[{"filter":"filter:tasks:agreement","operator":"less","type":"Number","value":50}]}}"#));
+        // By default reviewers see the task list and agreement.
+        assert!(task_as(&app, &t.rev1, t.tasks[0]).await["agreement"].is_number());
+        app.get(&filtered, &t.rev1).await.expect(StatusCode::OK);
+        app.patch(&format!("/api/projects/{}", t.p), &app.owner,
+            json!({"review_settings": {"show_agreement_to_reviewers": false}})).await.expect(StatusCode::OK);
+        assert!(task_as(&app, &t.rev1, t.tasks[0]).await["agreement"].is_null());
+        assert!(task_as(&app, &app.owner, t.tasks[0]).await["agreement"].is_number());
+        let page = app.get(&list, &t.rev1).await.expect(StatusCode::OK);
+        assert!(page["tasks"].as_array().expect("tasks").iter().all(|t| t["agreement"].is_null()), "{page}");
+        app.get(&filtered, &t.rev1).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.get(&filtered, &app.owner).await.expect(StatusCode::OK);
+        app.patch(&format!("/api/projects/{}", t.p), &app.owner,
+            json!({"review_settings": {"show_data_manager_to_reviewers": false}})).await.expect(StatusCode::OK);
+        app.get(&list, &t.rev1).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.get(&list, &app.owner).await.expect(StatusCode::OK);
+        // The review stream still serves them.
+        app.get(&format!("/api/projects/{}/review/next", t.p), &t.rev1).await.expect(StatusCode::OK);
+
+        // allowed_reject_actions replaces the mode: only removal is allowed here.
+        app.patch(&format!("/api/projects/{}", t.p), &app.owner,
+            json!({"review_settings": {"allowed_reject_actions": ["remove"]}})).await.expect(StatusCode::OK);
+        let e = app.post("/api/annotation-reviews", &t.rev1, json!({"annotation": a1, "accepted": false, "reject_action": "requeue"}))
+            .await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert!(e["validation_errors"]["reject_action"].is_array(), "{e}");
+        assert_eq!(review_count(&app, t.p).await, 0);
+        review(&app, &t.rev1, json!({"annotation": a1, "accepted": false})).await;
+        assert_eq!(annotation(&app, a1).await["was_cancelled"], json!(true));
+        // Both allowed, requeue by default: a rejection without a choice requeues.
+        let t = team(&app, "dra", json!({"review_settings": {"requeue_rejected_tasks_mode": "remove",
+            "allowed_reject_actions": ["remove", "requeue"], "default_reject_action": "requeue"}}), 2).await;
+        let a = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        let b = annotate(&app, &t.ann1, t.tasks[1], "pos").await;
+        review(&app, &t.rev1, json!({"annotation": a, "accepted": false})).await;
+        assert_eq!(annotation(&app, a).await["was_cancelled"], json!(false));
+        review(&app, &t.rev1, json!({"annotation": b, "accepted": false, "remove_from_queue": true})).await;
+        assert_eq!(annotation(&app, b).await["was_cancelled"], json!(true));
     }
 
     async fn concurrent_reviewers_never_hold_the_same_annotation(app) {

@@ -380,7 +380,7 @@ async fn data_view(
     let data: Value = current
         .and_then(|t| serde_json::from_str(&t.data).ok())
         .unwrap_or_else(|| json!({}));
-    let columns = columns(&project, visible.shows_agreement());
+    let columns = columns(&project, visible.shows_agreement_in(&access));
     let hidden = hidden_of(&data);
     let shown: Vec<&Column> = columns
         .iter()
