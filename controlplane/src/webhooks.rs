@@ -158,6 +158,8 @@ pub enum Subject {
     Annotation(i64),
     /// The annotations of these (new) tasks.
     AnnotationsOfTasks(Vec<i64>),
+    /// These (new) annotations, with their tasks.
+    Annotations(Vec<i64>),
     /// Deleted annotations.
     AnnotationsDeleted(Vec<i64>),
     /// A review (created or updated): its JSON, and the annotation it is about.
@@ -327,6 +329,28 @@ async fn payloads(
                 m.insert(
                     "task".into(),
                     Value::Array(store::tasks_json(db, chunk).await?),
+                );
+                out.push(Value::Object(m));
+            }
+            out
+        }
+        Subject::Annotations(ids) => {
+            let mut out = Vec::new();
+            for chunk in ids.chunks(BATCH_SIZE) {
+                let annotations = store::annotations_json(db, chunk).await?;
+                if annotations.is_empty() {
+                    continue;
+                }
+                let mut tasks: Vec<i64> = annotations
+                    .iter()
+                    .filter_map(|a| a["task"].as_i64())
+                    .collect();
+                tasks.sort_unstable();
+                tasks.dedup();
+                let mut m = base(key, Value::Array(annotations));
+                m.insert(
+                    "task".into(),
+                    Value::Array(store::tasks_json(db, &tasks).await?),
                 );
                 out.push(Value::Object(m));
             }

@@ -897,18 +897,24 @@ pub async fn annotation_json(db: &Db, id: i64) -> ApiResult<(Value, Value)> {
 
 /// The annotations of some tasks.
 pub async fn annotations_of_tasks_json(db: &Db, task_ids: &[i64]) -> ApiResult<Vec<Value>> {
-    if task_ids.is_empty() {
+    annotations_json_where(db, "a.task_id", task_ids).await
+}
+
+/// Some annotations, by id.
+pub async fn annotations_json(db: &Db, ids: &[i64]) -> ApiResult<Vec<Value>> {
+    annotations_json_where(db, "a.id", ids).await
+}
+
+/// The annotations whose `column` is one of `ids`, oldest first, as the API shows them.
+async fn annotations_json_where(db: &Db, column: &str, ids: &[i64]) -> ApiResult<Vec<Value>> {
+    if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = task_ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let rows: Vec<AnnotationRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {ANNOTATION_COLUMNS} from annotation a left join app_user u on u.id = a.completed_by \
-             where a.task_id in ({list}) order by a.id"
+             where {column} in ({list}) order by a.id"
         ))
         .fetch_all(conn)
         .await?

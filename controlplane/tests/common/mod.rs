@@ -470,6 +470,19 @@ impl TestApp {
             .collect()
     }
 
+    /// The webhook events recorded (`(action, body)`, oldest first): of one webhook, or of all.
+    pub async fn webhook_events(&self, hook: Option<i64>) -> Vec<(String, Value)> {
+        let sql = "select action, body from webhook_event where $1 is null or webhook_id = $1 order by id";
+        let rows: Vec<(String, String)> = match &self.db {
+            Db::Postgres(pool) => sqlx::query_as(sql).bind(hook).fetch_all(pool).await,
+            Db::Sqlite { read, .. } => sqlx::query_as(sql).bind(hook).fetch_all(read).await,
+        }
+        .expect("webhook events");
+        rows.into_iter()
+            .map(|(a, b)| (a, serde_json::from_str(&b).expect("an event body is JSON")))
+            .collect()
+    }
+
     pub async fn project(&self, id: i64) -> Value {
         self.get(&format!("/api/projects/{id}"), &self.owner)
             .await

@@ -145,9 +145,8 @@ both_backends! {
         let counts: Vec<i64> = listed["tasks"].as_array().expect("tasks").iter().map(|t| t["total_annotations"].as_i64().expect("n")).collect();
         assert_eq!(counts, vec![1, 0, 0, 0, 0, 0]);
         app.get(&format!("/api/annotations/{}", annotations[1]), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
-        let events = webhook_events(&app).await;
-        let deleted = events.iter().find(|(a, _)| a == "ANNOTATIONS_DELETED").expect("ANNOTATIONS_DELETED event");
-        let body: Value = serde_json::from_str(&deleted.1).expect("json");
+        let events = app.webhook_events(None).await;
+        let (_, body) = events.iter().find(|(a, _)| a == "ANNOTATIONS_DELETED").expect("ANNOTATIONS_DELETED event");
         let mut got: Vec<i64> = body["annotations"].as_array().expect("annotations").iter().map(|a| a["id"].as_i64().expect("id")).collect();
         got.sort_unstable();
         assert_eq!(got, vec![annotations[1], annotations[2]]);
@@ -177,7 +176,7 @@ both_backends! {
         assert!(actions.iter().any(|a| a == "prediction.delete"), "{actions:?}");
         assert!(actions.iter().any(|a| a == "task.delete"), "{actions:?}");
         assert!(actions.iter().any(|a| a == "annotation.delete"), "{actions:?}");
-        assert!(webhook_events(&app).await.iter().any(|(a, _)| a == "TASKS_DELETED"));
+        assert!(app.webhook_events(None).await.iter().any(|(a, _)| a == "TASKS_DELETED"));
     }
     async fn predictions_become_annotations_and_ground_truth_is_cleared(app) {
         let p = app.mk_project(&app.owner, json!({})).await;
@@ -194,6 +193,8 @@ both_backends! {
             .await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
         let owner_id = app.user_id(&app.owner).await;
         let all = json!({"all": true, "excluded": []});
+        let hook = app.post("/api/webhooks", &app.owner, json!({"project": p, "url": "https://hooks.example.com/created",
+            "send_for_all_actions": false, "actions": ["ANNOTATIONS_CREATED"]})).await.expect(StatusCode::CREATED)["id"].as_i64();
 
         // Listed for managers and up; annotators neither see nor run them.
         let listed = app.get(&format!("/api/dm/actions?project={p}"), &app.owner).await.expect(StatusCode::OK);
@@ -221,6 +222,13 @@ both_backends! {
         let made = &task0["annotations"][0];
         assert_eq!(made["result"], choice("pos"));
         assert_eq!((made["parent_prediction"].clone(), made["completed_by"].clone()), (json!(t0_m1), json!(owner_id)));
+        // One ANNOTATIONS_CREATED event with the new annotation and its task, not the task's others.
+        let events = app.webhook_events(hook).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        let (action, body) = &events[0];
+        assert_eq!(action, "ANNOTATIONS_CREATED");
+        assert_eq!(body["annotation"].as_array().map(|a| a.iter().map(|x| x["id"].clone()).collect::<Vec<_>>()), Some(vec![made["id"].clone()]), "{body}");
+        assert_eq!(body["task"][0]["id"], json!(t[0]), "{body}");
         assert_eq!((task0["total_annotations"].clone(), task0["is_labeled"].clone()), (json!(1), json!(true)));
         let project = app.project(p).await;
         assert_eq!((project["total_annotations_number"].clone(), project["finished_task_number"].clone()), (json!(2), json!(2)));
@@ -322,16 +330,4 @@ async fn predict(app: &crate::common::TestApp, task: i64, label: &str, version: 
     .expect(StatusCode::CREATED)["id"]
         .as_i64()
         .expect("id")
-}
-
-async fn webhook_events(app: &crate::common::TestApp) -> Vec<(String, String)> {
-    let sql = "select action, body from webhook_event order by id";
-    match &app.db {
-        verity_controlplane::storage::Db::Postgres(pool) => {
-            sqlx::query_as(sql).fetch_all(pool).await.expect("events")
-        }
-        verity_controlplane::storage::Db::Sqlite { read, .. } => {
-            sqlx::query_as(sql).fetch_all(read).await.expect("events")
-        }
-    }
 }

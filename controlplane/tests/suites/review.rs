@@ -5,7 +5,7 @@
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use verity_controlplane::{authz::Role, storage::Db};
+use verity_controlplane::authz::Role;
 
 use crate::{
     both_backends,
@@ -97,19 +97,6 @@ async fn review_count(app: &TestApp, p: i64) -> usize {
     .as_array()
     .expect("list")
     .len()
-}
-
-/// The events recorded for a webhook: `(action, body)`, oldest first.
-async fn events(app: &TestApp, hook: i64) -> Vec<(String, Value)> {
-    let sql = "select action, body from webhook_event where webhook_id = $1 order by id";
-    let rows: Vec<(String, String)> = match &app.db {
-        Db::Postgres(pool) => sqlx::query_as(sql).bind(hook).fetch_all(pool).await,
-        Db::Sqlite { read, .. } => sqlx::query_as(sql).bind(hook).fetch_all(read).await,
-    }
-    .expect("events");
-    rows.into_iter()
-        .map(|(a, b)| (a, serde_json::from_str(&b).expect("json")))
-        .collect()
 }
 
 both_backends! {
@@ -704,7 +691,7 @@ both_backends! {
         let r = review(&app, &t.rev1, json!({"annotation": a1, "accepted": true})).await;
         app.patch(&format!("/api/annotation-reviews/{}", id(&r)), &t.rev1, json!({"accepted": false})).await.expect(StatusCode::OK);
         app.delete(&format!("/api/annotation-reviews/{}", id(&r)), &t.rev1).await.expect(StatusCode::NO_CONTENT);
-        let ev = events(&app, hook).await;
+        let ev = app.webhook_events(Some(hook)).await;
         let actions: Vec<&str> = ev.iter().map(|(a, _)| a.as_str()).collect();
         assert_eq!(actions, vec!["REVIEW_CREATED", "REVIEW_UPDATED", "REVIEWS_DELETED"]);
         assert_eq!(ev[0].1["action"], json!("REVIEW_CREATED"));

@@ -709,8 +709,19 @@ pub async fn perform_action(
             let created =
                 quality::predictions_to_annotations(&state.db, actor, project, &ids, versions)
                     .await?;
+            let n = created.len();
+            if n > 0 {
+                tasks_emit(
+                    state,
+                    actor,
+                    project,
+                    Action::AnnotationsCreated,
+                    Subject::Annotations(created),
+                )
+                .await;
+            }
             Ok(
-                serde_json::json!({"processed_items": ids.len(), "reload": true, "created": created.len(), "detail": format!("Created {} annotations", created.len())}),
+                serde_json::json!({"processed_items": ids.len(), "reload": true, "created": n, "detail": format!("Created {n} annotations")}),
             )
         }
         "remove_duplicates" => {
