@@ -51,6 +51,9 @@ pub enum ErrorCode {
     /// A user named for a task assignment is not a project member whose role may do that work
     /// (annotate for `AN`, review for `RE`); `detail` names the user.
     InvalidAssignee,
+    /// The task already has the annotations its overlap asks for (`strict_task_overlap`), for
+    /// example because the caller's reservation expired and others finished it.
+    OverlapReached,
     /// The object already exists or conflicts with the current state.
     Conflict,
     /// The field is declared in a custom resource and owned by Git; change it there.
@@ -146,9 +149,10 @@ impl ErrorCode {
             | ErrorCode::InvalidPage
             | ErrorCode::NoMoreTasks
             | ErrorCode::NothingToReview => StatusCode::NOT_FOUND,
-            ErrorCode::Conflict | ErrorCode::ManagedByGit | ErrorCode::ManagedByIdp => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::Conflict
+            | ErrorCode::OverlapReached
+            | ErrorCode::ManagedByGit
+            | ErrorCode::ManagedByIdp => StatusCode::CONFLICT,
             ErrorCode::NotBuilt => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -340,6 +340,11 @@ pub struct ProjectSettings {
     pub agreement_threshold: Option<f64>,
     /// Low-agreement strategy: at most this many annotators beyond the task's overlap.
     pub max_additional_annotators_assignable: Option<i64>,
+    /// Label Studio Enterprise's "enforce strict overlap limit": under automatic distribution an
+    /// annotator or reviewer without a live reservation of a task cannot submit to it when its
+    /// annotations and the others' live reservations fill its overlap (409 `overlap_reached`).
+    #[serde(default = "default_true")]
+    pub strict_task_overlap: bool,
 }
 
 /// Label Studio Enterprise's decimal settings: written as a number or a numeric string, shown as
@@ -418,6 +423,7 @@ impl Default for ProjectSettings {
             pause_on_failed_annotator_evaluation: false,
             agreement_threshold: None,
             max_additional_annotators_assignable: None,
+            strict_task_overlap: true,
         }
     }
 }

@@ -433,13 +433,49 @@ pub async fn create(
     } else {
         Some(result.to_string())
     };
-    let skip_queue = project.settings().skip_queue;
+    let settings = project.settings();
+    let skip_queue = settings.skip_queue;
+    // Strict overlap applies to submissions by the label stream's roles under automatic
+    // distribution (manual assignees must all submit; managers and ground truth are deliberate).
+    let strict = settings.strict_task_overlap
+        && !settings.assignment_settings.manual()
+        && access.role < crate::authz::Role::Manager
+        && !was_cancelled
+        && !ground_truth;
     let now = now_micros();
     let dialect = db.dialect();
     let row: AnnotationRow = with_tx!(db, tx, {
         lock_project!(tx, dialect, project.id);
         // A pause or removal that landed since the check above counts.
         crate::recheck_project_access!(tx, actor, project.id, Permission::AnnotationCreate)?;
+        if strict {
+            // A live reservation of the author's is the stream's promise of a place. Without one
+            // (it expired, or the task never came from the stream), the task takes the
+            // submission only if a place is left after the others' live reservations, so a late
+            // submit can neither overfill the task nor take a place promised to someone else.
+            let full: bool = sqlx::query_scalar(&format!(
+                "select case when exists (select 1 from task_lock l where l.task_id = t.id and l.user_id = $2 \
+                 and l.expire_at > $3) then false else {} + (select count(*) from task_lock l \
+                 where l.task_id = t.id and l.user_id <> $2 and l.expire_at > $3) >= t.overlap end \
+                 from task t where t.id = $1",
+                super::tasks::counted_sql(skip_queue)
+            ))
+            .bind(task_id)
+            .bind(author)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            if full {
+                return Err(ApiError::new(
+                    ErrorCode::OverlapReached,
+                    format!(
+                        "task {task_id} has no place left under its overlap (its annotations and the \
+                         other annotators' reservations fill it) and you hold no reservation of it (it may \
+                         have expired): take the next task from the label stream"
+                    ),
+                ));
+            }
+        }
         // Referenced ids must be of this very task (not just any id, or another tenant's).
         for (field, table, id) in [
             ("parent_prediction", "prediction", input.parent_prediction),

@@ -367,6 +367,15 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow], visible: Visible) -> ApiResu
         .collect())
 }
 
+/// The SQL for how many annotations of task `t` count toward its overlap: ground truth never;
+/// skips only when the skip queue does not hand skipped tasks to others (ADR 0003).
+pub fn counted_sql(skip_queue: SkipQueue) -> &'static str {
+    match skip_queue {
+        SkipQueue::RequeueForOthers => "(t.total_annotations - t.ground_truth_annotations)",
+        _ => "(t.total_annotations + t.cancelled_annotations - t.ground_truth_annotations)",
+    }
+}
+
 /// One task with its annotations and predictions.
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     let (row, project) = get_with_project(db, actor, id, Permission::ProjectView).await?;
@@ -1915,10 +1924,7 @@ pub async fn next(
     let dialect = db.dialect();
     let now = now_micros();
     let user = actor.user_id;
-    let counted = match settings.skip_queue {
-        SkipQueue::RequeueForOthers => "(t.total_annotations - t.ground_truth_annotations)",
-        _ => "(t.total_annotations + t.cancelled_annotations - t.ground_truth_annotations)",
-    };
+    let counted = counted_sql(settings.skip_queue);
     let order = match (settings.maximum_annotations > 1, settings.sampling) {
         // Breadth first: finish tasks other annotators have started.
         (true, _) => format!("{counted} desc, t.id"),
