@@ -364,6 +364,51 @@ test('an annotator labels a task in the editor, submits, and gets the next task'
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
 });
 
+test('follow a deep link to a region', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  const config = '<View><Labels name="label" toName="text"><Label value="PER"/><Label value="ORG"/></Labels><Text name="text" value="$text"/></View>';
+  const project = await api('POST', '/api/projects', { title: 'Deep links', label_config: config });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'Ada Lovelace met Babbage at the Royal Society' }, { text: 'another task' }]);
+  const tasks = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks.map((t) => t.id).sort((a, b) => a - b);
+  const span = (id, start, end, label) => ({
+    id, from_name: 'label', to_name: 'text', type: 'labels',
+    value: { start, end, text: 'Ada Lovelace met Babbage at the Royal Society'.slice(start, end), labels: [label] },
+  });
+  const annotation = await api('POST', `/api/tasks/${tasks[0]}/annotations`, {
+    result: [span('person-1', 0, 12, 'PER'), span('org-1', 32, 45, 'ORG')],
+  });
+  const page = await newPage();
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  // The data manager's task row links to the task in the editor.
+  await page.goto(`${server.base}/projects/${project.id}/data`);
+  await page.locator('#tasks tbody tr').first().getByRole('link').click();
+  await page.waitForURL(new RegExp(`/projects/${project.id}/data\\?task=${tasks[0]}$`));
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  // Label Studio's address of one region of one annotation selects that region.
+  await page.goto(`${server.base}/projects/${project.id}/data?task=${tasks[0]}&annotation=${annotation.id}&region=org-1`);
+  await page.waitForFunction(() => /selected$/.test(document.getElementById('label-status').textContent));
+  assert.equal(await page.locator('#label-status').textContent(), `Task ${tasks[0]} · annotation ${annotation.id} · region org-1 selected`);
+  assert.equal(await page.locator('#editor').getAttribute('data-selected-region'), 'org-1');
+  // An annotation of another task, and a task of another project, are not found, as in the API.
+  const wrong = await page.goto(`${server.base}/projects/${project.id}/data?task=${tasks[1]}&annotation=${annotation.id}`);
+  assert.equal(wrong.status(), 404);
+  const other = await api('POST', '/api/projects', { title: 'Elsewhere', label_config: config });
+  assert.equal((await page.goto(`${server.base}/projects/${other.id}/data?task=${tasks[0]}`)).status(), 404);
+  assert.equal((await page.goto(`${server.base}/projects/${project.id}/data?task=first`)).status(), 400);
+  // ?labeling=1 starts the label stream.
+  await page.goto(`${server.base}/projects/${project.id}/data?labeling=1`);
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+  // Somebody who is not in the project gets what the API answers for the task.
+  await api('POST', '/api/users', { email: 'outsider@example.com', password: 'outsider password', role: 'annotator' });
+  const outsider = await newPage();
+  await signIn(outsider, 'outsider@example.com', 'outsider password');
+  await outsider.waitForURL(/\/projects$/);
+  const viaApi = await outsider.evaluate((t) => fetch(`/api/tasks/${t}`).then((r) => r.status), tasks[0]);
+  assert.notEqual(viaApi, 200);
+  assert.equal((await outsider.goto(`${server.base}/projects/${project.id}/data?task=${tasks[0]}`)).status(), viaApi);
+});
+
 test('a reviewer rejects a task with a comment, accepts the next, and the dashboard shows the counts', async () => {
   await api('POST', '/api/users', { email: 'worker@example.com', password: 'worker password', role: 'annotator' });
   await api('POST', '/api/users', { email: 'checker@example.com', password: 'checker password', role: 'reviewer' });
