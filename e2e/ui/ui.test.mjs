@@ -364,6 +364,69 @@ test('an annotator labels a task in the editor, submits, and gets the next task'
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
 });
 
+test('the editor autosaves a draft, reopening restores it, submitting removes it', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  await api('POST', '/api/users', { email: 'drafter@example.com', password: 'drafter password', role: 'annotator' });
+  const drafter = (await api('GET', '/api/users')).find((u) => u.email === 'drafter@example.com');
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Drafts', label_config: config });
+  await api('POST', `/api/projects/${project.id}/members`, { user: drafter.id });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'draft me' }]);
+  const [task] = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks.map((t) => t.id);
+  const page = await newPage();
+  await signIn(page, 'drafter@example.com', 'drafter password');
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/data?labeling=1`);
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  await page.getByRole('checkbox', { name: /^Positive/ }).click();
+  // The editor saves a draft a few seconds after the change (its autosave); no submit.
+  await page.waitForSelector('#editor[data-draft]', { state: 'attached', timeout: 30_000 });
+  const drafts = (t) => page.evaluate((id) => fetch(`/api/tasks/${id}/drafts`).then((r) => r.json()), t);
+  const saved = await drafts(task);
+  assert.equal(saved.length, 1);
+  assert.deepEqual(saved[0].result[0].value, { choices: ['Positive'] });
+  // Reopening the task brings the draft back into the editor.
+  await page.reload();
+  await page.waitForFunction(() => /draft restored$/.test(document.getElementById('label-status').textContent));
+  assert.equal(await page.getByRole('checkbox', { name: /^Positive/ }).isChecked(), true);
+  // Submitting turns it into the annotation and removes the draft.
+  await page.getByRole('button', { name: /submit/i }).click();
+  await page.waitForFunction(() => !/draft restored$/.test(document.getElementById('label-status').textContent));
+  const [annotation] = await api('GET', `/api/tasks/${task}/annotations`);
+  assert.deepEqual(annotation.result[0].value, { choices: ['Positive'] });
+  assert.equal(annotation.draft_created_at, saved[0].created_at);
+  assert.deepEqual(await drafts(task), []);
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
+test('predictions pre-annotate the task and show their scores', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  await api('POST', '/api/users', { email: 'predicted@example.com', password: 'predicted password', role: 'annotator' });
+  const user = (await api('GET', '/api/users')).find((u) => u.email === 'predicted@example.com');
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Predicted', label_config: config, model_version: 'v2' });
+  await api('POST', `/api/projects/${project.id}/members`, { user: user.id });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'predict me' }]);
+  const [task] = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks.map((t) => t.id);
+  const result = (label) => [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: [label] } }];
+  await api('POST', '/api/predictions', { task, result: result('Negative'), score: 0.25, model_version: 'v1' });
+  await api('POST', '/api/predictions', { task, result: result('Positive'), score: 0.875, model_version: 'v2' });
+  const page = await newPage();
+  await signIn(page, 'predicted@example.com', 'predicted password');
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/data?labeling=1`);
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  // Only the prediction of the project's model version, with its score; it pre-annotates.
+  assert.equal(await page.locator('#label-predictions').textContent(), 'Predictions: v2, score 0.88');
+  assert.equal(await page.getByRole('checkbox', { name: /^Positive/ }).isChecked(), true);
+  assert.equal(await page.getByRole('checkbox', { name: /^Negative/ }).isChecked(), false);
+  // Revealed on request only: the annotator starts empty, the score is still shown.
+  await api('PATCH', `/api/projects/${project.id}`, { reveal_preannotations_interactively: true });
+  await page.reload();
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  assert.equal(await page.locator('#label-predictions').textContent(), 'Predictions: v2, score 0.88');
+  assert.equal(await page.getByRole('checkbox', { name: /^Positive/ }).isChecked(), false);
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
 test('follow a deep link to a region', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
   const config = '<View><Labels name="label" toName="text"><Label value="PER"/><Label value="ORG"/></Labels><Text name="text" value="$text"/></View>';
   const project = await api('POST', '/api/projects', { title: 'Deep links', label_config: config });
