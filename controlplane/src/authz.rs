@@ -1070,6 +1070,22 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/tasks/{id}/annotations",
         Needs(P::AnnotationCreate),
     ),
+    // Drafts (ADR 0044): only ever the caller's own; anyone else's is not found.
+    ep("GET", "/api/tasks/{id}/drafts", Needs(P::ProjectView)),
+    ep("POST", "/api/tasks/{id}/drafts", Needs(P::AnnotationCreate)),
+    ep(
+        "GET",
+        "/api/tasks/{id}/annotations/{annotation_pk}/drafts",
+        Needs(P::ProjectView),
+    ),
+    ep(
+        "POST",
+        "/api/tasks/{id}/annotations/{annotation_pk}/drafts",
+        Needs(P::AnnotationCreate),
+    ),
+    ep("GET", "/api/drafts/{id}", Needs(P::ProjectView)),
+    ep("PATCH", "/api/drafts/{id}", Needs(P::AnnotationCreate)),
+    ep("DELETE", "/api/drafts/{id}", Needs(P::ProjectView)),
     ep("GET", "/api/annotations/{id}", Needs(P::ProjectView)),
     ep("PATCH", "/api/annotations/{id}", CHANGE_ANNOTATION),
     ep("DELETE", "/api/annotations/{id}", CHANGE_ANNOTATION),

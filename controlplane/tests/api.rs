@@ -11,6 +11,8 @@ mod crash;
 mod distribution;
 #[path = "suites/dm.rs"]
 mod dm;
+#[path = "suites/drafts.rs"]
+mod drafts;
 #[path = "suites/jobs.rs"]
 mod jobs;
 #[path = "suites/ldap.rs"]

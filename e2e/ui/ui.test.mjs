@@ -364,6 +364,114 @@ test('an annotator labels a task in the editor, submits, and gets the next task'
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
 });
 
+test('the editor autosaves a draft, reopening restores it, submitting removes it', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  await api('POST', '/api/users', { email: 'drafter@example.com', password: 'drafter password', role: 'annotator' });
+  const drafter = (await api('GET', '/api/users')).find((u) => u.email === 'drafter@example.com');
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Drafts', label_config: config });
+  await api('POST', `/api/projects/${project.id}/members`, { user: drafter.id });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'draft me' }]);
+  const [task] = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks.map((t) => t.id);
+  const page = await newPage();
+  await signIn(page, 'drafter@example.com', 'drafter password');
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/data?labeling=1`);
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  await page.getByRole('checkbox', { name: /^Positive/ }).click();
+  // The editor saves a draft a few seconds after the change (its autosave); no submit.
+  await page.waitForSelector('#editor[data-draft]', { state: 'attached', timeout: 30_000 });
+  const drafts = (t) => page.evaluate((id) => fetch(`/api/tasks/${id}/drafts`).then((r) => r.json()), t);
+  const saved = await drafts(task);
+  assert.equal(saved.length, 1);
+  assert.deepEqual(saved[0].result[0].value, { choices: ['Positive'] });
+  // Reopening the task brings the draft back into the editor.
+  await page.reload();
+  await page.waitForFunction(() => /draft restored$/.test(document.getElementById('label-status').textContent));
+  assert.equal(await page.getByRole('checkbox', { name: /^Positive/ }).isChecked(), true);
+  // Submitting turns it into the annotation and removes the draft.
+  await page.getByRole('button', { name: /submit/i }).click();
+  await page.waitForFunction(() => !/draft restored$/.test(document.getElementById('label-status').textContent));
+  const [annotation] = await api('GET', `/api/tasks/${task}/annotations`);
+  assert.deepEqual(annotation.result[0].value, { choices: ['Positive'] });
+  assert.equal(annotation.draft_created_at, saved[0].created_at);
+  assert.deepEqual(await drafts(task), []);
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
+test('predictions pre-annotate the task and show their scores', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  await api('POST', '/api/users', { email: 'predicted@example.com', password: 'predicted password', role: 'annotator' });
+  const user = (await api('GET', '/api/users')).find((u) => u.email === 'predicted@example.com');
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Predicted', label_config: config, model_version: 'v2' });
+  await api('POST', `/api/projects/${project.id}/members`, { user: user.id });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'predict me' }]);
+  const [task] = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks.map((t) => t.id);
+  const result = (label) => [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: [label] } }];
+  await api('POST', '/api/predictions', { task, result: result('Negative'), score: 0.25, model_version: 'v1' });
+  await api('POST', '/api/predictions', { task, result: result('Positive'), score: 0.875, model_version: 'v2' });
+  const page = await newPage();
+  await signIn(page, 'predicted@example.com', 'predicted password');
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/data?labeling=1`);
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  // Only the prediction of the project's model version, with its score; it pre-annotates.
+  assert.equal(await page.locator('#label-predictions').textContent(), 'Predictions: v2, score 0.88');
+  assert.equal(await page.getByRole('checkbox', { name: /^Positive/ }).isChecked(), true);
+  assert.equal(await page.getByRole('checkbox', { name: /^Negative/ }).isChecked(), false);
+  // Revealed on request only: the annotator starts empty, the score is still shown.
+  await api('PATCH', `/api/projects/${project.id}`, { reveal_preannotations_interactively: true });
+  await page.reload();
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  assert.equal(await page.locator('#label-predictions').textContent(), 'Predictions: v2, score 0.88');
+  assert.equal(await page.getByRole('checkbox', { name: /^Positive/ }).isChecked(), false);
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
+test('follow a deep link to a region', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  const config = '<View><Labels name="label" toName="text"><Label value="PER"/><Label value="ORG"/></Labels><Text name="text" value="$text"/></View>';
+  const project = await api('POST', '/api/projects', { title: 'Deep links', label_config: config });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'Ada Lovelace met Babbage at the Royal Society' }, { text: 'another task' }]);
+  const tasks = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks.map((t) => t.id).sort((a, b) => a - b);
+  const span = (id, start, end, label) => ({
+    id, from_name: 'label', to_name: 'text', type: 'labels',
+    value: { start, end, text: 'Ada Lovelace met Babbage at the Royal Society'.slice(start, end), labels: [label] },
+  });
+  const annotation = await api('POST', `/api/tasks/${tasks[0]}/annotations`, {
+    result: [span('person-1', 0, 12, 'PER'), span('org-1', 32, 45, 'ORG')],
+  });
+  const page = await newPage();
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  // The data manager's task row links to the task in the editor.
+  await page.goto(`${server.base}/projects/${project.id}/data`);
+  await page.locator('#tasks tbody tr').first().getByRole('link').click();
+  await page.waitForURL(new RegExp(`/projects/${project.id}/data\\?task=${tasks[0]}$`));
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  // Label Studio's address of one region of one annotation selects that region.
+  await page.goto(`${server.base}/projects/${project.id}/data?task=${tasks[0]}&annotation=${annotation.id}&region=org-1`);
+  await page.waitForFunction(() => /selected$/.test(document.getElementById('label-status').textContent));
+  assert.equal(await page.locator('#label-status').textContent(), `Task ${tasks[0]} · annotation ${annotation.id} · region org-1 selected`);
+  assert.equal(await page.locator('#editor').getAttribute('data-selected-region'), 'org-1');
+  // An annotation of another task, and a task of another project, are not found, as in the API.
+  const wrong = await page.goto(`${server.base}/projects/${project.id}/data?task=${tasks[1]}&annotation=${annotation.id}`);
+  assert.equal(wrong.status(), 404);
+  const other = await api('POST', '/api/projects', { title: 'Elsewhere', label_config: config });
+  assert.equal((await page.goto(`${server.base}/projects/${other.id}/data?task=${tasks[0]}`)).status(), 404);
+  assert.equal((await page.goto(`${server.base}/projects/${project.id}/data?task=first`)).status(), 400);
+  // ?labeling=1 starts the label stream.
+  await page.goto(`${server.base}/projects/${project.id}/data?labeling=1`);
+  await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+  // Somebody who is not in the project gets what the API answers for the task.
+  await api('POST', '/api/users', { email: 'outsider@example.com', password: 'outsider password', role: 'annotator' });
+  const outsider = await newPage();
+  await signIn(outsider, 'outsider@example.com', 'outsider password');
+  await outsider.waitForURL(/\/projects$/);
+  const viaApi = await outsider.evaluate((t) => fetch(`/api/tasks/${t}`).then((r) => r.status), tasks[0]);
+  assert.notEqual(viaApi, 200);
+  assert.equal((await outsider.goto(`${server.base}/projects/${project.id}/data?task=${tasks[0]}`)).status(), viaApi);
+});
+
 test('a reviewer rejects a task with a comment, accepts the next, and the dashboard shows the counts', async () => {
   await api('POST', '/api/users', { email: 'worker@example.com', password: 'worker password', role: 'annotator' });
   await api('POST', '/api/users', { email: 'checker@example.com', password: 'checker password', role: 'reviewer' });

@@ -53,6 +53,9 @@ pub struct AnnotationRow {
     pub created_at: i64,
     /// Updated (micros).
     pub updated_at: i64,
+    /// Creation time of the draft it was submitted from (micros, ADR 0044).
+    #[sqlx(default)]
+    pub draft_created_at: Option<i64>,
     /// Author email.
     pub author_email: Option<String>,
     /// Reviews that accepted it.
@@ -64,7 +67,8 @@ pub struct AnnotationRow {
 /// Columns selected into [`AnnotationRow`] (annotation aliased `a`, author `u`).
 pub const ANNOTATION_COLUMNS: &str = "a.id, a.task_id, a.project_id, a.result, a.completed_by, a.updated_by, \
     a.was_cancelled, a.ground_truth, a.lead_time, a.prediction, a.parent_prediction, a.parent_annotation, \
-    a.import_id, a.last_action, a.unique_id, a.created_at, a.updated_at, u.email as author_email, \
+    a.import_id, a.last_action, a.unique_id, a.created_at, a.updated_at, a.draft_created_at, \
+    u.email as author_email, \
     (select count(*) from annotation_review rv where rv.annotation_id = a.id and rv.accepted) as reviews_accepted, \
     (select count(*) from annotation_review rv where rv.annotation_id = a.id and not rv.accepted) as reviews_rejected";
 
@@ -90,7 +94,7 @@ pub struct AnnotationView {
     pub created_at: String,
     /// ISO update time.
     pub updated_at: String,
-    /// Always null (drafts come later).
+    /// When the draft it was submitted from was created (ADR 0044), or null.
     pub draft_created_at: Option<String>,
     /// Seconds spent.
     pub lead_time: Option<f64>,
@@ -149,7 +153,7 @@ impl AnnotationRow {
             ground_truth: self.ground_truth,
             created_at: format_micros(self.created_at),
             updated_at: format_micros(self.updated_at),
-            draft_created_at: None,
+            draft_created_at: self.draft_created_at.map(format_micros),
             lead_time: self.lead_time,
             import_id: self.import_id,
             last_action: self.last_action.clone(),
@@ -283,6 +287,9 @@ pub struct AnnotationInput {
     pub parent_prediction: Option<i64>,
     /// Source annotation.
     pub parent_annotation: Option<i64>,
+    /// The caller's draft of the task this annotation is submitted from (create only; the
+    /// draft is deleted and its creation time kept, ADR 0044).
+    pub draft_id: Option<i64>,
 }
 
 impl AnnotationInput {
@@ -358,6 +365,7 @@ impl AnnotationInput {
             completed_by: int_field("completed_by")?,
             parent_prediction: int_field("parent_prediction")?,
             parent_annotation: int_field("parent_annotation")?,
+            draft_id: int_field("draft_id")?,
         })
     }
 }
@@ -514,6 +522,34 @@ pub async fn create(
             },
             skip_queue
         );
+        // Submitted from a draft: it must be the caller's draft of this task (else 403, whether
+        // or not it exists, so other people's drafts stay unseen); its creation time is kept
+        // and the draft deleted (ADR 0044).
+        if let Some(draft) = input.draft_id {
+            let created: Option<i64> = sqlx::query_scalar(
+                "select created_at from annotation_draft where id = $1 and task_id = $2 and user_id = $3",
+            )
+            .bind(draft)
+            .bind(task_id)
+            .bind(actor.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(created) = created else {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!("draft {draft} is not your draft of task {task_id}"),
+                ));
+            };
+            sqlx::query("update annotation set draft_created_at = $1 where id = $2")
+                .bind(created)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("delete from annotation_draft where id = $1")
+                .bind(draft)
+                .execute(&mut *tx)
+                .await?;
+        }
         audit!(
             tx,
             Prepared::new(

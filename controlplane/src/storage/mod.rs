@@ -24,6 +24,7 @@ pub mod audit;
 pub mod cloudstorages;
 pub mod comments;
 pub mod distribution;
+pub mod drafts;
 pub mod export;
 pub mod groupmap;
 pub mod imports;

@@ -123,9 +123,12 @@ pub struct TaskView {
     /// Predictions (with `fields=all`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predictions: Option<Vec<PredictionView>>,
-    /// Always empty (drafts come later).
+    /// The caller's drafts of the task (ADR 0044; task detail, label stream, `fields=all`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drafts: Option<Vec<Value>>,
+    /// Whether somebody has a draft of the task (data-manager task list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft_exists: Option<bool>,
     /// Ids of the users who annotated the task (with `fields=all`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotators: Option<Vec<i64>>,
@@ -177,6 +180,7 @@ impl TaskRow {
             annotations: None,
             predictions: None,
             drafts: None,
+            draft_exists: None,
             annotators: None,
             unique_lock_id: None,
             queue: None,
@@ -376,6 +380,23 @@ pub fn counted_sql(skip_queue: SkipQueue) -> &'static str {
     }
 }
 
+/// Nests `user`'s drafts into `views` (a draft is only ever its user's, ADR 0044).
+pub async fn attach_drafts(db: &Db, user: i64, views: &mut [TaskView]) -> ApiResult<()> {
+    let ids: Vec<i64> = views.iter().map(|v| v.id).collect();
+    let mut drafts = super::drafts::of_tasks(db, user, &ids).await?;
+    for v in views.iter_mut() {
+        v.drafts = Some(
+            drafts
+                .remove(&v.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
 /// One task with its annotations and predictions.
 pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     let (row, project) = get_with_project(db, actor, id, Permission::ProjectView).await?;
@@ -390,6 +411,7 @@ pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     }
     let visible = Visible::for_access(actor, &project);
     let mut views = with_nested(db, std::slice::from_ref(&row), visible).await?;
+    attach_drafts(db, actor.user_id, &mut views).await?;
     let criteria = project.row.settings().review_settings.review_criteria;
     super::reviews::attach(db, &mut views, criteria).await?;
     if visible.shows_agreement_in(&project) {
@@ -1658,11 +1680,18 @@ pub async fn list(
             })
             .collect()
     } else if fields == Fields::All {
-        with_nested(db, &rows, visible).await?
+        let mut views = with_nested(db, &rows, visible).await?;
+        attach_drafts(db, actor.user_id, &mut views).await?;
+        views
     } else {
         rows.iter().map(TaskRow::view).collect()
     };
     if !ids_only {
+        let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+        let drafted = super::drafts::tasks_with_drafts(db, &ids).await?;
+        for t in tasks.iter_mut() {
+            t.draft_exists = Some(drafted.contains(&t.id));
+        }
         let criteria = project.settings().review_settings.review_criteria;
         super::reviews::attach(db, &mut tasks, criteria).await?;
         if shows_agreement {
@@ -2161,7 +2190,7 @@ pub async fn next(
                 .collect(),
         );
     }
-    view.drafts = Some(Vec::new());
+    attach_drafts(db, user, std::slice::from_mut(&mut view)).await?;
     if !settings.show_collab_predictions {
         view.predictions = Some(Vec::new());
     } else if !settings.model_version.is_empty()

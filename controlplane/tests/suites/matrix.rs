@@ -64,6 +64,8 @@ struct Objects {
     project: i64,
     task: i64,
     annotation: i64,
+    /// The owner's draft of the task (drafts are private: anyone else finds none).
+    draft: i64,
     prediction: i64,
     snapshot: i64,
     pause: i64,
@@ -183,6 +185,15 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         "/api/dm/views",
         token,
         json!({"project": project, "data": {"title": "Tab"}}),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    let draft = create(
+        app,
+        &format!("/api/tasks/{task}/drafts"),
+        token,
+        json!({"result": choice("pos")}),
     )
     .await["id"]
         .as_i64()
@@ -387,6 +398,7 @@ async fn objects(app: &TestApp, token: &str, project: i64, paused_user: i64) -> 
         review,
         view,
         comment,
+        draft,
     }
 }
 
@@ -546,6 +558,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         obj.view
     } else if e.path.starts_with("/api/comments/") {
         obj.comment
+    } else if e.path.starts_with("/api/drafts/") {
+        obj.draft
     } else if e.path.starts_with("/api/webhooks/") {
         obj.webhook
     } else if e.path.starts_with("/api/ml/") {
@@ -615,6 +629,7 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         .replace("{pause_pk}", &obj.pause.to_string())
         .replace("{import_pk}", &obj.import.to_string())
         .replace("{task_pk}", &obj.task.to_string())
+        .replace("{annotation_pk}", &obj.annotation.to_string())
         .replace("{slug}", "acme")
         .replace("{project}", &obj.project.to_string())
         .replace("{file}", obj.upload_file)
@@ -713,6 +728,11 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         ("POST", "/api/tasks") => Some(json!({"project": obj.project, "data": {"text": "x"}})),
         ("PATCH", "/api/tasks/{id}") => Some(json!({"data": {"text": "changed"}})),
         ("POST", "/api/tasks/{id}/annotations") => Some(json!({"result": choice("pos")})),
+        ("POST", "/api/tasks/{id}/drafts")
+        | ("POST", "/api/tasks/{id}/annotations/{annotation_pk}/drafts") => {
+            Some(json!({"result": choice("pos")}))
+        }
+        ("PATCH", "/api/drafts/{id}") => Some(json!({"result": choice("neg")})),
         ("PATCH", "/api/annotations/{id}") => Some(json!({"result": choice("neg")})),
         ("POST", "/api/predictions") => Some(json!({"task": obj.task, "result": choice("pos")})),
         ("PATCH", "/api/predictions/{id}") => Some(json!({"score": 0.5})),
@@ -849,6 +869,14 @@ fn expected(e: &Endpoint, target: Target, role: Role) -> Outcome {
     if (e.path.starts_with("/api/comments/") || (e.method == "POST" && e.path == "/api/comments"))
         && held == Some(Role::Annotator)
     {
+        return Outcome::Hidden;
+    }
+    // Drafts are private (ADR 0044): the fixture's is the owner's, not found for anyone else.
+    if e.path.starts_with("/api/drafts/") && role != Role::Owner {
+        return Outcome::Hidden;
+    }
+    // Drafts of an annotation follow the annotation: the owner's, hidden from a blind annotator.
+    if e.path.contains("/annotations/{annotation_pk}/drafts") && held == Some(Role::Annotator) {
         return Outcome::Hidden;
     }
     match held {

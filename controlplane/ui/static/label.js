@@ -1,9 +1,17 @@
-// The label stream in Label Studio's editor (window.LabelStudio, loaded before this module).
-// Takes the next task from the API, submits or skips through the API, then swaps the next task
-// into the same editor. All calls carry the session's CSRF token (window.verity.api).
+// Label Studio's editor (window.LabelStudio, loaded before this module) on the labeling page.
+// Two modes: the label stream (the next task from the API; submit or skip, then the next one)
+// and one task named by a deep link (`?task=…&annotation=…&region=…`, ADR 0044), which opens
+// that task, selects the annotation and the region. All calls carry the session's CSRF token
+// (window.verity.api).
 const root = document.getElementById('editor');
 const status = document.getElementById('label-status');
+const scores = document.getElementById('label-predictions');
+let settings = {}; // the project, once loaded
 const projectId = Number(root.dataset.project);
+const link = root.dataset.task
+  ? { task: Number(root.dataset.task), annotation: root.dataset.annotation, region: root.dataset.region }
+  : null;
+const canAnnotate = root.dataset.canAnnotate === 'true';
 const call = async (path, init) => {
   const r = await window.verity.api(path, init);
   const body = r.status === 204 ? null : await r.json().catch(() => null);
@@ -19,27 +27,124 @@ async function nextTask() {
   return null;
 }
 
-function show(store, task) {
+async function linkedTask() {
+  const r = await call(`/api/tasks/${link.task}`);
+  if (r.ok) return r.body;
+  status.textContent = r.body?.detail ?? `Task ${link.task}: the server answered ${r.status}.`;
+  return null;
+}
+
+const load = () => (link ? linkedTask() : nextTask());
+
+// Selects the annotation `pk` of the loaded task and in it the region `regionId`; says on the
+// page what was selected (or what was not found).
+function selectLinked(store, pk, regionId) {
+  const annotation = store.annotationStore.annotations.find((a) => String(a.pk) === String(pk));
+  if (!annotation) {
+    status.textContent = `Task ${current.id}: annotation ${pk} is not in this task.`;
+    return;
+  }
+  store.annotationStore.selectAnnotation(annotation.id);
+  let said = `Task ${current.id} · annotation ${pk}`;
+  if (regionId) {
+    const region = annotation.regionStore.regions.find((r) => r.cleanId === regionId || r.id === regionId);
+    if (region) {
+      annotation.selectArea(region);
+      root.dataset.selectedRegion = region.cleanId;
+      said += ` · region ${regionId} selected`;
+    } else {
+      said += ` · region ${regionId} is not in this annotation`;
+    }
+  }
+  status.textContent = said;
+}
+
+function show(store, task, select = link?.annotation) {
   current = task;
   if (!task) {
     store.setFlags({ noTask: true });
     return;
   }
   status.textContent = `Task ${task.id}`;
+  showScores(task);
+  // Revealed on request only: the annotator starts from nothing, and the predictions are not
+  // put into the editor (their scores stay listed above it).
+  const reveal = settings.reveal_preannotations_interactively && canAnnotate && !select;
+  const shown = reveal ? { ...task, predictions: [] } : task;
   store.resetState();
-  store.assignTask(task);
-  store.initializeStore(task);
-  const annotation = store.annotationStore.addAnnotation({ userGenerate: true });
-  store.annotationStore.selectAnnotation(annotation.id);
+  store.assignTask(shown);
+  store.initializeStore(shown);
+  if (select) {
+    selectLinked(store, select, select === link?.annotation ? link?.region : null);
+  } else if (canAnnotate) {
+    // Pre-annotation: the annotator starts from the task's (first) prediction, as Label Studio
+    // does, unless the project reveals predictions only on request
+    // (reveal_preannotations_interactively, above) or a draft exists.
+    const prediction = store.annotationStore.predictions?.[0];
+    const hasDraft = (task.drafts ?? []).some((d) => d.annotation === null);
+    const annotation = prediction && !hasDraft
+      ? store.annotationStore.addAnnotationFromPrediction(prediction)
+      : store.annotationStore.addAnnotation({ userGenerate: true });
+    store.annotationStore.selectAnnotation(annotation.id);
+    restoreDraft(annotation, task);
+  } else if (store.annotationStore.annotations.length) {
+    store.annotationStore.selectAnnotation(store.annotationStore.annotations[0].id);
+  }
+}
+
+// The task's predictions (the API sends those of the project's model version when one is set)
+// with their model version and score, beside the editor.
+function showScores(task) {
+  const predictions = task.predictions ?? [];
+  scores.hidden = predictions.length === 0;
+  scores.textContent = predictions.length === 0 ? '' : `Predictions: ${predictions
+    .map((p) => `${p.model_version || 'no model version'}, score ${typeof p.score === 'number' ? p.score.toFixed(2) : 'none'}`)
+    .join('; ')}`;
+}
+
+// The caller's latest draft of a new annotation of the task (the API nests only the caller's),
+// put back into the fresh annotation so the work continues where it stopped.
+function restoreDraft(annotation, task) {
+  const draft = (task.drafts ?? []).filter((d) => d.annotation === null).at(-1);
+  if (!draft) return;
+  annotation.addVersions({ draft: draft.result });
+  annotation.deserializeResults(draft.result);
+  annotation.updateObjects();
+  annotation.setDraftId(draft.id);
+  status.textContent = `Task ${task.id} · draft restored`;
+}
+
+// The editor's autosave (it calls this a few seconds after the result changed): the first save
+// creates the draft, later ones change it.
+async function saveDraft(annotation) {
+  if (!current) return;
+  const body = JSON.stringify({
+    result: annotation.versions.draft ?? annotation.serializeAnnotation(),
+    lead_time: (Date.now() - annotation.loadedDate) / 1000,
+  });
+  const task = current.id;
+  const r = annotation.draftId
+    ? await call(`/api/drafts/${annotation.draftId}`, { method: 'PATCH', body })
+    : await call(annotation.pk ? `/api/tasks/${task}/annotations/${annotation.pk}/drafts` : `/api/tasks/${task}/drafts`,
+      { method: 'POST', body });
+  if (r.ok) {
+    annotation.setDraftId(r.body.id);
+    root.dataset.draft = String(r.body.id);
+  } else {
+    status.textContent = `Draft not saved: ${r.body?.detail ?? r.status}`;
+  }
 }
 
 async function save(store, annotation, extra = {}) {
+  // Submitting turns the draft into the annotation (the server deletes it); no autosave after.
+  annotation.pauseAutosave?.();
   const r = await call(`/api/tasks/${current.id}/annotations`, {
     method: 'POST',
     body: JSON.stringify({
       result: annotation.serializeAnnotation(),
       lead_time: (Date.now() - annotation.loadedDate) / 1000,
       unique_id: current.unique_lock_id,
+      ...(annotation.draftId ? { draft_id: annotation.draftId } : {}),
       ...extra,
     }),
   });
@@ -48,26 +153,35 @@ async function save(store, annotation, extra = {}) {
     return;
   }
   annotation.updatePersonalKey(String(r.body.id));
-  show(store, await nextTask());
+  // In the stream the next task follows; a linked task is shown again with the saved annotation.
+  show(store, await load(), link ? r.body.id : undefined);
 }
 
 const [project, me, first] = await Promise.all([
   call(`/api/projects/${projectId}`).then((r) => r.body),
   call('/api/current-user/whoami').then((r) => r.body),
-  nextTask(),
+  load(),
 ]);
 if (project && me) {
+  settings = project;
+  const annotations = link
+    ? ['annotations:menu', 'annotations:tabs', 'annotations:current', 'annotations:history',
+      ...(canAnnotate ? ['annotations:add-new'] : [])]
+    : [];
   new window.LabelStudio('editor', {
     config: project.label_config,
-    task: first ?? { id: 0, data: {}, annotations: [], predictions: [] },
+    // The editor starts bare; show() then puts the task in with what it should start from.
+    task: first ? { ...first, annotations: [], predictions: [] } : { id: 0, data: {}, annotations: [], predictions: [] },
     description: project.show_instruction ? project.expert_instruction : '',
-    interfaces: ['panel', 'controls', 'submit', 'update', 'topbar', 'side-column', 'edit-history',
-      'infobar', 'instruction', ...(project.show_skip_button ? ['skip'] : [])],
+    interfaces: ['panel', 'controls', 'topbar', 'side-column', 'edit-history', 'infobar', 'instruction',
+      ...(canAnnotate ? ['submit', 'update'] : []), ...annotations,
+      ...(project.show_skip_button && !link ? ['skip'] : [])],
     user: { id: me.id, pk: me.id, username: me.username, firstName: me.first_name, lastName: me.last_name },
     onLabelStudioLoad: (store) => show(store, first),
     onSubmitAnnotation: (store, annotation) => save(store, annotation),
     onSkipTask: (store, { comment } = {}) =>
       save(store, store.annotationStore.selected, { was_cancelled: true, ...(comment ? { comment } : {}) }),
+    onSubmitDraft: (store, annotation) => saveDraft(annotation),
     onUpdateAnnotation: (store, annotation) => call(`/api/annotations/${annotation.pk}`, {
       method: 'PATCH', body: JSON.stringify({ result: annotation.serializeAnnotation() }),
     }),

@@ -6,6 +6,7 @@ pub mod agreement;
 pub mod annotations;
 pub mod assignments;
 pub mod dashboards;
+pub mod drafts;
 pub mod exports;
 pub mod imports;
 pub mod jobs;
@@ -85,6 +86,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(imports::router())
         .merge(uploads::router())
         .merge(annotations::router())
+        .merge(drafts::router())
         .merge(reviews::router())
         .merge(predictions::router())
         .merge(exports::router())

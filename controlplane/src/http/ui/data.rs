@@ -18,7 +18,8 @@ use serde_json::{Map, Value, json};
 use super::{
     PageUser, encode, error_page,
     pages::{
-        csrf_refusal, js, project_header, project_page_user, read_form, serde_urlencoded_from,
+        DeepLink, csrf_refusal, js, label_view, project_header, project_page_user, read_form,
+        serde_urlencoded_from,
     },
     redirect, render, user_context,
 };
@@ -134,6 +135,14 @@ pub(super) struct DataQuery {
     view: Option<String>,
     page: Option<String>,
     ordering: Option<String>,
+    /// Deep link: open this task in the editor (Label Studio's `?task=`).
+    task: Option<String>,
+    /// With `task`: select this annotation.
+    annotation: Option<String>,
+    /// With `annotation`: select this region.
+    region: Option<String>,
+    /// `1`: start the label stream (Label Studio's `?labeling=1`).
+    labeling: Option<String>,
 }
 
 /// One row of the filter form.
@@ -430,7 +439,7 @@ async fn data_view(
                 .iter()
                 .map(|c| json!({"data": c.id.starts_with("data"), "text": cell(&v, &c.id)}))
                 .collect();
-            json!({"id": t.id, "cells": cells})
+            json!({"id": t.id, "cells": cells, "href": format!("/projects/{id}/data?task={}", t.id)})
         })
         .collect();
     let view_id = current.map(|t| t.id);
@@ -544,7 +553,31 @@ pub(super) async fn data_page(State(state): State<AppState>, request: Request) -
         Err(r) => return r,
     };
     let query = data_query(&parts);
-    data_view(&state, &user, id, &query, StatusCode::OK, Notice::default()).await
+    if query.labeling.as_deref() == Some("1") {
+        return label_view(&state, &user, id, None).await;
+    }
+    match deep_link(&query) {
+        Ok(Some(link)) => label_view(&state, &user, id, Some(link)).await,
+        Ok(None) => data_view(&state, &user, id, &query, StatusCode::OK, Notice::default()).await,
+        Err(e) => error_page(Some(&user), &e),
+    }
+}
+
+/// The task, annotation and region a `?task=…` address names, if it names a task.
+fn deep_link(query: &DataQuery) -> Result<Option<DeepLink>, ApiError> {
+    let Some(task) = int("task", query.task.as_deref())? else {
+        return Ok(None);
+    };
+    Ok(Some(DeepLink {
+        task,
+        annotation: int("annotation", query.annotation.as_deref())?,
+        region: query
+            .region
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string),
+    }))
 }
 
 /// The tab named by the form's `view`, checked to be one of this project's.

@@ -25,6 +25,7 @@ use crate::{
     storage::{
         access, orgs, projects,
         sessions::{self, Lockout},
+        tasks,
     },
     webhooks::{Action, Subject},
 };
@@ -771,21 +772,65 @@ pub(super) async fn label_page(State(state): State<AppState>, request: Request) 
         Ok(v) => v,
         Err(r) => return r,
     };
-    let role = match project_role(&state, &user, id, Permission::AnnotationCreate).await {
+    label_view(&state, &user, id, None).await
+}
+
+/// What a deep link into the editor names, in Label Studio's shape
+/// `/projects/{id}/data?task=…&annotation=…&region=…` (ADR 0044).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct DeepLink {
+    /// The task to open.
+    pub task: i64,
+    /// The annotation of that task to select.
+    pub annotation: Option<i64>,
+    /// The region (result id) of that annotation to select.
+    pub region: Option<String>,
+}
+
+/// The labeling page: the label stream (`link` is `None`; needs `annotation.create`), or one
+/// task named by a deep link (needs what reading the task through the API needs, and answers
+/// the API's 404 for a task, or annotation, the caller may not see).
+pub(super) async fn label_view(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    link: Option<DeepLink>,
+) -> Response {
+    let needs = if link.is_some() {
+        Permission::ProjectView
+    } else {
+        Permission::AnnotationCreate
+    };
+    let role = match project_role(state, user, id, needs).await {
         Ok(r) => r,
         Err(r) => return r,
     };
+    if let Some(l) = &link {
+        let task = match tasks::get(&state.db, &user.actor, l.task).await {
+            Ok(t) if t.project == id => t,
+            Ok(_) => return error_page(Some(user), &ApiError::not_found("task")),
+            Err(e) => return error_page(Some(user), &e),
+        };
+        if let Some(a) = l.annotation {
+            let listed = task.annotations.as_deref().unwrap_or_default();
+            if !listed.iter().any(|x| x.id == a) {
+                return error_page(Some(user), &ApiError::not_found("annotation"));
+            }
+        }
+    }
     let project = match projects::get(&state.db, &user.actor, id).await {
         Ok(p) => p,
-        Err(e) => return error_page(Some(&user), &e),
+        Err(e) => return error_page(Some(user), &e),
     };
     let mut response = render(
         StatusCode::OK,
         "label.html",
         context! {
-            user => user_context(&user),
+            user => user_context(user),
             project => js(&project_header(&project, role)),
             editor => !state.config.editor_dir.is_empty(),
+            link => link.as_ref().map(js),
+            can_annotate => role >= Permission::AnnotationCreate.minimum_role(),
         },
     );
     if !state.config.editor_dir.is_empty() {
