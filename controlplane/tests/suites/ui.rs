@@ -810,3 +810,174 @@ async fn labeling_page_serves_the_installed_editor() {
         );
     }
 }
+
+/// The value of the read-only input that shows a token once.
+fn shown_token(html: &str) -> String {
+    attr_after(html, "id=\"new-token\" type=\"text\" readonly value=\"")
+}
+
+/// An API call with `Authorization: <scheme> <token>`.
+async fn call_as(
+    app: &TestApp,
+    scheme: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("{scheme} {token}"));
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .expect("request");
+    app.send_unchecked(req).await
+}
+
+both_backends! {
+    async fn account_page_edits_the_name_and_manages_tokens(app) {
+        let legacy = password_user(&app, "ui-account@example.com", Role::Annotator).await;
+        let mut browser = Browser::default();
+        // Not signed in: sent to sign in first.
+        assert_eq!(location(&browser.get(&app, "/user/account").await), "/user/login?next=%2Fuser%2Faccount");
+        browser.sign_in(&app, "ui-account@example.com", PASSWORD).await;
+        let page = browser.get(&app, "/user/account").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("ui-account@example.com") && page.text.contains("No personal access tokens."));
+        assert!(page.text.contains(&format!("<code id=\"legacy-preview\">{}…", &legacy[..4])), "the legacy token's preview");
+        assert!(page.text.contains("href=\"/user/account\""), "the header links the account page");
+        let csrf = hidden(&page.text, "csrf_token");
+        // The name: a forged post changes nothing; a valid one is the API's PATCH.
+        let forged = browser.post_form(&app, "/user/account", &[("csrf_token", "guess"), ("action", "profile"), ("first_name", "Eve")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        let saved = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "profile"), ("first_name", " Ada "), ("last_name", "Lovelace")]).await;
+        assert_eq!((saved.status, location(&saved)), (StatusCode::SEE_OTHER, "/user/account?done=profile".to_string()));
+        let me = app.get("/api/current-user", &legacy).await.expect(StatusCode::OK);
+        assert_eq!((me["first_name"].clone(), me["last_name"].clone()), (json!("Ada"), json!("Lovelace")));
+        let long = "x".repeat(151);
+        let refused = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "profile"), ("first_name", &long), ("last_name", "")]).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(number(&refused.text, "account-error").contains("at most 150 characters"), "{}", refused.text);
+        let me = app.get("/api/current-user", &legacy).await.expect(StatusCode::OK);
+        assert_eq!((me["first_name"].clone(), me["last_name"].clone()), (json!("Ada"), json!("Lovelace")), "a refused change writes nothing");
+        // A personal access token: shown once, usable against the API, listed, then revoked.
+        let created = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "create_token")]).await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+        let pat = shown_token(&created.text);
+        let access = call_as(&app, "Token", &legacy, "POST", "/api/token/refresh", Some(json!({"refresh": pat}))).await.expect(StatusCode::OK)["access"].as_str().expect("access").to_string();
+        let whoami = call_as(&app, "Bearer", &access, "GET", "/api/current-user/whoami", None).await.expect(StatusCode::OK);
+        assert_eq!(whoami["email"], json!("ui-account@example.com"));
+        let listed = browser.get(&app, "/user/account").await;
+        assert!(listed.text.contains("1 active token") && !listed.text.contains(&pat), "listed, never shown again");
+        let jti = hidden(&listed.text, "jti");
+        let unknown = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "revoke_token"), ("jti", "not-a-token")]).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        let revoked = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "revoke_token"), ("jti", &jti)]).await;
+        assert_eq!(location(&revoked), "/user/account?done=revoked");
+        call_as(&app, "Token", &legacy, "POST", "/api/token/refresh", Some(json!({"refresh": pat}))).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        assert!(browser.get(&app, "/user/account").await.text.contains("No personal access tokens."));
+        // Someone else's token cannot be revoked from here.
+        let other = app.user("ui-account-other@example.com", Role::Annotator).await;
+        let theirs = app.post("/api/token", &other, json!({})).await.expect(StatusCode::CREATED)["token"].as_str().expect("token").to_string();
+        let their_jti: String = {
+            let payload = theirs.split('.').nth(1).expect("payload");
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64");
+            serde_json::from_slice::<Value>(&bytes).expect("claims")["jti"].as_str().expect("jti").to_string()
+        };
+        let foreign = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "revoke_token"), ("jti", &their_jti)]).await;
+        assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+        call_as(&app, "Token", &other, "POST", "/api/token/refresh", Some(json!({"refresh": theirs}))).await.expect(StatusCode::OK);
+        // Resetting the legacy token: the old one stops working, the new one works.
+        let reset = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "reset_token")]).await;
+        assert_eq!(reset.status, StatusCode::OK);
+        let fresh = shown_token(&reset.text);
+        app.get("/api/current-user/whoami", &legacy).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        app.get("/api/current-user/whoami", &fresh).await.expect(StatusCode::OK);
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        for expected in ["user.update", "token.create", "token.revoke"] {
+            assert!(actions.iter().any(|a| a == expected), "{expected} not audited: {actions:?}");
+        }
+    }
+}
+
+both_backends! {
+    async fn members_page_lists_people_and_changes_roles_as_the_api_allows(app) {
+        let admin = password_user(&app, "ui-people-admin@example.com", Role::Admin).await;
+        let annotator = password_user(&app, "ui-people-an@example.com", Role::Annotator).await;
+        let target = app.user_id(&annotator).await;
+        let owner_id = app.user_id(&app.owner).await;
+        let membership = |id: i64| {
+            let app = &app;
+            async move { app.get(&format!("/api/organizations/{}/memberships/{id}", app.org), &app.owner).await.expect(StatusCode::OK) }
+        };
+        // An annotator sees the people, read-only, and cannot post changes.
+        let mut an = Browser::default();
+        an.sign_in(&app, "ui-people-an@example.com", PASSWORD).await;
+        let page = an.get(&app, "/organization").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("ui-people-admin@example.com") && page.text.contains("Last activity"));
+        assert!(!page.text.contains("Change role") && !page.text.contains("Invite someone") && !page.text.contains("Deactivate"), "no controls for an annotator");
+        let an_csrf = attr_after(&page.text, "name=\"csrf-token\" content=\"");
+        let refused = an.post_form(&app, "/organization", &[("csrf_token", &an_csrf), ("action", "role"), ("user_id", &target.to_string()), ("role", "admin")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        let refused = an.post_form(&app, "/organization", &[("csrf_token", &an_csrf), ("action", "invite"), ("role", "annotator")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(membership(target).await["role"], json!("annotator"));
+        // An admin changes roles, but not an owner's and never to owner.
+        let mut ad = Browser::default();
+        ad.sign_in(&app, "ui-people-admin@example.com", PASSWORD).await;
+        let page = ad.get(&app, "/organization").await;
+        assert!(page.text.contains(&format!("id=\"role-{target}\"")), "controls for a member");
+        assert!(!page.text.contains(&format!("id=\"role-{owner_id}\"")), "no controls for an owner's row");
+        assert!(!page.text.contains("<option value=\"owner\""), "an admin is not offered the owner role");
+        let csrf = hidden(&page.text, "csrf_token");
+        let forged = ad.post_form(&app, "/organization", &[("csrf_token", "guess"), ("action", "role"), ("user_id", &target.to_string()), ("role", "reviewer")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        let changed = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "role"), ("user_id", &target.to_string()), ("role", "reviewer")]).await;
+        assert_eq!((changed.status, location(&changed)), (StatusCode::SEE_OTHER, "/organization?done=role".to_string()), "{}", changed.text);
+        assert_eq!(membership(target).await["role"], json!("reviewer"));
+        let escalate = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "role"), ("user_id", &target.to_string()), ("role", "owner")]).await;
+        assert_eq!(escalate.status, StatusCode::FORBIDDEN);
+        assert!(number(&escalate.text, "members-error").contains("only an owner can grant the owner role"), "{}", escalate.text);
+        let demote_owner = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "role"), ("user_id", &owner_id.to_string()), ("role", "annotator")]).await;
+        assert_eq!(demote_owner.status, StatusCode::FORBIDDEN);
+        assert_eq!(membership(owner_id).await["role"], json!("owner"));
+        let bad = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "role"), ("user_id", &target.to_string()), ("role", "boss")]).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        // Deactivate: the member's session stops working; reactivate brings them back.
+        let off = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "deactivate"), ("user_id", &target.to_string())]).await;
+        assert_eq!(location(&off), "/organization?done=deactivated");
+        assert_eq!(membership(target).await["is_active"], json!(false));
+        assert_eq!(location(&an.get(&app, "/organization").await), "/user/login?next=%2Forganization");
+        let listed = ad.get(&app, "/organization").await;
+        assert!(listed.text.contains("aria-label=\"Reactivate ui-people-an@example.com\""));
+        let on = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "reactivate"), ("user_id", &target.to_string())]).await;
+        assert_eq!(location(&on), "/organization?done=reactivated");
+        assert_eq!(membership(target).await["is_active"], json!(true));
+        // An invitation link: shown once, opens the sign-up form, and can be revoked.
+        let invited = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "invite"), ("role", "reviewer")]).await;
+        assert_eq!(invited.status, StatusCode::OK, "{}", invited.text);
+        let url = attr_after(&invited.text, "id=\"invite-url\" type=\"text\" readonly value=\"").replace("&#x2f;", "/").replace("&amp;", "&");
+        assert!(url.starts_with("/user/signup?token="), "{url}");
+        assert_eq!(Browser::default().get(&app, &url).await.status, StatusCode::OK);
+        let pending = app.get("/api/invitations", &admin).await.expect(StatusCode::OK);
+        let invitation = pending.as_array().expect("list").iter().find(|i| i["status"] == json!("pending")).expect("pending").clone();
+        assert_eq!(invitation["role"], json!("reviewer"));
+        let page = ad.get(&app, "/organization").await;
+        assert!(page.text.contains("Pending invitation links"));
+        let revoke = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "revoke_invitation"), ("invitation", &invitation["id"].to_string())]).await;
+        assert_eq!(location(&revoke), "/organization?done=revoked");
+        let after = app.get("/api/invitations", &admin).await.expect(StatusCode::OK);
+        assert!(after.as_array().expect("list").iter().all(|i| i["status"] != json!("pending")), "{after}");
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        for expected in ["member.role", "member.deactivate", "member.reactivate", "invitation.create"] {
+            assert!(actions.iter().any(|a| a == expected), "{expected} not audited: {actions:?}");
+        }
+    }
+}

@@ -6,8 +6,10 @@
 //! user. Every page is served with a strict Content-Security-Policy (no inline script or style),
 //! so all behaviour lives in files under `/static/`.
 
+mod account;
 mod dashboard;
 mod data;
+mod members;
 mod pages;
 mod review;
 mod sso;
@@ -47,6 +49,18 @@ pub fn router() -> Router<AppState> {
         .route("/user/login", get(pages::login_page).post(pages::login))
         .route("/user/logout", get(pages::logout_page).post(pages::logout))
         .route("/user/signup", get(pages::signup_page).post(pages::signup))
+        .route(
+            "/user/account",
+            get(account::account_page).post(account::account_post),
+        )
+        .route(
+            "/user/organization",
+            axum::routing::post(account::switch_organization),
+        )
+        .route(
+            "/organization",
+            get(members::members_page).post(members::members_post),
+        )
         .route("/user/login/sso", get(sso::by_email))
         .route("/saml/{org}/metadata", get(sso::metadata))
         .route("/saml/{org}/login", get(sso::login))
@@ -184,6 +198,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
         for (name, source) in [
             ("base.html", include_str!("../../../ui/templates/base.html")),
             (
+                "account.html",
+                include_str!("../../../ui/templates/account.html"),
+            ),
+            (
                 "login.html",
                 include_str!("../../../ui/templates/login.html"),
             ),
@@ -209,6 +227,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 include_str!("../../../ui/templates/settings.html"),
             ),
             ("sso.html", include_str!("../../../ui/templates/sso.html")),
+            (
+                "members.html",
+                include_str!("../../../ui/templates/members.html"),
+            ),
             (
                 "error.html",
                 include_str!("../../../ui/templates/error.html"),
@@ -321,6 +343,8 @@ fn set_cookie(
 struct PageUser {
     actor: Actor,
     session: sessions::Session,
+    /// The organizations the user may switch between (id, title), for the header.
+    orgs: Vec<(i64, String)>,
 }
 
 /// The user behind the request's session cookie, or the response that sends them to sign in.
@@ -342,7 +366,15 @@ async fn page_user(
     match sessions::actor_for_session(&state.db, &cookie).await {
         Ok(Some((mut actor, session))) => {
             actor.meta = super::extract::request_meta(parts, state.config.trust_forwarded_for);
-            Ok(PageUser { actor, session })
+            let orgs = match crate::storage::orgs::list_mine(&state.db, &actor).await {
+                Ok(list) => list.into_iter().map(|o| (o.id, o.title)).collect(),
+                Err(e) => return Err(error_page(None, &e)),
+            };
+            Ok(PageUser {
+                actor,
+                session,
+                orgs,
+            })
         }
         Ok(None) => Err(to_login()),
         Err(e) => Err(error_page(None, &e)),
@@ -391,10 +423,17 @@ fn error_page(user: Option<&PageUser>, e: &ApiError) -> Response {
 
 /// What every signed-in page shows about the user.
 fn user_context(user: &PageUser) -> minijinja::Value {
+    let orgs: Vec<minijinja::Value> = user
+        .orgs
+        .iter()
+        .map(|(id, title)| minijinja::context! { id => *id, title => title.clone() })
+        .collect();
     minijinja::context! {
         email => user.actor.email.clone(),
         role => user.actor.role.as_str(),
         csrf_token => user.session.csrf_token.clone(),
+        org_id => user.actor.org_id,
+        orgs => orgs,
     }
 }
 
@@ -407,6 +446,7 @@ mod tests {
         let env = templates();
         for name in [
             "base.html",
+            "account.html",
             "login.html",
             "signup.html",
             "logout.html",
@@ -419,6 +459,7 @@ mod tests {
             "project_nav.html",
             "review.html",
             "dashboard.html",
+            "members.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }
