@@ -981,3 +981,56 @@ both_backends! {
         }
     }
 }
+
+both_backends! {
+    async fn organization_switcher_changes_the_active_organization(app) {
+        let token = password_user(&app, "ui-switch@example.com", Role::Admin).await;
+        let me = app.user_id(&token).await;
+        password_user(&app, "ui-single@example.com", Role::Annotator).await;
+        let (second, second_owner) = app.other_org("Second org", "ui-second-owner@example.com").await;
+        let (third, _) = app.other_org("Third org", "ui-third-owner@example.com").await;
+        app.mk_project(&app.owner, json!({"title": "First org project"})).await;
+        app.mk_project(&second_owner, json!({"title": "Second org project"})).await;
+        app.sql(&format!("insert into org_member (organization_id, user_id, role, created_at) values ({second}, {me}, 'owner', 0)")).await.expect("second membership");
+        // One organization: no switcher.
+        let mut single = Browser::default();
+        single.sign_in(&app, "ui-single@example.com", PASSWORD).await;
+        assert!(!single.get(&app, "/projects").await.text.contains("id=\"org-switch\""));
+        // Two: the header offers both, the active one chosen.
+        let mut browser = Browser::default();
+        browser.sign_in(&app, "ui-switch@example.com", PASSWORD).await;
+        let page = browser.get(&app, "/projects").await;
+        assert!(page.text.contains("id=\"org-switch\"") && page.text.contains(">Second org</option>"), "{}", page.text);
+        assert!(page.text.contains(&format!("<option value=\"{}\" selected>", app.org)));
+        assert!(page.text.contains("First org project") && !page.text.contains("Second org project"));
+        let csrf = attr_after(&page.text, "name=\"csrf-token\" content=\"");
+        // Refused: a forged form, an organization one is not a member of, not an id.
+        let forged = browser.post_form(&app, "/user/organization", &[("csrf_token", "guess"), ("organization", &second.to_string())]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        let foreign = browser.post_form(&app, "/user/organization", &[("csrf_token", &csrf), ("organization", &third.to_string())]).await;
+        assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+        app.patch("/api/current-user", &token, json!({"active_organization": third})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.patch("/api/current-user", &token, json!({"active_organization": "second"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert_eq!(app.get("/api/current-user", &token).await.expect(StatusCode::OK)["active_organization"], json!(app.org));
+        // Switching: the pages now show the other organization's projects and role.
+        let switched = browser.post_form(&app, "/user/organization", &[("csrf_token", &csrf), ("organization", &second.to_string())]).await;
+        assert_eq!((switched.status, location(&switched)), (StatusCode::SEE_OTHER, "/projects".to_string()), "{}", switched.text);
+        let page = browser.get(&app, "/projects").await;
+        assert!(page.text.contains("Second org project") && !page.text.contains("First org project"), "{}", page.text);
+        assert!(page.text.contains("(owner)"), "the role in the chosen organization");
+        let whoami = browser.api(&app, "GET", "/api/current-user", None, None).await.expect(StatusCode::OK);
+        assert_eq!(whoami["active_organization"], json!(second));
+        // And back through the API, as Label Studio's frontend does it.
+        let back = app.patch("/api/current-user", &token, json!({"active_organization": app.org})).await.expect(StatusCode::OK);
+        assert_eq!(back["active_organization"], json!(app.org));
+        assert!(browser.get(&app, "/projects").await.text.contains("First org project"));
+        // A deactivated membership cannot be switched to.
+        app.sql(&format!("update org_member set deactivated_at = 1 where organization_id = {second} and user_id = {me}")).await.expect("deactivate");
+        app.patch("/api/current-user", &token, json!({"active_organization": second})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        assert!(!browser.get(&app, "/projects").await.text.contains("id=\"org-switch\""), "no longer offered");
+        for org in [app.org, second] {
+            let actions: Vec<String> = app.audit_actions(org).await.into_iter().map(|(a, _, _)| a).collect();
+            assert!(actions.iter().any(|a| a == "user.switch_organization"), "not audited in {org}: {actions:?}");
+        }
+    }
+}
