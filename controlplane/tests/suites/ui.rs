@@ -1034,3 +1034,84 @@ both_backends! {
         }
     }
 }
+
+/// A data URL of `bytes` as `mime`.
+fn data_url(mime: &str, bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+both_backends! {
+    async fn organization_branding_is_validated_and_shown(app) {
+        let org = app.org;
+        let path = format!("/api/organizations/{org}");
+        let admin = password_user(&app, "ui-brand-admin@example.com", Role::Admin).await;
+        let manager = app.user("ui-brand-manager@example.com", Role::Manager).await;
+        let png = data_url("image/png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR-tiny");
+        let mut big = b"\x89PNG\r\n\x1a\n".to_vec();
+        big.resize(64 * 1024 + 1, 0);
+        // Bad values: 400, naming the field, and nothing changes.
+        for (field, value) in [
+            ("accent_color", json!("red")),
+            ("accent_color", json!("#fff")),
+            ("accent_color", json!("#ffffff")),
+            ("accent_color", json!("#12345g")),
+            ("logo", json!(data_url("image/svg+xml", b"<svg/>"))),
+            ("logo", json!(data_url("image/png", b"GIF89a not a png"))),
+            ("logo", json!(data_url("image/png", &big))),
+            ("logo", json!("https://example.com/logo.png")),
+            ("login_redirect_url", json!("https://evil.example/")),
+            ("login_redirect_url", json!("//evil.example")),
+            ("login_redirect_url", json!("/\\evil.example")),
+            ("login_redirect_url", json!("projects")),
+            ("product_name", json!("x".repeat(51))),
+            ("product_name", json!(5)),
+        ] {
+            let refused = app.patch(&path, &admin, json!({field: value, "title": "Renamed"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+            assert!(refused["validation_errors"][field].is_array(), "{field}: {refused}");
+        }
+        let before = app.get(&path, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((before["product_name"].clone(), before["logo"].clone(), before["accent_color"].clone(), before["login_redirect_url"].clone()), (json!(""), json!(""), json!(""), json!("")));
+        assert_ne!(before["title"], json!("Renamed"), "a refused change writes nothing");
+        // Admin roles only.
+        app.patch(&path, &manager, json!({"product_name": "Mine"})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        let set = app.patch(&path, &admin, json!({"product_name": "Acme Label", "logo": png, "accent_color": "#7a1f5c", "login_redirect_url": "/organization"})).await.expect(StatusCode::OK);
+        assert_eq!((set["product_name"].clone(), set["logo"].clone(), set["accent_color"].clone(), set["login_redirect_url"].clone()), (json!("Acme Label"), json!(png), json!("#7a1f5c"), json!("/organization")));
+        // Every page of the organization shows it; the colour comes from a stylesheet of this server.
+        let mut browser = Browser::default();
+        let signed = browser.sign_in(&app, "ui-brand-admin@example.com", PASSWORD).await;
+        assert_eq!(location(&signed), "/organization", "a sign-in lands on the organization's login redirect");
+        let page = browser.get(&app, "/projects").await;
+        assert!(page.text.contains("<span id=\"product-name\">Acme Label</span>") && page.text.contains("· Acme Label</title>"), "{}", page.text);
+        assert!(page.text.contains("<img class=\"logo\" src=\"data:image"), "the logo inline as a data URL");
+        assert!(page.text.contains(&format!("href=\"/brand/{org}/accent.css\"")));
+        let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).expect("csp").to_string();
+        assert!(csp.contains("img-src 'self' data:") && !csp.contains("unsafe"), "{csp}");
+        let css = browser.get(&app, &format!("/brand/{org}/accent.css")).await;
+        assert_eq!(css.status, StatusCode::OK);
+        assert!(css.text.contains("--accent: #7a1f5c;"), "{}", css.text);
+        assert!(browser.get(&app, "/organization").await.text.contains("Acme Label"));
+        // The sign-in page of the organization's link shows it; the plain one does not.
+        let mut anonymous = Browser::default();
+        let branded = anonymous.get(&app, &format!("/user/login?org={org}")).await;
+        assert!(branded.text.contains("Sign in to Acme Label") && branded.text.contains(&format!("href=\"/brand/{org}/accent.css\"")), "{}", branded.text);
+        let plain = anonymous.get(&app, "/user/login").await;
+        assert!(!plain.text.contains("Acme Label") && plain.text.contains("<span id=\"product-name\">Verity</span>"));
+        assert_eq!(anonymous.get(&app, "/brand/999999/accent.css").await.text, "", "nothing for an unknown organization");
+        // An explicit destination still wins over the redirect.
+        anonymous.get(&app, "/user/login").await;
+        let token = hidden(&anonymous.get(&app, "/user/login?next=%2Fuser%2Faccount").await.text, "form_token");
+        let to = anonymous.post_form(&app, "/user/login", &[("form_token", &token), ("email", "ui-brand-admin@example.com"), ("password", PASSWORD), ("next", "/user/account")]).await;
+        assert_eq!(location(&to), "/user/account");
+        // "" clears every field.
+        app.patch(&path, &admin, json!({"product_name": "", "logo": "", "accent_color": "", "login_redirect_url": ""})).await.expect(StatusCode::OK);
+        let page = browser.get(&app, "/projects").await;
+        assert!(page.text.contains("<span id=\"product-name\">Verity</span>") && !page.text.contains("accent.css") && !page.text.contains("class=\"logo\""));
+        assert_eq!(location(&Browser::default().sign_in(&app, "ui-brand-admin@example.com", PASSWORD).await), "/projects");
+        let audit: Vec<String> = app.audit_actions(org).await.into_iter().map(|(a, _, _)| a).collect();
+        assert!(audit.iter().filter(|a| a.as_str() == "organization.update").count() >= 2, "{audit:?}");
+    }
+}

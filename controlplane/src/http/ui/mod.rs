@@ -28,7 +28,11 @@ use axum::{
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::{authz::Actor, error::ApiError, storage::sessions};
+use crate::{
+    authz::Actor,
+    error::ApiError,
+    storage::{orgs, sessions},
+};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "verity_session";
@@ -83,6 +87,7 @@ pub fn router() -> Router<AppState> {
             get(review::review_page).post(review::review_post),
         )
         .route("/projects/{id}/dashboard", get(dashboard::dashboard_page))
+        .route("/brand/{org}/accent.css", get(accent_css))
         .route("/static/{file}", get(static_file))
         .route("/static/editor/{file}", get(editor_file))
         .layer(middleware::from_fn(security_headers))
@@ -345,6 +350,8 @@ struct PageUser {
     session: sessions::Session,
     /// The organizations the user may switch between (id, title), for the header.
     orgs: Vec<(i64, String)>,
+    /// The branding of the active organization.
+    brand: orgs::Branding,
 }
 
 /// The user behind the request's session cookie, or the response that sends them to sign in.
@@ -366,14 +373,20 @@ async fn page_user(
     match sessions::actor_for_session(&state.db, &cookie).await {
         Ok(Some((mut actor, session))) => {
             actor.meta = super::extract::request_meta(parts, state.config.trust_forwarded_for);
-            let orgs = match crate::storage::orgs::list_mine(&state.db, &actor).await {
-                Ok(list) => list.into_iter().map(|o| (o.id, o.title)).collect(),
+            let mine = match orgs::list_mine(&state.db, &actor).await {
+                Ok(list) => list,
                 Err(e) => return Err(error_page(None, &e)),
             };
+            let brand = mine
+                .iter()
+                .find(|o| o.id == actor.org_id)
+                .map(orgs::OrganizationView::branding)
+                .unwrap_or_default();
             Ok(PageUser {
                 actor,
                 session,
-                orgs,
+                orgs: mine.into_iter().map(|o| (o.id, o.title)).collect(),
+                brand,
             })
         }
         Ok(None) => Err(to_login()),
@@ -434,6 +447,49 @@ fn user_context(user: &PageUser) -> minijinja::Value {
         csrf_token => user.session.csrf_token.clone(),
         org_id => user.actor.org_id,
         orgs => orgs,
+        brand => brand_context(user.actor.org_id, &user.brand),
+    }
+}
+
+/// What the header shows of an organization's branding (ADR 0045).
+fn brand_context(org_id: i64, brand: &orgs::Branding) -> minijinja::Value {
+    minijinja::context! {
+        org_id => org_id,
+        product_name => brand.product_name.clone(),
+        logo => brand.logo.clone(),
+        accent => !brand.accent_color.is_empty(),
+    }
+}
+
+/// `/brand/{org}/accent.css`: the organization's accent colour as a stylesheet, so that pages
+/// keep `style-src 'self'` (no inline style). Empty for an organization without one (or none).
+async fn accent_css(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    AxumPath(org): AxumPath<i64>,
+) -> Response {
+    let css = match orgs::branding(&state.db, org).await {
+        // Validated as #rrggbb when stored.
+        Ok(b) if !b.accent_color.is_empty() => {
+            format!(":root {{ --accent: {}; }}\n", b.accent_color)
+        }
+        Ok(_) => String::new(),
+        Err(e) => return error_page(None, &e),
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/css; charset=utf-8")
+        .body(Body::from(css))
+        .unwrap_or_default()
+}
+
+/// Where a sign-in into organization `org_id` lands: `next` when it was asked for, else the
+/// organization's `login_redirect_url` (a same-site path, checked again here), else `/projects`.
+async fn landing(state: &AppState, org_id: i64, next: &str) -> String {
+    if next != "/projects" {
+        return next.to_string();
+    }
+    match orgs::branding(&state.db, org_id).await {
+        Ok(b) if !b.login_redirect_url.is_empty() => safe_next(Some(&b.login_redirect_url)),
+        _ => next.to_string(),
     }
 }
 
