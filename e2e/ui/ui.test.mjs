@@ -18,6 +18,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const artifacts = join(here, 'artifacts');
 const ADMIN = { email: 'admin@example.com', password: 'admin password 1' };
 const ADMIN_TOKEN = randomBytes(20).toString('hex');
+const INSTANCE_TOKEN = randomBytes(32).toString('hex');
 
 let server;
 let browser;
@@ -45,6 +46,7 @@ async function startVerity() {
     VERITY_ADMIN_EMAIL: ADMIN.email,
     VERITY_ADMIN_PASSWORD: ADMIN.password,
     VERITY_ADMIN_TOKEN: ADMIN_TOKEN,
+    VERITY_INSTANCE_ADMIN_TOKEN: INSTANCE_TOKEN,
     VERITY_SESSION_KEY: randomBytes(32).toString('hex'),
     VERITY_LOGIN_MAX_FAILURES: '3',
     VERITY_EDITOR_DIR: process.env.VERITY_EDITOR_DIR ?? '',
@@ -580,4 +582,63 @@ test('"Continue with SSO" finds the organization by the email domain and sends t
   } finally {
     await api('DELETE', '/api/saml/settings');
   }
+});
+
+/** Runs SQL on the server's database (to give a person a second membership: no API does). */
+function sql(statement) {
+  if (process.env.VERITY_UI_DATABASE_URL) {
+    execFileSync('psql', [process.env.VERITY_UI_DATABASE_URL, '-v', 'ON_ERROR_STOP=1', '-c', statement], { stdio: 'ignore' });
+  } else {
+    execFileSync('sqlite3', ['-cmd', '.timeout 10000', join(server.dir, 'verity.db'), statement], { stdio: 'ignore' });
+  }
+}
+
+test('a personal access token made on the account page works against the API, and the header switches organization', async () => {
+  const me = await api('POST', '/api/users', { email: 'switcher@example.com', password: 'switcher password', role: 'admin' });
+  await api('POST', '/api/projects', { title: 'First org project' });
+  const r = await fetch(`${server.base}/api/admin/organizations/ui-second`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${INSTANCE_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ title: 'Second org', owner_email: 'second-owner@example.com' }),
+  });
+  assert.equal(r.status, 201, await r.clone().text());
+  const second = await r.json();
+  const created = await fetch(`${server.base}/api/projects`, {
+    method: 'POST',
+    headers: { authorization: `Token ${second.owner_token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ title: 'Second org project' }),
+  });
+  assert.equal(created.status, 201);
+  sql(`insert into org_member (organization_id, user_id, role, created_at) values (${second.id}, ${me.id}, 'owner', 0)`);
+
+  const page = await newPage();
+  await signIn(page, 'switcher@example.com', 'switcher password');
+  await page.waitForURL(/\/projects$/);
+  // The account page: a personal access token, shown once, exchanged and used with the API.
+  await page.getByRole('link', { name: 'switcher@example.com' }).click();
+  await page.waitForURL(/\/user\/account$/);
+  await page.getByRole('button', { name: 'Create a personal access token' }).click();
+  const pat = await page.locator('#new-token').inputValue();
+  assert.match(pat, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+  const refreshed = await fetch(`${server.base}/api/token/refresh`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ refresh: pat }),
+  });
+  assert.equal(refreshed.status, 200);
+  const { access } = await refreshed.json();
+  const whoami = await (await fetch(`${server.base}/api/current-user/whoami`, { headers: { authorization: `Bearer ${access}` } })).json();
+  assert.equal(whoami.email, 'switcher@example.com');
+  assert.equal(await page.locator('#pat-list tbody tr').count(), 1);
+  // The switcher: the other organization's projects, and the API acts there too.
+  await page.goto(`${server.base}/projects`);
+  assert.equal(await page.getByRole('link', { name: 'First org project' }).count(), 1);
+  await page.getByLabel('Organization', { exact: true }).selectOption({ label: 'Second org' });
+  await page.getByRole('button', { name: 'Switch', exact: true }).click();
+  await page.waitForURL(/\/projects$/);
+  assert.equal(await page.getByRole('link', { name: 'Second org project' }).count(), 1);
+  assert.equal(await page.getByRole('link', { name: 'First org project' }).count(), 0);
+  const now = await (await fetch(`${server.base}/api/current-user`, { headers: { authorization: `Bearer ${access}` } })).json();
+  assert.equal(now.active_organization, second.id);
+  assert.deepEqual(page.errors, []);
 });

@@ -34,6 +34,27 @@ pub struct OrganizationView {
     pub audit_retention_days: i64,
     /// ISO creation time.
     pub created_at: String,
+    /// Product name the UI shows instead of "Verity" ("" = not set).
+    pub product_name: String,
+    /// Logo shown in the UI's header, a `data:image/…;base64,…` URL ("" = none).
+    pub logo: String,
+    /// Accent colour of the UI's pages, `#rrggbb` ("" = the default).
+    pub accent_color: String,
+    /// Where a sign-in lands instead of `/projects`: a path on this server ("" = `/projects`).
+    pub login_redirect_url: String,
+}
+
+/// The branding of an organization (ADR 0045); empty strings are "not set".
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Branding {
+    /// Product name.
+    pub product_name: String,
+    /// Logo as a data URL.
+    pub logo: String,
+    /// Accent colour, `#rrggbb`.
+    pub accent_color: String,
+    /// Landing path after sign-in.
+    pub login_redirect_url: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -44,7 +65,15 @@ struct OrgRow {
     managed_by: Option<String>,
     audit_retention_days: i64,
     created_at: i64,
+    brand_name: String,
+    brand_logo: String,
+    brand_color: String,
+    login_redirect: String,
 }
+
+/// The columns of [`OrgRow`], of `organization o`.
+const ORG_COLUMNS: &str = "o.id, o.title, o.slug, o.managed_by, o.audit_retention_days, o.created_at, \
+     o.brand_name, o.brand_logo, o.brand_color, o.login_redirect";
 
 impl OrgRow {
     fn view(self) -> OrganizationView {
@@ -55,7 +84,180 @@ impl OrgRow {
             managed_by: self.managed_by,
             audit_retention_days: self.audit_retention_days,
             created_at: format_micros(self.created_at),
+            product_name: self.brand_name,
+            logo: self.brand_logo,
+            accent_color: self.brand_color,
+            login_redirect_url: self.login_redirect,
         }
+    }
+}
+
+impl OrganizationView {
+    /// The organization's branding.
+    pub fn branding(&self) -> Branding {
+        Branding {
+            product_name: self.product_name.clone(),
+            logo: self.logo.clone(),
+            accent_color: self.accent_color.clone(),
+            login_redirect_url: self.login_redirect_url.clone(),
+        }
+    }
+}
+
+/// The branding of organization `org_id` (default when there is no such organization). Public:
+/// the sign-in page of an organization's link shows it before anyone signs in.
+pub async fn branding(db: &Db, org_id: i64) -> ApiResult<Branding> {
+    let row: Option<OrgRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {ORG_COLUMNS} from organization o where o.id = $1"
+        ))
+        .bind(org_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(row.map(|r| r.view().branding()).unwrap_or_default())
+}
+
+/// Largest logo accepted, in bytes of image (the page carries it inline as a data URL).
+pub const MAX_LOGO_BYTES: usize = 64 * 1024;
+
+/// Checks a branding change: a short product name, a small PNG/JPEG/GIF/WebP logo, a readable
+/// `#rrggbb` accent and a same-site landing path (`""` clears a field).
+pub fn validate_branding(changes: &BrandingChanges) -> ApiResult<()> {
+    if let Some(name) = &changes.product_name
+        && (name.chars().count() > 50 || name.chars().any(char::is_control))
+    {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "product_name",
+            "must be at most 50 characters, without control characters",
+        ));
+    }
+    if let Some(logo) = &changes.logo
+        && !logo.is_empty()
+    {
+        validate_logo(logo)?;
+    }
+    if let Some(color) = &changes.accent_color
+        && !color.is_empty()
+    {
+        validate_accent(color)?;
+    }
+    if let Some(to) = &changes.login_redirect_url
+        && !to.is_empty()
+    {
+        let same_site = to.starts_with('/')
+            && !to.starts_with("//")
+            && !to.contains('\\')
+            && !to.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !same_site || to.len() > 500 {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "login_redirect_url",
+                "must be a path on this server such as /projects/3/data (starting with a single /, at most 500 characters); other sites are refused",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_logo(logo: &str) -> ApiResult<()> {
+    use base64::Engine as _;
+    let refuse = |why: &str| {
+        Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "logo",
+            why.to_string(),
+        ))
+    };
+    let Some((head, data)) = logo.split_once(',') else {
+        return refuse("must be a data URL: data:image/png;base64,…");
+    };
+    let kind = match head {
+        "data:image/png;base64" => "png",
+        "data:image/jpeg;base64" => "jpeg",
+        "data:image/gif;base64" => "gif",
+        "data:image/webp;base64" => "webp",
+        _ => {
+            return refuse(
+                "must be a PNG, JPEG, GIF or WebP image as data:image/<type>;base64,… (SVG is not accepted)",
+            );
+        }
+    };
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
+        return refuse("the base64 after the comma does not decode");
+    };
+    if bytes.len() > MAX_LOGO_BYTES {
+        return refuse(&format!(
+            "is {} bytes; at most {MAX_LOGO_BYTES} bytes (64 KiB) are accepted",
+            bytes.len()
+        ));
+    }
+    let magic_ok = match kind {
+        "png" => bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "jpeg" => bytes.starts_with(&[0xff, 0xd8, 0xff]),
+        "gif" => bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a"),
+        _ => bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP",
+    };
+    if !magic_ok {
+        return refuse(&format!("the data is not a {kind} image"));
+    }
+    Ok(())
+}
+
+/// `#rrggbb`, dark enough that white button text on it stays readable (WCAG AA, 4.5:1).
+fn validate_accent(color: &str) -> ApiResult<()> {
+    let hex = color
+        .strip_prefix('#')
+        .filter(|h| h.len() == 6 && h.chars().all(|c| c.is_ascii_hexdigit()));
+    let Some(hex) = hex else {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "accent_color",
+            "must be a colour as #rrggbb, e.g. #0b57d0",
+        ));
+    };
+    let channel = |i: usize| {
+        let v = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0)) / 255.0;
+        if v <= 0.039_28 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let luminance = 0.2126 * channel(0) + 0.7152 * channel(2) + 0.0722 * channel(4);
+    let contrast = 1.05 / (luminance + 0.05);
+    if contrast < 4.5 {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "accent_color",
+            format!(
+                "{color} is too light: white text on it has a contrast of {contrast:.1}:1, and at least 4.5:1 is needed; choose a darker colour"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A change of the organization's branding; `None` keeps a field, `""` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct BrandingChanges {
+    /// Product name.
+    pub product_name: Option<String>,
+    /// Logo as a data URL.
+    pub logo: Option<String>,
+    /// Accent colour.
+    pub accent_color: Option<String>,
+    /// Landing path after sign-in.
+    pub login_redirect_url: Option<String>,
+}
+
+impl BrandingChanges {
+    fn is_empty(&self) -> bool {
+        self.product_name.is_none()
+            && self.logo.is_none()
+            && self.accent_color.is_none()
+            && self.login_redirect_url.is_none()
     }
 }
 
@@ -82,9 +284,9 @@ pub async fn get(db: &Db, actor: &Actor, org_id: i64) -> ApiResult<OrganizationV
     check_own(actor, org_id)?;
     actor.require(Permission::OrgView)?;
     let row: OrgRow = with_read!(db, conn, {
-        sqlx::query_as(
-            "select id, title, slug, managed_by, audit_retention_days, created_at from organization where id = $1",
-        )
+        sqlx::query_as(&format!(
+            "select {ORG_COLUMNS} from organization o where o.id = $1"
+        ))
         .bind(org_id)
         .fetch_one(conn)
         .await?
@@ -95,10 +297,10 @@ pub async fn get(db: &Db, actor: &Actor, org_id: i64) -> ApiResult<OrganizationV
 /// The organizations the caller belongs to (and is active in).
 pub async fn list_mine(db: &Db, actor: &Actor) -> ApiResult<Vec<OrganizationView>> {
     let rows: Vec<OrgRow> = with_read!(db, conn, {
-        sqlx::query_as(
-            "select o.id, o.title, o.slug, o.managed_by, o.audit_retention_days, o.created_at from organization o \
+        sqlx::query_as(&format!(
+            "select {ORG_COLUMNS} from organization o \
              join org_member m on m.organization_id = o.id where m.user_id = $1 and m.deactivated_at is null order by o.id",
-        )
+        ))
         .bind(actor.user_id)
         .fetch_all(conn)
         .await?
@@ -106,13 +308,15 @@ pub async fn list_mine(db: &Db, actor: &Actor) -> ApiResult<Vec<OrganizationView
     Ok(rows.into_iter().map(OrgRow::view).collect())
 }
 
-/// Changes the title (`organization.manage`) or the audit retention (`organization.billing`).
+/// Changes the title and branding (`organization.manage`) or the audit retention
+/// (`organization.billing`).
 pub async fn update(
     db: &Db,
     actor: &Actor,
     org_id: i64,
     title: Option<String>,
     retention_days: Option<i64>,
+    brand: &BrandingChanges,
 ) -> ApiResult<OrganizationView> {
     check_own(actor, org_id)?;
     actor.require(Permission::OrgManage)?;
@@ -137,17 +341,32 @@ pub async fn update(
             "must be between 0 (keep forever) and 36500",
         ));
     }
+    validate_branding(brand)?;
     with_tx!(db, tx, {
         sqlx::query(
             "update organization set title = coalesce($1, title), audit_retention_days = coalesce($2, audit_retention_days), \
-             updated_at = $3 where id = $4",
+             updated_at = $3, brand_name = coalesce($5, brand_name), brand_logo = coalesce($6, brand_logo), \
+             brand_color = coalesce($7, brand_color), login_redirect = coalesce($8, login_redirect) where id = $4",
         )
         .bind(&title)
         .bind(retention_days)
         .bind(now_micros())
         .bind(org_id)
+        .bind(&brand.product_name)
+        .bind(&brand.logo)
+        .bind(&brand.accent_color)
+        .bind(&brand.login_redirect_url)
         .execute(&mut *tx)
         .await?;
+        // The logo itself is not copied into the log: its size is.
+        let branding = (!brand.is_empty()).then(|| {
+            json!({
+                "product_name": brand.product_name,
+                "logo_bytes": brand.logo.as_ref().map(String::len),
+                "accent_color": brand.accent_color,
+                "login_redirect_url": brand.login_redirect_url,
+            })
+        });
         audit!(
             tx,
             Prepared::new(
@@ -155,7 +374,7 @@ pub async fn update(
                 "organization.update",
                 "organization",
                 org_id,
-                json!({"title": title, "audit_retention_days": retention_days}),
+                json!({"title": title, "audit_retention_days": retention_days, "branding": branding}),
             )
         );
         Ok::<_, ApiError>(())

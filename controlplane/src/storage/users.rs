@@ -606,6 +606,9 @@ pub struct PatView {
     pub created_at: String,
     /// ISO expiry time.
     pub expires_at: Option<String>,
+    /// The token's id (JWT `jti`), which revokes it; the UI's, not the API's.
+    #[serde(skip)]
+    pub jti: String,
 }
 
 /// Issues a personal access token for the actor, valid `ttl_secs`.
@@ -654,6 +657,7 @@ pub async fn create_pat(db: &Db, actor: &Actor, key: &[u8], ttl_secs: i64) -> Ap
 
 #[derive(sqlx::FromRow)]
 struct PatRow {
+    jti: String,
     preview: String,
     created_at: i64,
     expires_at: Option<i64>,
@@ -664,7 +668,7 @@ pub async fn list_pats(db: &Db, actor: &Actor) -> ApiResult<Vec<PatView>> {
     let now = now_micros();
     let rows: Vec<PatRow> = with_read!(db, conn, {
         sqlx::query_as(
-            "select preview, created_at, expires_at from api_token where user_id = $1 and kind = 'pat' \
+            "select coalesce(jti, '') as jti, preview, created_at, expires_at from api_token where user_id = $1 and kind = 'pat' \
              and revoked_at is null and (expires_at is null or expires_at > $2) order by id",
         )
         .bind(actor.user_id)
@@ -678,8 +682,24 @@ pub async fn list_pats(db: &Db, actor: &Actor) -> ApiResult<Vec<PatView>> {
             token: r.preview,
             created_at: super::format_micros(r.created_at),
             expires_at: r.expires_at.map(super::format_micros),
+            jti: r.jti,
         })
         .collect())
+}
+
+/// The actor's legacy token as it can still be shown (stored hashed: its first and last
+/// characters) and its ISO creation time, if they have one.
+pub async fn legacy_token_preview(db: &Db, actor: &Actor) -> ApiResult<Option<(String, String)>> {
+    let row: Option<(String, i64)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select preview, created_at from api_token where user_id = $1 and kind = 'legacy' \
+             and revoked_at is null order by id desc limit 1",
+        )
+        .bind(actor.user_id)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(row.map(|(preview, at)| (preview, super::format_micros(at))))
 }
 
 /// Revokes the actor's personal access token with this `jti`; false if there was none to revoke.
@@ -884,6 +904,57 @@ pub async fn update_user(
         })?;
     }
     get_user(db, actor, user_id).await
+}
+
+/// Makes `org_id` the actor's active organization: the one their sessions and tokens act in
+/// from the next request on. Only an organization the user is an active member of; any other
+/// is not found (its existence is not revealed). Audited in both organizations' logs.
+pub async fn set_active_organization(db: &Db, actor: &Actor, org_id: i64) -> ApiResult<()> {
+    with_tx!(db, tx, {
+        let member: Option<String> = sqlx::query_scalar(
+            "select role from org_member where organization_id = $1 and user_id = $2 and deactivated_at is null",
+        )
+        .bind(org_id)
+        .bind(actor.user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if member.is_none() {
+            return Err(ApiError::field(
+                ErrorCode::NotFound,
+                "active_organization",
+                format!("you are not an active member of an organization with id {org_id}"),
+            ));
+        }
+        sqlx::query("update app_user set active_organization_id = $1 where id = $2")
+            .bind(org_id)
+            .bind(actor.user_id)
+            .execute(&mut *tx)
+            .await?;
+        let summary = serde_json::json!({"from": actor.org_id, "to": org_id});
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "user.switch_organization",
+                "organization",
+                org_id,
+                summary.clone()
+            )
+        );
+        if org_id != actor.org_id {
+            let mut entering = Prepared::new(
+                actor,
+                "user.switch_organization",
+                "organization",
+                org_id,
+                summary,
+            );
+            entering.chain_id = org_id;
+            entering.organization_id = Some(org_id);
+            audit!(tx, entering);
+        }
+        Ok::<_, ApiError>(())
+    })
 }
 
 /// Records that a user made a request (at most about once a minute per user).

@@ -810,3 +810,308 @@ async fn labeling_page_serves_the_installed_editor() {
         );
     }
 }
+
+/// The value of the read-only input that shows a token once.
+fn shown_token(html: &str) -> String {
+    attr_after(html, "id=\"new-token\" type=\"text\" readonly value=\"")
+}
+
+/// An API call with `Authorization: <scheme> <token>`.
+async fn call_as(
+    app: &TestApp,
+    scheme: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("{scheme} {token}"));
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .expect("request");
+    app.send_unchecked(req).await
+}
+
+both_backends! {
+    async fn account_page_edits_the_name_and_manages_tokens(app) {
+        let legacy = password_user(&app, "ui-account@example.com", Role::Annotator).await;
+        let mut browser = Browser::default();
+        // Not signed in: sent to sign in first.
+        assert_eq!(location(&browser.get(&app, "/user/account").await), "/user/login?next=%2Fuser%2Faccount");
+        browser.sign_in(&app, "ui-account@example.com", PASSWORD).await;
+        let page = browser.get(&app, "/user/account").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("ui-account@example.com") && page.text.contains("No personal access tokens."));
+        assert!(page.text.contains(&format!("<code id=\"legacy-preview\">{}…", &legacy[..4])), "the legacy token's preview");
+        assert!(page.text.contains("href=\"/user/account\""), "the header links the account page");
+        let csrf = hidden(&page.text, "csrf_token");
+        // The name: a forged post changes nothing; a valid one is the API's PATCH.
+        let forged = browser.post_form(&app, "/user/account", &[("csrf_token", "guess"), ("action", "profile"), ("first_name", "Eve")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        let saved = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "profile"), ("first_name", " Ada "), ("last_name", "Lovelace")]).await;
+        assert_eq!((saved.status, location(&saved)), (StatusCode::SEE_OTHER, "/user/account?done=profile".to_string()));
+        let me = app.get("/api/current-user", &legacy).await.expect(StatusCode::OK);
+        assert_eq!((me["first_name"].clone(), me["last_name"].clone()), (json!("Ada"), json!("Lovelace")));
+        let long = "x".repeat(151);
+        let refused = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "profile"), ("first_name", &long), ("last_name", "")]).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(number(&refused.text, "account-error").contains("at most 150 characters"), "{}", refused.text);
+        let me = app.get("/api/current-user", &legacy).await.expect(StatusCode::OK);
+        assert_eq!((me["first_name"].clone(), me["last_name"].clone()), (json!("Ada"), json!("Lovelace")), "a refused change writes nothing");
+        // A personal access token: shown once, usable against the API, listed, then revoked.
+        let created = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "create_token")]).await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+        let pat = shown_token(&created.text);
+        let access = call_as(&app, "Token", &legacy, "POST", "/api/token/refresh", Some(json!({"refresh": pat}))).await.expect(StatusCode::OK)["access"].as_str().expect("access").to_string();
+        let whoami = call_as(&app, "Bearer", &access, "GET", "/api/current-user/whoami", None).await.expect(StatusCode::OK);
+        assert_eq!(whoami["email"], json!("ui-account@example.com"));
+        let listed = browser.get(&app, "/user/account").await;
+        assert!(listed.text.contains("1 active token") && !listed.text.contains(&pat), "listed, never shown again");
+        let jti = hidden(&listed.text, "jti");
+        let unknown = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "revoke_token"), ("jti", "not-a-token")]).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        let revoked = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "revoke_token"), ("jti", &jti)]).await;
+        assert_eq!(location(&revoked), "/user/account?done=revoked");
+        call_as(&app, "Token", &legacy, "POST", "/api/token/refresh", Some(json!({"refresh": pat}))).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        assert!(browser.get(&app, "/user/account").await.text.contains("No personal access tokens."));
+        // Someone else's token cannot be revoked from here.
+        let other = app.user("ui-account-other@example.com", Role::Annotator).await;
+        let theirs = app.post("/api/token", &other, json!({})).await.expect(StatusCode::CREATED)["token"].as_str().expect("token").to_string();
+        let their_jti: String = {
+            let payload = theirs.split('.').nth(1).expect("payload");
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64");
+            serde_json::from_slice::<Value>(&bytes).expect("claims")["jti"].as_str().expect("jti").to_string()
+        };
+        let foreign = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "revoke_token"), ("jti", &their_jti)]).await;
+        assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+        call_as(&app, "Token", &other, "POST", "/api/token/refresh", Some(json!({"refresh": theirs}))).await.expect(StatusCode::OK);
+        // Resetting the legacy token: the old one stops working, the new one works.
+        let reset = browser.post_form(&app, "/user/account", &[("csrf_token", &csrf), ("action", "reset_token")]).await;
+        assert_eq!(reset.status, StatusCode::OK);
+        let fresh = shown_token(&reset.text);
+        app.get("/api/current-user/whoami", &legacy).await.expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        app.get("/api/current-user/whoami", &fresh).await.expect(StatusCode::OK);
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        for expected in ["user.update", "token.create", "token.revoke"] {
+            assert!(actions.iter().any(|a| a == expected), "{expected} not audited: {actions:?}");
+        }
+    }
+}
+
+both_backends! {
+    async fn members_page_lists_people_and_changes_roles_as_the_api_allows(app) {
+        let admin = password_user(&app, "ui-people-admin@example.com", Role::Admin).await;
+        let annotator = password_user(&app, "ui-people-an@example.com", Role::Annotator).await;
+        let target = app.user_id(&annotator).await;
+        let owner_id = app.user_id(&app.owner).await;
+        let membership = |id: i64| {
+            let app = &app;
+            async move { app.get(&format!("/api/organizations/{}/memberships/{id}", app.org), &app.owner).await.expect(StatusCode::OK) }
+        };
+        // An annotator sees the people, read-only, and cannot post changes.
+        let mut an = Browser::default();
+        an.sign_in(&app, "ui-people-an@example.com", PASSWORD).await;
+        let page = an.get(&app, "/organization").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("ui-people-admin@example.com") && page.text.contains("Last activity"));
+        assert!(!page.text.contains("Change role") && !page.text.contains("Invite someone") && !page.text.contains("Deactivate"), "no controls for an annotator");
+        let an_csrf = attr_after(&page.text, "name=\"csrf-token\" content=\"");
+        let refused = an.post_form(&app, "/organization", &[("csrf_token", &an_csrf), ("action", "role"), ("user_id", &target.to_string()), ("role", "admin")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        let refused = an.post_form(&app, "/organization", &[("csrf_token", &an_csrf), ("action", "invite"), ("role", "annotator")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(membership(target).await["role"], json!("annotator"));
+        // An admin changes roles, but not an owner's and never to owner.
+        let mut ad = Browser::default();
+        ad.sign_in(&app, "ui-people-admin@example.com", PASSWORD).await;
+        let page = ad.get(&app, "/organization").await;
+        assert!(page.text.contains(&format!("id=\"role-{target}\"")), "controls for a member");
+        assert!(!page.text.contains(&format!("id=\"role-{owner_id}\"")), "no controls for an owner's row");
+        assert!(!page.text.contains("<option value=\"owner\""), "an admin is not offered the owner role");
+        let csrf = hidden(&page.text, "csrf_token");
+        let forged = ad.post_form(&app, "/organization", &[("csrf_token", "guess"), ("action", "role"), ("user_id", &target.to_string()), ("role", "reviewer")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        let changed = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "role"), ("user_id", &target.to_string()), ("role", "reviewer")]).await;
+        assert_eq!((changed.status, location(&changed)), (StatusCode::SEE_OTHER, "/organization?done=role".to_string()), "{}", changed.text);
+        assert_eq!(membership(target).await["role"], json!("reviewer"));
+        let escalate = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "role"), ("user_id", &target.to_string()), ("role", "owner")]).await;
+        assert_eq!(escalate.status, StatusCode::FORBIDDEN);
+        assert!(number(&escalate.text, "members-error").contains("only an owner can grant the owner role"), "{}", escalate.text);
+        let demote_owner = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "role"), ("user_id", &owner_id.to_string()), ("role", "annotator")]).await;
+        assert_eq!(demote_owner.status, StatusCode::FORBIDDEN);
+        assert_eq!(membership(owner_id).await["role"], json!("owner"));
+        let bad = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "role"), ("user_id", &target.to_string()), ("role", "boss")]).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        // Deactivate: the member's session stops working; reactivate brings them back.
+        let off = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "deactivate"), ("user_id", &target.to_string())]).await;
+        assert_eq!(location(&off), "/organization?done=deactivated");
+        assert_eq!(membership(target).await["is_active"], json!(false));
+        assert_eq!(location(&an.get(&app, "/organization").await), "/user/login?next=%2Forganization");
+        let listed = ad.get(&app, "/organization").await;
+        assert!(listed.text.contains("aria-label=\"Reactivate ui-people-an@example.com\""));
+        let on = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "reactivate"), ("user_id", &target.to_string())]).await;
+        assert_eq!(location(&on), "/organization?done=reactivated");
+        assert_eq!(membership(target).await["is_active"], json!(true));
+        // An invitation link: shown once, opens the sign-up form, and can be revoked.
+        let invited = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "invite"), ("role", "reviewer")]).await;
+        assert_eq!(invited.status, StatusCode::OK, "{}", invited.text);
+        let url = attr_after(&invited.text, "id=\"invite-url\" type=\"text\" readonly value=\"").replace("&#x2f;", "/").replace("&amp;", "&");
+        assert!(url.starts_with("/user/signup?token="), "{url}");
+        assert_eq!(Browser::default().get(&app, &url).await.status, StatusCode::OK);
+        let pending = app.get("/api/invitations", &admin).await.expect(StatusCode::OK);
+        let invitation = pending.as_array().expect("list").iter().find(|i| i["status"] == json!("pending")).expect("pending").clone();
+        assert_eq!(invitation["role"], json!("reviewer"));
+        let page = ad.get(&app, "/organization").await;
+        assert!(page.text.contains("Pending invitation links"));
+        let revoke = ad.post_form(&app, "/organization", &[("csrf_token", &csrf), ("action", "revoke_invitation"), ("invitation", &invitation["id"].to_string())]).await;
+        assert_eq!(location(&revoke), "/organization?done=revoked");
+        let after = app.get("/api/invitations", &admin).await.expect(StatusCode::OK);
+        assert!(after.as_array().expect("list").iter().all(|i| i["status"] != json!("pending")), "{after}");
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        for expected in ["member.role", "member.deactivate", "member.reactivate", "invitation.create"] {
+            assert!(actions.iter().any(|a| a == expected), "{expected} not audited: {actions:?}");
+        }
+    }
+}
+
+both_backends! {
+    async fn organization_switcher_changes_the_active_organization(app) {
+        let token = password_user(&app, "ui-switch@example.com", Role::Admin).await;
+        let me = app.user_id(&token).await;
+        password_user(&app, "ui-single@example.com", Role::Annotator).await;
+        let (second, second_owner) = app.other_org("Second org", "ui-second-owner@example.com").await;
+        let (third, _) = app.other_org("Third org", "ui-third-owner@example.com").await;
+        app.mk_project(&app.owner, json!({"title": "First org project"})).await;
+        app.mk_project(&second_owner, json!({"title": "Second org project"})).await;
+        app.sql(&format!("insert into org_member (organization_id, user_id, role, created_at) values ({second}, {me}, 'owner', 0)")).await.expect("second membership");
+        // One organization: no switcher.
+        let mut single = Browser::default();
+        single.sign_in(&app, "ui-single@example.com", PASSWORD).await;
+        assert!(!single.get(&app, "/projects").await.text.contains("id=\"org-switch\""));
+        // Two: the header offers both, the active one chosen.
+        let mut browser = Browser::default();
+        browser.sign_in(&app, "ui-switch@example.com", PASSWORD).await;
+        let page = browser.get(&app, "/projects").await;
+        assert!(page.text.contains("id=\"org-switch\"") && page.text.contains(">Second org</option>"), "{}", page.text);
+        assert!(page.text.contains(&format!("<option value=\"{}\" selected>", app.org)));
+        assert!(page.text.contains("First org project") && !page.text.contains("Second org project"));
+        let csrf = attr_after(&page.text, "name=\"csrf-token\" content=\"");
+        // Refused: a forged form, an organization one is not a member of, not an id.
+        let forged = browser.post_form(&app, "/user/organization", &[("csrf_token", "guess"), ("organization", &second.to_string())]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        let foreign = browser.post_form(&app, "/user/organization", &[("csrf_token", &csrf), ("organization", &third.to_string())]).await;
+        assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+        app.patch("/api/current-user", &token, json!({"active_organization": third})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.patch("/api/current-user", &token, json!({"active_organization": "second"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert_eq!(app.get("/api/current-user", &token).await.expect(StatusCode::OK)["active_organization"], json!(app.org));
+        // Switching: the pages now show the other organization's projects and role.
+        let switched = browser.post_form(&app, "/user/organization", &[("csrf_token", &csrf), ("organization", &second.to_string())]).await;
+        assert_eq!((switched.status, location(&switched)), (StatusCode::SEE_OTHER, "/projects".to_string()), "{}", switched.text);
+        let page = browser.get(&app, "/projects").await;
+        assert!(page.text.contains("Second org project") && !page.text.contains("First org project"), "{}", page.text);
+        assert!(page.text.contains("(owner)"), "the role in the chosen organization");
+        let whoami = browser.api(&app, "GET", "/api/current-user", None, None).await.expect(StatusCode::OK);
+        assert_eq!(whoami["active_organization"], json!(second));
+        // And back through the API, as Label Studio's frontend does it.
+        let back = app.patch("/api/current-user", &token, json!({"active_organization": app.org})).await.expect(StatusCode::OK);
+        assert_eq!(back["active_organization"], json!(app.org));
+        assert!(browser.get(&app, "/projects").await.text.contains("First org project"));
+        // A deactivated membership cannot be switched to.
+        app.sql(&format!("update org_member set deactivated_at = 1 where organization_id = {second} and user_id = {me}")).await.expect("deactivate");
+        app.patch("/api/current-user", &token, json!({"active_organization": second})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        assert!(!browser.get(&app, "/projects").await.text.contains("id=\"org-switch\""), "no longer offered");
+        for org in [app.org, second] {
+            let actions: Vec<String> = app.audit_actions(org).await.into_iter().map(|(a, _, _)| a).collect();
+            assert!(actions.iter().any(|a| a == "user.switch_organization"), "not audited in {org}: {actions:?}");
+        }
+    }
+}
+
+/// A data URL of `bytes` as `mime`.
+fn data_url(mime: &str, bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+both_backends! {
+    async fn organization_branding_is_validated_and_shown(app) {
+        let org = app.org;
+        let path = format!("/api/organizations/{org}");
+        let admin = password_user(&app, "ui-brand-admin@example.com", Role::Admin).await;
+        let manager = app.user("ui-brand-manager@example.com", Role::Manager).await;
+        let png = data_url("image/png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR-tiny");
+        let mut big = b"\x89PNG\r\n\x1a\n".to_vec();
+        big.resize(64 * 1024 + 1, 0);
+        // Bad values: 400, naming the field, and nothing changes.
+        for (field, value) in [
+            ("accent_color", json!("red")),
+            ("accent_color", json!("#fff")),
+            ("accent_color", json!("#ffffff")),
+            ("accent_color", json!("#12345g")),
+            ("logo", json!(data_url("image/svg+xml", b"<svg/>"))),
+            ("logo", json!(data_url("image/png", b"GIF89a not a png"))),
+            ("logo", json!(data_url("image/png", &big))),
+            ("logo", json!("https://example.com/logo.png")),
+            ("login_redirect_url", json!("https://evil.example/")),
+            ("login_redirect_url", json!("//evil.example")),
+            ("login_redirect_url", json!("/\\evil.example")),
+            ("login_redirect_url", json!("projects")),
+            ("product_name", json!("x".repeat(51))),
+            ("product_name", json!(5)),
+        ] {
+            let refused = app.patch(&path, &admin, json!({field: value, "title": "Renamed"})).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+            assert!(refused["validation_errors"][field].is_array(), "{field}: {refused}");
+        }
+        let before = app.get(&path, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((before["product_name"].clone(), before["logo"].clone(), before["accent_color"].clone(), before["login_redirect_url"].clone()), (json!(""), json!(""), json!(""), json!("")));
+        assert_ne!(before["title"], json!("Renamed"), "a refused change writes nothing");
+        // Admin roles only.
+        app.patch(&path, &manager, json!({"product_name": "Mine"})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        let set = app.patch(&path, &admin, json!({"product_name": "Acme Label", "logo": png, "accent_color": "#7a1f5c", "login_redirect_url": "/organization"})).await.expect(StatusCode::OK);
+        assert_eq!((set["product_name"].clone(), set["logo"].clone(), set["accent_color"].clone(), set["login_redirect_url"].clone()), (json!("Acme Label"), json!(png), json!("#7a1f5c"), json!("/organization")));
+        // Every page of the organization shows it; the colour comes from a stylesheet of this server.
+        let mut browser = Browser::default();
+        let signed = browser.sign_in(&app, "ui-brand-admin@example.com", PASSWORD).await;
+        assert_eq!(location(&signed), "/organization", "a sign-in lands on the organization's login redirect");
+        let page = browser.get(&app, "/projects").await;
+        assert!(page.text.contains("<span id=\"product-name\">Acme Label</span>") && page.text.contains("· Acme Label</title>"), "{}", page.text);
+        assert!(page.text.contains("<img class=\"logo\" src=\"data:image"), "the logo inline as a data URL");
+        assert!(page.text.contains(&format!("href=\"/brand/{org}/accent.css\"")));
+        let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).expect("csp").to_string();
+        assert!(csp.contains("img-src 'self' data:") && !csp.contains("unsafe"), "{csp}");
+        let css = browser.get(&app, &format!("/brand/{org}/accent.css")).await;
+        assert_eq!(css.status, StatusCode::OK);
+        assert!(css.text.contains("--accent: #7a1f5c;"), "{}", css.text);
+        assert!(browser.get(&app, "/organization").await.text.contains("Acme Label"));
+        // The sign-in page of the organization's link shows it; the plain one does not.
+        let mut anonymous = Browser::default();
+        let branded = anonymous.get(&app, &format!("/user/login?org={org}")).await;
+        assert!(branded.text.contains("Sign in to Acme Label") && branded.text.contains(&format!("href=\"/brand/{org}/accent.css\"")), "{}", branded.text);
+        let plain = anonymous.get(&app, "/user/login").await;
+        assert!(!plain.text.contains("Acme Label") && plain.text.contains("<span id=\"product-name\">Verity</span>"));
+        assert_eq!(anonymous.get(&app, "/brand/999999/accent.css").await.text, "", "nothing for an unknown organization");
+        // An explicit destination still wins over the redirect.
+        anonymous.get(&app, "/user/login").await;
+        let token = hidden(&anonymous.get(&app, "/user/login?next=%2Fuser%2Faccount").await.text, "form_token");
+        let to = anonymous.post_form(&app, "/user/login", &[("form_token", &token), ("email", "ui-brand-admin@example.com"), ("password", PASSWORD), ("next", "/user/account")]).await;
+        assert_eq!(location(&to), "/user/account");
+        // "" clears every field.
+        app.patch(&path, &admin, json!({"product_name": "", "logo": "", "accent_color": "", "login_redirect_url": ""})).await.expect(StatusCode::OK);
+        let page = browser.get(&app, "/projects").await;
+        assert!(page.text.contains("<span id=\"product-name\">Verity</span>") && !page.text.contains("accent.css") && !page.text.contains("class=\"logo\""));
+        assert_eq!(location(&Browser::default().sign_in(&app, "ui-brand-admin@example.com", PASSWORD).await), "/projects");
+        let audit: Vec<String> = app.audit_actions(org).await.into_iter().map(|(a, _, _)| a).collect();
+        assert!(audit.iter().filter(|a| a.as_str() == "organization.update").count() >= 2, "{audit:?}");
+    }
+}

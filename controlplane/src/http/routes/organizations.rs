@@ -63,7 +63,10 @@ pub async fn get_organization(
     Ok(Json(orgs::get(&state.db, &actor, id).await?))
 }
 
-/// Changes the organization's title, or (owners) its audit-log retention in days.
+/// Changes the organization's title and branding (`product_name`, `logo` as a
+/// `data:image/…;base64,…` URL of at most 64 KiB, `accent_color` as `#rrggbb`,
+/// `login_redirect_url` as a path on this server; `""` clears one), or (owners) its audit-log
+/// retention in days.
 #[utoipa::path(patch, path = "/api/organizations/{id}", tag = "organizations", params(("id" = i64, Path)), request_body = Object, responses((status = 200, body = OrganizationView)))]
 pub async fn update_organization(
     State(state): State<AppState>,
@@ -92,8 +95,23 @@ pub async fn update_organization(
             )
         })?),
     };
+    let text = |key: &str| match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(_) => Err(ApiError::field(
+            ErrorCode::ValidationError,
+            key,
+            "must be a string (\"\" clears it)",
+        )),
+    };
+    let brand = orgs::BrandingChanges {
+        product_name: text("product_name")?,
+        logo: text("logo")?,
+        accent_color: text("accent_color")?,
+        login_redirect_url: text("login_redirect_url")?,
+    };
     Ok(Json(
-        orgs::update(&state.db, &actor, id, title, retention).await?,
+        orgs::update(&state.db, &actor, id, title, retention, &brand).await?,
     ))
 }
 

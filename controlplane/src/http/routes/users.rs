@@ -40,7 +40,8 @@ pub async fn current_user(
     ))
 }
 
-fn changes_from(body: &serde_json::Map<String, Value>) -> ApiResult<UserChanges> {
+/// The profile changes of a `PATCH` body (also the account page's form), validated.
+pub(crate) fn changes_from(body: &serde_json::Map<String, Value>) -> ApiResult<UserChanges> {
     let text = |key: &str| -> ApiResult<Option<String>> {
         match body.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -71,8 +72,10 @@ fn changes_from(body: &serde_json::Map<String, Value>) -> ApiResult<UserChanges>
     })
 }
 
-/// Updates the caller's profile.
-#[utoipa::path(patch, path = "/api/current-user", tag = "users", request_body = Object, responses((status = 200, body = UserView)))]
+/// Updates the caller's profile (`first_name`, `last_name`, `username`) and/or switches their
+/// active organization (`active_organization`: the id of an organization they are an active
+/// member of; their sessions and tokens act in it from the next request on).
+#[utoipa::path(patch, path = "/api/current-user", tag = "users", request_body = Object, responses((status = 200, body = UserView), (status = 404, body = crate::error::ErrorBody, description = "Not an active member of that organization")))]
 pub async fn update_current_user(
     State(state): State<AppState>,
     actor: Actor,
@@ -80,6 +83,19 @@ pub async fn update_current_user(
 ) -> ApiResult<Json<UserView>> {
     let mut changes = changes_from(&body)?;
     changes.is_active = None;
+    let switch_to = match body.get("active_organization") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ApiError::field(
+                ErrorCode::ValidationError,
+                "active_organization",
+                "must be the id of one of your organizations",
+            )
+        })?),
+    };
+    if let Some(org) = switch_to {
+        users::set_active_organization(&state.db, &actor, org).await?;
+    }
     Ok(Json(
         users::update_user(&state.db, &actor, actor.user_id, &changes).await?,
     ))

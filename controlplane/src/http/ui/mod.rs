@@ -6,8 +6,10 @@
 //! user. Every page is served with a strict Content-Security-Policy (no inline script or style),
 //! so all behaviour lives in files under `/static/`.
 
+mod account;
 mod dashboard;
 mod data;
+mod members;
 mod pages;
 mod review;
 mod sso;
@@ -26,7 +28,11 @@ use axum::{
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::{authz::Actor, error::ApiError, storage::sessions};
+use crate::{
+    authz::Actor,
+    error::ApiError,
+    storage::{orgs, sessions},
+};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "verity_session";
@@ -47,6 +53,18 @@ pub fn router() -> Router<AppState> {
         .route("/user/login", get(pages::login_page).post(pages::login))
         .route("/user/logout", get(pages::logout_page).post(pages::logout))
         .route("/user/signup", get(pages::signup_page).post(pages::signup))
+        .route(
+            "/user/account",
+            get(account::account_page).post(account::account_post),
+        )
+        .route(
+            "/user/organization",
+            axum::routing::post(account::switch_organization),
+        )
+        .route(
+            "/organization",
+            get(members::members_page).post(members::members_post),
+        )
         .route("/user/login/sso", get(sso::by_email))
         .route("/saml/{org}/metadata", get(sso::metadata))
         .route("/saml/{org}/login", get(sso::login))
@@ -69,6 +87,7 @@ pub fn router() -> Router<AppState> {
             get(review::review_page).post(review::review_post),
         )
         .route("/projects/{id}/dashboard", get(dashboard::dashboard_page))
+        .route("/brand/{org}/accent.css", get(accent_css))
         .route("/static/{file}", get(static_file))
         .route("/static/editor/{file}", get(editor_file))
         .layer(middleware::from_fn(security_headers))
@@ -184,6 +203,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
         for (name, source) in [
             ("base.html", include_str!("../../../ui/templates/base.html")),
             (
+                "account.html",
+                include_str!("../../../ui/templates/account.html"),
+            ),
+            (
                 "login.html",
                 include_str!("../../../ui/templates/login.html"),
             ),
@@ -209,6 +232,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 include_str!("../../../ui/templates/settings.html"),
             ),
             ("sso.html", include_str!("../../../ui/templates/sso.html")),
+            (
+                "members.html",
+                include_str!("../../../ui/templates/members.html"),
+            ),
             (
                 "error.html",
                 include_str!("../../../ui/templates/error.html"),
@@ -321,6 +348,10 @@ fn set_cookie(
 struct PageUser {
     actor: Actor,
     session: sessions::Session,
+    /// The organizations the user may switch between (id, title), for the header.
+    orgs: Vec<(i64, String)>,
+    /// The branding of the active organization.
+    brand: orgs::Branding,
 }
 
 /// The user behind the request's session cookie, or the response that sends them to sign in.
@@ -342,7 +373,21 @@ async fn page_user(
     match sessions::actor_for_session(&state.db, &cookie).await {
         Ok(Some((mut actor, session))) => {
             actor.meta = super::extract::request_meta(parts, state.config.trust_forwarded_for);
-            Ok(PageUser { actor, session })
+            let mine = match orgs::list_mine(&state.db, &actor).await {
+                Ok(list) => list,
+                Err(e) => return Err(error_page(None, &e)),
+            };
+            let brand = mine
+                .iter()
+                .find(|o| o.id == actor.org_id)
+                .map(orgs::OrganizationView::branding)
+                .unwrap_or_default();
+            Ok(PageUser {
+                actor,
+                session,
+                orgs: mine.into_iter().map(|o| (o.id, o.title)).collect(),
+                brand,
+            })
         }
         Ok(None) => Err(to_login()),
         Err(e) => Err(error_page(None, &e)),
@@ -391,10 +436,60 @@ fn error_page(user: Option<&PageUser>, e: &ApiError) -> Response {
 
 /// What every signed-in page shows about the user.
 fn user_context(user: &PageUser) -> minijinja::Value {
+    let orgs: Vec<minijinja::Value> = user
+        .orgs
+        .iter()
+        .map(|(id, title)| minijinja::context! { id => *id, title => title.clone() })
+        .collect();
     minijinja::context! {
         email => user.actor.email.clone(),
         role => user.actor.role.as_str(),
         csrf_token => user.session.csrf_token.clone(),
+        org_id => user.actor.org_id,
+        orgs => orgs,
+        brand => brand_context(user.actor.org_id, &user.brand),
+    }
+}
+
+/// What the header shows of an organization's branding (ADR 0045).
+fn brand_context(org_id: i64, brand: &orgs::Branding) -> minijinja::Value {
+    minijinja::context! {
+        org_id => org_id,
+        product_name => brand.product_name.clone(),
+        logo => brand.logo.clone(),
+        accent => !brand.accent_color.is_empty(),
+    }
+}
+
+/// `/brand/{org}/accent.css`: the organization's accent colour as a stylesheet, so that pages
+/// keep `style-src 'self'` (no inline style). Empty for an organization without one (or none).
+async fn accent_css(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    AxumPath(org): AxumPath<i64>,
+) -> Response {
+    let css = match orgs::branding(&state.db, org).await {
+        // Validated as #rrggbb when stored.
+        Ok(b) if !b.accent_color.is_empty() => {
+            format!(":root {{ --accent: {}; }}\n", b.accent_color)
+        }
+        Ok(_) => String::new(),
+        Err(e) => return error_page(None, &e),
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/css; charset=utf-8")
+        .body(Body::from(css))
+        .unwrap_or_default()
+}
+
+/// Where a sign-in into organization `org_id` lands: `next` when it was asked for, else the
+/// organization's `login_redirect_url` (a same-site path, checked again here), else `/projects`.
+async fn landing(state: &AppState, org_id: i64, next: &str) -> String {
+    if next != "/projects" {
+        return next.to_string();
+    }
+    match orgs::branding(&state.db, org_id).await {
+        Ok(b) if !b.login_redirect_url.is_empty() => safe_next(Some(&b.login_redirect_url)),
+        _ => next.to_string(),
     }
 }
 
@@ -407,6 +502,7 @@ mod tests {
         let env = templates();
         for name in [
             "base.html",
+            "account.html",
             "login.html",
             "signup.html",
             "logout.html",
@@ -419,6 +515,7 @@ mod tests {
             "project_nav.html",
             "review.html",
             "dashboard.html",
+            "members.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }

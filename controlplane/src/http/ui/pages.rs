@@ -108,6 +108,15 @@ pub(super) async fn home(State(state): State<AppState>, request: Request) -> Res
 #[derive(Debug, Deserialize, Default)]
 pub(super) struct LoginQuery {
     next: Option<String>,
+    /// The organization whose sign-in link this is: the page shows its branding.
+    org: Option<String>,
+}
+
+/// The organization of a sign-in link (`?org=<id>`) and its branding, if the value is an id.
+async fn login_brand(state: &AppState, org: Option<&str>) -> Option<(i64, orgs::Branding)> {
+    let id = org?.trim().parse::<i64>().ok()?;
+    let brand = orgs::branding(&state.db, id).await.ok()?;
+    Some((id, brand))
 }
 
 /// Renders the sign-in form with a fresh form token (set as a cookie as well).
@@ -118,12 +127,20 @@ fn login_form(
     email: &str,
     next: &str,
     error: Option<&str>,
+    brand: Option<&(i64, orgs::Branding)>,
 ) -> Response {
     let token = form_token();
     let mut response = render(
         status,
         "login.html",
-        context! { form_token => token.clone(), email => email, next => next, error => error },
+        context! {
+            form_token => token.clone(),
+            email => email,
+            next => next,
+            error => error,
+            org => brand.map(|(id, _)| *id),
+            brand => brand.map(|(id, b)| super::brand_context(*id, b)),
+        },
     );
     if let Ok(v) = set_cookie(state, &parts.headers, FORM_COOKIE, &token, Some(3600)).parse() {
         response.headers_mut().append(header::SET_COOKIE, v);
@@ -143,7 +160,16 @@ pub(super) async fn login_page(State(state): State<AppState>, request: Request) 
         .and_then(serde_urlencoded_from)
         .unwrap_or_default();
     let next = safe_next(query.next.as_deref());
-    login_form(&state, &parts, StatusCode::OK, "", &next, None)
+    let brand = login_brand(&state, query.org.as_deref()).await;
+    login_form(
+        &state,
+        &parts,
+        StatusCode::OK,
+        "",
+        &next,
+        None,
+        brand.as_ref(),
+    )
 }
 
 pub(super) fn serde_urlencoded_from<T: serde::de::DeserializeOwned>(query: &str) -> Option<T> {
@@ -162,6 +188,8 @@ pub(super) struct LoginForm {
     #[serde(default)]
     next: Option<String>,
     #[serde(default)]
+    org: Option<String>,
+    #[serde(default)]
     form_token: String,
 }
 
@@ -173,6 +201,7 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
         Err(r) => return r,
     };
     let next = safe_next(form.next.as_deref());
+    let brand = login_brand(&state, form.org.as_deref()).await;
     let cookie = cookie_value(&parts.headers, FORM_COOKIE).unwrap_or_default();
     if !same_secret(&form.form_token, &cookie) {
         return login_form(
@@ -182,6 +211,7 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
             &form.email,
             &next,
             Some("This form is out of date or was not sent from this site. Please try again."),
+            brand.as_ref(),
         );
     }
     let meta = request_meta(&parts, state.config.trust_forwarded_for);
@@ -199,7 +229,14 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
         ttl,
     );
     match signed.await {
-        Ok(session) => signed_in(&state, &parts, &session, &next),
+        Ok(session) => {
+            // The organization signed in to decides where a sign-in without `next` lands.
+            let to = match sessions::actor_for_session(&state.db, &session.token).await {
+                Ok(Some((actor, _))) => super::landing(&state, actor.org_id, &next).await,
+                _ => next,
+            };
+            signed_in(&state, &parts, &session, &to)
+        }
         Err(e) if e.code.status().is_client_error() => login_form(
             &state,
             &parts,
@@ -207,6 +244,7 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
             &form.email,
             &next,
             Some(&e.detail),
+            brand.as_ref(),
         ),
         Err(e) => error_page(None, &e),
     }

@@ -86,7 +86,19 @@ pub(super) async fn by_email(State(state): State<AppState>, Query(q): Query<SsoQ
         );
     };
     let to = format!("/saml/{org}/login?next={}", encode(&next));
-    render(StatusCode::OK, "sso.html", context! { to => to })
+    let brand = store_brand(&state, org).await;
+    render(
+        StatusCode::OK,
+        "sso.html",
+        context! { to => to, brand => super::brand_context(org, &brand) },
+    )
+}
+
+/// The branding an organization's single sign-on pages show (none when it cannot be read).
+async fn store_brand(state: &AppState, org: i64) -> crate::storage::orgs::Branding {
+    crate::storage::orgs::branding(&state.db, org)
+        .await
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,7 +146,8 @@ pub(super) async fn acs(
     };
     match outcome {
         Ok((session, next)) => {
-            let mut response = redirect(&safe_next(Some(&next)));
+            let to = super::landing(&state, org, &safe_next(Some(&next))).await;
+            let mut response = redirect(&to);
             if let Ok(v) = set_cookie(
                 &state,
                 &parts.headers,
