@@ -435,7 +435,7 @@ pub enum ImportFormat {
 }
 
 /// The community import response of Label Studio.
-#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ImportSummary {
     /// Tasks created.
     pub task_count: i64,
@@ -824,19 +824,19 @@ pub async fn import_opts(
             }
         }
         if let Claim::Import(import) = claim {
+            // The whole summary, in the transaction that marks the import completed: a client
+            // polling the import never sees it completed with half a summary.
+            let whole = ImportSummary {
+                duration: started.elapsed().as_secs_f64(),
+                data_columns: state.data_columns.iter().cloned().collect(),
+                task_ids: Some(task_ids.clone()),
+                ..summary.clone()
+            };
             let done = sqlx::query(
                 "update project_import set status = 'completed', summary = $1, finished_at = $2 \
                  where id = $3 and status <> 'completed'",
             )
-            .bind(
-                serde_json::json!({
-                    "task_count": summary.task_count,
-                    "annotation_count": summary.annotation_count,
-                    "prediction_count": summary.prediction_count,
-                    "task_ids": task_ids,
-                })
-                .to_string(),
-            )
+            .bind(serde_json::to_string(&whole).map_err(ApiError::internal)?)
             .bind(crate::storage::now_micros())
             .bind(import)
             .execute(&mut *tx)
