@@ -14,10 +14,7 @@ use http::StatusCode;
 use serde_json::json;
 use verity_controlplane::{authz::Role, storage::Db};
 
-use crate::{
-    both_backends,
-    common::{TestApp, choice},
-};
+use crate::{both_backends, common::choice};
 
 const ANNOTATORS: usize = 50;
 const OVERLAP: i64 = 3;
@@ -150,7 +147,7 @@ both_backends! {
                         tokio::time::sleep(pause).await;
                         continue;
                     }
-                    let late = roll >= 2 && roll < 4;
+                    let late = (2..4).contains(&roll);
                     if late {
                         tokio::time::sleep(pause).await;
                     }
