@@ -457,13 +457,16 @@ pub async fn create(
         // A pause or removal that landed since the check above counts.
         crate::recheck_project_access!(tx, actor, project.id, Permission::AnnotationCreate)?;
         if strict {
-            // A live reservation of the author's is the stream's promise of a place. Without one
-            // (it expired, or the task never came from the stream), the task takes the
-            // submission only if a place is left after the others' live reservations, so a late
-            // submit can neither overfill the task nor take a place promised to someone else.
+            // A live reservation of the author's is the stream's promise of a place. A late
+            // submit (the author's reservation expired) lands only if a place is left after the
+            // others' live reservations, so it can neither overfill the task nor take a place
+            // promised to someone else. A task that never came from the author's stream is
+            // annotated as in Label Studio (scripts that write annotations directly).
             let full: bool = sqlx::query_scalar(&format!(
                 "select case when exists (select 1 from task_lock l where l.task_id = t.id and l.user_id = $2 \
-                 and l.expire_at > $3) then false else {} + (select count(*) from task_lock l \
+                 and l.expire_at > $3) then false \
+                 when not exists (select 1 from task_lock l where l.task_id = t.id and l.user_id = $2) then false \
+                 else {} + (select count(*) from task_lock l \
                  where l.task_id = t.id and l.user_id <> $2 and l.expire_at > $3) >= t.overlap end \
                  from task t where t.id = $1",
                 super::tasks::counted_sql(skip_queue)
@@ -478,8 +481,8 @@ pub async fn create(
                     ErrorCode::OverlapReached,
                     format!(
                         "task {task_id} has no place left under its overlap (its annotations and the \
-                         other annotators' reservations fill it) and you hold no reservation of it (it may \
-                         have expired): take the next task from the label stream"
+                         other annotators' reservations fill it) and your reservation of it expired: \
+                         take the next task from the label stream"
                     ),
                 ));
             }

@@ -371,6 +371,10 @@ pub async fn with_nested(db: &Db, rows: &[TaskRow], visible: Visible) -> ApiResu
         .collect())
 }
 
+/// How long an expired reservation is kept: a submit within this time after it expired is a
+/// late submit under strict overlap (ADR 0048); later, it is purged by the next `next`.
+pub const EXPIRED_LOCKS_KEPT_MICROS: i64 = 86_400 * 1_000_000;
+
 /// The SQL for how many annotations of task `t` count toward its overlap: ground truth never;
 /// skips only when the skip queue does not hand skipped tasks to others (ADR 0003).
 pub fn counted_sql(skip_queue: SkipQueue) -> &'static str {
@@ -1961,7 +1965,7 @@ pub async fn next(
         // Active learning: the least certain prediction of the project's model version first;
         // tasks without one after them, in task order.
         (false, Sampling::Uncertainty) => "coalesce((select min(pr.score) from prediction pr \
-             where pr.task_id = t.id and pr.model_version = $3), 2.0), t.id"
+             where pr.task_id = t.id and pr.model_version = $4), 2.0), t.id"
             .to_string(),
         (false, _) => "t.id".to_string(),
     };
@@ -1992,19 +1996,23 @@ pub async fn next(
         crate::storage::annotations::lock_project!(tx, dialect, project_id);
         // A pause or removal that landed since the check above counts.
         crate::recheck_project_access!(tx, actor, project_id, Permission::AnnotationCreate)?;
+        // Expired reservations are kept for a while so that a late submit is recognised as one
+        // (strict overlap, ADR 0048); every reader below counts only live ones.
         sqlx::query("delete from task_lock where project_id = $1 and expire_at <= $2")
             .bind(project_id)
-            .bind(now)
+            .bind(now - EXPIRED_LOCKS_KEPT_MICROS)
             .execute(&mut *tx)
             .await?;
         // 1. A task this user already holds and has not finished.
         let held: Option<(i64, String)> = sqlx::query_as(
             "select l.task_id, l.unique_id from task_lock l where l.project_id = $1 and l.user_id = $2 \
+             and l.expire_at > $3 \
              and not exists (select 1 from annotation a where a.task_id = l.task_id and a.completed_by = $2) \
              order by l.task_id limit 1",
         )
         .bind(project_id)
         .bind(user)
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((id, lock)) = held {
@@ -2100,13 +2108,14 @@ pub async fn next(
                 "select t.id from task t where t.project_id = $1 and t.is_labeled \
                  and t.agreement is not null and t.agreement * 100 < $3 \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
-                 and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2) \
-                 < t.overlap + $4 order by t.agreement, t.id limit 1"
+                 and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
+                 and l.expire_at > $5) < t.overlap + $4 order by t.agreement, t.id limit 1"
             ))
             .bind(project_id)
             .bind(user)
             .bind(threshold)
             .bind(extra)
+            .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
             special = low.map(|id| (id, "Low agreement queue"));
@@ -2119,12 +2128,14 @@ pub async fn next(
         let candidate_sql = format!(
             "select t.id from task t where t.project_id = $1 and not t.is_labeled \
              and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
-             and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2) < t.overlap \
+             and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
+             and l.expire_at > $3) < t.overlap \
              order by {order} limit 1"
         );
         let candidate = sqlx::query_scalar(&candidate_sql)
             .bind(project_id)
-            .bind(user);
+            .bind(user)
+            .bind(now);
         let candidate: Option<i64> = if uncertainty {
             candidate.bind(&settings.model_version)
         } else {

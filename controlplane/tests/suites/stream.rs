@@ -59,37 +59,51 @@ async fn scalar(db: &Db, sql: &str) -> i64 {
 }
 
 both_backends! {
-    async fn strict_overlap_refuses_submits_without_a_place(app) {
+    async fn strict_overlap_refuses_late_submits(app) {
         let p = app.mk_project(&app.owner, json!({"maximum_annotations": 1})).await;
         let tasks = app.mk_tasks(&app.owner, p, 2).await;
         let ann1 = app.user("strict1@example.com", Role::Annotator).await;
         let ann2 = app.user("strict2@example.com", Role::Annotator).await;
-        for t in [&ann1, &ann2] {
+        let ann3 = app.user("strict3@example.com", Role::Annotator).await;
+        for t in [&ann1, &ann2, &ann3] {
             app.add_member(p, t, None).await;
         }
+        let uid1 = app.user_id(&ann1).await;
         let submit = |token: &str, task: i64| {
             let (token, url) = (token.to_string(), format!("/api/tasks/{task}/annotations"));
             let app = &app;
             async move { app.post(&url, &token, json!({"result": choice("pos")})).await }
         };
-        // ann1 holds the first task: its only place is promised to them.
-        let held = app.get(&format!("/api/projects/{p}/next"), &ann1).await.expect(StatusCode::OK)["id"].as_i64().expect("id");
-        assert_eq!(held, tasks[0]);
-        let e = submit(&ann2, held).await.expect_error(StatusCode::CONFLICT, "overlap_reached");
+        let next = |token: &str| {
+            let (token, url) = (token.to_string(), format!("/api/projects/{p}/next"));
+            let app = &app;
+            async move { app.get(&url, &token).await.expect(StatusCode::OK)["id"].as_i64().expect("id") }
+        };
+        // ann1's reservation of the first task (a day, the default) expires a second ago, and
+        // the task goes to ann2.
+        assert_eq!(next(&ann1).await, tasks[0]);
+        app.sql(&format!("update task_lock set expire_at = expire_at - 86401000000 where user_id = {uid1}")).await.expect("expire");
+        assert_eq!(next(&ann2).await, tasks[0]);
+        // ann1's late submit would take the place promised to ann2: refused, nothing stored.
+        let e = submit(&ann1, tasks[0]).await.expect_error(StatusCode::CONFLICT, "overlap_reached");
         assert!(e["detail"].as_str().is_some_and(|d| d.contains("next task")), "{e}");
-        assert_eq!(app.get(&format!("/api/tasks/{held}"), &app.owner).await.expect(StatusCode::OK)["total_annotations"], json!(0));
-        // A skip is not limited; the holder submits.
-        app.post(&format!("/api/tasks/{held}/annotations?was_cancelled=1"), &ann2, json!({"result": []})).await.expect(StatusCode::CREATED);
-        submit(&ann1, held).await.expect(StatusCode::CREATED);
-        // A full task takes no more from the stream's roles; the project's owner is not limited.
-        submit(&ann2, held).await.expect_error(StatusCode::CONFLICT, "overlap_reached");
-        submit(&app.owner, held).await.expect(StatusCode::CREATED);
-        // A free task takes a submit without a reservation.
-        submit(&ann2, tasks[1]).await.expect(StatusCode::CREATED);
-        // Switched off: Label Studio's behaviour, late work lands.
+        assert_eq!(app.get(&format!("/api/tasks/{}", tasks[0]), &app.owner).await.expect(StatusCode::OK)["total_annotations"], json!(0));
+        submit(&ann2, tasks[0]).await.expect(StatusCode::CREATED);
+        // Now the task is full: still refused; a skip is not limited.
+        submit(&ann1, tasks[0]).await.expect_error(StatusCode::CONFLICT, "overlap_reached");
+        app.post(&format!("/api/tasks/{}/annotations?was_cancelled=1", tasks[0]), &ann1, json!({"result": []})).await.expect(StatusCode::CREATED);
+        // Not limited: the project's owner, and an annotator writing to a task that never came
+        // from their stream (a script, as in Label Studio).
+        submit(&app.owner, tasks[0]).await.expect(StatusCode::CREATED);
+        submit(&ann3, tasks[0]).await.expect(StatusCode::CREATED);
+        // Switched off: Label Studio's behaviour, the late submit lands.
         app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"strict_task_overlap": false})).await.expect(StatusCode::OK);
-        submit(&ann1, tasks[1]).await.expect(StatusCode::CREATED);
         assert_eq!(app.project(p).await["strict_task_overlap"], json!(false));
+        assert_eq!(next(&ann1).await, tasks[1]);
+        app.sql(&format!("update task_lock set expire_at = expire_at - 86401000000 where user_id = {uid1}")).await.expect("expire");
+        assert_eq!(next(&ann2).await, tasks[1]);
+        submit(&ann2, tasks[1]).await.expect(StatusCode::CREATED);
+        submit(&ann1, tasks[1]).await.expect(StatusCode::CREATED);
     }
 
     async fn fifty_annotators_with_skips_walkaways_and_late_submits(app) {
