@@ -1401,7 +1401,7 @@ both_backends! {
             assert!(matches!(e.access, Access::AuthorOr { .. }), "{method}");
             assert_eq!(e.access.required(true), CHANGE_ANNOTATION.required(true));
         }
-        let p = app.mk_project(&app.owner, json!({"maximum_annotations": 2})).await;
+        let p = app.mk_project(&app.owner, json!({})).await;
         let annotator = app.user("author@example.com", Role::Annotator).await;
         let other = app.user("other@example.com", Role::Annotator).await;
         let reviewer = app.user("reviewer@example.com", Role::Reviewer).await;

@@ -378,7 +378,7 @@ both_backends! {
 
 both_backends! {
     async fn label_distribution_and_member_tables(app) {
-        let p = app.mk_project(&app.owner, json!({"label_config": CONFIG, "maximum_annotations": 2})).await;
+        let p = app.mk_project(&app.owner, json!({"label_config": CONFIG})).await;
         let mut tokens = Vec::new();
         for name in ["a", "b"] {
             let t = app.user(&format!("dash-{name}@example.com"), Role::Annotator).await;

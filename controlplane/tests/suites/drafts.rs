@@ -128,8 +128,7 @@ both_backends! {
     }
 
     async fn submitting_from_a_draft_keeps_its_time_and_deletes_it(app) {
-        // Overlap 2: the other annotator's refused submit is about the draft, not the overlap.
-        let p = app.mk_project(&app.owner, json!({"maximum_annotations": 2})).await;
+        let p = app.mk_project(&app.owner, json!({})).await;
         let t = app.mk_tasks(&app.owner, p, 2).await;
         let (ann, _) = annotator(&app, p, "submitter@example.com").await;
         let (other, _) = annotator(&app, p, "thief@example.com").await;

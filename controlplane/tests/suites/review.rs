@@ -398,7 +398,7 @@ both_backends! {
     }
 
     async fn review_stream_hands_out_others_unreviewed_annotations_once(app) {
-        let t = team(&app, "rs", json!({"maximum_annotations": 3}), 3).await;
+        let t = team(&app, "rs", json!({}), 3).await;
         // Annotators annotate every task; rev2 annotates the first task as well.
         let mut by_task = Vec::new();
         for task in &t.tasks {
