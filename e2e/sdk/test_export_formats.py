@@ -1,10 +1,10 @@
-"""Converter export formats (YOLO, YOLO_OBB, COCO, VOC) against Label Studio's own converter.
+"""Converter export formats (YOLO, YOLO_OBB, COCO, VOC, CONLL2003) against Label Studio's converter.
 
 Each test builds a project with generated annotations through the SDK, exports a format from
 Verity (the direct ``GET /export?exportType=`` and a snapshot conversion downloaded through the
 SDK), runs ``label_studio_sdk.converter`` on Verity's own JSON export of the same project, and
 compares the files: the same names; JSON equal (floats within 1e-9); YOLO lines equal within
-float tolerance; VOC XML elements equal. Fields skipped on purpose (ADR 0046): the timestamps
+float tolerance; VOC XML elements equal; CoNLL lines equal. Fields skipped on purpose (ADR 0046): the timestamps
 of ``notes.json`` / COCO ``info`` (``year``, ``date_created``).
 
 The converter runs as Label Studio's server runs it for label-only formats: without downloading
@@ -110,6 +110,32 @@ def fill_keypoints(ls, project_id, rng):
                 item["parentID"] = rid
                 result.append(item)
         ls.annotations.create(id=task.id, result=result)
+
+
+SENTENCES = [
+    "John Smith works at Acme Corp. in New York.",
+    "They'll meet \"Dr. Jane O'Neil\" (of the UN) on Monday, can't they?",
+    "Prices rose 3.5% to $12,000 -- a record; see https://example.com/a/b for details...",
+    "Gimme the data/results from Berlin and Paris!",
+    "  Leading spaces,trailing comma,",
+]
+
+
+def fill_text(ls, project_id, rng):
+    for n, text in enumerate(SENTENCES):
+        task = ls.tasks.create(project=project_id, data={"text": text})
+        words = [(m.start(), m.end()) for m in __import__("re").finditer(r"\S+", text)]
+        for a in range(1 + (n % 2)):
+            result = []
+            for k, (start, end) in enumerate(rng.sample(words, k=min(3, len(words)))):
+                # Some spans cover two words, some only part of a word.
+                if k == 1:
+                    end = min(len(text), end + 4)
+                result.append({"id": f"s{n}{a}{k}", "from_name": "ner", "to_name": "text", "type": "labels",
+                               "value": {"start": start, "end": end, "text": text[start:end],
+                                         "labels": [rng.choice(["PER", "ORG"])]}})
+            ls.annotations.create(id=task.id, result=result)
+    ls.tasks.create(project=project_id, data={"text": "An unlabeled sentence."})
 
 
 def export_direct(verity, api_key, project_id, fmt, **params):
@@ -281,6 +307,32 @@ def test_snapshot_conversion_matches_the_converter(verity, api_key, admin_client
     compare(fmt, data, BOXES_CONFIG, source)
 
 
+@pytest.fixture(scope="module")
+def text_project(admin_client):
+    p = make_project(admin_client, TEXT_CONFIG, "Text")
+    fill_text(admin_client, p.id, random.Random(48))
+    yield p
+    admin_client.projects.delete(p.id)
+
+
+@pytest.mark.parametrize("all_tasks", [False, True])
+def test_conll_matches_the_converter(verity, api_key, text_project, all_tasks):
+    params = {"download_all_tasks": "true"} if all_tasks else {}
+    r = export_direct(verity, api_key, text_project.id, "CONLL2003", **params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"].endswith('.conll"')
+    theirs, _ = reference(TEXT_CONFIG, verity_json(verity, api_key, text_project.id, **params), "CONLL2003")
+    assert list(theirs) == ["result.conll"]
+    assert r.text.splitlines() == theirs["result.conll"].decode().splitlines()
+    assert any(line.endswith(" B-PER") or line.endswith(" B-ORG") for line in r.text.splitlines())
+
+
+def test_conll_snapshot_conversion_matches_the_converter(admin_client, text_project):
+    data, source = export_snapshot(admin_client, text_project.id, "CONLL2003")
+    theirs, _ = reference(TEXT_CONFIG, source, "CONLL2003")
+    assert data.decode().splitlines() == theirs["result.conll"].decode().splitlines()
+
+
 def test_formats_follow_the_label_config(verity, api_key, admin_client, boxes_project):
     def formats(pid):
         r = requests.get(f"{verity.base_url}/api/projects/{pid}/export/formats",
@@ -298,6 +350,7 @@ def test_formats_follow_the_label_config(verity, api_key, admin_client, boxes_pr
             r = export_direct(verity, api_key, text.id, fmt)
             assert r.status_code == 400, r.text
             assert r.json()["code"] == "export_format_unsupported", r.json()
-        assert listed["JSON"] is False
+        assert listed["JSON"] is False and listed["CONLL2003"] is False
+        assert boxes["CONLL2003"] is True
     finally:
         admin_client.projects.delete(text.id)

@@ -1,7 +1,8 @@
-//! Label Studio's converter formats (YOLO, YOLO_OBB, COCO, Pascal VOC) computed from export
-//! task JSON, one task at a time: the same files `label-studio-converter` writes for the same
-//! annotations (ADR 0046 lists where and why Verity differs). Pure: bytes in, bytes out, no I/O.
-//! State grows with the categories and the zip's directory, never with the annotations.
+//! Label Studio's converter formats (YOLO, YOLO_OBB, COCO, Pascal VOC, CoNLL 2003) computed
+//! from export task JSON, one task at a time: the same files `label-studio-converter` writes for
+//! the same annotations (ADR 0046 lists where and why Verity differs). Pure: bytes in, bytes
+//! out, no I/O. State grows with the categories and the zip's directory, never with the
+//! annotations.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +21,8 @@ pub enum Target {
     Coco,
     /// One Pascal VOC XML file per image.
     Voc,
+    /// Text spans as CoNLL 2003 token tags (one text file, not an archive).
+    Conll2003,
 }
 
 impl Target {
@@ -30,7 +33,13 @@ impl Target {
             Target::YoloObb => "YOLO_OBB",
             Target::Coco => "COCO",
             Target::Voc => "VOC",
+            Target::Conll2003 => "CONLL2003",
         }
+    }
+
+    /// Whether the output is a zip archive (several files) rather than one file.
+    pub fn archive(self) -> bool {
+        self != Target::Conll2003
     }
 }
 
@@ -188,6 +197,7 @@ impl Schema {
         let labels = self.has_control("Labels");
         let boxes = self.has_control("Rectangle") && labels;
         let fits = match target {
+            Target::Conll2003 => self.has_input("Text") && labels,
             Target::Voc => image && (rect || boxes),
             Target::Yolo | Target::YoloObb | Target::Coco => {
                 let shapes = image
@@ -204,6 +214,7 @@ impl Schema {
         if !fits {
             return Err(match target {
                 Target::Voc => format!("{name} needs an Image with RectangleLabels"),
+                Target::Conll2003 => format!("{name} needs a Text with Labels"),
                 _ => format!(
                     "{name} needs an Image with RectangleLabels, PolygonLabels or KeyPointLabels (KeyPointLabels together with RectangleLabels)"
                 ),
@@ -660,6 +671,7 @@ impl Converter {
                 self.zip.begin("result.json", out)?;
                 self.zip.write(b"{\"images\": [", out);
             }
+            (Target::Conll2003, _) => out.extend_from_slice(b"-DOCSTART- -X- O\n"),
             (Target::Coco, _) => {
                 let cats = serde_json::to_string(&self.public_categories()).unwrap_or_default();
                 self.zip.write(
@@ -687,6 +699,12 @@ impl Converter {
         match self.target {
             Target::Yolo | Target::YoloObb => self.yolo(&items, out),
             Target::Voc => self.voc(&items, out),
+            Target::Conll2003 => {
+                for item in &items {
+                    self.conll(item, out);
+                }
+                Ok(())
+            }
             Target::Coco => {
                 for item in &items {
                     self.coco(item, out);
@@ -717,9 +735,75 @@ impl Converter {
                     .write(format!("], \"info\": {info}}}").as_bytes(), out);
             }
             Target::Voc => {}
+            Target::Conll2003 => return Ok(()),
         }
         self.zip.finish(out)?;
         Ok(())
+    }
+
+    /// `create_tokens_and_tags`: the text's tokens, tagged `B-`/`I-` by the spans of the first
+    /// Labels control that has regions, `O` elsewhere.
+    fn conll(&self, item: &Item<'_>, out: &mut Vec<u8>) {
+        let Some(text) = item.data.get(&self.key).and_then(Value::as_str) else {
+            return;
+        };
+        let tokens = super::tokenize::span_tokenize(text);
+        let spans: Option<&Vec<Map<String, Value>>> =
+            item.outputs.iter().map(|(_, v)| v).find(|v| {
+                v.first()
+                    .and_then(|r| r.get("type"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("labels"))
+            });
+        let mut tags: Vec<String> = vec!["O".to_string(); tokens.len()];
+        let bounds = |s: &Map<String, Value>| Some((num(s, "start")?, num(s, "end")? - 1.0));
+        if let Some(spans) =
+            spans.filter(|s| !s.is_empty() && s.iter().all(|x| bounds(x).is_some()))
+        {
+            let mut queue: Vec<&Map<String, Value>> = spans.iter().collect();
+            queue.sort_by(|a, b| {
+                let (x, y) = (
+                    num(a, "start").unwrap_or(0.0),
+                    num(b, "start").unwrap_or(0.0),
+                );
+                x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+            });
+            let mut queue = queue.into_iter();
+            let mut span = queue.next();
+            let (mut start, mut end) = span.and_then(bounds).unwrap_or((0.0, -1.0));
+            let mut prefix = "B-";
+            for (i, (token, token_start)) in tokens.iter().enumerate() {
+                let token_start = *token_start as f64;
+                let token_end = token_start + token.chars().count() as f64 - 1.0;
+                if token_start > end {
+                    for next in queue.by_ref() {
+                        span = Some(next);
+                        (start, end) = bounds(next).unwrap_or((0.0, -1.0));
+                        prefix = "B-";
+                        if token_start <= end {
+                            break;
+                        }
+                    }
+                }
+                let label = span
+                    .and_then(|s| s.get("labels"))
+                    .and_then(Value::as_array)
+                    .and_then(|l| l.first())
+                    .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_string));
+                let Some(label) = label else { continue };
+                if token_end < start {
+                    continue;
+                }
+                if start <= token_end && end >= token_start {
+                    tags[i] = format!("{prefix}{label}");
+                    prefix = "I-";
+                }
+            }
+        }
+        for ((token, _), tag) in tokens.iter().zip(tags) {
+            out.extend_from_slice(format!("{token} -X- _ {tag}\n").as_bytes());
+        }
+        out.push(b'\n');
     }
 
     fn yolo(&mut self, items: &[Item<'_>], out: &mut Vec<u8>) -> Result<(), ConvertError> {

@@ -7,4 +7,5 @@ pub mod label_config;
 pub mod project;
 #[cfg(test)]
 mod proptests;
+pub mod tokenize;
 pub mod zip;

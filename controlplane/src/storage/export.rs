@@ -36,7 +36,7 @@ pub enum ExportFormat {
     Csv,
     /// Tab-separated, one row per annotation.
     Tsv,
-    /// One of the converter's formats (YOLO, YOLO_OBB, COCO, VOC), a zip archive.
+    /// One of the converter's formats (YOLO, YOLO_OBB, COCO, VOC: a zip archive; CONLL2003).
     Converted(Target),
 }
 
@@ -52,11 +52,12 @@ impl ExportFormat {
             "YOLO_OBB" => Ok(Self::Converted(Target::YoloObb)),
             "COCO" => Ok(Self::Converted(Target::Coco)),
             "VOC" => Ok(Self::Converted(Target::Voc)),
+            "CONLL2003" => Ok(Self::Converted(Target::Conll2003)),
             other => Err(ApiError::field(
                 ErrorCode::InvalidQuery,
                 "exportType",
                 format!(
-                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO or VOC"
+                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO, VOC or CONLL2003"
                 ),
             )),
         }
@@ -74,11 +75,12 @@ impl ExportFormat {
     }
 
     /// Every format, in Label Studio's order.
-    pub const ALL: [ExportFormat; 8] = [
+    pub const ALL: [ExportFormat; 9] = [
         Self::Json,
         Self::JsonMin,
         Self::Csv,
         Self::Tsv,
+        Self::Converted(Target::Conll2003),
         Self::Converted(Target::Coco),
         Self::Converted(Target::Voc),
         Self::Converted(Target::Yolo),
@@ -112,6 +114,7 @@ impl ExportFormat {
             Self::Json | Self::JsonMin => "json",
             Self::Csv => "csv",
             Self::Tsv => "tsv",
+            Self::Converted(Target::Conll2003) => "conll",
             Self::Converted(_) => "zip",
         }
     }
@@ -122,6 +125,7 @@ impl ExportFormat {
             Self::Json | Self::JsonMin => "application/json",
             Self::Csv => "text/csv; charset=utf-8",
             Self::Tsv => "text/tab-separated-values; charset=utf-8",
+            Self::Converted(Target::Conll2003) => "text/plain; charset=utf-8",
             Self::Converted(_) => "application/zip",
         }
     }

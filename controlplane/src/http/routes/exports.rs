@@ -32,7 +32,7 @@ use crate::{
 /// Query of an export.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ExportParams {
-    /// JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO or VOC.
+    /// JSON, JSON_MIN, CSV, TSV, CONLL2003, YOLO, YOLO_OBB, COCO or VOC.
     #[serde(rename = "exportType")]
     pub export_type_camel: Option<String>,
     /// Same as `exportType`.
@@ -142,6 +142,7 @@ pub async fn export_formats(
                 ExportFormat::JsonMin => ("JSON-MIN", "List of items where only the \"from_name\" and \"to_name\" values of the raw JSON are kept. Use it to export only the annotations.", &[]),
                 ExportFormat::Csv => ("CSV", "Results as comma-separated values, the column names taken from the \"from_name\" and \"to_name\" values.", &[]),
                 ExportFormat::Tsv => ("TSV", "Results as tab-separated values, the column names taken from the \"from_name\" and \"to_name\" values.", &[]),
+                ExportFormat::Converted(Target::Conll2003) => ("CONLL2003", "The CoNLL-2003 named entity recognition format: one token per line with its B-/I-/O tag from the text's Labels spans, tasks separated by blank lines.", &["sequence labeling", "text tagging", "named entity recognition"]),
                 ExportFormat::Converted(Target::Coco) => ("COCO", "The COCO dataset's JSON format for object detection and image segmentation with rectangles, polygons and keypoints (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
                 ExportFormat::Converted(Target::Voc) => ("Pascal VOC XML", "One Pascal VOC XML file per image for object detection (zip archive; images are not included).", &["image segmentation", "object detection"]),
                 ExportFormat::Converted(Target::Yolo) => ("YOLO", "One text file per image with each object's class and box (centre, width, height), plus classes.txt (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
@@ -229,8 +230,8 @@ pub async fn delete_snapshot(
     Ok(crate::http::no_content())
 }
 
-/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO,
-/// VOC) in a job; the
+/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV, CONLL2003, YOLO,
+/// YOLO_OBB, COCO, VOC) in a job; the
 /// conversion's `status` in `converted_formats` tells when it can be downloaded.
 #[utoipa::path(post, path = "/api/projects/{id}/exports/{export_pk}/convert", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn convert_snapshot(
