@@ -105,6 +105,9 @@ pub enum ErrorCode {
     /// The object is larger than the storage proxy sends in one response
     /// (`storage_proxy_max_bytes`); ask for byte ranges.
     ObjectTooLarge,
+    /// The export format does not fit the project's label config (e.g. YOLO without
+    /// RectangleLabels); `GET /api/projects/{id}/export/formats` says which fit.
+    ExportFormatUnsupported,
     /// The HTTP method is not allowed on this path.
     MethodNotAllowed,
     /// The request took longer than the configured timeout.
@@ -131,6 +134,7 @@ impl ErrorCode {
             | ErrorCode::MlBackendUnreachable
             | ErrorCode::StorageUnreachable
             | ErrorCode::CommentRequired
+            | ErrorCode::ExportFormatUnsupported
             | ErrorCode::InvalidAssignee => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidLink | ErrorCode::LinkExpired | ErrorCode::CsrfFailed => {
                 StatusCode::FORBIDDEN

@@ -161,7 +161,10 @@ pub async fn sweep(db: &Db, jobs: &Jobs, grace: Duration) -> Result<u64, String>
         {
             work.push((ExportFormat::Json, job.clone(), target.created_at));
         }
-        for format in [ExportFormat::JsonMin, ExportFormat::Csv, ExportFormat::Tsv] {
+        for format in ExportFormat::ALL
+            .into_iter()
+            .filter(|f| *f != ExportFormat::Json)
+        {
             if let Some(c) = target.conversion(format)
                 && matches!(c["status"].as_str(), Some("created" | "in_progress"))
                 && let Some(job) = c["job"].as_str()

@@ -1,4 +1,5 @@
-//! Streaming export of a project's tasks as JSON, JSON_MIN, CSV or TSV.
+//! Streaming export of a project's tasks as JSON, JSON_MIN, CSV, TSV or one of the converter
+//! formats (YOLO, YOLO_OBB, COCO, VOC; `crate::domain::convert`).
 //!
 //! Tasks are read in keyset pages of [`PAGE`] and written to a bounded channel that the HTTP
 //! body drains, so memory is bounded by one page whatever the project's size, and a slow client
@@ -16,7 +17,10 @@ use super::{
     tasks::{self, TASK_COLUMNS, TaskRow},
     with_read,
 };
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::{
+    domain::convert::{Converter, Schema, Target},
+    error::{ApiError, ApiResult, ErrorCode},
+};
 
 /// Tasks per page read from the database.
 const PAGE: i64 = 500;
@@ -32,6 +36,8 @@ pub enum ExportFormat {
     Csv,
     /// Tab-separated, one row per annotation.
     Tsv,
+    /// One of the converter's formats (YOLO, YOLO_OBB, COCO, VOC: a zip archive; CONLL2003).
+    Converted(Target),
 }
 
 impl ExportFormat {
@@ -42,12 +48,64 @@ impl ExportFormat {
             "JSON_MIN" => Ok(Self::JsonMin),
             "CSV" => Ok(Self::Csv),
             "TSV" => Ok(Self::Tsv),
+            "YOLO" => Ok(Self::Converted(Target::Yolo)),
+            "YOLO_OBB" => Ok(Self::Converted(Target::YoloObb)),
+            "COCO" => Ok(Self::Converted(Target::Coco)),
+            "VOC" => Ok(Self::Converted(Target::Voc)),
+            "CONLL2003" => Ok(Self::Converted(Target::Conll2003)),
             other => Err(ApiError::field(
                 ErrorCode::InvalidQuery,
                 "exportType",
-                format!("{other} is not supported; use JSON, JSON_MIN, CSV or TSV"),
+                format!(
+                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO, VOC or CONLL2003"
+                ),
             )),
         }
+    }
+
+    /// Label Studio's name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "JSON",
+            Self::JsonMin => "JSON_MIN",
+            Self::Csv => "CSV",
+            Self::Tsv => "TSV",
+            Self::Converted(t) => t.name(),
+        }
+    }
+
+    /// Every format, in Label Studio's order.
+    pub const ALL: [ExportFormat; 9] = [
+        Self::Json,
+        Self::JsonMin,
+        Self::Csv,
+        Self::Tsv,
+        Self::Converted(Target::Conll2003),
+        Self::Converted(Target::Coco),
+        Self::Converted(Target::Voc),
+        Self::Converted(Target::Yolo),
+        Self::Converted(Target::YoloObb),
+    ];
+
+    /// Refuses a format that does not fit the project's label config (400
+    /// `export_format_unsupported`, saying what the format needs), as Label Studio offers only
+    /// the formats its converter supports for the config.
+    pub fn check(self, project: &ProjectRow) -> ApiResult<()> {
+        let Self::Converted(target) = self else {
+            return Ok(());
+        };
+        Schema::parse(&project.label_config)
+            .fits(target)
+            .map_err(|why| {
+                ApiError::new(
+                    ErrorCode::ExportFormatUnsupported,
+                    format!(
+                        "project {} cannot be exported as {}: {why}",
+                        project.id,
+                        target.name()
+                    ),
+                )
+            })
     }
 
     /// File extension.
@@ -56,6 +114,8 @@ impl ExportFormat {
             Self::Json | Self::JsonMin => "json",
             Self::Csv => "csv",
             Self::Tsv => "tsv",
+            Self::Converted(Target::Conll2003) => "conll",
+            Self::Converted(_) => "zip",
         }
     }
 
@@ -65,6 +125,8 @@ impl ExportFormat {
             Self::Json | Self::JsonMin => "application/json",
             Self::Csv => "text/csv; charset=utf-8",
             Self::Tsv => "text/tab-separated-values; charset=utf-8",
+            Self::Converted(Target::Conll2003) => "text/plain; charset=utf-8",
+            Self::Converted(_) => "application/zip",
         }
     }
 }
@@ -159,6 +221,9 @@ async fn produce(
     tx: &mpsc::Sender<Chunk>,
 ) -> ApiResult<()> {
     let condition = selection.condition(db.dialect());
+    if let ExportFormat::Converted(target) = format {
+        return produce_converted(db, project, target, &condition, tx).await;
+    }
     let neutralize = !selection.keep_formulas;
     let controls = controls(project);
     let columns = if matches!(format, ExportFormat::Csv | ExportFormat::Tsv) {
@@ -183,6 +248,7 @@ async fn produce(
             )
             .await?;
         }
+        ExportFormat::Converted(_) => {}
     }
     loop {
         let rows = page(db, project.id, after, &condition).await?;
@@ -242,6 +308,7 @@ async fn produce(
                         }
                     }
                 }
+                ExportFormat::Converted(_) => {}
             }
         }
         send(tx, out).await?;
@@ -253,6 +320,57 @@ async fn produce(
         send(tx, b"]".to_vec()).await?;
     }
     Ok(())
+}
+
+/// The current UTC time as the converter stamps files (year, month, day, hour, minute, second).
+pub(crate) fn stamp() -> (i32, u8, u8, u8, u8, u8) {
+    let now = time::OffsetDateTime::now_utc();
+    (
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+    )
+}
+
+/// A converter format: the tasks' export JSON, page by page, through the converter (twice for
+/// COCO, whose images come before its categories). Memory: a page, the categories and the
+/// zip's directory.
+async fn produce_converted(
+    db: &Db,
+    project: &ProjectRow,
+    target: Target,
+    condition: &str,
+    tx: &mpsc::Sender<Chunk>,
+) -> ApiResult<()> {
+    let mut conv = Converter::new(target, &project.label_config, stamp())
+        .map_err(|e| ApiError::new(ErrorCode::ExportFormatUnsupported, e.to_string()))?;
+    for pass in 0..conv.passes() {
+        let mut out = Vec::new();
+        conv.start(pass, &mut out).map_err(ApiError::internal)?;
+        send(tx, out).await?;
+        let mut after = 0i64;
+        loop {
+            let rows = page(db, project.id, after, condition).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.id;
+            let views = tasks::with_nested(db, &rows, tasks::Visible::All).await?;
+            let mut out = Vec::with_capacity(rows.len() * 64);
+            for view in views {
+                let task = serde_json::to_value(&view).map_err(ApiError::internal)?;
+                conv.task(&task, &mut out).map_err(ApiError::internal)?;
+            }
+            send(tx, out).await?;
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    conv.finish(&mut out).map_err(ApiError::internal)?;
+    send(tx, out).await
 }
 
 /// The flat rows of one task: one per annotation (or one with the data alone).

@@ -23,7 +23,10 @@ use super::{
 };
 use crate::{
     authz::{Actor, Permission},
-    domain::import::JsonSplitter,
+    domain::{
+        convert::{Converter, Target},
+        import::JsonSplitter,
+    },
     error::{ApiError, ApiResult, ErrorCode},
 };
 
@@ -108,12 +111,7 @@ impl SnapshotRow {
 
 /// The stored name of a format (Label Studio's `export_type`).
 pub fn format_name(format: ExportFormat) -> &'static str {
-    match format {
-        ExportFormat::Json => "JSON",
-        ExportFormat::JsonMin => "JSON_MIN",
-        ExportFormat::Csv => "CSV",
-        ExportFormat::Tsv => "TSV",
-    }
+    format.name()
 }
 
 async fn row(db: &Db, actor: &Actor, project_id: i64, id: i64) -> ApiResult<SnapshotRow> {
@@ -642,6 +640,9 @@ pub async fn write_conversion(
         ));
     };
     let format = writer.format;
+    if let ExportFormat::Converted(to) = format {
+        return write_converted(db, writer, target, &source, to).await;
+    }
     let sep = if format == ExportFormat::Tsv {
         b'\t'
     } else {
@@ -704,6 +705,41 @@ pub async fn write_conversion(
     if format == ExportFormat::JsonMin {
         out.write(b"]").await?;
     }
+    out.finish().await
+}
+
+/// Writes a converter format (YOLO, COCO, ...) of the snapshot's stored JSON: the tasks stream
+/// through the converter, twice for COCO; memory holds a chunk, a task and the converter's
+/// categories and zip directory.
+async fn write_converted(
+    db: &Db,
+    writer: &Writer,
+    target: &JobTarget,
+    source: &StoredFile,
+    to: Target,
+) -> Result<(), WriteError> {
+    let actor = Actor::instance(target.organization_id, Default::default());
+    let project = projects::get_row(db, &actor, target.project_id, Permission::ExportRun).await?;
+    // The config may have changed since the request: a format that no longer fits fails now.
+    let mut conv = Converter::new(to, &project.label_config, export::stamp())
+        .map_err(|e| WriteError::Invalid(e.to_string()))?;
+    let mut out = ChunkWriter::new(db, writer);
+    for pass in 0..conv.passes() {
+        let mut bytes = Vec::new();
+        conv.start(pass, &mut bytes)
+            .map_err(|e| WriteError::Invalid(e.to_string()))?;
+        out.write(&bytes).await?;
+        for_each_task(db, source, Some(&mut out), |task| {
+            let mut bytes = Vec::new();
+            conv.task(&task, &mut bytes).map_err(|e| e.to_string())?;
+            Ok(bytes)
+        })
+        .await?;
+    }
+    let mut bytes = Vec::new();
+    conv.finish(&mut bytes)
+        .map_err(|e| WriteError::Invalid(e.to_string()))?;
+    out.write(&bytes).await?;
     out.finish().await
 }
 
@@ -914,6 +950,8 @@ pub async fn convert(
     job: &str,
 ) -> ApiResult<(Value, Conversion)> {
     let snapshot = row(db, actor, project_id, id).await?;
+    let project = projects::get_row(db, actor, project_id, Permission::ExportRun).await?;
+    format.check(&project)?;
     if snapshot.status != "completed" {
         return Err(ApiError::bad_request(
             ErrorCode::ValidationError,

@@ -75,6 +75,8 @@ pub struct Reply {
     pub headers: http::HeaderMap,
     pub body: Value,
     pub text: String,
+    /// The body as sent (binary downloads: zip archives).
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -385,6 +387,7 @@ impl TestApp {
             headers,
             body,
             text,
+            bytes: bytes.to_vec(),
         }
     }
 

@@ -483,3 +483,201 @@ async fn snapshots_past_retention_are_removed_sqlite() {
 async fn snapshots_past_retention_are_removed_postgres() {
     snapshots_past_retention_are_removed(Backend::Postgres).await;
 }
+
+const BOXES: &str = r#"<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image"><Label value="Car"/><Label value="Bus"/></RectangleLabels></View>"#;
+
+/// The entries of a zip archive (name → bytes), read through its central directory.
+fn unzip(data: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let u16_at = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]) as usize;
+    let u32_at =
+        |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
+    let end = data.len() - 22;
+    assert_eq!(u32_at(end), 0x0605_4b50, "no end of central directory");
+    let (count, mut at) = (u16_at(end + 10), u32_at(end + 16));
+    let mut out = Vec::new();
+    for _ in 0..count {
+        assert_eq!(u32_at(at), 0x0201_4b50, "bad central directory entry");
+        let (size, name_len, local) = (u32_at(at + 24), u16_at(at + 28), u32_at(at + 42));
+        let name = String::from_utf8(data[at + 46..at + 46 + name_len].to_vec()).expect("utf-8");
+        assert_eq!(u32_at(local), 0x0403_4b50, "bad local header of {name}");
+        let start = local + 30 + u16_at(local + 26) + u16_at(local + 28);
+        out.push((name, data[start..start + size].to_vec()));
+        at += 46 + name_len + u16_at(at + 30) + u16_at(at + 32);
+    }
+    out
+}
+
+/// The converter formats (ADR 0046): `/export/formats` marks those that do not fit the label
+/// config disabled and both the direct export and a conversion refuse them; a snapshot converted
+/// to YOLO by a job downloads as a zip with the converter's entries.
+async fn converter_formats_follow_the_label_config(backend: Backend) {
+    let a = app(backend).await;
+    let _worker = start_worker(&a);
+    let text = project(&a, 2, 10).await;
+    let images = a.mk_project(&a.owner, json!({"label_config": BOXES})).await;
+    let url = "https://img.example.com/a/street.jpg";
+    let task = a
+        .post(
+            "/api/tasks",
+            &a.owner,
+            json!({"project": images, "data": {"image": url}}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("task id");
+    let region = json!([{"id": "r1", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+        "original_width": 200, "original_height": 100,
+        "value": {"x": 10, "y": 20, "width": 50, "height": 40, "rotation": 0, "rectanglelabels": ["Car"]}}]);
+    a.post(
+        &format!("/api/tasks/{task}/annotations"),
+        &a.owner,
+        json!({"result": region}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+
+    let disabled = |list: &Value, name: &str| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|f| f["name"] == json!(name)))
+            .map(|f| f["disabled"].clone())
+            .unwrap_or_else(|| panic!("{name} not listed: {list}"))
+    };
+    let listed = a
+        .get(&format!("/api/projects/{images}/export/formats"), &a.owner)
+        .await
+        .expect(StatusCode::OK);
+    for name in ["JSON", "YOLO", "YOLO_OBB", "COCO", "VOC"] {
+        assert_eq!(disabled(&listed, name), json!(false), "{name}: {listed}");
+    }
+    let listed = a
+        .get(&format!("/api/projects/{text}/export/formats"), &a.owner)
+        .await
+        .expect(StatusCode::OK);
+    for name in ["YOLO", "YOLO_OBB", "COCO", "VOC"] {
+        assert_eq!(disabled(&listed, name), json!(true), "{name}: {listed}");
+    }
+    assert_eq!(disabled(&listed, "CSV"), json!(false));
+    // The formats that fit come first, as Label Studio sorts them.
+    let flags: Vec<bool> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|f| f["disabled"].as_bool().expect("bool"))
+        .collect();
+    assert!(flags.windows(2).all(|w| w[0] <= w[1]), "{flags:?}");
+
+    // A format that does not fit is refused, directly and as a conversion; nothing is queued.
+    let refused = a
+        .get(
+            &format!("/api/projects/{text}/export?exportType=YOLO"),
+            &a.owner,
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("RectangleLabels"),
+        "{refused}"
+    );
+    let snap = create(&a, text).await;
+    let sid = snap["id"].as_i64().expect("id");
+    wait_snapshot(&a, text, sid).await;
+    a.post(
+        &format!("/api/projects/{text}/exports/{sid}/convert"),
+        &a.owner,
+        json!({"export_type": "COCO"}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
+    let after = a
+        .get(&format!("/api/projects/{text}/exports/{sid}"), &a.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(after["converted_formats"], json!([]), "{after}");
+
+    // A YOLO conversion by a job: the converter's zip layout.
+    let snap = create(&a, images).await;
+    let sid = snap["id"].as_i64().expect("id");
+    assert_eq!(
+        wait_snapshot(&a, images, sid).await["status"],
+        json!("completed")
+    );
+    let converted = a
+        .post(
+            &format!("/api/projects/{images}/exports/{sid}/convert"),
+            &a.owner,
+            json!({"export_type": "YOLO"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert!(converted["job"].is_string(), "{converted}");
+    let entry = wait_conversion(&a, images, sid, "YOLO").await;
+    assert_eq!(entry["status"], json!("completed"), "{entry}");
+    let r = a
+        .get(
+            &format!("/api/projects/{images}/exports/{sid}/download?exportType=YOLO"),
+            &a.owner,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/zip")
+    );
+    assert_eq!(
+        r.headers.get("filename").and_then(|v| v.to_str().ok()),
+        Some(format!("project-{images}-export-{sid}.zip").as_str())
+    );
+    let entries = unzip(&r.bytes);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    // The converter names a label file after its cache copy of the image: md5(url)[:8]__stem.
+    let md5 = hex::encode(<md5::Md5 as md5::Digest>::digest(url.as_bytes()));
+    let label = format!("labels/{}__street.txt", &md5[..8]);
+    let mut want = vec![
+        "images/",
+        "labels/",
+        label.as_str(),
+        "classes.txt",
+        "notes.json",
+    ];
+    let mut got = names.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    let file = |name: &str| {
+        let (_, b) = entries.iter().find(|(n, _)| n == name).expect("entry");
+        String::from_utf8(b.clone()).expect("text")
+    };
+    // Categories: the config's labels sorted (Bus 0, Car 1); the box as centre and size.
+    assert_eq!(file("classes.txt"), "Bus\nCar\n");
+    assert_eq!(file(&label), "1 0.35 0.4 0.5 0.4\n");
+    let notes: Value = serde_json::from_str(&file("notes.json")).expect("notes.json");
+    assert_eq!(
+        notes["categories"],
+        json!([{"id": 0, "name": "Bus"}, {"id": 1, "name": "Car"}])
+    );
+    // The direct export gives the same entries.
+    let direct = a
+        .get(
+            &format!("/api/projects/{images}/export?exportType=YOLO"),
+            &a.owner,
+        )
+        .await;
+    assert_eq!(direct.status, StatusCode::OK, "{}", direct.text);
+    let mut direct_names: Vec<String> = unzip(&direct.bytes).into_iter().map(|(n, _)| n).collect();
+    direct_names.sort();
+    assert_eq!(direct_names, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn converter_formats_follow_the_label_config_sqlite() {
+    converter_formats_follow_the_label_config(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn converter_formats_follow_the_label_config_postgres() {
+    converter_formats_follow_the_label_config(Backend::Postgres).await;
+}

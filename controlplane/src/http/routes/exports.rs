@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     authz::{Actor, Permission},
+    domain::convert::Target,
     error::{ApiError, ApiResult, ErrorCode},
     http::extract::JsonObject,
     http::extract::Path,
@@ -31,7 +32,7 @@ use crate::{
 /// Query of an export.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ExportParams {
-    /// JSON, JSON_MIN, CSV or TSV.
+    /// JSON, JSON_MIN, CSV, TSV, CONLL2003, YOLO, YOLO_OBB, COCO or VOC.
     #[serde(rename = "exportType")]
     pub export_type_camel: Option<String>,
     /// Same as `exportType`.
@@ -105,6 +106,7 @@ pub async fn export_project(
             .or(params.export_type.as_deref())
             .unwrap_or("JSON"),
     )?;
+    format.check(&project)?;
     let ids = query_ids(raw.as_deref())?;
     let selection = Selection {
         all_tasks: opt_bool("download_all_tasks", &params.download_all_tasks)?.unwrap_or(false),
@@ -123,42 +125,42 @@ pub async fn export_project(
     attachment(format, filename, Body::from_stream(ReceiverStream::new(rx)))
 }
 
-/// The export formats offered for a project.
+/// The export formats offered for a project: Label Studio's list, each `disabled` when it does
+/// not fit the project's label config (as Label Studio decides), the ones that fit first.
 #[utoipa::path(get, path = "/api/projects/{id}/export/formats", tag = "export", params(("id" = i64, Path)), responses((status = 200, body = Vec<Object>)))]
 pub async fn export_formats(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Vec<Value>>> {
-    projects::get_row(&state.db, &actor, id, Permission::ProjectView).await?;
-    let formats = [
-        (
-            "JSON",
-            "JSON",
-            "List of items in raw JSON format stored in one JSON file.",
-        ),
-        (
-            "JSON_MIN",
-            "JSON-MIN",
-            "List of items where only \"from_name\", \"to_name\" values are kept.",
-        ),
-        (
-            "CSV",
-            "CSV",
-            "Results are stored as comma-separated values with the column names as the first row.",
-        ),
-        (
-            "TSV",
-            "TSV",
-            "Results are stored as tab-separated values with the column names as the first row.",
-        ),
-    ];
-    Ok(Json(
-        formats
-            .iter()
-            .map(|(name, title, description)| serde_json::json!({"name": name, "title": title, "description": description, "link": "", "tags": [], "disabled": false}))
-            .collect(),
-    ))
+    let project = projects::get_row(&state.db, &actor, id, Permission::ProjectView).await?;
+    let mut formats: Vec<Value> = ExportFormat::ALL
+        .iter()
+        .map(|format| {
+            let (title, description, tags): (&str, &str, &[&str]) = match format {
+                ExportFormat::Json => ("JSON", "List of items in raw JSON format stored in one JSON file. Use it to export both the data and the annotations of a dataset (Label Studio's common format).", &[]),
+                ExportFormat::JsonMin => ("JSON-MIN", "List of items where only the \"from_name\" and \"to_name\" values of the raw JSON are kept. Use it to export only the annotations.", &[]),
+                ExportFormat::Csv => ("CSV", "Results as comma-separated values, the column names taken from the \"from_name\" and \"to_name\" values.", &[]),
+                ExportFormat::Tsv => ("TSV", "Results as tab-separated values, the column names taken from the \"from_name\" and \"to_name\" values.", &[]),
+                ExportFormat::Converted(Target::Conll2003) => ("CONLL2003", "The CoNLL-2003 named entity recognition format: one token per line with its B-/I-/O tag from the text's Labels spans, tasks separated by blank lines.", &["sequence labeling", "text tagging", "named entity recognition"]),
+                ExportFormat::Converted(Target::Coco) => ("COCO", "The COCO dataset's JSON format for object detection and image segmentation with rectangles, polygons and keypoints (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
+                ExportFormat::Converted(Target::Voc) => ("Pascal VOC XML", "One Pascal VOC XML file per image for object detection (zip archive; images are not included).", &["image segmentation", "object detection"]),
+                ExportFormat::Converted(Target::Yolo) => ("YOLO", "One text file per image with each object's class and box (centre, width, height), plus classes.txt (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
+                ExportFormat::Converted(Target::YoloObb) => ("YOLOv8 OBB", "One text file per image with each object's class and the four corners of its box, normalised to 0-1, so rotated objects keep their angle (zip archive; images are not included).", &["image segmentation", "object detection"]),
+            };
+            serde_json::json!({
+                "name": format.name(),
+                "title": title,
+                "description": description,
+                "link": "",
+                "tags": tags,
+                "disabled": format.check(&project).is_err(),
+            })
+        })
+        .collect();
+    // Label Studio lists the formats that fit first.
+    formats.sort_by_key(|f| f["disabled"].as_bool().unwrap_or(false));
+    Ok(Json(formats))
 }
 
 /// Lists the project's export snapshots.
@@ -228,7 +230,8 @@ pub async fn delete_snapshot(
     Ok(crate::http::no_content())
 }
 
-/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV) in a job; the
+/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV, CONLL2003, YOLO,
+/// YOLO_OBB, COCO, VOC) in a job; the
 /// conversion's `status` in `converted_formats` tells when it can be downloaded.
 #[utoipa::path(post, path = "/api/projects/{id}/exports/{export_pk}/convert", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn convert_snapshot(

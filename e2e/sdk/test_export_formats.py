@@ -1,0 +1,356 @@
+"""Converter export formats (YOLO, YOLO_OBB, COCO, VOC, CONLL2003) against Label Studio's converter.
+
+Each test builds a project with generated annotations through the SDK, exports a format from
+Verity (the direct ``GET /export?exportType=`` and a snapshot conversion downloaded through the
+SDK), runs ``label_studio_sdk.converter`` on Verity's own JSON export of the same project, and
+compares the files: the same names; JSON equal (floats within 1e-9); YOLO lines equal within
+float tolerance; VOC XML elements equal; CoNLL lines equal. Fields skipped on purpose (ADR 0046): the timestamps
+of ``notes.json`` / COCO ``info`` (``year``, ``date_created``).
+
+The converter runs as Label Studio's server runs it for label-only formats: without downloading
+media (``download_resources=False``) and with a hostname, so media names are the converter's
+cache names (``<md5 prefix>__<file>``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import secrets
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+
+import pytest
+import requests
+from label_studio_sdk.converter import Converter
+
+TOL = 1e-9
+
+BOXES_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image">
+    <Label value="Car"/><Label value="Airplane" category="7"/><Label value="Bus"/>
+    <Label value="Person" alias="human"/>
+  </RectangleLabels>
+  <PolygonLabels name="poly" toName="image">
+    <Label value="Road"/><Label value="Lake"/>
+  </PolygonLabels>
+</View>"""
+
+KEYPOINTS_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="box" toName="image"><Label value="Face"/><Label value="Cat"/></RectangleLabels>
+  <KeyPointLabels name="kp" toName="image">
+    <Label value="eye" model_index="0"/><Label value="nose" model_index="1"/><Label value="ear" model_index="2"/>
+  </KeyPointLabels>
+</View>"""
+
+TEXT_CONFIG = """<View><Text name="text" value="$text"/>
+  <Labels name="ner" toName="text"><Label value="PER"/><Label value="ORG"/></Labels></View>"""
+
+
+def headers(verity, api_key):
+    return {"Authorization": f"Token {api_key}"}
+
+
+def region(rid, from_name, kind, value, w=640, h=480):
+    return {"id": rid, "from_name": from_name, "to_name": "image", "type": kind,
+            "original_width": w, "original_height": h, "image_rotation": 0, "value": value}
+
+
+def rnd_box(rng):
+    x, y = rng.uniform(0, 60), rng.uniform(0, 60)
+    return {"x": x, "y": y, "width": rng.uniform(5, 35), "height": rng.uniform(5, 35),
+            "rotation": rng.choice([0, 0, 30, -15.5, 90])}
+
+
+def make_project(ls, config, title):
+    return ls.projects.create(title=f"{title} {secrets.token_hex(3)}", label_config=config)
+
+
+def fill_boxes(ls, project_id, rng):
+    urls = [f"https://img.example.com/set/{i}.jpg?sig=abc" for i in range(4)] + ["s3://bucket/dir/photo.png"]
+    for n, url in enumerate(urls):
+        task = ls.tasks.create(project=project_id, data={"image": url})
+        w, h = rng.choice([(640, 480), (1920, 1080), (333, 777)])
+        for a in range(1 + (n % 2)):
+            result = []
+            for k in range(rng.randint(1, 4)):
+                label = rng.choice(["Car", "Airplane", "Bus", "human"])
+                result.append(region(f"b{n}{a}{k}", "label", "rectanglelabels",
+                                     {**rnd_box(rng), "rectanglelabels": [label]}, w, h))
+            if n != 2:
+                pts = [[rng.uniform(0, 100), rng.uniform(0, 100)] for _ in range(rng.randint(3, 6))]
+                result.append(region(f"p{n}{a}", "poly", "polygonlabels",
+                                     {"points": pts, "closed": True, "polygonlabels": [rng.choice(["Road", "Lake"])]}, w, h))
+            ls.annotations.create(id=task.id, result=result)
+    # an unlabeled task (only with download_all_tasks) and a skipped annotation
+    ls.tasks.create(project=project_id, data={"image": "https://img.example.com/set/empty.jpg"})
+    skipped = ls.tasks.create(project=project_id, data={"image": "https://img.example.com/set/skipped.jpg"})
+    ls.annotations.create(id=skipped.id, result=[], was_cancelled=True)
+
+
+def fill_keypoints(ls, project_id, rng):
+    for n in range(3):
+        task = ls.tasks.create(project=project_id, data={"image": f"https://img.example.com/kp/{n}.png"})
+        result = []
+        for b in range(2):
+            box = {"x": rng.uniform(0, 50), "y": rng.uniform(0, 50), "width": rng.uniform(10, 40),
+                   "height": rng.uniform(10, 40), "rotation": 0, "rectanglelabels": [rng.choice(["Face", "Cat"])]}
+            rid = f"r{n}{b}"
+            result.append(region(rid, "box", "rectanglelabels", box))
+            for kp in rng.sample(["eye", "nose", "ear"], k=2):
+                item = region(f"k{n}{b}{kp}", "kp", "keypointlabels",
+                              {"x": box["x"] + 2.5, "y": box["y"] + 3.5, "width": 1, "keypointlabels": [kp]})
+                item["parentID"] = rid
+                result.append(item)
+        ls.annotations.create(id=task.id, result=result)
+
+
+SENTENCES = [
+    "John Smith works at Acme Corp. in New York.",
+    "They'll meet \"Dr. Jane O'Neil\" (of the UN) on Monday, can't they?",
+    "Prices rose 3.5% to $12,000 -- a record; see https://example.com/a/b for details...",
+    "Gimme the data/results from Berlin and Paris!",
+    "  Leading spaces,trailing comma,",
+]
+
+
+def fill_text(ls, project_id, rng):
+    for n, text in enumerate(SENTENCES):
+        task = ls.tasks.create(project=project_id, data={"text": text})
+        words = [(m.start(), m.end()) for m in __import__("re").finditer(r"\S+", text)]
+        for a in range(1 + (n % 2)):
+            result = []
+            for k, (start, end) in enumerate(rng.sample(words, k=min(3, len(words)))):
+                # Some spans cover two words, some only part of a word.
+                if k == 1:
+                    end = min(len(text), end + 4)
+                result.append({"id": f"s{n}{a}{k}", "from_name": "ner", "to_name": "text", "type": "labels",
+                               "value": {"start": start, "end": end, "text": text[start:end],
+                                         "labels": [rng.choice(["PER", "ORG"])]}})
+            ls.annotations.create(id=task.id, result=result)
+    ls.tasks.create(project=project_id, data={"text": "An unlabeled sentence."})
+
+
+def export_direct(verity, api_key, project_id, fmt, **params):
+    r = requests.get(f"{verity.base_url}/api/projects/{project_id}/export",
+                     params={"exportType": fmt, **params}, headers=headers(verity, api_key), timeout=60)
+    return r
+
+
+def export_snapshot(ls, project_id, fmt):
+    snap = ls.projects.exports.create(project_id, title=f"convert {fmt}")
+    deadline = time.monotonic() + 60
+    while ls.projects.exports.get(project_id, snap.id).status != "completed":
+        assert time.monotonic() < deadline, "snapshot did not complete"
+        time.sleep(0.2)
+    ls.projects.exports.convert(project_id, snap.id, export_type=fmt)
+    while True:
+        got = ls.projects.exports.get(project_id, snap.id)
+        status = {c.export_type: c.status for c in (got.converted_formats or [])}.get(fmt)
+        if status == "completed":
+            break
+        assert status in ("created", "in_progress"), got
+        assert time.monotonic() < deadline, "conversion did not complete"
+        time.sleep(0.2)
+    converted = b"".join(ls.projects.exports.download(project_id, snap.id, export_type=fmt))
+    source = json.loads(b"".join(ls.projects.exports.download(project_id, snap.id, export_type="JSON")))
+    return converted, source
+
+
+def reference(config, tasks_json, fmt):
+    """The converter's files for Verity's JSON export: {relative path: bytes} and the dirs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "export.json")
+        with open(src, "w") as f:
+            json.dump(tasks_json, f)
+        out = os.path.join(tmp, "out")
+        Converter(config=config, project_dir=None, download_resources=False,
+                  hostname="http://verity.invalid", access_token="token").convert(src, out, fmt, is_dir=False)
+        files, dirs = {}, set()
+        for root, dnames, fnames in os.walk(out):
+            for d in dnames:
+                dirs.add(os.path.relpath(os.path.join(root, d), out) + "/")
+            for fn in fnames:
+                p = os.path.join(root, fn)
+                with open(p, "rb") as fh:
+                    files[os.path.relpath(p, out)] = fh.read()
+        return files, dirs
+
+
+def unzip(data):
+    z = zipfile.ZipFile(io.BytesIO(data))
+    assert z.testzip() is None
+    files = {i.filename: z.read(i) for i in z.infolist() if not i.is_dir()}
+    dirs = {i.filename for i in z.infolist() if i.is_dir()}
+    assert len(files) + len(dirs) == len(z.infolist()), "duplicate entries"
+    return files, dirs
+
+
+def close(a, b, path="$"):
+    if isinstance(a, bool) or isinstance(b, bool):
+        assert a == b, f"{path}: {a!r} != {b!r}"
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        assert math.isclose(a, b, rel_tol=TOL, abs_tol=TOL), f"{path}: {a!r} != {b!r}"
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert set(a) == set(b), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{path}: {len(a)} items != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def yolo_lines_close(ours, theirs, name):
+    a, b = ours.decode().splitlines(), theirs.decode().splitlines()
+    assert len(a) == len(b), f"{name}: {a} != {b}"
+    for la, lb in zip(a, b):
+        ta, tb = la.split(" "), lb.split(" ")
+        assert len(ta) == len(tb) and ta[0] == tb[0], f"{name}: {la!r} != {lb!r}"
+        for x, y in zip(ta[1:], tb[1:]):
+            assert math.isclose(float(x), float(y), rel_tol=TOL, abs_tol=TOL), f"{name}: {la!r} != {lb!r}"
+
+
+def xml_tree(data):
+    def walk(e):
+        return (e.tag, (e.text or "").strip(), [walk(c) for c in e])
+    return walk(ET.fromstring(data))
+
+
+def without_timestamps(doc):
+    doc = json.loads(doc)
+    for key in ("year", "date_created"):
+        doc.get("info", {}).pop(key, None)
+    return doc
+
+
+def compare(fmt, ours_zip, config, tasks_json):
+    ours, our_dirs = unzip(ours_zip)
+    theirs, their_dirs = reference(config, tasks_json, fmt)
+    assert set(ours) == set(theirs), f"{fmt}: files {sorted(ours)} != {sorted(theirs)}"
+    assert our_dirs == their_dirs, f"{fmt}: dirs {sorted(our_dirs)} != {sorted(their_dirs)}"
+    for name, data in theirs.items():
+        if name.endswith(".json"):
+            close(without_timestamps(ours[name]), without_timestamps(data), f"{fmt}:{name}")
+        elif name.endswith(".xml"):
+            assert xml_tree(ours[name]) == xml_tree(data), f"{fmt}:{name}"
+        elif name.startswith("labels/"):
+            yolo_lines_close(ours[name], data, f"{fmt}:{name}")
+        else:
+            assert ours[name] == data, f"{fmt}:{name}: {ours[name]!r} != {data!r}"
+    return ours
+
+
+@pytest.fixture(scope="module")
+def api_key(verity):
+    return verity.admin_token
+
+
+@pytest.fixture(scope="module")
+def boxes_project(admin_client):
+    p = make_project(admin_client, BOXES_CONFIG, "Boxes")
+    fill_boxes(admin_client, p.id, random.Random(46))
+    yield p
+    admin_client.projects.delete(p.id)
+
+
+@pytest.fixture(scope="module")
+def keypoints_project(admin_client):
+    p = make_project(admin_client, KEYPOINTS_CONFIG, "Keypoints")
+    fill_keypoints(admin_client, p.id, random.Random(47))
+    yield p
+    admin_client.projects.delete(p.id)
+
+
+def verity_json(verity, api_key, project_id, **params):
+    r = export_direct(verity, api_key, project_id, "JSON", **params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("fmt", ["YOLO", "YOLO_OBB", "COCO", "VOC"])
+@pytest.mark.parametrize("all_tasks", [False, True])
+def test_direct_export_matches_the_converter(verity, api_key, boxes_project, fmt, all_tasks):
+    params = {"download_all_tasks": "true"} if all_tasks else {}
+    r = export_direct(verity, api_key, boxes_project.id, fmt, **params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    assert r.headers["content-disposition"].endswith('.zip"')
+    files = compare(fmt, r.content, BOXES_CONFIG, verity_json(verity, api_key, boxes_project.id, **params))
+    if fmt.startswith("YOLO"):
+        assert sum(1 for n in files if n.startswith("labels/")) >= 5
+
+
+@pytest.mark.parametrize("fmt", ["YOLO", "COCO"])
+def test_keypoints_match_the_converter(verity, api_key, keypoints_project, fmt):
+    r = export_direct(verity, api_key, keypoints_project.id, fmt)
+    assert r.status_code == 200, r.text
+    files = compare(fmt, r.content, KEYPOINTS_CONFIG, verity_json(verity, api_key, keypoints_project.id))
+    if fmt == "COCO":
+        coco = json.loads(files["result.json"])
+        assert any("keypoints" in a for a in coco["annotations"])
+
+
+@pytest.mark.parametrize("fmt", ["YOLO", "COCO", "VOC"])
+def test_snapshot_conversion_matches_the_converter(verity, api_key, admin_client, boxes_project, fmt):
+    data, source = export_snapshot(admin_client, boxes_project.id, fmt)
+    assert any(not t["annotations"] for t in source), "the snapshot should take every task"
+    compare(fmt, data, BOXES_CONFIG, source)
+
+
+@pytest.fixture(scope="module")
+def text_project(admin_client):
+    p = make_project(admin_client, TEXT_CONFIG, "Text")
+    fill_text(admin_client, p.id, random.Random(48))
+    yield p
+    admin_client.projects.delete(p.id)
+
+
+@pytest.mark.parametrize("all_tasks", [False, True])
+def test_conll_matches_the_converter(verity, api_key, text_project, all_tasks):
+    params = {"download_all_tasks": "true"} if all_tasks else {}
+    r = export_direct(verity, api_key, text_project.id, "CONLL2003", **params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"].endswith('.conll"')
+    theirs, _ = reference(TEXT_CONFIG, verity_json(verity, api_key, text_project.id, **params), "CONLL2003")
+    assert list(theirs) == ["result.conll"]
+    assert r.text.splitlines() == theirs["result.conll"].decode().splitlines()
+    assert any(line.endswith(" B-PER") or line.endswith(" B-ORG") for line in r.text.splitlines())
+
+
+def test_conll_snapshot_conversion_matches_the_converter(admin_client, text_project):
+    data, source = export_snapshot(admin_client, text_project.id, "CONLL2003")
+    theirs, _ = reference(TEXT_CONFIG, source, "CONLL2003")
+    assert data.decode().splitlines() == theirs["result.conll"].decode().splitlines()
+
+
+def test_formats_follow_the_label_config(verity, api_key, admin_client, boxes_project):
+    def formats(pid):
+        r = requests.get(f"{verity.base_url}/api/projects/{pid}/export/formats",
+                         headers=headers(verity, api_key), timeout=30)
+        assert r.status_code == 200, r.text
+        return {f["name"]: f.get("disabled", False) for f in r.json()}
+
+    boxes = formats(boxes_project.id)
+    assert {k for k, off in boxes.items() if not off} >= {"JSON", "CSV", "YOLO", "YOLO_OBB", "COCO", "VOC"}
+    text = make_project(admin_client, TEXT_CONFIG, "Text")
+    try:
+        listed = formats(text.id)
+        for fmt in ("YOLO", "YOLO_OBB", "COCO", "VOC"):
+            assert listed[fmt] is True, listed
+            r = export_direct(verity, api_key, text.id, fmt)
+            assert r.status_code == 400, r.text
+            assert r.json()["code"] == "export_format_unsupported", r.json()
+        assert listed["JSON"] is False and listed["CONLL2003"] is False
+        assert boxes["CONLL2003"] is True
+    finally:
+        admin_client.projects.delete(text.id)
