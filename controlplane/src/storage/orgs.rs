@@ -121,6 +121,16 @@ pub async fn branding(db: &Db, org_id: i64) -> ApiResult<Branding> {
 /// Largest logo accepted, in bytes of image (the page carries it inline as a data URL).
 pub const MAX_LOGO_BYTES: usize = 64 * 1024;
 
+/// Whether `to` is a path on this server that a browser cannot read as another site: one
+/// leading `/` (not `//`), no backslash, and no control character or whitespace (browsers drop
+/// tabs and line breaks inside a URL, so `/<tab>/evil.example` would become `//evil.example`).
+pub fn is_same_site_path(to: &str) -> bool {
+    to.starts_with('/')
+        && !to.starts_with("//")
+        && !to.contains('\\')
+        && !to.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 /// Checks a branding change: a short product name, a small PNG/JPEG/GIF/WebP logo, a readable
 /// `#rrggbb` accent and a same-site landing path (`""` clears a field).
 pub fn validate_branding(changes: &BrandingChanges) -> ApiResult<()> {
@@ -145,18 +155,13 @@ pub fn validate_branding(changes: &BrandingChanges) -> ApiResult<()> {
     }
     if let Some(to) = &changes.login_redirect_url
         && !to.is_empty()
+        && (!is_same_site_path(to) || to.len() > 500)
     {
-        let same_site = to.starts_with('/')
-            && !to.starts_with("//")
-            && !to.contains('\\')
-            && !to.chars().any(|c| c.is_control() || c.is_whitespace());
-        if !same_site || to.len() > 500 {
-            return Err(ApiError::field(
-                ErrorCode::ValidationError,
-                "login_redirect_url",
-                "must be a path on this server such as /projects/3/data (starting with a single /, at most 500 characters); other sites are refused",
-            ));
-        }
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "login_redirect_url",
+            "must be a path on this server such as /projects/3/data (starting with a single /, at most 500 characters); other sites are refused",
+        ));
     }
     Ok(())
 }

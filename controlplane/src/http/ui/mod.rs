@@ -411,7 +411,7 @@ fn encode(value: &str) -> String {
 /// Where to go after signing in: a path on this site only (no `//host` or `scheme:`), else `/projects`.
 fn safe_next(next: Option<&str>) -> String {
     match next.map(str::trim) {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if crate::storage::orgs::is_same_site_path(n) => n.to_string(),
         _ => "/projects".to_string(),
     }
 }
@@ -527,6 +527,14 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/projects");
         assert_eq!(safe_next(Some("https://evil.example")), "/projects");
         assert_eq!(safe_next(Some("/\\evil.example")), "/projects");
+        for sneaky in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r//evil.example",
+            "/ /evil.example",
+        ] {
+            assert_eq!(safe_next(Some(sneaky)), "/projects", "{sneaky:?}");
+        }
         assert_eq!(safe_next(None), "/projects");
     }
 
