@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     PageUser, error_page,
-    pages::{csrf_refusal, js, read_form, serde_urlencoded_from},
+    pages::{js, read_checked_form, serde_urlencoded_from},
     redirect, render, user_context,
 };
 use crate::{
@@ -130,13 +130,10 @@ pub(super) async fn account_post(State(state): State<AppState>, request: Request
         Ok(u) => u,
         Err(r) => return r,
     };
-    let (_, form) = match read_form::<AccountForm>(&state, parts, body).await {
+    let (_, form) = match read_checked_form::<AccountForm>(&state, &user, parts, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
-        return refused;
-    }
     let db = &state.db;
     let actor = &user.actor;
     let result = match form.action.as_str() {
@@ -222,13 +219,10 @@ pub(super) async fn switch_organization(
         Ok(u) => u,
         Err(r) => return r,
     };
-    let (_, form) = match read_form::<SwitchForm>(&state, parts, body).await {
+    let (_, form) = match read_checked_form::<SwitchForm>(&state, &user, parts, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
-        return refused;
-    }
     let Ok(org) = form.organization.trim().parse::<i64>() else {
         return error_page(
             Some(&user),
@@ -244,3 +238,5 @@ pub(super) async fn switch_organization(
         Err(e) => error_page(Some(&user), &e),
     }
 }
+
+super::pages::csrf_forms!(AccountForm, SwitchForm);

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::{
     PageUser, error_page,
-    pages::{csrf_refusal, js, page_number, read_form, serde_urlencoded_from},
+    pages::{js, page_number, read_checked_form, serde_urlencoded_from},
     redirect, render, user_context,
 };
 use crate::{
@@ -204,13 +204,10 @@ pub(super) async fn members_post(State(state): State<AppState>, request: Request
         Ok(u) => u,
         Err(r) => return r,
     };
-    let (parts, form) = match read_form::<MembersForm>(&state, parts, body).await {
+    let (parts, form) = match read_checked_form::<MembersForm>(&state, &user, parts, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
-        return refused;
-    }
     let db = &state.db;
     let actor = &user.actor;
     let result: Result<Result<&str, InvitationView>, ApiError> = async {
@@ -268,3 +265,5 @@ pub(super) async fn members_post(State(state): State<AppState>, request: Request
         Err(e) => error_page(Some(&user), &e),
     }
 }
+
+super::pages::csrf_forms!(MembersForm);

@@ -80,6 +80,39 @@ pub(super) async fn read_form<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A form of a signed-in page: it carries the session's CSRF token.
+pub(super) trait CsrfForm: serde::de::DeserializeOwned {
+    /// The token the form sent.
+    fn csrf_token(&self) -> &str;
+}
+
+/// Implements [`CsrfForm`] for forms with a `csrf_token: String` field.
+macro_rules! csrf_forms {
+    ($($form:ty),+ $(,)?) => {$(
+        impl $crate::http::ui::pages::CsrfForm for $form {
+            fn csrf_token(&self) -> &str {
+                &self.csrf_token
+            }
+        }
+    )+};
+}
+pub(super) use csrf_forms;
+
+/// Reads the form of a signed-in page and checks its CSRF token ([`read_form`] then
+/// [`csrf_refusal`]): the form, or the page to answer with.
+pub(super) async fn read_checked_form<T: CsrfForm>(
+    state: &AppState,
+    user: &PageUser,
+    parts: Parts,
+    body: axum::body::Body,
+) -> Result<(Parts, T), Response> {
+    let (parts, form) = read_form::<T>(state, parts, body).await?;
+    match csrf_refusal(user, form.csrf_token()) {
+        Some(refused) => Err(refused),
+        None => Ok((parts, form)),
+    }
+}
+
 /// The form CSRF check of a signed-in page: the field must carry the session's token. Returns
 /// the refusal page when it does not.
 pub(super) fn csrf_refusal(user: &PageUser, given: &str) -> Option<Response> {
@@ -304,13 +337,10 @@ pub(super) async fn logout(State(state): State<AppState>, request: Request) -> R
         Ok(u) => u,
         Err(_) => return redirect("/user/login"),
     };
-    let (parts, form) = match read_form::<LogoutForm>(&state, parts, body).await {
+    let (parts, form) = match read_checked_form::<LogoutForm>(&state, &user, parts, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
-        return refused;
-    }
     let everywhere = form.everywhere.is_some_and(|v| !v.is_empty());
     if let Err(e) = sessions::sign_out(&state.db, &user.actor, user.session.id, everywhere).await {
         return error_page(Some(&user), &e);
@@ -553,13 +583,10 @@ pub(super) async fn create_project(State(state): State<AppState>, request: Reque
         Ok(u) => u,
         Err(r) => return r,
     };
-    let (_, form) = match read_form::<CreateProjectForm>(&state, parts, body).await {
+    let (_, form) = match read_checked_form::<CreateProjectForm>(&state, &user, parts, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
-        return refused;
-    }
     let config = if form.template == "custom" {
         form.label_config.clone()
     } else {
@@ -723,13 +750,10 @@ pub(super) async fn save_settings(State(state): State<AppState>, request: Reques
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (_, form) = match read_form::<SettingsForm>(&state, parts, body).await {
+    let (_, form) = match read_checked_form::<SettingsForm>(&state, &user, parts, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(refused) = csrf_refusal(&user, &form.csrf_token) {
-        return refused;
-    }
     let show_instruction = form
         .show_instruction
         .as_deref()
@@ -879,3 +903,5 @@ pub(super) async fn label_view(
     }
     response
 }
+
+csrf_forms!(LogoutForm, CreateProjectForm, SettingsForm);

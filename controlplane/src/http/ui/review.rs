@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use super::{
     PageUser, error_page,
     pages::{
-        csrf_refusal, js, project_header, project_page_user, project_role, read_form,
+        js, project_header, project_page_user, project_role, read_checked_form,
         serde_urlencoded_from,
     },
     redirect, render, user_context,
@@ -293,13 +293,10 @@ pub(super) async fn review_post(State(state): State<AppState>, request: Request)
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (_, form) = match read_form::<ReviewForm>(&state, parts, body).await {
+    let (_, form) = match read_checked_form::<ReviewForm>(&state, &user, parts, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(refusal) = csrf_refusal(&user, &form.csrf_token) {
-        return refusal;
-    }
     let annotation = match form.annotation.trim().parse::<i64>() {
         Ok(a) => a,
         Err(_) => {
@@ -395,3 +392,5 @@ mod tests {
         assert!(review_body(&form("approve", ""), 7).is_err());
     }
 }
+
+super::pages::csrf_forms!(ReviewForm);
