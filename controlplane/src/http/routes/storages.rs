@@ -171,9 +171,11 @@ pub async fn start_import_sync(
             format!("{kind:?} is not a storage type (localfiles, s3, gcs, azure)"),
         )
     })?;
-    Ok(queue_cloud_sync(state, actor, provider, Direction::Import, id)
-        .await?
-        .view_value())
+    Ok(
+        queue_cloud_sync(state, actor, provider, Direction::Import, id)
+            .await?
+            .view_value(),
+    )
 }
 
 /// The local-files export storages of a project (plain list, oldest first).
@@ -634,7 +636,9 @@ async fn all_storages(
     params: &StorageListParams,
 ) -> ApiResult<Json<Vec<Value>>> {
     let project = required_project(params)?;
-    Ok(Json(project_storages(state, actor, direction, project).await?))
+    Ok(Json(
+        project_storages(state, actor, direction, project).await?,
+    ))
 }
 
 /// Every storage of `direction` of `project`, each as its type's view (local files first, then

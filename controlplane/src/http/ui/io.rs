@@ -40,8 +40,7 @@ use crate::{
     },
     imports::Spool,
     storage::{
-        imports as stored_imports, projects, snapshots, storages::Direction,
-        tasks::ImportOptions,
+        imports as stored_imports, projects, snapshots, storages::Direction, tasks::ImportOptions,
     },
 };
 
@@ -61,15 +60,14 @@ fn running(status: &str) -> bool {
     matches!(status, "created" | "queued" | "in_progress")
 }
 
-/// The path segment `n` of the request as a number, or the not-found page.
-fn path_number(user: &PageUser, parts: &axum::http::request::Parts, n: usize, what: &str) -> Result<i64, Response> {
+/// The path segment `n` of the request as a number.
+fn path_number(parts: &axum::http::request::Parts, n: usize) -> Option<i64> {
     parts
         .uri
         .path()
         .split('/')
         .nth(n)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| error_page(Some(user), &ApiError::not_found(what)))
 }
 
 /// What the import page shows besides its forms.
@@ -181,8 +179,7 @@ async fn upload(
     id: i64,
     request: Request,
 ) -> Result<ImportOutcome, Refusal> {
-    let project =
-        projects::get_row(&state.db, &user.actor, id, Permission::TaskManage).await?;
+    let project = projects::get_row(&state.db, &user.actor, id, Permission::TaskManage).await?;
     let config = project.config();
     let is_multipart = request
         .headers()
@@ -314,7 +311,9 @@ pub(super) async fn import_post(State(state): State<AppState>, request: Request)
             import_view(&state, &user, id, StatusCode::OK, notice).await
         }
         Err(Refusal::Page(r)) => r,
-        Err(Refusal::Api(e)) if e.code.status().is_client_error() && e.code != ErrorCode::NotFound => {
+        Err(Refusal::Api(e))
+            if e.code.status().is_client_error() && e.code != ErrorCode::NotFound =>
+        {
             let notice = ImportNotice {
                 error: Some(e.detail.clone()),
                 ..ImportNotice::default()
@@ -336,9 +335,8 @@ pub(super) async fn import_status_page(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let import_pk = match path_number(&user, &parts, 5, "import") {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(import_pk) = path_number(&parts, 5) else {
+        return error_page(Some(&user), &ApiError::not_found("import"));
     };
     let role = match project_role(&state, &user, id, Permission::TaskManage).await {
         Ok(r) => r,
