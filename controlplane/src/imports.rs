@@ -87,6 +87,8 @@ pub struct Spool {
     stored: Vec<String>,
     /// Set once the import succeeded (or a stored import owns the files): the stored files stay.
     pub keep: bool,
+    /// Media files taken (each becomes one task pointing at the stored file).
+    media: usize,
 }
 
 impl Drop for Spool {
@@ -122,6 +124,7 @@ impl Spool {
             media_key: media_key(config),
             stored: Vec::new(),
             keep: false,
+            media: 0,
         })
     }
 
@@ -145,6 +148,16 @@ impl Spool {
             upload: None,
         });
         Ok(file)
+    }
+
+    /// Bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether a media file was taken (not only task files).
+    pub fn has_media(&self) -> bool {
+        self.media > 0
     }
 
     /// Appends to a spooled file, counting against the limit (413 `payload_too_large`).
@@ -224,6 +237,7 @@ impl Spool {
                 upload,
             }),
             None => {
+                self.media += 1;
                 let key = self.media_key.clone().unwrap_or_default();
                 let task = serde_json::json!({
                     "data": {key: crate::storage::uploads::url(self.project, &stored)}

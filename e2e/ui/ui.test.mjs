@@ -193,6 +193,61 @@ test('a manager creates a project from a template, sees it listed and opens its 
   assert.deepEqual(page.errors, []);
 });
 
+test('a manager imports a CSV file through the page, exports JSON, and makes and downloads a snapshot', async () => {
+  await api('POST', '/api/users', { email: 'io-manager@example.com', password: 'io manager password', role: 'manager' });
+  const page = await newPage();
+  await signIn(page, 'io-manager@example.com', 'io manager password');
+  await page.waitForURL(/\/projects$/);
+  await page.getByLabel('Name', { exact: true }).fill('Imports in a browser');
+  await page.getByLabel('Text classification').check();
+  await page.getByRole('button', { name: 'Create project' }).click();
+  await page.waitForURL(/\/projects\/\d+\/data$/);
+  const id = Number(page.url().split('/')[4]);
+  // Import: upload a CSV file through the form; the data manager shows its tasks.
+  await page.locator('#dm-import').click();
+  await page.waitForURL(new RegExp(`/projects/${id}/data/import$`));
+  await page.getByLabel('Files').setInputFiles({
+    name: 'tasks.csv',
+    mimeType: 'text/csv',
+    buffer: Buffer.from('text\nfirst row from a file\n"second row, with a comma"\n'),
+  });
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  await page.locator('#import-result').waitFor();
+  assert.match(await page.locator('#import-result').textContent(), /Imported 2 tasks/);
+  await page.getByRole('link', { name: 'See them in the data manager' }).click();
+  await page.locator('#tasks').getByText('second row, with a comma').waitFor();
+  assert.match(await page.locator('#tasks caption').textContent(), /2 tasks/);
+  // A file that is not valid: the importer's message, nothing imported.
+  await page.locator('#dm-import').click();
+  await page.getByLabel('Files').setInputFiles({ name: 'broken.json', mimeType: 'application/json', buffer: Buffer.from('[{"text": "ok"}, 3]') });
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  await page.locator('#import-error').waitFor();
+  assert.match(await page.locator('#import-error').textContent(), /task 1: each task must be a JSON object/);
+  assert.equal((await api('GET', `/api/tasks?project=${id}&include=id`)).total, 2);
+  // Export: JSON of every task, downloaded straight from the API's export.
+  await page.goto(`${server.base}/projects/${id}/data`);
+  await page.locator('#dm-export').click();
+  await page.waitForURL(new RegExp(`/projects/${id}/data/export$`));
+  assert.equal(await page.getByLabel('COCO').isDisabled(), true);
+  await page.getByLabel('JSON', { exact: true }).check();
+  await page.getByLabel('Include tasks without annotations').check();
+  const [direct] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download' }).click()]);
+  const exported = JSON.parse(readFileSync(await direct.path(), 'utf8'));
+  assert.deepEqual(exported.map((t) => t.data.text).sort(), ['first row from a file', 'second row, with a comma']);
+  // A snapshot: the page follows it until it is written, then it downloads.
+  await page.getByLabel('Title').fill('From the browser');
+  await page.getByRole('button', { name: 'Create a snapshot' }).click();
+  await page.locator('#snapshots a.download').waitFor({ timeout: 30_000 });
+  const [snapshot] = await Promise.all([page.waitForEvent('download'), page.locator('#snapshots a.download').click()]);
+  const saved = JSON.parse(readFileSync(await snapshot.path(), 'utf8'));
+  assert.equal(saved.length, 2);
+  assert.ok(saved.some((t) => t.data.text === 'first row from a file'));
+  await page.locator('#snapshots').getByRole('button', { name: 'Delete' }).click();
+  await page.locator('#no-snapshots').waitFor();
+  assert.deepEqual(await api('GET', `/api/projects/${id}/exports`), []);
+  assert.deepEqual(page.errors, []);
+});
+
 test('sign-up through an invitation link; an annotator sees no settings', async () => {
   const project = await api('POST', '/api/projects', { title: 'Invited work' });
   const invitation = await api('POST', '/api/invitations', { role: 'annotator' });

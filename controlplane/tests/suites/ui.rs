@@ -70,6 +70,25 @@ impl Browser {
         reply
     }
 
+    /// A multipart form post: `text` fields first (in order), then `files` as `file` parts.
+    async fn post_multipart(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        text: &[(&str, &str)],
+        files: &[(&str, &[u8])],
+    ) -> Reply {
+        let (content_type, body) = multipart_body(text, files);
+        let req = Request::post(path)
+            .header("cookie", self.cookie_header())
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .expect("request");
+        let reply = app.send_unchecked(req).await;
+        self.keep(&reply);
+        reply
+    }
+
     /// An API call with the session cookie (and `csrf` in `X-CSRFToken` when given).
     async fn api(
         &self,
@@ -122,6 +141,30 @@ impl Browser {
         assert_eq!(page.status, StatusCode::OK, "{}", page.text);
         attr_after(&page.text, "name=\"csrf-token\" content=\"")
     }
+}
+
+/// A multipart body: `text` fields first (in order), then `files` as `file` parts.
+fn multipart_body(text: &[(&str, &str)], files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "verityUiBoundary41";
+    let mut body = Vec::new();
+    for (name, value) in text {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (file, bytes) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 fn attr_after(html: &str, marker: &str) -> String {
@@ -1114,4 +1157,308 @@ both_backends! {
         let audit: Vec<String> = app.audit_actions(org).await.into_iter().map(|(a, _, _)| a).collect();
         assert!(audit.iter().filter(|a| a.as_str() == "organization.update").count() >= 2, "{audit:?}");
     }
+}
+
+/// Text as the templates write it (HTML-escaped), to find an API message in a page.
+fn escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+        .replace('/', "&#x2f;")
+}
+
+/// How many tasks project `p` has, through the API.
+async fn task_total(app: &TestApp, p: i64) -> i64 {
+    app.get(&format!("/api/tasks?project={p}&include=id"), &app.owner)
+        .await
+        .expect(StatusCode::OK)["total"]
+        .as_i64()
+        .expect("total")
+}
+
+/// Reloads `path` (a page that follows a job) until it no longer reloads itself (the job has
+/// ended); answers the last page.
+async fn follow(browser: &mut Browser, app: &TestApp, path: &str) -> Reply {
+    for _ in 0..500 {
+        let page = browser.get(app, path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        if !page.text.contains("http-equiv=\"refresh\"") {
+            return page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{path} kept following a job");
+}
+
+both_backends! {
+    // The import page: files go through the API's importer (task files at once, media as a
+    // job the page follows), a bad file shows the API's message and imports nothing, a form
+    // without the session's token is refused, and only roles with task.manage see or use it.
+    async fn import_page_uploads_through_the_api_importer(app) {
+        password_user(&app, "io-admin@example.com", Role::Admin).await;
+        let annotator = password_user(&app, "io-annotator@example.com", Role::Annotator).await;
+        let p = app.mk_project(&app.owner, json!({"title": "Imports", "label_config": crate::common::TEXT_CONFIG})).await;
+        app.add_member(p, &annotator, None).await;
+        let mut admin = Browser::default();
+        admin.sign_in(&app, "io-admin@example.com", PASSWORD).await;
+        let csrf = admin.csrf(&app).await;
+        let data = admin.get(&app, &format!("/projects/{p}/data")).await;
+        assert!(data.text.contains(&format!("href=\"/projects/{p}/data/import\" id=\"dm-import\"")), "{}", data.text);
+        assert!(data.text.contains(&format!("href=\"/projects/{p}/data/export\" id=\"dm-export\"")));
+        let page = admin.get(&app, &format!("/projects/{p}/data/import")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("enctype=\"multipart/form-data\"") && page.text.contains("id=\"no-storages\""), "{}", page.text);
+        let import_path = format!("/projects/{p}/data/import");
+
+        // A CSV file: imported while the page waits, the result shown.
+        let csv = b"text\nhello\n\"two, words\"\n";
+        let done = admin.post_multipart(&app, &import_path, &[("csrf_token", &csrf), ("url", "")], &[("first.csv", csv)]).await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+        assert!(done.text.contains("id=\"import-result\">Imported 2 tasks"), "{}", done.text);
+        assert_eq!(task_total(&app, p).await, 2);
+        let listed = admin.get(&app, &format!("/projects/{p}/data")).await;
+        assert!(listed.text.contains("two, words"), "{}", listed.text);
+
+        // A bad task file: the API's own message, nothing imported.
+        let bad: &[u8] = br#"[{"text": "fine"}, 7]"#;
+        let (content_type, body) = multipart_body(&[], &[("bad.json", bad)]);
+        let api = app.post_raw(&format!("/api/projects/{p}/import"), &app.owner, &content_type, body).await;
+        let message = api.expect_error(StatusCode::BAD_REQUEST, "invalid_import")["detail"].as_str().expect("detail").to_string();
+        let refused = admin.post_multipart(&app, &import_path, &[("csrf_token", &csrf)], &[("bad.json", bad)]).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert!(refused.text.contains(&escaped(&message)), "{message} in {}", refused.text);
+        assert!(refused.text.contains("id=\"import-error\""));
+        // A file type the API does not import, and a form with nothing to import.
+        let exe = admin.post_multipart(&app, &import_path, &[("csrf_token", &csrf)], &[("tool.exe", b"MZ")]).await;
+        assert_eq!(exe.status, StatusCode::BAD_REQUEST);
+        assert!(exe.text.contains("tool.exe: not a file type that can be imported"), "{}", exe.text);
+        let empty = admin.post_multipart(&app, &import_path, &[("csrf_token", &csrf), ("url", "")], &[("", b"")]).await;
+        assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+        assert!(empty.text.contains("Choose one or more files"), "{}", empty.text);
+        let both = admin.post_multipart(&app, &import_path, &[("csrf_token", &csrf), ("url", "https://example.com/t.json")], &[("more.csv", csv)]).await;
+        assert_eq!(both.status, StatusCode::BAD_REQUEST);
+        assert!(both.text.contains("not both"), "{}", both.text);
+        // CSRF: a wrong token, or a file sent before any token, is refused before anything is stored.
+        let forged = admin.post_multipart(&app, &import_path, &[("csrf_token", "forged")], &[("more.csv", csv)]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        assert!(forged.text.contains("not sent from a page of this site"), "{}", forged.text);
+        let tokenless = admin.post_multipart(&app, &import_path, &[], &[("more.csv", csv)]).await;
+        assert_eq!(tokenless.status, StatusCode::FORBIDDEN);
+        assert_eq!(task_total(&app, p).await, 2, "nothing imported by refused forms");
+
+        // A media file runs as a job: the page follows it (reloading) until it has ended.
+        let queued = admin.post_multipart(&app, &import_path, &[("csrf_token", &csrf)], &[("note.txt", b"a text file")]).await;
+        assert_eq!(queued.status, StatusCode::SEE_OTHER, "{}", queued.text);
+        let status_path = location(&queued);
+        assert!(status_path.starts_with(&format!("/projects/{p}/data/import/")), "{status_path}");
+        let waiting = admin.get(&app, &status_path).await;
+        assert_eq!(waiting.status, StatusCode::OK, "{}", waiting.text);
+        assert!(waiting.text.contains("http-equiv=\"refresh\"") && waiting.text.contains("data-status=\"created\""), "{}", waiting.text);
+        let _worker = crate::webhooks::start_worker(&app);
+        let ended = follow(&mut admin, &app, &status_path).await;
+        assert!(ended.text.contains("data-status=\"completed\"") && ended.text.contains("imported 1 task "), "{}", ended.text);
+        assert_eq!(task_total(&app, p).await, 3);
+        // A job that fails shows the importer's message; nothing of it is imported.
+        let failing = admin.post_multipart(&app, &import_path, &[("csrf_token", &csrf)], &[("bad.json", bad), ("other.txt", b"text")]).await;
+        assert_eq!(failing.status, StatusCode::SEE_OTHER, "{}", failing.text);
+        let failed = follow(&mut admin, &app, &location(&failing)).await;
+        assert!(failed.text.contains("data-status=\"failed\"") && failed.text.contains("id=\"import-error\""), "{}", failed.text);
+        assert!(failed.text.contains(&escaped(&message)), "{message} in {}", failed.text);
+        assert_eq!(task_total(&app, p).await, 3);
+
+        // An annotator: no links, and the pages and forms answer 403 as the API does.
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "io-annotator@example.com", PASSWORD).await;
+        let ann_csrf = ann.csrf(&app).await;
+        let data = ann.get(&app, &format!("/projects/{p}/data")).await;
+        assert_eq!(data.status, StatusCode::OK);
+        assert!(!data.text.contains("/data/import") && !data.text.contains("/data/export"), "{}", data.text);
+        assert_eq!(ann.get(&app, &import_path).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(ann.get(&app, &status_path).await.status, StatusCode::FORBIDDEN);
+        let tried = ann.post_multipart(&app, &import_path, &[("csrf_token", &ann_csrf)], &[("mine.csv", csv)]).await;
+        assert_eq!(tried.status, StatusCode::FORBIDDEN);
+        assert!(tried.text.contains("task.manage"), "{}", tried.text);
+        assert_eq!(ann.get(&app, &format!("/projects/{p}/data/export")).await.status, StatusCode::FORBIDDEN);
+        let snap = ann.post_form(&app, &format!("/projects/{p}/data/export"), &[("csrf_token", &ann_csrf), ("op", "snapshot")]).await;
+        assert_eq!(snap.status, StatusCode::FORBIDDEN);
+        let sync = ann.post_form(&app, &format!("/projects/{p}/data/import/sync"), &[("csrf_token", &ann_csrf), ("type", "localfiles"), ("storage", "1")]).await;
+        assert_eq!(sync.status, StatusCode::FORBIDDEN);
+        assert_eq!(task_total(&app, p).await, 3);
+        assert_eq!(app.get(&format!("/api/projects/{p}/exports"), &app.owner).await.expect(StatusCode::OK), json!([]));
+    }
+
+    // The export page: the project's formats (those that do not fit disabled, with the reason),
+    // a direct download through the API, and snapshots created, followed, downloaded and
+    // deleted through the snapshot API's code; forms without the session's token are refused.
+    async fn export_page_downloads_and_manages_snapshots(app) {
+        password_user(&app, "ex-admin@example.com", Role::Admin).await;
+        let p = app.mk_project(&app.owner, json!({"title": "Exports", "label_config": crate::common::TEXT_CONFIG})).await;
+        app.mk_tasks(&app.owner, p, 3).await;
+        let mut admin = Browser::default();
+        admin.sign_in(&app, "ex-admin@example.com", PASSWORD).await;
+        let csrf = admin.csrf(&app).await;
+        let export_path = format!("/projects/{p}/data/export");
+        let page = admin.get(&app, &export_path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("id=\"format-JSON\" name=\"exportType\" value=\"JSON\" checked"), "{}", page.text);
+        // COCO does not fit a text project: disabled, with the refusal an export would answer.
+        let coco = app.get(&format!("/api/projects/{p}/export?exportType=COCO"), &app.owner).await;
+        assert_eq!(coco.status, StatusCode::BAD_REQUEST);
+        let reason = coco.body["detail"].as_str().expect("detail").to_string();
+        assert!(page.text.contains("id=\"format-COCO\" name=\"exportType\" value=\"COCO\" disabled"), "{}", page.text);
+        assert!(page.text.contains(&format!("id=\"reason-COCO\">Not available: {}", escaped(&reason))), "{reason} in {}", page.text);
+        assert!(page.text.contains("id=\"no-snapshots\""));
+        // The download form goes to the API's export, which takes the session cookie.
+        assert!(page.text.contains(&format!("action=\"/api/projects/{p}/export\"")));
+        let file = admin.get(&app, &format!("/api/projects/{p}/export?exportType=JSON&download_all_tasks=true")).await;
+        assert_eq!(file.status, StatusCode::OK, "{}", file.text);
+        assert_eq!(file.body.as_array().map(Vec::len), Some(3), "{}", file.text);
+
+        // CSRF: refused, nothing created.
+        let forged = admin.post_form(&app, &export_path, &[("csrf_token", "forged"), ("op", "snapshot")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        assert_eq!(app.get(&format!("/api/projects/{p}/exports"), &app.owner).await.expect(StatusCode::OK), json!([]));
+        // A snapshot: created, followed until written, downloaded.
+        let made = admin.post_form(&app, &export_path, &[("csrf_token", &csrf), ("op", "snapshot"), ("title", "Weekly")]).await;
+        assert_eq!((made.status, location(&made)), (StatusCode::SEE_OTHER, export_path.clone()), "{}", made.text);
+        let listed = app.get(&format!("/api/projects/{p}/exports"), &app.owner).await.expect(StatusCode::OK);
+        let sid = listed[0]["id"].as_i64().expect("snapshot id");
+        assert_eq!(listed[0]["title"], json!("Weekly"));
+        let waiting = admin.get(&app, &export_path).await;
+        assert!(waiting.text.contains("http-equiv=\"refresh\"") && waiting.text.contains("data-status=\"created\""), "{}", waiting.text);
+        assert!(!waiting.text.contains("class=\"download\""), "no download before it is written");
+        let _worker = crate::webhooks::start_worker(&app);
+        let written = follow(&mut admin, &app, &export_path).await;
+        assert!(written.text.contains("data-status=\"completed\""), "{}", written.text);
+        let link = format!("/api/projects/{p}/exports/{sid}/download?exportType=JSON");
+        assert!(written.text.contains(&format!("href=\"{link}\" class=\"download\"")), "{}", written.text);
+        let downloaded = admin.get(&app, &link).await;
+        assert_eq!(downloaded.status, StatusCode::OK);
+        assert_eq!(downloaded.body.as_array().map(Vec::len), Some(3), "{}", downloaded.text);
+        // A second snapshot of only annotated tasks has none.
+        admin.post_form(&app, &export_path, &[("csrf_token", &csrf), ("op", "snapshot"), ("only_with_annotations", "1")]).await;
+        follow(&mut admin, &app, &export_path).await;
+        let listed = app.get(&format!("/api/projects/{p}/exports"), &app.owner).await.expect(StatusCode::OK);
+        let second = listed.as_array().expect("list").iter().find(|s| s["id"] != json!(sid)).expect("second snapshot")["id"].as_i64().expect("id");
+        let only_annotated = admin.get(&app, &format!("/api/projects/{p}/exports/{second}/download?exportType=JSON")).await;
+        assert_eq!(only_annotated.body, json!([]), "{}", only_annotated.text);
+        // Delete: gone from the API too; a snapshot that does not exist is a 404.
+        let deleted = admin.post_form(&app, &export_path, &[("csrf_token", &csrf), ("op", "delete"), ("snapshot", &sid.to_string())]).await;
+        assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+        app.get(&format!("/api/projects/{p}/exports/{sid}"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let again = admin.post_form(&app, &export_path, &[("csrf_token", &csrf), ("op", "delete"), ("snapshot", &sid.to_string())]).await;
+        assert_eq!(again.status, StatusCode::NOT_FOUND);
+        let audit = app.audit_actions(app.org).await;
+        assert!(audit.iter().any(|(a, _, _)| a.contains("export")), "{audit:?}");
+    }
+}
+
+/// The import page lists the project's source storages and starts their sync as the API does,
+/// then follows it until it has ended.
+async fn import_page_syncs_storages(backend: crate::common::Backend) {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    std::fs::create_dir_all(root.join("json")).expect("mkdir");
+    std::fs::write(
+        root.join("json/tasks.json"),
+        json!([{"text": "from storage 1"}, {"text": "from storage 2"}]).to_string(),
+    )
+    .expect("write");
+    let root_text = root.display().to_string();
+    let app = TestApp::with_config(backend, move |c| c.local_files_root = root_text).await;
+    password_user(&app, "sync-admin@example.com", Role::Admin).await;
+    let p = app
+        .mk_project(
+            &app.owner,
+            json!({"label_config": crate::common::TEXT_CONFIG}),
+        )
+        .await;
+    let storage = app
+        .post(
+            "/api/storages/localfiles",
+            &app.owner,
+            json!({"project": p, "title": "Shared drive", "path": root.join("json").display().to_string()}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    let mut admin = Browser::default();
+    admin
+        .sign_in(&app, "sync-admin@example.com", PASSWORD)
+        .await;
+    let csrf = admin.csrf(&app).await;
+    let import_path = format!("/projects/{p}/data/import");
+    let page = admin.get(&app, &import_path).await;
+    assert!(
+        page.text
+            .contains(&format!("data-storage=\"localfiles-{storage}\""))
+            && page.text.contains("Shared drive"),
+        "{}",
+        page.text
+    );
+    let sync_path = format!("/projects/{p}/data/import/sync");
+    // Refused: a forged form, and a storage that is not this project's.
+    let forged = admin
+        .post_form(
+            &app,
+            &sync_path,
+            &[
+                ("csrf_token", "forged"),
+                ("type", "localfiles"),
+                ("storage", &storage.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let other = admin
+        .post_form(
+            &app,
+            &sync_path,
+            &[
+                ("csrf_token", &csrf),
+                ("type", "s3"),
+                ("storage", &storage.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(task_total(&app, p).await, 0);
+    let started = admin
+        .post_form(
+            &app,
+            &sync_path,
+            &[
+                ("csrf_token", &csrf),
+                ("type", "localfiles"),
+                ("storage", &storage.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (started.status, location(&started)),
+        (StatusCode::SEE_OTHER, format!("{import_path}?sync=1"))
+    );
+    let queued = admin.get(&app, &format!("{import_path}?sync=1")).await;
+    assert!(
+        queued.text.contains("http-equiv=\"refresh\"") && queued.text.contains(">queued"),
+        "{}",
+        queued.text
+    );
+    let _worker = crate::webhooks::start_worker(&app);
+    let synced = follow(&mut admin, &app, &format!("{import_path}?sync=1")).await;
+    assert!(synced.text.contains(">completed"), "{}", synced.text);
+    assert_eq!(task_total(&app, p).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_page_syncs_storages_sqlite() {
+    import_page_syncs_storages(crate::common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_page_syncs_storages_postgres() {
+    import_page_syncs_storages(crate::common::Backend::Postgres).await;
 }

@@ -134,7 +134,18 @@ pub async fn export_formats(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Vec<Value>>> {
     let project = projects::get_row(&state.db, &actor, id, Permission::ProjectView).await?;
-    let mut formats: Vec<Value> = ExportFormat::ALL
+    Ok(Json(
+        formats_of(&project)
+            .into_iter()
+            .map(|(format, _)| format)
+            .collect(),
+    ))
+}
+
+/// The export formats offered for `project` as `/export/formats` lists them, each with the
+/// reason it is disabled (the refusal an export in it would answer), the ones that fit first.
+pub fn formats_of(project: &projects::ProjectRow) -> Vec<(Value, Option<String>)> {
+    let mut formats: Vec<(Value, Option<String>)> = ExportFormat::ALL
         .iter()
         .map(|format| {
             let (title, description, tags): (&str, &str, &[&str]) = match format {
@@ -148,19 +159,23 @@ pub async fn export_formats(
                 ExportFormat::Converted(Target::Yolo) => ("YOLO", "One text file per image with each object's class and box (centre, width, height), plus classes.txt (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
                 ExportFormat::Converted(Target::YoloObb) => ("YOLOv8 OBB", "One text file per image with each object's class and the four corners of its box, normalised to 0-1, so rotated objects keep their angle (zip archive; images are not included).", &["image segmentation", "object detection"]),
             };
-            serde_json::json!({
-                "name": format.name(),
-                "title": title,
-                "description": description,
-                "link": "",
-                "tags": tags,
-                "disabled": format.check(&project).is_err(),
-            })
+            let refusal = format.check(project).err().map(|e| e.detail);
+            (
+                serde_json::json!({
+                    "name": format.name(),
+                    "title": title,
+                    "description": description,
+                    "link": "",
+                    "tags": tags,
+                    "disabled": refusal.is_some(),
+                }),
+                refusal,
+            )
         })
         .collect();
     // Label Studio lists the formats that fit first.
-    formats.sort_by_key(|f| f["disabled"].as_bool().unwrap_or(false));
-    Ok(Json(formats))
+    formats.sort_by_key(|(_, refusal)| refusal.is_some());
+    formats
 }
 
 /// Lists the project's export snapshots.
@@ -195,8 +210,23 @@ pub async fn create_snapshot(
             }
         }
     };
+    Ok((
+        StatusCode::CREATED,
+        Json(start_snapshot(&state, &actor, id, &body).await?),
+    ))
+}
+
+/// Records an export snapshot of project `id` with the options of `body` and queues the job
+/// that writes it: `POST /api/projects/{id}/exports`, also used by the data manager's export
+/// page.
+pub async fn start_snapshot(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<SnapshotView> {
     let job = crate::jobs::new_id();
-    let snapshot = snapshots::create(&state.db, &actor, id, &body, &job).await?;
+    let snapshot = snapshots::create(&state.db, actor, id, body, &job).await?;
     if let Err(e) =
         crate::exports::enqueue_snapshot(&state.jobs, actor.org_id, snapshot.id, &job).await
     {
@@ -204,7 +234,7 @@ pub async fn create_snapshot(
         snapshots::fail(&state.db, snapshot.id, ExportFormat::Json, &job, &why).await?;
         return Err(ApiError::new(ErrorCode::Unavailable, why));
     }
-    Ok((StatusCode::CREATED, Json(snapshot)))
+    Ok(snapshot)
 }
 
 /// One export snapshot.

@@ -126,18 +126,12 @@ pub async fn import_tasks(
     if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(request, &state)
             .await
-            .map_err(|e| {
-                ApiError::bad_request(
-                    ErrorCode::InvalidImport,
-                    format!("invalid multipart body: {}", e.body_text()),
-                )
-            })?;
-        while let Some(field) = multipart.next_field().await.map_err(|e| {
-            ApiError::bad_request(
-                ErrorCode::InvalidImport,
-                format!("invalid multipart body: {}", e.body_text()),
-            )
-        })? {
+            .map_err(|e| multipart_error(&e.body_text()))?;
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| multipart_error(&e.body_text()))?
+        {
             let Some(name) = field.file_name().map(str::to_string) else {
                 continue;
             };
@@ -194,16 +188,70 @@ pub async fn import_tasks(
         }
         file.flush().await.map_err(ApiError::internal)?;
     }
-    if run_async {
+    let run = ImportRun {
+        return_task_ids: return_ids,
+        run_async,
+        url: url_to_fetch,
+        options,
+    };
+    match commit(&state, &actor, id, spool, run).await? {
+        ImportOutcome::Queued { import, job } => Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({"import": import, "job": job})),
+        )
+            .into_response()),
+        ImportOutcome::Done(summary) => Ok((StatusCode::CREATED, Json(summary)).into_response()),
+    }
+}
+
+/// The refusal of a multipart body that cannot be read.
+pub fn multipart_error(why: &str) -> ApiError {
+    ApiError::bad_request(
+        ErrorCode::InvalidImport,
+        format!("invalid multipart body: {why}"),
+    )
+}
+
+/// How a received import is run.
+pub struct ImportRun {
+    /// Answer (synchronous) or record (job) the new tasks' ids.
+    pub return_task_ids: bool,
+    /// Run it as a job (`async=true`).
+    pub run_async: bool,
+    /// A URL the job fetches instead of stored files (a job only).
+    pub url: Option<String>,
+    /// `preannotated_from_fields` and the like.
+    pub options: ImportOptions,
+}
+
+/// What [`commit`] did.
+pub enum ImportOutcome {
+    /// A synchronous import wrote its tasks.
+    Done(ImportSummary),
+    /// An import run as a job was stored and queued.
+    Queued { import: i64, job: String },
+}
+
+/// Imports what `spool` received into `project`, now or as a job (`run.run_async`): the one
+/// path of `POST /api/projects/{id}/import` after its body is read, also taken by the data
+/// manager's import page. A failed import leaves nothing (the spool removes its files).
+pub async fn commit(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    mut spool: Spool,
+    run: ImportRun,
+) -> ApiResult<ImportOutcome> {
+    if run.run_async {
         // The import owns the files stored so far (the job records them as uploads, or
         // removes them when the import fails).
         let request = crate::storage::imports::ImportRequest {
-            return_task_ids: return_ids,
-            url: url_to_fetch,
-            preannotated_from_fields: options.preannotated_from_fields,
+            return_task_ids: run.return_task_ids,
+            url: run.url,
+            preannotated_from_fields: run.options.preannotated_from_fields,
         };
         let import =
-            crate::storage::imports::create(&state.db, &actor, id, &spool.sources, &request)
+            crate::storage::imports::create(&state.db, actor, project, &spool.sources, &request)
                 .await?;
         spool.keep = true;
         drop(spool);
@@ -213,30 +261,26 @@ pub async fn import_tasks(
                 let why = format!("the job queue did not take the import: {e}");
                 let stored =
                     crate::storage::imports::finish(&state.db, import, Err(why.clone())).await?;
-                crate::storage::uploads::remove_files(&state.config.data_dir, id, stored);
+                crate::storage::uploads::remove_files(&state.config.data_dir, project, stored);
                 return Err(ApiError::new(ErrorCode::Unavailable, why));
             }
         };
         crate::storage::imports::set_job(&state.db, import, &job).await?;
-        return Ok((
-            StatusCode::CREATED,
-            Json(serde_json::json!({"import": import, "job": job})),
-        )
-            .into_response());
+        return Ok(ImportOutcome::Queued { import, job });
     }
     let mut summary = tasks::import_opts(
         &state.db,
-        &actor,
-        id,
+        actor,
+        project,
         &spool.sources,
         true,
         tasks::Claim::None,
-        &options,
+        &run.options,
     )
     .await?;
     spool.keep = true;
     drop(spool);
-    let created = if return_ids {
+    let created = if run.return_task_ids {
         summary.task_ids.clone().unwrap_or_default()
     } else {
         summary.task_ids.take().unwrap_or_default()
@@ -245,12 +289,12 @@ pub async fn import_tasks(
         &state.db,
         &state.jobs,
         actor.org_id,
-        id,
+        project,
         created,
         summary.annotation_count > 0,
     )
     .await;
-    Ok((StatusCode::CREATED, Json(summary)).into_response())
+    Ok(ImportOutcome::Done(summary))
 }
 
 /// An import run as a job: its status (`created`, `in_progress`, `completed`, `failed`), the

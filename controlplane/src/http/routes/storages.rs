@@ -140,10 +140,42 @@ pub async fn sync_local(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<LocalStorageView>> {
+    Ok(Json(storages::view(&local_sync(&state, &actor, id).await?)))
+}
+
+/// Queues the sync of local-files import storage `id` (what `POST …/localfiles/{id}/sync` does).
+async fn local_sync(state: &AppState, actor: &Actor, id: i64) -> ApiResult<LocalStorageRow> {
     let job_id = uuid::Uuid::new_v4().to_string();
-    let row = storages::queue_sync(&state.db, &actor, Direction::Import, id, &job_id).await?;
+    let row = storages::queue_sync(&state.db, actor, Direction::Import, id, &job_id).await?;
     localfiles::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
-    Ok(Json(storages::view(&row)))
+    Ok(row)
+}
+
+/// Starts the sync of the import storage of type `kind` (`localfiles`, `s3`, `gcs`, `azure`)
+/// and id `id`, exactly as `POST /api/storages/{kind}/{id}/sync` does; answers the storage as
+/// that endpoint does. For the data manager's import page.
+pub async fn start_import_sync(
+    state: &AppState,
+    actor: &Actor,
+    kind: &str,
+    id: i64,
+) -> ApiResult<Value> {
+    if kind == localfiles::KIND {
+        let row = local_sync(state, actor, id).await?;
+        return serde_json::to_value(storages::view(&row)).map_err(ApiError::internal);
+    }
+    let provider = Provider::from_kind(kind).ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::ValidationError,
+            "type",
+            format!("{kind:?} is not a storage type (localfiles, s3, gcs, azure)"),
+        )
+    })?;
+    Ok(
+        queue_cloud_sync(state, actor, provider, Direction::Import, id)
+            .await?
+            .view_value(),
+    )
 }
 
 /// The local-files export storages of a project (plain list, oldest first).
@@ -355,19 +387,30 @@ async fn cloud_sync<V: CloudView>(
     direction: Direction,
     id: i64,
 ) -> ApiResult<Json<V>> {
+    let row = queue_cloud_sync(state, actor, V::PROVIDER, direction, id).await?;
+    Ok(Json(V::of(&row)))
+}
+
+/// Queues the sync of cloud storage `id` of `provider`.
+async fn queue_cloud_sync(
+    state: &AppState,
+    actor: &Actor,
+    provider: Provider,
+    direction: Direction,
+    id: i64,
+) -> ApiResult<cloudstorages::CloudStorageRow> {
     let job_id = uuid::Uuid::new_v4().to_string();
-    let row =
-        cloudstorages::queue_sync(&state.db, actor, V::PROVIDER, direction, id, &job_id).await?;
+    let row = cloudstorages::queue_sync(&state.db, actor, provider, direction, id, &job_id).await?;
     crate::cloud::enqueue_sync(
         &state.jobs,
-        V::PROVIDER,
+        provider,
         row.organization_id,
         id,
         actor.user_id,
         &job_id,
     )
     .await?;
-    Ok(Json(V::of(&row)))
+    Ok(row)
 }
 
 /// The seven handlers of one provider and direction: list, create, validate, get, change,
@@ -593,6 +636,19 @@ async fn all_storages(
     params: &StorageListParams,
 ) -> ApiResult<Json<Vec<Value>>> {
     let project = required_project(params)?;
+    Ok(Json(
+        project_storages(state, actor, direction, project).await?,
+    ))
+}
+
+/// Every storage of `direction` of `project`, each as its type's view (local files first, then
+/// S3, GCS, Azure; oldest first within a type): what `GET /api/storages` lists.
+pub async fn project_storages(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    project: i64,
+) -> ApiResult<Vec<Value>> {
     let local = storages::list(&state.db, actor, direction, project).await?;
     let cloud = cloudstorages::list(&state.db, actor, None, direction, project).await?;
     let mut all: Vec<Value> = local
@@ -607,7 +663,7 @@ async fn all_storages(
                 .map(|r| r.view_value()),
         );
     }
-    Ok(Json(all))
+    Ok(all)
 }
 
 /// Every import storage of a project, of every type (local files first, then S3, GCS, Azure;

@@ -9,6 +9,7 @@
 mod account;
 mod dashboard;
 mod data;
+mod io;
 mod members;
 mod pages;
 mod review;
@@ -76,6 +77,25 @@ pub fn router() -> Router<AppState> {
         .route(
             "/projects/{id}/data",
             get(data::data_page).post(data::data_post),
+        )
+        .route(
+            "/projects/{id}/data/import",
+            get(io::import_page)
+                .post(io::import_post)
+                // Uploads are streamed to disk and capped by import_max_bytes, as the API's.
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/projects/{id}/data/import/sync",
+            axum::routing::post(io::sync_post),
+        )
+        .route(
+            "/projects/{id}/data/import/{import}",
+            get(io::import_status_page),
+        )
+        .route(
+            "/projects/{id}/data/export",
+            get(io::export_page).post(io::export_post),
         )
         .route(
             "/projects/{id}/settings",
@@ -255,6 +275,18 @@ fn templates() -> &'static minijinja::Environment<'static> {
             (
                 "dashboard.html",
                 include_str!("../../../ui/templates/dashboard.html"),
+            ),
+            (
+                "import.html",
+                include_str!("../../../ui/templates/import.html"),
+            ),
+            (
+                "import_status.html",
+                include_str!("../../../ui/templates/import_status.html"),
+            ),
+            (
+                "export.html",
+                include_str!("../../../ui/templates/export.html"),
             ),
         ] {
             if let Err(e) = env.add_template(name, source) {
@@ -516,6 +548,9 @@ mod tests {
             "review.html",
             "dashboard.html",
             "members.html",
+            "import.html",
+            "import_status.html",
+            "export.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }

@@ -644,6 +644,8 @@ pub(super) fn project_header(p: &projects::ProjectView, role: Role) -> Value {
         "can_change": role >= Permission::ProjectChange.minimum_role(),
         "can_review": role >= Permission::ReviewCreate.minimum_role(),
         "can_dashboard": role >= Permission::AgreementView.minimum_role(),
+        "can_import": role >= Permission::TaskManage.minimum_role(),
+        "can_export": role >= Permission::ExportRun.minimum_role(),
     })
 }
 
