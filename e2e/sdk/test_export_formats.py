@@ -450,3 +450,93 @@ def test_brush_formats_follow_the_label_config(verity, api_key, brush_project, b
     assert boxes["BRUSH_TO_NUMPY"] is True and boxes["BRUSH_TO_PNG"] is True, boxes
     r = export_direct(verity, api_key, boxes_project.id, "BRUSH_TO_PNG")
     assert r.status_code == 400 and r.json()["code"] == "export_format_unsupported", r.text
+
+
+AUDIO_CONFIG = """<View><Audio name="audio" value="$audio"/>
+  <TextArea name="transcription" toName="audio"/></View>"""
+
+
+def wav_file(rate, channels, width, frames):
+    import wave
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(b"\0" * (frames * channels * width))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def audio_project(verity, api_key, admin_client):
+    p = make_project(admin_client, AUDIO_CONFIG, "Audio")
+    files = [("talk one.wav", wav_file(8000, 1, 2, 12000)), ("stereo.wav", wav_file(44100, 2, 2, 22050)),
+             ("odd.wav", wav_file(16000, 1, 1, 12345))]
+    r = requests.post(f"{verity.base_url}/api/projects/{p.id}/import",
+                      files=[("file", (name, data, "audio/wav")) for name, data in files],
+                      headers=headers(verity, api_key), timeout=60)
+    assert r.status_code == 201, r.text
+    texts = ["hello \"world\"", "naïve café — 😀", "line\nbreak\ttab", "second take"]
+    for n, task in enumerate(admin_client.tasks.list(project=p.id)):
+        for a in range(1 + (n % 2)):
+            admin_client.annotations.create(id=task.id, result=[
+                {"id": f"t{n}{a}", "from_name": "transcription", "to_name": "audio", "type": "textarea",
+                 "value": {"text": [texts[(n + a) % len(texts)]]}}])
+    remote = admin_client.tasks.create(project=p.id, data={"audio": "https://audio.example.invalid/x/remote.wav"})
+    admin_client.annotations.create(id=remote.id, result=[
+        {"id": "r", "from_name": "transcription", "to_name": "audio", "type": "textarea", "value": {"text": ["far"]}}])
+    yield p
+    admin_client.projects.delete(p.id)
+
+
+def asr_reference(verity, tasks_json):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "export.json")
+        with open(src, "w") as f:
+            json.dump(tasks_json, f)
+        out = os.path.join(tmp, "out")
+        os.makedirs(out)
+        # The converter reads Verity's uploads where Label Studio keeps its own: <upload dir>/<project>/<file>.
+        Converter(config=AUDIO_CONFIG, project_dir=None, upload_dir=os.path.join(verity.data_dir, "upload"),
+                  download_resources=True).convert(src, out, "ASR_MANIFEST", is_dir=False)
+        with open(os.path.join(out, "manifest.json"), encoding="utf8") as fh:
+            return fh.read().splitlines()
+
+
+def check_manifest(verity, data, tasks_json):
+    ours, dirs = unzip(data)
+    assert set(ours) == {"manifest.json"} and dirs == {"audio/"}, (sorted(ours), dirs)
+    lines = ours["manifest.json"].decode("ascii").splitlines()
+    # Audio on other servers is not read: its line has no duration (the converter downloads it,
+    # here it cannot, and leaves the line out).
+    remote = [line for line in lines if json.loads(line)["duration"] is None]
+    assert [json.loads(line)["audio_filepath"] for line in remote] == ["audio/remote.wav"], lines
+    theirs = asr_reference(verity, tasks_json)
+    assert len(theirs) >= 4
+    assert [line for line in lines if line not in remote] == theirs
+
+
+def test_asr_manifest_matches_the_converter(verity, api_key, audio_project):
+    r = export_direct(verity, api_key, audio_project.id, "ASR_MANIFEST")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    check_manifest(verity, r.content, verity_json(verity, api_key, audio_project.id))
+
+
+def test_asr_snapshot_conversion_matches_the_converter(verity, admin_client, audio_project):
+    data, source = export_snapshot(admin_client, audio_project.id, "ASR_MANIFEST")
+    check_manifest(verity, data, source)
+
+
+@pytest.mark.parametrize("config", [BOXES_CONFIG, KEYPOINTS_CONFIG, TEXT_CONFIG, BRUSH_CONFIG, AUDIO_CONFIG])
+def test_enabled_formats_are_the_converters(verity, api_key, admin_client, config):
+    p = make_project(admin_client, config, "Formats")
+    try:
+        r = requests.get(f"{verity.base_url}/api/projects/{p.id}/export/formats",
+                         headers=headers(verity, api_key), timeout=30)
+        assert r.status_code == 200, r.text
+        listed = {f["name"]: f["disabled"] for f in r.json()}
+        theirs = set(Converter(config=config, project_dir=None).supported_formats)
+        assert {name for name, off in listed.items() if not off} == theirs & set(listed), listed
+    finally:
+        admin_client.projects.delete(p.id)
