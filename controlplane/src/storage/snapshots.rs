@@ -803,26 +803,16 @@ async fn for_each_task(
     mut out: Option<&mut ChunkWriter<'_>>,
     mut f: impl FnMut(Value) -> Result<Vec<u8>, String>,
 ) -> Result<(), WriteError> {
-    let mut splitter = JsonSplitter::new();
-    for seq in 0..source.chunks {
-        let chunk = read_chunk(db, source, seq).await?;
-        let mut tasks = Vec::new();
-        splitter.feed(&chunk, &mut tasks).map_err(|e| {
-            WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}"))
-        })?;
-        for raw in tasks {
-            let task: Value = serde_json::from_slice(&raw).map_err(|e| {
-                WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}"))
-            })?;
+    let mut tasks = TaskReader::new(source);
+    while let Some(batch) = tasks.next(db).await? {
+        for task in batch {
             let bytes = f(task).map_err(WriteError::Failed)?;
             if let Some(out) = out.as_deref_mut() {
                 out.write(&bytes).await?;
             }
         }
     }
-    splitter
-        .finish()
-        .map_err(|e| WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}")))
+    Ok(())
 }
 
 /// A completed, stored file of a snapshot.
