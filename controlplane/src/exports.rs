@@ -13,7 +13,7 @@ use crate::{
     jobs::{Jobs, NewJob, State, worker::Handlers},
     storage::{
         Db,
-        export::ExportFormat,
+        export::{ExportFormat, MediaFiles},
         snapshots::{self, WriteError, Writer},
     },
 };
@@ -67,7 +67,7 @@ pub async fn enqueue_conversion(
 }
 
 /// Registers `export.snapshot` and `export.convert`.
-pub fn register(db: Db, handlers: Handlers) -> Handlers {
+pub fn register(db: Db, media: MediaFiles, handlers: Handlers) -> Handlers {
     let db2 = db.clone();
     handlers
         .on(SNAPSHOT, move |job| {
@@ -77,11 +77,12 @@ pub fn register(db: Db, handlers: Handlers) -> Handlers {
                     .as_i64()
                     .ok_or("the job has no snapshot id")?;
                 let last = job.leased.attempt >= job.leased.max_attempts;
-                run(&db, &job.leased.id, id, ExportFormat::Json, last).await
+                run(&db, &job.leased.id, id, ExportFormat::Json, last, None).await
             }
         })
         .on(CONVERT, move |job| {
             let db = db2.clone();
+            let media = media.clone();
             async move {
                 let id = job.leased.payload["snapshot"]
                     .as_i64()
@@ -92,7 +93,7 @@ pub fn register(db: Db, handlers: Handlers) -> Handlers {
                     .filter(|f| *f != ExportFormat::Json)
                     .ok_or("the job has no format to convert to")?;
                 let last = job.leased.attempt >= job.leased.max_attempts;
-                run(&db, &job.leased.id, id, format, last).await
+                run(&db, &job.leased.id, id, format, last, Some(&media)).await
             }
         })
 }
@@ -103,6 +104,7 @@ async fn run(
     id: i64,
     format: ExportFormat,
     last: bool,
+    media: Option<&MediaFiles>,
 ) -> Result<Value, String> {
     let Some(target) = snapshots::by_id(db, id).await.map_err(|e| e.detail)? else {
         return Ok(json!({"skipped": "the export is gone"}));
@@ -121,7 +123,8 @@ async fn run(
     let written = if format == ExportFormat::Json {
         snapshots::write_json(db, &writer, &target).await
     } else {
-        snapshots::write_conversion(db, &writer, &target).await
+        let media = media.cloned().unwrap_or_default();
+        snapshots::write_conversion(db, &writer, &target, &media).await
     };
     match written {
         Ok(()) => Ok(json!({"status": "completed", "export_type": snapshots::format_name(format)})),

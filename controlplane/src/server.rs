@@ -387,7 +387,11 @@ pub fn handlers(
     let handlers = crate::localfiles::register(db.clone(), jobs.clone(), config.clone(), handlers);
     let handlers =
         crate::cloud::register(db.clone(), jobs.clone(), config.clone(), sealer, handlers);
-    let handlers = crate::exports::register(db.clone(), handlers);
+    let handlers = crate::exports::register(
+        db.clone(),
+        crate::storage::export::MediaFiles::from_config(config),
+        handlers,
+    );
     let handlers = crate::agreement::register(db.clone(), handlers);
     Ok(crate::imports::register(
         db.clone(),

@@ -1,10 +1,12 @@
-"""Converter export formats (YOLO, YOLO_OBB, COCO, VOC, CONLL2003) against Label Studio's converter.
+"""Converter export formats (YOLO, YOLO_OBB, COCO, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG)
+against Label Studio's converter.
 
 Each test builds a project with generated annotations through the SDK, exports a format from
 Verity (the direct ``GET /export?exportType=`` and a snapshot conversion downloaded through the
 SDK), runs ``label_studio_sdk.converter`` on Verity's own JSON export of the same project, and
 compares the files: the same names; JSON equal (floats within 1e-9); YOLO lines equal within
-float tolerance; VOC XML elements equal; CoNLL lines equal. Fields skipped on purpose (ADR 0046): the timestamps
+float tolerance; VOC XML elements equal; CoNLL lines equal; brush masks equal pixel for pixel
+(``.npy`` files byte for byte). Fields skipped on purpose (ADR 0046): the timestamps
 of ``notes.json`` / COCO ``info`` (``year``, ``date_created``).
 
 The converter runs as Label Studio's server runs it for label-only formats: without downloading
@@ -25,9 +27,11 @@ import time
 import xml.etree.ElementTree as ET
 import zipfile
 
+import numpy as np
 import pytest
 import requests
-from label_studio_sdk.converter import Converter
+from label_studio_sdk.converter import Converter, brush
+from PIL import Image
 
 TOL = 1e-9
 
@@ -48,6 +52,11 @@ KEYPOINTS_CONFIG = """<View>
   <KeyPointLabels name="kp" toName="image">
     <Label value="eye" model_index="0"/><Label value="nose" model_index="1"/><Label value="ear" model_index="2"/>
   </KeyPointLabels>
+</View>"""
+
+BRUSH_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <BrushLabels name="tag" toName="image"><Label value="Road"/><Label value="Sky/Cloud"/><Label value="Tree"/></BrushLabels>
 </View>"""
 
 TEXT_CONFIG = """<View><Text name="text" value="$text"/>
@@ -171,6 +180,8 @@ def reference(config, tasks_json, fmt):
         with open(src, "w") as f:
             json.dump(tasks_json, f)
         out = os.path.join(tmp, "out")
+        # Label Studio hands the converter an existing directory (the brush export needs one).
+        os.makedirs(out)
         Converter(config=config, project_dir=None, download_resources=False,
                   hostname="http://verity.invalid", access_token="token").convert(src, out, fmt, is_dir=False)
         files, dirs = {}, set()
@@ -354,3 +365,178 @@ def test_formats_follow_the_label_config(verity, api_key, admin_client, boxes_pr
         assert boxes["CONLL2003"] is True
     finally:
         admin_client.projects.delete(text.id)
+
+
+def random_mask(rng, w, h):
+    """A mask of a few filled rectangles (0 or 255, and some odd values), as brushes paint."""
+    mask = np.zeros((h, w), dtype=np.uint8)
+    for _ in range(rng.randint(1, 4)):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        mask[y0:y0 + rng.randint(1, h), x0:x0 + rng.randint(1, w)] = rng.choice([255, 255, 128, 7])
+    return mask
+
+
+def fill_brush(ls, project_id, rng):
+    for n in range(3):
+        task = ls.tasks.create(project=project_id, data={"image": f"https://img.example.com/seg/{n}.png"})
+        w, h = rng.choice([(37, 23), (64, 48), (5, 300)])
+        for a in range(1 + (n % 2)):
+            result = []
+            # Several regions of the same label, a region with two labels, one with none.
+            for k, labels in enumerate([["Road"], ["Road"], ["Sky/Cloud"], ["Tree", "Road"], []][: 2 + n + a]):
+                rle = brush.mask2rle(random_mask(rng, w, h))
+                result.append(region(f"m{n}{a}{k}", "tag", "brushlabels",
+                                     {"format": "rle", "rle": rle, "brushlabels": labels}, w, h))
+            ls.annotations.create(id=task.id, result=result)
+    ls.tasks.create(project=project_id, data={"image": "https://img.example.com/seg/empty.png"})
+
+
+@pytest.fixture(scope="module")
+def brush_project(admin_client):
+    p = make_project(admin_client, BRUSH_CONFIG, "Brush")
+    fill_brush(admin_client, p.id, random.Random(50))
+    yield p
+    admin_client.projects.delete(p.id)
+
+
+def compare_masks(fmt, ours_zip, tasks_json):
+    ours, our_dirs = unzip(ours_zip)
+    theirs, their_dirs = reference(BRUSH_CONFIG, tasks_json, fmt)
+    assert set(ours) == set(theirs), f"{fmt}: files {sorted(ours)} != {sorted(theirs)}"
+    assert our_dirs == their_dirs == set()
+    assert len(theirs) >= 8, sorted(theirs)
+    for name, data in theirs.items():
+        if fmt == "BRUSH_TO_NUMPY":
+            a, b = np.load(io.BytesIO(ours[name])), np.load(io.BytesIO(data))
+            assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape, name
+            assert np.array_equal(a, b), name
+            assert ours[name] == data, f"{name}: the .npy bytes differ"
+        else:
+            with Image.open(io.BytesIO(ours[name])) as a, Image.open(io.BytesIO(data)) as b:
+                assert (a.mode, a.size) == (b.mode, b.size) == ("L", b.size), name
+                assert np.array_equal(np.asarray(a), np.asarray(b)), name
+    return ours
+
+
+@pytest.mark.parametrize("fmt", ["BRUSH_TO_NUMPY", "BRUSH_TO_PNG"])
+def test_brush_masks_match_the_converter(verity, api_key, brush_project, fmt):
+    r = export_direct(verity, api_key, brush_project.id, fmt)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    files = compare_masks(fmt, r.content, verity_json(verity, api_key, brush_project.id))
+    assert any("-tag-Sky-Cloud-0." in n for n in files), sorted(files)
+    assert any("-tag-Road-1." in n for n in files), sorted(files)
+
+
+@pytest.mark.parametrize("fmt", ["BRUSH_TO_NUMPY", "BRUSH_TO_PNG"])
+def test_brush_snapshot_conversion_matches_the_converter(admin_client, brush_project, fmt):
+    data, source = export_snapshot(admin_client, brush_project.id, fmt)
+    compare_masks(fmt, data, source)
+
+
+def test_brush_formats_follow_the_label_config(verity, api_key, brush_project, boxes_project):
+    def formats(pid):
+        r = requests.get(f"{verity.base_url}/api/projects/{pid}/export/formats",
+                         headers=headers(verity, api_key), timeout=30)
+        assert r.status_code == 200, r.text
+        return {f["name"]: f.get("disabled", False) for f in r.json()}
+
+    theirs = set(Converter(config=BRUSH_CONFIG, project_dir=None).supported_formats)
+    assert {"BRUSH_TO_NUMPY", "BRUSH_TO_PNG"} <= theirs
+    listed = formats(brush_project.id)
+    assert listed["BRUSH_TO_NUMPY"] is False and listed["BRUSH_TO_PNG"] is False, listed
+    assert listed["YOLO"] is True and listed["COCO"] is True, listed
+    boxes = formats(boxes_project.id)
+    assert boxes["BRUSH_TO_NUMPY"] is True and boxes["BRUSH_TO_PNG"] is True, boxes
+    r = export_direct(verity, api_key, boxes_project.id, "BRUSH_TO_PNG")
+    assert r.status_code == 400 and r.json()["code"] == "export_format_unsupported", r.text
+
+
+AUDIO_CONFIG = """<View><Audio name="audio" value="$audio"/>
+  <TextArea name="transcription" toName="audio"/></View>"""
+
+
+def wav_file(rate, channels, width, frames):
+    import wave
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(b"\0" * (frames * channels * width))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def audio_project(verity, api_key, admin_client):
+    p = make_project(admin_client, AUDIO_CONFIG, "Audio")
+    files = [("talk one.wav", wav_file(8000, 1, 2, 12000)), ("stereo.wav", wav_file(44100, 2, 2, 22050)),
+             ("odd.wav", wav_file(16000, 1, 1, 12345))]
+    r = requests.post(f"{verity.base_url}/api/projects/{p.id}/import",
+                      files=[("file", (name, data, "audio/wav")) for name, data in files],
+                      headers=headers(verity, api_key), timeout=60)
+    assert r.status_code == 201, r.text
+    texts = ["hello \"world\"", "naïve café — 😀", "line\nbreak\ttab", "second take"]
+    for n, task in enumerate(admin_client.tasks.list(project=p.id)):
+        for a in range(1 + (n % 2)):
+            admin_client.annotations.create(id=task.id, result=[
+                {"id": f"t{n}{a}", "from_name": "transcription", "to_name": "audio", "type": "textarea",
+                 "value": {"text": [texts[(n + a) % len(texts)]]}}])
+    remote = admin_client.tasks.create(project=p.id, data={"audio": "https://audio.example.invalid/x/remote.wav"})
+    admin_client.annotations.create(id=remote.id, result=[
+        {"id": "r", "from_name": "transcription", "to_name": "audio", "type": "textarea", "value": {"text": ["far"]}}])
+    yield p
+    admin_client.projects.delete(p.id)
+
+
+def asr_reference(verity, tasks_json):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "export.json")
+        with open(src, "w") as f:
+            json.dump(tasks_json, f)
+        out = os.path.join(tmp, "out")
+        os.makedirs(out)
+        # The converter reads Verity's uploads where Label Studio keeps its own: <upload dir>/<project>/<file>.
+        Converter(config=AUDIO_CONFIG, project_dir=None, upload_dir=os.path.join(verity.data_dir, "upload"),
+                  download_resources=True).convert(src, out, "ASR_MANIFEST", is_dir=False)
+        with open(os.path.join(out, "manifest.json"), encoding="utf8") as fh:
+            return fh.read().splitlines()
+
+
+def check_manifest(verity, data, tasks_json):
+    ours, dirs = unzip(data)
+    assert set(ours) == {"manifest.json"} and dirs == {"audio/"}, (sorted(ours), dirs)
+    lines = ours["manifest.json"].decode("ascii").splitlines()
+    # Audio on other servers is not read: its line has no duration (the converter downloads it,
+    # here it cannot, and leaves the line out).
+    remote = [line for line in lines if json.loads(line)["duration"] is None]
+    assert [json.loads(line)["audio_filepath"] for line in remote] == ["audio/remote.wav"], lines
+    theirs = asr_reference(verity, tasks_json)
+    assert len(theirs) >= 4
+    assert [line for line in lines if line not in remote] == theirs
+
+
+def test_asr_manifest_matches_the_converter(verity, api_key, audio_project):
+    r = export_direct(verity, api_key, audio_project.id, "ASR_MANIFEST")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    check_manifest(verity, r.content, verity_json(verity, api_key, audio_project.id))
+
+
+def test_asr_snapshot_conversion_matches_the_converter(verity, admin_client, audio_project):
+    data, source = export_snapshot(admin_client, audio_project.id, "ASR_MANIFEST")
+    check_manifest(verity, data, source)
+
+
+@pytest.mark.parametrize("config", [BOXES_CONFIG, KEYPOINTS_CONFIG, TEXT_CONFIG, BRUSH_CONFIG, AUDIO_CONFIG])
+def test_enabled_formats_are_the_converters(verity, api_key, admin_client, config):
+    p = make_project(admin_client, config, "Formats")
+    try:
+        r = requests.get(f"{verity.base_url}/api/projects/{p.id}/export/formats",
+                         headers=headers(verity, api_key), timeout=30)
+        assert r.status_code == 200, r.text
+        listed = {f["name"]: f["disabled"] for f in r.json()}
+        theirs = set(Converter(config=config, project_dir=None).supported_formats)
+        assert {name for name, off in listed.items() if not off} == theirs & set(listed), listed
+    finally:
+        admin_client.projects.delete(p.id)

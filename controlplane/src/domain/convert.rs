@@ -23,6 +23,12 @@ pub enum Target {
     Voc,
     /// Text spans as CoNLL 2003 token tags (one text file, not an archive).
     Conll2003,
+    /// One NumPy `.npy` array per brush region.
+    BrushNumpy,
+    /// One grayscale PNG per brush region.
+    BrushPng,
+    /// NeMo's JSON-lines manifest of audio transcriptions.
+    AsrManifest,
 }
 
 impl Target {
@@ -34,6 +40,9 @@ impl Target {
             Target::Coco => "COCO",
             Target::Voc => "VOC",
             Target::Conll2003 => "CONLL2003",
+            Target::BrushNumpy => "BRUSH_TO_NUMPY",
+            Target::BrushPng => "BRUSH_TO_PNG",
+            Target::AsrManifest => "ASR_MANIFEST",
         }
     }
 
@@ -198,6 +207,16 @@ impl Schema {
         let boxes = self.has_control("Rectangle") && labels;
         let fits = match target {
             Target::Conll2003 => self.has_input("Text") && labels,
+            Target::AsrManifest => {
+                (self.has_input("Audio") || self.has_input("AudioPlus"))
+                    && self.has_control("TextArea")
+            }
+            Target::BrushNumpy | Target::BrushPng => {
+                image
+                    && (self.has_control("BrushLabels")
+                        || self.has_control("brushlabels")
+                        || self.has_control("Brush") && labels)
+            }
             Target::Voc => image && (rect || boxes),
             Target::Yolo | Target::YoloObb | Target::Coco => {
                 let shapes = image
@@ -215,6 +234,10 @@ impl Schema {
             return Err(match target {
                 Target::Voc => format!("{name} needs an Image with RectangleLabels"),
                 Target::Conll2003 => format!("{name} needs a Text with Labels"),
+                Target::BrushNumpy | Target::BrushPng => {
+                    format!("{name} needs an Image with BrushLabels (or Brush with Labels)")
+                }
+                Target::AsrManifest => format!("{name} needs an Audio with a TextArea"),
                 _ => format!(
                     "{name} needs an Image with RectangleLabels, PolygonLabels or KeyPointLabels (KeyPointLabels together with RectangleLabels)"
                 ),
@@ -336,6 +359,61 @@ pub fn media_name(url: &str) -> String {
     format!("{}__{file}", &hex::encode(digest)[..8])
 }
 
+/// Where the converter copies a task's audio: `audio/<file name>` (an upload's stored name, a
+/// local file's name, or the last segment of a URL's path).
+fn audio_entry(url: &str) -> String {
+    // `urllib.parse.unquote`: %XX escapes only ('+' stays).
+    let unquote = |s: &str| {
+        let kept = s.replace('+', "%2B");
+        url::form_urlencoded::parse(format!("f={kept}").as_bytes())
+            .next()
+            .map_or_else(|| s.to_string(), |(_, v)| v.into_owned())
+    };
+    let file = if let Some(rest) = url.strip_prefix("/data/upload/") {
+        basename(&unquote(rest)).to_string()
+    } else if let Some((_, query)) = url.split_once('?').filter(|_| url.starts_with("/data/")) {
+        let d = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "d")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        basename(&d).to_string()
+    } else {
+        let no_scheme = match url.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+            None => url,
+        };
+        basename(no_scheme.split(['?', '#']).next().unwrap_or_default()).to_string()
+    };
+    format!("audio/{file}")
+}
+
+/// A JSON string as Python's `json.dumps` writes it (`ensure_ascii`: everything past ASCII as
+/// `\uXXXX`, surrogate pairs beyond the BMP).
+pub fn py_json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -356,6 +434,8 @@ struct Item<'a> {
     /// control's tag and the image size copied in.
     outputs: Vec<(String, Vec<Map<String, Value>>)>,
     completed_by: Value,
+    /// The annotation's id (`None` for a task without annotations).
+    annotation_id: Value,
 }
 
 impl Item<'_> {
@@ -389,6 +469,7 @@ fn items<'a>(task: &'a Value, schema: &Schema) -> Vec<Item<'a>> {
             data,
             outputs: Vec::new(),
             completed_by: json!({}),
+            annotation_id: Value::Null,
         }];
     }
     let truthy = |v: Option<&Value>| match v {
@@ -450,6 +531,7 @@ fn items<'a>(task: &'a Value, schema: &Schema) -> Vec<Item<'a>> {
                 data,
                 outputs,
                 completed_by: a.get("completed_by").cloned().unwrap_or(Value::Null),
+                annotation_id: a.get("id").cloned().unwrap_or(Value::Null),
             }
         })
         .collect()
@@ -570,6 +652,8 @@ pub struct Converter {
     images: i64,
     annotations: i64,
     first: bool,
+    /// ASR: the duration of the task's audio, when the caller could read it.
+    duration: Option<f64>,
 }
 
 /// Why a conversion stopped.
@@ -642,7 +726,34 @@ impl Converter {
             images: 0,
             annotations: 0,
             first: true,
+            duration: None,
         })
+    }
+
+    /// The media URL of a task whose file this target reads (the ASR manifest's audio, for
+    /// its duration); `None` for targets that read no media.
+    pub fn media_url(&self, task: &Value) -> Option<String> {
+        if self.target != Target::AsrManifest {
+            return None;
+        }
+        task.get("data")?
+            .get(&self.key)?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// [`Converter::task`] with the duration of the task's audio in seconds (ASR manifest),
+    /// `None` when it could not be read.
+    pub fn task_with_duration(
+        &mut self,
+        task: &Value,
+        duration: Option<f64>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ConvertError> {
+        self.duration = duration;
+        let done = self.task(task, out);
+        self.duration = None;
+        done
     }
 
     /// Passes over the tasks: COCO writes its images first and its annotations after the
@@ -670,6 +781,10 @@ impl Converter {
                 self.zip.dir("images/", out)?;
                 self.zip.begin("result.json", out)?;
                 self.zip.write(b"{\"images\": [", out);
+            }
+            (Target::AsrManifest, 0) => {
+                self.zip.dir("audio/", out)?;
+                self.zip.begin("manifest.json", out)?;
             }
             (Target::Conll2003, _) => out.extend_from_slice(b"-DOCSTART- -X- O\n"),
             (Target::Coco, _) => {
@@ -711,6 +826,19 @@ impl Converter {
                 }
                 Ok(())
             }
+            Target::AsrManifest => {
+                for item in &items {
+                    self.asr(item, out);
+                }
+                Ok(())
+            }
+            Target::BrushNumpy | Target::BrushPng => {
+                let task_id = py_number(task.get("id").unwrap_or(&Value::Null));
+                for item in &items {
+                    self.brush(&task_id, item, out)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -734,10 +862,138 @@ impl Converter {
                 self.zip
                     .write(format!("], \"info\": {info}}}").as_bytes(), out);
             }
-            Target::Voc => {}
+            Target::Voc | Target::BrushNumpy | Target::BrushPng | Target::AsrManifest => {}
             Target::Conll2003 => return Ok(()),
         }
         self.zip.finish(out)?;
+        Ok(())
+    }
+
+    /// One manifest line per annotation: the audio's path in the converter's `audio/` folder,
+    /// its duration (`null` when the file could not be read), the first transcription (the
+    /// first control whose first region has a `text`) and the annotator, written as Python's
+    /// `json.dump` writes them. An annotation without a transcription gives no line.
+    fn asr(&mut self, item: &Item<'_>, out: &mut Vec<u8>) {
+        let Some(url) = item.data.get(&self.key).and_then(Value::as_str) else {
+            return;
+        };
+        let Some(text) = item
+            .outputs
+            .iter()
+            .find_map(|(_, v)| v.first().and_then(|r| r.get("text")))
+        else {
+            return;
+        };
+        let text = match text {
+            Value::Array(list) => match list.first() {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => return,
+            },
+            // Python indexes a string by character.
+            Value::String(s) => match s.chars().next() {
+                Some(c) => c.to_string(),
+                None => return,
+            },
+            _ => return,
+        };
+        let duration = self.duration.map_or_else(|| "null".to_string(), py_float);
+        let line = format!(
+            "{{\"audio_filepath\": {}, \"duration\": {duration}, \"text\": {}, \"annotator\": {}}}\n",
+            py_json_str(&audio_entry(url)),
+            py_json_str(&text),
+            py_json_str(&item.annotator(""))
+        );
+        self.zip.write(line.as_bytes(), out);
+    }
+
+    /// The converter's `brush` export: every brush region with an RLE becomes one file,
+    /// `task-<task>-annotation-<annotation>-by-<annotator>-<from_name>-<labels>-<n>` (`n`
+    /// counts the regions of the same control and labels in the annotation), holding the
+    /// region's mask (the RLE image's alpha channel). A region whose RLE does not match its
+    /// size is left out (the converter stops the whole export there).
+    fn brush(
+        &mut self,
+        task_id: &str,
+        item: &Item<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ConvertError> {
+        let annotation = py_number(&item.annotation_id);
+        // Python's str.isalnum() keeps letters and digits of any script.
+        let email: String = item
+            .annotator("")
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '@' || *c == '.')
+            .collect();
+        for (from_name, results) in &item.outputs {
+            let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+            for result in results {
+                let kind = result
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let key = match kind.as_str() {
+                    "brushlabels" => "brushlabels",
+                    "labels" => "labels",
+                    _ => continue,
+                };
+                let Some(rle) = result.get("rle") else {
+                    continue;
+                };
+                let labels: Vec<String> = match result.get(key).and_then(Value::as_array) {
+                    Some(list) => list
+                        .iter()
+                        .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_string))
+                        .collect(),
+                    None if result.contains_key(key) => Vec::new(),
+                    None => vec!["no_label".into()],
+                };
+                let mut name = format!("{from_name}-{}", labels.join("-"));
+                let counter = counters.entry(name.clone()).or_default();
+                name = format!("{name}-{counter}");
+                *counter += 1;
+                let (Some(width), Some(height)) = (
+                    num(result, "original_width").filter(|w| *w >= 0.0),
+                    num(result, "original_height").filter(|h| *h >= 0.0),
+                ) else {
+                    continue;
+                };
+                let (width, height) = (width as u64, height as u64);
+                let bytes: Vec<u8> = rle
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| b.as_u64().unwrap_or(0) as u8)
+                    .collect();
+                let Ok(mask) = super::brush::decode_alpha(&bytes, width, height) else {
+                    continue;
+                };
+                let base = format!(
+                    "task-{task_id}-annotation-{annotation}-by-{email}-{}",
+                    name.replace(['/', '\\'], "-")
+                );
+                if self.target == Target::BrushNumpy {
+                    // numpy.save appends .npy unless the name already ends with it.
+                    let file = if base.ends_with(".npy") {
+                        base
+                    } else {
+                        format!("{base}.npy")
+                    };
+                    self.zip.begin(&file, out)?;
+                    self.zip
+                        .write(&super::brush::npy_header(height, width), out);
+                    self.zip.write(&mask, out);
+                    self.zip.end(out)?;
+                } else {
+                    let (Ok(w), Ok(h)) = (u32::try_from(width), u32::try_from(height)) else {
+                        continue;
+                    };
+                    let png = super::brush::png_gray(&mask, w, h);
+                    self.zip.file(&format!("{base}.png"), &png, out)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1316,6 +1572,47 @@ mod tests {
             "e593e8b2__img1.jpg"
         );
         assert_eq!(stem("e593e8b2__img1.jpg"), "e593e8b2__img1");
+    }
+
+    #[test]
+    fn manifest_lines_are_written_as_python_does() {
+        assert_eq!(
+            py_json_str("a \"b\"\\ \u{7f}\né 😀"),
+            r#""a \"b\"\\ \u007f\n\u00e9 \ud83d\ude00""#
+        );
+        assert_eq!(
+            audio_entry("/data/upload/3/ab12-x%20y.wav"),
+            "audio/ab12-x y.wav"
+        );
+        assert_eq!(
+            audio_entry("/data/local-files/?d=rec%2Fday%201%2Fa.wav"),
+            "audio/a.wav"
+        );
+        assert_eq!(
+            audio_entry("https://cdn.example.com/a/b%20c.wav?sig=1"),
+            "audio/b%20c.wav"
+        );
+        let config = r#"<View><Audio name="audio" value="$audio"/><TextArea name="transcription" toName="audio"/></View>"#;
+        let mut conv = Converter::new(Target::AsrManifest, config, (2026, 1, 2, 3, 4, 5)).unwrap();
+        let task = json!({"id": 1, "data": {"audio": "/data/upload/1/x.wav"}, "annotations": [
+            {"id": 2, "completed_by": 7, "created_at": "b", "result": [
+                {"from_name": "transcription", "to_name": "audio", "type": "textarea", "value": {"text": ["héllo"]}}]},
+            {"id": 3, "completed_by": {"email": "a@b.c"}, "created_at": "a", "result": []}]});
+        assert_eq!(
+            conv.media_url(&task).as_deref(),
+            Some("/data/upload/1/x.wav")
+        );
+        let mut out = Vec::new();
+        conv.start(0, &mut out).unwrap();
+        let head = out.len();
+        conv.task_with_duration(&task, Some(1.5), &mut out).unwrap();
+        conv.task(&task, &mut out).unwrap();
+        let text = String::from_utf8_lossy(&out[head..]).to_string();
+        assert_eq!(
+            text,
+            "{\"audio_filepath\": \"audio/x.wav\", \"duration\": 1.5, \"text\": \"h\\u00e9llo\", \"annotator\": \"7\"}\n\
+             {\"audio_filepath\": \"audio/x.wav\", \"duration\": null, \"text\": \"h\\u00e9llo\", \"annotator\": \"7\"}\n"
+        );
     }
 
     #[test]

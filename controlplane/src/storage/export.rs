@@ -25,6 +25,9 @@ use crate::{
 /// Tasks per page read from the database.
 const PAGE: i64 = 500;
 
+/// Converter output passed on before the page ends once it reaches this size (1 MiB).
+const FLUSH: usize = 1 << 20;
+
 /// Export formats offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -36,7 +39,8 @@ pub enum ExportFormat {
     Csv,
     /// Tab-separated, one row per annotation.
     Tsv,
-    /// One of the converter's formats (YOLO, YOLO_OBB, COCO, VOC: a zip archive; CONLL2003).
+    /// One of the converter's formats (YOLO, YOLO_OBB, COCO, VOC, BRUSH_TO_NUMPY,
+    /// BRUSH_TO_PNG, ASR_MANIFEST: a zip archive; CONLL2003).
     Converted(Target),
 }
 
@@ -53,11 +57,14 @@ impl ExportFormat {
             "COCO" => Ok(Self::Converted(Target::Coco)),
             "VOC" => Ok(Self::Converted(Target::Voc)),
             "CONLL2003" => Ok(Self::Converted(Target::Conll2003)),
+            "BRUSH_TO_NUMPY" => Ok(Self::Converted(Target::BrushNumpy)),
+            "BRUSH_TO_PNG" => Ok(Self::Converted(Target::BrushPng)),
+            "ASR_MANIFEST" => Ok(Self::Converted(Target::AsrManifest)),
             other => Err(ApiError::field(
                 ErrorCode::InvalidQuery,
                 "exportType",
                 format!(
-                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO, VOC or CONLL2003"
+                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG or ASR_MANIFEST"
                 ),
             )),
         }
@@ -75,7 +82,7 @@ impl ExportFormat {
     }
 
     /// Every format, in Label Studio's order.
-    pub const ALL: [ExportFormat; 9] = [
+    pub const ALL: [ExportFormat; 12] = [
         Self::Json,
         Self::JsonMin,
         Self::Csv,
@@ -83,6 +90,9 @@ impl ExportFormat {
         Self::Converted(Target::Conll2003),
         Self::Converted(Target::Coco),
         Self::Converted(Target::Voc),
+        Self::Converted(Target::BrushNumpy),
+        Self::Converted(Target::BrushPng),
+        Self::Converted(Target::AsrManifest),
         Self::Converted(Target::Yolo),
         Self::Converted(Target::YoloObb),
     ];
@@ -189,11 +199,12 @@ pub fn start(
     project: ProjectRow,
     format: ExportFormat,
     selection: Selection,
+    media: MediaFiles,
 ) -> mpsc::Receiver<Chunk> {
     // Four pages in flight at most: enough to keep the socket busy, small enough to bound memory.
     let (tx, rx) = mpsc::channel::<Chunk>(4);
     tokio::spawn(async move {
-        let result = produce(&db, &project, format, &selection, &tx).await;
+        let result = produce(&db, &project, format, &selection, &media, &tx).await;
         if let Err(e) = result {
             tracing::error!(project = project.id, error = ?e, "export failed");
             let _ = tx
@@ -218,11 +229,12 @@ async fn produce(
     project: &ProjectRow,
     format: ExportFormat,
     selection: &Selection,
+    media: &MediaFiles,
     tx: &mpsc::Sender<Chunk>,
 ) -> ApiResult<()> {
     let condition = selection.condition(db.dialect());
     if let ExportFormat::Converted(target) = format {
-        return produce_converted(db, project, target, &condition, tx).await;
+        return produce_converted(db, project, target, &condition, media, tx).await;
     }
     let neutralize = !selection.keep_formulas;
     let controls = controls(project);
@@ -343,6 +355,7 @@ async fn produce_converted(
     project: &ProjectRow,
     target: Target,
     condition: &str,
+    media: &MediaFiles,
     tx: &mpsc::Sender<Chunk>,
 ) -> ApiResult<()> {
     let mut conv = Converter::new(target, &project.label_config, stamp())
@@ -360,7 +373,13 @@ async fn produce_converted(
             let mut out = Vec::with_capacity(rows.len() * 64);
             for view in views {
                 let task = serde_json::to_value(&view).map_err(ApiError::internal)?;
-                conv.task(&task, &mut out).map_err(ApiError::internal)?;
+                let duration = media.duration_of(db, project.id, &conv, &task).await;
+                conv.task_with_duration(&task, duration, &mut out)
+                    .map_err(ApiError::internal)?;
+                // Brush masks are large: pass a task's files on rather than a page's.
+                if out.len() >= FLUSH {
+                    send(tx, std::mem::take(&mut out)).await?;
+                }
             }
             send(tx, out).await?;
             if (rows.len() as i64) < PAGE {
@@ -371,6 +390,73 @@ async fn produce_converted(
     let mut out = Vec::new();
     conv.finish(&mut out).map_err(ApiError::internal)?;
     send(tx, out).await
+}
+
+/// Where exports read the media this server serves (uploaded files under the data directory,
+/// files of the project's local-files storages), for what a format needs from the files
+/// themselves (the ASR manifest's durations). Media elsewhere (other URLs, cloud storages) is
+/// not read.
+#[derive(Debug, Clone, Default)]
+pub struct MediaFiles {
+    data_dir: Option<std::path::PathBuf>,
+    root: Option<crate::localfiles::Root>,
+}
+
+impl MediaFiles {
+    /// The media of a server with this configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            data_dir: Some(config.data_dir.clone()),
+            root: crate::localfiles::Root::from_config(config).ok(),
+        }
+    }
+
+    /// The file behind a task's media URL of project `project`, when this server serves it:
+    /// `/data/upload/<project>/<file>` or `/data/local-files/?d=<path>` covered by one of the
+    /// project's local-files storages.
+    pub async fn path(&self, db: &Db, project: i64, url: &str) -> Option<std::path::PathBuf> {
+        if let Some(rest) = url.strip_prefix("/data/upload/") {
+            let (p, file) = rest.split_once('/')?;
+            if p.parse::<i64>().ok()? != project || !super::uploads::valid_name(file) {
+                return None;
+            }
+            return Some(super::uploads::project_dir(self.data_dir.as_ref()?, project).join(file));
+        }
+        let query = url
+            .strip_prefix("/data/local-files")?
+            .trim_start_matches('/')
+            .strip_prefix('?')?;
+        let d = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "d")?
+            .1
+            .into_owned();
+        let root = self.root.as_ref()?;
+        super::storages::covering_project_file(db, project, root, &d)
+            .await
+            .ok()??;
+        root.relative(&d).ok()?
+    }
+
+    /// The duration of a task's audio when the converter reads one (ASR manifest) and it is a
+    /// WAV file this server serves; `None` otherwise.
+    pub async fn duration_of(
+        &self,
+        db: &Db,
+        project: i64,
+        conv: &Converter,
+        task: &Value,
+    ) -> Option<f64> {
+        use tokio::io::AsyncReadExt;
+        let url = conv.media_url(task)?;
+        let path = self.path(db, project, &url).await?;
+        let file = tokio::fs::File::open(path).await.ok()?;
+        let mut head = Vec::new();
+        file.take(crate::domain::media::WAV_HEAD as u64)
+            .read_to_end(&mut head)
+            .await
+            .ok()?;
+        crate::domain::media::wav_duration(&head)
+    }
 }
 
 /// The flat rows of one task: one per annotation (or one with the data alone).

@@ -618,7 +618,13 @@ pub async fn write_json(db: &Db, writer: &Writer, target: &JobTarget) -> Result<
     let actor = Actor::instance(target.organization_id, Default::default());
     let project = projects::get_row(db, &actor, target.project_id, Permission::ExportRun).await?;
     let mut out = ChunkWriter::new(db, writer);
-    let mut rx = export::start(db.clone(), project, ExportFormat::Json, target.selection());
+    let mut rx = export::start(
+        db.clone(),
+        project,
+        ExportFormat::Json,
+        target.selection(),
+        export::MediaFiles::default(),
+    );
     while let Some(bytes) = rx.recv().await {
         let bytes = bytes.map_err(|e| WriteError::Failed(e.to_string()))?;
         out.write(&bytes).await?;
@@ -633,6 +639,7 @@ pub async fn write_conversion(
     db: &Db,
     writer: &Writer,
     target: &JobTarget,
+    media: &export::MediaFiles,
 ) -> Result<(), WriteError> {
     let Some(source) = stored(db, writer.snapshot, ExportFormat::Json).await? else {
         return Err(WriteError::Failed(
@@ -641,7 +648,7 @@ pub async fn write_conversion(
     };
     let format = writer.format;
     if let ExportFormat::Converted(to) = format {
-        return write_converted(db, writer, target, &source, to).await;
+        return write_converted(db, writer, target, &source, to, media).await;
     }
     let sep = if format == ExportFormat::Tsv {
         b'\t'
@@ -717,6 +724,7 @@ async fn write_converted(
     target: &JobTarget,
     source: &StoredFile,
     to: Target,
+    media: &export::MediaFiles,
 ) -> Result<(), WriteError> {
     let actor = Actor::instance(target.organization_id, Default::default());
     let project = projects::get_row(db, &actor, target.project_id, Permission::ExportRun).await?;
@@ -729,18 +737,62 @@ async fn write_converted(
         conv.start(pass, &mut bytes)
             .map_err(|e| WriteError::Invalid(e.to_string()))?;
         out.write(&bytes).await?;
-        for_each_task(db, source, Some(&mut out), |task| {
-            let mut bytes = Vec::new();
-            conv.task(&task, &mut bytes).map_err(|e| e.to_string())?;
-            Ok(bytes)
-        })
-        .await?;
+        let mut tasks = TaskReader::new(source);
+        while let Some(batch) = tasks.next(db).await? {
+            for task in batch {
+                let duration = media.duration_of(db, project.id, &conv, &task).await;
+                let mut bytes = Vec::new();
+                conv.task_with_duration(&task, duration, &mut bytes)
+                    .map_err(|e| WriteError::Failed(e.to_string()))?;
+                out.write(&bytes).await?;
+            }
+        }
     }
     let mut bytes = Vec::new();
     conv.finish(&mut bytes)
         .map_err(|e| WriteError::Invalid(e.to_string()))?;
     out.write(&bytes).await?;
     out.finish().await
+}
+
+/// Reads the tasks of a stored JSON file chunk by chunk: memory holds one chunk's tasks.
+struct TaskReader<'a> {
+    source: &'a StoredFile,
+    splitter: JsonSplitter,
+    seq: i64,
+}
+
+impl<'a> TaskReader<'a> {
+    fn new(source: &'a StoredFile) -> Self {
+        Self {
+            source,
+            splitter: JsonSplitter::new(),
+            seq: 0,
+        }
+    }
+
+    /// The tasks of the next chunk (possibly none), or `None` after the last.
+    async fn next(&mut self, db: &Db) -> Result<Option<Vec<Value>>, WriteError> {
+        let invalid =
+            |e: String| WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}"));
+        if self.seq >= self.source.chunks {
+            if self.seq == self.source.chunks {
+                self.seq += 1;
+                self.splitter.finish().map_err(|e| invalid(e.to_string()))?;
+            }
+            return Ok(None);
+        }
+        let chunk = read_chunk(db, self.source, self.seq).await?;
+        self.seq += 1;
+        let mut raw = Vec::new();
+        self.splitter
+            .feed(&chunk, &mut raw)
+            .map_err(|e| invalid(e.to_string()))?;
+        raw.iter()
+            .map(|r| serde_json::from_slice(r).map_err(|e| invalid(e.to_string())))
+            .collect::<Result<Vec<Value>, _>>()
+            .map(Some)
+    }
 }
 
 /// Feeds the tasks of a stored JSON file to `f`, chunk by chunk, writing what `f` answers to
@@ -751,26 +803,16 @@ async fn for_each_task(
     mut out: Option<&mut ChunkWriter<'_>>,
     mut f: impl FnMut(Value) -> Result<Vec<u8>, String>,
 ) -> Result<(), WriteError> {
-    let mut splitter = JsonSplitter::new();
-    for seq in 0..source.chunks {
-        let chunk = read_chunk(db, source, seq).await?;
-        let mut tasks = Vec::new();
-        splitter.feed(&chunk, &mut tasks).map_err(|e| {
-            WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}"))
-        })?;
-        for raw in tasks {
-            let task: Value = serde_json::from_slice(&raw).map_err(|e| {
-                WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}"))
-            })?;
+    let mut tasks = TaskReader::new(source);
+    while let Some(batch) = tasks.next(db).await? {
+        for task in batch {
             let bytes = f(task).map_err(WriteError::Failed)?;
             if let Some(out) = out.as_deref_mut() {
                 out.write(&bytes).await?;
             }
         }
     }
-    splitter
-        .finish()
-        .map_err(|e| WriteError::Invalid(format!("the stored snapshot is not valid JSON: {e}")))
+    Ok(())
 }
 
 /// A completed, stored file of a snapshot.

@@ -623,6 +623,25 @@ pub async fn covering_task_file(
     cover(root, rows, relative)
 }
 
+/// A local-files storage of project `project` covering a root-relative file (an export reading
+/// its tasks' media; the caller checked access to the project).
+pub async fn covering_project_file(
+    db: &Db,
+    project: i64,
+    root: &Root,
+    relative: &str,
+) -> ApiResult<Option<(LocalStorageRow, String)>> {
+    let rows: Vec<LocalStorageRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {COLUMNS} from local_storage s where s.project_id = $1 and s.direction = 'import' order by s.id"
+        ))
+        .bind(project)
+        .fetch_all(conn)
+        .await?
+    });
+    cover(root, rows, relative)
+}
+
 /// A storage of a project the caller can see covering a root-relative file (Label Studio's
 /// `/data/local-files/?d=`). `None` when there is none: the caller learns nothing about files
 /// of projects they cannot see.

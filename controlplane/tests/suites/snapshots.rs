@@ -681,3 +681,176 @@ async fn converter_formats_follow_the_label_config_sqlite() {
 async fn converter_formats_follow_the_label_config_postgres() {
     converter_formats_follow_the_label_config(Backend::Postgres).await;
 }
+
+const BRUSH: &str = r#"<View><Image name="image" value="$image"/><BrushLabels name="tag" toName="image"><Label value="Road"/><Label value="Sky"/></BrushLabels></View>"#;
+
+/// `label_studio_sdk.converter.brush.mask2rle` of two 4×3 masks.
+const RLE_DIAGONAL: [u8; 20] = [
+    0, 0, 0, 48, 57, 27, 252, 96, 19, 255, 219, 0, 143, 254, 48, 8, 255, 237, 128, 0,
+];
+const MASK_DIAGONAL: [u8; 12] = [0, 255, 255, 0, 0, 0, 255, 0, 255, 0, 0, 0];
+const RLE_TOP_ROW: [u8; 11] = [0, 0, 0, 48, 57, 27, 253, 255, 252, 62, 0];
+const MASK_TOP_ROW: [u8; 12] = [255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// The brush formats (ADR 0050): offered only for an Image with BrushLabels; each brush region
+/// becomes one `.npy` (NumPy header + mask) or grayscale `.png` named after the task,
+/// annotation, annotator, control and labels, regions of the same label numbered; the direct
+/// export and a job's conversion give the same files; a region whose RLE does not match its
+/// size is left out.
+async fn brush_masks_export_as_numpy_and_png(backend: Backend) {
+    let a = app(backend).await;
+    let _worker = start_worker(&a);
+    let brush = a.mk_project(&a.owner, json!({"label_config": BRUSH})).await;
+    let boxes = a.mk_project(&a.owner, json!({"label_config": BOXES})).await;
+    let task = a
+        .post(
+            "/api/tasks",
+            &a.owner,
+            json!({"project": brush, "data": {"image": "https://img.example.com/street.png"}}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("task id");
+    let region = |id: &str, rle: &[u8], label: &str, w: i64| {
+        json!({"id": id, "from_name": "tag", "to_name": "image", "type": "brushlabels",
+            "original_width": w, "original_height": 3, "image_rotation": 0,
+            "value": {"format": "rle", "rle": rle, "brushlabels": [label]}})
+    };
+    let ann = a
+        .post(
+            &format!("/api/tasks/{task}/annotations"),
+            &a.owner,
+            json!({"result": [
+                region("r1", &RLE_DIAGONAL, "Road", 4),
+                region("r2", &RLE_TOP_ROW, "Road", 4),
+                region("r3", &RLE_TOP_ROW, "Sky", 4),
+                // 5 × 3 does not match the 48 values of the RLE: left out.
+                region("r4", &RLE_TOP_ROW, "Sky", 5),
+            ]}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let ann_id = ann["id"].as_i64().expect("annotation id");
+    let by = match &ann["completed_by"] {
+        Value::Object(o) => o["email"].as_str().unwrap_or_default().to_string(),
+        other => other.to_string(),
+    };
+    let by: String = by
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '@' || *c == '.')
+        .collect();
+    let base = format!("task-{task}-annotation-{ann_id}-by-{by}-tag");
+
+    let disabled = |list: &Value, name: &str| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|f| f["name"] == json!(name)))
+            .map(|f| f["disabled"].clone())
+            .unwrap_or_else(|| panic!("{name} not listed: {list}"))
+    };
+    for (project, want) in [(brush, false), (boxes, true)] {
+        let listed = a
+            .get(&format!("/api/projects/{project}/export/formats"), &a.owner)
+            .await
+            .expect(StatusCode::OK);
+        for name in ["BRUSH_TO_NUMPY", "BRUSH_TO_PNG"] {
+            assert_eq!(disabled(&listed, name), json!(want), "{name}: {listed}");
+        }
+    }
+    let refused = a
+        .get(
+            &format!("/api/projects/{boxes}/export?exportType=BRUSH_TO_PNG"),
+            &a.owner,
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("BrushLabels"),
+        "{refused}"
+    );
+
+    // NumPy, directly: the header numpy.save writes, then the mask's rows.
+    let r = a
+        .get(
+            &format!("/api/projects/{brush}/export?exportType=BRUSH_TO_NUMPY"),
+            &a.owner,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let mut entries = unzip(&r.bytes);
+    entries.sort();
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            format!("{base}-Road-0.npy"),
+            format!("{base}-Road-1.npy"),
+            format!("{base}-Sky-0.npy"),
+        ]
+    );
+    for ((_, bytes), mask) in entries
+        .iter()
+        .zip([MASK_DIAGONAL, MASK_TOP_ROW, MASK_TOP_ROW])
+    {
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let dict = std::str::from_utf8(&bytes[10..10 + header]).expect("header");
+        assert!(
+            dict.starts_with("{'descr': '|u1', 'fortran_order': False, 'shape': (3, 4), }"),
+            "{dict}"
+        );
+        assert_eq!((10 + header) % 64, 0);
+        assert_eq!(&bytes[10 + header..], &mask[..]);
+    }
+
+    // PNG, by a job's conversion of a snapshot: the same names, 4×3 grayscale images.
+    let snap = create(&a, brush).await;
+    let sid = snap["id"].as_i64().expect("id");
+    wait_snapshot(&a, brush, sid).await;
+    a.post(
+        &format!("/api/projects/{brush}/exports/{sid}/convert"),
+        &a.owner,
+        json!({"export_type": "BRUSH_TO_PNG"}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let entry = wait_conversion(&a, brush, sid, "BRUSH_TO_PNG").await;
+    assert_eq!(entry["status"], json!("completed"), "{entry}");
+    let r = a
+        .get(
+            &format!("/api/projects/{brush}/exports/{sid}/download?exportType=BRUSH_TO_PNG"),
+            &a.owner,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let mut entries = unzip(&r.bytes);
+    entries.sort();
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            format!("{base}-Road-0.png"),
+            format!("{base}-Road-1.png"),
+            format!("{base}-Sky-0.png"),
+        ]
+    );
+    for (_, png) in &entries {
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&png[12..16], b"IHDR");
+        assert_eq!(&png[16..24], &[0, 0, 0, 4, 0, 0, 0, 3]);
+        assert_eq!(&png[24..26], &[8, 0], "8-bit grayscale");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn brush_masks_export_as_numpy_and_png_sqlite() {
+    brush_masks_export_as_numpy_and_png(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn brush_masks_export_as_numpy_and_png_postgres() {
+    brush_masks_export_as_numpy_and_png(Backend::Postgres).await;
+}

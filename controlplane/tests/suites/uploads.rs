@@ -904,3 +904,141 @@ both_backends! {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 }
+
+const AUDIO_CONFIG: &str = r#"<View><Audio name="audio" value="$audio"/><TextArea name="transcription" toName="audio"/></View>"#;
+
+/// A PCM WAV file: 16-bit mono at `rate` Hz holding `frames` frames of silence.
+fn wav_bytes(rate: u32, frames: u32) -> Vec<u8> {
+    let data = frames * 2;
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    w.extend_from_slice(&1u16.to_le_bytes()); // mono
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * 2).to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data.to_le_bytes());
+    w.resize(w.len() + data as usize, 0);
+    w
+}
+
+/// The entry `name` of a zip archive (stored entries, read through the central directory).
+fn zip_entry(data: &[u8], name: &str) -> Option<Vec<u8>> {
+    let u16_at = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]) as usize;
+    let u32_at =
+        |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
+    let end = data.len() - 22;
+    let (count, mut at) = (u16_at(end + 10), u32_at(end + 16));
+    for _ in 0..count {
+        let (size, name_len, local) = (u32_at(at + 24), u16_at(at + 28), u32_at(at + 42));
+        if &data[at + 46..at + 46 + name_len] == name.as_bytes() {
+            let start = local + 30 + u16_at(local + 26) + u16_at(local + 28);
+            return Some(data[start..start + size].to_vec());
+        }
+        at += 46 + name_len + u16_at(at + 30) + u16_at(at + 32);
+    }
+    None
+}
+
+// ASR_MANIFEST (ADR 0050): offered for an Audio with a TextArea; one JSON line per
+// annotation with the audio's path, the duration read from the uploaded WAV file (null for
+// audio this server does not serve), the transcription and the annotator; the direct
+// export and a job's conversion agree.
+both_backends! {
+    async fn asr_manifest_reads_durations_of_uploaded_audio(app) {
+        let _worker = crate::webhooks::start_worker(&app);
+        let project = app.mk_project(&app.owner, json!({"label_config": AUDIO_CONFIG})).await;
+        let summary = upload(
+            &app,
+            &app.owner,
+            &format!("/api/projects/{project}/import?return_task_ids=true"),
+            &[("talk.wav", &wav_bytes(8000, 12_000))],
+        )
+        .await
+        .expect(StatusCode::CREATED);
+        let uploaded = summary["task_ids"][0].as_i64().expect("task id");
+        let remote = app
+            .post("/api/tasks", &app.owner, json!({"project": project, "data": {"audio": "https://cdn.example.com/a/remote%20one.wav?x=1"}}))
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("task id");
+        let mut by = String::new();
+        for (task, text) in [(uploaded, "hello \"world\" é"), (remote, "second")] {
+            let ann = app
+                .post(
+                    &format!("/api/tasks/{task}/annotations"),
+                    &app.owner,
+                    json!({"result": [{"id": "t", "from_name": "transcription", "to_name": "audio", "type": "textarea", "value": {"text": [text]}}]}),
+                )
+                .await
+                .expect(StatusCode::CREATED);
+            by = match &ann["completed_by"] {
+                Value::Object(o) => o["email"].as_str().unwrap_or_default().to_string(),
+                other => other.to_string(),
+            };
+        }
+        let audio = tasks_of(&app, project).await[0]["data"]["audio"]
+            .as_str()
+            .expect("audio url")
+            .to_string();
+        let stored = audio.rsplit('/').next().expect("file name").to_string();
+        assert!(stored.ends_with("talk.wav"), "{audio}");
+        let want = format!(
+            "{{\"audio_filepath\": \"audio/{stored}\", \"duration\": 1.5, \"text\": \"hello \\\"world\\\" \\u00e9\", \"annotator\": \"{by}\"}}\n\
+             {{\"audio_filepath\": \"audio/remote%20one.wav\", \"duration\": null, \"text\": \"second\", \"annotator\": \"{by}\"}}\n"
+        );
+
+        let listed = app
+            .get(&format!("/api/projects/{project}/export/formats"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        let flag = |name: &str| {
+            listed.as_array().expect("list").iter().find(|f| f["name"] == json!(name)).expect("listed")["disabled"].clone()
+        };
+        assert_eq!(flag("ASR_MANIFEST"), json!(false), "{listed}");
+        assert_eq!(flag("BRUSH_TO_PNG"), json!(true), "{listed}");
+        let r = app
+            .get(&format!("/api/projects/{project}/export?exportType=ASR_MANIFEST"), &app.owner)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let manifest = zip_entry(&r.bytes, "manifest.json").expect("manifest.json");
+        assert_eq!(String::from_utf8(manifest).expect("utf-8"), want);
+        assert!(zip_entry(&r.bytes, "audio/").is_some(), "the converter's audio/ folder");
+
+        // A job's conversion reads the same durations.
+        let snap = app
+            .post(&format!("/api/projects/{project}/exports"), &app.owner, json!({}))
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("id");
+        crate::wait_snapshot(&app, project, snap).await;
+        app.post(
+            &format!("/api/projects/{project}/exports/{snap}/convert"),
+            &app.owner,
+            json!({"export_type": "ASR_MANIFEST"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+        let entry = crate::wait_conversion(&app, project, snap, "ASR_MANIFEST").await;
+        assert_eq!(entry["status"], json!("completed"), "{entry}");
+        let r = app
+            .get(&format!("/api/projects/{project}/exports/{snap}/download?exportType=ASR_MANIFEST"), &app.owner)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let manifest = zip_entry(&r.bytes, "manifest.json").expect("manifest.json");
+        assert_eq!(String::from_utf8(manifest).expect("utf-8"), want);
+
+        // A project without audio refuses the format.
+        let text = app.mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG})).await;
+        app.get(&format!("/api/projects/{text}/export?exportType=ASR_MANIFEST"), &app.owner)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
+    }
+}

@@ -32,7 +32,8 @@ use crate::{
 /// Query of an export.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ExportParams {
-    /// JSON, JSON_MIN, CSV, TSV, CONLL2003, YOLO, YOLO_OBB, COCO or VOC.
+    /// JSON, JSON_MIN, CSV, TSV, CONLL2003, YOLO, YOLO_OBB, COCO, VOC, BRUSH_TO_NUMPY,
+    /// BRUSH_TO_PNG or ASR_MANIFEST.
     #[serde(rename = "exportType")]
     pub export_type_camel: Option<String>,
     /// Same as `exportType`.
@@ -121,7 +122,8 @@ pub async fn export_project(
         crate::storage::format_micros(crate::storage::now_micros()).replace(':', "-"),
         format.extension()
     );
-    let rx = export::start(state.db.clone(), project, format, selection);
+    let media = export::MediaFiles::from_config(&state.config);
+    let rx = export::start(state.db.clone(), project, format, selection, media);
     attachment(format, filename, Body::from_stream(ReceiverStream::new(rx)))
 }
 
@@ -157,6 +159,9 @@ pub fn formats_of(project: &projects::ProjectRow) -> Vec<(Value, Option<String>)
                 ExportFormat::Converted(Target::Coco) => ("COCO", "The COCO dataset's JSON format for object detection and image segmentation with rectangles, polygons and keypoints (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
                 ExportFormat::Converted(Target::Voc) => ("Pascal VOC XML", "One Pascal VOC XML file per image for object detection (zip archive; images are not included).", &["image segmentation", "object detection"]),
                 ExportFormat::Converted(Target::Yolo) => ("YOLO", "One text file per image with each object's class and box (centre, width, height), plus classes.txt (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
+                ExportFormat::Converted(Target::BrushNumpy) => ("Brush labels to NumPy", "Each brush region as a NumPy 2d array of its mask (.npy), one file per region and label (zip archive).", &["image segmentation"]),
+                ExportFormat::Converted(Target::BrushPng) => ("Brush labels to PNG", "Each brush region as a grayscale PNG image of its mask, one file per region and label (zip archive).", &["image segmentation"]),
+                ExportFormat::Converted(Target::AsrManifest) => ("ASR Manifest", "Audio transcriptions as the JSON-lines manifest NVIDIA NeMo reads: the audio's path, its duration (WAV files this server serves) and the text, one line per annotation (zip archive; audio is not included).", &["speech recognition"]),
                 ExportFormat::Converted(Target::YoloObb) => ("YOLOv8 OBB", "One text file per image with each object's class and the four corners of its box, normalised to 0-1, so rotated objects keep their angle (zip archive; images are not included).", &["image segmentation", "object detection"]),
             };
             let refusal = format.check(project).err().map(|e| e.detail);
@@ -261,7 +266,7 @@ pub async fn delete_snapshot(
 }
 
 /// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV, CONLL2003, YOLO,
-/// YOLO_OBB, COCO, VOC) in a job; the
+/// YOLO_OBB, COCO, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG, ASR_MANIFEST) in a job; the
 /// conversion's `status` in `converted_formats` tells when it can be downloaded.
 #[utoipa::path(post, path = "/api/projects/{id}/exports/{export_pk}/convert", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn convert_snapshot(
