@@ -25,6 +25,43 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
 };
 
+/// Recounts the comments of task `$task_id` into its counters (`comment_count`,
+/// `unresolved_comment_count`, `last_comment_updated_at`, `comment_authors`) inside the write
+/// transaction `$tx` that changed them (ADR 0051). Reads that task's comments only.
+#[macro_export]
+macro_rules! refresh_task_comments {
+    ($tx:expr, $task_id:expr) => {{
+        let task_id: i64 = $task_id;
+        let (count, unresolved, last): (i64, i64, Option<i64>) = sqlx::query_as(
+            "select count(*), coalesce(sum(case when is_resolved then 0 else 1 end), 0), \
+             max(updated_at) from review_comment where task_id = $1",
+        )
+        .bind(task_id)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let authors: Vec<i64> = sqlx::query_scalar(
+            "select distinct created_by from review_comment where task_id = $1 \
+             and created_by is not null order by created_by",
+        )
+        .bind(task_id)
+        .fetch_all(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "update task set comment_count = $1, unresolved_comment_count = $2, \
+             last_comment_updated_at = $3, comment_authors = $4 where id = $5",
+        )
+        .bind(count)
+        .bind(unresolved)
+        .bind(last)
+        .bind(serde_json::Value::from(authors).to_string())
+        .bind(task_id)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+pub use crate::refresh_task_comments;
+
 /// Longest comment text, in bytes.
 pub const MAX_TEXT: usize = 65_536;
 
@@ -312,6 +349,7 @@ pub async fn create(
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        refresh_task_comments!(tx, ann.task_id);
         audit!(
             tx,
             Prepared::new(
@@ -391,6 +429,7 @@ pub async fn update(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        refresh_task_comments!(tx, row.task);
         audit!(
             tx,
             Prepared::new(
@@ -419,6 +458,7 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        refresh_task_comments!(tx, row.task);
         audit!(
             tx,
             Prepared::new(

@@ -332,6 +332,7 @@ macro_rules! insert_comment {
         .bind($now)
         .execute(&mut *$tx)
         .await?;
+        crate::refresh_task_comments!($tx, ann.task_id);
     }};
 }
 

@@ -1,0 +1,145 @@
+//! Comments beyond their CRUD (ADR 0051) on both backends: the task counters and their
+//! data-manager filters, what annotators do not see, notifications and the CSV export.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    both_backends,
+    common::{TestApp, urlencoding},
+    review::{annotate, id, team},
+};
+
+async fn comment(app: &TestApp, token: &str, annotation: i64, text: &str) -> i64 {
+    id(&app
+        .post(
+            "/api/comments",
+            token,
+            json!({"annotation": annotation, "text": text}),
+        )
+        .await
+        .expect(StatusCode::CREATED))
+}
+
+async fn task_as(app: &TestApp, token: &str, task: i64) -> Value {
+    app.get(&format!("/api/tasks/{task}"), token)
+        .await
+        .expect(StatusCode::OK)
+}
+
+/// `(comment_count, unresolved_comment_count, comment_authors)` of a task, as its owner sees it.
+async fn counters(app: &TestApp, task: i64) -> (Value, Value, Value) {
+    let t = task_as(app, &app.owner, task).await;
+    (
+        t["comment_count"].clone(),
+        t["unresolved_comment_count"].clone(),
+        t["comment_authors"].clone(),
+    )
+}
+
+/// The ids of the tasks a data-manager query lists to `token`.
+async fn listed(app: &TestApp, token: &str, p: i64, query: Value) -> Vec<i64> {
+    app.get(
+        &format!(
+            "/api/tasks?project={p}&query={}",
+            urlencoding(&query.to_string())
+        ),
+        token,
+    )
+    .await
+    .expect(StatusCode::OK)["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(id)
+        .collect()
+}
+
+fn filter(column: &str, operator: &str, value: Value) -> Value {
+    json!({"filters": {"conjunction": "and", "items": [
+        {"filter": format!("filter:tasks:{column}"), "operator": operator, "value": value}]}})
+}
+
+both_backends! {
+    async fn task_counters_follow_every_comment_write(app) {
+        let t = team(&app, "counters", json!({}), 3).await;
+        let (rev1, ann1) = (app.user_id(&t.rev1).await, app.user_id(&t.ann1).await);
+        let a1 = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        let a2 = annotate(&app, &t.ann2, t.tasks[1], "neg").await;
+        assert_eq!(counters(&app, t.tasks[0]).await, (json!(0), json!(0), json!([])));
+
+        let c1 = comment(&app, &t.rev1, a1, "Why positive?").await;
+        let c2 = comment(&app, &t.ann1, a1, "The ending.").await;
+        let mut authors = vec![rev1, ann1];
+        authors.sort_unstable();
+        assert_eq!(counters(&app, t.tasks[0]).await, (json!(2), json!(2), json!(authors)));
+        let first = task_as(&app, &app.owner, t.tasks[0]).await["last_comment_updated_at"].clone();
+        assert!(first.is_string(), "{first}");
+
+        // Resolving counts off the unresolved; reopening counts back.
+        app.patch(&format!("/api/comments/{c1}"), &t.rev2, json!({"is_resolved": true})).await.expect(StatusCode::OK);
+        assert_eq!(counters(&app, t.tasks[0]).await, (json!(2), json!(1), json!(authors)));
+        app.patch(&format!("/api/comments/{c1}"), &t.rev2, json!({"is_resolved": false})).await.expect(StatusCode::OK);
+        assert_eq!(counters(&app, t.tasks[0]).await.1, json!(2));
+        app.patch(&format!("/api/comments/{c1}"), &t.rev2, json!({"is_resolved": true})).await.expect(StatusCode::OK);
+        // Deleting the annotator's comment takes its author off the list.
+        app.delete(&format!("/api/comments/{c2}"), &t.ann1).await.expect(StatusCode::NO_CONTENT);
+        assert_eq!(counters(&app, t.tasks[0]).await, (json!(1), json!(0), json!([rev1])));
+
+        // A review's comment is a comment of the task too.
+        app.post("/api/annotation-reviews", &t.rev1, json!({"annotation": a2, "accepted": false, "comment": "wrong"}))
+            .await.expect(StatusCode::CREATED);
+        assert_eq!(counters(&app, t.tasks[1]).await, (json!(1), json!(1), json!([rev1])));
+
+        // Data manager: filters and ordering on the counters.
+        let p = t.p;
+        assert_eq!(listed(&app, &app.owner, p, filter("comment_count", "greater", json!(0))).await, vec![t.tasks[0], t.tasks[1]]);
+        assert_eq!(listed(&app, &app.owner, p, filter("unresolved_comment_count", "equal", json!(1))).await, vec![t.tasks[1]]);
+        assert_eq!(listed(&app, &app.owner, p, filter("comment_authors", "contains", json!([rev1]))).await, vec![t.tasks[0], t.tasks[1]]);
+        assert_eq!(listed(&app, &app.owner, p, filter("comment_authors", "contains", json!(ann1))).await, Vec::<i64>::new());
+        assert_eq!(listed(&app, &app.owner, p, filter("last_comment_updated_at", "empty", json!(true))).await, vec![t.tasks[2]]);
+        let ordered = listed(&app, &app.owner, p, json!({"ordering": ["-tasks:unresolved_comment_count"]})).await;
+        assert_eq!(ordered.first(), Some(&t.tasks[1]), "{ordered:?}");
+        let page = app.get(&format!("/api/tasks?project={p}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(page["tasks"][0]["comment_count"], json!(1), "{page}");
+
+        // Annotators see the counts, not who commented or when; nor may they filter on those.
+        let theirs = task_as(&app, &t.ann1, t.tasks[0]).await;
+        assert_eq!(
+            (theirs["comment_count"].clone(), theirs["comment_authors"].clone(), theirs["last_comment_updated_at"].clone()),
+            (json!(1), json!([]), Value::Null),
+            "{theirs}"
+        );
+        let page = app.get(&format!("/api/tasks?project={p}"), &t.ann1).await.expect(StatusCode::OK);
+        assert!(page["tasks"].as_array().expect("tasks").iter().all(|t| t["comment_authors"] == json!([]) && t["last_comment_updated_at"].is_null()), "{page}");
+        for q in [filter("comment_authors", "contains", json!(rev1)), json!({"ordering": ["tasks:last_comment_updated_at"]})] {
+            app.get(&format!("/api/tasks?project={p}&query={}", urlencoding(&q.to_string())), &t.ann1)
+                .await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        }
+        assert_eq!(listed(&app, &t.ann1, p, filter("comment_count", "greater", json!(0))).await, vec![t.tasks[0], t.tasks[1]]);
+
+        // Deleting an annotation takes its comments off the task.
+        app.delete(&format!("/api/annotations/{a2}"), &app.owner).await.expect(StatusCode::NO_CONTENT);
+        let after = task_as(&app, &app.owner, t.tasks[1]).await;
+        assert_eq!((after["comment_count"].clone(), after["comment_authors"].clone(), after["last_comment_updated_at"].clone()), (json!(0), json!([]), Value::Null));
+    }
+
+    async fn removing_duplicates_moves_comment_counts_to_the_kept_task(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let data: Vec<Value> = ["same", "same", "other"].iter().map(|x| json!({"text": x})).collect();
+        let t: Vec<i64> = app.post(&format!("/api/projects/{p}/import?return_task_ids=true"), &app.owner, Value::Array(data))
+            .await.expect(StatusCode::CREATED)["task_ids"].as_array().expect("ids").iter().map(|v| v.as_i64().expect("id")).collect();
+        let keep = annotate(&app, &app.owner, t[0], "pos").await;
+        let moved = annotate(&app, &app.owner, t[1], "pos").await;
+        let moved2 = annotate(&app, &app.owner, t[1], "neg").await;
+        comment(&app, &app.owner, keep, "kept").await;
+        comment(&app, &app.owner, moved, "moved").await;
+        comment(&app, &app.owner, moved2, "moved too").await;
+        // t1 has more annotations: it is kept and t0's annotation and comment move onto it.
+        app.post(&format!("/api/dm/actions?project={p}&id=remove_duplicates"), &app.owner, json!({"selectedItems": {"all": true, "excluded": []}}))
+            .await.expect(StatusCode::OK);
+        let owner = app.user_id(&app.owner).await;
+        assert_eq!(counters(&app, t[1]).await, (json!(3), json!(3), json!([owner])));
+        app.get(&format!("/api/tasks/{}", t[0]), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+}
