@@ -142,4 +142,112 @@ both_backends! {
         assert_eq!(counters(&app, t[1]).await, (json!(3), json!(3), json!([owner])));
         app.get(&format!("/api/tasks/{}", t[0]), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
     }
+
+    async fn notifications_follow_the_rules_and_are_marked_read(app) {
+        let t = team(&app, "notify", json!({}), 2).await;
+        let a1 = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        let a2 = annotate(&app, &t.ann2, t.tasks[1], "neg").await;
+        let unread = |token: String| {
+            let app = &app;
+            async move { app.get("/api/notifications/count", &token).await.expect(StatusCode::OK)["unread"].clone() }
+        };
+        // The first comment: the project's reviewers and above (rev2, the owner who created it)
+        // and the annotation's author; not its own author, not another annotator.
+        let region = json!({"regionId": "r1", "controlName": "sentiment"});
+        let first = id(&app.post("/api/comments", &t.rev1, json!({"annotation": a1, "text": "Why positive?", "region_ref": region}))
+            .await.expect(StatusCode::CREATED));
+        for (who, n) in [(&t.ann1, 1), (&t.rev2, 1), (&app.owner, 1), (&t.rev1, 0), (&t.ann2, 0)] {
+            assert_eq!(unread(who.clone()).await, json!(n), "first comment");
+        }
+        // A reply: those who commented before (rev1), and the annotation's author unless it is them.
+        comment(&app, &t.ann1, a1, "The ending.").await;
+        for (who, n) in [(&t.ann1, 1), (&t.rev1, 1), (&t.rev2, 1), (&app.owner, 1)] {
+            assert_eq!(unread(who.clone()).await, json!(n), "reply by the annotator");
+        }
+        comment(&app, &t.rev2, a1, "Agreed with the annotator.").await;
+        for (who, n) in [(&t.ann1, 2), (&t.rev1, 2), (&t.rev2, 1), (&app.owner, 1)] {
+            assert_eq!(unread(who.clone()).await, json!(n), "reply by another reviewer");
+        }
+        // A review's comment tells the annotator too.
+        app.post("/api/annotation-reviews", &t.rev1, json!({"annotation": a2, "accepted": false, "comment": "wrong"}))
+            .await.expect(StatusCode::CREATED);
+        assert_eq!(unread(t.ann2.clone()).await, json!(1));
+
+        // The list: newest first, with a deep link to the task, annotation and region.
+        let page = app.get("/api/notifications", &t.ann1).await.expect(StatusCode::OK);
+        assert_eq!((page["count"].clone(), page["unread_count"].clone()), (json!(2), json!(2)), "{page}");
+        let results = page["results"].as_array().expect("results");
+        assert_eq!(results.iter().map(|n| n["kind"].clone()).collect::<Vec<_>>(), vec![json!("reply"), json!("comment")]);
+        let oldest = &results[1];
+        assert_eq!((oldest["comment"].clone(), oldest["annotation"].clone(), oldest["task"].clone(), oldest["text"].clone()),
+            (json!(first), json!(a1), json!(t.tasks[0]), json!("Why positive?")));
+        assert_eq!(oldest["link"], json!(format!("/projects/{}/data?task={}&annotation={a1}&region=r1", t.p, t.tasks[0])));
+        assert_eq!(oldest["created_by"], json!(app.user_id(&t.rev1).await));
+
+        // Marking one read: it goes after the unread ones; others' ids are ignored.
+        let oldest_id = id(oldest);
+        let newest_id = id(&results[0]);
+        let marked = app.post("/api/notifications/mark-read", &t.ann1, json!({"ids": [oldest_id]})).await.expect(StatusCode::OK);
+        assert_eq!(marked["marked"], json!(1));
+        let theirs = id(&app.get("/api/notifications", &t.rev1).await.expect(StatusCode::OK)["results"][0]);
+        assert_eq!(app.post("/api/notifications/mark-read", &t.ann1, json!({"ids": [theirs]})).await.expect(StatusCode::OK)["marked"], json!(0));
+        assert_eq!(unread(t.rev1.clone()).await, json!(2));
+        comment(&app, &t.rev1, a1, "Fine then.").await;
+        let page = app.get("/api/notifications", &t.ann1).await.expect(StatusCode::OK);
+        let order: Vec<(i64, Value)> = page["results"].as_array().expect("results").iter().map(|n| (id(n), n["is_read"].clone())).collect();
+        assert_eq!(order[1..], [(newest_id, json!(false)), (oldest_id, json!(true))], "{page}");
+        assert_eq!(order[0].1, json!(false));
+        let only_unread = app.get("/api/notifications?unread=true&page_size=1", &t.ann1).await.expect(StatusCode::OK);
+        assert_eq!((only_unread["count"].clone(), only_unread["results"].as_array().map(Vec::len)), (json!(2), Some(1)));
+        assert!(only_unread["next"].is_string(), "{only_unread}");
+        app.get("/api/notifications?page=9", &t.ann1).await.expect_error(StatusCode::NOT_FOUND, "invalid_page");
+
+        // All at once.
+        assert_eq!(app.post("/api/notifications/mark-read", &t.ann1, json!({"all": true})).await.expect(StatusCode::OK)["marked"], json!(2));
+        assert_eq!(app.get("/api/notifications/count", &t.ann1).await.expect(StatusCode::OK), json!({"total": 3, "unread": 0}));
+        for bad in [json!({}), json!({"ids": "1"}), json!({"ids": []}), json!({"all": false}), json!({"ids": [1], "all": true}), json!({"every": true})] {
+            app.post("/api/notifications/mark-read", &t.ann1, bad).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        }
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        assert!(actions.iter().any(|a| a == "notification.read"), "{actions:?}");
+    }
+
+    async fn comments_export_as_csv_filtered_by_project_and_visibility(app) {
+        let t = team(&app, "export", json!({}), 2).await;
+        let other = app.mk_project(&app.owner, json!({})).await;
+        let other_task = app.mk_tasks(&app.owner, other, 1).await[0];
+        let a1 = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        let a2 = annotate(&app, &t.ann2, t.tasks[1], "neg").await;
+        let elsewhere = annotate(&app, &app.owner, other_task, "pos").await;
+        let region = json!({"regionId": "r1", "controlName": "sentiment"});
+        let c1 = id(&app.post("/api/comments", &t.rev1, json!({"annotation": a1, "text": "Line one,\n\"quoted\"", "region_ref": region}))
+            .await.expect(StatusCode::CREATED));
+        let c2 = comment(&app, &t.rev1, a2, "=1+1").await;
+        comment(&app, &app.owner, elsewhere, "not in this project").await;
+        app.patch(&format!("/api/comments/{c2}"), &t.rev1, json!({"is_resolved": true})).await.expect(StatusCode::OK);
+
+        let reply = app.get(&format!("/api/comments/export?projects={}", t.p), &t.rev2).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert!(reply.headers["content-type"].to_str().expect("type").starts_with("text/csv"));
+        let mut lines = reply.text.lines();
+        assert_eq!(lines.next(), Some("id,project,task,annotation,review,text,region_ref,classifications,is_resolved,resolved_at,created_by,created_by_email,created_at,updated_at"));
+        let rev1 = app.user_id(&t.rev1).await;
+        // The first comment's text spans two lines inside quotes; the formula is made text.
+        let expected_start = format!("{c1},{},{},{a1},,\"Line one,\n\"\"quoted\"\"\",\"{{\"\"controlName\"\":\"\"sentiment\"\",\"\"regionId\"\":\"\"r1\"\"}}\",,false,,{rev1},rev1-export@example.com,", t.p, t.tasks[0]);
+        assert!(reply.text.contains(&expected_start), "{}\nwanted {expected_start}", reply.text);
+        assert!(reply.text.contains(&format!("{c2},{},{},{a2},,'=1+1,,,true,", t.p, t.tasks[1])), "{}", reply.text);
+        assert!(!reply.text.contains("not in this project"));
+        // Two projects at once; an annotator blind to others' work gets only comments on theirs.
+        let both = app.get(&format!("/api/comments/export?projects={},{other}", t.p), &app.owner).await;
+        assert!(both.text.contains("not in this project") && both.text.contains("=1+1"), "{}", both.text);
+        let theirs = app.get(&format!("/api/comments/export?projects={}", t.p), &t.ann1).await;
+        assert!(theirs.text.contains("Line one") && !theirs.text.contains("=1+1"), "{}", theirs.text);
+        let one = app.get(&format!("/api/comments/export?annotation={a2}"), &t.rev2).await;
+        assert_eq!(one.text.lines().count(), 2, "{}", one.text);
+        // Errors: no filter, a bad id, another time zone, a project out of reach.
+        for bad in ["", "?projects=x", &format!("?projects={}&tz=Europe/Paris", t.p)] {
+            app.get(&format!("/api/comments/export{bad}"), &t.rev2).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        }
+        app.get(&format!("/api/comments/export?projects={other}"), &t.rev2).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
 }

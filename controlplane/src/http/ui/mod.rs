@@ -10,6 +10,7 @@ mod account;
 mod dashboard;
 mod data;
 mod members;
+mod notifications;
 mod pages;
 mod review;
 mod sso;
@@ -64,6 +65,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/organization",
             get(members::members_page).post(members::members_post),
+        )
+        .route(
+            "/notifications",
+            get(notifications::notifications_page).post(notifications::notifications_post),
         )
         .route("/user/login/sso", get(sso::by_email))
         .route("/saml/{org}/metadata", get(sso::metadata))
@@ -256,6 +261,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 "dashboard.html",
                 include_str!("../../../ui/templates/dashboard.html"),
             ),
+            (
+                "notifications.html",
+                include_str!("../../../ui/templates/notifications.html"),
+            ),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %e, "a UI template does not parse");
@@ -352,6 +361,8 @@ struct PageUser {
     orgs: Vec<(i64, String)>,
     /// The branding of the active organization.
     brand: orgs::Branding,
+    /// Unread notifications, for the header (ADR 0051).
+    unread_notifications: i64,
 }
 
 /// The user behind the request's session cookie, or the response that sends them to sign in.
@@ -382,7 +393,13 @@ async fn page_user(
                 .find(|o| o.id == actor.org_id)
                 .map(orgs::OrganizationView::branding)
                 .unwrap_or_default();
+            let unread_notifications =
+                match crate::storage::notifications::count(&state.db, &actor).await {
+                    Ok((_, unread)) => unread,
+                    Err(e) => return Err(error_page(None, &e)),
+                };
             Ok(PageUser {
+                unread_notifications,
                 actor,
                 session,
                 orgs: mine.into_iter().map(|o| (o.id, o.title)).collect(),
@@ -448,6 +465,7 @@ fn user_context(user: &PageUser) -> minijinja::Value {
         org_id => user.actor.org_id,
         orgs => orgs,
         brand => brand_context(user.actor.org_id, &user.brand),
+        unread_notifications => user.unread_notifications,
     }
 }
 
@@ -516,6 +534,7 @@ mod tests {
             "review.html",
             "dashboard.html",
             "members.html",
+            "notifications.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }
