@@ -244,10 +244,10 @@ both_backends! {
         assert!(theirs.text.contains("Line one") && !theirs.text.contains("=1+1"), "{}", theirs.text);
         let one = app.get(&format!("/api/comments/export?annotation={a2}"), &t.rev2).await;
         assert_eq!(one.text.lines().count(), 2, "{}", one.text);
-        // Errors: no filter, a bad id, another time zone, a project out of reach.
+        // Errors: no filter, a bad id, another time zone; a project the reviewer is not in.
         for bad in ["", "?projects=x", &format!("?projects={}&tz=Europe/Paris", t.p)] {
             app.get(&format!("/api/comments/export{bad}"), &t.rev2).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         }
-        app.get(&format!("/api/comments/export?projects={other}"), &t.rev2).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.get(&format!("/api/comments/export?projects={other}"), &t.rev2).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
     }
 }
