@@ -98,7 +98,7 @@ commentForm?.addEventListener('submit', async (event) => {
   }
   const r = await call('/api/comments', {
     method: 'POST',
-    body: JSON.stringify({ annotation: commented.pk, text: commentText.value, ...(regionRef ? { region_ref: regionRef } : {}) }),
+    body: JSON.stringify({ annotation: Number(commented.pk), text: commentText.value, ...(regionRef ? { region_ref: regionRef } : {}) }),
   });
   if (!r.ok) {
     commentStatus.textContent = `Comment not added: ${r.body?.validation_errors ? JSON.stringify(r.body.validation_errors) : r.body?.detail ?? r.status}`;
