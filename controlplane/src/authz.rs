@@ -745,9 +745,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep("GET", "/api/comments", Needs(P::ProjectView)),
     ep("POST", "/api/comments", Needs(P::ProjectView)),
+    ep("GET", "/api/comments/export", Needs(P::ProjectView)),
     ep("GET", "/api/comments/{id}", Needs(P::ProjectView)),
     ep("PATCH", "/api/comments/{id}", CHANGE_COMMENT),
     ep("DELETE", "/api/comments/{id}", DELETE_COMMENT),
+    // One's own notifications of comments (ADR 0051).
+    ep("GET", "/api/notifications", SignedIn),
+    ep("GET", "/api/notifications/count", SignedIn),
+    ep("POST", "/api/notifications/mark-read", SignedIn),
     ep(
         "GET",
         "/api/projects/{id}/review/next",

@@ -4,6 +4,8 @@
 mod agreement;
 #[path = "suites/assignments.rs"]
 mod assignments;
+#[path = "suites/comments.rs"]
+mod comments;
 mod common;
 #[path = "suites/crash.rs"]
 mod crash;

@@ -529,6 +529,49 @@ test('follow a deep link to a region', { skip: !process.env.VERITY_EDITOR_DIR &&
   assert.equal((await outsider.goto(`${server.base}/projects/${project.id}/data?task=${tasks[0]}`)).status(), viaApi);
 });
 
+test('a comment added on the labeling page is listed by the API and notifies the annotator', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="pos"/><Choice value="neg"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Comments', label_config: config });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'a fine day' }]);
+  const task = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks[0].id;
+  const annotator = await api('POST', '/api/users', { email: 'commented@example.com', password: 'commented password', role: 'annotator' });
+  await api('POST', `/api/projects/${project.id}/members`, { user: annotator.id });
+  // The annotator labels the task (through the API, with their session).
+  const theirs = await newPage();
+  await signIn(theirs, 'commented@example.com', 'commented password');
+  await theirs.waitForURL(/\/projects$/);
+  const annotation = await theirs.evaluate((t) => window.verity.api(`/api/tasks/${t}/annotations`, {
+    method: 'POST',
+    body: JSON.stringify({ result: [{ id: 'c1', from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: ['pos'] } }] }),
+  }).then((r) => r.json()), task);
+  assert.equal(await theirs.locator('#notification-count').count(), 0);
+  // The admin opens the annotation on the labeling page and comments in the panel beside the editor.
+  const page = await newPage();
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/data?task=${task}&annotation=${annotation.id}`);
+  await page.locator('#comments').waitFor({ state: 'visible' });
+  await page.getByLabel('New comment').fill('Is this really positive?');
+  await page.getByRole('button', { name: 'Add comment' }).click();
+  await page.locator('#comment-list li').first().waitFor();
+  assert.match(await page.locator('#comment-list li').first().textContent(), /Is this really positive\?/);
+  const listed = await api('GET', `/api/comments?annotation=${annotation.id}`);
+  assert.deepEqual(listed.map((c) => [c.text, c.annotation, c.task]), [['Is this really positive?', annotation.id, task]]);
+  assert.equal((await api('GET', `/api/tasks/${task}`)).comment_count, 1);
+  // The annotator sees one unread notification in the header, and the page links to the annotation.
+  await theirs.goto(`${server.base}/projects`);
+  assert.equal((await theirs.locator('#notification-count').textContent()).trim(), '1');
+  await theirs.locator('#notifications-link').click();
+  await theirs.waitForURL(/\/notifications$/);
+  const link = theirs.locator('#notifications .notification-link').first();
+  assert.equal(await link.getAttribute('href'), `/projects/${project.id}/data?task=${task}&annotation=${annotation.id}`);
+  assert.match(await theirs.locator('#notifications').textContent(), /Is this really positive\?/);
+  await theirs.getByRole('button', { name: 'Mark all read' }).click();
+  await theirs.waitForURL(/\/notifications$/);
+  assert.equal(await theirs.locator('#notification-count').count(), 0);
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
 test('a reviewer rejects a task with a comment, accepts the next, and the dashboard shows the counts', async () => {
   await api('POST', '/api/users', { email: 'worker@example.com', password: 'worker password', role: 'annotator' });
   await api('POST', '/api/users', { email: 'checker@example.com', password: 'checker password', role: 'reviewer' });

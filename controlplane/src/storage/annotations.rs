@@ -887,6 +887,8 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<i64> {
             let delta = Kind::default().minus(Kind::of(cancelled, gt, has_result));
             apply_annotation_delta!(tx, row.task_id, project.id, delta, skip_queue);
             crate::refresh_task_agreement!(tx, project.id, row.task_id);
+            // Its comments went with it.
+            crate::refresh_task_comments!(tx, row.task_id);
         }
         audit!(
             tx,
@@ -947,6 +949,7 @@ pub async fn delete_for_tasks(
                     skip_queue
                 );
                 crate::refresh_task_agreement!(tx, project_id, task_id);
+                crate::refresh_task_comments!(tx, task_id);
             }
         }
         deleted.sort_unstable();

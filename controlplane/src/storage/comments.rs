@@ -25,6 +25,43 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
 };
 
+/// Recounts the comments of task `$task_id` into its counters (`comment_count`,
+/// `unresolved_comment_count`, `last_comment_updated_at`, `comment_authors`) inside the write
+/// transaction `$tx` that changed them (ADR 0051). Reads that task's comments only.
+#[macro_export]
+macro_rules! refresh_task_comments {
+    ($tx:expr, $task_id:expr) => {{
+        let task_id: i64 = $task_id;
+        let (count, unresolved, last): (i64, i64, Option<i64>) = sqlx::query_as(
+            "select count(*), coalesce(sum(case when is_resolved then 0 else 1 end), 0), \
+             max(updated_at) from review_comment where task_id = $1",
+        )
+        .bind(task_id)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let authors: Vec<i64> = sqlx::query_scalar(
+            "select distinct created_by from review_comment where task_id = $1 \
+             and created_by is not null order by created_by",
+        )
+        .bind(task_id)
+        .fetch_all(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "update task set comment_count = $1, unresolved_comment_count = $2, \
+             last_comment_updated_at = $3, comment_authors = $4 where id = $5",
+        )
+        .bind(count)
+        .bind(unresolved)
+        .bind(last)
+        .bind(serde_json::Value::from(authors).to_string())
+        .bind(task_id)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+pub use crate::refresh_task_comments;
+
 /// Longest comment text, in bytes.
 pub const MAX_TEXT: usize = 65_536;
 
@@ -312,6 +349,17 @@ pub async fn create(
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        refresh_task_comments!(tx, ann.task_id);
+        crate::notify_comment!(
+            tx,
+            ann.project_id,
+            ann.task_id,
+            ann.id,
+            ann.completed_by,
+            id,
+            actor.user_id,
+            now
+        );
         audit!(
             tx,
             Prepared::new(
@@ -391,6 +439,7 @@ pub async fn update(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        refresh_task_comments!(tx, row.task);
         audit!(
             tx,
             Prepared::new(
@@ -419,6 +468,7 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        refresh_task_comments!(tx, row.task);
         audit!(
             tx,
             Prepared::new(
@@ -431,4 +481,102 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<()> {
         );
         Ok::<_, ApiError>(())
     })
+}
+
+/// The columns of the comment export (`GET /api/comments/export`).
+pub const EXPORT_COLUMNS: [&str; 14] = [
+    "id",
+    "project",
+    "task",
+    "annotation",
+    "review",
+    "text",
+    "region_ref",
+    "classifications",
+    "is_resolved",
+    "resolved_at",
+    "created_by",
+    "created_by_email",
+    "created_at",
+    "updated_at",
+];
+
+/// Most projects one export names.
+pub const MAX_EXPORT_PROJECTS: usize = 100;
+
+/// The comments of the given projects (or of one annotation) that the caller may see, as CSV
+/// with a header row ([`EXPORT_COLUMNS`]), oldest first per project; times in UTC. Cells that
+/// a spreadsheet would run as formulas are made text, as in task exports.
+pub async fn export_csv(
+    db: &Db,
+    actor: &Actor,
+    projects: &[i64],
+    annotation: Option<i64>,
+) -> ApiResult<Vec<u8>> {
+    let mut rows = Vec::new();
+    if let Some(a) = annotation {
+        rows.extend(list(db, actor, Some(a), None).await?);
+        rows.retain(|c| projects.is_empty() || projects.contains(&c.project));
+    } else {
+        if projects.is_empty() {
+            return Err(ApiError::field(
+                ErrorCode::InvalidQuery,
+                "projects",
+                "give projects=<project id>[,<project id>…] or annotation=<id>",
+            ));
+        }
+        for &p in projects {
+            rows.extend(list(db, actor, None, Some(p)).await?);
+        }
+    }
+    let mut user_ids: Vec<i64> = rows.iter().filter_map(|c| c.created_by).collect();
+    user_ids.sort_unstable();
+    user_ids.dedup();
+    let emails: std::collections::HashMap<i64, String> = if user_ids.is_empty() {
+        Default::default()
+    } else {
+        // Ids are integers from our own rows.
+        let list = user_ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let found: Vec<(i64, String)> = with_read!(db, conn, {
+            sqlx::query_as(&format!(
+                "select id, email from app_user where id in ({list})"
+            ))
+            .fetch_all(conn)
+            .await?
+        });
+        found.into_iter().collect()
+    };
+    let json_cell = |v: &Option<Value>| v.as_ref().map(Value::to_string).unwrap_or_default();
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut out = super::export::csv_line(EXPORT_COLUMNS.iter().copied(), b',', true);
+    for c in &rows {
+        let cells = [
+            c.id.to_string(),
+            c.project.to_string(),
+            c.task.to_string(),
+            opt(c.annotation),
+            opt(c.review),
+            c.text.clone(),
+            json_cell(&c.region_ref),
+            json_cell(&c.classifications),
+            c.is_resolved.to_string(),
+            c.resolved_at.clone().unwrap_or_default(),
+            opt(c.created_by),
+            c.created_by
+                .and_then(|u| emails.get(&u).cloned())
+                .unwrap_or_default(),
+            super::format_micros(c.created_at),
+            super::format_micros(c.updated_at),
+        ];
+        out.extend(super::export::csv_line(
+            cells.iter().map(String::as_str),
+            b',',
+            true,
+        ));
+    }
+    Ok(out)
 }

@@ -32,6 +32,7 @@ pub mod label_stats;
 pub mod ldap;
 pub mod members;
 pub mod ml;
+pub mod notifications;
 pub mod orgs;
 pub mod predictions;
 pub mod projects;

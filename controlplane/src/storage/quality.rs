@@ -207,11 +207,12 @@ pub fn duplicate_groups(tasks: &[(i64, String, i64)]) -> Vec<DuplicateGroup> {
 }
 
 /// Tables whose rows follow an annotation (or a task's discussion) to the task it moves to.
-const MOVED_WITH_ANNOTATIONS: [&str; 4] = [
+const MOVED_WITH_ANNOTATIONS: [&str; 5] = [
     "annotation",
     "annotation_history",
     "annotation_review",
     "review_comment",
+    "notification",
 ];
 
 /// Removes duplicated tasks among the selected tasks of `project_id` (the data-manager action
@@ -301,6 +302,7 @@ pub async fn remove_duplicates(
                 removed.push(other);
             }
             crate::refresh_task_agreement!(tx, project_id, keep);
+            crate::refresh_task_comments!(tx, keep);
         }
         removed.sort_unstable();
         let conditions = tasks::id_conditions(Some(&removed));

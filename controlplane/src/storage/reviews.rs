@@ -319,9 +319,9 @@ fn decide(
 macro_rules! insert_comment {
     ($tx:ident, $actor:expr, $ann:expr, $review:expr, $text:expr, $now:expr) => {{
         let ann: &AnnotationRow = $ann;
-        sqlx::query(
+        let comment: i64 = sqlx::query_scalar(
             "insert into review_comment (project_id, task_id, annotation_id, review_id, text, created_by, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $7)",
+             values ($1, $2, $3, $4, $5, $6, $7, $7) returning id",
         )
         .bind(ann.project_id)
         .bind(ann.task_id)
@@ -330,8 +330,19 @@ macro_rules! insert_comment {
         .bind($text)
         .bind($actor.user_id)
         .bind($now)
-        .execute(&mut *$tx)
+        .fetch_one(&mut *$tx)
         .await?;
+        crate::refresh_task_comments!($tx, ann.task_id);
+        crate::notify_comment!(
+            $tx,
+            ann.project_id,
+            ann.task_id,
+            ann.id,
+            ann.completed_by,
+            comment,
+            $actor.user_id,
+            $now
+        );
     }};
 }
 

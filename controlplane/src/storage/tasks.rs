@@ -69,11 +69,24 @@ pub struct TaskRow {
     /// Stored name of the upload the task was made of (ADR 0032).
     #[sqlx(default)]
     pub file_upload: Option<String>,
+    /// Comments on the task's annotations (ADR 0051).
+    #[sqlx(default)]
+    pub comment_count: i64,
+    /// Unresolved comments.
+    #[sqlx(default)]
+    pub unresolved_comment_count: i64,
+    /// When a comment was last written or changed (micros).
+    #[sqlx(default)]
+    pub last_comment_updated_at: Option<i64>,
+    /// Who commented: a JSON list of user ids.
+    #[sqlx(default)]
+    pub comment_authors: String,
 }
 
 /// Columns selected into [`TaskRow`] (task aliased `t`).
 pub const TASK_COLUMNS: &str = "t.id, t.project_id, t.inner_id, t.data, t.meta, t.is_labeled, t.overlap, \
     t.total_annotations, t.cancelled_annotations, t.total_predictions, t.created_at, t.updated_at, t.updated_by, t.agreement, \
+    t.comment_count, t.unresolved_comment_count, t.last_comment_updated_at, t.comment_authors, \
     (select f.file from file_upload f where f.id = t.file_upload_id) as file_upload";
 
 /// The task JSON of Label Studio.
@@ -103,11 +116,11 @@ pub struct TaskView {
     pub cancelled_annotations: i64,
     /// Predictions.
     pub total_predictions: i64,
-    /// Always 0 (comments come later).
+    /// Comments on the task's annotations (ADR 0051).
     pub comment_count: i64,
-    /// Always 0.
+    /// Unresolved comments.
     pub unresolved_comment_count: i64,
-    /// Always null.
+    /// ISO time a comment was last written or changed, or null (not shown to annotators).
     pub last_comment_updated_at: Option<String>,
     /// Project id.
     pub project: i64,
@@ -115,7 +128,7 @@ pub struct TaskView {
     pub updated_by: Option<i64>,
     /// Stored name of the uploaded file the task was made of (ADR 0032), or null.
     pub file_upload: Option<String>,
-    /// Always empty.
+    /// Ids of the users who commented (not shown to annotators: empty).
     pub comment_authors: Vec<i64>,
     /// Annotations (with `fields=all`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,13 +183,13 @@ impl TaskRow {
             total_annotations: self.total_annotations,
             cancelled_annotations: self.cancelled_annotations,
             total_predictions: self.total_predictions,
-            comment_count: 0,
-            unresolved_comment_count: 0,
-            last_comment_updated_at: None,
+            comment_count: self.comment_count,
+            unresolved_comment_count: self.unresolved_comment_count,
+            last_comment_updated_at: self.last_comment_updated_at.map(format_micros),
             project: self.project_id,
             updated_by: self.updated_by,
             file_upload: self.file_upload.clone(),
-            comment_authors: Vec::new(),
+            comment_authors: serde_json::from_str(&self.comment_authors).unwrap_or_default(),
             annotations: None,
             predictions: None,
             drafts: None,
@@ -421,6 +434,7 @@ pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     if visible.shows_agreement_in(&project) {
         views[0].agreement = row.agreement;
     }
+    hide_comment_details(project.role, &mut views);
     Ok(views.remove(0))
 }
 
@@ -1375,6 +1389,9 @@ fn column_sql(name: &str) -> Option<&'static str> {
         "is_labeled" => "t.is_labeled",
         "overlap" => "t.overlap",
         "agreement" => "t.agreement",
+        "comment_count" => "t.comment_count",
+        "unresolved_comment_count" => "t.unresolved_comment_count",
+        "last_comment_updated_at" => "t.last_comment_updated_at",
         "reviews_accepted" => {
             "(select count(*) from annotation_review rv where rv.task_id = t.id and rv.accepted)"
         }
@@ -1428,6 +1445,9 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
         .and_then(Value::as_str)
         .ok_or("\"operator\" is required")?;
     let value = item.get("value").cloned().unwrap_or(Value::Null);
+    if name == "comment_authors" {
+        return comment_authors_sql(operator, &value);
+    }
     let (column, numeric) = if let Some(key) = name.strip_prefix("data.") {
         params.push(key.to_string());
         (
@@ -1442,7 +1462,10 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
         (col, true)
     };
     let micros = |v: &Value| -> Option<i64> {
-        if name == "created_at" || name == "updated_at" {
+        if matches!(
+            name,
+            "created_at" | "updated_at" | "last_comment_updated_at"
+        ) {
             v.as_str()
                 .and_then(|s| {
                     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
@@ -1531,6 +1554,53 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
     })
 }
 
+/// The data manager's `comment_authors` filter: tasks on which one of the given users
+/// (a user id or a list of them) commented (`contains`, also `equal`), or none of them did
+/// (`not_contains`, also `not_equal`).
+fn comment_authors_sql(operator: &str, value: &Value) -> Result<String, String> {
+    let ids: Vec<i64> = match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_i64().ok_or("comment_authors takes user ids"))
+            .collect::<Result<_, _>>()?,
+        v => vec![
+            v.as_i64()
+                .ok_or("comment_authors takes a user id or a list of them")?,
+        ],
+    };
+    if ids.is_empty() {
+        return Err("comment_authors needs at least one user id".into());
+    }
+    // Ids are integers parsed above.
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let exists = format!(
+        "exists (select 1 from review_comment c where c.task_id = t.id and c.created_by in ({list}))"
+    );
+    match operator {
+        "contains" | "equal" => Ok(exists),
+        "not_contains" | "not_equal" => Ok(format!("not {exists}")),
+        other => Err(format!(
+            "unsupported operator {other:?} for comment_authors"
+        )),
+    }
+}
+
+/// Whether a holder of `role` sees who commented on tasks and when (`comment_authors`,
+/// `last_comment_updated_at`): reviewers and above, not annotators (ADR 0051).
+pub fn shows_comment_details(role: Role) -> bool {
+    role >= Role::Reviewer
+}
+
+/// Blanks what [`shows_comment_details`] hides from `role`.
+pub fn hide_comment_details(role: Role, views: &mut [TaskView]) {
+    if !shows_comment_details(role) {
+        for v in views {
+            v.comment_authors.clear();
+            v.last_comment_updated_at = None;
+        }
+    }
+}
+
 /// One page of tasks: the rows and the project totals.
 pub struct TaskPage {
     /// The tasks.
@@ -1594,6 +1664,17 @@ pub async fn list(
             "task agreement is not shown to you in this project (annotators who see only their \
              own annotations, or reviewers when review_settings.show_agreement_to_reviewers is off): \
              remove the agreement filter or ordering",
+        ));
+    }
+    if !shows_comment_details(access.role)
+        && ["t.last_comment_updated_at", "review_comment c"]
+            .iter()
+            .any(|c| query.condition.contains(c) || query.order.contains(c))
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "who commented and when is not shown to annotators: remove the comment_authors and \
+             last_comment_updated_at filters or ordering",
         ));
     }
     let project = access.row;
@@ -1679,6 +1760,10 @@ pub async fn list(
                     updated_by: None,
                     agreement: None,
                     file_upload: None,
+                    comment_count: 0,
+                    unresolved_comment_count: 0,
+                    last_comment_updated_at: None,
+                    comment_authors: String::new(),
                 }
                 .view()
             })
@@ -1703,6 +1788,7 @@ pub async fn list(
                 view.agreement = row.agreement;
             }
         }
+        hide_comment_details(access.role, &mut tasks);
     }
     let page = TaskPage {
         tasks,
@@ -2209,6 +2295,7 @@ pub async fn next(
     {
         preds.retain(|p| p.model_version == settings.model_version);
     }
+    hide_comment_details(access.role, std::slice::from_mut(&mut view));
     view.unique_lock_id = lock_id;
     view.queue = Some(queue);
     Ok(view)

@@ -12,21 +12,21 @@ use crate::{
     common::{TestApp, choice, urlencoding},
 };
 
-fn id(v: &Value) -> i64 {
+pub(crate) fn id(v: &Value) -> i64 {
     v["id"].as_i64().expect("id")
 }
 
 /// A project (with `extra` settings), two annotators and two reviewers, members of it.
-struct Team {
-    p: i64,
-    tasks: Vec<i64>,
-    ann1: String,
-    ann2: String,
-    rev1: String,
-    rev2: String,
+pub(crate) struct Team {
+    pub(crate) p: i64,
+    pub(crate) tasks: Vec<i64>,
+    pub(crate) ann1: String,
+    pub(crate) ann2: String,
+    pub(crate) rev1: String,
+    pub(crate) rev2: String,
 }
 
-async fn team(app: &TestApp, tag: &str, extra: Value, tasks: usize) -> Team {
+pub(crate) async fn team(app: &TestApp, tag: &str, extra: Value, tasks: usize) -> Team {
     let p = app.mk_project(&app.owner, extra).await;
     let tasks = app.mk_tasks(&app.owner, p, tasks).await;
     let mut tokens = Vec::new();
@@ -52,7 +52,7 @@ async fn team(app: &TestApp, tag: &str, extra: Value, tasks: usize) -> Team {
     }
 }
 
-async fn annotate(app: &TestApp, token: &str, task: i64, label: &str) -> i64 {
+pub(crate) async fn annotate(app: &TestApp, token: &str, task: i64, label: &str) -> i64 {
     id(&app
         .post(
             &format!("/api/tasks/{task}/annotations"),

@@ -19,6 +19,96 @@ const call = async (path, init) => {
 };
 
 let current = null; // the task as the API sent it (the editor's copy drops unique_lock_id)
+let me = null; // the signed-in user
+
+// Comments on the selected annotation (ADR 0051), through /api/comments. The pinned editor
+// (1.4.0) has no comment panel of its own, so this page shows one beside it: the list, a new
+// comment (optionally about the region selected in the editor), resolve/reopen and delete. The
+// server decides who may do what; a refusal is said in the panel.
+const panel = document.getElementById('comments');
+const list = document.getElementById('comment-list');
+const commentForm = document.getElementById('comment-form');
+const commentText = document.getElementById('comment-text');
+const aboutRegion = document.getElementById('comment-region');
+const commentStatus = document.getElementById('comment-status');
+let commented = null; // { store, pk } of the annotation the panel shows
+let editorStore = null;
+
+// The region selected in the editor's selected annotation, as a comment's region_ref.
+function selectedRegionRef(annotation) {
+  const region = annotation?.highlightedNode
+    ?? annotation?.regionStore?.regions?.find((r) => r.selected || r.highlighted);
+  if (!region) return null;
+  const control = region.labeling?.from_name?.name ?? region.results?.[0]?.from_name?.name
+    ?? region.from_name?.name ?? region.object?.name ?? '';
+  return { regionId: region.cleanId ?? region.id, controlName: control };
+}
+
+async function showComments(store) {
+  const pk = store?.annotationStore?.selected?.pk;
+  commented = pk ? { store, pk } : null;
+  panel.hidden = !commented;
+  list.replaceChildren();
+  if (!commented) return;
+  const r = await call(`/api/comments?annotation=${pk}`);
+  if (!r.ok) {
+    commentStatus.textContent = `Comments not loaded: ${r.body?.detail ?? r.status}`;
+    return;
+  }
+  for (const c of r.body) list.append(commentItem(c));
+  root.dataset.comments = String(r.body.length);
+}
+
+function commentItem(c) {
+  const li = document.createElement('li');
+  li.dataset.id = String(c.id);
+  li.className = c.is_resolved ? 'resolved' : 'open';
+  const text = document.createElement('q');
+  text.textContent = c.text;
+  const about = c.region_ref?.regionId ? ` (region ${c.region_ref.regionId})` : '';
+  li.append(text, ` — user ${c.created_by ?? 'deleted'}${about}${c.is_resolved ? ', resolved' : ''} `);
+  const button = (label, action) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'secondary';
+    b.textContent = label;
+    b.addEventListener('click', action);
+    li.append(b, ' ');
+  };
+  button(c.is_resolved ? 'Reopen' : 'Resolve', () => changeComment(c.id, 'PATCH', { is_resolved: !c.is_resolved }));
+  if (me && c.created_by === me.id) button('Delete', () => changeComment(c.id, 'DELETE'));
+  return li;
+}
+
+async function changeComment(id, method, body) {
+  const r = await call(`/api/comments/${id}`, { method, ...(body ? { body: JSON.stringify(body) } : {}) });
+  commentStatus.textContent = r.ok ? (method === 'DELETE' ? 'Comment deleted' : 'Comment changed')
+    : `Not changed: ${r.body?.detail ?? r.status}`;
+  await showComments(commented?.store);
+}
+
+commentForm?.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  if (!commented) return;
+  const annotation = commented.store.annotationStore.selected;
+  const regionRef = aboutRegion.checked ? selectedRegionRef(annotation) : null;
+  if (aboutRegion.checked && !regionRef) {
+    commentStatus.textContent = 'Select a region in the editor first, or untick "About the selected region".';
+    return;
+  }
+  const r = await call('/api/comments', {
+    method: 'POST',
+    body: JSON.stringify({ annotation: Number(commented.pk), text: commentText.value, ...(regionRef ? { region_ref: regionRef } : {}) }),
+  });
+  if (!r.ok) {
+    commentStatus.textContent = `Comment not added: ${r.body?.validation_errors ? JSON.stringify(r.body.validation_errors) : r.body?.detail ?? r.status}`;
+    return;
+  }
+  commentText.value = '';
+  aboutRegion.checked = false;
+  commentStatus.textContent = 'Comment added';
+  await showComments(commented.store);
+});
 
 async function nextTask() {
   const r = await call(`/api/projects/${projectId}/next`);
@@ -63,6 +153,7 @@ function show(store, task, select = link?.annotation) {
   current = task;
   if (!task) {
     store.setFlags({ noTask: true });
+    showComments(null);
     return;
   }
   status.textContent = `Task ${task.id}`;
@@ -90,6 +181,7 @@ function show(store, task, select = link?.annotation) {
   } else if (store.annotationStore.annotations.length) {
     store.annotationStore.selectAnnotation(store.annotationStore.annotations[0].id);
   }
+  showComments(store);
 }
 
 // The task's predictions (the API sends those of the project's model version when one is set)
@@ -157,11 +249,12 @@ async function save(store, annotation, extra = {}) {
   show(store, await load(), link ? r.body.id : undefined);
 }
 
-const [project, me, first] = await Promise.all([
+const [project, whoami, first] = await Promise.all([
   call(`/api/projects/${projectId}`).then((r) => r.body),
   call('/api/current-user/whoami').then((r) => r.body),
   load(),
 ]);
+me = whoami;
 if (project && me) {
   settings = project;
   const annotations = link
@@ -177,11 +270,15 @@ if (project && me) {
       ...(canAnnotate ? ['submit', 'update'] : []), ...annotations,
       ...(project.show_skip_button && !link ? ['skip'] : [])],
     user: { id: me.id, pk: me.id, username: me.username, firstName: me.first_name, lastName: me.last_name },
-    onLabelStudioLoad: (store) => show(store, first),
+    onLabelStudioLoad: (store) => {
+      editorStore = store;
+      show(store, first);
+    },
     onSubmitAnnotation: (store, annotation) => save(store, annotation),
     onSkipTask: (store, { comment } = {}) =>
       save(store, store.annotationStore.selected, { was_cancelled: true, ...(comment ? { comment } : {}) }),
     onSubmitDraft: (store, annotation) => saveDraft(annotation),
+    onSelectAnnotation: () => showComments(editorStore),
     onUpdateAnnotation: (store, annotation) => call(`/api/annotations/${annotation.pk}`, {
       method: 'PATCH', body: JSON.stringify({ result: annotation.serializeAnnotation() }),
     }),

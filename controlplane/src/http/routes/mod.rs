@@ -14,6 +14,7 @@ pub mod ldap;
 pub mod members;
 pub mod meta;
 pub mod ml;
+pub mod notifications;
 pub mod organizations;
 pub mod predictions;
 pub mod projects;
@@ -88,6 +89,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(annotations::router())
         .merge(drafts::router())
         .merge(reviews::router())
+        .merge(notifications::router())
         .merge(predictions::router())
         .merge(exports::router())
         .merge(organizations::router())

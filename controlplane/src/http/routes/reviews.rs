@@ -1,7 +1,12 @@
 //! Reviews (Label Studio Enterprise's `/api/annotation-reviews/`), the review stream, annotation
 //! history and comments (ADR 0024).
 
-use axum::{Json, extract::State, http::StatusCode, response::Response};
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::Response,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -163,6 +168,73 @@ pub async fn list_comments(
     ))
 }
 
+/// Query of the comment export.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CommentExportParams {
+    /// Comments of these projects: `1` or `1,2,3`.
+    pub projects: Option<String>,
+    /// Comments on this annotation.
+    pub annotation: Option<String>,
+    /// Time zone of the times: only `UTC` (the default).
+    pub tz: Option<String>,
+}
+
+/// The comments of projects (or of an annotation) that the caller may see, as a CSV file.
+#[utoipa::path(get, path = "/api/comments/export", tag = "reviews", params(CommentExportParams), responses((status = 200, description = "CSV: id, project, task, annotation, review, text, region_ref, classifications, is_resolved, resolved_at, created_by, created_by_email, created_at, updated_at", content_type = "text/csv"), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn export_comments(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<CommentExportParams>,
+) -> ApiResult<Response> {
+    if let Some(tz) = params.tz.as_deref().map(str::trim)
+        && !tz.is_empty()
+        && !tz.eq_ignore_ascii_case("UTC")
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "tz",
+            format!("{tz:?}: only UTC is supported; leave tz out"),
+        ));
+    }
+    let mut projects = Vec::new();
+    for part in params
+        .projects
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        projects.push(part.parse::<i64>().map_err(|_| {
+            ApiError::field(
+                ErrorCode::InvalidQuery,
+                "projects",
+                format!("{part:?} is not a project id"),
+            )
+        })?);
+    }
+    if projects.len() > comments::MAX_EXPORT_PROJECTS {
+        return Err(ApiError::field(
+            ErrorCode::InvalidQuery,
+            "projects",
+            format!(
+                "at most {} projects at a time",
+                comments::MAX_EXPORT_PROJECTS
+            ),
+        ));
+    }
+    let annotation = opt_int("annotation", &params.annotation)?;
+    let csv = comments::export_csv(&state.db, &actor, &projects, annotation).await?;
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
+        .header(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"comments.csv\"",
+        )
+        .body(axum::body::Body::from(csv))
+        .map_err(ApiError::internal)
+}
+
 /// Comments on an annotation: `{"annotation", "text", "region_ref"?, "classifications"?,
 /// "is_resolved"?}` (comments on drafts are not supported: 400).
 #[utoipa::path(post, path = "/api/comments", tag = "reviews", request_body = Object, responses((status = 201, body = CommentRow), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
@@ -250,5 +322,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(next_review))
         .routes(routes!(annotation_history))
         .routes(routes!(list_comments, create_comment))
+        .routes(routes!(export_comments))
         .routes(routes!(get_comment, update_comment, delete_comment))
 }

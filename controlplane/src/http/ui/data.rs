@@ -49,6 +49,14 @@ const TASK_COLUMNS: &[(&str, &str, &str, bool)] = &[
     ("reviews_accepted", "Accepted reviews", "Number", true),
     ("reviews_rejected", "Rejected reviews", "Number", true),
     ("reviewed", "Reviewed", "Boolean", true),
+    ("comment_count", "Comments", "Number", true),
+    (
+        "unresolved_comment_count",
+        "Unresolved comments",
+        "Number",
+        true,
+    ),
+    ("last_comment_updated_at", "Commented at", "Datetime", true),
     ("created_at", "Created", "Datetime", true),
     ("updated_at", "Updated", "Datetime", true),
 ];
@@ -94,11 +102,18 @@ impl Column {
 }
 
 /// The project's columns: the data keys of its labeling configuration after the id, then the
-/// task columns. Annotators who see only their own work get no agreement (as in the API).
-fn columns(project: &projects::ProjectView, shows_agreement: bool) -> Vec<Column> {
+/// task columns. Annotators who see only their own work get no agreement (as in the API), and
+/// annotators no comment time (ADR 0051).
+fn columns(
+    project: &projects::ProjectView,
+    shows_agreement: bool,
+    shows_comment_details: bool,
+) -> Vec<Column> {
     let mut out = Vec::new();
     for (id, title, kind, hidden) in TASK_COLUMNS {
-        if *id == "agreement" && !shows_agreement {
+        if (*id == "agreement" && !shows_agreement)
+            || (*id == "last_comment_updated_at" && !shows_comment_details)
+        {
             continue;
         }
         out.push(Column {
@@ -389,7 +404,11 @@ async fn data_view(
     let data: Value = current
         .and_then(|t| serde_json::from_str(&t.data).ok())
         .unwrap_or_else(|| json!({}));
-    let columns = columns(&project, visible.shows_agreement_in(&access));
+    let columns = columns(
+        &project,
+        visible.shows_agreement_in(&access),
+        crate::storage::tasks::shows_comment_details(access.role),
+    );
     let hidden = hidden_of(&data);
     let shown: Vec<&Column> = columns
         .iter()
@@ -711,7 +730,7 @@ pub(super) async fn data_post(State(state): State<AppState>, request: Request) -
             };
             let rows = posted_rows(&fields);
             let conjunction = field(&fields, "conjunction").unwrap_or("and").to_string();
-            let all_columns = columns(&project, true);
+            let all_columns = columns(&project, true, true);
             let items: Vec<Value> = rows.iter().map(|r| filter_item(r, &all_columns)).collect();
             let mut data = tab_data(tab.as_ref());
             data.insert(
@@ -744,7 +763,7 @@ pub(super) async fn data_post(State(state): State<AppState>, request: Request) -
                 .filter(|(k, _)| k == "show")
                 .map(|(_, v)| v.as_str())
                 .collect();
-            let hidden: Vec<String> = columns(&project, true)
+            let hidden: Vec<String> = columns(&project, true, true)
                 .iter()
                 .filter(|c| !shown.contains(&c.id.as_str()))
                 .map(|c| format!("tasks:{}", c.id))

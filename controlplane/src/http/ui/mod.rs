@@ -11,6 +11,7 @@ mod dashboard;
 mod data;
 mod io;
 mod members;
+mod notifications;
 mod pages;
 mod review;
 mod sso;
@@ -65,6 +66,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/organization",
             get(members::members_page).post(members::members_post),
+        )
+        .route(
+            "/notifications",
+            get(notifications::notifications_page).post(notifications::notifications_post),
         )
         .route("/user/login/sso", get(sso::by_email))
         .route("/saml/{org}/metadata", get(sso::metadata))
@@ -288,6 +293,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 "export.html",
                 include_str!("../../../ui/templates/export.html"),
             ),
+            (
+                "notifications.html",
+                include_str!("../../../ui/templates/notifications.html"),
+            ),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %e, "a UI template does not parse");
@@ -384,6 +393,8 @@ struct PageUser {
     orgs: Vec<(i64, String)>,
     /// The branding of the active organization.
     brand: orgs::Branding,
+    /// Unread notifications, for the header (ADR 0051).
+    unread_notifications: i64,
 }
 
 /// The user behind the request's session cookie, or the response that sends them to sign in.
@@ -414,7 +425,13 @@ async fn page_user(
                 .find(|o| o.id == actor.org_id)
                 .map(orgs::OrganizationView::branding)
                 .unwrap_or_default();
+            let unread_notifications =
+                match crate::storage::notifications::count(&state.db, &actor).await {
+                    Ok((_, unread)) => unread,
+                    Err(e) => return Err(error_page(None, &e)),
+                };
             Ok(PageUser {
+                unread_notifications,
                 actor,
                 session,
                 orgs: mine.into_iter().map(|o| (o.id, o.title)).collect(),
@@ -480,6 +497,7 @@ fn user_context(user: &PageUser) -> minijinja::Value {
         org_id => user.actor.org_id,
         orgs => orgs,
         brand => brand_context(user.actor.org_id, &user.brand),
+        unread_notifications => user.unread_notifications,
     }
 }
 
@@ -551,6 +569,7 @@ mod tests {
             "import.html",
             "import_status.html",
             "export.html",
+            "notifications.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }
