@@ -5,7 +5,7 @@
 //! docs/benchmarks.md.
 //!
 //!   VERITY_REDIS_URL=rediss://… VERITY_REDIS_TLS_CA=… (as `verity work`) \
-//!     cargo run --release -p verity-controlplane --example jobs_bench -- JOBS WORKERS CONCURRENCY
+//!     cargo run --release -p verity-controlplane --example jobs_bench -- JOBS WORKERS CONCURRENCY [PRODUCERS]
 //!   VERITY_DATABASE_URL=sqlite:///tmp/x.db cargo run … (the SQL queue)
 
 use std::time::{Duration, Instant};
@@ -21,9 +21,10 @@ async fn main() -> anyhow::Result<()> {
         .skip(1)
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let (n, workers, concurrency) = match args.as_slice() {
-        [n, w, c] => (*n, *w, *c),
-        _ => anyhow::bail!("usage: jobs_bench JOBS WORKERS CONCURRENCY"),
+    let (n, workers, concurrency, producers) = match args.as_slice() {
+        [n, w, c] => (*n, *w, *c, 8),
+        [n, w, c, p] if *p > 0 => (*n, *w, *c, *p),
+        _ => anyhow::bail!("usage: jobs_bench JOBS WORKERS CONCURRENCY [PRODUCERS (default 8)]"),
     };
     let config = Config::load(None)?;
     let db = Db::connect(
@@ -38,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let queue = jobs::open(&db, &config).await?;
     // First the two phases one after the other: enqueue everything, then process it.
     let started = Instant::now();
-    produce(&queue, n, 0).await?;
+    produce(&queue, n, 0, producers).await?;
     let enqueue = started.elapsed();
     let started = Instant::now();
     let workers_running = start_workers(&queue, workers, concurrency);
@@ -48,13 +49,13 @@ async fn main() -> anyhow::Result<()> {
     // Then both at once, as in production: the workers run while the producers enqueue.
     let workers_running = start_workers(&queue, workers, concurrency);
     let started = Instant::now();
-    produce(&queue, n, n).await?;
+    produce(&queue, n, n, producers).await?;
     drain(&queue).await?;
     let together = started.elapsed();
     workers_running.stop().await?;
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!(
-        "backend={} jobs={n} workers={workers}x{concurrency} enqueue={:.0}/s process+ack={:.0}/s end-to-end={:.0}/s concurrent={:.0}/s",
+        "backend={} jobs={n} workers={workers}x{concurrency} producers={producers} enqueue={:.0}/s process+ack={:.0}/s end-to-end={:.0}/s concurrent={:.0}/s",
         queue.backend(),
         rate(enqueue),
         rate(process),
@@ -64,20 +65,26 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Enqueues `n` no-op jobs from 8 concurrent producers (as several app replicas would).
-async fn produce(queue: &jobs::Jobs, n: usize, offset: usize) -> anyhow::Result<()> {
-    let mut producers = Vec::new();
-    for p in 0..8 {
+/// Enqueues `n` no-op jobs from `producers` concurrent producers (request handlers of one or
+/// several app replicas), each waiting for its job to be in the queue before the next.
+async fn produce(
+    queue: &jobs::Jobs,
+    n: usize,
+    offset: usize,
+    producers: usize,
+) -> anyhow::Result<()> {
+    let mut running = Vec::new();
+    for p in 0..producers {
         let q = queue.clone();
-        producers.push(tokio::spawn(async move {
-            for i in (p..n).step_by(8) {
+        running.push(tokio::spawn(async move {
+            for i in (p..n).step_by(producers) {
                 q.enqueue(&NewJob::new("default", "noop", json!({"i": offset + i})))
                     .await?;
             }
             Ok::<_, jobs::JobError>(())
         }));
     }
-    for p in producers {
+    for p in running {
         p.await??;
     }
     Ok(())

@@ -496,7 +496,12 @@ pub fn builtin_handlers() -> worker::Handlers {
 
 /// A new random job id.
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    // A version-4 UUID from the thread's CSPRNG (seeded by the OS), not a `getrandom` system
+    // call per id.
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .simple()
+        .to_string()
 }
 
 /// Checks a caller-chosen job id: 1–64 characters of `[A-Za-z0-9_.:-]` (it names Redis keys).

@@ -261,8 +261,9 @@ return out
 ",
         ),
         // Takes up to `max` jobs off the head of the queue (LPOP with a count; an id whose job
-        // is gone is dropped) and registers them as started, in one ZADD.
-        // KEYS: queue, wip   ARGV: now_us, expiry_s, now_str, max, token per job (max of them)
+        // is gone is dropped) and registers them as started, in one ZADD. The n-th job's lease
+        // token is the call's random nonce followed by `:n`.
+        // KEYS: queue, wip   ARGV: now_us, expiry_s, now_str, max, nonce
         lease: Script::new(
             r"
 local out, started = {}, {}
@@ -277,7 +278,7 @@ while n < max do
       'max_attempts', 'timeout_ms', 'attempts')
     if f[1] then
       n = n + 1
-      local token = ARGV[4 + n]
+      local token = ARGV[5] .. ':' .. n
       local attempts = tostring((tonumber(f[7]) or 0) + 1)
       redis.call('HSET', j, 'status', 'started', 'attempts', attempts, 'lease_token', token,
         'started_us', ARGV[1], 'started_at', ARGV[3], 'progress', '')
@@ -576,10 +577,8 @@ impl RedisQueue {
                 .arg(now_us)
                 .arg(seconds(now_us + micros(lease)))
                 .arg(&now_str)
-                .arg(max);
-            for _ in 0..max {
-                call.arg(super::new_id());
-            }
+                .arg(max)
+                .arg(super::new_id());
             let flat: Vec<String> = call.invoke_async(&mut conn).await?;
             if flat.is_empty() {
                 continue;
