@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     PageUser, error_page,
-    pages::{js, read_checked_form, serde_urlencoded_from},
+    pages::{js, serde_urlencoded_from, signed_in_form},
     redirect, render, user_context,
 };
 use crate::{
@@ -125,12 +125,7 @@ pub(super) struct AccountForm {
 
 /// `POST /user/account`: `action` is `profile`, `reset_token`, `create_token` or `revoke_token`.
 pub(super) async fn account_post(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let (_, form) = match read_checked_form::<AccountForm>(&state, &user, parts, body).await {
+    let (user, _, form) = match signed_in_form::<AccountForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -214,12 +209,7 @@ pub(super) async fn switch_organization(
     State(state): State<AppState>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let (_, form) = match read_checked_form::<SwitchForm>(&state, &user, parts, body).await {
+    let (user, _, form) = match signed_in_form::<SwitchForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };

@@ -22,8 +22,7 @@ use serde_json::{Map, Value, json};
 use super::{
     PageUser, error_page,
     pages::{
-        csrf_forms, csrf_refusal, js, project_header, project_page_user, project_role,
-        read_checked_form,
+        csrf_forms, csrf_refusal, js, project_form, project_header, project_page_user, project_role,
     },
     redirect, render, user_context,
 };
@@ -391,12 +390,7 @@ csrf_forms!(SyncForm, ExportForm);
 /// `POST /projects/{id}/data/import/sync`: starts the sync of one of the project's import
 /// storages, as `POST /api/storages/{type}/{id}/sync` does, and follows it on the import page.
 pub(super) async fn sync_post(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (user, id) = match project_page_user(&state, &parts).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (_, form) = match read_checked_form::<SyncForm>(&state, &user, parts, body).await {
+    let (user, id, _, form) = match project_form::<SyncForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -485,12 +479,7 @@ pub(super) async fn export_page(State(state): State<AppState>, request: Request)
 /// `POST /api/projects/{id}/exports`; `op=delete` deletes one as
 /// `DELETE /api/projects/{id}/exports/{pk}` does.
 pub(super) async fn export_post(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (user, id) = match project_page_user(&state, &parts).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (_, form) = match read_checked_form::<ExportForm>(&state, &user, parts, body).await {
+    let (user, id, _, form) = match project_form::<ExportForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };

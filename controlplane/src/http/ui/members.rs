@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::{
     PageUser, error_page,
-    pages::{js, page_number, read_checked_form, serde_urlencoded_from},
+    pages::{js, page_number, serde_urlencoded_from, signed_in_form},
     redirect, render, user_context,
 };
 use crate::{
@@ -199,12 +199,7 @@ fn role_field(value: &str) -> Result<Role, ApiError> {
 /// `POST /organization`: `action` is `role`, `deactivate`, `reactivate`, `invite` or
 /// `revoke_invitation`.
 pub(super) async fn members_post(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let (parts, form) = match read_checked_form::<MembersForm>(&state, &user, parts, body).await {
+    let (user, parts, form) = match signed_in_form::<MembersForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };

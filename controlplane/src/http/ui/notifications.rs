@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{
     error_page,
-    pages::{js, page_number, read_checked_form},
+    pages::{js, page_number, signed_in_form},
     redirect, render, user_context,
 };
 use crate::{
@@ -76,12 +76,7 @@ pub(super) async fn notifications_post(
     State(state): State<AppState>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let (_, form) = match read_checked_form::<NotificationsForm>(&state, &user, parts, body).await {
+    let (user, _, form) = match signed_in_form::<NotificationsForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };

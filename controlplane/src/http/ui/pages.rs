@@ -113,6 +113,29 @@ pub(super) async fn read_checked_form<T: CsrfForm>(
     }
 }
 
+/// The signed-in user of a form post and its form, CSRF-checked (the sign-in page or the
+/// refusal otherwise).
+pub(super) async fn signed_in_form<T: CsrfForm>(
+    state: &AppState,
+    request: Request,
+) -> Result<(PageUser, Parts, T), Response> {
+    let (parts, body) = request.into_parts();
+    let user = super::page_user(state, &parts).await?;
+    let (parts, form) = read_checked_form::<T>(state, &user, parts, body).await?;
+    Ok((user, parts, form))
+}
+
+/// The same for a form posted to a `/projects/{id}/…` page, with the project id of its path.
+pub(super) async fn project_form<T: CsrfForm>(
+    state: &AppState,
+    request: Request,
+) -> Result<(PageUser, i64, Parts, T), Response> {
+    let (parts, body) = request.into_parts();
+    let (user, id) = project_page_user(state, &parts).await?;
+    let (parts, form) = read_checked_form::<T>(state, &user, parts, body).await?;
+    Ok((user, id, parts, form))
+}
+
 /// The form CSRF check of a signed-in page: the field must carry the session's token. Returns
 /// the refusal page when it does not.
 pub(super) fn csrf_refusal(user: &PageUser, given: &str) -> Option<Response> {
@@ -578,12 +601,7 @@ pub(super) struct CreateProjectForm {
 
 /// `POST /projects`: creates a project from a template (or a configuration of one's own).
 pub(super) async fn create_project(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let user = match super::page_user(&state, &parts).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let (_, form) = match read_checked_form::<CreateProjectForm>(&state, &user, parts, body).await {
+    let (user, _, form) = match signed_in_form::<CreateProjectForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -747,12 +765,7 @@ pub(super) async fn settings_page(State(state): State<AppState>, request: Reques
 
 /// `POST /projects/{id}/settings`: applies the form through the same update as the API's PATCH.
 pub(super) async fn save_settings(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (user, id) = match project_page_user(&state, &parts).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (_, form) = match read_checked_form::<SettingsForm>(&state, &user, parts, body).await {
+    let (user, id, _, form) = match project_form::<SettingsForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };

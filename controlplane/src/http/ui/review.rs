@@ -18,8 +18,7 @@ use serde_json::{Map, Value, json};
 use super::{
     PageUser, error_page,
     pages::{
-        js, project_header, project_page_user, project_role, read_checked_form,
-        serde_urlencoded_from,
+        js, project_form, project_header, project_page_user, project_role, serde_urlencoded_from,
     },
     redirect, render, user_context,
 };
@@ -288,12 +287,7 @@ fn review_body(form: &ReviewForm, annotation: i64) -> Result<Map<String, Value>,
 /// `POST /api/annotation-reviews` (permission checks, the project's reject settings, audit,
 /// webhooks), then shows the next annotation.
 pub(super) async fn review_post(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (user, id) = match project_page_user(&state, &parts).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (_, form) = match read_checked_form::<ReviewForm>(&state, &user, parts, body).await {
+    let (user, id, _, form) = match project_form::<ReviewForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };
