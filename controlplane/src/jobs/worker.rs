@@ -576,6 +576,10 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A lease renewal in flight: whether the lease is still ours.
+type Renewal<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<bool, super::JobError>> + Send + 'a>>;
+
 /// Runs one leased job to its end: handler under the time limit, lease renewed meanwhile.
 /// `None` when the lease was lost meanwhile (someone else may run the job now).
 async fn execute(
@@ -600,23 +604,42 @@ async fn execute(
     let work = tokio::time::timeout(leased.timeout, handler(job));
     tokio::pin!(work);
     let mut beat = tokio::time::interval(lease / 3);
+    // A renewal that waited long (a busy database) is followed by one beat later, not by a
+    // burst of the ticks it missed.
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     beat.tick().await;
+    // The renewal in flight. It runs next to the job rather than instead of it: on SQLite the
+    // renewal needs the one writer connection, which the job may hold in a transaction; a
+    // renewal awaited on its own would stop polling the job, so the job would never release
+    // the writer and the renewal would never get it.
+    let mut renewal: Option<Renewal<'_>> = None;
     loop {
         tokio::select! {
             r = &mut work => return Some(match r {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {} s", leased.timeout.as_secs())),
             }),
-            _ = beat.tick() => match jobs.heartbeat(leased, lease).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    // Someone else holds it now (our lease ran out); stop working on it.
-                    tracing::warn!(job = %leased.id, "lost the lease of a running job; abandoning it");
-                    if let Some(m) = metrics { m.outcome(leased, "lost"); }
-                    return None;
+            _ = beat.tick(), if renewal.is_none() => {
+                renewal = Some(Box::pin(jobs.heartbeat(leased, lease)));
+            }
+            renewed = async {
+                match renewal.as_mut() {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
                 }
-                Err(e) => tracing::warn!(job = %leased.id, error = %e, "could not renew a job's lease"),
-            },
+            }, if renewal.is_some() => {
+                renewal = None;
+                match renewed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Someone else holds it now (our lease ran out); stop working on it.
+                        tracing::warn!(job = %leased.id, "lost the lease of a running job; abandoning it");
+                        if let Some(m) = metrics { m.outcome(leased, "lost"); }
+                        return None;
+                    }
+                    Err(e) => tracing::warn!(job = %leased.id, error = %e, "could not renew a job's lease"),
+                }
+            }
         }
     }
 }

@@ -1366,3 +1366,57 @@ async fn batched_delivery_redis() {
     lease_and_acknowledge_in_batches(&jobs).await;
     worker_batches(&jobs).await;
 }
+
+/// On SQLite the lease renewal needs the one writer connection. A job that holds the writer in a
+/// transaction when its renewal falls due must go on running (and release the writer), rather
+/// than wait for a renewal that waits for it: a 100,000-object storage sync stopped this way
+/// (the worker awaited the renewal without polling the job, every renewal timed out, and the
+/// ticks it missed started the next one at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_holding_the_sqlite_writer_when_its_lease_is_renewed_finishes() {
+    let (app, jobs) = sql_jobs(Backend::Sqlite).await;
+    let db = app.db.clone();
+    let handlers = Handlers::default().on("hold", move |_job| {
+        let db = db.clone();
+        async move {
+            let verity_controlplane::storage::Db::Sqlite { write, .. } = &db else {
+                return Err("not SQLite".to_string());
+            };
+            let mut tx = write.begin().await.map_err(|e| e.to_string())?;
+            // The lease is 1.5 s, renewed every 0.5 s: the writer stays taken across a renewal.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            sqlx::query("select 1")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            Ok(json!("released"))
+        }
+    });
+    let id = jobs
+        .enqueue(&job("default", "hold"))
+        .await
+        .expect("enqueue");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let config = WorkerConfig {
+        concurrency: 1,
+        lease: Duration::from_millis(1500),
+        idle_poll: Duration::from_millis(20),
+        drain: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    };
+    let w = tokio::spawn(worker::run(jobs.clone(), handlers, config, None, stop_rx));
+    // Well under the pool's 30 s acquire timeout, which the renewal waited for before.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while state(&jobs, &id).await != State::Finished {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job holding the writer did not finish: its lease renewal waited for it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    assert_eq!(w.await.expect("worker"), 0);
+    let v = jobs.get(&id).await.expect("get").expect("job");
+    assert_eq!(v.result, Some(json!("released")));
+}
