@@ -1056,6 +1056,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep("GET", "/api/dm/actions", Needs(P::ProjectView)),
     ep("POST", "/api/dm/actions", Needs(P::TaskManage)),
+    ep("GET", "/api/dm/columns", Needs(P::ProjectView)),
     ep("GET", "/api/dm/views", Needs(P::ProjectView)),
     ep("POST", "/api/dm/views", Needs(P::ProjectView)),
     ep("GET", "/api/dm/views/{id}", Needs(P::ProjectView)),

@@ -43,6 +43,7 @@ pub mod scim;
 pub mod sessions;
 pub mod snapshots;
 pub mod storages;
+pub mod task_columns;
 pub mod tasks;
 pub mod uploads;
 pub mod users;

@@ -1291,6 +1291,8 @@ pub struct TaskQuery {
     pub params: Vec<String>,
     /// `order by` clause.
     pub order: String,
+    /// What the filters and ordering tell about other people's work (ADR 0055).
+    pub reveals: super::task_columns::Reveals,
 }
 
 /// Builds a [`TaskQuery`] from the data manager JSON (`filters`, `ordering`, `selectedItems`).
@@ -1299,6 +1301,7 @@ pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiR
         condition: String::from("true"),
         params: Vec::new(),
         order: "t.id".into(),
+        reveals: Default::default(),
     };
     let bad = |m: String| ApiError::field(ErrorCode::InvalidQuery, "query", m);
     if only_annotated {
@@ -1326,6 +1329,14 @@ pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiR
             .unwrap_or_default();
         let mut parts = Vec::new();
         for (i, item) in items.iter().enumerate() {
+            if let Some(r) = item
+                .get("filter")
+                .and_then(Value::as_str)
+                .map(|n| n.strip_prefix("filter:tasks:").unwrap_or(n))
+                .and_then(super::task_columns::reveals)
+            {
+                q.reveals = q.reveals.union(r);
+            }
             parts.push(
                 filter_sql(dialect, item, &mut q.params)
                     .map_err(|m| bad(format!("filters.items[{i}]: {m}")))?,
@@ -1368,13 +1379,81 @@ pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiR
             None => (false, order),
         };
         let name = name.strip_prefix("tasks:").unwrap_or(name);
+        if let Some(r) = super::task_columns::reveals(name) {
+            q.reveals = q.reveals.union(r);
+        }
         let column = column_sql(name)
             .map(str::to_string)
             .or_else(|| dialect_column_sql(dialect, name))
-            .ok_or_else(|| bad(format!("cannot order by {order:?}")))?;
-        q.order = format!("{column}{}, t.id", if desc { " desc" } else { "" });
+            .or_else(|| super::task_columns::order_sql(name))
+            .map(Ok)
+            .or_else(|| {
+                name.strip_prefix("data.")
+                    .map(|key| data_order_sql(dialect, key))
+            })
+            .ok_or_else(|| {
+                bad(format!(
+                    "cannot order by {order:?}: order by a task column ({}) or data.<field>",
+                    ORDER_NAMES.join(", ")
+                ))
+            })?
+            .map_err(bad)?;
+        // Tasks without a value (not completed, no prediction, ...) come first in ascending
+        // order and last in descending order on both engines (PostgreSQL's own default is the
+        // reverse of SQLite's).
+        q.order = format!(
+            "{column}{}, t.id",
+            if desc {
+                " desc nulls last"
+            } else {
+                " asc nulls first"
+            }
+        );
     }
     Ok(q)
+}
+
+/// The columns ordering takes, for its error message.
+const ORDER_NAMES: &[&str] = &[
+    "id",
+    "inner_id",
+    "total_annotations",
+    "cancelled_annotations",
+    "total_predictions",
+    "created_at",
+    "updated_at",
+    "is_labeled",
+    "overlap",
+    "agreement",
+    "comment_count",
+    "unresolved_comment_count",
+    "last_comment_updated_at",
+    "reviews_accepted",
+    "reviews_rejected",
+    "reviewers_count",
+    "reviewed",
+    "completed_at",
+    "annotators",
+    "reviewers",
+    "predictions_score",
+    "ground_truth",
+    "draft_exists",
+    "avg_lead_time",
+];
+
+/// Ordering by a top-level field of the task's data (as text). The key goes into the SQL as a
+/// literal, so it is held to letters, digits, `_` and `-`.
+fn data_order_sql(dialect: Dialect, key: &str) -> Result<String, String> {
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "cannot order by data.{key}: a data field to order by is made of letters, digits, _ and -"
+        ));
+    }
+    Ok(dialect.json_text("t.data", &format!("'{key}'")))
 }
 
 fn column_sql(name: &str) -> Option<&'static str> {
@@ -1448,6 +1527,9 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
     if name == "comment_authors" {
         return comment_authors_sql(operator, &value);
     }
+    if let Some(sql) = super::task_columns::filter_sql(name, operator, &value, params) {
+        return sql;
+    }
     let (column, numeric) = if let Some(key) = name.strip_prefix("data.") {
         params.push(key.to_string());
         (
@@ -1458,13 +1540,14 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
         let col = column_sql(name)
             .map(str::to_string)
             .or_else(|| dialect_column_sql(dialect, name))
+            .or_else(|| super::task_columns::scalar_sql(name))
             .ok_or_else(|| format!("unknown filter column {name:?}"))?;
         (col, true)
     };
     let micros = |v: &Value| -> Option<i64> {
         if matches!(
             name,
-            "created_at" | "updated_at" | "last_comment_updated_at"
+            "created_at" | "updated_at" | "last_comment_updated_at" | "completed_at"
         ) {
             v.as_str()
                 .and_then(|s| {
@@ -1676,6 +1759,25 @@ pub async fn list(
             "who commented and when is not shown to annotators: remove the comment_authors and \
              last_comment_updated_at filters or ordering",
         ));
+    }
+    match visible {
+        Visible::OnlyOf(_) if query.reveals.work => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this project shows you only your own annotations: filters and ordering by \
+                 completed_at, annotators, reviewers, annotations_results, ground_truth, \
+                 draft_exists or avg_lead_time would tell how others labeled; remove them",
+            ));
+        }
+        Visible::Anonymous(_) if query.reveals.authors => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this project hides who annotated from reviewers \
+                 (review_settings.anonymize_annotations): remove the annotators and reviewers \
+                 filters or ordering",
+            ));
+        }
+        _ => {}
     }
     let project = access.row;
     // In a manually distributed project annotators see only the tasks assigned to them.

@@ -104,6 +104,136 @@ both_backends! {
         }
     }
 
+    async fn columns_from_annotations_reviews_predictions_and_drafts(app) {
+        let app = &app;
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let t = app.mk_tasks(&app.owner, p, 5).await;
+        let a1 = app.user("dm-col-a1@example.com", Role::Annotator).await;
+        let a2 = app.user("dm-col-a2@example.com", Role::Annotator).await;
+        app.add_member(p, &a1, None).await;
+        app.add_member(p, &a2, None).await;
+        let (a1_id, owner_id) = (app.user_id(&a1).await, app.user_id(&app.owner).await);
+        let annotate = |token: &str, task: i64, body: Value| {
+            let url = format!("/api/tasks/{task}/annotations");
+            let token = token.to_string();
+            async move { app.post(&url, &token, body).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id") }
+        };
+        // t0: a1 "pos" (10 s); t1: a1 "neg" (30 s); t2: a2 "neg"; t3: the owner, ground truth;
+        // t4: a2 skipped (not an annotator of it, not completed).
+        let first = annotate(&a1, t[0], json!({"result": choice("pos"), "lead_time": 10.0})).await;
+        annotate(&a1, t[1], json!({"result": choice("neg"), "lead_time": 30.0})).await;
+        annotate(&a2, t[2], json!({"result": choice("neg")})).await;
+        annotate(&app.owner, t[3], json!({"result": choice("pos"), "ground_truth": true})).await;
+        annotate(&a2, t[4], json!({"result": [], "was_cancelled": true})).await;
+        app.post("/api/annotation-reviews", &app.owner, json!({"annotation": first, "accepted": true})).await.expect(StatusCode::CREATED);
+        app.post("/api/predictions", &app.owner, json!({"task": t[4], "result": choice("pos"), "score": 0.9, "model_version": "model-v2"})).await.expect(StatusCode::CREATED);
+        app.post("/api/predictions", &app.owner, json!({"task": t[0], "result": choice("neg"), "score": 0.2, "model_version": "model-v1"})).await.expect(StatusCode::CREATED);
+        app.post(&format!("/api/tasks/{}/drafts", t[1]), &a2, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+
+        let list = |token: &str, filters: Value, ordering: Value| {
+            let q = json!({"filters": filters, "ordering": ordering}).to_string();
+            let url = format!("/api/tasks?project={p}&query={}", crate::common::urlencoding(&q));
+            let token = token.to_string();
+            async move { app.get(&url, &token).await }
+        };
+        let one = |name: &str, operator: &str, value: Value| {
+            json!({"conjunction": "and", "items": [{"filter": format!("filter:tasks:{name}"), "operator": operator, "type": "String", "value": value}]})
+        };
+        let cases = [
+            (one("annotators", "contains", json!([a1_id])), vec![t[0], t[1]]),
+            (one("annotators", "not_contains", json!(a1_id)), vec![t[2], t[3], t[4]]),
+            (one("annotators", "exists", json!(null)), vec![t[0], t[1], t[2], t[3]]),
+            (one("reviewers", "contains", json!([owner_id])), vec![t[0]]),
+            (one("annotations_results", "contains", json!("NEG")), vec![t[1], t[2]]),
+            (one("annotations_results", "not_contains", json!("neg")), vec![t[0], t[3], t[4]]),
+            (one("predictions_results", "contains", json!("neg")), vec![t[0]]),
+            (one("predictions_model_versions", "equal", json!("model-v2")), vec![t[4]]),
+            (one("predictions_score", "greater", json!(0.5)), vec![t[4]]),
+            (one("ground_truth", "equal", json!(true)), vec![t[3]]),
+            (one("draft_exists", "equal", json!(true)), vec![t[1]]),
+            (one("avg_lead_time", "greater", json!(20)), vec![t[1]]),
+            (one("completed_at", "exists", json!(null)), vec![t[0], t[1], t[2], t[3]]),
+            (one("completed_at", "greater", json!("2000-01-01T00:00:00Z")), vec![t[0], t[1], t[2], t[3]]),
+            (json!({"conjunction": "or", "items": [
+                {"filter": "filter:tasks:ground_truth", "operator": "equal", "type": "Boolean", "value": true},
+                {"filter": "filter:tasks:predictions_score", "operator": "less", "type": "Number", "value": 0.5}]}), vec![t[0], t[3]]),
+        ];
+        for (filters, want) in cases {
+            let got = list(&app.owner, filters.clone(), json!(["tasks:id"])).await.expect(StatusCode::OK);
+            assert_eq!(ids(&got), want, "{filters}");
+        }
+
+        // Ordering: newest completion first, the task never completed last; by prediction
+        // score with the tasks without one first; by number of annotators; by a data field.
+        let got = list(&app.owner, Value::Null, json!(["-tasks:completed_at"])).await.expect(StatusCode::OK);
+        assert_eq!(ids(&got), vec![t[3], t[2], t[1], t[0], t[4]]);
+        let got = list(&app.owner, Value::Null, json!(["tasks:completed_at"])).await.expect(StatusCode::OK);
+        assert_eq!(ids(&got), vec![t[4], t[0], t[1], t[2], t[3]]);
+        let got = list(&app.owner, Value::Null, json!(["tasks:predictions_score"])).await.expect(StatusCode::OK);
+        assert_eq!(ids(&got), vec![t[1], t[2], t[3], t[0], t[4]]);
+        let got = list(&app.owner, Value::Null, json!(["-tasks:avg_lead_time"])).await.expect(StatusCode::OK);
+        assert_eq!(ids(&got)[..2], [t[1], t[0]]);
+        let got = list(&app.owner, Value::Null, json!(["-tasks:data.text"])).await.expect(StatusCode::OK);
+        assert_eq!(ids(&got), vec![t[4], t[3], t[2], t[1], t[0]]);
+        let e = list(&app.owner, Value::Null, json!(["tasks:data.te'xt"])).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("letters, digits")), "{e}");
+        let e = list(&app.owner, Value::Null, json!(["tasks:annotations_results"])).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("completed_at")), "{e}");
+        // Bad values are refused with what to fix.
+        let e = list(&app.owner, one("annotators", "contains", json!("a1")), Value::Null).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("user id")), "{e}");
+        list(&app.owner, one("reviewers", "greater", json!(1)), Value::Null).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        // LIKE wildcards are literal: "%" matches no result.
+        let got = list(&app.owner, one("annotations_results", "contains", json!("%")), Value::Null).await.expect(StatusCode::OK);
+        assert_eq!(ids(&got), Vec::<i64>::new());
+
+        // An annotator who sees only their own annotations may not learn the others' work
+        // from a filter or an ordering; predictions are theirs to filter by.
+        list(&a1, one("annotators", "contains", json!([a1_id])), Value::Null).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        list(&a1, one("annotations_results", "contains", json!("neg")), Value::Null).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        list(&a1, Value::Null, json!(["-tasks:completed_at"])).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        let got = list(&a1, one("predictions_score", "greater", json!(0.5)), Value::Null).await.expect(StatusCode::OK);
+        assert_eq!(ids(&got), vec![t[4]]);
+        // A reviewer of a project that hides who annotated may filter by results, not by people.
+        let reviewer = app.user("dm-col-rev@example.com", Role::Annotator).await;
+        app.add_member(p, &reviewer, Some("reviewer")).await;
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"review_settings": {"anonymize_annotations": true, "show_data_manager_to_reviewers": true}}))
+            .await.expect(StatusCode::OK);
+        let got = list(&reviewer, one("annotations_results", "contains", json!("neg")), Value::Null).await.expect(StatusCode::OK);
+        assert_eq!(ids(&got), vec![t[1], t[2]]);
+        list(&reviewer, one("annotators", "contains", json!([a1_id])), Value::Null).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        list(&reviewer, Value::Null, json!(["tasks:reviewers"])).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+        // The column catalogue lists what each caller may filter by, and the data fields.
+        let ids_of = |columns: &Value| -> Vec<String> {
+            columns["columns"].as_array().expect("columns").iter().map(|c| c["id"].as_str().expect("id").to_string()).collect()
+        };
+        let all = app.get(&format!("/api/dm/columns?project={p}"), &app.owner).await.expect(StatusCode::OK);
+        let names = ids_of(&all);
+        for want in ["id", "completed_at", "annotators", "reviewers", "annotations_results", "predictions_score", "agreement", "comment_authors", "data", "text"] {
+            assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        }
+        let text = all["columns"].as_array().expect("columns").iter().find(|c| c["id"] == json!("text")).expect("text column");
+        assert_eq!((&text["parent"], &text["type"], &text["orderable"]), (&json!("data"), &json!("Text"), &json!(true)));
+        let completed = all["columns"].as_array().expect("columns").iter().find(|c| c["id"] == json!("completed_at")).expect("completed_at");
+        assert_eq!((&completed["type"], &completed["target"]), (&json!("Datetime"), &json!("tasks")));
+        let blind = ids_of(&app.get(&format!("/api/dm/columns?project={p}"), &a1).await.expect(StatusCode::OK));
+        for hidden in ["completed_at", "annotators", "reviewers", "annotations_results", "agreement", "comment_authors"] {
+            assert!(!blind.iter().any(|n| n == hidden), "{hidden} shown to a blind annotator: {blind:?}");
+        }
+        assert!(blind.iter().any(|n| n == "predictions_score"), "{blind:?}");
+        let anonymous = ids_of(&app.get(&format!("/api/dm/columns?project={p}"), &reviewer).await.expect(StatusCode::OK));
+        assert!(!anonymous.iter().any(|n| n == "annotators" || n == "reviewers"), "{anonymous:?}");
+        assert!(anonymous.iter().any(|n| n == "annotations_results"), "{anonymous:?}");
+        app.get("/api/dm/columns", &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        let outsider = app.user("dm-col-out@example.com", Role::Annotator).await;
+        // Someone outside the project is refused as by the project itself.
+        let project_answer = app.get(&format!("/api/projects/{p}"), &outsider).await;
+        let columns_answer = app.get(&format!("/api/dm/columns?project={p}"), &outsider).await;
+        assert!(!project_answer.status.is_success(), "{:?}", project_answer.status);
+        assert_eq!(columns_answer.status, project_answer.status);
+    }
+
     async fn actions_run_on_a_selection(app) {
         let p = app.mk_project(&app.owner, json!({})).await;
         let tasks = app.mk_tasks(&app.owner, p, 6).await;

@@ -565,6 +565,10 @@ both_backends! {
         assert!(desc.text.contains(&format!("data?view={v}&amp;ordering=id\">ID ▼</a>")), "{}", desc.text);
         assert_eq!(ids_in(&mgr.get(&app, &format!("{page_path}?view={v}&ordering=id")).await.text), vec![tasks[0], tasks[1], tasks[2]]);
         assert_eq!(mgr.get(&app, &format!("{page_path}?view={v}&ordering=nonsense")).await.status, StatusCode::BAD_REQUEST);
+        // A data field's header sorts too (ADR 0055).
+        let by_text = mgr.get(&app, &format!("{page_path}?view={v}&ordering=-data.text")).await;
+        assert_eq!(ids_in(&by_text.text), vec![tasks[2], tasks[1], tasks[0]], "{}", by_text.text);
+        assert!(by_text.text.contains(&format!("data?view={v}&amp;ordering=data.text\">")), "{}", by_text.text);
         // Columns: the tab's hiddenColumns decide.
         assert!(!tab.text.contains("Inner ID</a></th>") && tab.text.contains("Predictions</a></th>"));
         let cols = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "columns"), ("view", &v.to_string()), ("show", "id"), ("show", "data.text"), ("show", "inner_id")]).await;

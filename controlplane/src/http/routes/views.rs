@@ -155,9 +155,75 @@ pub async fn order_views(
     Ok(Json(serde_json::json!({"detail": "View order updated"})))
 }
 
+/// The data manager's column catalogue for a project, as Label Studio's front end reads it:
+/// `{"columns": [{id, title, type, target, help, visibility_defaults, project_defined,
+/// orderable, parent?, children?}]}`. The task columns the caller may filter and order by (the
+/// ones the task list would refuse them are left out), then `data` with a child per data field
+/// of the labeling configuration.
+#[utoipa::path(get, path = "/api/dm/columns", tag = "data manager", params(ViewListParams), responses((status = 200, description = "`{\"columns\": [...]}`"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list_columns(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(params): Query<ViewListParams>,
+) -> ApiResult<Json<Value>> {
+    use crate::storage::{
+        access, projects,
+        task_columns::{self, CATALOGUE},
+        tasks::{Visible, shows_comment_details},
+    };
+    let id = required_int("project", &params.project)?;
+    let access =
+        access::project(&state.db, &actor, id, crate::authz::Permission::ProjectView).await?;
+    let visible = Visible::for_access(&actor, &access);
+    let project = projects::get(&state.db, &actor, id).await?;
+    let shown = |name: &str| -> bool {
+        let reveals = task_columns::reveals(name).unwrap_or_default();
+        match name {
+            "agreement" => visible.shows_agreement_in(&access),
+            "last_comment_updated_at" | "comment_authors" => shows_comment_details(access.role),
+            _ => match visible {
+                Visible::OnlyOf(_) => !reveals.work,
+                Visible::Anonymous(_) => !reveals.authors,
+                Visible::All => true,
+            },
+        }
+    };
+    let mut columns: Vec<Value> = CATALOGUE
+        .iter()
+        .filter(|(name, ..)| shown(name))
+        .map(|(name, title, kind, help, explore, orderable)| {
+            serde_json::json!({
+                "id": name, "title": title, "type": kind, "target": "tasks", "help": help,
+                "visibility_defaults": {"explore": explore, "labeling": false},
+                "project_defined": false, "orderable": orderable,
+            })
+        })
+        .collect();
+    let keys: Vec<&String> = project.data_types.keys().collect();
+    columns.push(serde_json::json!({
+        "id": "data", "title": "data", "type": "List", "target": "tasks",
+        "help": "The task's data", "children": keys,
+        "visibility_defaults": {"explore": true, "labeling": true},
+        "project_defined": false, "orderable": false,
+    }));
+    for (key, kind) in &project.data_types {
+        let orderable = key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        columns.push(serde_json::json!({
+            "id": key, "title": key, "type": kind.as_str().unwrap_or("String"), "target": "tasks",
+            "parent": "data", "help": format!("data.{key}"),
+            "visibility_defaults": {"explore": true, "labeling": true},
+            "project_defined": false, "orderable": orderable,
+        }));
+    }
+    Ok(Json(serde_json::json!({ "columns": columns })))
+}
+
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_columns))
         .routes(routes!(list_views, create_view))
         .routes(routes!(get_view, update_view, delete_view))
         .routes(routes!(reset_views))

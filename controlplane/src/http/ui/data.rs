@@ -92,8 +92,15 @@ struct Column {
 }
 
 impl Column {
+    /// The task columns, and data fields whose name the task list orders by (letters, digits,
+    /// `_`, `-`; ADR 0055); not the whole task data.
     fn sortable(&self) -> bool {
-        !self.id.starts_with("data")
+        match self.id.strip_prefix("data.") {
+            Some(key) => key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            None => self.id != "data",
+        }
     }
 
     fn filterable(&self) -> bool {
