@@ -86,6 +86,23 @@ pub async fn note(db: &Db, jobs: &Jobs, project: Option<i64>, action: Action, su
     }
 }
 
+/// After a committed change that no annotation event reports (a review deleted, ground truth
+/// removed, duplicates merged): as [`note`], for the annotations `ids`.
+pub async fn note_annotations(db: &Db, jobs: &Jobs, project: i64, ids: Vec<i64>) {
+    if let Err(e) = try_note(db, jobs, project, Changed::Ids(ids)).await {
+        tracing::warn!(project, error = %e.detail, internal = ?e.internal,
+            "recording annotation changes for the export storages failed; a sync of the storage writes them");
+    }
+}
+
+/// As [`note_annotations`], for every annotation of the tasks `tasks`.
+pub async fn note_tasks(db: &Db, jobs: &Jobs, project: i64, tasks: Vec<i64>) {
+    if let Err(e) = try_note(db, jobs, project, Changed::OfTasks(tasks)).await {
+        tracing::warn!(project, error = %e.detail, internal = ?e.internal,
+            "recording annotation changes for the export storages failed; a sync of the storage writes them");
+    }
+}
+
 async fn try_note(db: &Db, jobs: &Jobs, project: i64, changed: Changed) -> ApiResult<()> {
     let targets = store::targets(db, project).await?;
     if targets.is_empty() {
@@ -102,6 +119,35 @@ async fn try_note(db: &Db, jobs: &Jobs, project: i64, changed: Changed) -> ApiRe
     for target in &targets {
         enqueue(jobs, target.organization_id, &target.kind, target.id).await?;
     }
+    Ok(())
+}
+
+/// After an on-demand sync wrote a batch: the annotations of the batch that changed (or went)
+/// between the sync's read and its write are recorded for the storage's write pass, so that a
+/// write pass that ran in between is not undone by the sync's older copy.
+pub async fn recheck_batch(
+    db: &Db,
+    jobs: &Jobs,
+    target: &store::ExportTarget,
+    project: i64,
+    written: &[(i64, Value)],
+) -> ApiResult<()> {
+    let ids: Vec<i64> = written.iter().map(|(id, _)| *id).collect();
+    let now: std::collections::HashMap<i64, Value> =
+        storages::export_annotations(db, project, &ids)
+            .await?
+            .into_iter()
+            .collect();
+    let stale: Vec<i64> = written
+        .iter()
+        .filter(|(id, value)| now.get(id) != Some(value))
+        .map(|(id, _)| *id)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    store::add(db, std::slice::from_ref(target), project, &stale).await?;
+    enqueue(jobs, target.organization_id, &target.kind, target.id).await?;
     Ok(())
 }
 

