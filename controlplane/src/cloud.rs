@@ -1093,6 +1093,7 @@ async fn export(
         };
         after = *last;
         let (prefix, bucket) = (row.prefix.clone(), row.bucket.clone());
+        let read = batch.clone();
         let results: Vec<(String, Option<String>, Option<i64>)> = futures::stream::iter(batch)
             .map(move |(id, value)| {
                 let (store, prefix, bucket) = (store.clone(), prefix.clone(), bucket.clone());
@@ -1113,6 +1114,20 @@ async fn export(
         counters.written += results.len() as u64;
         written.extend(results.iter().map(|(k, _, _)| k.clone()));
         cloudstorages::record_objects(&ctx.db, row.provider(), row.id, &results).await?;
+        // An annotation that changed while this batch was written goes to the storage's write
+        // pass (ADR 0052), which writes it as it is then.
+        crate::exportchanges::recheck_batch(
+            &ctx.db,
+            &ctx.jobs,
+            &crate::storage::exportchanges::ExportTarget {
+                kind: provider.kind().to_string(),
+                id: row.id,
+                organization_id: row.organization_id,
+            },
+            row.project_id,
+            &read,
+        )
+        .await?;
         cloudstorages::progress(&ctx.db, row.id, "in_progress", &counters.meta()).await?;
     }
     if row.can_delete_objects {

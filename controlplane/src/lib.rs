@@ -13,6 +13,7 @@ pub mod cloud;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod exportchanges;
 pub mod exports;
 pub mod http;
 pub mod imports;

@@ -342,7 +342,7 @@ async fn sync(
     let root = Root::from_config(config)?;
     let dir = root.check_dir(&row.path)?;
     if row.direction == "export" {
-        return export(db, &actor, &row, &dir).await;
+        return export(db, jobs, &actor, &row, &dir).await;
     }
     let filter = filter(&row.regex_filter)?;
     let listed = {
@@ -433,6 +433,7 @@ async fn sync(
 /// renamed, so a reader never sees half a file. Answers the number of files written.
 async fn export(
     db: &Db,
+    jobs: &Jobs,
     actor: &Actor,
     row: &storages::LocalStorageRow,
     dir: &Path,
@@ -454,6 +455,7 @@ async fn export(
         };
         after = *last;
         let dir = dir.to_path_buf();
+        let read = batch.clone();
         written += tokio::task::spawn_blocking(move || -> std::io::Result<i64> {
             let mut n = 0;
             for (id, value) in batch {
@@ -473,6 +475,20 @@ async fn export(
                 format!("cannot write to {}: {e}", row.path),
             )
         })?;
+        // An annotation that changed while this batch was written goes to the storage's write
+        // pass (ADR 0052), which writes it as it is then.
+        crate::exportchanges::recheck_batch(
+            db,
+            jobs,
+            &crate::storage::exportchanges::ExportTarget {
+                kind: KIND.to_string(),
+                id: row.id,
+                organization_id: row.organization_id,
+            },
+            row.project_id,
+            &read,
+        )
+        .await?;
     }
     Ok(written)
 }

@@ -385,8 +385,14 @@ pub fn handlers(
         .map_err(|e| anyhow::anyhow!(e))?;
     let handlers = ml.register(delivery.register(crate::jobs::builtin_handlers()));
     let handlers = crate::localfiles::register(db.clone(), jobs.clone(), config.clone(), handlers);
-    let handlers =
-        crate::cloud::register(db.clone(), jobs.clone(), config.clone(), sealer, handlers);
+    let handlers = crate::cloud::register(
+        db.clone(),
+        jobs.clone(),
+        config.clone(),
+        sealer.clone(),
+        handlers,
+    );
+    let handlers = crate::exportchanges::register(db.clone(), config.clone(), sealer, handlers);
     let handlers = crate::exports::register(
         db.clone(),
         crate::storage::export::MediaFiles::from_config(config),

@@ -175,7 +175,9 @@ pub enum Subject {
 
 /// Records `action` for every active webhook of `org` (and `project`) that subscribes to it and
 /// starts their delivery. The change already happened, so this never fails the request: a
-/// failure is logged (events are best effort between commit and outbox, ADR 0015).
+/// failure is logged (events are best effort between commit and outbox, ADR 0015). Events
+/// that change annotations also bring the project's export storages up to date (ADR 0052):
+/// every path that changes annotations emits one of them.
 pub async fn emit(
     db: &Db,
     jobs: &Jobs,
@@ -184,6 +186,7 @@ pub async fn emit(
     action: Action,
     subject: Subject,
 ) {
+    crate::exportchanges::note(db, jobs, project, action, &subject).await;
     if let Err(e) = try_emit(db, jobs, org, project, action, subject).await {
         tracing::warn!(error = %e, action = action.name(), org, "recording a webhook event failed");
     }

@@ -15,6 +15,8 @@ mod distribution;
 mod dm;
 #[path = "suites/drafts.rs"]
 mod drafts;
+#[path = "suites/exportchanges.rs"]
+mod exportchanges;
 #[path = "suites/jobs.rs"]
 mod jobs;
 #[path = "suites/ldap.rs"]

@@ -26,6 +26,7 @@ pub mod comments;
 pub mod distribution;
 pub mod drafts;
 pub mod export;
+pub mod exportchanges;
 pub mod groupmap;
 pub mod imports;
 pub mod label_stats;

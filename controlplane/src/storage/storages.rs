@@ -412,6 +412,11 @@ pub(super) async fn delete_storage(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("delete from export_change where storage_kind = $1 and storage_id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(&format!("delete from {table} where id = $1"))
             .bind(id)
             .execute(&mut *tx)
@@ -700,7 +705,6 @@ pub const EXPORT_BATCH: i64 = 500;
 /// and checks them again before each run.
 pub async fn export_batch(db: &Db, project: i64, after: i64) -> ApiResult<Vec<(i64, Value)>> {
     use super::annotations::{ANNOTATION_COLUMNS, AnnotationRow};
-    use super::tasks::{TASK_COLUMNS, TaskRow};
     let rows: Vec<AnnotationRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {ANNOTATION_COLUMNS} from annotation a left join app_user u on u.id = a.completed_by \
@@ -712,6 +716,42 @@ pub async fn export_batch(db: &Db, project: i64, after: i64) -> ApiResult<Vec<(i
         .fetch_all(conn)
         .await?
     });
+    export_values(db, project, rows).await
+}
+
+/// The annotations `ids` of a project as they are now, in the form an export storage writes
+/// them (the same as [`export_batch`]); an id that is gone (or of another project) is left
+/// out. At most [`EXPORT_BATCH`] ids a call.
+pub async fn export_annotations(
+    db: &Db,
+    project: i64,
+    ids: &[i64],
+) -> ApiResult<Vec<(i64, Value)>> {
+    use super::annotations::{ANNOTATION_COLUMNS, AnnotationRow};
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Integers of our own, so inlining them is safe and keeps one statement.
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let rows: Vec<AnnotationRow> = with_read!(db, conn, {
+        sqlx::query_as(&format!(
+            "select {ANNOTATION_COLUMNS} from annotation a left join app_user u on u.id = a.completed_by \
+             where a.project_id = $1 and a.id in ({list}) order by a.id"
+        ))
+        .bind(project)
+        .fetch_all(conn)
+        .await?
+    });
+    export_values(db, project, rows).await
+}
+
+/// Annotation rows with their tasks nested, as export storages write them.
+async fn export_values(
+    db: &Db,
+    project: i64,
+    rows: Vec<super::annotations::AnnotationRow>,
+) -> ApiResult<Vec<(i64, Value)>> {
+    use super::tasks::{TASK_COLUMNS, TaskRow};
     let mut tasks: std::collections::HashMap<i64, Value> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {

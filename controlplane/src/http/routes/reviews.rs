@@ -103,7 +103,9 @@ pub async fn delete_review(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    let (project, _) = reviews::delete(&state.db, &actor, id).await?;
+    let (project, annotation) = reviews::delete(&state.db, &actor, id).await?;
+    // Undoing the review changes the annotation and its review counts (ADR 0052).
+    crate::exportchanges::note_annotations(&state.db, &state.jobs, project, vec![annotation]).await;
     crate::webhooks::emit(
         &state.db,
         &state.jobs,

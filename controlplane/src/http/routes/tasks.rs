@@ -700,6 +700,11 @@ pub async fn perform_action(
         }
         "delete_ground_truths" => {
             let n = quality::delete_ground_truths(&state.db, actor, project, &ids).await?;
+            if n > 0 {
+                // No annotation event reports it; export storages show `ground_truth` (ADR 0052).
+                crate::exportchanges::note_tasks(&state.db, &state.jobs, project, ids.clone())
+                    .await;
+            }
             Ok(
                 serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} ground truths")}),
             )
@@ -726,6 +731,12 @@ pub async fn perform_action(
         }
         "remove_duplicates" => {
             let removed = quality::remove_duplicates(&state.db, actor, project, &ids).await?;
+            if !removed.is_empty() {
+                // Annotations of removed duplicates moved to the kept tasks, which were among the
+                // selected ones: export storages get their new task (ADR 0052).
+                crate::exportchanges::note_tasks(&state.db, &state.jobs, project, ids.clone())
+                    .await;
+            }
             let n = removed.len();
             tasks_emit(
                 state,
