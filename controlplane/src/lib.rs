@@ -28,6 +28,7 @@ pub mod scim;
 pub mod secrets;
 pub mod server;
 pub mod storage;
+pub mod sts;
 pub mod webhooks;
 
 /// The version of this build.
