@@ -7,7 +7,11 @@
 //! webhooks: every resolved address and redirect is checked, and private targets are refused
 //! unless `allow_private_targets` allows them. The server's own cloud identity (instance
 //! metadata, application default credentials, environment) is never used: a storage without
-//! credentials makes anonymous requests.
+//! credentials makes anonymous requests. Short-lived credentials (ADR 0054): an S3 storage with
+//! a `role_arn` signs with temporary credentials of that role ([`crate::sts`]; the base
+//! identity that assumes it is the storage's keys or the server's configured `VERITY_AWS_*`
+//! keys), and an Azure storage with a service principal gets OAuth tokens from the configured
+//! Entra ID authority through `object_store`.
 //!
 //! An import sync lists the bucket (page by page, as a stream), compares each object's key,
 //! entity tag and size with what earlier syncs recorded in `storage_object`, and imports only
@@ -683,6 +687,18 @@ pub fn unreachable(
         return ApiError {
             internal: Some(text.clone()),
             ..ApiError::field(ErrorCode::StorageUnreachable, "role_arn", detail)
+        };
+    } else if provider == Provider::Azure && text.contains("Error performing token request") {
+        // The service principal got no token: the blob service was not asked.
+        return ApiError {
+            internal: Some(text.clone()),
+            ..ApiError::field(
+                ErrorCode::StorageUnreachable,
+                "client_secret",
+                format!(
+                    "Microsoft Entra ID gave the service principal no token; check tenant_id, client_id and client_secret, and that the secret has not expired: {text}"
+                ),
+            )
         };
     } else if text.contains("NoSuchBucket")
         || text.contains("ContainerNotFound")

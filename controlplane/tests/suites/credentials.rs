@@ -482,3 +482,243 @@ async fn s3_role_assumption_sqlite() {
 async fn s3_role_assumption_postgres() {
     s3_role_assumption(Backend::Postgres).await;
 }
+
+/// What the loopback stand-in of the Azure tests saw: method, path and query, the form of a
+/// token request, and the `Authorization` header of a blob request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    body: String,
+    authorization: String,
+}
+
+/// A loopback stand-in for Microsoft Entra ID and a blob endpoint, NOT an identity provider:
+/// the token path answers `accept` (a made-up opaque token) or refuses as Entra ID words a bad
+/// client secret; the blob path lists an empty container only for requests that carry that
+/// token. It shows what Verity sends, stores and reports, not that Entra ID or Azure Storage
+/// would accept it.
+async fn azure_stand_in(accept: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use axum::{body::Bytes, extract::Request, response::IntoResponse};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Seen>::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: Request| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let authorization = parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            record.lock().expect("lock").push(Seen {
+                method: parts.method.to_string(),
+                path: path.clone(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+                authorization: authorization.clone(),
+            });
+            if path.contains("/oauth2/v2.0/token") {
+                if accept {
+                    let token = json!({"access_token": "stand-in-token", "expires_in": 3600, "token_type": "Bearer"});
+                    return (StatusCode::OK, [("content-type", "application/json")], token.to_string()).into_response();
+                }
+                let refusal = json!({"error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided."});
+                return (StatusCode::UNAUTHORIZED, [("content-type", "application/json")], refusal.to_string()).into_response();
+            }
+            if authorization != "Bearer stand-in-token" {
+                return (StatusCode::FORBIDDEN, "<Error><Code>AuthenticationFailed</Code></Error>").into_response();
+            }
+            let empty = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ContainerName="media"><Blobs></Blobs><NextMarker/></EnumerationResults>"#;
+            (StatusCode::OK, [("content-type", "application/xml")], empty).into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, seen)
+}
+
+const TENANT: &str = "8d3c1f2a-5b6e-4c7d-9e0f-1a2b3c4d5e6f";
+const CLIENT: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+const CLIENT_SECRET: &str = "spi-secret-Zq8~never-returned";
+
+/// Azure storages with a service principal: the fields are checked; the token request goes to
+/// the configured authority (obeying the outbound rules) with the tenant, client id and secret
+/// and the storage scope, and a refusal is a 400 that names the fields to check, storing
+/// nothing; with a token the blob requests carry it, the secret is sealed at rest and never
+/// returned. (Against a loopback stand-in only: no emulator issues Entra ID tokens.)
+async fn azure_service_principal(backend: Backend) {
+    let (refusing, refused_seen) = azure_stand_in(false).await;
+    let app = TestApp::with_config(backend, |c| {
+        c.allow_private_targets = "127.0.0.1".into();
+        c.session_key = SESSION_KEY.into();
+        c.azure_authority_host = refusing.clone();
+    })
+    .await;
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let with = |endpoint: &str, extra: Value| {
+        let mut b = json!({"project": p, "container": "media", "account_name": "verityacct",
+            "azure_endpoint": format!("{endpoint}/verityacct"),
+            "tenant_id": TENANT, "client_id": CLIENT, "client_secret": CLIENT_SECRET});
+        b.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        b
+    };
+    // Field checks come first.
+    for (extra, field) in [
+        (json!({"tenant_id": "not a tenant"}), "tenant_id"),
+        (json!({"client_id": "contoso.example"}), "client_id"),
+        (json!({"client_secret": ""}), "client_secret"),
+        (json!({"tenant_id": null}), "tenant_id"),
+        (json!({"account_key": "a2V5"}), "client_secret"),
+    ] {
+        let mut body = with(&refusing, extra.clone());
+        if extra.get("tenant_id") == Some(&Value::Null) {
+            body.as_object_mut().expect("object").remove("tenant_id");
+        }
+        let err = app
+            .post("/api/storages/azure", &app.owner, body)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        assert!(
+            err["validation_errors"].get(field).is_some(),
+            "{extra}: {err}"
+        );
+    }
+    // The authority refuses: a clear 400, nothing stored, the secret not echoed.
+    for path in ["/api/storages/azure/validate", "/api/storages/azure"] {
+        let err = app
+            .post(path, &app.owner, with(&refusing, json!({})))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "storage_unreachable");
+        let text = err["validation_errors"]["client_secret"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{err}"))
+            .to_string();
+        assert!(
+            text.contains("Entra ID gave the service principal no token; check tenant_id, client_id and client_secret"),
+            "{text}"
+        );
+        assert!(
+            text.contains("AADSTS7000215") || text.contains("401"),
+            "{text}"
+        );
+        assert!(!err.to_string().contains(CLIENT_SECRET), "{err}");
+    }
+    let listed = app
+        .get(&format!("/api/storages/azure?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(listed, json!([]));
+    let token_requests: Vec<Seen> = refused_seen.lock().expect("lock").clone();
+    let first = token_requests.first().expect("the authority was asked");
+    assert_eq!(first.method, "POST");
+    assert_eq!(first.path, format!("/{TENANT}/oauth2/v2.0/token"));
+    for part in [
+        "grant_type=client_credentials".to_string(),
+        format!("client_id={CLIENT}"),
+        "scope=https%3A%2F%2Fstorage.azure.com%2F.default".to_string(),
+    ] {
+        assert!(first.body.contains(&part), "{part} not in {}", first.body);
+    }
+
+    // An authority on a private address is refused unless allowed.
+    let strict = TestApp::with_config(backend, |c| {
+        c.session_key = SESSION_KEY.into();
+        c.azure_authority_host = "http://127.0.0.1:9".into();
+    })
+    .await;
+    let p3 = strict.mk_project(&strict.owner, json!({})).await;
+    strict
+        .post(
+            "/api/storages/azure/validate",
+            &strict.owner,
+            json!({"project": p3, "container": "media", "account_name": "verityacct",
+                "tenant_id": TENANT, "client_id": CLIENT, "client_secret": CLIENT_SECRET}),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "private_target");
+
+    // With a token from the stand-in, blob requests carry it; the secret is sealed and hidden.
+    let (accepting, accepted_seen) = azure_stand_in(true).await;
+    let app = TestApp::with_config(backend, |c| {
+        c.allow_private_targets = "127.0.0.1".into();
+        c.session_key = SESSION_KEY.into();
+        c.azure_authority_host = accepting.clone();
+    })
+    .await;
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let mut body = with(&accepting, json!({}));
+    body["project"] = json!(p);
+    let created = app
+        .post("/api/storages/azure", &app.owner, body)
+        .await
+        .expect(StatusCode::CREATED);
+    let id = created["id"].as_i64().expect("id");
+    assert_eq!(created["tenant_id"], json!(TENANT));
+    assert_eq!(created["client_id"], json!(CLIENT));
+    assert_eq!(created["has_client_secret"], json!(true));
+    assert_eq!(created["has_credentials"], json!(true));
+    let blob_requests: Vec<Seen> = accepted_seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| s.path.starts_with("/verityacct/media"))
+        .cloned()
+        .collect();
+    assert!(!blob_requests.is_empty());
+    assert!(
+        blob_requests
+            .iter()
+            .all(|s| s.authorization == "Bearer stand-in-token"),
+        "{blob_requests:?}"
+    );
+    for view in [
+        created.clone(),
+        app.get(&format!("/api/storages/azure/{id}"), &app.owner)
+            .await
+            .expect(StatusCode::OK),
+        app.get(&format!("/api/storages?project={p}"), &app.owner)
+            .await
+            .expect(StatusCode::OK),
+    ] {
+        let text = view.to_string();
+        assert!(
+            !text.contains(CLIENT_SECRET) && !text.contains("\"client_secret\""),
+            "{text}"
+        );
+    }
+    let sealed = raw_column(&app, "client_secret", id).await;
+    assert!(
+        !sealed.is_empty() && !sealed.contains(CLIENT_SECRET),
+        "{sealed}"
+    );
+    // Clearing the principal needs an account key instead; the secret stays otherwise.
+    app.patch(
+        &format!("/api/storages/azure/{id}"),
+        &app.owner,
+        json!({"title": "renamed"}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(raw_column(&app, "client_secret", id).await, sealed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_service_principal_sqlite() {
+    azure_service_principal(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_service_principal_postgres() {
+    azure_service_principal(Backend::Postgres).await;
+}
