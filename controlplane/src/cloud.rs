@@ -7,7 +7,11 @@
 //! webhooks: every resolved address and redirect is checked, and private targets are refused
 //! unless `allow_private_targets` allows them. The server's own cloud identity (instance
 //! metadata, application default credentials, environment) is never used: a storage without
-//! credentials makes anonymous requests.
+//! credentials makes anonymous requests. Short-lived credentials (ADR 0054): an S3 storage with
+//! a `role_arn` signs with temporary credentials of that role ([`crate::sts`]; the base
+//! identity that assumes it is the storage's keys or the server's configured `VERITY_AWS_*`
+//! keys), and an Azure storage with a service principal gets OAuth tokens from the configured
+//! Entra ID authority through `object_store`.
 //!
 //! An import sync lists the bucket (page by page, as a stream), compares each object's key,
 //! entity tag and size with what earlier syncs recorded in `storage_object`, and imports only
@@ -25,7 +29,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use futures::{StreamExt, TryStreamExt};
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, StaticCredentialProvider,
-    aws::AmazonS3Builder,
+    aws::{AmazonS3Builder, AwsCredential},
     azure::MicrosoftAzureBuilder,
     client::{HttpClient, HttpConnector},
     gcp::{GcpCredential, GoogleCloudStorageBuilder},
@@ -129,9 +133,13 @@ impl Provider {
     /// The credential fields, for messages.
     fn credentials_hint(self) -> &'static str {
         match self {
-            Provider::S3 => "aws_access_key_id, aws_secret_access_key and aws_session_token",
+            Provider::S3 => {
+                "aws_access_key_id, aws_secret_access_key and aws_session_token, or role_arn"
+            }
             Provider::Gcs => "google_application_credentials",
-            Provider::Azure => "account_name and account_key",
+            Provider::Azure => {
+                "account_name and account_key, or tenant_id, client_id and client_secret"
+            }
         }
     }
 
@@ -214,6 +222,47 @@ pub struct Endpoint {
     pub account_name: String,
     /// Azure account key (base64; empty: anonymous requests).
     pub account_key: String,
+    /// S3: the IAM role whose temporary credentials sign requests (empty: none; ADR 0054).
+    pub role_arn: String,
+    /// S3: the external id the role's trust policy asks for (empty: none).
+    pub external_id: String,
+    /// Azure service principal: the Entra ID tenant.
+    pub tenant_id: String,
+    /// Azure service principal: its application (client) id.
+    pub client_id: String,
+    /// Azure service principal: its client secret (empty: no service principal).
+    pub client_secret: String,
+    /// The server's own settings for short-lived credentials.
+    pub identity: ServerIdentity,
+}
+
+/// The server's side of short-lived storage credentials (ADR 0054): the base AWS identity
+/// that assumes storages' roles, and where STS and Microsoft Entra ID are reached.
+#[derive(Clone, Default)]
+pub struct ServerIdentity {
+    /// Base AWS access key id (empty: none).
+    pub aws_access_key_id: String,
+    /// Its secret.
+    pub aws_secret_access_key: String,
+    /// Its session token (may be empty).
+    pub aws_session_token: String,
+    /// STS endpoint override.
+    pub sts_endpoint: String,
+    /// Entra ID authority override.
+    pub azure_authority_host: String,
+}
+
+impl ServerIdentity {
+    /// The settings of a configuration.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            aws_access_key_id: config.aws_access_key_id.trim().to_string(),
+            aws_secret_access_key: config.aws_secret_access_key.trim().to_string(),
+            aws_session_token: config.aws_session_token.trim().to_string(),
+            sts_endpoint: config.aws_sts_endpoint.trim().to_string(),
+            azure_authority_host: config.azure_authority_host.trim().to_string(),
+        }
+    }
 }
 
 impl Endpoint {
@@ -230,15 +279,42 @@ impl Endpoint {
             google_credentials: String::new(),
             account_name: String::new(),
             account_key: String::new(),
+            role_arn: String::new(),
+            external_id: String::new(),
+            tenant_id: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            identity: ServerIdentity::default(),
         }
     }
 
     /// Whether requests are signed with credentials of the storage.
     pub fn has_credentials(&self) -> bool {
         match self.provider {
-            Provider::S3 => !self.access_key_id.is_empty(),
+            Provider::S3 => !self.access_key_id.is_empty() || !self.role_arn.is_empty(),
             Provider::Gcs => !self.google_credentials.is_empty(),
-            Provider::Azure => !self.account_key.is_empty(),
+            Provider::Azure => !self.account_key.is_empty() || !self.client_secret.is_empty(),
+        }
+    }
+
+    /// The STS endpoint of role assumption: the server's setting, else the storage's S3
+    /// endpoint (S3-compatible services answer STS there), else AWS's regional endpoint.
+    pub fn sts_endpoint(&self) -> String {
+        let custom = self.endpoint.trim().trim_end_matches('/');
+        if !self.identity.sts_endpoint.is_empty() {
+            self.identity.sts_endpoint.clone()
+        } else if !custom.is_empty() {
+            custom.to_string()
+        } else {
+            format!("https://sts.{}.amazonaws.com", self.region_or_default())
+        }
+    }
+
+    fn region_or_default(&self) -> &str {
+        if self.region.is_empty() {
+            "us-east-1"
+        } else {
+            &self.region
         }
     }
 }
@@ -251,6 +327,9 @@ impl std::fmt::Debug for Endpoint {
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
             .field("account_name", &self.account_name)
+            .field("role_arn", &self.role_arn)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
 }
@@ -361,13 +440,19 @@ pub fn store(endpoint: &Endpoint, policy: Arc<TargetPolicy>) -> ApiResult<Bucket
         ..Default::default()
     };
     let options = ClientOptions::new().with_allow_http(!custom.is_empty());
-    let connector = GuardedConnector { policy };
+    let connector = GuardedConnector {
+        policy: policy.clone(),
+    };
     let unusable = |e: object_store::Error| {
         let text = describe(&e);
         if endpoint.has_credentials() && provider != Provider::S3 {
             ApiError::field(
                 ErrorCode::ValidationError,
-                provider.credentials_field(),
+                if provider == Provider::Azure && endpoint.account_key.is_empty() {
+                    "client_secret"
+                } else {
+                    provider.credentials_field()
+                },
                 format!("the credentials are not usable: {text}"),
             )
         } else {
@@ -388,13 +473,16 @@ pub fn store(endpoint: &Endpoint, policy: Arc<TargetPolicy>) -> ApiResult<Bucket
                     endpoint.region.as_str()
                 })
                 .with_retry(retry)
-                .with_client_options(options);
+                .with_client_options(options.clone());
             if !custom.is_empty() {
                 builder = builder
                     .with_endpoint(&custom)
                     .with_virtual_hosted_style_request(false);
             }
-            if signed {
+            if !endpoint.role_arn.is_empty() {
+                builder =
+                    builder.with_credentials(Arc::new(assume_role(endpoint, &policy, &options)?));
+            } else if signed {
                 builder = builder
                     .with_access_key_id(&endpoint.access_key_id)
                     .with_secret_access_key(&endpoint.secret_access_key);
@@ -456,8 +544,30 @@ pub fn store(endpoint: &Endpoint, policy: Arc<TargetPolicy>) -> ApiResult<Bucket
             if !custom.is_empty() {
                 builder = builder.with_endpoint(custom.clone());
             }
-            if signed {
+            if !endpoint.account_key.is_empty() {
                 builder = builder.with_access_key(&endpoint.account_key);
+            } else if !endpoint.client_secret.is_empty() {
+                // A service principal: object_store asks the authority for OAuth tokens (through
+                // the same guarded client) and renews them before they expire.
+                let authority = if endpoint.identity.azure_authority_host.is_empty() {
+                    "https://login.microsoftonline.com".to_string()
+                } else {
+                    endpoint.identity.azure_authority_host.clone()
+                };
+                policy.check_url(&authority).map_err(|why| {
+                    ApiError::field(
+                        ErrorCode::PrivateTarget,
+                        "tenant_id",
+                        format!("the server's Entra ID authority {authority}: {why}"),
+                    )
+                })?;
+                builder = builder
+                    .with_client_secret_authorization(
+                        &endpoint.client_id,
+                        &endpoint.client_secret,
+                        &endpoint.tenant_id,
+                    )
+                    .with_authority_host(authority);
             } else {
                 builder = builder.with_skip_signature(true);
             }
@@ -474,6 +584,60 @@ pub fn store(endpoint: &Endpoint, policy: Arc<TargetPolicy>) -> ApiResult<Bucket
             })
         }
     }
+}
+
+/// The provider of temporary credentials of an S3 storage's role: the storage's keys (or else
+/// the server's) assume it at the STS endpoint, which obeys the outbound rules.
+fn assume_role(
+    endpoint: &Endpoint,
+    policy: &Arc<TargetPolicy>,
+    options: &ClientOptions,
+) -> ApiResult<crate::sts::AssumeRole> {
+    let base = if !endpoint.access_key_id.is_empty() {
+        AwsCredential {
+            key_id: endpoint.access_key_id.clone(),
+            secret_key: endpoint.secret_access_key.clone(),
+            token: (!endpoint.session_token.is_empty()).then(|| endpoint.session_token.clone()),
+        }
+    } else if !endpoint.identity.aws_access_key_id.is_empty() {
+        let server = &endpoint.identity;
+        AwsCredential {
+            key_id: server.aws_access_key_id.clone(),
+            secret_key: server.aws_secret_access_key.clone(),
+            token: (!server.aws_session_token.is_empty()).then(|| server.aws_session_token.clone()),
+        }
+    } else {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "role_arn",
+            "no identity to assume the role with: give aws_access_key_id and aws_secret_access_key of a user the role trusts, or ask the administrator to set the server's VERITY_AWS_ACCESS_KEY_ID and VERITY_AWS_SECRET_ACCESS_KEY",
+        ));
+    };
+    let url = endpoint.sts_endpoint();
+    let mut parsed = policy.check_url(&url).map_err(|why| {
+        let code = if why.contains("private, loopback or link-local") {
+            ErrorCode::PrivateTarget
+        } else {
+            ErrorCode::ValidationError
+        };
+        ApiError::field(code, "role_arn", format!("the STS endpoint {url}: {why}"))
+    })?;
+    if parsed.path().is_empty() {
+        parsed.set_path("/");
+    }
+    let client = GuardedConnector {
+        policy: policy.clone(),
+    }
+    .connect(options)
+    .map_err(ApiError::internal)?;
+    Ok(crate::sts::AssumeRole {
+        url: parsed.to_string(),
+        region: endpoint.region_or_default().to_string(),
+        role_arn: endpoint.role_arn.clone(),
+        external_id: endpoint.external_id.clone(),
+        base,
+        client,
+    })
 }
 
 /// The message of a bucket error with its causes.
@@ -508,7 +672,34 @@ pub fn unreachable(
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse::<u16>().ok());
     let why = if text.contains("private, loopback or link-local") {
-        return ApiError::field(ErrorCode::PrivateTarget, provider.endpoint_field(), text);
+        let field = if matches!(e, object_store::Error::Generic { store, .. } if *store == crate::sts::STORE)
+        {
+            "role_arn"
+        } else {
+            provider.endpoint_field()
+        };
+        return ApiError::field(ErrorCode::PrivateTarget, field, text);
+    } else if let object_store::Error::Generic { store, source } = e
+        && *store == crate::sts::STORE
+    {
+        // Role assumption failed before the bucket was asked anything.
+        let detail = source.to_string();
+        return ApiError {
+            internal: Some(text.clone()),
+            ..ApiError::field(ErrorCode::StorageUnreachable, "role_arn", detail)
+        };
+    } else if provider == Provider::Azure && text.contains("Error performing token request") {
+        // The service principal got no token: the blob service was not asked.
+        return ApiError {
+            internal: Some(text.clone()),
+            ..ApiError::field(
+                ErrorCode::StorageUnreachable,
+                "client_secret",
+                format!(
+                    "Microsoft Entra ID gave the service principal no token; check tenant_id, client_id and client_secret, and that the secret has not expired: {text}"
+                ),
+            )
+        };
     } else if text.contains("NoSuchBucket")
         || text.contains("ContainerNotFound")
         // fake-gcs-server's words for it (with a 500)
@@ -701,7 +892,7 @@ async fn sync(ctx: &Context, id: i64, user: i64, counters: &mut Counters) -> Api
             }
         },
     };
-    let store = store(&row.endpoint(&ctx.sealer)?, ctx.policy.clone())?.store;
+    let store = store(&row.endpoint(&ctx.sealer, &ctx.config)?, ctx.policy.clone())?.store;
     if row.direction == storages::Direction::Export.as_str() {
         counters.phase = "exporting";
         cloudstorages::progress(&ctx.db, id, "in_progress", &counters.meta()).await?;

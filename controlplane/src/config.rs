@@ -155,6 +155,21 @@ pub struct Config {
     /// sign-on's entity id and assertion consumer URL are built on it. Empty: `http://` +
     /// `listen`.
     pub public_url: String,
+    /// The server's own AWS access key id, the base identity that assumes the IAM roles of S3
+    /// storages with a `role_arn` (ADR 0054). Empty: such storages must carry their own keys.
+    pub aws_access_key_id: String,
+    /// The secret of `aws_access_key_id`.
+    pub aws_secret_access_key: String,
+    /// Session token, when the base identity's keys are themselves temporary.
+    pub aws_session_token: String,
+    /// STS endpoint for role assumption (e.g. `https://sts.eu-west-1.amazonaws.com`). Empty:
+    /// the storage's `s3_endpoint` when it has one (S3-compatible services serve STS there),
+    /// else `https://sts.<region>.amazonaws.com`. It obeys `allow_private_targets`.
+    pub aws_sts_endpoint: String,
+    /// Microsoft Entra ID authority that issues tokens to Azure storages with a service
+    /// principal (`tenant_id`, `client_id`, `client_secret`). Empty:
+    /// `https://login.microsoftonline.com`. It obeys `allow_private_targets`.
+    pub azure_authority_host: String,
 }
 
 impl Config {
@@ -218,6 +233,11 @@ impl Default for Config {
             webhook_retry_base_ms: 5000,
             local_files_root: String::new(),
             storage_proxy_url: String::new(),
+            aws_access_key_id: String::new(),
+            aws_secret_access_key: String::new(),
+            aws_session_token: String::new(),
+            aws_sts_endpoint: String::new(),
+            azure_authority_host: String::new(),
             public_url: String::new(),
             storage_link_ttl_secs: 300,
             storage_proxy_max_bytes: 2 * 1024 * 1024 * 1024,
@@ -342,6 +362,15 @@ impl Config {
             "VERITY_STORAGE_PROXY_MAX_BYTES",
             parse
         );
+        env!(aws_access_key_id, "VERITY_AWS_ACCESS_KEY_ID", string);
+        env!(
+            aws_secret_access_key,
+            "VERITY_AWS_SECRET_ACCESS_KEY",
+            string
+        );
+        env!(aws_session_token, "VERITY_AWS_SESSION_TOKEN", string);
+        env!(aws_sts_endpoint, "VERITY_AWS_STS_ENDPOINT", string);
+        env!(azure_authority_host, "VERITY_AZURE_AUTHORITY_HOST", string);
         Ok(())
     }
 
@@ -486,6 +515,11 @@ mod tests {
         public_url: String,
         storage_link_ttl_secs: u64,
         storage_proxy_max_bytes: u64,
+        aws_access_key_id: String,
+        aws_secret_access_key: String,
+        aws_session_token: String,
+        aws_sts_endpoint: String,
+        azure_authority_host: String,
     }
 
     impl From<&Config> for DefaultsProbe {
@@ -536,6 +570,11 @@ mod tests {
                 public_url: c.public_url.clone(),
                 storage_link_ttl_secs: c.storage_link_ttl_secs,
                 storage_proxy_max_bytes: c.storage_proxy_max_bytes,
+                aws_access_key_id: c.aws_access_key_id.clone(),
+                aws_secret_access_key: c.aws_secret_access_key.clone(),
+                aws_session_token: c.aws_session_token.clone(),
+                aws_sts_endpoint: c.aws_sts_endpoint.clone(),
+                azure_authority_host: c.azure_authority_host.clone(),
             }
         }
     }

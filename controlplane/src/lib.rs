@@ -29,6 +29,7 @@ pub mod scim;
 pub mod secrets;
 pub mod server;
 pub mod storage;
+pub mod sts;
 pub mod webhooks;
 
 /// The version of this build.

@@ -333,7 +333,7 @@ async fn bucket_target(
     let sealer = crate::secrets::Sealer::for_config(config).map_err(ApiError::internal)?;
     let policy = crate::outbound::TargetPolicy::parse(&config.allow_private_targets)
         .map_err(ApiError::internal)?;
-    crate::cloud::store(&row.endpoint(&sealer)?, Arc::new(policy)).map(|b| Some(b.store))
+    crate::cloud::store(&row.endpoint(&sealer, config)?, Arc::new(policy)).map(|b| Some(b.store))
 }
 
 /// A `Range` header, decided against the object's length (also for uploaded files served at

@@ -9,6 +9,8 @@ mod comments;
 mod common;
 #[path = "suites/crash.rs"]
 mod crash;
+#[path = "suites/credentials.rs"]
+mod credentials;
 #[path = "suites/distribution.rs"]
 mod distribution;
 #[path = "suites/dm.rs"]

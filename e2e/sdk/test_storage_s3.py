@@ -403,3 +403,73 @@ def test_object_deleted_between_listing_and_reading_is_reported(verity, admin_cl
     assert done["meta"]["missing"] == ["4.json"] and done["meta"]["listed"] == 10, done["meta"]
     assert done["last_sync_count"] == 9, done
     assert _task_number(ls, project.id) == 9
+
+
+def test_role_assumption_with_external_id(verity, admin_client):
+    """An S3 storage that names an IAM role and external id (ADR 0054), created through the
+    SDK's `s3` client (the fields as additional body parameters: Verity has no `s3s` routes),
+    against its own moto server with IAM authentication enforced: the user's keys may only
+    assume the role, so only the role's temporary credentials can list and read the bucket."""
+    ls = admin_client
+    port = _free_port()
+    moto_bin = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([moto_bin, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + "/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, "moto_server did not start"
+                time.sleep(0.1)
+        setup = dict(endpoint_url=url, region_name="us-east-1",
+                     aws_access_key_id="AKIASETUP", aws_secret_access_key="setup")
+        iam, s3 = boto3.client("iam", **setup), boto3.client("s3", **setup)
+        iam.create_user(UserName="verity")
+        key = iam.create_access_key(UserName="verity")["AccessKey"]
+        role_arn = "arn:aws:iam::123456789012:role/sdk-media"
+        iam.put_user_policy(UserName="verity", PolicyName="assume", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]}))
+        iam.create_role(RoleName="sdk-media", AssumeRolePolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"AWS": "arn:aws:iam::123456789012:user/verity"},
+             "Condition": {"StringEquals": {"sts:ExternalId": "sdk-ext-1"}}}]}))
+        iam.put_role_policy(RoleName="sdk-media", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        s3.create_bucket(Bucket="role-media")
+        for i in range(4):
+            s3.put_object(Bucket="role-media", Key=f"{i}.jpg", Body=b"x")
+        assert requests.post(url + "/moto-api/reset-auth", data=b"0", timeout=10).status_code == 200
+
+        project = ls.projects.create(title=unique_title("S3 role"), label_config=IMAGE_CONFIG)
+        args = dict(project=project.id, bucket="role-media", s3endpoint=url, region_name="us-east-1",
+                    aws_access_key_id=key["AccessKeyId"],
+                    aws_secret_access_key=key["SecretAccessKey"], use_blob_urls=True)
+        # The user's keys alone are refused by the bucket.
+        with pytest.raises(ApiError) as alone:
+            ls.import_storage.s3.validate(**args)
+        assert alone.value.body["code"] == "storage_unreachable", alone.value.body
+        # A wrong external id is refused by STS: 400 on role_arn, nothing stored.
+        with pytest.raises(ApiError) as wrong:
+            ls.import_storage.s3.create(**args, request_options={"additional_body_parameters": {
+                "role_arn": role_arn, "external_id": "not-it"}})
+        assert wrong.value.status_code == 400
+        assert "AccessDenied" in wrong.value.body["validation_errors"]["role_arn"][0], wrong.value.body
+        assert ls.import_storage.s3.list(project=project.id) == []
+
+        storage = ls.import_storage.s3.create(**args, request_options={"additional_body_parameters": {
+            "role_arn": role_arn, "external_id": "sdk-ext-1"}})
+        raw = _raw(verity, "GET", f"/api/storages/s3/{storage.id}").json()
+        assert raw["role_arn"] == role_arn and raw["external_id"] == "sdk-ext-1", raw
+        assert key["SecretAccessKey"] not in json.dumps(raw), raw
+        done = _sync(ls, verity, storage.id)
+        assert done["status"] == "completed" and done["last_sync_count"] == 4, done
+        assert _task_number(ls, project.id) == 4
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     authz::{Actor, Permission},
     body,
-    cloud::{Endpoint, Provider},
+    cloud::{Endpoint, Provider, ServerIdentity},
     error::{ApiError, ApiResult, ErrorCode},
     secrets::Sealer,
 };
@@ -30,6 +30,7 @@ const SECRET_PURPOSE: &str = "s3.aws_secret_access_key";
 const TOKEN_PURPOSE: &str = "s3.aws_session_token";
 const GOOGLE_PURPOSE: &str = "gcs.google_application_credentials";
 const ACCOUNT_KEY_PURPOSE: &str = "azure.account_key";
+const CLIENT_SECRET_PURPOSE: &str = "azure.client_secret";
 
 /// The table.
 const TABLE: &str = "cloud_storage";
@@ -85,6 +86,16 @@ pub struct CloudStorageRow {
     pub account_key: String,
     /// Export: delete the objects of deleted annotations at the next sync.
     pub can_delete_objects: bool,
+    /// S3: IAM role assumed for temporary credentials (empty: none).
+    pub role_arn: String,
+    /// S3: external id sent when assuming the role (empty: none).
+    pub external_id: String,
+    /// Azure service principal: tenant.
+    pub tenant_id: String,
+    /// Azure service principal: application (client) id.
+    pub client_id: String,
+    /// Sealed Azure service principal client secret (empty: none).
+    pub client_secret: String,
     /// Sync state.
     pub status: String,
     /// Why the last sync failed.
@@ -107,7 +118,7 @@ const COLUMNS: &str = "s.id, s.organization_id, s.project_id, s.provider, s.dire
     s.bucket, s.prefix, s.regex_filter, s.use_blob_urls, s.presign, s.presign_ttl, s.recursive_scan, s.region_name, \
     s.endpoint, s.aws_access_key_id, s.aws_secret_access_key, s.aws_session_token, s.google_project_id, \
     s.google_application_credentials, s.account_name, s.account_key, s.can_delete_objects, \
-    s.status, s.traceback, s.meta, s.last_sync, s.last_sync_count, s.last_sync_job, s.created_at, s.updated_at";
+    s.role_arn, s.external_id, s.tenant_id, s.client_id, s.client_secret, s.status, s.traceback, s.meta, s.last_sync, s.last_sync_count, s.last_sync_job, s.created_at, s.updated_at";
 
 /// What every bucket storage view shows besides its connection.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -168,10 +179,15 @@ pub struct S3StorageView {
     pub region_name: Option<String>,
     /// S3-compatible endpoint.
     pub s3_endpoint: Option<String>,
-    /// Whether an access key id and secret are stored (they are never returned).
+    /// Whether requests are signed: an access key id and secret are stored (they are never
+    /// returned), or a role is assumed.
     pub has_credentials: bool,
     /// Whether a session token is stored.
     pub has_session_token: bool,
+    /// IAM role whose temporary credentials sign requests (ADR 0054).
+    pub role_arn: Option<String>,
+    /// External id sent when assuming the role (not a secret, as AWS says).
+    pub external_id: Option<String>,
     /// Prefix, filters, sync state.
     #[serde(flatten)]
     pub sync: CloudSyncFields,
@@ -226,8 +242,15 @@ pub struct AzureStorageView {
     /// Account URL override (e.g. an emulator's `http://host:10000/<account>`); absent:
     /// `https://<account_name>.blob.core.windows.net`.
     pub azure_endpoint: Option<String>,
-    /// Whether an account key is stored (it is never returned).
+    /// Whether an account key or a service principal's client secret is stored (neither is
+    /// ever returned).
     pub has_credentials: bool,
+    /// Service principal: Entra ID tenant.
+    pub tenant_id: Option<String>,
+    /// Service principal: application (client) id.
+    pub client_id: Option<String>,
+    /// Whether a service principal's client secret is stored.
+    pub has_client_secret: bool,
     /// Prefix, filters, sync state.
     #[serde(flatten)]
     pub sync: CloudSyncFields,
@@ -253,9 +276,12 @@ impl CloudView for S3StorageView {
             bucket: row.bucket.clone(),
             region_name: non_empty(&row.region_name),
             s3_endpoint: non_empty(&row.endpoint),
-            has_credentials: !row.aws_access_key_id.is_empty()
-                && !row.aws_secret_access_key.is_empty(),
+            has_credentials: (!row.aws_access_key_id.is_empty()
+                && !row.aws_secret_access_key.is_empty())
+                || !row.role_arn.is_empty(),
             has_session_token: !row.aws_session_token.is_empty(),
+            role_arn: non_empty(&row.role_arn),
+            external_id: non_empty(&row.external_id),
             sync: row.sync_fields(),
         }
     }
@@ -291,7 +317,10 @@ impl CloudView for AzureStorageView {
             container: row.bucket.clone(),
             account_name: row.account_name.clone(),
             azure_endpoint: non_empty(&row.endpoint),
-            has_credentials: !row.account_key.is_empty(),
+            has_credentials: !row.account_key.is_empty() || !row.client_secret.is_empty(),
+            tenant_id: non_empty(&row.tenant_id),
+            client_id: non_empty(&row.client_id),
+            has_client_secret: !row.client_secret.is_empty(),
             sync: row.sync_fields(),
         }
     }
@@ -338,8 +367,9 @@ impl CloudStorageRow {
         value.unwrap_or_else(|_| json!({}))
     }
 
-    /// The connection settings with the credentials opened.
-    pub fn endpoint(&self, sealer: &Sealer) -> ApiResult<Endpoint> {
+    /// The connection settings with the credentials opened, and the server's side of
+    /// short-lived credentials from `config`.
+    pub fn endpoint(&self, sealer: &Sealer, config: &crate::config::Config) -> ApiResult<Endpoint> {
         let open = |v: &str, purpose: &str| -> ApiResult<String> {
             if v.is_empty() {
                 return Ok(String::new());
@@ -362,6 +392,12 @@ impl CloudStorageRow {
             google_credentials: open(&self.google_application_credentials, GOOGLE_PURPOSE)?,
             account_name: self.account_name.clone(),
             account_key: open(&self.account_key, ACCOUNT_KEY_PURPOSE)?,
+            role_arn: self.role_arn.clone(),
+            external_id: self.external_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: open(&self.client_secret, CLIENT_SECRET_PURPOSE)?,
+            identity: ServerIdentity::of(config),
         })
     }
 }
@@ -388,6 +424,11 @@ struct Input {
     account_name: Option<String>,
     account_key: Option<String>,
     can_delete_objects: Option<bool>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
 impl Input {
@@ -468,6 +509,28 @@ impl Input {
                 input.access_key_id = secret("aws_access_key_id")?;
                 input.secret_access_key = secret("aws_secret_access_key")?;
                 input.session_token = secret("aws_session_token")?;
+                input.role_arn =
+                    body::opt_text(body, "role_arn", 2048)?.map(|r| r.trim().to_string());
+                if let Some(arn) = input.role_arn.as_deref().filter(|a| !a.is_empty())
+                    && !valid_role_arn(arn)
+                {
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationError,
+                        "role_arn",
+                        "must be an IAM role ARN: arn:<partition>:iam::<12-digit account>:role/<name>",
+                    ));
+                }
+                input.external_id =
+                    body::opt_text(body, "external_id", 1224)?.map(|r| r.trim().to_string());
+                if let Some(id) = input.external_id.as_deref().filter(|i| !i.is_empty())
+                    && !valid_external_id(id)
+                {
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationError,
+                        "external_id",
+                        "must be 2 to 1224 letters, digits and +=,.@:/- (what AWS accepts as an external id)",
+                    ));
+                }
             }
             Provider::Gcs => {
                 input.google_project_id =
@@ -510,6 +573,26 @@ impl Input {
                 }
                 input.account_name = name;
                 input.account_key = secret("account_key")?;
+                let id = |field: &'static str, domain_ok: bool| -> ApiResult<Option<String>> {
+                    let value = body::opt_text(body, field, 253)?.map(|v| v.trim().to_string());
+                    if let Some(v) = value.as_deref().filter(|v| !v.is_empty())
+                        && !(valid_guid(v) || domain_ok && valid_domain(v))
+                    {
+                        return Err(ApiError::field(
+                            ErrorCode::ValidationError,
+                            field,
+                            if domain_ok {
+                                "must be the tenant's GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or its domain name"
+                            } else {
+                                "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), as the Azure portal shows the application (client) id"
+                            },
+                        ));
+                    }
+                    Ok(value)
+                };
+                input.tenant_id = id("tenant_id", true)?;
+                input.client_id = id("client_id", false)?;
+                input.client_secret = secret("client_secret")?;
             }
         }
         Ok(input)
@@ -527,10 +610,20 @@ impl Input {
             || self.google_credentials.is_some()
             || self.account_name.is_some()
             || self.account_key.is_some()
+            || self.role_arn.is_some()
+            || self.external_id.is_some()
+            || self.tenant_id.is_some()
+            || self.client_id.is_some()
+            || self.client_secret.is_some()
     }
 
     /// The connection settings this input makes of `current` (or of nothing).
-    fn endpoint(&self, provider: Provider, current: Option<&Endpoint>) -> ApiResult<Endpoint> {
+    fn endpoint(
+        &self,
+        provider: Provider,
+        current: Option<&Endpoint>,
+        config: &crate::config::Config,
+    ) -> ApiResult<Endpoint> {
         let pick = |new: &Option<String>, old: Option<&String>| {
             new.clone().or_else(|| old.cloned()).unwrap_or_default()
         };
@@ -551,6 +644,12 @@ impl Input {
             ),
             account_name: pick(&self.account_name, current.map(|c| &c.account_name)),
             account_key: pick(&self.account_key, current.map(|c| &c.account_key)),
+            role_arn: pick(&self.role_arn, current.map(|c| &c.role_arn)),
+            external_id: pick(&self.external_id, current.map(|c| &c.external_id)),
+            tenant_id: pick(&self.tenant_id, current.map(|c| &c.tenant_id)),
+            client_id: pick(&self.client_id, current.map(|c| &c.client_id)),
+            client_secret: pick(&self.client_secret, current.map(|c| &c.client_secret)),
+            identity: ServerIdentity::of(config),
         };
         let required = |field: &'static str| {
             ApiError::field(ErrorCode::ValidationError, field, "this field is required")
@@ -574,8 +673,88 @@ impl Input {
                 "aws_access_key_id and aws_secret_access_key go together: give both, or neither for anonymous access",
             ));
         }
+        if provider == Provider::S3
+            && endpoint.role_arn.is_empty()
+            && !endpoint.external_id.is_empty()
+        {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "external_id",
+                "an external id is sent when assuming a role: give role_arn too, or clear external_id",
+            ));
+        }
+        if provider == Provider::Azure {
+            let principal = [
+                ("tenant_id", &endpoint.tenant_id),
+                ("client_id", &endpoint.client_id),
+                ("client_secret", &endpoint.client_secret),
+            ];
+            if principal.iter().any(|(_, v)| !v.is_empty())
+                && let Some((missing, _)) = principal.iter().find(|(_, v)| v.is_empty())
+            {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    missing,
+                    "a service principal needs tenant_id, client_id and client_secret together",
+                ));
+            }
+            if !endpoint.client_secret.is_empty() && !endpoint.account_key.is_empty() {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    "client_secret",
+                    "give either account_key or a service principal (tenant_id, client_id, client_secret), not both; clear the other with an empty string",
+                ));
+            }
+        }
         Ok(endpoint)
     }
+}
+
+/// Whether `arn` is an IAM role ARN (`arn:aws:iam::123456789012:role/path/name`).
+fn valid_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [scheme, partition, service, region, account, resource] = parts[..] else {
+        return false;
+    };
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c);
+    scheme == "arn"
+        && partition.starts_with("aws")
+        && service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.chars().all(|c| c.is_ascii_digit())
+        && resource
+            .strip_prefix("role/")
+            .is_some_and(|name| !name.is_empty() && name.len() <= 512 && name.chars().all(name_ok))
+}
+
+/// Whether `id` is an external id AWS accepts (2 to 1224 of `[\w+=,.@:/-]`).
+fn valid_external_id(id: &str) -> bool {
+    (2..=1224).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c))
+}
+
+/// Whether `v` is a domain name (`contoso.onmicrosoft.com`), another way to name a tenant.
+fn valid_domain(v: &str) -> bool {
+    v.len() <= 253
+        && v.contains('.')
+        && v.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Whether `v` is a GUID as Entra ID names tenants and applications.
+fn valid_guid(v: &str) -> bool {
+    let groups: Vec<&str> = v.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The audit entity of a provider's storages.
@@ -605,11 +784,13 @@ fn seal(sealer: &Sealer, value: &Option<String>, purpose: &str) -> Option<String
 
 /// Creates a storage of `provider` after checking that the bucket answers with the given
 /// credentials (nothing is stored otherwise).
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     db: &Db,
     actor: &Actor,
     sealer: &Sealer,
     policy: &std::sync::Arc<crate::outbound::TargetPolicy>,
+    config: &crate::config::Config,
     provider: Provider,
     direction: Direction,
     body: &Map<String, Value>,
@@ -617,7 +798,7 @@ pub async fn create(
     let project = body::id(body, "project")?;
     authorize(db, actor, project).await?;
     let input = Input::parse(provider, body, policy)?;
-    let endpoint = input.endpoint(provider, None)?;
+    let endpoint = input.endpoint(provider, None, config)?;
     let prefix = input.prefix.clone().unwrap_or_default();
     crate::cloud::check(&endpoint, policy.clone(), &prefix).await?;
     let now = now_micros();
@@ -626,9 +807,10 @@ pub async fn create(
             "insert into cloud_storage (organization_id, project_id, provider, direction, title, description, bucket, \
              prefix, regex_filter, use_blob_urls, presign, presign_ttl, recursive_scan, region_name, endpoint, \
              aws_access_key_id, aws_secret_access_key, aws_session_token, google_project_id, \
-             google_application_credentials, account_name, account_key, can_delete_objects, created_at, updated_at) \
+             google_application_credentials, account_name, account_key, can_delete_objects, created_at, updated_at, \
+             role_arn, external_id, tenant_id, client_id, client_secret) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24, $24) returning id",
+             $22, $23, $24, $24, $25, $26, $27, $28, $29) returning id",
         )
         .bind(actor.org_id)
         .bind(project)
@@ -654,6 +836,11 @@ pub async fn create(
         .bind(seal(sealer, &input.account_key, ACCOUNT_KEY_PURPOSE).unwrap_or_default())
         .bind(input.can_delete_objects.unwrap_or(false))
         .bind(now)
+        .bind(&endpoint.role_arn)
+        .bind(&endpoint.external_id)
+        .bind(&endpoint.tenant_id)
+        .bind(&endpoint.client_id)
+        .bind(seal(sealer, &input.client_secret, CLIENT_SECRET_PURPOSE).unwrap_or_default())
         .fetch_one(&mut *tx)
         .await?;
         audit!(
@@ -674,11 +861,13 @@ pub async fn create(
 /// Checks a storage body without saving anything: the fields, then whether the bucket answers
 /// with the credentials (Label Studio's `validate`). With an `id`, the body is a change of that
 /// storage (stored credentials are used unless the body replaces them).
+#[allow(clippy::too_many_arguments)]
 pub async fn validate(
     db: &Db,
     actor: &Actor,
     sealer: &Sealer,
     policy: &std::sync::Arc<crate::outbound::TargetPolicy>,
+    config: &crate::config::Config,
     provider: Provider,
     direction: Direction,
     body: &Map<String, Value>,
@@ -691,8 +880,11 @@ pub async fn validate(
         }
     };
     let input = Input::parse(provider, body, policy)?;
-    let opened = current.as_ref().map(|c| c.endpoint(sealer)).transpose()?;
-    let endpoint = input.endpoint(provider, opened.as_ref())?;
+    let opened = current
+        .as_ref()
+        .map(|c| c.endpoint(sealer, config))
+        .transpose()?;
+    let endpoint = input.endpoint(provider, opened.as_ref(), config)?;
     let prefix = input
         .prefix
         .clone()
@@ -779,6 +971,7 @@ pub async fn update(
     actor: &Actor,
     sealer: &Sealer,
     policy: &std::sync::Arc<crate::outbound::TargetPolicy>,
+    config: &crate::config::Config,
     provider: Provider,
     direction: Direction,
     id: i64,
@@ -797,8 +990,8 @@ pub async fn update(
     }
     let input = Input::parse(provider, body, policy)?;
     if input.changes_connection() {
-        let opened = current.endpoint(sealer)?;
-        let endpoint = input.endpoint(provider, Some(&opened))?;
+        let opened = current.endpoint(sealer, config)?;
+        let endpoint = input.endpoint(provider, Some(&opened), config)?;
         let prefix = input.prefix.clone().unwrap_or(current.prefix.clone());
         crate::cloud::check(&endpoint, policy.clone(), &prefix).await?;
     }
@@ -825,6 +1018,11 @@ pub async fn update(
         ("account_name", input.account_name.is_some()),
         ("account_key", input.account_key.is_some()),
         ("can_delete_objects", input.can_delete_objects.is_some()),
+        ("role_arn", input.role_arn.is_some()),
+        ("external_id", input.external_id.is_some()),
+        ("tenant_id", input.tenant_id.is_some()),
+        ("client_id", input.client_id.is_some()),
+        ("client_secret", input.client_secret.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))
@@ -842,7 +1040,10 @@ pub async fn update(
              google_project_id = coalesce($15, google_project_id), \
              google_application_credentials = coalesce($16, google_application_credentials), \
              account_name = coalesce($17, account_name), account_key = coalesce($18, account_key), \
-             can_delete_objects = coalesce($19, can_delete_objects), updated_at = $20 where id = $21",
+             can_delete_objects = coalesce($19, can_delete_objects), updated_at = $20, \
+             role_arn = coalesce($22, role_arn), external_id = coalesce($23, external_id), \
+             tenant_id = coalesce($24, tenant_id), client_id = coalesce($25, client_id), \
+             client_secret = coalesce($26, client_secret) where id = $21",
         )
         .bind(&input.title)
         .bind(&input.description)
@@ -865,6 +1066,11 @@ pub async fn update(
         .bind(input.can_delete_objects)
         .bind(now_micros())
         .bind(id)
+        .bind(&input.role_arn)
+        .bind(&input.external_id)
+        .bind(&input.tenant_id)
+        .bind(&input.client_id)
+        .bind(seal(sealer, &input.client_secret, CLIENT_SECRET_PURPOSE))
         .execute(&mut *tx)
         .await?;
         audit!(

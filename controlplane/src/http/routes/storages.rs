@@ -322,6 +322,7 @@ async fn cloud_create<V: CloudView>(
         actor,
         &state.sealer,
         &policy(state)?,
+        &state.config,
         V::PROVIDER,
         direction,
         body,
@@ -342,6 +343,7 @@ async fn cloud_validate(
         actor,
         &state.sealer,
         &policy(state)?,
+        &state.config,
         provider,
         direction,
         body,
@@ -372,6 +374,7 @@ async fn cloud_update<V: CloudView>(
         actor,
         &state.sealer,
         &policy(state)?,
+        &state.config,
         V::PROVIDER,
         direction,
         id,
@@ -757,7 +760,8 @@ async fn resolve_cloud(
         return Ok(None);
     };
     if row.presign {
-        let client = crate::cloud::store(&row.endpoint(&state.sealer)?, policy(state)?)?;
+        let client =
+            crate::cloud::store(&row.endpoint(&state.sealer, &state.config)?, policy(state)?)?;
         // S3 presigns anonymous requests too (public buckets); GCS and Azure sign with the
         // storage's key, so without one the proxy serves the object instead.
         if client.signed || provider == Provider::S3 {
