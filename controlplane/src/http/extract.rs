@@ -118,6 +118,48 @@ pub fn request_meta(parts: &Parts, trust_forwarded_for: bool) -> RequestMeta {
     }
 }
 
+/// The client address of a request for the organizations' API allow-lists (ADR 0053): the TCP
+/// peer, or what `X-Forwarded-For` says when the peer is a trusted proxy (`trusted_proxies`).
+pub fn client_ip(parts: &Parts, config: &crate::config::Config) -> Option<std::net::IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let trusted = config.trusted_proxy_networks().unwrap_or_default();
+    crate::storage::access_policy::client_address(peer, &forwarded, &trusted)
+}
+
+/// Refuses a request of `actor`'s organization from outside its allowed networks (403
+/// `client_not_allowed`, audited at most once per address every 10 s); with trusted proxies
+/// configured, the audit records the address they reported.
+pub(crate) async fn check_client(
+    parts: &Parts,
+    state: &AppState,
+    actor: &mut Actor,
+) -> Result<(), ApiError> {
+    let client = client_ip(parts, &state.config);
+    if let Some(ip) = client
+        && !state.config.trusted_proxies.trim().is_empty()
+    {
+        actor.meta.client_ip = ip.to_string();
+    }
+    if let Err(e) =
+        crate::storage::access_policy::check_caller(&state.db, actor.org_id, client).await
+    {
+        if e.code == ErrorCode::ClientNotAllowed {
+            audit_failed_sign_in(state, &actor.meta, "auth.client_refused", &e.detail).await;
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
 impl FromRequestParts<AppState> for Actor {
     type Rejection = ApiError;
 
@@ -132,6 +174,7 @@ impl FromRequestParts<AppState> for Actor {
         match authenticate(parts, state).await {
             Ok((mut actor, source_key)) => {
                 actor.meta = meta;
+                check_client(parts, state, &mut actor).await?;
                 if state
                     .auth_memory
                     .first_sight(&source_key, &actor.meta.client_ip, now_micros())

@@ -533,6 +533,8 @@ const AUDIT_EXEMPT: &[&str] = &[
     // Checks a storage body; nothing is stored.
     "/api/storages/localfiles/validate",
     "/api/storages/export/localfiles/validate",
+    "/api/storages/s3/validate",
+    "/api/storages/export/s3/validate",
 ];
 
 fn path_matches(pattern: &str, path: &str) -> bool {
