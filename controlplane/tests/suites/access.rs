@@ -279,6 +279,50 @@ async fn api_callers(backend: Backend) {
             .0,
         StatusCode::OK
     );
+    // Recovery without the API: the operator clears the policy with the CLI.
+    let again = call(
+        &inside,
+        "PATCH",
+        &policy,
+        &app.owner,
+        &[],
+        Some(json!({"api_networks": ["127.0.0.2"]})),
+    )
+    .await;
+    assert_eq!(again.0, StatusCode::OK, "{}", again.1);
+    refused(
+        &call(&outside, "GET", &projects, &app.owner, &[], None).await,
+        "client_not_allowed",
+    );
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_verity"))
+        .args([
+            "org",
+            "access-policy",
+            "--org",
+            &app.org.to_string(),
+            "--clear",
+        ])
+        .env("VERITY_DATABASE_URL", &app.config.database_url)
+        .env("VERITY_DATA_DIR", &app.config.data_dir)
+        .output()
+        .expect("run verity org access-policy");
+    assert!(cli.status.success(), "{cli:?}");
+    let printed: Value = serde_json::from_slice(&cli.stdout).expect("policy JSON");
+    assert_eq!(
+        printed,
+        json!({"storage_endpoints": [], "api_networks": []})
+    );
+    assert_eq!(
+        call(&outside, "GET", &projects, &app.owner, &[], None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let actions = app.audit_actions(app.org).await;
+    assert!(
+        actions.iter().any(|(a, _, _)| a == "access_policy.clear"),
+        "{actions:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
