@@ -268,12 +268,16 @@ fn parse_forwarded(entry: &str) -> Option<IpAddr> {
 /// Refuses a request acting in `org` from an address outside the organization's API networks
 /// (403 `client_not_allowed`); an unknown address is refused when the organization has a list.
 pub async fn check_caller(db: &Db, org: i64, client: Option<IpAddr>) -> ApiResult<()> {
-    let nets = of_org(db, org).await?.networks();
+    check_networks(&of_org(db, org).await?.networks(), client)
+}
+
+/// Refuses `client` unless it lies in `nets` (empty: no restriction); see [`check_caller`].
+pub fn check_networks(nets: &[ipnet::IpNet], client: Option<IpAddr>) -> ApiResult<()> {
     if nets.is_empty() {
         return Ok(());
     }
     match client {
-        Some(ip) if in_networks(&nets, ip) => Ok(()),
+        Some(ip) if in_networks(nets, ip) => Ok(()),
         Some(ip) => Err(ApiError::new(
             ErrorCode::ClientNotAllowed,
             format!(

@@ -608,9 +608,10 @@ pub async fn update_access_policy(
     };
     let storage_endpoints = list("storage_endpoints")?;
     let api_networks = list("api_networks")?;
-    Ok(Json(
-        access_policy::set(&state.db, &actor, storage_endpoints, api_networks, caller).await?,
-    ))
+    let policy =
+        access_policy::set(&state.db, &actor, storage_endpoints, api_networks, caller).await?;
+    state.auth_memory.forget_networks(actor.org_id);
+    Ok(Json(policy))
 }
 
 /// Routes of this module.
