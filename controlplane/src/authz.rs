@@ -487,6 +487,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/api/scim/token", Needs(P::OrgManage)),
     ep("GET", "/api/session-policy", Needs(P::OrgManage)),
     ep("PATCH", "/api/session-policy", Needs(P::OrgManage)),
+    ep("GET", "/api/access-policy", Needs(P::OrgManage)),
+    ep("PATCH", "/api/access-policy", Needs(P::OrgManage)),
     // SAML single sign-on settings (the protocol pages at /saml/{org}/… are public).
     ep("GET", "/api/saml/settings", Needs(P::OrgManage)),
     ep("POST", "/api/saml/settings", Needs(P::OrgManage)),

@@ -152,6 +152,17 @@ pub enum OrgCommand {
         #[arg(long)]
         org: i64,
     },
+    /// Print an organization's access policy (ADR 0053) as JSON; with `--clear`, remove it
+    /// (storages and callers unrestricted again): the way back in for an administrator whom the
+    /// API networks lock out.
+    AccessPolicy {
+        /// Organization id.
+        #[arg(long)]
+        org: i64,
+        /// Remove the policy (audited as `access_policy.clear`).
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 /// `verity audit …`.
@@ -441,6 +452,37 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 "new SCIM provisioning token for organization {org} (the previous one is revoked)"
             );
             println!("{token}");
+            Ok(())
+        }
+        Command::Org {
+            command: OrgCommand::AccessPolicy { org, clear },
+        } => {
+            let config = load_config(&cli)?;
+            let db = open_db(&config).await?;
+            let exists: Option<i64> = crate::storage::orgs::exists(&db, *org)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            if exists.is_none() {
+                anyhow::bail!("no organization with id {org}");
+            }
+            let fail = |e: crate::error::ApiError| anyhow::anyhow!("{}", e.detail);
+            if *clear {
+                let removed = crate::storage::access_policy::clear(&db, *org)
+                    .await
+                    .map_err(fail)?;
+                eprintln!(
+                    "{}",
+                    if removed {
+                        format!("removed the access policy of organization {org}")
+                    } else {
+                        format!("organization {org} has no access policy")
+                    }
+                );
+            }
+            let policy = crate::storage::access_policy::of_org(&db, *org)
+                .await
+                .map_err(fail)?;
+            println!("{}", serde_json::to_string(&policy)?);
             Ok(())
         }
         Command::Audit {

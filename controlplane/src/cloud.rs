@@ -419,11 +419,57 @@ pub fn check_endpoint(provider: Provider, url: &str, policy: &TargetPolicy) -> A
     policy.check_url(url).map(drop).map_err(|why| {
         let code = if why.contains("private, loopback or link-local") {
             ErrorCode::PrivateTarget
+        } else if why.contains(crate::outbound::NOT_IN_ALLOW_LIST) {
+            ErrorCode::EndpointNotAllowed
         } else {
             ErrorCode::ValidationError
         };
         ApiError::field(code, provider.endpoint_field(), why)
     })
+}
+
+/// The outbound rules for the storages of `org`: the server's (`allow_private_targets`),
+/// narrowed by the organization's storage allow-list (ADR 0053).
+pub async fn org_policy(
+    db: &Db,
+    config: &crate::config::Config,
+    org: i64,
+) -> ApiResult<Arc<TargetPolicy>> {
+    let server = TargetPolicy::parse(&config.allow_private_targets).map_err(ApiError::internal)?;
+    let list = crate::storage::access_policy::of_org(db, org)
+        .await?
+        .endpoint_list();
+    Ok(Arc::new(server.with_endpoints(list)))
+}
+
+/// The URL of the provider's public service an endpoint without its own URL talks to (what
+/// `object_store` connects to), for the organization's allow-list.
+pub fn public_service(endpoint: &Endpoint) -> String {
+    match endpoint.provider {
+        Provider::S3 => format!(
+            "https://s3.{}.amazonaws.com",
+            if endpoint.region.is_empty() {
+                "us-east-1"
+            } else {
+                endpoint.region.as_str()
+            }
+        ),
+        Provider::Gcs => "https://storage.googleapis.com".to_string(),
+        Provider::Azure => format!("https://{}.blob.core.windows.net", endpoint.account_name),
+    }
+}
+
+/// Checks an endpoint against the outbound rules and the organization's allow-list without
+/// connecting (a storage whose connection does not change on update; ADR 0053).
+pub fn check_allowed(endpoint: &Endpoint, policy: &TargetPolicy) -> ApiResult<()> {
+    let custom = endpoint.endpoint.trim().trim_end_matches('/');
+    if !custom.is_empty() {
+        check_endpoint(endpoint.provider, custom, policy)
+    } else if policy.endpoints().is_some() {
+        check_endpoint(endpoint.provider, &public_service(endpoint), policy)
+    } else {
+        Ok(())
+    }
 }
 
 /// The bucket client of an endpoint. Without credentials requests are anonymous (public
@@ -433,6 +479,8 @@ pub fn store(endpoint: &Endpoint, policy: Arc<TargetPolicy>) -> ApiResult<Bucket
     let custom = endpoint.endpoint.trim().trim_end_matches('/').to_string();
     if !custom.is_empty() {
         check_endpoint(provider, &custom, &policy)?;
+    } else if policy.endpoints().is_some() {
+        check_endpoint(provider, &public_service(endpoint), &policy)?;
     }
     let retry = RetryConfig {
         max_retries: 2,
@@ -679,6 +727,12 @@ pub fn unreachable(
             provider.endpoint_field()
         };
         return ApiError::field(ErrorCode::PrivateTarget, field, text);
+    } else if text.contains(crate::outbound::NOT_IN_ALLOW_LIST) {
+        return ApiError::field(
+            ErrorCode::EndpointNotAllowed,
+            provider.endpoint_field(),
+            text,
+        );
     } else if let object_store::Error::Generic { store, source } = e
         && *store == crate::sts::STORE
     {
@@ -892,7 +946,12 @@ async fn sync(ctx: &Context, id: i64, user: i64, counters: &mut Counters) -> Api
             }
         },
     };
-    let store = store(&row.endpoint(&ctx.sealer, &ctx.config)?, ctx.policy.clone())?.store;
+    // The organization's allow-list as it is now: a storage it no longer allows fails here.
+    let allowed = crate::storage::access_policy::of_org(&ctx.db, row.organization_id)
+        .await?
+        .endpoint_list();
+    let policy = Arc::new(ctx.policy.with_endpoints(allowed));
+    let store = store(&row.endpoint(&ctx.sealer, &ctx.config)?, policy)?.store;
     if row.direction == storages::Direction::Export.as_str() {
         counters.phase = "exporting";
         cloudstorages::progress(&ctx.db, id, "in_progress", &counters.meta()).await?;

@@ -71,6 +71,10 @@ pub struct Config {
     pub instance_admin_token: String,
     /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// The reverse proxies (addresses and networks, comma-separated) whose `X-Forwarded-For`
+    /// says where a request came from for the organizations' API allow-lists (ADR 0053); from
+    /// any other peer the header is ignored. Empty: the TCP peer is the client.
+    pub trusted_proxies: String,
     /// How often the audit-log retention purge runs inside `serve`, in seconds (0 = never).
     pub audit_purge_interval_secs: u64,
     /// Export snapshots (and their conversions) are removed this many days after they ended;
@@ -206,6 +210,7 @@ impl Default for Config {
             log_format: "text".into(),
             instance_admin_token: String::new(),
             trust_forwarded_for: false,
+            trusted_proxies: String::new(),
             audit_purge_interval_secs: 3600,
             export_retention_days: 0,
             redis_url: String::new(),
@@ -312,6 +317,7 @@ impl Config {
         env!(log_format, "VERITY_LOG_FORMAT", string);
         env!(instance_admin_token, "VERITY_INSTANCE_ADMIN_TOKEN", string);
         env!(trust_forwarded_for, "VERITY_TRUST_FORWARDED_FOR", parse);
+        env!(trusted_proxies, "VERITY_TRUSTED_PROXIES", string);
         env!(
             audit_purge_interval_secs,
             "VERITY_AUDIT_PURGE_INTERVAL_SECS",
@@ -372,6 +378,18 @@ impl Config {
         env!(aws_sts_endpoint, "VERITY_AWS_STS_ENDPOINT", string);
         env!(azure_authority_host, "VERITY_AZURE_AUTHORITY_HOST", string);
         Ok(())
+    }
+
+    /// The parsed `trusted_proxies` (an error names the entry that is neither an address nor a
+    /// network).
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        let entries: Vec<String> = self
+            .trusted_proxies
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        crate::storage::access_policy::parse_networks(&entries)
+            .map_err(|why| format!("trusted_proxies (VERITY_TRUSTED_PROXIES): {why}"))
     }
 
     /// Refuses an instance admin token that is easy to guess: at least 32 characters, of which
@@ -507,6 +525,7 @@ mod tests {
         login_lockout_secs: u64,
         session_key: String,
         allow_private_targets: String,
+        trusted_proxies: String,
         webhook_timeout_ms: u64,
         webhook_max_attempts: u32,
         webhook_retry_base_ms: u64,
@@ -562,6 +581,7 @@ mod tests {
                 login_lockout_secs: c.login_lockout_secs,
                 session_key: c.session_key.clone(),
                 allow_private_targets: c.allow_private_targets.clone(),
+                trusted_proxies: c.trusted_proxies.clone(),
                 webhook_timeout_ms: c.webhook_timeout_ms,
                 webhook_max_attempts: c.webhook_max_attempts,
                 webhook_retry_base_ms: c.webhook_retry_base_ms,

@@ -81,6 +81,15 @@ pub enum ErrorCode {
     /// A URL points at a private, loopback or link-local address that the administrator has not
     /// allowed (`allow_private_targets`).
     PrivateTarget,
+    /// A storage endpoint is not in the organization's storage allow-list (ADR 0053): its
+    /// host name is not listed and its address lies in no listed network.
+    EndpointNotAllowed,
+    /// The storage proxy refused to fetch from an endpoint the organization's storage
+    /// allow-list no longer allows (ADR 0053).
+    EndpointRefused,
+    /// The caller's address is not in the networks the organization allows to call the API
+    /// (ADR 0053).
+    ClientNotAllowed,
     /// An ML backend could not be connected: its health check or setup failed (`detail` says
     /// what it answered).
     MlBackendUnreachable,
@@ -129,6 +138,7 @@ impl ErrorCode {
             | ErrorCode::InvalidImport
             | ErrorCode::InvalidQuery
             | ErrorCode::PrivateTarget
+            | ErrorCode::EndpointNotAllowed
             | ErrorCode::LocalFilesDisabled
             | ErrorCode::PathNotAllowed
             | ErrorCode::MlBackendUnreachable
@@ -145,6 +155,8 @@ impl ErrorCode {
             ErrorCode::MlBackendFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden
+            | ErrorCode::EndpointRefused
+            | ErrorCode::ClientNotAllowed
             | ErrorCode::Paused
             | ErrorCode::PrivilegeEscalation
             | ErrorCode::SelfReview => StatusCode::FORBIDDEN,

@@ -259,7 +259,12 @@ async fn target(ctx: &Context, kind: &str, storage: i64) -> ApiResult<Option<(Ta
     if row.direction != storages::Direction::Export.as_str() || row.provider != kind {
         return Ok(None);
     }
-    let store = cloud::store(&row.endpoint(&ctx.sealer)?, ctx.policy.clone())?.store;
+    // The organization's allow-list as it is now, as a sync reads it (ADR 0053).
+    let allowed = crate::storage::access_policy::of_org(&ctx.db, row.organization_id)
+        .await?
+        .endpoint_list();
+    let policy = Arc::new(ctx.policy.with_endpoints(allowed));
+    let store = cloud::store(&row.endpoint(&ctx.sealer, &ctx.config)?, policy)?.store;
     Ok(Some((
         Target::Bucket {
             store,

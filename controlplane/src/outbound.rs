@@ -16,6 +16,102 @@ use std::{
 pub struct TargetPolicy {
     all: bool,
     nets: Vec<ipnet::IpNet>,
+    /// The organization's storage allow-list (ADR 0053), for storage endpoints only; `None`
+    /// (or an empty list) restricts nothing beyond the server-wide rules.
+    endpoints: Option<Arc<EndpointAllowList>>,
+}
+
+/// Where an organization's S3, GCS and Azure storages may connect (ADR 0053): host names
+/// (`minio.internal`, or `*.example.com` for the names below `example.com`) and networks
+/// (`10.0.0.0/8`, a single address). An endpoint is allowed when its host name is listed, or
+/// when its address (the literal one, or every address its name resolves to) lies in a listed
+/// network. Empty: no restriction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointAllowList {
+    hosts: Vec<String>,
+    nets: Vec<ipnet::IpNet>,
+    entries: Vec<String>,
+}
+
+/// The words every refusal by an organization's allow-list carries, so that a refusal that
+/// travelled through an HTTP client's error can be told apart.
+pub const NOT_IN_ALLOW_LIST: &str = "is not in the organization's storage allow-list";
+
+impl EndpointAllowList {
+    /// Parses the entries of the list; answers what is wrong with the first bad one.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut list = Self::default();
+        for raw in entries {
+            let entry = raw.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            if let Ok(net) = entry.parse::<ipnet::IpNet>() {
+                list.nets.push(net.trunc());
+                list.entries.push(net.trunc().to_string());
+            } else if let Ok(ip) = entry.trim_matches(['[', ']']).parse::<IpAddr>() {
+                list.nets.push(ipnet::IpNet::from(canonical(ip)));
+                list.entries.push(canonical(ip).to_string());
+            } else {
+                let host = entry.to_ascii_lowercase();
+                let name = host.strip_prefix("*.").unwrap_or(&host);
+                let valid_label = |l: &str| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                };
+                if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+                    return Err(format!(
+                        "{entry:?} is neither a host name (minio.example.com, *.s3.amazonaws.com), an address nor a network (10.0.0.0/8)"
+                    ));
+                }
+                list.entries.push(host.clone());
+                list.hosts.push(host);
+            }
+        }
+        Ok(list)
+    }
+
+    /// Whether the list restricts nothing.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.nets.is_empty()
+    }
+
+    /// The entries, normalised (lowercase names, networks in CIDR form).
+    pub fn entries(&self) -> &[String] {
+        &self.entries
+    }
+
+    /// Whether a host name is listed (exactly, or below a `*.` entry).
+    pub fn names(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.iter().any(|h| match h.strip_prefix("*.") {
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+            None => *h == host,
+        })
+    }
+
+    /// Whether an address lies in a listed network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The refusal of `host` (resolved to `ip`, when it was).
+    pub fn refusal(&self, host: &str, ip: Option<IpAddr>) -> String {
+        let resolved = match ip {
+            Some(ip) if ip.to_string() != host => format!(" (it resolves to {ip})"),
+            _ => String::new(),
+        };
+        format!(
+            "the endpoint {host}{resolved} {NOT_IN_ALLOW_LIST} ({}); an organization administrator can change it at /api/access-policy",
+            self.entries.join(", ")
+        )
+    }
 }
 
 impl TargetPolicy {
@@ -27,7 +123,7 @@ impl TargetPolicy {
             "true" | "yes" | "1" => {
                 return Ok(Self {
                     all: true,
-                    nets: Vec::new(),
+                    ..Self::default()
                 });
             }
             _ => {}
@@ -44,7 +140,35 @@ impl TargetPolicy {
             };
             nets.push(net);
         }
-        Ok(Self { all: false, nets })
+        Ok(Self {
+            all: false,
+            nets,
+            endpoints: None,
+        })
+    }
+
+    /// This policy narrowed by an organization's storage allow-list (an empty list narrows
+    /// nothing).
+    pub fn with_endpoints(&self, list: EndpointAllowList) -> Self {
+        Self {
+            endpoints: (!list.is_empty()).then(|| Arc::new(list)),
+            ..self.clone()
+        }
+    }
+
+    /// The organization's storage allow-list, if one applies.
+    pub fn endpoints(&self) -> Option<&EndpointAllowList> {
+        self.endpoints.as_deref()
+    }
+
+    /// Which of a name's resolved addresses a connection may use: the server-wide rule, and
+    /// the organization's allow-list unless the name itself is listed.
+    fn permits_resolved(&self, host: &str, ip: IpAddr) -> bool {
+        self.permits(ip)
+            && self
+                .endpoints
+                .as_ref()
+                .is_none_or(|list| list.names(host) || list.contains(ip))
     }
 
     /// Whether a request may connect to `ip`.
@@ -73,15 +197,24 @@ impl TargetPolicy {
             None => Err("the URL has no host".to_string()),
             Some(url::Host::Ipv4(ip)) => self.literal(IpAddr::V4(ip)).map(|()| parsed),
             Some(url::Host::Ipv6(ip)) => self.literal(IpAddr::V6(ip)).map(|()| parsed),
-            Some(url::Host::Domain(_)) => Ok(parsed),
+            Some(url::Host::Domain(name)) => match &self.endpoints {
+                // A name that is not listed may still resolve into a listed network; the
+                // resolver decides that on every connection.
+                Some(list) if !list.names(name) && list.nets.is_empty() => {
+                    Err(list.refusal(name, None))
+                }
+                _ => Ok(parsed),
+            },
         }
     }
 
     fn literal(&self, ip: IpAddr) -> Result<(), String> {
-        if self.permits(ip) {
-            Ok(())
-        } else {
-            Err(refusal(&ip.to_string(), ip))
+        if !self.permits(ip) {
+            return Err(refusal(&ip.to_string(), ip));
+        }
+        match &self.endpoints {
+            Some(list) if !list.contains(ip) => Err(list.refusal(&ip.to_string(), None)),
+            _ => Ok(()),
         }
     }
 }
@@ -168,12 +301,21 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let first = found.first().map(SocketAddr::ip);
             let permitted: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|a| policy.permits(a.ip()))
+                .iter()
+                .copied()
+                .filter(|a| policy.permits_resolved(&host, a.ip()))
                 .collect();
+            // When some address passed the server-wide rule, the organization's list refused.
+            let listed_out = policy
+                .endpoints
+                .as_ref()
+                .filter(|_| found.iter().any(|a| policy.permits(a.ip())));
             match (permitted.is_empty(), first) {
                 (false, _) => Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs),
-                (true, Some(ip)) => Err(Box::new(Refused(refusal(&host, ip))) as _),
+                (true, Some(ip)) => Err(Box::new(Refused(match listed_out {
+                    Some(list) => list.refusal(&host, Some(ip)),
+                    None => refusal(&host, ip),
+                })) as _),
                 (true, None) => Err(format!("{host} resolves to no address").into()),
             }
         })

@@ -46,7 +46,7 @@ impl ProxyMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "verity_storage_proxy_requests_total",
-                "Storage proxy requests by outcome (served, partial, not_modified, invalid_link, link_expired, not_found, range_not_satisfiable, too_large, error)",
+                "Storage proxy requests by outcome (served, partial, not_modified, invalid_link, link_expired, not_found, range_not_satisfiable, too_large, refused, error)",
             ),
             &["outcome"],
         )?;
@@ -85,8 +85,15 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     /// Serves the object of `token` (GET, or HEAD without a body).
-    pub async fn respond(&self, method: &Method, token: &str, headers: &HeaderMap) -> Response {
-        match self.serve(method, token, headers).await {
+    /// `client` is the caller's address (the organization's API networks apply to links too).
+    pub async fn respond(
+        &self,
+        method: &Method,
+        token: &str,
+        headers: &HeaderMap,
+        client: Option<std::net::IpAddr>,
+    ) -> Response {
+        match self.serve(method, token, headers, client).await {
             Ok((outcome, response)) => {
                 self.metrics.outcome(outcome);
                 response
@@ -98,6 +105,7 @@ impl Proxy {
                     ErrorCode::NotFound => "not_found",
                     ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
                     ErrorCode::ObjectTooLarge => "too_large",
+                    ErrorCode::ClientNotAllowed | ErrorCode::EndpointRefused => "refused",
                     _ => "error",
                 });
                 // A 416 says how long the object is.
@@ -121,9 +129,11 @@ impl Proxy {
         method: &Method,
         token: &str,
         headers: &HeaderMap,
+        client: Option<std::net::IpAddr>,
     ) -> ApiResult<(&'static str, Response)> {
         let now = unix_now();
         let link = self.links.verify(token, now)?;
+        crate::storage::access_policy::check_caller(&self.db, link.organization, client).await?;
         let gone = || ApiError::not_found("object");
         let (source, len, etag, modified) =
             if crate::cloud::Provider::from_kind(&link.kind).is_some() {
@@ -134,12 +144,7 @@ impl Proxy {
                 let meta = match object_store::ObjectStoreExt::head(&store, &path).await {
                     Ok(m) => m,
                     Err(object_store::Error::NotFound { .. }) => return Err(gone()),
-                    Err(e) => {
-                        return Err(ApiError::new(
-                            ErrorCode::StorageUnreachable,
-                            format!("the bucket did not answer: {}", crate::cloud::describe(&e)),
-                        ));
-                    }
+                    Err(e) => return Err(bucket_error(&e)),
                 };
                 let etag = meta
                     .e_tag
@@ -276,10 +281,7 @@ impl Proxy {
                     };
                     let result = store.get_opts(&path, options).await.map_err(|e| match e {
                         object_store::Error::NotFound { .. } => ApiError::not_found("object"),
-                        e => ApiError::new(
-                            ErrorCode::StorageUnreachable,
-                            format!("the bucket did not answer: {}", crate::cloud::describe(&e)),
-                        ),
+                        e => bucket_error(&e),
                     })?;
                     let stream = futures::StreamExt::map(result.into_stream(), |chunk| {
                         chunk.map_err(std::io::Error::other)
@@ -331,9 +333,35 @@ async fn bucket_target(
         return Err(crate::links::LinkError::Invalid.into());
     }
     let sealer = crate::secrets::Sealer::for_config(config).map_err(ApiError::internal)?;
-    let policy = crate::outbound::TargetPolicy::parse(&config.allow_private_targets)
-        .map_err(ApiError::internal)?;
-    crate::cloud::store(&row.endpoint(&sealer, config)?, Arc::new(policy)).map(|b| Some(b.store))
+    let policy = crate::cloud::org_policy(db, config, row.organization_id).await?;
+    // An endpoint the organization's allow-list no longer allows is refused (403), before any
+    // connection; one whose name resolves outside it fails when the bucket is asked (below).
+    crate::cloud::store(&row.endpoint(&sealer, config)?, policy)
+        .map(|b| Some(b.store))
+        .map_err(refused_endpoint)
+}
+
+/// An allow-list refusal as the proxy answers it: 403 `endpoint_refused`.
+fn refused_endpoint(e: ApiError) -> ApiError {
+    if e.code == ErrorCode::EndpointNotAllowed {
+        ApiError::new(ErrorCode::EndpointRefused, e.detail)
+    } else {
+        e
+    }
+}
+
+/// A bucket error of the proxy: a refusal by the organization's allow-list (a name that
+/// resolved outside it) is 403 `endpoint_refused`, anything else `storage_unreachable`.
+fn bucket_error(e: &object_store::Error) -> ApiError {
+    let text = crate::cloud::describe(e);
+    if text.contains(crate::outbound::NOT_IN_ALLOW_LIST) {
+        ApiError::new(ErrorCode::EndpointRefused, text)
+    } else {
+        ApiError::new(
+            ErrorCode::StorageUnreachable,
+            format!("the bucket did not answer: {text}"),
+        )
+    }
 }
 
 /// A `Range` header, decided against the object's length (also for uploaded files served at
@@ -435,11 +463,13 @@ pub fn url(config: &Config, token: &str) -> String {
 
 async fn object(
     State(proxy): State<Proxy>,
-    method: Method,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    parts: axum::http::request::Parts,
 ) -> Response {
-    proxy.respond(&method, &token, &headers).await
+    let client = crate::http::extract::client_ip(&parts, &proxy.config);
+    proxy
+        .respond(&parts.method, &token, &parts.headers, client)
+        .await
 }
 
 /// The routes of `verity storage-proxy`: links under `/storage-proxy/`, probes and metrics.

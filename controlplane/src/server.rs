@@ -145,6 +145,9 @@ fn announce_owner(
 /// Serves the API until SIGINT or SIGTERM.
 pub async fn serve(db: Db, config: Config) -> anyhow::Result<()> {
     config.check_admin_token().map_err(|e| anyhow::anyhow!(e))?;
+    config
+        .trusted_proxy_networks()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let sealer = sealer(&db, &config)?;
     let jwt_key = users::signing_key(&db, &sealer)
         .await
@@ -332,6 +335,9 @@ pub async fn storage_proxy(db: Db, config: Config) -> anyhow::Result<()> {
             "set session_key (VERITY_SESSION_KEY, the same as the app's) to run the storage proxy on PostgreSQL: links are signed with a key derived from it"
         );
     }
+    config
+        .trusted_proxy_networks()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let links = crate::links::LinkSigner::for_config(&config)?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let listen = config.listen;
@@ -351,10 +357,13 @@ pub async fn storage_proxy(db: Db, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listen, backend = ?db.dialect(), "storage proxy listening");
     println!("Verity storage proxy listening on http://{listen}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server error")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server error")?;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,5 +1,7 @@
 //! Integration tests of the HTTP API on SQLite and PostgreSQL (one binary for the crate).
 
+#[path = "suites/access.rs"]
+mod access;
 #[path = "suites/agreement.rs"]
 mod agreement;
 #[path = "suites/assignments.rs"]

@@ -30,9 +30,15 @@ pub struct AuthMemory {
     sources: Mutex<HashMap<(String, String), i64>>,
     failures: Mutex<HashMap<String, i64>>,
     activity: Mutex<HashMap<i64, i64>>,
+    networks: Mutex<HashMap<i64, (i64, Vec<ipnet::IpNet>)>>,
 }
 
 const MEMORY_LIMIT: usize = 100_000;
+
+/// How long a process relies on the API networks it read for an organization (ADR 0053): a
+/// change made through another replica or the CLI applies within this time; one made through
+/// this process at once.
+const NETWORKS_FRESH_MICROS: i64 = 2_000_000;
 
 impl AuthMemory {
     /// Whether the pair was not seen by this process within the database's memory of it
@@ -65,6 +71,30 @@ impl AuthMemory {
                 true
             }
         }
+    }
+
+    /// The API networks of an organization as this process last read them, if that was less
+    /// than [`NETWORKS_FRESH_MICROS`] ago.
+    fn networks(&self, org: i64, now: i64) -> Option<Vec<ipnet::IpNet>> {
+        let cached = self.networks.lock().unwrap_or_else(|e| e.into_inner());
+        cached
+            .get(&org)
+            .filter(|(at, _)| now - at < NETWORKS_FRESH_MICROS)
+            .map(|(_, nets)| nets.clone())
+    }
+
+    fn remember_networks(&self, org: i64, now: i64, nets: Vec<ipnet::IpNet>) {
+        let mut cached = self.networks.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.len() >= MEMORY_LIMIT {
+            cached.clear();
+        }
+        cached.insert(org, (now, nets));
+    }
+
+    /// Forgets an organization's API networks (this process changed them).
+    pub fn forget_networks(&self, org: i64) {
+        let mut cached = self.networks.lock().unwrap_or_else(|e| e.into_inner());
+        cached.remove(&org);
     }
 
     fn should_audit_failure(&self, ip: &str, now: i64) -> bool {
@@ -118,6 +148,59 @@ pub fn request_meta(parts: &Parts, trust_forwarded_for: bool) -> RequestMeta {
     }
 }
 
+/// The client address of a request for the organizations' API allow-lists (ADR 0053): the TCP
+/// peer, or what `X-Forwarded-For` says when the peer is a trusted proxy (`trusted_proxies`).
+pub fn client_ip(parts: &Parts, config: &crate::config::Config) -> Option<std::net::IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let trusted = config.trusted_proxy_networks().unwrap_or_default();
+    crate::storage::access_policy::client_address(peer, &forwarded, &trusted)
+}
+
+/// Refuses a request of `actor`'s organization from outside its allowed networks (403
+/// `client_not_allowed`, audited at most once per address every 10 s); with trusted proxies
+/// configured, the audit records the address they reported.
+pub(crate) async fn check_client(
+    parts: &Parts,
+    state: &AppState,
+    actor: &mut Actor,
+) -> Result<(), ApiError> {
+    let client = client_ip(parts, &state.config);
+    if let Some(ip) = client
+        && !state.config.trusted_proxies.trim().is_empty()
+    {
+        actor.meta.client_ip = ip.to_string();
+    }
+    let now = now_micros();
+    let nets = match state.auth_memory.networks(actor.org_id, now) {
+        Some(nets) => nets,
+        None => {
+            let nets = crate::storage::access_policy::of_org(&state.db, actor.org_id)
+                .await?
+                .networks();
+            state
+                .auth_memory
+                .remember_networks(actor.org_id, now, nets.clone());
+            nets
+        }
+    };
+    if let Err(e) = crate::storage::access_policy::check_networks(&nets, client) {
+        if e.code == ErrorCode::ClientNotAllowed {
+            audit_failed_sign_in(state, &actor.meta, "auth.client_refused", &e.detail).await;
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
 impl FromRequestParts<AppState> for Actor {
     type Rejection = ApiError;
 
@@ -132,6 +215,7 @@ impl FromRequestParts<AppState> for Actor {
         match authenticate(parts, state).await {
             Ok((mut actor, source_key)) => {
                 actor.meta = meta;
+                check_client(parts, state, &mut actor).await?;
                 if state
                     .auth_memory
                     .first_sight(&source_key, &actor.meta.client_ip, now_micros())

@@ -994,6 +994,9 @@ pub async fn update(
         let endpoint = input.endpoint(provider, Some(&opened), config)?;
         let prefix = input.prefix.clone().unwrap_or(current.prefix.clone());
         crate::cloud::check(&endpoint, policy.clone(), &prefix).await?;
+    } else {
+        // The connection stays, but the organization's allow-list may have changed since.
+        crate::cloud::check_allowed(&current.endpoint(sealer, config)?, policy)?;
     }
     let changed: Vec<&str> = [
         ("title", input.title.is_some()),

@@ -15,6 +15,7 @@
 //! repository functions check before they touch a connection.
 
 pub mod access;
+pub mod access_policy;
 pub mod admin;
 pub mod agreement;
 pub mod annotations;

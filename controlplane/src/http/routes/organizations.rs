@@ -24,6 +24,7 @@ use crate::{
         pagination::{DrfPage, Page, links},
     },
     storage::{
+        access_policy,
         audit::{self, EntryRow},
         orgs::{self, InvitationView, MemberFilter, MembershipView, OrganizationView, Signup},
         sessions,
@@ -550,6 +551,69 @@ pub async fn update_session_policy(
     ))
 }
 
+/// The organization's access policy (ADR 0053): the storage endpoints its storages may
+/// connect to and the networks allowed to call its API. Empty lists restrict nothing.
+#[utoipa::path(get, path = "/api/access-policy", tag = "organizations", responses((status = 200, body = access_policy::AccessPolicy)))]
+pub async fn get_access_policy(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> ApiResult<Json<access_policy::AccessPolicy>> {
+    Ok(Json(access_policy::get(&state.db, &actor).await?))
+}
+
+/// Changes the access policy: `storage_endpoints` (host names, `*.` suffixes, addresses,
+/// networks) and/or `api_networks` (addresses, networks); a given list replaces the old one,
+/// `[]` removes the restriction. A list of API networks that leaves out the caller's own
+/// address is refused (400), so that nobody locks themselves out.
+#[utoipa::path(patch, path = "/api/access-policy", tag = "organizations", request_body = access_policy::AccessPolicy, responses((status = 200, body = access_policy::AccessPolicy), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn update_access_policy(
+    State(state): State<AppState>,
+    actor: Actor,
+    request: axum::extract::Request,
+) -> ApiResult<Json<access_policy::AccessPolicy>> {
+    let (parts, body) = request.into_parts();
+    let caller = crate::http::extract::client_ip(&parts, &state.config);
+    let request = axum::extract::Request::from_parts(parts, body);
+    let JsonObject(body) =
+        <JsonObject as axum::extract::FromRequest<AppState>>::from_request(request, &state).await?;
+    if let Some(key) = body
+        .keys()
+        .find(|k| !matches!(k.as_str(), "storage_endpoints" | "api_networks"))
+    {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            key,
+            "unknown field: give storage_endpoints and/or api_networks",
+        ));
+    }
+    let list = |key: &str| -> ApiResult<Option<Vec<String>>> {
+        match body.get(key) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(Vec::new())),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_string).ok_or_else(|| {
+                        ApiError::field(ErrorCode::ValidationError, key, "give a list of strings")
+                    })
+                })
+                .collect::<ApiResult<Vec<String>>>()
+                .map(Some),
+            Some(_) => Err(ApiError::field(
+                ErrorCode::ValidationError,
+                key,
+                "give a list of strings",
+            )),
+        }
+    };
+    let storage_endpoints = list("storage_endpoints")?;
+    let api_networks = list("api_networks")?;
+    let policy =
+        access_policy::set(&state.db, &actor, storage_endpoints, api_networks, caller).await?;
+    state.auth_memory.forget_networks(actor.org_id);
+    Ok(Json(policy))
+}
+
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -564,4 +628,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_log))
         .routes(routes!(audit_export))
         .routes(routes!(get_session_policy, update_session_policy))
+        .routes(routes!(get_access_policy, update_access_policy))
 }

@@ -7,7 +7,7 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, Method, StatusCode, header},
+    http::{Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use base64::Engine;
@@ -284,10 +284,10 @@ pub async fn sync_local_export(
 // Bucket storages: S3, GCS and Azure Blob (import and export), one set of handlers per provider
 // and direction generated from the same generic functions (ADR 0028).
 
-fn policy(state: &AppState) -> ApiResult<std::sync::Arc<TargetPolicy>> {
-    TargetPolicy::parse(&state.config.allow_private_targets)
-        .map(std::sync::Arc::new)
-        .map_err(ApiError::internal)
+/// The outbound rules for the storages of `org`: the server's, narrowed by the organization's
+/// storage allow-list (ADR 0053).
+async fn policy(state: &AppState, org: i64) -> ApiResult<std::sync::Arc<TargetPolicy>> {
+    crate::cloud::org_policy(&state.db, &state.config, org).await
 }
 
 fn required_project(params: &StorageListParams) -> ApiResult<i64> {
@@ -321,7 +321,7 @@ async fn cloud_create<V: CloudView>(
         &state.db,
         actor,
         &state.sealer,
-        &policy(state)?,
+        &policy(state, actor.org_id).await?,
         &state.config,
         V::PROVIDER,
         direction,
@@ -342,7 +342,7 @@ async fn cloud_validate(
         &state.db,
         actor,
         &state.sealer,
-        &policy(state)?,
+        &policy(state, actor.org_id).await?,
         &state.config,
         provider,
         direction,
@@ -373,7 +373,7 @@ async fn cloud_update<V: CloudView>(
         &state.db,
         actor,
         &state.sealer,
-        &policy(state)?,
+        &policy(state, actor.org_id).await?,
         &state.config,
         V::PROVIDER,
         direction,
@@ -760,8 +760,10 @@ async fn resolve_cloud(
         return Ok(None);
     };
     if row.presign {
-        let client =
-            crate::cloud::store(&row.endpoint(&state.sealer, &state.config)?, policy(state)?)?;
+        let client = crate::cloud::store(
+            &row.endpoint(&state.sealer, &state.config)?,
+            policy(state, actor.org_id).await?,
+        )?;
         // S3 presigns anonymous requests too (public buckets); GCS and Azure sign with the
         // storage's key, so without one the proxy serves the object instead.
         if client.signed || provider == Provider::S3 {
@@ -895,11 +897,14 @@ pub async fn local_file(
 #[utoipa::path(get, path = "/storage-proxy/{token}", tag = "storages", security(()), params(("token" = String, Path)), responses((status = 200, description = "the object"), (status = 206, description = "a byte range"), (status = 403, body = crate::error::ErrorBody), (status = 416, body = crate::error::ErrorBody)))]
 pub async fn proxy_object(
     State(state): State<AppState>,
-    method: Method,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    parts: axum::http::request::Parts,
 ) -> Response {
-    state.proxy().respond(&method, &token, &headers).await
+    let client = crate::http::extract::client_ip(&parts, &state.config);
+    state
+        .proxy()
+        .respond(&parts.method, &token, &parts.headers, client)
+        .await
 }
 
 /// Routes of this module.

@@ -416,6 +416,9 @@ async fn page_user(
     match sessions::actor_for_session(&state.db, &cookie).await {
         Ok(Some((mut actor, session))) => {
             actor.meta = super::extract::request_meta(parts, state.config.trust_forwarded_for);
+            if let Err(e) = super::extract::check_client(parts, state, &mut actor).await {
+                return Err(error_page(None, &e));
+            }
             let mine = match orgs::list_mine(&state.db, &actor).await {
                 Ok(list) => list,
                 Err(e) => return Err(error_page(None, &e)),
