@@ -32,10 +32,10 @@ FILTERED_VIEWS = {
         "filters": {"conjunction": "and", "items": [
             {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]},
         "ordering": ["-tasks:completed_at"]},
-    "text contains \"777\" or group = 5": {
+    "text contains \"777\" or ends with \"5\"": {
         "filters": {"conjunction": "or", "items": [
             {"filter": "filter:tasks:data.text", "operator": "contains", "type": "String", "value": "777"},
-            {"filter": "filter:tasks:data.group", "operator": "equal", "type": "Number", "value": 5}]},
+            {"filter": "filter:tasks:data.text", "operator": "ends_with", "type": "String", "value": "5"}]},
         "ordering": ["tasks:id"]},
     "not labeled, by id descending": {
         "filters": {"conjunction": "and", "items": [
@@ -170,12 +170,12 @@ def main():
             assert status == 201, body[:300]
             view = json.loads(body)["id"]
             times = timed_calls(c, f"/api/tasks?view={view}&page=1&page_size=30", 10)
-            times += timed_calls(c, f"/api/tasks?view={view}&page=50&page_size=30", 5)
+            times += timed_calls(c, f"/api/tasks?view={view}&page=3&page_size=30", 5)
             rows.append((f"data manager page of 30: {name}", f"p50 {pct(times, .5):.0f} ms, max {max(times) * 1000:.0f} ms", ""))
 
         for path in ("stats/label-distribution/counts", "stats/member_performance_summary",
                      "stats/member_performance_rows", "stats/finished", "stats/lead_time",
-                     "stats/total_agreement", "stats/agreement_annotators", "stats/IAA",
+                     "stats/total_agreement", "stats/IAA",
                      "stats/reliability?from_name=sentiment"):
             times = timed_calls(c, f"/api/projects/{project}/{path}", 5)
             rows.append((f"GET .../{path}", f"p50 {pct(times, .5):.0f} ms, max {max(times) * 1000:.0f} ms", ""))
