@@ -651,6 +651,7 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         | ("GET", "/api/storages/export")
         | ("GET", "/api/ml")
         | ("GET", "/api/dm/views")
+        | ("GET", "/api/dm/columns")
         | ("GET", "/api/dm/actions")
         | ("DELETE", "/api/dm/views/reset") => {
             path.push_str(&format!("?project={}", obj.project));
