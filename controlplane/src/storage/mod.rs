@@ -103,6 +103,21 @@ impl Dialect {
         }
     }
 
+    /// SQL that reads a top-level field of a JSON TEXT column as a number, or null when the
+    /// field is not a JSON number.
+    pub fn json_number(self, column: &str, key_param: &str) -> String {
+        match self {
+            Dialect::Postgres => format!(
+                "(case when jsonb_typeof({column}::jsonb -> {key_param}) = 'number' \
+                 then ({column}::jsonb ->> {key_param})::double precision end)"
+            ),
+            Dialect::Sqlite => format!(
+                "(case when json_type({column}, '$.' || {key_param}) in ('integer', 'real') \
+                 then json_extract({column}, '$.' || {key_param}) end)"
+            ),
+        }
+    }
+
     /// The placeholder for the `n`-th (1-based) parameter of a generated statement. SQLite
     /// resolves each named parameter (`$N`) by a linear scan of the statement's parameter names,
     /// which makes statements with thousands of parameters quadratic; anonymous `?` parameters

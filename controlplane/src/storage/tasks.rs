@@ -1532,10 +1532,29 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
     }
     let (column, numeric) = if let Some(key) = name.strip_prefix("data.") {
         params.push(key.to_string());
-        (
-            dialect.json_text("t.data", &format!("${}", params.len() + 1)),
-            false,
-        )
+        let key = format!("${}", params.len() + 1);
+        // A number compares as a number on both engines (a JSON number is never equal to its
+        // text on SQLite, and text orders "10" before "9"); fields that are not numbers do
+        // not match a numeric comparison.
+        let number = item.get("type").and_then(Value::as_str) == Some("Number")
+            || value.is_number()
+            || value.get("min").is_some_and(Value::is_number);
+        let compares = matches!(
+            operator,
+            "equal"
+                | "not_equal"
+                | "greater"
+                | "greater_or_equal"
+                | "less"
+                | "less_or_equal"
+                | "in"
+                | "not_in"
+        );
+        if number && compares {
+            (dialect.json_number("t.data", &key), true)
+        } else {
+            (dialect.json_text("t.data", &key), false)
+        }
     } else {
         let col = column_sql(name)
             .map(str::to_string)

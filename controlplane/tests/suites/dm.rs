@@ -234,6 +234,27 @@ both_backends! {
         assert_eq!(columns_answer.status, project_answer.status);
     }
 
+    async fn data_fields_compare_numbers_as_numbers(app) {
+        let app = &app;
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let reply = app.post(&format!("/api/projects/{p}/import?return_task_ids=true"), &app.owner, json!([
+            {"text": "a", "n": 5}, {"text": "b", "n": 10}, {"text": "c", "n": "5"}, {"text": "d", "n": 9.5}, {"text": "e"},
+        ])).await.expect(StatusCode::CREATED);
+        let t: Vec<i64> = reply["task_ids"].as_array().expect("ids").iter().map(|v| v.as_i64().expect("id")).collect();
+        let list = |filter: Value| {
+            let q = json!({"filters": {"conjunction": "and", "items": [filter]}, "ordering": ["tasks:id"]}).to_string();
+            let url = format!("/api/tasks?project={p}&query={}", crate::common::urlencoding(&q));
+            async move { ids(&app.get(&url, &app.owner).await.expect(StatusCode::OK)) }
+        };
+        let number = |operator: &str, value: Value| json!({"filter": "filter:tasks:data.n", "operator": operator, "type": "Number", "value": value});
+        // The same answers on both engines: numbers as numbers, not as text.
+        assert_eq!(list(number("equal", json!(5))).await, vec![t[0]]);
+        assert_eq!(list(number("greater", json!(9))).await, vec![t[1], t[3]]);
+        assert_eq!(list(number("less_or_equal", json!("9.5"))).await, vec![t[0], t[3]]);
+        assert_eq!(list(number("in", json!({"min": 6, "max": 10}))).await, vec![t[1], t[3]]);
+        assert_eq!(list(number("not_equal", json!(5))).await, vec![t[1], t[2], t[3], t[4]]);
+    }
+
     async fn actions_run_on_a_selection(app) {
         let p = app.mk_project(&app.owner, json!({})).await;
         let tasks = app.mk_tasks(&app.owner, p, 6).await;
