@@ -436,6 +436,16 @@ pub async fn org_policy(
     org: i64,
 ) -> ApiResult<Arc<TargetPolicy>> {
     let server = TargetPolicy::parse(&config.allow_private_targets).map_err(ApiError::internal)?;
+    with_org_endpoints(db, &server, org).await
+}
+
+/// `server`'s outbound policy narrowed to organization `org`'s storage allow-list as it is now
+/// (ADR 0053): what syncs, change writes and the proxy connect under.
+pub async fn with_org_endpoints(
+    db: &Db,
+    server: &TargetPolicy,
+    org: i64,
+) -> ApiResult<Arc<TargetPolicy>> {
     let list = crate::storage::access_policy::of_org(db, org)
         .await?
         .endpoint_list();
@@ -947,10 +957,7 @@ async fn sync(ctx: &Context, id: i64, user: i64, counters: &mut Counters) -> Api
         },
     };
     // The organization's allow-list as it is now: a storage it no longer allows fails here.
-    let allowed = crate::storage::access_policy::of_org(&ctx.db, row.organization_id)
-        .await?
-        .endpoint_list();
-    let policy = Arc::new(ctx.policy.with_endpoints(allowed));
+    let policy = with_org_endpoints(&ctx.db, &ctx.policy, row.organization_id).await?;
     let store = store(&row.endpoint(&ctx.sealer, &ctx.config)?, policy)?.store;
     if row.direction == storages::Direction::Export.as_str() {
         counters.phase = "exporting";

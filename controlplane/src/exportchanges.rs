@@ -260,10 +260,7 @@ async fn target(ctx: &Context, kind: &str, storage: i64) -> ApiResult<Option<(Ta
         return Ok(None);
     }
     // The organization's allow-list as it is now, as a sync reads it (ADR 0053).
-    let allowed = crate::storage::access_policy::of_org(&ctx.db, row.organization_id)
-        .await?
-        .endpoint_list();
-    let policy = Arc::new(ctx.policy.with_endpoints(allowed));
+    let policy = cloud::with_org_endpoints(&ctx.db, &ctx.policy, row.organization_id).await?;
     let store = cloud::store(&row.endpoint(&ctx.sealer, &ctx.config)?, policy)?.store;
     Ok(Some((
         Target::Bucket {

@@ -441,6 +441,19 @@ impl TestApp {
     }
 
     /// Creates a project with the text-classification config; returns its id.
+    /// Polls the storage at `path` (`/api/storages/<type>/<id>`) every 20 ms, at most `rounds`
+    /// times, until its sync has completed or failed; answers the storage.
+    pub async fn wait_storage_sync(&self, path: &str, rounds: usize) -> Value {
+        for _ in 0..rounds {
+            let s = self.get(path, &self.owner).await.expect(StatusCode::OK);
+            if s["status"] == json!("completed") || s["status"] == json!("failed") {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the sync of {path} did not end");
+    }
+
     pub async fn mk_project(&self, token: &str, extra: Value) -> i64 {
         let mut body = json!({"title": "Sentiment", "label_config": TEXT_CONFIG});
         if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {

@@ -438,17 +438,8 @@ async fn forwarded_for_postgres() {
 }
 
 async fn wait_sync(app: &TestApp, storage: i64) -> Value {
-    for _ in 0..500 {
-        let s = app
-            .get(&format!("/api/storages/s3/{storage}"), &app.owner)
-            .await
-            .expect(StatusCode::OK);
-        if s["status"] == json!("completed") || s["status"] == json!("failed") {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the sync of storage {storage} did not end");
+    app.wait_storage_sync(&format!("/api/storages/s3/{storage}"), 500)
+        .await
 }
 
 async fn sync(app: &TestApp, storage: i64) -> Value {

@@ -231,17 +231,8 @@ async fn raw_column(app: &TestApp, column: &str, id: i64) -> String {
 }
 
 async fn wait_s3_sync(app: &TestApp, storage: i64) -> Value {
-    for _ in 0..1500 {
-        let s = app
-            .get(&format!("/api/storages/s3/{storage}"), &app.owner)
-            .await
-            .expect(StatusCode::OK);
-        if s["status"] == json!("completed") || s["status"] == json!("failed") {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the sync of storage {storage} did not end");
+    app.wait_storage_sync(&format!("/api/storages/s3/{storage}"), 1500)
+        .await
 }
 
 /// An S3 storage with `role_arn` and `external_id` validates, is created and syncs with the

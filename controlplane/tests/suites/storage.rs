@@ -60,17 +60,8 @@ async fn app_with_root(backend: Backend, root: &Path, proxy_url: Option<String>)
 }
 
 async fn wait_sync(app: &TestApp, storage: i64) -> Value {
-    for _ in 0..500 {
-        let s = app
-            .get(&format!("/api/storages/localfiles/{storage}"), &app.owner)
-            .await
-            .expect(StatusCode::OK);
-        if s["status"] == json!("completed") || s["status"] == json!("failed") {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the sync of storage {storage} did not end");
+    app.wait_storage_sync(&format!("/api/storages/localfiles/{storage}"), 500)
+        .await
 }
 
 async fn sync(app: &TestApp, storage: i64) -> Value {
