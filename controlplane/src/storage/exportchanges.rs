@@ -157,20 +157,21 @@ pub async fn finish(db: &Db, kind: &str, storage: i64, done: &[Leased]) -> ApiRe
             .await?
             .rows_affected();
             if removed == 0 {
-                sqlx::query(
-                    "update export_change set leased_until = null where storage_kind = $1 \
-                     and storage_id = $2 and annotation_id = $3",
-                )
-                .bind(kind)
-                .bind(storage)
-                .bind(row.annotation_id)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(RELEASE)
+                    .bind(kind)
+                    .bind(storage)
+                    .bind(row.annotation_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         Ok::<_, ApiError>(())
     })
 }
+
+/// Lets go of one row (`$1` kind, `$2` storage, `$3` annotation) for the next pass.
+const RELEASE: &str = "update export_change set leased_until = null where storage_kind = $1 \
+     and storage_id = $2 and annotation_id = $3";
 
 /// Lets go of rows without removing them (their write failed; a retry takes them again).
 pub async fn release(db: &Db, kind: &str, storage: i64, rows: &[Leased]) -> ApiResult<()> {
@@ -179,31 +180,15 @@ pub async fn release(db: &Db, kind: &str, storage: i64, rows: &[Leased]) -> ApiR
     }
     with_tx!(db, tx, {
         for row in rows {
-            sqlx::query(
-                "update export_change set leased_until = null where storage_kind = $1 \
-                 and storage_id = $2 and annotation_id = $3",
-            )
-            .bind(kind)
-            .bind(storage)
-            .bind(row.annotation_id)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(RELEASE)
+                .bind(kind)
+                .bind(storage)
+                .bind(row.annotation_id)
+                .execute(&mut *tx)
+                .await?;
         }
         Ok::<_, ApiError>(())
     })
-}
-
-/// Rows of a storage still waiting.
-pub async fn waiting(db: &Db, kind: &str, storage: i64) -> ApiResult<i64> {
-    Ok(with_read!(db, conn, {
-        sqlx::query_scalar(
-            "select count(*) from export_change where storage_kind = $1 and storage_id = $2",
-        )
-        .bind(kind)
-        .bind(storage)
-        .fetch_one(conn)
-        .await?
-    }))
 }
 
 fn table(kind: &str) -> &'static str {
