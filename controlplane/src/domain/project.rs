@@ -34,6 +34,21 @@ pub enum SkipQueue {
     IgnoreSkipped,
 }
 
+/// The score annotator evaluation judges an annotator by (`annotator_evaluation_metric`,
+/// ADR 0057).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EvaluationMetric {
+    /// Mean agreement of the annotator's annotations with the ground truth.
+    #[default]
+    GtAgreement,
+    /// Share of the annotator's reviewed annotations whose latest review accepted them.
+    AcceptanceScore,
+    /// 100 % minus the share of the annotator's reviewed annotations that a reviewer ever
+    /// rejected.
+    RejectionRate,
+}
+
 /// What happens to a rejected annotation (`review_settings.requeue_rejected_tasks_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -323,7 +338,8 @@ pub struct ProjectSettings {
     pub annotation_limit_percent: Option<f64>,
     /// Evaluate annotators against ground truth (ADR 0037).
     pub annotator_evaluation_enabled: bool,
-    /// Pass mark: mean agreement with ground truth in percent (a decimal string, 0–100).
+    /// Pass mark: the evaluation score (by `annotator_evaluation_metric`) in percent (a decimal
+    /// string, 0–100).
     #[serde(with = "decimal")]
     #[schema(value_type = Option<String>)]
     pub annotator_evaluation_minimum_score: Option<f64>,
@@ -331,6 +347,12 @@ pub struct ProjectSettings {
     pub annotator_evaluation_minimum_tasks: i64,
     /// Onboarding: ground-truth tasks each annotator gets first.
     pub annotator_evaluation_onboarding_tasks: i64,
+    /// Continuous evaluation (ADR 0057): after onboarding, every N-th task an annotator takes
+    /// is a ground-truth task while one with room is left. 0: off.
+    pub annotator_evaluation_continuous_tasks: i64,
+    /// What the pass mark is compared with: `gt_agreement` (default), `acceptance_score` or
+    /// `rejection_rate` (ADR 0057).
+    pub annotator_evaluation_metric: EvaluationMetric,
     /// Pause annotators whose score falls below the pass mark (`ANNOTATOR_EVALUATION`).
     pub pause_on_failed_annotator_evaluation: bool,
     /// Low-agreement strategy: a labeled task whose agreement (percent, a decimal string) is
@@ -420,6 +442,8 @@ impl Default for ProjectSettings {
             annotator_evaluation_minimum_score: None,
             annotator_evaluation_minimum_tasks: 0,
             annotator_evaluation_onboarding_tasks: 0,
+            annotator_evaluation_continuous_tasks: 0,
+            annotator_evaluation_metric: EvaluationMetric::GtAgreement,
             pause_on_failed_annotator_evaluation: false,
             agreement_threshold: None,
             max_additional_annotators_assignable: None,
@@ -582,6 +606,10 @@ pub fn validate(s: &ProjectSettings) -> Result<(), SettingError> {
         (
             "annotator_evaluation_onboarding_tasks",
             s.annotator_evaluation_onboarding_tasks,
+        ),
+        (
+            "annotator_evaluation_continuous_tasks",
+            s.annotator_evaluation_continuous_tasks,
         ),
         (
             "max_additional_annotators_assignable",

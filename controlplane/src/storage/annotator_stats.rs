@@ -580,6 +580,13 @@ pub struct MemberRow {
     pub agreement: Option<f64>,
     /// Annotations: mean agreement with ground truth.
     pub ground_truth: Option<f64>,
+    /// Annotations: the score annotator evaluation judges them by (0–1), by the project's
+    /// `annotator_evaluation_metric` (ADR 0057); null when evaluation is off or nothing was
+    /// evaluated yet.
+    pub evaluation_score: Option<f64>,
+    /// Annotations: what `evaluation_score` is over (ground-truth tasks, or reviewed
+    /// annotations for the review metrics); null when evaluation is off.
+    pub evaluation_tasks: Option<i64>,
     /// Annotations: submitted / (submitted + tasks still open to them), in percent (0–100).
     pub progress: Option<f64>,
     /// Annotations: mean lead time.
@@ -606,6 +613,8 @@ impl MemberRow {
             performance_score: None,
             agreement: None,
             ground_truth: None,
+            evaluation_score: None,
+            evaluation_tasks: None,
             progress: None,
             time_mean: None,
             time_median: None,
@@ -698,6 +707,21 @@ pub async fn member_rows(
         .await?
     });
     let total_tasks = project.row.task_number;
+    // The evaluation score, as the pause rule computes it.
+    let settings = project.row.settings();
+    let mut evaluation: BTreeMap<i64, (usize, Option<f64>)> = BTreeMap::new();
+    if settings.annotator_evaluation_enabled {
+        for u in &ids {
+            let got = super::distribution::evaluation_score(
+                db,
+                &project.row,
+                settings.annotator_evaluation_metric,
+                *u,
+            )
+            .await?;
+            evaluation.insert(*u, got);
+        }
+    }
     Ok(users
         .into_iter()
         .map(|member| {
@@ -735,6 +759,10 @@ pub async fn member_rows(
                 performance_score: scores.performance.remove(&u).flatten(),
                 agreement: with_others(&setup, &tasks, u),
                 ground_truth: with_truth(&setup, &tasks, u),
+                evaluation_score: evaluation.get(&u).and_then(|e| e.1),
+                evaluation_tasks: evaluation
+                    .get(&u)
+                    .map(|e| i64::try_from(e.0).unwrap_or(i64::MAX)),
                 progress: progress.or(Some(0.0)),
                 time_mean: time.map(|t| t.0),
                 time_median: time.map(|t| t.1),

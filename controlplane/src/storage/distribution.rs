@@ -16,7 +16,10 @@ use super::{
 };
 use crate::{
     authz::Actor,
-    domain::{label_config::agreement, project::ProjectSettings},
+    domain::{
+        label_config::agreement,
+        project::{EvaluationMetric, ProjectSettings},
+    },
     error::{ApiError, ApiResult},
 };
 
@@ -25,10 +28,11 @@ use crate::{
 pub const AUTOMATIC_REASONS: [&str; 2] = ["ANNOTATION_LIMIT", "ANNOTATOR_EVALUATION"];
 
 /// The settings whose change lifts automatic pauses.
-pub const RULE_SETTINGS: [&str; 7] = [
+pub const RULE_SETTINGS: [&str; 8] = [
     "annotation_limit_count",
     "annotation_limit_percent",
     "annotator_evaluation_enabled",
+    "annotator_evaluation_metric",
     "annotator_evaluation_minimum_score",
     "annotator_evaluation_minimum_tasks",
     "pause_on_failed_annotator_evaluation",
@@ -94,6 +98,56 @@ pub async fn truth_score(
     Ok((latest.len(), mean))
 }
 
+/// A user's review outcomes in a project: over their annotations that a reviewer reviewed,
+/// `(annotations, accepted by the latest review, ever rejected)`.
+async fn review_outcomes(db: &Db, project_id: i64, user: i64) -> ApiResult<(usize, usize, usize)> {
+    let rows: Vec<(i64, bool)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select r.annotation_id, r.accepted from annotation_review r \
+             join annotation a on a.id = r.annotation_id \
+             where r.project_id = $1 and a.completed_by = $2 order by r.annotation_id, r.id",
+        )
+        .bind(project_id)
+        .bind(user)
+        .fetch_all(conn)
+        .await?
+    });
+    // Per annotation: (latest accepted, ever rejected); rows come oldest review first.
+    let mut by_annotation: BTreeMap<i64, (bool, bool)> = BTreeMap::new();
+    for (annotation, accepted) in rows {
+        let entry = by_annotation.entry(annotation).or_insert((accepted, false));
+        entry.0 = accepted;
+        entry.1 |= !accepted;
+    }
+    let accepted = by_annotation.values().filter(|(ok, _)| *ok).count();
+    let rejected = by_annotation.values().filter(|(_, no)| *no).count();
+    Ok((by_annotation.len(), accepted, rejected))
+}
+
+/// The score annotator evaluation judges `user` by, by the project's
+/// `annotator_evaluation_metric` (ADR 0057): `(items it is over, score 0–1)`. The items are
+/// ground-truth tasks for `gt_agreement` and reviewed annotations for the review metrics; the
+/// score is null when there are none.
+pub async fn evaluation_score(
+    db: &Db,
+    project: &ProjectRow,
+    metric: EvaluationMetric,
+    user: i64,
+) -> ApiResult<(usize, Option<f64>)> {
+    if metric == EvaluationMetric::GtAgreement {
+        return truth_score(db, project, user).await;
+    }
+    let (reviewed, accepted, rejected) = review_outcomes(db, project.id, user).await?;
+    let part = match metric {
+        EvaluationMetric::AcceptanceScore => accepted,
+        _ => reviewed - rejected,
+    };
+    Ok((
+        reviewed,
+        (reviewed > 0).then(|| part as f64 / reviewed as f64),
+    ))
+}
+
 /// Applies the automatic pause rules to the caller (an annotator or reviewer of the project)
 /// before they get a task: the annotation limit, then annotator evaluation. A pause that
 /// applies is recorded (and committed) with a message for the annotator; answers whether one
@@ -132,21 +186,36 @@ pub async fn automatic_pause(
         && settings.pause_on_failed_annotator_evaluation
         && let Some(pass) = settings.annotator_evaluation_minimum_score
     {
-        let (tasks, score) = truth_score(db, project, user).await?;
+        let metric = settings.annotator_evaluation_metric;
+        let (tasks, score) = evaluation_score(db, project, metric, user).await?;
         let needed = usize::try_from(settings.annotator_evaluation_minimum_tasks.max(1))
             .unwrap_or(usize::MAX);
         if let Some(score) = score.filter(|_| tasks >= needed)
             && score * 100.0 < pass
         {
+            let what = match metric {
+                EvaluationMetric::GtAgreement => format!(
+                    "Your agreement with the ground truth is {:.1}% over {tasks} tasks",
+                    score * 100.0
+                ),
+                EvaluationMetric::AcceptanceScore => format!(
+                    "Reviewers accepted {:.1}% of your {tasks} reviewed annotations",
+                    score * 100.0
+                ),
+                EvaluationMetric::RejectionRate => format!(
+                    "Reviewers rejected {:.1}% of your {tasks} reviewed annotations (a score of \
+                     {:.1}%)",
+                    100.0 - score * 100.0,
+                    score * 100.0
+                ),
+            };
             why = Some((
                 "ANNOTATOR_EVALUATION",
                 format!(
-                    "Your agreement with the ground truth is {:.1}% over {tasks} tasks, below this \
-                     project's pass mark of {pass:.1}%. A project manager has been told and can \
-                     let you continue.",
-                    score * 100.0
+                    "{what}, below this project's pass mark of {pass:.1}%. A project manager has \
+                     been told and can let you continue."
                 ),
-                json!({"score": score, "tasks": tasks, "minimum_score": pass}),
+                json!({"metric": metric, "score": score, "tasks": tasks, "minimum_score": pass}),
             ));
         }
     }

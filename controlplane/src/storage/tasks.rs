@@ -2134,6 +2134,8 @@ pub async fn delete_many(
 
 /// The queue name of a task handed back for rework after a rejection.
 const REWORK_QUEUE: &str = "Rework queue";
+/// The queue of continuous evaluation's ground-truth tasks (ADR 0057).
+const CONTINUOUS_QUEUE: &str = "Continuous evaluation queue";
 /// The queue name of a task assigned to the annotator (manual distribution, ADR 0039).
 const MANUAL_QUEUE: &str = "Manually assigned queue";
 
@@ -2273,13 +2275,13 @@ pub async fn next(
         }
         // 1c. Onboarding: ground-truth tasks first (overlap does not apply to them), while the
         // user has done fewer than the project's onboarding quota, or always with the open
-        // source `show_ground_truth_first`.
-        let onboarding = if settings.show_ground_truth_first {
-            true
-        } else if settings.annotator_evaluation_enabled
-            && settings.annotator_evaluation_onboarding_tasks > 0
-        {
-            let done: i64 = sqlx::query_scalar(
+        // source `show_ground_truth_first`. After it, continuous evaluation (ADR 0057): every
+        // N-th task the user takes is a ground-truth task with room left (overlap applies).
+        let evaluating = settings.annotator_evaluation_enabled
+            && (settings.annotator_evaluation_onboarding_tasks > 0
+                || settings.annotator_evaluation_continuous_tasks > 0);
+        let truth_done: i64 = if evaluating && !settings.show_ground_truth_first {
+            sqlx::query_scalar(
                 "select count(distinct a.task_id) from annotation a join task t on t.id = a.task_id \
                  where a.project_id = $1 and a.completed_by = $2 and not a.ground_truth \
                  and t.ground_truth_annotations > 0",
@@ -2287,11 +2289,16 @@ pub async fn next(
             .bind(project_id)
             .bind(user)
             .fetch_one(&mut *tx)
-            .await?;
-            done < settings.annotator_evaluation_onboarding_tasks
+            .await?
         } else {
-            false
+            0
         };
+        let onboarding = settings.show_ground_truth_first
+            || (evaluating && truth_done < settings.annotator_evaluation_onboarding_tasks);
+        let continuous = !onboarding
+            && evaluating
+            && !settings.show_ground_truth_first
+            && settings.annotator_evaluation_continuous_tasks > 0;
         let mut special: Option<(i64, &str)> = None;
         if onboarding {
             let truth: Option<i64> = sqlx::query_scalar(
@@ -2304,6 +2311,38 @@ pub async fn next(
             .fetch_optional(&mut *tx)
             .await?;
             special = truth.map(|id| (id, "Ground truth queue"));
+        }
+        // A ground-truth task with room left that this user has not done: its annotations
+        // other than the ground truth (which makes it labeled) and live reservations are fewer
+        // than its overlap.
+        let truth_with_room = format!(
+            "select t.id from task t where t.project_id = $1 and t.ground_truth_annotations > 0 \
+             and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+             and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
+             and l.expire_at > $3) < t.overlap order by t.id limit 1"
+        );
+        if continuous {
+            // Tasks taken since onboarding: the regular ones and the ground-truth ones beyond
+            // the onboarding quota. The next one is ground truth when it is an N-th.
+            let regular: i64 = sqlx::query_scalar(
+                "select count(distinct a.task_id) from annotation a join task t on t.id = a.task_id \
+                 where a.project_id = $1 and a.completed_by = $2 and t.ground_truth_annotations = 0",
+            )
+            .bind(project_id)
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+            let truth_since = (truth_done - settings.annotator_evaluation_onboarding_tasks).max(0);
+            let every = settings.annotator_evaluation_continuous_tasks;
+            if truth_since < (regular + truth_since + 1) / every {
+                let truth: Option<i64> = sqlx::query_scalar(&truth_with_room)
+                    .bind(project_id)
+                    .bind(user)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                special = truth.map(|id| (id, CONTINUOUS_QUEUE));
+            }
         }
         // 1d. Low agreement: a labeled task whose agreement is below the threshold gets one
         // more annotator at a time, up to the allowed extra, the least agreed first.
@@ -2332,8 +2371,14 @@ pub async fn next(
             return Ok(Some((task_id, Some(lock_id), queue.to_string())));
         }
         // 2. A task with capacity left that this user has not annotated.
+        // Under continuous evaluation ground-truth tasks come only at its rate (above).
+        let truth_apart = if continuous {
+            "and t.ground_truth_annotations = 0"
+        } else {
+            ""
+        };
         let candidate_sql = format!(
-            "select t.id from task t where t.project_id = $1 and not t.is_labeled \
+            "select t.id from task t where t.project_id = $1 and not t.is_labeled {truth_apart} \
              and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
              and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
              and l.expire_at > $3) < t.overlap \
@@ -2350,6 +2395,19 @@ pub async fn next(
         }
         .fetch_optional(&mut *tx)
         .await?;
+        // Under continuous evaluation, the ground-truth tasks still open once the rest is done.
+        if candidate.is_none() && continuous {
+            let truth: Option<i64> = sqlx::query_scalar(&truth_with_room)
+                .bind(project_id)
+                .bind(user)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(task_id) = truth {
+                let lock_id = reserve!(tx, task_id);
+                return Ok(Some((task_id, Some(lock_id), CONTINUOUS_QUEUE.to_string())));
+            }
+        }
         let (task_id, queue) = match candidate {
             Some(id) => (
                 id,

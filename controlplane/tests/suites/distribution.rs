@@ -157,4 +157,113 @@ both_backends! {
         let (t, q) = take(&app, p, &people[3], "pos").await;
         assert_eq!((t, q.as_str()), (tasks[0], "Low agreement queue"));
     }
+
+    async fn continuous_evaluation_mixes_ground_truth_into_the_stream(app) {
+        // One onboarding task, then every third task is ground truth (ADR 0057).
+        let p = app.mk_project(&app.owner, json!({
+            "annotator_evaluation_enabled": true,
+            "annotator_evaluation_onboarding_tasks": 1,
+            "annotator_evaluation_continuous_tasks": 3,
+        })).await;
+        let tasks = app.mk_tasks(&app.owner, p, 10).await;
+        for t in &tasks[7..] {
+            app.post(&format!("/api/tasks/{t}/annotations"), &app.owner, json!({"result": choice("pos"), "ground_truth": true}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        let a = annotator(&app, p, "cont-a@example.com").await;
+        // Everything the stream hands out, until it runs dry (bounded).
+        let mut got = Vec::new();
+        for _ in 0..12 {
+            let next = app.get(&format!("/api/projects/{p}/next"), &a).await;
+            if next.status == StatusCode::NOT_FOUND {
+                next.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+                break;
+            }
+            let next = next.expect(StatusCode::OK);
+            let task = next["id"].as_i64().expect("id");
+            app.post(&format!("/api/tasks/{task}/annotations"), &a, json!({"result": choice("pos")}))
+                .await
+                .expect(StatusCode::CREATED);
+            got.push((task, next["queue"].as_str().unwrap_or_default().to_string()));
+        }
+        let (gt, ce, sq) = ("Ground truth queue", "Continuous evaluation queue", "Sequence queue");
+        let want: Vec<(i64, String)> = [
+            (tasks[7], gt),
+            (tasks[0], sq), (tasks[1], sq), (tasks[8], ce),
+            (tasks[2], sq), (tasks[3], sq), (tasks[9], ce),
+            (tasks[4], sq), (tasks[5], sq),
+            // Due again, but no ground truth is left: the regular stream goes on.
+            (tasks[6], sq),
+        ].into_iter().map(|(t, q)| (t, q.to_string())).collect();
+        assert_eq!(got, want);
+        // After onboarding, overlap applies to ground-truth tasks: a second annotator gets the
+        // onboarding task only (the others are done), and nothing after it.
+        let b = annotator(&app, p, "cont-b@example.com").await;
+        assert_eq!(take(&app, p, &b, "pos").await, (tasks[7], gt.to_string()));
+        app.get(&format!("/api/projects/{p}/next"), &b).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+        // Bad values: 400 naming the field, nothing changed.
+        for bad in [json!({"annotator_evaluation_continuous_tasks": -1}), json!({"annotator_evaluation_continuous_tasks": 10_001}),
+                    json!({"annotator_evaluation_metric": "accuracy"}), json!({"annotator_evaluation_metric": 2})] {
+            let e = app.patch(&format!("/api/projects/{p}"), &app.owner, bad.clone()).await.expect_error(StatusCode::BAD_REQUEST, "validation_error");
+            assert!(e.to_string().contains("annotator_evaluation_"), "{bad}: {e}");
+        }
+        let shown = app.project(p).await;
+        assert_eq!((shown["annotator_evaluation_continuous_tasks"].clone(), shown["annotator_evaluation_metric"].clone()),
+            (json!(3), json!("gt_agreement")), "{shown}");
+    }
+
+    async fn review_metrics_decide_the_evaluation_pause(app) {
+        let p = app.mk_project(&app.owner, json!({
+            "annotator_evaluation_enabled": true,
+            "annotator_evaluation_metric": "acceptance_score",
+            "annotator_evaluation_minimum_tasks": 2,
+            "annotator_evaluation_minimum_score": "60",
+            "pause_on_failed_annotator_evaluation": true,
+        })).await;
+        app.mk_tasks(&app.owner, p, 6).await;
+        let a = annotator(&app, p, "rm-a@example.com").await;
+        let a_id = app.user_id(&a).await;
+        let mut anns = Vec::new();
+        for _ in 0..3 {
+            let (task, _) = take(&app, p, &a, "pos").await;
+            let listed = app.get(&format!("/api/tasks/{task}/annotations"), &app.owner).await.expect(StatusCode::OK);
+            anns.push(listed[0]["id"].as_i64().expect("annotation id"));
+        }
+        let review = |ann: i64, accepted: bool| {
+            let app = &app;
+            async move {
+                app.post("/api/annotation-reviews", &app.owner, json!({"annotation": ann, "accepted": accepted}))
+                    .await
+                    .expect(StatusCode::CREATED);
+            }
+        };
+        // One review is fewer than the minimum: no pause.
+        review(anns[0], true).await;
+        app.get(&format!("/api/projects/{p}/next"), &a).await.expect(StatusCode::OK);
+        // Accepted 1 of 2 reviewed annotations: 50% < 60%.
+        review(anns[1], false).await;
+        let e = app.get(&format!("/api/projects/{p}/next"), &a).await.expect_error(StatusCode::FORBIDDEN, "paused");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("accepted 50.0%") && d.contains("60.0%")), "{e}");
+        assert_eq!(pauses(&app, p, &a).await[0]["reason"], json!("ANNOTATOR_EVALUATION"));
+        // The members dashboard shows the score the pause was decided on.
+        let rows = app.get(&format!("/api/projects/{p}/stats/member_performance_rows"), &app.owner).await.expect(StatusCode::OK);
+        let row = rows["results"].as_array().and_then(|r| r.iter().find(|r| r["member"]["id"] == json!(a_id))).cloned().expect("a's row");
+        assert_eq!((row["evaluation_score"].clone(), row["evaluation_tasks"].clone()), (json!(0.5), json!(2)), "{row}");
+        // The reviewer accepts the second on a second look: the acceptance score counts the
+        // latest review, the rejection rate every rejection.
+        review(anns[1], true).await;
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"annotator_evaluation_metric": "rejection_rate"})).await.expect(StatusCode::OK);
+        let e = app.get(&format!("/api/projects/{p}/next"), &a).await.expect_error(StatusCode::FORBIDDEN, "paused");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("rejected 50.0%")), "{e}");
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"annotator_evaluation_metric": "acceptance_score"})).await.expect(StatusCode::OK);
+        app.get(&format!("/api/projects/{p}/next"), &a).await.expect(StatusCode::OK);
+        let rows = app.get(&format!("/api/projects/{p}/stats/member_performance_rows"), &app.owner).await.expect(StatusCode::OK);
+        let row = rows["results"].as_array().and_then(|r| r.iter().find(|r| r["member"]["id"] == json!(a_id))).cloned().expect("a's row");
+        assert_eq!(row["evaluation_score"], json!(1.0), "{row}");
+        // Ground-truth agreement (the default) has no ground truth here to pause on.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"annotator_evaluation_metric": "gt_agreement"})).await.expect(StatusCode::OK);
+        review(anns[2], false).await;
+        app.get(&format!("/api/projects/{p}/next"), &a).await.expect(StatusCode::OK);
+    }
 }

@@ -259,6 +259,7 @@ pub async fn member_performance_summary(
             "performance_score",
             "agreement",
             "ground_truth",
+            "evaluation_score",
             "progress",
             "time_mean",
             "time_median",
