@@ -383,20 +383,27 @@ pub async fn may_read(db: &Db, task_id: i64, user: i64) -> ApiResult<bool> {
     Ok(found.is_some())
 }
 
-/// Assignment information of tasks for the task list: `(task, user, type)` rows.
-pub async fn for_tasks(db: &Db, task_ids: &[i64]) -> ApiResult<Vec<(i64, i64, String)>> {
-    let mut out = Vec::new();
+/// The assignments of tasks with their states, for the task payload (ADR 0057): per task id,
+/// by kind and user.
+pub async fn of_tasks(
+    db: &Db,
+    task_ids: &[i64],
+) -> ApiResult<std::collections::HashMap<i64, Vec<AssignmentView>>> {
+    let mut out: std::collections::HashMap<i64, Vec<AssignmentView>> = Default::default();
     for chunk in task_ids.chunks(BATCH) {
-        let rows: Vec<(i64, i64, String)> = with_read!(db, conn, {
+        let rows: Vec<Row> = with_read!(db, conn, {
             sqlx::query_as(&format!(
-                "select task_id, user_id, type from task_assignment where task_id in ({}) \
-                 order by task_id, user_id",
+                "select ta.id, ta.task_id, ta.user_id, ta.type, ta.created_at, {STATE_SQL} as state \
+                 from task_assignment ta where ta.task_id in ({}) \
+                 order by ta.task_id, ta.type, ta.user_id",
                 id_list(chunk)
             ))
             .fetch_all(conn)
             .await?
         });
-        out.extend(rows);
+        for row in rows {
+            out.entry(row.task_id).or_default().push(row.view());
+        }
     }
     Ok(out)
 }

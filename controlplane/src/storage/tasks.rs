@@ -161,6 +161,22 @@ pub struct TaskView {
     pub reviewers: Vec<i64>,
     /// How many reviewers.
     pub reviewers_count: i64,
+    /// Label Studio's `completed_at`: ISO time of the newest submitted annotation once the task
+    /// is labeled, null before (task reads and the task list; absent for annotators blind to
+    /// the others' work, ADR 0057).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub completed_at: Option<Option<String>>,
+    /// Label Studio's `predictions_score`: the mean score of the task's predictions, null
+    /// without scored predictions (task reads and the task list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub predictions_score: Option<Option<f64>>,
+    /// Who the task is assigned to (Label Studio Enterprise's assignees, ADR 0039), with each
+    /// assignment's state (task reads and the task list): all of them for managers and above,
+    /// the caller's own for others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignments: Option<Vec<super::assignments::AssignmentView>>,
     /// Task agreement in [0, 1] (mean pairwise agreement of its annotators' latest
     /// annotations, ADR 0025); absent with fewer than two annotators, outside the data manager
     /// and task reads, and for annotators who see only their own annotations.
@@ -202,6 +218,9 @@ impl TaskRow {
             reviewed: false,
             reviewers: Vec::new(),
             reviewers_count: 0,
+            completed_at: None,
+            predictions_score: None,
+            assignments: None,
             agreement: None,
         }
     }
@@ -397,6 +416,50 @@ pub fn counted_sql(skip_queue: SkipQueue) -> &'static str {
     }
 }
 
+/// Sets the task payload's `completed_at`, `predictions_score` and `assignments` (ADR 0057)
+/// for a caller with `role` in the project who sees annotations as `visible`.
+pub async fn attach_payload_values(
+    db: &Db,
+    views: &mut [TaskView],
+    visible: Visible,
+    role: Role,
+    user: i64,
+) -> ApiResult<()> {
+    let ids: Vec<i64> = views.iter().map(|v| v.id).collect();
+    let (Some(completed), Some(score)) = (
+        super::task_columns::scalar_sql("completed_at"),
+        super::task_columns::scalar_sql("predictions_score"),
+    ) else {
+        return Err(ApiError::internal("task columns without completed_at"));
+    };
+    let mut values: HashMap<i64, (Option<i64>, Option<f64>)> = HashMap::new();
+    for chunk in ids.chunks(IMPORT_BATCH) {
+        let rows: Vec<(i64, Option<i64>, Option<f64>)> = with_read!(db, conn, {
+            sqlx::query_as(&format!(
+                "select t.id, {completed}, {score} from task t where t.id in ({})",
+                super::assignments::id_list(chunk)
+            ))
+            .fetch_all(conn)
+            .await?
+        });
+        values.extend(rows.into_iter().map(|(id, c, s)| (id, (c, s))));
+    }
+    let mut assigned = super::assignments::of_tasks(db, &ids).await?;
+    for view in views.iter_mut() {
+        let (completed_at, score) = values.remove(&view.id).unwrap_or_default();
+        if visible.shows_agreement() {
+            view.completed_at = Some(completed_at.map(format_micros));
+        }
+        view.predictions_score = Some(score);
+        let mut mine = assigned.remove(&view.id).unwrap_or_default();
+        if role < Role::Manager {
+            mine.retain(|a| a.assignee == user);
+        }
+        view.assignments = Some(mine);
+    }
+    Ok(())
+}
+
 /// Nests `user`'s drafts into `views` (a draft is only ever its user's, ADR 0044).
 pub async fn attach_drafts(db: &Db, user: i64, views: &mut [TaskView]) -> ApiResult<()> {
     let ids: Vec<i64> = views.iter().map(|v| v.id).collect();
@@ -429,6 +492,7 @@ pub async fn get(db: &Db, actor: &Actor, id: i64) -> ApiResult<TaskView> {
     let visible = Visible::for_access(actor, &project);
     let mut views = with_nested(db, std::slice::from_ref(&row), visible).await?;
     attach_drafts(db, actor.user_id, &mut views).await?;
+    attach_payload_values(db, &mut views, visible, project.role, actor.user_id).await?;
     let criteria = project.row.settings().review_settings.review_criteria;
     super::reviews::attach(db, &mut views, criteria).await?;
     if visible.shows_agreement_in(&project) {
@@ -1902,6 +1966,7 @@ pub async fn list(
         for t in tasks.iter_mut() {
             t.draft_exists = Some(drafted.contains(&t.id));
         }
+        attach_payload_values(db, &mut tasks, visible, access.role, actor.user_id).await?;
         let criteria = project.settings().review_settings.review_criteria;
         super::reviews::attach(db, &mut tasks, criteria).await?;
         if shows_agreement {

@@ -325,4 +325,55 @@ both_backends! {
         assert!(assignees(&app, p, t[0], "RE").await.is_empty() && assignees(&app, p, t[1], "RE").await.is_empty());
         assert_eq!(assignees(&app, p, t[1], "AN").await, vec![a]);
     }
+
+    async fn task_payload_carries_completion_prediction_score_and_assignees(app) {
+        // Label Studio's completed_at and predictions_score, and Enterprise's assignees, on the
+        // task read and the task list (ADR 0057).
+        let p = app.mk_project(&app.owner, json!({"maximum_annotations": 2})).await;
+        let t = app.mk_tasks(&app.owner, p, 2).await;
+        let (a, a_id) = member(&app, p, "payload-a@example.com", Role::Annotator, None).await;
+        let (b, b_id) = member(&app, p, "payload-b@example.com", Role::Annotator, None).await;
+        let read = |task: i64, token: String| {
+            let app = &app;
+            async move { app.get(&format!("/api/tasks/{task}"), &token).await.expect(StatusCode::OK) }
+        };
+        let fresh = read(t[0], app.owner.clone()).await;
+        assert_eq!((fresh["completed_at"].clone(), fresh["predictions_score"].clone(), fresh["assignments"].clone()),
+            (Value::Null, Value::Null, json!([])), "{fresh}");
+        assert!(fresh.get("completed_at").is_some() && fresh.get("predictions_score").is_some(), "{fresh}");
+        for score in [0.25, 0.75] {
+            app.post("/api/predictions", &app.owner, json!({"task": t[0], "result": choice("pos"), "score": score, "model_version": "m1"}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        app.post(&assignees_url(p, t[0]), &app.owner, json!({"type": "AN", "users": [a_id, b_id]})).await.expect(StatusCode::CREATED);
+        // One of two annotations: not labeled yet, so not completed.
+        submit(&app, t[0], &a).await;
+        let half = read(t[0], app.owner.clone()).await;
+        assert_eq!(half["completed_at"], Value::Null, "{half}");
+        assert_eq!(half["predictions_score"], json!(0.5), "{half}");
+        let states: Vec<(i64, String, String)> = half["assignments"].as_array().expect("assignments").iter()
+            .map(|x| (x["assignee"].as_i64().unwrap_or_default(), x["type"].as_str().unwrap_or_default().to_string(), x["state"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        let mut want = vec![(a_id, "AN".to_string(), "submitted".to_string()), (b_id, "AN".to_string(), "assigned".to_string())];
+        want.sort();
+        assert_eq!(states, want, "{half}");
+        // The second annotation completes it, at that annotation's time.
+        submit(&app, t[0], &b).await;
+        let done = read(t[0], app.owner.clone()).await;
+        let newest = done["annotations"].as_array().expect("annotations").iter()
+            .filter_map(|x| x["created_at"].as_str()).max().map(str::to_string).expect("created_at");
+        assert_eq!((done["is_labeled"].clone(), done["completed_at"].clone()), (json!(true), json!(newest)), "{done}");
+        // The task list carries the same values; an annotator sees only their own assignment.
+        let page = app.get(&format!("/api/tasks?project={p}&fields=all"), &app.owner).await.expect(StatusCode::OK);
+        let listed = page["tasks"].as_array().and_then(|l| l.iter().find(|x| x["id"] == json!(t[0]))).cloned().expect("listed");
+        assert_eq!((listed["completed_at"].clone(), listed["predictions_score"].clone(), listed["assignments"].clone()),
+            (done["completed_at"].clone(), json!(0.5), done["assignments"].clone()), "{listed}");
+        let other = page["tasks"].as_array().and_then(|l| l.iter().find(|x| x["id"] == json!(t[1]))).cloned().expect("listed");
+        assert_eq!((other["completed_at"].clone(), other["predictions_score"].clone(), other["assignments"].clone()),
+            (Value::Null, Value::Null, json!([])), "{other}");
+        let own = read(t[0], a.clone()).await;
+        let seen: Vec<i64> = own["assignments"].as_array().expect("assignments").iter().filter_map(|x| x["assignee"].as_i64()).collect();
+        assert_eq!(seen, vec![a_id], "{own}");
+    }
 }
