@@ -835,6 +835,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/projects/{id}/metricparam",
         Needs(P::ProjectChange),
     ),
+    ep(
+        "GET",
+        "/api/projects/{id}/review-routing-rules",
+        Needs(P::ReviewCreate),
+    ),
+    ep(
+        "POST",
+        "/api/projects/{id}/review-routing-rules/bulk",
+        Needs(P::ProjectChange),
+    ),
     ep("DELETE", "/api/projects/{id}", Needs(P::ProjectDelete)),
     ep("POST", "/api/projects/{id}/validate", Needs(P::ProjectView)),
     ep("GET", "/api/projects/{id}/members", Needs(P::ProjectView)),

@@ -51,6 +51,9 @@ pub enum ErrorCode {
     /// A user named for a task assignment is not a project member whose role may do that work
     /// (annotate for `AN`, review for `RE`); `detail` names the user.
     InvalidAssignee,
+    /// A review routing rule is invalid (ADR 0057): `validation_errors` names the rule and
+    /// field (`rules[2].reviewers`); nothing was replaced.
+    InvalidRoutingRule,
     /// The task already has the annotations its overlap asks for (`strict_task_overlap`), for
     /// example because the caller's reservation expired and others finished it.
     OverlapReached,
@@ -145,7 +148,8 @@ impl ErrorCode {
             | ErrorCode::StorageUnreachable
             | ErrorCode::CommentRequired
             | ErrorCode::ExportFormatUnsupported
-            | ErrorCode::InvalidAssignee => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidAssignee
+            | ErrorCode::InvalidRoutingRule => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidLink | ErrorCode::LinkExpired | ErrorCode::CsrfFailed => {
                 StatusCode::FORBIDDEN
             }

@@ -40,6 +40,7 @@ pub mod predictions;
 pub mod projects;
 pub mod quality;
 pub mod reviews;
+pub mod routing;
 pub mod saml;
 pub mod scim;
 pub mod sessions;

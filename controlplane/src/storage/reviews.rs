@@ -983,6 +983,13 @@ pub async fn next(
              and ta.user_id = $2 and ta.type = 'RE')",
         );
     }
+    // Review routing rules (ADR 0057): the first rule matching an annotation names its
+    // reviewers; managers and above are not routed.
+    if let Some(routed) =
+        super::routing::stream_condition(db, project_id, user, access.role).await?
+    {
+        conditions.push_str(&format!(" and {routed}"));
+    }
     if rs.review_criteria == ReviewCriteria::One {
         conditions.push_str(
             " and not exists (select 1 from annotation_review rv where rv.task_id = a.task_id and rv.accepted)",

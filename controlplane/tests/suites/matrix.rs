@@ -761,6 +761,7 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         ("POST", "/api/projects/{id}/tasks/assignees") => Some(json!({
             "type": "AN", "users": [f.users[&Role::Owner]], "selectedItems": {"all": true}
         })),
+        ("POST", "/api/projects/{id}/review-routing-rules/bulk") => Some(json!({"rules": []})),
         ("POST", "/api/projects/{id}/members") => Some(json!({"user": member})),
         ("DELETE", "/api/projects/{id}/members") => {
             path.push_str(&format!("?user={member}"));

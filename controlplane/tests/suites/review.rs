@@ -836,4 +836,82 @@ both_backends! {
             assert!(log.contains(action), "{action} audited");
         }
     }
+
+    async fn review_routing_rules_route_annotations_to_reviewers(app) {
+        let t = team(&app, "route", json!({}), 6).await;
+        let (ann1, ann2, rev1, rev2) = (app.user_id(&t.ann1).await, app.user_id(&t.ann2).await,
+            app.user_id(&t.rev1).await, app.user_id(&t.rev2).await);
+        let rules_url = format!("/api/projects/{}/review-routing-rules/", t.p);
+        let bulk_url = format!("/api/projects/{}/review-routing-rules/bulk/", t.p);
+        assert_eq!(app.get(&rules_url, &app.owner).await.expect(StatusCode::OK), json!([]));
+        // ann1's work goes to rev1 (even a "neg"); other "neg" work to rev2; the rest to anyone.
+        let written = app.post(&bulk_url, &app.owner, json!({"rules": [
+            {"name": "new annotator", "annotators": [ann1], "reviewers": [rev1]},
+            {"labels": ["neg"], "reviewers": [rev2, rev2]},
+        ]})).await.expect(StatusCode::OK);
+        let shape: Vec<(i64, String, Value, Value, Value)> = written.as_array().expect("rules").iter()
+            .map(|r| (r["position"].as_i64().unwrap_or(-1), r["name"].as_str().unwrap_or_default().to_string(),
+                      r["annotators"].clone(), r["labels"].clone(), r["reviewers"].clone()))
+            .collect();
+        assert_eq!(shape, vec![
+            (0, "new annotator".to_string(), json!([ann1]), json!([]), json!([rev1])),
+            (1, String::new(), json!([]), json!(["neg"]), json!([rev2])),
+        ]);
+        assert_eq!(app.get(&rules_url, &t.rev1).await.expect(StatusCode::OK), written);
+        let reversed = app.get(&format!("{rules_url}?ordering=-position"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(reversed[0]["position"], json!(1), "{reversed}");
+        app.get(&format!("{rules_url}?ordering=name"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        let a0 = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        let a1 = annotate(&app, &t.ann1, t.tasks[1], "neg").await;
+        let a2 = annotate(&app, &t.ann2, t.tasks[2], "pos").await;
+        let a3 = annotate(&app, &t.ann2, t.tasks[3], "neg").await;
+        let next = format!("/api/projects/{}/review/next", t.p);
+        // Each reviewer takes and accepts until nothing is left for them.
+        let drain = |token: String| {
+            let (app, next) = (&app, next.clone());
+            async move {
+                let mut got = Vec::new();
+                for _ in 0..10 {
+                    let reply = app.get(&next, &token).await;
+                    if reply.status == StatusCode::NOT_FOUND {
+                        reply.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
+                        return got;
+                    }
+                    let ann = reply.expect(StatusCode::OK)["annotations"][0]["id"].as_i64().expect("annotation");
+                    review(app, &token, json!({"annotation": ann, "accepted": true})).await;
+                    got.push(ann);
+                }
+                panic!("the review stream did not run dry: {got:?}");
+            }
+        };
+        assert_eq!(drain(t.rev2.clone()).await, vec![a2, a3]);
+        assert_eq!(drain(t.rev1.clone()).await, vec![a0, a1]);
+        // Managers and above are not routed.
+        let a4 = annotate(&app, &t.ann1, t.tasks[4], "pos").await;
+        app.get(&next, &t.rev2).await.expect_error(StatusCode::NOT_FOUND, "nothing_to_review");
+        let owner_got = app.get(&next, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(owner_got["annotations"][0]["id"], json!(a4), "{owner_got}");
+        // Bad rules: 400 invalid_routing_rule naming the rule, and the old list stays.
+        for bad in [
+            json!({"rules": [{"reviewers": []}]}),
+            json!({"rules": [{"reviewers": [rev1]}, {"reviewers": [ann2]}]}),
+            json!({"rules": [{"reviewers": [rev1], "annotators": [999999]}]}),
+            json!({"rules": [{"reviewers": [rev1], "labels": [""]}]}),
+            json!({"rules": [{"reviewers": [rev1], "weight": 2}]}),
+            json!({"rules": "all"}),
+            json!({}),
+        ] {
+            let e = app.post(&bulk_url, &app.owner, bad.clone()).await.expect_error(StatusCode::BAD_REQUEST, "invalid_routing_rule");
+            assert!(e["validation_errors"].as_object().is_some_and(|m| m.keys().any(|k| k.starts_with("rules"))), "{bad}: {e}");
+        }
+        assert_eq!(app.get(&rules_url, &app.owner).await.expect(StatusCode::OK), written);
+        // Annotators may not read them; reviewers may not change them.
+        app.get(&rules_url, &t.ann1).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        app.post(&bulk_url, &t.rev1, json!({"rules": []})).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+        // An empty list removes the rules: rev2 gets ann1's work again.
+        assert_eq!(app.post(&bulk_url, &app.owner, json!({"rules": []})).await.expect(StatusCode::OK), json!([]));
+        review(&app, &app.owner, json!({"annotation": a4, "accepted": true})).await;
+        let a5 = annotate(&app, &t.ann1, t.tasks[5], "pos").await;
+        assert_eq!(drain(t.rev2.clone()).await, vec![a5]);
+    }
 }

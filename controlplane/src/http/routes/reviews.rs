@@ -22,6 +22,7 @@ use crate::{
     storage::{
         comments::{self, CommentInput, CommentRow},
         reviews::{self, HistoryRow, ReviewFilter, ReviewInput, ReviewView},
+        routing::{self, BulkInput, RoutingRule},
         tasks::TaskView,
     },
     webhooks::{Action, Subject},
@@ -130,6 +131,50 @@ pub async fn next_review(
     Ok(Json(
         reviews::next(&state.db, &actor, id, state.config.task_lock_ttl_secs).await?,
     ))
+}
+
+/// Query of the routing rule list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RoutingParams {
+    /// `position` (the default) or `-position`.
+    pub ordering: Option<String>,
+}
+
+/// The project's review routing rules in order (ADR 0057): the first rule matching an
+/// annotation (by its annotator, by a label value in its result) names the reviewers the
+/// review stream hands it to.
+#[utoipa::path(get, path = "/api/projects/{id}/review-routing-rules", tag = "reviews", params(("id" = i64, Path), RoutingParams), responses((status = 200, body = Vec<RoutingRule>), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list_routing_rules(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    Query(params): Query<RoutingParams>,
+) -> ApiResult<Json<Vec<RoutingRule>>> {
+    Ok(Json(
+        routing::list(&state.db, &actor, id, params.ordering.as_deref()).await?,
+    ))
+}
+
+/// Replaces the project's review routing rules with `{"rules": [...]}` at once (ADR 0057);
+/// answers the new list. A bad rule is 400 `invalid_routing_rule` naming it, and the old list
+/// stays.
+#[utoipa::path(post, path = "/api/projects/{id}/review-routing-rules/bulk", tag = "reviews", params(("id" = i64, Path)), request_body = BulkInput, responses((status = 200, body = Vec<RoutingRule>), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn replace_routing_rules(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Vec<RoutingRule>>> {
+    let input: BulkInput = serde_json::from_value(Value::Object(body)).map_err(|e| {
+        ApiError::field(
+            ErrorCode::InvalidRoutingRule,
+            "rules",
+            format!(
+                "{e}; send {{\"rules\": [{{\"name\", \"annotators\": [user ids], \"labels\": [values], \"reviewers\": [user ids]}}]}}"
+            ),
+        )
+    })?;
+    Ok(Json(routing::replace(&state.db, &actor, id, input).await?))
 }
 
 /// The kept versions of an annotation's result, oldest first: a reviewer's fix keeps the
@@ -322,6 +367,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_reviews, create_review))
         .routes(routes!(get_review, update_review, delete_review))
         .routes(routes!(next_review))
+        .routes(routes!(list_routing_rules))
+        .routes(routes!(replace_routing_rules))
         .routes(routes!(annotation_history))
         .routes(routes!(list_comments, create_comment))
         .routes(routes!(export_comments))
