@@ -964,7 +964,19 @@ async fn sync(ctx: &Context, id: i64, user: i64, counters: &mut Counters) -> Api
     if row.direction == storages::Direction::Export.as_str() {
         counters.phase = "exporting";
         cloudstorages::progress(&ctx.db, id, "in_progress", &counters.meta()).await?;
-        return export(ctx, &actor, &row, &store, counters).await;
+        let written = export(ctx, &actor, &row, &store, counters).await?;
+        // The bucket answers again: changes whose write pass failed for good are taken up.
+        crate::exportchanges::requeue(
+            &ctx.db,
+            &ctx.jobs,
+            &crate::storage::exportchanges::ExportTarget {
+                kind: row.provider().kind().to_string(),
+                id: row.id,
+                organization_id: row.organization_id,
+            },
+        )
+        .await?;
+        return Ok(written);
     }
     counters.phase = "listing";
     cloudstorages::progress(&ctx.db, id, "in_progress", &counters.meta()).await?;

@@ -342,7 +342,20 @@ async fn sync(
     let root = Root::from_config(config)?;
     let dir = root.check_dir(&row.path)?;
     if row.direction == "export" {
-        return export(db, jobs, &actor, &row, &dir).await;
+        let written = export(db, jobs, &actor, &row, &dir).await?;
+        // The directory is writable again: changes whose write pass failed for good are taken
+        // up.
+        crate::exportchanges::requeue(
+            db,
+            jobs,
+            &crate::storage::exportchanges::ExportTarget {
+                kind: KIND.to_string(),
+                id: row.id,
+                organization_id: row.organization_id,
+            },
+        )
+        .await?;
+        return Ok(written);
     }
     let filter = filter(&row.regex_filter)?;
     let listed = {
