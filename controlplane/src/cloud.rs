@@ -188,10 +188,15 @@ pub fn parse_media_url(uri: &str) -> Option<(Provider, String, String)> {
 
 /// Objects turned into tasks per import transaction with `use_blob_urls`.
 const BLOB_BATCH: usize = 500;
+/// Listed objects (after the filters) compared with the database and imported at a time.
+const LIST_PAGE: usize = 1000;
 
 /// JSON objects per import transaction, and tasks after which a batch is written early.
 const JSON_BATCH_OBJECTS: usize = 200;
 const JSON_BATCH_TASKS: usize = 1000;
+
+/// Objects deleted mid-sync named in a storage's `meta.missing` (the rest are counted).
+const MISSING_NAMED: usize = 100;
 
 /// Objects read (or written) at once.
 const CONCURRENCY: usize = 8;
@@ -863,19 +868,16 @@ struct Counters {
     written: u64,
     deleted: u64,
     /// Objects that were listed but gone when read (deleted meanwhile): skipped.
+    /// (The first `MISSING_NAMED` of them by name; all of them in `missing_count`.)
     missing: Vec<String>,
+    missing_count: u64,
     /// Where the sync is: `listing`, `importing`, `exporting`, `done`.
     phase: &'static str,
 }
 
 impl Counters {
     fn meta(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
-        if let Some(m) = v.get_mut("missing").and_then(Value::as_array_mut) {
-            m.truncate(100);
-        }
-        v["missing_count"] = json!(self.missing.len());
-        v
+        serde_json::to_value(self).unwrap_or_else(|_| json!({}))
     }
 }
 
@@ -962,18 +964,23 @@ async fn sync(ctx: &Context, id: i64, user: i64, counters: &mut Counters) -> Api
     if row.direction == storages::Direction::Export.as_str() {
         counters.phase = "exporting";
         cloudstorages::progress(&ctx.db, id, "in_progress", &counters.meta()).await?;
-        return export(ctx, &actor, &row, &store, counters).await;
+        let written = export(ctx, &actor, &row, &store, counters).await?;
+        // The bucket answers again: changes whose write pass failed for good are taken up.
+        crate::exportchanges::requeue(
+            &ctx.db,
+            &ctx.jobs,
+            &crate::storage::exportchanges::ExportTarget {
+                kind: row.provider().kind().to_string(),
+                id: row.id,
+                organization_id: row.organization_id,
+            },
+        )
+        .await?;
+        return Ok(written);
     }
     counters.phase = "listing";
     cloudstorages::progress(&ctx.db, id, "in_progress", &counters.meta()).await?;
-    let pending = list(ctx, &row, &store, counters).await?;
-    counters.phase = "importing";
-    cloudstorages::progress(&ctx.db, id, "in_progress", &counters.meta()).await?;
-    if row.use_blob_urls {
-        import_blobs(ctx, &actor, &row, pending, counters).await?;
-    } else {
-        import_json(ctx, &actor, &row, &store, pending, counters).await?;
-    }
+    import_listing(ctx, &actor, &row, &store, counters).await?;
     Ok(counters.tasks)
 }
 
@@ -986,34 +993,93 @@ struct Pending {
     changed: bool,
 }
 
-/// Lists the prefix and answers the objects to import: new ones and changed ones.
-async fn list(
+/// A listed object that passed `recursive_scan` and `regex_filter`.
+struct Listed {
+    key: String,
+    etag: Option<String>,
+    size: i64,
+}
+
+/// Streams the listing of the prefix page by page: every `LIST_PAGE` objects that pass the
+/// filters are compared with what earlier syncs recorded of those keys, and the new and changed
+/// ones are imported before the listing goes on. Memory stays bounded by a page whatever the
+/// bucket holds; each batch records its objects in the transaction that imports them, so a
+/// sync that dies part way and runs again skips what landed and imports the rest.
+async fn import_listing(
     ctx: &Context,
+    actor: &Actor,
     row: &CloudStorageRow,
     store: &Arc<dyn ObjectStore>,
     counters: &mut Counters,
-) -> ApiResult<Vec<Pending>> {
-    let known = cloudstorages::known_objects(&ctx.db, row.provider(), row.id).await?;
+) -> ApiResult<()> {
     let filter = crate::localfiles::filter(&row.regex_filter)?;
     let prefix = prefix_path(&row.prefix);
     let folder = prefix.as_ref().map(|p| format!("{p}/")).unwrap_or_default();
+    let data_key = if row.use_blob_urls {
+        Some(storages::data_key(&ctx.db, row.project_id).await?)
+    } else {
+        None
+    };
     let mut listing = store.list(prefix.as_ref());
-    let mut pending = Vec::new();
-    while let Some(meta) = listing.next().await {
-        let meta = meta.map_err(|e| unreachable(row.provider(), &row.bucket, "list", &e))?;
-        counters.listed += 1;
-        let key = meta.location.to_string();
-        let below = key.strip_prefix(folder.as_str()).unwrap_or(&key);
-        if (!row.recursive_scan && below.contains('/'))
-            || filter.as_ref().is_some_and(|re| !re.is_match(&key))
-        {
-            counters.filtered += 1;
+    let mut page: Vec<Listed> = Vec::with_capacity(LIST_PAGE);
+    loop {
+        let next = listing.next().await;
+        let done = next.is_none();
+        if let Some(meta) = next {
+            let meta = meta.map_err(|e| unreachable(row.provider(), &row.bucket, "list", &e))?;
+            counters.listed += 1;
+            let key = meta.location.to_string();
+            let below = key.strip_prefix(folder.as_str()).unwrap_or(&key);
+            if (!row.recursive_scan && below.contains('/'))
+                || filter.as_ref().is_some_and(|re| !re.is_match(&key))
+            {
+                counters.filtered += 1;
+            } else {
+                page.push(Listed {
+                    key,
+                    etag: meta.e_tag,
+                    size: i64::try_from(meta.size).unwrap_or(i64::MAX),
+                });
+            }
+        }
+        if page.len() < LIST_PAGE && !done {
             continue;
         }
-        let size = i64::try_from(meta.size).unwrap_or(i64::MAX);
-        let changed = match known.get(&key) {
+        let pending = pending_of(ctx, row, std::mem::take(&mut page), counters).await?;
+        counters.phase = "importing";
+        if !pending.is_empty() {
+            match &data_key {
+                Some(data_key) => {
+                    import_blobs(ctx, actor, row, data_key, pending, counters).await?
+                }
+                None => import_json(ctx, actor, row, store, pending, counters).await?,
+            }
+        }
+        cloudstorages::progress(&ctx.db, row.id, "in_progress", &counters.meta()).await?;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// The objects of a listing page to import: new ones and changed ones (what earlier syncs
+/// recorded of these keys is read for the page alone).
+async fn pending_of(
+    ctx: &Context,
+    row: &CloudStorageRow,
+    page: Vec<Listed>,
+    counters: &mut Counters,
+) -> ApiResult<Vec<Pending>> {
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = page.iter().map(|l| l.key.clone()).collect();
+    let known = cloudstorages::known_among(&ctx.db, row.provider(), row.id, &keys).await?;
+    let mut pending = Vec::with_capacity(page.len());
+    for listed in page {
+        let changed = match known.get(&listed.key) {
             None => false,
-            Some((etag, known_size)) if *etag == meta.e_tag && *known_size == Some(size) => {
+            Some((etag, size)) if *etag == listed.etag && *size == Some(listed.size) => {
                 counters.unchanged += 1;
                 continue;
             }
@@ -1025,14 +1091,11 @@ async fn list(
             counters.new += 1;
         }
         pending.push(Pending {
-            key,
-            etag: meta.e_tag,
-            size,
+            key: listed.key,
+            etag: listed.etag,
+            size: listed.size,
             changed,
         });
-        if counters.listed.is_multiple_of(10_000) {
-            cloudstorages::progress(&ctx.db, row.id, "in_progress", &counters.meta()).await?;
-        }
     }
     Ok(pending)
 }
@@ -1045,10 +1108,10 @@ async fn import_blobs(
     ctx: &Context,
     actor: &Actor,
     row: &CloudStorageRow,
+    data_key: &str,
     pending: Vec<Pending>,
     counters: &mut Counters,
 ) -> ApiResult<()> {
-    let data_key = storages::data_key(&ctx.db, row.project_id).await?;
     let spool = spool_dir(&ctx.config)?;
     for chunk in pending.chunks(BLOB_BATCH) {
         let (changed, new): (Vec<&Pending>, Vec<&Pending>) = chunk.iter().partition(|p| p.changed);
@@ -1066,7 +1129,7 @@ async fn import_blobs(
             let mut out = std::io::BufWriter::new(file.as_file());
             let tasks: Vec<Value> = new
                 .iter()
-                .map(|p| json!({"data": {data_key.as_str(): row.provider().blob_url(&row.bucket, &p.key)}}))
+                .map(|p| json!({"data": {data_key: row.provider().blob_url(&row.bucket, &p.key)}}))
                 .collect();
             serde_json::to_writer(&mut out, &tasks).map_err(ApiError::internal)?;
             std::io::Write::flush(&mut out).map_err(ApiError::internal)?;
@@ -1210,7 +1273,12 @@ async fn import_json(
         let done = next.is_none();
         if let Some(fetched) = next {
             match fetched.file {
-                None => counters.missing.push(fetched.pending.key),
+                None => {
+                    counters.missing_count += 1;
+                    if counters.missing.len() < MISSING_NAMED {
+                        counters.missing.push(fetched.pending.key);
+                    }
+                }
                 Some(_) if fetched.tasks == 0 => {
                     // An empty list: recorded so it is not read again until it changes.
                     cloudstorages::record_objects(

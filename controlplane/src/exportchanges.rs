@@ -55,6 +55,9 @@ const MAX_ATTEMPTS: u32 = 8;
 enum Changed {
     Ids(Vec<i64>),
     OfTasks(Vec<i64>),
+    /// Recorded with the change itself (tasks deleted with their annotations: the rows were
+    /// written in the deleting transaction); only the passes are to start.
+    Recorded,
 }
 
 fn changed(action: Action, subject: &Subject) -> Option<Changed> {
@@ -66,6 +69,7 @@ fn changed(action: Action, subject: &Subject) -> Option<Changed> {
             Some(Changed::Ids(ids.clone()))
         }
         (_, Subject::AnnotationsOfTasks(tasks)) => Some(Changed::OfTasks(tasks.clone())),
+        (_, Subject::TasksDeleted(_)) => Some(Changed::Recorded),
         // A review can change the annotation (fix and accept) and its review counts.
         (_, Subject::Review { annotation, .. }) => Some(Changed::Ids(vec![*annotation])),
         _ => None,
@@ -111,6 +115,12 @@ async fn try_note(db: &Db, jobs: &Jobs, project: i64, changed: Changed) -> ApiRe
     let ids = match changed {
         Changed::Ids(ids) => ids,
         Changed::OfTasks(tasks) => store::annotations_of_tasks(db, project, &tasks).await?,
+        Changed::Recorded => {
+            for target in &targets {
+                requeue(db, jobs, target).await?;
+            }
+            return Ok(());
+        }
     };
     if ids.is_empty() {
         return Ok(());
@@ -120,6 +130,18 @@ async fn try_note(db: &Db, jobs: &Jobs, project: i64, changed: Changed) -> ApiRe
         enqueue(jobs, target.organization_id, &target.kind, target.id).await?;
     }
     Ok(())
+}
+
+/// Starts a write pass of a storage if changes wait for it that no pass holds: after a
+/// deletion recorded them, and after a sync of the storage succeeded, which takes up the
+/// changes whose pass failed for good (their rows stay until written, ADR 0058). Answers
+/// whether a pass was enqueued.
+pub async fn requeue(db: &Db, jobs: &Jobs, target: &store::ExportTarget) -> ApiResult<bool> {
+    if !store::waiting(db, &target.kind, target.id).await? {
+        return Ok(false);
+    }
+    enqueue(jobs, target.organization_id, &target.kind, target.id).await?;
+    Ok(true)
 }
 
 /// After an on-demand sync wrote a batch: the annotations of the batch that changed (or went)

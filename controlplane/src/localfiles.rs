@@ -179,50 +179,94 @@ fn key_of(relative: &Path) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// The files under `dir` (recursively, symbolic links followed only while they stay inside
-/// `dir`) whose key matches `filter`, as sorted `/`-separated keys relative to `dir`.
+/// The files under `dir` (recursively; a symbolic link counts only while it points inside `dir`)
+/// whose key matches `filter`, as sorted `/`-separated keys relative to `dir`. At most
+/// [`MAX_FILES`]; a sync walks the directory with [`walk`] instead, a page at a time.
 pub fn list(dir: &Path, filter: Option<&regex::Regex>) -> std::io::Result<Vec<String>> {
-    let dir = std::fs::canonicalize(dir)?;
     let mut out = Vec::new();
-    let mut stack = vec![dir.clone()];
-    let mut seen_dirs = std::collections::HashSet::new();
-    while let Some(current) = stack.pop() {
-        if !seen_dirs.insert(current.clone()) {
+    let mut too_many = false;
+    walk(dir, filter, &mut |key| {
+        out.push(key);
+        too_many = out.len() > MAX_FILES;
+        !too_many
+    })?;
+    if too_many {
+        return Err(std::io::Error::other(format!(
+            "more than {MAX_FILES} files match; narrow the path or regex_filter"
+        )));
+    }
+    Ok(out)
+}
+
+/// Walks the files under `dir` as [`list`] finds them and hands each matching key to `found`,
+/// in the order of the sorted keys, until `found` answers `false`. Holds the entry names of the
+/// folders on the way down to the current one (each folder's sorted, a subfolder placed as its
+/// keys sort: by its name followed by `/`), never the tree's keys.
+///
+/// A symbolic link to a folder inside `dir` is not entered: keys are the files' real paths (as
+/// they always were), and every such folder is also reached through real folders, where its
+/// keys fall in order. A symbolic link to a file inside `dir` keeps its own name.
+pub fn walk(
+    dir: &Path,
+    filter: Option<&regex::Regex>,
+    found: &mut dyn FnMut(String) -> bool,
+) -> std::io::Result<()> {
+    let dir = std::fs::canonicalize(dir)?;
+    walk_dir(&dir, &dir, "", filter, found).map(|_| ())
+}
+
+/// One folder of [`walk`]: `current` (a real folder under `top`), whose keys start with
+/// `prefix`. Answers `false` once `found` asked to stop.
+fn walk_dir(
+    top: &Path,
+    current: &Path,
+    prefix: &str,
+    filter: Option<&regex::Regex>,
+    found: &mut dyn FnMut(String) -> bool,
+) -> std::io::Result<bool> {
+    // The files' names, and the subfolders' with `/` after them: sorted, the order of the keys.
+    let mut names: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(current)? {
+        let entry = entry?;
+        let path = entry.path();
+        let Ok(resolved) = std::fs::canonicalize(&path) else {
+            continue;
+        };
+        if !resolved.starts_with(top) {
             continue;
         }
-        for entry in std::fs::read_dir(&current)? {
-            let entry = entry?;
-            let Ok(resolved) = std::fs::canonicalize(entry.path()) else {
-                continue;
-            };
-            if !resolved.starts_with(&dir) {
-                continue;
+        // A name that is not UTF-8 has no key.
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if resolved.is_dir() {
+            if !entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                names.push(format!("{name}/"));
             }
-            if resolved.is_dir() {
-                stack.push(resolved);
-                continue;
-            }
-            if !resolved.is_file() {
-                continue;
-            }
-            let Ok(relative) = entry.path().strip_prefix(&dir).map(Path::to_path_buf) else {
-                continue;
-            };
-            let Some(key) = key_of(&relative) else {
-                continue;
-            };
-            if filter.is_none_or(|re| re.is_match(&key)) {
-                out.push(key);
-                if out.len() > MAX_FILES {
-                    return Err(std::io::Error::other(format!(
-                        "more than {MAX_FILES} files match; narrow the path or regex_filter"
-                    )));
-                }
-            }
+        } else if resolved.is_file() {
+            names.push(name);
         }
     }
-    out.sort();
-    Ok(out)
+    names.sort_unstable();
+    for name in names {
+        if let Some(folder) = name.strip_suffix('/') {
+            if !walk_dir(
+                top,
+                &current.join(folder),
+                &format!("{prefix}{name}"),
+                filter,
+                found,
+            )? {
+                return Ok(false);
+            }
+            continue;
+        }
+        let key = format!("{prefix}{name}");
+        if filter.is_none_or(|re| re.is_match(&key)) && !found(key) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Compiles a storage's `regex_filter` (empty: every file).
@@ -342,26 +386,100 @@ async fn sync(
     let root = Root::from_config(config)?;
     let dir = root.check_dir(&row.path)?;
     if row.direction == "export" {
-        return export(db, jobs, &actor, &row, &dir).await;
+        let written = export(db, jobs, &actor, &row, &dir).await?;
+        // The directory is writable again: changes whose write pass failed for good are taken
+        // up.
+        crate::exportchanges::requeue(
+            db,
+            jobs,
+            &crate::storage::exportchanges::ExportTarget {
+                kind: KIND.to_string(),
+                id: row.id,
+                organization_id: row.organization_id,
+            },
+        )
+        .await?;
+        return Ok(written);
     }
     let filter = filter(&row.regex_filter)?;
-    let listed = {
+    // The directory is walked on a blocking thread that hands keys over a bounded channel; each
+    // page of keys is compared with the records of those keys and its new files imported
+    // before the walk goes on (ADR 0058): memory holds a page, not the tree.
+    let (keys_tx, mut keys_rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(SYNC_BATCH);
+    let walker = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || list(&dir, filter.as_ref()))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| {
+        tokio::task::spawn_blocking(move || {
+            // A closed channel (the sync failed or was dropped) stops the walk.
+            if let Err(e) = walk(&dir, filter.as_ref(), &mut |key| {
+                keys_tx.blocking_send(Ok(key)).is_ok()
+            }) {
+                let _ = keys_tx.blocking_send(Err(e));
+            }
+        })
+    };
+    let data_key = storages::data_key(db, row.project_id).await?;
+    let spool = config.data_dir.join("tmp");
+    std::fs::create_dir_all(&spool).map_err(ApiError::internal)?;
+    let mut added = 0i64;
+    let mut page: Vec<String> = Vec::with_capacity(SYNC_BATCH);
+    loop {
+        let next = keys_rx.recv().await;
+        let done = next.is_none();
+        if let Some(key) = next {
+            page.push(key.map_err(|e| {
                 ApiError::new(
                     ErrorCode::ValidationError,
                     format!("cannot list {}: {e}", row.path),
                 )
-            })?
-    };
-    let known = storages::synced_keys(db, KIND, id).await?;
-    let new: Vec<String> = listed.into_iter().filter(|k| !known.contains(k)).collect();
-    let data_key = storages::data_key(db, row.project_id).await?;
-    let spool = config.data_dir.join("tmp");
-    std::fs::create_dir_all(&spool).map_err(ApiError::internal)?;
+            })?);
+        }
+        if page.len() < SYNC_BATCH && !done {
+            continue;
+        }
+        let keys = std::mem::take(&mut page);
+        let known = storages::synced_among(db, KIND, id, &keys).await?;
+        let new: Vec<String> = keys.into_iter().filter(|k| !known.contains(k)).collect();
+        let place = Place {
+            root: &root,
+            dir: &dir,
+            data_key: &data_key,
+            spool: &spool,
+        };
+        added += import_new(db, jobs, &actor, &row, &place, &new).await?;
+        if done {
+            break;
+        }
+    }
+    walker.await.map_err(ApiError::internal)?;
+    Ok(added)
+}
+
+/// Where a sync's files are and where they go.
+struct Place<'a> {
+    root: &'a Root,
+    /// The storage's directory (keys are relative to it).
+    dir: &'a Path,
+    /// The data key of blob URLs.
+    data_key: &'a str,
+    /// The directory of spool files.
+    spool: &'a Path,
+}
+
+/// Imports the new files `new` of a sync page; answers the tasks created.
+async fn import_new(
+    db: &Db,
+    jobs: &Jobs,
+    actor: &Actor,
+    row: &storages::LocalStorageRow,
+    place: &Place<'_>,
+    new: &[String],
+) -> ApiResult<i64> {
+    let Place {
+        root,
+        dir,
+        data_key,
+        spool,
+    } = *place;
     let mut added = 0i64;
     if row.use_blob_urls {
         for chunk in new.chunks(SYNC_BATCH) {
@@ -374,26 +492,17 @@ async fn sync(
                     .ok()
                     .and_then(key_of)
                     .ok_or_else(|| ApiError::internal("a listed file left the root"))?;
-                tasks.push(json!({"data": {data_key.as_str(): blob_url(&relative)}}));
+                tasks.push(json!({"data": {data_key: blob_url(&relative)}}));
                 objects.push(tasks::ClaimedObject {
                     key: key.clone(),
                     tasks: 1,
                     ..Default::default()
                 });
             }
-            added += import(
-                db,
-                jobs,
-                &actor,
-                &row,
-                &spool,
-                &Value::Array(tasks),
-                &objects,
-            )
-            .await?;
+            added += import(db, jobs, actor, row, spool, &Value::Array(tasks), &objects).await?;
         }
     } else {
-        for key in &new {
+        for key in new {
             let path = dir.join(key);
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if size > MAX_JSON_FILE {
@@ -422,7 +531,7 @@ async fn sync(
                 tasks: n,
                 ..Default::default()
             }];
-            added += import(db, jobs, &actor, &row, &spool, &value, &claimed).await?;
+            added += import(db, jobs, actor, row, spool, &value, &claimed).await?;
         }
     }
     Ok(added)

@@ -6,6 +6,8 @@ mod access;
 mod agreement;
 #[path = "suites/assignments.rs"]
 mod assignments;
+#[path = "suites/bucketsync.rs"]
+mod bucketsync;
 #[path = "suites/comments.rs"]
 mod comments;
 mod common;

@@ -1207,6 +1207,39 @@ pub async fn known_objects(
     Ok(rows.into_iter().map(|(k, e, s)| (k, (e, s))).collect())
 }
 
+/// What earlier syncs saw of these keys of a storage (the ones it knows): key → (etag, size).
+/// One query per few hundred keys, so a sync holds only a listing page's worth.
+pub async fn known_among(
+    db: &Db,
+    provider: Provider,
+    id: i64,
+    keys: &[String],
+) -> ApiResult<std::collections::HashMap<String, (Option<String>, Option<i64>)>> {
+    let mut known = std::collections::HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(KNOWN_AMONG_CHUNK) {
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "select object_key, etag, size from storage_object \
+             where storage_kind = $1 and storage_id = $2 and object_key in ({list})"
+        );
+        let rows: Vec<(String, Option<String>, Option<i64>)> = with_read!(db, conn, {
+            let mut query = sqlx::query_as(&sql).bind(provider.kind()).bind(id);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            query.fetch_all(conn).await?
+        });
+        known.extend(rows.into_iter().map(|(k, e, s)| (k, (e, s))));
+    }
+    Ok(known)
+}
+
+/// Keys looked up per query by [`known_among`] (well under either engine's bind limit).
+const KNOWN_AMONG_CHUNK: usize = 500;
+
 /// Records what a sync saw of objects that made no new task (blob objects that changed, export
 /// objects written): key, etag, size. Short transactions of at most a few hundred rows.
 pub async fn record_objects(

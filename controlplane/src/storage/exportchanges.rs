@@ -97,6 +97,24 @@ pub async fn add(
     Ok(())
 }
 
+/// Whether changes wait for a storage that no live lease holds (a pass that failed for good
+/// left them, or a deletion recorded them with its transaction).
+pub async fn waiting(db: &Db, kind: &str, storage: i64) -> ApiResult<bool> {
+    let now = now_micros();
+    let found: Option<i64> = with_read!(db, conn, {
+        sqlx::query_scalar(
+            "select annotation_id from export_change where storage_kind = $1 and storage_id = $2 \
+             and (leased_until is null or leased_until < $3) limit 1",
+        )
+        .bind(kind)
+        .bind(storage)
+        .bind(now)
+        .fetch_optional(conn)
+        .await?
+    });
+    Ok(found.is_some())
+}
+
 /// A row the writer holds: the annotation and the version it saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct Leased {

@@ -550,22 +550,33 @@ pub async fn finish_sync(db: &Db, id: i64, outcome: Result<i64, String>) -> ApiR
     })
 }
 
-/// The object keys earlier syncs of a storage imported.
-pub async fn synced_keys(
+/// Which of `keys` earlier syncs of a storage imported (one query per 500 keys).
+pub async fn synced_among(
     db: &Db,
     kind: &str,
     id: i64,
+    keys: &[String],
 ) -> ApiResult<std::collections::HashSet<String>> {
-    let keys: Vec<String> = with_read!(db, conn, {
-        sqlx::query_scalar(
-            "select object_key from storage_object where storage_kind = $1 and storage_id = $2",
-        )
-        .bind(kind)
-        .bind(id)
-        .fetch_all(conn)
-        .await?
-    });
-    Ok(keys.into_iter().collect())
+    let mut known = std::collections::HashSet::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "select object_key from storage_object where storage_kind = $1 and storage_id = $2 \
+             and object_key in ({list})"
+        );
+        let found: Vec<String> = with_read!(db, conn, {
+            let mut query = sqlx::query_scalar(&sql).bind(kind).bind(id);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            query.fetch_all(conn).await?
+        });
+        known.extend(found);
+    }
+    Ok(known)
 }
 
 /// The data key a file's URL goes under: the first object tag's `$value` of the project's

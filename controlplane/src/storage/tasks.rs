@@ -2131,6 +2131,20 @@ macro_rules! delete_task_rows {
                 {
                     *total += part;
                 }
+                // Their annotations' objects go from the project's export storages too: the
+                // rows are recorded with the deletion, and the write passes delete them (ADR 0058).
+                sqlx::query(&format!(
+                    "insert into export_change (storage_kind, storage_id, annotation_id, project_id, version, created_at) \
+                     select s.kind, s.id, a.id, a.project_id, 1, $2 from annotation a join (\
+                     select 'localfiles' as kind, id from local_storage where project_id = $1 and direction = 'export' \
+                     union all select provider as kind, id from cloud_storage where project_id = $1 and direction = 'export'\
+                     ) s on true where a.project_id = $1 and a.task_id in (select id from task where project_id = $1{condition}) \
+                     on conflict (storage_kind, storage_id, annotation_id) do update set version = export_change.version + 1"
+                ))
+                .bind($project_id)
+                .bind($crate::storage::now_micros())
+                .execute(&mut *$tx)
+                .await?;
                 let gone: Vec<i64> = sqlx::query_scalar(&format!(
                     "delete from task where project_id = $1{condition} returning id"
                 ))

@@ -684,3 +684,229 @@ async fn gcs_export_storage_sqlite() {
 async fn gcs_export_storage_postgres() {
     gcs_export(Backend::Postgres).await;
 }
+
+async fn execute(db: &Db, sql: &str) -> u64 {
+    match db {
+        Db::Postgres(pool) => sqlx::query(sql)
+            .execute(pool)
+            .await
+            .expect("execute")
+            .rows_affected(),
+        Db::Sqlite { write, .. } => sqlx::query(sql)
+            .execute(write)
+            .await
+            .expect("execute")
+            .rows_affected(),
+    }
+}
+
+/// Deleting tasks deletes their annotations' objects from the export storages that delete
+/// objects (a bucket and a directory), as they are deleted (ADR 0058): one task on its own, the
+/// rest with the project's tasks; storages without `can_delete_objects` keep them.
+async fn deleted_tasks(backend: Backend) {
+    let Some(moto) = moto().await else { return };
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    for d in ["keep", "drop"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    let root_text = root.display().to_string();
+    let app = TestApp::with_config(backend, move |c| {
+        c.local_files_root = root_text;
+        c.allow_private_targets = "true".into();
+    })
+    .await;
+    let _worker = start_worker(&app);
+    for bucket in ["keep-bucket", "drop-bucket"] {
+        let (status, _) = s3(reqwest::Method::PUT, &format!("{}/{bucket}", moto.url)).await;
+        assert_eq!(status, 200, "create bucket {bucket}");
+    }
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let t = app.mk_tasks(&app.owner, p, 3).await;
+    for (bucket, delete) in [("keep-bucket", false), ("drop-bucket", true)] {
+        export_storage(
+            &app,
+            "s3",
+            json!({"project": p, "bucket": bucket, "prefix": "out", "s3_endpoint": moto.url,
+                   "region_name": "us-east-1", "aws_access_key_id": "test",
+                   "aws_secret_access_key": "test", "can_delete_objects": delete}),
+        )
+        .await;
+    }
+    for (dir, delete) in [("keep", false), ("drop", true)] {
+        export_storage(
+            &app,
+            "localfiles",
+            json!({"project": p, "path": dir, "can_delete_objects": delete}),
+        )
+        .await;
+    }
+    let (keep_bucket, drop_bucket) = (
+        moto_bucket(&moto, "keep-bucket"),
+        moto_bucket(&moto, "drop-bucket"),
+    );
+    let places = |a: i64| {
+        [
+            Place::S3(keep_bucket.clone(), format!("out/{a}")),
+            Place::File(root.join("keep").join(a.to_string())),
+            Place::S3(drop_bucket.clone(), format!("out/{a}")),
+            Place::File(root.join("drop").join(a.to_string())),
+        ]
+    };
+    let pos = choice("pos");
+    let mut annotations = Vec::new();
+    for task in &t {
+        let a = annotate(&app, *task, "pos").await;
+        for place in places(a) {
+            place.wait_for(Some(&pos), "written").await;
+        }
+        annotations.push(a);
+    }
+    settle(&app).await;
+
+    // One task.
+    app.delete(&format!("/api/tasks/{}", t[0]), &app.owner)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let [keep_s3, keep_dir, drop_s3, drop_dir] = places(annotations[0]);
+    drop_s3
+        .wait_for(None, "deleted with its task (bucket)")
+        .await;
+    drop_dir
+        .wait_for(None, "deleted with its task (directory)")
+        .await;
+    settle(&app).await;
+    assert_eq!(keep_s3.read().await.expect("kept")["result"], pos);
+    assert_eq!(keep_dir.read().await.expect("kept")["result"], pos);
+    for a in &annotations[1..] {
+        for place in places(*a) {
+            assert!(place.read().await.is_some(), "other tasks' objects stay");
+        }
+    }
+
+    // Every task of the project.
+    app.delete(&format!("/api/projects/{p}/tasks"), &app.owner)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    for a in &annotations[1..] {
+        let [keep_s3, keep_dir, drop_s3, drop_dir] = places(*a);
+        drop_s3
+            .wait_for(None, "deleted with all tasks (bucket)")
+            .await;
+        drop_dir
+            .wait_for(None, "deleted with all tasks (directory)")
+            .await;
+        settle(&app).await;
+        assert!(keep_s3.read().await.is_some() && keep_dir.read().await.is_some());
+    }
+    assert_eq!(
+        count(
+            &app.db,
+            "select count(*) from storage_object where storage_kind = 's3' and object_key like 'out/%' \
+             and storage_id = (select id from cloud_storage where bucket = 'drop-bucket')"
+        )
+        .await,
+        0,
+        "the deleting storage's records are gone with its objects"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_storages_follow_deleted_tasks_sqlite() {
+    deleted_tasks(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_storages_follow_deleted_tasks_postgres() {
+    deleted_tasks(Backend::Postgres).await;
+}
+
+/// A change whose write pass failed for good (the queue gave up on it while the bucket was
+/// broken) is not lost: its row waits, and the next sync of the storage, once the bucket
+/// answers, starts a pass that writes it (ADR 0058).
+async fn failed_for_good_then_synced(backend: Backend) {
+    let Some(moto) = moto().await else { return };
+    let app = TestApp::with_config(backend, |c| c.allow_private_targets = "true".into()).await;
+    let _worker = start_worker(&app);
+    let (status, _) = s3(reqwest::Method::PUT, &format!("{}/fixed", moto.url)).await;
+    assert_eq!(status, 200, "create bucket");
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let t = app.mk_tasks(&app.owner, p, 1).await;
+    let storage = export_storage(
+        &app,
+        "s3",
+        json!({"project": p, "bucket": "fixed", "prefix": "out", "s3_endpoint": moto.url,
+               "region_name": "us-east-1", "aws_access_key_id": "test",
+               "aws_secret_access_key": "test", "can_delete_objects": true}),
+    )
+    .await;
+    let a = annotate(&app, t[0], "pos").await;
+    let place = Place::S3(moto_bucket(&moto, "fixed"), format!("out/{a}"));
+    place.wait_for(Some(&choice("pos")), "written").await;
+    settle(&app).await;
+
+    // The storage breaks (its bucket is one that does not exist) and the annotation changes:
+    // the pass fails, and the queue gives up on it (as after its last attempt).
+    execute(
+        &app.db,
+        &format!("update cloud_storage set bucket = 'missing' where id = {storage}"),
+    )
+    .await;
+    app.patch(
+        &format!("/api/annotations/{a}"),
+        &app.owner,
+        json!({"result": choice("neg")}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let path = format!("/api/storages/export/s3/{storage}");
+    let failed = wait_status(&app, &path, "failed").await;
+    assert!(
+        failed["traceback"]
+            .as_str()
+            .is_some_and(|t| t.contains("missing")),
+        "{failed}"
+    );
+    let mut gave_up = 0;
+    for _ in 0..1500 {
+        gave_up = execute(
+            &app.db,
+            "update jobs set state = 'failed' where kind = 'storage.export.changes' \
+             and state = 'queued' and attempts >= 1",
+        )
+        .await;
+        if gave_up > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gave_up, 1, "the failing pass was waiting for its retry");
+    assert_eq!(
+        count(&app.db, "select count(*) from export_change").await,
+        1,
+        "the change waits"
+    );
+
+    // Fixed, then synced: the sync writes everything, and the waiting change is taken up.
+    execute(
+        &app.db,
+        &format!("update cloud_storage set bucket = 'fixed' where id = {storage}"),
+    )
+    .await;
+    app.post(&format!("{path}/sync"), &app.owner, json!({}))
+        .await
+        .expect(StatusCode::OK);
+    wait_status(&app, &path, "completed").await;
+    settle(&app).await;
+    place.wait_for(Some(&choice("neg")), "written").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_change_failed_for_good_taken_up_by_sync_sqlite() {
+    failed_for_good_then_synced(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_change_failed_for_good_taken_up_by_sync_postgres() {
+    failed_for_good_then_synced(Backend::Postgres).await;
+}
