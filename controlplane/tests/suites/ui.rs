@@ -627,6 +627,111 @@ both_backends! {
         }
     }
 
+    async fn data_manager_filters_offer_the_column_catalogue(app) {
+        let manager = password_user(&app, "dmc-manager@example.com", Role::Manager).await;
+        let annotator = password_user(&app, "dmc-annotator@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Catalogue"})).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 4).await;
+        for t in &tasks[..2] {
+            app.post(&format!("/api/tasks/{t}/annotations"), &app.owner, json!({"result": crate::common::choice("pos")})).await.expect(StatusCode::CREATED);
+        }
+        app.post(&format!("/api/tasks/{}/annotations", tasks[2]), &manager, json!({"result": crate::common::choice("neg")})).await.expect(StatusCode::CREATED);
+        let (owner_id, manager_id) = (app.user_id(&app.owner).await, app.user_id(&manager).await);
+        let page_path = format!("/projects/{p}/data");
+        let mut mgr = Browser::default();
+        mgr.sign_in(&app, "dmc-manager@example.com", PASSWORD).await;
+        let csrf = mgr.csrf(&app).await;
+        let page = mgr.get(&app, &page_path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        // The picker offers exactly the catalogue's columns, each with the input that fits it.
+        let offered = |html: &str| -> Vec<String> {
+            let form = html.split("id=\"filter-1\"").nth(1).and_then(|s| s.split("</select>").next()).unwrap_or_default().to_string();
+            form.split("<option value=\"").skip(2).filter_map(|s| s.split('"').next().map(str::to_string)).collect()
+        };
+        let catalogue: Vec<String> = app.get(&format!("/api/dm/columns?project={p}"), &manager).await.expect(StatusCode::OK)["columns"]
+            .as_array().expect("columns").iter()
+            .filter(|c| c["parent"].is_null() && c["id"] != json!("data"))
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .collect();
+        let mut expected = catalogue.clone();
+        expected.push("data.text".into());
+        assert_eq!(offered(&page.text), expected);
+        for name in ["completed_at", "annotators", "reviewers", "annotations_results", "predictions_results", "predictions_model_versions", "predictions_score", "ground_truth", "draft_exists", "avg_lead_time"] {
+            assert!(catalogue.iter().any(|c| c == name), "{name} in {catalogue:?}");
+        }
+        for (name, input, operators) in [
+            ("annotators", "user", "contains not_contains exists not_exists"),
+            ("completed_at", "datetime", "equal not_equal greater greater_or_equal less less_or_equal in not_in empty"),
+            ("ground_truth", "boolean", "equal not_equal"),
+            ("avg_lead_time", "number", "equal not_equal greater greater_or_equal less less_or_equal in not_in empty"),
+            ("annotations_results", "text", "contains not_contains starts_with ends_with equal not_equal exists not_exists"),
+        ] {
+            let option = format!("<option value=\"{name}\" data-input=\"{input}\" data-operators=\"{operators}\"");
+            assert!(page.text.contains(&option), "{option} in {}", page.text);
+        }
+        assert!(page.text.contains(&format!("<option value=\"{owner_id}\">")), "the people of the organization are offered: {}", page.text);
+        // Filtering by an annotator, then by an annotation result, shows the right tasks.
+        let post = |rows: &[(&str, &str, &str, &str)], view: Option<i64>| -> Vec<(String, String)> {
+            let mut f = vec![("csrf_token".to_string(), csrf.clone()), ("op".into(), "filters".into()), ("conjunction".into(), "and".into())];
+            if let Some(v) = view {
+                f.push(("view".into(), v.to_string()));
+            }
+            for (c, o, v, m) in rows {
+                for (k, x) in [("filter", c), ("operator", o), ("value", v), ("value_max", m)] {
+                    f.push((k.to_string(), x.to_string()));
+                }
+            }
+            f
+        };
+        let owner = owner_id.to_string();
+        let by_owner = mgr.post_form(&app, &page_path, &as_refs(&post(&[("annotators", "contains", &owner, "")], None))).await;
+        assert_eq!(by_owner.status, StatusCode::SEE_OTHER, "{}", by_owner.text);
+        let v = dm_views(&app, p).await[0]["id"].as_i64().expect("view");
+        assert_eq!(dm_views(&app, p).await[0]["data"]["filters"]["items"][0]["value"], json!(owner_id), "a person is stored as a user id");
+        let shown = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        assert!(shown.text.contains("2 tasks"), "{}", shown.text);
+        assert!(shown.text.contains(&format!("<option value=\"{owner_id}\" selected>")), "the chosen person comes back selected");
+        let manager_s = manager_id.to_string();
+        mgr.post_form(&app, &page_path, &as_refs(&post(&[("annotators", "contains", &manager_s, "")], Some(v)))).await;
+        assert!(mgr.get(&app, &format!("{page_path}?view={v}")).await.text.contains("1 task<"));
+        let by_result = mgr.post_form(&app, &page_path, &as_refs(&post(&[("annotations_results", "contains", "pos", "")], Some(v)))).await;
+        assert_eq!(by_result.status, StatusCode::SEE_OTHER, "{}", by_result.text);
+        assert!(mgr.get(&app, &format!("{page_path}?view={v}")).await.text.contains("2 tasks"));
+        // A time from the datetime input is stored as RFC 3339 (UTC) and shown back in the input.
+        let timed = mgr.post_form(&app, &page_path, &as_refs(&post(&[("completed_at", "in", "2000-01-01T00:00", "2999-12-31T23:59")], Some(v)))).await;
+        assert_eq!(timed.status, StatusCode::SEE_OTHER, "{}", timed.text);
+        assert_eq!(dm_views(&app, p).await[0]["data"]["filters"]["items"][0]["value"], json!({"min": "2000-01-01T00:00:00Z", "max": "2999-12-31T23:59:00Z"}));
+        let shown = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        assert!(shown.text.contains("3 tasks") && shown.text.contains("value=\"2000-01-01T00:00:00\""), "{}", shown.text);
+        // A blind annotator is offered nothing that tells how others labeled, and posting such a
+        // column anyway is refused with a message and saves nothing.
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "dmc-annotator@example.com", PASSWORD).await;
+        let ann_csrf = ann.csrf(&app).await;
+        let own = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "add_tab"), ("title", "Mine")]).await;
+        assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", own.text);
+        let own_path = location(&own);
+        let own_view: i64 = own_path.rsplit('=').next().and_then(|s| s.parse().ok()).expect("view id");
+        let seen = ann.get(&app, &own_path).await;
+        let theirs: Vec<String> = app.get(&format!("/api/dm/columns?project={p}"), &annotator).await.expect(StatusCode::OK)["columns"]
+            .as_array().expect("columns").iter()
+            .filter(|c| c["parent"].is_null() && c["id"] != json!("data"))
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .chain(["data.text".to_string()])
+            .collect();
+        assert_eq!(offered(&seen.text), theirs);
+        for hidden in ["annotators", "annotations_results", "completed_at", "agreement", "comment_authors"] {
+            assert!(!theirs.iter().any(|c| c == hidden), "{hidden} is not offered to a blind annotator");
+        }
+        assert!(theirs.iter().any(|c| c == "predictions_score"));
+        let refused = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "filters"), ("view", &own_view.to_string()), ("filter", "annotators"), ("operator", "contains"), ("value", &owner), ("value_max", "")]).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert!(refused.text.contains("id=\"filter-error\"") && refused.text.contains("cannot filter by"), "{}", refused.text);
+        let mine = app.get(&format!("/api/dm/views/{own_view}"), &app.owner).await.expect(StatusCode::OK);
+        assert!(mine["data"]["filters"].is_null(), "nothing saved: {mine}");
+    }
+
     async fn review_page_reviews_the_stream_and_the_dashboard_counts(app) {
         let annotator = password_user(&app, "rv-annotator@example.com", Role::Annotator).await;
         let reviewer = password_user(&app, "rv-reviewer@example.com", Role::Reviewer).await;
