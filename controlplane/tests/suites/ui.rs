@@ -732,6 +732,163 @@ both_backends! {
         assert!(mine["data"]["filters"].is_null(), "nothing saved: {mine}");
     }
 
+    async fn review_page_opens_a_task_linked_from_the_data_manager(app) {
+        let manager = password_user(&app, "rl-manager@example.com", Role::Manager).await;
+        let reviewer = password_user(&app, "rl-reviewer@example.com", Role::Reviewer).await;
+        let annotator = password_user(&app, "rl-annotator@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Linked reviews"})).await;
+        app.add_member(p, &reviewer, None).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 3).await;
+        let annotate = |token: String, label: &'static str| {
+            let app = &app;
+            let t = tasks[1];
+            async move {
+                app.post(&format!("/api/tasks/{t}/annotations"), &token, json!({"result": crate::common::choice(label)})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id")
+            }
+        };
+        let first = annotate(app.owner.clone(), "pos").await;
+        let second = annotate(manager.clone(), "neg").await;
+        let data_path = format!("/projects/{p}/data");
+        let link = format!("/projects/{p}/review?task={}", tasks[1]);
+        // The data manager offers "Review task" on tasks with annotations, to reviewers only.
+        let mut rev = Browser::default();
+        rev.sign_in(&app, "rl-reviewer@example.com", PASSWORD).await;
+        let dm = rev.get(&app, &data_path).await;
+        assert_eq!(dm.status, StatusCode::OK, "{}", dm.text);
+        assert!(dm.text.contains(&format!("<a href=\"{}\" class=\"dm-review\">Review task {}</a>", escaped(&link), tasks[1])), "{}", dm.text);
+        assert!(!dm.text.contains(&format!("review?task={}\"", tasks[0])), "a task without annotations has nothing to review");
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "rl-annotator@example.com", PASSWORD).await;
+        let ann_dm = ann.get(&app, &data_path).await;
+        assert_eq!(ann_dm.status, StatusCode::OK);
+        assert!(!ann_dm.text.contains("dm-review") && !ann_dm.text.contains("Review</th>"), "{}", ann_dm.text);
+        assert_eq!(ann.get(&app, &link).await.status, StatusCode::FORBIDDEN);
+        // The link opens the task's first submitted annotation and lists the others.
+        let page = rev.get(&app, &link).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("id=\"review-linked\""), "{}", page.text);
+        assert!(page.text.contains(&format!("<span id=\"review-annotation\">{first}</span>")), "{}", page.text);
+        assert!(page.text.contains(&format!("annotation={second}\">Annotation {second}")), "{}", page.text);
+        let other = rev.get(&app, &format!("{link}&annotation={second}")).await;
+        assert!(other.text.contains(&format!("<span id=\"review-annotation\">{second}</span>")), "{}", other.text);
+        // Accepting through the form reviews it and comes back to the same task.
+        let csrf = rev.csrf(&app).await;
+        let task = tasks[1].to_string();
+        let second_s = second.to_string();
+        let accepted = rev.post_form(&app, &format!("/projects/{p}/review"), &[("csrf_token", &csrf), ("annotation", &second_s), ("action", "accept"), ("task", &task)]).await;
+        assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.text);
+        assert_eq!(location(&accepted), format!("{link}&annotation={second}&done=accepted"));
+        let reviews = app.get(&format!("/api/annotation-reviews?annotation={second}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(reviews.as_array().map(Vec::len), Some(1), "{reviews}");
+        assert_eq!(reviews[0]["accepted"], json!(true));
+        let back = rev.get(&app, &location(&accepted)).await;
+        assert!(back.text.contains("id=\"review-notice\">Accepted.") && back.text.contains("accepted annotation"), "{}", back.text);
+        // A refused review stays on the linked annotation and says why; nothing is stored.
+        app.patch(&format!("/api/projects/{p}"), &manager, json!({"review_settings": {"require_comment_on_reject": true}})).await.expect(StatusCode::OK);
+        let first_s = first.to_string();
+        let refused = rev.post_form(&app, &format!("/projects/{p}/review"), &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "reject"), ("task", &task)]).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert!(refused.text.contains("id=\"review-error\"") && refused.text.contains(&format!("<span id=\"review-annotation\">{first}</span>")), "{}", refused.text);
+        assert_eq!(app.get(&format!("/api/annotation-reviews?annotation={first}"), &app.owner).await.expect(StatusCode::OK), json!([]));
+        // Bad links: not a number (400), a task of another project or an annotation of another
+        // task (404), a task with nothing submitted (404 with what to do).
+        assert_eq!(rev.get(&app, &format!("/projects/{p}/review?task=first")).await.status, StatusCode::BAD_REQUEST);
+        let elsewhere = app.mk_project(&app.owner, json!({"title": "Elsewhere"})).await;
+        let foreign = app.mk_tasks(&app.owner, elsewhere, 1).await[0];
+        assert_eq!(rev.get(&app, &format!("/projects/{p}/review?task={foreign}")).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(rev.get(&app, &format!("{link}&annotation=999999")).await.status, StatusCode::NOT_FOUND);
+        let empty = rev.get(&app, &format!("/projects/{p}/review?task={}", tasks[0])).await;
+        assert_eq!(empty.status, StatusCode::NOT_FOUND);
+        assert!(empty.text.contains("no submitted annotation to review"), "{}", empty.text);
+    }
+
+    async fn review_page_lists_adds_and_resolves_comments(app) {
+        let manager = password_user(&app, "rc-manager@example.com", Role::Manager).await;
+        let reviewer = password_user(&app, "rc-reviewer@example.com", Role::Reviewer).await;
+        let annotator = password_user(&app, "rc-annotator@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Commented reviews"})).await;
+        app.add_member(p, &reviewer, None).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 2).await;
+        let mut ids = Vec::new();
+        for t in &tasks {
+            let made = app.post(&format!("/api/tasks/{t}/annotations"), &annotator, json!({"result": crate::common::choice("pos")})).await.expect(StatusCode::CREATED);
+            ids.push(made["id"].as_i64().expect("id"));
+        }
+        let (first, second) = (ids[0], ids[1]);
+        // Comments written through the API: by the annotation's author and by a manager.
+        let asked = app.post("/api/comments", &annotator, json!({"annotation": first, "text": "Is <this> right?"})).await.expect(StatusCode::CREATED);
+        let noted = app.post("/api/comments", &manager, json!({"annotation": first, "text": "Check the span"})).await.expect(StatusCode::CREATED);
+        let elsewhere = app.post("/api/comments", &manager, json!({"annotation": second, "text": "On the other task"})).await.expect(StatusCode::CREATED);
+        let comments_of = |a: i64| {
+            let app = &app;
+            async move { app.get(&format!("/api/comments?annotation={a}"), &app.owner).await.expect(StatusCode::OK) }
+        };
+        // The stream's page shows the comments of the annotation under review, escaped, named.
+        let mut rev = Browser::default();
+        rev.sign_in(&app, "rc-reviewer@example.com", PASSWORD).await;
+        let page = rev.get(&app, &format!("/projects/{p}/review")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains(&format!("<span id=\"review-annotation\">{first}</span>")), "{}", page.text);
+        assert!(page.text.contains(&format!("Comments on annotation {first}")), "{}", page.text);
+        assert!(page.text.contains(&format!("id=\"comment-{}\"", asked["id"])) && page.text.contains(&format!("id=\"comment-{}\"", noted["id"])), "{}", page.text);
+        assert!(page.text.contains(&escaped("Is <this> right?")) && !page.text.contains("Is <this>"), "{}", page.text);
+        assert!(page.text.contains(&format!("<strong>{}</strong>", escaped("rc-manager@example.com"))), "{}", page.text);
+        assert!(!page.text.contains("On the other task"), "only this annotation's comments");
+        assert!(page.text.contains("value=\"resolve\"") && page.text.contains("id=\"review-comment-form\""), "{}", page.text);
+        // Adding one from the stream: stored as the reviewer's, the page comes back with it.
+        let csrf = rev.csrf(&app).await;
+        let first_s = first.to_string();
+        let path = format!("/projects/{p}/review/comments");
+        let added = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "add"), ("text", "  Looks fine to me  ")]).await;
+        assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text);
+        assert_eq!(location(&added), format!("/projects/{p}/review?done=commented#review-comments"));
+        let listed = comments_of(first).await;
+        assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+        assert_eq!(listed[2]["text"], json!("Looks fine to me"));
+        assert_eq!(listed[2]["created_by"], json!(app.user_id(&reviewer).await));
+        let again = rev.get(&app, &format!("/projects/{p}/review?done=commented")).await;
+        assert!(again.text.contains("id=\"review-notice\">Comment added.") && again.text.contains("<strong>You</strong>") && again.text.contains("Looks fine to me"), "{}", again.text);
+        // Refused: a forged form, an empty text, an unknown action; nothing is stored.
+        let forged = rev.post_form(&app, &path, &[("csrf_token", "guess"), ("annotation", &first_s), ("action", "add"), ("text", "forged")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.text);
+        let empty = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "add"), ("text", "   ")]).await;
+        assert_eq!(empty.status, StatusCode::BAD_REQUEST, "{}", empty.text);
+        assert!(empty.text.contains("id=\"review-error\"") && empty.text.contains("must not be empty"), "{}", empty.text);
+        let odd = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "shout"), ("text", "hey")]).await;
+        assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{}", odd.text);
+        assert_eq!(comments_of(first).await.as_array().map(Vec::len), Some(3));
+        // Resolving from a page opened by link comes back to that task; reopening undoes it.
+        let task = tasks[0].to_string();
+        let asked_id = asked["id"].to_string();
+        let resolved = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("task", &task), ("action", "resolve"), ("comment", &asked_id)]).await;
+        assert_eq!(resolved.status, StatusCode::SEE_OTHER, "{}", resolved.text);
+        assert_eq!(location(&resolved), format!("/projects/{p}/review?task={task}&annotation={first}&done=resolved#review-comments"));
+        assert_eq!(comments_of(first).await[0]["is_resolved"], json!(true));
+        let shown = rev.get(&app, &format!("/projects/{p}/review?task={task}&annotation={first}&done=resolved")).await;
+        assert!(shown.text.contains("Comment resolved.") && shown.text.contains(&format!("id=\"comment-{asked_id}\" class=\"resolved\"")) && shown.text.contains("value=\"reopen\""), "{}", shown.text);
+        let reopened = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("task", &task), ("action", "reopen"), ("comment", &asked_id)]).await;
+        assert_eq!(reopened.status, StatusCode::SEE_OTHER, "{}", reopened.text);
+        assert_eq!(comments_of(first).await[0]["is_resolved"], json!(false));
+        // A comment of another annotation is not resolved through this one's form.
+        let other_id = elsewhere["id"].to_string();
+        let crossed = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "resolve"), ("comment", &other_id)]).await;
+        assert_eq!(crossed.status, StatusCode::NOT_FOUND, "{}", crossed.text);
+        assert_eq!(comments_of(second).await[0]["is_resolved"], json!(false));
+        // Annotators may not use the review page's forms, even with a valid token.
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "rc-annotator@example.com", PASSWORD).await;
+        let ann_csrf = ann.csrf(&app).await;
+        let by_annotator = ann.post_form(&app, &path, &[("csrf_token", &ann_csrf), ("annotation", &first_s), ("action", "add"), ("text", "let me in")]).await;
+        assert_eq!(by_annotator.status, StatusCode::FORBIDDEN, "{}", by_annotator.text);
+        let by_annotator = ann.post_form(&app, &path, &[("csrf_token", &ann_csrf), ("annotation", &first_s), ("action", "resolve"), ("comment", &asked_id)]).await;
+        assert_eq!(by_annotator.status, StatusCode::FORBIDDEN, "{}", by_annotator.text);
+        let after = comments_of(first).await;
+        assert_eq!(after.as_array().map(Vec::len), Some(3), "{after}");
+        assert_eq!(after[0]["is_resolved"], json!(false));
+    }
+
     async fn review_page_reviews_the_stream_and_the_dashboard_counts(app) {
         let annotator = password_user(&app, "rv-annotator@example.com", Role::Annotator).await;
         let reviewer = password_user(&app, "rv-reviewer@example.com", Role::Reviewer).await;

@@ -538,6 +538,9 @@ async fn data_view(
         Ok(v) => v,
         Err(e) => return error_page(Some(user), &e),
     };
+    // "Review this task" for those who may review here (reviewers and above, as
+    // `POST /api/annotation-reviews`), on tasks with something submitted.
+    let can_review = holds(role, Permission::ReviewCreate);
     let rows: Vec<Value> = listed
         .tasks
         .iter()
@@ -547,7 +550,9 @@ async fn data_view(
                 .iter()
                 .map(|c| json!({"data": c.id.starts_with("data"), "text": cell(&v, &c.id)}))
                 .collect();
-            json!({"id": t.id, "cells": cells, "href": format!("/projects/{id}/data?task={}", t.id)})
+            let review = (can_review && t.total_annotations > 0)
+                .then(|| format!("/projects/{id}/review?task={}", t.id));
+            json!({"id": t.id, "cells": cells, "href": format!("/projects/{id}/data?task={}", t.id), "review_href": review})
         })
         .collect();
     let view_id = current.map(|t| t.id);
@@ -693,6 +698,7 @@ async fn data_view(
             operators => js(&operators),
             column_toggles => js(&column_toggles),
             actions => js(&actions),
+            can_review => can_review,
             message => notice.message,
             error => notice.error,
             filter_error => notice.filter_error,
