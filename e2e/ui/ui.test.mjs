@@ -660,7 +660,7 @@ test('a reviewer rejects a task with a comment, accepts the next, and the dashbo
   await page.waitForURL(/\/review$/);
   assert.equal(await page.locator('#review-task').textContent(), String(tasks[0].id));
   assert.match(await page.locator('#review-result').textContent(), /Positive/);
-  await page.getByLabel(/^Comment/).fill('Not positive at all');
+  await page.getByRole('textbox', { name: /^Comment/ }).fill('Not positive at all');
   await page.getByRole('button', { name: 'Reject' }).click();
   await page.waitForURL(/done=rejected/);
   assert.match(await page.locator('#review-notice').textContent(), /Rejected/);
@@ -693,6 +693,24 @@ test('a reviewer rejects a task with a comment, accepts the next, and the dashbo
   assert.equal(await page.locator('#n-rejected').textContent(), '1');
   assert.equal(await page.getByRole('img', { name: 'Annotations per annotator' }).count(), 1);
   assert.equal(await page.getByRole('row', { name: /worker@example\.com/ }).count(), 1);
+
+  // From the data manager: open one task's review again, comment on its annotation, resolve it.
+  await page.goto(`${server.base}/projects/${project.id}/data`);
+  await page.getByRole('link', { name: `Review task ${tasks[1].id}`, exact: true }).click();
+  await page.waitForURL(new RegExp(`/review\\?task=${tasks[1].id}$`));
+  assert.equal(await page.locator('#review-task').textContent(), String(tasks[1].id));
+  assert.match(await page.locator('#review-comment-list').textContent(), /No comments/);
+  await page.getByLabel('Add a comment').fill('Borderline, but fine');
+  await page.getByRole('button', { name: 'Add comment' }).click();
+  await page.waitForURL(/done=commented/);
+  assert.match(await page.locator('#review-notice').textContent(), /Comment added/);
+  assert.match(await page.locator('#review-comment-list').textContent(), /Borderline, but fine/);
+  await page.getByRole('button', { name: 'Resolve' }).click();
+  await page.waitForURL(/done=resolved/);
+  assert.equal(await page.locator('#review-task').textContent(), String(tasks[1].id));
+  const reviewed = Number(await page.locator('#review-annotation').textContent());
+  const comments = await api('GET', `/api/comments?annotation=${reviewed}`);
+  assert.deepEqual(comments.map((c) => [c.text, c.is_resolved, c.created_by]), [['Borderline, but fine', true, checker.id]]);
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
 });
 
