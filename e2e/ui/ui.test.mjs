@@ -348,8 +348,10 @@ test('data manager: a manager adds a tab, filters, sorts and runs an action; an 
   assert.match(await page.locator('#tasks caption').textContent(), /^3 tasks$/);
   const saved = await api('GET', `/api/dm/views/${view}`);
   assert.equal(saved.data.filters.items[0].operator, 'greater');
-  // A bad filter is refused with the task list's message next to the form.
-  await page.getByLabel('Value 1', { exact: true }).fill('plenty');
+  // A bad filter is refused with the task list's message next to the form: a range without
+  // its upper end (the number input takes no text, so the range is what can be wrong).
+  await page.getByLabel('Operator 1', { exact: true }).selectOption('in');
+  await page.getByLabel('Up to (ranges) 1', { exact: true }).fill('');
   await page.getByRole('button', { name: 'Apply filters to this tab' }).click();
   await page.locator('#filter-error').waitFor();
   assert.match(await page.locator('#filter-error').textContent(), /not a finite number/);
@@ -385,6 +387,58 @@ test('data manager: a manager adds a tab, filters, sorts and runs an action; an 
   assert.equal(await other.locator('#dm-actions').count(), 0);
   assert.equal(await other.getByRole('checkbox', { name: /^Select task/ }).count(), 0);
   assert.equal(await other.getByRole('button', { name: 'Rename' }).count(), 0);
+});
+
+test('data manager: the filter list is the server\'s column catalogue; filter by annotator and by annotation result', async () => {
+  await api('POST', '/api/users', { email: 'dmc-manager@example.com', password: 'dmc manager password', role: 'manager', first_name: 'Mona', last_name: 'Manager' });
+  const page = await newPage();
+  await signIn(page, 'dmc-manager@example.com', 'dmc manager password');
+  await page.waitForURL(/\/projects$/);
+  await page.getByLabel('Name', { exact: true }).fill('Filters from the catalogue');
+  await page.getByLabel('Text classification').check();
+  await page.getByRole('button', { name: 'Create project' }).click();
+  await page.waitForURL(/\/projects\/\d+\/data$/);
+  const id = Number(page.url().split('/')[4]);
+  await api('POST', `/api/projects/${id}/import`, ['a', 'b', 'c', 'd'].map((w) => ({ text: `text ${w}` })));
+  const tasks = (await api('GET', `/api/tasks?project=${id}&include=id`)).tasks.map((t) => t.id).sort((a, b) => a - b);
+  const label = (choice) => [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: [choice] } }];
+  // The admin labels two tasks Positive; the manager labels one Negative (through the API).
+  for (const t of tasks.slice(0, 2)) await api('POST', `/api/tasks/${t}/annotations`, { result: label('Positive') });
+  await page.evaluate(async ([t, result]) => {
+    const r = await window.verity.api(`/api/tasks/${t}/annotations`, { method: 'POST', body: JSON.stringify({ result }) });
+    if (!r.ok) throw new Error(`annotating failed: ${r.status}`);
+  }, [tasks[2], label('Negative')]);
+  await page.reload();
+  // Exactly the catalogue's columns are offered, then the data fields.
+  const catalogue = (await api('GET', `/api/dm/columns?project=${id}`)).columns
+    .filter((c) => !c.parent && c.id !== 'data').map((c) => c.id);
+  const offered = await page.getByLabel('Column 1', { exact: true }).locator('option').evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+  assert.deepEqual(offered, [...catalogue, 'data.text']);
+  // Choosing a person column offers the people and the operators the server runs on it.
+  await page.getByLabel('Column 1', { exact: true }).selectOption('annotators');
+  const enabled = await page.getByLabel('Operator 1', { exact: true }).locator('option:not([disabled])').evaluateAll((os) => os.map((o) => o.value));
+  assert.deepEqual(enabled, ['contains', 'not_contains', 'exists', 'not_exists']);
+  await page.getByLabel('Operator 1', { exact: true }).selectOption('contains');
+  await page.getByLabel('Value 1', { exact: true }).selectOption({ label: 'Mona Manager (dmc-manager@example.com)' });
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await page.waitForURL(/\?view=\d+$/);
+  assert.match(await page.locator('#tasks caption').textContent(), /^1 task$/);
+  assert.equal(Number(await page.locator('#tasks tbody tr').first().locator('td').nth(1).textContent()), tasks[2]);
+  // By annotation result: a text column, matched as the server matches it.
+  await page.getByLabel('Column 1', { exact: true }).selectOption('annotations_results');
+  assert.equal(await page.getByLabel('Value 1', { exact: true }).evaluate((e) => e.tagName), 'INPUT');
+  await page.getByLabel('Operator 1', { exact: true }).selectOption('contains');
+  await page.getByLabel('Value 1', { exact: true }).fill('positive');
+  await page.getByRole('button', { name: 'Apply filters to this tab' }).click();
+  await page.locator('#tasks caption').filter({ hasText: /^2 tasks$/ }).waitFor();
+  const rows = await page.locator('#tasks tbody tr').evaluateAll((trs) => trs.map((tr) => Number(tr.querySelectorAll('td')[1].textContent)));
+  assert.deepEqual(rows.sort((a, b) => a - b), tasks.slice(0, 2));
+  // A yes/no column gets a yes/no choice, a time column a date-and-time input.
+  await page.getByLabel('Column 2', { exact: true }).selectOption('ground_truth');
+  assert.equal(await page.getByLabel('Value 2', { exact: true }).evaluate((e) => e.tagName), 'SELECT');
+  await page.getByLabel('Column 2', { exact: true }).selectOption('completed_at');
+  assert.equal(await page.getByLabel('Value 2', { exact: true }).getAttribute('type'), 'datetime-local');
+  assert.deepEqual(page.errors, [], 'no script errors under the Content-Security-Policy');
 });
 
 // Needs Label Studio's editor, installed by controlplane/ui/fetch-editor (e2e/test-all does).
@@ -606,7 +660,7 @@ test('a reviewer rejects a task with a comment, accepts the next, and the dashbo
   await page.waitForURL(/\/review$/);
   assert.equal(await page.locator('#review-task').textContent(), String(tasks[0].id));
   assert.match(await page.locator('#review-result').textContent(), /Positive/);
-  await page.getByLabel(/^Comment/).fill('Not positive at all');
+  await page.getByRole('textbox', { name: /^Comment/ }).fill('Not positive at all');
   await page.getByRole('button', { name: 'Reject' }).click();
   await page.waitForURL(/done=rejected/);
   assert.match(await page.locator('#review-notice').textContent(), /Rejected/);
@@ -639,6 +693,24 @@ test('a reviewer rejects a task with a comment, accepts the next, and the dashbo
   assert.equal(await page.locator('#n-rejected').textContent(), '1');
   assert.equal(await page.getByRole('img', { name: 'Annotations per annotator' }).count(), 1);
   assert.equal(await page.getByRole('row', { name: /worker@example\.com/ }).count(), 1);
+
+  // From the data manager: open one task's review again, comment on its annotation, resolve it.
+  await page.goto(`${server.base}/projects/${project.id}/data`);
+  await page.getByRole('link', { name: `Review task ${tasks[1].id}`, exact: true }).click();
+  await page.waitForURL(new RegExp(`/review\\?task=${tasks[1].id}$`));
+  assert.equal(await page.locator('#review-task').textContent(), String(tasks[1].id));
+  assert.match(await page.locator('#review-comment-list').textContent(), /No comments/);
+  await page.getByLabel('Add a comment').fill('Borderline, but fine');
+  await page.getByRole('button', { name: 'Add comment' }).click();
+  await page.waitForURL(/done=commented/);
+  assert.match(await page.locator('#review-notice').textContent(), /Comment added/);
+  assert.match(await page.locator('#review-comment-list').textContent(), /Borderline, but fine/);
+  await page.getByRole('button', { name: 'Resolve' }).click();
+  await page.waitForURL(/done=resolved/);
+  assert.equal(await page.locator('#review-task').textContent(), String(tasks[1].id));
+  const reviewed = Number(await page.locator('#review-annotation').textContent());
+  const comments = await api('GET', `/api/comments?annotation=${reviewed}`);
+  assert.deepEqual(comments.map((c) => [c.text, c.is_resolved, c.created_by]), [['Borderline, but fine', true, checker.id]]);
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
 });
 

@@ -258,6 +258,82 @@ fn escape_like(text: &str) -> String {
     out
 }
 
+/// Whether the catalogue offers column `name` to a caller who reads `visible` with `access`:
+/// exactly the columns whose filters and ordering the task list would run for them (an
+/// annotator blind to the others' work gets nothing that reveals it, an anonymized reviewer
+/// nothing that names authors, annotators no comment details). `GET /api/dm/columns` and the
+/// data manager page both ask this, so neither offers what the other refuses.
+pub fn offered(
+    name: &str,
+    visible: super::tasks::Visible,
+    access: &super::access::ProjectAccess,
+) -> bool {
+    use super::tasks::Visible;
+    let reveals = reveals(name).unwrap_or_default();
+    match name {
+        "agreement" => visible.shows_agreement_in(access),
+        "last_comment_updated_at" | "comment_authors" => {
+            super::tasks::shows_comment_details(access.role)
+        }
+        _ => match visible {
+            Visible::OnlyOf(_) => !reveals.work,
+            Visible::Anonymous(_) => !reveals.authors,
+            Visible::All => true,
+        },
+    }
+}
+
+/// The filter operators the task list runs on a catalogue column of Label Studio type `kind`
+/// (or a data field of that type): people columns take user ids, the text columns read from
+/// related rows match text, numbers and times compare, yes/no columns are equal or not.
+pub fn operators(name: &str, kind: &str) -> &'static [&'static str] {
+    const PEOPLE: &[&str] = &["contains", "not_contains", "exists", "not_exists"];
+    const COMMENTERS: &[&str] = &["contains", "not_contains"];
+    const RELATED_TEXT: &[&str] = &[
+        "contains",
+        "not_contains",
+        "starts_with",
+        "ends_with",
+        "equal",
+        "not_equal",
+        "exists",
+        "not_exists",
+    ];
+    const ORDERED: &[&str] = &[
+        "equal",
+        "not_equal",
+        "greater",
+        "greater_or_equal",
+        "less",
+        "less_or_equal",
+        "in",
+        "not_in",
+        "empty",
+    ];
+    const YES_NO: &[&str] = &["equal", "not_equal"];
+    const TEXT: &[&str] = &[
+        "contains",
+        "not_contains",
+        "starts_with",
+        "ends_with",
+        "equal",
+        "not_equal",
+        "empty",
+    ];
+    match name {
+        "annotators" | "reviewers" => PEOPLE,
+        "comment_authors" => COMMENTERS,
+        "annotations_results" | "predictions_results" | "predictions_model_versions" => {
+            RELATED_TEXT
+        }
+        _ => match kind {
+            "Number" | "Datetime" => ORDERED,
+            "Boolean" => YES_NO,
+            _ => TEXT,
+        },
+    }
+}
+
 /// The data manager's column catalogue (`GET /api/dm/columns`): id, title, Label Studio's
 /// filter type, help, shown in a new tab, orders.
 pub const CATALOGUE: &[(&str, &str, &str, &str, bool, bool)] = &[

@@ -627,6 +627,268 @@ both_backends! {
         }
     }
 
+    async fn data_manager_filters_offer_the_column_catalogue(app) {
+        let manager = password_user(&app, "dmc-manager@example.com", Role::Manager).await;
+        let annotator = password_user(&app, "dmc-annotator@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Catalogue"})).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 4).await;
+        for t in &tasks[..2] {
+            app.post(&format!("/api/tasks/{t}/annotations"), &app.owner, json!({"result": crate::common::choice("pos")})).await.expect(StatusCode::CREATED);
+        }
+        app.post(&format!("/api/tasks/{}/annotations", tasks[2]), &manager, json!({"result": crate::common::choice("neg")})).await.expect(StatusCode::CREATED);
+        let (owner_id, manager_id) = (app.user_id(&app.owner).await, app.user_id(&manager).await);
+        let page_path = format!("/projects/{p}/data");
+        let mut mgr = Browser::default();
+        mgr.sign_in(&app, "dmc-manager@example.com", PASSWORD).await;
+        let csrf = mgr.csrf(&app).await;
+        let page = mgr.get(&app, &page_path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        // The picker offers exactly the catalogue's columns, each with the input that fits it.
+        let offered = |html: &str| -> Vec<String> {
+            let form = html.split("id=\"filter-1\"").nth(1).and_then(|s| s.split("</select>").next()).unwrap_or_default().to_string();
+            form.split("<option value=\"").skip(2).filter_map(|s| s.split('"').next().map(str::to_string)).collect()
+        };
+        let catalogue: Vec<String> = app.get(&format!("/api/dm/columns?project={p}"), &manager).await.expect(StatusCode::OK)["columns"]
+            .as_array().expect("columns").iter()
+            .filter(|c| c["parent"].is_null() && c["id"] != json!("data"))
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .collect();
+        let mut expected = catalogue.clone();
+        expected.push("data.text".into());
+        assert_eq!(offered(&page.text), expected);
+        for name in ["completed_at", "annotators", "reviewers", "annotations_results", "predictions_results", "predictions_model_versions", "predictions_score", "ground_truth", "draft_exists", "avg_lead_time"] {
+            assert!(catalogue.iter().any(|c| c == name), "{name} in {catalogue:?}");
+        }
+        for (name, input, operators) in [
+            ("annotators", "user", "contains not_contains exists not_exists"),
+            ("completed_at", "datetime", "equal not_equal greater greater_or_equal less less_or_equal in not_in empty"),
+            ("ground_truth", "boolean", "equal not_equal"),
+            ("avg_lead_time", "number", "equal not_equal greater greater_or_equal less less_or_equal in not_in empty"),
+            ("annotations_results", "text", "contains not_contains starts_with ends_with equal not_equal exists not_exists"),
+        ] {
+            let option = format!("<option value=\"{name}\" data-input=\"{input}\" data-operators=\"{operators}\"");
+            assert!(page.text.contains(&option), "{option} in {}", page.text);
+        }
+        assert!(page.text.contains(&format!("<option value=\"{owner_id}\">")), "the people of the organization are offered: {}", page.text);
+        // Filtering by an annotator, then by an annotation result, shows the right tasks.
+        let post = |rows: &[(&str, &str, &str, &str)], view: Option<i64>| -> Vec<(String, String)> {
+            let mut f = vec![("csrf_token".to_string(), csrf.clone()), ("op".into(), "filters".into()), ("conjunction".into(), "and".into())];
+            if let Some(v) = view {
+                f.push(("view".into(), v.to_string()));
+            }
+            for (c, o, v, m) in rows {
+                for (k, x) in [("filter", c), ("operator", o), ("value", v), ("value_max", m)] {
+                    f.push((k.to_string(), x.to_string()));
+                }
+            }
+            f
+        };
+        let owner = owner_id.to_string();
+        let by_owner = mgr.post_form(&app, &page_path, &as_refs(&post(&[("annotators", "contains", &owner, "")], None))).await;
+        assert_eq!(by_owner.status, StatusCode::SEE_OTHER, "{}", by_owner.text);
+        let v = dm_views(&app, p).await[0]["id"].as_i64().expect("view");
+        assert_eq!(dm_views(&app, p).await[0]["data"]["filters"]["items"][0]["value"], json!(owner_id), "a person is stored as a user id");
+        let shown = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        assert!(shown.text.contains("2 tasks"), "{}", shown.text);
+        assert!(shown.text.contains(&format!("<option value=\"{owner_id}\" selected>")), "the chosen person comes back selected");
+        let manager_s = manager_id.to_string();
+        mgr.post_form(&app, &page_path, &as_refs(&post(&[("annotators", "contains", &manager_s, "")], Some(v)))).await;
+        assert!(mgr.get(&app, &format!("{page_path}?view={v}")).await.text.contains("1 task<"));
+        let by_result = mgr.post_form(&app, &page_path, &as_refs(&post(&[("annotations_results", "contains", "pos", "")], Some(v)))).await;
+        assert_eq!(by_result.status, StatusCode::SEE_OTHER, "{}", by_result.text);
+        assert!(mgr.get(&app, &format!("{page_path}?view={v}")).await.text.contains("2 tasks"));
+        // A time from the datetime input is stored as RFC 3339 (UTC) and shown back in the input.
+        let timed = mgr.post_form(&app, &page_path, &as_refs(&post(&[("completed_at", "in", "2000-01-01T00:00", "2999-12-31T23:59")], Some(v)))).await;
+        assert_eq!(timed.status, StatusCode::SEE_OTHER, "{}", timed.text);
+        assert_eq!(dm_views(&app, p).await[0]["data"]["filters"]["items"][0]["value"], json!({"min": "2000-01-01T00:00:00Z", "max": "2999-12-31T23:59:00Z"}));
+        let shown = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        assert!(shown.text.contains("3 tasks") && shown.text.contains("value=\"2000-01-01T00:00:00\""), "{}", shown.text);
+        // A blind annotator is offered nothing that tells how others labeled, and posting such a
+        // column anyway is refused with a message and saves nothing.
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "dmc-annotator@example.com", PASSWORD).await;
+        let ann_csrf = ann.csrf(&app).await;
+        let own = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "add_tab"), ("title", "Mine")]).await;
+        assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", own.text);
+        let own_path = location(&own);
+        let own_view: i64 = own_path.rsplit('=').next().and_then(|s| s.parse().ok()).expect("view id");
+        let seen = ann.get(&app, &own_path).await;
+        let theirs: Vec<String> = app.get(&format!("/api/dm/columns?project={p}"), &annotator).await.expect(StatusCode::OK)["columns"]
+            .as_array().expect("columns").iter()
+            .filter(|c| c["parent"].is_null() && c["id"] != json!("data"))
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .chain(["data.text".to_string()])
+            .collect();
+        assert_eq!(offered(&seen.text), theirs);
+        for hidden in ["annotators", "annotations_results", "completed_at", "agreement", "comment_authors"] {
+            assert!(!theirs.iter().any(|c| c == hidden), "{hidden} is not offered to a blind annotator");
+        }
+        assert!(theirs.iter().any(|c| c == "predictions_score"));
+        let refused = ann.post_form(&app, &page_path, &[("csrf_token", &ann_csrf), ("op", "filters"), ("view", &own_view.to_string()), ("filter", "annotators"), ("operator", "contains"), ("value", &owner), ("value_max", "")]).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert!(refused.text.contains("id=\"filter-error\"") && refused.text.contains("cannot filter by"), "{}", refused.text);
+        let mine = app.get(&format!("/api/dm/views/{own_view}"), &app.owner).await.expect(StatusCode::OK);
+        assert!(mine["data"]["filters"].is_null(), "nothing saved: {mine}");
+    }
+
+    async fn review_page_opens_a_task_linked_from_the_data_manager(app) {
+        let manager = password_user(&app, "rl-manager@example.com", Role::Manager).await;
+        let reviewer = password_user(&app, "rl-reviewer@example.com", Role::Reviewer).await;
+        let annotator = password_user(&app, "rl-annotator@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Linked reviews"})).await;
+        app.add_member(p, &reviewer, None).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 3).await;
+        let annotate = |token: String, label: &'static str| {
+            let app = &app;
+            let t = tasks[1];
+            async move {
+                app.post(&format!("/api/tasks/{t}/annotations"), &token, json!({"result": crate::common::choice(label)})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id")
+            }
+        };
+        let first = annotate(app.owner.clone(), "pos").await;
+        let second = annotate(manager.clone(), "neg").await;
+        let data_path = format!("/projects/{p}/data");
+        let link = format!("/projects/{p}/review?task={}", tasks[1]);
+        // The data manager offers "Review task" on tasks with annotations, to reviewers only.
+        let mut rev = Browser::default();
+        rev.sign_in(&app, "rl-reviewer@example.com", PASSWORD).await;
+        let dm = rev.get(&app, &data_path).await;
+        assert_eq!(dm.status, StatusCode::OK, "{}", dm.text);
+        assert!(dm.text.contains(&format!("<a href=\"{}\" class=\"dm-review\">Review task {}</a>", escaped(&link), tasks[1])), "{}", dm.text);
+        assert!(!dm.text.contains(&format!("review?task={}\"", tasks[0])), "a task without annotations has nothing to review");
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "rl-annotator@example.com", PASSWORD).await;
+        let ann_dm = ann.get(&app, &data_path).await;
+        assert_eq!(ann_dm.status, StatusCode::OK);
+        assert!(!ann_dm.text.contains("dm-review") && !ann_dm.text.contains("Review</th>"), "{}", ann_dm.text);
+        assert_eq!(ann.get(&app, &link).await.status, StatusCode::FORBIDDEN);
+        // The link opens the task's first submitted annotation and lists the others.
+        let page = rev.get(&app, &link).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("id=\"review-linked\""), "{}", page.text);
+        assert!(page.text.contains(&format!("<span id=\"review-annotation\">{first}</span>")), "{}", page.text);
+        assert!(page.text.contains(&format!("annotation={second}\">Annotation {second}")), "{}", page.text);
+        let other = rev.get(&app, &format!("{link}&annotation={second}")).await;
+        assert!(other.text.contains(&format!("<span id=\"review-annotation\">{second}</span>")), "{}", other.text);
+        // Accepting through the form reviews it and comes back to the same task.
+        let csrf = rev.csrf(&app).await;
+        let task = tasks[1].to_string();
+        let second_s = second.to_string();
+        let accepted = rev.post_form(&app, &format!("/projects/{p}/review"), &[("csrf_token", &csrf), ("annotation", &second_s), ("action", "accept"), ("task", &task)]).await;
+        assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.text);
+        assert_eq!(location(&accepted), format!("{link}&annotation={second}&done=accepted"));
+        let reviews = app.get(&format!("/api/annotation-reviews?annotation={second}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(reviews.as_array().map(Vec::len), Some(1), "{reviews}");
+        assert_eq!(reviews[0]["accepted"], json!(true));
+        let back = rev.get(&app, &location(&accepted)).await;
+        assert!(back.text.contains("id=\"review-notice\">Accepted.") && back.text.contains("accepted annotation"), "{}", back.text);
+        // A refused review stays on the linked annotation and says why; nothing is stored.
+        app.patch(&format!("/api/projects/{p}"), &manager, json!({"review_settings": {"require_comment_on_reject": true}})).await.expect(StatusCode::OK);
+        let first_s = first.to_string();
+        let refused = rev.post_form(&app, &format!("/projects/{p}/review"), &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "reject"), ("task", &task)]).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert!(refused.text.contains("id=\"review-error\"") && refused.text.contains(&format!("<span id=\"review-annotation\">{first}</span>")), "{}", refused.text);
+        assert_eq!(app.get(&format!("/api/annotation-reviews?annotation={first}"), &app.owner).await.expect(StatusCode::OK), json!([]));
+        // Bad links: not a number (400), a task of another project or an annotation of another
+        // task (404), a task with nothing submitted (404 with what to do).
+        assert_eq!(rev.get(&app, &format!("/projects/{p}/review?task=first")).await.status, StatusCode::BAD_REQUEST);
+        let elsewhere = app.mk_project(&app.owner, json!({"title": "Elsewhere"})).await;
+        let foreign = app.mk_tasks(&app.owner, elsewhere, 1).await[0];
+        assert_eq!(rev.get(&app, &format!("/projects/{p}/review?task={foreign}")).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(rev.get(&app, &format!("{link}&annotation=999999")).await.status, StatusCode::NOT_FOUND);
+        let empty = rev.get(&app, &format!("/projects/{p}/review?task={}", tasks[0])).await;
+        assert_eq!(empty.status, StatusCode::NOT_FOUND);
+        assert!(empty.text.contains("no submitted annotation to review"), "{}", empty.text);
+    }
+
+    async fn review_page_lists_adds_and_resolves_comments(app) {
+        let manager = password_user(&app, "rc-manager@example.com", Role::Manager).await;
+        let reviewer = password_user(&app, "rc-reviewer@example.com", Role::Reviewer).await;
+        let annotator = password_user(&app, "rc-annotator@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Commented reviews"})).await;
+        app.add_member(p, &reviewer, None).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 2).await;
+        let mut ids = Vec::new();
+        for t in &tasks {
+            let made = app.post(&format!("/api/tasks/{t}/annotations"), &annotator, json!({"result": crate::common::choice("pos")})).await.expect(StatusCode::CREATED);
+            ids.push(made["id"].as_i64().expect("id"));
+        }
+        let (first, second) = (ids[0], ids[1]);
+        // Comments written through the API: by the annotation's author and by a manager.
+        let asked = app.post("/api/comments", &annotator, json!({"annotation": first, "text": "Is <this> right?"})).await.expect(StatusCode::CREATED);
+        let noted = app.post("/api/comments", &manager, json!({"annotation": first, "text": "Check the span"})).await.expect(StatusCode::CREATED);
+        let elsewhere = app.post("/api/comments", &manager, json!({"annotation": second, "text": "On the other task"})).await.expect(StatusCode::CREATED);
+        let comments_of = |a: i64| {
+            let app = &app;
+            async move { app.get(&format!("/api/comments?annotation={a}"), &app.owner).await.expect(StatusCode::OK) }
+        };
+        // The stream's page shows the comments of the annotation under review, escaped, named.
+        let mut rev = Browser::default();
+        rev.sign_in(&app, "rc-reviewer@example.com", PASSWORD).await;
+        let page = rev.get(&app, &format!("/projects/{p}/review")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains(&format!("<span id=\"review-annotation\">{first}</span>")), "{}", page.text);
+        assert!(page.text.contains(&format!("Comments on annotation {first}")), "{}", page.text);
+        assert!(page.text.contains(&format!("id=\"comment-{}\"", asked["id"])) && page.text.contains(&format!("id=\"comment-{}\"", noted["id"])), "{}", page.text);
+        assert!(page.text.contains(&escaped("Is <this> right?")) && !page.text.contains("Is <this>"), "{}", page.text);
+        assert!(page.text.contains(&format!("<strong>{}</strong>", escaped("rc-manager@example.com"))), "{}", page.text);
+        assert!(!page.text.contains("On the other task"), "only this annotation's comments");
+        assert!(page.text.contains("value=\"resolve\"") && page.text.contains("id=\"review-comment-form\""), "{}", page.text);
+        // Adding one from the stream: stored as the reviewer's, the page comes back with it.
+        let csrf = rev.csrf(&app).await;
+        let first_s = first.to_string();
+        let path = format!("/projects/{p}/review/comments");
+        let added = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "add"), ("text", "  Looks fine to me  ")]).await;
+        assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text);
+        assert_eq!(location(&added), format!("/projects/{p}/review?done=commented#review-comments"));
+        let listed = comments_of(first).await;
+        assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+        assert_eq!(listed[2]["text"], json!("Looks fine to me"));
+        assert_eq!(listed[2]["created_by"], json!(app.user_id(&reviewer).await));
+        let again = rev.get(&app, &format!("/projects/{p}/review?done=commented")).await;
+        assert!(again.text.contains("id=\"review-notice\">Comment added.") && again.text.contains("<strong>You</strong>") && again.text.contains("Looks fine to me"), "{}", again.text);
+        // Refused: a forged form, an empty text, an unknown action; nothing is stored.
+        let forged = rev.post_form(&app, &path, &[("csrf_token", "guess"), ("annotation", &first_s), ("action", "add"), ("text", "forged")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.text);
+        let empty = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "add"), ("text", "   ")]).await;
+        assert_eq!(empty.status, StatusCode::BAD_REQUEST, "{}", empty.text);
+        assert!(empty.text.contains("id=\"review-error\"") && empty.text.contains("must not be empty"), "{}", empty.text);
+        let odd = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "shout"), ("text", "hey")]).await;
+        assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{}", odd.text);
+        assert_eq!(comments_of(first).await.as_array().map(Vec::len), Some(3));
+        // Resolving from a page opened by link comes back to that task; reopening undoes it.
+        let task = tasks[0].to_string();
+        let asked_id = asked["id"].to_string();
+        let resolved = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("task", &task), ("action", "resolve"), ("comment", &asked_id)]).await;
+        assert_eq!(resolved.status, StatusCode::SEE_OTHER, "{}", resolved.text);
+        assert_eq!(location(&resolved), format!("/projects/{p}/review?task={task}&annotation={first}&done=resolved#review-comments"));
+        assert_eq!(comments_of(first).await[0]["is_resolved"], json!(true));
+        let shown = rev.get(&app, &format!("/projects/{p}/review?task={task}&annotation={first}&done=resolved")).await;
+        assert!(shown.text.contains("Comment resolved.") && shown.text.contains(&format!("id=\"comment-{asked_id}\" class=\"resolved\"")) && shown.text.contains("value=\"reopen\""), "{}", shown.text);
+        let reopened = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("task", &task), ("action", "reopen"), ("comment", &asked_id)]).await;
+        assert_eq!(reopened.status, StatusCode::SEE_OTHER, "{}", reopened.text);
+        assert_eq!(comments_of(first).await[0]["is_resolved"], json!(false));
+        // A comment of another annotation is not resolved through this one's form.
+        let other_id = elsewhere["id"].to_string();
+        let crossed = rev.post_form(&app, &path, &[("csrf_token", &csrf), ("annotation", &first_s), ("action", "resolve"), ("comment", &other_id)]).await;
+        assert_eq!(crossed.status, StatusCode::NOT_FOUND, "{}", crossed.text);
+        assert_eq!(comments_of(second).await[0]["is_resolved"], json!(false));
+        // Annotators may not use the review page's forms, even with a valid token.
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "rc-annotator@example.com", PASSWORD).await;
+        let ann_csrf = ann.csrf(&app).await;
+        let by_annotator = ann.post_form(&app, &path, &[("csrf_token", &ann_csrf), ("annotation", &first_s), ("action", "add"), ("text", "let me in")]).await;
+        assert_eq!(by_annotator.status, StatusCode::FORBIDDEN, "{}", by_annotator.text);
+        let by_annotator = ann.post_form(&app, &path, &[("csrf_token", &ann_csrf), ("annotation", &first_s), ("action", "resolve"), ("comment", &asked_id)]).await;
+        assert_eq!(by_annotator.status, StatusCode::FORBIDDEN, "{}", by_annotator.text);
+        let after = comments_of(first).await;
+        assert_eq!(after.as_array().map(Vec::len), Some(3), "{after}");
+        assert_eq!(after[0]["is_resolved"], json!(false));
+    }
+
     async fn review_page_reviews_the_stream_and_the_dashboard_counts(app) {
         let annotator = password_user(&app, "rv-annotator@example.com", Role::Annotator).await;
         let reviewer = password_user(&app, "rv-reviewer@example.com", Role::Reviewer).await;

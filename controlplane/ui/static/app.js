@@ -21,3 +21,40 @@ window.verity = {
 document.addEventListener('change', (event) => {
   if (event.target.id === 'template-custom') document.getElementById('label_config')?.focus();
 });
+
+// Data manager filters: choosing a column offers only the operators the server runs on it and
+// the value input that fits it (number, time, yes/no, a person, text). Without script the page
+// still works: the saved filter comes back with the fitting inputs, and the server refuses
+// what does not fit with a message.
+function fitFilterRow(columnSelect) {
+  const row = columnSelect.closest('.filter-row');
+  const chosen = columnSelect.selectedOptions[0];
+  if (!row || !chosen) return;
+  const allowed = (chosen.dataset.operators || '').split(' ').filter(Boolean);
+  const operator = row.querySelector('select[name="operator"]');
+  for (const option of operator.options) {
+    const off = !allowed.includes(option.value);
+    option.hidden = off;
+    option.disabled = off;
+  }
+  if (operator.selectedOptions[0]?.disabled) {
+    const first = [...operator.options].find((o) => !o.disabled);
+    if (first) operator.value = first.value;
+  }
+  const input = chosen.dataset.input || 'text';
+  const swap = (holder, name, kind) => {
+    const old = holder?.querySelector(`[name="${name}"]`);
+    const template = document.getElementById(`dm-input-${kind}`);
+    if (!old || !template) return;
+    const fresh = template.content.firstElementChild.cloneNode(true);
+    fresh.id = old.id;
+    fresh.name = name;
+    old.replaceWith(fresh);
+  };
+  swap(row.querySelector('.dm-filter-value'), 'value', input);
+  swap(row.querySelector('.dm-filter-value-max'), 'value_max', ['number', 'datetime'].includes(input) ? input : 'text');
+}
+
+document.addEventListener('change', (event) => {
+  if (event.target.matches?.('select.dm-filter-column')) fitFilterRow(event.target);
+});

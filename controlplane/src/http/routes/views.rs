@@ -169,28 +169,16 @@ pub async fn list_columns(
     use crate::storage::{
         access, projects,
         task_columns::{self, CATALOGUE},
-        tasks::{Visible, shows_comment_details},
+        tasks::Visible,
     };
     let id = required_int("project", &params.project)?;
     let access =
         access::project(&state.db, &actor, id, crate::authz::Permission::ProjectView).await?;
     let visible = Visible::for_access(&actor, &access);
     let project = projects::get(&state.db, &actor, id).await?;
-    let shown = |name: &str| -> bool {
-        let reveals = task_columns::reveals(name).unwrap_or_default();
-        match name {
-            "agreement" => visible.shows_agreement_in(&access),
-            "last_comment_updated_at" | "comment_authors" => shows_comment_details(access.role),
-            _ => match visible {
-                Visible::OnlyOf(_) => !reveals.work,
-                Visible::Anonymous(_) => !reveals.authors,
-                Visible::All => true,
-            },
-        }
-    };
     let mut columns: Vec<Value> = CATALOGUE
         .iter()
-        .filter(|(name, ..)| shown(name))
+        .filter(|(name, ..)| task_columns::offered(name, visible, &access))
         .map(|(name, title, kind, help, explore, orderable)| {
             serde_json::json!({
                 "id": name, "title": title, "type": kind, "target": "tasks", "help": help,

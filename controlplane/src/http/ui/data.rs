@@ -37,28 +37,23 @@ use crate::{
 /// Rows of the task table per page.
 const TASKS_PER_PAGE: i64 = 50;
 
-/// The task columns: id, title, Label Studio's filter type, hidden unless a tab shows it.
-const TASK_COLUMNS: &[(&str, &str, &str, bool)] = &[
-    ("id", "ID", "Number", false),
-    ("inner_id", "Inner ID", "Number", true),
-    ("total_annotations", "Annotations", "Number", false),
-    ("cancelled_annotations", "Skipped", "Number", false),
-    ("total_predictions", "Predictions", "Number", false),
-    ("is_labeled", "Labeled", "Boolean", false),
-    ("agreement", "Agreement", "Number", true),
-    ("reviews_accepted", "Accepted reviews", "Number", true),
-    ("reviews_rejected", "Rejected reviews", "Number", true),
-    ("reviewed", "Reviewed", "Boolean", true),
-    ("comment_count", "Comments", "Number", true),
-    (
-        "unresolved_comment_count",
-        "Unresolved comments",
-        "Number",
-        true,
-    ),
-    ("last_comment_updated_at", "Commented at", "Datetime", true),
-    ("created_at", "Created", "Datetime", true),
-    ("updated_at", "Updated", "Datetime", true),
+/// The columns of the task table: id, title, hidden unless a tab shows it.
+const TASK_COLUMNS: &[(&str, &str, bool)] = &[
+    ("id", "ID", false),
+    ("inner_id", "Inner ID", true),
+    ("total_annotations", "Annotations", false),
+    ("cancelled_annotations", "Skipped", false),
+    ("total_predictions", "Predictions", false),
+    ("is_labeled", "Labeled", false),
+    ("agreement", "Agreement", true),
+    ("reviews_accepted", "Accepted reviews", true),
+    ("reviews_rejected", "Rejected reviews", true),
+    ("reviewed", "Reviewed", true),
+    ("comment_count", "Comments", true),
+    ("unresolved_comment_count", "Unresolved comments", true),
+    ("last_comment_updated_at", "Commented at", true),
+    ("created_at", "Created", true),
+    ("updated_at", "Updated", true),
 ];
 
 /// The filter operators of Label Studio's format that the task list runs: id and label.
@@ -87,7 +82,6 @@ struct Column {
     /// configuration names no keys).
     id: String,
     title: String,
-    kind: &'static str,
     default_hidden: bool,
 }
 
@@ -102,10 +96,6 @@ impl Column {
             None => self.id != "data",
         }
     }
-
-    fn filterable(&self) -> bool {
-        self.id != "data"
-    }
 }
 
 /// The project's columns: the data keys of its labeling configuration after the id, then the
@@ -117,7 +107,7 @@ fn columns(
     shows_comment_details: bool,
 ) -> Vec<Column> {
     let mut out = Vec::new();
-    for (id, title, kind, hidden) in TASK_COLUMNS {
+    for (id, title, hidden) in TASK_COLUMNS {
         if (*id == "agreement" && !shows_agreement)
             || (*id == "last_comment_updated_at" && !shows_comment_details)
         {
@@ -126,7 +116,6 @@ fn columns(
         out.push(Column {
             id: (*id).to_string(),
             title: (*title).to_string(),
-            kind,
             default_hidden: *hidden,
         });
         if *id == "id" {
@@ -134,7 +123,6 @@ fn columns(
                 out.push(Column {
                     id: "data".into(),
                     title: "Data".into(),
-                    kind: "String",
                     default_hidden: false,
                 });
             }
@@ -142,13 +130,103 @@ fn columns(
                 out.push(Column {
                     id: format!("data.{key}"),
                     title: key.clone(),
-                    kind: "String",
                     default_hidden: false,
                 });
             }
         }
     }
     out
+}
+
+/// A column the filter picker offers: the server's catalogue (`GET /api/dm/columns`) as the
+/// caller may use it, then the project's data fields.
+#[derive(Debug, Clone, serde::Serialize)]
+struct FilterColumn {
+    id: String,
+    title: String,
+    /// Label Studio's filter type: `Number`, `Datetime`, `Boolean`, `String`, `List`.
+    kind: String,
+    /// The value input that fits: `number`, `datetime`, `boolean`, `user` or `text`.
+    input: &'static str,
+    /// The operators the task list runs on this column.
+    operators: &'static [&'static str],
+}
+
+/// The columns the filter picker offers `visible`/`access`: exactly the catalogue's, in its
+/// order, then `data.<field>` per data field of the labeling configuration.
+fn filter_columns(
+    project: &projects::ProjectView,
+    visible: Visible,
+    access: &access::ProjectAccess,
+) -> Vec<FilterColumn> {
+    use crate::storage::task_columns::{CATALOGUE, offered, operators};
+    let mut out: Vec<FilterColumn> = CATALOGUE
+        .iter()
+        .filter(|(name, ..)| offered(name, visible, access))
+        .map(|(name, title, kind, ..)| FilterColumn {
+            id: (*name).to_string(),
+            title: (*title).to_string(),
+            kind: (*kind).to_string(),
+            input: match (*name, *kind) {
+                (_, "Number") => "number",
+                (_, "Datetime") => "datetime",
+                (_, "Boolean") => "boolean",
+                ("annotators" | "reviewers" | "comment_authors", _) => "user",
+                _ => "text",
+            },
+            operators: operators(name, kind),
+        })
+        .collect();
+    for (key, kind) in &project.data_types {
+        let kind = if kind.as_str() == Some("Number") {
+            "Number"
+        } else {
+            "String"
+        };
+        out.push(FilterColumn {
+            id: format!("data.{key}"),
+            title: format!("data: {key}"),
+            kind: kind.to_string(),
+            input: if kind == "Number" { "number" } else { "text" },
+            operators: operators("", kind),
+        });
+    }
+    out
+}
+
+/// A `datetime-local` input's value (`2026-01-31T10:00`, taken as UTC), a date alone, or an
+/// RFC 3339 time, as the RFC 3339 time the task list compares; other text is kept for the
+/// task list to refuse with its message.
+fn rfc3339_utc(text: &str) -> String {
+    use time::{OffsetDateTime, PrimitiveDateTime, format_description::well_known::Rfc3339};
+    let t = text.trim();
+    if OffsetDateTime::parse(t, &Rfc3339).is_ok() {
+        return t.to_string();
+    }
+    let local = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let local_secs =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    let parsed = PrimitiveDateTime::parse(t, &local)
+        .or_else(|_| PrimitiveDateTime::parse(t, &local_secs))
+        .or_else(|_| time::Date::parse(t, &date).map(|d| d.midnight()));
+    match parsed
+        .ok()
+        .and_then(|p| p.assume_utc().format(&Rfc3339).ok())
+    {
+        Some(v) => v,
+        None => t.to_string(),
+    }
+}
+
+/// A stored RFC 3339 time as a `datetime-local` input's value in UTC; other text unchanged.
+fn datetime_input(text: &str) -> String {
+    use time::{OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339};
+    let shown = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    OffsetDateTime::parse(text.trim(), &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(UtcOffset::UTC).format(&shown).ok())
+        .unwrap_or_else(|| text.to_string())
 }
 
 /// The query string of the page.
@@ -217,18 +295,22 @@ fn filter_row(item: &Value) -> FilterRow {
     }
 }
 
-/// A row of the form as a stored filter item (Label Studio's shape).
-fn filter_item(row: &FilterRow, columns: &[Column]) -> Value {
-    let kind = columns
-        .iter()
-        .find(|c| c.id == row.filter)
-        .map_or("String", |c| c.kind);
+/// A row of the form as a stored filter item (Label Studio's shape), typed as its column
+/// takes it: yes/no as booleans, people as user ids, times as RFC 3339.
+fn filter_item(row: &FilterRow, columns: &[FilterColumn]) -> Value {
+    let column = columns.iter().find(|c| c.id == row.filter);
+    let kind = column.map_or("String", |c| c.kind.as_str());
+    let input = column.map_or("text", |c| c.input);
     let typed = |s: &str| -> Value {
-        match (kind, s.trim()) {
-            ("Boolean", "true" | "yes") => Value::Bool(true),
-            ("Boolean", "false" | "no") => Value::Bool(false),
-            (_, t) if kind != "String" => Value::String(t.to_string()),
-            _ => Value::String(s.to_string()),
+        match (input, s.trim()) {
+            ("boolean", "true" | "yes") => Value::Bool(true),
+            ("boolean", "false" | "no") => Value::Bool(false),
+            ("user", t) => t
+                .parse::<i64>()
+                .map_or_else(|_| Value::String(t.to_string()), Value::from),
+            ("datetime", t) => Value::String(rfc3339_utc(t)),
+            ("text", _) => Value::String(s.to_string()),
+            (_, t) => Value::String(t.to_string()),
         }
     };
     let value = match row.operator.as_str() {
@@ -456,6 +538,9 @@ async fn data_view(
         Ok(v) => v,
         Err(e) => return error_page(Some(user), &e),
     };
+    // "Review this task" for those who may review here (reviewers and above, as
+    // `POST /api/annotation-reviews`), on tasks with something submitted.
+    let can_review = holds(role, Permission::ReviewCreate);
     let rows: Vec<Value> = listed
         .tasks
         .iter()
@@ -465,7 +550,9 @@ async fn data_view(
                 .iter()
                 .map(|c| json!({"data": c.id.starts_with("data"), "text": cell(&v, &c.id)}))
                 .collect();
-            json!({"id": t.id, "cells": cells, "href": format!("/projects/{id}/data?task={}", t.id)})
+            let review = (can_review && t.total_annotations > 0)
+                .then(|| format!("/projects/{id}/review?task={}", t.id));
+            json!({"id": t.id, "cells": cells, "href": format!("/projects/{id}/data?task={}", t.id), "review_href": review})
         })
         .collect();
     let view_id = current.map(|t| t.id);
@@ -522,10 +609,56 @@ async fn data_view(
         ),
     };
     filter_rows.push(FilterRow::default());
-    let filter_columns: Vec<Value> = columns
+    let offered = filter_columns(&project, visible, &access);
+    let all_operators: Vec<&str> = OPERATORS.iter().map(|(k, _)| *k).collect();
+    let filters_shown: Vec<Value> = filter_rows
         .iter()
-        .filter(|c| c.filterable())
-        .map(|c| json!({"id": c.id, "title": c.title}))
+        .map(|f| {
+            let column = offered.iter().find(|c| c.id == f.filter);
+            let input = column.map_or("text", |c| c.input);
+            let value = match input {
+                "datetime" => datetime_input(&f.value),
+                _ => f.value.clone(),
+            };
+            let value_max = match input {
+                "datetime" => datetime_input(&f.value_max),
+                _ => f.value_max.clone(),
+            };
+            json!({
+                "filter": f.filter,
+                "operator": f.operator,
+                "value": value,
+                "value_max": value_max,
+                "input": input,
+                "operators": column.map_or(all_operators.clone(), |c| c.operators.to_vec()),
+            })
+        })
+        .collect();
+    let members: Vec<Value> = if offered.iter().any(|c| c.input == "user") {
+        crate::storage::users::list_users(&state.db, actor)
+            .await
+            .map(|users| {
+                users
+                    .iter()
+                    .map(|u| {
+                        let name = format!("{} {}", u.first_name, u.last_name);
+                        let name = name.trim();
+                        let label = if name.is_empty() {
+                            u.email.clone()
+                        } else {
+                            format!("{name} ({})", u.email)
+                        };
+                        json!({"id": u.id.to_string(), "label": label})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let filter_columns: Vec<Value> = offered
+        .iter()
+        .map(|c| json!({"id": c.id, "title": c.title, "input": c.input, "operators": c.operators.join(" ")}))
         .collect();
     let column_toggles: Vec<Value> = columns
         .iter()
@@ -559,11 +692,13 @@ async fn data_view(
             prev_href => (page > 1).then(|| data_href(id, view_id, query.ordering.as_deref().filter(|o| !o.is_empty()), Some(page - 1))),
             next_href => (page < pages).then(|| data_href(id, view_id, query.ordering.as_deref().filter(|o| !o.is_empty()), Some(page + 1))),
             conjunction => conjunction,
-            filters => js(&filter_rows),
+            filters => js(&filters_shown),
+            members => js(&members),
             filter_columns => js(&filter_columns),
             operators => js(&operators),
             column_toggles => js(&column_toggles),
             actions => js(&actions),
+            can_review => can_review,
             message => notice.message,
             error => notice.error,
             filter_error => notice.filter_error,
@@ -735,10 +870,37 @@ pub(super) async fn data_post(State(state): State<AppState>, request: Request) -
                 Ok(p) => p,
                 Err(e) => return error_page(Some(&user), &e),
             };
+            let access =
+                match access::project(&state.db, &user.actor, id, Permission::ProjectView).await {
+                    Ok(a) => a,
+                    Err(e) => return error_page(Some(&user), &e),
+                };
+            let offered =
+                filter_columns(&project, Visible::for_access(&user.actor, &access), &access);
             let rows = posted_rows(&fields);
             let conjunction = field(&fields, "conjunction").unwrap_or("and").to_string();
-            let all_columns = columns(&project, true, true);
-            let items: Vec<Value> = rows.iter().map(|r| filter_item(r, &all_columns)).collect();
+            // A column the picker does not offer this user is refused before anything is saved.
+            if let Some(row) = rows
+                .iter()
+                .find(|r| !offered.iter().any(|c| c.id == r.filter))
+            {
+                let e = ApiError::field(
+                    ErrorCode::InvalidQuery,
+                    "filter",
+                    format!(
+                        "you cannot filter by {:?} in this project: choose one of the columns \
+                         the filter list offers",
+                        row.filter
+                    ),
+                );
+                let notice = Notice {
+                    filter_error: Some(e.detail.clone()),
+                    submitted: Some((conjunction, rows.clone())),
+                    ..Notice::default()
+                };
+                return fail(e, notice).await;
+            }
+            let items: Vec<Value> = rows.iter().map(|r| filter_item(r, &offered)).collect();
             let mut data = tab_data(tab.as_ref());
             data.insert(
                 "filters".into(),
@@ -916,26 +1078,20 @@ async fn run_action(
 mod tests {
     use super::*;
 
-    fn cols() -> Vec<Column> {
+    fn cols() -> Vec<FilterColumn> {
+        let col = |id: &str, kind: &str, input: &'static str| FilterColumn {
+            id: id.into(),
+            title: id.into(),
+            kind: kind.into(),
+            input,
+            operators: &[],
+        };
         vec![
-            Column {
-                id: "id".into(),
-                title: "ID".into(),
-                kind: "Number",
-                default_hidden: false,
-            },
-            Column {
-                id: "is_labeled".into(),
-                title: "Labeled".into(),
-                kind: "Boolean",
-                default_hidden: false,
-            },
-            Column {
-                id: "data.text".into(),
-                title: "text".into(),
-                kind: "String",
-                default_hidden: false,
-            },
+            col("id", "Number", "number"),
+            col("is_labeled", "Boolean", "boolean"),
+            col("data.text", "String", "text"),
+            col("annotators", "List", "user"),
+            col("completed_at", "Datetime", "datetime"),
         ]
     }
 
@@ -999,5 +1155,31 @@ mod tests {
             (rows[0].operator.as_str(), rows[0].value.as_str()),
             ("greater", "3")
         );
+    }
+
+    #[test]
+    fn people_take_user_ids_and_times_become_rfc3339() {
+        let row = |filter: &str, operator: &str, value: &str, max: &str| FilterRow {
+            filter: filter.into(),
+            operator: operator.into(),
+            value: value.into(),
+            value_max: max.into(),
+        };
+        let people = filter_item(&row("annotators", "contains", "7", ""), &cols());
+        assert_eq!(people["value"], json!(7));
+        assert_eq!(people["type"], json!("List"));
+        let range = filter_item(
+            &row("completed_at", "in", "2026-01-31T10:00", "2026-02-01"),
+            &cols(),
+        );
+        assert_eq!(
+            range["value"],
+            json!({"min": "2026-01-31T10:00:00Z", "max": "2026-02-01T00:00:00Z"})
+        );
+        assert_eq!(
+            datetime_input("2026-01-31T10:00:00Z"),
+            "2026-01-31T10:00:00"
+        );
+        assert_eq!(rfc3339_utc("yesterday"), "yesterday");
     }
 }

@@ -111,6 +111,10 @@ pub fn router() -> Router<AppState> {
             "/projects/{id}/review",
             get(review::review_page).post(review::review_post),
         )
+        .route(
+            "/projects/{id}/review/comments",
+            axum::routing::post(review::comment_post),
+        )
         .route("/projects/{id}/dashboard", get(dashboard::dashboard_page))
         .route("/brand/{org}/accent.css", get(accent_css))
         .route("/static/{file}", get(static_file))
