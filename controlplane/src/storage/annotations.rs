@@ -450,10 +450,14 @@ pub async fn create(
         && access.role < crate::authz::Role::Manager
         && !was_cancelled
         && !ground_truth;
-    let now = now_micros();
     let dialect = db.dialect();
     let row: AnnotationRow = with_tx!(db, tx, {
         lock_project!(tx, dialect, project.id);
+        // The time once the project's lock is held: waiting for it can take longer than a
+        // reservation lives, and a clock read before the wait would take the author's
+        // reservation for live after the label stream (at a later time) gave its place to
+        // someone else, and overfill the task.
+        let now = now_micros();
         // A pause or removal that landed since the check above counts.
         crate::recheck_project_access!(tx, actor, project.id, Permission::AnnotationCreate)?;
         if strict {
