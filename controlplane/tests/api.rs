@@ -673,6 +673,40 @@ both_backends! {
         assert_eq!((project["finished_task_number"].clone(), project["total_annotations_number"].clone(), project["num_tasks_with_annotations"].clone()), (json!(0), json!(0), json!(0)));
         assert_eq!(app.get(&format!("/api/tasks/{}", ids[0]), &app.owner).await.expect(StatusCode::OK)["is_labeled"], json!(false));
     }
+
+    async fn breadth_first_takes_the_fullest_started_task_else_the_first(app) {
+        // Overlap 3, skips requeued to others (a skip does not count towards the overlap).
+        let p = app.mk_project(&app.owner, json!({"maximum_annotations": 3, "skip_queue": "REQUEUE_FOR_OTHERS"})).await;
+        let ids = app.mk_tasks(&app.owner, p, 6).await;
+        let mut users = Vec::new();
+        for name in ["a", "b", "c", "d", "e"] {
+            let token = app.user(&format!("{name}@bf.example.com"), Role::Annotator).await;
+            app.add_member(p, &token, None).await;
+            users.push(token);
+        }
+        let next = |token: String| {
+            let app = &app;
+            async move { app.get(&format!("/api/projects/{p}/next"), &token).await.expect(StatusCode::OK)["id"].as_i64().expect("id") }
+        };
+        // Only a skip on the fourth task: it was started but counts nothing, so the first task
+        // in order comes first, not the skipped one.
+        app.post(&format!("/api/tasks/{}/annotations", ids[3]), &users[0], json!({"result": [], "was_cancelled": true})).await.expect(StatusCode::CREATED);
+        assert_eq!(next(users[1].clone()).await, ids[0]);
+        // One annotation on the fifth task and two on the sixth: the fullest open task first.
+        app.post(&format!("/api/tasks/{}/annotations", ids[4]), &users[0], json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        for u in [&users[0], &users[1]] {
+            app.post(&format!("/api/tasks/{}/annotations", ids[5]), u, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED);
+        }
+        assert_eq!(next(users[2].clone()).await, ids[5]);
+        // The sixth is now full for others (two annotations and c's reservation): the fifth next.
+        assert_eq!(next(users[3].clone()).await, ids[4]);
+        // e: the fifth holds one annotation and d's reservation, 2 of 3; it still has room.
+        assert_eq!(next(users[4].clone()).await, ids[4]);
+        // Once every started task is full or reserved, the stream goes back to task order.
+        let f = app.user("f@bf.example.com", Role::Annotator).await;
+        app.add_member(p, &f, None).await;
+        assert_eq!(next(f).await, ids[0]);
+    }
 }
 
 /// 50 annotators work a project concurrently: no task is ever held by more annotators than its

@@ -7,7 +7,7 @@
 //! ground truth included as its author's annotation; when one person has several annotations
 //! on a task, their latest counts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -59,16 +59,31 @@ pub(super) fn setup(project: &access::ProjectAccess) -> ApiResult<Setup> {
     })
 }
 
+/// Which annotations [`load`] reads.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Every counted annotation of the project.
+    Project,
+    /// Those of one task.
+    Task(i64),
+    /// Those of tasks that two authors or more annotated: all a pairwise comparison uses.
+    Shared,
+}
+
 /// Loads the counted annotations of a project (or of one task) with their authors' emails.
 async fn load(
     db: &Db,
     project_id: i64,
-    task_id: Option<i64>,
+    scope: Scope,
 ) -> ApiResult<(Vec<Counted>, BTreeMap<i64, String>)> {
-    let task_filter = if task_id.is_some() {
-        " and a.task_id = $2"
-    } else {
-        ""
+    let (task_filter, task_id) = match scope {
+        Scope::Project => ("", None),
+        Scope::Task(t) => (" and a.task_id = $2", Some(t)),
+        Scope::Shared => (
+            " and exists (select 1 from annotation b where b.task_id = a.task_id \
+             and b.completed_by <> a.completed_by and not b.was_cancelled and b.result is not null)",
+            None,
+        ),
     };
     let rows: Vec<(i64, i64, i64, String, Option<String>)> = with_read!(db, conn, {
         let sql = format!(
@@ -413,24 +428,42 @@ pub struct AgreementMatrix {
 pub async fn iaa(db: &Db, actor: &Actor, project_id: i64) -> ApiResult<AgreementMatrix> {
     let project = access::project(db, actor, project_id, Permission::AgreementView).await?;
     let setup = setup(&project)?;
-    let (anns, emails) = load(db, project_id, None).await?;
-    let ids: Vec<i64> = anns
+    // Every author with the number of tasks they annotated (the diagonal), counted in the
+    // database; the results only of the tasks two of them share, the only ones compared.
+    let authors: Vec<(i64, i64, Option<String>)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select a.completed_by, count(distinct a.task_id), max(u.email) from annotation a \
+             left join app_user u on u.id = a.completed_by where a.project_id = $1 \
+             and not a.was_cancelled and a.result is not null and a.completed_by is not null \
+             group by a.completed_by order by a.completed_by",
+        )
+        .bind(project_id)
+        .fetch_all(conn)
+        .await?
+    });
+    let (anns, _) = load(db, project_id, Scope::Shared).await?;
+    let ids: Vec<i64> = authors.iter().map(|a| a.0).collect();
+    let emails: BTreeMap<i64, String> = authors
         .iter()
-        .map(|a| a.user)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+        .map(|(id, _, email)| (*id, email.clone().unwrap_or_default()))
         .collect();
     let index: BTreeMap<i64, usize> = ids.iter().enumerate().map(|(i, u)| (*u, i)).collect();
     let n = ids.len();
     let mut sums = vec![vec![0.0; n]; n];
     let mut counts = vec![vec![0usize; n]; n];
     let mut common = vec![vec![0usize; n]; n];
+    for (i, (_, tasks, _)) in authors.iter().enumerate() {
+        common[i][i] = usize::try_from(*tasks).unwrap_or_default();
+    }
     for list in by_task(&anns).values() {
         for (x, a) in list.iter().enumerate() {
-            let i = index[&a.user];
-            common[i][i] += 1;
+            let Some(&i) = index.get(&a.user) else {
+                continue;
+            };
             for b in &list[x + 1..] {
-                let j = index[&b.user];
+                let Some(&j) = index.get(&b.user) else {
+                    continue;
+                };
                 common[i][j] += 1;
                 common[j][i] += 1;
                 if let Some(s) = agreement::pair_agreement(
@@ -496,7 +529,7 @@ pub async fn task_matrix(
         return Err(ApiError::not_found("task"));
     }
     let setup = setup(&project)?;
-    let (anns, emails) = load(db, project_id, Some(task_id)).await?;
+    let (anns, emails) = load(db, project_id, Scope::Task(task_id)).await?;
     let results: Vec<&Value> = anns.iter().map(|a| &a.result).collect();
     let matrix = results
         .iter()
@@ -588,7 +621,7 @@ pub async fn reliability(
             ),
         ));
     };
-    let (anns, _) = load(db, project_id, None).await?;
+    let (anns, _) = load(db, project_id, Scope::Project).await?;
     let ratings: Vec<Rating> = anns
         .iter()
         .filter_map(|a| {

@@ -24,13 +24,18 @@ struct Ann {
     ground_truth: bool,
 }
 
-/// The counted annotations of a project, ordered by task and id.
+/// The counted annotations of a project's tasks that two authors or more annotated, ordered by
+/// task and id. Every statistic built on them compares one author's work with another's (or
+/// with someone else's ground truth), so a task with one author adds nothing; leaving those
+/// out keeps a project of a million singly-labeled tasks from being read whole.
 async fn load(db: &Db, project_id: i64) -> ApiResult<Vec<Ann>> {
     let rows: Vec<(i64, i64, String, bool)> = with_read!(db, conn, {
         sqlx::query_as(
-            "select task_id, completed_by, result, ground_truth from annotation \
-             where project_id = $1 and not was_cancelled and result is not null \
-             and completed_by is not null order by task_id, id",
+            "select a.task_id, a.completed_by, a.result, a.ground_truth from annotation a \
+             where a.project_id = $1 and not a.was_cancelled and a.result is not null \
+             and a.completed_by is not null and exists (select 1 from annotation b \
+             where b.task_id = a.task_id and b.completed_by <> a.completed_by \
+             and not b.was_cancelled and b.result is not null) order by a.task_id, a.id",
         )
         .bind(project_id)
         .fetch_all(conn)

@@ -173,9 +173,17 @@ async fn tally(
     let condition = query.map_or_else(|| "true".to_string(), |q| q.condition.clone());
     let params: &[String] = query.map_or(&[], |q| &q.params);
     let next = params.len() + 2;
+    // Driven by the (project_id, id) index of the counted table: each page is one range of it,
+    // and the task row is joined only for a filter (a join driven from `task` would visit every
+    // task of the project for each page).
+    let join = if query.is_some() {
+        " join task t on t.id = r.task_id"
+    } else {
+        ""
+    };
     let sql = format!(
-        "select r.id, r.result from {table} r join task t on t.id = r.task_id \
-         where t.project_id = $1 and r.result is not null{skip} and ({condition}) \
+        "select r.id, r.result from {table} r{join} \
+         where r.project_id = $1 and r.result is not null{skip} and ({condition}) \
          and r.id > ${next} order by r.id limit ${}",
         next + 1
     );

@@ -2449,31 +2449,52 @@ pub async fn next(
             let lock_id = reserve!(tx, task_id);
             return Ok(Some((task_id, Some(lock_id), queue.to_string())));
         }
-        // 2. A task with capacity left that this user has not annotated.
-        // Under continuous evaluation ground-truth tasks come only at its rate (above).
+        // 2. A task with capacity left that this user has not annotated. Under continuous
+        // evaluation ground-truth tasks come only at its rate (above). `is_labeled = false`
+        // rather than `not is_labeled`: SQLite uses the (project_id, is_labeled, id) index only
+        // for an equality, and without it the search steps over every labeled task first.
         let truth_apart = if continuous {
             "and t.ground_truth_annotations = 0"
         } else {
             ""
         };
-        let candidate_sql = format!(
-            "select t.id from task t where t.project_id = $1 and not t.is_labeled {truth_apart} \
+        let eligible = format!(
+            "select t.id, {counted} from task t where t.project_id = $1 and t.is_labeled = false {truth_apart} \
              and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
              and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
-             and l.expire_at > $3) < t.overlap \
-             order by {order} limit 1"
+             and l.expire_at > $3) < t.overlap"
         );
-        let candidate = sqlx::query_scalar(&candidate_sql)
-            .bind(project_id)
-            .bind(user)
-            .bind(now);
-        let candidate: Option<i64> = if uncertainty {
-            candidate.bind(&settings.model_version)
-        } else {
-            candidate
+        macro_rules! find {
+            ($sql:expr) => {{
+                let sql: String = $sql;
+                let q = sqlx::query_as::<_, (i64, i64)>(&sql)
+                    .bind(project_id)
+                    .bind(user)
+                    .bind(now);
+                if uncertainty {
+                    q.bind(&settings.model_version)
+                } else {
+                    q
+                }
+                .fetch_optional(&mut *tx)
+                .await?
+            }};
         }
-        .fetch_optional(&mut *tx)
-        .await?;
+        let candidate: Option<i64> = if settings.maximum_annotations > 1 {
+            // Breadth first in two steps, so that neither reads every open task: first the
+            // tasks someone has started (the `task_project_started` index holds only tasks
+            // with an annotation or a skip; every task whose count is above 0 is among them),
+            // the fullest first; if none of them has a count above 0, every eligible task has
+            // none, and the first in task order is the one.
+            match find!(format!(
+                "{eligible} and t.total_annotations + t.cancelled_annotations > 0 order by {order} limit 1"
+            )) {
+                Some((id, c)) if c > 0 => Some(id),
+                _ => find!(format!("{eligible} order by t.id limit 1")).map(|(id, _)| id),
+            }
+        } else {
+            find!(format!("{eligible} order by {order} limit 1")).map(|(id, _)| id)
+        };
         // Under continuous evaluation, the ground-truth tasks still open once the rest is done.
         if candidate.is_none() && continuous {
             let truth: Option<i64> = sqlx::query_scalar(&truth_with_room)
@@ -2502,7 +2523,7 @@ pub async fn next(
                 // 3. The user's own skipped tasks come back last.
                 let skipped: Option<i64> = sqlx::query_scalar(
                     "select t.id from task t join annotation a on a.task_id = t.id and a.completed_by = $2 and a.was_cancelled \
-                     where t.project_id = $1 and not t.is_labeled order by a.updated_at, t.id limit 1",
+                     where t.project_id = $1 and t.is_labeled = false order by a.updated_at, t.id limit 1",
                 )
                 .bind(project_id)
                 .bind(user)
