@@ -555,7 +555,7 @@ test('follow a deep link to a region', { skip: !process.env.VERITY_EDITOR_DIR &&
   await page.waitForURL(/\/projects$/);
   // The data manager's task row links to the task in the editor.
   await page.goto(`${server.base}/projects/${project.id}/data`);
-  await page.locator('#tasks tbody tr').first().getByRole('link').click();
+  await page.locator('#tasks tbody tr').first().getByTitle(/^Open task \d+ in the editor$/).click();
   await page.waitForURL(new RegExp(`/projects/${project.id}/data\\?task=${tasks[0]}$`));
   await page.waitForFunction(() => /^Task \d+$/.test(document.getElementById('label-status').textContent));
   // Label Studio's address of one region of one annotation selects that region.
