@@ -16,6 +16,46 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
 };
 
+/// Microseconds in a day (UTC).
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Submitted and skipped annotations of a project on each of the last `days` days (UTC, today
+/// last): `(day as days since 1970-01-01, submitted, skipped)`, one entry per day, zeros
+/// included. Counted by when the annotation was created.
+pub async fn per_day(
+    db: &Db,
+    actor: &Actor,
+    project_id: i64,
+    days: i64,
+) -> ApiResult<Vec<(i64, i64, i64)>> {
+    access::project(db, actor, project_id, Permission::AgreementView).await?;
+    let days = days.clamp(1, 366);
+    let today = super::now_micros().div_euclid(DAY_MICROS);
+    let first = today - days + 1;
+    let rows: Vec<(i64, i64, i64)> = with_read!(db, conn, {
+        sqlx::query_as(
+            "select created_at / $3 as day, \
+             sum(case when was_cancelled then 0 else 1 end), \
+             sum(case when was_cancelled then 1 else 0 end) \
+             from annotation where project_id = $1 and created_at >= $2 \
+             group by 1",
+        )
+        .bind(project_id)
+        .bind(first * DAY_MICROS)
+        .bind(DAY_MICROS)
+        .fetch_all(conn)
+        .await?
+    });
+    let counted: BTreeMap<i64, (i64, i64)> =
+        rows.into_iter().map(|(d, s, k)| (d, (s, k))).collect();
+    Ok((first..=today)
+        .map(|d| {
+            let (s, k) = counted.get(&d).copied().unwrap_or_default();
+            (d, s, k)
+        })
+        .collect())
+}
+
 /// One submitted annotation: not skipped, with a result and an author.
 struct Ann {
     task: i64,

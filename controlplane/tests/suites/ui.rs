@@ -889,6 +889,58 @@ both_backends! {
         assert_eq!(after[0]["is_resolved"], json!(false));
     }
 
+    async fn dashboard_draws_annotations_per_day_and_the_label_distribution(app) {
+        let annotator = password_user(&app, "dd-annotator@example.com", Role::Annotator).await;
+        let reviewer = password_user(&app, "dd-reviewer@example.com", Role::Reviewer).await;
+        let p = app.mk_project(&app.owner, json!({"title": "Per day"})).await;
+        app.add_member(p, &annotator, None).await;
+        app.add_member(p, &reviewer, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 4).await;
+        let mut ids = Vec::new();
+        for (t, label) in tasks.iter().zip(["pos", "pos", "neg"]) {
+            let a = app.post(&format!("/api/tasks/{t}/annotations"), &annotator, json!({"result": crate::common::choice(label)})).await.expect(StatusCode::CREATED);
+            ids.push(a["id"].as_i64().expect("id"));
+        }
+        app.post(&format!("/api/tasks/{}/annotations", tasks[3]), &annotator, json!({"result": [], "was_cancelled": true})).await.expect(StatusCode::CREATED);
+        // One annotation was made three days ago, one 40 days ago (outside the chart's 30 days).
+        let day = 86_400_000_000_i64;
+        app.sql(&format!("update annotation set created_at = created_at - {} where id = {}", 3 * day, ids[0])).await.expect("backdate");
+        app.sql(&format!("update annotation set created_at = created_at - {} where id = {}", 40 * day, ids[1])).await.expect("backdate");
+        let date = |days_ago: i64| {
+            (time::OffsetDateTime::now_utc() - time::Duration::days(days_ago)).date().to_string()
+        };
+        let mut rev = Browser::default();
+        rev.sign_in(&app, "dd-reviewer@example.com", PASSWORD).await;
+        let dash = rev.get(&app, &format!("/projects/{p}/dashboard")).await;
+        assert_eq!(dash.status, StatusCode::OK, "{}", dash.text);
+        // Thirty day columns; the table lists the days with work: today one submitted and one
+        // skipped, three days ago one submitted; the 40-day-old one is not in the chart.
+        let chart = dash.text.split("id=\"dashboard-days\"").nth(1).and_then(|s| s.split("</svg>").next()).expect("chart");
+        assert_eq!(chart.matches("<rect class=\"track\"").count(), 30, "{chart}");
+        assert_eq!(chart.matches("<rect class=\"submitted\"").count(), 2, "{chart}");
+        assert_eq!(chart.matches("<rect class=\"skipped\"").count(), 1, "{chart}");
+        assert!(chart.contains(&format!("<title>{}: 1 submitted, 1 skipped</title>", date(0))), "{chart}");
+        let table = dash.text.split("id=\"dashboard-days-table\"").nth(1).and_then(|s| s.split("</table>").next()).expect("table");
+        let rows: Vec<&str> = table.matches("<tr><th scope=\"row\">").collect();
+        assert_eq!(rows.len(), 2, "{table}");
+        assert!(table.contains(&format!("<th scope=\"row\">{}</th><td>1</td><td>1</td>", date(0))), "{table}");
+        assert!(table.contains(&format!("<th scope=\"row\">{}</th><td>1</td><td>0</td>", date(3))), "{table}");
+        // The label distribution counts every annotation's choices, whenever made: pos 2, neg 1.
+        let labels = dash.text.split("id=\"labels-heading\"").nth(1).and_then(|s| s.split("</section>").next()).expect("labels");
+        assert!(labels.contains("<h4 id=\"labels-1\">sentiment</h4>"), "{labels}");
+        assert_eq!(labels.matches("<rect class=\"bar choice-bar\"").count(), 2, "{labels}");
+        assert!(labels.contains("<tr><th scope=\"row\">pos</th><td>2</td><td>66.7 %</td><td>0</td></tr>"), "{labels}");
+        assert!(labels.contains("<tr><th scope=\"row\">neg</th><td>1</td><td>33.3 %</td><td>0</td></tr>"), "{labels}");
+        assert!(!dash.text.contains("style=") && !dash.text.contains("<script>"), "inline style or script");
+        // A project whose configuration has nothing to count says so.
+        let free = app.mk_project(&app.owner, json!({"title": "Free text", "label_config":
+            "<View><Text name=\"text\" value=\"$text\"/><TextArea name=\"note\" toName=\"text\"/></View>"})).await;
+        app.add_member(free, &reviewer, None).await;
+        let empty = rev.get(&app, &format!("/projects/{free}/dashboard")).await;
+        assert_eq!(empty.status, StatusCode::OK, "{}", empty.text);
+        assert!(empty.text.contains("No label counts"), "{}", empty.text);
+    }
+
     async fn review_page_reviews_the_stream_and_the_dashboard_counts(app) {
         let annotator = password_user(&app, "rv-annotator@example.com", Role::Annotator).await;
         let reviewer = password_user(&app, "rv-reviewer@example.com", Role::Reviewer).await;

@@ -22,6 +22,7 @@ use crate::{
     storage::{
         agreement,
         annotator_stats::{self, MemberRow, Table},
+        label_stats::{self, CountRow, CountsQuery},
         projects,
     },
 };
@@ -31,6 +32,12 @@ const BAR_AREA: f64 = 400.0;
 const BAR_ROW: i64 = 28;
 /// Left margin of the bar area (the names sit there).
 const BAR_LEFT: i64 = 180;
+
+/// Days the "annotations per day" chart shows (today last).
+const DAYS: i64 = 30;
+/// Width of one day's column and height of the column area, in SVG user units.
+const DAY_WIDTH: i64 = 20;
+const DAY_AREA: f64 = 120.0;
 
 /// A number with one decimal, or a dash when absent.
 fn score(v: Option<f64>) -> String {
@@ -63,6 +70,61 @@ fn bars(rows: &[MemberRow]) -> Vec<Value> {
         .collect()
 }
 
+/// A day counted from 1970-01-01 as `YYYY-MM-DD`.
+fn day_text(day: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(day.saturating_mul(86_400))
+        .map(|t| t.date().to_string())
+        .unwrap_or_default()
+}
+
+/// The columns of the "annotations per day" chart, from `(day, submitted, skipped)`: the date,
+/// the counts, and the column's height and offsets (skips stacked on the submitted part).
+fn day_columns(days: &[(i64, i64, i64)]) -> Vec<Value> {
+    let max = days.iter().map(|d| d.1 + d.2).max().unwrap_or(0).max(1);
+    let height = |n: i64| (n as f64 / max as f64 * DAY_AREA).round() as i64;
+    days.iter()
+        .enumerate()
+        .map(|(i, &(day, submitted, skipped))| {
+            let (h_sub, h_skip) = (height(submitted), height(skipped));
+            json!({
+                "date": day_text(day),
+                "submitted": submitted,
+                "skipped": skipped,
+                "x": i64::try_from(i).unwrap_or_default() * DAY_WIDTH,
+                "sub_y": DAY_AREA as i64 - h_sub,
+                "sub_h": h_sub,
+                "skip_y": DAY_AREA as i64 - h_sub - h_skip,
+                "skip_h": h_skip,
+            })
+        })
+        .collect()
+}
+
+/// The label distribution grouped by control: for each, its choices with the annotations'
+/// count and share (and the bar's width), and the predictions' count.
+fn distribution(rows: &[CountRow]) -> Vec<Value> {
+    let mut out: Vec<(String, Vec<Value>)> = Vec::new();
+    for r in rows {
+        let bar = json!({
+            "choice": r.choice,
+            "count": r.from_annotations_count,
+            "percent": format!("{:.1} %", r.from_annotations_percent),
+            "width": (r.from_annotations_percent.clamp(0.0, 100.0) / 100.0 * BAR_AREA).round() as i64,
+            "predictions": r.from_predictions_count,
+        });
+        match out.last_mut() {
+            Some((name, list)) if *name == r.dimension_name => list.push(bar),
+            _ => out.push((r.dimension_name.clone(), vec![bar])),
+        }
+    }
+    out.into_iter()
+        .map(|(name, choices)| {
+            let height = i64::try_from(choices.len()).unwrap_or_default() * BAR_ROW;
+            json!({"name": name, "choices": choices, "height": height})
+        })
+        .collect()
+}
+
 /// `GET /projects/{id}/dashboard`.
 pub(super) async fn dashboard_page(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
@@ -91,6 +153,18 @@ pub(super) async fn dashboard_page(State(state): State<AppState>, request: Reque
         };
     let total_agreement = match agreement::total(&state.db, actor, id).await {
         Ok(t) => t,
+        Err(e) => return error_page(Some(&user), &e),
+    };
+    let days = match annotator_stats::per_day(&state.db, actor, id, DAYS).await {
+        Ok(d) => d,
+        Err(e) => return error_page(Some(&user), &e),
+    };
+    let query = CountsQuery {
+        limit: Some(1000),
+        ..CountsQuery::default()
+    };
+    let labels = match label_stats::counts(&state.db, actor, id, query).await {
+        Ok(c) => c,
         Err(e) => return error_page(Some(&user), &e),
     };
     let sum = |rows: &[MemberRow], f: fn(&MemberRow) -> Option<i64>| -> i64 {
@@ -155,6 +229,12 @@ pub(super) async fn dashboard_page(State(state): State<AppState>, request: Reque
             members => js(&members),
             reviewers => js(&review_rows),
             bars => js(&bar_rows),
+            days => js(&day_columns(&days)),
+            days_width => DAY_WIDTH * DAYS,
+            days_height => DAY_AREA as i64,
+            day_bar => DAY_WIDTH - 4,
+            labels => js(&distribution(&labels.results)),
+            labels_more => labels.next_offset.is_some(),
             chart_height => chart_height,
             chart_width => BAR_LEFT + BAR_AREA as i64 + 60,
             bar_left => BAR_LEFT,
@@ -200,6 +280,52 @@ mod tests {
         // Nothing annotated yet: no division by zero, empty bars.
         let none = bars(&[row(1, "a@x", Some(0))]);
         assert_eq!(none[0]["width"], json!(0));
+    }
+
+    #[test]
+    fn day_columns_stack_skips_on_submitted_and_scale_to_the_busiest_day() {
+        // 1970-01-02 and -03: 3 + 1 is the busiest day (full height), 2 + 0 half of it.
+        let c = day_columns(&[(1, 3, 1), (2, 2, 0)]);
+        assert_eq!(c[0]["date"], json!("1970-01-02"));
+        assert_eq!(
+            (c[0]["sub_h"].clone(), c[0]["skip_h"].clone()),
+            (json!(90), json!(30))
+        );
+        assert_eq!(
+            (c[0]["sub_y"].clone(), c[0]["skip_y"].clone()),
+            (json!(30), json!(0))
+        );
+        assert_eq!(
+            (c[1]["x"].clone(), c[1]["sub_h"].clone()),
+            (json!(DAY_WIDTH), json!(60))
+        );
+        // No work at all: flat, no division by zero.
+        assert_eq!(day_columns(&[(5, 0, 0)])[0]["sub_h"], json!(0));
+    }
+
+    #[test]
+    fn distribution_groups_choices_by_control() {
+        let row = |dim: &str, choice: &str, n: i64, pct: f64| CountRow {
+            dimension_name: dim.into(),
+            choice: choice.into(),
+            choice_key: format!("{dim}___SEP___{choice}"),
+            from_annotations_count: n,
+            from_annotations_percent: pct,
+            from_predictions_count: 0,
+            from_predictions_percent: 0.0,
+        };
+        let d = distribution(&[
+            row("a", "x", 3, 75.0),
+            row("a", "y", 1, 25.0),
+            row("b", "z", 2, 100.0),
+        ]);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0]["choices"][0]["width"], json!(300));
+        assert_eq!(d[0]["choices"][1]["percent"], json!("25.0 %"));
+        assert_eq!(
+            (d[1]["name"].clone(), d[1]["height"].clone()),
+            (json!("b"), json!(BAR_ROW))
+        );
     }
 
     #[test]
