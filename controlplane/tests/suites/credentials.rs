@@ -12,18 +12,16 @@
 //! request object_store builds reaches the configured authority (a loopback listener that
 //! records it and refuses it), whose refusal is reported as a clear 400.
 
-use std::{
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::{Value, json};
 use verity_controlplane::storage::Db;
 
-use crate::common::{Backend, TestApp};
+use crate::{
+    common::{Backend, TestApp},
+    exportchanges::{Emulator, moto},
+};
 
 /// The account moto gives everything.
 const ACCOUNT: &str = "123456789012";
@@ -35,84 +33,10 @@ fn role_arn(name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/{name}")
 }
 
-/// moto's server binary, if this machine has it.
-fn moto_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("VERITY_TEST_MOTO_SERVER") {
-        return Some(PathBuf::from(path));
-    }
-    let cache = Path::new(&std::env::var_os("HOME")?).join(".cache/verity");
-    let mut venvs: Vec<PathBuf> = std::fs::read_dir(cache)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("venv-sdk-"))
-        })
-        .map(|p| p.join("bin/moto_server"))
-        .filter(|p| p.exists())
-        .collect();
-    venvs.sort();
-    venvs.pop()
-}
-
-/// A moto server on a free loopback port, stopped when dropped.
-struct Moto {
-    url: String,
-    child: Child,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_moto() -> Option<Moto> {
-    let Some(binary) = moto_binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "moto_server not found: e2e/test-all builds the SDK venv (or set VERITY_TEST_MOTO_SERVER)"
-        );
-        eprintln!(
-            "skipped: no moto_server (build the SDK venv of e2e/sdk, or set VERITY_TEST_MOTO_SERVER)"
-        );
-        return None;
-    };
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let child = Command::new(binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Moto {
-        url: format!("http://127.0.0.1:{port}"),
-        child,
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if client
-            .get(format!("{}/moto-api/", moto.url))
-            .send()
-            .await
-            .is_ok()
-        {
-            return Some(moto);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("moto_server did not start on {}", moto.url);
-}
-
 /// A set-up request to moto before authentication is enforced: moto reads the service from the
 /// credential scope of the `Authorization` header and does not check the signature yet.
 async fn setup_call(
-    moto: &Moto,
+    moto: &Emulator,
     method: reqwest::Method,
     service: &str,
     path: &str,
@@ -149,7 +73,7 @@ fn xml_text(xml: &str, tag: &str) -> String {
 }
 
 /// The user's access key (id, secret) after the set-up; authentication is enforced from then on.
-async fn set_up_aws(moto: &Moto) -> (String, String) {
+async fn set_up_aws(moto: &Emulator) -> (String, String) {
     let iam = |params: Vec<(&'static str, String)>| async move {
         let mut form: Vec<(&str, &str)> = vec![("Version", "2010-05-08")];
         form.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
@@ -242,7 +166,7 @@ async fn wait_s3_sync(app: &TestApp, storage: i64) -> Value {
 /// role for a storage that has no keys at all; no key, secret or temporary credential is ever
 /// returned, and the stored secret is sealed.
 async fn s3_role_assumption(backend: Backend) {
-    let Some(moto) = start_moto().await else {
+    let Some(moto) = moto().await else {
         return;
     };
     let (key_id, secret) = set_up_aws(&moto).await;

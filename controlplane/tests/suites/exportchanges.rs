@@ -70,6 +70,12 @@ pub(crate) async fn moto() -> Option<Emulator> {
     let Some(bin) = sdk_tool("VERITY_TEST_MOTO_SERVER", |venv| {
         Some(venv.join("bin/moto_server"))
     }) else {
+        // CI builds the SDK venv before the Rust tests: there, a missing emulator is a failure,
+        // not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "moto_server not found: e2e/test-all builds the SDK venv (or set VERITY_TEST_MOTO_SERVER)"
+        );
         eprintln!(
             "skipped: no moto_server (set VERITY_TEST_MOTO_SERVER, or run e2e/test-all once to build the SDK venv)"
         );
