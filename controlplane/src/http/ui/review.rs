@@ -469,6 +469,35 @@ fn review_body(form: &ReviewForm, annotation: i64) -> Result<Map<String, Value>,
     Ok(body)
 }
 
+/// The annotation a review-page form names, with the page to come back to: refused (on that
+/// page) when the field is not a number or the annotation is not one of this project's, which
+/// is all the page reviews.
+async fn form_annotation(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    back: Option<Target>,
+    field: &str,
+) -> Result<(i64, Option<Target>), Response> {
+    let Ok(annotation) = field.trim().parse::<i64>() else {
+        let e = ApiError::field(
+            ErrorCode::ValidationError,
+            "annotation",
+            "the form names no annotation; reload the page",
+        );
+        return Err(refused(state, user, id, back, e).await);
+    };
+    let back = back.map(|t| Target {
+        annotation: Some(annotation),
+        ..t
+    });
+    match annotations::get_row(&state.db, &user.actor, annotation).await {
+        Ok(row) if row.project_id == id => Ok((annotation, back)),
+        Ok(_) => Err(refused(state, user, id, back, ApiError::not_found("annotation")).await),
+        Err(e) => Err(refused(state, user, id, back, e).await),
+    }
+}
+
 /// `POST /projects/{id}/review`: reviews the annotation through the same code as the API's
 /// `POST /api/annotation-reviews` (permission checks, the project's reject settings, audit,
 /// webhooks), then shows the next annotation.
@@ -481,35 +510,11 @@ pub(super) async fn review_post(State(state): State<AppState>, request: Request)
         Ok(t) => t,
         Err(e) => return error_page(Some(&user), &e),
     };
-    let annotation = match form.annotation.trim().parse::<i64>() {
-        Ok(a) => a,
-        Err(_) => {
-            return refused(
-                &state,
-                &user,
-                id,
-                back,
-                ApiError::field(
-                    ErrorCode::ValidationError,
-                    "annotation",
-                    "the form names no annotation; reload the page",
-                ),
-            )
-            .await;
-        }
+    let (annotation, back) = match form_annotation(&state, &user, id, back, &form.annotation).await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    let back = back.map(|t| Target {
-        annotation: Some(annotation),
-        ..t
-    });
-    // The annotation must be one of this project's: the page reviews this project only.
-    match annotations::get_row(&state.db, &user.actor, annotation).await {
-        Ok(row) if row.project_id == id => {}
-        Ok(_) => {
-            return refused(&state, &user, id, back, ApiError::not_found("annotation")).await;
-        }
-        Err(e) => return refused(&state, &user, id, back, e).await,
-    }
     let input = match review_body(&form, annotation).and_then(|b| ReviewInput::from_body(&b)) {
         Ok(i) => i,
         Err(e) => return refused(&state, &user, id, back, e).await,
@@ -608,25 +613,11 @@ pub(super) async fn comment_post(State(state): State<AppState>, request: Request
         Ok(t) => t,
         Err(e) => return error_page(Some(&user), &e),
     };
-    let Ok(annotation) = form.annotation.trim().parse::<i64>() else {
-        let e = ApiError::field(
-            ErrorCode::ValidationError,
-            "annotation",
-            "the form names no annotation; reload the page",
-        );
-        return refused(&state, &user, id, back, e).await;
+    let (annotation, back) = match form_annotation(&state, &user, id, back, &form.annotation).await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    let back = back.map(|t| Target {
-        annotation: Some(annotation),
-        ..t
-    });
-    match annotations::get_row(&state.db, &user.actor, annotation).await {
-        Ok(row) if row.project_id == id => {}
-        Ok(_) => {
-            return refused(&state, &user, id, back, ApiError::not_found("annotation")).await;
-        }
-        Err(e) => return refused(&state, &user, id, back, e).await,
-    }
     let done = match comment_action(&form) {
         Err(e) => return refused(&state, &user, id, back, e).await,
         Ok(CommentAction::Add(text)) => {
