@@ -59,6 +59,12 @@ pub(super) fn setup(project: &access::ProjectAccess) -> ApiResult<Setup> {
     })
 }
 
+/// A condition on an annotation `a`: its task holds another author's counted annotation (not
+/// skipped, with a result). Pairwise statistics need nothing else.
+pub(super) const SHARED_TASK: &str = " and exists (select 1 from annotation b \
+     where b.task_id = a.task_id and b.completed_by <> a.completed_by \
+     and not b.was_cancelled and b.result is not null)";
+
 /// Which annotations [`load`] reads.
 #[derive(Clone, Copy)]
 enum Scope {
@@ -79,11 +85,7 @@ async fn load(
     let (task_filter, task_id) = match scope {
         Scope::Project => ("", None),
         Scope::Task(t) => (" and a.task_id = $2", Some(t)),
-        Scope::Shared => (
-            " and exists (select 1 from annotation b where b.task_id = a.task_id \
-             and b.completed_by <> a.completed_by and not b.was_cancelled and b.result is not null)",
-            None,
-        ),
+        Scope::Shared => (SHARED_TASK, None),
     };
     let rows: Vec<(i64, i64, i64, String, Option<String>)> = with_read!(db, conn, {
         let sql = format!(

@@ -70,13 +70,12 @@ struct Ann {
 /// out keeps a project of a million singly-labeled tasks from being read whole.
 async fn load(db: &Db, project_id: i64) -> ApiResult<Vec<Ann>> {
     let rows: Vec<(i64, i64, String, bool)> = with_read!(db, conn, {
-        sqlx::query_as(
+        sqlx::query_as(&format!(
             "select a.task_id, a.completed_by, a.result, a.ground_truth from annotation a \
              where a.project_id = $1 and not a.was_cancelled and a.result is not null \
-             and a.completed_by is not null and exists (select 1 from annotation b \
-             where b.task_id = a.task_id and b.completed_by <> a.completed_by \
-             and not b.was_cancelled and b.result is not null) order by a.task_id, a.id",
-        )
+             and a.completed_by is not null{} order by a.task_id, a.id",
+            super::agreement::SHARED_TASK
+        ))
         .bind(project_id)
         .fetch_all(conn)
         .await?
