@@ -89,8 +89,9 @@ async fn numbers(db: &Db, project: i64) -> Vec<i64> {
     ns
 }
 
-async fn sync(app: &TestApp, storage: i64) -> Value {
-    let path = format!("/api/storages/s3/{storage}");
+/// Syncs the `kind` (`s3`, `localfiles`) storage and waits for the outcome.
+async fn sync(app: &TestApp, kind: &str, storage: i64) -> Value {
+    let path = format!("/api/storages/{kind}/{storage}");
     app.post(&format!("{path}/sync"), &app.owner, json!({}))
         .await
         .expect(StatusCode::OK);
@@ -127,7 +128,7 @@ async fn resumed_after_a_failure(backend: Backend) {
     // The first sync dies on the broken object, part way through the second listing page: the
     // pages before it are in, and the listing never went to its end (it is streamed, not
     // collected first).
-    let failed = sync(&app, storage).await;
+    let failed = sync(&app, "s3", storage).await;
     assert_eq!(failed["status"], json!("failed"), "{failed}");
     let why = failed["traceback"].as_str().expect("traceback");
     assert!(why.contains(&key(BROKEN)), "names the broken object: {why}");
@@ -151,7 +152,7 @@ async fn resumed_after_a_failure(backend: Backend) {
 
     // Fixed and run again: the rest comes in, nothing twice.
     put_objects(&store, BROKEN..BROKEN + 1, None).await;
-    let done = sync(&app, storage).await;
+    let done = sync(&app, "s3", storage).await;
     assert_eq!(done["status"], json!("completed"), "{done}");
     let meta = &done["meta"];
     assert_eq!(meta["listed"], json!(OBJECTS), "{meta}");
@@ -178,7 +179,7 @@ async fn resumed_after_a_failure(backend: Backend) {
             .await
             .expect("put");
     }
-    let again = sync(&app, storage).await;
+    let again = sync(&app, "s3", storage).await;
     assert_eq!(again["status"], json!("completed"), "{again}");
     assert_eq!(again["meta"]["new"], json!(extra.len()), "{again}");
     assert_eq!(again["meta"]["unchanged"], json!(OBJECTS), "{again}");
@@ -233,15 +234,8 @@ async fn local_files_resumed(backend: Backend) {
         .expect(StatusCode::CREATED)["id"]
         .as_i64()
         .expect("id");
-    let path = format!("/api/storages/localfiles/{storage}");
-    let run = || async {
-        app.post(&format!("{path}/sync"), &app.owner, json!({}))
-            .await
-            .expect(StatusCode::OK);
-        app.wait_storage_sync(&path, 3000).await
-    };
 
-    let failed = run().await;
+    let failed = sync(&app, "localfiles", storage).await;
     assert_eq!(failed["status"], json!("failed"), "{failed}");
     let why = failed["traceback"].as_str().unwrap_or_default();
     assert!(why.contains(&format!("{BROKEN:05}.json")), "{why}");
@@ -253,7 +247,7 @@ async fn local_files_resumed(backend: Backend) {
     );
 
     write(BROKEN, "fixed");
-    let done = run().await;
+    let done = sync(&app, "localfiles", storage).await;
     assert_eq!(done["status"], json!("completed"), "{done}");
     assert_eq!(done["last_sync_count"], json!(OBJECTS - BROKEN));
     assert_eq!(
@@ -262,7 +256,7 @@ async fn local_files_resumed(backend: Backend) {
     );
 
     write(OBJECTS, "later");
-    let again = run().await;
+    let again = sync(&app, "localfiles", storage).await;
     assert_eq!(again["last_sync_count"], json!(1), "{again}");
     assert_eq!(
         numbers(&app.db, p).await,
@@ -357,26 +351,19 @@ async fn local_files_in_key_order(backend: Backend) {
         .expect(StatusCode::CREATED)["id"]
         .as_i64()
         .expect("id");
-    let path = format!("/api/storages/localfiles/{storage}");
-    let run = || async {
-        app.post(&format!("{path}/sync"), &app.owner, json!({}))
-            .await
-            .expect(StatusCode::OK);
-        app.wait_storage_sync(&path, 3000).await
-    };
 
-    let first = run().await;
+    let first = sync(&app, "localfiles", storage).await;
     assert_eq!(first["status"], json!("completed"), "{first}");
     assert_eq!(first["last_sync_count"], json!(expected.len()), "{first}");
     let want: Vec<String> = expected.iter().map(|k| url(k)).collect();
     assert_eq!(urls_in_task_order(&app.db, p).await, want);
 
-    let again = run().await;
+    let again = sync(&app, "localfiles", storage).await;
     assert_eq!(again["status"], json!("completed"), "{again}");
     assert_eq!(again["last_sync_count"], json!(0), "{again}");
 
     std::fs::write(dir.join("a/b/later.txt"), "later").expect("write");
-    let later = run().await;
+    let later = sync(&app, "localfiles", storage).await;
     assert_eq!(later["last_sync_count"], json!(1), "{later}");
     let mut want = want;
     want.push(url("a/b/later.txt"));

@@ -225,11 +225,17 @@ async fn export_storage(app: &TestApp, kind: &str, body: Value) -> i64 {
         .expect("id")
 }
 
-async fn written_on_change(backend: Backend) {
-    let Some(moto) = moto().await else { return };
+/// The set-up of the tests that write to a kept and a dropped target: a local-files root (in
+/// the returned directory, as `root`) holding `dirs`, private targets allowed, the job worker
+/// running, and the buckets `keep-bucket` and `drop-bucket` in moto.
+async fn keep_and_drop(
+    backend: Backend,
+    moto: &Emulator,
+    dirs: &[&str],
+) -> (tempfile::TempDir, TestApp, tokio::sync::watch::Sender<bool>) {
     let base = tempfile::tempdir().expect("tempdir");
     let root = base.path().join("root");
-    for d in ["keep", "drop", "other"] {
+    for d in dirs {
         std::fs::create_dir_all(root.join(d)).expect("mkdir");
     }
     let root_text = root.display().to_string();
@@ -238,11 +244,18 @@ async fn written_on_change(backend: Backend) {
         c.allow_private_targets = "true".into();
     })
     .await;
-    let _worker = start_worker(&app);
+    let worker = start_worker(&app);
     for bucket in ["keep-bucket", "drop-bucket"] {
         let (status, _) = s3(reqwest::Method::PUT, &format!("{}/{bucket}", moto.url)).await;
         assert_eq!(status, 200, "create bucket {bucket}");
     }
+    (base, app, worker)
+}
+
+async fn written_on_change(backend: Backend) {
+    let Some(moto) = moto().await else { return };
+    let (base, app, _worker) = keep_and_drop(backend, &moto, &["keep", "drop", "other"]).await;
+    let root = base.path().join("root");
     let p = app.mk_project(&app.owner, json!({})).await;
     let t = app.mk_tasks(&app.owner, p, 2).await;
     let s3_body = |bucket: &str, delete: bool| {
@@ -711,22 +724,8 @@ async fn execute(db: &Db, sql: &str) -> u64 {
 /// rest with the project's tasks; storages without `can_delete_objects` keep them.
 async fn deleted_tasks(backend: Backend) {
     let Some(moto) = moto().await else { return };
-    let base = tempfile::tempdir().expect("tempdir");
+    let (base, app, _worker) = keep_and_drop(backend, &moto, &["keep", "drop"]).await;
     let root = base.path().join("root");
-    for d in ["keep", "drop"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    let root_text = root.display().to_string();
-    let app = TestApp::with_config(backend, move |c| {
-        c.local_files_root = root_text;
-        c.allow_private_targets = "true".into();
-    })
-    .await;
-    let _worker = start_worker(&app);
-    for bucket in ["keep-bucket", "drop-bucket"] {
-        let (status, _) = s3(reqwest::Method::PUT, &format!("{}/{bucket}", moto.url)).await;
-        assert_eq!(status, 200, "create bucket {bucket}");
-    }
     let p = app.mk_project(&app.owner, json!({})).await;
     let t = app.mk_tasks(&app.owner, p, 3).await;
     for (bucket, delete) in [("keep-bucket", false), ("drop-bucket", true)] {
