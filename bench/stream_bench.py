@@ -5,7 +5,10 @@ PostgreSQL, over loopback:
 
 1. Import: the first tenth of the tasks arrive annotated (the stream must step over them).
 2. Next + submit with A concurrent annotators (default 16): latency of `next` and of the submit
-   separately (p50, p99), pairs per second, server CPU per pair, double hand-outs.
+   separately (p50, p99), pairs per second, server CPU per pair, double hand-outs. First at
+   saturation (each annotator's next request right after the last answer), then paced: each
+   annotator labels for a random 0.5–1.5 × `--think-ms` before submitting (1 s by default,
+   still many times faster than people label), which is the latency annotators see.
 3. Filtered data-manager pages (`GET /api/tasks?view=V`, 30 per page) for a few saved views.
 4. Dashboard and agreement reads (`/stats/...`): the slowest of several calls each.
 5. Agreement update per annotation: a second annotator's submit on tasks that already hold an
@@ -19,6 +22,7 @@ PostgreSQL, over loopback:
 import argparse
 import json
 import os
+import random
 import subprocess
 import tempfile
 import threading
@@ -80,13 +84,18 @@ def annotators(binary, data_dir, database_url, count, prefix):
     return tokens
 
 
-def stream(port, project, tokens, pairs):
-    """Each annotator loops next → submit `pairs` times; (next latencies, submit latencies, doubles)."""
+def stream(port, project, tokens, pairs, think_ms=0):
+    """Each annotator loops next → submit `pairs` times; (next latencies, submit latencies, doubles).
+
+    With `think_ms`, an annotator spends a random 0.5–1.5 × `think_ms` on each task between
+    receiving it and submitting (labeling), as people do; without, requests follow each other
+    at once and the run measures the server at saturation."""
     nexts, submits, lock = [], [], threading.Lock()
     holders, doubles = {}, [0]
 
     def worker(token):
         c = Client(port, token)
+        rng = random.Random(token)
         for _ in range(pairs):
             t0 = time.perf_counter()
             status, body = c.call("GET", f"/api/projects/{project}/next")
@@ -98,12 +107,15 @@ def stream(port, project, tokens, pairs):
             with lock:
                 holders[task] = holders.get(task, 0) + 1
                 doubles[0] += holders[task] > 1
-            status, body = c.call("POST", f"/api/tasks/{task}/annotations", {"result": RESULT})
+            if think_ms:
+                time.sleep(think_ms * rng.uniform(0.5, 1.5) / 1000)
             t2 = time.perf_counter()
+            status, body = c.call("POST", f"/api/tasks/{task}/annotations", {"result": RESULT})
+            t3 = time.perf_counter()
             assert status == 201, body[:300]
             with lock:
                 nexts.append(t1 - t0)
-                submits.append(t2 - t1)
+                submits.append(t3 - t2)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in tokens]
     for t in threads:
@@ -140,6 +152,9 @@ def main():
     ap.add_argument("--tasks", type=int, default=1_000_000)
     ap.add_argument("--annotators", type=int, default=16)
     ap.add_argument("--pairs", type=int, default=150, help="next + submit pairs per annotator")
+    ap.add_argument("--think-ms", type=int, default=1000,
+                    help="mean time an annotator spends on a task in the paced run (0: no paced run)")
+    ap.add_argument("--paced-pairs", type=int, default=60, help="next + submit pairs per annotator, paced run")
     ap.add_argument("--agreement-tasks", type=int, default=500)
     args = ap.parse_args()
 
@@ -164,6 +179,13 @@ def main():
                      f"{n / secs:,.0f} pairs/s; next p50 {pct(nexts, .5):.1f} ms, p99 {pct(nexts, .99):.1f} ms; "
                      f"submit p50 {pct(submits, .5):.1f} ms, p99 {pct(submits, .99):.1f} ms",
                      f"{cpu / n * 1000:.2f} ms CPU/pair; {doubles} double hand-outs"))
+        if args.think_ms:
+            nexts, submits, doubles = stream(port, project, tokens, args.paced_pairs, args.think_ms)
+            rows.append((f"next + submit, {args.annotators} annotators labeling {args.think_ms} ms per task "
+                         f"(0.5–1.5×), {len(nexts):,} pairs",
+                         f"next p50 {pct(nexts, .5):.1f} ms, p99 {pct(nexts, .99):.1f} ms; "
+                         f"submit p50 {pct(submits, .5):.1f} ms, p99 {pct(submits, .99):.1f} ms",
+                         f"{doubles} double hand-outs"))
 
         for name, data in FILTERED_VIEWS.items():
             status, body = c.call("POST", "/api/dm/views", {"project": project, "data": data})

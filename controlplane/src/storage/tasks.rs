@@ -1881,8 +1881,13 @@ pub async fn list(
     };
     let filtered = query.condition != "true";
     let n = query.params.len();
+    // The exact total and the page are independent reads: they run at the same time on two
+    // connections of the read pool, so a page costs the longer of the two, not their sum.
     let (total, rows, ids): (i64, Vec<TaskRow>, Vec<i64>) = with_read!(db, conn, {
-        let total = if filtered {
+        let total = async {
+            if !filtered {
+                return Ok::<_, sqlx::Error>(project.task_number);
+            }
             let sql = format!(
                 "select count(*) from task t where t.project_id = $1 and {}",
                 query.condition
@@ -1891,40 +1896,40 @@ pub async fn list(
             for p in &query.params {
                 q = q.bind(p);
             }
-            q.fetch_one(conn).await?
-        } else {
-            project.task_number
+            q.fetch_one(conn).await
         };
         let (limit_p, offset_p) = (n + 2, n + 3);
-        if ids_only {
-            let sql = format!(
-                "select t.id from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
-                query.condition, query.order
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(project_id);
-            for p in &query.params {
-                q = q.bind(p);
+        let page = async {
+            if ids_only {
+                let sql = format!(
+                    "select t.id from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
+                    query.condition, query.order
+                );
+                let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(project_id);
+                for p in &query.params {
+                    q = q.bind(p);
+                }
+                Ok::<_, sqlx::Error>((
+                    Vec::new(),
+                    q.bind(limit).bind(offset).fetch_all(conn).await?,
+                ))
+            } else {
+                let sql = format!(
+                    "select {TASK_COLUMNS} from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
+                    query.condition, query.order
+                );
+                let mut q = sqlx::query_as::<_, TaskRow>(&sql).bind(project_id);
+                for p in &query.params {
+                    q = q.bind(p);
+                }
+                Ok((
+                    q.bind(limit).bind(offset).fetch_all(conn).await?,
+                    Vec::new(),
+                ))
             }
-            (
-                total,
-                Vec::new(),
-                q.bind(limit).bind(offset).fetch_all(conn).await?,
-            )
-        } else {
-            let sql = format!(
-                "select {TASK_COLUMNS} from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
-                query.condition, query.order
-            );
-            let mut q = sqlx::query_as::<_, TaskRow>(&sql).bind(project_id);
-            for p in &query.params {
-                q = q.bind(p);
-            }
-            (
-                total,
-                q.bind(limit).bind(offset).fetch_all(conn).await?,
-                Vec::new(),
-            )
-        }
+        };
+        let (total, (rows, ids)) = tokio::try_join!(total, page)?;
+        (total, rows, ids)
     });
     let mut tasks = if ids_only {
         ids.into_iter()
@@ -2222,6 +2227,10 @@ const MANUAL_QUEUE: &str = "Manually assigned queue";
 /// project's row lock (PostgreSQL) or the single writer (SQLite), so two annotators can never
 /// both see capacity that only one of them can take: a task is handed to at most `overlap`
 /// annotators at once (unexpired reservations + counted annotations < overlap).
+/// Deletes a project's reservations that expired longer ago than a late submit is recognised
+/// (ADR 0048); `$1` project, `$2` the cut-off time.
+const SWEEP_EXPIRED_LOCKS: &str = "delete from task_lock where project_id = $1 and expire_at <= $2";
+
 pub async fn next(
     db: &Db,
     actor: &Actor,
@@ -2285,40 +2294,45 @@ pub async fn next(
         // A pause or removal that landed since the check above counts.
         crate::recheck_project_access!(tx, actor, project_id, Permission::AnnotationCreate)?;
         // Expired reservations are kept for a while so that a late submit is recognised as one
-        // (strict overlap, ADR 0048); every reader below counts only live ones.
-        sqlx::query("delete from task_lock where project_id = $1 and expire_at <= $2")
-            .bind(project_id)
-            .bind(now - EXPIRED_LOCKS_KEPT_MICROS)
-            .execute(&mut *tx)
-            .await?;
-        // 1. A task this user already holds and has not finished.
-        let held: Option<(i64, String)> = sqlx::query_as(
-            "select l.task_id, l.unique_id from task_lock l where l.project_id = $1 and l.user_id = $2 \
-             and l.expire_at > $3 \
+        // (strict overlap, ADR 0048); every reader below counts only live ones. On SQLite the
+        // sweep is an in-process index probe; on PostgreSQL it is a round trip, made after the
+        // commit so that it does not hold the project's lock (below).
+        if dialect == Dialect::Sqlite {
+            sqlx::query(SWEEP_EXPIRED_LOCKS)
+                .bind(project_id)
+                .bind(now - EXPIRED_LOCKS_KEPT_MICROS)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // 1. A task this user already holds and has not finished; else 1b. rework: an
+        // annotation of this user that a reviewer rejected and requeued to them (ADR 0024),
+        // which leaves the queue when they change it. One statement, the held task first.
+        let own: Option<(i64, Option<String>)> = sqlx::query_as(
+            "select task_id, unique_id from (\
+             select * from (select l.task_id, l.unique_id, 0 as queue from task_lock l \
+             where l.project_id = $1 and l.user_id = $2 and l.expire_at > $3 \
              and not exists (select 1 from annotation a where a.task_id = l.task_id and a.completed_by = $2) \
-             order by l.task_id limit 1",
+             order by l.task_id limit 1) held \
+             union all \
+             select * from (select a.task_id, cast(null as text) as unique_id, 1 as queue from annotation a \
+             where a.project_id = $1 and a.completed_by = $2 \
+             and not a.was_cancelled and a.last_action = 'rejected' order by a.task_id limit 1) rework\
+             ) own order by queue limit 1",
         )
         .bind(project_id)
         .bind(user)
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((id, lock)) = held {
-            return Ok::<_, ApiError>(Some((id, Some(lock), "Task lock".to_string())));
-        }
-        // 1b. Rework: an annotation of this user that a reviewer rejected and requeued to
-        // them (ADR 0024); it leaves the queue when they change it.
-        let rework: Option<i64> = sqlx::query_scalar(
-            "select a.task_id from annotation a where a.project_id = $1 and a.completed_by = $2 \
-             and not a.was_cancelled and a.last_action = 'rejected' order by a.task_id limit 1",
-        )
-        .bind(project_id)
-        .bind(user)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(task_id) = rework {
-            let lock_id = reserve!(tx, task_id);
-            return Ok(Some((task_id, Some(lock_id), REWORK_QUEUE.to_string())));
+        match own {
+            Some((id, Some(lock))) => {
+                return Ok::<_, ApiError>(Some((id, Some(lock), "Task lock".to_string())));
+            }
+            Some((task_id, None)) => {
+                let lock_id = reserve!(tx, task_id);
+                return Ok(Some((task_id, Some(lock_id), REWORK_QUEUE.to_string())));
+            }
+            None => {}
         }
         // 1a. Manual distribution (ADR 0039): annotators get only the tasks assigned to them,
         // in task order, whatever their overlap; nobody else takes them from this stream, so
@@ -2539,6 +2553,13 @@ pub async fn next(
         let lock_id = reserve!(tx, task_id);
         Ok(Some((task_id, Some(lock_id), queue.to_string())))
     })?;
+    if let Db::Postgres(pool) = db {
+        sqlx::query(SWEEP_EXPIRED_LOCKS)
+            .bind(project_id)
+            .bind(now - EXPIRED_LOCKS_KEPT_MICROS)
+            .execute(pool)
+            .await?;
+    }
     let Some((task_id, lock_id, queue)) = picked else {
         return Err(ApiError::new(
             ErrorCode::NoMoreTasks,

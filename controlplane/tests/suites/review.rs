@@ -306,6 +306,24 @@ both_backends! {
         assert_eq!(rv["annotations"][0]["id"], json!(a1));
     }
 
+    async fn a_held_task_comes_before_rework(app) {
+        // The annotator holds a reserved task when their earlier annotation is sent back: they
+        // finish the task they hold first, then get the rework.
+        let t = team(&app, "hr", json!({}), 3).await;
+        let a1 = annotate(&app, &t.ann1, t.tasks[0], "pos").await;
+        let held = app.get(&format!("/api/projects/{}/next", t.p), &t.ann1).await.expect(StatusCode::OK);
+        assert_eq!(held["id"], json!(t.tasks[1]));
+        review(&app, &t.rev1, json!({"annotation": a1, "accepted": false})).await;
+        let again = app.get(&format!("/api/projects/{}/next", t.p), &t.ann1).await.expect(StatusCode::OK);
+        assert_eq!((again["id"].clone(), again["queue"].clone()), (json!(t.tasks[1]), json!("Task lock")));
+        assert_eq!(again["unique_lock_id"], held["unique_lock_id"]);
+        annotate(&app, &t.ann1, t.tasks[1], "neg").await;
+        let rework = app.get(&format!("/api/projects/{}/next", t.p), &t.ann1).await.expect(StatusCode::OK);
+        assert_eq!((rework["id"].clone(), rework["queue"].clone()), (json!(t.tasks[0]), json!("Rework queue")));
+        assert!(rework["unique_lock_id"].is_string());
+        assert_ne!(rework["unique_lock_id"], held["unique_lock_id"]);
+    }
+
     async fn rework_ends_the_annotators_reservation(app) {
         // Overlap 2: after the rework, the task's second place is free for another annotator
         // at once (the reworking annotator's reservation ended with their change).
