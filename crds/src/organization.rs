@@ -77,6 +77,10 @@ pub struct OrganizationSpec {
     /// The storage proxy Deployment (`verity storage-proxy`).
     #[serde(default)]
     pub storage_proxy: StorageProxySpec,
+    /// The cloud identity the app, workers and storage proxy use for the tenant's object
+    /// storages (the base identity that assumes an S3 storage's IAM role).
+    #[serde(default, skip_serializing_if = "StorageSpec::is_empty")]
+    pub storage: StorageSpec,
     /// The existing PostgreSQL database of this tenant.
     pub database: DatabaseSpec,
     /// Network isolation: who may reach the tenant, and where the tenant may connect.
@@ -379,6 +383,72 @@ impl Default for StorageProxySpec {
 
 fn default_proxy_replicas() -> i32 {
     0
+}
+
+/// The server-wide cloud identity of the tenant's storages. Storages that carry their own keys
+/// do not need it; an S3 storage that names only an IAM role (`role_arn`) assumes the role with
+/// it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// A Secret in the tenant namespace holding the base AWS identity (an access key, and a
+    /// session token when the key is temporary), given to `verity serve`, `verity work` and
+    /// `verity storage-proxy` as `VERITY_AWS_ACCESS_KEY_ID`, `VERITY_AWS_SECRET_ACCESS_KEY` and
+    /// `VERITY_AWS_SESSION_TOKEN`. Pods read it when they start: after rotating the key,
+    /// restart them (`kubectl rollout restart deployment -n <namespace>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_credentials_secret_ref: Option<AwsCredentialsSecretRef>,
+    /// The STS endpoint roles are assumed at (`VERITY_AWS_STS_ENDPOINT`), e.g. a regional or
+    /// VPC endpoint; the public regional endpoint of the storage's region if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.storage.awsStsEndpoint must be an http or https URL"))]
+    #[schemars(length(max = 2048))]
+    pub aws_sts_endpoint: Option<String>,
+    /// The Microsoft Entra authority Azure service principals sign in at
+    /// (`VERITY_AZURE_AUTHORITY_HOST`); `https://login.microsoftonline.com` if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.storage.azureAuthorityHost must be an http or https URL"))]
+    #[schemars(length(max = 2048))]
+    pub azure_authority_host: Option<String>,
+}
+
+impl StorageSpec {
+    /// Whether nothing is set (the field is then left out of the serialized spec).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// The keys of a Secret in the tenant namespace that hold an AWS access key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsCredentialsSecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the access key id.
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub access_key_id_key: String,
+    /// Key of the secret access key.
+    #[serde(default = "default_secret_access_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_access_key_key: String,
+    /// Key of the session token of a temporary key. Optional in the Secret: when the key is
+    /// absent, no session token is given.
+    #[serde(default = "default_session_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub session_token_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "access-key-id".into()
+}
+fn default_secret_access_key_key() -> String {
+    "secret-access-key".into()
+}
+fn default_session_token_key() -> String {
+    "session-token".into()
 }
 
 /// The tenant's existing PostgreSQL. The operator only reads the reference; it never creates,

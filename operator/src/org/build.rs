@@ -618,6 +618,7 @@ fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
             json!({"name": "VERITY_DATABASE_CA", "value": format!("{DATABASE_CA_DIR}/ca.crt")}),
         );
     }
+    env.extend(storage_identity_env(cx));
     let outbound = &cx.org.spec.network.outbound_endpoints;
     if redis.is_some() && !outbound.is_empty() {
         // The app checks webhook URLs and the workers deliver: both allow what the policy opens.
@@ -633,6 +634,33 @@ fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
             json!({"name": "VERITY_REDIS_TLS_CERT", "value": "/etc/verity/redis-tls/tls.crt"}),
             json!({"name": "VERITY_REDIS_TLS_KEY", "value": "/etc/verity/redis-tls/tls.key"}),
         ]);
+    }
+    env
+}
+
+/// The base cloud identity of the storages (`spec.storage`), the same for `serve`, `work` and
+/// `storage-proxy`: each of them may open a storage that assumes a role with it.
+fn storage_identity_env(cx: &Ctx<'_>) -> Vec<Value> {
+    let storage = &cx.org.spec.storage;
+    let mut env = Vec::new();
+    if let Some(aws) = &storage.aws_credentials_secret_ref {
+        let key = |var: &str, key: &str, optional: bool| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": aws.name, "key": key, "optional": optional}}});
+        env.extend([
+            key("VERITY_AWS_ACCESS_KEY_ID", &aws.access_key_id_key, false),
+            key(
+                "VERITY_AWS_SECRET_ACCESS_KEY",
+                &aws.secret_access_key_key,
+                false,
+            ),
+            // Only temporary keys come with a session token.
+            key("VERITY_AWS_SESSION_TOKEN", &aws.session_token_key, true),
+        ]);
+    }
+    if let Some(url) = &storage.aws_sts_endpoint {
+        env.push(json!({"name": "VERITY_AWS_STS_ENDPOINT", "value": url}));
+    }
+    if let Some(url) = &storage.azure_authority_host {
+        env.push(json!({"name": "VERITY_AZURE_AUTHORITY_HOST", "value": url}));
     }
     env
 }

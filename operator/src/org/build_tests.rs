@@ -624,3 +624,60 @@ fn database_ca_reaches_every_database_client() {
     let text = serde_json::to_string(&plain.iter().map(|d| &d.body).collect::<Vec<_>>()).unwrap();
     assert!(!text.contains("database-ca") && !text.contains("VERITY_DATABASE_CA"));
 }
+
+/// With `spec.storage`, `serve` (and its migrate step), every worker pool and the storage proxy
+/// get the same base cloud identity: any of them may open a storage that assumes a role.
+#[test]
+fn storage_base_identity_reaches_serve_work_and_the_storage_proxy() {
+    let storage = json!({
+        "awsCredentialsSecretRef": {"name": "acme-aws", "accessKeyIdKey": "id"},
+        "awsStsEndpoint": "https://sts.eu-west-1.amazonaws.com",
+        "azureAuthorityHost": "https://login.example.test",
+    });
+    let objs = build::build(&org(json!({"storage": storage})), &material(), OPERATOR_NS);
+    let mut seen = Vec::new();
+    for d in objs.iter().filter(|d| d.kind == Kind::Deployment) {
+        let pod = &d.body["spec"]["template"]["spec"];
+        let containers = pod["containers"].as_array().unwrap().iter();
+        for c in containers.chain(pod["initContainers"].as_array().into_iter().flatten()) {
+            let env = c["env"].as_array().unwrap();
+            let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+            let secret = |name: &str| var(name).map(|e| e["valueFrom"]["secretKeyRef"].clone());
+            let at = format!("{}/{}", d.name(), c["name"]);
+            assert_eq!(
+                secret("VERITY_AWS_ACCESS_KEY_ID"),
+                Some(json!({"name": "acme-aws", "key": "id", "optional": false})),
+                "{at}"
+            );
+            assert_eq!(
+                secret("VERITY_AWS_SECRET_ACCESS_KEY"),
+                Some(json!({"name": "acme-aws", "key": "secret-access-key", "optional": false})),
+                "{at}"
+            );
+            // A long-lived key has no session token: the key may be absent from the Secret.
+            assert_eq!(
+                secret("VERITY_AWS_SESSION_TOKEN"),
+                Some(json!({"name": "acme-aws", "key": "session-token", "optional": true})),
+                "{at}"
+            );
+            assert_eq!(
+                var("VERITY_AWS_STS_ENDPOINT").map(|e| e["value"].clone()),
+                Some(json!("https://sts.eu-west-1.amazonaws.com")),
+                "{at}"
+            );
+            assert_eq!(
+                var("VERITY_AZURE_AUTHORITY_HOST").map(|e| e["value"].clone()),
+                Some(json!("https://login.example.test")),
+                "{at}"
+            );
+            seen.push(c["args"][0].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    for program in ["serve", "migrate", "work", "storage-proxy"] {
+        assert!(seen.iter().any(|s| s == program), "{program}: {seen:?}");
+    }
+    // Without `spec.storage` no pod is given any of it.
+    let plain = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    let text = serde_json::to_string(&plain.iter().map(|d| &d.body).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains("VERITY_AWS_") && !text.contains("VERITY_AZURE_"));
+}
