@@ -363,7 +363,8 @@ fn default_renew_before() -> i32 {
 pub struct StorageProxySpec {
     /// Replicas of `verity storage-proxy`. Defaults to 0: the app serves media links itself
     /// (`/storage-proxy/` in-process); a separate proxy pays off once media lives in object
-    /// storage, which the app and proxy reach through `network.storageEndpoints`.
+    /// storage, which the app and proxy reach through `network.storageEndpoints` (private) or
+    /// `network.publicEgress` (public).
     #[serde(default = "default_proxy_replicas")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 50").message("storageProxy.replicas must be between 0 and 50"))]
     pub replicas: i32,
@@ -522,7 +523,9 @@ pub struct NetworkSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub ingress_from_namespaces: Vec<String>,
-    /// Object-storage endpoints the storage proxy and workers may connect to.
+    /// Private object-storage endpoints (and STS or identity endpoints inside the cluster) the
+    /// app, the workers and the storage proxy may connect to; each is also passed to the
+    /// control plane's guard against private targets (`VERITY_ALLOW_PRIVATE_TARGETS`).
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub storage_endpoints: Vec<NetworkEndpoint>,
@@ -533,9 +536,10 @@ pub struct NetworkSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub outbound_endpoints: Vec<NetworkEndpoint>,
-    /// Let the app and the workers reach public addresses (everything but private, loopback,
-    /// link-local and shared ranges) on TCP 80 and 443, where webhook receivers usually are.
-    /// Off by default: nothing leaves the tenant that is not declared.
+    /// Let the app, the workers and the storage proxy reach public addresses (everything but
+    /// private, loopback, link-local and shared ranges) on TCP 80 and 443, where webhook
+    /// receivers, public buckets and STS usually are. Off by default: nothing leaves the
+    /// tenant that is not declared.
     #[serde(default)]
     pub public_egress: bool,
 }

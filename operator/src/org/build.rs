@@ -433,11 +433,13 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
             "192.168.0.0/16",
         ];
         let except_v6 = ["::1/128", "fc00::/7", "fe80::/10"];
+        // The storage proxy streams objects from public buckets (and assumes roles at STS)
+        // just as the app and the workers read them, so it gets the same public egress.
         out.push(netpol(
             cx,
             "allow-public-egress",
             json!({
-                "podSelector": pods_of(cx, &["app", "worker"]), "policyTypes": ["Egress"],
+                "podSelector": pods_of(cx, &["app", "worker", "storage-proxy"]), "policyTypes": ["Egress"],
                 "egress": [{
                     "to": [
                         { "ipBlock": { "cidr": "0.0.0.0/0", "except": except_v4 } },
@@ -461,11 +463,14 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
     }
     if !net.storage_endpoints.is_empty() {
         let endpoints: Vec<&NetworkEndpoint> = net.storage_endpoints.iter().collect();
+        // Every program opens storages: the app checks a storage when it is saved and serves
+        // media links itself while the storage proxy has no replicas, the workers sync and
+        // export, the proxy streams.
         out.push(netpol(
             cx,
             "allow-storage",
             json!({
-                "podSelector": pods_of(cx, &["storage-proxy", "worker"]), "policyTypes": ["Egress"],
+                "podSelector": pods_of(cx, &["app", "worker", "storage-proxy"]), "policyTypes": ["Egress"],
                 "egress": ip_egress(&endpoints),
             }),
         ));
@@ -619,10 +624,22 @@ fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
         );
     }
     env.extend(storage_identity_env(cx));
-    let outbound = &cx.org.spec.network.outbound_endpoints;
-    if redis.is_some() && !outbound.is_empty() {
-        // The app checks webhook URLs and the workers deliver: both allow what the policy opens.
-        let cidrs: Vec<&str> = outbound.iter().map(|e| e.cidr.as_str()).collect();
+    // The control plane's guard against private targets allows what the NetworkPolicies open
+    // to the pod: webhook and ML-backend endpoints for the app (which checks their URLs) and
+    // the workers (which deliver), storage endpoints for all three.
+    let net = &cx.org.spec.network;
+    let outbound = if redis.is_some() {
+        net.outbound_endpoints.as_slice()
+    } else {
+        &[]
+    };
+    let mut cidrs: Vec<&str> = Vec::new();
+    for e in outbound.iter().chain(&net.storage_endpoints) {
+        if !cidrs.contains(&e.cidr.as_str()) {
+            cidrs.push(&e.cidr);
+        }
+    }
+    if !cidrs.is_empty() {
         env.push(json!({"name": "VERITY_ALLOW_PRIVATE_TARGETS", "value": cidrs.join(",")}));
     }
     if let Some(secret) = redis {

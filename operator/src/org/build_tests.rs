@@ -369,7 +369,7 @@ fn webhook_egress_is_declared_and_matches_the_private_target_guard() {
         selects(&public["spec"]["podSelector"], "worker")
             && selects(&public["spec"]["podSelector"], "app")
     );
-    assert!(!selects(&public["spec"]["podSelector"], "storage-proxy"));
+    assert!(!selects(&public["spec"]["podSelector"], "redis"));
     let v4 = &public["spec"]["egress"][0]["to"][0]["ipBlock"];
     assert_eq!(v4["cidr"], "0.0.0.0/0");
     for private in [
@@ -680,4 +680,69 @@ fn storage_base_identity_reaches_serve_work_and_the_storage_proxy() {
     let plain = build::build(&org(json!({})), &material(), OPERATOR_NS);
     let text = serde_json::to_string(&plain.iter().map(|d| &d.body).collect::<Vec<_>>()).unwrap();
     assert!(!text.contains("VERITY_AWS_") && !text.contains("VERITY_AZURE_"));
+}
+
+/// The storage proxy streams objects from the storages and assumes roles at STS: with public
+/// egress it reaches public buckets like the app and the workers, and every program that opens
+/// storages (the app checks them and serves media links while the proxy has no replicas)
+/// reaches the declared storage endpoints, which its private-target guard then allows.
+#[test]
+fn storage_egress_reaches_every_program_that_opens_storages() {
+    let env_of = |objs: &[Desired], deployment: &str, name: &str| -> Option<String> {
+        find(objs, Kind::Deployment, deployment)["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|e| e["name"] == name))
+            .map(|e| e["value"].as_str().unwrap_or_default().to_string())
+    };
+    let objs = build::build(
+        &org(json!({"network": {"publicEgress": true}})),
+        &material(),
+        OPERATOR_NS,
+    );
+    let public = find(&objs, Kind::NetworkPolicy, "allow-public-egress");
+    for c in ["app", "worker", "storage-proxy"] {
+        assert!(selects(&public["spec"]["podSelector"], c), "{c}");
+    }
+    assert!(
+        !objs
+            .iter()
+            .any(|d| d.kind == Kind::NetworkPolicy && d.name() == "allow-storage")
+    );
+    assert_eq!(
+        env_of(&objs, "storage-proxy", "VERITY_ALLOW_PRIVATE_TARGETS"),
+        None
+    );
+
+    let objs = build::build(
+        &org(json!({"network": {
+            "storageEndpoints": [{"cidr": "10.30.0.0/16", "ports": [9000]}],
+            "outboundEndpoints": [{"cidr": "10.9.0.0/16", "ports": [8443]}, {"cidr": "10.30.0.0/16", "ports": [8080]}],
+        }})),
+        &material(),
+        OPERATOR_NS,
+    );
+    let storage = find(&objs, Kind::NetworkPolicy, "allow-storage");
+    for c in ["app", "worker", "storage-proxy"] {
+        assert!(selects(&storage["spec"]["podSelector"], c), "{c}");
+    }
+    assert!(!selects(&storage["spec"]["podSelector"], "redis"));
+    assert_eq!(
+        storage["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+        "10.30.0.0/16"
+    );
+    // The guard allows exactly what the policies open to each pod (each network once).
+    assert_eq!(
+        env_of(&objs, "storage-proxy", "VERITY_ALLOW_PRIVATE_TARGETS").as_deref(),
+        Some("10.30.0.0/16")
+    );
+    for d in ["app", "worker-default"] {
+        assert_eq!(
+            env_of(&objs, d, "VERITY_ALLOW_PRIVATE_TARGETS").as_deref(),
+            Some("10.9.0.0/16,10.30.0.0/16"),
+            "{d}"
+        );
+    }
+    // Webhook endpoints are not the storage proxy's business.
+    let outbound = find(&objs, Kind::NetworkPolicy, "allow-outbound");
+    assert!(!selects(&outbound["spec"]["podSelector"], "storage-proxy"));
 }
