@@ -400,7 +400,8 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_credentials_secret_ref: Option<AwsCredentialsSecretRef>,
     /// The STS endpoint roles are assumed at (`VERITY_AWS_STS_ENDPOINT`), e.g. a regional or
-    /// VPC endpoint; the public regional endpoint of the storage's region if unset.
+    /// VPC endpoint. Unset: the storage's own S3 endpoint if it has one, else
+    /// `https://sts.<region>.amazonaws.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.storage.awsStsEndpoint must be an http or https URL"))]
     #[schemars(length(max = 2048))]
@@ -411,6 +412,27 @@ pub struct StorageSpec {
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.storage.azureAuthorityHost must be an http or https URL"))]
     #[schemars(length(max = 2048))]
     pub azure_authority_host: Option<String>,
+    /// GCS storages without a service-account key sign with the Google service account of the
+    /// tenant's pods (GKE Workload Identity), whose tokens come from the metadata server
+    /// (`VERITY_GCS_WORKLOAD_IDENTITY`). The operator opens egress to the metadata server
+    /// (169.254.169.254, port 80) for the app, the workers and the storage proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs_workload_identity: Option<GcsWorkloadIdentity>,
+}
+
+/// GKE Workload Identity of the tenant's pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsWorkloadIdentity {
+    /// The Google service account the Kubernetes service accounts `verity-app`,
+    /// `verity-worker` and `verity-storage-proxy` act as (their `iam.gke.io/gcp-service-account`
+    /// annotation). Leave unset when IAM grants the Kubernetes service accounts directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 254),
+        regex(pattern = r"^[a-z][-a-z0-9]*@[-a-z0-9.]+\.gserviceaccount\.com$")
+    )]
+    pub gcp_service_account: Option<String>,
 }
 
 impl StorageSpec {

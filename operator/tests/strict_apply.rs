@@ -67,7 +67,8 @@ fn organizations(ns: &str) -> Vec<Organization> {
             // egress and storage endpoints.
             v["spec"]["deletionPolicy"] = json!("Delete");
             v["spec"]["storage"] = json!({"awsCredentialsSecretRef": {"name": "aws"},
-                "awsStsEndpoint": "https://sts.example.test", "azureAuthorityHost": "https://login.example.test"});
+                "awsStsEndpoint": "https://sts.example.test", "azureAuthorityHost": "https://login.example.test",
+                "gcsWorkloadIdentity": {"gcpServiceAccount": "verity@acme.iam.gserviceaccount.com"}});
             v["spec"]["network"] = json!({"publicEgress": true,
                 "storageEndpoints": [{"cidr": "192.0.2.0/24", "ports": [443]}]});
             v["spec"]["app"] = json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}});

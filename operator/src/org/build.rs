@@ -253,15 +253,26 @@ pub fn build(org: &Organization, material: &Material, operator_ns: &str) -> Vec<
     out.push(resource_quota(&cx));
     out.push(limit_range(&cx));
     out.extend(network_policies(&cx));
+    let gcp_account = org
+        .spec
+        .storage
+        .gcs_workload_identity
+        .as_ref()
+        .and_then(|w| w.gcp_service_account.as_deref());
     for sa in [
         "verity-app",
         "verity-worker",
         "verity-storage-proxy",
         "verity-redis",
     ] {
+        let mut meta = cx.meta(sa, "identity");
+        // GKE Workload Identity: the programs that open storages act as this Google account.
+        if let Some(account) = gcp_account.filter(|_| sa != "verity-redis") {
+            meta["annotations"] = json!({ "iam.gke.io/gcp-service-account": account });
+        }
         out.push(Desired::new(
             Kind::ServiceAccount,
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": cx.meta(sa, "identity"), "automountServiceAccountToken": false}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": false}),
         ));
     }
     out.extend(secrets(&cx, material));
@@ -447,6 +458,18 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
                     ],
                     "ports": [{ "protocol": "TCP", "port": 443 }, { "protocol": "TCP", "port": 80 }],
                 }],
+            }),
+        ));
+    }
+    if cx.org.spec.storage.gcs_workload_identity.is_some() {
+        // GCS workload identity: tokens come from the (GKE) metadata server.
+        out.push(netpol(
+            cx,
+            "allow-metadata",
+            json!({
+                "podSelector": pods_of(cx, &["app", "worker", "storage-proxy"]), "policyTypes": ["Egress"],
+                "egress": [{ "to": [{ "ipBlock": { "cidr": "169.254.169.254/32" } }],
+                             "ports": [{ "protocol": "TCP", "port": 80 }] }],
             }),
         ));
     }
@@ -678,6 +701,9 @@ fn storage_identity_env(cx: &Ctx<'_>) -> Vec<Value> {
     }
     if let Some(url) = &storage.azure_authority_host {
         env.push(json!({"name": "VERITY_AZURE_AUTHORITY_HOST", "value": url}));
+    }
+    if storage.gcs_workload_identity.is_some() {
+        env.push(json!({"name": "VERITY_GCS_WORKLOAD_IDENTITY", "value": "true"}));
     }
     env
 }

@@ -746,3 +746,53 @@ fn storage_egress_reaches_every_program_that_opens_storages() {
     let outbound = find(&objs, Kind::NetworkPolicy, "allow-outbound");
     assert!(!selects(&outbound["spec"]["podSelector"], "storage-proxy"));
 }
+
+/// `spec.storage.gcsWorkloadIdentity`: the app, workers and storage proxy sign GCS requests with
+/// the pods' Google identity, act as the named Google service account, and reach the metadata
+/// server; Redis gets none of it, and without the field nothing changes.
+#[test]
+fn gcs_workload_identity_reaches_the_programs_that_open_storages() {
+    let objs = build::build(
+        &org(
+            json!({"storage": {"gcsWorkloadIdentity": {"gcpServiceAccount": "verity@acme-prod.iam.gserviceaccount.com"}}}),
+        ),
+        &material(),
+        OPERATOR_NS,
+    );
+    for d in objs.iter().filter(|d| d.kind == Kind::Deployment) {
+        let env = &d.body["spec"]["template"]["spec"]["containers"][0]["env"];
+        let on = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "VERITY_GCS_WORKLOAD_IDENTITY" && e["value"] == "true");
+        assert!(on, "{}", d.name());
+    }
+    for sa in ["verity-app", "verity-worker", "verity-storage-proxy"] {
+        assert_eq!(
+            find(&objs, Kind::ServiceAccount, sa)["metadata"]["annotations"]["iam.gke.io/gcp-service-account"],
+            "verity@acme-prod.iam.gserviceaccount.com",
+            "{sa}"
+        );
+    }
+    assert!(
+        find(&objs, Kind::ServiceAccount, "verity-redis")["metadata"]["annotations"]
+            .get("iam.gke.io/gcp-service-account")
+            .is_none()
+    );
+    let md = find(&objs, Kind::NetworkPolicy, "allow-metadata");
+    for c in ["app", "worker", "storage-proxy"] {
+        assert!(selects(&md["spec"]["podSelector"], c), "{c}");
+    }
+    assert!(!selects(&md["spec"]["podSelector"], "redis"));
+    assert_eq!(
+        md["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+        "169.254.169.254/32"
+    );
+    assert_eq!(md["spec"]["egress"][0]["ports"][0]["port"], 80);
+
+    let plain = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    let text = serde_json::to_string(&plain.iter().map(|d| &d.body).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains("VERITY_GCS_WORKLOAD_IDENTITY") && !text.contains("iam.gke.io"));
+    assert!(!plain.iter().any(|d| d.name() == "allow-metadata"));
+}
