@@ -6,8 +6,10 @@
 //! [`crate::outbound::guarded_builder`], so a storage endpoint obeys the same outbound rules as
 //! webhooks: every resolved address and redirect is checked, and private targets are refused
 //! unless `allow_private_targets` allows them. The server's own cloud identity (instance
-//! metadata, application default credentials, environment) is never used: a storage without
-//! credentials makes anonymous requests. Short-lived credentials (ADR 0054): an S3 storage with
+//! metadata, application default credentials, environment) is never used by accident: a
+//! storage without credentials makes anonymous requests, except that a GCS storage signs with
+//! the server's workload identity when the administrator turned `gcs_workload_identity` on
+//! ([`crate::gce`]). Short-lived credentials (ADR 0054): an S3 storage with
 //! a `role_arn` signs with temporary credentials of that role ([`crate::sts`]; the base
 //! identity that assumes it is the storage's keys or the server's configured `VERITY_AWS_*`
 //! keys), and an Azure storage with a service principal gets OAuth tokens from the configured
@@ -255,6 +257,10 @@ pub struct ServerIdentity {
     pub sts_endpoint: String,
     /// Entra ID authority override.
     pub azure_authority_host: String,
+    /// GCS storages without a key use the server's Google identity (metadata server).
+    pub gcs_workload_identity: bool,
+    /// The GCE metadata host (empty: `metadata.google.internal`).
+    pub gce_metadata_host: String,
 }
 
 impl ServerIdentity {
@@ -266,6 +272,8 @@ impl ServerIdentity {
             aws_session_token: config.aws_session_token.trim().to_string(),
             sts_endpoint: config.aws_sts_endpoint.trim().to_string(),
             azure_authority_host: config.azure_authority_host.trim().to_string(),
+            gcs_workload_identity: config.gcs_workload_identity,
+            gce_metadata_host: config.gce_metadata_host.trim().to_string(),
         }
     }
 }
@@ -577,6 +585,12 @@ pub fn store(endpoint: &Endpoint, policy: Arc<TargetPolicy>) -> ApiResult<Bucket
             }
             if signed {
                 builder = builder.with_service_account_key(&endpoint.google_credentials);
+            } else if endpoint.identity.gcs_workload_identity {
+                // The server's own identity, which the administrator lent to its storages.
+                // Presigned URLs need a key to sign with, so such storages are not `signed`.
+                let token = crate::gce::MetadataToken::new(&endpoint.identity.gce_metadata_host)
+                    .map_err(ApiError::internal)?;
+                builder = builder.with_credentials(Arc::new(token));
             } else {
                 // Explicit empty credentials, so that neither the server's application default
                 // credentials nor its metadata server are consulted.
@@ -756,6 +770,14 @@ pub fn unreachable(
         return ApiError {
             internal: Some(text.clone()),
             ..ApiError::field(ErrorCode::StorageUnreachable, "role_arn", detail)
+        };
+    } else if let object_store::Error::Generic { store, source } = e
+        && *store == crate::gce::STORE
+    {
+        // The server's workload identity got no token: the bucket was not asked.
+        return ApiError {
+            internal: Some(text.clone()),
+            ..ApiError::new(ErrorCode::StorageUnreachable, source.to_string())
         };
     } else if provider == Provider::Azure && text.contains("Error performing token request") {
         // The service principal got no token: the blob service was not asked.

@@ -174,6 +174,15 @@ pub struct Config {
     /// principal (`tenant_id`, `client_id`, `client_secret`). Empty:
     /// `https://login.microsoftonline.com`. It obeys `allow_private_targets`.
     pub azure_authority_host: String,
+    /// GCS workload identity (ADR 0054): GCS storages without a service-account key sign with
+    /// an access token of the server's own Google service account, from the GCE metadata
+    /// server, instead of making anonymous requests. Every organization of the server then
+    /// reads and writes with that identity, so turn it on only for a server of one
+    /// organization (as each Organization of the operator is).
+    pub gcs_workload_identity: bool,
+    /// Host (and port) of the GCE metadata server, Google's `GCE_METADATA_HOST`. Empty:
+    /// `metadata.google.internal`.
+    pub gce_metadata_host: String,
 }
 
 impl Config {
@@ -243,6 +252,8 @@ impl Default for Config {
             aws_session_token: String::new(),
             aws_sts_endpoint: String::new(),
             azure_authority_host: String::new(),
+            gcs_workload_identity: false,
+            gce_metadata_host: String::new(),
             public_url: String::new(),
             storage_link_ttl_secs: 300,
             storage_proxy_max_bytes: 2 * 1024 * 1024 * 1024,
@@ -377,6 +388,8 @@ impl Config {
         env!(aws_session_token, "VERITY_AWS_SESSION_TOKEN", string);
         env!(aws_sts_endpoint, "VERITY_AWS_STS_ENDPOINT", string);
         env!(azure_authority_host, "VERITY_AZURE_AUTHORITY_HOST", string);
+        env!(gcs_workload_identity, "VERITY_GCS_WORKLOAD_IDENTITY", parse);
+        env!(gce_metadata_host, "GCE_METADATA_HOST", string);
         Ok(())
     }
 
@@ -539,6 +552,8 @@ mod tests {
         aws_session_token: String,
         aws_sts_endpoint: String,
         azure_authority_host: String,
+        gcs_workload_identity: bool,
+        gce_metadata_host: String,
     }
 
     impl From<&Config> for DefaultsProbe {
@@ -595,6 +610,8 @@ mod tests {
                 aws_session_token: c.aws_session_token.clone(),
                 aws_sts_endpoint: c.aws_sts_endpoint.clone(),
                 azure_authority_host: c.azure_authority_host.clone(),
+                gcs_workload_identity: c.gcs_workload_identity,
+                gce_metadata_host: c.gce_metadata_host.clone(),
             }
         }
     }

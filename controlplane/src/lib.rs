@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod exportchanges;
 pub mod exports;
+pub mod gce;
 pub mod http;
 pub mod imports;
 pub mod jobs;

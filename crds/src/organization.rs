@@ -77,6 +77,10 @@ pub struct OrganizationSpec {
     /// The storage proxy Deployment (`verity storage-proxy`).
     #[serde(default)]
     pub storage_proxy: StorageProxySpec,
+    /// The cloud identity the app, workers and storage proxy use for the tenant's object
+    /// storages (the base identity that assumes an S3 storage's IAM role).
+    #[serde(default, skip_serializing_if = "StorageSpec::is_empty")]
+    pub storage: StorageSpec,
     /// The existing PostgreSQL database of this tenant.
     pub database: DatabaseSpec,
     /// Network isolation: who may reach the tenant, and where the tenant may connect.
@@ -359,7 +363,8 @@ fn default_renew_before() -> i32 {
 pub struct StorageProxySpec {
     /// Replicas of `verity storage-proxy`. Defaults to 0: the app serves media links itself
     /// (`/storage-proxy/` in-process); a separate proxy pays off once media lives in object
-    /// storage, which the app and proxy reach through `network.storageEndpoints`.
+    /// storage, which the app and proxy reach through `network.storageEndpoints` (private) or
+    /// `network.publicEgress` (public).
     #[serde(default = "default_proxy_replicas")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 50").message("storageProxy.replicas must be between 0 and 50"))]
     pub replicas: i32,
@@ -379,6 +384,94 @@ impl Default for StorageProxySpec {
 
 fn default_proxy_replicas() -> i32 {
     0
+}
+
+/// The server-wide cloud identity of the tenant's storages. Storages that carry their own keys
+/// do not need it; an S3 storage that names only an IAM role (`role_arn`) assumes the role with
+/// it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// A Secret in the tenant namespace holding the base AWS identity (an access key, and a
+    /// session token when the key is temporary), given to `verity serve`, `verity work` and
+    /// `verity storage-proxy` as `VERITY_AWS_ACCESS_KEY_ID`, `VERITY_AWS_SECRET_ACCESS_KEY` and
+    /// `VERITY_AWS_SESSION_TOKEN`. Pods read it when they start: after rotating the key,
+    /// restart them (`kubectl rollout restart deployment -n <namespace>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_credentials_secret_ref: Option<AwsCredentialsSecretRef>,
+    /// The STS endpoint roles are assumed at (`VERITY_AWS_STS_ENDPOINT`), e.g. a regional or
+    /// VPC endpoint. Unset: the storage's own S3 endpoint if it has one, else
+    /// `https://sts.<region>.amazonaws.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.storage.awsStsEndpoint must be an http or https URL"))]
+    #[schemars(length(max = 2048))]
+    pub aws_sts_endpoint: Option<String>,
+    /// The Microsoft Entra authority Azure service principals sign in at
+    /// (`VERITY_AZURE_AUTHORITY_HOST`); `https://login.microsoftonline.com` if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.storage.azureAuthorityHost must be an http or https URL"))]
+    #[schemars(length(max = 2048))]
+    pub azure_authority_host: Option<String>,
+    /// GCS storages without a service-account key sign with the Google service account of the
+    /// tenant's pods (GKE Workload Identity), whose tokens come from the metadata server
+    /// (`VERITY_GCS_WORKLOAD_IDENTITY`). The operator opens egress to the metadata server
+    /// (169.254.169.254, port 80) for the app, the workers and the storage proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs_workload_identity: Option<GcsWorkloadIdentity>,
+}
+
+/// GKE Workload Identity of the tenant's pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsWorkloadIdentity {
+    /// The Google service account the Kubernetes service accounts `verity-app`,
+    /// `verity-worker` and `verity-storage-proxy` act as (their `iam.gke.io/gcp-service-account`
+    /// annotation). Leave unset when IAM grants the Kubernetes service accounts directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 254),
+        regex(pattern = r"^[a-z][-a-z0-9]*@[-a-z0-9.]+\.gserviceaccount\.com$")
+    )]
+    pub gcp_service_account: Option<String>,
+}
+
+impl StorageSpec {
+    /// Whether nothing is set (the field is then left out of the serialized spec).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// The keys of a Secret in the tenant namespace that hold an AWS access key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsCredentialsSecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the access key id.
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub access_key_id_key: String,
+    /// Key of the secret access key.
+    #[serde(default = "default_secret_access_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_access_key_key: String,
+    /// Key of the session token of a temporary key. Optional in the Secret: when the key is
+    /// absent, no session token is given.
+    #[serde(default = "default_session_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub session_token_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "access-key-id".into()
+}
+fn default_secret_access_key_key() -> String {
+    "secret-access-key".into()
+}
+fn default_session_token_key() -> String {
+    "session-token".into()
 }
 
 /// The tenant's existing PostgreSQL. The operator only reads the reference; it never creates,
@@ -452,7 +545,9 @@ pub struct NetworkSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub ingress_from_namespaces: Vec<String>,
-    /// Object-storage endpoints the storage proxy and workers may connect to.
+    /// Private object-storage endpoints (and STS or identity endpoints inside the cluster) the
+    /// app, the workers and the storage proxy may connect to; each is also passed to the
+    /// control plane's guard against private targets (`VERITY_ALLOW_PRIVATE_TARGETS`).
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub storage_endpoints: Vec<NetworkEndpoint>,
@@ -463,9 +558,10 @@ pub struct NetworkSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub outbound_endpoints: Vec<NetworkEndpoint>,
-    /// Let the app and the workers reach public addresses (everything but private, loopback,
-    /// link-local and shared ranges) on TCP 80 and 443, where webhook receivers usually are.
-    /// Off by default: nothing leaves the tenant that is not declared.
+    /// Let the app, the workers and the storage proxy reach public addresses (everything but
+    /// private, loopback, link-local and shared ranges) on TCP 80 and 443, where webhook
+    /// receivers, public buckets and STS usually are. Off by default: nothing leaves the
+    /// tenant that is not declared.
     #[serde(default)]
     pub public_egress: bool,
 }

@@ -77,6 +77,7 @@ fn schemas_carry_cel_rules_and_condition_merge_keys() {
         "self.minReplicas <= self.maxReplicas",
         "self >= 0 && self <= 200",
         "isCIDR(self)",
+        "self.startsWith('https://') || self.startsWith('http://')",
     ] {
         assert!(
             org_rules.iter().any(|r| r == want),
@@ -84,6 +85,19 @@ fn schemas_carry_cel_rules_and_condition_merge_keys() {
         );
     }
     let version = &org["spec"]["versions"][0];
+    let storage = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["storage"]
+        ["properties"];
+    for url in ["awsStsEndpoint", "azureAuthorityHost"] {
+        assert_eq!(
+            rules(&storage[url]),
+            ["self.startsWith('https://') || self.startsWith('http://')"],
+            "{url}"
+        );
+    }
+    assert_eq!(
+        storage["awsCredentialsSecretRef"]["required"],
+        serde_json::json!(["name"])
+    );
     assert_eq!(version["subresources"]["status"], serde_json::json!({}));
     let conditions =
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];

@@ -63,8 +63,14 @@ fn organizations(ns: &str) -> Vec<Organization> {
             v["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000001");
             orgs.push(serde_json::from_value::<Organization>(v.clone()).expect("org"));
             // Everything optional: deletionPolicy Delete (owner references), app autoscaling
-            // (HPA), a storage class, quota and resources.
+            // (HPA), a storage class, quota and resources, the storages' base identity, public
+            // egress and storage endpoints.
             v["spec"]["deletionPolicy"] = json!("Delete");
+            v["spec"]["storage"] = json!({"awsCredentialsSecretRef": {"name": "aws"},
+                "awsStsEndpoint": "https://sts.example.test", "azureAuthorityHost": "https://login.example.test",
+                "gcsWorkloadIdentity": {"gcpServiceAccount": "verity@acme.iam.gserviceaccount.com"}});
+            v["spec"]["network"] = json!({"publicEgress": true,
+                "storageEndpoints": [{"cidr": "192.0.2.0/24", "ports": [443]}]});
             v["spec"]["app"] = json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}});
             v["spec"]["redis"] = json!({"storageClassName": "fast", "storage": "2Gi"});
             orgs.push(serde_json::from_value::<Organization>(v).expect("org with every option"));

@@ -517,13 +517,18 @@ async fn fake_gcs() -> Option<Emulator> {
     panic!("fake-gcs-server did not start");
 }
 
+/// Requests a [`GcsFront`] passed on: method and `Authorization` header.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
 /// A loopback front of fake-gcs-server for the one request form it lacks: an XML-API object
 /// upload (`PUT /<bucket>/<key>`, what object_store writes with) becomes its JSON-API media
 /// upload of the same bytes, answered with the object's entity tag. Every other request
-/// (listing, reads, deletes) is passed through unchanged. Counts the uploads it translated.
+/// (listing, reads, deletes) is passed through unchanged. Counts the uploads it translated and
+/// keeps each request's method and `Authorization` header (fake-gcs-server checks none).
 struct GcsFront {
     url: String,
     uploads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    seen: Seen,
     _server: tokio::task::JoinHandle<()>,
 }
 
@@ -534,9 +539,20 @@ async fn gcs_front(upstream: &str) -> GcsFront {
         upstream: String,
         client: reqwest::Client,
         uploads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        seen: Seen,
     }
     async fn forward(State(front): State<Front>, request: http::Request<Body>) -> Response {
         let (parts, body) = request.into_parts();
+        let auth = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        front
+            .seen
+            .lock()
+            .expect("seen")
+            .push((parts.method.to_string(), auth));
         let bytes = axum::body::to_bytes(body, 64 << 20)
             .await
             .expect("request body");
@@ -607,10 +623,12 @@ async fn gcs_front(upstream: &str) -> GcsFront {
             .unwrap_or_default()
     }
     let uploads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::default();
     let front = Front {
         upstream: upstream.to_string(),
         client: reqwest::Client::new(),
         uploads: uploads.clone(),
+        seen: std::sync::Arc::clone(&seen),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -623,6 +641,7 @@ async fn gcs_front(upstream: &str) -> GcsFront {
     GcsFront {
         url,
         uploads,
+        seen,
         _server: server,
     }
 }
@@ -702,6 +721,206 @@ async fn gcs_export_storage_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gcs_export_storage_postgres() {
     gcs_export(Backend::Postgres).await;
+}
+
+/// A stand-in GCE metadata server on loopback: answers the default service account's token
+/// (`token`, one hour) to requests with `Metadata-Flavor: Google`, refuses others with 403, or
+/// refuses everything with 404 when `token` is `None`. Counts what it was asked.
+struct Metadata {
+    host: String,
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    unflavored: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+async fn metadata_server(token: Option<&'static str>) -> Metadata {
+    use std::sync::{Arc, atomic::AtomicUsize, atomic::Ordering::SeqCst};
+    let asked = Arc::new(AtomicUsize::new(0));
+    let unflavored = Arc::new(AtomicUsize::new(0));
+    let (a, u) = (asked.clone(), unflavored.clone());
+    let app = axum::Router::new().route(
+        "/computeMetadata/v1/instance/service-accounts/default/token",
+        axum::routing::get(move |headers: http::HeaderMap| {
+            let (a, u) = (a.clone(), u.clone());
+            async move {
+                if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+                    u.fetch_add(1, SeqCst);
+                    return (StatusCode::FORBIDDEN, "Metadata-Flavor missing".to_string());
+                }
+                a.fetch_add(1, SeqCst);
+                match token {
+                    Some(t) => (
+                        StatusCode::OK,
+                        json!({"access_token": t, "expires_in": 3599, "token_type": "Bearer"})
+                            .to_string(),
+                    ),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        "no service account for this pod".to_string(),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Metadata {
+        host,
+        asked,
+        unflavored,
+        _server: server,
+    }
+}
+
+/// GCS workload identity (ADR 0054): with `gcs_workload_identity` on, GCS storages that store no
+/// key sign every request (the check on save, listing, reading, writing) with the token the
+/// metadata server gives the server, asked once and kept; a metadata server that gives no
+/// token refuses the storage with the reason, and nothing is stored.
+async fn gcs_workload_identity(backend: Backend) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(gcs) = fake_gcs().await else { return };
+    let front = gcs_front(&gcs.url).await;
+    let metadata = metadata_server(Some("ya29.workload-token")).await;
+    let host = metadata.host.clone();
+    let app = TestApp::with_config(backend, move |c| {
+        c.allow_private_targets = "true".into();
+        c.gcs_workload_identity = true;
+        c.gce_metadata_host = host;
+    })
+    .await;
+    let _worker = start_worker(&app);
+    let client = reqwest::Client::new();
+    for bucket in ["wi-in", "wi-out"] {
+        let created = client
+            .post(format!("{}/storage/v1/b", gcs.url))
+            .json(&json!({"name": bucket}))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(created.status().is_success(), "create bucket {bucket}");
+    }
+    let tasks = json!([{"text": "one"}, {"text": "two"}]).to_string();
+    let put = client
+        .post(format!(
+            "{}/upload/storage/v1/b/wi-in/o?uploadType=media&name=in/tasks.json",
+            gcs.url
+        ))
+        .header("content-type", "application/json")
+        .body(tasks)
+        .send()
+        .await
+        .expect("upload tasks");
+    assert!(put.status().is_success(), "upload tasks");
+
+    let p = app.mk_project(&app.owner, json!({})).await;
+    // Import: the check on save lists, the sync lists and reads the JSON file.
+    let import = app
+        .post(
+            "/api/storages/gcs",
+            &app.owner,
+            json!({"project": p, "bucket": "wi-in", "prefix": "in", "gcs_endpoint": front.url,
+                   "use_blob_urls": false}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    assert_ne!(import["has_credentials"], json!(true), "{import}");
+    let import = import["id"].as_i64().expect("id");
+    let path = format!("/api/storages/gcs/{import}");
+    app.post(&format!("{path}/sync"), &app.owner, json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let done = app.wait_storage_sync(&path, 1000).await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert_eq!(done["last_sync_count"], json!(2), "{done}");
+    // Export: the sync writes the annotation.
+    let t = app.mk_tasks(&app.owner, p, 1).await;
+    let first = annotate(&app, t[0], "pos").await;
+    let storage = export_storage(
+        &app,
+        "gcs",
+        json!({"project": p, "bucket": "wi-out", "prefix": "ann", "gcs_endpoint": front.url}),
+    )
+    .await;
+    let path = format!("/api/storages/export/gcs/{storage}");
+    app.post(&format!("{path}/sync"), &app.owner, json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let done = wait_status(&app, &path, "completed").await;
+    assert_eq!(done["last_sync_count"], json!(1), "{done}");
+    let got = Place::Object(format!("{}/wi-out/ann/{first}", gcs.url))
+        .read()
+        .await
+        .expect("written by the sync");
+    assert_eq!(got["id"], json!(first));
+
+    // Every bucket request carried the server's token; it was asked for once, properly.
+    let seen = front.seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter().any(|(m, _)| m == "GET") && seen.iter().any(|(m, _)| m == "PUT"),
+        "{seen:?}"
+    );
+    for (method, auth) in &seen {
+        assert_eq!(
+            auth.as_deref(),
+            Some("Bearer ya29.workload-token"),
+            "{method}"
+        );
+    }
+    assert_eq!(metadata.asked.load(SeqCst), 1, "the token is kept");
+    assert_eq!(metadata.unflavored.load(SeqCst), 0);
+    // No key was stored for either storage.
+    let stored = count(
+        &app.db,
+        "select count(*) from cloud_storage where google_application_credentials <> ''",
+    )
+    .await;
+    assert_eq!(stored, 0);
+
+    // A metadata server that gives no token: the storage is refused with the reason.
+    let refusing = metadata_server(None).await;
+    let host = refusing.host.clone();
+    let app = TestApp::with_config(backend, move |c| {
+        c.allow_private_targets = "true".into();
+        c.gcs_workload_identity = true;
+        c.gce_metadata_host = host;
+    })
+    .await;
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let refused = app
+        .post(
+            "/api/storages/gcs",
+            &app.owner,
+            json!({"project": p, "bucket": "wi-in", "gcs_endpoint": front.url}),
+        )
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert_eq!(refused["code"], json!("storage_unreachable"), "{refused}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("gave no token") && text.contains("404"),
+        "{text}"
+    );
+    assert_eq!(refusing.asked.load(SeqCst), 1);
+    let listed = app
+        .get(&format!("/api/storages/gcs?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(listed, json!([]), "nothing stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_workload_identity_sqlite() {
+    gcs_workload_identity(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_workload_identity_postgres() {
+    gcs_workload_identity(Backend::Postgres).await;
 }
 
 async fn execute(db: &Db, sql: &str) -> u64 {

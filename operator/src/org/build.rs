@@ -253,15 +253,26 @@ pub fn build(org: &Organization, material: &Material, operator_ns: &str) -> Vec<
     out.push(resource_quota(&cx));
     out.push(limit_range(&cx));
     out.extend(network_policies(&cx));
+    let gcp_account = org
+        .spec
+        .storage
+        .gcs_workload_identity
+        .as_ref()
+        .and_then(|w| w.gcp_service_account.as_deref());
     for sa in [
         "verity-app",
         "verity-worker",
         "verity-storage-proxy",
         "verity-redis",
     ] {
+        let mut meta = cx.meta(sa, "identity");
+        // GKE Workload Identity: the programs that open storages act as this Google account.
+        if let Some(account) = gcp_account.filter(|_| sa != "verity-redis") {
+            meta["annotations"] = json!({ "iam.gke.io/gcp-service-account": account });
+        }
         out.push(Desired::new(
             Kind::ServiceAccount,
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": cx.meta(sa, "identity"), "automountServiceAccountToken": false}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": false}),
         ));
     }
     out.extend(secrets(&cx, material));
@@ -433,11 +444,13 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
             "192.168.0.0/16",
         ];
         let except_v6 = ["::1/128", "fc00::/7", "fe80::/10"];
+        // The storage proxy streams objects from public buckets (and assumes roles at STS)
+        // just as the app and the workers read them, so it gets the same public egress.
         out.push(netpol(
             cx,
             "allow-public-egress",
             json!({
-                "podSelector": pods_of(cx, &["app", "worker"]), "policyTypes": ["Egress"],
+                "podSelector": pods_of(cx, &["app", "worker", "storage-proxy"]), "policyTypes": ["Egress"],
                 "egress": [{
                     "to": [
                         { "ipBlock": { "cidr": "0.0.0.0/0", "except": except_v4 } },
@@ -445,6 +458,18 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
                     ],
                     "ports": [{ "protocol": "TCP", "port": 443 }, { "protocol": "TCP", "port": 80 }],
                 }],
+            }),
+        ));
+    }
+    if cx.org.spec.storage.gcs_workload_identity.is_some() {
+        // GCS workload identity: tokens come from the (GKE) metadata server.
+        out.push(netpol(
+            cx,
+            "allow-metadata",
+            json!({
+                "podSelector": pods_of(cx, &["app", "worker", "storage-proxy"]), "policyTypes": ["Egress"],
+                "egress": [{ "to": [{ "ipBlock": { "cidr": "169.254.169.254/32" } }],
+                             "ports": [{ "protocol": "TCP", "port": 80 }] }],
             }),
         ));
     }
@@ -461,11 +486,14 @@ fn network_policies(cx: &Ctx<'_>) -> Vec<Desired> {
     }
     if !net.storage_endpoints.is_empty() {
         let endpoints: Vec<&NetworkEndpoint> = net.storage_endpoints.iter().collect();
+        // Every program opens storages: the app checks a storage when it is saved and serves
+        // media links itself while the storage proxy has no replicas, the workers sync and
+        // export, the proxy streams.
         out.push(netpol(
             cx,
             "allow-storage",
             json!({
-                "podSelector": pods_of(cx, &["storage-proxy", "worker"]), "policyTypes": ["Egress"],
+                "podSelector": pods_of(cx, &["app", "worker", "storage-proxy"]), "policyTypes": ["Egress"],
                 "egress": ip_egress(&endpoints),
             }),
         ));
@@ -618,10 +646,23 @@ fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
             json!({"name": "VERITY_DATABASE_CA", "value": format!("{DATABASE_CA_DIR}/ca.crt")}),
         );
     }
-    let outbound = &cx.org.spec.network.outbound_endpoints;
-    if redis.is_some() && !outbound.is_empty() {
-        // The app checks webhook URLs and the workers deliver: both allow what the policy opens.
-        let cidrs: Vec<&str> = outbound.iter().map(|e| e.cidr.as_str()).collect();
+    env.extend(storage_identity_env(cx));
+    // The control plane's guard against private targets allows what the NetworkPolicies open
+    // to the pod: webhook and ML-backend endpoints for the app (which checks their URLs) and
+    // the workers (which deliver), storage endpoints for all three.
+    let net = &cx.org.spec.network;
+    let outbound = if redis.is_some() {
+        net.outbound_endpoints.as_slice()
+    } else {
+        &[]
+    };
+    let mut cidrs: Vec<&str> = Vec::new();
+    for e in outbound.iter().chain(&net.storage_endpoints) {
+        if !cidrs.contains(&e.cidr.as_str()) {
+            cidrs.push(&e.cidr);
+        }
+    }
+    if !cidrs.is_empty() {
         env.push(json!({"name": "VERITY_ALLOW_PRIVATE_TARGETS", "value": cidrs.join(",")}));
     }
     if let Some(secret) = redis {
@@ -633,6 +674,36 @@ fn verity_env(cx: &Ctx<'_>, redis: Option<&str>) -> Vec<Value> {
             json!({"name": "VERITY_REDIS_TLS_CERT", "value": "/etc/verity/redis-tls/tls.crt"}),
             json!({"name": "VERITY_REDIS_TLS_KEY", "value": "/etc/verity/redis-tls/tls.key"}),
         ]);
+    }
+    env
+}
+
+/// The base cloud identity of the storages (`spec.storage`), the same for `serve`, `work` and
+/// `storage-proxy`: each of them may open a storage that assumes a role with it.
+fn storage_identity_env(cx: &Ctx<'_>) -> Vec<Value> {
+    let storage = &cx.org.spec.storage;
+    let mut env = Vec::new();
+    if let Some(aws) = &storage.aws_credentials_secret_ref {
+        let key = |var: &str, key: &str, optional: bool| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": aws.name, "key": key, "optional": optional}}});
+        env.extend([
+            key("VERITY_AWS_ACCESS_KEY_ID", &aws.access_key_id_key, false),
+            key(
+                "VERITY_AWS_SECRET_ACCESS_KEY",
+                &aws.secret_access_key_key,
+                false,
+            ),
+            // Only temporary keys come with a session token.
+            key("VERITY_AWS_SESSION_TOKEN", &aws.session_token_key, true),
+        ]);
+    }
+    if let Some(url) = &storage.aws_sts_endpoint {
+        env.push(json!({"name": "VERITY_AWS_STS_ENDPOINT", "value": url}));
+    }
+    if let Some(url) = &storage.azure_authority_host {
+        env.push(json!({"name": "VERITY_AZURE_AUTHORITY_HOST", "value": url}));
+    }
+    if storage.gcs_workload_identity.is_some() {
+        env.push(json!({"name": "VERITY_GCS_WORKLOAD_IDENTITY", "value": "true"}));
     }
     env
 }

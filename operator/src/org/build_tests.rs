@@ -369,7 +369,7 @@ fn webhook_egress_is_declared_and_matches_the_private_target_guard() {
         selects(&public["spec"]["podSelector"], "worker")
             && selects(&public["spec"]["podSelector"], "app")
     );
-    assert!(!selects(&public["spec"]["podSelector"], "storage-proxy"));
+    assert!(!selects(&public["spec"]["podSelector"], "redis"));
     let v4 = &public["spec"]["egress"][0]["to"][0]["ipBlock"];
     assert_eq!(v4["cidr"], "0.0.0.0/0");
     for private in [
@@ -623,4 +623,176 @@ fn database_ca_reaches_every_database_client() {
     );
     let text = serde_json::to_string(&plain.iter().map(|d| &d.body).collect::<Vec<_>>()).unwrap();
     assert!(!text.contains("database-ca") && !text.contains("VERITY_DATABASE_CA"));
+}
+
+/// With `spec.storage`, `serve` (and its migrate step), every worker pool and the storage proxy
+/// get the same base cloud identity: any of them may open a storage that assumes a role.
+#[test]
+fn storage_base_identity_reaches_serve_work_and_the_storage_proxy() {
+    let storage = json!({
+        "awsCredentialsSecretRef": {"name": "acme-aws", "accessKeyIdKey": "id"},
+        "awsStsEndpoint": "https://sts.eu-west-1.amazonaws.com",
+        "azureAuthorityHost": "https://login.example.test",
+    });
+    let objs = build::build(&org(json!({"storage": storage})), &material(), OPERATOR_NS);
+    let mut seen = Vec::new();
+    for d in objs.iter().filter(|d| d.kind == Kind::Deployment) {
+        let pod = &d.body["spec"]["template"]["spec"];
+        let containers = pod["containers"].as_array().unwrap().iter();
+        for c in containers.chain(pod["initContainers"].as_array().into_iter().flatten()) {
+            let env = c["env"].as_array().unwrap();
+            let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+            let secret = |name: &str| var(name).map(|e| e["valueFrom"]["secretKeyRef"].clone());
+            let at = format!("{}/{}", d.name(), c["name"]);
+            assert_eq!(
+                secret("VERITY_AWS_ACCESS_KEY_ID"),
+                Some(json!({"name": "acme-aws", "key": "id", "optional": false})),
+                "{at}"
+            );
+            assert_eq!(
+                secret("VERITY_AWS_SECRET_ACCESS_KEY"),
+                Some(json!({"name": "acme-aws", "key": "secret-access-key", "optional": false})),
+                "{at}"
+            );
+            // A long-lived key has no session token: the key may be absent from the Secret.
+            assert_eq!(
+                secret("VERITY_AWS_SESSION_TOKEN"),
+                Some(json!({"name": "acme-aws", "key": "session-token", "optional": true})),
+                "{at}"
+            );
+            assert_eq!(
+                var("VERITY_AWS_STS_ENDPOINT").map(|e| e["value"].clone()),
+                Some(json!("https://sts.eu-west-1.amazonaws.com")),
+                "{at}"
+            );
+            assert_eq!(
+                var("VERITY_AZURE_AUTHORITY_HOST").map(|e| e["value"].clone()),
+                Some(json!("https://login.example.test")),
+                "{at}"
+            );
+            seen.push(c["args"][0].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    for program in ["serve", "migrate", "work", "storage-proxy"] {
+        assert!(seen.iter().any(|s| s == program), "{program}: {seen:?}");
+    }
+    // Without `spec.storage` no pod is given any of it.
+    let plain = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    let text = serde_json::to_string(&plain.iter().map(|d| &d.body).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains("VERITY_AWS_") && !text.contains("VERITY_AZURE_"));
+}
+
+/// The storage proxy streams objects from the storages and assumes roles at STS: with public
+/// egress it reaches public buckets like the app and the workers, and every program that opens
+/// storages (the app checks them and serves media links while the proxy has no replicas)
+/// reaches the declared storage endpoints, which its private-target guard then allows.
+#[test]
+fn storage_egress_reaches_every_program_that_opens_storages() {
+    let env_of = |objs: &[Desired], deployment: &str, name: &str| -> Option<String> {
+        find(objs, Kind::Deployment, deployment)["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|e| e["name"] == name))
+            .map(|e| e["value"].as_str().unwrap_or_default().to_string())
+    };
+    let objs = build::build(
+        &org(json!({"network": {"publicEgress": true}})),
+        &material(),
+        OPERATOR_NS,
+    );
+    let public = find(&objs, Kind::NetworkPolicy, "allow-public-egress");
+    for c in ["app", "worker", "storage-proxy"] {
+        assert!(selects(&public["spec"]["podSelector"], c), "{c}");
+    }
+    assert!(
+        !objs
+            .iter()
+            .any(|d| d.kind == Kind::NetworkPolicy && d.name() == "allow-storage")
+    );
+    assert_eq!(
+        env_of(&objs, "storage-proxy", "VERITY_ALLOW_PRIVATE_TARGETS"),
+        None
+    );
+
+    let objs = build::build(
+        &org(json!({"network": {
+            "storageEndpoints": [{"cidr": "10.30.0.0/16", "ports": [9000]}],
+            "outboundEndpoints": [{"cidr": "10.9.0.0/16", "ports": [8443]}, {"cidr": "10.30.0.0/16", "ports": [8080]}],
+        }})),
+        &material(),
+        OPERATOR_NS,
+    );
+    let storage = find(&objs, Kind::NetworkPolicy, "allow-storage");
+    for c in ["app", "worker", "storage-proxy"] {
+        assert!(selects(&storage["spec"]["podSelector"], c), "{c}");
+    }
+    assert!(!selects(&storage["spec"]["podSelector"], "redis"));
+    assert_eq!(
+        storage["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+        "10.30.0.0/16"
+    );
+    // The guard allows exactly what the policies open to each pod (each network once).
+    assert_eq!(
+        env_of(&objs, "storage-proxy", "VERITY_ALLOW_PRIVATE_TARGETS").as_deref(),
+        Some("10.30.0.0/16")
+    );
+    for d in ["app", "worker-default"] {
+        assert_eq!(
+            env_of(&objs, d, "VERITY_ALLOW_PRIVATE_TARGETS").as_deref(),
+            Some("10.9.0.0/16,10.30.0.0/16"),
+            "{d}"
+        );
+    }
+    // Webhook endpoints are not the storage proxy's business.
+    let outbound = find(&objs, Kind::NetworkPolicy, "allow-outbound");
+    assert!(!selects(&outbound["spec"]["podSelector"], "storage-proxy"));
+}
+
+/// `spec.storage.gcsWorkloadIdentity`: the app, workers and storage proxy sign GCS requests with
+/// the pods' Google identity, act as the named Google service account, and reach the metadata
+/// server; Redis gets none of it, and without the field nothing changes.
+#[test]
+fn gcs_workload_identity_reaches_the_programs_that_open_storages() {
+    let objs = build::build(
+        &org(
+            json!({"storage": {"gcsWorkloadIdentity": {"gcpServiceAccount": "verity@acme-prod.iam.gserviceaccount.com"}}}),
+        ),
+        &material(),
+        OPERATOR_NS,
+    );
+    for d in objs.iter().filter(|d| d.kind == Kind::Deployment) {
+        let env = &d.body["spec"]["template"]["spec"]["containers"][0]["env"];
+        let on = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "VERITY_GCS_WORKLOAD_IDENTITY" && e["value"] == "true");
+        assert!(on, "{}", d.name());
+    }
+    for sa in ["verity-app", "verity-worker", "verity-storage-proxy"] {
+        assert_eq!(
+            find(&objs, Kind::ServiceAccount, sa)["metadata"]["annotations"]["iam.gke.io/gcp-service-account"],
+            "verity@acme-prod.iam.gserviceaccount.com",
+            "{sa}"
+        );
+    }
+    assert!(
+        find(&objs, Kind::ServiceAccount, "verity-redis")["metadata"]["annotations"]
+            .get("iam.gke.io/gcp-service-account")
+            .is_none()
+    );
+    let md = find(&objs, Kind::NetworkPolicy, "allow-metadata");
+    for c in ["app", "worker", "storage-proxy"] {
+        assert!(selects(&md["spec"]["podSelector"], c), "{c}");
+    }
+    assert!(!selects(&md["spec"]["podSelector"], "redis"));
+    assert_eq!(
+        md["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+        "169.254.169.254/32"
+    );
+    assert_eq!(md["spec"]["egress"][0]["ports"][0]["port"], 80);
+
+    let plain = build::build(&org(json!({})), &material(), OPERATOR_NS);
+    let text = serde_json::to_string(&plain.iter().map(|d| &d.body).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains("VERITY_GCS_WORKLOAD_IDENTITY") && !text.contains("iam.gke.io"));
+    assert!(!plain.iter().any(|d| d.name() == "allow-metadata"));
 }

@@ -112,6 +112,7 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
     let mut existing = BTreeMap::new();
     let mut db_secret_present = false;
     let mut ca_secret_present = true;
+    let mut aws_secret_present = true;
     if existing_ns.is_some() {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         let listed = secrets
@@ -147,6 +148,13 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
                 .get_metadata_opt(&ca.name)
                 .await
                 .map_err(|e| Error::kube_on("get", "Secret", &ca.name, e))?
+                .is_some();
+        }
+        if let Some(aws) = &org.spec.storage.aws_credentials_secret_ref {
+            aws_secret_present = secrets
+                .get_metadata_opt(&aws.name)
+                .await
+                .map_err(|e| Error::kube_on("get", "Secret", &aws.name, e))?
                 .is_some();
         }
     }
@@ -202,16 +210,29 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
 
     let db = &org.spec.database.secret_ref;
     let ca = org.spec.database.ca_secret_ref.as_ref();
+    let aws = org.spec.storage.aws_credentials_secret_ref.as_ref();
     let missing = if !db_secret_present {
-        Some((db.name.as_str(), db.key.as_str(), "the PostgreSQL DSN"))
-    } else {
-        ca.filter(|_| !ca_secret_present).map(|ca| {
-            (
-                ca.name.as_str(),
-                ca.key.as_str(),
-                "the CA certificates of spec.database.caSecretRef",
-            )
+        Some(status::MissingSecret {
+            reason: status::reason::DATABASE_SECRET_MISSING,
+            name: &db.name,
+            keys: vec![&db.key],
+            what: "the PostgreSQL DSN",
         })
+    } else if let Some(ca) = ca.filter(|_| !ca_secret_present) {
+        Some(status::MissingSecret {
+            reason: status::reason::DATABASE_SECRET_MISSING,
+            name: &ca.name,
+            keys: vec![&ca.key],
+            what: "the CA certificates of spec.database.caSecretRef",
+        })
+    } else {
+        aws.filter(|_| !aws_secret_present)
+            .map(|aws| status::MissingSecret {
+                reason: status::reason::STORAGE_CREDENTIALS_SECRET_MISSING,
+                name: &aws.name,
+                keys: vec![&aws.access_key_id_key, &aws.secret_access_key_key],
+                what: "the storages' base AWS identity of spec.storage.awsCredentialsSecretRef",
+            })
     };
     let redis_claim = match outcome
         .live
@@ -220,7 +241,8 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
         Some(sts) if !status::statefulset_ready(sts) => redis_claim_problem(ctx, ns).await,
         _ => None,
     };
-    let (verdict, ready_workers) = status::evaluate(&outcome.live, missing, redis_claim.as_deref());
+    let (verdict, ready_workers) =
+        status::evaluate(&outcome.live, missing.as_ref(), redis_claim.as_deref());
     let extra = Extra {
         ready_workers,
         not_after: material.not_after.clone(),

@@ -28,6 +28,21 @@ pub mod reason {
     pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
     /// The database DSN Secret does not exist.
     pub const DATABASE_SECRET_MISSING: &str = "DatabaseSecretMissing";
+    /// The Secret of `spec.storage.awsCredentialsSecretRef` does not exist.
+    pub const STORAGE_CREDENTIALS_SECRET_MISSING: &str = "StorageCredentialsSecretMissing";
+}
+
+/// A Secret the spec names that is not in the tenant namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingSecret<'a> {
+    /// The condition reason (`DatabaseSecretMissing`, `StorageCredentialsSecretMissing`).
+    pub reason: &'static str,
+    /// Secret name.
+    pub name: &'a str,
+    /// The keys it must hold.
+    pub keys: Vec<&'a str>,
+    /// What it holds, for the message.
+    pub what: &'static str,
 }
 
 fn condition_true(obj: &Value, type_: &str) -> bool {
@@ -144,12 +159,12 @@ pub fn unbound_claim(
     Some(msg)
 }
 
-/// The verdict and the number of ready worker pods. `db_secret` names a database Secret that
-/// does not exist (name, key, what it holds); `redis_claim` explains an unready Redis (see
+/// The verdict and the number of ready worker pods. `missing` names a Secret of the spec that
+/// does not exist; `redis_claim` explains an unready Redis (see
 /// [`unbound_claim`]).
 pub fn evaluate(
     live: &BTreeMap<(Kind, String), Value>,
-    db_secret: Option<(&str, &str, &str)>,
+    missing: Option<&MissingSecret<'_>>,
     redis_claim: Option<&str>,
 ) -> (Verdict, i32) {
     let mut waiting = Vec::new();
@@ -180,12 +195,18 @@ pub fn evaluate(
             _ => {}
         }
     }
-    if let Some((name, key, what)) = db_secret {
+    if let Some(m) = missing {
+        let keys = match m.keys.as_slice() {
+            [one] => format!("key {one}"),
+            [first @ .., last] => format!("keys {} and {last}", first.join(", ")),
+            [] => "its keys".to_owned(),
+        };
         return (
             Verdict::stalled(
-                reason::DATABASE_SECRET_MISSING,
+                m.reason,
                 format!(
-                    "Secret {name} with key {key} ({what}) does not exist in the tenant namespace; create it"
+                    "Secret {} with {keys} ({}) does not exist in the tenant namespace; create it",
+                    m.name, m.what
                 ),
             ),
             ready_workers,
@@ -277,12 +298,37 @@ mod tests {
     #[test]
     fn missing_database_secret_stalls() {
         let live = BTreeMap::from([((Kind::Deployment, "app".to_owned()), dep(1, 1, 1, 1))]);
-        let (v, _) = evaluate(&live, Some(("db", "dsn", "the PostgreSQL DSN")), None);
+        let missing = MissingSecret {
+            reason: reason::DATABASE_SECRET_MISSING,
+            name: "db",
+            keys: vec!["dsn"],
+            what: "the PostgreSQL DSN",
+        };
+        let (v, _) = evaluate(&live, Some(&missing), None);
         assert!(v.stalled);
         assert_eq!(v.reason, reason::DATABASE_SECRET_MISSING);
         assert!(
             v.message
                 .contains("Secret db with key dsn (the PostgreSQL DSN)")
+        );
+    }
+
+    #[test]
+    fn missing_storage_credentials_secret_stalls_and_names_the_keys() {
+        let live = BTreeMap::from([((Kind::Deployment, "app".to_owned()), dep(1, 1, 1, 1))]);
+        let missing = MissingSecret {
+            reason: reason::STORAGE_CREDENTIALS_SECRET_MISSING,
+            name: "aws",
+            keys: vec!["id", "secret"],
+            what: "the storages' base AWS identity",
+        };
+        let (v, _) = evaluate(&live, Some(&missing), None);
+        assert!(v.stalled && !v.ready);
+        assert_eq!(v.reason, reason::STORAGE_CREDENTIALS_SECRET_MISSING);
+        assert!(
+            v.message.contains("Secret aws with keys id and secret"),
+            "{}",
+            v.message
         );
     }
 
