@@ -93,6 +93,8 @@ both_backends! {
         let bad = post(&mut admin, &app, ACCESS, &[("api_networks", "127.0.0.0/24\n10.0.0.0/33"), ("storage_endpoints", "")]).await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
         assert!(bad.text.contains("id=\"settings-error\"") && bad.text.contains("10.0.0.0&#x2f;33") && bad.text.contains("is neither an address nor a network"), "{}", bad.text);
+        // The box keeps what was typed, to be corrected.
+        assert!(bad.text.contains(&format!("{}</textarea>", escaped("127.0.0.0/24\n10.0.0.0/33"))), "{}", bad.text);
         assert_eq!(access_policy(&admin, &app).await, empty);
         // A bad storage endpoint too.
         let bad = post(&mut admin, &app, ACCESS, &[("api_networks", ""), ("storage_endpoints", "http://minio")]).await;
@@ -163,6 +165,7 @@ both_backends! {
             if let Some(m) = message {
                 assert!(bad.text.contains(m), "{}", bad.text);
             }
+            assert!(bad.text.contains(&format!("required value=\"{age}\"")), "the typed value is kept: {}", bad.text);
             assert_eq!(session_policy(&app).await, before);
         }
         // A good policy: saved and in effect through the API.

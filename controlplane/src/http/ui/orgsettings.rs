@@ -45,15 +45,9 @@ struct Outcome {
     error: Option<String>,
     /// A SCIM token just made (shown this once).
     scim_token: Option<String>,
-}
-
-impl Outcome {
-    fn failed(e: &ApiError) -> Self {
-        Self {
-            error: Some(e.detail.clone()),
-            ..Self::default()
-        }
-    }
+    /// What a refused form held, shown again instead of the stored values (the access and
+    /// session forms: name → text).
+    typed: Vec<(&'static str, String)>,
 }
 
 /// The notice of a `?done=` after a saved change.
@@ -84,20 +78,26 @@ async fn user_of(state: &AppState, request: Request) -> Result<(PageUser, Parts)
 }
 
 /// The answer to a settings form post: back to the page with `done` on success, the page with
-/// the message on a client error (nothing changed), the error page otherwise.
+/// the message (and the `typed` values) on a client error (nothing changed), the error page
+/// otherwise.
 async fn after_post(
     state: &AppState,
     user: &PageUser,
     parts: &Parts,
     section: Section,
     result: Result<&str, ApiError>,
+    typed: Vec<(&'static str, String)>,
 ) -> Response {
     match result {
         Ok(done) => redirect(&format!("{}?done={done}", section.path())),
         Err(e) if e.code.status().is_client_error() && e.code.status() != StatusCode::FORBIDDEN => {
-            let status = e.code.status();
+            let outcome = Outcome {
+                error: Some(e.detail.clone()),
+                typed,
+                ..Outcome::default()
+            };
             section
-                .view(state, user, parts, status, Outcome::failed(&e))
+                .view(state, user, parts, e.code.status(), outcome)
                 .await
         }
         Err(e) => error_page(Some(user), &e),
@@ -137,10 +137,17 @@ impl Section {
             Section::Sessions => sessions_context(state, user).await,
             Section::Sso => sso_context(state, user).await,
         };
-        let section = match shown {
+        let mut section = match shown {
             Ok(v) => v,
             Err(e) => return error_page(Some(user), &e),
         };
+        if !outcome.typed.is_empty() {
+            let typed: std::collections::BTreeMap<&str, String> =
+                outcome.typed.iter().cloned().collect();
+            let typed = js(&typed);
+            // The later map wins where both have a key.
+            section = minijinja::value::merge_maps([section, typed]);
+        }
         render(
             status,
             "org_settings.html",
@@ -230,7 +237,11 @@ pub(super) async fn access_post(State(state): State<AppState>, request: Request)
     )
     .await
     .map(|_| "access");
-    after_post(&state, &user, &parts, Section::Access, result).await
+    let typed = vec![
+        ("storage_endpoints", form.storage_endpoints),
+        ("api_networks", form.api_networks),
+    ];
+    after_post(&state, &user, &parts, Section::Access, result, typed).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,7 +314,11 @@ pub(super) async fn sessions_post(State(state): State<AppState>, request: Reques
         Ok("sessions")
     }
     .await;
-    after_post(&state, &user, &parts, Section::Sessions, result).await
+    let typed = vec![
+        ("max_session_age", form.max_session_age),
+        ("max_time_between_activity", form.max_time_between_activity),
+    ];
+    after_post(&state, &user, &parts, Section::Sessions, result, typed).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,7 +360,10 @@ fn parse_mapping(
         ApiError::field(
             ErrorCode::ValidationError,
             field,
-            format!("{prefix}: the line {line:?} is not \"{want}\""),
+            format!(
+                "the line {line:?} of the {} mappings is not \"{want}\"",
+                prefix.to_ascii_uppercase()
+            ),
         )
     };
     let pairs = |field: &str, text: &str, want: &str| -> Result<Vec<(String, String)>, ApiError> {
@@ -603,7 +621,7 @@ pub(super) async fn sso_post(State(state): State<AppState>, request: Request) ->
                 .await;
         }
         Ok(None) => {}
-        Err(e) => return after_post(&state, &user, &parts, Section::Sso, Err(e)).await,
+        Err(e) => return after_post(&state, &user, &parts, Section::Sso, Err(e), Vec::new()).await,
     }
     let result: Result<&str, ApiError> = async {
         match form.action.as_str() {
@@ -636,7 +654,90 @@ pub(super) async fn sso_post(State(state): State<AppState>, request: Request) ->
         }
     }
     .await;
-    after_post(&state, &user, &parts, Section::Sso, result).await
+    after_post(&state, &user, &parts, Section::Sso, result, Vec::new()).await
 }
 
 super::pages::csrf_forms!(AccessForm, SessionsForm, SsoForm);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_one_entry_a_line() {
+        assert_eq!(
+            lines(" 10.0.0.0/8 \n\n\r\n192.0.2.1\r\n"),
+            vec!["10.0.0.0/8".to_string(), "192.0.2.1".to_string()]
+        );
+        assert!(lines("  \n").is_empty());
+    }
+
+    #[test]
+    fn mapping_lines_round_trip_and_bad_shapes_name_the_field() {
+        let m = parse_mapping(
+            "scim",
+            "manager: cn=leads,ou=groups,dc=example\nreviewer:qa",
+            "Vision: vision-team",
+            "7: Reviewer: qa: east",
+            " ",
+        )
+        .expect("mapping");
+        assert_eq!(
+            m.roles_groups,
+            vec![
+                ("manager".into(), "cn=leads,ou=groups,dc=example".into()),
+                ("reviewer".into(), "qa".into())
+            ]
+        );
+        assert_eq!(
+            m.workspaces_groups,
+            vec![("Vision".into(), "vision-team".into())]
+        );
+        assert_eq!(
+            m.projects_groups,
+            vec![ProjectGroup {
+                project_id: 7,
+                role: "Reviewer".into(),
+                group: "qa: east".into()
+            }]
+        );
+        assert_eq!(m.default_role, None);
+        let shown = mapping_text(&m);
+        let again = parse_mapping(
+            "scim",
+            &shown.get_attr("roles_groups").expect("roles").to_string(),
+            &shown
+                .get_attr("workspaces_groups")
+                .expect("workspaces")
+                .to_string(),
+            &shown
+                .get_attr("projects_groups")
+                .expect("projects")
+                .to_string(),
+            "",
+        )
+        .expect("again");
+        assert_eq!(again, m);
+        for (roles, projects, field) in [
+            ("no separator", "", "roles_groups"),
+            ("", "x: Reviewer: qa", "projects_groups"),
+            ("", "7: qa", "projects_groups"),
+        ] {
+            let e = parse_mapping("ldap", roles, "", projects, "").expect_err("refused");
+            assert_eq!(e.code, ErrorCode::ValidationError);
+            assert!(
+                e.detail.starts_with(&format!("{field}: the line"))
+                    && e.detail.contains("of the LDAP mappings"),
+                "{}",
+                e.detail
+            );
+            assert!(
+                e.validation_errors
+                    .as_ref()
+                    .is_some_and(|v| v.contains_key(field)),
+                "{field}: {:?}",
+                e.validation_errors
+            );
+        }
+    }
+}
