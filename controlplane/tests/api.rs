@@ -45,6 +45,8 @@ mod stream;
 mod tenancy;
 #[path = "suites/ui.rs"]
 mod ui;
+#[path = "suites/ui_admin.rs"]
+mod ui_admin;
 #[path = "suites/uploads.rs"]
 mod uploads;
 #[path = "suites/webhooks.rs"]

@@ -16,12 +16,14 @@ use crate::{
     common::{Reply, TestApp, new_user},
 };
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// A cookie jar and the requests a browser would make.
 #[derive(Default)]
-struct Browser {
-    cookies: HashMap<String, String>,
+pub(crate) struct Browser {
+    pub(crate) cookies: HashMap<String, String>,
+    /// The peer address the server sees (as a real connection's), when set.
+    pub(crate) peer: Option<std::net::SocketAddr>,
 }
 
 impl Browser {
@@ -46,25 +48,40 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, app: &TestApp, path: &str) -> Reply {
-        let req = Request::get(path)
+    pub(crate) async fn get(&mut self, app: &TestApp, path: &str) -> Reply {
+        let mut req = Request::get(path)
             .header("cookie", self.cookie_header())
             .body(Body::empty())
             .expect("request");
+        self.connect(&mut req);
         let reply = app.send_unchecked(req).await;
         self.keep(&reply);
         reply
     }
 
-    async fn post_form(&mut self, app: &TestApp, path: &str, fields: &[(&str, &str)]) -> Reply {
+    /// Gives a request the peer address of [`Browser::peer`].
+    fn connect(&self, req: &mut Request<Body>) {
+        if let Some(peer) = self.peer {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+    }
+
+    pub(crate) async fn post_form(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Reply {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
-        let req = Request::post(path)
+        let mut req = Request::post(path)
             .header("cookie", self.cookie_header())
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Body::from(body))
             .expect("request");
+        self.connect(&mut req);
         let reply = app.send_unchecked(req).await;
         self.keep(&reply);
         reply
@@ -90,7 +107,7 @@ impl Browser {
     }
 
     /// An API call with the session cookie (and `csrf` in `X-CSRFToken` when given).
-    async fn api(
+    pub(crate) async fn api(
         &self,
         app: &TestApp,
         method: &str,
@@ -105,18 +122,19 @@ impl Browser {
         if let Some(c) = csrf {
             req = req.header("x-csrftoken", c);
         }
-        let req = match body {
+        let mut req = match body {
             Some(b) => req
                 .header("content-type", "application/json")
                 .body(Body::from(b.to_string())),
             None => req.body(Body::empty()),
         }
         .expect("request");
+        self.connect(&mut req);
         app.send(req).await
     }
 
     /// Opens the sign-in page and signs in; returns the reply to the form post.
-    async fn sign_in(&mut self, app: &TestApp, email: &str, password: &str) -> Reply {
+    pub(crate) async fn sign_in(&mut self, app: &TestApp, email: &str, password: &str) -> Reply {
         // A signed-in browser is sent on from the sign-in page: sign in afresh.
         self.cookies.remove("verity_session");
         let page = self.get(app, "/user/login").await;
@@ -136,7 +154,7 @@ impl Browser {
     }
 
     /// The CSRF token of the signed-in pages (from the `csrf-token` meta tag of /projects).
-    async fn csrf(&mut self, app: &TestApp) -> String {
+    pub(crate) async fn csrf(&mut self, app: &TestApp) -> String {
         let page = self.get(app, "/projects").await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text);
         attr_after(&page.text, "name=\"csrf-token\" content=\"")
@@ -167,7 +185,7 @@ fn multipart_body(text: &[(&str, &str)], files: &[(&str, &[u8])]) -> (String, Ve
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-fn attr_after(html: &str, marker: &str) -> String {
+pub(crate) fn attr_after(html: &str, marker: &str) -> String {
     let start = html
         .find(marker)
         .unwrap_or_else(|| panic!("{marker} in {html}"))
@@ -186,7 +204,7 @@ fn number(html: &str, id: &str) -> String {
 }
 
 /// The value of the hidden input `name`.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     attr_after(html, &format!("name=\"{name}\" value=\""))
 }
 
@@ -194,7 +212,7 @@ fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
-fn location(reply: &Reply) -> String {
+pub(crate) fn location(reply: &Reply) -> String {
     reply
         .headers
         .get("location")
@@ -204,7 +222,7 @@ fn location(reply: &Reply) -> String {
 }
 
 /// A user with a password; returns their API token.
-async fn password_user(app: &TestApp, email: &str, role: Role) -> String {
+pub(crate) async fn password_user(app: &TestApp, email: &str, role: Role) -> String {
     let mut new = new_user(email, role);
     new.password = Some(PASSWORD.to_string());
     users::create_user_in_org(
@@ -1478,7 +1496,7 @@ both_backends! {
 }
 
 /// Text as the templates write it (HTML-escaped), to find an API message in a page.
-fn escaped(text: &str) -> String {
+pub(crate) fn escaped(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -104,12 +104,18 @@ pub async fn test_settings(
     State(state): State<AppState>,
     actor: Actor,
 ) -> ApiResult<Json<LdapTestReport>> {
-    let policy = policy(&state)?;
-    let result = ldap::test_settings(&state.db, &state.sealer, &policy, &actor).await?;
-    Ok(Json(match result {
+    Ok(Json(run_test(&state, &actor).await?))
+}
+
+/// Binds with the stored settings under the outbound target rules (the API's test and the
+/// organization settings page's "Test the connection").
+pub(crate) async fn run_test(state: &AppState, actor: &Actor) -> ApiResult<LdapTestReport> {
+    let policy = policy(state)?;
+    let result = ldap::test_settings(&state.db, &state.sealer, &policy, actor).await?;
+    Ok(match result {
         Ok(detail) => LdapTestReport { ok: true, detail },
         Err(detail) => LdapTestReport { ok: false, detail },
-    }))
+    })
 }
 
 /// The routes of this module.

@@ -608,10 +608,25 @@ pub async fn update_access_policy(
     };
     let storage_endpoints = list("storage_endpoints")?;
     let api_networks = list("api_networks")?;
+    Ok(Json(
+        set_access_policy(&state, &actor, storage_endpoints, api_networks, caller).await?,
+    ))
+}
+
+/// Changes the access policy ([`access_policy::set`], with its checks and lock-out guard for
+/// `caller`) and drops the cached networks of the organization so that the change applies at
+/// once. The API's `PATCH` and the organization settings page both change it here.
+pub(crate) async fn set_access_policy(
+    state: &AppState,
+    actor: &Actor,
+    storage_endpoints: Option<Vec<String>>,
+    api_networks: Option<Vec<String>>,
+    caller: Option<std::net::IpAddr>,
+) -> ApiResult<access_policy::AccessPolicy> {
     let policy =
-        access_policy::set(&state.db, &actor, storage_endpoints, api_networks, caller).await?;
+        access_policy::set(&state.db, actor, storage_endpoints, api_networks, caller).await?;
     state.auth_memory.forget_networks(actor.org_id);
-    Ok(Json(policy))
+    Ok(policy)
 }
 
 /// Routes of this module.

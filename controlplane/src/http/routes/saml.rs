@@ -106,6 +106,18 @@ pub async fn set_settings(
             ),
         )
     })?;
+    Ok(Json(save_settings(&state, &actor, settings).await?))
+}
+
+/// Saves SAML settings: the metadata is `metadata_xml`, else fetched from `metadata_url` now
+/// (under the outbound target rules). The API's `POST` and the organization settings page
+/// both save here.
+pub(crate) async fn save_settings(
+    state: &AppState,
+    actor: &Actor,
+    settings: SamlSettings,
+) -> ApiResult<SamlSettingsView> {
+    actor.require(Permission::OrgManage)?;
     let xml = match (
         settings
             .metadata_xml
@@ -119,7 +131,7 @@ pub async fn set_settings(
             .filter(|u| !u.is_empty()),
     ) {
         (Some(xml), _) => xml.to_string(),
-        (None, Some(url)) => fetch_metadata(&state, url).await?,
+        (None, Some(url)) => fetch_metadata(state, url).await?,
         (None, None) => {
             return Err(ApiError::field(
                 ErrorCode::ValidationError,
@@ -128,10 +140,8 @@ pub async fn set_settings(
             ));
         }
     };
-    let urls = urls(&state, actor.org_id);
-    Ok(Json(
-        store::set_settings(&state.db, &actor, settings, xml, urls).await?,
-    ))
+    let urls = urls(state, actor.org_id);
+    store::set_settings(&state.db, actor, settings, xml, urls).await
 }
 
 /// Turns single sign-on off for the organization.

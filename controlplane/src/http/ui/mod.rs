@@ -12,6 +12,7 @@ mod data;
 mod io;
 mod members;
 mod notifications;
+mod orgsettings;
 mod pages;
 mod review;
 mod sso;
@@ -66,6 +67,19 @@ pub fn router() -> Router<AppState> {
         .route(
             "/organization",
             get(members::members_page).post(members::members_post),
+        )
+        .route("/organization/settings", get(orgsettings::index))
+        .route(
+            "/organization/settings/access",
+            get(orgsettings::access_page).post(orgsettings::access_post),
+        )
+        .route(
+            "/organization/settings/sessions",
+            get(orgsettings::sessions_page).post(orgsettings::sessions_post),
+        )
+        .route(
+            "/organization/settings/sso",
+            get(orgsettings::sso_page).post(orgsettings::sso_post),
         )
         .route(
             "/notifications",
@@ -301,6 +315,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 "notifications.html",
                 include_str!("../../../ui/templates/notifications.html"),
             ),
+            (
+                "org_settings.html",
+                include_str!("../../../ui/templates/org_settings.html"),
+            ),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %e, "a UI template does not parse");
@@ -505,6 +523,8 @@ fn user_context(user: &PageUser) -> minijinja::Value {
         orgs => orgs,
         brand => brand_context(user.actor.org_id, &user.brand),
         unread_notifications => user.unread_notifications,
+        // The organization settings link (the pages refuse others anyway).
+        can_manage_org => user.actor.can(crate::authz::Permission::OrgManage),
     }
 }
 
@@ -577,6 +597,7 @@ mod tests {
             "import_status.html",
             "export.html",
             "notifications.html",
+            "org_settings.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }
