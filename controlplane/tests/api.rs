@@ -45,6 +45,8 @@ mod stream;
 mod tenancy;
 #[path = "suites/ui.rs"]
 mod ui;
+#[path = "suites/ui_members.rs"]
+mod ui_members;
 #[path = "suites/uploads.rs"]
 mod uploads;
 #[path = "suites/webhooks.rs"]

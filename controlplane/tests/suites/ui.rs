@@ -16,11 +16,11 @@ use crate::{
     common::{Reply, TestApp, new_user},
 };
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// A cookie jar and the requests a browser would make.
 #[derive(Default)]
-struct Browser {
+pub(crate) struct Browser {
     cookies: HashMap<String, String>,
 }
 
@@ -46,7 +46,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, app: &TestApp, path: &str) -> Reply {
+    pub(crate) async fn get(&mut self, app: &TestApp, path: &str) -> Reply {
         let req = Request::get(path)
             .header("cookie", self.cookie_header())
             .body(Body::empty())
@@ -56,7 +56,12 @@ impl Browser {
         reply
     }
 
-    async fn post_form(&mut self, app: &TestApp, path: &str, fields: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn post_form(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Reply {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
@@ -90,7 +95,7 @@ impl Browser {
     }
 
     /// An API call with the session cookie (and `csrf` in `X-CSRFToken` when given).
-    async fn api(
+    pub(crate) async fn api(
         &self,
         app: &TestApp,
         method: &str,
@@ -116,7 +121,7 @@ impl Browser {
     }
 
     /// Opens the sign-in page and signs in; returns the reply to the form post.
-    async fn sign_in(&mut self, app: &TestApp, email: &str, password: &str) -> Reply {
+    pub(crate) async fn sign_in(&mut self, app: &TestApp, email: &str, password: &str) -> Reply {
         // A signed-in browser is sent on from the sign-in page: sign in afresh.
         self.cookies.remove("verity_session");
         let page = self.get(app, "/user/login").await;
@@ -167,7 +172,7 @@ fn multipart_body(text: &[(&str, &str)], files: &[(&str, &[u8])]) -> (String, Ve
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-fn attr_after(html: &str, marker: &str) -> String {
+pub(crate) fn attr_after(html: &str, marker: &str) -> String {
     let start = html
         .find(marker)
         .unwrap_or_else(|| panic!("{marker} in {html}"))
@@ -176,7 +181,7 @@ fn attr_after(html: &str, marker: &str) -> String {
 }
 
 /// The text of the element with id `id` (up to its first tag).
-fn number(html: &str, id: &str) -> String {
+pub(crate) fn number(html: &str, id: &str) -> String {
     attr_after(html, &format!("id=\"{id}\">"))
         .split('<')
         .next()
@@ -186,7 +191,7 @@ fn number(html: &str, id: &str) -> String {
 }
 
 /// The value of the hidden input `name`.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     attr_after(html, &format!("name=\"{name}\" value=\""))
 }
 
@@ -194,7 +199,7 @@ fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
-fn location(reply: &Reply) -> String {
+pub(crate) fn location(reply: &Reply) -> String {
     reply
         .headers
         .get("location")
@@ -204,7 +209,7 @@ fn location(reply: &Reply) -> String {
 }
 
 /// A user with a password; returns their API token.
-async fn password_user(app: &TestApp, email: &str, role: Role) -> String {
+pub(crate) async fn password_user(app: &TestApp, email: &str, role: Role) -> String {
     let mut new = new_user(email, role);
     new.password = Some(PASSWORD.to_string());
     users::create_user_in_org(

@@ -13,6 +13,7 @@ mod io;
 mod members;
 mod notifications;
 mod pages;
+mod project_members;
 mod review;
 mod sso;
 
@@ -105,6 +106,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/projects/{id}/settings",
             get(pages::settings_page).post(pages::save_settings),
+        )
+        .route(
+            "/projects/{id}/members",
+            get(project_members::members_page).post(project_members::members_post),
         )
         .route("/projects/{id}/label", get(pages::label_page))
         .route(
@@ -264,6 +269,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
             (
                 "members.html",
                 include_str!("../../../ui/templates/members.html"),
+            ),
+            (
+                "project_members.html",
+                include_str!("../../../ui/templates/project_members.html"),
             ),
             (
                 "error.html",
@@ -573,6 +582,7 @@ mod tests {
             "review.html",
             "dashboard.html",
             "members.html",
+            "project_members.html",
             "import.html",
             "import_status.html",
             "export.html",
