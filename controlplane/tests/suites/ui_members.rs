@@ -172,3 +172,126 @@ both_backends! {
         }
     }
 }
+
+/// The members of workspace `w` through the API (user ids).
+async fn workspace_members(app: &TestApp, w: i64) -> Vec<i64> {
+    app.get(&format!("/api/workspaces/{w}/memberships"), &app.owner)
+        .await
+        .expect(StatusCode::OK)
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["user"]["id"].as_i64().expect("id"))
+        .collect()
+}
+
+/// The workspaces of the organization through the API (ids).
+async fn workspace_ids(app: &TestApp) -> Vec<i64> {
+    app.get("/api/workspaces", &app.owner)
+        .await
+        .expect(StatusCode::OK)
+        .as_array()
+        .expect("workspaces")
+        .iter()
+        .map(|w| w["id"].as_i64().expect("id"))
+        .collect()
+}
+
+both_backends! {
+    async fn workspace_pages_create_and_change_members_as_the_api_allows(app) {
+        let manager = password_user(&app, "ui-ws-manager@example.com", Role::Manager).await;
+        let annotator = password_user(&app, "ui-ws-an@example.com", Role::Annotator).await;
+        let manager_id = app.user_id(&manager).await;
+        let an_id = app.user_id(&annotator).await;
+        let (_, stranger_token) = app.other_org("Elsewhere", "ui-ws-stranger@example.com").await;
+        let stranger = app.user_id(&stranger_token).await;
+        let p = app.mk_project(&manager, json!({"title": "Moved around"})).await;
+        let others = app.post("/api/workspaces", &app.owner, json!({"title": "Owners only"})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+
+        // The manager creates a workspace on the list page (linked from the main navigation).
+        let mut mg = Browser::default();
+        mg.sign_in(&app, "ui-ws-manager@example.com", PASSWORD).await;
+        let list = mg.get(&app, "/workspaces").await;
+        assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+        assert!(list.text.contains("<a href=\"/workspaces\">Workspaces</a>") && list.text.contains("Create a workspace"));
+        assert!(!list.text.contains("Owners only"), "a manager sees only their own workspaces");
+        let csrf = hidden(&list.text, "csrf_token");
+        let before = workspace_ids(&app).await;
+        let untitled = mg.post_form(&app, "/workspaces", &[("csrf_token", &csrf), ("title", "  "), ("description", "kept")]).await;
+        assert_eq!(untitled.status, StatusCode::BAD_REQUEST);
+        assert!(number(&untitled.text, "workspace-error").contains("a workspace needs a title"), "{}", untitled.text);
+        assert!(untitled.text.contains("value=\"kept\""), "the form comes back filled in");
+        let forged = mg.post_form(&app, "/workspaces", &[("csrf_token", "guess"), ("title", "Forged")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        assert_eq!(workspace_ids(&app).await, before, "nothing created");
+        let created = mg.post_form(&app, "/workspaces", &[("csrf_token", &csrf), ("title", "Team A"), ("description", "The A team")]).await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.text);
+        let w: i64 = location(&created).strip_prefix("/workspaces/").expect("workspace path").parse().expect("id");
+        let api = app.get(&format!("/api/workspaces/{w}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((api["title"].clone(), api["description"].clone()), (json!("Team A"), json!("The A team")));
+        assert_eq!(workspace_members(&app, w).await, vec![manager_id], "the creator is its first member");
+        let path = format!("/workspaces/{w}");
+        let page = mg.get(&app, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("Team A") && page.text.contains(&format!("<option value=\"{an_id}\">ui-ws-an@example.com (annotator)</option>")), "{}", page.text);
+        assert!(!page.text.contains("ui-ws-stranger@example.com"));
+
+        // Bad input: an error on the page, nothing changed.
+        let bad = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "add_member"), ("user_id", "x")]).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let outsider = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "add_member"), ("user_id", &stranger.to_string())]).await;
+        assert_eq!(outsider.status, StatusCode::NOT_FOUND);
+        assert!(number(&outsider.text, "workspace-error").contains("is not a member of this organization"), "{}", outsider.text);
+        let no_token = mg.post_form(&app, &path, &[("action", "add_member"), ("user_id", &an_id.to_string())]).await;
+        assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+        assert_eq!(workspace_members(&app, w).await, vec![manager_id]);
+
+        // Add the annotator; move the project in.
+        let added = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "add_member"), ("user_id", &an_id.to_string())]).await;
+        assert_eq!(location(&added), format!("{path}?done=added"), "{}", added.text);
+        assert_eq!(workspace_members(&app, w).await, vec![manager_id, an_id]);
+        let moved = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "add_project"), ("project", &p.to_string())]).await;
+        assert_eq!(location(&moved), format!("{path}?done=project_added"), "{}", moved.text);
+        assert_eq!(app.project(p).await["workspace"], json!(w));
+        let page = mg.get(&app, &location(&moved)).await;
+        assert!(page.text.contains(&format!("id=\"workspace-project-{p}\"")) && page.text.contains("The project is moved into the workspace."));
+
+        // The annotator sees the workspace and its projects, without controls; forged posts are refused.
+        let mut an = Browser::default();
+        an.sign_in(&app, "ui-ws-an@example.com", PASSWORD).await;
+        let list = an.get(&app, "/workspaces").await;
+        assert!(list.text.contains("Team A") && !list.text.contains("Create a workspace") && !list.text.contains("Owners only"), "{}", list.text);
+        let page = an.get(&app, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(page.text.contains("Moved around") && page.text.contains("ui-ws-manager@example.com"));
+        for control in ["name=\"action\"", "Remove", "Take out", "Add to the workspace"] {
+            assert!(!page.text.contains(control), "no {control:?} for an annotator");
+        }
+        let an_csrf = attr_after(&page.text, "name=\"csrf-token\" content=\"");
+        let refused = an.post_form(&app, &path, &[("csrf_token", &an_csrf), ("action", "remove_member"), ("user_id", &manager_id.to_string())]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+        assert!(number(&refused.text, "workspace-error").contains("workspace.manage"), "{}", refused.text);
+        let refused = an.post_form(&app, "/workspaces", &[("csrf_token", &an_csrf), ("title", "Mine")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(workspace_members(&app, w).await, vec![manager_id, an_id]);
+        assert_eq!(workspace_ids(&app).await.len(), before.len() + 1);
+        // A workspace they are not in: the API's refusal.
+        let api_status = app.get(&format!("/api/workspaces/{others}"), &annotator).await.status;
+        let hidden_ws = an.get(&app, &format!("/workspaces/{others}")).await;
+        assert_eq!(hidden_ws.status, api_status);
+        assert!(!hidden_ws.text.contains("Owners only"));
+        assert_eq!(an.get(&app, "/workspaces/nope").await.status, StatusCode::NOT_FOUND);
+
+        // Take the project out, remove the annotator.
+        let out = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "remove_project"), ("project", &p.to_string())]).await;
+        assert_eq!(location(&out), format!("{path}?done=project_removed"));
+        assert_eq!(app.project(p).await["workspace"], Value::Null);
+        let removed = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "remove_member"), ("user_id", &an_id.to_string())]).await;
+        assert_eq!(location(&removed), format!("{path}?done=removed"));
+        assert_eq!(workspace_members(&app, w).await, vec![manager_id]);
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
+        for expected in ["workspace.create", "workspace.members.add", "workspace.members.remove", "workspace.projects.add", "workspace.projects.remove"] {
+            assert!(actions.iter().any(|a| a == expected), "{expected} not audited: {actions:?}");
+        }
+    }
+}

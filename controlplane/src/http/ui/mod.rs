@@ -16,6 +16,7 @@ mod pages;
 mod project_members;
 mod review;
 mod sso;
+mod workspaces;
 
 use std::sync::OnceLock;
 
@@ -76,6 +77,14 @@ pub fn router() -> Router<AppState> {
         .route("/saml/{org}/metadata", get(sso::metadata))
         .route("/saml/{org}/login", get(sso::login))
         .route("/saml/{org}/acs", axum::routing::post(sso::acs))
+        .route(
+            "/workspaces",
+            get(workspaces::workspaces_page).post(workspaces::create_workspace),
+        )
+        .route(
+            "/workspaces/{id}",
+            get(workspaces::workspace_page).post(workspaces::workspace_post),
+        )
         .route(
             "/projects",
             get(pages::projects_page).post(pages::create_project),
@@ -273,6 +282,14 @@ fn templates() -> &'static minijinja::Environment<'static> {
             (
                 "project_members.html",
                 include_str!("../../../ui/templates/project_members.html"),
+            ),
+            (
+                "workspaces.html",
+                include_str!("../../../ui/templates/workspaces.html"),
+            ),
+            (
+                "workspace.html",
+                include_str!("../../../ui/templates/workspace.html"),
             ),
             (
                 "error.html",
@@ -583,6 +600,8 @@ mod tests {
             "dashboard.html",
             "members.html",
             "project_members.html",
+            "workspaces.html",
+            "workspace.html",
             "import.html",
             "import_status.html",
             "export.html",
