@@ -47,6 +47,8 @@ mod tenancy;
 mod ui;
 #[path = "suites/ui_admin.rs"]
 mod ui_admin;
+#[path = "suites/ui_members.rs"]
+mod ui_members;
 #[path = "suites/uploads.rs"]
 mod uploads;
 #[path = "suites/webhooks.rs"]

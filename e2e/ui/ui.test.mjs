@@ -316,6 +316,62 @@ test('a forged cross-site form post is refused, and sign-out everywhere ends oth
   assert.match(other.url(), /\/user\/login\?next=/);
 });
 
+test('members and workspaces: a manager adds, pauses and removes a project member and makes a workspace; an annotator sees no controls', async () => {
+  await api('POST', '/api/users', { email: 'pm-manager@example.com', password: 'pm manager password', role: 'manager' });
+  await api('POST', '/api/users', { email: 'pm-annotator@example.com', password: 'pm annotator password', role: 'annotator' });
+  const annotator = (await api('GET', '/api/users')).find((u) => u.email === 'pm-annotator@example.com');
+  const page = await newPage();
+  await signIn(page, 'pm-manager@example.com', 'pm manager password');
+  await page.waitForURL(/\/projects$/);
+  await page.getByLabel('Name', { exact: true }).fill('Members in a browser');
+  await page.getByLabel('Text classification').check();
+  await page.getByRole('button', { name: 'Create project' }).click();
+  await page.waitForURL(/\/projects\/\d+\/data$/);
+  const id = Number(page.url().split('/')[4]);
+  await page.getByRole('link', { name: 'Members' }).click();
+  await page.waitForURL(/\/members$/);
+  await page.getByLabel('Organization member').selectOption(String(annotator.id));
+  await page.getByLabel('Project role', { exact: true }).selectOption('annotator');
+  await page.getByRole('button', { name: 'Add to the project' }).click();
+  await page.locator('#project-members-notice').waitFor();
+  let members = await api('GET', `/api/projects/${id}/members`);
+  assert.deepEqual(members.map((m) => [m.user.id, m.role, m.paused]), [[annotator.id, 'annotator', false]]);
+  await page.getByLabel('Why pm-annotator@example.com is paused (they see this)').fill('Read the guide first');
+  await page.getByRole('button', { name: 'Pause pm-annotator@example.com' }).click();
+  await page.locator('#project-members-notice').waitFor();
+  assert.match(await page.locator(`#project-member-${annotator.id}`).textContent(), /paused\s*Read the guide first/);
+  const pauses = await api('GET', `/api/projects/${id}/members/${annotator.id}/pauses`);
+  assert.equal(pauses[0].verbose_reason, 'Read the guide first');
+  // The annotator sees the list, paused, and no controls.
+  const other = await newPage();
+  await signIn(other, 'pm-annotator@example.com', 'pm annotator password');
+  await other.waitForURL(/\/projects$/);
+  await other.goto(`${server.base}/projects/${id}/members`);
+  assert.match(await other.locator(`#project-member-${annotator.id}`).textContent(), /paused/);
+  assert.equal(await other.getByRole('button').filter({ hasText: /Pause|Unpause|Remove|Add/ }).count(), 0);
+  await page.getByRole('button', { name: 'Unpause pm-annotator@example.com' }).click();
+  await page.locator('#project-members-notice').waitFor();
+  assert.equal((await api('GET', `/api/projects/${id}/members/${annotator.id}/pauses`)).length, 0);
+  await page.getByRole('button', { name: 'Remove pm-annotator@example.com from the project' }).click();
+  await page.locator('#project-members-notice').waitFor();
+  members = await api('GET', `/api/projects/${id}/members`);
+  assert.equal(members.length, 0);
+  // A workspace from the header's link, with the annotator in it.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Workspaces' }).click();
+  await page.waitForURL(/\/workspaces$/);
+  await page.getByLabel('Name', { exact: true }).fill('Browser team');
+  await page.getByRole('button', { name: 'Create workspace' }).click();
+  await page.waitForURL(/\/workspaces\/\d+$/);
+  const ws = Number(page.url().split('/')[4]);
+  await page.getByLabel('Organization member').selectOption(String(annotator.id));
+  await page.getByRole('button', { name: 'Add to the workspace' }).click();
+  await page.locator('#workspace-notice').waitFor();
+  const wsMembers = await api('GET', `/api/workspaces/${ws}/memberships`);
+  assert.ok(wsMembers.some((m) => m.user.id === annotator.id));
+  assert.deepEqual(page.errors, []);
+  assert.deepEqual(other.errors, []);
+});
+
 test('data manager: a manager adds a tab, filters, sorts and runs an action; an annotator sees no actions', async () => {
   await api('POST', '/api/users', { email: 'dm-manager@example.com', password: 'dm manager password', role: 'manager' });
   await api('POST', '/api/users', { email: 'dm-annotator@example.com', password: 'dm annotator password', role: 'annotator' });

@@ -194,7 +194,7 @@ pub(crate) fn attr_after(html: &str, marker: &str) -> String {
 }
 
 /// The text of the element with id `id` (up to its first tag).
-fn number(html: &str, id: &str) -> String {
+pub(crate) fn number(html: &str, id: &str) -> String {
     attr_after(html, &format!("id=\"{id}\">"))
         .split('<')
         .next()
@@ -1797,4 +1797,92 @@ async fn import_page_syncs_storages_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn import_page_syncs_storages_postgres() {
     import_page_syncs_storages(crate::common::Backend::Postgres).await;
+}
+
+/// The cell texts of task `id`'s row in the data manager's table (tags stripped).
+fn row_cells(html: &str, id: i64) -> Vec<String> {
+    let marker = format!("title=\"Open task {id} in the editor\">");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("row {id} in {html}"))
+        + marker.len();
+    let row = html[start..].split("</tr>").next().unwrap_or_default();
+    let first = row
+        .split("</td>")
+        .next()
+        .unwrap_or_default()
+        .replace("</a>", "");
+    let mut cells = vec![first.trim().to_string()];
+    for cell in row.split("</td>").skip(1) {
+        if let Some((_, text)) = cell.split_once('>') {
+            cells.push(text.trim().to_string());
+        }
+    }
+    cells
+}
+
+both_backends! {
+    async fn data_manager_draws_the_catalogue_columns_as_cells(app) {
+        let manager = password_user(&app, "dm-cells-manager@example.com", Role::Manager).await;
+        let annotator = password_user(&app, "dm-cells-an@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Cells"})).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 2).await;
+        let annotation = app.post(&format!("/api/tasks/{}/annotations", tasks[0]), &annotator, json!({"result": crate::common::choice("pos")})).await.expect(StatusCode::CREATED)["id"].as_i64().expect("id");
+        app.post("/api/predictions", &app.owner, json!({"task": tasks[0], "result": crate::common::choice("pos"), "score": 0.75, "model_version": "m1"})).await.expect(StatusCode::CREATED);
+        app.post(&format!("/api/tasks/{}/drafts", tasks[1]), &manager, json!({"result": crate::common::choice("neg")})).await.expect(StatusCode::CREATED);
+        app.post("/api/comments", &manager, json!({"annotation": annotation, "text": "Looks right"})).await.expect(StatusCode::CREATED);
+        let page_path = format!("/projects/{p}/data");
+        let mut mgr = Browser::default();
+        mgr.sign_in(&app, "dm-cells-manager@example.com", PASSWORD).await;
+        let csrf = mgr.csrf(&app).await;
+        let added = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "add_tab"), ("title", "Everything")]).await;
+        assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text);
+        let v = dm_views(&app, p).await[0]["id"].as_i64().expect("view id");
+        // The new columns are offered as toggles and hidden until a tab shows them.
+        let before = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        for column in ["completed_at", "annotators", "predictions_score", "reviewers", "draft_exists", "comment_authors", "overlap"] {
+            assert!(before.text.contains(&format!("value=\"{column}\"")), "{column} is a column toggle");
+        }
+        assert!(!before.text.contains("Annotated by</a></th>"));
+        let mut fields = vec![("csrf_token", csrf.as_str()), ("op", "columns")];
+        let view = v.to_string();
+        fields.push(("view", &view));
+        for column in ["id", "completed_at", "annotators", "predictions_score", "reviewers", "draft_exists", "comment_authors", "overlap"] {
+            fields.push(("show", column));
+        }
+        let cols = mgr.post_form(&app, &page_path, &fields).await;
+        assert_eq!(cols.status, StatusCode::SEE_OTHER, "{}", cols.text);
+        let page = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        for header in ["Completed</a></th>", "Annotated by</a></th>", "Prediction score</a></th>", "Reviewers</a></th>", "Drafts</a></th>", "Overlap</a></th>", ">Comment authors</th>"] {
+            assert!(page.text.contains(header), "{header}: {}", page.text);
+        }
+        let task = app.get(&format!("/api/tasks/{}", tasks[0]), &app.owner).await.expect(StatusCode::OK);
+        let completed = task["completed_at"].as_str().expect("completed_at").to_string();
+        assert_eq!(
+            row_cells(&page.text, tasks[0])[..8],
+            [tasks[0].to_string(), completed, "dm-cells-an@example.com".into(), "0.75".into(), String::new(), "no".into(), "dm-cells-manager@example.com".into(), "1".into()],
+        );
+        assert_eq!(
+            row_cells(&page.text, tasks[1])[..8],
+            [tasks[1].to_string(), String::new(), String::new(), String::new(), String::new(), "yes".into(), String::new(), "1".into()],
+        );
+        // Ordering by a new column works from its header.
+        let ordered = mgr.get(&app, &format!("{page_path}?view={v}&ordering=-predictions_score")).await;
+        assert_eq!(ordered.status, StatusCode::OK, "{}", ordered.text);
+        // An annotator gets exactly the columns the catalogue offers them: none that tell of
+        // others' work or of who commented (ADR 0051, 0057).
+        let catalogue = app.get(&format!("/api/dm/columns?project={p}"), &annotator).await.expect(StatusCode::OK);
+        let offered: Vec<&str> = catalogue["columns"].as_array().expect("columns").iter().filter_map(|c| c["id"].as_str()).collect();
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "dm-cells-an@example.com", PASSWORD).await;
+        let seen = ann.get(&app, &format!("{page_path}?view={v}")).await;
+        assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
+        for (column, header) in [("completed_at", "Completed"), ("annotators", "Annotated by"), ("predictions_score", "Prediction score"), ("reviewers", "Reviewers"), ("draft_exists", "Drafts"), ("comment_authors", "Comment authors"), ("overlap", "Overlap")] {
+            assert_eq!(seen.text.contains(&format!("{header}</a></th>")) || seen.text.contains(&format!(">{header}</th>")), offered.contains(&column), "{column}: {}", seen.text);
+        }
+        assert!(!offered.contains(&"comment_authors"));
+        assert!(!seen.text.contains("dm-cells-manager@example.com"), "{}", seen.text);
+    }
 }

@@ -6,6 +6,8 @@
 //! `/api/tasks` does, actions through the handler code of `POST /api/dm/actions`. The page is
 //! plain forms and links; nothing needs script.
 
+use std::collections::HashMap;
+
 use axum::{
     extract::{Request, State},
     http::StatusCode,
@@ -37,24 +39,41 @@ use crate::{
 /// Rows of the task table per page.
 const TASKS_PER_PAGE: i64 = 50;
 
-/// The columns of the task table: id, title, hidden unless a tab shows it.
-const TASK_COLUMNS: &[(&str, &str, bool)] = &[
-    ("id", "ID", false),
-    ("inner_id", "Inner ID", true),
-    ("total_annotations", "Annotations", false),
-    ("cancelled_annotations", "Skipped", false),
-    ("total_predictions", "Predictions", false),
-    ("is_labeled", "Labeled", false),
-    ("agreement", "Agreement", true),
-    ("reviews_accepted", "Accepted reviews", true),
-    ("reviews_rejected", "Rejected reviews", true),
-    ("reviewed", "Reviewed", true),
-    ("comment_count", "Comments", true),
-    ("unresolved_comment_count", "Unresolved comments", true),
-    ("last_comment_updated_at", "Commented at", true),
-    ("created_at", "Created", true),
-    ("updated_at", "Updated", true),
+/// The columns of the task table: id, title, hidden unless a tab shows it, and whether the
+/// column is shown only to those the column catalogue offers it to
+/// (`task_columns::offered`: what it reveals of others' work, comment details by role).
+const TASK_COLUMNS: &[(&str, &str, bool, bool)] = &[
+    ("id", "ID", false, false),
+    ("inner_id", "Inner ID", true, false),
+    ("total_annotations", "Annotations", false, false),
+    ("cancelled_annotations", "Skipped", false, false),
+    ("total_predictions", "Predictions", false, false),
+    ("is_labeled", "Labeled", false, false),
+    ("completed_at", "Completed", true, true),
+    ("annotators", "Annotated by", true, true),
+    ("predictions_score", "Prediction score", true, true),
+    ("agreement", "Agreement", true, true),
+    ("reviewers", "Reviewers", true, true),
+    ("reviews_accepted", "Accepted reviews", true, false),
+    ("reviews_rejected", "Rejected reviews", true, false),
+    ("reviewed", "Reviewed", true, false),
+    ("draft_exists", "Drafts", true, true),
+    ("comment_count", "Comments", true, false),
+    (
+        "unresolved_comment_count",
+        "Unresolved comments",
+        true,
+        false,
+    ),
+    ("last_comment_updated_at", "Commented at", true, true),
+    ("comment_authors", "Comment authors", true, true),
+    ("overlap", "Overlap", true, true),
+    ("created_at", "Created", true, false),
+    ("updated_at", "Updated", true, false),
 ];
+
+/// The columns whose cells list people (user ids in the task list's answer).
+const PEOPLE_COLUMNS: &[&str] = &["annotators", "reviewers", "comment_authors"];
 
 /// The filter operators of Label Studio's format that the task list runs: id and label.
 const OPERATORS: &[(&str, &str)] = &[
@@ -93,24 +112,25 @@ impl Column {
             Some(key) => key
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-            None => self.id != "data",
+            None => {
+                self.id != "data"
+                    && crate::storage::task_columns::CATALOGUE
+                        .iter()
+                        .find(|(name, ..)| *name == self.id)
+                        .is_none_or(|(.., orders)| *orders)
+            }
         }
     }
 }
 
 /// The project's columns: the data keys of its labeling configuration after the id, then the
-/// task columns. Annotators who see only their own work get no agreement (as in the API), and
-/// annotators no comment time (ADR 0051).
-fn columns(
-    project: &projects::ProjectView,
-    shows_agreement: bool,
-    shows_comment_details: bool,
-) -> Vec<Column> {
+/// task columns. The columns marked so in [`TASK_COLUMNS`] are kept only when `offered` says
+/// the catalogue offers them (annotators who see only their own work get no agreement, as in
+/// the API, and annotators no comment details, ADR 0051).
+fn columns(project: &projects::ProjectView, offered: &dyn Fn(&str) -> bool) -> Vec<Column> {
     let mut out = Vec::new();
-    for (id, title, hidden) in TASK_COLUMNS {
-        if (*id == "agreement" && !shows_agreement)
-            || (*id == "last_comment_updated_at" && !shows_comment_details)
-        {
+    for (id, title, hidden, checked) in TASK_COLUMNS {
+        if *checked && !offered(id) {
             continue;
         }
         out.push(Column {
@@ -375,8 +395,8 @@ fn hidden_of(data: &Value) -> Option<Vec<String>> {
         })
 }
 
-/// A task's cell of `column`, as text.
-fn cell(task: &Value, column: &str) -> String {
+/// A task's cell of `column`, as text; `people` names the users of the people columns.
+fn cell(task: &Value, column: &str, people: &HashMap<i64, String>) -> String {
     let clip = |s: String| -> String {
         if s.chars().count() > 160 {
             format!("{}…", s.chars().take(160).collect::<String>())
@@ -396,9 +416,28 @@ fn cell(task: &Value, column: &str) -> String {
             },
         ));
     }
+    if PEOPLE_COLUMNS.contains(&column) {
+        let ids = task.get(column).and_then(Value::as_array);
+        return clip(
+            ids.into_iter()
+                .flatten()
+                .filter_map(Value::as_i64)
+                .map(|id| {
+                    people
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("user {id}"))
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
     match task.get(column) {
         None | Some(Value::Null) => String::new(),
         Some(Value::Bool(b)) => if *b { "yes" } else { "no" }.to_string(),
+        Some(Value::Number(n)) if column == "predictions_score" => {
+            n.as_f64().map(|f| format!("{f:.2}")).unwrap_or_default()
+        }
         Some(Value::Number(n)) if column == "agreement" => n
             .as_f64()
             .map(|f| format!("{:.0}%", f * 100.0))
@@ -493,11 +532,9 @@ async fn data_view(
     let data: Value = current
         .and_then(|t| serde_json::from_str(&t.data).ok())
         .unwrap_or_else(|| json!({}));
-    let columns = columns(
-        &project,
-        visible.shows_agreement_in(&access),
-        crate::storage::tasks::shows_comment_details(access.role),
-    );
+    let columns = columns(&project, &|name| {
+        crate::storage::task_columns::offered(name, visible, &access)
+    });
     let hidden = hidden_of(&data);
     let shown: Vec<&Column> = columns
         .iter()
@@ -531,13 +568,38 @@ async fn data_view(
     let window = tasks::Window {
         offset: (page - 1).saturating_mul(TASKS_PER_PAGE),
         limit: TASKS_PER_PAGE,
-        fields: tasks::Fields::TaskOnly,
+        // Who annotated is read with the annotations, so only when that column is shown.
+        fields: if shown.iter().any(|c| c.id == "annotators") {
+            tasks::Fields::All
+        } else {
+            tasks::Fields::TaskOnly
+        },
         ids_only: false,
     };
     let (_, listed) = match tasks::list(&state.db, actor, id, &task_query, window).await {
         Ok(v) => v,
         Err(e) => return error_page(Some(user), &e),
     };
+    // The organization's people by id, for the people columns (and the filters' user inputs).
+    let users = match crate::storage::users::list_users(&state.db, actor).await {
+        Ok(u) => u,
+        Err(e) => return error_page(Some(user), &e),
+    };
+    let people: HashMap<i64, String> = users
+        .iter()
+        .map(|u| {
+            let name = format!("{} {}", u.first_name, u.last_name);
+            let name = name.trim();
+            (
+                u.id,
+                if name.is_empty() {
+                    u.email.clone()
+                } else {
+                    name.to_string()
+                },
+            )
+        })
+        .collect();
     // "Review this task" for those who may review here (reviewers and above, as
     // `POST /api/annotation-reviews`), on tasks with something submitted.
     let can_review = holds(role, Permission::ReviewCreate);
@@ -548,7 +610,7 @@ async fn data_view(
             let v = serde_json::to_value(t).unwrap_or(Value::Null);
             let cells: Vec<Value> = shown
                 .iter()
-                .map(|c| json!({"data": c.id.starts_with("data"), "text": cell(&v, &c.id)}))
+                .map(|c| json!({"data": c.id.starts_with("data"), "text": cell(&v, &c.id, &people)}))
                 .collect();
             let review = (can_review && t.total_annotations > 0)
                 .then(|| format!("/projects/{id}/review?task={}", t.id));
@@ -635,24 +697,19 @@ async fn data_view(
         })
         .collect();
     let members: Vec<Value> = if offered.iter().any(|c| c.input == "user") {
-        crate::storage::users::list_users(&state.db, actor)
-            .await
-            .map(|users| {
-                users
-                    .iter()
-                    .map(|u| {
-                        let name = format!("{} {}", u.first_name, u.last_name);
-                        let name = name.trim();
-                        let label = if name.is_empty() {
-                            u.email.clone()
-                        } else {
-                            format!("{name} ({})", u.email)
-                        };
-                        json!({"id": u.id.to_string(), "label": label})
-                    })
-                    .collect()
+        users
+            .iter()
+            .map(|u| {
+                let name = format!("{} {}", u.first_name, u.last_name);
+                let name = name.trim();
+                let label = if name.is_empty() {
+                    u.email.clone()
+                } else {
+                    format!("{name} ({})", u.email)
+                };
+                json!({"id": u.id.to_string(), "label": label})
             })
-            .unwrap_or_default()
+            .collect()
     } else {
         Vec::new()
     };
@@ -932,7 +989,7 @@ pub(super) async fn data_post(State(state): State<AppState>, request: Request) -
                 .filter(|(k, _)| k == "show")
                 .map(|(_, v)| v.as_str())
                 .collect();
-            let hidden: Vec<String> = columns(&project, true, true)
+            let hidden: Vec<String> = columns(&project, &|_| true)
                 .iter()
                 .filter(|c| !shown.contains(&c.id.as_str()))
                 .map(|c| format!("tasks:{}", c.id))

@@ -14,8 +14,10 @@ mod members;
 mod notifications;
 mod orgsettings;
 mod pages;
+mod project_members;
 mod review;
 mod sso;
+mod workspaces;
 
 use std::sync::OnceLock;
 
@@ -90,6 +92,14 @@ pub fn router() -> Router<AppState> {
         .route("/saml/{org}/login", get(sso::login))
         .route("/saml/{org}/acs", axum::routing::post(sso::acs))
         .route(
+            "/workspaces",
+            get(workspaces::workspaces_page).post(workspaces::create_workspace),
+        )
+        .route(
+            "/workspaces/{id}",
+            get(workspaces::workspace_page).post(workspaces::workspace_post),
+        )
+        .route(
             "/projects",
             get(pages::projects_page).post(pages::create_project),
         )
@@ -119,6 +129,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/projects/{id}/settings",
             get(pages::settings_page).post(pages::save_settings),
+        )
+        .route(
+            "/projects/{id}/members",
+            get(project_members::members_page).post(project_members::members_post),
         )
         .route("/projects/{id}/label", get(pages::label_page))
         .route(
@@ -278,6 +292,18 @@ fn templates() -> &'static minijinja::Environment<'static> {
             (
                 "members.html",
                 include_str!("../../../ui/templates/members.html"),
+            ),
+            (
+                "project_members.html",
+                include_str!("../../../ui/templates/project_members.html"),
+            ),
+            (
+                "workspaces.html",
+                include_str!("../../../ui/templates/workspaces.html"),
+            ),
+            (
+                "workspace.html",
+                include_str!("../../../ui/templates/workspace.html"),
             ),
             (
                 "error.html",
@@ -593,6 +619,9 @@ mod tests {
             "review.html",
             "dashboard.html",
             "members.html",
+            "project_members.html",
+            "workspaces.html",
+            "workspace.html",
             "import.html",
             "import_status.html",
             "export.html",
