@@ -178,14 +178,14 @@ def main():
         rows.append((f"next + submit, {args.annotators} annotators, {n:,} pairs",
                      f"{n / secs:,.0f} pairs/s; next p50 {pct(nexts, .5):.1f} ms, p99 {pct(nexts, .99):.1f} ms; "
                      f"submit p50 {pct(submits, .5):.1f} ms, p99 {pct(submits, .99):.1f} ms",
-                     f"{cpu / n * 1000:.2f} ms CPU/pair; {doubles} double hand-outs"))
+                     f"{cpu / n * 1000:.2f} ms CPU/pair; {doubles} double hand-outs; RSS {proc_rss_mb(pid):.0f} MB"))
         if args.think_ms:
             nexts, submits, doubles = stream(port, project, tokens, args.paced_pairs, args.think_ms)
             rows.append((f"next + submit, {args.annotators} annotators labeling {args.think_ms} ms per task "
                          f"(0.5–1.5×), {len(nexts):,} pairs",
                          f"next p50 {pct(nexts, .5):.1f} ms, p99 {pct(nexts, .99):.1f} ms; "
                          f"submit p50 {pct(submits, .5):.1f} ms, p99 {pct(submits, .99):.1f} ms",
-                         f"{doubles} double hand-outs"))
+                         f"{doubles} double hand-outs; RSS {proc_rss_mb(pid):.0f} MB"))
 
         for name, data in FILTERED_VIEWS.items():
             status, body = c.call("POST", "/api/dm/views", {"project": project, "data": data})
@@ -193,14 +193,16 @@ def main():
             view = json.loads(body)["id"]
             times = timed_calls(c, f"/api/tasks?view={view}&page=1&page_size=30", 10)
             times += timed_calls(c, f"/api/tasks?view={view}&page=3&page_size=30", 5)
-            rows.append((f"data manager page of 30: {name}", f"p50 {pct(times, .5):.0f} ms, max {max(times) * 1000:.0f} ms", ""))
+            rows.append((f"data manager page of 30: {name}", f"p50 {pct(times, .5):.0f} ms, max {max(times) * 1000:.0f} ms",
+                         f"RSS {proc_rss_mb(pid):.0f} MB"))
 
         for path in ("stats/label-distribution/counts", "stats/member_performance_summary",
                      "stats/member_performance_rows", "stats/finished", "stats/lead_time",
                      "stats/total_agreement", "stats/IAA",
                      "stats/reliability?from_name=sentiment"):
             times = timed_calls(c, f"/api/projects/{project}/{path}", 5)
-            rows.append((f"GET .../{path}", f"p50 {pct(times, .5):.0f} ms, max {max(times) * 1000:.0f} ms", ""))
+            rows.append((f"GET .../{path}", f"p50 {pct(times, .5):.0f} ms, max {max(times) * 1000:.0f} ms",
+                         f"RSS {proc_rss_mb(pid):.0f} MB"))
 
         # Agreement: the last tasks are fresh; a first annotation on each, then a second by
         # someone else (the task's agreement is refreshed with it).

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -68,8 +69,6 @@ pub(super) const SHARED_TASK: &str = " and exists (select 1 from annotation b \
 /// Which annotations [`load`] reads.
 #[derive(Clone, Copy)]
 enum Scope {
-    /// Every counted annotation of the project.
-    Project,
     /// Those of one task.
     Task(i64),
     /// Those of tasks that two authors or more annotated: all a pairwise comparison uses.
@@ -83,7 +82,6 @@ async fn load(
     scope: Scope,
 ) -> ApiResult<(Vec<Counted>, BTreeMap<i64, String>)> {
     let (task_filter, task_id) = match scope {
-        Scope::Project => ("", None),
         Scope::Task(t) => (" and a.task_id = $2", Some(t)),
         Scope::Shared => (SHARED_TASK, None),
     };
@@ -623,20 +621,36 @@ pub async fn reliability(
             ),
         ));
     };
-    let (anns, _) = load(db, project_id, Scope::Project).await?;
-    let ratings: Vec<Rating> = anns
-        .iter()
-        .filter_map(|a| {
-            let items = agreement::items_of(&a.result, from_name);
-            let (category, number) = agreement::rating_value(&control, &items)?;
-            Some(Rating {
-                item: a.task,
-                rater: a.user,
-                category,
-                number,
-            })
-        })
-        .collect();
+    // Every counted annotation of the project, read as a stream and reduced to its rating at
+    // once: holding a million parsed results at the same time is what a project this size
+    // cannot afford. Ordered by id within a task, a person's later annotation (whose result
+    // parses) replaces the earlier one, as `load` does; a latest annotation without a value for
+    // this control leaves the person without a rating of the task.
+    let mut latest: BTreeMap<(i64, i64), Option<Rating>> = BTreeMap::new();
+    with_read!(db, conn, {
+        let mut rows = sqlx::query_as::<_, (i64, i64, String)>(
+            "select a.task_id, a.completed_by, a.result from annotation a \
+             where a.project_id = $1 and not a.was_cancelled \
+             and a.result is not null and a.completed_by is not null order by a.task_id, a.id",
+        )
+        .bind(project_id)
+        .fetch(conn);
+        while let Some((task, user, result)) = rows.try_next().await? {
+            let Ok(result) = serde_json::from_str::<Value>(&result) else {
+                continue;
+            };
+            let items = agreement::items_of(&result, from_name);
+            let rating =
+                agreement::rating_value(&control, &items).map(|(category, number)| Rating {
+                    item: task,
+                    rater: user,
+                    category,
+                    number,
+                });
+            latest.insert((task, user), rating);
+        }
+    });
+    let ratings: Vec<Rating> = latest.into_values().flatten().collect();
     let numeric = matches!(control.tag.as_str(), "Rating" | "Number");
     let r = agreement::reliability(&ratings, numeric);
     let mut undefined = BTreeMap::new();

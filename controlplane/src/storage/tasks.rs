@@ -1881,13 +1881,8 @@ pub async fn list(
     };
     let filtered = query.condition != "true";
     let n = query.params.len();
-    // The exact total and the page are independent reads: they run at the same time on two
-    // connections of the read pool, so a page costs the longer of the two, not their sum.
     let (total, rows, ids): (i64, Vec<TaskRow>, Vec<i64>) = with_read!(db, conn, {
-        let total = async {
-            if !filtered {
-                return Ok::<_, sqlx::Error>(project.task_number);
-            }
+        let total = if filtered {
             let sql = format!(
                 "select count(*) from task t where t.project_id = $1 and {}",
                 query.condition
@@ -1896,40 +1891,40 @@ pub async fn list(
             for p in &query.params {
                 q = q.bind(p);
             }
-            q.fetch_one(conn).await
+            q.fetch_one(conn).await?
+        } else {
+            project.task_number
         };
         let (limit_p, offset_p) = (n + 2, n + 3);
-        let page = async {
-            if ids_only {
-                let sql = format!(
-                    "select t.id from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
-                    query.condition, query.order
-                );
-                let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(project_id);
-                for p in &query.params {
-                    q = q.bind(p);
-                }
-                Ok::<_, sqlx::Error>((
-                    Vec::new(),
-                    q.bind(limit).bind(offset).fetch_all(conn).await?,
-                ))
-            } else {
-                let sql = format!(
-                    "select {TASK_COLUMNS} from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
-                    query.condition, query.order
-                );
-                let mut q = sqlx::query_as::<_, TaskRow>(&sql).bind(project_id);
-                for p in &query.params {
-                    q = q.bind(p);
-                }
-                Ok((
-                    q.bind(limit).bind(offset).fetch_all(conn).await?,
-                    Vec::new(),
-                ))
+        if ids_only {
+            let sql = format!(
+                "select t.id from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
+                query.condition, query.order
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(project_id);
+            for p in &query.params {
+                q = q.bind(p);
             }
-        };
-        let (total, (rows, ids)) = tokio::try_join!(total, page)?;
-        (total, rows, ids)
+            (
+                total,
+                Vec::new(),
+                q.bind(limit).bind(offset).fetch_all(conn).await?,
+            )
+        } else {
+            let sql = format!(
+                "select {TASK_COLUMNS} from task t where t.project_id = $1 and {} order by {} limit ${limit_p} offset ${offset_p}",
+                query.condition, query.order
+            );
+            let mut q = sqlx::query_as::<_, TaskRow>(&sql).bind(project_id);
+            for p in &query.params {
+                q = q.bind(p);
+            }
+            (
+                total,
+                q.bind(limit).bind(offset).fetch_all(conn).await?,
+                Vec::new(),
+            )
+        }
     });
     let mut tasks = if ids_only {
         ids.into_iter()
