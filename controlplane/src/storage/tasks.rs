@@ -2218,14 +2218,14 @@ const CONTINUOUS_QUEUE: &str = "Continuous evaluation queue";
 /// The queue name of a task assigned to the annotator (manual distribution, ADR 0039).
 const MANUAL_QUEUE: &str = "Manually assigned queue";
 
-/// Picks the next task for the actor and reserves it. Inside one transaction that holds the
-/// project's row lock (PostgreSQL) or the single writer (SQLite), so two annotators can never
-/// both see capacity that only one of them can take: a task is handed to at most `overlap`
-/// annotators at once (unexpired reservations + counted annotations < overlap).
 /// Deletes a project's reservations that expired longer ago than a late submit is recognised
 /// (ADR 0048); `$1` project, `$2` the cut-off time.
 const SWEEP_EXPIRED_LOCKS: &str = "delete from task_lock where project_id = $1 and expire_at <= $2";
 
+/// Picks the next task for the actor and reserves it. Inside one transaction that holds the
+/// project's row lock (PostgreSQL) or the single writer (SQLite), so two annotators can never
+/// both see capacity that only one of them can take: a task is handed to at most `overlap`
+/// annotators at once (unexpired reservations + counted annotations < overlap).
 pub async fn next(
     db: &Db,
     actor: &Actor,
