@@ -282,6 +282,35 @@ both_backends! {
         assert!(!hidden_ws.text.contains("Owners only"));
         assert_eq!(an.get(&app, "/workspaces/nope").await.status, StatusCode::NOT_FOUND);
 
+        // Settings: the annotator cannot change or delete it; the manager renames and archives
+        // it, and cannot delete it while a project is in it.
+        let refused = an.post_form(&app, &path, &[("csrf_token", &an_csrf), ("action", "update"), ("title", "Taken")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+        let refused = an.post_form(&app, &path, &[("csrf_token", &an_csrf), ("action", "delete")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+        assert!(!an.get(&app, &path).await.text.contains("workspace-delete"), "no settings for an annotator");
+        let page = mg.get(&app, &path).await;
+        assert!(page.text.contains("id=\"workspace-title\" name=\"title\" value=\"Team A\"") && page.text.contains("id=\"workspace-delete\""), "{}", page.text);
+        let blank = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "update"), ("title", " "), ("archived", "on")]).await;
+        assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+        assert!(number(&blank.text, "workspace-error").contains("a workspace needs a title"), "{}", blank.text);
+        let api = app.get(&format!("/api/workspaces/{w}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((api["title"].clone(), api["is_archived"].clone()), (json!("Team A"), json!(false)), "nothing changed");
+        let saved = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "update"), ("title", "Team A2"), ("description", "Renamed"), ("archived", "on")]).await;
+        assert_eq!(location(&saved), format!("{path}?done=updated"), "{}", saved.text);
+        let api = app.get(&format!("/api/workspaces/{w}"), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((api["title"].clone(), api["description"].clone(), api["is_archived"].clone()), (json!("Team A2"), json!("Renamed"), json!(true)));
+        let page = mg.get(&app, &location(&saved)).await;
+        assert!(page.text.contains("The workspace is saved.") && page.text.contains("(archived)") && page.text.contains(" checked>"), "{}", page.text);
+        // Unticked, the box un-archives it.
+        let saved = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "update"), ("title", "Team A2"), ("description", "Renamed")]).await;
+        assert_eq!(location(&saved), format!("{path}?done=updated"));
+        assert_eq!(app.get(&format!("/api/workspaces/{w}"), &app.owner).await.expect(StatusCode::OK)["is_archived"], json!(false));
+        let full = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "delete")]).await;
+        assert_eq!(full.status, StatusCode::CONFLICT, "{}", full.text);
+        assert!(number(&full.text, "workspace-error").contains("still has 1 project"), "{}", full.text);
+        app.get(&format!("/api/workspaces/{w}"), &app.owner).await.expect(StatusCode::OK);
+
         // Take the project out, remove the annotator.
         let out = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "remove_project"), ("project", &p.to_string())]).await;
         assert_eq!(location(&out), format!("{path}?done=project_removed"));
@@ -290,8 +319,14 @@ both_backends! {
         assert_eq!(location(&removed), format!("{path}?done=removed"));
         assert_eq!(workspace_members(&app, w).await, vec![manager_id]);
         let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|(a, _, _)| a).collect();
-        for expected in ["workspace.create", "workspace.members.add", "workspace.members.remove", "workspace.projects.add", "workspace.projects.remove"] {
+        for expected in ["workspace.create", "workspace.update", "workspace.members.add", "workspace.members.remove", "workspace.projects.add", "workspace.projects.remove"] {
             assert!(actions.iter().any(|a| a == expected), "{expected} not audited: {actions:?}");
         }
+        // Empty now: deleted, back to the list.
+        let deleted = mg.post_form(&app, &path, &[("csrf_token", &csrf), ("action", "delete")]).await;
+        assert_eq!(location(&deleted), "/workspaces?done=deleted", "{}", deleted.text);
+        app.get(&format!("/api/workspaces/{w}"), &app.owner).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let list = mg.get(&app, &location(&deleted)).await;
+        assert!(list.text.contains("The workspace is deleted.") && !list.text.contains("Team A2"), "{}", list.text);
     }
 }

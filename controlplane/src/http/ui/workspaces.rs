@@ -49,6 +49,7 @@ fn done(parts: &Parts) -> Option<String> {
 async fn list_view(
     state: &AppState,
     user: &PageUser,
+    parts: &Parts,
     status: StatusCode,
     form: Option<(&CreateWorkspaceForm, &str)>,
 ) -> Response {
@@ -63,11 +64,14 @@ async fn list_view(
         ),
         None => (json!({}), None),
     };
+    let notice = (status == StatusCode::OK && done(parts).as_deref() == Some("deleted"))
+        .then_some("The workspace is deleted.");
     render(
         status,
         "workspaces.html",
         context! {
             user => user_context(user),
+            notice => notice,
             workspaces => js(&list),
             can_create => user.actor.can(Permission::WorkspaceCreate),
             values => js(&values),
@@ -84,7 +88,7 @@ pub(super) async fn workspaces_page(State(state): State<AppState>, request: Requ
         Ok(u) => u,
         Err(r) => return r,
     };
-    list_view(&state, &user, StatusCode::OK, None).await
+    list_view(&state, &user, &parts, StatusCode::OK, None).await
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -99,7 +103,7 @@ pub(super) struct CreateWorkspaceForm {
 
 /// `POST /workspaces`: creates a workspace (the creator becomes its first member).
 pub(super) async fn create_workspace(State(state): State<AppState>, request: Request) -> Response {
-    let (user, _, form) = match signed_in_form::<CreateWorkspaceForm>(&state, request).await {
+    let (user, parts, form) = match signed_in_form::<CreateWorkspaceForm>(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -112,7 +116,14 @@ pub(super) async fn create_workspace(State(state): State<AppState>, request: Req
     match workspaces::create(&state.db, &user.actor, &body).await {
         Ok(created) => redirect(&format!("/workspaces/{}", created.id)),
         Err(e) if e.code.status().is_client_error() => {
-            list_view(&state, &user, e.code.status(), Some((&form, &e.detail))).await
+            list_view(
+                &state,
+                &user,
+                &parts,
+                e.code.status(),
+                Some((&form, &e.detail)),
+            )
+            .await
         }
         Err(e) => error_page(Some(&user), &e),
     }
@@ -214,6 +225,7 @@ async fn workspace_view(
         Some("removed") => Some("The member is removed from the workspace."),
         Some("project_added") => Some("The project is moved into the workspace."),
         Some("project_removed") => Some("The project is taken out of the workspace."),
+        Some("updated") => Some("The workspace is saved."),
         _ => None,
     };
     render(
@@ -253,10 +265,18 @@ pub(super) struct WorkspaceForm {
     user_id: String,
     #[serde(default)]
     project: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    description: String,
+    /// The "archived" checkbox (absent when unticked).
+    #[serde(default)]
+    archived: Option<String>,
 }
 
-/// `POST /workspaces/{id}`: `action` is `add_member`, `remove_member`, `add_project` or
-/// `remove_project`.
+/// `POST /workspaces/{id}`: `action` is `add_member`, `remove_member`, `add_project`,
+/// `remove_project`, `update` (title, description, archived: `PATCH /api/workspaces/{id}`) or
+/// `delete` (an empty workspace: `DELETE /api/workspaces/{id}`).
 pub(super) async fn workspace_post(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let (user, id) = match workspace_page_user(&state, &parts).await {
@@ -293,6 +313,21 @@ pub(super) async fn workspace_post(State(state): State<AppState>, request: Reque
                     "project_removed"
                 })
             }
+            "update" => {
+                let mut body = Map::new();
+                body.insert("title".into(), Value::String(form.title.trim().to_string()));
+                body.insert(
+                    "description".into(),
+                    Value::String(form.description.trim().to_string()),
+                );
+                body.insert("is_archived".into(), Value::Bool(form.archived.is_some()));
+                workspaces::update(db, actor, id, &body).await?;
+                Ok("updated")
+            }
+            "delete" => {
+                workspaces::delete(db, actor, id).await?;
+                Ok("deleted")
+            }
             other => Err(ApiError::field(
                 ErrorCode::ValidationError,
                 "action",
@@ -302,6 +337,7 @@ pub(super) async fn workspace_post(State(state): State<AppState>, request: Reque
     }
     .await;
     match result {
+        Ok("deleted") => redirect("/workspaces?done=deleted"),
         Ok(done) => redirect(&format!("/workspaces/{id}?done={done}")),
         Err(e) if e.code.status().is_client_error() => {
             workspace_view(
