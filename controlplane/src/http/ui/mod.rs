@@ -495,6 +495,16 @@ async fn page_user(
 }
 
 /// A 303 to `to`.
+/// The `done=` of a page's query: what the post before the redirect changed, for the page's
+/// notice.
+fn done_param(parts: &axum::http::request::Parts) -> Option<String> {
+    parts.uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "done")
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
 fn redirect(to: &str) -> Response {
     Response::builder()
         .status(StatusCode::SEE_OTHER)

@@ -52,11 +52,7 @@ struct Outcome {
 
 /// The notice of a `?done=` after a saved change.
 fn done_notice(parts: &Parts) -> Option<String> {
-    let done = parts.uri.query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "done")
-            .map(|(_, v)| v.into_owned())
-    })?;
+    let done = super::done_param(parts)?;
     let text = match done.as_str() {
         "access" => "The access policy is saved; it applies at once.",
         "sessions" => "The session policy is saved; it applies to open sessions too.",

@@ -109,11 +109,7 @@ async fn members_view(
     } else {
         Vec::new()
     };
-    let done = parts.uri.query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("done="))
-            .map(str::to_string)
-    });
+    let done = super::done_param(parts);
     let notice = match done.as_deref() {
         Some("added") => Some("The member is added to the project."),
         Some("role") => Some("The project role is changed."),

@@ -36,15 +36,6 @@ use crate::{
 /// The most organization members (and projects) the add forms offer.
 const CANDIDATES: i64 = 1000;
 
-/// The `done=` of a page's query, after a change.
-fn done(parts: &Parts) -> Option<String> {
-    parts.uri.query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("done="))
-            .map(str::to_string)
-    })
-}
-
 /// Renders the workspace list; `form` is a create form sent back with its error.
 async fn list_view(
     state: &AppState,
@@ -64,8 +55,9 @@ async fn list_view(
         ),
         None => (json!({}), None),
     };
-    let notice = (status == StatusCode::OK && done(parts).as_deref() == Some("deleted"))
-        .then_some("The workspace is deleted.");
+    let notice = (status == StatusCode::OK
+        && super::done_param(parts).as_deref() == Some("deleted"))
+    .then_some("The workspace is deleted.");
     render(
         status,
         "workspaces.html",
@@ -220,7 +212,7 @@ async fn workspace_view(
     } else {
         (Vec::new(), Vec::new())
     };
-    let notice = match done(parts).as_deref() {
+    let notice = match super::done_param(parts).as_deref() {
         Some("added") => Some("The member is added to the workspace."),
         Some("removed") => Some("The member is removed from the workspace."),
         Some("project_added") => Some("The project is moved into the workspace."),
