@@ -639,16 +639,25 @@ pub async fn stub_ml(delay: std::time::Duration) -> StubMl {
                 async { (StatusCode::CREATED, Json(json!({"status": "ok"}))) }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, _) = serve_loopback(app).await;
     StubMl {
         url: format!("http://{addr}"),
         trainings,
         predict_sizes,
     }
+}
+
+/// Serves `app` on a free port of 127.0.0.1 for the rest of the test: its address and the
+/// serving task (dropping the handle leaves it running).
+pub async fn serve_loopback(
+    app: axum::Router,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
 }

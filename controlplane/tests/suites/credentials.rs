@@ -451,14 +451,8 @@ async fn azure_stand_in(accept: bool) -> (String, std::sync::Arc<std::sync::Mute
             (StatusCode::OK, [("content-type", "application/xml")], empty).into_response()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, seen)
+    let (addr, _) = crate::common::serve_loopback(app).await;
+    (format!("http://{addr}"), seen)
 }
 
 const TENANT: &str = "8d3c1f2a-5b6e-4c7d-9e0f-1a2b3c4d5e6f";

@@ -630,16 +630,10 @@ async fn gcs_front(upstream: &str) -> GcsFront {
         uploads: uploads.clone(),
         seen: std::sync::Arc::clone(&seen),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let app = axum::Router::new().fallback(forward).with_state(front);
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, server) = crate::common::serve_loopback(app).await;
     GcsFront {
-        url,
+        url: format!("http://{addr}"),
         uploads,
         seen,
         _server: server,
@@ -762,15 +756,9 @@ async fn metadata_server(token: Option<&'static str>) -> Metadata {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let host = listener.local_addr().expect("addr").to_string();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, server) = crate::common::serve_loopback(app).await;
     Metadata {
-        host,
+        host: addr.to_string(),
         asked,
         unflavored,
         _server: server,

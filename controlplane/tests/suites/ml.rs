@@ -434,13 +434,7 @@ async fn failing_backend(failures: usize, huge: bool) -> String {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, _) = crate::common::serve_loopback(app).await;
     format!("http://{addr}")
 }
 
@@ -567,13 +561,7 @@ async fn trainings_of_a_backend_run_one_at_a_time(backend: Backend) {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, server).await;
-    });
+    let (addr, _) = crate::common::serve_loopback(server).await;
     let app = app(backend).await;
     let _worker = crate::webhooks::start_worker(&app);
     let p = app.mk_project(&app.owner, json!({})).await;

@@ -382,14 +382,7 @@ async fn file_server() -> SocketAddr {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    crate::common::serve_loopback(app).await.0
 }
 
 async fn url_import(backend: Backend) {
