@@ -54,6 +54,16 @@ pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Acti
     }
 }
 
+/// Whether the tenant namespace holds the Secret `name` (one that the Organization names and
+/// the operator does not make).
+async fn secret_exists(secrets: &Api<Secret>, name: &str) -> Result<bool, Error> {
+    Ok(secrets
+        .get_metadata_opt(name)
+        .await
+        .map_err(|e| Error::kube_on("get", "Secret", name, e))?
+        .is_some())
+}
+
 async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Error> {
     let name = org.name_any();
     let ns = org.spec.namespace.as_str();
@@ -138,24 +148,12 @@ async fn reconcile_inner(org: &Organization, ctx: &Context) -> Result<Action, Er
             );
         }
         let db = &org.spec.database.secret_ref;
-        db_secret_present = secrets
-            .get_metadata_opt(&db.name)
-            .await
-            .map_err(|e| Error::kube_on("get", "Secret", &db.name, e))?
-            .is_some();
+        db_secret_present = secret_exists(&secrets, &db.name).await?;
         if let Some(ca) = &org.spec.database.ca_secret_ref {
-            ca_secret_present = secrets
-                .get_metadata_opt(&ca.name)
-                .await
-                .map_err(|e| Error::kube_on("get", "Secret", &ca.name, e))?
-                .is_some();
+            ca_secret_present = secret_exists(&secrets, &ca.name).await?;
         }
         if let Some(aws) = &org.spec.storage.aws_credentials_secret_ref {
-            aws_secret_present = secrets
-                .get_metadata_opt(&aws.name)
-                .await
-                .map_err(|e| Error::kube_on("get", "Secret", &aws.name, e))?
-                .is_some();
+            aws_secret_present = secret_exists(&secrets, &aws.name).await?;
         }
     }
     let policy = certs::Policy {
