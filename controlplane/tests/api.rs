@@ -4,6 +4,8 @@
 mod access;
 #[path = "suites/agreement.rs"]
 mod agreement;
+#[path = "suites/analytics.rs"]
+mod analytics;
 #[path = "suites/assignments.rs"]
 mod assignments;
 #[path = "suites/bucketsync.rs"]

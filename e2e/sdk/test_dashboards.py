@@ -91,3 +91,43 @@ def test_dashboards_through_the_sdk(verity, admin_client):
     assert summary.summary["finished"] == 4 and summary.summary["skipped"] == 2
     participants = stats.member_performance_participants(id=project.id)
     assert sorted(u.id for u in participants) == sorted([a_id, b_id])
+
+
+def test_kpis_through_the_sdk(verity, admin_client):
+    """`analytics.kpis`: the catalogue and a KPI per day and per person parse into the SDK's
+    models, and the numbers are those of the project's annotations (in the project alone)."""
+    import datetime as dt
+
+    project = admin_client.projects.create(title=f"KPIs {secrets.token_hex(3)}", label_config=CONFIG)
+    admin_client.projects.import_tasks(id=project.id, request=[{"text": f"text {i}"} for i in range(3)])
+    tasks = [t.id for t in admin_client.tasks.list(project=project.id)]
+    token, uid = _user(verity, "annotator")
+    admin_client.projects.members.add(id=project.id, user=uid)
+    annotator = verity.client(token)
+    for t in tasks[:2]:
+        annotator.annotations.create(id=t, result=[_choice("Positive")], lead_time=6.0)
+    annotator.annotations.create(id=tasks[2], result=[], was_cancelled=True)
+
+    catalogue = {k.key: k for k in admin_client.analytics.kpis.list()}
+    assert catalogue["annotations_submitted"].unit == "count"
+    assert catalogue["review_accept_rate"].is_calculated
+    kpis = admin_client.analytics.kpis
+    total = kpis.get("annotations_submitted", tz="UTC", projects=str(project.id))
+    assert total.segmentation == "none" and total.total.value == 3 - 1
+    today = dt.datetime.now(dt.timezone.utc).date()
+    daily = kpis.get(
+        "annotations_skipped",
+        tz="Asia/Kolkata",
+        projects=str(project.id),
+        segment_by_time="daily",
+        start=dt.datetime.combine(today - dt.timedelta(days=2), dt.time()),
+    )
+    assert daily.segmentation == "time"
+    assert len(daily.time_series.interval_start) == len(daily.time_series.values) >= 3
+    assert daily.time_series.interval_start[0].utcoffset() == dt.timedelta(hours=5, minutes=30)
+    assert sum(v or 0 for v in daily.time_series.values) == 1
+    per_user = kpis.get("time_annotating", tz="UTC", projects=str(project.id), segment_by_user=True)
+    assert [(u.user_id, v) for u, v in zip(per_user.by_user.users, per_user.by_user.values)] == [(uid, 12.0)]
+    # The annotator sees their own events through the same client.
+    mine = annotator.analytics.kpis.get("annotations_submitted", tz="UTC")
+    assert mine.total.value == 2

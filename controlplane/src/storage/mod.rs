@@ -18,6 +18,7 @@ pub mod access;
 pub mod access_policy;
 pub mod admin;
 pub mod agreement;
+pub mod analytics;
 pub mod annotations;
 pub mod annotator_stats;
 pub mod assignments;

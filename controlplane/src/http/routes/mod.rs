@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agreement;
+pub mod analytics;
 pub mod annotations;
 pub mod assignments;
 pub mod dashboards;
@@ -102,6 +103,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(storages::router())
         .merge(agreement::router())
         .merge(dashboards::router())
+        .merge(analytics::router())
         .merge(saml::router())
         .merge(scim::router())
         .merge(ldap::router())
