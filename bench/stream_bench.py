@@ -204,6 +204,14 @@ def main():
             rows.append((f"GET .../{path}", f"p50 {pct(times, .5):.0f} ms, max {max(times) * 1000:.0f} ms",
                          f"RSS {proc_rss_mb(pid):.0f} MB"))
 
+        # Organization KPIs over the project's events (ADR 0060): a total, per day, per person.
+        for query in ("annotations_submitted?tz=UTC",
+                      "annotations_submitted?tz=Europe%2FBerlin&segment_by_time=daily",
+                      "time_annotating?tz=UTC&segment_by_user=true"):
+            times = timed_calls(c, f"/api/analytics/kpis/{query}&projects={project}", 5)
+            rows.append((f"GET /api/analytics/kpis/{query}", f"p50 {pct(times, .5):.0f} ms, max {max(times) * 1000:.0f} ms",
+                         f"RSS {proc_rss_mb(pid):.0f} MB"))
+
         # Agreement: the last tasks are fresh; a first annotation on each, then a second by
         # someone else (the task's agreement is refreshed with it).
         first, second = annotators(args.binary, data_dir, args.database_url, 2, "agree")
