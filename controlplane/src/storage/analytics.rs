@@ -615,6 +615,15 @@ async fn reach(db: &Db, actor: &Actor, only: Option<&[i64]>) -> ApiResult<Vec<Re
     Ok(found)
 }
 
+/// The projects whose events the caller can see some of (for a project filter's choices).
+pub async fn projects_in_reach(db: &Db, actor: &Actor) -> ApiResult<Vec<KpiProject>> {
+    Ok(reach(db, actor, None)
+        .await?
+        .into_iter()
+        .map(|r| r.info)
+        .collect())
+}
+
 /// Summed value and number of events per (project, person, quarter hour).
 type Cells = HashMap<(i64, Option<i64>, i64), (f64, i64)>;
 

@@ -200,3 +200,62 @@ both_backends! {
             .expect_error(StatusCode::NOT_FOUND, "not_found");
     }
 }
+
+both_backends! {
+    async fn the_analytics_page_shows_each_person_what_the_api_shows_them(app) {
+        use crate::ui::{Browser, PASSWORD, password_user};
+        let manager = password_user(&app, "an-manager@example.com", Role::Manager).await;
+        let annotator = password_user(&app, "an-annotator@example.com", Role::Annotator).await;
+        let other = app.user("an-other@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Charted"})).await;
+        app.add_member(p, &annotator, None).await;
+        app.add_member(p, &other, None).await;
+        let tasks = app.mk_tasks(&manager, p, 3).await;
+        // Two days in Tokyo: the 1st (one submission, one skip) and the 3rd (another's).
+        annotate(&app, &annotator, tasks[0], json!({"result": choice("pos"), "lead_time": 90.0}), "2026-06-01T01:00:00Z").await;
+        annotate(&app, &annotator, tasks[1], json!({"result": [], "was_cancelled": true}), "2026-06-01T02:00:00Z").await;
+        let theirs = annotate(&app, &other, tasks[2], json!({"result": choice("neg")}), "2026-06-03T05:00:00Z").await;
+        app.post("/api/annotation-reviews", &manager, json!({"annotation": theirs, "accepted": false})).await.expect(StatusCode::CREATED);
+        app.sql(&format!("update annotation_review set created_at = {} where annotation_id = {theirs}", micros("2026-06-03T06:00:00Z"))).await.expect("date the review");
+        let page = "/analytics?start=2026-06-01&end=2026-06-03&tz=Asia%2FTokyo";
+
+        let mut m = Browser::default();
+        m.sign_in(&app, "an-manager@example.com", PASSWORD).await;
+        let html = m.get(&app, page).await;
+        assert_eq!(html.status, StatusCode::OK, "{}", html.text);
+        let section = |id: &str| html.text.split(&format!("id=\"{id}\"")).nth(1).and_then(|s| s.split("</table>").next()).expect(id).to_string();
+        // Three day columns; the table lists the two days with work.
+        let chart = html.text.split("id=\"analytics-days\"").nth(1).and_then(|s| s.split("</svg>").next()).expect("chart");
+        assert_eq!(chart.matches("<rect class=\"track\"").count(), 3, "{chart}");
+        let days = section("analytics-days-table");
+        assert!(days.contains("<th scope=\"row\">2026-06-01</th><td>1</td><td>1</td>"), "{days}");
+        assert!(days.contains("<th scope=\"row\">2026-06-03</th><td>1</td><td>0</td>"), "{days}");
+        let people = section("analytics-annotators");
+        assert!(people.contains("an-annotator@example.com)</th><td>1</td><td>1</td><td>1 min 30 s</td><td>90.0 s</td>"), "{people}");
+        assert!(people.contains("an-other@example.com"), "{people}");
+        let reviewers = section("analytics-reviewers");
+        assert!(reviewers.contains("an-manager@example.com)</th><td>1</td><td>0</td><td>0</td><td>1</td><td>0 %</td>"), "{reviewers}");
+        // The project filter narrows to one project; its choices are the projects in reach.
+        assert!(html.text.contains(&format!("<option value=\"{p}\">Charted</option>")), "project choice");
+        assert!(!html.text.contains("style=") && !html.text.contains("<script>"), "inline style or script");
+
+        // The annotator sees their own row and nobody else's.
+        let mut a = Browser::default();
+        a.sign_in(&app, "an-annotator@example.com", PASSWORD).await;
+        let mine = a.get(&app, page).await;
+        assert_eq!(mine.status, StatusCode::OK, "{}", mine.text);
+        assert!(mine.text.contains("an-annotator@example.com)</th><td>1</td>"), "{}", mine.text);
+        assert!(!mine.text.contains("an-other@example.com"), "another's row shown to an annotator");
+
+        // A bad zone or date is said on the page, with the form kept.
+        let bad = m.get(&app, "/analytics?start=2026-06-01&end=2026-06-03&tz=Mars%2FOlympus").await;
+        assert_eq!(bad.status, StatusCode::OK);
+        assert!(bad.text.contains("id=\"analytics-error\"") && bad.text.contains("not a known time zone"), "{}", bad.text);
+        assert!(bad.text.contains(&format!("value=\"{}\"", crate::ui::escaped("Mars/Olympus"))), "typed zone kept");
+        let backwards = m.get(&app, "/analytics?start=2026-06-05&end=2026-06-01&tz=UTC").await;
+        assert!(backwards.text.contains("end must be after start"), "{}", backwards.text);
+        // Signed out: to the sign-in page.
+        let anonymous = Browser::default().get(&app, "/analytics").await;
+        assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    }
+}

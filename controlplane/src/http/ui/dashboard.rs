@@ -36,8 +36,8 @@ const BAR_LEFT: i64 = 180;
 /// Days the "annotations per day" chart shows (today last).
 const DAYS: i64 = 30;
 /// Width of one day's column and height of the column area, in SVG user units.
-const DAY_WIDTH: i64 = 20;
-const DAY_AREA: f64 = 120.0;
+pub(super) const DAY_WIDTH: i64 = 20;
+pub(super) const DAY_AREA: f64 = 120.0;
 
 /// A number with one decimal, or a dash when absent.
 fn score(v: Option<f64>) -> String {
@@ -77,17 +77,18 @@ fn day_text(day: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The columns of the "annotations per day" chart, from `(day, submitted, skipped)`: the date,
+/// The columns of an "annotations per day" chart, from `(date, submitted, skipped)`: the date,
 /// the counts, and the column's height and offsets (skips stacked on the submitted part).
-fn day_columns(days: &[(i64, i64, i64)]) -> Vec<Value> {
+pub(super) fn day_columns(days: &[(String, i64, i64)]) -> Vec<Value> {
     let max = days.iter().map(|d| d.1 + d.2).max().unwrap_or(0).max(1);
     let height = |n: i64| (n as f64 / max as f64 * DAY_AREA).round() as i64;
     days.iter()
         .enumerate()
-        .map(|(i, &(day, submitted, skipped))| {
+        .map(|(i, (date, submitted, skipped))| {
+            let (submitted, skipped) = (*submitted, *skipped);
             let (h_sub, h_skip) = (height(submitted), height(skipped));
             json!({
-                "date": day_text(day),
+                "date": date,
                 "submitted": submitted,
                 "skipped": skipped,
                 "x": i64::try_from(i).unwrap_or_default() * DAY_WIDTH,
@@ -229,7 +230,7 @@ pub(super) async fn dashboard_page(State(state): State<AppState>, request: Reque
             members => js(&members),
             reviewers => js(&review_rows),
             bars => js(&bar_rows),
-            days => js(&day_columns(&days)),
+            days => js(&day_columns(&days.iter().map(|&(d, sub, skip)| (day_text(d), sub, skip)).collect::<Vec<_>>())),
             days_width => DAY_WIDTH * DAYS,
             days_height => DAY_AREA as i64,
             day_bar => DAY_WIDTH - 4,
@@ -285,7 +286,7 @@ mod tests {
     #[test]
     fn day_columns_stack_skips_on_submitted_and_scale_to_the_busiest_day() {
         // 1970-01-02 and -03: 3 + 1 is the busiest day (full height), 2 + 0 half of it.
-        let c = day_columns(&[(1, 3, 1), (2, 2, 0)]);
+        let c = day_columns(&[(day_text(1), 3, 1), (day_text(2), 2, 0)]);
         assert_eq!(c[0]["date"], json!("1970-01-02"));
         assert_eq!(
             (c[0]["sub_h"].clone(), c[0]["skip_h"].clone()),
@@ -300,7 +301,7 @@ mod tests {
             (json!(DAY_WIDTH), json!(60))
         );
         // No work at all: flat, no division by zero.
-        assert_eq!(day_columns(&[(5, 0, 0)])[0]["sub_h"], json!(0));
+        assert_eq!(day_columns(&[(day_text(5), 0, 0)])[0]["sub_h"], json!(0));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! so all behaviour lives in files under `/static/`.
 
 mod account;
+mod analytics;
 mod dashboard;
 mod data;
 mod io;
@@ -144,6 +145,7 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(review::comment_post),
         )
         .route("/projects/{id}/dashboard", get(dashboard::dashboard_page))
+        .route("/analytics", get(analytics::analytics_page))
         .route("/brand/{org}/accent.css", get(accent_css))
         .route("/static/{file}", get(static_file))
         .route("/static/editor/{file}", get(editor_file))
@@ -345,6 +347,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 "org_settings.html",
                 include_str!("../../../ui/templates/org_settings.html"),
             ),
+            (
+                "analytics.html",
+                include_str!("../../../ui/templates/analytics.html"),
+            ),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %e, "a UI template does not parse");
@@ -494,7 +500,6 @@ async fn page_user(
     }
 }
 
-/// A 303 to `to`.
 /// The `done=` of a page's query: what the post before the redirect changed, for the page's
 /// notice.
 fn done_param(parts: &axum::http::request::Parts) -> Option<String> {
@@ -505,6 +510,7 @@ fn done_param(parts: &axum::http::request::Parts) -> Option<String> {
     })
 }
 
+/// A 303 to `to`.
 fn redirect(to: &str) -> Response {
     Response::builder()
         .status(StatusCode::SEE_OTHER)
@@ -637,6 +643,7 @@ mod tests {
             "export.html",
             "notifications.html",
             "org_settings.html",
+            "analytics.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }
