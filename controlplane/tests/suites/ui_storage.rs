@@ -567,6 +567,68 @@ async fn s3_through_the_page(backend: Backend) {
     assert!(done.text.contains(">completed"), "{}", done.text);
     assert_eq!(task_total(&app, p).await, 1);
 
+    // The stored keys cleared with their boxes: anonymous access from then on.
+    let cleared = post(
+        &mut admin,
+        &app,
+        &form_path,
+        &csrf,
+        &[
+            ("op", "save"),
+            ("direction", "import"),
+            ("type", "s3"),
+            ("storage", &storage),
+            ("title", "Renamed bucket"),
+            ("bucket", "ui-bucket"),
+            ("prefix", "tasks"),
+            ("region_name", "us-east-1"),
+            ("s3_endpoint", endpoint),
+            ("clear", "aws_access_key_id"),
+            ("clear", "aws_secret_access_key"),
+            ("presign", "1"),
+            ("presign_ttl", "15"),
+        ],
+    )
+    .await;
+    see_other(&cleared, &format!("{page_path}?done=saved"));
+    let anonymous = app
+        .get(&format!("/api/storages/s3/{storage}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(anonymous["has_credentials"], json!(false), "{anonymous}");
+
+    // The other types' forms take their own fields (GCS's key and Azure's secrets write-only).
+    for (kind, fields) in [
+        (
+            "gcs",
+            &[
+                "name=\"google_application_credentials\"",
+                "name=\"gcs_endpoint\"",
+            ][..],
+        ),
+        (
+            "azure",
+            &[
+                "name=\"container\"",
+                "name=\"account_key\" type=\"password\"",
+                "name=\"client_secret\" type=\"password\"",
+            ][..],
+        ),
+    ] {
+        let form = admin
+            .get(&app, &format!("{form_path}?direction=export&type={kind}"))
+            .await;
+        assert_eq!(form.status, StatusCode::OK, "{}", form.text);
+        for f in fields.iter().chain(&["name=\"can_delete_objects\""]) {
+            assert!(form.text.contains(f), "{kind}: {f} in {}", form.text);
+        }
+        assert!(!form.text.contains("name=\"presign\""), "{}", form.text);
+    }
+    let unknown = admin
+        .get(&app, &format!("{form_path}?direction=import&type=ftp"))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+
     // Removed after the confirmation.
     let mut confirmed = target("delete");
     confirmed.push(("confirmed", "1"));
