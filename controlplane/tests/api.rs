@@ -51,6 +51,8 @@ mod ui;
 mod ui_admin;
 #[path = "suites/ui_members.rs"]
 mod ui_members;
+#[path = "suites/ui_storage.rs"]
+mod ui_storage;
 #[path = "suites/uploads.rs"]
 mod uploads;
 #[path = "suites/webhooks.rs"]

@@ -50,7 +50,9 @@ async function startVerity() {
     VERITY_SESSION_KEY: randomBytes(32).toString('hex'),
     VERITY_LOGIN_MAX_FAILURES: '3',
     VERITY_EDITOR_DIR: process.env.VERITY_EDITOR_DIR ?? '',
+    VERITY_LOCAL_FILES_ROOT: join(dir, 'files'),
   };
+  mkdirSync(join(dir, 'files'), { recursive: true });
   delete env.VERITY_DATABASE_URL;
   if (process.env.VERITY_UI_DATABASE_URL) env.VERITY_DATABASE_URL = process.env.VERITY_UI_DATABASE_URL;
   const log = openSync(join(dir, 'server.log'), 'a');
@@ -245,6 +247,35 @@ test('a manager imports a CSV file through the page, exports JSON, and makes and
   await page.locator('#snapshots').getByRole('button', { name: 'Delete' }).click();
   await page.locator('#no-snapshots').waitFor();
   assert.deepEqual(await api('GET', `/api/projects/${id}/exports`), []);
+  assert.deepEqual(page.errors, []);
+});
+
+test('a manager connects a local-files source storage on the cloud storage page and syncs it', async () => {
+  mkdirSync(join(server.dir, 'files', 'drive'), { recursive: true });
+  writeFileSync(join(server.dir, 'files', 'drive', 'tasks.json'), JSON.stringify([{ text: 'from the shared drive' }]));
+  await api('POST', '/api/users', { email: 'storage-manager@example.com', password: 'storage manager password', role: 'manager' });
+  const page = await newPage();
+  await signIn(page, 'storage-manager@example.com', 'storage manager password');
+  await page.waitForURL(/\/projects$/);
+  await page.getByLabel('Name', { exact: true }).fill('Storage in a browser');
+  await page.getByLabel('Text classification').check();
+  await page.getByRole('button', { name: 'Create project' }).click();
+  await page.waitForURL(/\/projects\/\d+\/data$/);
+  const id = Number(page.url().split('/')[4]);
+  await page.getByRole('link', { name: 'Cloud storage' }).click();
+  await page.waitForURL(new RegExp(`/projects/${id}/settings/storage$`));
+  await page.locator('#import-type').selectOption('localfiles');
+  await page.getByRole('button', { name: 'Add source storage' }).click();
+  await page.getByLabel('Title').fill('Shared drive');
+  await page.getByLabel('Directory').fill('drive');
+  await page.getByRole('button', { name: 'Add storage' }).click();
+  await page.locator('#storage-ok').waitFor();
+  const [storage] = await api('GET', `/api/storages/localfiles?project=${id}`);
+  assert.equal(storage.title, 'Shared drive');
+  const row = page.locator(`tr[data-storage="import-localfiles-${storage.id}"]`);
+  await row.getByRole('button', { name: 'Sync' }).click();
+  await row.locator('.status').getByText('completed').waitFor();
+  assert.equal((await api('GET', `/api/projects/${id}`)).task_number, 1);
   assert.deepEqual(page.errors, []);
 });
 

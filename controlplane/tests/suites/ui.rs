@@ -1506,7 +1506,7 @@ pub(crate) fn escaped(text: &str) -> String {
 }
 
 /// How many tasks project `p` has, through the API.
-async fn task_total(app: &TestApp, p: i64) -> i64 {
+pub(crate) async fn task_total(app: &TestApp, p: i64) -> i64 {
     app.get(&format!("/api/tasks?project={p}&include=id"), &app.owner)
         .await
         .expect(StatusCode::OK)["total"]
@@ -1516,7 +1516,7 @@ async fn task_total(app: &TestApp, p: i64) -> i64 {
 
 /// Reloads `path` (a page that follows a job) until it no longer reloads itself (the job has
 /// ended); answers the last page.
-async fn follow(browser: &mut Browser, app: &TestApp, path: &str) -> Reply {
+pub(crate) async fn follow(browser: &mut Browser, app: &TestApp, path: &str) -> Reply {
     for _ in 0..500 {
         let page = browser.get(app, path).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text);

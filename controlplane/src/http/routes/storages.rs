@@ -140,42 +140,150 @@ pub async fn sync_local(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<LocalStorageView>> {
-    Ok(Json(storages::view(&local_sync(&state, &actor, id).await?)))
+    Ok(Json(storages::view(
+        &local_sync(&state, &actor, Direction::Import, id).await?,
+    )))
 }
 
-/// Queues the sync of local-files import storage `id` (what `POST …/localfiles/{id}/sync` does).
-async fn local_sync(state: &AppState, actor: &Actor, id: i64) -> ApiResult<LocalStorageRow> {
+/// Queues the sync of local-files storage `id` of `direction` (what
+/// `POST …/localfiles/{id}/sync` and `POST …/export/localfiles/{id}/sync` do).
+async fn local_sync(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    id: i64,
+) -> ApiResult<LocalStorageRow> {
     let job_id = uuid::Uuid::new_v4().to_string();
-    let row = storages::queue_sync(&state.db, actor, Direction::Import, id, &job_id).await?;
+    let row = storages::queue_sync(&state.db, actor, direction, id, &job_id).await?;
     localfiles::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
     Ok(row)
 }
 
-/// Starts the sync of the import storage of type `kind` (`localfiles`, `s3`, `gcs`, `azure`)
-/// and id `id`, exactly as `POST /api/storages/{kind}/{id}/sync` does; answers the storage as
-/// that endpoint does. For the data manager's import page.
-pub async fn start_import_sync(
-    state: &AppState,
-    actor: &Actor,
-    kind: &str,
-    id: i64,
-) -> ApiResult<Value> {
+/// A storage type of the API's paths: local files (`None`) or a bucket provider; anything
+/// else is refused as the field `type`.
+fn storage_kind(kind: &str) -> ApiResult<Option<Provider>> {
     if kind == localfiles::KIND {
-        let row = local_sync(state, actor, id).await?;
-        return serde_json::to_value(storages::view(&row)).map_err(ApiError::internal);
+        return Ok(None);
     }
-    let provider = Provider::from_kind(kind).ok_or_else(|| {
+    Provider::from_kind(kind).map(Some).ok_or_else(|| {
         ApiError::field(
             ErrorCode::ValidationError,
             "type",
             format!("{kind:?} is not a storage type (localfiles, s3, gcs, azure)"),
         )
-    })?;
-    Ok(
-        queue_cloud_sync(state, actor, provider, Direction::Import, id)
+    })
+}
+
+/// Starts the sync of the storage of type `kind` (`localfiles`, `s3`, `gcs`, `azure`),
+/// `direction` and id `id`, exactly as `POST /api/storages[/export]/{kind}/{id}/sync` does;
+/// answers the storage as that endpoint does. For the web UI's import and storage pages.
+pub async fn start_sync(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    kind: &str,
+    id: i64,
+) -> ApiResult<Value> {
+    match storage_kind(kind)? {
+        None => {
+            let row = local_sync(state, actor, direction, id).await?;
+            serde_json::to_value(storages::view(&row)).map_err(ApiError::internal)
+        }
+        Some(provider) => Ok(queue_cloud_sync(state, actor, provider, direction, id)
             .await?
-            .view_value(),
-    )
+            .view_value()),
+    }
+}
+
+/// Connects a storage of type `kind` and `direction` from an API body, as
+/// `POST /api/storages[/export]/{kind}` does; answers its view.
+pub async fn create_storage(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    kind: &str,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<Value> {
+    match storage_kind(kind)? {
+        None => {
+            let view = storages::create(&state.db, actor, direction, root(state), body).await?;
+            serde_json::to_value(view).map_err(ApiError::internal)
+        }
+        Some(provider) => Ok(cloud_create_row(state, actor, provider, direction, body)
+            .await?
+            .view_value()),
+    }
+}
+
+/// Checks a storage body (with `id`, a change of that storage) without saving it, as
+/// `POST /api/storages[/export]/{kind}/validate` does.
+pub async fn validate_storage(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    kind: &str,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<()> {
+    match storage_kind(kind)? {
+        None => storages::validate(&state.db, actor, direction, root(state), body).await,
+        Some(provider) => cloud_check(state, actor, provider, direction, body).await,
+    }
+}
+
+/// One storage as `GET /api/storages[/export]/{kind}/{id}` shows it.
+pub async fn get_storage(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    kind: &str,
+    id: i64,
+) -> ApiResult<Value> {
+    match storage_kind(kind)? {
+        None => serde_json::to_value(storages::get(&state.db, actor, direction, id).await?)
+            .map_err(ApiError::internal),
+        Some(provider) => Ok(
+            cloudstorages::get(&state.db, actor, provider, direction, id)
+                .await?
+                .view_value(),
+        ),
+    }
+}
+
+/// Changes a storage as `PATCH /api/storages[/export]/{kind}/{id}` does (credentials left out
+/// of `body` stay); answers its view.
+pub async fn update_storage(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    kind: &str,
+    id: i64,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<Value> {
+    match storage_kind(kind)? {
+        None => {
+            let view = storages::update(&state.db, actor, direction, root(state), id, body).await?;
+            serde_json::to_value(view).map_err(ApiError::internal)
+        }
+        Some(provider) => Ok(
+            cloud_update_row(state, actor, provider, direction, id, body)
+                .await?
+                .view_value(),
+        ),
+    }
+}
+
+/// Disconnects a storage as `DELETE /api/storages[/export]/{kind}/{id}` does.
+pub async fn delete_storage(
+    state: &AppState,
+    actor: &Actor,
+    direction: Direction,
+    kind: &str,
+    id: i64,
+) -> ApiResult<()> {
+    match storage_kind(kind)? {
+        None => storages::delete(&state.db, actor, direction, id).await,
+        Some(provider) => cloudstorages::delete(&state.db, actor, provider, direction, id).await,
+    }
 }
 
 /// The local-files export storages of a project (plain list, oldest first).
@@ -274,10 +382,9 @@ pub async fn sync_local_export(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<LocalStorageView>> {
-    let job_id = uuid::Uuid::new_v4().to_string();
-    let row = storages::queue_sync(&state.db, &actor, Direction::Export, id, &job_id).await?;
-    localfiles::enqueue_sync(&state.jobs, row.organization_id, id, actor.user_id, &job_id).await?;
-    Ok(Json(storages::view(&row)))
+    Ok(Json(storages::view(
+        &local_sync(&state, &actor, Direction::Export, id).await?,
+    )))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,18 +424,29 @@ async fn cloud_create<V: CloudView>(
     direction: Direction,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<(StatusCode, Json<V>)> {
-    let row = cloudstorages::create(
+    let row = cloud_create_row(state, actor, V::PROVIDER, direction, body).await?;
+    Ok((StatusCode::CREATED, Json(V::of(&row))))
+}
+
+/// Creates a bucket storage under the organization's outbound rules.
+async fn cloud_create_row(
+    state: &AppState,
+    actor: &Actor,
+    provider: Provider,
+    direction: Direction,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<cloudstorages::CloudStorageRow> {
+    cloudstorages::create(
         &state.db,
         actor,
         &state.sealer,
         &policy(state, actor.org_id).await?,
         &state.config,
-        V::PROVIDER,
+        provider,
         direction,
         body,
     )
-    .await?;
-    Ok((StatusCode::CREATED, Json(V::of(&row))))
+    .await
 }
 
 async fn cloud_validate(
@@ -338,6 +456,18 @@ async fn cloud_validate(
     direction: Direction,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<Json<Value>> {
+    cloud_check(state, actor, provider, direction, body).await?;
+    Ok(Json(json!({})))
+}
+
+/// Checks a bucket storage body under the organization's outbound rules.
+async fn cloud_check(
+    state: &AppState,
+    actor: &Actor,
+    provider: Provider,
+    direction: Direction,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<()> {
     cloudstorages::validate(
         &state.db,
         actor,
@@ -348,8 +478,7 @@ async fn cloud_validate(
         direction,
         body,
     )
-    .await?;
-    Ok(Json(json!({})))
+    .await
 }
 
 async fn cloud_get<V: CloudView>(
@@ -369,19 +498,31 @@ async fn cloud_update<V: CloudView>(
     id: i64,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<Json<V>> {
-    let row = cloudstorages::update(
+    let row = cloud_update_row(state, actor, V::PROVIDER, direction, id, body).await?;
+    Ok(Json(V::of(&row)))
+}
+
+/// Changes a bucket storage under the organization's outbound rules.
+async fn cloud_update_row(
+    state: &AppState,
+    actor: &Actor,
+    provider: Provider,
+    direction: Direction,
+    id: i64,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<cloudstorages::CloudStorageRow> {
+    cloudstorages::update(
         &state.db,
         actor,
         &state.sealer,
         &policy(state, actor.org_id).await?,
         &state.config,
-        V::PROVIDER,
+        provider,
         direction,
         id,
         body,
     )
-    .await?;
-    Ok(Json(V::of(&row)))
+    .await
 }
 
 async fn cloud_sync<V: CloudView>(

@@ -5,7 +5,7 @@
 //!
 //! They run the API's own code and never a copy of it: uploads go through the import spool and
 //! [`imports::commit`] of `POST /api/projects/{id}/import`, syncs through
-//! [`storages::start_import_sync`], snapshots through [`exports::start_snapshot`], and the
+//! [`storages::start_sync`], snapshots through [`exports::start_snapshot`], and the
 //! downloads are links to the API's download endpoints (a GET with the session cookie is
 //! authenticated there). Permissions are the API's: `task.manage` to import,
 //! `storage.manage` to see and sync storages, `export.run` to export.
@@ -406,7 +406,7 @@ pub(super) async fn sync_post(State(state): State<AppState>, request: Request) -
     }) else {
         return error_page(Some(&user), &ApiError::not_found("storage"));
     };
-    match storages::start_import_sync(&state, &user.actor, &form.kind, storage).await {
+    match storages::start_sync(&state, &user.actor, Direction::Import, &form.kind, storage).await {
         Ok(_) => redirect(&format!("/projects/{id}/data/import?sync=1")),
         Err(e) if e.code.status().is_client_error() && e.code != ErrorCode::NotFound => {
             let notice = ImportNotice {

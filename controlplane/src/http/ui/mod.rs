@@ -18,6 +18,7 @@ mod pages;
 mod project_members;
 mod review;
 mod sso;
+mod storage_settings;
 mod workspaces;
 
 use std::sync::OnceLock;
@@ -130,6 +131,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/projects/{id}/settings",
             get(pages::settings_page).post(pages::save_settings),
+        )
+        .route(
+            "/projects/{id}/settings/storage",
+            get(storage_settings::storage_page).post(storage_settings::storage_post),
+        )
+        .route(
+            "/projects/{id}/settings/storage/form",
+            get(storage_settings::form_page).post(storage_settings::form_post),
         )
         .route(
             "/projects/{id}/members",
@@ -350,6 +359,14 @@ fn templates() -> &'static minijinja::Environment<'static> {
             (
                 "analytics.html",
                 include_str!("../../../ui/templates/analytics.html"),
+            ),
+            (
+                "storage.html",
+                include_str!("../../../ui/templates/storage.html"),
+            ),
+            (
+                "storage_form.html",
+                include_str!("../../../ui/templates/storage_form.html"),
             ),
         ] {
             if let Err(e) = env.add_template(name, source) {
@@ -644,6 +661,8 @@ mod tests {
             "notifications.html",
             "org_settings.html",
             "analytics.html",
+            "storage.html",
+            "storage_form.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name} does not parse");
         }

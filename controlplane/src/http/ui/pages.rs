@@ -664,6 +664,7 @@ pub(super) fn project_header(p: &projects::ProjectView, role: Role) -> Value {
         "can_dashboard": role >= Permission::AgreementView.minimum_role(),
         "can_import": role >= Permission::TaskManage.minimum_role(),
         "can_export": role >= Permission::ExportRun.minimum_role(),
+        "can_storage": role >= Permission::StorageManage.minimum_role(),
     })
 }
 
