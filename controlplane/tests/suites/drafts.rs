@@ -273,6 +273,32 @@ both_backends! {
         assert_eq!((id, queue.as_str(), &body["allow_postpone"]), (u[0], "Postponed draft queue", &json!(false)));
     }
 
+    async fn postponed_assigned_tasks_come_back_last_in_manual_distribution(app) {
+        let p = app
+            .mk_project(&app.owner, json!({"assignment_settings": {"label_stream_task_distribution": "assigned_only"}}))
+            .await;
+        let t = app.mk_tasks(&app.owner, p, 3).await;
+        let (ann, ann_id) = annotator(&app, p, "assigned@example.com").await;
+        for task in [t[0], t[1]] {
+            app.post(&format!("/api/projects/{p}/tasks/{task}/assignees"), &app.owner, json!({"type": "AN", "users": [ann_id]}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        let (id, queue, body) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str(), &body["allow_postpone"]), (t[0], "Manually assigned queue", &json!(true)));
+        app.post(&format!("/api/tasks/{}/drafts", t[0]), &ann, json!({"result": [], "was_postponed": true}))
+            .await
+            .expect(StatusCode::CREATED);
+        assert_eq!(next(&app, p, &ann).await.0, t[1]);
+        app.post(&format!("/api/tasks/{}/annotations", t[1]), &ann, json!({"result": choice("pos")}))
+            .await
+            .expect(StatusCode::CREATED);
+        // The postponed assigned task, not the unassigned t2.
+        let (id, queue, body) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str(), &body["allow_postpone"]), (t[0], "Postponed draft queue", &json!(false)));
+        assert!(body["unique_lock_id"].is_null(), "no reservation in manual mode: {body}");
+    }
+
     async fn drafts_of_an_annotation_are_nested_and_go_when_it_is_updated(app) {
         let p = app.mk_project(&app.owner, json!({})).await;
         let t = app.mk_tasks(&app.owner, p, 1).await[0];
