@@ -1107,6 +1107,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/annotations/{id}", Needs(P::ProjectView)),
     ep("PATCH", "/api/annotations/{id}", CHANGE_ANNOTATION),
     ep("DELETE", "/api/annotations/{id}", CHANGE_ANNOTATION),
+    ep(
+        "POST",
+        "/api/annotations/{id}/convert-to-draft",
+        Needs(P::AnnotationCreate),
+    ),
     ep("GET", "/api/predictions", Needs(P::ProjectView)),
     ep("POST", "/api/predictions", Needs(P::PredictionManage)),
     ep("GET", "/api/predictions/{id}", Needs(P::ProjectView)),

@@ -45,6 +45,9 @@ pub enum ErrorCode {
     NothingToReview,
     /// A reviewer cannot review their own annotation.
     SelfReview,
+    /// Only the author of an annotation may do this with it (turn it into a draft): the draft
+    /// would be the caller's own.
+    NotAuthor,
     /// The project requires a comment when an annotation is rejected
     /// (`review_settings.require_comment_on_reject`).
     CommentRequired,
@@ -163,7 +166,8 @@ impl ErrorCode {
             | ErrorCode::ClientNotAllowed
             | ErrorCode::Paused
             | ErrorCode::PrivilegeEscalation
-            | ErrorCode::SelfReview => StatusCode::FORBIDDEN,
+            | ErrorCode::SelfReview
+            | ErrorCode::NotAuthor => StatusCode::FORBIDDEN,
             ErrorCode::InvalidInvitation => StatusCode::GONE,
             ErrorCode::NotFound
             | ErrorCode::InvalidPage

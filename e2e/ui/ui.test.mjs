@@ -596,6 +596,73 @@ test('the editor autosaves a draft, reopening restores it, submitting removes it
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
 });
 
+test('postpone puts the task aside; the next task loads and the postponed one comes back last', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  await api('POST', '/api/users', { email: 'postponer@example.com', password: 'postponer password', role: 'annotator' });
+  const postponer = (await api('GET', '/api/users')).find((u) => u.email === 'postponer@example.com');
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Postpone', label_config: config });
+  await api('POST', `/api/projects/${project.id}/members`, { user: postponer.id });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'later please' }, { text: 'now then' }]);
+  const [first, second] = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks.map((t) => t.id).sort((a, b) => a - b);
+  const page = await newPage();
+  await signIn(page, 'postponer@example.com', 'postponer password');
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/label`);
+  const statusIs = (text) => page.waitForFunction((t) => document.getElementById('label-status').textContent === t, text);
+  await statusIs(`Task ${first}`);
+  // Some work, then Postpone: the next task loads.
+  await page.getByRole('checkbox', { name: /^Positive/ }).click();
+  await page.getByRole('button', { name: 'Postpone' }).click();
+  await statusIs(`Task ${second}`);
+  const drafts = (t) => page.evaluate((id) => fetch(`/api/tasks/${id}/drafts`).then((r) => r.json()), t);
+  const [draft] = await drafts(first);
+  assert.equal(draft.was_postponed, true);
+  assert.deepEqual(draft.result[0].value, { choices: ['Positive'] });
+  assert.equal(await page.getByRole('button', { name: 'Postpone' }).isVisible(), true);
+  await page.getByRole('checkbox', { name: /^Negative/ }).click();
+  await page.getByRole('button', { name: /submit/i }).click();
+  // The postponed task comes back last, with its work, and without Postpone.
+  await statusIs(`Task ${first} · draft restored`);
+  assert.equal(await page.getByRole('checkbox', { name: /^Positive/ }).isChecked(), true);
+  assert.equal(await page.getByRole('button', { name: 'Postpone' }).isVisible(), false);
+  await page.getByRole('button', { name: /submit/i }).click();
+  await page.waitForFunction(() => !/^Task /.test(document.getElementById('label-status').textContent));
+  const [annotation] = await api('GET', `/api/tasks/${first}/annotations`);
+  assert.deepEqual(annotation.result[0].value, { choices: ['Positive'] });
+  assert.deepEqual(await drafts(first), [], 'submitting from the draft deleted it');
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
+test('opening an annotation restores your draft of it; Update saves it and removes the draft', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Revise', label_config: config });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'change my mind' }]);
+  const [task] = (await api('GET', `/api/tasks?project=${project.id}&include=id`)).tasks.map((t) => t.id);
+  const choice = (c) => [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: [c] } }];
+  const annotation = await api('POST', `/api/tasks/${task}/annotations`, { result: choice('Positive') });
+  await api('POST', `/api/tasks/${task}/annotations/${annotation.id}/drafts`, { result: choice('Negative') });
+  const page = await newPage();
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/data?task=${task}&annotation=${annotation.id}`);
+  await page.waitForFunction((t) => document.getElementById('label-status').textContent === t,
+    `Task ${task} · annotation ${annotation.id} · draft restored`);
+  assert.equal(await page.getByRole('checkbox', { name: /^Negative/ }).isChecked(), true);
+  assert.equal(await page.getByRole('checkbox', { name: /^Positive/ }).isChecked(), false);
+  // The editor's Update (not a <button> in 1.4.0).
+  await page.getByText('Update', { exact: true }).click();
+  let drafts = null;
+  for (let i = 0; i < 50; i += 1) {
+    drafts = await api('GET', `/api/tasks/${task}/annotations/${annotation.id}/drafts`);
+    if (drafts.length === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  assert.deepEqual(drafts, [], 'updating the annotation removed the draft');
+  const saved = await api('GET', `/api/annotations/${annotation.id}`);
+  assert.deepEqual(saved.result[0].value, { choices: ['Negative'] });
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
 test('predictions pre-annotate the task and show their scores', { skip: !process.env.VERITY_EDITOR_DIR && 'VERITY_EDITOR_DIR is not set' }, async () => {
   await api('POST', '/api/users', { email: 'predicted@example.com', password: 'predicted password', role: 'annotator' });
   const user = (await api('GET', '/api/users')).find((u) => u.email === 'predicted@example.com');

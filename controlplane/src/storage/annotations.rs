@@ -857,6 +857,13 @@ pub async fn update(
                 .await?;
         }
         crate::refresh_task_agreement!(tx, project.id, row.task_id);
+        // The caller's drafts of this annotation are saved now (ADR 0044): they go, as a
+        // draft submitted as a new annotation does. Other people's drafts of it stay theirs.
+        sqlx::query("delete from annotation_draft where annotation_id = $1 and user_id = $2")
+            .bind(id)
+            .bind(actor.user_id)
+            .execute(&mut *tx)
+            .await?;
         audit!(
             tx,
             Prepared::new(
@@ -907,6 +914,85 @@ pub async fn delete(db: &Db, actor: &Actor, id: i64) -> ApiResult<i64> {
         Ok::<_, ApiError>(())
     })?;
     Ok(project.id)
+}
+
+/// Turns the caller's own annotation into a draft of theirs (Label Studio's
+/// `POST /api/annotations/{id}/convert-to-draft`, the editor's "unskip"): in one transaction a
+/// draft of a new annotation of the task is made from its result and lead time, and the
+/// annotation is deleted as [`delete`] deletes it (counters, agreement, its comments). Only the
+/// author may: anyone else who sees it is refused with `not_author` (the draft would be theirs,
+/// taking the author's work), and one who does not see it is told it does not exist. Answers
+/// the project and the new draft.
+pub async fn convert_to_draft(
+    db: &Db,
+    actor: &Actor,
+    id: i64,
+) -> ApiResult<(i64, super::drafts::DraftView)> {
+    let row = get_row(db, actor, id).await?;
+    if row.completed_by != Some(actor.user_id) {
+        return Err(ApiError::new(
+            ErrorCode::NotAuthor,
+            format!("annotation {id} is not yours: only its author may turn it into a draft"),
+        ));
+    }
+    let access = access::project(db, actor, row.project_id, Permission::AnnotationCreate).await?;
+    let project = access.row;
+    let skip_queue = project.settings().skip_queue;
+    let dialect = db.dialect();
+    let now = now_micros();
+    let draft: super::drafts::DraftRow = with_tx!(db, tx, {
+        lock_project!(tx, dialect, project.id);
+        crate::recheck_project_access!(tx, actor, project.id, Permission::AnnotationCreate)?;
+        // As it is now: a concurrent change that committed since the read above is what the
+        // draft keeps; a concurrent deletion leaves nothing to convert.
+        let deleted: Option<(bool, bool, Option<String>, Option<f64>)> = sqlx::query_as(
+            "delete from annotation where id = $1 and completed_by = $2 \
+             returning was_cancelled, ground_truth, result, lead_time",
+        )
+        .bind(id)
+        .bind(actor.user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((cancelled, gt, result, lead_time)) = deleted else {
+            return Err(ApiError::not_found("annotation"));
+        };
+        let delta = Kind::default().minus(Kind::of(cancelled, gt, result.is_some()));
+        apply_annotation_delta!(tx, row.task_id, project.id, delta, skip_queue);
+        crate::refresh_task_agreement!(tx, project.id, row.task_id);
+        crate::refresh_task_comments!(tx, row.task_id);
+        let draft_id: i64 = sqlx::query_scalar(
+            "insert into annotation_draft (task_id, project_id, annotation_id, user_id, result, \
+             lead_time, was_postponed, created_at, updated_at) \
+             values ($1, $2, null, $3, $4, $5, false, $6, $6) returning id",
+        )
+        .bind(row.task_id)
+        .bind(project.id)
+        .bind(actor.user_id)
+        .bind(result.unwrap_or_else(|| "[]".to_string()))
+        .bind(lead_time)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        audit!(
+            tx,
+            Prepared::new(
+                actor,
+                "annotation.convert_to_draft",
+                "annotation",
+                id,
+                serde_json::json!({"task": row.task_id, "project": project.id, "draft": draft_id}),
+            )
+        );
+        let draft: super::drafts::DraftRow = sqlx::query_as(
+            "select id, task_id, project_id, annotation_id, user_id, result, lead_time, \
+             was_postponed, created_at, updated_at from annotation_draft where id = $1",
+        )
+        .bind(draft_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok::<_, ApiError>(draft)
+    })?;
+    Ok((project.id, draft.view()))
 }
 
 /// Deletes every annotation of the given tasks of a project (a data-manager action) in one

@@ -128,6 +128,19 @@ impl DraftInput {
     }
 }
 
+/// Postponing a task ends the user's reservation of it (under the project's lock, as annotation
+/// writes do): the task waits in their postponed queue without holding a place of its overlap
+/// from other annotators, and it is reserved again when it comes back (ADR 0003 addendum).
+macro_rules! release_reservation {
+    ($tx:expr, $task_id:expr, $user:expr) => {{
+        sqlx::query("delete from task_lock where task_id = $1 and user_id = $2")
+            .bind($task_id)
+            .bind($user)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
 /// The caller's drafts of a task (of one of its annotations with `annotation`), oldest first.
 pub async fn list(
     db: &Db,
@@ -185,8 +198,16 @@ pub async fn create(
     annotations::validate_result(&project.row, &result, true)?;
     let now = now_micros();
     let project_id = project.row.id;
+    let dialect = db.dialect();
+    let postponed = input.was_postponed.unwrap_or(false);
     let row: DraftRow = with_tx!(db, tx, {
+        if postponed {
+            annotations::lock_project!(tx, dialect, project_id);
+        }
         crate::recheck_project_access!(tx, actor, project_id, Permission::AnnotationCreate)?;
+        if postponed {
+            release_reservation!(tx, task.id, actor.user_id);
+        }
         let id: i64 = sqlx::query_scalar(
             "insert into annotation_draft (task_id, project_id, annotation_id, user_id, result, \
              lead_time, was_postponed, created_at, updated_at) \
@@ -254,8 +275,16 @@ pub async fn update(db: &Db, actor: &Actor, id: i64, input: DraftInput) -> ApiRe
         annotations::validate_result(&project, result, true)?;
     }
     let now = now_micros();
+    let dialect = db.dialect();
+    let postponed = input.was_postponed == Some(true);
     let row: DraftRow = with_tx!(db, tx, {
+        if postponed {
+            annotations::lock_project!(tx, dialect, row.project_id);
+        }
         crate::recheck_project_access!(tx, actor, row.project_id, Permission::AnnotationCreate)?;
+        if postponed {
+            release_reservation!(tx, row.task_id, actor.user_id);
+        }
         sqlx::query(
             "update annotation_draft set result = coalesce($1, result), \
              lead_time = coalesce($2, lead_time), was_postponed = coalesce($3, was_postponed), \

@@ -151,6 +151,10 @@ pub struct TaskView {
     /// Queue name (label stream only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// Whether the editor may offer Postpone (label stream only): false for a task handed
+    /// back from the caller's postponed drafts (ADR 0003 addendum).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_postpone: Option<bool>,
     /// Reviews accepting an annotation of the task.
     pub reviews_accepted: i64,
     /// Reviews rejecting an annotation of the task.
@@ -213,6 +217,7 @@ impl TaskRow {
             annotators: None,
             unique_lock_id: None,
             queue: None,
+            allow_postpone: None,
             reviews_accepted: 0,
             reviews_rejected: 0,
             reviewed: false,
@@ -2217,6 +2222,13 @@ const REWORK_QUEUE: &str = "Rework queue";
 const CONTINUOUS_QUEUE: &str = "Continuous evaluation queue";
 /// The queue name of a task assigned to the annotator (manual distribution, ADR 0039).
 const MANUAL_QUEUE: &str = "Manually assigned queue";
+/// The queue of tasks the user postponed, served after every other one but the skipped
+/// (ADR 0003 addendum); its tasks come with `allow_postpone: false`.
+const POSTPONED_QUEUE: &str = "Postponed draft queue";
+/// Leaves out the tasks (`t`) the user (`$2`) has postponed: they come back only after the
+/// other queues. One probe of `annotation_draft_task_user` per candidate.
+const NOT_POSTPONED: &str = "and not exists (select 1 from annotation_draft pd where pd.task_id = t.id \
+     and pd.user_id = $2 and pd.was_postponed)";
 
 /// Deletes a project's reservations that expired longer ago than a late submit is recognised
 /// (ADR 0048); `$1` project, `$2` the cut-off time.
@@ -2307,6 +2319,8 @@ pub async fn next(
              select * from (select l.task_id, l.unique_id, 0 as queue from task_lock l \
              where l.project_id = $1 and l.user_id = $2 and l.expire_at > $3 \
              and not exists (select 1 from annotation a where a.task_id = l.task_id and a.completed_by = $2) \
+             and not exists (select 1 from annotation_draft pd where pd.task_id = l.task_id and pd.user_id = $2 \
+             and pd.was_postponed) \
              order by l.task_id limit 1) held \
              union all \
              select * from (select a.task_id, cast(null as text) as unique_id, 1 as queue from annotation a \
@@ -2338,7 +2352,7 @@ pub async fn next(
             let mine: Option<i64> = sqlx::query_scalar(&format!(
                 "select t.id from task t where t.project_id = $1 and {assigned} \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
-                 order by t.id limit 1"
+                 {NOT_POSTPONED} order by t.id limit 1"
             ))
             .bind(project_id)
             .bind(user)
@@ -2346,6 +2360,20 @@ pub async fn next(
             .await?;
             if let Some(task_id) = mine {
                 return Ok(Some((task_id, None, MANUAL_QUEUE.to_string())));
+            }
+            // Their postponed assigned tasks, the longest postponed first.
+            let postponed: Option<i64> = sqlx::query_scalar(&format!(
+                "select t.id from annotation_draft d join task t on t.id = d.task_id \
+                 where d.project_id = $1 and d.user_id = $2 and d.was_postponed and {assigned} \
+                 and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+                 order by d.updated_at, d.id limit 1"
+            ))
+            .bind(project_id)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(task_id) = postponed {
+                return Ok(Some((task_id, None, POSTPONED_QUEUE.to_string())));
             }
             if settings.skip_queue != SkipQueue::RequeueForMe {
                 return Ok(None);
@@ -2389,11 +2417,11 @@ pub async fn next(
             && settings.annotator_evaluation_continuous_tasks > 0;
         let mut special: Option<(i64, &str)> = None;
         if onboarding {
-            let truth: Option<i64> = sqlx::query_scalar(
+            let truth: Option<i64> = sqlx::query_scalar(&format!(
                 "select t.id from task t where t.project_id = $1 and t.ground_truth_annotations > 0 \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
-                 order by t.id limit 1",
-            )
+                 {NOT_POSTPONED} order by t.id limit 1"
+            ))
             .bind(project_id)
             .bind(user)
             .fetch_optional(&mut *tx)
@@ -2406,6 +2434,7 @@ pub async fn next(
         let truth_with_room = format!(
             "select t.id from task t where t.project_id = $1 and t.ground_truth_annotations > 0 \
              and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+             {NOT_POSTPONED} \
              and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
              and l.expire_at > $3) < t.overlap order by t.id limit 1"
         );
@@ -2442,6 +2471,7 @@ pub async fn next(
                 "select t.id from task t where t.project_id = $1 and t.is_labeled \
                  and t.agreement is not null and t.agreement * 100 < $3 \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+                 {NOT_POSTPONED} \
                  and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
                  and l.expire_at > $5) < t.overlap + $4 order by t.agreement, t.id limit 1"
             ))
@@ -2470,6 +2500,7 @@ pub async fn next(
         let eligible = format!(
             "select t.id, {counted} from task t where t.project_id = $1 and t.is_labeled = false {truth_apart} \
              and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+             {NOT_POSTPONED} \
              and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
              and l.expire_at > $3) < t.overlap"
         );
@@ -2517,6 +2548,27 @@ pub async fn next(
                 return Ok(Some((task_id, Some(lock_id), CONTINUOUS_QUEUE.to_string())));
             }
         }
+        // 3. The user's postponed tasks, the longest postponed first, while they are unlabeled
+        // and have room left (one that reached its overlap meanwhile is not served). From the
+        // user's postponed drafts (`annotation_draft_postponed`), not a scan of the tasks.
+        if candidate.is_none() {
+            let postponed: Option<i64> = sqlx::query_scalar(&format!(
+                "select t.id from annotation_draft d join task t on t.id = d.task_id \
+                 where d.project_id = $1 and d.user_id = $2 and d.was_postponed and t.is_labeled = false \
+                 and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
+                 and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
+                 and l.expire_at > $3) < t.overlap order by d.updated_at, d.id limit 1"
+            ))
+            .bind(project_id)
+            .bind(user)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(task_id) = postponed {
+                let lock_id = reserve!(tx, task_id);
+                return Ok(Some((task_id, Some(lock_id), POSTPONED_QUEUE.to_string())));
+            }
+        }
         let (task_id, queue) = match candidate {
             Some(id) => (
                 id,
@@ -2529,7 +2581,7 @@ pub async fn next(
                 },
             ),
             None if settings.skip_queue == SkipQueue::RequeueForMe => {
-                // 3. The user's own skipped tasks come back last.
+                // 4. The user's own skipped tasks come back last.
                 let skipped: Option<i64> = sqlx::query_scalar(
                     "select t.id from task t join annotation a on a.task_id = t.id and a.completed_by = $2 and a.was_cancelled \
                      where t.project_id = $1 and t.is_labeled = false order by a.updated_at, t.id limit 1",
@@ -2592,6 +2644,7 @@ pub async fn next(
     }
     hide_comment_details(access.role, std::slice::from_mut(&mut view));
     view.unique_lock_id = lock_id;
+    view.allow_postpone = Some(queue != POSTPONED_QUEUE);
     view.queue = Some(queue);
     Ok(view)
 }

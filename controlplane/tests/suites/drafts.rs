@@ -163,3 +163,227 @@ both_backends! {
         assert_eq!(shown["draft_created_at"], draft["created_at"]);
     }
 }
+
+/// The next task of the stream for `token`: its id, queue and `allow_postpone`.
+async fn next(app: &TestApp, p: i64, token: &str) -> (i64, String, serde_json::Value) {
+    let next = app
+        .get(&format!("/api/projects/{p}/next"), token)
+        .await
+        .expect(StatusCode::OK);
+    let id = next["id"].as_i64().expect("id");
+    (
+        id,
+        next["queue"].as_str().unwrap_or_default().to_string(),
+        next,
+    )
+}
+
+both_backends! {
+    async fn postponed_tasks_come_back_last_without_postpone(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let t = app.mk_tasks(&app.owner, p, 3).await;
+        let (ann, _) = annotator(&app, p, "postponer@example.com").await;
+        let (id, queue, body) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str()), (t[0], "Sequence queue"));
+        assert_eq!(body["allow_postpone"], json!(true), "{body}");
+        // Postponed as the editor does: a draft with was_postponed.
+        let first = app
+            .post(&format!("/api/tasks/{}/drafts", t[0]), &ann, json!({"result": choice("pos"), "was_postponed": true}))
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("id");
+        // The held reservation does not bring it back: the next task is another one.
+        let (id, _, _) = next(&app, p, &ann).await;
+        assert_eq!(id, t[1]);
+        // Postponed by changing an autosaved draft.
+        let second = app
+            .post(&format!("/api/tasks/{}/drafts", t[1]), &ann, json!({"result": choice("neg")}))
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("id");
+        app.patch(&format!("/api/drafts/{second}"), &ann, json!({"was_postponed": true})).await.expect(StatusCode::OK);
+        let (id, queue, body) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str()), (t[2], "Sequence queue"));
+        assert_eq!(body["allow_postpone"], json!(true));
+        app.post(&format!("/api/tasks/{}/annotations", t[2]), &ann, json!({"result": choice("pos")}))
+            .await
+            .expect(StatusCode::CREATED);
+        // Then the postponed ones, the longest postponed first, without Postpone, with the draft.
+        let (id, queue, body) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str()), (t[0], "Postponed draft queue"));
+        assert_eq!(body["allow_postpone"], json!(false), "{body}");
+        assert_eq!(body["drafts"][0]["id"], json!(first));
+        assert_eq!(body["drafts"][0]["was_postponed"], json!(true));
+        assert!(body["unique_lock_id"].is_string(), "reserved again: {body}");
+        // Asked again (a reload), the same task.
+        assert_eq!(next(&app, p, &ann).await.0, t[0]);
+        app.post(&format!("/api/tasks/{}/annotations", t[0]), &ann, json!({"result": choice("pos"), "draft_id": first}))
+            .await
+            .expect(StatusCode::CREATED);
+        let (id, queue, body) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str(), &body["allow_postpone"]), (t[1], "Postponed draft queue", &json!(false)));
+        app.post(&format!("/api/tasks/{}/annotations", t[1]), &ann, json!({"result": choice("neg"), "draft_id": second}))
+            .await
+            .expect(StatusCode::CREATED);
+        app.get(&format!("/api/projects/{p}/next"), &ann).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+    }
+
+    async fn a_postponed_task_is_others_and_not_served_past_its_overlap(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let t = app.mk_tasks(&app.owner, p, 2).await;
+        let (a, _) = annotator(&app, p, "later@example.com").await;
+        let (b, _) = annotator(&app, p, "now@example.com").await;
+        assert_eq!(next(&app, p, &a).await.0, t[0]);
+        app.post(&format!("/api/tasks/{}/drafts", t[0]), &a, json!({"result": [], "was_postponed": true}))
+            .await
+            .expect(StatusCode::CREATED);
+        // Postponing ended A's reservation: B gets the task (overlap 1), with Postpone offered.
+        let (id, queue, body) = next(&app, p, &b).await;
+        assert_eq!((id, queue.as_str()), (t[0], "Sequence queue"));
+        assert_eq!(body["allow_postpone"], json!(true));
+        assert_eq!(body["drafts"], json!([]), "A's draft is not B's");
+        assert_eq!(next(&app, p, &a).await.0, t[1]);
+        app.post(&format!("/api/tasks/{}/annotations", t[1]), &a, json!({"result": choice("pos")}))
+            .await
+            .expect(StatusCode::CREATED);
+        // B holds the only place of t0: nothing for A.
+        app.get(&format!("/api/projects/{p}/next"), &a).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+        app.post(&format!("/api/tasks/{}/annotations", t[0]), &b, json!({"result": choice("neg")}))
+            .await
+            .expect(StatusCode::CREATED);
+        // t0 reached its overlap: A's postponed draft does not bring it back.
+        app.get(&format!("/api/projects/{p}/next"), &a).await.expect_error(StatusCode::NOT_FOUND, "no_more_tasks");
+        // With room for two, a postponed task comes back after the others.
+        let p2 = app.mk_project(&app.owner, json!({"maximum_annotations": 2})).await;
+        let u = app.mk_tasks(&app.owner, p2, 2).await;
+        app.add_member(p2, &a, None).await;
+        app.add_member(p2, &b, None).await;
+        let (id, queue, _) = next(&app, p2, &a).await;
+        assert_eq!((id, queue.as_str()), (u[0], "Breadth first queue"));
+        app.post(&format!("/api/tasks/{}/drafts", u[0]), &a, json!({"result": [], "was_postponed": true}))
+            .await
+            .expect(StatusCode::CREATED);
+        assert_eq!(next(&app, p2, &a).await.0, u[1]);
+        app.post(&format!("/api/tasks/{}/annotations", u[1]), &a, json!({"result": choice("pos")}))
+            .await
+            .expect(StatusCode::CREATED);
+        let (id, queue, body) = next(&app, p2, &a).await;
+        assert_eq!((id, queue.as_str(), &body["allow_postpone"]), (u[0], "Postponed draft queue", &json!(false)));
+    }
+
+    async fn postponed_assigned_tasks_come_back_last_in_manual_distribution(app) {
+        let p = app
+            .mk_project(&app.owner, json!({"assignment_settings": {"label_stream_task_distribution": "assigned_only"}}))
+            .await;
+        let t = app.mk_tasks(&app.owner, p, 3).await;
+        let (ann, ann_id) = annotator(&app, p, "assigned@example.com").await;
+        for task in [t[0], t[1]] {
+            app.post(&format!("/api/projects/{p}/tasks/{task}/assignees"), &app.owner, json!({"type": "AN", "users": [ann_id]}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        let (id, queue, body) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str(), &body["allow_postpone"]), (t[0], "Manually assigned queue", &json!(true)));
+        app.post(&format!("/api/tasks/{}/drafts", t[0]), &ann, json!({"result": [], "was_postponed": true}))
+            .await
+            .expect(StatusCode::CREATED);
+        assert_eq!(next(&app, p, &ann).await.0, t[1]);
+        app.post(&format!("/api/tasks/{}/annotations", t[1]), &ann, json!({"result": choice("pos")}))
+            .await
+            .expect(StatusCode::CREATED);
+        // The postponed assigned task, not the unassigned t2.
+        let (id, queue, body) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str(), &body["allow_postpone"]), (t[0], "Postponed draft queue", &json!(false)));
+        assert!(body["unique_lock_id"].is_null(), "no reservation in manual mode: {body}");
+    }
+
+    async fn drafts_of_an_annotation_are_nested_and_go_when_it_is_updated(app) {
+        let p = app.mk_project(&app.owner, json!({})).await;
+        let t = app.mk_tasks(&app.owner, p, 1).await[0];
+        let (ann, _) = annotator(&app, p, "reviser@example.com").await;
+        let a = app
+            .post(&format!("/api/tasks/{t}/annotations"), &ann, json!({"result": choice("pos")}))
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("id");
+        let url = format!("/api/tasks/{t}/annotations/{a}/drafts");
+        let mine = app.post(&url, &ann, json!({"result": choice("neg")})).await.expect(StatusCode::CREATED)["id"].clone();
+        let owners = app.post(&url, &app.owner, json!({"result": choice("pos")})).await.expect(StatusCode::CREATED)["id"].clone();
+        // The task as the labeling page reads it nests the caller's drafts, with their annotation.
+        let task = app.get(&format!("/api/tasks/{t}"), &ann).await.expect(StatusCode::OK);
+        assert_eq!(task["drafts"].as_array().map(Vec::len), Some(1), "{task}");
+        assert_eq!((&task["drafts"][0]["id"], &task["drafts"][0]["annotation"]), (&mine, &json!(a)));
+        // Updating the annotation saves the author's draft of it: the draft goes; the owner's stays.
+        app.patch(&format!("/api/annotations/{a}"), &ann, json!({"result": choice("neg")})).await.expect(StatusCode::OK);
+        let task = app.get(&format!("/api/tasks/{t}"), &ann).await.expect(StatusCode::OK);
+        assert_eq!(task["drafts"], json!([]));
+        app.get(&format!("/api/drafts/{mine}"), &ann).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        app.get(&format!("/api/drafts/{owners}"), &app.owner).await.expect(StatusCode::OK);
+    }
+
+    async fn convert_to_draft_is_the_authors_alone(app) {
+        let p = app.mk_project(&app.owner, json!({"skip_queue": "REQUEUE_FOR_ME"})).await;
+        let t = app.mk_tasks(&app.owner, p, 2).await;
+        let (ann, ann_id) = annotator(&app, p, "unskipper@example.com").await;
+        let (other, _) = annotator(&app, p, "bystander@example.com").await;
+        let reviewer = app.user("checker@example.com", Role::Reviewer).await;
+        app.add_member(p, &reviewer, None).await;
+        let a = app
+            .post(&format!("/api/tasks/{}/annotations", t[0]), &ann, json!({"result": choice("pos"), "lead_time": 4.0}))
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("id");
+        let url = format!("/api/annotations/{a}/convert-to-draft");
+        // Others: a blind annotator does not see it; the owner and a reviewer may not take it.
+        app.post(&url, &other, json!({})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        for token in [&app.owner, &reviewer] {
+            app.post(&url, token, json!({})).await.expect_error(StatusCode::FORBIDDEN, "not_author");
+        }
+        let (_, stranger) = app.other_org("Far", "far@example.com").await;
+        app.post(&url, &stranger, json!({})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        // Nothing changed.
+        app.get(&format!("/api/annotations/{a}"), &ann).await.expect(StatusCode::OK);
+        assert_eq!(app.get(&format!("/api/tasks/{}", t[0]), &app.owner).await.expect(StatusCode::OK)["is_labeled"], json!(true));
+        // The author: the annotation becomes their draft of the task, and is gone.
+        let draft = app.post(&url, &ann, json!({})).await.expect(StatusCode::CREATED);
+        assert_eq!(draft["task"], json!(t[0]));
+        assert_eq!(draft["annotation"], json!(null));
+        assert_eq!(draft["user"], json!(ann_id));
+        assert_eq!(draft["result"], choice("pos"));
+        assert_eq!(draft["lead_time"], json!(4.0));
+        assert_eq!(draft["was_postponed"], json!(false));
+        app.get(&format!("/api/annotations/{a}"), &ann).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        let task = app.get(&format!("/api/tasks/{}", t[0]), &ann).await.expect(StatusCode::OK);
+        assert_eq!(task["is_labeled"], json!(false));
+        assert_eq!(task["total_annotations"], json!(0));
+        assert_eq!(task["drafts"][0]["id"], draft["id"]);
+        app.post(&url, &ann, json!({})).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+        // Unskip: a skipped task becomes a draft and the task is the annotator's to do again.
+        let (id, _, _) = next(&app, p, &ann).await;
+        assert_eq!(id, t[0], "the task is open again");
+        app.post(&format!("/api/tasks/{}/annotations", t[0]), &ann, json!({"result": choice("pos")}))
+            .await
+            .expect(StatusCode::CREATED);
+        assert_eq!(next(&app, p, &ann).await.0, t[1]);
+        let skip = app
+            .post(&format!("/api/tasks/{}/annotations", t[1]), &ann, json!({"result": [], "was_cancelled": true}))
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("id");
+        let (id, queue, _) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str()), (t[1], "Skipped queue"));
+        let unskipped = app.post(&format!("/api/annotations/{skip}/convert-to-draft"), &ann, json!({})).await.expect(StatusCode::CREATED);
+        assert_eq!(unskipped["result"], json!([]));
+        let (id, queue, _) = next(&app, p, &ann).await;
+        assert_eq!((id, queue.as_str()), (t[1], "Task lock"), "no longer a skip");
+        let task = app.get(&format!("/api/tasks/{}", t[1]), &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(task["cancelled_annotations"], json!(0));
+        let actions: Vec<String> = app.audit_actions(app.org).await.into_iter().map(|x| x.0).collect();
+        assert!(actions.iter().any(|x| x == "annotation.convert_to_draft"), "{actions:?}");
+    }
+}

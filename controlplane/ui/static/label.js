@@ -6,6 +6,10 @@
 const root = document.getElementById('editor');
 const status = document.getElementById('label-status');
 const scores = document.getElementById('label-predictions');
+// The page's Postpone (label stream only): the pinned editor 1.4.0 has no `postpone` interface
+// of its own, so the page offers it beside the editor, as Label Studio's does in its editor.
+const actions = document.getElementById('label-actions');
+const postponeButton = document.getElementById('label-postpone');
 let settings = {}; // the project, once loaded
 const projectId = Number(root.dataset.project);
 const link = root.dataset.task
@@ -136,6 +140,7 @@ function selectLinked(store, pk, regionId) {
   }
   store.annotationStore.selectAnnotation(annotation.id);
   let said = `Task ${current.id} · annotation ${pk}`;
+  if (canAnnotate && restoreDraft(annotation, current, pk)) said += ' · draft restored';
   if (regionId) {
     const region = annotation.regionStore.regions.find((r) => r.cleanId === regionId || r.id === regionId);
     if (region) {
@@ -151,6 +156,10 @@ function selectLinked(store, pk, regionId) {
 
 function show(store, task, select = link?.annotation) {
   current = task;
+  restored.clear();
+  // Postpone is offered for a task of the stream unless it came back postponed already.
+  if (actions) actions.hidden = !task || task.allow_postpone === false;
+  store.toggleInterface?.('postpone', Boolean(task) && task.allow_postpone !== false);
   if (!task) {
     store.setFlags({ noTask: true });
     showComments(null);
@@ -177,7 +186,7 @@ function show(store, task, select = link?.annotation) {
       ? store.annotationStore.addAnnotationFromPrediction(prediction)
       : store.annotationStore.addAnnotation({ userGenerate: true });
     store.annotationStore.selectAnnotation(annotation.id);
-    restoreDraft(annotation, task);
+    if (restoreDraft(annotation, task)) status.textContent = `Task ${task.id} · draft restored`;
   } else if (store.annotationStore.annotations.length) {
     store.annotationStore.selectAnnotation(store.annotationStore.annotations[0].id);
   }
@@ -194,16 +203,32 @@ function showScores(task) {
     .join('; ')}`;
 }
 
-// The caller's latest draft of a new annotation of the task (the API nests only the caller's),
-// put back into the fresh annotation so the work continues where it stopped.
-function restoreDraft(annotation, task) {
-  const draft = (task.drafts ?? []).filter((d) => d.annotation === null).at(-1);
-  if (!draft) return;
+// The caller's latest draft of a new annotation of the task (`pk` null), or of the existing
+// annotation `pk` (the API nests only the caller's drafts, with `annotation` set for the latter),
+// put back into the editor's annotation so the work continues where it stopped; once per
+// annotation while the task is shown. Answers whether the annotation has its draft back.
+const restored = new Set();
+function restoreDraft(annotation, task, pk = null) {
+  const of = pk === null ? null : Number(pk);
+  const draft = (task?.drafts ?? []).filter((d) => (d.annotation ?? null) === of).at(-1);
+  if (!draft) return false;
+  // Selecting the annotation may have put it back already (onSelectAnnotation).
+  if (restored.has(annotation.id)) return true;
+  restored.add(annotation.id);
   annotation.addVersions({ draft: draft.result });
   annotation.deserializeResults(draft.result);
   annotation.updateObjects();
   annotation.setDraftId(draft.id);
-  status.textContent = `Task ${task.id} · draft restored`;
+  return true;
+}
+
+// An existing annotation selected in the editor (its tabs): the caller's draft of it comes back.
+function restoreSelected(store) {
+  const annotation = store?.annotationStore?.selected;
+  if (!canAnnotate || !current || !annotation?.pk) return;
+  if (restoreDraft(annotation, current, annotation.pk)) {
+    status.textContent = `Task ${current.id} · annotation ${annotation.pk} · draft restored`;
+  }
 }
 
 // The editor's autosave (it calls this a few seconds after the result changed): the first save
@@ -226,6 +251,31 @@ async function saveDraft(annotation) {
     status.textContent = `Draft not saved: ${r.body?.detail ?? r.status}`;
   }
 }
+
+// Postpone (the page's button, or the editor's own in an editor that has one): the work so far
+// is saved as a draft with was_postponed, which puts the task at the end of the caller's stream
+// (ADR 0003 addendum), and the next task is shown.
+async function postpone(store) {
+  const annotation = store?.annotationStore?.selected;
+  if (!current || !annotation) return;
+  annotation.pauseAutosave?.();
+  const body = JSON.stringify({
+    result: annotation.serializeAnnotation(),
+    lead_time: (Date.now() - annotation.loadedDate) / 1000,
+    was_postponed: true,
+  });
+  const r = annotation.draftId
+    ? await call(`/api/drafts/${annotation.draftId}`, { method: 'PATCH', body })
+    : await call(`/api/tasks/${current.id}/drafts`, { method: 'POST', body });
+  if (!r.ok) {
+    status.textContent = `Not postponed: ${r.body?.detail ?? r.status}`;
+    return;
+  }
+  root.dataset.postponed = String(current.id);
+  show(store, await load());
+}
+
+postponeButton?.addEventListener('click', () => postpone(editorStore));
 
 async function save(store, annotation, extra = {}) {
   // Submitting turns the draft into the annotation (the server deletes it); no autosave after.
@@ -268,7 +318,8 @@ if (project && me) {
     description: project.show_instruction ? project.expert_instruction : '',
     interfaces: ['panel', 'controls', 'topbar', 'side-column', 'edit-history', 'infobar', 'instruction',
       ...(canAnnotate ? ['submit', 'update'] : []), ...annotations,
-      ...(project.show_skip_button && !link ? ['skip'] : [])],
+      ...(project.show_skip_button && !link ? ['skip'] : []),
+      ...(canAnnotate && !link && first?.allow_postpone !== false ? ['postpone'] : [])],
     user: { id: me.id, pk: me.id, username: me.username, firstName: me.first_name, lastName: me.last_name },
     onLabelStudioLoad: (store) => {
       editorStore = store;
@@ -277,8 +328,15 @@ if (project && me) {
     onSubmitAnnotation: (store, annotation) => save(store, annotation),
     onSkipTask: (store, { comment } = {}) =>
       save(store, store.annotationStore.selected, { was_cancelled: true, ...(comment ? { comment } : {}) }),
-    onSubmitDraft: (store, annotation) => saveDraft(annotation),
-    onSelectAnnotation: () => showComments(editorStore),
+    // An editor with its own Postpone sends the draft with was_postponed, then asks for the
+    // next task; the page does both in postpone().
+    onSubmitDraft: (store, annotation, params = {}) =>
+      (params?.was_postponed ? postpone(store) : saveDraft(annotation)),
+    onNextTask: () => {},
+    onSelectAnnotation: () => {
+      restoreSelected(editorStore);
+      showComments(editorStore);
+    },
     onUpdateAnnotation: (store, annotation) => call(`/api/annotations/${annotation.pk}`, {
       method: 'PATCH', body: JSON.stringify({ result: annotation.serializeAnnotation() }),
     }),

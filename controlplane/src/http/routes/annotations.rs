@@ -112,6 +112,27 @@ pub async fn delete_annotation(
     Ok(no_content())
 }
 
+/// Turns the caller's own annotation into a draft of theirs (Label Studio's "unskip"): the
+/// answer is the new draft (of a new annotation of the task, with the annotation's result and
+/// lead time); the annotation is deleted. Only its author may (`not_author` for anyone else).
+#[utoipa::path(post, path = "/api/annotations/{id}/convert-to-draft", tag = "annotations", params(("id" = i64, Path)), responses((status = 201, body = crate::storage::drafts::DraftView), (status = 403, description = "not the annotation's author (`not_author`), or not allowed to annotate here", body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn convert_annotation_to_draft(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> ApiResult<(StatusCode, Json<crate::storage::drafts::DraftView>)> {
+    let (project, draft) = annotations::convert_to_draft(&state.db, &actor, id).await?;
+    emit(
+        &state,
+        &actor,
+        project,
+        Action::AnnotationsDeleted,
+        Subject::AnnotationsDeleted(vec![id]),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(draft)))
+}
+
 async fn emit(state: &AppState, actor: &Actor, project: i64, action: Action, subject: Subject) {
     // A submitted or updated annotation counts towards the ML backends' next training.
     if matches!(
@@ -141,4 +162,5 @@ pub fn router() -> OpenApiRouter<AppState> {
             update_annotation,
             delete_annotation
         ))
+        .routes(routes!(convert_annotation_to_draft))
 }
