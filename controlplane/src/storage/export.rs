@@ -60,11 +60,14 @@ impl ExportFormat {
             "BRUSH_TO_NUMPY" => Ok(Self::Converted(Target::BrushNumpy)),
             "BRUSH_TO_PNG" => Ok(Self::Converted(Target::BrushPng)),
             "ASR_MANIFEST" => Ok(Self::Converted(Target::AsrManifest)),
+            "YOLO_WITH_IMAGES" => Ok(Self::Converted(Target::YoloImages)),
+            "YOLO_OBB_WITH_IMAGES" => Ok(Self::Converted(Target::YoloObbImages)),
+            "COCO_WITH_IMAGES" => Ok(Self::Converted(Target::CocoImages)),
             other => Err(ApiError::field(
                 ErrorCode::InvalidQuery,
                 "exportType",
                 format!(
-                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG or ASR_MANIFEST"
+                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_WITH_IMAGES, YOLO_OBB, YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG or ASR_MANIFEST"
                 ),
             )),
         }
@@ -82,19 +85,22 @@ impl ExportFormat {
     }
 
     /// Every format, in Label Studio's order.
-    pub const ALL: [ExportFormat; 12] = [
+    pub const ALL: [ExportFormat; 15] = [
         Self::Json,
         Self::JsonMin,
         Self::Csv,
         Self::Tsv,
         Self::Converted(Target::Conll2003),
         Self::Converted(Target::Coco),
+        Self::Converted(Target::CocoImages),
         Self::Converted(Target::Voc),
+        Self::Converted(Target::Yolo),
+        Self::Converted(Target::YoloImages),
+        Self::Converted(Target::YoloObb),
+        Self::Converted(Target::YoloObbImages),
         Self::Converted(Target::BrushNumpy),
         Self::Converted(Target::BrushPng),
         Self::Converted(Target::AsrManifest),
-        Self::Converted(Target::Yolo),
-        Self::Converted(Target::YoloObb),
     ];
 
     /// Refuses a format that does not fit the project's label config (400
@@ -373,10 +379,18 @@ async fn produce_converted(
             let mut out = Vec::with_capacity(rows.len() * 64);
             for view in views {
                 let task = serde_json::to_value(&view).map_err(ApiError::internal)?;
-                let duration = media.duration_of(db, project.id, &conv, &task).await;
-                conv.task_with_duration(&task, duration, &mut out)
-                    .map_err(ApiError::internal)?;
-                // Brush masks are large: pass a task's files on rather than a page's.
+                convert_task(
+                    db,
+                    media,
+                    project.id,
+                    &mut conv,
+                    &task,
+                    &mut out,
+                    &mut ChannelSink(tx),
+                    ApiError::internal,
+                )
+                .await?;
+                // Brush masks and images are large: pass a task's files on rather than a page's.
                 if out.len() >= FLUSH {
                     send(tx, std::mem::take(&mut out)).await?;
                 }
@@ -388,8 +402,91 @@ async fn produce_converted(
         }
     }
     let mut out = Vec::new();
+    log_missing(project.id, &conv);
     conv.finish(&mut out).map_err(ApiError::internal)?;
     send(tx, out).await
+}
+
+/// Where [`convert_task`] passes a converter's output on while it copies a large image.
+pub(crate) trait Sink {
+    /// The sink's error.
+    type Error;
+    /// Takes the next bytes.
+    fn put(&mut self, bytes: Vec<u8>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// The direct export's channel to the HTTP body.
+struct ChannelSink<'a>(&'a mpsc::Sender<Chunk>);
+
+impl Sink for ChannelSink<'_> {
+    type Error = ApiError;
+    fn put(&mut self, bytes: Vec<u8>) -> impl Future<Output = ApiResult<()>> + Send {
+        send(self.0, bytes)
+    }
+}
+
+/// Runs one task through the converter with what it reads from media: the audio's duration
+/// (ASR manifest), the image copied into the archive (`*_WITH_IMAGES`, read in 64 KiB pieces,
+/// `sink` taking `out` whenever it holds [`FLUSH`] bytes, so an image is never held whole). An
+/// image that cannot be read is left out, logged and counted in the archive comment; one that
+/// fails while it is being copied stops the export (its entry is half written).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn convert_task<S: Sink>(
+    db: &Db,
+    media: &MediaFiles,
+    project: i64,
+    conv: &mut Converter,
+    task: &Value,
+    out: &mut Vec<u8>,
+    sink: &mut S,
+    fail: impl Fn(String) -> S::Error,
+) -> Result<(), S::Error> {
+    use tokio::io::AsyncReadExt;
+    if let Some((entry, url)) = conv.image_of(task) {
+        match media.open(db, project, &url).await {
+            Some(mut file) => {
+                conv.image_begin(&entry, out)
+                    .map_err(|e| fail(e.to_string()))?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = file
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| fail(format!("reading the image {url}: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    conv.image_write(&buf[..n], out);
+                    if out.len() >= FLUSH {
+                        sink.put(std::mem::take(out)).await?;
+                    }
+                }
+                conv.image_end(out).map_err(|e| fail(e.to_string()))?;
+            }
+            None => {
+                let id = task.get("id").cloned().unwrap_or(Value::Null);
+                conv.image_missing(&id, &url);
+                if conv.images_missing() <= 20 {
+                    tracing::warn!(project, task = %id, url, "export: the task's image cannot be read; it is left out of the archive");
+                }
+            }
+        }
+    }
+    let duration = media.duration_of(db, project, conv, task).await;
+    conv.task_with_duration(task, duration, out)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Logs how many images an archive with images lacks (the first ones were logged one by one).
+pub(crate) fn log_missing(project: i64, conv: &Converter) {
+    let missing = conv.images_missing();
+    if missing > 0 {
+        tracing::warn!(
+            project,
+            missing,
+            "export: images that could not be read were left out of the archive"
+        );
+    }
 }
 
 /// Where exports read the media this server serves (uploaded files under the data directory,
@@ -435,6 +532,12 @@ impl MediaFiles {
             .await
             .ok()??;
         root.relative(&d).ok()?
+    }
+
+    /// The file behind a task's media URL (see [`MediaFiles::path`]), opened for reading.
+    pub async fn open(&self, db: &Db, project: i64, url: &str) -> Option<tokio::fs::File> {
+        let path = self.path(db, project, url).await?;
+        tokio::fs::File::open(path).await.ok()
     }
 
     /// The duration of a task's audio when the converter reads one (ASR manifest) and it is a

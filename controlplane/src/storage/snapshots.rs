@@ -556,6 +556,13 @@ impl From<ApiError> for WriteError {
 
 /// Buffers a file's bytes and stores them in chunks of exactly [`CHUNK`] bytes (the last one
 /// shorter): memory holds one chunk.
+impl export::Sink for ChunkWriter<'_> {
+    type Error = WriteError;
+    async fn put(&mut self, bytes: Vec<u8>) -> Result<(), WriteError> {
+        self.write(&bytes).await
+    }
+}
+
 struct ChunkWriter<'a> {
     db: &'a Db,
     writer: &'a Writer,
@@ -740,15 +747,24 @@ async fn write_converted(
         let mut tasks = TaskReader::new(source);
         while let Some(batch) = tasks.next(db).await? {
             for task in batch {
-                let duration = media.duration_of(db, project.id, &conv, &task).await;
                 let mut bytes = Vec::new();
-                conv.task_with_duration(&task, duration, &mut bytes)
-                    .map_err(|e| WriteError::Failed(e.to_string()))?;
+                export::convert_task(
+                    db,
+                    media,
+                    project.id,
+                    &mut conv,
+                    &task,
+                    &mut bytes,
+                    &mut out,
+                    WriteError::Failed,
+                )
+                .await?;
                 out.write(&bytes).await?;
             }
         }
     }
     let mut bytes = Vec::new();
+    export::log_missing(project.id, &conv);
     conv.finish(&mut bytes)
         .map_err(|e| WriteError::Invalid(e.to_string()))?;
     out.write(&bytes).await?;
