@@ -1,6 +1,5 @@
 """Converter export formats (YOLO, YOLO_OBB, COCO, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG,
 ASR_MANIFEST and the *_WITH_IMAGES archives) against Label Studio's converter.
-against Label Studio's converter.
 
 Each test builds a project with generated annotations through the SDK, exports a format from
 Verity (the direct ``GET /export?exportType=`` and a snapshot conversion downloaded through the
