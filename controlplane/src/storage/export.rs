@@ -39,6 +39,8 @@ pub enum ExportFormat {
     Csv,
     /// Tab-separated, one row per annotation.
     Tsv,
+    /// The converter's older CSV layout, one row per region (`crate::domain::csv_old`).
+    CsvOld,
     /// One of the converter's formats (YOLO, YOLO_OBB, COCO, VOC, BRUSH_TO_NUMPY,
     /// BRUSH_TO_PNG, ASR_MANIFEST: a zip archive; CONLL2003).
     Converted(Target),
@@ -52,6 +54,7 @@ impl ExportFormat {
             "JSON_MIN" => Ok(Self::JsonMin),
             "CSV" => Ok(Self::Csv),
             "TSV" => Ok(Self::Tsv),
+            "CSV_OLD" => Ok(Self::CsvOld),
             "YOLO" => Ok(Self::Converted(Target::Yolo)),
             "YOLO_OBB" => Ok(Self::Converted(Target::YoloObb)),
             "COCO" => Ok(Self::Converted(Target::Coco)),
@@ -67,7 +70,7 @@ impl ExportFormat {
                 ErrorCode::InvalidQuery,
                 "exportType",
                 format!(
-                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_WITH_IMAGES, YOLO_OBB, YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG or ASR_MANIFEST"
+                    "{other} is not supported; use JSON, JSON_MIN, CSV, CSV_OLD, TSV, YOLO, YOLO_WITH_IMAGES, YOLO_OBB, YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG or ASR_MANIFEST"
                 ),
             )),
         }
@@ -80,12 +83,13 @@ impl ExportFormat {
             Self::JsonMin => "JSON_MIN",
             Self::Csv => "CSV",
             Self::Tsv => "TSV",
+            Self::CsvOld => "CSV_OLD",
             Self::Converted(t) => t.name(),
         }
     }
 
-    /// Every format, in Label Studio's order.
-    pub const ALL: [ExportFormat; 15] = [
+    /// Every format, in Label Studio's order (`CSV_OLD` last: Label Studio does not list it).
+    pub const ALL: [ExportFormat; 16] = [
         Self::Json,
         Self::JsonMin,
         Self::Csv,
@@ -101,6 +105,7 @@ impl ExportFormat {
         Self::Converted(Target::BrushNumpy),
         Self::Converted(Target::BrushPng),
         Self::Converted(Target::AsrManifest),
+        Self::CsvOld,
     ];
 
     /// Refuses a format that does not fit the project's label config (400
@@ -128,7 +133,7 @@ impl ExportFormat {
     pub fn extension(self) -> &'static str {
         match self {
             Self::Json | Self::JsonMin => "json",
-            Self::Csv => "csv",
+            Self::Csv | Self::CsvOld => "csv",
             Self::Tsv => "tsv",
             Self::Converted(Target::Conll2003) => "conll",
             Self::Converted(_) => "zip",
@@ -139,7 +144,7 @@ impl ExportFormat {
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Json | Self::JsonMin => "application/json",
-            Self::Csv => "text/csv; charset=utf-8",
+            Self::Csv | Self::CsvOld => "text/csv; charset=utf-8",
             Self::Tsv => "text/tab-separated-values; charset=utf-8",
             Self::Converted(Target::Conll2003) => "text/plain; charset=utf-8",
             Self::Converted(_) => "application/zip",
@@ -243,6 +248,9 @@ async fn produce(
         return produce_converted(db, project, target, &condition, media, tx).await;
     }
     let neutralize = !selection.keep_formulas;
+    if format == ExportFormat::CsvOld {
+        return produce_csv_old(db, project.id, &condition, neutralize, tx).await;
+    }
     let controls = controls(project);
     let columns = if matches!(format, ExportFormat::Csv | ExportFormat::Tsv) {
         Some(csv_columns(db, project.id, &condition, &controls).await?)
@@ -266,7 +274,7 @@ async fn produce(
             )
             .await?;
         }
-        ExportFormat::Converted(_) => {}
+        ExportFormat::Converted(_) | ExportFormat::CsvOld => {}
     }
     loop {
         let rows = page(db, project.id, after, &condition).await?;
@@ -326,7 +334,7 @@ async fn produce(
                         }
                     }
                 }
-                ExportFormat::Converted(_) => {}
+                ExportFormat::Converted(_) | ExportFormat::CsvOld => {}
             }
         }
         send(tx, out).await?;
@@ -336,6 +344,51 @@ async fn produce(
     }
     if matches!(format, ExportFormat::Json | ExportFormat::JsonMin) {
         send(tx, b"]".to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// `CSV_OLD`: a first pass over the tasks collects the columns (bounded by their number), the
+/// second writes one row per region.
+async fn produce_csv_old(
+    db: &Db,
+    project_id: i64,
+    condition: &str,
+    neutralize: bool,
+    tx: &mpsc::Sender<Chunk>,
+) -> ApiResult<()> {
+    let mut columns = crate::domain::csv_old::Columns::default();
+    for pass in 0..2 {
+        if pass == 1 {
+            let header = csv_line(
+                columns.header().iter().map(String::as_str),
+                b',',
+                neutralize,
+            );
+            send(tx, header).await?;
+        }
+        let mut after = 0i64;
+        loop {
+            let rows = page(db, project_id, after, condition).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.id;
+            let views = tasks::with_nested(db, &rows, tasks::Visible::All).await?;
+            let mut out = Vec::new();
+            for view in views {
+                let task = serde_json::to_value(&view).map_err(ApiError::internal)?;
+                if pass == 0 {
+                    columns.add_task(&task);
+                    continue;
+                }
+                for cells in columns.rows(&task) {
+                    out.extend(csv_line(cells.iter().map(String::as_str), b',', neutralize));
+                }
+            }
+            send(tx, out).await?;
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
     }
     Ok(())
 }

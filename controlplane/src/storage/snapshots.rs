@@ -657,6 +657,35 @@ pub async fn write_conversion(
     if let ExportFormat::Converted(to) = format {
         return write_converted(db, writer, target, &source, to, media).await;
     }
+    if format == ExportFormat::CsvOld {
+        // Columns first (bounded by their number), then one row per region.
+        let mut columns = crate::domain::csv_old::Columns::default();
+        for_each_task(db, &source, None, |task| {
+            columns.add_task(&task);
+            Ok(Vec::new())
+        })
+        .await?;
+        let mut out = ChunkWriter::new(db, writer);
+        out.write(&export::csv_line(
+            columns.header().iter().map(String::as_str),
+            b',',
+            true,
+        ))
+        .await?;
+        for_each_task(db, &source, Some(&mut out), |task| {
+            let mut bytes = Vec::new();
+            for cells in columns.rows(&task) {
+                bytes.extend(export::csv_line(
+                    cells.iter().map(String::as_str),
+                    b',',
+                    true,
+                ));
+            }
+            Ok(bytes)
+        })
+        .await?;
+        return out.finish().await;
+    }
     let sep = if format == ExportFormat::Tsv {
         b'\t'
     } else {

@@ -32,7 +32,7 @@ use crate::{
 /// Query of an export.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ExportParams {
-    /// JSON, JSON_MIN, CSV, TSV, CONLL2003, YOLO, YOLO_WITH_IMAGES, YOLO_OBB,
+    /// JSON, JSON_MIN, CSV, CSV_OLD, TSV, CONLL2003, YOLO, YOLO_WITH_IMAGES, YOLO_OBB,
     /// YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG or
     /// ASR_MANIFEST.
     #[serde(rename = "exportType")]
@@ -151,11 +151,14 @@ pub async fn export_formats(
 pub fn formats_of(project: &projects::ProjectRow) -> Vec<(Value, Option<String>)> {
     let mut formats: Vec<(Value, Option<String>)> = ExportFormat::ALL
         .iter()
+        // Label Studio's converter keeps CSV_OLD out of its list (command line only).
+        .filter(|format| **format != ExportFormat::CsvOld)
         .map(|format| {
             let (title, description, tags): (&str, &str, &[&str]) = match format {
                 ExportFormat::Json => ("JSON", "List of items in raw JSON format stored in one JSON file. Use it to export both the data and the annotations of a dataset (Label Studio's common format).", &[]),
                 ExportFormat::JsonMin => ("JSON-MIN", "List of items where only the \"from_name\" and \"to_name\" values of the raw JSON are kept. Use it to export only the annotations.", &[]),
                 ExportFormat::Csv => ("CSV", "Results as comma-separated values, the column names taken from the \"from_name\" and \"to_name\" values.", &[]),
+                ExportFormat::CsvOld => ("CSV (old layout)", "One row per region: task, annotation, annotator, data, and the region's value spread into columns.", &[]),
                 ExportFormat::Tsv => ("TSV", "Results as tab-separated values, the column names taken from the \"from_name\" and \"to_name\" values.", &[]),
                 ExportFormat::Converted(Target::Conll2003) => ("CONLL2003", "The CoNLL-2003 named entity recognition format: one token per line with its B-/I-/O tag from the text's Labels spans, tasks separated by blank lines.", &["sequence labeling", "text tagging", "named entity recognition"]),
                 ExportFormat::Converted(Target::Coco) => ("COCO", "The COCO dataset's JSON format for object detection and image segmentation with rectangles, polygons and keypoints (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
@@ -270,7 +273,7 @@ pub async fn delete_snapshot(
     Ok(crate::http::no_content())
 }
 
-/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV, CONLL2003, YOLO,
+/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, CSV_OLD, TSV, CONLL2003, YOLO,
 /// YOLO_OBB, COCO, their `*_WITH_IMAGES` variants, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG,
 /// ASR_MANIFEST) in a job; the
 /// conversion's `status` in `converted_formats` tells when it can be downloaded.
