@@ -610,7 +610,7 @@ both_backends! {
         app.get(&format!("/api/projects/{p}/export?exportType=COCO"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
         app.get(&format!("/api/projects/{p}/export?ids=abc"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         let formats = app.get(&format!("/api/projects/{p}/export/formats"), &app.owner).await.expect(StatusCode::OK);
-        assert_eq!(formats.as_array().map(Vec::len), Some(12));
+        assert_eq!(formats.as_array().map(Vec::len), Some(15));
 
         // Snapshots: create → poll → download; convert; a snapshot does not change with the data.
         let snap = app.post(&format!("/api/projects/{p}/exports"), &app.owner, json!({"title": "snap", "task_filter_options": {"only_with_annotations": true}})).await.expect(StatusCode::CREATED);

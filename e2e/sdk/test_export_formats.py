@@ -1,5 +1,5 @@
-"""Converter export formats (YOLO, YOLO_OBB, COCO, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG)
-against Label Studio's converter.
+"""Converter export formats (YOLO, YOLO_OBB, COCO, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG,
+ASR_MANIFEST and the *_WITH_IMAGES archives) against Label Studio's converter.
 
 Each test builds a project with generated annotations through the SDK, exports a format from
 Verity (the direct ``GET /export?exportType=`` and a snapshot conversion downloaded through the
@@ -11,11 +11,15 @@ of ``notes.json`` / COCO ``info`` (``year``, ``date_created``).
 
 The converter runs as Label Studio's server runs it for label-only formats: without downloading
 media (``download_resources=False``) and with a hostname, so media names are the converter's
-cache names (``<md5 prefix>__<file>``).
+cache names (``<md5 prefix>__<file>``). The ``*_WITH_IMAGES`` archives are compared with the
+converter run as Label Studio's server runs it with media: ``download_resources=True`` and the
+upload folder (Verity's ``<data dir>/upload``), where it finds the uploaded images and copies
+them under their stored names; image bytes must equal the uploaded ones.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -540,3 +544,128 @@ def test_enabled_formats_are_the_converters(verity, api_key, admin_client, confi
         assert {name for name, off in listed.items() if not off} == theirs & set(listed), listed
     finally:
         admin_client.projects.delete(p.id)
+
+
+def png_image(w, h, seed):
+    rng = random.Random(seed)
+    img = Image.new("RGB", (w, h), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images_project(verity, api_key, admin_client):
+    """Boxes on uploaded images (their real size differs from the annotations' original size)."""
+    p = make_project(admin_client, BOXES_CONFIG, "Images")
+    files = [("street one.png", png_image(64, 48, 1)), ("yard.png", png_image(30, 70, 2)),
+             ("plain.png", png_image(12, 12, 3))]
+    r = requests.post(f"{verity.base_url}/api/projects/{p.id}/import",
+                      files=[("file", (name, data, "image/png")) for name, data in files],
+                      headers=headers(verity, api_key), timeout=60)
+    assert r.status_code == 201, r.text
+    rng = random.Random(48)
+    uploaded = {}
+    for n, task in enumerate(admin_client.tasks.list(project=p.id)):
+        stored = task.data["image"].rsplit("/", 1)[-1]
+        uploaded[stored] = next(data for name, data in files if stored.endswith(name.replace(" ", "_"))
+                                or stored.endswith(name))
+        if n == 2:
+            continue  # an image without annotations (only with download_all_tasks)
+        result = [region(f"b{n}{k}", "label", "rectanglelabels",
+                         {**rnd_box(rng), "rectanglelabels": [rng.choice(["Car", "Bus", "human"])]})
+                  for k in range(1 + n)]
+        admin_client.annotations.create(id=task.id, result=result)
+    yield p, uploaded
+    admin_client.projects.delete(p.id)
+
+
+def images_reference(verity, tasks_json, fmt):
+    """The converter's files for ``fmt``, reading Verity's uploads where Label Studio's server
+    lets it read its own (the upload folder), downloading nothing else."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "export.json")
+        with open(src, "w") as f:
+            json.dump(tasks_json, f)
+        out = os.path.join(tmp, "out")
+        os.makedirs(out)
+        Converter(config=BOXES_CONFIG, project_dir=None, upload_dir=os.path.join(verity.data_dir, "upload"),
+                  download_resources=True).convert(src, out, fmt, is_dir=False)
+        files = {}
+        for root, _, fnames in os.walk(out):
+            for fn in fnames:
+                p = os.path.join(root, fn)
+                with open(p, "rb") as fh:
+                    files[os.path.relpath(p, out)] = fh.read()
+        return files
+
+
+def compare_with_images(verity, fmt, ours_zip, tasks_json, uploaded):
+    ours, dirs = unzip(ours_zip)
+    theirs = images_reference(verity, tasks_json, fmt)
+    assert set(ours) == set(theirs), f"{fmt}: files {sorted(ours)} != {sorted(theirs)}"
+    assert "images/" in dirs
+    images = {name for name in ours if name.startswith("images/")}
+    assert images, ours.keys()
+    for name in images:
+        # The uploaded bytes, unchanged.
+        assert ours[name] == theirs[name] == uploaded[name[len("images/"):]], name
+    for name, data in theirs.items():
+        if name.startswith("labels/"):
+            yolo_lines_close(ours[name], data, f"{fmt}:{name}")
+        elif name == "result.json":
+            doc = without_timestamps(data)
+            # The converter names an image it read from the upload folder by its path there,
+            # relative to the output (outside the archive); Verity names the copy in images/.
+            for image in doc["images"]:
+                image["file_name"] = "images/" + os.path.basename(image["file_name"])
+            close(without_timestamps(ours[name]), doc, f"{fmt}:{name}")
+        elif name.endswith(".json"):
+            close(without_timestamps(ours[name]), without_timestamps(data), f"{fmt}:{name}")
+        elif not name.startswith("images/"):
+            assert ours[name] == data, f"{fmt}:{name}"
+    return ours
+
+
+@pytest.mark.parametrize("fmt", ["YOLO_WITH_IMAGES", "YOLO_OBB_WITH_IMAGES", "COCO_WITH_IMAGES"])
+@pytest.mark.parametrize("all_tasks", [False, True])
+def test_images_match_the_converter(verity, api_key, images_project, fmt, all_tasks):
+    project, uploaded = images_project
+    params = {"download_all_tasks": "true"} if all_tasks else {}
+    r = export_direct(verity, api_key, project.id, fmt, **params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    ours = compare_with_images(verity, fmt, r.content, verity_json(verity, api_key, project.id, **params), uploaded)
+    assert len([n for n in ours if n.startswith("images/")]) == (3 if all_tasks else 2)
+    if fmt == "COCO_WITH_IMAGES":
+        sizes = {i["file_name"]: (i["width"], i["height"]) for i in json.loads(ours["result.json"])["images"]}
+        assert set(sizes.values()) <= {(64, 48), (30, 70), (12, 12)}, sizes
+
+
+@pytest.mark.parametrize("fmt", ["YOLO_WITH_IMAGES", "COCO_WITH_IMAGES"])
+def test_images_snapshot_conversion_matches_the_converter(verity, admin_client, images_project, fmt):
+    project, uploaded = images_project
+    data, source = export_snapshot(admin_client, project.id, fmt)
+    compare_with_images(verity, fmt, data, source, uploaded)
+
+
+@pytest.mark.parametrize("all_tasks", [False, True])
+def test_csv_old_matches_the_converter(verity, api_key, admin_client, boxes_project, all_tasks):
+    """CSV_OLD is the converter's command-line ``ExportToCSV`` layout (pandas ``to_csv``)."""
+    from label_studio_sdk.converter.exports.csv import ExportToCSV
+
+    params = {"download_all_tasks": "true"} if all_tasks else {}
+    r = export_direct(verity, api_key, boxes_project.id, "CSV_OLD", keep_formulas="true", **params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    theirs = io.StringIO()
+    ExportToCSV(verity_json(verity, api_key, boxes_project.id, **params)).to_file(theirs, index=False)
+    assert r.text.splitlines() == theirs.getvalue().splitlines()
+    # A job's conversion writes the same rows, cells that would start a spreadsheet formula
+    # (here negative numbers) prefixed with ' as every CSV conversion does (docs/exports.md).
+    data, source = export_snapshot(admin_client, boxes_project.id, "CSV_OLD")
+    theirs = io.StringIO()
+    ExportToCSV(source).to_file(theirs, index=False)
+    neutral = [["'" + c if c[:1] in ("=", "+", "-", "@", "\t", "\r") else c for c in row]
+               for row in csv.reader(io.StringIO(theirs.getvalue()))]
+    assert list(csv.reader(io.StringIO(data.decode()))) == neutral

@@ -29,6 +29,12 @@ pub enum Target {
     BrushPng,
     /// NeMo's JSON-lines manifest of audio transcriptions.
     AsrManifest,
+    /// [`Target::Yolo`] with the task images in `images/`.
+    YoloImages,
+    /// [`Target::YoloObb`] with the task images in `images/`.
+    YoloObbImages,
+    /// [`Target::Coco`] with the task images in `images/`.
+    CocoImages,
 }
 
 impl Target {
@@ -43,7 +49,25 @@ impl Target {
             Target::BrushNumpy => "BRUSH_TO_NUMPY",
             Target::BrushPng => "BRUSH_TO_PNG",
             Target::AsrManifest => "ASR_MANIFEST",
+            Target::YoloImages => "YOLO_WITH_IMAGES",
+            Target::YoloObbImages => "YOLO_OBB_WITH_IMAGES",
+            Target::CocoImages => "COCO_WITH_IMAGES",
         }
+    }
+
+    /// The label-only format a `*_WITH_IMAGES` format adds the images to (else itself).
+    pub fn base(self) -> Target {
+        match self {
+            Target::YoloImages => Target::Yolo,
+            Target::YoloObbImages => Target::YoloObb,
+            Target::CocoImages => Target::Coco,
+            other => other,
+        }
+    }
+
+    /// Whether the archive carries the task images (`*_WITH_IMAGES`).
+    pub fn with_images(self) -> bool {
+        self.base() != self
     }
 
     /// Whether the output is a zip archive (several files) rather than one file.
@@ -196,6 +220,8 @@ impl Schema {
     /// `Err` says why not.
     pub fn fits(&self, target: Target) -> Result<(), String> {
         let name = target.name();
+        // The images do not change what a format needs of the config.
+        let target = target.base();
         if self.data_keys().len() > 1 {
             return Err(format!(
                 "{name} needs a label config with one data field; this one reads several"
@@ -218,7 +244,12 @@ impl Schema {
                         || self.has_control("Brush") && labels)
             }
             Target::Voc => image && (rect || boxes),
-            Target::Yolo | Target::YoloObb | Target::Coco => {
+            Target::Yolo
+            | Target::YoloObb
+            | Target::Coco
+            | Target::YoloImages
+            | Target::YoloObbImages
+            | Target::CocoImages => {
                 let shapes = image
                     && (rect
                         || self.has_control("PolygonLabels")
@@ -244,10 +275,9 @@ impl Schema {
             });
         }
         if target == Target::Coco && self.keypoints() && self.keypoint_order().is_empty() {
-            return Err(
-                "COCO with KeyPointLabels needs a model_index on each keypoint Label, e.g. <Label value=\"eye\" model_index=\"0\"/>"
-                    .into(),
-            );
+            return Err(format!(
+                "{name} with KeyPointLabels needs a model_index on each keypoint Label, e.g. <Label value=\"eye\" model_index=\"0\"/>"
+            ));
         }
         Ok(())
     }
@@ -339,7 +369,20 @@ fn num(v: &Map<String, Value>, key: &str) -> Option<f64> {
 
 /// The name the converter gives a task's media when it does not download it:
 /// `<first 8 hex digits of the MD5 of the URL>__<file name>` (its cache path).
+///
+/// An upload of this server (`/data/upload/<project>/<file>`) keeps its stored name: Label
+/// Studio's server hands the converter its upload directory, where the converter finds the file
+/// and copies it under that name.
 pub fn media_name(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("/data/upload/")
+        && let Some((project, file)) = rest.split_once('/')
+        && !project.is_empty()
+        && project.bytes().all(|b| b.is_ascii_digit())
+        && !file.is_empty()
+        && !file.contains('/')
+    {
+        return file.to_string();
+    }
     let file = if let Some((_, d)) = url.split_once("?d=").filter(|_| url.starts_with("/data/")) {
         basename(d)
     } else if url.starts_with("s3:") || url.starts_with("gs:") || url.starts_with("azure-blob:") {
@@ -654,7 +697,26 @@ pub struct Converter {
     first: bool,
     /// ASR: the duration of the task's audio, when the caller could read it.
     duration: Option<f64>,
+    /// `*_WITH_IMAGES`: the archive carries the task images.
+    with_images: bool,
+    /// COCO with images: the first pass, which writes the images (the JSON comes after).
+    image_pass: bool,
+    /// Image entries written so far (an image shared by tasks is written once).
+    written: std::collections::HashSet<String>,
+    /// The image entry being written and its first bytes (COCO reads its size from them).
+    head: Option<(String, Vec<u8>)>,
+    /// COCO with images: the size of each image written, read from its header.
+    sizes: std::collections::HashMap<String, (u32, u32)>,
+    /// Images that could not be read: how many, and the first few (task id and URL).
+    missing: u64,
+    missing_sample: Vec<String>,
 }
+
+/// Bytes of an image's start kept to read its size (JPEG puts it after the EXIF block).
+const IMAGE_HEAD: usize = 256 * 1024;
+
+/// Missing images named in the archive comment; the rest are counted.
+const MISSING_SAMPLE: usize = 20;
 
 /// Why a conversion stopped.
 #[derive(Debug, thiserror::Error)]
@@ -677,6 +739,8 @@ impl Converter {
     ) -> Result<Self, ConvertError> {
         let schema = Schema::parse(label_config);
         schema.fits(target).map_err(ConvertError::Unfit)?;
+        let with_images = target.with_images();
+        let target = target.base();
         let keypoints = schema.keypoints();
         let kp_order = schema.keypoint_order();
         let categories = match target {
@@ -727,6 +791,13 @@ impl Converter {
             annotations: 0,
             first: true,
             duration: None,
+            with_images,
+            image_pass: false,
+            written: Default::default(),
+            head: None,
+            sizes: Default::default(),
+            missing: 0,
+            missing_sample: Vec::new(),
         })
     }
 
@@ -758,12 +829,29 @@ impl Converter {
 
     /// Passes over the tasks: COCO writes its images first and its annotations after the
     /// categories, so it reads the tasks twice; the others once.
+    /// COCO with images reads them once more first: the images go into the archive before
+    /// `result.json`, whose image list needs their sizes.
     pub fn passes(&self) -> u8 {
-        if self.target == Target::Coco { 2 } else { 1 }
+        match self.target {
+            Target::Coco if self.with_images => 3,
+            Target::Coco => 2,
+            _ => 1,
+        }
     }
 
     /// Starts pass `pass` (0-based).
     pub fn start(&mut self, pass: u8, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+        let pass = if self.target == Target::Coco && self.with_images {
+            if pass == 0 {
+                self.image_pass = true;
+                self.zip.dir("images/", out)?;
+                return Ok(());
+            }
+            self.image_pass = false;
+            pass - 1
+        } else {
+            pass
+        };
         self.pass = pass;
         self.images = 0;
         self.annotations = 0;
@@ -778,7 +866,9 @@ impl Converter {
                 self.zip.dir("images/", out)?;
             }
             (Target::Coco, 0) => {
-                self.zip.dir("images/", out)?;
+                if !self.with_images {
+                    self.zip.dir("images/", out)?;
+                }
                 self.zip.begin("result.json", out)?;
                 self.zip.write(b"{\"images\": [", out);
             }
@@ -808,8 +898,69 @@ impl Converter {
             .collect()
     }
 
+    /// `*_WITH_IMAGES`: the archive entry and media URL of the task's image when it is to be
+    /// written now (the converter downloads the image of every task it writes an item for; an
+    /// image already written is not written again). Write it with [`Converter::image_begin`],
+    /// [`Converter::image_write`] and [`Converter::image_end`] before [`Converter::task`], or
+    /// report it with [`Converter::image_missing`].
+    pub fn image_of(&self, task: &Value) -> Option<(String, String)> {
+        if !self.with_images || (self.target == Target::Coco && !self.image_pass) {
+            return None;
+        }
+        let items = items(task, &self.schema);
+        let url = media_url(items.first()?, &self.key);
+        let entry = format!("images/{}", media_name(&url));
+        (!url.is_empty() && !self.written.contains(&entry)).then_some((entry, url))
+    }
+
+    /// Starts the image entry `entry`.
+    pub fn image_begin(&mut self, entry: &str, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+        self.zip.begin(entry, out)?;
+        self.written.insert(entry.to_string());
+        self.head = Some((entry.to_string(), Vec::new()));
+        Ok(())
+    }
+
+    /// Appends bytes of the image being written.
+    pub fn image_write(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if let Some((_, head)) = self.head.as_mut().filter(|_| self.target == Target::Coco) {
+            let room = IMAGE_HEAD.saturating_sub(head.len());
+            head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        }
+        self.zip.write(bytes, out);
+    }
+
+    /// Ends the image being written (COCO keeps its size, when its header tells it).
+    pub fn image_end(&mut self, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+        self.zip.end(out)?;
+        if let Some((entry, head)) = self.head.take()
+            && let Some(size) = super::media::image_size(&head)
+        {
+            self.sizes.insert(entry, size);
+        }
+        Ok(())
+    }
+
+    /// Records that the image of task `task_id` at `url` could not be read: it is left out of
+    /// the archive (the labels stay) and counted in the archive's comment.
+    pub fn image_missing(&mut self, task_id: &Value, url: &str) {
+        self.missing += 1;
+        if self.missing_sample.len() < MISSING_SAMPLE {
+            self.missing_sample
+                .push(format!("task {}: {url}", py_number(task_id)));
+        }
+    }
+
+    /// How many images could not be read.
+    pub fn images_missing(&self) -> u64 {
+        self.missing
+    }
+
     /// Converts one task of the export JSON.
     pub fn task(&mut self, task: &Value, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+        if self.image_pass {
+            return Ok(());
+        }
         let items = items(task, &self.schema);
         match self.target {
             Target::Yolo | Target::YoloObb => self.yolo(&items, out),
@@ -839,6 +990,8 @@ impl Converter {
                 }
                 Ok(())
             }
+            // `new` keeps the label-only format.
+            Target::YoloImages | Target::YoloObbImages | Target::CocoImages => Ok(()),
         }
     }
 
@@ -864,6 +1017,22 @@ impl Converter {
             }
             Target::Voc | Target::BrushNumpy | Target::BrushPng | Target::AsrManifest => {}
             Target::Conll2003 => return Ok(()),
+            // `new` keeps the label-only format.
+            Target::YoloImages | Target::YoloObbImages | Target::CocoImages => {}
+        }
+        if self.missing > 0 {
+            let mut note = format!(
+                "{} image(s) could not be read and are not in this archive (their labels are):\n",
+                self.missing
+            );
+            for line in &self.missing_sample {
+                note.push_str(line);
+                note.push('\n');
+            }
+            if self.missing > self.missing_sample.len() as u64 {
+                note.push_str("...\n");
+            }
+            self.zip.comment(&note);
         }
         self.zip.finish(out)?;
         Ok(())
@@ -1344,11 +1513,18 @@ impl Converter {
         let path = format!("images/{}", media_name(&media_url(item, &self.key)));
         let image_id = self.images;
         let regions: Vec<&Map<String, Value>> = item.regions().collect();
+        let mut size: Option<(f64, f64)> = None;
+        // With the images the converter reads each image's size from the file itself.
+        if let Some(&(w, h)) = self.sizes.get(&path) {
+            self.coco_image(image_id, Some(&json!(w)), Some(&json!(h)), &path, out);
+            size = Some((f64::from(w), f64::from(h)));
+        }
         if item.outputs.is_empty() {
-            self.coco_image(image_id, None, None, &path, out);
+            if size.is_none() {
+                self.coco_image(image_id, None, None, &path, out);
+            }
             return;
         }
-        let mut size: Option<(f64, f64)> = None;
         let mut keypoints: Vec<&Map<String, Value>> = Vec::new();
         for label in regions {
             let Some(category) = first_label(

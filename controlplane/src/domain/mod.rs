@@ -3,6 +3,7 @@
 
 pub mod brush;
 pub mod convert;
+pub mod csv_old;
 pub mod import;
 pub mod label_config;
 pub mod media;

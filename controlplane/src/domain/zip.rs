@@ -37,6 +37,8 @@ pub struct ZipStream {
     open: Option<Open>,
     dos_time: u16,
     dos_date: u16,
+    /// The archive comment (in the end record).
+    comment: Vec<u8>,
 }
 
 const VERSION: u16 = 20;
@@ -54,6 +56,7 @@ impl ZipStream {
             open: None,
             dos_time: (u16::from(hour) << 11) | (u16::from(minute) << 5) | u16::from(second / 2),
             dos_date: (year << 9) | (u16::from(month) << 5) | u16::from(day),
+            comment: Vec::new(),
         }
     }
 
@@ -153,6 +156,13 @@ impl ZipStream {
         Ok(())
     }
 
+    /// Sets the archive comment (cut at the 65535 bytes the end record can hold).
+    pub fn comment(&mut self, text: &str) {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.truncate(usize::from(u16::MAX));
+        self.comment = bytes;
+    }
+
     /// Ends the archive: the central directory and its end record.
     pub fn finish(mut self, out: &mut Vec<u8>) -> Result<(), ZipError> {
         self.end(out)?;
@@ -212,7 +222,8 @@ impl ZipStream {
         end.extend_from_slice(&count.to_le_bytes());
         end.extend_from_slice(&size.to_le_bytes());
         end.extend_from_slice(&start.to_le_bytes());
-        end.extend_from_slice(&0u16.to_le_bytes());
+        end.extend_from_slice(&(self.comment.len() as u16).to_le_bytes());
+        end.extend_from_slice(&self.comment);
         self.put(out, &end);
         Ok(())
     }

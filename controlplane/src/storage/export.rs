@@ -39,6 +39,8 @@ pub enum ExportFormat {
     Csv,
     /// Tab-separated, one row per annotation.
     Tsv,
+    /// The converter's older CSV layout, one row per region (`crate::domain::csv_old`).
+    CsvOld,
     /// One of the converter's formats (YOLO, YOLO_OBB, COCO, VOC, BRUSH_TO_NUMPY,
     /// BRUSH_TO_PNG, ASR_MANIFEST: a zip archive; CONLL2003).
     Converted(Target),
@@ -52,6 +54,7 @@ impl ExportFormat {
             "JSON_MIN" => Ok(Self::JsonMin),
             "CSV" => Ok(Self::Csv),
             "TSV" => Ok(Self::Tsv),
+            "CSV_OLD" => Ok(Self::CsvOld),
             "YOLO" => Ok(Self::Converted(Target::Yolo)),
             "YOLO_OBB" => Ok(Self::Converted(Target::YoloObb)),
             "COCO" => Ok(Self::Converted(Target::Coco)),
@@ -60,11 +63,14 @@ impl ExportFormat {
             "BRUSH_TO_NUMPY" => Ok(Self::Converted(Target::BrushNumpy)),
             "BRUSH_TO_PNG" => Ok(Self::Converted(Target::BrushPng)),
             "ASR_MANIFEST" => Ok(Self::Converted(Target::AsrManifest)),
+            "YOLO_WITH_IMAGES" => Ok(Self::Converted(Target::YoloImages)),
+            "YOLO_OBB_WITH_IMAGES" => Ok(Self::Converted(Target::YoloObbImages)),
+            "COCO_WITH_IMAGES" => Ok(Self::Converted(Target::CocoImages)),
             other => Err(ApiError::field(
                 ErrorCode::InvalidQuery,
                 "exportType",
                 format!(
-                    "{other} is not supported; use JSON, JSON_MIN, CSV, TSV, YOLO, YOLO_OBB, COCO, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG or ASR_MANIFEST"
+                    "{other} is not supported; use JSON, JSON_MIN, CSV, CSV_OLD, TSV, YOLO, YOLO_WITH_IMAGES, YOLO_OBB, YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG or ASR_MANIFEST"
                 ),
             )),
         }
@@ -77,24 +83,29 @@ impl ExportFormat {
             Self::JsonMin => "JSON_MIN",
             Self::Csv => "CSV",
             Self::Tsv => "TSV",
+            Self::CsvOld => "CSV_OLD",
             Self::Converted(t) => t.name(),
         }
     }
 
-    /// Every format, in Label Studio's order.
-    pub const ALL: [ExportFormat; 12] = [
+    /// Every format, in Label Studio's order (`CSV_OLD` last: Label Studio does not list it).
+    pub const ALL: [ExportFormat; 16] = [
         Self::Json,
         Self::JsonMin,
         Self::Csv,
         Self::Tsv,
         Self::Converted(Target::Conll2003),
         Self::Converted(Target::Coco),
+        Self::Converted(Target::CocoImages),
         Self::Converted(Target::Voc),
+        Self::Converted(Target::Yolo),
+        Self::Converted(Target::YoloImages),
+        Self::Converted(Target::YoloObb),
+        Self::Converted(Target::YoloObbImages),
         Self::Converted(Target::BrushNumpy),
         Self::Converted(Target::BrushPng),
         Self::Converted(Target::AsrManifest),
-        Self::Converted(Target::Yolo),
-        Self::Converted(Target::YoloObb),
+        Self::CsvOld,
     ];
 
     /// Refuses a format that does not fit the project's label config (400
@@ -122,7 +133,7 @@ impl ExportFormat {
     pub fn extension(self) -> &'static str {
         match self {
             Self::Json | Self::JsonMin => "json",
-            Self::Csv => "csv",
+            Self::Csv | Self::CsvOld => "csv",
             Self::Tsv => "tsv",
             Self::Converted(Target::Conll2003) => "conll",
             Self::Converted(_) => "zip",
@@ -133,7 +144,7 @@ impl ExportFormat {
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Json | Self::JsonMin => "application/json",
-            Self::Csv => "text/csv; charset=utf-8",
+            Self::Csv | Self::CsvOld => "text/csv; charset=utf-8",
             Self::Tsv => "text/tab-separated-values; charset=utf-8",
             Self::Converted(Target::Conll2003) => "text/plain; charset=utf-8",
             Self::Converted(_) => "application/zip",
@@ -237,6 +248,9 @@ async fn produce(
         return produce_converted(db, project, target, &condition, media, tx).await;
     }
     let neutralize = !selection.keep_formulas;
+    if format == ExportFormat::CsvOld {
+        return produce_csv_old(db, project.id, &condition, neutralize, tx).await;
+    }
     let controls = controls(project);
     let columns = if matches!(format, ExportFormat::Csv | ExportFormat::Tsv) {
         Some(csv_columns(db, project.id, &condition, &controls).await?)
@@ -260,7 +274,7 @@ async fn produce(
             )
             .await?;
         }
-        ExportFormat::Converted(_) => {}
+        ExportFormat::Converted(_) | ExportFormat::CsvOld => {}
     }
     loop {
         let rows = page(db, project.id, after, &condition).await?;
@@ -320,7 +334,7 @@ async fn produce(
                         }
                     }
                 }
-                ExportFormat::Converted(_) => {}
+                ExportFormat::Converted(_) | ExportFormat::CsvOld => {}
             }
         }
         send(tx, out).await?;
@@ -330,6 +344,51 @@ async fn produce(
     }
     if matches!(format, ExportFormat::Json | ExportFormat::JsonMin) {
         send(tx, b"]".to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// `CSV_OLD`: a first pass over the tasks collects the columns (bounded by their number), the
+/// second writes one row per region.
+async fn produce_csv_old(
+    db: &Db,
+    project_id: i64,
+    condition: &str,
+    neutralize: bool,
+    tx: &mpsc::Sender<Chunk>,
+) -> ApiResult<()> {
+    let mut columns = crate::domain::csv_old::Columns::default();
+    for pass in 0..2 {
+        if pass == 1 {
+            let header = csv_line(
+                columns.header().iter().map(String::as_str),
+                b',',
+                neutralize,
+            );
+            send(tx, header).await?;
+        }
+        let mut after = 0i64;
+        loop {
+            let rows = page(db, project_id, after, condition).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.id;
+            let views = tasks::with_nested(db, &rows, tasks::Visible::All).await?;
+            let mut out = Vec::new();
+            for view in views {
+                let task = serde_json::to_value(&view).map_err(ApiError::internal)?;
+                if pass == 0 {
+                    columns.add_task(&task);
+                    continue;
+                }
+                for cells in columns.rows(&task) {
+                    out.extend(csv_line(cells.iter().map(String::as_str), b',', neutralize));
+                }
+            }
+            send(tx, out).await?;
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
     }
     Ok(())
 }
@@ -373,10 +432,18 @@ async fn produce_converted(
             let mut out = Vec::with_capacity(rows.len() * 64);
             for view in views {
                 let task = serde_json::to_value(&view).map_err(ApiError::internal)?;
-                let duration = media.duration_of(db, project.id, &conv, &task).await;
-                conv.task_with_duration(&task, duration, &mut out)
-                    .map_err(ApiError::internal)?;
-                // Brush masks are large: pass a task's files on rather than a page's.
+                convert_task(
+                    db,
+                    media,
+                    project.id,
+                    &mut conv,
+                    &task,
+                    &mut out,
+                    &mut ChannelSink(tx),
+                    ApiError::internal,
+                )
+                .await?;
+                // Brush masks and images are large: pass a task's files on rather than a page's.
                 if out.len() >= FLUSH {
                     send(tx, std::mem::take(&mut out)).await?;
                 }
@@ -388,8 +455,91 @@ async fn produce_converted(
         }
     }
     let mut out = Vec::new();
+    log_missing(project.id, &conv);
     conv.finish(&mut out).map_err(ApiError::internal)?;
     send(tx, out).await
+}
+
+/// Where [`convert_task`] passes a converter's output on while it copies a large image.
+pub(crate) trait Sink {
+    /// The sink's error.
+    type Error;
+    /// Takes the next bytes.
+    fn put(&mut self, bytes: Vec<u8>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// The direct export's channel to the HTTP body.
+struct ChannelSink<'a>(&'a mpsc::Sender<Chunk>);
+
+impl Sink for ChannelSink<'_> {
+    type Error = ApiError;
+    fn put(&mut self, bytes: Vec<u8>) -> impl Future<Output = ApiResult<()>> + Send {
+        send(self.0, bytes)
+    }
+}
+
+/// Runs one task through the converter with what it reads from media: the audio's duration
+/// (ASR manifest), the image copied into the archive (`*_WITH_IMAGES`, read in 64 KiB pieces,
+/// `sink` taking `out` whenever it holds [`FLUSH`] bytes, so an image is never held whole). An
+/// image that cannot be read is left out, logged and counted in the archive comment; one that
+/// fails while it is being copied stops the export (its entry is half written).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn convert_task<S: Sink>(
+    db: &Db,
+    media: &MediaFiles,
+    project: i64,
+    conv: &mut Converter,
+    task: &Value,
+    out: &mut Vec<u8>,
+    sink: &mut S,
+    fail: impl Fn(String) -> S::Error,
+) -> Result<(), S::Error> {
+    use tokio::io::AsyncReadExt;
+    if let Some((entry, url)) = conv.image_of(task) {
+        match media.open(db, project, &url).await {
+            Some(mut file) => {
+                conv.image_begin(&entry, out)
+                    .map_err(|e| fail(e.to_string()))?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = file
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| fail(format!("reading the image {url}: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    conv.image_write(&buf[..n], out);
+                    if out.len() >= FLUSH {
+                        sink.put(std::mem::take(out)).await?;
+                    }
+                }
+                conv.image_end(out).map_err(|e| fail(e.to_string()))?;
+            }
+            None => {
+                let id = task.get("id").cloned().unwrap_or(Value::Null);
+                conv.image_missing(&id, &url);
+                if conv.images_missing() <= 20 {
+                    tracing::warn!(project, task = %id, url, "export: the task's image cannot be read; it is left out of the archive");
+                }
+            }
+        }
+    }
+    let duration = media.duration_of(db, project, conv, task).await;
+    conv.task_with_duration(task, duration, out)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Logs how many images an archive with images lacks (the first ones were logged one by one).
+pub(crate) fn log_missing(project: i64, conv: &Converter) {
+    let missing = conv.images_missing();
+    if missing > 0 {
+        tracing::warn!(
+            project,
+            missing,
+            "export: images that could not be read were left out of the archive"
+        );
+    }
 }
 
 /// Where exports read the media this server serves (uploaded files under the data directory,
@@ -435,6 +585,12 @@ impl MediaFiles {
             .await
             .ok()??;
         root.relative(&d).ok()?
+    }
+
+    /// The file behind a task's media URL (see [`MediaFiles::path`]), opened for reading.
+    pub async fn open(&self, db: &Db, project: i64, url: &str) -> Option<tokio::fs::File> {
+        let path = self.path(db, project, url).await?;
+        tokio::fs::File::open(path).await.ok()
     }
 
     /// The duration of a task's audio when the converter reads one (ASR manifest) and it is a

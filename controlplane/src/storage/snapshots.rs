@@ -556,6 +556,13 @@ impl From<ApiError> for WriteError {
 
 /// Buffers a file's bytes and stores them in chunks of exactly [`CHUNK`] bytes (the last one
 /// shorter): memory holds one chunk.
+impl export::Sink for ChunkWriter<'_> {
+    type Error = WriteError;
+    async fn put(&mut self, bytes: Vec<u8>) -> Result<(), WriteError> {
+        self.write(&bytes).await
+    }
+}
+
 struct ChunkWriter<'a> {
     db: &'a Db,
     writer: &'a Writer,
@@ -650,6 +657,35 @@ pub async fn write_conversion(
     if let ExportFormat::Converted(to) = format {
         return write_converted(db, writer, target, &source, to, media).await;
     }
+    if format == ExportFormat::CsvOld {
+        // Columns first (bounded by their number), then one row per region.
+        let mut columns = crate::domain::csv_old::Columns::default();
+        for_each_task(db, &source, None, |task| {
+            columns.add_task(&task);
+            Ok(Vec::new())
+        })
+        .await?;
+        let mut out = ChunkWriter::new(db, writer);
+        out.write(&export::csv_line(
+            columns.header().iter().map(String::as_str),
+            b',',
+            true,
+        ))
+        .await?;
+        for_each_task(db, &source, Some(&mut out), |task| {
+            let mut bytes = Vec::new();
+            for cells in columns.rows(&task) {
+                bytes.extend(export::csv_line(
+                    cells.iter().map(String::as_str),
+                    b',',
+                    true,
+                ));
+            }
+            Ok(bytes)
+        })
+        .await?;
+        return out.finish().await;
+    }
     let sep = if format == ExportFormat::Tsv {
         b'\t'
     } else {
@@ -740,15 +776,24 @@ async fn write_converted(
         let mut tasks = TaskReader::new(source);
         while let Some(batch) = tasks.next(db).await? {
             for task in batch {
-                let duration = media.duration_of(db, project.id, &conv, &task).await;
                 let mut bytes = Vec::new();
-                conv.task_with_duration(&task, duration, &mut bytes)
-                    .map_err(|e| WriteError::Failed(e.to_string()))?;
+                export::convert_task(
+                    db,
+                    media,
+                    project.id,
+                    &mut conv,
+                    &task,
+                    &mut bytes,
+                    &mut out,
+                    WriteError::Failed,
+                )
+                .await?;
                 out.write(&bytes).await?;
             }
         }
     }
     let mut bytes = Vec::new();
+    export::log_missing(project.id, &conv);
     conv.finish(&mut bytes)
         .map_err(|e| WriteError::Invalid(e.to_string()))?;
     out.write(&bytes).await?;

@@ -854,3 +854,94 @@ async fn brush_masks_export_as_numpy_and_png_sqlite() {
 async fn brush_masks_export_as_numpy_and_png_postgres() {
     brush_masks_export_as_numpy_and_png(Backend::Postgres).await;
 }
+
+/// `CSV_OLD` (the converter's older CSV layout): one row per region with the task, annotation,
+/// annotator, data and the region's value (one key → the control's column, several → one column
+/// each), cells as pandas writes them; the direct export and a job's conversion agree; not
+/// listed in `/export/formats`, as Label Studio does not list it.
+async fn csv_old_export_has_one_row_per_region(backend: Backend) {
+    let a = app(backend).await;
+    let _worker = start_worker(&a);
+    let p = a.mk_project(&a.owner, json!({"label_config": BOXES})).await;
+    let task = a
+        .post(
+            "/api/tasks",
+            &a.owner,
+            json!({"project": p, "data": {"image": "https://img.example.com/a.jpg"}}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("task id");
+    let result = json!([
+        {"id": "r1", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+         "original_width": 200, "original_height": 100,
+         "value": {"x": 10, "y": 20.5, "width": 50, "height": 40, "rotation": 0, "rectanglelabels": ["Car"]}},
+        {"id": "r2", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+         "original_width": 200, "original_height": 100,
+         "value": {"x": 1, "y": 2, "width": 3, "height": 4, "rotation": 0, "rectanglelabels": ["Bus", "Car"]}}]);
+    let ann = a
+        .post(
+            &format!("/api/tasks/{task}/annotations"),
+            &a.owner,
+            json!({"result": result}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let ann_id = ann["id"].as_i64().expect("annotation id");
+    let by = match &ann["completed_by"] {
+        Value::Object(o) => o["email"].as_str().unwrap_or_default().to_string(),
+        other => other.to_string(),
+    };
+    let csv = direct(&a, p, "CSV_OLD").await;
+    // A region's keys in the order of the export JSON (sorted), y has a fraction: a float column.
+    let want = format!(
+        "id,annotation_id,annotator,image,height,rectanglelabels,rotation,width,x,y\n\
+         {task},{ann_id},{by},https://img.example.com/a.jpg,40,['Car'],0,50,10,20.5\n\
+         {task},{ann_id},{by},https://img.example.com/a.jpg,4,\"['Bus', 'Car']\",0,3,1,2.0\n"
+    );
+    assert_eq!(csv, want);
+    let listed = a
+        .get(&format!("/api/projects/{p}/export/formats"), &a.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert!(
+        !listed.to_string().contains("CSV_OLD"),
+        "CSV_OLD is not listed: {listed}"
+    );
+    assert_eq!(
+        ExportFormat::parse("csv_old").expect("parses"),
+        ExportFormat::CsvOld
+    );
+
+    let snap = create(&a, p).await;
+    let sid = snap["id"].as_i64().expect("id");
+    wait_snapshot(&a, p, sid).await;
+    a.post(
+        &format!("/api/projects/{p}/exports/{sid}/convert"),
+        &a.owner,
+        json!({"export_type": "CSV_OLD"}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let entry = wait_conversion(&a, p, sid, "CSV_OLD").await;
+    assert_eq!(entry["status"], json!("completed"), "{entry}");
+    let r = a
+        .get(
+            &format!("/api/projects/{p}/exports/{sid}/download?exportType=CSV_OLD"),
+            &a.owner,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.text, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn csv_old_export_has_one_row_per_region_sqlite() {
+    csv_old_export_has_one_row_per_region(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn csv_old_export_has_one_row_per_region_postgres() {
+    csv_old_export_has_one_row_per_region(Backend::Postgres).await;
+}

@@ -925,7 +925,10 @@ fn zip_entry(data: &[u8], name: &str) -> Option<Vec<u8>> {
     let u16_at = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]) as usize;
     let u32_at =
         |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
-    let end = data.len() - 22;
+    // The end record, followed by the archive comment if there is one.
+    let end = (0..=data.len() - 22)
+        .rev()
+        .find(|&i| u32_at(i) == 0x0605_4b50 && i + 22 + u16_at(i + 20) == data.len())?;
     let (count, mut at) = (u16_at(end + 10), u32_at(end + 16));
     for _ in 0..count {
         let (size, name_len, local) = (u32_at(at + 24), u16_at(at + 28), u32_at(at + 42));
@@ -1033,5 +1036,182 @@ both_backends! {
         app.get(&format!("/api/projects/{text}/export?exportType=ASR_MANIFEST"), &app.owner)
             .await
             .expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
+    }
+}
+
+const BOXES_CONFIG: &str = r#"<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image"><Label value="Car"/><Label value="Bus"/></RectangleLabels></View>"#;
+
+/// The start of a PNG file of `width` × `height` (signature and IHDR; enough to be recognised).
+fn sized_png(width: u32, height: u32, fill: u8) -> Vec<u8> {
+    let mut p = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    p.extend_from_slice(&width.to_be_bytes());
+    p.extend_from_slice(&height.to_be_bytes());
+    p.extend_from_slice(&[8, 0, 0, 0, 0]);
+    // Past 64 KiB so an image is copied in several pieces.
+    p.resize(70_000, fill);
+    p
+}
+
+/// Entry names of a zip archive, sorted, and its comment (the end record is searched from the
+/// end, as a comment follows it).
+fn zip_names_and_comment(data: &[u8]) -> (Vec<String>, String) {
+    let u16_at = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]) as usize;
+    let u32_at =
+        |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
+    let end = (0..=data.len() - 22)
+        .rev()
+        .find(|&i| u32_at(i) == 0x0605_4b50 && i + 22 + u16_at(i + 20) == data.len())
+        .expect("end of central directory");
+    let comment = String::from_utf8(data[end + 22..].to_vec()).expect("utf-8 comment");
+    let (count, mut at) = (u16_at(end + 10), u32_at(end + 16));
+    let mut names = Vec::new();
+    for _ in 0..count {
+        let name_len = u16_at(at + 28);
+        names.push(String::from_utf8(data[at + 46..at + 46 + name_len].to_vec()).expect("utf-8"));
+        at += 46 + name_len + u16_at(at + 30) + u16_at(at + 32);
+    }
+    names.sort();
+    (names, comment)
+}
+
+// YOLO_WITH_IMAGES, YOLO_OBB_WITH_IMAGES, COCO_WITH_IMAGES (ADR 0046 addendum): the
+// label-only archive plus each task's uploaded image in images/ under its stored name, bytes
+// unchanged; COCO takes an image's size from the file; an image this server cannot read (a
+// URL elsewhere, an upload that is gone) is left out, its labels kept, and named in the
+// archive comment; a job's conversion gives the same archive; a config without shapes refuses
+// the formats.
+both_backends! {
+    async fn images_export_with_yolo_and_coco_archives(app) {
+        let _worker = crate::webhooks::start_worker(&app);
+        let project = app.mk_project(&app.owner, json!({"label_config": BOXES_CONFIG})).await;
+        let (first, second) = (sized_png(64, 48, 1), sized_png(30, 20, 2));
+        let summary = upload(
+            &app,
+            &app.owner,
+            &format!("/api/projects/{project}/import?return_task_ids=true"),
+            &[("street.png", &first), ("yard.png", &second)],
+        )
+        .await
+        .expect(StatusCode::CREATED);
+        assert_eq!(summary["task_ids"].as_array().map(Vec::len), Some(2), "{summary}");
+        let remote_url = "https://img.example.invalid/a/far.png";
+        let gone_url = format!("/data/upload/{project}/0000-gone.png");
+        for url in [remote_url, gone_url.as_str()] {
+            app.post("/api/tasks", &app.owner, json!({"project": project, "data": {"image": url}}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        let tasks = tasks_of(&app, project).await;
+        let mut stored = Vec::new();
+        for task in &tasks {
+            let id = task["id"].as_i64().expect("id");
+            let url = task["data"]["image"].as_str().expect("image").to_string();
+            if url.starts_with(&format!("/data/upload/{project}/")) && url != gone_url {
+                stored.push(url.rsplit('/').next().expect("name").to_string());
+            }
+            app.post(&format!("/api/tasks/{id}/annotations"), &app.owner, json!({"result": [{
+                "id": "r1", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+                "original_width": 200, "original_height": 100,
+                "value": {"x": 10, "y": 20, "width": 50, "height": 40, "rotation": 0, "rectanglelabels": ["Car"]}}]}))
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        assert_eq!(stored.len(), 2, "{tasks:?}");
+        assert!(stored[0].ends_with("street.png") && stored[1].ends_with("yard.png"), "{stored:?}");
+
+        let listed = app.get(&format!("/api/projects/{project}/export/formats"), &app.owner).await.expect(StatusCode::OK);
+        for name in ["YOLO_WITH_IMAGES", "YOLO_OBB_WITH_IMAGES", "COCO_WITH_IMAGES"] {
+            let entry = listed.as_array().expect("list").iter().find(|f| f["name"] == json!(name)).unwrap_or_else(|| panic!("{name}: {listed}")).clone();
+            assert_eq!(entry["disabled"], json!(false), "{entry}");
+            assert!(entry["title"].as_str().unwrap_or_default().contains("with Images"), "{entry}");
+        }
+
+        // YOLO: the label-only archive's entries plus the two images.
+        let export = |format: &'static str| {
+            let app = &app;
+            async move {
+                let r = app.get(&format!("/api/projects/{project}/export?exportType={format}"), &app.owner).await;
+                assert_eq!(r.status, StatusCode::OK, "{format}: {}", r.text);
+                r.bytes.to_vec()
+            }
+        };
+        let labels_only = export("YOLO").await;
+        let with_images = export("YOLO_WITH_IMAGES").await;
+        let (plain_names, plain_comment) = zip_names_and_comment(&labels_only);
+        let (names, comment) = zip_names_and_comment(&with_images);
+        assert_eq!(plain_comment, "");
+        let mut want = plain_names.clone();
+        want.extend(stored.iter().map(|s| format!("images/{s}")));
+        want.sort();
+        assert_eq!(names, want);
+        // Uploads keep their stored name, as the converter copies them from the upload folder;
+        // the label file is named after the image.
+        for s in &stored {
+            let stem = s.trim_end_matches(".png");
+            assert!(names.contains(&format!("labels/{stem}.txt")), "{names:?}");
+        }
+        for name in &plain_names {
+            assert_eq!(zip_entry(&with_images, name), zip_entry(&labels_only, name), "{name}");
+        }
+        assert_eq!(zip_entry(&with_images, &format!("images/{}", stored[0])), Some(first.clone()));
+        assert_eq!(zip_entry(&with_images, &format!("images/{}", stored[1])), Some(second.clone()));
+        // The two images it could not read are named in the comment; their labels are there.
+        assert!(comment.starts_with("2 image(s) could not be read"), "{comment}");
+        assert!(comment.contains(remote_url) && comment.contains(&gone_url), "{comment}");
+        assert!(names.iter().any(|n| n.ends_with("__far.txt")), "{names:?}");
+
+        // COCO: file names in images/ and sizes from the files (the annotation says 200×100).
+        let coco = export("COCO_WITH_IMAGES").await;
+        let (coco_names, _) = zip_names_and_comment(&coco);
+        assert!(coco_names.contains(&format!("images/{}", stored[0])), "{coco_names:?}");
+        let doc: Value = serde_json::from_slice(&zip_entry(&coco, "result.json").expect("result.json")).expect("json");
+        let image = doc["images"].as_array().expect("images").iter()
+            .find(|i| i["file_name"] == json!(format!("images/{}", stored[0]))).expect("image listed").clone();
+        assert_eq!((image["width"].clone(), image["height"].clone()), (json!(64), json!(48)), "{doc}");
+        let far = doc["images"].as_array().expect("images").iter()
+            .find(|i| i["file_name"].as_str().unwrap_or_default().ends_with("__far.png")).expect("far listed").clone();
+        assert_eq!(far["width"], json!(200), "{doc}");
+        assert_eq!(doc["annotations"].as_array().map(Vec::len), Some(4), "{doc}");
+        let plain: Value = serde_json::from_slice(&zip_entry(&export("COCO").await, "result.json").expect("result.json")).expect("json");
+        assert_eq!(doc["annotations"], plain["annotations"]);
+        assert_eq!(doc["categories"], plain["categories"]);
+
+        // A job's conversion writes the same archive as the direct export.
+        let snap = app
+            .post(&format!("/api/projects/{project}/exports"), &app.owner, json!({}))
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("id");
+        crate::wait_snapshot(&app, project, snap).await;
+        for format in ["YOLO_OBB_WITH_IMAGES", "COCO_WITH_IMAGES"] {
+            app.post(&format!("/api/projects/{project}/exports/{snap}/convert"), &app.owner, json!({"export_type": format}))
+                .await
+                .expect(StatusCode::OK);
+            let entry = crate::wait_conversion(&app, project, snap, format).await;
+            assert_eq!(entry["status"], json!("completed"), "{entry}");
+            let r = app
+                .get(&format!("/api/projects/{project}/exports/{snap}/download?exportType={format}"), &app.owner)
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            let direct = export(format).await;
+            let (job_names, job_comment) = zip_names_and_comment(&r.bytes);
+            assert_eq!((job_names.clone(), job_comment), zip_names_and_comment(&direct), "{format}");
+            for name in job_names.iter().filter(|n| !n.ends_with('/') && *n != "notes.json" && *n != "result.json") {
+                assert_eq!(zip_entry(&r.bytes, name), zip_entry(&direct, name), "{format}: {name}");
+            }
+        }
+
+        // Unknown names and configs without shapes are refused.
+        app.get(&format!("/api/projects/{project}/export?exportType=YOLO_WITH_VIDEOS"), &app.owner)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        let text = app.mk_project(&app.owner, json!({"label_config": IMAGE_CONFIG})).await;
+        for format in ["YOLO_WITH_IMAGES", "COCO_WITH_IMAGES", "YOLO_OBB_WITH_IMAGES"] {
+            let refused = app.get(&format!("/api/projects/{text}/export?exportType={format}"), &app.owner)
+                .await
+                .expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
+            assert!(refused["detail"].as_str().unwrap_or_default().contains(format), "{refused}");
+        }
     }
 }

@@ -32,8 +32,9 @@ use crate::{
 /// Query of an export.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ExportParams {
-    /// JSON, JSON_MIN, CSV, TSV, CONLL2003, YOLO, YOLO_OBB, COCO, VOC, BRUSH_TO_NUMPY,
-    /// BRUSH_TO_PNG or ASR_MANIFEST.
+    /// JSON, JSON_MIN, CSV, CSV_OLD, TSV, CONLL2003, YOLO, YOLO_WITH_IMAGES, YOLO_OBB,
+    /// YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG or
+    /// ASR_MANIFEST.
     #[serde(rename = "exportType")]
     pub export_type_camel: Option<String>,
     /// Same as `exportType`.
@@ -43,7 +44,8 @@ pub struct ExportParams {
     /// CSV/TSV: `true` writes cells starting with = + - @ as they are; by default they get a
     /// leading `'` so spreadsheet programs do not run them as formulas.
     pub keep_formulas: Option<String>,
-    /// Accepted and ignored (media stays where it is).
+    /// Accepted and ignored: the `*_WITH_IMAGES` formats always carry the images this server
+    /// can read, the others never copy media.
     pub download_resources: Option<String>,
     /// Only these task ids (`ids=1&ids=2`, `ids[]=1` or `ids=1,2`).
     #[serde(skip)]
@@ -149,11 +151,14 @@ pub async fn export_formats(
 pub fn formats_of(project: &projects::ProjectRow) -> Vec<(Value, Option<String>)> {
     let mut formats: Vec<(Value, Option<String>)> = ExportFormat::ALL
         .iter()
+        // Label Studio's converter keeps CSV_OLD out of its list (command line only).
+        .filter(|format| **format != ExportFormat::CsvOld)
         .map(|format| {
             let (title, description, tags): (&str, &str, &[&str]) = match format {
                 ExportFormat::Json => ("JSON", "List of items in raw JSON format stored in one JSON file. Use it to export both the data and the annotations of a dataset (Label Studio's common format).", &[]),
                 ExportFormat::JsonMin => ("JSON-MIN", "List of items where only the \"from_name\" and \"to_name\" values of the raw JSON are kept. Use it to export only the annotations.", &[]),
                 ExportFormat::Csv => ("CSV", "Results as comma-separated values, the column names taken from the \"from_name\" and \"to_name\" values.", &[]),
+                ExportFormat::CsvOld => ("CSV (old layout)", "One row per region: task, annotation, annotator, data, and the region's value spread into columns.", &[]),
                 ExportFormat::Tsv => ("TSV", "Results as tab-separated values, the column names taken from the \"from_name\" and \"to_name\" values.", &[]),
                 ExportFormat::Converted(Target::Conll2003) => ("CONLL2003", "The CoNLL-2003 named entity recognition format: one token per line with its B-/I-/O tag from the text's Labels spans, tasks separated by blank lines.", &["sequence labeling", "text tagging", "named entity recognition"]),
                 ExportFormat::Converted(Target::Coco) => ("COCO", "The COCO dataset's JSON format for object detection and image segmentation with rectangles, polygons and keypoints (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
@@ -162,6 +167,9 @@ pub fn formats_of(project: &projects::ProjectRow) -> Vec<(Value, Option<String>)
                 ExportFormat::Converted(Target::BrushNumpy) => ("Brush labels to NumPy", "Each brush region as a NumPy 2d array of its mask (.npy), one file per region and label (zip archive).", &["image segmentation"]),
                 ExportFormat::Converted(Target::BrushPng) => ("Brush labels to PNG", "Each brush region as a grayscale PNG image of its mask, one file per region and label (zip archive).", &["image segmentation"]),
                 ExportFormat::Converted(Target::AsrManifest) => ("ASR Manifest", "Audio transcriptions as the JSON-lines manifest NVIDIA NeMo reads: the audio's path, its duration (WAV files this server serves) and the text, one line per annotation (zip archive; audio is not included).", &["speech recognition"]),
+                ExportFormat::Converted(Target::CocoImages) => ("COCO with Images", "The COCO format with the task images in the archive's images/ folder (uploaded files and files of local-files storages; an image that cannot be read is left out and named in the archive comment).", &["image segmentation", "object detection", "keypoints"]),
+                ExportFormat::Converted(Target::YoloImages) => ("YOLO with Images", "The YOLO format with the task images in the archive's images/ folder, next to their label files (uploaded files and files of local-files storages; an image that cannot be read is left out and named in the archive comment).", &["image segmentation", "object detection", "keypoints"]),
+                ExportFormat::Converted(Target::YoloObbImages) => ("YOLOv8 OBB with Images", "The YOLOv8 OBB format with the task images in the archive's images/ folder, next to their label files (uploaded files and files of local-files storages; an image that cannot be read is left out and named in the archive comment).", &["image segmentation", "object detection"]),
                 ExportFormat::Converted(Target::YoloObb) => ("YOLOv8 OBB", "One text file per image with each object's class and the four corners of its box, normalised to 0-1, so rotated objects keep their angle (zip archive; images are not included).", &["image segmentation", "object detection"]),
             };
             let refusal = format.check(project).err().map(|e| e.detail);
@@ -265,8 +273,9 @@ pub async fn delete_snapshot(
     Ok(crate::http::no_content())
 }
 
-/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, TSV, CONLL2003, YOLO,
-/// YOLO_OBB, COCO, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG, ASR_MANIFEST) in a job; the
+/// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, CSV_OLD, TSV, CONLL2003, YOLO,
+/// YOLO_OBB, COCO, their `*_WITH_IMAGES` variants, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG,
+/// ASR_MANIFEST) in a job; the
 /// conversion's `status` in `converted_formats` tells when it can be downloaded.
 #[utoipa::path(post, path = "/api/projects/{id}/exports/{export_pk}/convert", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn convert_snapshot(
