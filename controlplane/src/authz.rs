@@ -948,6 +948,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/projects/{id}/stats/label-distribution/counts",
         Needs(P::AgreementView),
     ),
+    // Organization KPIs (ADR 0060): every member; the answer covers what they may see.
+    ep("GET", "/api/analytics/kpis", Needs(P::OrgView)),
+    ep("GET", "/api/analytics/kpis/{kpi_key}", Needs(P::OrgView)),
     ep(
         "GET",
         "/api/projects/{id}/stats/member_performance_rows",
