@@ -333,10 +333,10 @@ async fn bucket_target(
         return Err(crate::links::LinkError::Invalid.into());
     }
     let sealer = crate::secrets::Sealer::for_config(config).map_err(ApiError::internal)?;
-    let policy = crate::cloud::org_policy(db, config, row.organization_id).await?;
     // An endpoint the organization's allow-list no longer allows is refused (403), before any
     // connection; one whose name resolves outside it fails when the bucket is asked (below).
-    crate::cloud::store(&row.endpoint(&sealer, config)?, policy)
+    row.client(db, config, &sealer)
+        .await
         .map(|b| Some(b.store))
         .map_err(refused_endpoint)
 }

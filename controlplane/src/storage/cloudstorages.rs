@@ -367,6 +367,19 @@ impl CloudStorageRow {
         value.unwrap_or_else(|_| json!({}))
     }
 
+    /// The bucket client of this storage under its organization's outbound rules (the
+    /// server's, narrowed by the organization's allow-list; ADR 0053): what the storage proxy,
+    /// presigning and the exports with images read objects through.
+    pub async fn client(
+        &self,
+        db: &Db,
+        config: &crate::config::Config,
+        sealer: &Sealer,
+    ) -> ApiResult<crate::cloud::Bucket> {
+        let policy = crate::cloud::org_policy(db, config, self.organization_id).await?;
+        crate::cloud::store(&self.endpoint(sealer, config)?, policy)
+    }
+
     /// The connection settings with the credentials opened, and the server's side of
     /// short-lived credentials from `config`.
     pub fn endpoint(&self, sealer: &Sealer, config: &crate::config::Config) -> ApiResult<Endpoint> {
@@ -1308,12 +1321,25 @@ pub async fn covering_task_object(
     key: &str,
 ) -> ApiResult<Option<CloudStorageRow>> {
     let access = access::project_of_task(db, actor, task, Permission::ProjectView).await?;
+    covering_project_object(db, access.row.id, provider, bucket, key).await
+}
+
+/// An import storage of `provider` of project `project` holding the object `bucket`/`key` (its
+/// bucket, and its prefix as a folder of the key; the oldest when several do), with no caller:
+/// for the exports that read a task's image. `None` when no storage of the project holds it.
+pub async fn covering_project_object(
+    db: &Db,
+    project: i64,
+    provider: Provider,
+    bucket: &str,
+    key: &str,
+) -> ApiResult<Option<CloudStorageRow>> {
     let rows: Vec<CloudStorageRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {COLUMNS} from cloud_storage s where s.project_id = $1 and s.direction = 'import' \
              and s.provider = $2 and s.bucket = $3 order by s.id"
         ))
-        .bind(access.row.id)
+        .bind(project)
         .bind(provider.kind())
         .bind(bucket)
         .fetch_all(conn)

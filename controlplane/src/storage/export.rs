@@ -542,15 +542,38 @@ pub(crate) fn log_missing(project: i64, conv: &Converter) {
     }
 }
 
-/// Where exports read the media this server serves (uploaded files under the data directory,
-/// files of the project's local-files storages), for what a format needs from the files
-/// themselves (the ASR manifest's durations). Media elsewhere (other URLs, cloud storages) is
-/// not read.
-#[derive(Debug, Clone, Default)]
+/// Where exports read the media of tasks, for what a format needs from the files themselves
+/// (the ASR manifest's durations, the images of the `*_WITH_IMAGES` archives): files this server
+/// serves (uploads under the data directory, files of the project's local-files storages) and,
+/// for images, objects of the project's bucket storages (`s3://`, `gs://`, `azure-blob://`).
+/// Other URLs (`http(s)://` anywhere) are not read (ADR 0046 addendum).
+#[derive(Clone, Default)]
 pub struct MediaFiles {
     data_dir: Option<std::path::PathBuf>,
     root: Option<crate::localfiles::Root>,
+    /// The server's configuration, for the bucket storages' credentials and outbound rules.
+    config: Option<std::sync::Arc<crate::config::Config>>,
+    /// Bucket clients by storage id, made once per export (see [`MediaFiles::fresh`]).
+    buckets: BucketClients,
 }
+
+/// Bucket clients of one export, by storage id.
+type BucketClients = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<i64, std::sync::Arc<dyn object_store::ObjectStore>>>,
+>;
+
+impl std::fmt::Debug for MediaFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaFiles")
+            .field("data_dir", &self.data_dir)
+            .field("root", &self.root)
+            .field("buckets", &self.config.is_some())
+            .finish()
+    }
+}
+
+/// A task's media opened for reading: a file, or an object of a bucket as it streams in.
+pub type MediaReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
 impl MediaFiles {
     /// The media of a server with this configuration.
@@ -558,6 +581,18 @@ impl MediaFiles {
         Self {
             data_dir: Some(config.data_dir.clone()),
             root: crate::localfiles::Root::from_config(config).ok(),
+            config: Some(std::sync::Arc::new(config.clone())),
+            buckets: BucketClients::default(),
+        }
+    }
+
+    /// The same media with no bucket client kept yet: one export's, so that a long-lived copy
+    /// (the job worker's) never keeps a client past the export that made it (credentials and
+    /// the organization's allow-list are read again by the next).
+    pub fn fresh(&self) -> Self {
+        Self {
+            buckets: BucketClients::default(),
+            ..self.clone()
         }
     }
 
@@ -587,10 +622,79 @@ impl MediaFiles {
         root.relative(&d).ok()?
     }
 
-    /// The file behind a task's media URL (see [`MediaFiles::path`]), opened for reading.
-    pub async fn open(&self, db: &Db, project: i64, url: &str) -> Option<tokio::fs::File> {
+    /// The media behind a task's URL opened for reading: a file this server serves (see
+    /// [`MediaFiles::path`]), or an object `s3://`, `gs://`, `azure-blob://` of a bucket storage
+    /// of the project holding it (its bucket and prefix, as the storage proxy decides), read with
+    /// that storage's credentials under its organization's outbound rules and streamed, never
+    /// held whole. `None` when it cannot be read (no such file or storage, object missing,
+    /// access refused; the reason is logged at debug level).
+    pub async fn open(&self, db: &Db, project: i64, url: &str) -> Option<MediaReader> {
+        if let Some((provider, bucket, key)) = crate::cloud::parse_media_url(url) {
+            return match self.open_object(db, project, provider, &bucket, &key).await {
+                Ok(reader) => reader,
+                Err(why) => {
+                    tracing::debug!(project, url, why, "export: cannot read the bucket object");
+                    None
+                }
+            };
+        }
         let path = self.path(db, project, url).await?;
-        tokio::fs::File::open(path).await.ok()
+        let file = tokio::fs::File::open(path).await.ok()?;
+        Some(Box::new(file))
+    }
+
+    /// The object `bucket`/`key` of a bucket storage of `project`: `Ok(None)` when no storage of
+    /// the project holds it, `Err` (why) when it cannot be read.
+    async fn open_object(
+        &self,
+        db: &Db,
+        project: i64,
+        provider: crate::cloud::Provider,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<MediaReader>, String> {
+        let Some(config) = self.config.as_deref() else {
+            return Ok(None);
+        };
+        let Some(row) =
+            super::cloudstorages::covering_project_object(db, project, provider, bucket, key)
+                .await
+                .map_err(|e| e.detail)?
+        else {
+            return Ok(None);
+        };
+        let known = self
+            .buckets
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&row.id).cloned());
+        let store = match known {
+            Some(store) => store,
+            None => {
+                let sealer =
+                    crate::secrets::Sealer::for_config(config).map_err(|e| e.to_string())?;
+                let store = row
+                    .client(db, config, &sealer)
+                    .await
+                    .map_err(|e| e.detail)?
+                    .store;
+                if let Ok(mut b) = self.buckets.lock() {
+                    b.insert(row.id, store.clone());
+                }
+                store
+            }
+        };
+        let got = store
+            .get_opts(
+                &object_store::path::Path::from(key),
+                object_store::GetOptions::default(),
+            )
+            .await
+            .map_err(|e| crate::cloud::describe(&e))?;
+        let stream = futures::StreamExt::map(got.into_stream(), |chunk| {
+            chunk.map_err(std::io::Error::other)
+        });
+        Ok(Some(Box::new(tokio_util::io::StreamReader::new(stream))))
     }
 
     /// The duration of a task's audio when the converter reads one (ASR manifest) and it is a

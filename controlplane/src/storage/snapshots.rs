@@ -767,6 +767,8 @@ async fn write_converted(
     // The config may have changed since the request: a format that no longer fits fails now.
     let mut conv = Converter::new(to, &project.label_config, export::stamp())
         .map_err(|e| WriteError::Invalid(e.to_string()))?;
+    // Bucket clients are this conversion's own (the worker's copy of the media outlives it).
+    let media = &media.fresh();
     let mut out = ChunkWriter::new(db, writer);
     for pass in 0..conv.passes() {
         let mut bytes = Vec::new();

@@ -1215,3 +1215,219 @@ both_backends! {
         }
     }
 }
+
+/// PUTs `bytes` as `bucket`/`key` of the S3 emulator (moto accepts unsigned writes).
+async fn moto_put(moto: &crate::exportchanges::Emulator, bucket: &str, key: &str, bytes: Vec<u8>) {
+    let reply = reqwest::Client::new()
+        .put(format!("{}/{bucket}/{key}", moto.url))
+        .body(bytes)
+        .send()
+        .await
+        .expect("S3 PUT");
+    assert!(
+        reply.status().is_success(),
+        "PUT {bucket}/{key}: {}",
+        reply.status()
+    );
+}
+
+// Images of the *_WITH_IMAGES archives read from the project's S3 source storage (moto; ADR
+// 0046 addendum): `s3://` task URLs are read with the credentials of the storage whose bucket and
+// prefix hold them, as the media proxy decides, and copied unchanged; an object that is
+// missing, one of the bucket outside the storage's prefix, and one of a bucket no storage of the
+// project connects are left out and named in the archive comment; COCO takes the size from the
+// object; a job's conversion gives the same archive.
+async fn cloud_images_export(backend: Backend) {
+    let Some(moto) = crate::exportchanges::moto().await else {
+        return;
+    };
+    let app = TestApp::with_config(backend, |c| c.allow_private_targets = "true".into()).await;
+    let _worker = crate::webhooks::start_worker(&app);
+    let created = reqwest::Client::new()
+        .put(format!("{}/pics", moto.url))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success(), "create bucket");
+    let street = sized_png(64, 48, 3);
+    moto_put(&moto, "pics", "shots/street.png", street.clone()).await;
+    // In the bucket, but outside the storage's prefix: not the storage's to read.
+    moto_put(&moto, "pics", "elsewhere/out.png", sized_png(10, 10, 4)).await;
+
+    let project = app
+        .mk_project(&app.owner, json!({"label_config": BOXES_CONFIG}))
+        .await;
+    app.post(
+        "/api/storages/s3",
+        &app.owner,
+        json!({"project": project, "bucket": "pics", "prefix": "shots/", "s3_endpoint": moto.url,
+               "region_name": "us-east-1", "aws_access_key_id": "test",
+               "aws_secret_access_key": "test", "use_blob_urls": true}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let present = "s3://pics/shots/street.png";
+    let unreadable = [
+        "s3://pics/shots/lost.png",
+        "s3://pics/elsewhere/out.png",
+        "s3://unconnected/shots/x.png",
+    ];
+    for url in std::iter::once(present).chain(unreadable) {
+        let task = app
+            .post(
+                "/api/tasks",
+                &app.owner,
+                json!({"project": project, "data": {"image": url}}),
+            )
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("task id");
+        app.post(&format!("/api/tasks/{task}/annotations"), &app.owner, json!({"result": [{
+            "id": "r1", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+            "original_width": 200, "original_height": 100,
+            "value": {"x": 10, "y": 20, "width": 50, "height": 40, "rotation": 0, "rectanglelabels": ["Car"]}}]}))
+            .await
+            .expect(StatusCode::CREATED);
+    }
+
+    let export = |format: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .get(
+                    &format!("/api/projects/{project}/export?exportType={format}"),
+                    &app.owner,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{format}: {}", r.text);
+            r.bytes.to_vec()
+        }
+    };
+    let yolo = export("YOLO_WITH_IMAGES").await;
+    let (names, comment) = zip_names_and_comment(&yolo);
+    let images: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("images/") && n.len() > 7)
+        .collect();
+    assert_eq!(
+        images.len(),
+        1,
+        "only the object the storage holds: {names:?}"
+    );
+    assert!(images[0].ends_with("__street.png"), "{names:?}");
+    assert_eq!(
+        zip_entry(&yolo, images[0]),
+        Some(street.clone()),
+        "the object's bytes, unchanged"
+    );
+    assert!(
+        comment.starts_with("3 image(s) could not be read"),
+        "{comment}"
+    );
+    for url in unreadable {
+        assert!(comment.contains(url), "{url} named in: {comment}");
+    }
+    assert!(!comment.contains(present), "{comment}");
+    // Every task keeps its labels.
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("labels/") && n.ends_with(".txt"))
+            .count(),
+        4,
+        "{names:?}"
+    );
+
+    // COCO reads the size from the object (the annotation says 200×100).
+    let coco = export("COCO_WITH_IMAGES").await;
+    let doc: Value = serde_json::from_slice(&zip_entry(&coco, "result.json").expect("result.json"))
+        .expect("json");
+    let image = doc["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| {
+            i["file_name"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("__street.png")
+        })
+        .expect("listed")
+        .clone();
+    assert_eq!(
+        (image["width"].clone(), image["height"].clone()),
+        (json!(64), json!(48)),
+        "{doc}"
+    );
+    assert_eq!(
+        zip_entry(&coco, image["file_name"].as_str().expect("name")),
+        Some(street.clone())
+    );
+
+    // A job's conversion reads the same objects.
+    let snap = app
+        .post(
+            &format!("/api/projects/{project}/exports"),
+            &app.owner,
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("id");
+    crate::wait_snapshot(&app, project, snap).await;
+    for format in ["YOLO_WITH_IMAGES", "COCO_WITH_IMAGES"] {
+        app.post(
+            &format!("/api/projects/{project}/exports/{snap}/convert"),
+            &app.owner,
+            json!({"export_type": format}),
+        )
+        .await
+        .expect(StatusCode::OK);
+        let entry = crate::wait_conversion(&app, project, snap, format).await;
+        assert_eq!(entry["status"], json!("completed"), "{entry}");
+        let r = app
+            .get(
+                &format!("/api/projects/{project}/exports/{snap}/download?exportType={format}"),
+                &app.owner,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let direct = if format == "YOLO_WITH_IMAGES" {
+            yolo.clone()
+        } else {
+            coco.clone()
+        };
+        let (job_names, job_comment) = zip_names_and_comment(&r.bytes);
+        assert_eq!(
+            (job_names.clone(), job_comment),
+            zip_names_and_comment(&direct),
+            "{format}"
+        );
+        for name in job_names
+            .iter()
+            .filter(|n| !n.ends_with('/') && *n != "notes.json" && *n != "result.json")
+        {
+            assert_eq!(
+                zip_entry(&r.bytes, name),
+                zip_entry(&direct, name),
+                "{format}: {name}"
+            );
+        }
+    }
+}
+
+mod cloud_images_export {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        cloud_images_export(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        cloud_images_export(Backend::Postgres).await;
+    }
+}

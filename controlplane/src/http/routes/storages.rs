@@ -901,10 +901,7 @@ async fn resolve_cloud(
         return Ok(None);
     };
     if row.presign {
-        let client = crate::cloud::store(
-            &row.endpoint(&state.sealer, &state.config)?,
-            policy(state, actor.org_id).await?,
-        )?;
+        let client = row.client(&state.db, &state.config, &state.sealer).await?;
         // S3 presigns anonymous requests too (public buckets); GCS and Azure sign with the
         // storage's key, so without one the proxy serves the object instead.
         if client.signed || provider == Provider::S3 {
