@@ -49,6 +49,8 @@ mod tenancy;
 mod ui;
 #[path = "suites/ui_admin.rs"]
 mod ui_admin;
+#[path = "suites/ui_convert.rs"]
+mod ui_convert;
 #[path = "suites/ui_members.rs"]
 mod ui_members;
 #[path = "suites/ui_storage.rs"]

@@ -195,7 +195,7 @@ test('a manager creates a project from a template, sees it listed and opens its 
   assert.deepEqual(page.errors, []);
 });
 
-test('a manager imports a CSV file through the page, exports JSON, and makes and downloads a snapshot', async () => {
+test('a manager imports a CSV file through the page, exports JSON, and makes, converts to CSV and downloads a snapshot', async () => {
   await api('POST', '/api/users', { email: 'io-manager@example.com', password: 'io manager password', role: 'manager' });
   const page = await newPage();
   await signIn(page, 'io-manager@example.com', 'io manager password');
@@ -230,7 +230,7 @@ test('a manager imports a CSV file through the page, exports JSON, and makes and
   await page.goto(`${server.base}/projects/${id}/data`);
   await page.locator('#dm-export').click();
   await page.waitForURL(new RegExp(`/projects/${id}/data/export$`));
-  assert.equal(await page.getByLabel('COCO').isDisabled(), true);
+  assert.equal(await page.getByLabel('COCO', { exact: true }).isDisabled(), true);
   await page.getByLabel('JSON', { exact: true }).check();
   await page.getByLabel('Include tasks without annotations').check();
   const [direct] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download' }).click()]);
@@ -244,6 +244,16 @@ test('a manager imports a CSV file through the page, exports JSON, and makes and
   const saved = JSON.parse(readFileSync(await snapshot.path(), 'utf8'));
   assert.equal(saved.length, 2);
   assert.ok(saved.some((t) => t.data.text === 'first row from a file'));
+  // Converted to CSV: the page follows the conversion, then the CSV downloads.
+  await page.locator('#snapshots select[name="export_type"]').selectOption('CSV');
+  await page.locator('#snapshots').getByRole('button', { name: 'Convert', exact: true }).click();
+  await page.locator('#snapshots a.download-converted').waitFor({ timeout: 30_000 });
+  const [converted] = await Promise.all([page.waitForEvent('download'), page.locator('#snapshots a.download-converted').click()]);
+  assert.match(converted.suggestedFilename(), /\.csv$/);
+  const csv = readFileSync(await converted.path(), 'utf8').trim().split('\n');
+  assert.equal(csv.length, 3, csv.join('\n'));
+  assert.match(csv[0], /(^|,)text(,|$)/);
+  assert.ok(csv.some((line) => line.includes('"second row, with a comma"')), csv.join('\n'));
   await page.locator('#snapshots').getByRole('button', { name: 'Delete' }).click();
   await page.locator('#no-snapshots').waitFor();
   assert.deepEqual(await api('GET', `/api/projects/${id}/exports`), []);

@@ -88,7 +88,7 @@ impl Browser {
     }
 
     /// A multipart form post: `text` fields first (in order), then `files` as `file` parts.
-    async fn post_multipart(
+    pub(crate) async fn post_multipart(
         &mut self,
         app: &TestApp,
         path: &str,
@@ -162,7 +162,7 @@ impl Browser {
 }
 
 /// A multipart body: `text` fields first (in order), then `files` as `file` parts.
-fn multipart_body(text: &[(&str, &str)], files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+pub(crate) fn multipart_body(text: &[(&str, &str)], files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "verityUiBoundary41";
     let mut body = Vec::new();
     for (name, value) in text {

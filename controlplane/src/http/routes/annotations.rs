@@ -121,16 +121,29 @@ pub async fn convert_annotation_to_draft(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<(StatusCode, Json<crate::storage::drafts::DraftView>)> {
-    let (project, draft) = annotations::convert_to_draft(&state.db, &actor, id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(convert_to_draft(&state, &actor, id).await?),
+    ))
+}
+
+/// Turns annotation `id` of the caller into their draft and sends the webhook of its deletion:
+/// `POST /api/annotations/{id}/convert-to-draft`, also used by the labeling page's form.
+pub async fn convert_to_draft(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+) -> ApiResult<crate::storage::drafts::DraftView> {
+    let (project, draft) = annotations::convert_to_draft(&state.db, actor, id).await?;
     emit(
-        &state,
-        &actor,
+        state,
+        actor,
         project,
         Action::AnnotationsDeleted,
         Subject::AnnotationsDeleted(vec![id]),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(draft)))
+    Ok(draft)
 }
 
 async fn emit(state: &AppState, actor: &Actor, project: i64, action: Action, subject: Subject) {

@@ -284,9 +284,8 @@ pub async fn convert_snapshot(
     Path((id, export_pk)): Path<(i64, i64)>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
-    let format = match body.get("export_type") {
-        Some(Value::String(s)) => ExportFormat::parse(s)
-            .map_err(|e| ApiError::field(ErrorCode::ValidationError, "export_type", e.detail))?,
+    let export_type = match body.get("export_type") {
+        Some(Value::String(s)) => s.as_str(),
         _ => {
             return Err(ApiError::field(
                 ErrorCode::ValidationError,
@@ -295,18 +294,7 @@ pub async fn convert_snapshot(
             ));
         }
     };
-    let job = crate::jobs::new_id();
-    let (answer, change) =
-        snapshots::convert(&state.db, &actor, id, export_pk, format, &job).await?;
-    if change == snapshots::Conversion::Queued
-        && let Err(e) =
-            crate::exports::enqueue_conversion(&state.jobs, actor.org_id, export_pk, format, &job)
-                .await
-    {
-        let why = format!("the job queue did not take the conversion: {e}");
-        snapshots::fail(&state.db, export_pk, format, &job, &why).await?;
-        return Err(ApiError::new(ErrorCode::Unavailable, why));
-    }
+    let (answer, change) = start_conversion(&state, &actor, id, export_pk, export_type).await?;
     let mut response = Json(answer).into_response();
     if change == snapshots::Conversion::Unchanged {
         // Nothing was written (the conversion exists): say so, as the admin API does.
@@ -316,6 +304,33 @@ pub async fn convert_snapshot(
         );
     }
     Ok(response)
+}
+
+/// Converts snapshot `export_pk` of project `id` to the format named `export_type` and queues
+/// the job that writes it: `POST /api/projects/{id}/exports/{export_pk}/convert`, also used by
+/// the data manager's export page. Answers the API's body and what the request changed.
+pub async fn start_conversion(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    export_pk: i64,
+    export_type: &str,
+) -> ApiResult<(Value, snapshots::Conversion)> {
+    let format = ExportFormat::parse(export_type)
+        .map_err(|e| ApiError::field(ErrorCode::ValidationError, "export_type", e.detail))?;
+    let job = crate::jobs::new_id();
+    let (answer, change) =
+        snapshots::convert(&state.db, actor, id, export_pk, format, &job).await?;
+    if change == snapshots::Conversion::Queued
+        && let Err(e) =
+            crate::exports::enqueue_conversion(&state.jobs, actor.org_id, export_pk, format, &job)
+                .await
+    {
+        let why = format!("the job queue did not take the conversion: {e}");
+        snapshots::fail(&state.db, export_pk, format, &job, &why).await?;
+        return Err(ApiError::new(ErrorCode::Unavailable, why));
+    }
+    Ok((answer, change))
 }
 
 /// Query of a snapshot download.

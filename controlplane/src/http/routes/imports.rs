@@ -318,9 +318,25 @@ pub async fn import_predictions(
     Path(id): Path<i64>,
     JsonValue(body): JsonValue,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let created = create_predictions(&state, &actor, id, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"created": created})),
+    ))
+}
+
+/// Creates the predictions of `body` (a list of them, or one) for tasks of project `id`, all or
+/// nothing: `POST /api/projects/{id}/import/predictions`, also used by the data manager's import
+/// page. Answers how many were created.
+pub async fn create_predictions(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    body: Value,
+) -> ApiResult<usize> {
     crate::storage::projects::get_row(
         &state.db,
-        &actor,
+        actor,
         id,
         crate::authz::Permission::PredictionManage,
     )
@@ -346,11 +362,8 @@ pub async fn import_predictions(
         };
         inputs.push(PredictionInput::from_body(obj, &format!("[{i}]."))?);
     }
-    let ids = predictions::create_many(&state.db, &actor, Some(id), inputs).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({"created": ids.len()})),
-    ))
+    let ids = predictions::create_many(&state.db, actor, Some(id), inputs).await?;
+    Ok(ids.len())
 }
 
 /// Routes of this module.

@@ -1,11 +1,12 @@
 //! The data manager's import and export pages (ADR 0049): `/projects/{id}/data/import` (upload
 //! files or give a URL, follow an import run as a job, sync a connected storage) and
 //! `/projects/{id}/data/export` (download in a format; create, follow, download and delete
-//! snapshots).
+//! snapshots, convert them to other formats).
 //!
 //! They run the API's own code and never a copy of it: uploads go through the import spool and
 //! [`imports::commit`] of `POST /api/projects/{id}/import`, syncs through
-//! [`storages::start_sync`], snapshots through [`exports::start_snapshot`], and the
+//! [`storages::start_sync`], snapshots through [`exports::start_snapshot`], conversions through
+//! [`exports::start_conversion`], and the
 //! downloads are links to the API's download endpoints (a GET with the session cookie is
 //! authenticated there). Permissions are the API's: `task.manage` to import,
 //! `storage.manage` to see and sync storages, `export.run` to export.
@@ -77,6 +78,10 @@ struct ImportNotice {
     error: Option<String>,
     /// Set after a sync was started: the page follows the storages until their syncs end.
     follow_syncs: bool,
+    /// How many predictions a predictions file created.
+    predictions: Option<usize>,
+    /// Why a predictions file was refused.
+    predictions_error: Option<String>,
 }
 
 /// Renders the import page (403 without `task.manage`, as the API).
@@ -96,6 +101,7 @@ async fn import_view(
         Err(e) => return error_page(Some(user), &e),
     };
     let can_sync = role >= Permission::StorageManage.minimum_role();
+    let can_predict = role >= Permission::PredictionManage.minimum_role();
     let list = if can_sync {
         match storages::project_storages(state, &user.actor, Direction::Import, id).await {
             Ok(l) => l,
@@ -116,8 +122,11 @@ async fn import_view(
             project => js(&project_header(&project, role)),
             storages => js(&list),
             can_sync => can_sync,
+            can_predict => can_predict,
             result => notice.result.map(|r| js(&r)),
             error => notice.error,
+            predictions => notice.predictions,
+            predictions_error => notice.predictions_error,
             refresh => refresh.then_some(REFRESH_SECS),
             max_bytes => state.config.import_max_bytes,
         },
@@ -361,6 +370,114 @@ pub(super) async fn import_status_page(
     )
 }
 
+/// Reads the predictions form (its CSRF token first, then one JSON file of predictions, at most
+/// the API's `max_body_bytes`) and creates them through the API's
+/// [`imports::create_predictions`].
+async fn upload_predictions(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    request: Request,
+) -> Result<usize, Refusal> {
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| multipart_error(&e.body_text()))?;
+    let mut checked = false;
+    let mut file: Option<Vec<u8>> = None;
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(&e.body_text()))?
+    {
+        if field.file_name().is_some() {
+            if !checked {
+                return Err(Refusal::Page(
+                    csrf_refusal(user, "").unwrap_or_else(|| redirect("/")),
+                ));
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field
+                .chunk()
+                .await
+                .map_err(|e| multipart_error(&e.body_text()))?
+            {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() > state.config.max_body_bytes {
+                    return Err(ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        "the predictions file is larger than the server accepts (max_body_bytes)",
+                    )
+                    .into());
+                }
+            }
+            if !bytes.is_empty() {
+                file = Some(bytes);
+            }
+        } else if field.name() == Some("csrf_token") {
+            let text = text_field(field).await?;
+            if let Some(refused) = csrf_refusal(user, &text) {
+                return Err(Refusal::Page(refused));
+            }
+            checked = true;
+        }
+    }
+    if !checked {
+        return Err(Refusal::Page(
+            csrf_refusal(user, "").unwrap_or_else(|| redirect("/")),
+        ));
+    }
+    let Some(bytes) = file else {
+        return Err(ApiError::field(
+            ErrorCode::InvalidImport,
+            "file",
+            "Choose a JSON file of predictions.",
+        )
+        .into());
+    };
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            ErrorCode::InvalidJson,
+            format!("the predictions file is not JSON: {e}"),
+        )
+    })?;
+    Ok(imports::create_predictions(state, &user.actor, id, body).await?)
+}
+
+/// `POST /projects/{id}/data/import/predictions`: a JSON file of predictions for tasks of the
+/// project (multipart), created as `POST /api/projects/{id}/import/predictions` creates them;
+/// the import page then says how many.
+pub(super) async fn predictions_post(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (user, id) = match project_page_user(&state, &parts).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    // Refused before the body is read, as the API does.
+    if let Err(r) = project_role(&state, &user, id, Permission::PredictionManage).await {
+        return r;
+    }
+    match upload_predictions(&state, &user, id, Request::from_parts(parts, body)).await {
+        Ok(created) => {
+            let notice = ImportNotice {
+                predictions: Some(created),
+                ..ImportNotice::default()
+            };
+            import_view(&state, &user, id, StatusCode::OK, notice).await
+        }
+        Err(Refusal::Page(r)) => r,
+        Err(Refusal::Api(e))
+            if e.code.status().is_client_error() && e.code != ErrorCode::NotFound =>
+        {
+            let notice = ImportNotice {
+                predictions_error: Some(e.detail.clone()),
+                ..ImportNotice::default()
+            };
+            import_view(&state, &user, id, e.code.status(), notice).await
+        }
+        Err(Refusal::Api(e)) => error_page(Some(&user), &e),
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 pub(super) struct SyncForm {
     #[serde(default)]
@@ -383,6 +500,8 @@ pub(super) struct ExportForm {
     only_with_annotations: Option<String>,
     #[serde(default)]
     snapshot: String,
+    #[serde(default)]
+    export_type: String,
 }
 
 csrf_forms!(SyncForm, ExportForm);
@@ -450,7 +569,14 @@ async fn export_view(
         Ok(l) => l,
         Err(e) => return error_page(Some(user), &e),
     };
-    let refresh = list.iter().any(|s| running(&s.status));
+    // Followed while a snapshot or one of its conversions is being written.
+    let refresh = list.iter().any(|s| {
+        running(&s.status)
+            || s.converted_formats.as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| running(c["status"].as_str().unwrap_or("")))
+            })
+    });
     render(
         status,
         "export.html",
@@ -476,7 +602,8 @@ pub(super) async fn export_page(State(state): State<AppState>, request: Request)
 }
 
 /// `POST /projects/{id}/data/export`: `op=snapshot` creates a snapshot through the code of
-/// `POST /api/projects/{id}/exports`; `op=delete` deletes one as
+/// `POST /api/projects/{id}/exports`; `op=convert` converts one to `export_type` through the
+/// code of `POST /api/projects/{id}/exports/{pk}/convert`; `op=delete` deletes one as
 /// `DELETE /api/projects/{id}/exports/{pk}` does.
 pub(super) async fn export_post(State(state): State<AppState>, request: Request) -> Response {
     let (user, id, _, form) = match project_form::<ExportForm>(&state, request).await {
@@ -506,6 +633,14 @@ pub(super) async fn export_post(State(state): State<AppState>, request: Request)
         }
         "delete" => match form.snapshot.trim().parse::<i64>() {
             Ok(pk) => snapshots::delete(&state.db, &user.actor, id, pk).await,
+            Err(_) => Err(ApiError::not_found("export")),
+        },
+        "convert" => match form.snapshot.trim().parse::<i64>() {
+            Ok(pk) => {
+                exports::start_conversion(&state, &user.actor, id, pk, form.export_type.trim())
+                    .await
+                    .map(|_| ())
+            }
             Err(_) => Err(ApiError::not_found("export")),
         },
         other => Err(ApiError::field(

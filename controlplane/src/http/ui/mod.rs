@@ -121,6 +121,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(io::sync_post),
         )
         .route(
+            "/projects/{id}/data/import/predictions",
+            axum::routing::post(io::predictions_post),
+        )
+        .route(
             "/projects/{id}/data/import/{import}",
             get(io::import_status_page),
         )
@@ -145,6 +149,10 @@ pub fn router() -> Router<AppState> {
             get(project_members::members_page).post(project_members::members_post),
         )
         .route("/projects/{id}/label", get(pages::label_page))
+        .route(
+            "/projects/{id}/label/convert-to-draft",
+            axum::routing::post(pages::convert_draft_post),
+        )
         .route(
             "/projects/{id}/review",
             get(review::review_page).post(review::review_post),

@@ -883,6 +883,7 @@ pub(super) async fn label_view(
         Ok(r) => r,
         Err(r) => return r,
     };
+    let mut own_annotation = None;
     if let Some(l) = &link {
         let task = match tasks::get(&state.db, &user.actor, l.task).await {
             Ok(t) if t.project == id => t,
@@ -891,8 +892,14 @@ pub(super) async fn label_view(
         };
         if let Some(a) = l.annotation {
             let listed = task.annotations.as_deref().unwrap_or_default();
-            if !listed.iter().any(|x| x.id == a) {
+            let Some(shown) = listed.iter().find(|x| x.id == a) else {
                 return error_page(Some(user), &ApiError::not_found("annotation"));
+            };
+            // Only its author gets the form that turns it into a draft.
+            if shown.completed_by == Some(user.actor.user_id)
+                && role >= Permission::AnnotationCreate.minimum_role()
+            {
+                own_annotation = Some(a);
             }
         }
     }
@@ -909,6 +916,7 @@ pub(super) async fn label_view(
             editor => !state.config.editor_dir.is_empty(),
             link => link.as_ref().map(js),
             can_annotate => role >= Permission::AnnotationCreate.minimum_role(),
+            own_annotation => own_annotation,
         },
     );
     if !state.config.editor_dir.is_empty() {
@@ -920,4 +928,45 @@ pub(super) async fn label_view(
     response
 }
 
-csrf_forms!(LogoutForm, CreateProjectForm, SettingsForm);
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct ConvertDraftForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    annotation: String,
+}
+
+/// `POST /projects/{id}/label/convert-to-draft`: turns the caller's own annotation of this
+/// project into their draft through the code of `POST /api/annotations/{id}/convert-to-draft`
+/// (anyone else is refused there with `not_author`), then opens its task, where the draft is
+/// restored into the editor.
+pub(super) async fn convert_draft_post(
+    State(state): State<AppState>,
+    request: Request,
+) -> Response {
+    let (user, id, _, form) = match project_form::<ConvertDraftForm>(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Ok(annotation) = form.annotation.trim().parse::<i64>() else {
+        return error_page(Some(&user), &ApiError::not_found("annotation"));
+    };
+    // An annotation of another project is not one of this page's.
+    match crate::storage::annotations::get_row(&state.db, &user.actor, annotation).await {
+        Ok(row) if row.project_id == id => {}
+        Ok(_) => return error_page(Some(&user), &ApiError::not_found("annotation")),
+        Err(e) => return error_page(Some(&user), &e),
+    }
+    match crate::http::routes::annotations::convert_to_draft(&state, &user.actor, annotation).await
+    {
+        Ok(draft) => super::redirect(&format!("/projects/{id}/data?task={}", draft.task)),
+        Err(e) => error_page(Some(&user), &e),
+    }
+}
+
+csrf_forms!(
+    LogoutForm,
+    CreateProjectForm,
+    SettingsForm,
+    ConvertDraftForm
+);
