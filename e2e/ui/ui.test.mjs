@@ -13,6 +13,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
+import { accessibilityProblems, tabOrder } from './a11y.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const artifacts = join(here, 'artifacts');
@@ -974,5 +975,147 @@ test('a personal access token made on the account page works against the API, an
   assert.equal(await page.getByRole('link', { name: 'First org project' }).count(), 0);
   const now = await (await fetch(`${server.base}/api/current-user`, { headers: { authorization: `Bearer ${access}` } })).json();
   assert.equal(now.active_organization, second.id);
+  assert.deepEqual(page.errors, []);
+});
+
+/** Asserts that the page open in `page` passes the accessibility checks of a11y.mjs. */
+async function assertAccessible(page, what) {
+  assert.deepEqual(await accessibilityProblems(page), [], `${what}: ${page.url()}`);
+}
+
+test('accessibility basics on the main pages: names, text alternatives, headings, unique ids, contrast', async () => {
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  const project = await api('POST', '/api/projects', { title: 'Accessible project', label_config: config });
+  await api('POST', `/api/projects/${project.id}/import`, [{ text: 'one' }, { text: 'two' }]);
+  const { tasks } = await api('GET', `/api/tasks?project=${project.id}`);
+  await api('POST', `/api/tasks/${tasks[0].id}/annotations`, { result: [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: ['Positive'] } }] });
+
+  const page = await newPage();
+  await page.goto(`${server.base}/user/login`);
+  await assertAccessible(page, 'login');
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  const paths = [
+    '/projects',
+    `/projects/${project.id}/data`,
+    `/projects/${project.id}/label`,
+    `/projects/${project.id}/review`,
+    `/projects/${project.id}/dashboard`,
+    '/analytics',
+    '/organization',
+    '/organization/settings/access',
+    '/organization/settings/sessions',
+    '/organization/settings/sso',
+    '/user/account',
+    `/projects/${project.id}/settings`,
+    `/projects/${project.id}/settings/storage`,
+  ];
+  for (const path of paths) {
+    const response = await page.goto(`${server.base}${path}`);
+    assert.equal(response.status(), 200, path);
+    await assertAccessible(page, path);
+  }
+  // The checker finds what it looks for (so that a pass means something).
+  await page.evaluate(() => {
+    const main = document.getElementById('main');
+    main.insertAdjacentHTML('beforeend', '<input type="text" id="a11y-probe"><p id="a11y-pale">pale text</p><svg width="10" height="10"></svg><span id="a11y-probe">again</span>');
+    // Through the CSSOM: the Content-Security-Policy refuses style attributes in markup.
+    document.getElementById('a11y-pale').style.color = '#aaaaaa';
+  });
+  const found = await accessibilityProblems(page);
+  for (const expected of [/no accessible name: input#a11y-probe/, /contrast .*p#a11y-pale "pale text"/, /SVG without a text alternative/, /id "a11y-probe" used 2 times/]) {
+    assert.ok(found.some((p) => expected.test(p)), `${expected} in ${JSON.stringify(found)}`);
+  }
+  assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
+});
+
+test('a pale organization accent keeps text readable: the server derives the text colours', async () => {
+  const org = (await api('GET', '/api/current-user')).active_organization;
+  await api('PATCH', `/api/organizations/${org}`, { accent_color: '#ffe680' });
+  try {
+    const page = await newPage();
+    await signIn(page, ADMIN.email, ADMIN.password);
+    await page.waitForURL(/\/projects$/);
+    for (const path of ['/projects', '/organization/settings/sessions', '/user/account']) {
+      await page.goto(`${server.base}${path}`);
+      await assertAccessible(page, `pale accent ${path}`);
+    }
+    // The accent is used (the buttons are filled with it), with black text on it.
+    const button = page.getByRole('button', { name: 'Create a personal access token' });
+    assert.deepEqual(await button.evaluate((b) => [getComputedStyle(b).backgroundColor, getComputedStyle(b).color]),
+      ['rgb(255, 230, 128)', 'rgb(0, 0, 0)']);
+  } finally {
+    await api('PATCH', `/api/organizations/${org}`, { accent_color: '' });
+  }
+});
+
+test('keyboard: Tab follows the visual order and focus is visible on the sign-in page and a form page', async () => {
+  // Focus order is that of the listed controls (others, e.g. header links, may come between),
+  // each later in reading order than the one before; every focused control has an outline.
+  const check = async (page, expected, what) => {
+    const visited = await tabOrder(page, expected.length + 30);
+    const order = visited.filter((v) => expected.includes(v.id));
+    assert.deepEqual(order.map((v) => v.id).slice(0, expected.length), expected, `${what}: ${JSON.stringify(visited.map((v) => v.id))}`);
+    for (let i = 1; i < expected.length; i++) {
+      const [a, b] = [order[i - 1], order[i]];
+      assert.ok(b.top > a.top + 1 || (Math.abs(b.top - a.top) <= 1 && b.left > a.left), `${what}: ${b.id} comes after ${a.id} on the page`);
+    }
+    for (const v of visited) {
+      assert.ok(v.focusVisible && v.outline, `${what}: the focus on ${v.id} is visible`);
+    }
+  };
+  const page = await newPage();
+  await page.goto(`${server.base}/user/login`);
+  await check(page, ['Skip to content', 'email', 'password', 'Sign in', 'sso-email', 'sso-submit'], 'sign-in');
+  // The skip link shows itself when focused.
+  await tabOrder(page, 1);
+  assert.ok(await page.evaluate(() => document.activeElement.getBoundingClientRect().left >= 0), 'the skip link is on screen when focused');
+
+  const project = await api('POST', '/api/projects', { title: 'Keyboard project' });
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${project.id}/settings`);
+  await check(page, ['title', 'description', 'label_config', 'expert_instruction', 'show_instruction', 'Save'], 'project settings');
+});
+
+test('organization settings: an admin saves the session policy, a bad network is refused with nothing changed, SSO secrets show as not set', async () => {
+  const page = await newPage();
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  await page.getByRole('link', { name: 'Organization settings' }).click();
+  await page.waitForURL(/\/organization\/settings\/access$/);
+
+  // Sessions: saved, shown back, and the API has it.
+  await page.getByRole('link', { name: 'Sessions', exact: true }).click();
+  await page.waitForURL(/\/organization\/settings\/sessions$/);
+  await page.getByLabel(/ends this many minutes after sign-in/).fill('600');
+  await page.getByLabel(/without a request/).fill('45');
+  await page.getByRole('button', { name: 'Save the session policy' }).click();
+  await page.waitForURL(/done=sessions/);
+  assert.match(await page.locator('#settings-notice').textContent(), /saved/i);
+  assert.equal(await page.getByLabel(/ends this many minutes after sign-in/).inputValue(), '600');
+  assert.equal(await page.getByLabel(/without a request/).inputValue(), '45');
+  const policy = await api('GET', '/api/session-policy');
+  assert.deepEqual([policy.max_session_age, policy.max_time_between_activity], [600, 45]);
+
+  // Access policy: a network that is none shows the message, keeps what was typed, saves nothing.
+  const before = await api('GET', '/api/access-policy');
+  await page.getByRole('link', { name: 'Access policy', exact: true }).click();
+  await page.waitForURL(/\/organization\/settings\/access$/);
+  await page.getByLabel(/Networks allowed to use the API/).fill('10.0.0.0/8\nnot-a-network');
+  await page.getByRole('button', { name: 'Save the access policy' }).click();
+  await page.locator('#settings-error').waitFor();
+  assert.match(await page.locator('#settings-error').textContent(), /not-a-network/);
+  assert.equal(await page.getByLabel(/Networks allowed to use the API/).inputValue(), '10.0.0.0/8\nnot-a-network');
+  assert.deepEqual(await api('GET', '/api/access-policy'), before);
+
+  // Single sign-on: off, and the LDAP service password is "not set" (never shown).
+  await page.getByRole('link', { name: 'Single sign-on', exact: true }).click();
+  await page.waitForURL(/\/organization\/settings\/sso$/);
+  assert.match(await page.locator('#saml-status').textContent(), /^Off\./);
+  assert.equal(await page.locator('#ldap-password-state').textContent(), 'not set');
+  assert.equal(await page.getByLabel(/Service account password/).inputValue(), '');
+  assert.equal(await page.locator('#scim-token').count(), 0, 'no SCIM token is shown');
+  await assertAccessible(page, 'sso');
   assert.deepEqual(page.errors, []);
 });

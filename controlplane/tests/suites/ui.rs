@@ -1436,7 +1436,6 @@ both_backends! {
         for (field, value) in [
             ("accent_color", json!("red")),
             ("accent_color", json!("#fff")),
-            ("accent_color", json!("#ffffff")),
             ("accent_color", json!("#12345g")),
             ("logo", json!(data_url("image/svg+xml", b"<svg/>"))),
             ("logo", json!(data_url("image/png", b"GIF89a not a png"))),
@@ -1471,7 +1470,14 @@ both_backends! {
         assert!(csp.contains("img-src 'self' data:") && !csp.contains("unsafe"), "{csp}");
         let css = browser.get(&app, &format!("/brand/{org}/accent.css")).await;
         assert_eq!(css.status, StatusCode::OK);
-        assert!(css.text.contains("--accent: #7a1f5c;"), "{}", css.text);
+        assert!(css.text.contains("--accent: #7a1f5c; --accent-fg: #ffffff; --accent-text: #7a1f5c;"), "{}", css.text);
+        // A pale accent is accepted: text on it turns black, and links and outlined buttons
+        // use a darker shade of it that reads at 4.5:1 (ADR 0056).
+        app.patch(&path, &admin, json!({"accent_color": "#FFE680"})).await.expect(StatusCode::OK);
+        let pale = browser.get(&app, &format!("/brand/{org}/accent.css")).await.text;
+        assert!(pale.contains("--accent: #ffe680; --accent-fg: #000000; --accent-text: #"), "{pale}");
+        assert!(!pale.contains("--accent-text: #ffe680"), "{pale}");
+        app.patch(&path, &admin, json!({"accent_color": "#7a1f5c"})).await.expect(StatusCode::OK);
         assert!(browser.get(&app, "/organization").await.text.contains("Acme Label"));
         // The sign-in page of the organization's link shows it; the plain one does not.
         let mut anonymous = Browser::default();

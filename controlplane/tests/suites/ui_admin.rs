@@ -341,4 +341,69 @@ both_backends! {
         let audit = app.audit_actions(app.org).await;
         assert!(audit.iter().any(|(a, _, _)| a.starts_with("ldap.")), "{audit:?}");
     }
+
+    async fn sso_forms_refused_show_what_was_typed_but_no_password(app) {
+        let mut admin = signed_in(&app, "uia-typed@example.com", Role::Admin, None).await;
+        // SAML: a domain that is none is refused; the page shows the typed values again (not
+        // the stored, empty ones) and the error, and nothing is saved.
+        let saml_before = app.get("/api/saml/settings", &app.owner).await.expect(StatusCode::OK);
+        let bad = post(&mut admin, &app, SSO, &[
+            ("action", "saml"), ("saml_domain", "not a domain"), ("saml_idp_provider", "typed-provider"),
+            ("saml_metadata_url", ""), ("saml_metadata_xml", "<EntityDescriptor/>"),
+            ("saml_mapping_email", "typed-mail-attr"), ("saml_mapping_first_name", ""),
+            ("saml_mapping_last_name", ""), ("saml_mapping_groups", "typed-groups-attr"),
+            ("saml_roles_groups", "reviewer: typed-qa"), ("saml_workspaces_groups", ""), ("saml_projects_groups", ""),
+            ("saml_default_role", ""), ("saml_allow_idp_initiated", "1"),
+        ]).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+        assert!(bad.text.contains("is not a domain name"), "{}", bad.text);
+        for shown in [
+            "id=\"saml_domain\" name=\"saml_domain\" type=\"text\" value=\"not a domain\"",
+            "value=\"typed-provider\"",
+            "value=\"typed-mail-attr\"",
+            "value=\"typed-groups-attr\"",
+            "reviewer: typed-qa</textarea>",
+            "&lt;EntityDescriptor&#x2f;&gt;</textarea>",
+            "name=\"saml_allow_idp_initiated\" value=\"1\" checked",
+        ] {
+            assert!(bad.text.contains(shown), "{shown}: {}", bad.text);
+        }
+        assert!(!bad.text.contains("name=\"saml_manual_role_management\" value=\"1\" checked"), "{}", bad.text);
+        assert_eq!(app.get("/api/saml/settings", &app.owner).await.expect(StatusCode::OK), saml_before, "nothing saved");
+        // A page loaded again shows the stored values, not the refused ones.
+        let again = admin.get(&app, SSO).await;
+        assert!(!again.text.contains("typed-provider") && !again.text.contains("typed-qa"), "{}", again.text);
+
+        // SCIM: a role that is none; the typed mapping is shown again.
+        let bad = post(&mut admin, &app, SSO, &[("action", "scim"), ("scim_roles_groups", "wizard: typed-magicians"), ("scim_default_role", "typed-role")]).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+        assert!(bad.text.contains("wizard: typed-magicians</textarea>") && bad.text.contains("value=\"typed-role\""), "{}", bad.text);
+
+        // LDAP: plain ldap:// without StartTLS is refused; the typed values come back, the
+        // password does not (its box stays empty), and the status still says what is stored.
+        let secret = "typed-secret-Kp3v";
+        let bad = post(&mut admin, &app, SSO, &[
+            ("action", "ldap"), ("ldap_enabled", "1"), ("ldap_server_uri", "ldap://typed.corp.example"),
+            ("ldap_bind_dn", "cn=typed,dc=corp"), ("ldap_bind_password", secret),
+            ("ldap_user_search_filter", "(uid={user})"), ("ldap_domains", "typed.example.com"),
+            ("ldap_roles_groups", "reviewer: typed-ldap-qa"),
+        ]).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+        assert!(bad.text.contains("id=\"settings-error\""), "{}", bad.text);
+        for shown in [
+            "value=\"ldap:&#x2f;&#x2f;typed.corp.example\"",
+            "value=\"cn=typed,dc=corp\"",
+            "value=\"typed.example.com\"",
+            "reviewer: typed-ldap-qa</textarea>",
+            "name=\"ldap_enabled\" value=\"1\" checked",
+            "name=\"ldap_bind_password\" type=\"password\" autocomplete=\"new-password\" value=\"\"",
+            "id=\"ldap-status\">Off.",
+        ] {
+            assert!(bad.text.contains(shown), "{shown}: {}", bad.text);
+        }
+        assert!(!bad.text.contains(secret), "the password is never shown: {}", bad.text);
+        assert!(!bad.text.contains("id=\"ldap-delete\""), "nothing stored to remove: {}", bad.text);
+        let ldap = app.get("/api/ldap/settings", &app.owner).await.expect(StatusCode::OK);
+        assert_eq!((ldap["server_uri"].as_str(), ldap["bind_password_set"].as_bool()), (Some(""), Some(false)), "{ldap}");
+    }
 }

@@ -8,6 +8,7 @@
 
 mod account;
 mod analytics;
+mod colour;
 mod dashboard;
 mod data;
 mod io;
@@ -606,17 +607,17 @@ fn brand_context(org_id: i64, brand: &orgs::Branding) -> minijinja::Value {
 }
 
 /// `/brand/{org}/accent.css`: the organization's accent colour as a stylesheet, so that pages
-/// keep `style-src 'self'` (no inline style). Empty for an organization without one (or none).
+/// keep `style-src 'self'` (no inline style), with the text colours derived from it (ADR 0056).
+/// Empty for an organization without one (or none).
 async fn accent_css(
     axum::extract::State(state): axum::extract::State<AppState>,
     AxumPath(org): AxumPath<i64>,
 ) -> Response {
     let css = match orgs::branding(&state.db, org).await {
-        // Validated as #rrggbb when stored.
-        Ok(b) if !b.accent_color.is_empty() => {
-            format!(":root {{ --accent: {}; }}\n", b.accent_color)
-        }
-        Ok(_) => String::new(),
+        // Validated as #rrggbb when stored; the text colours derived from it meet AA contrast.
+        Ok(b) => colour::parse_hex(&b.accent_color)
+            .map(colour::accent_stylesheet)
+            .unwrap_or_default(),
         Err(e) => return error_page(None, &e),
     };
     Response::builder()

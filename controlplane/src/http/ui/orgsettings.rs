@@ -45,8 +45,8 @@ struct Outcome {
     error: Option<String>,
     /// A SCIM token just made (shown this once).
     scim_token: Option<String>,
-    /// What a refused form held, shown again instead of the stored values (the access and
-    /// session forms: name → text).
+    /// What a refused form held, shown again instead of the stored values (name → text, see
+    /// `with_typed`; never a secret).
     typed: Vec<(&'static str, String)>,
 }
 
@@ -138,11 +138,7 @@ impl Section {
             Err(e) => return error_page(Some(user), &e),
         };
         if !outcome.typed.is_empty() {
-            let typed: std::collections::BTreeMap<&str, String> =
-                outcome.typed.iter().cloned().collect();
-            let typed = js(&typed);
-            // The later map wins where both have a key.
-            section = minijinja::value::merge_maps([section, typed]);
+            section = with_typed(section, &outcome.typed);
         }
         render(
             status,
@@ -161,6 +157,35 @@ impl Section {
             },
         )
     }
+}
+
+/// The page's values with what a refused form held in their place: `name` replaces a value of
+/// the page, `outer.name` one inside the map `outer` (`saml.domain`), the rest of it kept.
+fn with_typed(section: minijinja::Value, typed: &[(&'static str, String)]) -> minijinja::Value {
+    use std::collections::BTreeMap;
+    let mut top: BTreeMap<&str, minijinja::Value> = BTreeMap::new();
+    let mut nested: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    for (key, value) in typed {
+        match key.split_once('.') {
+            Some((outer, name)) => {
+                nested
+                    .entry(outer)
+                    .or_default()
+                    .insert(name, value.as_str());
+            }
+            None => {
+                top.insert(*key, minijinja::Value::from(value.as_str()));
+            }
+        }
+    }
+    for (outer, fields) in nested {
+        let shown = section
+            .get_attr(outer)
+            .unwrap_or(minijinja::Value::UNDEFINED);
+        // The later map wins where both have a key.
+        top.insert(outer, minijinja::value::merge_maps([shown, js(&fields)]));
+    }
+    minijinja::value::merge_maps([section, js(&top)])
 }
 
 /// `GET /organization/settings`: the first settings page.
@@ -411,6 +436,10 @@ async fn sso_context(state: &AppState, user: &PageUser) -> Result<minijinja::Val
         saml_mapping => saml_mapping,
         scim_mapping => mapping_text(&scim_settings),
         ldap => js(&ldap_settings),
+        // What is stored, for the status line and the remove button (a refused form's typed
+        // values replace `ldap`).
+        ldap_on => ldap_settings.enabled,
+        ldap_saved => !ldap_settings.server_uri.is_empty(),
         ldap_domains => ldap_settings.domains.join(", "),
         ldap_mapping => ldap_mapping,
         scim_url => format!("{}/scim/v2", state.config.public_base_url().trim_end_matches('/')),
@@ -498,6 +527,115 @@ pub(super) struct SsoForm {
 }
 
 impl SsoForm {
+    /// What the form of `action` held, to show again when it is refused: every field but the
+    /// LDAP service password.
+    fn typed(&self) -> Vec<(&'static str, String)> {
+        let flag = |v: &Option<String>| String::from(if v.is_some() { "1" } else { "" });
+        let mapping = |prefix: &str, keys: [&'static str; 4]| {
+            let names = [
+                "roles_groups",
+                "workspaces_groups",
+                "projects_groups",
+                "default_role",
+            ];
+            keys.into_iter()
+                .zip(names)
+                .map(|(key, name)| {
+                    let value = self.mappings.get(&format!("{prefix}_{name}"));
+                    (key, value.cloned().unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut typed = match self.action.as_str() {
+            "saml" => vec![
+                ("saml.domain", self.saml_domain.clone()),
+                ("saml.idp_provider", self.saml_idp_provider.clone()),
+                ("saml.metadata_url", self.saml_metadata_url.clone()),
+                ("saml.metadata_xml", self.saml_metadata_xml.clone()),
+                ("saml.mapping_email", self.saml_mapping_email.clone()),
+                (
+                    "saml.mapping_first_name",
+                    self.saml_mapping_first_name.clone(),
+                ),
+                (
+                    "saml.mapping_last_name",
+                    self.saml_mapping_last_name.clone(),
+                ),
+                ("saml.mapping_groups", self.saml_mapping_groups.clone()),
+                (
+                    "saml.manual_role_management",
+                    flag(&self.saml_manual_role_management),
+                ),
+                (
+                    "saml.allow_idp_initiated",
+                    flag(&self.saml_allow_idp_initiated),
+                ),
+            ],
+            "ldap" => vec![
+                ("ldap.enabled", flag(&self.ldap_enabled)),
+                ("ldap.server_uri", self.ldap_server_uri.clone()),
+                ("ldap.start_tls", flag(&self.ldap_start_tls)),
+                ("ldap.ca_certificate", self.ldap_ca_certificate.clone()),
+                ("ldap.bind_dn", self.ldap_bind_dn.clone()),
+                ("ldap.user_search_base", self.ldap_user_search_base.clone()),
+                (
+                    "ldap.user_search_filter",
+                    self.ldap_user_search_filter.clone(),
+                ),
+                ("ldap.user_dn_template", self.ldap_user_dn_template.clone()),
+                ("ldap.attr_email", self.ldap_attr_email.clone()),
+                ("ldap.attr_first_name", self.ldap_attr_first_name.clone()),
+                ("ldap.attr_last_name", self.ldap_attr_last_name.clone()),
+                (
+                    "ldap.group_search_base",
+                    self.ldap_group_search_base.clone(),
+                ),
+                (
+                    "ldap.group_search_filter",
+                    self.ldap_group_search_filter.clone(),
+                ),
+                ("ldap.group_name_attr", self.ldap_group_name_attr.clone()),
+                (
+                    "ldap.native_login_disabled",
+                    flag(&self.ldap_native_login_disabled),
+                ),
+                ("ldap_domains", self.ldap_domains.clone()),
+            ],
+            _ => Vec::new(),
+        };
+        typed.extend(match self.action.as_str() {
+            "saml" => mapping(
+                "saml",
+                [
+                    "saml_mapping.roles_groups",
+                    "saml_mapping.workspaces_groups",
+                    "saml_mapping.projects_groups",
+                    "saml_mapping.default_role",
+                ],
+            ),
+            "scim" => mapping(
+                "scim",
+                [
+                    "scim_mapping.roles_groups",
+                    "scim_mapping.workspaces_groups",
+                    "scim_mapping.projects_groups",
+                    "scim_mapping.default_role",
+                ],
+            ),
+            "ldap" => mapping(
+                "ldap",
+                [
+                    "ldap_mapping.roles_groups",
+                    "ldap_mapping.workspaces_groups",
+                    "ldap_mapping.projects_groups",
+                    "ldap_mapping.default_role",
+                ],
+            ),
+            _ => Vec::new(),
+        });
+        typed
+    }
+
     fn mapping(&self, prefix: &str) -> Result<GroupMapping, ApiError> {
         let field = |name: &str| {
             self.mappings
@@ -650,7 +788,8 @@ pub(super) async fn sso_post(State(state): State<AppState>, request: Request) ->
         }
     }
     .await;
-    after_post(&state, &user, &parts, Section::Sso, result, Vec::new()).await
+    let typed = form.typed();
+    after_post(&state, &user, &parts, Section::Sso, result, typed).await
 }
 
 super::pages::csrf_forms!(AccessForm, SessionsForm, SsoForm);
