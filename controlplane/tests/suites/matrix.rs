@@ -633,7 +633,8 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         .replace("{slug}", "acme")
         .replace("{project}", &obj.project.to_string())
         .replace("{file}", obj.upload_file)
-        .replace("{key}", "k");
+        .replace("{key}", "k")
+        .replace("{kpi_key}", "annotations_submitted");
     let admin = f.users[&Role::Admin];
     let body = match (e.method, e.path) {
         ("GET", "/api/tasks")
@@ -673,6 +674,10 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         ("PATCH", "/api/comments/{id}") => Some(json!({"is_resolved": true})),
         ("GET", "/api/projects/{id}/stats/reliability") => {
             path.push_str("?from_name=sentiment");
+            None
+        }
+        ("GET", "/api/analytics/kpis/{kpi_key}") => {
+            path.push_str("?tz=UTC");
             None
         }
         ("POST", "/api/dm/actions") => {
@@ -870,6 +875,14 @@ fn expected(e: &Endpoint, target: Target, role: Role) -> Outcome {
     // blind annotator whatever the comment endpoint.
     if ((e.path.starts_with("/api/comments/") && e.path != "/api/comments/export")
         || (e.method == "POST" && e.path == "/api/comments"))
+        && held == Some(Role::Annotator)
+    {
+        return Outcome::Hidden;
+    }
+    // Converting an annotation to a draft is its author's; the fixture's is the owner's, which a
+    // blind annotator cannot see at all.
+    if e.method == "POST"
+        && e.path == "/api/annotations/{id}/convert-to-draft"
         && held == Some(Role::Annotator)
     {
         return Outcome::Hidden;
