@@ -318,17 +318,33 @@ pub(super) async fn import_post(State(state): State<AppState>, request: Request)
             };
             import_view(&state, &user, id, StatusCode::OK, notice).await
         }
-        Err(Refusal::Page(r)) => r,
-        Err(Refusal::Api(e))
-            if e.code.status().is_client_error() && e.code != ErrorCode::NotFound =>
-        {
-            let notice = ImportNotice {
-                error: Some(e.detail.clone()),
+        Err(refusal) => {
+            refused(&state, &user, id, refusal, |error| ImportNotice {
+                error: Some(error),
                 ..ImportNotice::default()
-            };
-            import_view(&state, &user, id, e.code.status(), notice).await
+            })
+            .await
         }
-        Err(Refusal::Api(e)) => error_page(Some(&user), &e),
+    }
+}
+
+/// The import page's answer to a refused form: a page as it is (CSRF); the API's client
+/// error shown on the import page through `notice`; anything else (a missing project, a
+/// server error) as the error page.
+async fn refused(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    refusal: Refusal,
+    notice: impl FnOnce(String) -> ImportNotice,
+) -> Response {
+    match refusal {
+        Refusal::Page(r) => r,
+        Refusal::Api(e) if e.code.status().is_client_error() && e.code != ErrorCode::NotFound => {
+            let status = e.code.status();
+            import_view(state, user, id, status, notice(e.detail)).await
+        }
+        Refusal::Api(e) => error_page(Some(user), &e),
     }
 }
 
@@ -464,17 +480,13 @@ pub(super) async fn predictions_post(State(state): State<AppState>, request: Req
             };
             import_view(&state, &user, id, StatusCode::OK, notice).await
         }
-        Err(Refusal::Page(r)) => r,
-        Err(Refusal::Api(e))
-            if e.code.status().is_client_error() && e.code != ErrorCode::NotFound =>
-        {
-            let notice = ImportNotice {
-                predictions_error: Some(e.detail.clone()),
+        Err(refusal) => {
+            refused(&state, &user, id, refusal, |error| ImportNotice {
+                predictions_error: Some(error),
                 ..ImportNotice::default()
-            };
-            import_view(&state, &user, id, e.code.status(), notice).await
+            })
+            .await
         }
-        Err(Refusal::Api(e)) => error_page(Some(&user), &e),
     }
 }
 
