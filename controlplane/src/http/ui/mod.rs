@@ -370,6 +370,14 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 include_str!("../../../ui/templates/analytics.html"),
             ),
             (
+                "day_columns.html",
+                include_str!("../../../ui/templates/day_columns.html"),
+            ),
+            (
+                "day_rows.html",
+                include_str!("../../../ui/templates/day_rows.html"),
+            ),
+            (
                 "storage.html",
                 include_str!("../../../ui/templates/storage.html"),
             ),
@@ -670,6 +678,8 @@ mod tests {
             "notifications.html",
             "org_settings.html",
             "analytics.html",
+            "day_columns.html",
+            "day_rows.html",
             "storage.html",
             "storage_form.html",
         ] {
