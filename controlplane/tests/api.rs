@@ -605,14 +605,15 @@ both_backends! {
         assert_eq!(first[col("text")], "task 0");
         let tsv = app.get(&format!("/api/projects/{p}/export?exportType=TSV"), &app.owner).await;
         assert!(tsv.text.lines().next().expect("header").contains('\t'));
-        app.get(&format!("/api/projects/{p}/export?exportType=BRUSH_TO_COCO"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        app.get(&format!("/api/projects/{p}/export?exportType=DOCLANG"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         // A brush format is known but needs brush labels (ADR 0050).
         app.get(&format!("/api/projects/{p}/export?exportType=BRUSH_TO_PNG"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
+        app.get(&format!("/api/projects/{p}/export?exportType=BRUSH_TO_COCO"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
         // A converter format that does not fit a text classification project (ADR 0046).
         app.get(&format!("/api/projects/{p}/export?exportType=COCO"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "export_format_unsupported");
         app.get(&format!("/api/projects/{p}/export?ids=abc"), &app.owner).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
         let formats = app.get(&format!("/api/projects/{p}/export/formats"), &app.owner).await.expect(StatusCode::OK);
-        assert_eq!(formats.as_array().map(Vec::len), Some(15));
+        assert_eq!(formats.as_array().map(Vec::len), Some(16));
 
         // Snapshots: create → poll → download; convert; a snapshot does not change with the data.
         let snap = app.post(&format!("/api/projects/{p}/exports"), &app.owner, json!({"title": "snap", "task_filter_options": {"only_with_annotations": true}})).await.expect(StatusCode::CREATED);

@@ -669,3 +669,107 @@ def test_csv_old_matches_the_converter(verity, api_key, admin_client, boxes_proj
     neutral = [["'" + c if c[:1] in ("=", "+", "-", "@", "\t", "\r") else c for c in row]
                for row in csv.reader(io.StringIO(theirs.getvalue()))]
     assert list(csv.reader(io.StringIO(data.decode()))) == neutral
+
+
+BRUSH_COCO_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <BrushLabels name="mask" toName="image"><Label value="Road"/><Label value="Sky"/><Label value="Tree"/></BrushLabels>
+  <PolygonLabels name="poly" toName="image"><Label value="Lake"/><Label value="Road"/></PolygonLabels>
+  <RectangleLabels name="box" toName="image"><Label value="Car"/><Label value="Sky"/></RectangleLabels>
+</View>"""
+
+
+def traced_mask(rng, w, h):
+    """A mask that exercises contour tracing: filled discs, a ring with an island in its hole,
+    speckle (many small regions, diagonal contacts and holes), lone pixels, a thin line and a
+    diagonal, some of them touching the image's edges."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    mask = np.zeros((h, w), dtype=np.uint8)
+    for _ in range(rng.randint(0, 2)):
+        cx, cy, r = rng.uniform(-3, w + 3), rng.uniform(-3, h + 3), rng.uniform(2, min(w, h) / 2)
+        mask[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = 255
+    if rng.random() < 0.6:
+        cx, cy = rng.uniform(8, w - 8), rng.uniform(8, h - 8)
+        d = (xx - cx) ** 2 + (yy - cy) ** 2
+        mask[(d <= 49) & (d >= 16)] = 200
+        mask[int(cy), int(cx)] = 9
+    x0, y0 = rng.randrange(w // 2), rng.randrange(h // 2)
+    box = mask[y0:y0 + rng.randint(4, h // 2), x0:x0 + rng.randint(4, w // 2)]
+    box[np.array([[rng.random() < 0.45 for _ in range(box.shape[1])] for _ in range(box.shape[0])])] = 255
+    for _ in range(rng.randint(0, 3)):
+        mask[rng.randrange(h), rng.randrange(w)] = 255
+    y = rng.randrange(h)
+    mask[y, rng.randrange(w // 2):] = 128
+    for k in range(min(w, h) // 2):
+        mask[k, (k + 3) % w] = 255
+    return mask
+
+
+def fill_brush_coco(ls, project_id, rng):
+    for n in range(6):
+        task = ls.tasks.create(project=project_id, data={"image": f"https://img.example.com/coco/{n}.PNG"})
+        w, h = rng.choice([(41, 29), (64, 48), (30, 30)])
+        for a in range(1 + (n % 2)):
+            result = []
+            for k, labels in enumerate([["Road"], ["Sky", "Tree"], ["Tree"], []][: 1 + (n + a) % 4]):
+                rle = brush.mask2rle(traced_mask(rng, w, h))
+                result.append(region(f"m{n}{a}{k}", "mask", "brushlabels",
+                                     {"format": "rle", "rle": rle, "brushlabels": labels}, w, h))
+            if n % 3 != 2:
+                pts = [[rng.uniform(0, 100), rng.uniform(0, 100)] for _ in range(rng.randint(3, 6))]
+                if w == 64:
+                    # A corner at exactly 12.5 pixels (19.53125 % of 64): rounded half to even.
+                    pts.append([19.53125, 50])
+                result.append(region(f"p{n}{a}", "poly", "polygonlabels",
+                                     {"points": pts, "closed": True, "polygonlabels": [rng.choice(["Lake", "Road"])]}, w, h))
+            if n % 2 == 0:
+                result.append(region(f"b{n}{a}", "box", "rectanglelabels",
+                                     {**rnd_box(rng), "rectanglelabels": ["Car", "Sky"][: 1 + a]}, w, h))
+            ls.annotations.create(id=task.id, result=result)
+    # no image extension: not in the converter's output, but it takes an image id
+    odd = ls.tasks.create(project=project_id, data={"image": "https://img.example.com/coco/raw?id=7"})
+    ls.annotations.create(id=odd.id, result=[region("x", "box", "rectanglelabels",
+                                                    {**rnd_box(rng), "rectanglelabels": ["Car"]})])
+    ls.tasks.create(project=project_id, data={"image": "https://img.example.com/coco/none.png"})
+
+
+@pytest.fixture(scope="module")
+def brush_coco_project(admin_client):
+    p = make_project(admin_client, BRUSH_COCO_CONFIG, "Brush COCO")
+    fill_brush_coco(admin_client, p.id, random.Random(51))
+    yield p
+    admin_client.projects.delete(p.id)
+
+
+def compare_brush_coco(ours_zip, tasks_json):
+    ours, our_dirs = unzip(ours_zip)
+    theirs, their_dirs = reference(BRUSH_COCO_CONFIG, tasks_json, "BRUSH_TO_COCO")
+    assert set(ours) == set(theirs) == {"result_coco.json"}, (sorted(ours), sorted(theirs))
+    assert our_dirs == their_dirs == {"images/"}
+    docs = []
+    for doc in (json.loads(ours["result_coco.json"]), json.loads(theirs["result_coco.json"])):
+        for key in ("year", "date_created"):
+            doc["info"].pop(key)
+        # Label Studio draws each category's colour at random.
+        for category in doc["categories"]:
+            assert len(category.pop("color")) == 7
+        docs.append(doc)
+    close(docs[0], docs[1], "BRUSH_TO_COCO")
+    return docs[0]
+
+
+@pytest.mark.parametrize("all_tasks", [False, True])
+def test_brush_to_coco_matches_the_converter(verity, api_key, brush_coco_project, all_tasks):
+    params = {"download_all_tasks": "true"} if all_tasks else {}
+    r = export_direct(verity, api_key, brush_coco_project.id, "BRUSH_TO_COCO", **params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    doc = compare_brush_coco(r.content, verity_json(verity, api_key, brush_coco_project.id, **params))
+    traced = [a for a in doc["annotations"] if a["segmentation"] and len(a["segmentation"][0]) > 2 * 6]
+    assert len(doc["annotations"]) >= 40 and len(traced) >= 15, (len(doc["annotations"]), len(traced))
+    assert {c["name"] for c in doc["categories"]} == {"Road", "Sky", "Tree", "Lake", "Car"}
+
+
+def test_brush_to_coco_snapshot_conversion_matches_the_converter(admin_client, brush_coco_project):
+    data, source = export_snapshot(admin_client, brush_coco_project.id, "BRUSH_TO_COCO")
+    compare_brush_coco(data, source)

@@ -27,6 +27,8 @@ pub enum Target {
     BrushNumpy,
     /// One grayscale PNG per brush region.
     BrushPng,
+    /// Brush masks traced to COCO polygons (with polygons and boxes), one `result_coco.json`.
+    BrushCoco,
     /// NeMo's JSON-lines manifest of audio transcriptions.
     AsrManifest,
     /// [`Target::Yolo`] with the task images in `images/`.
@@ -48,6 +50,7 @@ impl Target {
             Target::Conll2003 => "CONLL2003",
             Target::BrushNumpy => "BRUSH_TO_NUMPY",
             Target::BrushPng => "BRUSH_TO_PNG",
+            Target::BrushCoco => "BRUSH_TO_COCO",
             Target::AsrManifest => "ASR_MANIFEST",
             Target::YoloImages => "YOLO_WITH_IMAGES",
             Target::YoloObbImages => "YOLO_OBB_WITH_IMAGES",
@@ -237,7 +240,7 @@ impl Schema {
                 (self.has_input("Audio") || self.has_input("AudioPlus"))
                     && self.has_control("TextArea")
             }
-            Target::BrushNumpy | Target::BrushPng => {
+            Target::BrushNumpy | Target::BrushPng | Target::BrushCoco => {
                 image
                     && (self.has_control("BrushLabels")
                         || self.has_control("brushlabels")
@@ -265,7 +268,7 @@ impl Schema {
             return Err(match target {
                 Target::Voc => format!("{name} needs an Image with RectangleLabels"),
                 Target::Conll2003 => format!("{name} needs a Text with Labels"),
-                Target::BrushNumpy | Target::BrushPng => {
+                Target::BrushNumpy | Target::BrushPng | Target::BrushCoco => {
                     format!("{name} needs an Image with BrushLabels (or Brush with Labels)")
                 }
                 Target::AsrManifest => format!("{name} needs an Audio with a TextArea"),
@@ -707,6 +710,8 @@ pub struct Converter {
     head: Option<(String, Vec<u8>)>,
     /// COCO with images: the size of each image written, read from its header.
     sizes: std::collections::HashMap<String, (u32, u32)>,
+    /// BRUSH_TO_COCO: its category names in the order met (ids count from 1).
+    brush_categories: Vec<String>,
     /// Images that could not be read: how many, and the first few (task id and URL).
     missing: u64,
     missing_sample: Vec<String>,
@@ -796,6 +801,7 @@ impl Converter {
             written: Default::default(),
             head: None,
             sizes: Default::default(),
+            brush_categories: Vec::new(),
             missing: 0,
             missing_sample: Vec::new(),
         })
@@ -834,7 +840,7 @@ impl Converter {
     pub fn passes(&self) -> u8 {
         match self.target {
             Target::Coco if self.with_images => 3,
-            Target::Coco => 2,
+            Target::Coco | Target::BrushCoco => 2,
             _ => 1,
         }
     }
@@ -872,6 +878,12 @@ impl Converter {
                 self.zip.begin("result.json", out)?;
                 self.zip.write(b"{\"images\": [", out);
             }
+            (Target::BrushCoco, 0) => {
+                self.zip.dir("images/", out)?;
+                self.zip.begin("result_coco.json", out)?;
+                self.zip.write(b"{\"images\": [", out);
+            }
+            (Target::BrushCoco, _) => self.zip.write(b"], \"annotations\": [", out),
             (Target::AsrManifest, 0) => {
                 self.zip.dir("audio/", out)?;
                 self.zip.begin("manifest.json", out)?;
@@ -983,6 +995,12 @@ impl Converter {
                 }
                 Ok(())
             }
+            Target::BrushCoco => {
+                for item in &items {
+                    self.brush_coco(item, out);
+                }
+                Ok(())
+            }
             Target::BrushNumpy | Target::BrushPng => {
                 let task_id = py_number(task.get("id").unwrap_or(&Value::Null));
                 for item in &items {
@@ -1014,6 +1032,20 @@ impl Converter {
                 let info = json!({"year": self.year, "version": "1.0", "description": "", "contributor": "Label Studio", "url": "", "date_created": self.date_created});
                 self.zip
                     .write(format!("], \"info\": {info}}}").as_bytes(), out);
+            }
+            Target::BrushCoco => {
+                let categories: Vec<Value> = self
+                    .brush_categories
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| json!({"id": i + 1, "name": name, "supercategory": "", "color": label_colour(name), "metadata": {}}))
+                    .collect();
+                let info = json!({"year": self.year, "version": "1.0", "description": "Converted from Label Studio", "contributor": "Label Studio Converter", "date_created": self.date_created});
+                let tail = format!(
+                    "], \"categories\": {}, \"info\": {info}}}",
+                    Value::Array(categories)
+                );
+                self.zip.write(tail.as_bytes(), out);
             }
             Target::Voc | Target::BrushNumpy | Target::BrushPng | Target::AsrManifest => {}
             Target::Conll2003 => return Ok(()),
@@ -1164,6 +1196,156 @@ impl Converter {
             }
         }
         Ok(())
+    }
+
+    /// The converter's `BRUSH_TO_COCO` for one item: every brush region's mask traced to its
+    /// outer contours (one COCO annotation per contour of at least three corners), polygons
+    /// rounded to whole pixels, and boxes, each once per label of the region. The item's image
+    /// is the first data value that ends like an image file; the image goes into `images` (on
+    /// the first pass) only when the item gave an annotation and names its size. Categories are
+    /// numbered from 1 in the order their labels are met. Item ids count every item, also those
+    /// left out.
+    fn brush_coco(&mut self, item: &Item<'_>, out: &mut Vec<u8>) {
+        let image_id = self.images;
+        self.images += 1;
+        let Some(path) = item.data.as_object().and_then(|data| {
+            data.values().filter_map(Value::as_str).find(|v| {
+                let lower = v.to_lowercase();
+                [".jpg", ".jpeg", ".png", ".gif", ".bmp"]
+                    .iter()
+                    .any(|ext| lower.ends_with(ext))
+            })
+        }) else {
+            return;
+        };
+        if item.outputs.is_empty() {
+            return;
+        }
+        let annotator = item.annotator("unknown");
+        let mut size: Option<(Value, Value)> = None;
+        let mut valid = false;
+        for (_, regions) in &item.outputs {
+            for region in regions {
+                if size.is_none()
+                    && let Some(w) = region.get("original_width")
+                {
+                    let h = region.get("original_height").cloned();
+                    size = Some((w.clone(), h.unwrap_or(Value::Null)));
+                }
+                let kind = region
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_lowercase();
+                let Some((key, labels)) =
+                    ["brushlabels", "polygonlabels", "rectanglelabels", "labels"]
+                        .into_iter()
+                        .find_map(|k| region.get(k).map(|v| (k, v)))
+                else {
+                    continue;
+                };
+                let labels: Vec<String> = match labels {
+                    Value::Array(list) => list
+                        .iter()
+                        .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_string))
+                        .collect(),
+                    // Python iterates a string by character.
+                    Value::String(s) => s.chars().map(String::from).collect(),
+                    _ => continue,
+                };
+                let sized =
+                    region.contains_key("original_width") && region.contains_key("original_height");
+                // A region's shapes do not depend on its label: traced once, written per label.
+                let mut shapes: Option<Vec<Value>> = None;
+                for label in labels {
+                    let category_id = match self.brush_categories.iter().position(|c| *c == label) {
+                        Some(i) => i + 1,
+                        None => {
+                            self.brush_categories.push(label);
+                            self.brush_categories.len()
+                        }
+                    };
+                    if key == "brushlabels" && region.contains_key("rle") {
+                        if !sized {
+                            continue;
+                        }
+                        let shapes = shapes.get_or_insert_with(|| traced_brush(region));
+                        for shape in shapes.iter() {
+                            valid = true;
+                            let id = self.annotations;
+                            self.annotations += 1;
+                            if self.pass == 1 {
+                                let mut a = shape.clone();
+                                a["id"] = json!(id);
+                                a["image_id"] = json!(image_id);
+                                a["category_id"] = json!(category_id);
+                                a["iscrowd"] = json!(0);
+                                a["annotator"] = json!(annotator);
+                                self.emit(&a, out);
+                            }
+                        }
+                    } else if key == "polygonlabels" && region.contains_key("points") {
+                        if !sized {
+                            continue;
+                        }
+                        let Some(shape) = shapes
+                            .get_or_insert_with(|| rounded_polygon(region).into_iter().collect())
+                            .first()
+                            .cloned()
+                        else {
+                            continue;
+                        };
+                        valid = true;
+                        let id = self.annotations;
+                        self.annotations += 1;
+                        if self.pass == 1 {
+                            let mut a = shape;
+                            a["id"] = json!(id);
+                            a["image_id"] = json!(image_id);
+                            a["category_id"] = json!(category_id);
+                            a["iscrowd"] = json!(0);
+                            a["annotator"] = json!(annotator);
+                            self.emit(&a, out);
+                        }
+                    } else if kind == "rectanglelabels" || key == "labels" {
+                        let values: Option<Vec<f64>> = [
+                            "x",
+                            "y",
+                            "width",
+                            "height",
+                            "original_width",
+                            "original_height",
+                        ]
+                        .iter()
+                        .map(|k| num(region, k))
+                        .collect();
+                        let Some(&[x, y, w, h, ow, oh]) = values.as_deref() else {
+                            continue;
+                        };
+                        let (x, y, w, h) = (
+                            x * ow / 100.0,
+                            y * oh / 100.0,
+                            w * ow / 100.0,
+                            h * oh / 100.0,
+                        );
+                        valid = true;
+                        let id = self.annotations;
+                        self.annotations += 1;
+                        if self.pass == 1 {
+                            let a = json!({"id": id, "image_id": image_id, "category_id": category_id, "segmentation": [], "area": w * h, "bbox": [x, y, w, h], "iscrowd": 0, "annotator": annotator});
+                            self.emit(&a, out);
+                        }
+                    }
+                }
+            }
+        }
+        if self.pass == 0
+            && valid
+            && let Some((w, h)) = size.filter(|(w, h)| !w.is_null() && !h.is_null())
+        {
+            let image = json!({"id": image_id, "file_name": basename(path), "path": path, "width": w, "height": h});
+            self.emit(&image, out);
+        }
     }
 
     /// `create_tokens_and_tags`: the text's tokens, tagged `B-`/`I-` by the spans of the first
@@ -1666,6 +1848,73 @@ impl Converter {
             );
         }
     }
+}
+
+/// BRUSH_TO_COCO: the outer contours of a brush region's mask with at least three corners, as
+/// COCO shapes (`segmentation`, `bbox`, `area` truncated to a whole number); none when the RLE
+/// does not decode to the region's size.
+fn traced_brush(region: &Map<String, Value>) -> Vec<Value> {
+    let (Some(width), Some(height)) = (
+        region.get("original_width").and_then(Value::as_u64),
+        region.get("original_height").and_then(Value::as_u64),
+    ) else {
+        return Vec::new();
+    };
+    let bytes: Vec<u8> = match region.get("rle") {
+        Some(Value::Array(list)) => list.iter().map(|b| b.as_u64().unwrap_or(0) as u8).collect(),
+        _ => return Vec::new(),
+    };
+    let Ok(mask) = super::brush::decode_alpha(&bytes, width, height) else {
+        return Vec::new();
+    };
+    let (Ok(w), Ok(h)) = (usize::try_from(width), usize::try_from(height)) else {
+        return Vec::new();
+    };
+    super::contours::outer_contours(&mask, w, h)
+        .into_iter()
+        .filter(|c| c.len() >= 3)
+        .map(|c| {
+            let flat: Vec<i64> = c.iter().flat_map(|&(x, y)| [x, y]).collect();
+            let area = super::contours::polygon_area(&c).trunc() as i64;
+            json!({"segmentation": [flat], "bbox": super::contours::bounding_rect(&c), "area": area})
+        })
+        .collect()
+}
+
+/// BRUSH_TO_COCO: a polygon region's points in pixels rounded as Python rounds (halves to
+/// even), with OpenCV's box and area of them; `None` when a point is not a pair of numbers.
+fn rounded_polygon(region: &Map<String, Value>) -> Option<Value> {
+    let (ow, oh) = (
+        num(region, "original_width")?,
+        num(region, "original_height")?,
+    );
+    let points: Vec<(i64, i64)> = region
+        .get("points")?
+        .as_array()?
+        .iter()
+        .map(|p| match p.as_array().map(Vec::as_slice) {
+            Some([x, y]) => Some((
+                (x.as_f64()? * ow / 100.0).round_ties_even() as i64,
+                (y.as_f64()? * oh / 100.0).round_ties_even() as i64,
+            )),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let flat: Vec<i64> = points.iter().flat_map(|&(x, y)| [x, y]).collect();
+    let area = super::contours::polygon_area(&points).trunc() as i64;
+    Some(
+        json!({"segmentation": [flat], "bbox": super::contours::bounding_rect(&points), "area": area}),
+    )
+}
+
+/// A category's colour for BRUSH_TO_COCO: Label Studio draws a random one; this is stable for
+/// a label (the first three bytes of its MD5).
+fn label_colour(name: &str) -> String {
+    let digest = md5::Digest::finalize(md5::Digest::chain_update(
+        md5::Md5::default(),
+        name.as_bytes(),
+    ));
+    format!("#{}", hex::encode(&digest[..3]))
 }
 
 fn labels_of(schema: &Schema, tag: &str) -> Vec<String> {

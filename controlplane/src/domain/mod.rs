@@ -2,6 +2,7 @@
 //! formats, task completion. Nothing here does I/O; no sqlx, no axum.
 
 pub mod brush;
+pub mod contours;
 pub mod convert;
 pub mod csv_old;
 pub mod import;

@@ -42,7 +42,7 @@ pub enum ExportFormat {
     /// The converter's older CSV layout, one row per region (`crate::domain::csv_old`).
     CsvOld,
     /// One of the converter's formats (YOLO, YOLO_OBB, COCO, VOC, BRUSH_TO_NUMPY,
-    /// BRUSH_TO_PNG, ASR_MANIFEST: a zip archive; CONLL2003).
+    /// BRUSH_TO_PNG, BRUSH_TO_COCO, ASR_MANIFEST: a zip archive; CONLL2003).
     Converted(Target),
 }
 
@@ -62,6 +62,7 @@ impl ExportFormat {
             "CONLL2003" => Ok(Self::Converted(Target::Conll2003)),
             "BRUSH_TO_NUMPY" => Ok(Self::Converted(Target::BrushNumpy)),
             "BRUSH_TO_PNG" => Ok(Self::Converted(Target::BrushPng)),
+            "BRUSH_TO_COCO" => Ok(Self::Converted(Target::BrushCoco)),
             "ASR_MANIFEST" => Ok(Self::Converted(Target::AsrManifest)),
             "YOLO_WITH_IMAGES" => Ok(Self::Converted(Target::YoloImages)),
             "YOLO_OBB_WITH_IMAGES" => Ok(Self::Converted(Target::YoloObbImages)),
@@ -70,7 +71,7 @@ impl ExportFormat {
                 ErrorCode::InvalidQuery,
                 "exportType",
                 format!(
-                    "{other} is not supported; use JSON, JSON_MIN, CSV, CSV_OLD, TSV, YOLO, YOLO_WITH_IMAGES, YOLO_OBB, YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG or ASR_MANIFEST"
+                    "{other} is not supported; use JSON, JSON_MIN, CSV, CSV_OLD, TSV, YOLO, YOLO_WITH_IMAGES, YOLO_OBB, YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, CONLL2003, BRUSH_TO_NUMPY, BRUSH_TO_PNG, BRUSH_TO_COCO or ASR_MANIFEST"
                 ),
             )),
         }
@@ -89,7 +90,7 @@ impl ExportFormat {
     }
 
     /// Every format, in Label Studio's order (`CSV_OLD` last: Label Studio does not list it).
-    pub const ALL: [ExportFormat; 16] = [
+    pub const ALL: [ExportFormat; 17] = [
         Self::Json,
         Self::JsonMin,
         Self::Csv,
@@ -104,6 +105,7 @@ impl ExportFormat {
         Self::Converted(Target::YoloObbImages),
         Self::Converted(Target::BrushNumpy),
         Self::Converted(Target::BrushPng),
+        Self::Converted(Target::BrushCoco),
         Self::Converted(Target::AsrManifest),
         Self::CsvOld,
     ];

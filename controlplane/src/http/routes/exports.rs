@@ -33,8 +33,8 @@ use crate::{
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ExportParams {
     /// JSON, JSON_MIN, CSV, CSV_OLD, TSV, CONLL2003, YOLO, YOLO_WITH_IMAGES, YOLO_OBB,
-    /// YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG or
-    /// ASR_MANIFEST.
+    /// YOLO_OBB_WITH_IMAGES, COCO, COCO_WITH_IMAGES, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG,
+    /// BRUSH_TO_COCO or ASR_MANIFEST.
     #[serde(rename = "exportType")]
     pub export_type_camel: Option<String>,
     /// Same as `exportType`.
@@ -166,6 +166,7 @@ pub fn formats_of(project: &projects::ProjectRow) -> Vec<(Value, Option<String>)
                 ExportFormat::Converted(Target::Yolo) => ("YOLO", "One text file per image with each object's class and box (centre, width, height), plus classes.txt (zip archive; images are not included).", &["image segmentation", "object detection", "keypoints"]),
                 ExportFormat::Converted(Target::BrushNumpy) => ("Brush labels to NumPy", "Each brush region as a NumPy 2d array of its mask (.npy), one file per region and label (zip archive).", &["image segmentation"]),
                 ExportFormat::Converted(Target::BrushPng) => ("Brush labels to PNG", "Each brush region as a grayscale PNG image of its mask, one file per region and label (zip archive).", &["image segmentation"]),
+                ExportFormat::Converted(Target::BrushCoco) => ("Brush labels to COCO", "Brush masks traced to COCO polygons (their outer contours), with polygon and rectangle regions, for segmentation (zip archive with result_coco.json; images are not included).", &["image segmentation", "brush annotations"]),
                 ExportFormat::Converted(Target::AsrManifest) => ("ASR Manifest", "Audio transcriptions as the JSON-lines manifest NVIDIA NeMo reads: the audio's path, its duration (WAV files this server serves) and the text, one line per annotation (zip archive; audio is not included).", &["speech recognition"]),
                 ExportFormat::Converted(Target::CocoImages) => ("COCO with Images", "The COCO format with the task images in the archive's images/ folder (uploaded files and files of local-files storages; an image that cannot be read is left out and named in the archive comment).", &["image segmentation", "object detection", "keypoints"]),
                 ExportFormat::Converted(Target::YoloImages) => ("YOLO with Images", "The YOLO format with the task images in the archive's images/ folder, next to their label files (uploaded files and files of local-files storages; an image that cannot be read is left out and named in the archive comment).", &["image segmentation", "object detection", "keypoints"]),
@@ -275,7 +276,7 @@ pub async fn delete_snapshot(
 
 /// Converts a completed snapshot to `export_type` (JSON_MIN, CSV, CSV_OLD, TSV, CONLL2003, YOLO,
 /// YOLO_OBB, COCO, their `*_WITH_IMAGES` variants, VOC, BRUSH_TO_NUMPY, BRUSH_TO_PNG,
-/// ASR_MANIFEST) in a job; the
+/// BRUSH_TO_COCO, ASR_MANIFEST) in a job; the
 /// conversion's `status` in `converted_formats` tells when it can be downloaded.
 #[utoipa::path(post, path = "/api/projects/{id}/exports/{export_pk}/convert", tag = "export", params(("id" = i64, Path), ("export_pk" = i64, Path)), request_body = Object, responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn convert_snapshot(
