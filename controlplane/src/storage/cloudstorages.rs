@@ -1473,3 +1473,56 @@ impl CloudStorageRow {
                     .is_some_and(|rest| rest.starts_with('/')))
     }
 }
+
+/// Rewrites the bucket URIs of task data (`s3://`, `gs://`, `azure-blob://`) that an import
+/// storage of the project holds into the task's media link,
+/// `/api/tasks/<id>/presign?fileuri=<base64url of the URI>`, which answers with a presigned URL
+/// or a signed link of the storage proxy as the storage says (Label Studio's `resolve_uri`). One
+/// query per project, none per task: the links are computed, not signed, here.
+pub struct UriResolver {
+    storages: Vec<CloudStorageRow>,
+}
+
+impl UriResolver {
+    /// The import bucket storages of `project` (the caller has checked that the task list or
+    /// task may be seen).
+    pub async fn for_project(db: &Db, project: i64) -> ApiResult<Self> {
+        let storages: Vec<CloudStorageRow> = with_read!(db, conn, {
+            sqlx::query_as(&format!(
+                "select {COLUMNS} from cloud_storage s where s.project_id = $1 and s.direction = 'import' order by s.id"
+            ))
+            .bind(project)
+            .fetch_all(conn)
+            .await?
+        });
+        Ok(Self { storages })
+    }
+
+    /// Rewrites the top-level string values of `data` of task `task` that name an object of a
+    /// storage of the project; other values stay as stored.
+    pub fn resolve(&self, task: i64, data: &mut Value) {
+        use base64::Engine;
+        if self.storages.is_empty() {
+            return;
+        }
+        let Value::Object(fields) = data else {
+            return;
+        };
+        for value in fields.values_mut() {
+            let Value::String(uri) = value else {
+                continue;
+            };
+            let Some((provider, bucket, key)) = crate::cloud::parse_media_url(uri) else {
+                continue;
+            };
+            if self
+                .storages
+                .iter()
+                .any(|s| s.holds(provider, &bucket, &key))
+            {
+                let encoded = base64::engine::general_purpose::URL_SAFE.encode(uri.trim());
+                *value = Value::String(format!("/api/tasks/{task}/presign?fileuri={encoded}"));
+            }
+        }
+    }
+}
