@@ -718,6 +718,111 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/storages/export/azure/{id}/sync",
         Needs(P::StorageManage),
     ),
+    // Label Studio Enterprise's S3-by-IAM-role and Azure-by-service-principal types.
+    ep("GET", "/api/storages/s3s", Needs(P::StorageManage)),
+    ep("POST", "/api/storages/s3s", Needs(P::StorageManage)),
+    ep(
+        "POST",
+        "/api/storages/s3s/validate",
+        Needs(P::StorageManage),
+    ),
+    ep("GET", "/api/storages/s3s/{id}", Needs(P::StorageManage)),
+    ep("PATCH", "/api/storages/s3s/{id}", Needs(P::StorageManage)),
+    ep("DELETE", "/api/storages/s3s/{id}", Needs(P::StorageManage)),
+    ep(
+        "POST",
+        "/api/storages/s3s/{id}/sync",
+        Needs(P::StorageManage),
+    ),
+    ep("GET", "/api/storages/export/s3s", Needs(P::StorageManage)),
+    ep("POST", "/api/storages/export/s3s", Needs(P::StorageManage)),
+    ep(
+        "POST",
+        "/api/storages/export/s3s/validate",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "GET",
+        "/api/storages/export/s3s/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "PATCH",
+        "/api/storages/export/s3s/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/storages/export/s3s/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/export/s3s/{id}/sync",
+        Needs(P::StorageManage),
+    ),
+    ep("GET", "/api/storages/azure_spi", Needs(P::StorageManage)),
+    ep("POST", "/api/storages/azure_spi", Needs(P::StorageManage)),
+    ep(
+        "POST",
+        "/api/storages/azure_spi/validate",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "GET",
+        "/api/storages/azure_spi/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "PATCH",
+        "/api/storages/azure_spi/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/storages/azure_spi/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/azure_spi/{id}/sync",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "GET",
+        "/api/storages/export/azure_spi",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/export/azure_spi",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/export/azure_spi/validate",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "GET",
+        "/api/storages/export/azure_spi/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "PATCH",
+        "/api/storages/export/azure_spi/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "DELETE",
+        "/api/storages/export/azure_spi/{id}",
+        Needs(P::StorageManage),
+    ),
+    ep(
+        "POST",
+        "/api/storages/export/azure_spi/{id}/sync",
+        Needs(P::StorageManage),
+    ),
     // Storage types (static) and every storage of a project.
     ep("GET", "/api/storages/types", SignedIn),
     ep("GET", "/api/storages/export/types", SignedIn),

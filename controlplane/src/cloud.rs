@@ -57,6 +57,93 @@ use crate::{
     },
 };
 
+/// A bucket storage type of the API (`/api/storages/<name>`, a storage's `type`): a provider,
+/// and for Label Studio Enterprise's `s3s` and `azure_spi` the one way its storages sign in
+/// (ADR 0054 addendum). Stored as the provider and a `variant` (empty for the plain types);
+/// everything past the API (syncs, media, exports) goes by the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloudType {
+    /// `s3`: S3 with static keys, anonymous, or a role assumed with them.
+    S3,
+    /// `s3s`: S3 reached only by assuming an IAM role with the server's base identity.
+    S3s,
+    /// `gcs`.
+    Gcs,
+    /// `azure`: an account key, or a service principal.
+    Azure,
+    /// `azure_spi`: Azure Blob reached only as a service principal.
+    AzureSpi,
+}
+
+impl CloudType {
+    /// Every type, in the order the API lists them.
+    pub const ALL: [CloudType; 5] = [
+        CloudType::S3,
+        CloudType::S3s,
+        CloudType::Gcs,
+        CloudType::Azure,
+        CloudType::AzureSpi,
+    ];
+
+    /// The provider whose buckets this type reaches.
+    pub fn provider(self) -> Provider {
+        match self {
+            CloudType::S3 | CloudType::S3s => Provider::S3,
+            CloudType::Gcs => Provider::Gcs,
+            CloudType::Azure | CloudType::AzureSpi => Provider::Azure,
+        }
+    }
+
+    /// Its name in paths and in storages' `type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloudType::S3s => "s3s",
+            CloudType::AzureSpi => "azure_spi",
+            other => other.provider().kind(),
+        }
+    }
+
+    /// What the `variant` column holds for it (empty for the plain types).
+    pub fn variant(self) -> &'static str {
+        match self {
+            CloudType::S3s | CloudType::AzureSpi => self.name(),
+            _ => "",
+        }
+    }
+
+    /// The type of a stored provider and variant (an unknown variant reads as the plain type).
+    pub fn of(provider: Provider, variant: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.provider() == provider && t.variant() == variant)
+            .unwrap_or(provider.into())
+    }
+
+    /// The type a path names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// What `/api/storages/types` calls it.
+    pub fn title(self) -> &'static str {
+        match self {
+            CloudType::S3s => "AWS S3 (IAM role)",
+            CloudType::AzureSpi => "Microsoft Azure (service principal)",
+            other => other.provider().title(),
+        }
+    }
+}
+
+impl From<Provider> for CloudType {
+    fn from(provider: Provider) -> Self {
+        match provider {
+            Provider::S3 => CloudType::S3,
+            Provider::Gcs => CloudType::Gcs,
+            Provider::Azure => CloudType::Azure,
+        }
+    }
+}
+
 /// A bucket service. Its `kind` names it in the API (`/api/storages/<kind>`), in links, jobs
 /// and the `storage_object` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -115,7 +115,10 @@ class VerityServer:
         )
 
 
-def _start_server() -> VerityServer:
+def _start_server(extra_env: Optional[dict] = None, own_database: bool = False) -> VerityServer:
+    """Starts `verity serve`. `extra_env` adds server settings; `own_database` gives it a fresh
+    SQLite database of its own even when VERITY_SDK_DATABASE_URL names a shared one (for a test
+    that needs a server with settings the session's server does not have)."""
     bin_path = os.environ.get("VERITY_BIN", DEFAULT_BIN)
     if not (os.path.isfile(bin_path) and os.access(bin_path, os.X_OK)):
         pytest.fail(f"Verity binary not found or not executable: {bin_path} (set VERITY_BIN)", pytrace=False)
@@ -127,7 +130,7 @@ def _start_server() -> VerityServer:
     env = dict(os.environ)
     env.pop("VERITY_DATABASE_URL", None)
     env.setdefault("NO_COLOR", "1")  # plain server log
-    db_url = os.environ.get("VERITY_SDK_DATABASE_URL")
+    db_url = None if own_database else os.environ.get("VERITY_SDK_DATABASE_URL")
     if db_url:
         env["VERITY_DATABASE_URL"] = db_url
     server = VerityServer(
@@ -154,7 +157,9 @@ def _start_server() -> VerityServer:
             "VERITY_WEBHOOK_RETRY_BASE_MS": "200",
         }
     )
-    _SERVER_LOG["path"] = log_path
+    env.update(extra_env or {})
+    if not (extra_env or own_database):
+        _SERVER_LOG["path"] = log_path  # the session's server: its log is shown on failure
 
     log_file = open(log_path, "wb")
     try:

@@ -227,7 +227,7 @@ def test_import_blobs_incrementally_and_serve_media(verity, admin_client, azure)
     assert third["meta"]["new"] == 3 and third["meta"]["changed"] == 2, third["meta"]
     assert _task_number(ls, project.id) == 304
 
-    task = next(t for t in ls.tasks.list(project=project.id, page_size=400)
+    task = next(t for t in ls.tasks.list(project=project.id, page_size=400, resolve_uri=False)
                 if t.data["image"].endswith("clip.wav"))
     assert task.data["image"] == f"azure-blob://{container}/img/clip.wav"
     fileuri = base64.urlsafe_b64encode(task.data["image"].encode()).decode()
@@ -364,3 +364,67 @@ def test_a_key_rotated_on_the_service_fails_the_sync_and_imports_nothing(verity,
             assert done["status"] == "completed" and done["last_sync_count"] == 4, done
         finally:
             _stop(proc)
+
+
+def _png(width: int, height: int, fill: int) -> bytes:
+    """A valid PNG of `width`×`height` gray pixels (COCO reads the size from the bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + bytes([fill]) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+BOXES_CONFIG = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="label" toName="image"><Label value="Car"/></RectangleLabels></View>"""
+
+
+def test_images_of_the_azure_storage_in_exports_with_images(verity, admin_client, azure):
+    """COCO_WITH_IMAGES and YOLO_WITH_IMAGES archives of a project whose tasks point at
+    `azure-blob://` images of its Azure storage hold the blobs' bytes (read with the storage's
+    key, which Azurite checks); a blob that is missing, or outside the storage's prefix, is left
+    out and named in the archive comment; COCO takes the size from the image."""
+    import io
+    import zipfile
+
+    ls = admin_client
+    container = _mk_container(azure, "az-images")
+    street = _png(64, 48, 7)
+    _put(azure, container, "shots/street.png", street)
+    _put(azure, container, "elsewhere/out.png", _png(10, 10, 8))
+    project = ls.projects.create(title=unique_title("Azure images"), label_config=BOXES_CONFIG)
+    ls.import_storage.azure.create(project=project.id, prefix="shots", use_blob_urls=True,
+                                   **_args(azure, container))
+    present = f"azure-blob://{container}/shots/street.png"
+    unreadable = [f"azure-blob://{container}/shots/lost.png",
+                  f"azure-blob://{container}/elsewhere/out.png"]
+    box = [{"id": "r1", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+            "original_width": 200, "original_height": 100,
+            "value": {"x": 10, "y": 20, "width": 50, "height": 40, "rotation": 0,
+                      "rectanglelabels": ["Car"]}}]
+    for url in [present, *unreadable]:
+        task = ls.tasks.create(project=project.id, data={"image": url})
+        ls.annotations.create(id=task.id, result=box)
+
+    def export(fmt: str) -> zipfile.ZipFile:
+        r = _raw(verity, "GET", f"/api/projects/{project.id}/export", params={"exportType": fmt})
+        assert r.status_code == 200, r.text
+        return zipfile.ZipFile(io.BytesIO(r.content))
+
+    for fmt in ("YOLO_WITH_IMAGES", "COCO_WITH_IMAGES"):
+        archive = export(fmt)
+        images = [n for n in archive.namelist() if n.startswith("images/") and len(n) > 7]
+        assert len(images) == 1 and images[0].endswith("__street.png"), (fmt, archive.namelist())
+        assert archive.read(images[0]) == street, fmt
+        comment = archive.comment.decode()
+        assert comment.startswith("2 image(s) could not be read"), comment
+        assert all(url in comment for url in unreadable) and present not in comment, comment
+        if fmt == "COCO_WITH_IMAGES":
+            doc = json.loads(archive.read("result.json"))
+            sizes = [(i["width"], i["height"]) for i in doc["images"]
+                     if i["file_name"].endswith("__street.png")]
+            assert sizes == [(64, 48)], doc["images"]

@@ -12,6 +12,7 @@ import base64
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -181,7 +182,7 @@ def test_import_10000_objects_then_only_new_and_changed(verity, admin_client, mo
     assert done["meta"]["new"] == 10_000 and done["meta"]["filtered"] == 1, done["meta"]
     assert _task_number(ls, project.id) == 10_000
     print(f"10,000 objects imported in {time.monotonic() - started:.1f} s")
-    task = next(iter(ls.tasks.list(project=project.id, page_size=1)))
+    task = next(iter(ls.tasks.list(project=project.id, page_size=1, resolve_uri=False)))
     assert task.data["image"].startswith(f"s3://{bucket}/img/"), task.data
 
     # Nothing changed: nothing imported.
@@ -241,10 +242,15 @@ def test_media_through_the_proxy_and_presigned(verity, admin_client, moto, s3):
     proxied = ls.import_storage.s3.create(project=project.id, prefix="a", use_blob_urls=True,
                                           presign=False, **_storage_args(moto, bucket))
     assert _sync(ls, verity, proxied.id)["status"] == "completed"
-    task = next(iter(ls.tasks.list(project=project.id)))
+    task = next(iter(ls.tasks.list(project=project.id, resolve_uri=False)))
     uri = task.data["image"]
     assert uri == f"s3://{bucket}/a/clip.wav"
     fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
+    # By default (resolve_uri), lists and the task detail carry the task's media link instead.
+    link_path = f"/api/tasks/{task.id}/presign?fileuri={fileuri}"
+    assert next(iter(ls.tasks.list(project=project.id))).data["image"] == link_path
+    assert ls.tasks.get(id=task.id).data["image"] == link_path
+    assert _raw(verity, "GET", f"/api/tasks/{task.id}?resolve_uri=false").json()["data"]["image"] == uri
     resolved = _raw(verity, "GET", f"/api/tasks/{task.id}/presign?fileuri={fileuri}",
                     allow_redirects=False)
     assert resolved.status_code == 303, resolved.text
@@ -411,51 +417,83 @@ def test_object_deleted_between_listing_and_reading_is_reported(verity, admin_cl
     assert _task_number(ls, project.id) == 9
 
 
-def test_role_assumption_with_external_id(verity, admin_client):
-    """An S3 storage that names an IAM role and external id (ADR 0054), created through the
-    SDK's `s3` client (the fields as additional body parameters: Verity has no `s3s` routes),
-    against its own moto server with IAM authentication enforced: the user's keys may only
-    assume the role, so only the role's temporary credentials can list and read the bucket."""
-    ls = admin_client
-    port = _free_port()
-    moto_bin = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([moto_bin, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/moto-api/", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and proc.poll() is None, "moto_server did not start"
-                time.sleep(0.1)
-        setup = dict(endpoint_url=url, region_name="us-east-1",
-                     aws_access_key_id="AKIASETUP", aws_secret_access_key="setup")
-        iam, s3 = boto3.client("iam", **setup), boto3.client("s3", **setup)
-        iam.create_user(UserName="verity")
-        key = iam.create_access_key(UserName="verity")["AccessKey"]
-        role_arn = "arn:aws:iam::123456789012:role/sdk-media"
-        iam.put_user_policy(UserName="verity", PolicyName="assume", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]}))
-        iam.create_role(RoleName="sdk-media", AssumeRolePolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-             "Principal": {"AWS": "arn:aws:iam::123456789012:user/verity"},
-             "Condition": {"StringEquals": {"sts:ExternalId": "sdk-ext-1"}}}]}))
-        iam.put_role_policy(RoleName="sdk-media", PolicyName="s3", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-        s3.create_bucket(Bucket="role-media")
-        for i in range(4):
-            s3.put_object(Bucket="role-media", Key=f"{i}.jpg", Body=b"x")
-        assert requests.post(url + "/moto-api/reset-auth", data=b"0", timeout=10).status_code == 200
+class _MotoWithRole:
+    """A moto server of its own with IAM authentication enforced after the set-up: a user whose
+    keys may only assume `role_arn`, a role that trusts that user with `external_id` and may
+    use S3, and a bucket `role-media` with four objects."""
 
+    role_arn = "arn:aws:iam::123456789012:role/sdk-media"
+    external_id = "sdk-ext-1"
+
+    def __enter__(self):
+        port = _free_port()
+        moto_bin = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        self.proc = subprocess.Popen([moto_bin, "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    requests.get(url + "/moto-api/", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    assert time.monotonic() < deadline and self.proc.poll() is None, \
+                        "moto_server did not start"
+                    time.sleep(0.1)
+            setup = dict(endpoint_url=url, region_name="us-east-1",
+                         aws_access_key_id="AKIASETUP", aws_secret_access_key="setup")
+            iam, s3 = boto3.client("iam", **setup), boto3.client("s3", **setup)
+            iam.create_user(UserName="verity")
+            self.key = iam.create_access_key(UserName="verity")["AccessKey"]
+            iam.put_user_policy(UserName="verity", PolicyName="assume", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": self.role_arn}]}))
+            iam.create_role(RoleName="sdk-media", AssumeRolePolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                 "Principal": {"AWS": "arn:aws:iam::123456789012:user/verity"},
+                 "Condition": {"StringEquals": {"sts:ExternalId": self.external_id}}}]}))
+            iam.put_role_policy(RoleName="sdk-media", PolicyName="s3", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+            s3.create_bucket(Bucket="role-media")
+            for i in range(4):
+                s3.put_object(Bucket="role-media", Key=f"{i}.jpg", Body=b"x")
+            assert requests.post(url + "/moto-api/reset-auth", data=b"0", timeout=10).status_code == 200
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def role_s3(self):
+        """An S3 client signed with the role's temporary credentials (as the user assumes it)."""
+        sts = boto3.client("sts", endpoint_url=self.url, region_name="us-east-1",
+                           aws_access_key_id=self.key["AccessKeyId"],
+                           aws_secret_access_key=self.key["SecretAccessKey"])
+        creds = sts.assume_role(RoleArn=self.role_arn, RoleSessionName="test",
+                                ExternalId=self.external_id)["Credentials"]
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=creds["AccessKeyId"],
+                            aws_secret_access_key=creds["SecretAccessKey"],
+                            aws_session_token=creds["SessionToken"])
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def test_role_assumption_with_external_id(verity, admin_client):
+    """An `s3` storage that names an IAM role and external id (ADR 0054) with keys of its own to
+    assume it, created through the SDK's `s3` client (the role fields as additional body
+    parameters: LSE's `s3` client has none), against its own moto server with IAM
+    authentication enforced: the user's keys may only assume the role, so only the role's
+    temporary credentials can list and read the bucket."""
+    ls = admin_client
+    with _MotoWithRole() as aws:
         project = ls.projects.create(title=unique_title("S3 role"), label_config=IMAGE_CONFIG)
-        args = dict(project=project.id, bucket="role-media", s3endpoint=url, region_name="us-east-1",
-                    aws_access_key_id=key["AccessKeyId"],
-                    aws_secret_access_key=key["SecretAccessKey"], use_blob_urls=True)
+        args = dict(project=project.id, bucket="role-media", s3endpoint=aws.url, region_name="us-east-1",
+                    aws_access_key_id=aws.key["AccessKeyId"],
+                    aws_secret_access_key=aws.key["SecretAccessKey"], use_blob_urls=True)
         # The user's keys alone are refused by the bucket.
         with pytest.raises(ApiError) as alone:
             ls.import_storage.s3.validate(**args)
@@ -463,19 +501,90 @@ def test_role_assumption_with_external_id(verity, admin_client):
         # A wrong external id is refused by STS: 400 on role_arn, nothing stored.
         with pytest.raises(ApiError) as wrong:
             ls.import_storage.s3.create(**args, request_options={"additional_body_parameters": {
-                "role_arn": role_arn, "external_id": "not-it"}})
+                "role_arn": aws.role_arn, "external_id": "not-it"}})
         assert wrong.value.status_code == 400
         assert "AccessDenied" in wrong.value.body["validation_errors"]["role_arn"][0], wrong.value.body
         assert ls.import_storage.s3.list(project=project.id) == []
 
         storage = ls.import_storage.s3.create(**args, request_options={"additional_body_parameters": {
-            "role_arn": role_arn, "external_id": "sdk-ext-1"}})
+            "role_arn": aws.role_arn, "external_id": aws.external_id}})
         raw = _raw(verity, "GET", f"/api/storages/s3/{storage.id}").json()
-        assert raw["role_arn"] == role_arn and raw["external_id"] == "sdk-ext-1", raw
-        assert key["SecretAccessKey"] not in json.dumps(raw), raw
+        assert raw["role_arn"] == aws.role_arn and raw["external_id"] == aws.external_id, raw
+        assert aws.key["SecretAccessKey"] not in json.dumps(raw), raw
         done = _sync(ls, verity, storage.id)
         assert done["status"] == "completed" and done["last_sync_count"] == 4, done
         assert _task_number(ls, project.id) == 4
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+
+
+def test_s3s_clients_assume_the_role_with_the_server_identity():
+    """Label Studio Enterprise's `s3s` storages through the SDK's own clients
+    (`import_storage.s3s`, `export_storage.s3s`; ADR 0054 addendum) against a Verity whose base
+    identity (VERITY_AWS_*) is the moto user that may only assume the role: the storage keeps
+    no keys (keys are refused), a wrong external id is refused by STS, and import and export
+    syncs run with the role's temporary credentials. This server has a SQLite database of its
+    own (the session's server has no base identity); the Rust suite runs the routes on both
+    engines."""
+    from conftest import _start_server, _stop
+
+    with _MotoWithRole() as aws:
+        server = _start_server(extra_env={
+            "VERITY_AWS_ACCESS_KEY_ID": aws.key["AccessKeyId"],
+            "VERITY_AWS_SECRET_ACCESS_KEY": aws.key["SecretAccessKey"],
+            "VERITY_AWS_STS_ENDPOINT": aws.url,
+        }, own_database=True)
+        try:
+            ls = server.client(server.admin_token)
+            project = ls.projects.create(title=unique_title("S3s"), label_config=IMAGE_CONFIG)
+            args = dict(project=project.id, bucket="role-media", s3endpoint=aws.url,
+                        region_name="us-east-1", role_arn=aws.role_arn, external_id=aws.external_id)
+            # Keys of its own are refused, with the field and what to do instead.
+            with pytest.raises(ApiError) as keys:
+                ls.import_storage.s3s.create(**args, aws_access_key_id=aws.key["AccessKeyId"],
+                                             aws_secret_access_key=aws.key["SecretAccessKey"])
+            assert keys.value.status_code == 400, keys.value.body
+            assert "keeps no keys" in keys.value.body["validation_errors"]["aws_access_key_id"][0]
+            # STS refuses a wrong external id: 400 on role_arn, nothing stored.
+            with pytest.raises(ApiError) as wrong:
+                ls.import_storage.s3s.validate(**{**args, "external_id": "not-it"})
+            assert "AccessDenied" in wrong.value.body["validation_errors"]["role_arn"][0], wrong.value.body
+            assert ls.import_storage.s3s.list(project=project.id) == []
+            ls.import_storage.s3s.validate(**args)
+
+            storage = ls.import_storage.s3s.create(**args, use_blob_urls=True)
+            assert storage.role_arn == aws.role_arn and storage.external_id == aws.external_id
+            assert storage.type == "s3s", storage
+            assert [s.id for s in ls.import_storage.s3s.list(project=project.id)] == [storage.id]
+            assert ls.import_storage.s3.list(project=project.id) == []
+            assert ls.import_storage.s3s.get(id=storage.id).bucket == "role-media"
+            renamed = ls.import_storage.s3s.update(id=storage.id, title="by role")
+            assert renamed.title == "by role" and renamed.role_arn == aws.role_arn
+            queued = ls.import_storage.s3s.sync(id=storage.id)
+            assert queued.last_sync_job, queued
+            done = _wait(server, f"/api/storages/s3s/{storage.id}")
+            assert done["status"] == "completed" and done["last_sync_count"] == 4, done
+            assert _task_number(ls, project.id) == 4
+            listed = _raw(server, "GET", f"/api/storages/?project={project.id}").json()
+            assert [(s["type"], s["id"]) for s in listed] == [("s3s", storage.id)], listed
+
+            # Export: annotations written with the role's credentials.
+            task = next(iter(ls.tasks.list(project=project.id)))
+            result = [{"from_name": "choice", "to_name": "image", "type": "choices",
+                       "value": {"choices": ["a"]}}]
+            annotation = ls.annotations.create(id=task.id, result=result)
+            target = ls.export_storage.s3s.create(project=project.id, bucket="role-media", prefix="out",
+                                                  s3endpoint=aws.url, region_name="us-east-1",
+                                                  role_arn=aws.role_arn, external_id=aws.external_id)
+            assert [s.id for s in ls.export_storage.s3s.list(project=project.id)] == [target.id]
+            assert ls.export_storage.s3.list(project=project.id) == []
+            ls.export_storage.s3s.sync(id=target.id)
+            written = _wait(server, f"/api/storages/export/s3s/{target.id}")
+            assert written["status"] == "completed" and written["last_sync_count"] == 1, written
+            body = aws.role_s3().get_object(Bucket="role-media", Key=f"out/{annotation.id}")["Body"].read()
+            assert json.loads(body)["id"] == annotation.id
+
+            ls.export_storage.s3s.delete(id=target.id)
+            ls.import_storage.s3s.delete(id=storage.id)
+            assert ls.import_storage.s3s.list(project=project.id) == []
+        finally:
+            _stop(server)
+            shutil.rmtree(server.data_dir, ignore_errors=True)

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     authz::{Actor, Permission},
     body,
-    cloud::{Endpoint, Provider, ServerIdentity},
+    cloud::{CloudType, Endpoint, Provider, ServerIdentity},
     error::{ApiError, ApiResult, ErrorCode},
     secrets::Sealer,
 };
@@ -46,6 +46,8 @@ pub struct CloudStorageRow {
     pub project_id: i64,
     /// `s3`, `gcs` or `azure`.
     pub provider: String,
+    /// `s3s` or `azure_spi` for those types of the provider; empty for the plain type.
+    pub variant: String,
     /// `import` or `export`.
     pub direction: String,
     /// Title.
@@ -114,7 +116,7 @@ pub struct CloudStorageRow {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "s.id, s.organization_id, s.project_id, s.provider, s.direction, s.title, s.description, \
+const COLUMNS: &str = "s.id, s.organization_id, s.project_id, s.provider, s.variant, s.direction, s.title, s.description, \
     s.bucket, s.prefix, s.regex_filter, s.use_blob_urls, s.presign, s.presign_ttl, s.recursive_scan, s.region_name, \
     s.endpoint, s.aws_access_key_id, s.aws_secret_access_key, s.aws_session_token, s.google_project_id, \
     s.google_application_credentials, s.account_name, s.account_key, s.can_delete_objects, \
@@ -164,7 +166,7 @@ pub struct CloudSyncFields {
 pub struct S3StorageView {
     /// Id.
     pub id: i64,
-    /// Always `s3`.
+    /// `s3`, or `s3s` for a storage of the IAM-role type.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// Project.
@@ -226,7 +228,7 @@ pub struct GcsStorageView {
 pub struct AzureStorageView {
     /// Id.
     pub id: i64,
-    /// Always `azure`.
+    /// `azure`, or `azure_spi` for a storage of the service-principal type.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// Project.
@@ -256,7 +258,8 @@ pub struct AzureStorageView {
     pub sync: CloudSyncFields,
 }
 
-/// A view of a stored bucket storage, one type per provider.
+/// A view of a stored bucket storage, one type per provider (its `s3s` and `azure_spi` types
+/// shown as the plain type's view with their own `type`).
 pub trait CloudView: Serialize + Sized {
     /// The provider whose storages this view shows.
     const PROVIDER: Provider;
@@ -269,7 +272,7 @@ impl CloudView for S3StorageView {
     fn of(row: &CloudStorageRow) -> Self {
         Self {
             id: row.id,
-            kind: Provider::S3.kind(),
+            kind: row.cloud_type().name(),
             project: row.project_id,
             title: row.title.clone(),
             description: row.description.clone(),
@@ -292,7 +295,7 @@ impl CloudView for GcsStorageView {
     fn of(row: &CloudStorageRow) -> Self {
         Self {
             id: row.id,
-            kind: Provider::Gcs.kind(),
+            kind: row.cloud_type().name(),
             project: row.project_id,
             title: row.title.clone(),
             description: row.description.clone(),
@@ -310,7 +313,7 @@ impl CloudView for AzureStorageView {
     fn of(row: &CloudStorageRow) -> Self {
         Self {
             id: row.id,
-            kind: Provider::Azure.kind(),
+            kind: row.cloud_type().name(),
             project: row.project_id,
             title: row.title.clone(),
             description: row.description.clone(),
@@ -334,6 +337,11 @@ impl CloudStorageRow {
     /// The provider (rows are only ever written with a known one).
     pub fn provider(&self) -> Provider {
         Provider::from_kind(&self.provider).unwrap_or(Provider::S3)
+    }
+
+    /// The API type of this storage (`s3`, `s3s`, `gcs`, `azure`, `azure_spi`).
+    pub fn cloud_type(&self) -> CloudType {
+        CloudType::of(self.provider(), &self.variant)
     }
 
     fn sync_fields(&self) -> CloudSyncFields {
@@ -630,13 +638,15 @@ impl Input {
             || self.client_secret.is_some()
     }
 
-    /// The connection settings this input makes of `current` (or of nothing).
+    /// The connection settings this input makes of `current` (or of nothing) for a storage of
+    /// type `ty`: what the type requires is checked first, then the provider's rules.
     fn endpoint(
         &self,
-        provider: Provider,
+        ty: CloudType,
         current: Option<&Endpoint>,
         config: &crate::config::Config,
     ) -> ApiResult<Endpoint> {
+        let provider = ty.provider();
         let pick = |new: &Option<String>, old: Option<&String>| {
             new.clone().or_else(|| old.cloned()).unwrap_or_default()
         };
@@ -664,6 +674,7 @@ impl Input {
             client_secret: pick(&self.client_secret, current.map(|c| &c.client_secret)),
             identity: ServerIdentity::of(config),
         };
+        required_by_type(ty, &endpoint)?;
         let required = |field: &'static str| {
             ApiError::field(ErrorCode::ValidationError, field, "this field is required")
         };
@@ -721,6 +732,98 @@ impl Input {
         }
         Ok(endpoint)
     }
+}
+
+/// What a storage type refuses in a body besides its provider's checks: an `s3s` storage keeps
+/// no keys (the server's base identity assumes its role); an `azure_spi` storage keeps no
+/// account key and signs in only as a service principal (Label Studio Enterprise's
+/// `auth_mode: workload_identity` and `user_delegation_key` are not offered).
+fn type_rules(ty: CloudType, body: &Map<String, Value>, input: &Input) -> ApiResult<()> {
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    match ty {
+        CloudType::S3s => {
+            for (field, value) in [
+                ("aws_access_key_id", &input.access_key_id),
+                ("aws_secret_access_key", &input.secret_access_key),
+                ("aws_session_token", &input.session_token),
+            ] {
+                if given(value) {
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationError,
+                        field,
+                        "an s3s storage keeps no keys: the server's own AWS identity \
+                         (VERITY_AWS_ACCESS_KEY_ID) assumes role_arn for it; leave the keys out, \
+                         or create an s3 storage (/api/storages/s3) to sign with keys of its own",
+                    ));
+                }
+            }
+        }
+        CloudType::AzureSpi => {
+            if given(&input.account_key) {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    "account_key",
+                    "an azure_spi storage signs in as a service principal (tenant_id, client_id, \
+                     client_secret) and keeps no account key; leave account_key out, or create an \
+                     azure storage (/api/storages/azure) to sign with the account key",
+                ));
+            }
+            match body.get("auth_mode") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(m)) if m == "service_principal" => {}
+                Some(_) => {
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationError,
+                        "auth_mode",
+                        "only service_principal is offered (workload identity is not); leave \
+                         auth_mode out or set it to service_principal",
+                    ));
+                }
+            }
+            if body
+                .get("user_delegation_key")
+                .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
+            {
+                return Err(ApiError::field(
+                    ErrorCode::ValidationError,
+                    "user_delegation_key",
+                    "is not offered: media of azure_spi storages go through the storage proxy \
+                     (presign: false); leave user_delegation_key out",
+                ));
+            }
+        }
+        CloudType::S3 | CloudType::Gcs | CloudType::Azure => {}
+    }
+    Ok(())
+}
+
+/// What a storage type needs once the body is merged with what is stored: an `s3s` storage a
+/// `role_arn`, an `azure_spi` storage its service principal.
+fn required_by_type(ty: CloudType, endpoint: &Endpoint) -> ApiResult<()> {
+    let needs: &[(&str, &String)] = match ty {
+        CloudType::S3s => &[("role_arn", &endpoint.role_arn)],
+        CloudType::AzureSpi => &[
+            ("tenant_id", &endpoint.tenant_id),
+            ("client_id", &endpoint.client_id),
+            ("client_secret", &endpoint.client_secret),
+        ],
+        CloudType::S3 | CloudType::Gcs | CloudType::Azure => &[],
+    };
+    if let Some((field, _)) = needs.iter().find(|(_, v)| v.is_empty()) {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            field,
+            match ty {
+                CloudType::S3s => {
+                    "this field is required: an s3s storage reaches its bucket by assuming this IAM role (arn:aws:iam::<account>:role/<name>)"
+                }
+                _ => {
+                    "this field is required: an azure_spi storage signs in as the service principal tenant_id, client_id and client_secret name"
+                }
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `arn` is an IAM role ARN (`arn:aws:iam::123456789012:role/path/name`).
@@ -804,14 +907,16 @@ pub async fn create(
     sealer: &Sealer,
     policy: &std::sync::Arc<crate::outbound::TargetPolicy>,
     config: &crate::config::Config,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     body: &Map<String, Value>,
 ) -> ApiResult<CloudStorageRow> {
+    let provider = ty.provider();
     let project = body::id(body, "project")?;
     authorize(db, actor, project).await?;
     let input = Input::parse(provider, body, policy)?;
-    let endpoint = input.endpoint(provider, None, config)?;
+    type_rules(ty, body, &input)?;
+    let endpoint = input.endpoint(ty, None, config)?;
     let prefix = input.prefix.clone().unwrap_or_default();
     crate::cloud::check(&endpoint, policy.clone(), &prefix).await?;
     let now = now_micros();
@@ -821,9 +926,9 @@ pub async fn create(
              prefix, regex_filter, use_blob_urls, presign, presign_ttl, recursive_scan, region_name, endpoint, \
              aws_access_key_id, aws_secret_access_key, aws_session_token, google_project_id, \
              google_application_credentials, account_name, account_key, can_delete_objects, created_at, updated_at, \
-             role_arn, external_id, tenant_id, client_id, client_secret) \
+             role_arn, external_id, tenant_id, client_id, client_secret, variant) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24, $24, $25, $26, $27, $28, $29) returning id",
+             $22, $23, $24, $24, $25, $26, $27, $28, $29, $30) returning id",
         )
         .bind(actor.org_id)
         .bind(project)
@@ -854,6 +959,7 @@ pub async fn create(
         .bind(&endpoint.tenant_id)
         .bind(&endpoint.client_id)
         .bind(seal(sealer, &input.client_secret, CLIENT_SECRET_PURPOSE).unwrap_or_default())
+        .bind(ty.variant())
         .fetch_one(&mut *tx)
         .await?;
         audit!(
@@ -863,12 +969,12 @@ pub async fn create(
                 "storage.create",
                 entity(provider),
                 id,
-                json!({"project": project, "bucket": endpoint.bucket, "prefix": prefix, "direction": direction.as_str()}),
+                json!({"project": project, "bucket": endpoint.bucket, "prefix": prefix, "direction": direction.as_str(), "type": ty.name()}),
             )
         );
         Ok::<_, ApiError>(id)
     })?;
-    load(db, actor.org_id, provider, direction, id).await
+    load(db, actor.org_id, ty, direction, id).await
 }
 
 /// Checks a storage body without saving anything: the fields, then whether the bucket answers
@@ -881,23 +987,25 @@ pub async fn validate(
     sealer: &Sealer,
     policy: &std::sync::Arc<crate::outbound::TargetPolicy>,
     config: &crate::config::Config,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     body: &Map<String, Value>,
 ) -> ApiResult<()> {
+    let provider = ty.provider();
     let current = match body.get("id").and_then(Value::as_i64) {
-        Some(id) => Some(get_row(db, actor, provider, direction, id).await?),
+        Some(id) => Some(get_row(db, actor, ty, direction, id).await?),
         None => {
             authorize(db, actor, body::id(body, "project")?).await?;
             None
         }
     };
     let input = Input::parse(provider, body, policy)?;
+    type_rules(ty, body, &input)?;
     let opened = current
         .as_ref()
         .map(|c| c.endpoint(sealer, config))
         .transpose()?;
-    let endpoint = input.endpoint(provider, opened.as_ref(), config)?;
+    let endpoint = input.endpoint(ty, opened.as_ref(), config)?;
     let prefix = input
         .prefix
         .clone()
@@ -909,19 +1017,20 @@ pub async fn validate(
 async fn load(
     db: &Db,
     org: i64,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     id: i64,
 ) -> ApiResult<CloudStorageRow> {
     let row: Option<CloudStorageRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {COLUMNS} from cloud_storage s where s.id = $1 and s.organization_id = $2 \
-             and s.provider = $3 and s.direction = $4"
+             and s.provider = $3 and s.direction = $4 and s.variant = $5"
         ))
         .bind(id)
         .bind(org)
-        .bind(provider.kind())
+        .bind(ty.provider().kind())
         .bind(direction.as_str())
+        .bind(ty.variant())
         .fetch_optional(conn)
         .await?
     });
@@ -931,11 +1040,11 @@ async fn load(
 async fn get_row(
     db: &Db,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     id: i64,
 ) -> ApiResult<CloudStorageRow> {
-    let row = load(db, actor.org_id, provider, direction, id).await?;
+    let row = load(db, actor.org_id, ty, direction, id).await?;
     authorize(db, actor, row.project_id).await?;
     Ok(row)
 }
@@ -944,18 +1053,18 @@ async fn get_row(
 pub async fn get(
     db: &Db,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     id: i64,
 ) -> ApiResult<CloudStorageRow> {
-    get_row(db, actor, provider, direction, id).await
+    get_row(db, actor, ty, direction, id).await
 }
 
-/// The storages of a project of one provider (`Some`) or of every provider, oldest first.
+/// The storages of a project of one type (`Some`) or of every type, oldest first.
 pub async fn list(
     db: &Db,
     actor: &Actor,
-    provider: Option<Provider>,
+    ty: Option<CloudType>,
     direction: Direction,
     project: i64,
 ) -> ApiResult<Vec<CloudStorageRow>> {
@@ -963,12 +1072,13 @@ pub async fn list(
     let rows: Vec<CloudStorageRow> = with_read!(db, conn, {
         sqlx::query_as(&format!(
             "select {COLUMNS} from cloud_storage s where s.project_id = $1 and s.organization_id = $2 \
-             and s.direction = $3 and ($4 = '' or s.provider = $4) order by s.id"
+             and s.direction = $3 and ($4 = '' or (s.provider = $4 and s.variant = $5)) order by s.id"
         ))
         .bind(project)
         .bind(actor.org_id)
         .bind(direction.as_str())
-        .bind(provider.map(Provider::kind).unwrap_or(""))
+        .bind(ty.map(|t| t.provider().kind()).unwrap_or(""))
+        .bind(ty.map(CloudType::variant).unwrap_or(""))
         .fetch_all(conn)
         .await?
     });
@@ -985,12 +1095,13 @@ pub async fn update(
     sealer: &Sealer,
     policy: &std::sync::Arc<crate::outbound::TargetPolicy>,
     config: &crate::config::Config,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     id: i64,
     body: &Map<String, Value>,
 ) -> ApiResult<CloudStorageRow> {
-    let current = get_row(db, actor, provider, direction, id).await?;
+    let provider = ty.provider();
+    let current = get_row(db, actor, ty, direction, id).await?;
     if body
         .get("project")
         .is_some_and(|p| p.as_i64() != Some(current.project_id))
@@ -1002,9 +1113,10 @@ pub async fn update(
         ));
     }
     let input = Input::parse(provider, body, policy)?;
+    type_rules(ty, body, &input)?;
     if input.changes_connection() {
         let opened = current.endpoint(sealer, config)?;
-        let endpoint = input.endpoint(provider, Some(&opened), config)?;
+        let endpoint = input.endpoint(ty, Some(&opened), config)?;
         let prefix = input.prefix.clone().unwrap_or(current.prefix.clone());
         crate::cloud::check(&endpoint, policy.clone(), &prefix).await?;
     } else {
@@ -1101,18 +1213,19 @@ pub async fn update(
         );
         Ok::<_, ApiError>(())
     })?;
-    load(db, actor.org_id, provider, direction, id).await
+    load(db, actor.org_id, ty, direction, id).await
 }
 
 /// Deletes a storage (its tasks stay, as in Label Studio; their media stop resolving).
 pub async fn delete(
     db: &Db,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     id: i64,
 ) -> ApiResult<()> {
-    let current = get_row(db, actor, provider, direction, id).await?;
+    let provider = ty.provider();
+    let current = get_row(db, actor, ty, direction, id).await?;
     storages::delete_storage(
         db,
         actor,
@@ -1129,23 +1242,23 @@ pub async fn delete(
 pub async fn queue_sync(
     db: &Db,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     id: i64,
     job_id: &str,
 ) -> ApiResult<CloudStorageRow> {
-    let current = get_row(db, actor, provider, direction, id).await?;
+    let current = get_row(db, actor, ty, direction, id).await?;
     storages::mark_sync_queued(
         db,
         actor,
-        (TABLE, entity(provider)),
+        (TABLE, entity(ty.provider())),
         direction,
         id,
         current.project_id,
         job_id,
     )
     .await?;
-    load(db, actor.org_id, provider, direction, id).await
+    load(db, actor.org_id, ty, direction, id).await
 }
 
 /// A storage by id, without an authorization check: for the sync job (which acts as the user
@@ -1345,10 +1458,71 @@ pub async fn covering_project_object(
         .fetch_all(conn)
         .await?
     });
-    Ok(rows.into_iter().find(|r| {
-        r.prefix.is_empty()
-            || key
-                .strip_prefix(r.prefix.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-    }))
+    Ok(rows.into_iter().find(|r| r.holds(provider, bucket, key)))
+}
+
+impl CloudStorageRow {
+    /// Whether this storage holds the object `bucket`/`key` of `provider`: its bucket, and its
+    /// prefix as a folder of the key.
+    pub fn holds(&self, provider: Provider, bucket: &str, key: &str) -> bool {
+        self.provider() == provider
+            && self.bucket == bucket
+            && (self.prefix.is_empty()
+                || key
+                    .strip_prefix(self.prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
+}
+
+/// Rewrites the bucket URIs of task data (`s3://`, `gs://`, `azure-blob://`) that an import
+/// storage of the project holds into the task's media link,
+/// `/api/tasks/<id>/presign?fileuri=<base64url of the URI>`, which answers with a presigned URL
+/// or a signed link of the storage proxy as the storage says (Label Studio's `resolve_uri`). One
+/// query per project, none per task: the links are computed, not signed, here.
+pub struct UriResolver {
+    storages: Vec<CloudStorageRow>,
+}
+
+impl UriResolver {
+    /// The import bucket storages of `project` (the caller has checked that the task list or
+    /// task may be seen).
+    pub async fn for_project(db: &Db, project: i64) -> ApiResult<Self> {
+        let storages: Vec<CloudStorageRow> = with_read!(db, conn, {
+            sqlx::query_as(&format!(
+                "select {COLUMNS} from cloud_storage s where s.project_id = $1 and s.direction = 'import' order by s.id"
+            ))
+            .bind(project)
+            .fetch_all(conn)
+            .await?
+        });
+        Ok(Self { storages })
+    }
+
+    /// Rewrites the top-level string values of `data` of task `task` that name an object of a
+    /// storage of the project; other values stay as stored.
+    pub fn resolve(&self, task: i64, data: &mut Value) {
+        use base64::Engine;
+        if self.storages.is_empty() {
+            return;
+        }
+        let Value::Object(fields) = data else {
+            return;
+        };
+        for value in fields.values_mut() {
+            let Value::String(uri) = value else {
+                continue;
+            };
+            let Some((provider, bucket, key)) = crate::cloud::parse_media_url(uri) else {
+                continue;
+            };
+            if self
+                .storages
+                .iter()
+                .any(|s| s.holds(provider, &bucket, &key))
+            {
+                let encoded = base64::engine::general_purpose::URL_SAFE.encode(uri.trim());
+                *value = Value::String(format!("/api/tasks/{task}/presign?fileuri={encoded}"));
+            }
+        }
+    }
 }

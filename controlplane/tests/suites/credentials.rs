@@ -631,3 +631,458 @@ async fn azure_service_principal_sqlite() {
 async fn azure_service_principal_postgres() {
     azure_service_principal(Backend::Postgres).await;
 }
+
+/// A job worker on queue `high` for `app` (syncs run on it); stop it with the sender.
+fn start_worker(app: &TestApp) -> tokio::sync::watch::Sender<bool> {
+    use verity_controlplane::jobs::{Jobs, sql::SqlQueue, worker};
+    let jobs = Jobs::Sql(SqlQueue::new(app.db.clone()));
+    let handlers =
+        verity_controlplane::server::handlers(&app.db, &jobs, &app.config).expect("handlers");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let config = worker::WorkerConfig {
+        queues: vec!["high"],
+        idle_poll: Duration::from_millis(10),
+        ..worker::WorkerConfig::default()
+    };
+    tokio::spawn(worker::run(jobs, handlers, config, None, stop_rx));
+    stop
+}
+
+/// The `validation_errors` entry of `field` in a 400 body, or a panic naming the body.
+fn field_error(err: &Value, field: &str) -> String {
+    err["validation_errors"][field][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error on {field}: {err}"))
+        .to_string()
+}
+
+/// Label Studio Enterprise's `s3s` routes (ADR 0054 addendum), import and export: an S3
+/// storage reached only by assuming `role_arn` with the server's own base identity, against
+/// moto with IAM authentication enforced. The role is required and static keys are refused
+/// (400 on the field, nothing stored); created, it syncs with the role's credentials; it is
+/// listed under `s3s` and with `type: "s3s"` in `/api/storages`, and not found under `s3`.
+async fn s3s_routes(backend: Backend) {
+    let Some(moto) = moto().await else {
+        return;
+    };
+    let (key_id, secret) = set_up_aws(&moto).await;
+    let (server_key, server_secret, sts) = (key_id.clone(), secret.clone(), moto.url.clone());
+    let app = TestApp::with_config(backend, move |c| {
+        c.allow_private_targets = "127.0.0.1".into();
+        c.session_key = SESSION_KEY.into();
+        c.aws_access_key_id = server_key;
+        c.aws_secret_access_key = server_secret;
+        c.aws_sts_endpoint = sts;
+    })
+    .await;
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let body = |extra: Value| {
+        let mut b = json!({"project": p, "bucket": "media", "prefix": "img", "use_blob_urls": true,
+            "s3_endpoint": moto.url, "role_arn": role_arn(ROLE), "external_id": EXTERNAL_ID});
+        let b_obj = b.as_object_mut().expect("object");
+        for (k, v) in extra.as_object().expect("object") {
+            if v.is_null() {
+                b_obj.remove(k);
+            } else {
+                b_obj.insert(k.clone(), v.clone());
+            }
+        }
+        b
+    };
+    for base in ["/api/storages/s3s", "/api/storages/export/s3s"] {
+        // The role is what an s3s storage is; keys of its own are refused, as is a wrong
+        // external id (STS says no).
+        for (extra, field, code, says) in [
+            (
+                json!({"role_arn": null}),
+                "role_arn",
+                "validation_error",
+                "this field is required",
+            ),
+            (
+                json!({"role_arn": ""}),
+                "role_arn",
+                "validation_error",
+                "this field is required",
+            ),
+            (
+                json!({"aws_access_key_id": key_id, "aws_secret_access_key": secret}),
+                "aws_access_key_id",
+                "validation_error",
+                "an s3s storage keeps no keys",
+            ),
+            (
+                json!({"aws_session_token": "token"}),
+                "aws_session_token",
+                "validation_error",
+                "/api/storages/s3",
+            ),
+            (
+                json!({"external_id": "wrong-external-id"}),
+                "role_arn",
+                "storage_unreachable",
+                "AccessDenied",
+            ),
+        ] {
+            for path in [format!("{base}/validate"), base.to_string()] {
+                let err = app
+                    .post(&path, &app.owner, body(extra.clone()))
+                    .await
+                    .expect_error(StatusCode::BAD_REQUEST, code);
+                let why = field_error(&err, field);
+                assert!(why.contains(says), "{path} {extra}: {why}");
+                assert!(!err.to_string().contains(&secret), "{err}");
+            }
+        }
+        let listed = app
+            .get(&format!("{base}?project={p}"), &app.owner)
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(listed, json!([]), "{base}");
+        app.post(&format!("{base}/validate"), &app.owner, body(json!({})))
+            .await
+            .expect(StatusCode::OK);
+    }
+
+    // Created: the view is an S3 view of type s3s, with the role and no key.
+    let created = app
+        .post("/api/storages/s3s/", &app.owner, body(json!({})))
+        .await
+        .expect(StatusCode::CREATED);
+    let id = created["id"].as_i64().expect("id");
+    assert_eq!(created["type"], json!("s3s"), "{created}");
+    assert_eq!(created["role_arn"], json!(role_arn(ROLE)));
+    assert_eq!(created["external_id"], json!(EXTERNAL_ID));
+    assert_eq!(created["has_credentials"], json!(true));
+    assert_eq!(created["bucket"], json!("media"));
+    assert_eq!(raw_column(&app, "aws_access_key_id", id).await, "");
+    assert_eq!(raw_column(&app, "variant", id).await, "s3s");
+    let exported = app
+        .post(
+            "/api/storages/export/s3s",
+            &app.owner,
+            body(json!({"prefix": "out", "use_blob_urls": null})),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let export_id = exported["id"].as_i64().expect("id");
+    assert_eq!(exported["type"], json!("s3s"), "{exported}");
+
+    // Listed under its own type only; in the combined list with its type.
+    let own = app
+        .get(&format!("/api/storages/s3s?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(own.as_array().map(Vec::len), Some(1), "{own}");
+    assert_eq!(own[0]["id"], json!(id));
+    assert_eq!(
+        app.get(&format!("/api/storages/s3?project={p}"), &app.owner)
+            .await
+            .expect(StatusCode::OK),
+        json!([])
+    );
+    for path in [
+        format!("/api/storages/s3/{id}"),
+        format!("/api/storages/export/s3s/{id}"),
+        format!("/api/storages/s3s/{export_id}"),
+        format!("/api/storages/export/s3/{export_id}"),
+    ] {
+        app.get(&path, &app.owner)
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    let all = app
+        .get(&format!("/api/storages?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all[0]["type"], json!("s3s"));
+    let all_export = app
+        .get(&format!("/api/storages/export?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(all_export[0]["type"], json!("s3s"), "{all_export}");
+
+    // Changes keep the rules: no keys, the role stays required; other changes go through.
+    let err = app
+        .patch(
+            &format!("/api/storages/s3s/{id}"),
+            &app.owner,
+            json!({"aws_secret_access_key": secret}),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "validation_error");
+    field_error(&err, "aws_secret_access_key");
+    let err = app
+        .patch(
+            &format!("/api/storages/s3s/{id}"),
+            &app.owner,
+            json!({"role_arn": ""}),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "validation_error");
+    field_error(&err, "role_arn");
+    assert_eq!(raw_column(&app, "role_arn", id).await, role_arn(ROLE));
+    let renamed = app
+        .patch(
+            &format!("/api/storages/s3s/{id}"),
+            &app.owner,
+            json!({"title": "by role"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(renamed["title"], json!("by role"));
+    assert_eq!(renamed["type"], json!("s3s"));
+
+    // Synced with the role's temporary credentials (the user's keys alone may not list).
+    let stop = start_worker(&app);
+    let queued = app
+        .post(
+            &format!("/api/storages/s3s/{id}/sync"),
+            &app.owner,
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(queued["type"], json!("s3s"));
+    let done = app
+        .wait_storage_sync(&format!("/api/storages/s3s/{id}"), 1500)
+        .await;
+    let _ = stop.send(true);
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert_eq!(done["last_sync_count"], json!(3), "{done}");
+
+    // Deleted through its own routes only.
+    app.delete(&format!("/api/storages/s3/{id}"), &app.owner)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    app.delete(&format!("/api/storages/s3s/{id}"), &app.owner)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    app.delete(&format!("/api/storages/export/s3s/{export_id}"), &app.owner)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+
+    // Both types are offered.
+    let types = app
+        .get("/api/storages/types", &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    let names: Vec<&str> = types
+        .as_array()
+        .expect("types")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["localfiles", "s3", "s3s", "gcs", "azure", "azure_spi"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3s_routes_sqlite() {
+    s3s_routes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3s_routes_postgres() {
+    s3s_routes(Backend::Postgres).await;
+}
+
+/// Label Studio Enterprise's `azure_spi` routes (ADR 0054 addendum), import and export: an
+/// Azure storage that signs in only as a service principal. All three principal fields are
+/// required, an account key, another `auth_mode` and a `user_delegation_key` are refused;
+/// created, its blob requests carry the principal's token (from a loopback stand-in of Entra
+/// ID, not Entra ID); it is listed under `azure_spi` only, with `type: "azure_spi"`.
+async fn azure_spi_routes(backend: Backend) {
+    let (accepting, seen) = azure_stand_in(true).await;
+    let app = TestApp::with_config(backend, |c| {
+        c.allow_private_targets = "127.0.0.1".into();
+        c.session_key = SESSION_KEY.into();
+        c.azure_authority_host = accepting.clone();
+    })
+    .await;
+    let p = app.mk_project(&app.owner, json!({})).await;
+    let body = |extra: Value| {
+        let mut b = json!({"project": p, "container": "media", "account_name": "verityacct",
+            "azure_endpoint": format!("{accepting}/verityacct"),
+            "tenant_id": TENANT, "client_id": CLIENT, "client_secret": CLIENT_SECRET});
+        let b_obj = b.as_object_mut().expect("object");
+        for (k, v) in extra.as_object().expect("object") {
+            if v.is_null() {
+                b_obj.remove(k);
+            } else {
+                b_obj.insert(k.clone(), v.clone());
+            }
+        }
+        b
+    };
+    for base in ["/api/storages/azure_spi", "/api/storages/export/azure_spi"] {
+        for (extra, field, says) in [
+            (
+                json!({"client_secret": null}),
+                "client_secret",
+                "this field is required",
+            ),
+            (
+                json!({"tenant_id": null, "client_id": null, "client_secret": null}),
+                "tenant_id",
+                "this field is required",
+            ),
+            (
+                json!({"account_key": "a2V5"}),
+                "account_key",
+                "keeps no account key",
+            ),
+            (
+                json!({"auth_mode": "workload_identity"}),
+                "auth_mode",
+                "only service_principal",
+            ),
+            (
+                json!({"user_delegation_key": "k"}),
+                "user_delegation_key",
+                "is not offered",
+            ),
+        ] {
+            for path in [format!("{base}/validate"), base.to_string()] {
+                let err = app
+                    .post(&path, &app.owner, body(extra.clone()))
+                    .await
+                    .expect_error(StatusCode::BAD_REQUEST, "validation_error");
+                let why = field_error(&err, field);
+                assert!(why.contains(says), "{path} {extra}: {why}");
+            }
+        }
+        assert_eq!(
+            app.get(&format!("{base}?project={p}"), &app.owner)
+                .await
+                .expect(StatusCode::OK),
+            json!([])
+        );
+    }
+    let created = app
+        .post(
+            "/api/storages/azure_spi/",
+            &app.owner,
+            body(json!({"auth_mode": "service_principal"})),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let id = created["id"].as_i64().expect("id");
+    assert_eq!(created["type"], json!("azure_spi"), "{created}");
+    assert_eq!(created["tenant_id"], json!(TENANT));
+    assert_eq!(created["client_id"], json!(CLIENT));
+    assert_eq!(created["has_client_secret"], json!(true));
+    assert!(!created.to_string().contains(CLIENT_SECRET), "{created}");
+    let exported = app
+        .post(
+            "/api/storages/export/azure_spi",
+            &app.owner,
+            body(json!({})),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let export_id = exported["id"].as_i64().expect("id");
+    assert_eq!(exported["type"], json!("azure_spi"));
+    let blob_requests: Vec<Seen> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| s.path.starts_with("/verityacct/media"))
+        .cloned()
+        .collect();
+    assert!(!blob_requests.is_empty());
+    assert!(
+        blob_requests
+            .iter()
+            .all(|s| s.authorization == "Bearer stand-in-token"),
+        "{blob_requests:?}"
+    );
+
+    let own = app
+        .get(&format!("/api/storages/azure_spi?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(own.as_array().map(Vec::len), Some(1), "{own}");
+    assert_eq!(
+        app.get(&format!("/api/storages/azure?project={p}"), &app.owner)
+            .await
+            .expect(StatusCode::OK),
+        json!([])
+    );
+    for path in [
+        format!("/api/storages/azure/{id}"),
+        format!("/api/storages/export/azure/{export_id}"),
+        format!("/api/storages/export/azure_spi/{id}"),
+    ] {
+        app.get(&path, &app.owner)
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    let all = app
+        .get(&format!("/api/storages?project={p}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all[0]["type"], json!("azure_spi"));
+    assert!(!all.to_string().contains(CLIENT_SECRET));
+
+    // The principal stays required; an account key stays refused.
+    for (change, field) in [
+        (json!({"client_secret": ""}), "client_secret"),
+        (json!({"account_key": "a2V5"}), "account_key"),
+    ] {
+        let err = app
+            .patch(&format!("/api/storages/azure_spi/{id}"), &app.owner, change)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "validation_error");
+        field_error(&err, field);
+    }
+    let sealed = raw_column(&app, "client_secret", id).await;
+    assert!(!sealed.is_empty() && !sealed.contains(CLIENT_SECRET));
+    let renamed = app
+        .patch(
+            &format!("/api/storages/azure_spi/{id}"),
+            &app.owner,
+            json!({"title": "principal"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(renamed["title"], json!("principal"));
+    assert_eq!(raw_column(&app, "client_secret", id).await, sealed);
+
+    // An empty container syncs (with the token) to nothing.
+    let stop = start_worker(&app);
+    app.post(
+        &format!("/api/storages/azure_spi/{id}/sync"),
+        &app.owner,
+        json!({}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let done = app
+        .wait_storage_sync(&format!("/api/storages/azure_spi/{id}"), 1500)
+        .await;
+    let _ = stop.send(true);
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert_eq!(done["type"], json!("azure_spi"));
+
+    app.delete(&format!("/api/storages/azure/{id}"), &app.owner)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    app.delete(&format!("/api/storages/azure_spi/{id}"), &app.owner)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_spi_routes_sqlite() {
+    azure_spi_routes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_spi_routes_postgres() {
+    azure_spi_routes(Backend::Postgres).await;
+}

@@ -473,7 +473,7 @@ fn fake_gcs_binary() -> Option<PathBuf> {
 
 /// Starts fake-gcs-server on a free loopback port, answering the XML-style paths object_store
 /// lists and reads with (`-public-host`), as the SDK's GCS test runs it.
-async fn fake_gcs() -> Option<Emulator> {
+pub(crate) async fn fake_gcs() -> Option<Emulator> {
     let Some(bin) = fake_gcs_binary() else {
         eprintln!(
             "skipped: no fake-gcs-server (set VERITY_TEST_FAKE_GCS_SERVER, or run e2e/test-all once to build the SDK venv)"

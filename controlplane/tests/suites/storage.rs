@@ -1188,8 +1188,10 @@ async fn storage_types_and_listing(backend: Backend) {
     let expected = json!([
         {"name": "localfiles", "title": "Local files"},
         {"name": "s3", "title": "AWS S3"},
+        {"name": "s3s", "title": "AWS S3 (IAM role)"},
         {"name": "gcs", "title": "Google Cloud Storage"},
         {"name": "azure", "title": "Microsoft Azure"},
+        {"name": "azure_spi", "title": "Microsoft Azure (service principal)"},
     ]);
     for path in ["/api/storages/types", "/api/storages/export/types/"] {
         for who in [&app.owner, &annotator] {

@@ -1431,3 +1431,268 @@ mod cloud_images_export {
         cloud_images_export(Backend::Postgres).await;
     }
 }
+
+// Images of the *_WITH_IMAGES archives read from the project's GCS source storage
+// (fake-gcs-server): `gs://` task URLs are read through the storage whose bucket and prefix
+// hold them and copied unchanged; a missing object and one outside the storage's prefix are
+// left out and named; COCO takes the size from the object.
+async fn gcs_images_export(backend: Backend) {
+    let Some(gcs) = crate::exportchanges::fake_gcs().await else {
+        return;
+    };
+    let app = TestApp::with_config(backend, |c| c.allow_private_targets = "true".into()).await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/storage/v1/b", gcs.url))
+        .json(&json!({"name": "gpics"}))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success(), "create bucket");
+    let put = |key: &'static str, bytes: Vec<u8>| {
+        let (client, url) = (client.clone(), gcs.url.clone());
+        async move {
+            let r = client
+                .post(format!(
+                    "{url}/upload/storage/v1/b/gpics/o?uploadType=media&name={key}"
+                ))
+                .body(bytes)
+                .send()
+                .await
+                .expect("upload");
+            assert!(r.status().is_success(), "upload {key}: {}", r.status());
+        }
+    };
+    let street = sized_png(64, 48, 5);
+    put("shots/street.png", street.clone()).await;
+    put("elsewhere/out.png", sized_png(10, 10, 6)).await;
+    let project = app
+        .mk_project(&app.owner, json!({"label_config": BOXES_CONFIG}))
+        .await;
+    app.post(
+        "/api/storages/gcs",
+        &app.owner,
+        json!({"project": project, "bucket": "gpics", "prefix": "shots", "gcs_endpoint": gcs.url,
+               "use_blob_urls": true}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let present = "gs://gpics/shots/street.png";
+    let unreadable = ["gs://gpics/shots/lost.png", "gs://gpics/elsewhere/out.png"];
+    for url in std::iter::once(present).chain(unreadable) {
+        let task = app
+            .post(
+                "/api/tasks",
+                &app.owner,
+                json!({"project": project, "data": {"image": url}}),
+            )
+            .await
+            .expect(StatusCode::CREATED)["id"]
+            .as_i64()
+            .expect("task id");
+        app.post(&format!("/api/tasks/{task}/annotations"), &app.owner, json!({"result": [{
+            "id": "r1", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+            "original_width": 200, "original_height": 100,
+            "value": {"x": 10, "y": 20, "width": 50, "height": 40, "rotation": 0, "rectanglelabels": ["Car"]}}]}))
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    let export = |format: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .get(
+                    &format!("/api/projects/{project}/export?exportType={format}"),
+                    &app.owner,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{format}: {}", r.text);
+            r.bytes.to_vec()
+        }
+    };
+    let yolo = export("YOLO_WITH_IMAGES").await;
+    let (names, comment) = zip_names_and_comment(&yolo);
+    let images: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("images/") && n.len() > 7)
+        .collect();
+    assert_eq!(
+        images.len(),
+        1,
+        "only the object the storage holds: {names:?}"
+    );
+    assert!(images[0].ends_with("__street.png"), "{names:?}");
+    assert_eq!(zip_entry(&yolo, images[0]), Some(street.clone()));
+    assert!(
+        comment.starts_with("2 image(s) could not be read"),
+        "{comment}"
+    );
+    for url in unreadable {
+        assert!(comment.contains(url), "{url} named in: {comment}");
+    }
+    let coco = export("COCO_WITH_IMAGES").await;
+    let doc: Value = serde_json::from_slice(&zip_entry(&coco, "result.json").expect("result.json"))
+        .expect("json");
+    let image = doc["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| {
+            i["file_name"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("__street.png")
+        })
+        .expect("listed")
+        .clone();
+    assert_eq!(
+        (image["width"].clone(), image["height"].clone()),
+        (json!(64), json!(48)),
+        "{doc}"
+    );
+    assert_eq!(
+        zip_entry(&coco, image["file_name"].as_str().expect("name")),
+        Some(street)
+    );
+}
+
+mod gcs_images_export {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        gcs_images_export(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        gcs_images_export(Backend::Postgres).await;
+    }
+}
+
+// `resolve_uri` (Label Studio's default for task lists and the task detail): bucket URIs of
+// task data that an import storage of the project holds become the task's media link
+// (`/api/tasks/<id>/presign?fileuri=<base64url>`), which answers with a signed link of the
+// storage proxy (the storage does not presign) that serves the object's bytes; URIs no storage
+// holds, other strings and other values stay; `resolve_uri=false` gives the data as stored;
+// another value is a 400. Against moto.
+async fn resolve_uri_in_task_lists(backend: Backend) {
+    use base64::Engine;
+    let Some(moto) = crate::exportchanges::moto().await else {
+        return;
+    };
+    let app = TestApp::with_config(backend, |c| c.allow_private_targets = "true".into()).await;
+    let created = reqwest::Client::new()
+        .put(format!("{}/resolve", moto.url))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success(), "create bucket");
+    let bytes = sized_png(8, 8, 9);
+    moto_put(&moto, "resolve", "shots/a.png", bytes.clone()).await;
+    let project = app
+        .mk_project(&app.owner, json!({"label_config": BOXES_CONFIG}))
+        .await;
+    app.post(
+        "/api/storages/s3",
+        &app.owner,
+        json!({"project": project, "bucket": "resolve", "prefix": "shots", "s3_endpoint": moto.url,
+               "region_name": "us-east-1", "aws_access_key_id": "test",
+               "aws_secret_access_key": "test", "use_blob_urls": true, "presign": false}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let data = json!({"image": "s3://resolve/shots/a.png", "outside": "s3://resolve/other/b.png",
+        "unconnected": "s3://elsewhere/shots/a.png", "text": "s3 is a word", "n": 3,
+        "nested": {"image": "s3://resolve/shots/a.png"}});
+    let task = app
+        .post(
+            "/api/tasks",
+            &app.owner,
+            json!({"project": project, "data": data}),
+        )
+        .await
+        .expect(StatusCode::CREATED)["id"]
+        .as_i64()
+        .expect("task id");
+    let encoded = base64::engine::general_purpose::URL_SAFE.encode("s3://resolve/shots/a.png");
+    let link = format!("/api/tasks/{task}/presign?fileuri={encoded}");
+    let mut resolved = data.clone();
+    resolved["image"] = json!(link);
+
+    for path in [
+        format!("/api/tasks?project={project}"),
+        format!("/api/tasks?project={project}&resolve_uri=true"),
+        format!("/api/tasks?project={project}&fields=task_only"),
+    ] {
+        let page = app.get(&path, &app.owner).await.expect(StatusCode::OK);
+        assert_eq!(page["tasks"][0]["data"], resolved, "{path}");
+    }
+    let page = app
+        .get(
+            &format!("/api/tasks?project={project}&resolve_uri=false"),
+            &app.owner,
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(page["tasks"][0]["data"], data);
+    let ids = app
+        .get(
+            &format!("/api/tasks?project={project}&include=id"),
+            &app.owner,
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ids["tasks"][0], json!({"id": task}));
+    for path in [
+        format!("/api/tasks?project={project}&resolve_uri=maybe"),
+        format!("/api/tasks/{task}?resolve_uri=maybe"),
+    ] {
+        let err = app
+            .get(&path, &app.owner)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+        assert!(
+            err["validation_errors"].get("resolve_uri").is_some(),
+            "{err}"
+        );
+    }
+    let detail = app
+        .get(&format!("/api/tasks/{task}"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(detail["data"], resolved);
+    let raw = app
+        .get(&format!("/api/tasks/{task}?resolve_uri=0"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(raw["data"], data);
+
+    // The link leads to the object's bytes through the storage proxy.
+    let answer = app.get(&link, &app.owner).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+    let proxied = answer
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("location")
+        .to_string();
+    assert!(proxied.starts_with("/storage-proxy/"), "{proxied}");
+    let served = app.get(&proxied, &app.owner).await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.text);
+    assert_eq!(served.bytes, bytes);
+}
+
+mod resolve_uri_in_task_lists {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        resolve_uri_in_task_lists(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        resolve_uri_in_task_lists(Backend::Postgres).await;
+    }
+}

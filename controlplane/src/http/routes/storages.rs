@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     authz::Actor,
-    cloud::Provider,
+    cloud::{CloudType, Provider},
     error::{ApiError, ApiResult, ErrorCode},
     http::{
         AppState,
@@ -161,15 +161,15 @@ async fn local_sync(
 
 /// A storage type of the API's paths: local files (`None`) or a bucket provider; anything
 /// else is refused as the field `type`.
-fn storage_kind(kind: &str) -> ApiResult<Option<Provider>> {
+fn storage_kind(kind: &str) -> ApiResult<Option<CloudType>> {
     if kind == localfiles::KIND {
         return Ok(None);
     }
-    Provider::from_kind(kind).map(Some).ok_or_else(|| {
+    CloudType::from_name(kind).map(Some).ok_or_else(|| {
         ApiError::field(
             ErrorCode::ValidationError,
             "type",
-            format!("{kind:?} is not a storage type (localfiles, s3, gcs, azure)"),
+            format!("{kind:?} is not a storage type (localfiles, s3, s3s, gcs, azure, azure_spi)"),
         )
     })
 }
@@ -410,21 +410,23 @@ fn required_project(params: &StorageListParams) -> ApiResult<i64> {
 async fn cloud_list<V: CloudView>(
     state: &AppState,
     actor: &Actor,
+    ty: CloudType,
     direction: Direction,
     params: &StorageListParams,
 ) -> ApiResult<Json<Vec<V>>> {
     let project = required_project(params)?;
-    let rows = cloudstorages::list(&state.db, actor, Some(V::PROVIDER), direction, project).await?;
+    let rows = cloudstorages::list(&state.db, actor, Some(ty), direction, project).await?;
     Ok(Json(rows.iter().map(V::of).collect()))
 }
 
 async fn cloud_create<V: CloudView>(
     state: &AppState,
     actor: &Actor,
+    ty: CloudType,
     direction: Direction,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<(StatusCode, Json<V>)> {
-    let row = cloud_create_row(state, actor, V::PROVIDER, direction, body).await?;
+    let row = cloud_create_row(state, actor, ty, direction, body).await?;
     Ok((StatusCode::CREATED, Json(V::of(&row))))
 }
 
@@ -432,7 +434,7 @@ async fn cloud_create<V: CloudView>(
 async fn cloud_create_row(
     state: &AppState,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<cloudstorages::CloudStorageRow> {
@@ -442,7 +444,7 @@ async fn cloud_create_row(
         &state.sealer,
         &policy(state, actor.org_id).await?,
         &state.config,
-        provider,
+        ty,
         direction,
         body,
     )
@@ -452,11 +454,11 @@ async fn cloud_create_row(
 async fn cloud_validate(
     state: &AppState,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<Json<Value>> {
-    cloud_check(state, actor, provider, direction, body).await?;
+    cloud_check(state, actor, ty, direction, body).await?;
     Ok(Json(json!({})))
 }
 
@@ -464,7 +466,7 @@ async fn cloud_validate(
 async fn cloud_check(
     state: &AppState,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<()> {
@@ -474,7 +476,7 @@ async fn cloud_check(
         &state.sealer,
         &policy(state, actor.org_id).await?,
         &state.config,
-        provider,
+        ty,
         direction,
         body,
     )
@@ -484,21 +486,23 @@ async fn cloud_check(
 async fn cloud_get<V: CloudView>(
     state: &AppState,
     actor: &Actor,
+    ty: CloudType,
     direction: Direction,
     id: i64,
 ) -> ApiResult<Json<V>> {
-    let row = cloudstorages::get(&state.db, actor, V::PROVIDER, direction, id).await?;
+    let row = cloudstorages::get(&state.db, actor, ty, direction, id).await?;
     Ok(Json(V::of(&row)))
 }
 
 async fn cloud_update<V: CloudView>(
     state: &AppState,
     actor: &Actor,
+    ty: CloudType,
     direction: Direction,
     id: i64,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<Json<V>> {
-    let row = cloud_update_row(state, actor, V::PROVIDER, direction, id, body).await?;
+    let row = cloud_update_row(state, actor, ty, direction, id, body).await?;
     Ok(Json(V::of(&row)))
 }
 
@@ -506,7 +510,7 @@ async fn cloud_update<V: CloudView>(
 async fn cloud_update_row(
     state: &AppState,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     id: i64,
     body: &serde_json::Map<String, Value>,
@@ -517,7 +521,7 @@ async fn cloud_update_row(
         &state.sealer,
         &policy(state, actor.org_id).await?,
         &state.config,
-        provider,
+        ty,
         direction,
         id,
         body,
@@ -528,10 +532,11 @@ async fn cloud_update_row(
 async fn cloud_sync<V: CloudView>(
     state: &AppState,
     actor: &Actor,
+    ty: CloudType,
     direction: Direction,
     id: i64,
 ) -> ApiResult<Json<V>> {
-    let row = queue_cloud_sync(state, actor, V::PROVIDER, direction, id).await?;
+    let row = queue_cloud_sync(state, actor, ty, direction, id).await?;
     Ok(Json(V::of(&row)))
 }
 
@@ -539,15 +544,15 @@ async fn cloud_sync<V: CloudView>(
 async fn queue_cloud_sync(
     state: &AppState,
     actor: &Actor,
-    provider: Provider,
+    ty: CloudType,
     direction: Direction,
     id: i64,
 ) -> ApiResult<cloudstorages::CloudStorageRow> {
     let job_id = uuid::Uuid::new_v4().to_string();
-    let row = cloudstorages::queue_sync(&state.db, actor, provider, direction, id, &job_id).await?;
+    let row = cloudstorages::queue_sync(&state.db, actor, ty, direction, id, &job_id).await?;
     crate::cloud::enqueue_sync(
         &state.jobs,
-        provider,
+        ty.provider(),
         row.organization_id,
         id,
         actor.user_id,
@@ -561,7 +566,7 @@ async fn queue_cloud_sync(
 /// delete, sync. Paths are string tokens so that utoipa reads them as literals.
 macro_rules! cloud_storage_handlers {
     (
-        $view:ident, $direction:expr,
+        $view:ident, $ty:expr, $direction:expr,
         $base:tt, $validate_path:tt, $id_path:tt, $sync_path:tt,
         $list:ident, $create:ident, $validate:ident, $get:ident, $update:ident, $delete:ident,
         $sync:ident
@@ -574,7 +579,7 @@ macro_rules! cloud_storage_handlers {
             actor: Actor,
             Query(params): Query<StorageListParams>,
         ) -> ApiResult<Json<Vec<$view>>> {
-            cloud_list::<$view>(&state, &actor, $direction, &params).await
+            cloud_list::<$view>(&state, &actor, $ty, $direction, &params).await
         }
 
         /// Connects a bucket (the provider's fields and `project`, `prefix`, `regex_filter`,
@@ -587,7 +592,7 @@ macro_rules! cloud_storage_handlers {
             actor: Actor,
             JsonObject(body): JsonObject,
         ) -> ApiResult<(StatusCode, Json<$view>)> {
-            cloud_create::<$view>(&state, &actor, $direction, &body).await
+            cloud_create::<$view>(&state, &actor, $ty, $direction, &body).await
         }
 
         /// Checks a storage body (a new storage, or with `id` a change) and that the bucket
@@ -598,7 +603,7 @@ macro_rules! cloud_storage_handlers {
             actor: Actor,
             JsonObject(body): JsonObject,
         ) -> ApiResult<Json<Value>> {
-            cloud_validate(&state, &actor, <$view>::PROVIDER, $direction, &body).await
+            cloud_validate(&state, &actor, $ty, $direction, &body).await
         }
 
         /// One storage.
@@ -608,7 +613,7 @@ macro_rules! cloud_storage_handlers {
             actor: Actor,
             Path(id): Path<i64>,
         ) -> ApiResult<Json<$view>> {
-            cloud_get::<$view>(&state, &actor, $direction, id).await
+            cloud_get::<$view>(&state, &actor, $ty, $direction, id).await
         }
 
         /// Changes a storage; credentials left out stay as they are, `""` clears one.
@@ -619,7 +624,7 @@ macro_rules! cloud_storage_handlers {
             Path(id): Path<i64>,
             JsonObject(body): JsonObject,
         ) -> ApiResult<Json<$view>> {
-            cloud_update::<$view>(&state, &actor, $direction, id, &body).await
+            cloud_update::<$view>(&state, &actor, $ty, $direction, id, &body).await
         }
 
         /// Disconnects a storage (tasks and objects already written stay; imported media stop
@@ -630,7 +635,7 @@ macro_rules! cloud_storage_handlers {
             actor: Actor,
             Path(id): Path<i64>,
         ) -> ApiResult<Response> {
-            cloudstorages::delete(&state.db, &actor, <$view>::PROVIDER, $direction, id).await?;
+            cloudstorages::delete(&state.db, &actor, $ty, $direction, id).await?;
             Ok(no_content())
         }
 
@@ -644,13 +649,14 @@ macro_rules! cloud_storage_handlers {
             actor: Actor,
             Path(id): Path<i64>,
         ) -> ApiResult<Json<$view>> {
-            cloud_sync::<$view>(&state, &actor, $direction, id).await
+            cloud_sync::<$view>(&state, &actor, $ty, $direction, id).await
         }
     };
 }
 
 cloud_storage_handlers!(
     S3StorageView,
+    CloudType::S3,
     Direction::Import,
     "/api/storages/s3",
     "/api/storages/s3/validate",
@@ -666,6 +672,7 @@ cloud_storage_handlers!(
 );
 cloud_storage_handlers!(
     S3StorageView,
+    CloudType::S3,
     Direction::Export,
     "/api/storages/export/s3",
     "/api/storages/export/s3/validate",
@@ -681,6 +688,7 @@ cloud_storage_handlers!(
 );
 cloud_storage_handlers!(
     GcsStorageView,
+    CloudType::Gcs,
     Direction::Import,
     "/api/storages/gcs",
     "/api/storages/gcs/validate",
@@ -696,6 +704,7 @@ cloud_storage_handlers!(
 );
 cloud_storage_handlers!(
     GcsStorageView,
+    CloudType::Gcs,
     Direction::Export,
     "/api/storages/export/gcs",
     "/api/storages/export/gcs/validate",
@@ -711,6 +720,7 @@ cloud_storage_handlers!(
 );
 cloud_storage_handlers!(
     AzureStorageView,
+    CloudType::Azure,
     Direction::Import,
     "/api/storages/azure",
     "/api/storages/azure/validate",
@@ -726,6 +736,7 @@ cloud_storage_handlers!(
 );
 cloud_storage_handlers!(
     AzureStorageView,
+    CloudType::Azure,
     Direction::Export,
     "/api/storages/export/azure",
     "/api/storages/export/azure/validate",
@@ -738,6 +749,71 @@ cloud_storage_handlers!(
     update_azure_export,
     delete_azure_export,
     sync_azure_export
+);
+
+cloud_storage_handlers!(
+    S3StorageView,
+    CloudType::S3s,
+    Direction::Import,
+    "/api/storages/s3s",
+    "/api/storages/s3s/validate",
+    "/api/storages/s3s/{id}",
+    "/api/storages/s3s/{id}/sync",
+    list_s3s,
+    create_s3s,
+    validate_s3s,
+    get_s3s,
+    update_s3s,
+    delete_s3s,
+    sync_s3s
+);
+cloud_storage_handlers!(
+    S3StorageView,
+    CloudType::S3s,
+    Direction::Export,
+    "/api/storages/export/s3s",
+    "/api/storages/export/s3s/validate",
+    "/api/storages/export/s3s/{id}",
+    "/api/storages/export/s3s/{id}/sync",
+    list_s3s_export,
+    create_s3s_export,
+    validate_s3s_export,
+    get_s3s_export,
+    update_s3s_export,
+    delete_s3s_export,
+    sync_s3s_export
+);
+cloud_storage_handlers!(
+    AzureStorageView,
+    CloudType::AzureSpi,
+    Direction::Import,
+    "/api/storages/azure_spi",
+    "/api/storages/azure_spi/validate",
+    "/api/storages/azure_spi/{id}",
+    "/api/storages/azure_spi/{id}/sync",
+    list_azure_spi,
+    create_azure_spi,
+    validate_azure_spi,
+    get_azure_spi,
+    update_azure_spi,
+    delete_azure_spi,
+    sync_azure_spi
+);
+cloud_storage_handlers!(
+    AzureStorageView,
+    CloudType::AzureSpi,
+    Direction::Export,
+    "/api/storages/export/azure_spi",
+    "/api/storages/export/azure_spi/validate",
+    "/api/storages/export/azure_spi/{id}",
+    "/api/storages/export/azure_spi/{id}/sync",
+    list_azure_spi_export,
+    create_azure_spi_export,
+    validate_azure_spi_export,
+    get_azure_spi_export,
+    update_azure_spi_export,
+    delete_azure_spi_export,
+    sync_azure_spi_export
 );
 
 /// A storage type (`/api/storages/types`).
@@ -754,20 +830,22 @@ fn storage_types() -> Json<Vec<StorageTypeView>> {
         name: localfiles::KIND,
         title: "Local files",
     }];
-    types.extend(Provider::ALL.into_iter().map(|p| StorageTypeView {
-        name: p.kind(),
-        title: p.title(),
+    types.extend(CloudType::ALL.into_iter().map(|t| StorageTypeView {
+        name: t.name(),
+        title: t.title(),
     }));
     Json(types)
 }
 
-/// The import storage types this server offers (`localfiles`, `s3`, `gcs`, `azure`).
+/// The import storage types this server offers (`localfiles`, `s3`, `s3s`, `gcs`, `azure`,
+/// `azure_spi`).
 #[utoipa::path(get, path = "/api/storages/types", tag = "storages", responses((status = 200, body = Vec<StorageTypeView>)))]
 pub async fn import_types(_actor: Actor) -> Json<Vec<StorageTypeView>> {
     storage_types()
 }
 
-/// The export storage types this server offers (`localfiles`, `s3`, `gcs`, `azure`).
+/// The export storage types this server offers (`localfiles`, `s3`, `s3s`, `gcs`, `azure`,
+/// `azure_spi`).
 #[utoipa::path(get, path = "/api/storages/export/types", tag = "storages", responses((status = 200, body = Vec<StorageTypeView>)))]
 pub async fn export_types(_actor: Actor) -> Json<Vec<StorageTypeView>> {
     storage_types()
@@ -786,7 +864,8 @@ async fn all_storages(
 }
 
 /// Every storage of `direction` of `project`, each as its type's view (local files first, then
-/// S3, GCS, Azure; oldest first within a type): what `GET /api/storages` lists.
+/// S3, S3 by IAM role (`s3s`), GCS, Azure, Azure by service principal (`azure_spi`); oldest
+/// first within a type): what `GET /api/storages` lists.
 pub async fn project_storages(
     state: &AppState,
     actor: &Actor,
@@ -799,19 +878,19 @@ pub async fn project_storages(
         .iter()
         .map(|v| serde_json::to_value(v).unwrap_or_default())
         .collect();
-    for provider in Provider::ALL {
+    for ty in CloudType::ALL {
         all.extend(
             cloud
                 .iter()
-                .filter(|r| r.provider() == provider)
+                .filter(|r| r.cloud_type() == ty)
                 .map(|r| r.view_value()),
         );
     }
     Ok(all)
 }
 
-/// Every import storage of a project, of every type (local files first, then S3, GCS, Azure;
-/// oldest first within a type), each with its `type`.
+/// Every import storage of a project, of every type (local files first, then `s3`, `s3s`, `gcs`,
+/// `azure`, `azure_spi`; oldest first within a type), each with its `type`.
 #[utoipa::path(get, path = "/api/storages", tag = "storages", params(StorageListParams), responses((status = 200, description = "the storages, each as its type's view", body = Vec<Object>)))]
 pub async fn list_all(
     State(state): State<AppState>,
@@ -1092,6 +1171,30 @@ pub fn router() -> OpenApiRouter<AppState> {
             delete_azure_export
         ))
         .routes(routes!(sync_azure_export))
+        .routes(routes!(list_s3s, create_s3s))
+        .routes(routes!(validate_s3s))
+        .routes(routes!(get_s3s, update_s3s, delete_s3s))
+        .routes(routes!(sync_s3s))
+        .routes(routes!(list_s3s_export, create_s3s_export))
+        .routes(routes!(validate_s3s_export))
+        .routes(routes!(
+            get_s3s_export,
+            update_s3s_export,
+            delete_s3s_export
+        ))
+        .routes(routes!(sync_s3s_export))
+        .routes(routes!(list_azure_spi, create_azure_spi))
+        .routes(routes!(validate_azure_spi))
+        .routes(routes!(get_azure_spi, update_azure_spi, delete_azure_spi))
+        .routes(routes!(sync_azure_spi))
+        .routes(routes!(list_azure_spi_export, create_azure_spi_export))
+        .routes(routes!(validate_azure_spi_export))
+        .routes(routes!(
+            get_azure_spi_export,
+            update_azure_spi_export,
+            delete_azure_spi_export
+        ))
+        .routes(routes!(sync_azure_spi_export))
         .routes(routes!(import_types))
         .routes(routes!(export_types))
         .routes(routes!(list_all))

@@ -18,6 +18,7 @@ use crate::{
     storage::{
         annotations,
         assignments::{self, Kind},
+        cloudstorages::UriResolver,
         predictions, quality,
         tasks::{self, Fields, TaskView, Window},
         views::{self, ViewRow},
@@ -44,7 +45,9 @@ pub struct TaskListParams {
     pub query: Option<String>,
     /// Only tasks with annotations.
     pub only_annotated: Option<String>,
-    /// Accepted and ignored (URLs are returned as stored).
+    /// `true` (default): bucket URIs of task data that a storage of the project holds
+    /// (`s3://`, `gs://`, `azure-blob://`) become the task's media link
+    /// (`/api/tasks/<id>/presign?fileuri=…`); `false`: data as stored.
     pub resolve_uri: Option<String>,
     /// Accepted and ignored.
     pub review: Option<String>,
@@ -173,10 +176,20 @@ pub async fn list_tasks(
     )
     .await?;
     page.check(result.total)?;
+    let resolver = match opt_bool("resolve_uri", &params.resolve_uri)?.unwrap_or(true) {
+        true if !ids_only => Some(UriResolver::for_project(&state.db, project).await?),
+        _ => None,
+    };
     let tasks = result
         .tasks
         .iter()
-        .map(|t| render(t, &include))
+        .map(|t| {
+            let mut value = render(t, &include)?;
+            if let (Some(r), Some(data)) = (&resolver, value.get_mut("data")) {
+                r.resolve(t.id, data);
+            }
+            Ok(value)
+        })
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(TaskListView {
         tasks,
@@ -238,15 +251,32 @@ pub async fn create_task(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// Query of a task's detail.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct TaskGetParams {
+    /// `true` (default): bucket URIs of the data that a storage of the project holds become the
+    /// task's media link (`/api/tasks/<id>/presign?fileuri=…`); `false`: data as stored.
+    pub resolve_uri: Option<String>,
+}
+
 /// One task with its annotations and predictions.
-#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = i64, Path)), responses((status = 200, body = TaskView), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = i64, Path), TaskGetParams), responses((status = 200, body = TaskView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_task(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
+    Query(params): Query<TaskGetParams>,
 ) -> ApiResult<Json<TaskView>> {
+    let resolve = opt_bool("resolve_uri", &params.resolve_uri)?.unwrap_or(true);
     let view = tasks::get(&state.db, &actor, id).await?;
-    Ok(Json(with_lazy_predictions(&state, &actor, view).await?))
+    let mut view = with_lazy_predictions(&state, &actor, view).await?;
+    if resolve {
+        let resolver = UriResolver::for_project(&state.db, view.project).await?;
+        let mut data: Value = serde_json::from_str(view.data.get()).map_err(ApiError::internal)?;
+        resolver.resolve(view.id, &mut data);
+        view.data = serde_json::value::to_raw_value(&data).map_err(ApiError::internal)?;
+    }
+    Ok(Json(view))
 }
 
 /// A task about to be shown, with lazy predictions when its project asks for them

@@ -68,8 +68,10 @@ const fn f(name: &'static str, label: &'static str, input: Input, help: &'static
 const KINDS: &[(&str, &str)] = &[
     ("localfiles", "Local files"),
     ("s3", "AWS S3"),
+    ("s3s", "AWS S3 (IAM role)"),
     ("gcs", "Google Cloud Storage"),
     ("azure", "Microsoft Azure"),
+    ("azure_spi", "Microsoft Azure (service principal)"),
 ];
 
 /// The fields of storage type `kind` in `direction`, in the order the form shows them (each
@@ -88,37 +90,47 @@ fn fields_of(kind: &str, direction: Direction) -> Option<Vec<Field>> {
             Text,
             "An absolute path under the server's local-files root, or one relative to it.",
         )),
-        "s3" => fields.extend([
-            f("bucket", "Bucket", Text, ""),
-            f(
-                "prefix",
-                "Prefix",
-                Text,
-                "A folder of the bucket; empty: the whole bucket.",
-            ),
-            f("region_name", "Region", Text, "For example us-east-1."),
-            f(
-                "s3_endpoint",
-                "S3 endpoint",
-                Text,
-                "An S3-compatible service's URL; empty: AWS.",
-            ),
-            f("aws_access_key_id", "Access key ID", Secret, ""),
-            f("aws_secret_access_key", "Secret access key", Secret, ""),
-            f("aws_session_token", "Session token", Secret, ""),
-            f(
-                "role_arn",
-                "Role ARN",
-                Text,
-                "An IAM role to assume for temporary credentials.",
-            ),
-            f(
-                "external_id",
-                "External ID",
-                Text,
-                "Sent when assuming the role.",
-            ),
-        ]),
+        "s3" | "s3s" => {
+            fields.extend([
+                f("bucket", "Bucket", Text, ""),
+                f(
+                    "prefix",
+                    "Prefix",
+                    Text,
+                    "A folder of the bucket; empty: the whole bucket.",
+                ),
+                f("region_name", "Region", Text, "For example us-east-1."),
+                f(
+                    "s3_endpoint",
+                    "S3 endpoint",
+                    Text,
+                    "An S3-compatible service's URL; empty: AWS.",
+                ),
+            ]);
+            // An `s3s` storage keeps no keys: the server's identity assumes its role (ADR
+            // 0054 addendum).
+            if kind == "s3" {
+                fields.extend([
+                    f("aws_access_key_id", "Access key ID", Secret, ""),
+                    f("aws_secret_access_key", "Secret access key", Secret, ""),
+                    f("aws_session_token", "Session token", Secret, ""),
+                ]);
+            }
+            fields.extend([
+                f(
+                    "role_arn",
+                    "Role ARN",
+                    Text,
+                    "An IAM role to assume for temporary credentials.",
+                ),
+                f(
+                    "external_id",
+                    "External ID",
+                    Text,
+                    "Sent when assuming the role.",
+                ),
+            ]);
+        }
         "gcs" => fields.extend([
             f("bucket", "Bucket", Text, ""),
             f(
@@ -141,31 +153,38 @@ fn fields_of(kind: &str, direction: Direction) -> Option<Vec<Field>> {
                 "The contents of the key file; empty with no key stored: anonymous access.",
             ),
         ]),
-        "azure" => fields.extend([
-            f("container", "Container", Text, ""),
-            f(
-                "prefix",
-                "Prefix",
-                Text,
-                "A folder of the container; empty: all of it.",
-            ),
-            f("account_name", "Storage account", Text, ""),
-            f(
-                "azure_endpoint",
-                "Account URL",
-                Text,
-                "Empty: https://<account>.blob.core.windows.net.",
-            ),
-            f("account_key", "Account key", Secret, ""),
-            f("tenant_id", "Service principal: tenant ID", Text, ""),
-            f("client_id", "Service principal: client ID", Text, ""),
-            f(
-                "client_secret",
-                "Service principal: client secret",
-                Secret,
-                "",
-            ),
-        ]),
+        "azure" | "azure_spi" => {
+            fields.extend([
+                f("container", "Container", Text, ""),
+                f(
+                    "prefix",
+                    "Prefix",
+                    Text,
+                    "A folder of the container; empty: all of it.",
+                ),
+                f("account_name", "Storage account", Text, ""),
+                f(
+                    "azure_endpoint",
+                    "Account URL",
+                    Text,
+                    "Empty: https://<account>.blob.core.windows.net.",
+                ),
+            ]);
+            // An `azure_spi` storage signs in only as its service principal.
+            if kind == "azure" {
+                fields.push(f("account_key", "Account key", Secret, ""));
+            }
+            fields.extend([
+                f("tenant_id", "Service principal: tenant ID", Text, ""),
+                f("client_id", "Service principal: client ID", Text, ""),
+                f(
+                    "client_secret",
+                    "Service principal: client secret",
+                    Secret,
+                    "",
+                ),
+            ]);
+        }
         _ => return None,
     }
     fields.push(f(
