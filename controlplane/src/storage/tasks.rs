@@ -1469,18 +1469,40 @@ pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiR
             .map_err(bad)?;
         // Tasks without a value (not completed, no prediction, ...) come first in ascending
         // order and last in descending order on both engines (PostgreSQL's own default is the
-        // reverse of SQLite's).
-        q.order = format!(
-            "{column}{}, t.id",
-            if desc {
-                " desc nulls last"
-            } else {
-                " asc nulls first"
-            }
-        );
+        // reverse of SQLite's). A column that is never null takes no `nulls` clause: with one,
+        // PostgreSQL does not walk an index whose order is the column's (its backward scan
+        // gives `desc nulls first`), and sorts every matching task for one page (ADR 0059,
+        // addendum of session 23).
+        let direction = match (desc, NOT_NULL_COLUMNS.contains(&name)) {
+            (true, true) => " desc",
+            (false, true) => "",
+            (true, false) => " desc nulls last",
+            (false, false) => " asc nulls first",
+        };
+        q.order = if name == "id" {
+            format!("t.id{direction}")
+        } else {
+            format!("{column}{direction}, t.id")
+        };
     }
     Ok(q)
 }
+
+/// Task columns that are never null (`not null` in both engines' schemas), ordered without a
+/// `nulls first`/`nulls last` clause so an index in the column's order can serve the page.
+const NOT_NULL_COLUMNS: &[&str] = &[
+    "id",
+    "inner_id",
+    "total_annotations",
+    "cancelled_annotations",
+    "total_predictions",
+    "created_at",
+    "updated_at",
+    "is_labeled",
+    "overlap",
+    "comment_count",
+    "unresolved_comment_count",
+];
 
 /// The columns ordering takes, for its error message.
 const ORDER_NAMES: &[&str] = &[
@@ -2647,4 +2669,38 @@ pub async fn next(
     view.allow_postpone = Some(queue != POSTPONED_QUEUE);
     view.queue = Some(queue);
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(dialect: Dialect, ordering: &str) -> String {
+        task_query(dialect, &serde_json::json!({"ordering": [ordering]}), false)
+            .expect("query")
+            .order
+    }
+
+    /// A never-null column orders without a `nulls` clause (an index in its order serves the
+    /// page on PostgreSQL); a nullable one keeps "no value first ascending, last descending".
+    #[test]
+    fn nulls_clause_only_for_nullable_orders() {
+        for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+            assert_eq!(order(dialect, "-tasks:id"), "t.id desc");
+            assert_eq!(order(dialect, "tasks:id"), "t.id");
+            assert_eq!(
+                order(dialect, "-tasks:total_annotations"),
+                "t.total_annotations desc, t.id"
+            );
+            assert_eq!(order(dialect, "tasks:inner_id"), "t.inner_id, t.id");
+            assert_eq!(
+                order(dialect, "-tasks:agreement"),
+                "t.agreement desc nulls last, t.id"
+            );
+            assert_eq!(
+                order(dialect, "tasks:last_comment_updated_at"),
+                "t.last_comment_updated_at asc nulls first, t.id"
+            );
+        }
+    }
 }
