@@ -1,11 +1,17 @@
 // Accessibility basics of a rendered page, checked in the browser (no third-party checker):
 // every form control has an accessible name, images and SVG charts have a text alternative,
 // the page has headings, no id is used twice, and visible text meets the WCAG AA contrast
-// minimum (4.5:1, or 3:1 for large text) computed from the colours the browser rendered.
+// minimum (4.5:1, or 3:1 for large text) computed from the colours the browser rendered, and
+// non-text contrast (WCAG 2.2 1.4.11): the focus outline of every focusable control and the
+// edge of every filled or bordered control reach 3:1 against the colours next to them.
 // `skip` is a CSS selector of subtrees left out (the third-party labeling editor).
 
-/** The problems found on `page` (an empty list when there are none). */
+/** The problems found on `page` (an empty list when there are none). Moves the focus. */
 export async function accessibilityProblems(page, { skip = '#editor' } = {}) {
+  // Tab first: focus then moves by keyboard, and the browser draws the focus of controls that
+  // a script focuses next as it draws keyboard focus (`:focus-visible`), which is what the
+  // focus check measures.
+  await page.keyboard.press('Tab');
   return page.evaluate(inPage, { skip });
 }
 
@@ -131,6 +137,68 @@ function inPage({ skip }) {
       problems.push(`contrast ${got.toFixed(2)}:1 < ${needed}:1 (${style.color} on rgb(${Math.round(bg.r)}, ${Math.round(bg.g)}, ${Math.round(bg.b)})): ${describe(el)}`);
     }
   }
+  // Non-text contrast. The colour just outside `el`: its parent's background.
+  const around = (el) => (el.parentElement ? background(el.parentElement) : { r: 255, g: 255, b: 255, a: 1 });
+  const rgb = (c) => `rgb(${Math.round(c.r)}, ${Math.round(c.g)}, ${Math.round(c.b)})`;
+  const same = (a, b) => Math.round(a.r) === Math.round(b.r) && Math.round(a.g) === Math.round(b.g) && Math.round(a.b) === Math.round(b.b);
+  // The control's own fill over what is around it, and its border (drawn over the fill), if any.
+  const fillOf = (el, outside) => {
+    const c = parse(getComputedStyle(el).backgroundColor);
+    return c && c.a > 0 ? over(c, outside) : outside;
+  };
+  const borderOf = (el, fill) => {
+    const s = getComputedStyle(el);
+    const c = parse(s.borderTopColor);
+    return s.borderTopStyle !== 'none' && parseFloat(s.borderTopWidth) >= 1 && c && c.a > 0 ? over(c, fill) : null;
+  };
+
+  // The boundary of filled or bordered controls: its border, or else its fill, against what is
+  // around it. Controls that draw neither (text only) and native check boxes are left out.
+  const boxed = 'button, select, textarea, input:not([type=hidden]):not([type=checkbox]):not([type=radio]):not([type=file]):not([type=range]):not([type=color]):not([type=image])';
+  for (const el of document.querySelectorAll(boxed)) {
+    if (skipped(el) || el.disabled || !visible(el)) continue;
+    const outside = around(el);
+    if (!outside) continue;
+    const fill = fillOf(el, outside);
+    const border = borderOf(el, fill);
+    if (!border && same(fill, outside)) continue; // nothing drawn
+    const edge = Math.max(border ? ratio(border, outside) : 0, ratio(fill, outside));
+    if (edge < 3) {
+      problems.push(`boundary ${edge.toFixed(2)}:1 < 3:1 (${border ? `border ${rgb(border)}, ` : ''}fill ${rgb(fill)} on ${rgb(outside)}): ${describe(el)}`);
+    }
+  }
+
+  // The focus outline of every focusable control, focused in turn: it is drawn (2px or wider)
+  // and reaches 3:1 against the colours next to it: what is around the control and, when the
+  // outline touches or overlaps the control (offset ≤ 0), the control's edge.
+  const before = document.activeElement;
+  const focusable = 'a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]:not([tabindex="-1"])';
+  for (const el of document.querySelectorAll(focusable)) {
+    if (skipped(el) || el.disabled || !visible(el)) continue;
+    el.focus({ preventScroll: true });
+    if (document.activeElement !== el) continue;
+    const s = getComputedStyle(el);
+    if (s.outlineStyle === 'none' || parseFloat(s.outlineWidth) < 2) {
+      problems.push(`focus without an outline of 2px or more: ${describe(el)}`);
+      continue;
+    }
+    const outside = around(el);
+    const colour = parse(s.outlineColor);
+    if (!outside || !colour) continue;
+    const outline = over(colour, outside);
+    const next = [['around', outside]];
+    if (parseFloat(s.outlineOffset) <= 0) {
+      const fill = fillOf(el, outside);
+      next.push(['control', borderOf(el, fill) ?? fill]);
+    }
+    for (const [where, c] of next) {
+      const got = ratio(outline, c);
+      if (got < 3) problems.push(`focus outline ${got.toFixed(2)}:1 < 3:1 (${rgb(outline)} on ${where} ${rgb(c)}): ${describe(el)}`);
+    }
+  }
+  if (before && before !== document.body) before.focus({ preventScroll: true });
+  else document.activeElement?.blur();
+
   return problems;
 }
 

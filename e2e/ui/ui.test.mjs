@@ -978,12 +978,133 @@ test('a personal access token made on the account page works against the API, an
   assert.deepEqual(page.errors, []);
 });
 
+test('analytics: a manager sees per-person numbers and the chart change, picks dates and a time zone; an annotator sees only their own', async () => {
+  const people = ['an-manager', 'an-first', 'an-second'];
+  for (const [who, role] of [[people[0], 'manager'], [people[1], 'annotator'], [people[2], 'annotator']]) {
+    await api('POST', '/api/users', { email: `${who}@example.com`, password: `${who} password`, role });
+  }
+  const users = await api('GET', '/api/users');
+  const [manager, first, second] = people.map((who) => users.find((u) => u.email === `${who}@example.com`));
+  const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
+  // The manager makes the project (managers see everyone's work in the projects they made).
+  const page = await newPage();
+  await signIn(page, `${people[0]}@example.com`, `${people[0]} password`);
+  await page.waitForURL(/\/projects$/);
+  const project = await page.evaluate(async (label_config) => (await window.verity.api('/api/projects', {
+    method: 'POST', body: JSON.stringify({ title: 'Analytics project', label_config }),
+  })).json(), config);
+  for (const u of [first, second]) await api('POST', `/api/projects/${project.id}/members`, { user: u.id });
+  await api('POST', `/api/projects/${project.id}/import`, [1, 2, 3, 4, 5].map((n) => ({ text: `analytics text ${n}` })));
+  const { tasks } = await api('GET', `/api/tasks?project=${project.id}`);
+
+  await page.goto(`${server.base}/analytics`);
+  await page.getByLabel('Project', { exact: true }).selectOption(String(project.id));
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.waitForURL(new RegExp(`project=${project.id}`));
+  const rows = (table) => page.locator(`#${table} tbody tr`).evaluateAll((trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent.trim())));
+  // The chart's columns with work: "date: n submitted, m skipped".
+  const columns = () => page.locator('#analytics-days g').evaluateAll((gs) => gs
+    .filter((g) => g.querySelector('rect.submitted, rect.skipped'))
+    .map((g) => g.querySelector('title').textContent.trim()));
+  assert.deepEqual(await rows('analytics-annotators'), [['No annotations in this range.']]);
+  assert.deepEqual(await columns(), []);
+
+  // Work through the API, each annotator with their own session; the manager accepts one.
+  const as = async (who, requests) => {
+    const p = await newPage();
+    await signIn(p, `${who}@example.com`, `${who} password`);
+    await p.waitForURL(/\/projects$/);
+    const answers = [];
+    for (const [url, b] of requests) {
+      answers.push(await p.evaluate(async ({ url, b }) => {
+        const r = await window.verity.api(url, { method: 'POST', body: JSON.stringify(b) });
+        return { status: r.status, body: await r.json() };
+      }, { url, b }));
+    }
+    return answers;
+  };
+  const choice = (label) => ({ result: [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: [label] } }], lead_time: 30 });
+  const firstWork = await as(people[1], [
+    [`/api/tasks/${tasks[0].id}/annotations`, choice('Positive')],
+    [`/api/tasks/${tasks[1].id}/annotations`, choice('Negative')],
+    [`/api/tasks/${tasks[2].id}/annotations`, { result: [], was_cancelled: true }],
+  ]);
+  const secondWork = await as(people[2], [[`/api/tasks/${tasks[3].id}/annotations`, choice('Positive')]]);
+  for (const a of [...firstWork, ...secondWork]) assert.equal(a.status, 201, JSON.stringify(a.body));
+  const review = await page.evaluate(async (annotation) => (await window.verity.api('/api/annotation-reviews', {
+    method: 'POST', body: JSON.stringify({ annotation, accepted: true }),
+  })).status, firstWork[0].body.id);
+  assert.equal(review, 201);
+
+  await page.reload();
+  const person = (who) => new RegExp(`${who}@example\\.com`);
+  const annotators = await rows('analytics-annotators');
+  assert.equal(annotators.length, 2, JSON.stringify(annotators));
+  const firstRow = annotators.find((r) => person(people[1]).test(r[0]));
+  const secondRow = annotators.find((r) => person(people[2]).test(r[0]));
+  assert.deepEqual(firstRow.slice(1), ['2', '1', '1 min 0 s', '30.0 s'], JSON.stringify(annotators));
+  assert.deepEqual(secondRow.slice(1, 3), ['1', '0']);
+  const reviewers = await rows('analytics-reviewers');
+  assert.equal(reviewers.length, 1);
+  assert.match(reviewers[0][0], person(people[0]));
+  assert.deepEqual(reviewers[0].slice(1), ['1', '1', '0', '0', '100 %']);
+  // The chart has one column with work: today's (in UTC, the default zone).
+  const utcDay = firstWork[0].body.created_at.slice(0, 10);
+  assert.deepEqual(await columns(), [`${utcDay}: 3 submitted, 1 skipped`]);
+  assert.deepEqual(await page.locator('#analytics-days-table tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent.trim()))), [[utcDay, '3', '1']]);
+  await assertAccessible(page, 'analytics with numbers');
+
+  // The time zone decides the day: the work falls on one day in the zone 14 hours east of UTC
+  // and on an earlier one 11 hours west, which are never the same date.
+  const dayIn = (zone) => new Intl.DateTimeFormat('en-CA', { timeZone: zone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(firstWork[0].body.created_at));
+  const east = dayIn('Pacific/Kiritimati');
+  const show = async (start, end, tz) => {
+    await page.getByLabel('From', { exact: true }).fill(start);
+    await page.getByLabel('To', { exact: true }).fill(end);
+    await page.getByLabel('Time zone', { exact: true }).fill(tz);
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.waitForURL((u) => u.searchParams.get('tz') === tz && u.searchParams.get('start') === start && u.searchParams.get('end') === end);
+  };
+  await show(east, east, 'Pacific/Kiritimati');
+  assert.equal(await page.getByLabel('Project', { exact: true }).inputValue(), String(project.id), 'the project stays chosen');
+  assert.deepEqual(await columns(), [`${east}: 3 submitted, 1 skipped`]);
+  assert.match(await page.locator('#analytics-days-title').textContent(), new RegExp(`${east} to ${east} \\(Pacific/Kiritimati\\)`));
+  await show(east, east, 'Pacific/Pago_Pago');
+  assert.deepEqual(await columns(), []);
+  assert.deepEqual(await rows('analytics-annotators'), [['No annotations in this range.']]);
+  // A long range is drawn in weeks; an earlier range has nothing.
+  await show('2020-01-01', '2020-12-31', 'UTC');
+  assert.match(await page.locator('#analytics-days-heading').textContent(), /Annotations per week/);
+  assert.deepEqual(await columns(), []);
+  // Bad input is explained on the page, and the form keeps it.
+  await show(utcDay, utcDay, 'Mars/Olympus_Mons');
+  assert.match(await page.locator('#analytics-error').textContent(), /Mars\/Olympus_Mons/);
+  assert.equal(await page.getByLabel('Time zone', { exact: true }).inputValue(), 'Mars/Olympus_Mons');
+  assert.equal(await page.locator('#analytics-days').count(), 0);
+
+  // An annotator sees their own numbers only.
+  const own = await newPage();
+  await signIn(own, `${people[2]}@example.com`, `${people[2]} password`);
+  await own.waitForURL(/\/projects$/);
+  await own.goto(`${server.base}/analytics?project=${project.id}`);
+  const ownRows = await own.locator('#analytics-annotators tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent.trim())));
+  assert.equal(ownRows.length, 1, JSON.stringify(ownRows));
+  assert.match(ownRows[0][0], person(people[2]));
+  assert.deepEqual(ownRows[0].slice(1, 3), ['1', '0']);
+  assert.match(await own.locator('#analytics-reviewers tbody').textContent(), /No reviews in this range/);
+  assert.deepEqual(await own.locator('#analytics-days g').evaluateAll((gs) => gs
+    .filter((g) => g.querySelector('rect.submitted, rect.skipped'))
+    .map((g) => g.querySelector('title').textContent.trim())), [`${utcDay}: 1 submitted, 0 skipped`]);
+  assert.deepEqual(page.errors, []);
+  assert.deepEqual(own.errors, []);
+});
+
 /** Asserts that the page open in `page` passes the accessibility checks of a11y.mjs. */
 async function assertAccessible(page, what) {
   assert.deepEqual(await accessibilityProblems(page), [], `${what}: ${page.url()}`);
 }
 
-test('accessibility basics on the main pages: names, text alternatives, headings, unique ids, contrast', async () => {
+test('accessibility basics on the main pages: names, text alternatives, headings, unique ids, contrast, focus outline and control edges', async () => {
   const config = '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>';
   const project = await api('POST', '/api/projects', { title: 'Accessible project', label_config: config });
   await api('POST', `/api/projects/${project.id}/import`, [{ text: 'one' }, { text: 'two' }]);
@@ -1018,12 +1139,17 @@ test('accessibility basics on the main pages: names, text alternatives, headings
   // The checker finds what it looks for (so that a pass means something).
   await page.evaluate(() => {
     const main = document.getElementById('main');
-    main.insertAdjacentHTML('beforeend', '<input type="text" id="a11y-probe"><p id="a11y-pale">pale text</p><svg width="10" height="10"></svg><span id="a11y-probe">again</span>');
+    main.insertAdjacentHTML('beforeend', '<input type="text" id="a11y-probe"><p id="a11y-pale">pale text</p><svg width="10" height="10"></svg><span id="a11y-probe">again</span>'
+      + '<button type="button" id="a11y-pale-button">Pale</button><a href="#main" id="a11y-amber">amber focus</a>');
     // Through the CSSOM: the Content-Security-Policy refuses style attributes in markup.
     document.getElementById('a11y-pale').style.color = '#aaaaaa';
+    // A pale fill without an edge (1.2:1 on white), and the old amber focus outline (2:1).
+    Object.assign(document.getElementById('a11y-pale-button').style, { background: '#ffe680', border: '0', color: '#000000' });
+    document.getElementById('a11y-amber').style.outline = '3px solid #f2a900';
   });
   const found = await accessibilityProblems(page);
-  for (const expected of [/no accessible name: input#a11y-probe/, /contrast .*p#a11y-pale "pale text"/, /SVG without a text alternative/, /id "a11y-probe" used 2 times/]) {
+  for (const expected of [/no accessible name: input#a11y-probe/, /contrast .*p#a11y-pale "pale text"/, /SVG without a text alternative/, /id "a11y-probe" used 2 times/,
+    /boundary 1\.\d+:1 < 3:1 .*button#a11y-pale-button/, /focus outline 2\.\d+:1 < 3:1 .*a#a11y-amber/]) {
     assert.ok(found.some((p) => expected.test(p)), `${expected} in ${JSON.stringify(found)}`);
   }
   assert.deepEqual(page.errors.filter((e) => !/regionStore|innerHTML|Warning:/.test(e)), []);
@@ -1117,5 +1243,89 @@ test('organization settings: an admin saves the session policy, a bad network is
   assert.equal(await page.getByLabel(/Service account password/).inputValue(), '');
   assert.equal(await page.locator('#scim-token').count(), 0, 'no SCIM token is shown');
   await assertAccessible(page, 'sso');
+  assert.deepEqual(page.errors, []);
+});
+
+// Last in the file: it fills an organization of its own with more than a thousand people.
+test('data manager: with more than 1,000 members the person filter searches the server instead of listing everyone', async () => {
+  const r = await fetch(`${server.base}/api/admin/organizations/ui-crowd`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${INSTANCE_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ title: 'Crowd', owner_email: 'crowd-owner@example.com' }),
+  });
+  assert.equal(r.status, 201, await r.clone().text());
+  const crowd = await r.json();
+  const asOwner = async (method, path, body) => {
+    const answer = await fetch(`${server.base}${path}`, {
+      method,
+      headers: { authorization: `Token ${crowd.owner_token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await answer.text();
+    if (!answer.ok) throw new Error(`${method} ${path}: ${answer.status} ${text}`);
+    return text ? JSON.parse(text) : null;
+  };
+  const manager = await asOwner('POST', '/api/users', { email: 'crowd-manager@example.com', password: 'crowd manager password', role: 'manager', first_name: 'Quentin', last_name: 'Needleman' });
+  // 1,000 more people, eight requests at a time.
+  const numbers = Array.from({ length: 1000 }, (_, i) => String(i).padStart(4, '0'));
+  for (let i = 0; i < numbers.length; i += 8) {
+    await Promise.all(numbers.slice(i, i + 8).map((n) => asOwner('POST', '/api/users', { email: `crowd-${n}@example.com`, first_name: 'Crowd', last_name: `Person ${n}` })));
+  }
+  const project = await asOwner('POST', '/api/projects', { title: 'Crowded project', label_config: '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>' });
+  await asOwner('POST', `/api/projects/${project.id}/members`, { user: manager.id });
+  await asOwner('POST', `/api/projects/${project.id}/import`, [{ text: 'crowd one' }, { text: 'crowd two' }, { text: 'crowd three' }]);
+  const tasks = (await asOwner('GET', `/api/tasks?project=${project.id}`)).tasks.map((t) => t.id).sort((a, b) => a - b);
+  const result = [{ from_name: 'sentiment', to_name: 'text', type: 'choices', value: { choices: ['Positive'] } }];
+  await asOwner('POST', `/api/tasks/${tasks[0]}/annotations`, { result });
+
+  const page = await newPage();
+  await signIn(page, 'crowd-manager@example.com', 'crowd manager password');
+  await page.waitForURL(/\/projects$/);
+  await page.evaluate(async ([t, result]) => {
+    const answer = await window.verity.api(`/api/tasks/${t}/annotations`, { method: 'POST', body: JSON.stringify({ result }) });
+    if (!answer.ok) throw new Error(`annotating failed: ${answer.status}`);
+  }, [tasks[1], result]);
+  await page.goto(`${server.base}/projects/${project.id}/data`);
+  // No list of everyone: the page has no option per person.
+  assert.equal(await page.locator('option[value]').evaluateAll((os) => os.filter((o) => /crowd-\d+@/.test(o.textContent)).length), 0);
+  assert.ok((await page.content()).length < 200_000, 'the page stays small');
+  await page.getByLabel('Column 1', { exact: true }).selectOption('annotators');
+  await page.getByLabel('Operator 1', { exact: true }).selectOption('contains');
+  const value = page.getByLabel('Value 1', { exact: true });
+  assert.equal(await value.getAttribute('list'), 'dm-people');
+  // Typing asks the server; the suggestions are the matching members (value: the id).
+  const suggestions = () => page.locator('#dm-people option').evaluateAll((os) => os.map((o) => [o.value, o.label]));
+  await value.pressSequentially('Person 0777');
+  await page.waitForFunction(() => document.querySelectorAll('#dm-people option').length === 1);
+  const someone = (await asOwner('GET', '/api/users')).find((u) => u.email === 'crowd-0777@example.com');
+  assert.deepEqual(await suggestions(), [[String(someone.id), 'Crowd Person 0777 (crowd-0777@example.com)']]);
+  await value.fill('');
+  await value.pressSequentially('needle');
+  await page.waitForFunction(() => document.querySelector('#dm-people option')?.label.includes('Needleman'));
+  assert.deepEqual(await suggestions(), [[String(manager.id), 'Quentin Needleman (crowd-manager@example.com)']]);
+  // Choosing a suggestion puts its value, the id, in the field.
+  await value.fill(String(manager.id));
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await page.waitForURL(/\?view=\d+$/);
+  assert.match(await page.locator('#tasks caption').textContent(), /^1 task$/);
+  assert.equal(Number(await page.locator('#tasks tbody tr').first().locator('td').first().textContent()), tasks[1]);
+  // The saved filter shows who the id is.
+  assert.equal(await page.getByLabel('Value 1', { exact: true }).inputValue(), String(manager.id));
+  assert.match(await page.locator('.dm-person').first().textContent(), /Quentin Needleman \(crowd-manager@example\.com\)/);
+  // Without picking a suggestion, an email typed in works too (as it does without script).
+  await page.getByLabel('Value 1', { exact: true }).fill('CROWD-OWNER@example.com');
+  await page.getByRole('button', { name: 'Apply filters to this tab' }).click();
+  await page.locator('#tasks caption').filter({ hasText: /^1 task$/ }).waitFor();
+  assert.equal(Number(await page.locator('#tasks tbody tr').first().locator('td').first().textContent()), tasks[0]);
+  assert.equal(await page.getByLabel('Value 1', { exact: true }).inputValue(), String(crowd.owner_id ?? (await asOwner('GET', '/api/current-user')).id));
+  // An email nobody has is refused with a message, and the tab keeps its filter.
+  const view = new URL(page.url()).searchParams.get('view');
+  const saved = await asOwner('GET', `/api/dm/views/${view}`);
+  await page.getByLabel('Value 1', { exact: true }).fill('nobody@example.com');
+  await page.getByRole('button', { name: 'Apply filters to this tab' }).click();
+  await page.locator('#filter-error').waitFor();
+  assert.match(await page.locator('#filter-error').textContent(), /no member of this organization has the email "nobody@example\.com"/);
+  assert.deepEqual((await asOwner('GET', `/api/dm/views/${view}`)).data, saved.data);
+  await assertAccessible(page, 'data manager with the person search');
   assert.deepEqual(page.errors, []);
 });

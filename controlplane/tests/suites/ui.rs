@@ -1470,13 +1470,15 @@ both_backends! {
         assert!(csp.contains("img-src 'self' data:") && !csp.contains("unsafe"), "{csp}");
         let css = browser.get(&app, &format!("/brand/{org}/accent.css")).await;
         assert_eq!(css.status, StatusCode::OK);
-        assert!(css.text.contains("--accent: #7a1f5c; --accent-fg: #ffffff; --accent-text: #7a1f5c;"), "{}", css.text);
+        assert!(css.text.contains("--accent: #7a1f5c; --accent-fg: #ffffff; --accent-text: #7a1f5c; --accent-edge: #7a1f5c;"), "{}", css.text);
         // A pale accent is accepted: text on it turns black, and links and outlined buttons
         // use a darker shade of it that reads at 4.5:1 (ADR 0056).
         app.patch(&path, &admin, json!({"accent_color": "#FFE680"})).await.expect(StatusCode::OK);
         let pale = browser.get(&app, &format!("/brand/{org}/accent.css")).await.text;
         assert!(pale.contains("--accent: #ffe680; --accent-fg: #000000; --accent-text: #"), "{pale}");
         assert!(!pale.contains("--accent-text: #ffe680"), "{pale}");
+        // ... and a filled button gets a darker edge, so it stands out from the page at 3:1.
+        assert!(pale.contains("--accent-edge: #") && !pale.contains("--accent-edge: #ffe680"), "{pale}");
         app.patch(&path, &admin, json!({"accent_color": "#7a1f5c"})).await.expect(StatusCode::OK);
         assert!(browser.get(&app, "/organization").await.text.contains("Acme Label"));
         // The sign-in page of the organization's link shows it; the plain one does not.
@@ -1890,5 +1892,75 @@ both_backends! {
         }
         assert!(!offered.contains(&"comment_authors"));
         assert!(!seen.text.contains("dm-cells-manager@example.com"), "{}", seen.text);
+    }
+
+    async fn data_manager_draws_results_ground_truth_lead_time_and_model_versions_as_cells(app) {
+        let manager = password_user(&app, "dm-nested-manager@example.com", Role::Manager).await;
+        let annotator = password_user(&app, "dm-nested-an@example.com", Role::Annotator).await;
+        let p = app.mk_project(&manager, json!({"title": "Nested cells"})).await;
+        app.add_member(p, &annotator, None).await;
+        let tasks = app.mk_tasks(&app.owner, p, 3).await;
+        let work = [
+            (tasks[0], &annotator, json!({"result": crate::common::choice("pos"), "lead_time": 12.0})),
+            (tasks[0], &manager, json!({"result": crate::common::choice("neg"), "lead_time": 7.0, "ground_truth": true})),
+            // A skip counts for neither the results nor the lead time.
+            (tasks[1], &annotator, json!({"result": [], "was_cancelled": true, "lead_time": 99.0})),
+        ];
+        for (task, who, body) in work {
+            app.post(&format!("/api/tasks/{task}/annotations"), who, body).await.expect(StatusCode::CREATED);
+        }
+        for (result, version) in [("pos", "model-a"), ("neg", "model-b"), ("pos", "model-a")] {
+            app.post("/api/predictions", &app.owner, json!({"task": tasks[0], "result": crate::common::choice(result), "score": 0.5, "model_version": version})).await.expect(StatusCode::CREATED);
+        }
+        let page_path = format!("/projects/{p}/data");
+        let mut mgr = Browser::default();
+        mgr.sign_in(&app, "dm-nested-manager@example.com", PASSWORD).await;
+        let csrf = mgr.csrf(&app).await;
+        let added = mgr.post_form(&app, &page_path, &[("csrf_token", &csrf), ("op", "add_tab"), ("title", "Nested")]).await;
+        assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text);
+        let v = dm_views(&app, p).await[0]["id"].as_i64().expect("view id");
+        let columns = ["annotations_results", "ground_truth", "avg_lead_time", "predictions_results", "predictions_model_versions"];
+        let before = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        for column in columns {
+            assert!(before.text.contains(&format!("value=\"{column}\"")), "{column} is a column toggle");
+        }
+        assert!(!before.text.contains("Annotation results</th>"), "hidden until a tab shows it");
+        let view = v.to_string();
+        let mut fields = vec![("csrf_token", csrf.as_str()), ("op", "columns"), ("view", view.as_str()), ("show", "id")];
+        for column in columns {
+            fields.push(("show", column));
+        }
+        let cols = mgr.post_form(&app, &page_path, &fields).await;
+        assert_eq!(cols.status, StatusCode::SEE_OTHER, "{}", cols.text);
+        let page = mgr.get(&app, &format!("{page_path}?view={v}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        for header in ["Annotation results</th>", "Ground truth</a></th>", "Lead time</a></th>", "Prediction results</th>", "Prediction model versions</th>"] {
+            assert!(page.text.contains(header), "{header}: {}", page.text);
+        }
+        assert_eq!(row_cells(&page.text, tasks[0])[..6], [tasks[0].to_string(), "pos | neg".into(), "yes".into(), "9.5 s".into(), "pos | neg | pos".into(), "model-a, model-b".into()]);
+        assert_eq!(row_cells(&page.text, tasks[1])[..6], [tasks[1].to_string(), String::new(), "no".into(), String::new(), String::new(), String::new()]);
+        assert_eq!(row_cells(&page.text, tasks[2])[..6], [tasks[2].to_string(), String::new(), "no".into(), String::new(), String::new(), String::new()]);
+        // Ordering by lead time and ground truth works from the headers.
+        for ordering in ["-avg_lead_time", "ground_truth"] {
+            let ordered = mgr.get(&app, &format!("{page_path}?view={v}&ordering={ordering}")).await;
+            assert_eq!(ordered.status, StatusCode::OK, "{}", ordered.text);
+        }
+        let ordered = mgr.get(&app, &format!("{page_path}?view={v}&ordering=-avg_lead_time")).await;
+        let first_row = ordered.text.find(&format!("Open task {} in the editor", tasks[0])).expect("row");
+        let other_row = ordered.text.find(&format!("Open task {} in the editor", tasks[2])).expect("row");
+        assert!(first_row < other_row, "the task with the longest lead time first");
+        // An annotator gets only the columns the catalogue offers them, with only their own work.
+        let catalogue = app.get(&format!("/api/dm/columns?project={p}"), &annotator).await.expect(StatusCode::OK);
+        let offered: Vec<&str> = catalogue["columns"].as_array().expect("columns").iter().filter_map(|c| c["id"].as_str()).collect();
+        let mut ann = Browser::default();
+        ann.sign_in(&app, "dm-nested-an@example.com", PASSWORD).await;
+        let seen = ann.get(&app, &format!("{page_path}?view={v}")).await;
+        assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
+        for (column, header) in [("annotations_results", "Annotation results"), ("ground_truth", "Ground truth"), ("avg_lead_time", "Lead time")] {
+            assert_eq!(seen.text.contains(&format!("{header}</a></th>")) || seen.text.contains(&format!(">{header}</th>")), offered.contains(&column), "{column}: {}", seen.text);
+        }
+        if offered.contains(&"annotations_results") {
+            assert_eq!(row_cells(&seen.text, tasks[0])[1], "pos", "the annotator's own result only");
+        }
     }
 }

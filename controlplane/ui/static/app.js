@@ -58,3 +58,30 @@ function fitFilterRow(columnSelect) {
 document.addEventListener('change', (event) => {
   if (event.target.matches?.('select.dm-filter-column')) fitFilterRow(event.target);
 });
+
+// Person filters in organizations too large to list everyone (the page then draws a text field
+// with `data-people-search`): typing asks the server's membership search and offers the first
+// matches in the field's suggestions; a suggestion's value is the person's id, its label their
+// name and email. Without script, a member's email or id typed in works the same.
+let peopleSearch;
+document.addEventListener('input', (event) => {
+  const field = event.target;
+  if (!field.matches?.('input[data-people-search]')) return;
+  clearTimeout(peopleSearch);
+  const typed = field.value.trim();
+  if (typed.length < 2 || /^\d+$/.test(typed)) return;
+  peopleSearch = setTimeout(async () => {
+    const url = `${field.dataset.peopleSearch}?search=${encodeURIComponent(typed)}&is_active=true&page_size=20`;
+    const response = await window.verity.api(url);
+    if (!response.ok || field.value.trim() !== typed) return;
+    const { results } = await response.json();
+    const options = results.map((m) => {
+      const option = document.createElement('option');
+      const name = `${m.user.first_name || ''} ${m.user.last_name || ''}`.trim();
+      option.value = String(m.user_id);
+      option.label = name ? `${name} (${m.user.email})` : m.user.email;
+      return option;
+    });
+    document.getElementById(field.getAttribute('list'))?.replaceChildren(...options);
+  }, 200);
+});

@@ -1,13 +1,19 @@
 //! Colour contrast (WCAG 2 relative luminance and contrast ratio) for an organization's accent
 //! colour: the pages draw buttons and badges on the accent and links in it, so the stylesheet
 //! of an accent also names the text colour drawn on it and the shade of it used as text on the
-//! pages' light backgrounds, each at least the AA minimum of 4.5:1 (ADR 0056).
+//! pages' light backgrounds, each at least the AA minimum of 4.5:1, and the shade of it drawn as
+//! the edge of a filled button, at least the non-text minimum of 3:1 on those backgrounds
+//! (ADR 0056).
 
 /// An sRGB colour.
 pub(super) type Rgb = [u8; 3];
 
 /// The AA minimum contrast of normal-sized text.
 pub(super) const AA_TEXT: f64 = 4.5;
+
+/// The minimum contrast of a control's boundary against the colours next to it (WCAG 2.2
+/// 1.4.11, non-text contrast).
+pub(super) const NON_TEXT: f64 = 3.0;
 
 /// The lightest background links are drawn on (`--panel` of app.css, the header and cards).
 const PANEL: Rgb = [0xf4, 0xf6, 0xf8];
@@ -72,14 +78,22 @@ pub(super) fn accent_as_text(accent: Rgb) -> Rgb {
     darkened_for(accent, PANEL, AA_TEXT)
 }
 
-/// The stylesheet of an organization's accent colour: the accent, the text on it and the
-/// accent as text, as app.css's custom properties.
+/// The edge of a button filled with the accent: the accent itself when it stands out at 3:1
+/// from the pages' white and panel backgrounds, else the least darkening of it that does, so a
+/// pale button keeps its fill and gets a visible boundary.
+pub(super) fn accent_edge(accent: Rgb) -> Rgb {
+    darkened_for(accent, PANEL, NON_TEXT)
+}
+
+/// The stylesheet of an organization's accent colour: the accent, the text on it, the accent
+/// as text and the edge of a filled button, as app.css's custom properties.
 pub(super) fn accent_stylesheet(accent: Rgb) -> String {
     format!(
-        ":root {{ --accent: {}; --accent-fg: {}; --accent-text: {}; }}\n",
+        ":root {{ --accent: {}; --accent-fg: {}; --accent-text: {}; --accent-edge: {}; }}\n",
         hex(accent),
         hex(text_on(accent)),
-        hex(accent_as_text(accent))
+        hex(accent_as_text(accent)),
+        hex(accent_edge(accent))
     )
 }
 
@@ -139,6 +153,12 @@ mod tests {
                 "{} as text",
                 hex(c)
             );
+            let edge = accent_edge(c);
+            assert!(
+                contrast(edge, PANEL) >= NON_TEXT && contrast(edge, WHITE) >= NON_TEXT,
+                "{} as a button's edge",
+                hex(c)
+            );
         }
     }
 
@@ -156,11 +176,18 @@ mod tests {
             "{} is darker than needed",
             hex(text)
         );
+        // The edge of a pale button: darkened to 3:1, less than the text shade.
+        let edge = accent_edge(pale);
+        assert_ne!(edge, pale);
+        assert!(contrast(edge, PANEL) >= NON_TEXT && contrast(edge, PANEL) < NON_TEXT + 0.2);
+        assert!(luminance(edge) > luminance(text));
+        assert_eq!(accent_edge(blue), blue, "a dark accent is its own edge");
         assert_eq!(
             accent_stylesheet(pale),
             format!(
-                ":root {{ --accent: #ffe680; --accent-fg: #000000; --accent-text: {}; }}\n",
-                hex(text)
+                ":root {{ --accent: #ffe680; --accent-fg: #000000; --accent-text: {}; --accent-edge: {}; }}\n",
+                hex(text),
+                hex(edge)
             )
         );
     }

@@ -39,6 +39,11 @@ use crate::{
 /// Rows of the task table per page.
 const TASKS_PER_PAGE: i64 = 50;
 
+/// Up to this many members, a person filter's value is a list of everyone; beyond, a search
+/// field that asks the membership list (`GET /api/organizations/{id}/memberships?search=`) as
+/// one types, so a page of an organization with thousands of people stays small.
+const PEOPLE_LISTED_MAX: usize = 1000;
+
 /// The columns of the task table: id, title, hidden unless a tab shows it, and whether the
 /// column is shown only to those the column catalogue offers it to
 /// (`task_columns::offered`: what it reveals of others' work, comment details by role).
@@ -51,7 +56,17 @@ const TASK_COLUMNS: &[(&str, &str, bool, bool)] = &[
     ("is_labeled", "Labeled", false, false),
     ("completed_at", "Completed", true, true),
     ("annotators", "Annotated by", true, true),
+    ("annotations_results", "Annotation results", true, true),
+    ("ground_truth", "Ground truth", true, true),
+    ("avg_lead_time", "Lead time", true, true),
     ("predictions_score", "Prediction score", true, true),
+    ("predictions_results", "Prediction results", true, true),
+    (
+        "predictions_model_versions",
+        "Prediction model versions",
+        true,
+        true,
+    ),
     ("agreement", "Agreement", true, true),
     ("reviewers", "Reviewers", true, true),
     ("reviews_accepted", "Accepted reviews", true, false),
@@ -74,6 +89,101 @@ const TASK_COLUMNS: &[(&str, &str, bool, bool)] = &[
 
 /// The columns whose cells list people (user ids in the task list's answer).
 const PEOPLE_COLUMNS: &[&str] = &["annotators", "reviewers", "comment_authors"];
+
+/// The columns drawn from the page's annotations and predictions, which the task list reads
+/// (two queries for the whole page) only when one of these is shown.
+const NESTED_COLUMNS: &[&str] = &[
+    "annotators",
+    "annotations_results",
+    "ground_truth",
+    "avg_lead_time",
+    "predictions_results",
+    "predictions_model_versions",
+];
+
+/// The words of a result list (Label Studio's `result`): per region, the strings of its value
+/// (choices, labels, text, taxonomy paths), joined; numbers such as coordinates are left out.
+fn result_words(result: &Value) -> Vec<String> {
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if !s.is_empty() => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let mut words = Vec::new();
+    for item in result.as_array().into_iter().flatten() {
+        if let Some(value) = item.get("value").and_then(Value::as_object) {
+            for v in value.values() {
+                strings(v, &mut words);
+            }
+        }
+    }
+    words
+}
+
+/// A cell of the [`NESTED_COLUMNS`] other than `annotators`, from the task's `annotations`
+/// and `predictions` (those the caller may see), or `None` for other columns.
+fn nested_cell(task: &Value, column: &str) -> Option<String> {
+    let list = |key: &str| -> Vec<Value> {
+        task.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Submitted annotations, as the filters count them: not skipped, with a result.
+    let submitted = || -> Vec<Value> {
+        list("annotations")
+            .into_iter()
+            .filter(|a| {
+                !a.get("was_cancelled")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    && a.get("result").is_some_and(|r| !r.is_null())
+            })
+            .collect()
+    };
+    let results = |items: Vec<Value>| -> String {
+        items
+            .iter()
+            .map(|a| result_words(a.get("result").unwrap_or(&Value::Null)).join(", "))
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    Some(match column {
+        "annotations_results" => results(submitted()),
+        "predictions_results" => results(list("predictions")),
+        "predictions_model_versions" => {
+            let mut versions: Vec<String> = Vec::new();
+            for p in list("predictions") {
+                let v = p.get("model_version").and_then(Value::as_str).unwrap_or("");
+                if !v.is_empty() && !versions.iter().any(|s| s == v) {
+                    versions.push(v.to_string());
+                }
+            }
+            versions.join(", ")
+        }
+        "ground_truth" => {
+            let any = list("annotations")
+                .iter()
+                .any(|a| a.get("ground_truth").and_then(Value::as_bool) == Some(true));
+            if any { "yes" } else { "no" }.to_string()
+        }
+        "avg_lead_time" => {
+            let times: Vec<f64> = submitted()
+                .iter()
+                .filter_map(|a| a.get("lead_time").and_then(Value::as_f64))
+                .collect();
+            if times.is_empty() {
+                String::new()
+            } else {
+                format!("{:.1} s", times.iter().sum::<f64>() / times.len() as f64)
+            }
+        }
+        _ => return None,
+    })
+}
 
 /// The filter operators of Label Studio's format that the task list runs: id and label.
 const OPERATORS: &[(&str, &str)] = &[
@@ -347,6 +457,53 @@ fn filter_item(row: &FilterRow, columns: &[FilterColumn]) -> Value {
     })
 }
 
+/// A person as the filters name them: "First Last (email)", or the email alone.
+fn person_label(u: &crate::storage::users::UserView) -> String {
+    let name = format!("{} {}", u.first_name, u.last_name);
+    match name.trim() {
+        "" => u.email.clone(),
+        name => format!("{name} ({})", u.email),
+    }
+}
+
+/// Replaces the value of each person filter in `rows` that is an email with the id of the
+/// organization's member who has it (case-insensitive); refuses an email nobody has.
+async fn people_by_email(
+    state: &AppState,
+    user: &PageUser,
+    columns: &[FilterColumn],
+    rows: &mut [FilterRow],
+) -> Result<(), ApiError> {
+    let is_email = |r: &FilterRow| {
+        r.value.contains('@')
+            && columns
+                .iter()
+                .any(|c| c.id == r.filter && c.input == "user")
+    };
+    if !rows.iter().any(is_email) {
+        return Ok(());
+    }
+    let users = crate::storage::users::list_users(&state.db, &user.actor).await?;
+    for row in rows.iter_mut().filter(|r| is_email(r)) {
+        let email = row.value.trim();
+        let found = users.iter().find(|u| u.email.eq_ignore_ascii_case(email));
+        match found {
+            Some(u) => row.value = u.id.to_string(),
+            None => {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidQuery,
+                    "value",
+                    format!(
+                        "no member of this organization has the email {email:?}: type a \
+                         member's email or user id, or pick a person from the suggestions"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The rows of the filter form from the posted fields (in document order: every row sends
 /// `filter`, `operator`, `value` and `value_max`). Rows without a column are dropped.
 fn posted_rows(fields: &[(String, String)]) -> Vec<FilterRow> {
@@ -415,6 +572,9 @@ fn cell(task: &Value, column: &str, people: &HashMap<i64, String>) -> String {
                 other => other.to_string(),
             },
         ));
+    }
+    if let Some(text) = nested_cell(task, column) {
+        return clip(text);
     }
     if PEOPLE_COLUMNS.contains(&column) {
         let ids = task.get(column).and_then(Value::as_array);
@@ -568,8 +728,12 @@ async fn data_view(
     let window = tasks::Window {
         offset: (page - 1).saturating_mul(TASKS_PER_PAGE),
         limit: TASKS_PER_PAGE,
-        // Who annotated is read with the annotations, so only when that column is shown.
-        fields: if shown.iter().any(|c| c.id == "annotators") {
+        // Who annotated, the results, ground truth, lead time and model versions are read with
+        // the page's annotations and predictions, so only when such a column is shown.
+        fields: if shown
+            .iter()
+            .any(|c| NESTED_COLUMNS.contains(&c.id.as_str()))
+        {
             tasks::Fields::All
         } else {
             tasks::Fields::TaskOnly
@@ -686,33 +850,34 @@ async fn data_view(
                 "datetime" => datetime_input(&f.value_max),
                 _ => f.value_max.clone(),
             };
+            // Who a person filter's id is, beside the search field of a large organization.
+            let person = (input == "user")
+                .then(|| f.value.trim().parse::<i64>().ok())
+                .flatten()
+                .and_then(|id| users.iter().find(|u| u.id == id))
+                .map(person_label);
             json!({
                 "filter": f.filter,
                 "operator": f.operator,
                 "value": value,
                 "value_max": value_max,
+                "person": person,
                 "input": input,
                 "operators": column.map_or(all_operators.clone(), |c| c.operators.to_vec()),
             })
         })
         .collect();
-    let members: Vec<Value> = if offered.iter().any(|c| c.input == "user") {
-        users
-            .iter()
-            .map(|u| {
-                let name = format!("{} {}", u.first_name, u.last_name);
-                let name = name.trim();
-                let label = if name.is_empty() {
-                    u.email.clone()
-                } else {
-                    format!("{name} ({})", u.email)
-                };
-                json!({"id": u.id.to_string(), "label": label})
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let people_search = (users.len() > PEOPLE_LISTED_MAX)
+        .then(|| format!("/api/organizations/{}/memberships", actor.org_id));
+    let members: Vec<Value> =
+        if people_search.is_none() && offered.iter().any(|c| c.input == "user") {
+            users
+                .iter()
+                .map(|u| json!({"id": u.id.to_string(), "label": person_label(u)}))
+                .collect()
+        } else {
+            Vec::new()
+        };
     let filter_columns: Vec<Value> = offered
         .iter()
         .map(|c| json!({"id": c.id, "title": c.title, "input": c.input, "operators": c.operators.join(" ")}))
@@ -751,6 +916,7 @@ async fn data_view(
             conjunction => conjunction,
             filters => js(&filters_shown),
             members => js(&members),
+            people_search => people_search,
             filter_columns => js(&filter_columns),
             operators => js(&operators),
             column_toggles => js(&column_toggles),
@@ -950,6 +1116,17 @@ pub(super) async fn data_post(State(state): State<AppState>, request: Request) -
                         row.filter
                     ),
                 );
+                let notice = Notice {
+                    filter_error: Some(e.detail.clone()),
+                    submitted: Some((conjunction, rows.clone())),
+                    ..Notice::default()
+                };
+                return fail(e, notice).await;
+            }
+            // A person typed as an email (the search field of a large organization without
+            // script) is looked up among the organization's members.
+            let mut rows = rows;
+            if let Err(e) = people_by_email(&state, &user, &offered, &mut rows).await {
                 let notice = Notice {
                     filter_error: Some(e.detail.clone()),
                     submitted: Some((conjunction, rows.clone())),
@@ -1238,5 +1415,44 @@ mod tests {
             "2026-01-31T10:00:00"
         );
         assert_eq!(rfc3339_utc("yesterday"), "yesterday");
+    }
+
+    #[test]
+    fn nested_cells_read_the_words_of_results_and_count_submitted_work_only() {
+        let region =
+            |value: Value| json!({"from_name": "x", "to_name": "y", "type": "t", "value": value});
+        let task = json!({
+            "annotations": [
+                {"was_cancelled": false, "ground_truth": false, "lead_time": 4.0,
+                 "result": [region(json!({"choices": ["pos"]})), region(json!({"x": 1.5, "labels": ["Car", "Red"], "text": ["a b"]}))]},
+                {"was_cancelled": true, "ground_truth": false, "lead_time": 100.0, "result": [region(json!({"choices": ["skip"]}))]},
+                {"was_cancelled": false, "ground_truth": true, "lead_time": 5.0, "result": [region(json!({"taxonomy": [["A", "B"]]}))]},
+            ],
+            "predictions": [
+                {"model_version": "v2", "result": [region(json!({"choices": ["neg"]}))]},
+                {"model_version": "", "result": []},
+                {"model_version": "v2", "result": [region(json!({"choices": ["pos"]}))]},
+                {"model_version": "v1", "result": []},
+            ],
+        });
+        let cell = |c: &str| nested_cell(&task, c).expect(c);
+        assert_eq!(cell("annotations_results"), "pos, Car, Red, a b | A, B");
+        assert_eq!(cell("predictions_results"), "neg | pos");
+        assert_eq!(cell("predictions_model_versions"), "v2, v1");
+        assert_eq!(cell("ground_truth"), "yes");
+        assert_eq!(cell("avg_lead_time"), "4.5 s");
+        assert_eq!(nested_cell(&task, "annotators"), None, "a people column");
+        let empty = json!({"annotations": [], "predictions": []});
+        assert_eq!(
+            [
+                "annotations_results",
+                "predictions_results",
+                "predictions_model_versions",
+                "ground_truth",
+                "avg_lead_time"
+            ]
+            .map(|c| nested_cell(&empty, c).expect(c)),
+            ["", "", "", "no", ""].map(String::from)
+        );
     }
 }
