@@ -247,7 +247,7 @@ fn presence_sql(rows: &str, operator: &str, value: &Value) -> Option<String> {
 }
 
 /// `%`, `_` and `\` taken literally in a `like ... escape '\'` pattern.
-fn escape_like(text: &str) -> String {
+pub(crate) fn escape_like(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -1707,7 +1707,10 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
         "less" => format!("{column} < {}", literal(&value, params)?),
         "less_or_equal" => format!("{column} <= {}", literal(&value, params)?),
         "contains" | "not_contains" | "starts_with" | "ends_with" if !numeric => {
-            let text = value.as_str().unwrap_or_default().to_lowercase();
+            // `%`, `_` and `\` are taken literally, as in the other text filters.
+            let text = super::task_columns::escape_like(
+                &value.as_str().unwrap_or_default().to_lowercase(),
+            );
             let pattern = match operator {
                 "starts_with" => format!("{text}%"),
                 "ends_with" => format!("%{text}"),
@@ -1716,9 +1719,9 @@ fn filter_sql(dialect: Dialect, item: &Value, params: &mut Vec<String>) -> Resul
             params.push(pattern);
             let p = format!("${}", params.len() + 1);
             if operator == "not_contains" {
-                format!("({column} is null or lower({column}) not like {p})")
+                format!("({column} is null or lower({column}) not like {p} escape '\\')")
             } else {
-                format!("lower({column}) like {p}")
+                format!("lower({column}) like {p} escape '\\'")
             }
         }
         "in" | "not_in" => {

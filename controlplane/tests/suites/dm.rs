@@ -253,6 +253,18 @@ both_backends! {
         assert_eq!(list(number("less_or_equal", json!("9.5"))).await, vec![t[0], t[3]]);
         assert_eq!(list(number("in", json!({"min": 6, "max": 10}))).await, vec![t[1], t[3]]);
         assert_eq!(list(number("not_equal", json!(5))).await, vec![t[1], t[2], t[3], t[4]]);
+        // Text filters take LIKE's wildcards literally, as docs/data-manager.md says.
+        let reply = app.post(&format!("/api/projects/{p}/import?return_task_ids=true"), &app.owner, json!([
+            {"text": "50% off", "n": 1}, {"text": "500 off", "n": 1}, {"text": "a_b", "n": 1}, {"text": "axb", "n": 1}, {"text": "c:\\d", "n": 1},
+        ])).await.expect(StatusCode::CREATED);
+        let w: Vec<i64> = reply["task_ids"].as_array().expect("ids").iter().map(|v| v.as_i64().expect("id")).collect();
+        let text = |operator: &str, value: &str| json!({"filter": "filter:tasks:data.text", "operator": operator, "type": "String", "value": value});
+        assert_eq!(list(text("contains", "0%")).await, vec![w[0]]);
+        assert_eq!(list(text("contains", "A_B")).await, vec![w[2]]);
+        assert_eq!(list(text("starts_with", "_")).await, Vec::<i64>::new());
+        assert_eq!(list(text("ends_with", ":\\d")).await, vec![w[4]]);
+        assert!(!list(text("not_contains", "a_b")).await.contains(&w[2]));
+        assert!(list(text("not_contains", "a_b")).await.contains(&w[3]));
     }
 
     async fn actions_run_on_a_selection(app) {
