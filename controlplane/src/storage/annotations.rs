@@ -466,15 +466,6 @@ pub async fn create(
             // others' live reservations, so it can neither overfill the task nor take a place
             // promised to someone else. A task that never came from the author's stream is
             // annotated as in Label Studio (scripts that write annotations directly).
-            // On PostgreSQL the label stream reserves under the task's row lock, not the
-            // project's (ADR 0059): take it too, so that no reservation lands between this
-            // check and the annotation.
-            if dialect == crate::storage::Dialect::Postgres {
-                sqlx::query("select id from task where id = $1 for update")
-                    .bind(task_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
             let full: bool = sqlx::query_scalar(&format!(
                 "select case when exists (select 1 from task_lock l where l.task_id = t.id and l.user_id = $2 \
                  and l.expire_at > $3) then false \

@@ -2255,10 +2255,6 @@ const POSTPONED_QUEUE: &str = "Postponed draft queue";
 const NOT_POSTPONED: &str = "and not exists (select 1 from annotation_draft pd where pd.task_id = t.id \
      and pd.user_id = $2 and pd.was_postponed)";
 
-/// How many times `next` searches again on PostgreSQL when the task it found was filled by
-/// another caller before it could lock it.
-const CLAIM_ATTEMPTS: u32 = 8;
-
 /// Deletes a project's reservations that expired longer ago than a late submit is recognised
 /// (ADR 0048); `$1` project, `$2` the cut-off time.
 const SWEEP_EXPIRED_LOCKS: &str = "delete from task_lock where project_id = $1 and expire_at <= $2";
@@ -2325,29 +2321,8 @@ pub async fn next(
     // Manual distribution applies to annotators and reviewers; managers and above keep the
     // shared queue (ADR 0039).
     let manual = settings.assignment_settings.manual() && access.role < Role::Manager;
-    let pg = dialect == Dialect::Postgres;
-    // On PostgreSQL the searches that hand out a place under the overlap lock the task they
-    // find and pass over tasks other callers hold, whose room is then read again (below).
-    let skip_locked = if pg {
-        " for update of t skip locked"
-    } else {
-        ""
-    };
     let picked: Option<(i64, Option<String>, String)> = with_tx!(db, tx, {
-        if pg {
-            // Not the project's lock (every submit takes it, so the stream would wait for
-            // them): this user's own calls one at a time, and each task by its row (ADR 0059,
-            // addendum of session 23).
-            sqlx::query(
-                "select pg_advisory_xact_lock(hashtextextended(format('verity next %s %s', $1::bigint, $2::bigint), 0))",
-            )
-            .bind(project_id)
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            crate::storage::annotations::lock_project!(tx, dialect, project_id);
-        }
+        crate::storage::annotations::lock_project!(tx, dialect, project_id);
         // A pause or removal that landed since the check above counts.
         crate::recheck_project_access!(tx, actor, project_id, Permission::AnnotationCreate)?;
         // Expired reservations are kept for a while so that a late submit is recognised as one
@@ -2361,50 +2336,10 @@ pub async fn next(
                 .execute(&mut *tx)
                 .await?;
         }
-        // PostgreSQL: whether the task found (whose row this transaction now holds) still has
-        // room once every reservation and annotation committed before the lock is counted;
-        // the search read them as they were when it started. SQLite's single writer has
-        // nothing to read again.
-        macro_rules! has_room {
-            ($task_id:expr, $extra:expr) => {{
-                if pg {
-                    let room: Option<bool> = sqlx::query_scalar(&format!(
-                        "select {counted} + (select count(*) from task_lock l where l.task_id = t.id \
-                         and l.user_id <> $2 and l.expire_at > $3) < t.overlap + $4 from task t where t.id = $1"
-                    ))
-                    .bind($task_id)
-                    .bind(user)
-                    .bind(now)
-                    .bind($extra)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    room.unwrap_or(false)
-                } else {
-                    true
-                }
-            }};
-        }
-        // A task filled between the search and its lock is searched for again (the next
-        // search reads the newer state and passes it over); each retry means another caller
-        // took a place, so a few always suffice but a bound keeps it finite.
-        let mut attempts = 0u32;
-        macro_rules! full_retry {
-            () => {{
-                if attempts < CLAIM_ATTEMPTS {
-                    continue;
-                }
-                return Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    "the label stream is busy: every task found was taken meanwhile; ask again",
-                ));
-            }};
-        }
-        loop {
-            attempts += 1;
-            // 1. A task this user already holds and has not finished; else 1b. rework: an
-            // annotation of this user that a reviewer rejected and requeued to them (ADR 0024),
-            // which leaves the queue when they change it. One statement, the held task first.
-            let own: Option<(i64, Option<String>)> = sqlx::query_as(
+        // 1. A task this user already holds and has not finished; else 1b. rework: an
+        // annotation of this user that a reviewer rejected and requeued to them (ADR 0024),
+        // which leaves the queue when they change it. One statement, the held task first.
+        let own: Option<(i64, Option<String>)> = sqlx::query_as(
             "select task_id, unique_id from (\
              select * from (select l.task_id, l.unique_id, 0 as queue from task_lock l \
              where l.project_id = $1 and l.user_id = $2 and l.expire_at > $3 \
@@ -2423,23 +2358,23 @@ pub async fn next(
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-            match own {
-                Some((id, Some(lock))) => {
-                    return Ok::<_, ApiError>(Some((id, Some(lock), "Task lock".to_string())));
-                }
-                Some((task_id, None)) => {
-                    let lock_id = reserve!(tx, task_id);
-                    return Ok(Some((task_id, Some(lock_id), REWORK_QUEUE.to_string())));
-                }
-                None => {}
+        match own {
+            Some((id, Some(lock))) => {
+                return Ok::<_, ApiError>(Some((id, Some(lock), "Task lock".to_string())));
             }
-            // 1a. Manual distribution (ADR 0039): annotators get only the tasks assigned to them,
-            // in task order, whatever their overlap; nobody else takes them from this stream, so
-            // no reservation is needed.
-            if manual {
-                let assigned =
-                    super::assignments::assigned_sql(user, super::assignments::Kind::Annotate);
-                let mine: Option<i64> = sqlx::query_scalar(&format!(
+            Some((task_id, None)) => {
+                let lock_id = reserve!(tx, task_id);
+                return Ok(Some((task_id, Some(lock_id), REWORK_QUEUE.to_string())));
+            }
+            None => {}
+        }
+        // 1a. Manual distribution (ADR 0039): annotators get only the tasks assigned to them,
+        // in task order, whatever their overlap; nobody else takes them from this stream, so
+        // no reservation is needed.
+        if manual {
+            let assigned =
+                super::assignments::assigned_sql(user, super::assignments::Kind::Annotate);
+            let mine: Option<i64> = sqlx::query_scalar(&format!(
                 "select t.id from task t where t.project_id = $1 and {assigned} \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
                  {NOT_POSTPONED} order by t.id limit 1"
@@ -2448,11 +2383,11 @@ pub async fn next(
             .bind(user)
             .fetch_optional(&mut *tx)
             .await?;
-                if let Some(task_id) = mine {
-                    return Ok(Some((task_id, None, MANUAL_QUEUE.to_string())));
-                }
-                // Their postponed assigned tasks, the longest postponed first.
-                let postponed: Option<i64> = sqlx::query_scalar(&format!(
+            if let Some(task_id) = mine {
+                return Ok(Some((task_id, None, MANUAL_QUEUE.to_string())));
+            }
+            // Their postponed assigned tasks, the longest postponed first.
+            let postponed: Option<i64> = sqlx::query_scalar(&format!(
                 "select t.id from annotation_draft d join task t on t.id = d.task_id \
                  where d.project_id = $1 and d.user_id = $2 and d.was_postponed and {assigned} \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
@@ -2462,14 +2397,14 @@ pub async fn next(
             .bind(user)
             .fetch_optional(&mut *tx)
             .await?;
-                if let Some(task_id) = postponed {
-                    return Ok(Some((task_id, None, POSTPONED_QUEUE.to_string())));
-                }
-                if settings.skip_queue != SkipQueue::RequeueForMe {
-                    return Ok(None);
-                }
-                // Their own skipped assigned tasks come back last.
-                let skipped: Option<i64> = sqlx::query_scalar(&format!(
+            if let Some(task_id) = postponed {
+                return Ok(Some((task_id, None, POSTPONED_QUEUE.to_string())));
+            }
+            if settings.skip_queue != SkipQueue::RequeueForMe {
+                return Ok(None);
+            }
+            // Their own skipped assigned tasks come back last.
+            let skipped: Option<i64> = sqlx::query_scalar(&format!(
                 "select t.id from task t join annotation a on a.task_id = t.id and a.completed_by = $2 and a.was_cancelled \
                  where t.project_id = $1 and {assigned} order by a.updated_at, t.id limit 1"
             ))
@@ -2477,17 +2412,17 @@ pub async fn next(
             .bind(user)
             .fetch_optional(&mut *tx)
             .await?;
-                return Ok(skipped.map(|id| (id, None, "Skipped queue".to_string())));
-            }
-            // 1c. Onboarding: ground-truth tasks first (overlap does not apply to them), while the
-            // user has done fewer than the project's onboarding quota, or always with the open
-            // source `show_ground_truth_first`. After it, continuous evaluation (ADR 0057): every
-            // N-th task the user takes is a ground-truth task with room left (overlap applies).
-            let evaluating = settings.annotator_evaluation_enabled
-                && (settings.annotator_evaluation_onboarding_tasks > 0
-                    || settings.annotator_evaluation_continuous_tasks > 0);
-            let truth_done: i64 = if evaluating && !settings.show_ground_truth_first {
-                sqlx::query_scalar(
+            return Ok(skipped.map(|id| (id, None, "Skipped queue".to_string())));
+        }
+        // 1c. Onboarding: ground-truth tasks first (overlap does not apply to them), while the
+        // user has done fewer than the project's onboarding quota, or always with the open
+        // source `show_ground_truth_first`. After it, continuous evaluation (ADR 0057): every
+        // N-th task the user takes is a ground-truth task with room left (overlap applies).
+        let evaluating = settings.annotator_evaluation_enabled
+            && (settings.annotator_evaluation_onboarding_tasks > 0
+                || settings.annotator_evaluation_continuous_tasks > 0);
+        let truth_done: i64 = if evaluating && !settings.show_ground_truth_first {
+            sqlx::query_scalar(
                 "select count(distinct a.task_id) from annotation a join task t on t.id = a.task_id \
                  where a.project_id = $1 and a.completed_by = $2 and not a.ground_truth \
                  and t.ground_truth_annotations > 0",
@@ -2496,20 +2431,18 @@ pub async fn next(
             .bind(user)
             .fetch_one(&mut *tx)
             .await?
-            } else {
-                0
-            };
-            let onboarding = settings.show_ground_truth_first
-                || (evaluating && truth_done < settings.annotator_evaluation_onboarding_tasks);
-            let continuous = !onboarding
-                && evaluating
-                && !settings.show_ground_truth_first
-                && settings.annotator_evaluation_continuous_tasks > 0;
-            // The task, its queue and, when it takes a place under the overlap, the extra annotators
-            // its room allows (low agreement) to read its room again with.
-            let mut special: Option<(i64, &str, Option<i64>)> = None;
-            if onboarding {
-                let truth: Option<i64> = sqlx::query_scalar(&format!(
+        } else {
+            0
+        };
+        let onboarding = settings.show_ground_truth_first
+            || (evaluating && truth_done < settings.annotator_evaluation_onboarding_tasks);
+        let continuous = !onboarding
+            && evaluating
+            && !settings.show_ground_truth_first
+            && settings.annotator_evaluation_continuous_tasks > 0;
+        let mut special: Option<(i64, &str)> = None;
+        if onboarding {
+            let truth: Option<i64> = sqlx::query_scalar(&format!(
                 "select t.id from task t where t.project_id = $1 and t.ground_truth_annotations > 0 \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
                  {NOT_POSTPONED} order by t.id limit 1"
@@ -2518,22 +2451,22 @@ pub async fn next(
             .bind(user)
             .fetch_optional(&mut *tx)
             .await?;
-                special = truth.map(|id| (id, "Ground truth queue", None));
-            }
-            // A ground-truth task with room left that this user has not done: its annotations
-            // other than the ground truth (which makes it labeled) and live reservations are fewer
-            // than its overlap.
-            let truth_with_room = format!(
-                "select t.id from task t where t.project_id = $1 and t.ground_truth_annotations > 0 \
+            special = truth.map(|id| (id, "Ground truth queue"));
+        }
+        // A ground-truth task with room left that this user has not done: its annotations
+        // other than the ground truth (which makes it labeled) and live reservations are fewer
+        // than its overlap.
+        let truth_with_room = format!(
+            "select t.id from task t where t.project_id = $1 and t.ground_truth_annotations > 0 \
              and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
              {NOT_POSTPONED} \
              and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
-             and l.expire_at > $3) < t.overlap order by t.id limit 1{skip_locked}"
-            );
-            if continuous {
-                // Tasks taken since onboarding: the regular ones and the ground-truth ones beyond
-                // the onboarding quota. The next one is ground truth when it is an N-th.
-                let regular: i64 = sqlx::query_scalar(
+             and l.expire_at > $3) < t.overlap order by t.id limit 1"
+        );
+        if continuous {
+            // Tasks taken since onboarding: the regular ones and the ground-truth ones beyond
+            // the onboarding quota. The next one is ground truth when it is an N-th.
+            let regular: i64 = sqlx::query_scalar(
                 "select count(distinct a.task_id) from annotation a join task t on t.id = a.task_id \
                  where a.project_id = $1 and a.completed_by = $2 and t.ground_truth_annotations = 0",
             )
@@ -2541,32 +2474,31 @@ pub async fn next(
             .bind(user)
             .fetch_one(&mut *tx)
             .await?;
-                let truth_since =
-                    (truth_done - settings.annotator_evaluation_onboarding_tasks).max(0);
-                let every = settings.annotator_evaluation_continuous_tasks;
-                if truth_since < (regular + truth_since + 1) / every {
-                    let truth: Option<i64> = sqlx::query_scalar(&truth_with_room)
-                        .bind(project_id)
-                        .bind(user)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    special = truth.map(|id| (id, CONTINUOUS_QUEUE, Some(0)));
-                }
+            let truth_since = (truth_done - settings.annotator_evaluation_onboarding_tasks).max(0);
+            let every = settings.annotator_evaluation_continuous_tasks;
+            if truth_since < (regular + truth_since + 1) / every {
+                let truth: Option<i64> = sqlx::query_scalar(&truth_with_room)
+                    .bind(project_id)
+                    .bind(user)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                special = truth.map(|id| (id, CONTINUOUS_QUEUE));
             }
-            // 1d. Low agreement: a labeled task whose agreement is below the threshold gets one
-            // more annotator at a time, up to the allowed extra, the least agreed first.
-            if special.is_none()
-                && let Some(threshold) = settings.agreement_threshold
-            {
-                let extra = settings.max_additional_annotators_assignable.unwrap_or(0);
-                let low: Option<i64> = sqlx::query_scalar(&format!(
+        }
+        // 1d. Low agreement: a labeled task whose agreement is below the threshold gets one
+        // more annotator at a time, up to the allowed extra, the least agreed first.
+        if special.is_none()
+            && let Some(threshold) = settings.agreement_threshold
+        {
+            let extra = settings.max_additional_annotators_assignable.unwrap_or(0);
+            let low: Option<i64> = sqlx::query_scalar(&format!(
                 "select t.id from task t where t.project_id = $1 and t.is_labeled \
                  and t.agreement is not null and t.agreement * 100 < $3 \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
                  {NOT_POSTPONED} \
                  and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
-                 and l.expire_at > $5) < t.overlap + $4 order by t.agreement, t.id limit 1{skip_locked}"
+                 and l.expire_at > $5) < t.overlap + $4 order by t.agreement, t.id limit 1"
             ))
             .bind(project_id)
             .bind(user)
@@ -2575,124 +2507,107 @@ pub async fn next(
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-                special = low.map(|id| (id, "Low agreement queue", Some(extra)));
-            }
-            if let Some((task_id, queue, extra)) = special {
-                if let Some(extra) = extra
-                    && !has_room!(task_id, extra)
-                {
-                    full_retry!();
-                }
-                let lock_id = reserve!(tx, task_id);
-                return Ok(Some((task_id, Some(lock_id), queue.to_string())));
-            }
-            // 2. A task with capacity left that this user has not annotated. Under continuous
-            // evaluation ground-truth tasks come only at its rate (above). `is_labeled = false`
-            // rather than `not is_labeled`: SQLite uses the (project_id, is_labeled, id) index only
-            // for an equality, and without it the search steps over every labeled task first.
-            let truth_apart = if continuous {
-                "and t.ground_truth_annotations = 0"
-            } else {
-                ""
-            };
-            let eligible = format!(
-                "select t.id, {counted} from task t where t.project_id = $1 and t.is_labeled = false {truth_apart} \
+            special = low.map(|id| (id, "Low agreement queue"));
+        }
+        if let Some((task_id, queue)) = special {
+            let lock_id = reserve!(tx, task_id);
+            return Ok(Some((task_id, Some(lock_id), queue.to_string())));
+        }
+        // 2. A task with capacity left that this user has not annotated. Under continuous
+        // evaluation ground-truth tasks come only at its rate (above). `is_labeled = false`
+        // rather than `not is_labeled`: SQLite uses the (project_id, is_labeled, id) index only
+        // for an equality, and without it the search steps over every labeled task first.
+        let truth_apart = if continuous {
+            "and t.ground_truth_annotations = 0"
+        } else {
+            ""
+        };
+        let eligible = format!(
+            "select t.id, {counted} from task t where t.project_id = $1 and t.is_labeled = false {truth_apart} \
              and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
              {NOT_POSTPONED} \
              and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
              and l.expire_at > $3) < t.overlap"
-            );
-            macro_rules! find {
-                ($sql:expr) => {{
-                    let sql: String = $sql;
-                    let q = sqlx::query_as::<_, (i64, i64)>(&sql)
-                        .bind(project_id)
-                        .bind(user)
-                        .bind(now);
-                    if uncertainty {
-                        q.bind(&settings.model_version)
-                    } else {
-                        q
-                    }
-                    .fetch_optional(&mut *tx)
-                    .await?
-                }};
-            }
-            let candidate: Option<i64> = if settings.maximum_annotations > 1 {
-                // Breadth first in two steps, so that neither reads every open task: first the
-                // tasks someone has started (the `task_project_started` index holds only tasks
-                // with an annotation or a skip; every task whose count is above 0 is among them),
-                // the fullest first; if none of them has a count above 0, every eligible task has
-                // none, and the first in task order is the one.
-                match find!(format!(
-                    "{eligible} and t.total_annotations + t.cancelled_annotations > 0 order by {order} limit 1{skip_locked}"
-                )) {
-                    Some((id, c)) if c > 0 => Some(id),
-                    _ => find!(format!("{eligible} order by t.id limit 1{skip_locked}"))
-                        .map(|(id, _)| id),
-                }
-            } else {
-                find!(format!("{eligible} order by {order} limit 1{skip_locked}")).map(|(id, _)| id)
-            };
-            if let Some(id) = candidate
-                && !has_room!(id, 0i64)
-            {
-                full_retry!();
-            }
-            // Under continuous evaluation, the ground-truth tasks still open once the rest is done.
-            if candidate.is_none() && continuous {
-                let truth: Option<i64> = sqlx::query_scalar(&truth_with_room)
+        );
+        macro_rules! find {
+            ($sql:expr) => {{
+                let sql: String = $sql;
+                let q = sqlx::query_as::<_, (i64, i64)>(&sql)
                     .bind(project_id)
                     .bind(user)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(task_id) = truth {
-                    if !has_room!(task_id, 0i64) {
-                        full_retry!();
-                    }
-                    let lock_id = reserve!(tx, task_id);
-                    return Ok(Some((task_id, Some(lock_id), CONTINUOUS_QUEUE.to_string())));
+                    .bind(now);
+                if uncertainty {
+                    q.bind(&settings.model_version)
+                } else {
+                    q
                 }
+                .fetch_optional(&mut *tx)
+                .await?
+            }};
+        }
+        let candidate: Option<i64> = if settings.maximum_annotations > 1 {
+            // Breadth first in two steps, so that neither reads every open task: first the
+            // tasks someone has started (the `task_project_started` index holds only tasks
+            // with an annotation or a skip; every task whose count is above 0 is among them),
+            // the fullest first; if none of them has a count above 0, every eligible task has
+            // none, and the first in task order is the one.
+            match find!(format!(
+                "{eligible} and t.total_annotations + t.cancelled_annotations > 0 order by {order} limit 1"
+            )) {
+                Some((id, c)) if c > 0 => Some(id),
+                _ => find!(format!("{eligible} order by t.id limit 1")).map(|(id, _)| id),
             }
-            // 3. The user's postponed tasks, the longest postponed first, while they are unlabeled
-            // and have room left (one that reached its overlap meanwhile is not served). From the
-            // user's postponed drafts (`annotation_draft_postponed`), not a scan of the tasks.
-            if candidate.is_none() {
-                let postponed: Option<i64> = sqlx::query_scalar(&format!(
+        } else {
+            find!(format!("{eligible} order by {order} limit 1")).map(|(id, _)| id)
+        };
+        // Under continuous evaluation, the ground-truth tasks still open once the rest is done.
+        if candidate.is_none() && continuous {
+            let truth: Option<i64> = sqlx::query_scalar(&truth_with_room)
+                .bind(project_id)
+                .bind(user)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(task_id) = truth {
+                let lock_id = reserve!(tx, task_id);
+                return Ok(Some((task_id, Some(lock_id), CONTINUOUS_QUEUE.to_string())));
+            }
+        }
+        // 3. The user's postponed tasks, the longest postponed first, while they are unlabeled
+        // and have room left (one that reached its overlap meanwhile is not served). From the
+        // user's postponed drafts (`annotation_draft_postponed`), not a scan of the tasks.
+        if candidate.is_none() {
+            let postponed: Option<i64> = sqlx::query_scalar(&format!(
                 "select t.id from annotation_draft d join task t on t.id = d.task_id \
                  where d.project_id = $1 and d.user_id = $2 and d.was_postponed and t.is_labeled = false \
                  and not exists (select 1 from annotation a where a.task_id = t.id and a.completed_by = $2) \
                  and {counted} + (select count(*) from task_lock l where l.task_id = t.id and l.user_id <> $2 \
-                 and l.expire_at > $3) < t.overlap order by d.updated_at, d.id limit 1{skip_locked}"
+                 and l.expire_at > $3) < t.overlap order by d.updated_at, d.id limit 1"
             ))
             .bind(project_id)
             .bind(user)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-                if let Some(task_id) = postponed {
-                    if !has_room!(task_id, 0i64) {
-                        full_retry!();
-                    }
-                    let lock_id = reserve!(tx, task_id);
-                    return Ok(Some((task_id, Some(lock_id), POSTPONED_QUEUE.to_string())));
-                }
+            if let Some(task_id) = postponed {
+                let lock_id = reserve!(tx, task_id);
+                return Ok(Some((task_id, Some(lock_id), POSTPONED_QUEUE.to_string())));
             }
-            let (task_id, queue) = match candidate {
-                Some(id) => (
-                    id,
-                    if settings.maximum_annotations > 1 {
-                        "Breadth first queue"
-                    } else if uncertainty {
-                        "Active learning queue"
-                    } else {
-                        "Sequence queue"
-                    },
-                ),
-                None if settings.skip_queue == SkipQueue::RequeueForMe => {
-                    // 4. The user's own skipped tasks come back last.
-                    let skipped: Option<i64> = sqlx::query_scalar(
+        }
+        let (task_id, queue) = match candidate {
+            Some(id) => (
+                id,
+                if settings.maximum_annotations > 1 {
+                    "Breadth first queue"
+                } else if uncertainty {
+                    "Active learning queue"
+                } else {
+                    "Sequence queue"
+                },
+            ),
+            None if settings.skip_queue == SkipQueue::RequeueForMe => {
+                // 4. The user's own skipped tasks come back last.
+                let skipped: Option<i64> = sqlx::query_scalar(
                     "select t.id from task t join annotation a on a.task_id = t.id and a.completed_by = $2 and a.was_cancelled \
                      where t.project_id = $1 and t.is_labeled = false order by a.updated_at, t.id limit 1",
                 )
@@ -2700,16 +2615,15 @@ pub async fn next(
                 .bind(user)
                 .fetch_optional(&mut *tx)
                 .await?;
-                    match skipped {
-                        Some(id) => (id, "Skipped queue"),
-                        None => return Ok(None),
-                    }
+                match skipped {
+                    Some(id) => (id, "Skipped queue"),
+                    None => return Ok(None),
                 }
-                None => return Ok(None),
-            };
-            let lock_id = reserve!(tx, task_id);
-            return Ok(Some((task_id, Some(lock_id), queue.to_string())));
-        }
+            }
+            None => return Ok(None),
+        };
+        let lock_id = reserve!(tx, task_id);
+        Ok(Some((task_id, Some(lock_id), queue.to_string())))
     })?;
     if let Db::Postgres(pool) = db {
         sqlx::query(SWEEP_EXPIRED_LOCKS)
