@@ -1205,6 +1205,29 @@ impl Converter {
     /// the first pass) only when the item gave an annotation and names its size. Categories are
     /// numbered from 1 in the order their labels are met. Item ids count every item, also those
     /// left out.
+    /// One BRUSH_TO_COCO annotation of `shape` (its `segmentation`, `bbox` and `area`): counted
+    /// on every pass (ids), written on the second.
+    fn brush_coco_annotation(
+        &mut self,
+        shape: &Value,
+        image_id: i64,
+        category_id: usize,
+        annotator: &str,
+        out: &mut Vec<u8>,
+    ) {
+        let id = self.annotations;
+        self.annotations += 1;
+        if self.pass == 1 {
+            let mut a = shape.clone();
+            a["id"] = json!(id);
+            a["image_id"] = json!(image_id);
+            a["category_id"] = json!(category_id);
+            a["iscrowd"] = json!(0);
+            a["annotator"] = json!(annotator);
+            self.emit(&a, out);
+        }
+    }
+
     fn brush_coco(&mut self, item: &Item<'_>, out: &mut Vec<u8>) {
         let image_id = self.images;
         self.images += 1;
@@ -1272,17 +1295,13 @@ impl Converter {
                         let shapes = shapes.get_or_insert_with(|| traced_brush(region));
                         for shape in shapes.iter() {
                             valid = true;
-                            let id = self.annotations;
-                            self.annotations += 1;
-                            if self.pass == 1 {
-                                let mut a = shape.clone();
-                                a["id"] = json!(id);
-                                a["image_id"] = json!(image_id);
-                                a["category_id"] = json!(category_id);
-                                a["iscrowd"] = json!(0);
-                                a["annotator"] = json!(annotator);
-                                self.emit(&a, out);
-                            }
+                            self.brush_coco_annotation(
+                                shape,
+                                image_id,
+                                category_id,
+                                &annotator,
+                                out,
+                            );
                         }
                     } else if key == "polygonlabels" && region.contains_key("points") {
                         if !sized {
@@ -1296,17 +1315,7 @@ impl Converter {
                             continue;
                         };
                         valid = true;
-                        let id = self.annotations;
-                        self.annotations += 1;
-                        if self.pass == 1 {
-                            let mut a = shape;
-                            a["id"] = json!(id);
-                            a["image_id"] = json!(image_id);
-                            a["category_id"] = json!(category_id);
-                            a["iscrowd"] = json!(0);
-                            a["annotator"] = json!(annotator);
-                            self.emit(&a, out);
-                        }
+                        self.brush_coco_annotation(&shape, image_id, category_id, &annotator, out);
                     } else if kind == "rectanglelabels" || key == "labels" {
                         let values: Option<Vec<f64>> = [
                             "x",
@@ -1329,12 +1338,9 @@ impl Converter {
                             h * oh / 100.0,
                         );
                         valid = true;
-                        let id = self.annotations;
-                        self.annotations += 1;
-                        if self.pass == 1 {
-                            let a = json!({"id": id, "image_id": image_id, "category_id": category_id, "segmentation": [], "area": w * h, "bbox": [x, y, w, h], "iscrowd": 0, "annotator": annotator});
-                            self.emit(&a, out);
-                        }
+                        let shape =
+                            json!({"segmentation": [], "area": w * h, "bbox": [x, y, w, h]});
+                        self.brush_coco_annotation(&shape, image_id, category_id, &annotator, out);
                     }
                 }
             }
