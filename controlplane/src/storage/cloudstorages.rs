@@ -1498,6 +1498,11 @@ impl UriResolver {
         Ok(Self { storages })
     }
 
+    /// No import bucket storage: nothing to resolve.
+    pub fn is_empty(&self) -> bool {
+        self.storages.is_empty()
+    }
+
     /// Rewrites the top-level string values of `data` of task `task` that name an object of a
     /// storage of the project; other values stay as stored.
     pub fn resolve(&self, task: i64, data: &mut Value) {

@@ -1575,7 +1575,7 @@ mod gcs_images_export {
 // (`/api/tasks/<id>/presign?fileuri=<base64url>`), which answers with a signed link of the
 // storage proxy (the storage does not presign) that serves the object's bytes; URIs no storage
 // holds, other strings and other values stay; `resolve_uri=false` gives the data as stored;
-// another value is a 400. Against moto.
+// another value is a 400; the label and review streams always resolve. Against moto.
 async fn resolve_uri_in_task_lists(backend: Backend) {
     use base64::Engine;
     let Some(moto) = crate::exportchanges::moto().await else {
@@ -1667,6 +1667,38 @@ async fn resolve_uri_in_task_lists(backend: Backend) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(raw["data"], data);
+
+    // The label stream and the review stream hand out the task with its links resolved (the
+    // editor loads them as they are).
+    let annotator = app
+        .user(
+            "resolve-annotator@example.com",
+            verity_controlplane::authz::Role::Annotator,
+        )
+        .await;
+    app.add_member(project, &annotator, None).await;
+    let next = app
+        .get(&format!("/api/projects/{project}/next"), &annotator)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (next["id"].as_i64(), &next["data"]),
+        (Some(task), &resolved)
+    );
+    app.post(&format!("/api/tasks/{task}/annotations"), &annotator, json!({"result": [{
+        "id": "r1", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+        "original_width": 8, "original_height": 8,
+        "value": {"x": 10, "y": 20, "width": 50, "height": 40, "rotation": 0, "rectanglelabels": ["Car"]}}]}))
+        .await
+        .expect(StatusCode::CREATED);
+    let review = app
+        .get(&format!("/api/projects/{project}/review/next"), &app.owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (review["id"].as_i64(), &review["data"]),
+        (Some(task), &resolved)
+    );
 
     // The link leads to the object's bytes through the storage proxy.
     let answer = app.get(&link, &app.owner).await;

@@ -120,17 +120,17 @@ pub async fn delete_review(
 }
 
 /// The next annotation to review, reserved for the caller: the task with that one annotation
-/// in `annotations`, `queue: "Review queue"` and `unique_lock_id`. 404 `nothing_to_review`
-/// when none is left.
+/// in `annotations`, `queue: "Review queue"` and `unique_lock_id`, bucket URIs of its data
+/// resolved into media links as in `GET /api/tasks/{id}`. 404 `nothing_to_review` when none is
+/// left.
 #[utoipa::path(get, path = "/api/projects/{id}/review/next", tag = "reviews", params(("id" = i64, Path)), responses((status = 200, body = TaskView), (status = 404, description = "nothing left to review", body = crate::error::ErrorBody)))]
 pub async fn next_review(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TaskView>> {
-    Ok(Json(
-        reviews::next(&state.db, &actor, id, state.config.task_lock_ttl_secs).await?,
-    ))
+    let view = reviews::next(&state.db, &actor, id, state.config.task_lock_ttl_secs).await?;
+    Ok(Json(super::tasks::with_resolved_uris(&state, view).await?))
 }
 
 /// Query of the routing rule list.

@@ -269,14 +269,28 @@ pub async fn get_task(
 ) -> ApiResult<Json<TaskView>> {
     let resolve = opt_bool("resolve_uri", &params.resolve_uri)?.unwrap_or(true);
     let view = tasks::get(&state.db, &actor, id).await?;
-    let mut view = with_lazy_predictions(&state, &actor, view).await?;
-    if resolve {
-        let resolver = UriResolver::for_project(&state.db, view.project).await?;
-        let mut data: Value = serde_json::from_str(view.data.get()).map_err(ApiError::internal)?;
-        resolver.resolve(view.id, &mut data);
-        view.data = serde_json::value::to_raw_value(&data).map_err(ApiError::internal)?;
+    let view = with_lazy_predictions(&state, &actor, view).await?;
+    Ok(Json(match resolve {
+        true => with_resolved_uris(&state, view).await?,
+        false => view,
+    }))
+}
+
+/// The task with the bucket URIs of its data that a storage of its project holds turned into
+/// its media links (Label Studio's `resolve_uri`; the label and review streams always do this,
+/// as the labeling editor needs loadable links).
+pub(crate) async fn with_resolved_uris(
+    state: &AppState,
+    mut view: TaskView,
+) -> ApiResult<TaskView> {
+    let resolver = UriResolver::for_project(&state.db, view.project).await?;
+    if resolver.is_empty() {
+        return Ok(view);
     }
-    Ok(Json(view))
+    let mut data: Value = serde_json::from_str(view.data.get()).map_err(ApiError::internal)?;
+    resolver.resolve(view.id, &mut data);
+    view.data = serde_json::value::to_raw_value(&data).map_err(ApiError::internal)?;
+    Ok(view)
 }
 
 /// A task about to be shown, with lazy predictions when its project asks for them
@@ -415,7 +429,8 @@ pub async fn delete_project_tasks(
     Ok(no_content())
 }
 
-/// The next task of the label stream for the caller, reserved for them.
+/// The next task of the label stream for the caller, reserved for them; bucket URIs of its data
+/// are resolved into media links as in `GET /api/tasks/{id}`.
 #[utoipa::path(get, path = "/api/projects/{id}/next", tag = "tasks", params(("id" = i64, Path)), responses((status = 200, body = TaskView), (status = 404, description = "no task left", body = crate::error::ErrorBody)))]
 pub async fn next_task(
     State(state): State<AppState>,
@@ -423,7 +438,8 @@ pub async fn next_task(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TaskView>> {
     let view = tasks::next(&state.db, &actor, id, state.config.task_lock_ttl_secs).await?;
-    Ok(Json(with_lazy_predictions(&state, &actor, view).await?))
+    let view = with_lazy_predictions(&state, &actor, view).await?;
+    Ok(Json(with_resolved_uris(&state, view).await?))
 }
 
 /// The task list's query JSON with a view's filters and ordering under it: keys given in

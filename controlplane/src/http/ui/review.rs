@@ -294,6 +294,14 @@ async fn review_view(
             }
         }
     };
+    // The editor gets the task's bucket URIs as media links, as `review/next` answers them.
+    let task = match task {
+        Some(t) => match crate::http::routes::tasks::with_resolved_uris(state, t).await {
+            Ok(t) => Some(t),
+            Err(e) => return error_page(Some(user), &e),
+        },
+        None => None,
+    };
     let mut review = Value::Null;
     if let Some(task) = &task {
         let filter = ReviewFilter {
