@@ -607,6 +607,17 @@ fn first_label<'a>(region: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a 
     })
 }
 
+/// A rectangle in percent of the image (`x`, `y`, `width`, `height` of a region) in pixels of
+/// an image `ow` × `oh`, as COCO's `bbox` takes it.
+fn rect_in_pixels((x, y, w, h): (f64, f64, f64, f64), ow: f64, oh: f64) -> (f64, f64, f64, f64) {
+    (
+        x * ow / 100.0,
+        y * oh / 100.0,
+        w * ow / 100.0,
+        h * oh / 100.0,
+    )
+}
+
 /// `rotated_rectangle`: the axis-aligned box around a rotated one, in percent.
 fn rotated_rectangle(label: &Map<String, Value>) -> Option<(f64, f64, f64, f64)> {
     let (mut x, mut y, mut w, mut h) = (
@@ -1331,12 +1342,7 @@ impl Converter {
                         let Some(&[x, y, w, h, ow, oh]) = values.as_deref() else {
                             continue;
                         };
-                        let (x, y, w, h) = (
-                            x * ow / 100.0,
-                            y * oh / 100.0,
-                            w * ow / 100.0,
-                            h * oh / 100.0,
-                        );
+                        let (x, y, w, h) = rect_in_pixels((x, y, w, h), ow, oh);
                         valid = true;
                         let shape =
                             json!({"segmentation": [], "area": w * h, "bbox": [x, y, w, h]});
@@ -1747,12 +1753,7 @@ impl Converter {
                 else {
                     continue;
                 };
-                let (x, y, w, h) = (
-                    x * ow / 100.0,
-                    y * oh / 100.0,
-                    w * ow / 100.0,
-                    h * oh / 100.0,
-                );
+                let (x, y, w, h) = rect_in_pixels((x, y, w, h), ow, oh);
                 self.coco_annotation(
                     json!({"id": id, "image_id": image_id, "category_id": category_id, "segmentation": [], "bbox": [x, y, w, h], "ignore": 0, "iscrowd": 0, "area": w * h}),
                     out,

@@ -1463,7 +1463,11 @@ pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiR
             .ok_or_else(|| {
                 bad(format!(
                     "cannot order by {order:?}: order by a task column ({}) or data.<field>",
-                    ORDER_NAMES.join(", ")
+                    ORDER_COLUMNS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })?
             .map_err(bad)?;
@@ -1473,7 +1477,8 @@ pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiR
         // PostgreSQL does not walk an index whose order is the column's (its backward scan
         // gives `desc nulls first`), and sorts every matching task for one page (ADR 0059,
         // addendum of session 23).
-        let direction = match (desc, NOT_NULL_COLUMNS.contains(&name)) {
+        let never_null = ORDER_COLUMNS.iter().any(|&(n, never)| n == name && never);
+        let direction = match (desc, never_null) {
             (true, true) => " desc",
             (false, true) => "",
             (true, false) => " desc nulls last",
@@ -1488,49 +1493,37 @@ pub fn task_query(dialect: Dialect, query: &Value, only_annotated: bool) -> ApiR
     Ok(q)
 }
 
-/// Task columns that are never null (`not null` in both engines' schemas), ordered without a
-/// `nulls first`/`nulls last` clause so an index in the column's order can serve the page.
-const NOT_NULL_COLUMNS: &[&str] = &[
-    "id",
-    "inner_id",
-    "total_annotations",
-    "cancelled_annotations",
-    "total_predictions",
-    "created_at",
-    "updated_at",
-    "is_labeled",
-    "overlap",
-    "comment_count",
-    "unresolved_comment_count",
+/// The task columns ordering takes (named in its error message), each with whether it is never
+/// null (`not null` in both engines' schemas): those are ordered without a `nulls first`/`nulls
+/// last` clause so that an index in the column's order can serve the page.
+const ORDER_COLUMNS: &[(&str, bool)] = &[
+    ("id", NEVER_NULL),
+    ("inner_id", NEVER_NULL),
+    ("total_annotations", NEVER_NULL),
+    ("cancelled_annotations", NEVER_NULL),
+    ("total_predictions", NEVER_NULL),
+    ("created_at", NEVER_NULL),
+    ("updated_at", NEVER_NULL),
+    ("is_labeled", NEVER_NULL),
+    ("overlap", NEVER_NULL),
+    ("agreement", NULLABLE),
+    ("comment_count", NEVER_NULL),
+    ("unresolved_comment_count", NEVER_NULL),
+    ("last_comment_updated_at", NULLABLE),
+    ("reviews_accepted", NULLABLE),
+    ("reviews_rejected", NULLABLE),
+    ("reviewers_count", NULLABLE),
+    ("reviewed", NULLABLE),
+    ("completed_at", NULLABLE),
+    ("annotators", NULLABLE),
+    ("reviewers", NULLABLE),
+    ("predictions_score", NULLABLE),
+    ("ground_truth", NULLABLE),
+    ("draft_exists", NULLABLE),
+    ("avg_lead_time", NULLABLE),
 ];
-
-/// The columns ordering takes, for its error message.
-const ORDER_NAMES: &[&str] = &[
-    "id",
-    "inner_id",
-    "total_annotations",
-    "cancelled_annotations",
-    "total_predictions",
-    "created_at",
-    "updated_at",
-    "is_labeled",
-    "overlap",
-    "agreement",
-    "comment_count",
-    "unresolved_comment_count",
-    "last_comment_updated_at",
-    "reviews_accepted",
-    "reviews_rejected",
-    "reviewers_count",
-    "reviewed",
-    "completed_at",
-    "annotators",
-    "reviewers",
-    "predictions_score",
-    "ground_truth",
-    "draft_exists",
-    "avg_lead_time",
-];
+const NEVER_NULL: bool = true;
+const NULLABLE: bool = false;
 
 /// Ordering by a top-level field of the task's data (as text). The key goes into the SQL as a
 /// literal, so it is held to letters, digits, `_` and `-`.
