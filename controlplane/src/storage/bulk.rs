@@ -135,8 +135,10 @@ pub async fn label_tasks(
     }
     let settings = project.settings();
     let skip_queue = settings.skip_queue;
-    // The rule of a single create by the same caller (see `annotations::create`): strict
-    // overlap binds the label stream's roles under automatic distribution.
+    // Strict overlap binds whom it binds for a single create (see `annotations::create`): the
+    // label stream's roles under automatic distribution. Unlike a single create, a full task is
+    // left alone whatever the author's reservations: a bulk call never comes from the stream
+    // (ADR 0061).
     let strict = settings.strict_task_overlap
         && !settings.assignment_settings.manual()
         && access.role < Role::Manager

@@ -176,6 +176,43 @@ both_backends! {
         assert_eq!(creates, 4, "{audit:?}");
     }
 
+    async fn strict_overlap_leaves_full_tasks_alone_for_reviewers(app) {
+        let app = &app;
+        let p = app.mk_project(&app.owner, json!({"label_config": BULK_CONFIG, "maximum_annotations": 1, "strict_task_overlap": true})).await;
+        let t = app.mk_tasks(&app.owner, p, 3).await;
+        let reviewer = app.user("strict-rev@example.com", Role::Reviewer).await;
+        let annotator = app.user("strict-ann@example.com", Role::Annotator).await;
+        app.add_member(p, &reviewer, None).await;
+        app.add_member(p, &annotator, None).await;
+        app.post(&format!("/api/tasks/{}/annotations", t[0]), &annotator, json!({"result": answer("pos", 1)}))
+            .await.expect(StatusCode::CREATED);
+        // t0 is full: the reviewer's bulk call labels t1 and t2 only.
+        let reply = app.post("/api/annotations/bulk/", &reviewer, json!({"tasks": t, "result": answer("neg", 2)}))
+            .await.expect(StatusCode::CREATED);
+        let made = created_ids(&reply);
+        assert_eq!(made.len(), 2, "{reply}");
+        let tasks_of: Vec<Value> = {
+            let mut out = Vec::new();
+            for id in &made {
+                out.push(app.get(&format!("/api/annotations/{id}"), &app.owner).await.expect(StatusCode::OK)["task"].clone());
+            }
+            out
+        };
+        assert_eq!(tasks_of, vec![json!(t[1]), json!(t[2])]);
+        assert_eq!(counts(app, p).await, (json!(3), json!(3), json!(3)));
+        // A manager's call is deliberate (as for one annotation): it lands on the full task.
+        let reply = app.post("/api/annotations/bulk/", &app.owner, json!({"tasks": [t[0]], "result": answer("neg", 2)}))
+            .await.expect(StatusCode::CREATED);
+        assert_eq!(created_ids(&reply).len(), 1);
+        // Switched off, the reviewer's call lands on a full task too.
+        app.patch(&format!("/api/projects/{p}"), &app.owner, json!({"strict_task_overlap": false})).await.expect(StatusCode::OK);
+        let other = app.user("strict-rev2@example.com", Role::Reviewer).await;
+        app.add_member(p, &other, None).await;
+        let reply = app.post("/api/annotations/bulk/", &other, json!({"tasks": [t[0]], "result": answer("pos", 2)}))
+            .await.expect(StatusCode::CREATED);
+        assert_eq!(created_ids(&reply).len(), 1);
+    }
+
     async fn bulk_delete_refuses_ids_outside_the_project(app) {
         let app = &app;
         let p = app.mk_project(&app.owner, json!({"label_config": BULK_CONFIG})).await;
