@@ -1220,6 +1220,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/annotations/{id}/convert-to-draft",
         Needs(P::AnnotationCreate),
     ),
+    // Bulk labeling and bulk deletion (ADR 0061): Reviewer and above.
+    ep("POST", "/api/annotations/bulk", Needs(P::AnnotationManage)),
+    ep(
+        "POST",
+        "/api/annotations/bulk-delete",
+        Needs(P::AnnotationManage),
+    ),
     ep("GET", "/api/predictions", Needs(P::ProjectView)),
     ep("POST", "/api/predictions", Needs(P::PredictionManage)),
     ep("GET", "/api/predictions/{id}", Needs(P::ProjectView)),

@@ -57,6 +57,11 @@ pub enum ErrorCode {
     /// A review routing rule is invalid (ADR 0057): `validation_errors` names the rule and
     /// field (`rules[2].reviewers`); nothing was replaced.
     InvalidRoutingRule,
+    /// Bulk labeling (ADR 0061) cannot write this project's results: a control tag of its
+    /// labeling configuration is not a whole-task Choices, DateTime, Number, Rating, Taxonomy
+    /// or TextArea (`detail` names it). The project's `config_suitable_for_bulk_annotation`
+    /// says so beforehand.
+    ConfigNotSuitableForBulk,
     /// The task already has the annotations its overlap asks for (`strict_task_overlap`), for
     /// example because the caller's reservation expired and others finished it.
     OverlapReached,
@@ -152,7 +157,8 @@ impl ErrorCode {
             | ErrorCode::CommentRequired
             | ErrorCode::ExportFormatUnsupported
             | ErrorCode::InvalidAssignee
-            | ErrorCode::InvalidRoutingRule => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidRoutingRule
+            | ErrorCode::ConfigNotSuitableForBulk => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidLink | ErrorCode::LinkExpired | ErrorCode::CsrfFailed => {
                 StatusCode::FORBIDDEN
             }

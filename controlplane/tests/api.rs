@@ -10,6 +10,8 @@ mod analytics;
 mod assignments;
 #[path = "suites/bucketsync.rs"]
 mod bucketsync;
+#[path = "suites/bulk.rs"]
+mod bulk;
 #[path = "suites/comments.rs"]
 mod comments;
 mod common;

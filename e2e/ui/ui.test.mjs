@@ -487,6 +487,99 @@ test('data manager: a manager adds a tab, filters, sorts and runs an action; an 
   assert.equal(await other.getByRole('button', { name: 'Rename' }).count(), 0);
 });
 
+test('data manager: bulk label, assign and mark ground truth on the selection; a reviewer labels without the other actions', async () => {
+  const config = `<View><Text name="text" value="$text"/>
+    <Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices>
+    <Number name="score" toName="text" min="1" max="10"/><Rating name="stars" toName="text" maxRating="5"/>
+    <TextArea name="note" toName="text"/></View>`;
+  const project = await api('POST', '/api/projects', { title: 'Bulk in a browser', label_config: config });
+  const id = project.id;
+  assert.equal(project.config_suitable_for_bulk_annotation, true);
+  await api('POST', `/api/projects/${id}/import`, ['a', 'b', 'c', 'd'].map((w) => ({ text: `bulk ${w}` })));
+  const tasks = (await api('GET', `/api/tasks?project=${id}&include=id`)).tasks.map((t) => t.id).sort((a, b) => a - b);
+  await api('POST', '/api/users', { email: 'bulk-reviewer@example.com', password: 'bulk reviewer password', role: 'reviewer' });
+  await api('POST', '/api/users', { email: 'bulk-annotator@example.com', password: 'bulk annotator password', role: 'annotator' });
+  const users = await api('GET', '/api/users');
+  const reviewer = users.find((u) => u.email === 'bulk-reviewer@example.com');
+  const annotator = users.find((u) => u.email === 'bulk-annotator@example.com');
+  await api('POST', `/api/projects/${id}/members`, { user: reviewer.id });
+  await api('POST', `/api/projects/${id}/members`, { user: annotator.id });
+
+  const page = await newPage();
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.waitForURL(/\/projects$/);
+  await page.goto(`${server.base}/projects/${id}/data`);
+  const form = page.locator('#dm-bulk-label');
+  await form.locator('summary').click();
+  await page.locator('#dm-bulk-assign summary').click();
+  await assertAccessible(page, 'the data page with the bulk forms open');
+  // Nothing ticked: refused with a message, nothing written.
+  await form.getByLabel('Positive').check();
+  await form.getByRole('button', { name: 'Label selected tasks' }).click();
+  await page.locator('#dm-error').waitFor();
+  assert.match(await page.locator('#dm-error').textContent(), /Select some tasks/);
+  // No answer given: refused, nothing written.
+  await page.getByLabel(`Select task ${tasks[0]}`).check();
+  await page.locator('#dm-bulk-label summary').click();
+  await page.locator('#dm-bulk-label').getByRole('button', { name: 'Label selected tasks' }).click();
+  await page.locator('#dm-error').waitFor();
+  assert.match(await page.locator('#dm-error').textContent(), /at least one answer/);
+  assert.equal((await api('GET', `/api/projects/${id}`)).total_annotations_number, 0);
+  // Two tasks labeled with every kind of answer.
+  await page.getByLabel(`Select task ${tasks[0]}`).check();
+  await page.getByLabel(`Select task ${tasks[1]}`).check();
+  await page.locator('#dm-bulk-label summary').click();
+  await form.getByLabel('Positive').check();
+  await form.getByLabel('score').fill('7');
+  await form.getByLabel('stars').selectOption('4');
+  await form.getByLabel('note').fill('checked in bulk');
+  await form.getByRole('button', { name: 'Label selected tasks' }).click();
+  await page.locator('#dm-message').waitFor();
+  assert.match(await page.locator('#dm-message').textContent(), /Labeled 2 tasks/);
+  for (const t of tasks.slice(0, 2)) {
+    const [made] = await api('GET', `/api/tasks/${t}/annotations`);
+    assert.equal(made.bulk_created, true);
+    assert.deepEqual(made.result.map((r) => [r.from_name, r.value]), [
+      ['sentiment', { choices: ['Positive'] }], ['score', { number: 7 }], ['stars', { rating: 4 }], ['note', { text: ['checked in bulk'] }],
+    ]);
+  }
+  // Assign the annotator to the third task.
+  await page.getByLabel(`Select task ${tasks[2]}`).check();
+  await page.locator('#dm-bulk-assign summary').click();
+  await page.locator('#dm-bulk-assign').getByLabel('bulk-annotator@example.com').check();
+  await page.locator('#dm-bulk-assign').getByRole('button', { name: 'Assign to annotators' }).click();
+  await page.locator('#dm-message').waitFor();
+  assert.match(await page.locator('#dm-message').textContent(), /Assigned 1 annotator to 1 task/);
+  const assigned = await api('GET', `/api/projects/${id}/tasks/${tasks[2]}/assignees`);
+  assert.deepEqual(assigned.map((a) => [a.assignee, a.type]), [[annotator.id, 'AN']]);
+  // Mark ground truth on every task matching the filters: the two labeled ones get a mark.
+  await page.getByLabel(/^All 4 tasks matching the filters/).check();
+  await page.getByLabel('Action').selectOption({ label: 'Mark as ground truth' });
+  await page.getByRole('button', { name: 'Run on selected tasks' }).click();
+  await page.locator('#dm-confirm').waitFor();
+  await page.locator('#dm-confirm').getByRole('button', { name: 'Mark as ground truth' }).click();
+  await page.locator('#dm-message').waitFor();
+  assert.match(await page.locator('#dm-message').textContent(), /Marked 2 ground truths; 0 already marked; 2 tasks without/);
+  assert.equal((await api('GET', `/api/projects/${id}`)).ground_truth_number, 2);
+  assert.deepEqual(page.errors, [], 'no script errors under the Content-Security-Policy');
+
+  // The reviewer: the selection and the bulk-label form, no actions and no assigning.
+  const other = await newPage();
+  await signIn(other, 'bulk-reviewer@example.com', 'bulk reviewer password');
+  await other.waitForURL(/\/projects$/);
+  await other.goto(`${server.base}/projects/${id}/data`);
+  assert.equal(await other.getByLabel('Action').count(), 0);
+  assert.equal(await other.locator('#dm-bulk-assign').count(), 0);
+  await other.getByLabel(`Select task ${tasks[3]}`).check();
+  await other.locator('#dm-bulk-label summary').click();
+  await other.locator('#dm-bulk-label').getByLabel('Negative').check();
+  await other.locator('#dm-bulk-label').getByRole('button', { name: 'Label selected tasks' }).click();
+  await other.locator('#dm-message').waitFor();
+  assert.match(await other.locator('#dm-message').textContent(), /Labeled 1 task\./);
+  const [byReviewer] = await api('GET', `/api/tasks/${tasks[3]}/annotations`);
+  assert.deepEqual([byReviewer.completed_by, byReviewer.bulk_created, byReviewer.result.length], [reviewer.id, true, 1]);
+});
+
 test('data manager: the filter list is the server\'s column catalogue; filter by annotator and by annotation result', async () => {
   await api('POST', '/api/users', { email: 'dmc-manager@example.com', password: 'dmc manager password', role: 'manager', first_name: 'Mona', last_name: 'Manager' });
   const page = await newPage();
@@ -1308,7 +1401,8 @@ test('data manager: with more than 1,000 members the person filter searches the 
   await page.getByRole('button', { name: 'Apply filters' }).click();
   await page.waitForURL(/\?view=\d+$/);
   assert.match(await page.locator('#tasks caption').textContent(), /^1 task$/);
-  assert.equal(Number(await page.locator('#tasks tbody tr').first().locator('td').first().textContent()), tasks[1]);
+  // The manager is a reviewer of the project: the first column ticks tasks for bulk labeling.
+  assert.equal(Number(await page.locator('#tasks tbody tr').first().locator('td').nth(1).textContent()), tasks[1]);
   // The saved filter shows who the id is.
   assert.equal(await page.getByLabel('Value 1', { exact: true }).inputValue(), String(manager.id));
   assert.match(await page.locator('.dm-person').first().textContent(), /Quentin Needleman \(crowd-manager@example\.com\)/);
@@ -1316,7 +1410,7 @@ test('data manager: with more than 1,000 members the person filter searches the 
   await page.getByLabel('Value 1', { exact: true }).fill('CROWD-OWNER@example.com');
   await page.getByRole('button', { name: 'Apply filters to this tab' }).click();
   await page.locator('#tasks caption').filter({ hasText: /^1 task$/ }).waitFor();
-  assert.equal(Number(await page.locator('#tasks tbody tr').first().locator('td').first().textContent()), tasks[0]);
+  assert.equal(Number(await page.locator('#tasks tbody tr').first().locator('td').nth(1).textContent()), tasks[0]);
   assert.equal(await page.getByLabel('Value 1', { exact: true }).inputValue(), String(crowd.owner_id ?? (await asOwner('GET', '/api/current-user')).id));
   // An email nobody has is refused with a message, and the tab keeps its filter.
   const view = new URL(page.url()).searchParams.get('view');

@@ -56,6 +56,9 @@ pub struct AnnotationRow {
     /// Creation time of the draft it was submitted from (micros, ADR 0044).
     #[sqlx(default)]
     pub draft_created_at: Option<i64>,
+    /// Made by bulk labeling (ADR 0061).
+    #[sqlx(default)]
+    pub bulk_created: bool,
     /// Author email.
     pub author_email: Option<String>,
     /// Reviews that accepted it.
@@ -68,7 +71,7 @@ pub struct AnnotationRow {
 pub const ANNOTATION_COLUMNS: &str = "a.id, a.task_id, a.project_id, a.result, a.completed_by, a.updated_by, \
     a.was_cancelled, a.ground_truth, a.lead_time, a.prediction, a.parent_prediction, a.parent_annotation, \
     a.import_id, a.last_action, a.unique_id, a.created_at, a.updated_at, a.draft_created_at, \
-    u.email as author_email, \
+    a.bulk_created, u.email as author_email, \
     (select count(*) from annotation_review rv where rv.annotation_id = a.id and rv.accepted) as reviews_accepted, \
     (select count(*) from annotation_review rv where rv.annotation_id = a.id and not rv.accepted) as reviews_rejected";
 
@@ -121,7 +124,7 @@ pub struct AnnotationView {
     pub prediction: Box<RawValue>,
     /// Number of result items.
     pub result_count: usize,
-    /// Always false.
+    /// Made by bulk labeling (`POST /api/annotations/bulk/`, ADR 0061).
     pub bulk_created: bool,
     /// Reviews that accepted it.
     pub reviews_accepted: i64,
@@ -166,7 +169,7 @@ impl AnnotationRow {
             unique_id: self.unique_id.clone(),
             prediction: raw(&self.prediction),
             result_count,
-            bulk_created: false,
+            bulk_created: self.bulk_created,
             reviews_accepted: self.reviews_accepted,
             reviews_rejected: self.reviews_rejected,
         }
@@ -394,7 +397,7 @@ pub(crate) fn validate_result(
     Ok(())
 }
 
-async fn check_member(db: &Db, actor: &Actor, user_id: i64) -> ApiResult<()> {
+pub(crate) async fn check_member(db: &Db, actor: &Actor, user_id: i64) -> ApiResult<()> {
     let found: Option<i64> = with_read!(db, conn, {
         sqlx::query_scalar(
             "select user_id from org_member where organization_id = $1 and user_id = $2",
@@ -526,6 +529,7 @@ pub async fn create(
                 parent_prediction: input.parent_prediction,
                 parent_annotation: input.parent_annotation,
                 now,
+                bulk_created: false,
             },
             skip_queue
         );
@@ -605,6 +609,8 @@ pub struct NewAnnotation {
     pub parent_annotation: Option<i64>,
     /// Creation time (micros).
     pub now: i64,
+    /// Made by bulk labeling (ADR 0061).
+    pub bulk_created: bool,
 }
 
 /// Inserts one annotation inside `tx` with everything creating one entails: the task's other
@@ -621,8 +627,8 @@ macro_rules! insert_annotation {
         }
         let id: i64 = sqlx::query_scalar(
             "insert into annotation (task_id, project_id, result, completed_by, updated_by, was_cancelled, ground_truth, \
-             lead_time, parent_prediction, parent_annotation, last_action, unique_id, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) returning id",
+             lead_time, parent_prediction, parent_annotation, last_action, unique_id, created_at, updated_at, \
+             bulk_created) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) returning id",
         )
         .bind($task_id)
         .bind($project_id)
@@ -637,6 +643,7 @@ macro_rules! insert_annotation {
         .bind(if new.was_cancelled { "skipped" } else { "submitted" })
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(new.now)
+        .bind(new.bulk_created)
         .fetch_one(&mut *$tx)
         .await?;
         let kind = $crate::storage::annotations::Kind::of(

@@ -23,6 +23,7 @@ pub mod annotations;
 pub mod annotator_stats;
 pub mod assignments;
 pub mod audit;
+pub mod bulk;
 pub mod cloudstorages;
 pub mod comments;
 pub mod distribution;

@@ -167,7 +167,8 @@ pub struct ProjectView {
     pub data_types: Map<String, Value>,
     /// Whether the configuration has control tags.
     pub config_has_control_tags: bool,
-    /// Bulk labeling is not offered yet.
+    /// Whether bulk labeling can write this configuration's results (ADR 0061): its control
+    /// tags are all whole-task Choices, DateTime, Number, Rating, Taxonomy or TextArea.
     pub config_suitable_for_bulk_annotation: bool,
     /// Whether the project has tasks.
     pub ready: bool,
@@ -261,7 +262,9 @@ impl ProjectRow {
                 .map(LabelConfig::data_types)
                 .unwrap_or_default(),
             config_has_control_tags: config.as_deref().is_some_and(LabelConfig::has_controls),
-            config_suitable_for_bulk_annotation: false,
+            config_suitable_for_bulk_annotation: config
+                .as_deref()
+                .is_some_and(|c| c.bulk_unsuitable().is_none()),
             ready: self.task_number > 0,
         }
     }

@@ -145,6 +145,7 @@ pub async fn predictions_to_annotations(
                         parent_prediction: Some(prediction_id),
                         parent_annotation: None,
                         now,
+                        bulk_created: false,
                     },
                     skip_queue
                 );

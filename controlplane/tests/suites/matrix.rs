@@ -789,6 +789,12 @@ fn request(e: &Endpoint, target: Target, f: &Fixture, role: Role) -> (String, Op
         }
         ("PATCH", "/api/drafts/{id}") => Some(json!({"result": choice("neg")})),
         ("PATCH", "/api/annotations/{id}") => Some(json!({"result": choice("neg")})),
+        ("POST", "/api/annotations/bulk") => {
+            Some(json!({"project": obj.project, "tasks": [obj.task], "result": choice("pos")}))
+        }
+        ("POST", "/api/annotations/bulk-delete") => {
+            Some(json!({"project": obj.project, "ids": [obj.annotation]}))
+        }
         ("POST", "/api/predictions") => Some(json!({"task": obj.task, "result": choice("pos")})),
         ("PATCH", "/api/predictions/{id}") => Some(json!({"score": 0.5})),
         ("POST", "/api/projects/{id}/import") => Some(json!([{"text": "imported"}])),

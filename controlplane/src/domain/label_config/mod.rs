@@ -36,6 +36,12 @@ mod tests;
 
 use tags::*;
 
+/// The control tags bulk labeling writes (Label Studio Enterprise's list): whole-task answers
+/// that one form can give for many tasks at once.
+pub const BULK_CONTROL_TAGS: [&str; 6] = [
+    "Choices", "DateTime", "Number", "Rating", "Taxonomy", "TextArea",
+];
+
 /// A parsed labeling config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelConfig {
@@ -480,6 +486,48 @@ impl LabelConfig {
     /// Whether any tag can produce results (Label Studio's default `<View></View>` cannot).
     pub fn has_controls(&self) -> bool {
         !self.controls.is_empty()
+    }
+
+    /// An attribute of control `index` (of [`Self::controls`]) as written, the name matched
+    /// without regard to letter case (`choice`, `maxRating`, `min`, `only`...).
+    pub fn control_attribute(&self, index: usize, name: &str) -> Option<&str> {
+        self.control_meta
+            .get(index)
+            .and_then(|m| control_attr(m, name))
+    }
+
+    /// Why bulk labeling (ADR 0061) cannot write this configuration's results, or `None` when
+    /// it can: every control tag must be one of [`BULK_CONTROL_TAGS`] and label the whole
+    /// task (no `perRegion`, no `perItem`), and there must be at least one. Label Studio
+    /// Enterprise's `config_suitable_for_bulk_annotation` is `self.bulk_unsuitable().is_none()`.
+    pub fn bulk_unsuitable(&self) -> Option<String> {
+        if self.controls.is_empty() {
+            return Some("the labeling configuration has no control tags".to_owned());
+        }
+        for (control, meta) in self.controls.iter().zip(&self.control_meta) {
+            if !BULK_CONTROL_TAGS.contains(&control.tag.as_str()) {
+                return Some(format!(
+                    "control <{}> {:?} cannot be labeled in bulk: only {} can",
+                    control.tag,
+                    control.name,
+                    BULK_CONTROL_TAGS.join(", ")
+                ));
+            }
+            let set = |key: &str| {
+                meta.attrs
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case(key) && v.eq_ignore_ascii_case("true"))
+            };
+            for key in ["perRegion", "perItem"] {
+                if set(key) {
+                    return Some(format!(
+                        "control <{}> {:?} has {key}=\"true\": bulk labeling writes whole-task answers only",
+                        control.tag, control.name
+                    ));
+                }
+            }
+        }
+        None
     }
 
     /// Task `data` keys the object tags read (`$text` -> "text"; for "$a.b" the top key "a").

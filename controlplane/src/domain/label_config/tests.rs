@@ -1932,3 +1932,42 @@ fn shorthand_expands_to_the_one_controls_region_item() {
     );
     assert!(choices.expand_shorthand(&json!(null)).is_err());
 }
+
+#[test]
+fn bulk_labeling_takes_whole_task_controls_of_six_kinds_only() {
+    let suitable = cfg(r#"<View><Text name="t" value="$text"/>
+        <Choices name="c" toName="t"><Choice value="a"/></Choices>
+        <DateTime name="d" toName="t" only="date"/><Number name="n" toName="t"/>
+        <Rating name="r" toName="t"/><Taxonomy name="x" toName="t"><Choice value="A"/></Taxonomy>
+        <TextArea name="ta" toName="t" perRegion="false"/></View>"#);
+    assert_eq!(suitable.bulk_unsuitable(), None);
+    let labels = cfg(
+        r#"<View><Text name="t" value="$text"/><Labels name="l" toName="t"><Label value="A"/></Labels>
+        <Choices name="c" toName="t"><Choice value="a"/></Choices></View>"#,
+    );
+    let reason = labels.bulk_unsuitable().expect("Labels is not bulk");
+    assert!(
+        reason.contains("<Labels>") && reason.contains("Choices, DateTime"),
+        "{reason}"
+    );
+    let per_region = cfg(
+        r#"<View><Text name="t" value="$text"/><TextArea name="ta" toName="t" PERREGION="True"/></View>"#,
+    );
+    assert!(
+        per_region
+            .bulk_unsuitable()
+            .expect("perRegion")
+            .contains("perRegion")
+    );
+    let per_item = cfg(
+        r#"<View><Image name="i" valueList="$images"/><Choices name="c" toName="i" perItem="true"><Choice value="a"/></Choices></View>"#,
+    );
+    assert!(
+        per_item
+            .bulk_unsuitable()
+            .expect("perItem")
+            .contains("perItem")
+    );
+    let empty = cfg("<View><Text name=\"t\" value=\"$text\"/></View>");
+    assert!(empty.bulk_unsuitable().is_some());
+}

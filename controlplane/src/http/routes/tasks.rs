@@ -18,6 +18,7 @@ use crate::{
     storage::{
         annotations,
         assignments::{self, Kind},
+        bulk,
         cloudstorages::UriResolver,
         predictions, quality,
         tasks::{self, Fields, TaskView, Window},
@@ -532,6 +533,16 @@ const ACTIONS: &[ActionSpec] = &[
         )),
     },
     ActionSpec {
+        id: "set_ground_truths",
+        title: "Mark as ground truth",
+        order: 108,
+        permission: Permission::GroundTruthManage,
+        dialog: Some((
+            "Mark ground truths of the selected tasks?",
+            "On each selected task the newest submitted annotation becomes the task's ground truth (any other mark of the task is cleared); tasks without a submitted annotation are left alone.",
+        )),
+    },
+    ActionSpec {
         id: "predictions_to_annotations",
         title: "Create annotations from predictions",
         order: 106,
@@ -755,6 +766,24 @@ pub async fn perform_action(
                 serde_json::json!({"processed_items": ids.len(), "reload": true, "detail": format!("Deleted {n} ground truths")}),
             )
         }
+        "set_ground_truths" => {
+            let out = bulk::set_ground_truths(&state.db, actor, project, &ids).await?;
+            let n = out.marked.len();
+            if n > 0 {
+                // As for `delete_ground_truths`: export storages show `ground_truth` (ADR 0052).
+                crate::exportchanges::note_tasks(&state.db, &state.jobs, project, ids.clone())
+                    .await;
+            }
+            let without = out.without.len();
+            Ok(serde_json::json!({
+                "processed_items": ids.len(), "reload": true, "marked": n,
+                "unchanged": out.unchanged, "without_annotations": without,
+                "detail": format!(
+                    "Marked {n} ground truths; {} already marked; {without} tasks without a submitted annotation",
+                    out.unchanged
+                )
+            }))
+        }
         "predictions_to_annotations" => {
             let versions = model_versions(body)?;
             let created =
@@ -870,7 +899,37 @@ pub(crate) async fn selected_task_ids(
     }
     let query = with_view(view, query);
     let query = tasks::task_query(state.db.dialect(), &query, false)?;
-    collect_ids(state, actor, project, &query).await
+    collect_ids(state, actor, project, &query, None).await
+}
+
+/// [`selected_task_ids`] for a caller that takes at most `cap` tasks: it reads at most
+/// `cap + 1` ids, so more than `cap` answers `cap + 1` ids however large the selection.
+pub(crate) async fn selected_task_ids_capped(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    body: &Map<String, Value>,
+    view: Option<&ViewRow>,
+    cap: usize,
+) -> ApiResult<Vec<i64>> {
+    let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
+    if !selected.is_object() {
+        return Err(ApiError::field(
+            ErrorCode::ValidationError,
+            "selectedItems",
+            "this field is required: {\"all\": false, \"included\": [ids]} or {\"all\": true, \"excluded\": [ids]}",
+        ));
+    }
+    let mut query = serde_json::json!({"selectedItems": selected});
+    if let Some(filters) = body
+        .get("filters")
+        .filter(|f| !f.is_null() && view.is_none())
+    {
+        query["filters"] = filters.clone();
+    }
+    let query = with_view(view, query);
+    let query = tasks::task_query(state.db.dialect(), &query, false)?;
+    collect_ids(state, actor, project, &query, Some(cap + 1)).await
 }
 
 async fn collect_ids(
@@ -878,8 +937,10 @@ async fn collect_ids(
     actor: &Actor,
     project: i64,
     query: &tasks::TaskQuery,
+    cap: Option<usize>,
 ) -> ApiResult<Vec<i64>> {
-    // Bounded by the selection; pages of ids only.
+    // Bounded by the selection (and the cap); pages of ids only.
+    let page_size = cap.map_or(10_000, |c| c.min(10_000)) as i64;
     let mut ids = Vec::new();
     let mut offset = 0;
     loop {
@@ -890,7 +951,7 @@ async fn collect_ids(
             query,
             Window {
                 offset,
-                limit: 10_000,
+                limit: page_size,
                 fields: Fields::TaskOnly,
                 ids_only: true,
             },
@@ -898,10 +959,13 @@ async fn collect_ids(
         .await?;
         let n = page.tasks.len() as i64;
         ids.extend(page.tasks.iter().map(|t| t.id));
-        if n < 10_000 {
+        if n < page_size || cap.is_some_and(|c| ids.len() >= c) {
             break;
         }
         offset += n;
+    }
+    if let Some(c) = cap {
+        ids.truncate(c);
     }
     Ok(ids)
 }

@@ -890,6 +890,29 @@ async fn data_view(
         Ok(a) => a,
         Err(e) => return error_page(Some(user), &e),
     };
+    // Bulk labeling (Reviewer and above) and assigning (`task.manage`), ADR 0061.
+    let bulk_fields: Vec<Value> = if holds(role, Permission::AnnotationManage) {
+        access
+            .row
+            .config()
+            .map(|c| super::bulk::label_fields(&c))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let assignees: Vec<Value> = if holds(role, Permission::TaskManage) {
+        match crate::storage::members::list(&state.db, actor, id).await {
+            Ok(members) => members
+                .iter()
+                .filter(|m| !m.paused)
+                .map(|m| json!({"id": m.user.id, "label": person_label(&m.user)}))
+                .collect(),
+            Err(e) => return error_page(Some(user), &e),
+        }
+    } else {
+        Vec::new()
+    };
+    let selectable = !actions.is_empty() || !bulk_fields.is_empty();
     let operators: Vec<Value> = OPERATORS
         .iter()
         .map(|(k, t)| json!({"id": k, "title": t}))
@@ -921,6 +944,10 @@ async fn data_view(
             operators => js(&operators),
             column_toggles => js(&column_toggles),
             actions => js(&actions),
+            bulk_fields => js(&bulk_fields),
+            assignees => js(&assignees),
+            can_assign => holds(role, Permission::TaskManage),
+            selectable => selectable,
             can_review => can_review,
             message => notice.message,
             error => notice.error,
@@ -1238,6 +1265,11 @@ async fn run_action(
         )
         .await;
     }
+    match field(fields, "bulk") {
+        Some("label") => return bulk_label(state, user, id, tab, query, all, &ids, fields).await,
+        Some("assign") => return bulk_assign(state, user, id, tab, query, all, &ids, fields).await,
+        _ => {}
+    }
     let offered: Vec<ActionView> =
         match crate::http::routes::tasks::available_actions(state, &user.actor, id).await {
             Ok(a) => a,
@@ -1306,6 +1338,183 @@ async fn run_action(
         }
         Err(e) => error_page(Some(user), &e),
     }
+}
+
+/// The page after a bulk form: its message, or the refusal (a 4xx with the reason shown).
+async fn after_bulk(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    query: &DataQuery,
+    outcome: Result<String, ApiError>,
+) -> Response {
+    match outcome {
+        Ok(message) => {
+            data_view(
+                state,
+                user,
+                id,
+                query,
+                StatusCode::OK,
+                Notice {
+                    message: Some(message),
+                    ..Notice::default()
+                },
+            )
+            .await
+        }
+        Err(e) if e.code.status().is_client_error() && e.code != ErrorCode::NotFound => {
+            data_view(
+                state,
+                user,
+                id,
+                query,
+                e.code.status(),
+                Notice {
+                    error: Some(e.detail),
+                    ..Notice::default()
+                },
+            )
+            .await
+        }
+        Err(e) => error_page(Some(user), &e),
+    }
+}
+
+/// The data-manager body selecting the form's tasks: all of the tab, or the ticked ones.
+fn selection(all: bool, ids: &[i64]) -> Map<String, Value> {
+    let mut body = Map::new();
+    let selected = if all {
+        json!({"all": true, "excluded": []})
+    } else {
+        json!({"all": false, "included": ids})
+    };
+    body.insert("selectedItems".into(), selected);
+    body
+}
+
+/// "Label selected tasks": the form's answers become one annotation per selected task through
+/// the code of `POST /api/annotations/bulk/` (ADR 0061).
+#[allow(clippy::too_many_arguments)]
+async fn bulk_label(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    tab: Option<&ViewRow>,
+    query: &DataQuery,
+    all: bool,
+    ids: &[i64],
+    fields: &[(String, String)],
+) -> Response {
+    let outcome = async {
+        let access =
+            access::project(&state.db, &user.actor, id, Permission::AnnotationManage).await?;
+        crate::storage::bulk::check_suitable(&access.row)?;
+        let config = access
+            .row
+            .config()
+            .ok_or_else(|| ApiError::internal("a suitable project has a configuration"))?;
+        let result = super::bulk::label_result(&config, fields)?;
+        let task_ids = if all {
+            crate::http::routes::annotations::selected_tasks(
+                state,
+                &user.actor,
+                id,
+                &selection(true, &[]),
+                tab,
+            )
+            .await?
+        } else {
+            ids.to_vec()
+        };
+        let input = crate::storage::annotations::AnnotationInput {
+            result: Some(result),
+            ..Default::default()
+        };
+        let done =
+            crate::http::routes::annotations::label(state, &user.actor, id, &task_ids, &input)
+                .await?;
+        let (n, left) = (done.created.len(), done.left_alone.len());
+        let labeled = format!("Labeled {n} task{}.", if n == 1 { "" } else { "s" });
+        Ok(if left > 0 {
+            format!(
+                "{labeled} {left} left alone (you have annotated them already, or they are full)."
+            )
+        } else {
+            labeled
+        })
+    }
+    .await;
+    after_bulk(state, user, id, query, outcome).await
+}
+
+/// "Assign to annotators": the ticked people are added as annotators of the selected tasks
+/// through the code of `POST /api/projects/{id}/tasks/assignees`.
+#[allow(clippy::too_many_arguments)]
+async fn bulk_assign(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    tab: Option<&ViewRow>,
+    query: &DataQuery,
+    all: bool,
+    ids: &[i64],
+    fields: &[(String, String)],
+) -> Response {
+    let outcome = async {
+        let people: Vec<i64> = fields
+            .iter()
+            .filter(|(k, _)| k == "assignee")
+            .map(|(_, v)| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    ApiError::field(
+                        ErrorCode::ValidationError,
+                        "assignee",
+                        format!("{v:?} is not a person of this project"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if people.is_empty() {
+            return Err(ApiError::field(
+                ErrorCode::ValidationError,
+                "assignee",
+                "Tick the annotators to assign.",
+            ));
+        }
+        access::project(&state.db, &user.actor, id, Permission::TaskManage).await?;
+        let task_ids = if all {
+            crate::http::routes::tasks::selected_task_ids(
+                state,
+                &user.actor,
+                id,
+                &selection(true, &[]),
+                tab,
+            )
+            .await?
+        } else {
+            ids.to_vec()
+        };
+        let made = crate::storage::assignments::assign(
+            &state.db,
+            &user.actor,
+            id,
+            &task_ids,
+            crate::storage::assignments::Kind::Annotate,
+            &people,
+            crate::storage::assignments::Change::Add,
+        )
+        .await?;
+        Ok(format!(
+            "Assigned {} annotator{} to {} task{}: {made} new assignments.",
+            people.len(),
+            if people.len() == 1 { "" } else { "s" },
+            task_ids.len(),
+            if task_ids.len() == 1 { "" } else { "s" }
+        ))
+    }
+    .await;
+    after_bulk(state, user, id, query, outcome).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 mod account;
 mod analytics;
+mod bulk;
 mod colour;
 mod dashboard;
 mod data;
