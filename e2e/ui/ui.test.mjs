@@ -491,7 +491,8 @@ test('data manager: bulk label, assign and mark ground truth on the selection; a
   const config = `<View><Text name="text" value="$text"/>
     <Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices>
     <Number name="score" toName="text" min="1" max="10"/><Rating name="stars" toName="text" maxRating="5"/>
-    <TextArea name="note" toName="text"/></View>`;
+    <TextArea name="note" toName="text"/>
+    <Taxonomy name="topic" toName="text"><Choice value="News"><Choice value="Sport"/><Choice value="Weather"/></Choice><Choice value="Ads"/></Taxonomy></View>`;
   const project = await api('POST', '/api/projects', { title: 'Bulk in a browser', label_config: config });
   const id = project.id;
   assert.equal(project.config_suitable_for_bulk_annotation, true);
@@ -533,6 +534,8 @@ test('data manager: bulk label, assign and mark ground truth on the selection; a
   await form.getByLabel('score').fill('7');
   await form.getByLabel('stars').selectOption('4');
   await form.getByLabel('note').fill('checked in bulk');
+  await form.getByLabel('News / Weather').check();
+  await form.getByLabel('Ads', { exact: true }).check();
   await form.getByRole('button', { name: 'Label selected tasks' }).click();
   await page.locator('#dm-message').waitFor();
   assert.match(await page.locator('#dm-message').textContent(), /Labeled 2 tasks/);
@@ -541,6 +544,7 @@ test('data manager: bulk label, assign and mark ground truth on the selection; a
     assert.equal(made.bulk_created, true);
     assert.deepEqual(made.result.map((r) => [r.from_name, r.value]), [
       ['sentiment', { choices: ['Positive'] }], ['score', { number: 7 }], ['stars', { rating: 4 }], ['note', { text: ['checked in bulk'] }],
+      ['topic', { taxonomy: [['News', 'Weather'], ['Ads']] }],
     ]);
   }
   // Assign the annotator to the third task.

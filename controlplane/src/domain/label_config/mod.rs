@@ -109,6 +109,9 @@ struct ControlMeta {
     labels_attrs: Vec<(String, Map<String, Value>)>,
     conditionals: Option<Value>,
     attrs: BTreeMap<String, String>,
+    /// `<Taxonomy>` only: each of its `<Choice>` items as its path from the top (the labels of
+    /// the enclosing items, then its own), with whether it is a leaf, in document order.
+    taxonomy: Vec<(Vec<String>, bool)>,
 }
 
 /// Attribute lookup that ignores letter case, as the editor does.
@@ -425,6 +428,7 @@ impl LabelConfig {
             labels_attrs: Vec::new(),
             conditionals,
             attrs,
+            taxonomy: Vec::new(),
         });
     }
 
@@ -465,6 +469,28 @@ impl LabelConfig {
             .attributes()
             .map(|a| (a.name().to_owned(), Value::String(a.value().to_owned())))
             .collect();
+        if self.controls[index].tag == "Taxonomy" {
+            let is_item = |n: &roxmltree::Node<'_, '_>| {
+                n.is_element() && n.tag_name().name().eq_ignore_ascii_case(tag)
+            };
+            let mut path: Vec<String> = node
+                .ancestors()
+                .skip(1)
+                .take_while(|a| {
+                    non_empty_attr(*a, "name").is_none_or(|n| n != self.controls[index].name)
+                })
+                .filter(is_item)
+                .filter_map(|a| {
+                    non_empty_attr(a, "alias")
+                        .or_else(|| non_empty_attr(a, "value"))
+                        .map(str::to_owned)
+                })
+                .collect();
+            path.reverse();
+            path.push(label.to_owned());
+            let leaf = !node.children().any(|c| is_item(&c));
+            self.control_meta[index].taxonomy.push((path, leaf));
+        }
         let meta = &mut self.control_meta[index];
         if let Some(slot) = meta.labels_attrs.iter_mut().find(|(l, _)| l == label) {
             slot.1 = attrs;
@@ -494,6 +520,16 @@ impl LabelConfig {
         self.control_meta
             .get(index)
             .and_then(|m| control_attr(m, name))
+    }
+
+    /// The items of control `index` when it is a `<Taxonomy>`: each as its path from the top
+    /// (the value a `taxonomy` result names it by) and whether it is a leaf, in document order;
+    /// empty for other controls.
+    pub fn taxonomy_items(&self, index: usize) -> &[(Vec<String>, bool)] {
+        self.control_meta
+            .get(index)
+            .map(|m| m.taxonomy.as_slice())
+            .unwrap_or_default()
     }
 
     /// Why bulk labeling (ADR 0061) cannot write this configuration's results, or `None` when

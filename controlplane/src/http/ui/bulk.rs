@@ -15,9 +15,10 @@ fn field_name(name: &str) -> String {
     format!("bulk:{name}")
 }
 
-/// The fields of the bulk-label form, one per control the form can fill (Taxonomy is left to
-/// the API: its answers are paths through a tree that a plain form does not show). Empty when
-/// the configuration is not one bulk labeling writes.
+/// The fields of the bulk-label form, one per control. A Taxonomy's items are check boxes, each
+/// named by its whole path ("Animals / Cats") and carrying the path as JSON; with `leafsOnly`
+/// only the leaves can be chosen, as in the editor. Empty when the configuration is not one
+/// bulk labeling writes.
 pub(super) fn label_fields(config: &LabelConfig) -> Vec<Value> {
     if config.bulk_unsuitable().is_some() {
         return Vec::new();
@@ -65,6 +66,20 @@ pub(super) fn label_fields(config: &LabelConfig) -> Vec<Value> {
                     "rating"
                 }
                 "TextArea" => "textarea",
+                "Taxonomy" => {
+                    let leafs_only =
+                        attr("leafsOnly").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                    let options: Vec<Value> = config
+                        .taxonomy_items(i)
+                        .iter()
+                        .filter(|(_, leaf)| *leaf || !leafs_only)
+                        .map(|(path, _)| {
+                            json!({"value": Value::from(path.clone()).to_string(), "label": path.join(" / ")})
+                        })
+                        .collect();
+                    field.insert("options".into(), json!(options));
+                    "taxonomy"
+                }
                 _ => return None,
             };
             field.insert("kind".into(), json!(kind));
@@ -117,6 +132,27 @@ pub(super) fn label_result(
                 json!({"rating": first.parse::<i64>().map_err(|_| bad_number())?}),
             ),
             "TextArea" => ("textarea", json!({"text": [first]})),
+            "Taxonomy" => {
+                let paths = values
+                    .iter()
+                    .map(|v| {
+                        serde_json::from_str::<Vec<String>>(v)
+                            .ok()
+                            .filter(|p| !p.is_empty())
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        ApiError::field(
+                            ErrorCode::ValidationError,
+                            &name,
+                            format!(
+                                "{first:?} is not an item of {}: choose items from the list",
+                                control.name
+                            ),
+                        )
+                    })?;
+                ("taxonomy", json!({"taxonomy": paths}))
+            }
             _ => continue,
         };
         let mut item = Map::new();
@@ -185,6 +221,70 @@ mod tests {
         assert!(none.is_err());
         let bad = label_result(&config, &[("bulk:n".to_string(), "many".to_string())]);
         assert!(bad.is_err_and(|e| e.detail.contains("not a number")));
+    }
+
+    #[test]
+    fn taxonomy_items_are_paths_and_leafs_only_keeps_the_leaves() {
+        let tree = |extra: &str| {
+            format!(
+                r#"<View><Text name="text" value="$text"/><Taxonomy name="topic" toName="text"{extra}>
+                <Choice value="Animals"><Choice value="Cats"/><Choice value="Dogs" alias="dog"/></Choice>
+                <Choice value="Plants"/></Taxonomy></View>"#
+            )
+        };
+        let config = LabelConfig::parse(&tree("")).expect("parses");
+        let fields = label_fields(&config);
+        let options = |f: &Value| -> Vec<(String, String)> {
+            f["options"]
+                .as_array()
+                .map(|o| {
+                    o.iter()
+                        .map(|o| {
+                            (
+                                o["label"].as_str().unwrap_or("").to_owned(),
+                                o["value"].as_str().unwrap_or("").to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(fields[0]["kind"], json!("taxonomy"));
+        assert_eq!(
+            options(&fields[0]),
+            [
+                ("Animals", r#"["Animals"]"#),
+                ("Animals / Cats", r#"["Animals","Cats"]"#),
+                ("Animals / dog", r#"["Animals","dog"]"#),
+                ("Plants", r#"["Plants"]"#),
+            ]
+            .map(|(l, v)| (l.to_owned(), v.to_owned()))
+        );
+        let leaves = LabelConfig::parse(&tree(r#" leafsOnly="true""#)).expect("parses");
+        let labels: Vec<String> = options(&label_fields(&leaves)[0])
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(labels, ["Animals / Cats", "Animals / dog", "Plants"]);
+
+        let posted: Vec<(String, String)> = [r#"["Animals","Cats"]"#, r#"["Plants"]"#]
+            .iter()
+            .map(|v| ("bulk:topic".to_string(), v.to_string()))
+            .collect();
+        let result = label_result(&config, &posted).expect("a result");
+        assert_eq!(
+            result,
+            json!([{"from_name": "topic", "to_name": "text", "type": "taxonomy",
+                    "value": {"taxonomy": [["Animals", "Cats"], ["Plants"]]}}])
+        );
+        config
+            .validate_result(&result)
+            .expect("valid for the configuration");
+        let forged = label_result(
+            &config,
+            &[("bulk:topic".to_string(), "Animals".to_string())],
+        );
+        assert!(forged.is_err_and(|e| e.detail.contains("not an item of topic")));
     }
 
     #[test]
