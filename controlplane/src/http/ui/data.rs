@@ -1304,43 +1304,22 @@ async fn run_action(
             },
         );
     }
-    let selected = if all {
-        json!({"all": true, "excluded": []})
-    } else {
-        json!({"all": false, "included": ids})
-    };
-    let mut body = Map::new();
-    body.insert("selectedItems".into(), selected);
-    match crate::http::routes::tasks::perform_action(state, &user.actor, id, tab, &action, &body)
-        .await
-    {
-        Ok(result) => {
-            let message = result
-                .get("detail")
-                .and_then(Value::as_str)
-                .unwrap_or("Done.")
-                .to_string();
-            data_view(
-                state,
-                user,
-                id,
-                query,
-                StatusCode::OK,
-                Notice {
-                    message: Some(message),
-                    ..Notice::default()
-                },
-            )
+    let body = selection(all, &ids);
+    let outcome =
+        crate::http::routes::tasks::perform_action(state, &user.actor, id, tab, &action, &body)
             .await
-        }
-        Err(e) if e.code.status().is_client_error() && e.code != ErrorCode::NotFound => {
-            refuse(e.code.status(), e.detail).await
-        }
-        Err(e) => error_page(Some(user), &e),
-    }
+            .map(|result| {
+                result
+                    .get("detail")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Done.")
+                    .to_string()
+            });
+    after_bulk(state, user, id, query, outcome).await
 }
 
-/// The page after a bulk form: its message, or the refusal (a 4xx with the reason shown).
+/// The page after an action or a bulk form: its message, or the refusal (a 4xx with the reason
+/// shown).
 async fn after_bulk(
     state: &AppState,
     user: &PageUser,
