@@ -221,6 +221,36 @@ impl Kind {
     }
 }
 
+/// Takes deleted annotations off their tasks' and project's counters inside `tx`: `gone` holds
+/// `(id, task_id, was_cancelled, ground_truth, has_result)` as the deleting statement returned
+/// them. Each task gets one delta, in task order, then its agreement and comment counts are
+/// refreshed. Evaluates to the deleted ids and the number of tasks they were on.
+#[macro_export]
+macro_rules! retract_deleted_annotations {
+    ($tx:ident, $project_id:expr, $skip_queue:expr, $gone:expr) => {{
+        use $crate::storage::annotations::Kind;
+        let mut per_task: std::collections::BTreeMap<i64, Kind> = Default::default();
+        let mut ids: Vec<i64> = Vec::new();
+        for (id, task_id, cancelled, gt, has_result) in $gone {
+            ids.push(id);
+            let sum = per_task.entry(task_id).or_default();
+            *sum = sum.plus(Kind::of(cancelled, gt, has_result));
+        }
+        for (&task_id, &kind) in &per_task {
+            $crate::apply_annotation_delta!(
+                $tx,
+                task_id,
+                $project_id,
+                Kind::default().minus(kind),
+                $skip_queue
+            );
+            $crate::refresh_task_agreement!($tx, $project_id, task_id);
+            $crate::refresh_task_comments!($tx, task_id);
+        }
+        (ids, per_task.len())
+    }};
+}
+
 /// Applies a counter delta to a task and its project, recomputing completion, inside `tx`.
 /// Every annotation change goes through here, so counters never drift and never need a scan.
 #[macro_export]
@@ -1031,23 +1061,8 @@ pub async fn delete_for_tasks(
             .bind(project_id)
             .fetch_all(&mut *tx)
             .await?;
-            let mut per_task: std::collections::BTreeMap<i64, Kind> = Default::default();
-            for (id, task_id, cancelled, gt, has_result) in gone {
-                deleted.push(id);
-                let sum = per_task.entry(task_id).or_default();
-                *sum = sum.plus(Kind::of(cancelled, gt, has_result));
-            }
-            for (task_id, kind) in per_task {
-                apply_annotation_delta!(
-                    tx,
-                    task_id,
-                    project_id,
-                    Kind::default().minus(kind),
-                    skip_queue
-                );
-                crate::refresh_task_agreement!(tx, project_id, task_id);
-                crate::refresh_task_comments!(tx, task_id);
-            }
+            let (ids, _) = crate::retract_deleted_annotations!(tx, project_id, skip_queue, gone);
+            deleted.extend(ids);
         }
         deleted.sort_unstable();
         audit!(

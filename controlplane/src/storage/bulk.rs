@@ -291,24 +291,8 @@ pub async fn delete_annotations(
         .bind(project_id)
         .fetch_all(&mut *tx)
         .await?;
-        let mut per_task: std::collections::BTreeMap<i64, Kind> = Default::default();
-        let mut deleted = Vec::with_capacity(gone.len());
-        for (id, task_id, cancelled, gt, has_result) in gone {
-            deleted.push(id);
-            let sum = per_task.entry(task_id).or_default();
-            *sum = sum.plus(Kind::of(cancelled, gt, has_result));
-        }
-        for (&task_id, &kind) in &per_task {
-            crate::apply_annotation_delta!(
-                tx,
-                task_id,
-                project_id,
-                Kind::default().minus(kind),
-                skip_queue
-            );
-            crate::refresh_task_agreement!(tx, project_id, task_id);
-            crate::refresh_task_comments!(tx, task_id);
-        }
+        let (mut deleted, tasks_touched) =
+            crate::retract_deleted_annotations!(tx, project_id, skip_queue, gone);
         deleted.sort_unstable();
         audit!(
             tx,
@@ -317,7 +301,7 @@ pub async fn delete_annotations(
                 "annotation.delete",
                 "project",
                 project_id,
-                json!({"deleted": deleted.len(), "tasks": per_task.len(), "ids": deleted}),
+                json!({"deleted": deleted.len(), "tasks": tasks_touched, "ids": deleted}),
             )
         );
         Ok::<_, ApiError>(deleted)
