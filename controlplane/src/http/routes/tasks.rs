@@ -881,6 +881,32 @@ pub(crate) async fn selected_task_ids(
     body: &Map<String, Value>,
     view: Option<&ViewRow>,
 ) -> ApiResult<Vec<i64>> {
+    selection_ids(state, actor, project, body, view, None).await
+}
+
+/// [`selected_task_ids`] for a caller that takes at most `cap` tasks: it reads at most
+/// `cap + 1` ids, so more than `cap` answers `cap + 1` ids however large the selection.
+pub(crate) async fn selected_task_ids_capped(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    body: &Map<String, Value>,
+    view: Option<&ViewRow>,
+    cap: usize,
+) -> ApiResult<Vec<i64>> {
+    selection_ids(state, actor, project, body, view, Some(cap + 1)).await
+}
+
+/// The ids a data-manager body selects (`selectedItems`, and `filters` unless a view is given),
+/// at most `limit` of them.
+async fn selection_ids(
+    state: &AppState,
+    actor: &Actor,
+    project: i64,
+    body: &Map<String, Value>,
+    view: Option<&ViewRow>,
+    limit: Option<usize>,
+) -> ApiResult<Vec<i64>> {
     let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
     if !selected.is_object() {
         return Err(ApiError::field(
@@ -899,37 +925,7 @@ pub(crate) async fn selected_task_ids(
     }
     let query = with_view(view, query);
     let query = tasks::task_query(state.db.dialect(), &query, false)?;
-    collect_ids(state, actor, project, &query, None).await
-}
-
-/// [`selected_task_ids`] for a caller that takes at most `cap` tasks: it reads at most
-/// `cap + 1` ids, so more than `cap` answers `cap + 1` ids however large the selection.
-pub(crate) async fn selected_task_ids_capped(
-    state: &AppState,
-    actor: &Actor,
-    project: i64,
-    body: &Map<String, Value>,
-    view: Option<&ViewRow>,
-    cap: usize,
-) -> ApiResult<Vec<i64>> {
-    let selected = body.get("selectedItems").cloned().unwrap_or(Value::Null);
-    if !selected.is_object() {
-        return Err(ApiError::field(
-            ErrorCode::ValidationError,
-            "selectedItems",
-            "this field is required: {\"all\": false, \"included\": [ids]} or {\"all\": true, \"excluded\": [ids]}",
-        ));
-    }
-    let mut query = serde_json::json!({"selectedItems": selected});
-    if let Some(filters) = body
-        .get("filters")
-        .filter(|f| !f.is_null() && view.is_none())
-    {
-        query["filters"] = filters.clone();
-    }
-    let query = with_view(view, query);
-    let query = tasks::task_query(state.db.dialect(), &query, false)?;
-    collect_ids(state, actor, project, &query, Some(cap + 1)).await
+    collect_ids(state, actor, project, &query, limit).await
 }
 
 async fn collect_ids(
