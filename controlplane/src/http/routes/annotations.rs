@@ -152,10 +152,11 @@ pub async fn convert_to_draft(
 }
 
 async fn emit(state: &AppState, actor: &Actor, project: i64, action: Action, subject: Subject) {
-    // A submitted or updated annotation counts towards the ML backends' next training.
+    // A submitted or updated annotation (or many, labeled in bulk) counts towards the ML
+    // backends' next training.
     if matches!(
         action,
-        Action::AnnotationCreated | Action::AnnotationUpdated
+        Action::AnnotationCreated | Action::AnnotationUpdated | Action::AnnotationsCreated
     ) && let Ok(row) = crate::storage::projects::load(&state.db, actor.org_id, project).await
     {
         crate::ml::after_annotation(&state.db, &state.jobs, &row).await;
@@ -319,14 +320,10 @@ pub async fn label(
 ) -> ApiResult<bulk::Labeled> {
     let labeled = bulk::label_tasks(&state.db, actor, project, task_ids, input).await?;
     if !labeled.created.is_empty() {
-        if let Ok(row) = crate::storage::projects::load(&state.db, actor.org_id, project).await {
-            crate::ml::after_annotation(&state.db, &state.jobs, &row).await;
-        }
-        crate::webhooks::emit(
-            &state.db,
-            &state.jobs,
-            actor.org_id,
-            Some(project),
+        emit(
+            state,
+            actor,
+            project,
             Action::AnnotationsCreated,
             Subject::Annotations(labeled.created.clone()),
         )
